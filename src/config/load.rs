@@ -1,0 +1,321 @@
+//! Reading the TOML file: every problem at once, each with line:column and key path.
+//!
+//! Serde stops at the first error, so loading runs in rounds: deserialize, record the error,
+//! remove the offending key from the (spanned) document, and try again. Keys removed this way
+//! fall back to their defaults only so that the rest of the file can still be checked; a file
+//! with any problem is never accepted.
+
+use super::{validate, Config};
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path (`policy.scale_in.threshold`); empty for the document itself.
+    pub path: String,
+    /// 1-based line and column, when the key is written in the file.
+    pub location: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((l, c)) = self.location {
+            write!(f, "{l}:{c}: ")?;
+        }
+        if self.path.is_empty() || self.message.starts_with(&self.path) {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {} problem(s):\n{}", problems.len(), render(origin, problems))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render(origin: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| match p.location {
+            Some(_) => format!("  {origin}:{p}"),
+            None => format!("  {origin}: {p}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+/// Reads, parses and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_str(&src, &path.display().to_string())
+}
+
+/// Parses and validates config text; `origin` names it in messages.
+pub fn parse_str(src: &str, origin: &str) -> Result<Config, ConfigError> {
+    let index = LineIndex::new(src);
+    let invalid = |problems| ConfigError::Invalid {
+        origin: origin.to_string(),
+        problems,
+    };
+    let (doc, syntax_errors) = DeTable::parse_recoverable(src);
+    if !syntax_errors.is_empty() {
+        let problems = syntax_errors
+            .iter()
+            .map(|e| Problem {
+                path: String::new(),
+                location: e.span().map(|s| index.locate(s.start)),
+                message: first_line(e.message()),
+            })
+            .collect();
+        return Err(invalid(problems));
+    }
+
+    let mut problems = Vec::new();
+    let mut working = doc.clone();
+    let mut parsed = None;
+    // Each round removes one key, so the number of rounds is bounded by the keys in the file.
+    for _ in 0..=count_keys(doc.get_ref()) {
+        let de = toml::de::Deserializer::from(working.clone());
+        match serde_path_to_error::deserialize::<_, Config>(de) {
+            Ok(cfg) => {
+                parsed = Some(cfg);
+                break;
+            }
+            Err(err) => {
+                let pte_path = err.path().to_string();
+                let inner = err.into_inner();
+                let by_span = inner
+                    .span()
+                    .and_then(|s| deepest_entry(working.get_ref(), &s, &mut Vec::new()));
+                let keys = by_span.unwrap_or_else(|| split_path(&pte_path));
+                let path = keys.join(".");
+                let location = locate_path(doc.get_ref(), &keys)
+                    .or_else(|| inner.span().map(|s| s.start))
+                    .map(|offset| index.locate(offset));
+                problems.push(Problem {
+                    path,
+                    location,
+                    message: first_line(inner.message()),
+                });
+                if keys.is_empty() || !remove_path(working.get_mut(), &keys) {
+                    break;
+                }
+            }
+        }
+    }
+
+    match parsed {
+        Some(cfg) => {
+            for mut p in validate(&cfg) {
+                let keys = split_path(&p.path);
+                p.location = locate_path(doc.get_ref(), &keys).map(|s| index.locate(s));
+                problems.push(p);
+            }
+            if problems.is_empty() {
+                Ok(cfg)
+            } else {
+                Err(invalid(problems))
+            }
+        }
+        None => Err(invalid(problems)),
+    }
+}
+
+fn first_line(msg: &str) -> String {
+    msg.lines().next().unwrap_or("").trim().to_string()
+}
+
+fn split_path(path: &str) -> Vec<String> {
+    if path.is_empty() || path == "." {
+        return Vec::new();
+    }
+    path.split('.')
+        .map(|k| k.split('[').next().unwrap_or(k).to_string())
+        .filter(|k| !k.is_empty() && k != "?")
+        .collect()
+}
+
+fn count_keys(t: &DeTable<'_>) -> usize {
+    t.iter()
+        .map(|(_, v)| {
+            1 + match v.get_ref() {
+                DeValue::Table(inner) => count_keys(inner),
+                _ => 0,
+            }
+        })
+        .sum()
+}
+
+fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end && outer.start < outer.end
+}
+
+/// The deepest key whose key or value span holds `span`, as a key path.
+fn deepest_entry(
+    t: &DeTable<'_>,
+    span: &Range<usize>,
+    prefix: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    for (k, v) in t.iter() {
+        let key_hit = contains(&k.span(), span);
+        let value_hit = contains(&v.span(), span);
+        if !(key_hit || value_hit) {
+            continue;
+        }
+        prefix.push(k.get_ref().to_string());
+        if let DeValue::Table(inner) = v.get_ref() {
+            if let Some(found) = deepest_entry(inner, span, prefix) {
+                return Some(found);
+            }
+        }
+        return Some(prefix.clone());
+    }
+    None
+}
+
+/// Byte offset where `keys` is written: the value for a present key, else the nearest table.
+fn locate_path(t: &DeTable<'_>, keys: &[String]) -> Option<usize> {
+    let (first, rest) = keys.split_first()?;
+    let (k, v) = t.get_key_value(first.as_str())?;
+    if rest.is_empty() {
+        return Some(k.span().start);
+    }
+    match v.get_ref() {
+        DeValue::Table(inner) => locate_path(inner, rest).or(Some(k.span().start)),
+        _ => Some(k.span().start),
+    }
+}
+
+fn remove_path(t: &mut DeTable<'_>, keys: &[String]) -> bool {
+    match keys {
+        [] => false,
+        [last] => t.remove(last.as_str()).is_some(),
+        [first, rest @ ..] => match t.get_mut(first.as_str()).map(Spanned::get_mut) {
+            Some(DeValue::Table(inner)) => remove_path(inner, rest),
+            _ => t.remove(first.as_str()).is_some(),
+        },
+    }
+}
+
+/// Byte offsets to 1-based line:column.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(src: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+    fn locate(&self, offset: usize) -> (usize, usize) {
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        (line, offset - self.starts[line - 1] + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dur;
+
+    fn problems(src: &str) -> Vec<Problem> {
+        match parse_str(src, "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().to_vec(),
+        }
+    }
+
+    #[test]
+    fn unwritten_keys_are_the_defaults() {
+        let mut want = Config::default();
+        want.agent.dry_run = true;
+        assert_eq!(parse_str("[agent]\ndry_run = true\n", "t").unwrap(), want);
+        // A partial section keeps the other keys' own defaults.
+        let c = parse_str(
+            "[agent]\ndry_run = true\n[policy.scale_in]\nsustain = \"5m\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.policy.scale_in.threshold, want.policy.scale_in.threshold);
+        assert_eq!(c.policy.scale_in.sustain, Dur::secs(300));
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let p = problems("[agent]\ngroup = \n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].location.map(|l| l.0), Some(2));
+    }
+
+    #[test]
+    fn reports_every_unknown_and_mistyped_key() {
+        let src = "[agent]\ngrup = \"x\"\nrole = \"boss\"\n\n[sampling]\ninterval = \"10 fortnights\"\nbogus = 1\n\n[nonsense]\n";
+        let p = problems(src);
+        let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"agent.grup"), "{p:#?}");
+        assert!(paths.contains(&"agent.role"), "{p:#?}");
+        assert!(paths.contains(&"sampling.interval"), "{p:#?}");
+        assert!(paths.contains(&"sampling.bogus"), "{p:#?}");
+        assert!(paths.contains(&"nonsense"), "{p:#?}");
+        let role = p.iter().find(|p| p.path == "agent.role").unwrap();
+        assert_eq!(role.location, Some((3, 1)));
+        assert!(role.message.contains("boss"), "{role:?}");
+        let interval = p.iter().find(|p| p.path == "sampling.interval").unwrap();
+        assert_eq!(interval.location, Some((6, 1)));
+    }
+
+    #[test]
+    fn semantic_problems_are_located() {
+        let src = "[policy.scale_out]\nthreshold = 0.8\n[policy.scale_in]\nthreshold = 0.9\n";
+        let p = problems(src);
+        let t = p
+            .iter()
+            .find(|p| p.path == "policy.scale_in.threshold")
+            .unwrap();
+        assert_eq!(t.location, Some((4, 1)));
+        assert_eq!(
+            t.to_string(),
+            "4:1: policy.scale_in.threshold must be below policy.scale_out.threshold (0.9 >= 0.8)"
+        );
+    }
+
+    #[test]
+    fn line_index_maps_offsets() {
+        let idx = LineIndex::new("ab\ncd\n\nef");
+        assert_eq!(idx.locate(0), (1, 1));
+        assert_eq!(idx.locate(1), (1, 2));
+        assert_eq!(idx.locate(3), (2, 1));
+        assert_eq!(idx.locate(6), (3, 1));
+        assert_eq!(idx.locate(8), (4, 2));
+    }
+}

@@ -1,0 +1,480 @@
+//! The one TOML file operators tune: its schema, defaults (written once, in the `Default` impls
+//! below), loading with line:column diagnostics, and semantic validation.
+//!
+//! `load` never stops at the first problem: it collects every syntax, type, unknown-key and
+//! semantic problem with its key path so `burst-agent check-config` can show them all at once.
+
+mod duration;
+mod load;
+mod validate;
+
+pub use duration::{parse_duration, Dur};
+pub use load::{load_file, parse_str, ConfigError, Problem};
+pub use validate::validate;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where the agent looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/burst-agent/agent.toml";
+
+/// Placeholders a hook argument may contain; each is replaced inside one argument only.
+pub const HOOK_PLACEHOLDERS: &[&str] = &["instance_id", "private_ip", "private_dns", "group"];
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub sampling: SamplingConfig,
+    pub metrics: MetricsConfig,
+    pub policy: PolicyConfig,
+    pub cap: CapConfig,
+    pub fleet: FleetConfig,
+    pub elb: ElbConfig,
+    pub hooks: HooksConfig,
+    pub aws: AwsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Samples, publishes, reads the fleet back, decides and acts.
+    Master,
+    /// Runs on slaves: samples and publishes only.
+    Reporter,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Names the site's fleet: the `Group` metric dimension and the `burst-agent:group` tag.
+    pub group: String,
+    pub role: Role,
+    /// Cap ledger, actuator journal and status snapshot live here.
+    pub state_dir: PathBuf,
+    /// Decide and log everything, launch/register/terminate nothing.
+    pub dry_run: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            group: "default".into(),
+            role: Role::Master,
+            state_dir: PathBuf::from("/var/lib/burst-agent"),
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingConfig {
+    pub interval: Dur,
+    /// Process names that count as Apache workers when the pidfile can't be used.
+    pub apache_process_names: Vec<String>,
+    /// Apache parent's pidfile; its children are the workers (the cheap path). Empty: names only.
+    pub apache_pidfile: PathBuf,
+    /// Apache's MaxClients / MaxRequestWorkers: the denominator of the busy-worker ratio.
+    pub apache_max_workers: u32,
+    /// mod_status URL (the `?auto` form is requested); empty to skip.
+    pub mod_status_url: String,
+    pub mod_status_timeout: Dur,
+    /// Filesystems whose used % is sampled (absolute paths).
+    pub disk_paths: Vec<PathBuf>,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            interval: Dur::secs(10),
+            apache_process_names: vec!["apache2".into(), "httpd".into()],
+            apache_pidfile: PathBuf::from("/var/run/apache2/apache2.pid"),
+            apache_max_workers: 256,
+            mod_status_url: "http://127.0.0.1/server-status?auto".into(),
+            mod_status_timeout: Dur::secs(2),
+            disk_paths: vec![PathBuf::from("/")],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub namespace: String,
+    pub publish_interval: Dur,
+    /// 60 (standard) or 1 (high resolution, billed more).
+    pub storage_resolution: u32,
+    /// How often the master reads the fleet's samples back.
+    pub fleet_read_interval: Dur,
+    /// A host whose newest sample is older than this counts as missing.
+    pub stale_after: Dur,
+    /// Datapoints kept while CloudWatch is unreachable; the oldest are dropped past this.
+    pub buffer_limit: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            namespace: "BurstAgent".into(),
+            publish_interval: Dur::secs(60),
+            storage_resolution: 60,
+            fleet_read_interval: Dur::secs(60),
+            stale_after: Dur::secs(180),
+            buffer_limit: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    /// desired = ceil(current × utilization / target), with a tolerance band.
+    TargetTracking,
+    /// Step rules: breach a threshold for `sustain` before acting.
+    Threshold,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// 1-minute load average divided by CPU count.
+    LoadPerCpu,
+    /// Apache busy workers (mod_status) or worker processes over max workers.
+    ApacheBusyRatio,
+    /// (total - available) / total memory.
+    MemoryUsedRatio,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::LoadPerCpu => "load_per_cpu",
+            Signal::ApacheBusyRatio => "apache_busy_ratio",
+            Signal::MemoryUsedRatio => "memory_used_ratio",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum VictimOrder {
+    NewestFirst,
+    OldestFirst,
+    /// The slave whose next whole billing hour comes soonest.
+    ClosestToBillingHour,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Targets {
+    pub load_per_cpu: f64,
+    pub apache_busy_ratio: f64,
+    pub memory_used_ratio: f64,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets {
+            load_per_cpu: 0.7,
+            apache_busy_ratio: 0.6,
+            memory_used_ratio: 0.8,
+        }
+    }
+}
+
+impl Targets {
+    pub fn get(&self, s: Signal) -> f64 {
+        match s {
+            Signal::LoadPerCpu => self.load_per_cpu,
+            Signal::ApacheBusyRatio => self.apache_busy_ratio,
+            Signal::MemoryUsedRatio => self.memory_used_ratio,
+        }
+    }
+}
+
+/// A threshold rule: act when utilization (fraction of the signal's capacity, 1.0 = saturated)
+/// stays beyond `threshold` for `sustain`, by `step` slaves. Scale-out and scale-in have their own
+/// types only so each keeps its own defaults when a section is written in part.
+macro_rules! threshold_rule {
+    ($name:ident, $threshold:expr, $sustain:expr) => {
+        #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            pub threshold: f64,
+            pub sustain: Dur,
+            pub step: u32,
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    threshold: $threshold,
+                    sustain: $sustain,
+                    step: 1,
+                }
+            }
+        }
+    };
+}
+threshold_rule!(ScaleOutRule, 0.8, Dur::secs(60));
+threshold_rule!(ScaleInRule, 0.3, Dur::secs(600));
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub evaluation_interval: Dur,
+    pub mode: PolicyMode,
+    /// Several at once: the most demanding wins.
+    pub signals: Vec<Signal>,
+    pub targets: Targets,
+    /// Target tracking does nothing while |utilization/target - 1| <= tolerance.
+    pub tolerance: f64,
+    pub scale_out: ScaleOutRule,
+    pub scale_in: ScaleInRule,
+    pub min_slaves: u32,
+    pub max_slaves: u32,
+    /// The most slaves one decision may add / remove.
+    pub max_step_out: u32,
+    pub max_step_in: u32,
+    pub scale_out_cooldown: Dur,
+    pub scale_in_cooldown: Dur,
+    /// Desired counts are smoothed over these windows: out takes the lowest, in the highest.
+    pub scale_out_stabilization: Dur,
+    pub scale_in_stabilization: Dur,
+    /// A slave younger than this is never scaled in.
+    pub min_lifetime: Dur,
+    pub victim_order: VictimOrder,
+    /// Metrics older than this count as missing.
+    pub stale_after: Dur,
+    /// Keep slaves through a lull while this many launches or fewer remain in today's cap.
+    pub keep_slaves_when_cap_remaining_at_most: u32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            evaluation_interval: Dur::secs(15),
+            mode: PolicyMode::TargetTracking,
+            signals: vec![Signal::LoadPerCpu, Signal::ApacheBusyRatio],
+            targets: Targets::default(),
+            tolerance: 0.1,
+            scale_out: ScaleOutRule::default(),
+            scale_in: ScaleInRule::default(),
+            min_slaves: 0,
+            max_slaves: 7,
+            max_step_out: 3,
+            max_step_in: 1,
+            scale_out_cooldown: Dur::secs(120),
+            scale_in_cooldown: Dur::secs(600),
+            scale_out_stabilization: Dur::secs(0),
+            scale_in_stabilization: Dur::secs(600),
+            min_lifetime: Dur::secs(1200),
+            victim_order: VictimOrder::NewestFirst,
+            stale_after: Dur::secs(180),
+            keep_slaves_when_cap_remaining_at_most: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CapConfig {
+    /// Distinct burst instances that may run on one calendar day.
+    pub daily_limit: u32,
+    /// IANA time zone whose midnight starts a new day.
+    pub time_zone: String,
+    /// Optional second budget: burst instance-hours per day (0 = off).
+    pub daily_instance_hours: f64,
+}
+
+impl Default for CapConfig {
+    fn default() -> Self {
+        CapConfig {
+            daily_limit: 7,
+            time_zone: "Asia/Tokyo".into(),
+            daily_instance_hours: 0.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LaunchTemplate {
+    pub id: String,
+    pub name: String,
+    /// `$Default`, `$Latest` or a number.
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// Either a launch template ...
+    pub launch_template: Option<LaunchTemplate>,
+    /// ... or the launch spec written out.
+    pub ami: String,
+    pub instance_type: String,
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    pub instance_profile: String,
+    pub key_name: String,
+    pub user_data_file: Option<PathBuf>,
+    /// Extra tags on every slave (the agent's own `burst-agent:*` tags are always added).
+    pub tags: BTreeMap<String, String>,
+    /// A launched slave must be `running` within this, or it is terminated.
+    pub boot_timeout: Dur,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            launch_template: None,
+            ami: String::new(),
+            instance_type: "t3.small".into(),
+            subnet_ids: Vec::new(),
+            security_group_ids: Vec::new(),
+            instance_profile: String::new(),
+            key_name: String::new(),
+            user_data_file: None,
+            tags: BTreeMap::new(),
+            boot_timeout: Dur::secs(600),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElbConfig {
+    /// Classic ELB name.
+    pub name: String,
+    /// Time given to in-flight requests after deregistration.
+    pub draining_timeout: Dur,
+    /// A registered slave must be `InService` within this.
+    pub register_timeout: Dur,
+}
+
+impl Default for ElbConfig {
+    fn default() -> Self {
+        ElbConfig {
+            name: String::new(),
+            draining_timeout: Dur::secs(300),
+            register_timeout: Dur::secs(300),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hook {
+    /// Program and arguments; never run through a shell. Placeholders: see HOOK_PLACEHOLDERS.
+    pub argv: Vec<String>,
+    pub timeout: Dur,
+    /// Further attempts after the first fails.
+    pub retries: u32,
+    pub retry_delay: Dur,
+}
+
+impl Default for Hook {
+    fn default() -> Self {
+        Hook {
+            argv: Vec::new(),
+            timeout: Dur::secs(600),
+            retries: 2,
+            retry_delay: Dur::secs(10),
+        }
+    }
+}
+
+fn rsync_docroot() -> Hook {
+    Hook {
+        argv: [
+            "rsync",
+            "-az",
+            "--delete",
+            "--timeout=60",
+            "/var/www/",
+            "{private_ip}:/var/www/",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Hook::default()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Must succeed before a new slave is registered with the ELB (content sync).
+    pub pre_register: Hook,
+    /// Run against every in-service slave each `content_sync_interval`.
+    pub content_sync: Hook,
+    pub content_sync_interval: Dur,
+    /// Optional, run before a slave is deregistered.
+    pub pre_deregister: Option<Hook>,
+    /// Optional, run after a slave is terminated.
+    pub post_terminate: Option<Hook>,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            pre_register: rsync_docroot(),
+            content_sync: rsync_docroot(),
+            content_sync_interval: Dur::secs(300),
+            pre_deregister: None,
+            post_terminate: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Empty: the standard chain (AWS_REGION, profile, instance metadata).
+    pub region: String,
+    /// Points every AWS client at an emulator (tests); empty for real AWS.
+    pub endpoint_url: String,
+    /// Shared by every task: the agent's AWS calls per second.
+    pub max_calls_per_second: u32,
+    pub call_timeout: Dur,
+    /// SDK attempts per call (throttling and 5xx are retried with backoff).
+    pub max_attempts: u32,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            region: String::new(),
+            endpoint_url: String::new(),
+            max_calls_per_second: 5,
+            call_timeout: Dur::secs(30),
+            max_attempts: 4,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`info`) or a filter (`burst_agent=debug,info`); `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}

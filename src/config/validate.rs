@@ -1,0 +1,624 @@
+//! Semantic checks: everything serde's types can't say. Every problem is reported, each as a
+//! sentence that starts with its key path.
+
+use super::{Config, Dur, Hook, Problem, Role, HOOK_PLACEHOLDERS};
+use std::path::Path;
+use std::time::Duration;
+
+struct Checks {
+    problems: Vec<Problem>,
+}
+
+impl Checks {
+    fn fail(&mut self, path: &str, message: String) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            location: None,
+            message,
+        });
+    }
+    fn require(&mut self, ok: bool, path: &str, message: impl FnOnce() -> String) {
+        if !ok {
+            self.fail(path, message());
+        }
+    }
+    fn duration(&mut self, path: &str, d: Dur, min: Duration, max: Duration) {
+        self.require(d.get() >= min && d.get() <= max, path, || {
+            format!(
+                "{path} must be between {} and {} (got {d})",
+                Dur(min),
+                Dur(max)
+            )
+        });
+    }
+    fn absolute(&mut self, path: &str, p: &Path) {
+        self.require(p.is_absolute(), path, || {
+            format!(
+                "{path} must be an absolute path (got {:?})",
+                p.display().to_string()
+            )
+        });
+    }
+    fn fraction(&mut self, path: &str, v: f64, max: f64) {
+        self.require(v.is_finite() && v > 0.0 && v <= max, path, || {
+            format!("{path} must be above 0 and at most {max} (got {v})")
+        });
+    }
+    fn hook(&mut self, path: &str, hook: &Hook) {
+        let argv_path = format!("{path}.argv");
+        match hook.argv.first() {
+            None => self.fail(
+                &argv_path,
+                format!("{argv_path} must name a program to run"),
+            ),
+            Some(p) if p.trim().is_empty() => self.fail(
+                &argv_path,
+                format!("{argv_path}[0] must name a program, not be blank"),
+            ),
+            Some(_) => {}
+        }
+        for (i, arg) in hook.argv.iter().enumerate() {
+            for name in placeholders(arg) {
+                match name {
+                    Ok(n) if HOOK_PLACEHOLDERS.contains(&n) => {}
+                    Ok(n) => self.fail(
+                        &argv_path,
+                        format!(
+                            "{argv_path}[{i}] uses unknown placeholder {{{n}}}; known: {}",
+                            HOOK_PLACEHOLDERS
+                                .iter()
+                                .map(|p| format!("{{{p}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
+                    Err(()) => self.fail(
+                        &argv_path,
+                        format!("{argv_path}[{i}] has an unclosed '{{' in {arg:?}"),
+                    ),
+                }
+            }
+        }
+        self.duration(
+            &format!("{path}.timeout"),
+            hook.timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(6 * 3600),
+        );
+        self.require(hook.retries <= 10, &format!("{path}.retries"), || {
+            format!("{path}.retries must be at most 10 (got {})", hook.retries)
+        });
+    }
+}
+
+/// The placeholder names in one hook argument (`{instance_id}` → `instance_id`).
+pub(crate) fn placeholders(arg: &str) -> Vec<Result<&str, ()>> {
+    let mut out = Vec::new();
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                out.push(Ok(&after[..close]));
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push(Err(()));
+                break;
+            }
+        }
+    }
+    out
+}
+
+const SEC: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '#' | ':'))
+}
+
+const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+
+/// A bare word must be a level: `EnvFilter` would take `"loud"` as a target name and log nothing.
+fn check_log_level(level: &str) -> Result<(), String> {
+    let bare = !level.contains(['=', ',', '[', ':']);
+    if bare && !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+        return Err("not a level".into());
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Every semantic problem in `cfg`, in file order.
+pub fn validate(cfg: &Config) -> Vec<Problem> {
+    let mut c = Checks {
+        problems: Vec::new(),
+    };
+    let acting = cfg.agent.role == Role::Master && !cfg.agent.dry_run;
+
+    // [agent]
+    c.require(valid_name(&cfg.agent.group), "agent.group", || {
+        format!(
+            "agent.group must be 1-255 characters of letters, digits and -_./#: (got {:?})",
+            cfg.agent.group
+        )
+    });
+    c.absolute("agent.state_dir", &cfg.agent.state_dir);
+
+    // [sampling]
+    let s = &cfg.sampling;
+    c.duration("sampling.interval", s.interval, SEC, HOUR);
+    c.require(
+        !s.apache_process_names.is_empty(),
+        "sampling.apache_process_names",
+        || "sampling.apache_process_names must list at least one name (apache2, httpd)".into(),
+    );
+    for name in &s.apache_process_names {
+        c.require(
+            !name.is_empty() && name.len() <= 15,
+            "sampling.apache_process_names",
+            || {
+                format!(
+                "sampling.apache_process_names entry {name:?} must be 1-15 bytes: the kernel keeps \
+                 only 15 bytes of a process name, so a longer one never matches"
+            )
+            },
+        );
+    }
+    if !s.apache_pidfile.as_os_str().is_empty() {
+        c.absolute("sampling.apache_pidfile", &s.apache_pidfile);
+    }
+    c.require(s.apache_max_workers >= 1, "sampling.apache_max_workers", || {
+        "sampling.apache_max_workers must be at least 1 (Apache's MaxClients / MaxRequestWorkers)".into()
+    });
+    if !s.mod_status_url.is_empty() {
+        c.require(
+            s.mod_status_url.starts_with("http://"),
+            "sampling.mod_status_url",
+            || {
+                format!(
+                    "sampling.mod_status_url must be a plain http:// URL on this host, like \
+                 \"http://127.0.0.1/server-status?auto\" (got {:?})",
+                    s.mod_status_url
+                )
+            },
+        );
+    }
+    c.require(
+        !s.mod_status_timeout.is_zero() && s.mod_status_timeout < s.interval,
+        "sampling.mod_status_timeout",
+        || {
+            format!(
+                "sampling.mod_status_timeout must be above 0 and below sampling.interval ({} >= {})",
+                s.mod_status_timeout, s.interval
+            )
+        },
+    );
+    for p in &s.disk_paths {
+        c.absolute("sampling.disk_paths", p);
+    }
+
+    // [metrics]
+    let m = &cfg.metrics;
+    c.require(
+        valid_name(&m.namespace) && !m.namespace.starts_with("AWS/"),
+        "metrics.namespace",
+        || {
+            format!(
+                "metrics.namespace must be 1-255 characters of letters, digits and -_./#: and not \
+                 start with \"AWS/\" (got {:?})",
+                m.namespace
+            )
+        },
+    );
+    c.duration("metrics.publish_interval", m.publish_interval, SEC, HOUR);
+    c.duration(
+        "metrics.fleet_read_interval",
+        m.fleet_read_interval,
+        SEC,
+        HOUR,
+    );
+    c.require(
+        matches!(m.storage_resolution, 1 | 60),
+        "metrics.storage_resolution",
+        || {
+            format!(
+                "metrics.storage_resolution must be 1 (high resolution) or 60 (standard) (got {})",
+                m.storage_resolution
+            )
+        },
+    );
+    c.require(
+        m.stale_after > m.publish_interval,
+        "metrics.stale_after",
+        || {
+            format!(
+            "metrics.stale_after must be longer than metrics.publish_interval ({} <= {}), or every \
+             host would look stale",
+            m.stale_after, m.publish_interval
+        )
+        },
+    );
+    c.require(m.buffer_limit >= 1, "metrics.buffer_limit", || {
+        "metrics.buffer_limit must be at least 1".into()
+    });
+
+    // [policy]
+    let p = &cfg.policy;
+    c.duration(
+        "policy.evaluation_interval",
+        p.evaluation_interval,
+        SEC,
+        HOUR,
+    );
+    c.require(!p.signals.is_empty(), "policy.signals", || {
+        "policy.signals must list at least one of load_per_cpu, apache_busy_ratio, memory_used_ratio"
+            .into()
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for sig in &p.signals {
+        c.require(seen.insert(*sig), "policy.signals", || {
+            format!("policy.signals lists {} twice", sig.name())
+        });
+    }
+    c.fraction("policy.targets.load_per_cpu", p.targets.load_per_cpu, 100.0);
+    c.fraction(
+        "policy.targets.apache_busy_ratio",
+        p.targets.apache_busy_ratio,
+        1.0,
+    );
+    c.fraction(
+        "policy.targets.memory_used_ratio",
+        p.targets.memory_used_ratio,
+        1.0,
+    );
+    c.require(
+        p.tolerance.is_finite() && (0.0..1.0).contains(&p.tolerance),
+        "policy.tolerance",
+        || {
+            format!(
+                "policy.tolerance must be at least 0 and below 1 (got {})",
+                p.tolerance
+            )
+        },
+    );
+    c.fraction("policy.scale_out.threshold", p.scale_out.threshold, 100.0);
+    c.require(
+        p.scale_in.threshold.is_finite() && p.scale_in.threshold >= 0.0,
+        "policy.scale_in.threshold",
+        || {
+            format!(
+                "policy.scale_in.threshold must be 0 or more (got {})",
+                p.scale_in.threshold
+            )
+        },
+    );
+    c.require(
+        !(p.scale_in.threshold >= p.scale_out.threshold),
+        "policy.scale_in.threshold",
+        || {
+            format!(
+                "policy.scale_in.threshold must be below policy.scale_out.threshold ({} >= {})",
+                p.scale_in.threshold, p.scale_out.threshold
+            )
+        },
+    );
+    c.duration(
+        "policy.scale_out.sustain",
+        p.scale_out.sustain,
+        Duration::ZERO,
+        DAY,
+    );
+    c.duration(
+        "policy.scale_in.sustain",
+        p.scale_in.sustain,
+        Duration::ZERO,
+        DAY,
+    );
+    for (path, v) in [
+        ("policy.scale_out.step", p.scale_out.step),
+        ("policy.scale_in.step", p.scale_in.step),
+        ("policy.max_step_out", p.max_step_out),
+        ("policy.max_step_in", p.max_step_in),
+    ] {
+        c.require(v >= 1, path, || {
+            format!("{path} must be at least 1 (got {v})")
+        });
+    }
+    c.require(p.min_slaves <= p.max_slaves, "policy.min_slaves", || {
+        format!(
+            "policy.min_slaves must be at most policy.max_slaves ({} > {})",
+            p.min_slaves, p.max_slaves
+        )
+    });
+    c.require(p.max_slaves <= 1000, "policy.max_slaves", || {
+        format!(
+            "policy.max_slaves must be at most 1000 (got {})",
+            p.max_slaves
+        )
+    });
+    for (path, d) in [
+        ("policy.scale_out_cooldown", p.scale_out_cooldown),
+        ("policy.scale_in_cooldown", p.scale_in_cooldown),
+        ("policy.scale_out_stabilization", p.scale_out_stabilization),
+        ("policy.scale_in_stabilization", p.scale_in_stabilization),
+        ("policy.min_lifetime", p.min_lifetime),
+    ] {
+        c.duration(path, d, Duration::ZERO, DAY);
+    }
+    c.require(
+        p.stale_after >= p.evaluation_interval,
+        "policy.stale_after",
+        || {
+            format!(
+                "policy.stale_after must be at least policy.evaluation_interval ({} < {})",
+                p.stale_after, p.evaluation_interval
+            )
+        },
+    );
+
+    // [cap]
+    let cap = &cfg.cap;
+    if let Err(e) = jiff::tz::TimeZone::get(&cap.time_zone) {
+        c.fail(
+            "cap.time_zone",
+            format!(
+                "cap.time_zone must be an IANA time zone name like \"Asia/Tokyo\" (got {:?}: {e})",
+                cap.time_zone
+            ),
+        );
+    }
+    c.require(cap.daily_limit <= 1000, "cap.daily_limit", || {
+        format!(
+            "cap.daily_limit must be at most 1000 (got {})",
+            cap.daily_limit
+        )
+    });
+    c.require(
+        cap.daily_instance_hours.is_finite() && cap.daily_instance_hours >= 0.0,
+        "cap.daily_instance_hours",
+        || {
+            format!(
+                "cap.daily_instance_hours must be 0 (off) or more (got {})",
+                cap.daily_instance_hours
+            )
+        },
+    );
+
+    // [fleet]
+    let f = &cfg.fleet;
+    match (&f.launch_template, f.ami.is_empty()) {
+        (Some(_), false) => c.fail(
+            "fleet.ami",
+            "fleet.ami and fleet.launch_template are both set: use one".into(),
+        ),
+        (None, true) if acting => c.fail(
+            "fleet.ami",
+            "fleet.ami or fleet.launch_template must be set for a master that is not in dry-run"
+                .into(),
+        ),
+        _ => {}
+    }
+    if let Some(lt) = &f.launch_template {
+        c.require(
+            lt.id.is_empty() != lt.name.is_empty(),
+            "fleet.launch_template",
+            || "fleet.launch_template must set exactly one of id and name".into(),
+        );
+    }
+    if !f.ami.is_empty() {
+        c.require(f.ami.starts_with("ami-"), "fleet.ami", || {
+            format!(
+                "fleet.ami must be an AMI id like \"ami-0123456789abcdef0\" (got {:?})",
+                f.ami
+            )
+        });
+    }
+    for id in &f.subnet_ids {
+        c.require(id.starts_with("subnet-"), "fleet.subnet_ids", || {
+            format!("fleet.subnet_ids entry {id:?} must look like \"subnet-…\"")
+        });
+    }
+    for id in &f.security_group_ids {
+        c.require(id.starts_with("sg-"), "fleet.security_group_ids", || {
+            format!("fleet.security_group_ids entry {id:?} must look like \"sg-…\"")
+        });
+    }
+    if let Some(p) = &f.user_data_file {
+        c.absolute("fleet.user_data_file", p);
+    }
+    for k in f.tags.keys() {
+        c.require(
+            !k.is_empty()
+                && !k.starts_with("aws:")
+                && !k.starts_with("burst-agent:")
+                && k.len() <= 128,
+            "fleet.tags",
+            || {
+                format!(
+                    "fleet.tags key {k:?} must be 1-128 characters and not start with \"aws:\" or \
+                     \"burst-agent:\" (the agent writes those)"
+                )
+            },
+        );
+    }
+    c.duration("fleet.boot_timeout", f.boot_timeout, 30 * SEC, HOUR);
+
+    // [elb]
+    let e = &cfg.elb;
+    if acting {
+        c.require(!e.name.is_empty(), "elb.name", || {
+            "elb.name must name the classic load balancer for a master that is not in dry-run"
+                .into()
+        });
+    }
+    c.duration(
+        "elb.draining_timeout",
+        e.draining_timeout,
+        Duration::ZERO,
+        HOUR,
+    );
+    c.duration("elb.register_timeout", e.register_timeout, SEC, HOUR);
+
+    // [hooks]
+    let h = &cfg.hooks;
+    c.hook("hooks.pre_register", &h.pre_register);
+    c.hook("hooks.content_sync", &h.content_sync);
+    c.duration(
+        "hooks.content_sync_interval",
+        h.content_sync_interval,
+        10 * SEC,
+        DAY,
+    );
+    if let Some(hook) = &h.pre_deregister {
+        c.hook("hooks.pre_deregister", hook);
+    }
+    if let Some(hook) = &h.post_terminate {
+        c.hook("hooks.post_terminate", hook);
+    }
+
+    // [aws]
+    let a = &cfg.aws;
+    c.require(
+        (1..=1000).contains(&a.max_calls_per_second),
+        "aws.max_calls_per_second",
+        || {
+            format!(
+                "aws.max_calls_per_second must be 1-1000 (got {})",
+                a.max_calls_per_second
+            )
+        },
+    );
+    c.duration("aws.call_timeout", a.call_timeout, SEC, 10 * 60 * SEC);
+    c.require(
+        (1..=10).contains(&a.max_attempts),
+        "aws.max_attempts",
+        || format!("aws.max_attempts must be 1-10 (got {})", a.max_attempts),
+    );
+    if !a.endpoint_url.is_empty() {
+        c.require(
+            a.endpoint_url.starts_with("http://") || a.endpoint_url.starts_with("https://"),
+            "aws.endpoint_url",
+            || {
+                format!(
+                    "aws.endpoint_url must start with http:// or https:// (got {:?})",
+                    a.endpoint_url
+                )
+            },
+        );
+    }
+
+    // [log]
+    if let Err(why) = check_log_level(&cfg.log.level) {
+        c.fail(
+            "log.level",
+            format!(
+                "log.level must be a level (error, warn, info, debug, trace, off) or a filter like \
+                 \"burst_agent=debug,info\" (got {:?}: {why})",
+                cfg.log.level
+            ),
+        );
+    }
+
+    c.problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LaunchTemplate, Signal};
+
+    fn paths(cfg: &Config) -> Vec<String> {
+        validate(cfg).into_iter().map(|p| p.path).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_for_a_dry_run() {
+        let mut dry = Config::default();
+        dry.agent.dry_run = true;
+        assert_eq!(validate(&dry), vec![]);
+    }
+
+    #[test]
+    fn reports_every_problem_not_just_the_first() {
+        let mut c = Config::default();
+        c.agent.dry_run = true;
+        c.agent.state_dir = "relative/dir".into();
+        c.policy.min_slaves = 9;
+        c.policy.max_slaves = 3;
+        c.cap.time_zone = "Mars/Olympus_Mons".into();
+        c.metrics.storage_resolution = 5;
+        c.hooks.pre_register.argv = vec![];
+        c.hooks.content_sync.argv = vec!["rsync".into(), "{privat_ip}:/var/www".into()];
+        c.policy.signals = vec![Signal::LoadPerCpu, Signal::LoadPerCpu];
+        c.sampling.interval = Dur::secs(0);
+        c.log.level = "loud".into();
+        let got = paths(&c);
+        for want in [
+            "agent.state_dir",
+            "policy.min_slaves",
+            "cap.time_zone",
+            "metrics.storage_resolution",
+            "hooks.pre_register.argv",
+            "hooks.content_sync.argv",
+            "policy.signals",
+            "sampling.interval",
+            "log.level",
+        ] {
+            assert!(got.iter().any(|g| g == want), "missing {want} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn thresholds_must_be_ordered() {
+        let mut c = Config::default();
+        c.agent.dry_run = true;
+        c.policy.scale_in.threshold = 0.9;
+        let p = validate(&c);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p[0].message,
+            "policy.scale_in.threshold must be below policy.scale_out.threshold (0.9 >= 0.8)"
+        );
+        c.policy.scale_in.threshold = f64::NAN;
+        assert!(!validate(&c).is_empty(), "NaN thresholds are refused");
+    }
+
+    #[test]
+    fn acting_master_needs_launch_spec_and_elb() {
+        let mut c = Config::default();
+        assert_eq!(paths(&c), ["fleet.ami", "elb.name"]);
+        c.fleet.ami = "ami-0123".into();
+        c.elb.name = "site-elb".into();
+        assert!(paths(&c).is_empty());
+        c.fleet.launch_template = Some(LaunchTemplate {
+            id: "lt-1".into(),
+            name: "x".into(),
+            version: String::new(),
+        });
+        assert_eq!(paths(&c), ["fleet.ami", "fleet.launch_template"]);
+    }
+
+    #[test]
+    fn placeholder_scan() {
+        assert_eq!(placeholders("{a}:{b}/x"), vec![Ok("a"), Ok("b")]);
+        assert_eq!(placeholders("plain"), vec![]);
+        assert_eq!(placeholders("{oops"), vec![Err(())]);
+    }
+
+    #[test]
+    fn real_time_zones_with_and_without_dst() {
+        for tz in ["Asia/Tokyo", "Europe/London", "America/New_York", "UTC"] {
+            let mut c = Config::default();
+            c.agent.dry_run = true;
+            c.cap.time_zone = tz.into();
+            assert!(validate(&c).is_empty(), "{tz}");
+        }
+    }
+}
