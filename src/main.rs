@@ -1,6 +1,6 @@
 //! The `burst-agent` command line: the binary's edge, where errors become `anyhow` with context.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burst_agent::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH};
 use burst_agent::{logging, report, sampler::Sampler};
 use clap::{Parser, Subcommand};
@@ -30,9 +30,15 @@ enum Command {
     },
     /// Take one sample of this host and print it.
     Sample {
-        /// Print JSON instead of text.
+        /// Print JSON instead of text (one object per line with --every).
         #[arg(long)]
         json: bool,
+        /// Keep sampling at this interval ("1s", "10s"), like vmstat.
+        #[arg(long, value_name = "DURATION", value_parser = parse_every)]
+        every: Option<std::time::Duration>,
+        /// With --every: stop after this many samples.
+        #[arg(long, value_name = "N", requires = "every")]
+        count: Option<u64>,
     },
 }
 
@@ -55,32 +61,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
             Ok(check_config(&path))
         }
-        Command::Sample { json } => {
+        Command::Sample { json, every, count } => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
             logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
             let mut sampler = Sampler::new(&cfg.sampling)?;
-            let sample = sampler.sample();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&sample).context("cannot encode the sample")?
-                );
-            } else {
-                print!("{}", report::sample_text(&sample));
+            let mut taken = 0u64;
+            loop {
+                let started = std::time::Instant::now();
+                let sample = sampler.sample();
+                match (json, every.is_some()) {
+                    (true, false) => println!("{}", serde_json::to_string_pretty(&sample)?),
+                    (true, true) => println!("{}", serde_json::to_string(&sample)?),
+                    (false, _) => print!("{}", report::sample_text(&sample)),
+                }
+                taken += 1;
+                let Some(every) = every else { break };
+                if count.is_some_and(|n| taken >= n) {
+                    break;
+                }
+                if !json {
+                    println!();
+                }
+                std::thread::sleep(every.saturating_sub(started.elapsed()));
             }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
+fn parse_every(s: &str) -> Result<std::time::Duration, String> {
+    let d = config::parse_duration(s)?.get();
+    if d.is_zero() {
+        return Err("must be above 0".into());
+    }
+    Ok(d)
+}
+
 fn check_config(path: &Path) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
             println!(
-                "{}: ok (group {:?}, role {:?}, cap {}/day in {}, {} slaves at most{})",
+                "{}: ok (group {:?}, role {}, cap {}/day in {}, {} slaves at most{})",
                 path.display(),
                 cfg.agent.group,
-                cfg.agent.role,
+                cfg.agent.role.name(),
                 cfg.cap.daily_limit,
                 cfg.cap.time_zone,
                 cfg.policy.max_slaves,

@@ -143,10 +143,15 @@ pub fn parse_str(src: &str, origin: &str) -> Result<Config, ConfigError> {
             if problems.is_empty() {
                 Ok(cfg)
             } else {
+                // File order; problems about keys not written in the file come last.
+                problems.sort_by_key(|p| (p.location.is_none(), p.location));
                 Err(invalid(problems))
             }
         }
-        None => Err(invalid(problems)),
+        None => {
+            problems.sort_by_key(|p| (p.location.is_none(), p.location));
+            Err(invalid(problems))
+        }
     }
 }
 

@@ -46,6 +46,15 @@ pub enum Role {
     Reporter,
 }
 
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Reporter => "reporter",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
@@ -476,5 +485,76 @@ impl Default for LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../agent.toml.example");
+
+    fn leaf_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    // fleet.tags is free-form: its defaults are empty.
+                    toml::Value::Table(_) if path != "fleet.tags" => leaf_paths(v, &path, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn example_is_valid_and_writes_every_key() {
+        let cfg = parse_str(EXAMPLE, "agent.toml.example").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.cap.daily_limit, 7);
+        assert_eq!(cfg.cap.time_zone, "Asia/Tokyo");
+        assert_eq!(cfg.sampling.apache_max_workers, 256);
+        let example: toml::Value = toml::from_str(EXAMPLE).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let (mut want, mut have) = (Vec::new(), Vec::new());
+        leaf_paths(&defaults, "", &mut want);
+        leaf_paths(&example, "", &mut have);
+        let missing: Vec<_> = want.iter().filter(|p| !have.contains(p)).collect();
+        assert!(
+            missing.is_empty(),
+            "agent.toml.example does not document {missing:?}"
+        );
+        for optional in [
+            "fleet.launch_template",
+            "hooks.pre_deregister",
+            "hooks.post_terminate",
+            "fleet.user_data_file",
+        ] {
+            let key = optional.rsplit('.').next().unwrap();
+            assert!(
+                EXAMPLE.contains(key),
+                "agent.toml.example does not mention {optional}"
+            );
+        }
+    }
+
+    #[test]
+    fn example_values_are_the_defaults_but_the_site_specific_ones() {
+        let mut cfg = parse_str(EXAMPLE, "agent.toml.example").unwrap();
+        // Site-specific keys the example fills in for illustration; all others show the default.
+        let d = Config::default();
+        cfg.agent.group = d.agent.group.clone();
+        cfg.agent.dry_run = d.agent.dry_run;
+        cfg.sampling.disk_paths = d.sampling.disk_paths.clone();
+        cfg.fleet.ami = d.fleet.ami.clone();
+        cfg.fleet.subnet_ids = d.fleet.subnet_ids.clone();
+        cfg.fleet.security_group_ids = d.fleet.security_group_ids.clone();
+        cfg.fleet.instance_profile = d.fleet.instance_profile.clone();
+        cfg.fleet.tags = d.fleet.tags.clone();
+        cfg.elb.name = d.elb.name.clone();
+        assert_eq!(cfg, d);
     }
 }

@@ -300,7 +300,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         },
     );
     c.require(
-        !(p.scale_in.threshold >= p.scale_out.threshold),
+        p.scale_in.threshold < p.scale_out.threshold,
         "policy.scale_in.threshold",
         || {
             format!(

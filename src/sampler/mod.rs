@@ -259,7 +259,7 @@ impl Sampler {
             .read(&comm_path)
             .map_err(|e| format!("{}: {e}", comm_path.display()))?;
         let comm = procfs::parse_comm(comm).to_string();
-        if !self.cfg.apache_process_names.iter().any(|n| *n == comm) {
+        if !self.cfg.apache_process_names.contains(&comm) {
             return Err(format!(
                 "pid {pid} from {} is {comm:?}, not one of {:?} (stale pidfile?)",
                 pidfile.display(),

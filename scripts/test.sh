@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The README's test command: installs everything the tests need on a fresh Debian machine, then
+# runs every check and test. CI runs exactly this (.ci/run).
+#
+#   scripts/test.sh            # set-up, fmt, clippy, all tests, quick benchmarks
+#   SKIP_BENCH=1 scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages the tests use: apache2 + mod_status (end-to-end sampling), apache2-utils (ab),
+# rsync (content-sync hooks), systemd (systemd-analyze for the unit), procps, coreutils.
+packages=(apache2 apache2-utils rsync systemd procps coreutils ca-certificates python3 python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian starts apache2 on port 80 after install; the tests run their own on loopback ports.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet apache2 2>/dev/null; then
+  as_root systemctl stop apache2 || true
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is not installed: install Rust with rustup (https://rustup.rs), then run $0 again" >&2
+  exit 1
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --locked --lib --bins --tests
+if [ -z "${SKIP_BENCH:-}" ]; then
+  echo "==> benchmarks (quick)"
+  cargo bench --locked --bench sampler -- --quick
+fi
