@@ -2,7 +2,9 @@
 //!
 //! Data flow: [`sampler`] → metrics (CloudWatch) → policy → actuator. See ARCHITECTURE.md.
 
+pub mod cap;
 pub mod config;
+pub mod fsutil;
 pub mod logging;
 pub mod report;
 pub mod sampler;

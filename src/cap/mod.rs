@@ -1,0 +1,456 @@
+//! The daily burst-cap ledger: the promise sold to customers, at most N burst instances per
+//! calendar day in a configured time zone.
+//!
+//! Pure accounting: every query takes `now`; no clock, no I/O (the file store is `store.rs`).
+//! What counts is **distinct burst instances that ran at any moment of the day**:
+//! - a launch counts when it is *attempted* (a failed launch may still cost);
+//! - a slave still running at midnight counts toward the new day too;
+//! - terminating a slave and launching another later costs two.
+//!
+//! Days are the time zone's calendar days, so a day can be 23 or 25 hours long, and where
+//! midnight does not exist (a DST gap at 00:00) the day starts at the first instant that does.
+
+pub mod store;
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ZonedDateTime};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One burst instance, from its launch attempt to its end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The agent's launch intent id (`<intent>#<n>`): known before the instance id is.
+    pub key: String,
+    pub instance_id: Option<String>,
+    /// When the launch was attempted.
+    pub launched_at: Timestamp,
+    /// Terminated, or the launch failed; `None` while it may be running.
+    pub ended_at: Option<Timestamp>,
+}
+
+impl Entry {
+    /// Whether the instance existed (or may have) at some moment of `[start, end)`.
+    fn overlaps(&self, start: Timestamp, end: Timestamp) -> bool {
+        self.launched_at < end && self.ended_at.is_none_or(|e| e > start)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CapError {
+    #[error("cap.time_zone {0:?} is not a known IANA time zone")]
+    UnknownTimeZone(String),
+    #[error("{0}")]
+    Exhausted(String),
+    #[error("burst cap ledger is unavailable ({0}); scale-out is refused until it is rebuilt")]
+    Blocked(String),
+    #[error("ledger already has an entry {0:?}")]
+    Duplicate(String),
+    #[error("ledger has no entry {0:?}")]
+    Unknown(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct CapLedger {
+    tz: TimeZone,
+    tz_name: String,
+    limit: u32,
+    /// Instance-hours a day; `None` = no second budget.
+    hours_budget: Option<f64>,
+    entries: Vec<Entry>,
+    /// Set when the stored ledger was corrupt: nothing may be launched until it is rebuilt.
+    blocked: Option<String>,
+}
+
+/// What the cap looks like at one instant, for logs, status and the policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapStatus {
+    pub used: u32,
+    pub limit: u32,
+    pub remaining: u32,
+    pub instance_hours: f64,
+    pub hours_budget: Option<f64>,
+    pub time_zone: String,
+    /// The local day the numbers are for.
+    pub day: Date,
+    /// When the next day starts (local midnight, or the first instant after it in a DST gap).
+    pub resets_at: Timestamp,
+    pub resets_in_secs: i64,
+    pub blocked: Option<String>,
+}
+
+impl fmt::Display for CapStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = self.resets_in_secs / 3600;
+        let m = (self.resets_in_secs % 3600) / 60;
+        write!(f, "{}/{} today", self.used, self.limit)?;
+        if let Some(b) = self.hours_budget {
+            write!(f, ", {:.1}/{b:.1} instance-hours", self.instance_hours)?;
+        }
+        let local = self
+            .resets_at
+            .to_zoned_datetime(TimeZone::get(&self.time_zone).unwrap_or(TimeZone::UTC));
+        write!(
+            f,
+            ", resets {} {} in {h}h{m:02}m",
+            local.strftime("%H:%M"),
+            self.time_zone
+        )?;
+        if let Some(why) = &self.blocked {
+            write!(f, " (ledger unavailable: {why})")?;
+        }
+        Ok(())
+    }
+}
+
+impl CapLedger {
+    pub fn new(time_zone: &str, limit: u32, hours_budget: Option<f64>) -> Result<Self, CapError> {
+        let tz =
+            TimeZone::get(time_zone).map_err(|_| CapError::UnknownTimeZone(time_zone.into()))?;
+        Ok(CapLedger {
+            tz,
+            tz_name: time_zone.to_string(),
+            limit,
+            hours_budget: hours_budget.filter(|h| *h > 0.0),
+            entries: Vec::new(),
+            blocked: None,
+        })
+    }
+
+    /// A ledger that refuses every launch: the stored one could not be read.
+    pub fn blocked(mut self, why: impl Into<String>) -> Self {
+        self.blocked = Some(why.into());
+        self
+    }
+
+    /// A cap that never binds (simulation baselines "without the cap").
+    pub fn unlimited() -> Self {
+        CapLedger {
+            tz: TimeZone::UTC,
+            tz_name: "UTC".into(),
+            limit: u32::MAX,
+            hours_budget: None,
+            entries: Vec::new(),
+            blocked: None,
+        }
+    }
+
+    pub fn with_entries(mut self, entries: Vec<Entry>) -> Self {
+        self.entries = entries;
+        self
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+    pub fn time_zone(&self) -> &str {
+        &self.tz_name
+    }
+    pub fn is_blocked(&self) -> Option<&str> {
+        self.blocked.as_deref()
+    }
+
+    /// `[start, end)` of the local day holding `now`.
+    pub fn day_bounds(&self, now: Timestamp) -> (Date, Timestamp, Timestamp) {
+        let date = self.tz.to_datetime(now).date();
+        let start = day_start(date, &self.tz).unwrap_or(now);
+        let end = date
+            .tomorrow()
+            .ok()
+            .and_then(|d| day_start(d, &self.tz))
+            .unwrap_or(now);
+        (date, start, end)
+    }
+
+    /// Distinct burst instances that ran (or were attempted) at any moment of today.
+    pub fn used(&self, now: Timestamp) -> u32 {
+        let (_, start, end) = self.day_bounds(now);
+        let n = self
+            .entries
+            .iter()
+            .filter(|e| e.overlaps(start, end))
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Instance-hours spent today, up to `now`.
+    pub fn instance_hours(&self, now: Timestamp) -> f64 {
+        let (_, start, _) = self.day_bounds(now);
+        self.entries
+            .iter()
+            .map(|e| {
+                let from = e.launched_at.max(start);
+                let to = e.ended_at.unwrap_or(now).min(now);
+                (to.as_second() - from.as_second()).max(0) as f64 / 3600.0
+            })
+            .sum()
+    }
+
+    /// Launches still allowed today (0 when blocked or the hours budget is spent).
+    pub fn remaining(&self, now: Timestamp) -> u32 {
+        if self.blocked.is_some() {
+            return 0;
+        }
+        if self
+            .hours_budget
+            .is_some_and(|b| self.instance_hours(now) >= b)
+        {
+            return 0;
+        }
+        self.limit.saturating_sub(self.used(now))
+    }
+
+    pub fn status(&self, now: Timestamp) -> CapStatus {
+        let (day, _, end) = self.day_bounds(now);
+        CapStatus {
+            used: self.used(now),
+            limit: self.limit,
+            remaining: self.remaining(now),
+            instance_hours: self.instance_hours(now),
+            hours_budget: self.hours_budget,
+            time_zone: self.tz_name.clone(),
+            day,
+            resets_at: end,
+            resets_in_secs: (end.as_second() - now.as_second()).max(0),
+            blocked: self.blocked.clone(),
+        }
+    }
+
+    /// Records a launch attempt before it is made. Refuses when it would break the cap: this is
+    /// the last guard, whatever the policy decided.
+    pub fn record_attempt(&mut self, key: &str, now: Timestamp) -> Result<(), CapError> {
+        if let Some(why) = &self.blocked {
+            return Err(CapError::Blocked(why.clone()));
+        }
+        if self.entries.iter().any(|e| e.key == key) {
+            return Err(CapError::Duplicate(key.into()));
+        }
+        if self.remaining(now) == 0 {
+            return Err(CapError::Exhausted(format!(
+                "burst cap reached: {}",
+                self.status(now)
+            )));
+        }
+        self.entries.push(Entry {
+            key: key.to_string(),
+            instance_id: None,
+            launched_at: now,
+            ended_at: None,
+        });
+        Ok(())
+    }
+
+    /// Ties a launch attempt to the instance it produced.
+    pub fn bind(&mut self, key: &str, instance_id: &str) -> Result<(), CapError> {
+        let e = self
+            .entries
+            .iter_mut()
+            .find(|e| e.key == key)
+            .ok_or_else(|| CapError::Unknown(key.into()))?;
+        e.instance_id = Some(instance_id.to_string());
+        Ok(())
+    }
+
+    /// The instance (by key or instance id) has ended: terminated, or its launch failed.
+    pub fn record_ended(&mut self, key_or_id: &str, now: Timestamp) -> Result<(), CapError> {
+        let e = self
+            .entries
+            .iter_mut()
+            .find(|e| e.key == key_or_id || e.instance_id.as_deref() == Some(key_or_id))
+            .ok_or_else(|| CapError::Unknown(key_or_id.into()))?;
+        if e.ended_at.is_none() {
+            e.ended_at = Some(now.max(e.launched_at));
+        }
+        Ok(())
+    }
+
+    /// Drops entries that cannot count any more (ended before today began). Returns how many.
+    pub fn prune(&mut self, now: Timestamp) -> usize {
+        let (_, start, _) = self.day_bounds(now);
+        let before = self.entries.len();
+        self.entries
+            .retain(|e| e.ended_at.is_none_or(|end| end > start));
+        before - self.entries.len()
+    }
+
+    /// Rebuilds a ledger from what the cloud says (instances tagged as this group's bursts),
+    /// replacing whatever was stored. Clears a block.
+    pub fn rebuilt_from(mut self, entries: Vec<Entry>) -> Self {
+        self.entries = entries;
+        self.blocked = None;
+        self
+    }
+}
+
+fn day_start(date: Date, tz: &TimeZone) -> Option<Timestamp> {
+    date.to_zoned_datetime(tz.clone())
+        .ok()
+        .map(|z: ZonedDateTime| z.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn tokyo() -> CapLedger {
+        CapLedger::new("Asia/Tokyo", 7, None).unwrap()
+    }
+
+    #[test]
+    fn counts_attempts_and_refuses_past_the_cap() {
+        let mut l = tokyo();
+        let now = ts("2026-05-20T01:00:00Z"); // 10:00 in Tokyo
+        for i in 0..7 {
+            l.record_attempt(&format!("i#{i}"), now).unwrap();
+        }
+        assert_eq!(l.used(now), 7);
+        assert_eq!(l.remaining(now), 0);
+        let err = l.record_attempt("i#7", now).unwrap_err().to_string();
+        assert!(
+            err.starts_with("burst cap reached: 7/7 today, resets 00:00 Asia/Tokyo in 14h00m"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn terminate_and_relaunch_costs_two() {
+        let mut l = tokyo();
+        let t0 = ts("2026-05-20T01:00:00Z");
+        l.record_attempt("a", t0).unwrap();
+        l.record_ended("a", ts("2026-05-20T02:00:00Z")).unwrap();
+        l.record_attempt("b", ts("2026-05-20T03:00:00Z")).unwrap();
+        assert_eq!(l.used(ts("2026-05-20T04:00:00Z")), 2);
+    }
+
+    #[test]
+    fn failed_launch_still_counts() {
+        let mut l = tokyo();
+        let t = ts("2026-05-20T01:00:00Z");
+        l.record_attempt("x", t).unwrap();
+        l.record_ended("x", t).unwrap();
+        assert_eq!(l.used(t), 1);
+    }
+
+    #[test]
+    fn running_at_midnight_counts_toward_the_new_day() {
+        let mut l = tokyo();
+        // 23:00 Tokyo on the 20th = 14:00Z.
+        l.record_attempt("late", ts("2026-05-20T14:00:00Z"))
+            .unwrap();
+        l.record_attempt("ended-before-midnight", ts("2026-05-20T14:00:00Z"))
+            .unwrap();
+        l.record_ended("ended-before-midnight", ts("2026-05-20T14:30:00Z"))
+            .unwrap();
+        let next_day = ts("2026-05-20T15:30:00Z"); // 00:30 Tokyo on the 21st
+        assert_eq!(
+            l.used(next_day),
+            1,
+            "only the one still running carries over"
+        );
+        // Ended 5 minutes into the new day: it ran at a moment of that day.
+        l.record_ended("late", ts("2026-05-20T15:05:00Z")).unwrap();
+        assert_eq!(l.used(ts("2026-05-20T20:00:00Z")), 1);
+        // The day after, it no longer counts.
+        assert_eq!(l.used(ts("2026-05-21T16:00:00Z")), 0);
+    }
+
+    #[test]
+    fn ended_exactly_at_midnight_does_not_carry_over() {
+        let mut l = tokyo();
+        l.record_attempt("a", ts("2026-05-20T14:00:00Z")).unwrap();
+        l.record_ended("a", ts("2026-05-20T15:00:00Z")).unwrap(); // 00:00 Tokyo
+        assert_eq!(l.used(ts("2026-05-20T15:00:01Z")), 0);
+    }
+
+    #[test]
+    fn day_boundaries_follow_the_time_zone_not_utc() {
+        let l = tokyo();
+        let (date, start, end) = l.day_bounds(ts("2026-05-20T15:00:00Z"));
+        assert_eq!(date.to_string(), "2026-05-21");
+        assert_eq!(start, ts("2026-05-20T15:00:00Z"));
+        assert_eq!(end, ts("2026-05-21T15:00:00Z"));
+    }
+
+    #[test]
+    fn daylight_saving_days_are_23_and_25_hours() {
+        let l = CapLedger::new("America/New_York", 7, None).unwrap();
+        let (_, s, e) = l.day_bounds(ts("2026-03-08T12:00:00Z")); // spring forward
+        assert_eq!(e.as_second() - s.as_second(), 23 * 3600);
+        let (_, s, e) = l.day_bounds(ts("2026-11-01T12:00:00Z")); // fall back
+        assert_eq!(e.as_second() - s.as_second(), 25 * 3600);
+        let l = CapLedger::new("Europe/London", 7, None).unwrap();
+        let (_, s, e) = l.day_bounds(ts("2026-03-29T12:00:00Z"));
+        assert_eq!(e.as_second() - s.as_second(), 23 * 3600);
+    }
+
+    #[test]
+    fn a_midnight_that_does_not_exist_starts_the_day_at_the_first_instant_that_does() {
+        // Havana springs forward at 00:00 (to 01:00) on 2025-03-09.
+        let l = CapLedger::new("America/Havana", 7, None).unwrap();
+        let (date, start, end) = l.day_bounds(ts("2025-03-09T12:00:00Z"));
+        assert_eq!(date.to_string(), "2025-03-09");
+        let local = start.to_zoned_datetime(TimeZone::get("America/Havana").unwrap());
+        assert_eq!(local.strftime("%H:%M").to_string(), "01:00");
+        assert_eq!(end.as_second() - start.as_second(), 23 * 3600);
+    }
+
+    #[test]
+    fn hours_budget_is_a_second_limit() {
+        let mut l = CapLedger::new("UTC", 7, Some(2.0)).unwrap();
+        l.record_attempt("a", ts("2026-05-20T00:00:00Z")).unwrap();
+        assert_eq!(l.remaining(ts("2026-05-20T01:00:00Z")), 6);
+        assert!((l.instance_hours(ts("2026-05-20T01:30:00Z")) - 1.5).abs() < 1e-9);
+        assert_eq!(l.remaining(ts("2026-05-20T02:00:00Z")), 0, "2 h spent");
+        // Hours from before midnight don't count toward the new day.
+        assert!((l.instance_hours(ts("2026-05-21T00:30:00Z")) - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn blocked_ledger_refuses_every_launch() {
+        let mut l = tokyo().blocked("cap-ledger.json: line 3 column 7: expected value");
+        let now = ts("2026-05-20T01:00:00Z");
+        assert_eq!(l.remaining(now), 0);
+        assert!(matches!(
+            l.record_attempt("a", now),
+            Err(CapError::Blocked(_))
+        ));
+        assert!(l.status(now).to_string().contains("ledger unavailable"));
+        let l = l.rebuilt_from(vec![]);
+        assert_eq!(l.remaining(now), 7);
+    }
+
+    #[test]
+    fn prune_keeps_what_still_counts() {
+        let mut l = tokyo();
+        l.record_attempt("old", ts("2026-05-18T01:00:00Z")).unwrap();
+        l.record_ended("old", ts("2026-05-18T02:00:00Z")).unwrap();
+        l.record_attempt("running", ts("2026-05-18T01:00:00Z"))
+            .unwrap();
+        assert_eq!(l.prune(ts("2026-05-20T01:00:00Z")), 1);
+        assert_eq!(l.entries().len(), 1);
+        assert_eq!(l.used(ts("2026-05-20T01:00:00Z")), 1);
+    }
+
+    #[test]
+    fn bind_and_end_by_instance_id() {
+        let mut l = tokyo();
+        let t = ts("2026-05-20T01:00:00Z");
+        l.record_attempt("intent-1#0", t).unwrap();
+        l.bind("intent-1#0", "i-0abc").unwrap();
+        l.record_ended("i-0abc", t).unwrap();
+        assert!(l.entries()[0].ended_at.is_some());
+        assert_eq!(
+            l.record_attempt("intent-1#0", t),
+            Err(CapError::Duplicate("intent-1#0".into()))
+        );
+        assert!(l.record_ended("i-unknown", t).is_err());
+    }
+}

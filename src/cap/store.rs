@@ -1,0 +1,228 @@
+//! The ledger on disk: `STATE_DIR/cap-ledger.json`, written atomically.
+//!
+//! - missing: start empty, with a warning (first start, or a new state directory);
+//! - corrupt or unreadable: **never** silently reset; the ledger comes back blocked, so no
+//!   scale-out happens until it is rebuilt from the instances' tags (the file is kept aside).
+
+use super::{CapLedger, Entry};
+use crate::config::CapConfig;
+use crate::fsutil;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const FILE_NAME: &str = "cap-ledger.json";
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    version: u32,
+    time_zone: String,
+    entries: Vec<Entry>,
+}
+
+/// What loading found.
+#[derive(Debug)]
+pub enum Loaded {
+    Ok(CapLedger),
+    /// No file: an empty ledger, and what to tell the operator.
+    Missing(CapLedger, String),
+    /// Unreadable: a blocked ledger, and why.
+    Corrupt(CapLedger, String),
+}
+
+impl Loaded {
+    pub fn ledger(&self) -> &CapLedger {
+        match self {
+            Loaded::Ok(l) | Loaded::Missing(l, _) | Loaded::Corrupt(l, _) => l,
+        }
+    }
+    pub fn into_ledger(self) -> CapLedger {
+        match self {
+            Loaded::Ok(l) | Loaded::Missing(l, _) | Loaded::Corrupt(l, _) => l,
+        }
+    }
+}
+
+pub fn path_in(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE_NAME)
+}
+
+fn empty(cfg: &CapConfig) -> Result<CapLedger, String> {
+    CapLedger::new(
+        &cfg.time_zone,
+        cfg.daily_limit,
+        Some(cfg.daily_instance_hours),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Reads the ledger; the limits and time zone always come from the config.
+pub fn load(path: &Path, cfg: &CapConfig) -> Result<Loaded, String> {
+    let ledger = empty(cfg)?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Loaded::Missing(
+                ledger,
+                format!(
+                    "no burst cap ledger at {}: starting with an empty one (normal on first start)",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) => {
+            let why = format!("cannot read {}: {e}", path.display());
+            return Ok(Loaded::Corrupt(ledger.blocked(why.clone()), why));
+        }
+    };
+    match parse(&text) {
+        Ok(entries) => Ok(Loaded::Ok(ledger.with_entries(entries))),
+        Err(e) => {
+            let why = format!("{}: {e}", path.display());
+            Ok(Loaded::Corrupt(ledger.blocked(why.clone()), why))
+        }
+    }
+}
+
+fn parse(text: &str) -> Result<Vec<Entry>, String> {
+    let d: OnDisk = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if d.version != VERSION {
+        return Err(format!(
+            "version {} is not the supported {VERSION}",
+            d.version
+        ));
+    }
+    let mut keys = std::collections::HashSet::new();
+    for (i, e) in d.entries.iter().enumerate() {
+        if !keys.insert(e.key.as_str()) {
+            return Err(format!("entries[{i}]: key {:?} appears twice", e.key));
+        }
+        if e.ended_at.is_some_and(|end| end < e.launched_at) {
+            return Err(format!(
+                "entries[{i}] ({}): ended_at is before launched_at",
+                e.key
+            ));
+        }
+    }
+    Ok(d.entries)
+}
+
+/// Writes the ledger atomically (temp file, fsync, rename).
+pub fn save(path: &Path, ledger: &CapLedger) -> std::io::Result<()> {
+    let d = OnDisk {
+        version: VERSION,
+        time_zone: ledger.time_zone().to_string(),
+        entries: ledger.entries().to_vec(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    fsutil::atomic_write(path, &bytes)
+}
+
+/// Replaces a corrupt ledger with one rebuilt from the cloud's view, keeping the corrupt file
+/// aside. Returns where the old file went, if there was one.
+pub fn replace_with_rebuilt(
+    path: &Path,
+    rebuilt: &CapLedger,
+    unix_now: i64,
+) -> std::io::Result<Option<PathBuf>> {
+    let aside = if path.exists() {
+        Some(fsutil::quarantine(path, unix_now)?)
+    } else {
+        None
+    };
+    save(path, rebuilt)?;
+    Ok(aside)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::Timestamp;
+
+    fn cfg() -> CapConfig {
+        CapConfig::default()
+    }
+
+    #[test]
+    fn round_trip_survives_a_restart_mid_day() {
+        let d = tempfile::tempdir().unwrap();
+        let p = path_in(d.path());
+        let now: Timestamp = "2026-05-20T03:00:00Z".parse().unwrap();
+        let mut l = load(&p, &cfg()).unwrap().into_ledger();
+        l.record_attempt("a#0", now).unwrap();
+        l.bind("a#0", "i-1").unwrap();
+        l.record_attempt("a#1", now).unwrap();
+        save(&p, &l).unwrap();
+        // "Restart": a fresh load sees the same day's use.
+        let again = load(&p, &cfg()).unwrap();
+        assert!(matches!(again, Loaded::Ok(_)));
+        assert_eq!(again.ledger().used(now), 2);
+        assert_eq!(again.ledger().remaining(now), 5);
+    }
+
+    #[test]
+    fn missing_file_starts_empty_with_a_warning() {
+        let d = tempfile::tempdir().unwrap();
+        match load(&path_in(d.path()), &cfg()).unwrap() {
+            Loaded::Missing(l, warning) => {
+                assert!(l.entries().is_empty());
+                assert!(warning.contains("no burst cap ledger"), "{warning}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn corrupt_file_blocks_and_is_never_reset() {
+        let d = tempfile::tempdir().unwrap();
+        let p = path_in(d.path());
+        let now: Timestamp = "2026-05-20T03:00:00Z".parse().unwrap();
+        for (bad, says) in [
+            ("{\"version\":1,\"time_zone\":\"Asia/Tokyo\",\"entries\":[{\"key\":", "EOF"),
+            ("not json at all", "expected"),
+            ("{\"version\":9,\"time_zone\":\"UTC\",\"entries\":[]}", "version 9"),
+            (
+                "{\"version\":1,\"time_zone\":\"UTC\",\"entries\":[{\"key\":\"a\",\"instance_id\":null,\"launched_at\":\"2026-05-20T03:00:00Z\",\"ended_at\":null},{\"key\":\"a\",\"instance_id\":null,\"launched_at\":\"2026-05-20T03:00:00Z\",\"ended_at\":null}]}",
+                "appears twice",
+            ),
+            (
+                "{\"version\":1,\"time_zone\":\"UTC\",\"entries\":[{\"key\":\"a\",\"instance_id\":null,\"launched_at\":\"2026-05-20T03:00:00Z\",\"ended_at\":\"2026-05-20T02:00:00Z\"}]}",
+                "before launched_at",
+            ),
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            match load(&p, &cfg()).unwrap() {
+                Loaded::Corrupt(l, why) => {
+                    assert!(why.contains(FILE_NAME) && why.contains(says), "{why}");
+                    assert_eq!(l.remaining(now), 0, "a corrupt ledger refuses scale-out");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), bad, "the file is left as it was");
+        }
+    }
+
+    #[test]
+    fn rebuilding_keeps_the_corrupt_file_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let p = path_in(d.path());
+        std::fs::write(&p, "garbage").unwrap();
+        let blocked = load(&p, &cfg()).unwrap().into_ledger();
+        let now: Timestamp = "2026-05-20T03:00:00Z".parse().unwrap();
+        let rebuilt = blocked.rebuilt_from(vec![Entry {
+            key: "tag:i-1".into(),
+            instance_id: Some("i-1".into()),
+            launched_at: now,
+            ended_at: None,
+        }]);
+        let aside = replace_with_rebuilt(&p, &rebuilt, 1_700_000_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(aside).unwrap(), "garbage");
+        let l = load(&p, &cfg()).unwrap().into_ledger();
+        assert_eq!(l.used(now), 1);
+        assert_eq!(l.remaining(now), 6);
+    }
+}

@@ -1,0 +1,80 @@
+//! Crash-safe file writes for everything in the state directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
+/// mix: temp file in the same directory, fsync, rename over, fsync the directory.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Moves a file that could not be read aside (`NAME.corrupt-<unix seconds>`), so a rebuilt one can
+/// take its place without losing what it held. Returns the new path.
+pub fn quarantine(path: &Path, unix_seconds: i64) -> io::Result<PathBuf> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{unix_seconds}"));
+    let aside = PathBuf::from(aside);
+    fs::rename(path, &aside)?;
+    Ok(aside)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_files_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn quarantine_keeps_the_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("cap-ledger.json");
+        fs::write(&p, b"{garbage").unwrap();
+        let aside = quarantine(&p, 42).unwrap();
+        assert!(aside
+            .to_string_lossy()
+            .ends_with("cap-ledger.json.corrupt-42"));
+        assert_eq!(fs::read(aside).unwrap(), b"{garbage");
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn missing_directory_is_an_error_not_a_panic() {
+        assert!(atomic_write(Path::new("/nonexistent/dir/f"), b"x").is_err());
+    }
+}
