@@ -6,5 +6,6 @@ pub mod cap;
 pub mod config;
 pub mod fsutil;
 pub mod logging;
+pub mod policy;
 pub mod report;
 pub mod sampler;

@@ -1,0 +1,689 @@
+//! The scaling policy: a pure function from configuration, observation, cap ledger, history and
+//! time to a [`Decision`] the actuator carries out, with an [`Explanation`] of every step.
+//!
+//! No clock, no I/O, no SDK types. The pipeline, in order:
+//! 1. **raw desired** per signal (target tracking or threshold rules); the most demanding
+//!    signal wins; missing metrics follow Kubernetes HPA's rule;
+//! 2. **stabilization**: out takes the lowest recommendation of its window, in the highest;
+//! 3. **rate limits**: cooldowns and the max step per decision;
+//! 4. **min/max slaves**;
+//! 5. **the daily burst cap** (and the optional instance-hours budget);
+//! 6. **victims** for a scale-in: old enough, in the configured order; kept instead when the
+//!    day's cap is nearly spent (a relaunch later would cost another burst instance).
+
+mod history;
+mod reason;
+
+pub use history::History;
+pub use reason::{Direction, Reason};
+
+use crate::cap::{CapLedger, CapStatus};
+use crate::config::{PolicyConfig, PolicyMode, Signal, VictimOrder};
+use crate::sampler::HostSample;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Where a slave is in its life. Pending and syncing slaves are capacity on the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaveState {
+    /// Launched, not yet running.
+    Pending,
+    /// Running; content sync or ELB registration under way.
+    Syncing,
+    InService,
+    /// Deregistered, waiting out the draining timeout before termination.
+    Draining,
+}
+
+/// The utilizations one host reported, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostMetrics {
+    pub at: Timestamp,
+    pub load_per_cpu: Option<f64>,
+    pub apache_busy_ratio: Option<f64>,
+    pub memory_used_ratio: Option<f64>,
+}
+
+impl HostMetrics {
+    pub fn get(&self, s: Signal) -> Option<f64> {
+        match s {
+            Signal::LoadPerCpu => self.load_per_cpu,
+            Signal::ApacheBusyRatio => self.apache_busy_ratio,
+            Signal::MemoryUsedRatio => self.memory_used_ratio,
+        }
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    }
+
+    pub fn from_sample(s: &HostSample) -> Self {
+        HostMetrics {
+            at: s.timestamp,
+            load_per_cpu: s.signal(Signal::LoadPerCpu),
+            apache_busy_ratio: s.signal(Signal::ApacheBusyRatio),
+            memory_used_ratio: s.signal(Signal::MemoryUsedRatio),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlaveObservation {
+    pub id: String,
+    pub state: SlaveState,
+    pub launched_at: Timestamp,
+    /// The newest metrics read back for it; `None` when none have arrived.
+    pub metrics: Option<HostMetrics>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetObservation {
+    /// The master's own newest sample.
+    pub master: Option<HostMetrics>,
+    pub slaves: Vec<SlaveObservation>,
+}
+
+/// What one signal said this tick.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignalReading {
+    pub signal: Signal,
+    /// Mean over serving hosts with fresh metrics; `None` when none had it.
+    pub utilization: Option<f64>,
+    /// The target (target tracking) or scale-out threshold (threshold mode) it is held to.
+    pub goal: f64,
+    /// Serving hosts whose metrics were missing or stale.
+    pub missing_hosts: u32,
+    /// Slaves this signal asks for; `None` when it could not say.
+    pub desired: Option<u32>,
+}
+
+/// How a decision came about: every count along the pipeline and every reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub mode: PolicyMode,
+    pub in_service: u32,
+    /// Pending + syncing.
+    pub on_the_way: u32,
+    pub draining: u32,
+    /// Slaves counted as capacity: in service + on the way.
+    pub current: u32,
+    /// The most demanding signal's utilization (threshold mode compares it to thresholds).
+    pub utilization: Option<f64>,
+    pub signals: Vec<SignalReading>,
+    pub raw_desired: u32,
+    pub stabilized: u32,
+    pub rate_limited: u32,
+    pub bounded: u32,
+    pub cap_limited: u32,
+    pub final_count: u32,
+    pub reasons: Vec<Reason>,
+    pub cap: CapStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Decision {
+    Hold {
+        why: Explanation,
+    },
+    ScaleOut {
+        count: u32,
+        why: Explanation,
+    },
+    ScaleIn {
+        instances: Vec<String>,
+        why: Explanation,
+    },
+}
+
+impl Decision {
+    pub fn explanation(&self) -> &Explanation {
+        match self {
+            Decision::Hold { why }
+            | Decision::ScaleOut { why, .. }
+            | Decision::ScaleIn { why, .. } => why,
+        }
+    }
+    pub fn action(&self) -> &'static str {
+        match self {
+            Decision::Hold { .. } => "hold",
+            Decision::ScaleOut { .. } => "scale_out",
+            Decision::ScaleIn { .. } => "scale_in",
+        }
+    }
+    /// The reason codes, for log fields and tests.
+    pub fn reason_codes(&self) -> Vec<&'static str> {
+        self.explanation()
+            .reasons
+            .iter()
+            .map(Reason::code)
+            .collect()
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = self.explanation();
+        match self {
+            Decision::Hold { .. } => write!(f, "hold at {} slaves", why.current)?,
+            Decision::ScaleOut { count, .. } => write!(
+                f,
+                "scale out by {count} ({} -> {} slaves)",
+                why.current, why.final_count
+            )?,
+            Decision::ScaleIn { instances, .. } => write!(
+                f,
+                "scale in by {} ({} -> {} slaves: {})",
+                instances.len(),
+                why.current,
+                why.final_count,
+                instances.join(", ")
+            )?,
+        }
+        write!(
+            f,
+            " [desired {}, stabilized {}, rate-limited {}, bounded {}, cap-limited {}; burst cap {}]",
+            why.raw_desired, why.stabilized, why.rate_limited, why.bounded, why.cap_limited, why.cap
+        )?;
+        for r in &why.reasons {
+            write!(f, "; {r}")?;
+        }
+        Ok(())
+    }
+}
+
+fn secs(d: crate::config::Dur) -> i64 {
+    i64::try_from(d.get().as_secs()).unwrap_or(i64::MAX)
+}
+
+/// ceil, forgiving float noise (3.0000000001 is 3).
+fn ceil(x: f64) -> u32 {
+    let c = (x - 1e-9).ceil();
+    if c <= 0.0 {
+        0
+    } else if c >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        c as u32
+    }
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Decides what to do now. Pure: the same inputs give the same decision.
+pub fn decide(
+    cfg: &PolicyConfig,
+    obs: &FleetObservation,
+    cap: &CapLedger,
+    hist: &History,
+    now: Timestamp,
+) -> Decision {
+    let count = |s: SlaveState| to_u32(obs.slaves.iter().filter(|x| x.state == s).count());
+    let in_service = count(SlaveState::InService);
+    let on_the_way = count(SlaveState::Pending) + count(SlaveState::Syncing);
+    let draining = count(SlaveState::Draining);
+    let current = in_service + on_the_way;
+    let mut reasons = Vec::new();
+
+    // Serving hosts: the master and the slaves in service. Metrics older than stale_after are
+    // missing.
+    let stale_after = secs(cfg.stale_after);
+    fn fresh(m: Option<&HostMetrics>, now: i64, stale_after: i64) -> Option<&HostMetrics> {
+        m.filter(|m| now - m.at.as_second() <= stale_after)
+    }
+    let fresh = |m| fresh(m, now.as_second(), stale_after);
+    let mut serving: Vec<(&str, Option<&HostMetrics>)> =
+        vec![("master", fresh(obs.master.as_ref()))];
+    serving.extend(
+        obs.slaves
+            .iter()
+            .filter(|s| s.state == SlaveState::InService)
+            .map(|s| (s.id.as_str(), fresh(s.metrics.as_ref()))),
+    );
+
+    // 1. Raw desired.
+    let (raw_desired, utilization, signals) = match cfg.mode {
+        PolicyMode::TargetTracking => {
+            target_tracking(cfg, &serving, current, on_the_way, in_service, &mut reasons)
+        }
+        PolicyMode::Threshold => threshold(cfg, &serving, current, hist, now, &mut reasons),
+    };
+
+    // 2. Stabilization (HPA's rule: out on the window's lowest, in on its highest).
+    let out_since = now.as_second() - secs(cfg.scale_out_stabilization);
+    let in_since = now.as_second() - secs(cfg.scale_in_stabilization);
+    let up = hist
+        .recommendations_after(out_since)
+        .fold(raw_desired, u32::min);
+    let down = hist
+        .recommendations_after(in_since)
+        .fold(raw_desired, u32::max);
+    let mut stabilized = current;
+    if stabilized < up {
+        stabilized = up;
+    }
+    if stabilized > down {
+        stabilized = down;
+    }
+    if raw_desired > current && stabilized < raw_desired {
+        reasons.push(Reason::ScaleOutStabilizing {
+            window_secs: secs(cfg.scale_out_stabilization),
+            lowest: up,
+        });
+    }
+    if raw_desired < current && stabilized > raw_desired {
+        reasons.push(Reason::ScaleInStabilizing {
+            window_secs: secs(cfg.scale_in_stabilization),
+            highest: down,
+        });
+    }
+
+    // 3. Rate limits: cooldowns and max step.
+    let since = |t: Option<Timestamp>| t.map(|t| now.as_second() - t.as_second());
+    let mut rate_limited = stabilized;
+    if stabilized > current {
+        let cool = secs(cfg.scale_out_cooldown);
+        match since(hist.last_scale_out) {
+            Some(ago) if ago < cool => {
+                rate_limited = current;
+                reasons.push(Reason::CooldownActive {
+                    direction: Direction::Out,
+                    remaining_secs: cool - ago,
+                });
+            }
+            _ if stabilized - current > cfg.max_step_out => {
+                rate_limited = current + cfg.max_step_out;
+                reasons.push(Reason::MaxStep {
+                    direction: Direction::Out,
+                    step: cfg.max_step_out,
+                });
+            }
+            _ => {}
+        }
+    } else if stabilized < current {
+        // Scale-in waits out its cooldown after any scaling, in either direction.
+        let cool = secs(cfg.scale_in_cooldown);
+        let last = hist.last_scale_in.max(hist.last_scale_out);
+        match since(last) {
+            Some(ago) if ago < cool => {
+                rate_limited = current;
+                reasons.push(Reason::CooldownActive {
+                    direction: Direction::In,
+                    remaining_secs: cool - ago,
+                });
+            }
+            _ if current - stabilized > cfg.max_step_in => {
+                rate_limited = current - cfg.max_step_in;
+                reasons.push(Reason::MaxStep {
+                    direction: Direction::In,
+                    step: cfg.max_step_in,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    // 4. Min / max slaves (enforced even inside a cooldown).
+    let bounded = rate_limited.clamp(cfg.min_slaves, cfg.max_slaves);
+    if current < cfg.min_slaves {
+        reasons.push(Reason::BelowMinSlaves {
+            min: cfg.min_slaves,
+        });
+    } else if current > cfg.max_slaves {
+        reasons.push(Reason::AboveMaxSlaves {
+            max: cfg.max_slaves,
+        });
+    } else if stabilized > cfg.max_slaves && bounded == cfg.max_slaves {
+        reasons.push(Reason::AtMaxSlaves {
+            max: cfg.max_slaves,
+        });
+    } else if raw_desired < cfg.min_slaves && bounded == cfg.min_slaves && current == cfg.min_slaves
+    {
+        reasons.push(Reason::AtMinSlaves {
+            min: cfg.min_slaves,
+        });
+    }
+
+    // 5. The daily burst cap.
+    let cap_status = cap.status(now);
+    let mut cap_limited = bounded;
+    if bounded > current {
+        let want = bounded - current;
+        let allowed = want.min(cap_status.remaining);
+        if allowed < want {
+            if let Some(why) = &cap_status.blocked {
+                reasons.push(Reason::LedgerUnavailable { why: why.clone() });
+            } else if cap_status.remaining == 0 {
+                reasons.push(Reason::DailyCapReached {
+                    used: cap_status.used,
+                    limit: cap_status.limit,
+                    resets_in_secs: cap_status.resets_in_secs,
+                    message: format!("burst cap reached: {cap_status}"),
+                });
+            } else {
+                reasons.push(Reason::CapLimited {
+                    wanted: want,
+                    allowed,
+                    message: format!("burst cap allows {allowed} of {want}: {cap_status}"),
+                });
+            }
+        }
+        cap_limited = current + allowed;
+    }
+
+    // 6. Scale-in: keep through a lull when the cap is nearly spent; else pick victims.
+    let mut final_count = cap_limited;
+    let mut victims = Vec::new();
+    if cap_limited < current {
+        let forced = current > cfg.max_slaves;
+        if !forced && cap_status.remaining <= cfg.keep_slaves_when_cap_remaining_at_most {
+            final_count = current;
+            reasons.push(Reason::KeepingForCap {
+                remaining: cap_status.remaining,
+                at_most: cfg.keep_slaves_when_cap_remaining_at_most,
+            });
+        } else {
+            victims = pick_victims(cfg, obs, now, current - cap_limited);
+            if to_u32(victims.len()) < current - cap_limited {
+                reasons.push(Reason::NoVictimOldEnough {
+                    min_lifetime_secs: secs(cfg.min_lifetime),
+                });
+            }
+            final_count = current - to_u32(victims.len());
+        }
+    }
+
+    let why = Explanation {
+        mode: cfg.mode,
+        in_service,
+        on_the_way,
+        draining,
+        current,
+        utilization,
+        signals,
+        raw_desired,
+        stabilized,
+        rate_limited,
+        bounded,
+        cap_limited,
+        final_count,
+        reasons,
+        cap: cap_status,
+    };
+    if final_count > current {
+        Decision::ScaleOut {
+            count: final_count - current,
+            why,
+        }
+    } else if !victims.is_empty() {
+        Decision::ScaleIn {
+            instances: victims,
+            why,
+        }
+    } else {
+        Decision::Hold { why }
+    }
+}
+
+/// desired hosts = ceil(Σ utilization / target), with HPA's tolerance and missing-metrics rules.
+fn target_tracking(
+    cfg: &PolicyConfig,
+    serving: &[(&str, Option<&HostMetrics>)],
+    current: u32,
+    on_the_way: u32,
+    in_service: u32,
+    reasons: &mut Vec<Reason>,
+) -> (u32, Option<f64>, Vec<SignalReading>) {
+    let n = serving.len() as f64;
+    let current_hosts = current + 1;
+    let mut readings = Vec::new();
+    let mut best: Option<(u32, Reason)> = None;
+    let mut top_util: Option<f64> = None;
+    let mut any_unreadable = false;
+    let mut missing_names: Vec<String> = Vec::new();
+    for &signal in &cfg.signals {
+        let target = cfg.targets.get(signal);
+        let present: Vec<f64> = serving
+            .iter()
+            .filter_map(|(_, m)| m.and_then(|m| m.get(signal)))
+            .collect();
+        let missing = serving.len() - present.len();
+        if missing > 0 {
+            for (name, m) in serving {
+                if m.and_then(|m| m.get(signal)).is_none()
+                    && !missing_names.iter().any(|x| x == name)
+                {
+                    missing_names.push((*name).to_string());
+                }
+            }
+        }
+        if present.is_empty() {
+            any_unreadable = true;
+            readings.push(SignalReading {
+                signal,
+                utilization: None,
+                goal: target,
+                missing_hosts: to_u32(missing),
+                desired: None,
+            });
+            continue;
+        }
+        let sum: f64 = present.iter().sum();
+        let mean = sum / present.len() as f64;
+        top_util = Some(top_util.map_or(mean, |u: f64| u.max(mean)));
+        let ratio = mean / target;
+        let hold = (
+            current,
+            Reason::WithinTolerance {
+                signal,
+                ratio,
+                tolerance: cfg.tolerance,
+            },
+        );
+        let (desired_hosts_or_hold, why) = if missing == 0 {
+            if (1.0 - ratio).abs() <= cfg.tolerance {
+                (None, hold.1)
+            } else {
+                (
+                    Some(ceil(sum / target)),
+                    direction_reason(signal, mean, target),
+                )
+            }
+        } else {
+            // Missing hosts: idle when scaling up, at target when scaling down.
+            let assumed = if ratio < 1.0 { target } else { 0.0 };
+            let sum2 = sum + missing as f64 * assumed;
+            let ratio2 = sum2 / n / target;
+            if (1.0 - ratio2).abs() <= cfg.tolerance
+                || (ratio < 1.0 && ratio2 > 1.0)
+                || (ratio > 1.0 && ratio2 < 1.0)
+            {
+                (None, hold.1)
+            } else {
+                let d = ceil(sum2 / target);
+                if (ratio2 < 1.0 && d > current_hosts) || (ratio2 > 1.0 && d < current_hosts) {
+                    (None, hold.1)
+                } else {
+                    (Some(d), direction_reason(signal, mean, target))
+                }
+            }
+        };
+        let desired = desired_hosts_or_hold.map_or(current, |h| h.saturating_sub(1));
+        readings.push(SignalReading {
+            signal,
+            utilization: Some(mean),
+            goal: target,
+            missing_hosts: to_u32(missing),
+            desired: Some(desired),
+        });
+        if best.as_ref().is_none_or(|(d, _)| desired > *d) {
+            best = Some((desired, why));
+        }
+    }
+    if !missing_names.is_empty() && best.is_some() {
+        reasons.push(Reason::SomeMetricsMissing {
+            hosts: missing_names.clone(),
+        });
+    }
+    let Some((mut raw, why)) = best else {
+        reasons.push(Reason::MetricsMissing {
+            hosts: missing_names,
+        });
+        return (current, None, readings);
+    };
+    reasons.push(why);
+    // A signal that could not be read may not let the others scale in (HPA's rule).
+    if any_unreadable && raw < current {
+        reasons.push(Reason::MetricsMissing {
+            hosts: missing_names,
+        });
+        raw = current;
+    }
+    if raw > in_service && raw <= current && on_the_way > 0 {
+        reasons.push(Reason::CapacityOnTheWay { on_the_way });
+    }
+    (raw, top_util, readings)
+}
+
+fn direction_reason(signal: Signal, utilization: f64, target: f64) -> Reason {
+    if utilization > target {
+        Reason::AboveTarget {
+            signal,
+            utilization,
+            target,
+        }
+    } else {
+        Reason::BelowTarget {
+            signal,
+            utilization,
+            target,
+        }
+    }
+}
+
+/// Step rules: breach a threshold for its sustain window, then add or remove a step.
+fn threshold(
+    cfg: &PolicyConfig,
+    serving: &[(&str, Option<&HostMetrics>)],
+    current: u32,
+    hist: &History,
+    now: Timestamp,
+    reasons: &mut Vec<Reason>,
+) -> (u32, Option<f64>, Vec<SignalReading>) {
+    let n = serving.len() as f64;
+    let mut readings = Vec::new();
+    let mut util: Option<f64> = None;
+    let mut missing_names: Vec<String> = Vec::new();
+    for &signal in &cfg.signals {
+        let present: Vec<f64> = serving
+            .iter()
+            .filter_map(|(_, m)| m.and_then(|m| m.get(signal)))
+            .collect();
+        let missing = serving.len() - present.len();
+        for (name, m) in serving {
+            if m.and_then(|m| m.get(signal)).is_none() && !missing_names.iter().any(|x| x == name) {
+                missing_names.push((*name).to_string());
+            }
+        }
+        // Missing hosts count as idle here: they can only delay a scale-out, never cause a scale-in.
+        let u = (!present.is_empty()).then(|| present.iter().sum::<f64>() / n);
+        if let Some(u) = u {
+            util = Some(util.map_or(u, |x: f64| x.max(u)));
+        }
+        readings.push(SignalReading {
+            signal,
+            utilization: u,
+            goal: cfg.scale_out.threshold,
+            missing_hosts: to_u32(missing),
+            desired: None,
+        });
+    }
+    let Some(u) = util else {
+        reasons.push(Reason::MetricsMissing {
+            hosts: missing_names,
+        });
+        return (current, None, readings);
+    };
+    let since = |start: Timestamp| now.as_second() - start.as_second();
+    let out = &cfg.scale_out;
+    let inn = &cfg.scale_in;
+    let raw = if let Some(start) = hist.streak_start(now, Some(u), |x| x > out.threshold) {
+        let (for_secs, need) = (since(start), secs(out.sustain));
+        if for_secs >= need {
+            reasons.push(Reason::AboveThreshold {
+                utilization: u,
+                threshold: out.threshold,
+                for_secs,
+            });
+            current + out.step
+        } else {
+            reasons.push(Reason::ScaleOutSustaining {
+                utilization: u,
+                threshold: out.threshold,
+                for_secs,
+                need_secs: need,
+            });
+            current
+        }
+    } else if !missing_names.is_empty() {
+        reasons.push(Reason::SomeMetricsMissing {
+            hosts: missing_names,
+        });
+        current
+    } else if let Some(start) = hist.streak_start(now, Some(u), |x| x < inn.threshold) {
+        let (for_secs, need) = (since(start), secs(inn.sustain));
+        if for_secs >= need {
+            reasons.push(Reason::BelowThreshold {
+                utilization: u,
+                threshold: inn.threshold,
+                for_secs,
+            });
+            current.saturating_sub(inn.step)
+        } else {
+            reasons.push(Reason::ScaleInSustaining {
+                utilization: u,
+                threshold: inn.threshold,
+                for_secs,
+                need_secs: need,
+            });
+            current
+        }
+    } else {
+        reasons.push(Reason::BetweenThresholds {
+            utilization: u,
+            scale_in: inn.threshold,
+            scale_out: out.threshold,
+        });
+        current
+    };
+    (raw, Some(u), readings)
+}
+
+/// In-service slaves at least `min_lifetime` old, in the configured order; at most `n`.
+fn pick_victims(cfg: &PolicyConfig, obs: &FleetObservation, now: Timestamp, n: u32) -> Vec<String> {
+    let min_age = secs(cfg.min_lifetime);
+    let age = |s: &SlaveObservation| now.as_second() - s.launched_at.as_second();
+    let mut candidates: Vec<&SlaveObservation> = obs
+        .slaves
+        .iter()
+        .filter(|s| s.state == SlaveState::InService && age(s) >= min_age)
+        .collect();
+    match cfg.victim_order {
+        VictimOrder::NewestFirst => {
+            candidates.sort_by_key(|s| (std::cmp::Reverse(s.launched_at), s.id.clone()))
+        }
+        VictimOrder::OldestFirst => candidates.sort_by_key(|s| (s.launched_at, s.id.clone())),
+        VictimOrder::ClosestToBillingHour => {
+            candidates.sort_by_key(|s| (3600 - age(s).rem_euclid(3600), s.id.clone()))
+        }
+    }
+    candidates
+        .into_iter()
+        .take(n as usize)
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! Why a decision is what it is: structured for JSON logs, readable for people.
+
+use crate::config::Signal;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Out,
+    In,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "code")]
+pub enum Reason {
+    AboveTarget {
+        signal: Signal,
+        utilization: f64,
+        target: f64,
+    },
+    BelowTarget {
+        signal: Signal,
+        utilization: f64,
+        target: f64,
+    },
+    WithinTolerance {
+        signal: Signal,
+        ratio: f64,
+        tolerance: f64,
+    },
+    AboveThreshold {
+        utilization: f64,
+        threshold: f64,
+        for_secs: i64,
+    },
+    BelowThreshold {
+        utilization: f64,
+        threshold: f64,
+        for_secs: i64,
+    },
+    BetweenThresholds {
+        utilization: f64,
+        scale_in: f64,
+        scale_out: f64,
+    },
+    ScaleOutSustaining {
+        utilization: f64,
+        threshold: f64,
+        for_secs: i64,
+        need_secs: i64,
+    },
+    ScaleInSustaining {
+        utilization: f64,
+        threshold: f64,
+        for_secs: i64,
+        need_secs: i64,
+    },
+    /// No usable metrics at all (or a signal unreadable while others ask to scale in): hold.
+    MetricsMissing {
+        hosts: Vec<String>,
+    },
+    /// Some hosts' metrics missing: idle for scale-out, at target for scale-in.
+    SomeMetricsMissing {
+        hosts: Vec<String>,
+    },
+    CapacityOnTheWay {
+        on_the_way: u32,
+    },
+    ScaleOutStabilizing {
+        window_secs: i64,
+        lowest: u32,
+    },
+    ScaleInStabilizing {
+        window_secs: i64,
+        highest: u32,
+    },
+    CooldownActive {
+        direction: Direction,
+        remaining_secs: i64,
+    },
+    MaxStep {
+        direction: Direction,
+        step: u32,
+    },
+    BelowMinSlaves {
+        min: u32,
+    },
+    AtMinSlaves {
+        min: u32,
+    },
+    AboveMaxSlaves {
+        max: u32,
+    },
+    AtMaxSlaves {
+        max: u32,
+    },
+    DailyCapReached {
+        used: u32,
+        limit: u32,
+        resets_in_secs: i64,
+        message: String,
+    },
+    CapLimited {
+        wanted: u32,
+        allowed: u32,
+        message: String,
+    },
+    LedgerUnavailable {
+        why: String,
+    },
+    KeepingForCap {
+        remaining: u32,
+        at_most: u32,
+    },
+    NoVictimOldEnough {
+        min_lifetime_secs: i64,
+    },
+}
+
+impl Reason {
+    /// The stable name of the reason (`AboveTarget`, `DailyCapReached`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::AboveTarget { .. } => "AboveTarget",
+            Reason::BelowTarget { .. } => "BelowTarget",
+            Reason::WithinTolerance { .. } => "WithinTolerance",
+            Reason::AboveThreshold { .. } => "AboveThreshold",
+            Reason::BelowThreshold { .. } => "BelowThreshold",
+            Reason::BetweenThresholds { .. } => "BetweenThresholds",
+            Reason::ScaleOutSustaining { .. } => "ScaleOutSustaining",
+            Reason::ScaleInSustaining { .. } => "ScaleInSustaining",
+            Reason::MetricsMissing { .. } => "MetricsMissing",
+            Reason::SomeMetricsMissing { .. } => "SomeMetricsMissing",
+            Reason::CapacityOnTheWay { .. } => "CapacityOnTheWay",
+            Reason::ScaleOutStabilizing { .. } => "ScaleOutStabilizing",
+            Reason::ScaleInStabilizing { .. } => "ScaleInStabilizing",
+            Reason::CooldownActive { .. } => "CooldownActive",
+            Reason::MaxStep { .. } => "MaxStep",
+            Reason::BelowMinSlaves { .. } => "BelowMinSlaves",
+            Reason::AtMinSlaves { .. } => "AtMinSlaves",
+            Reason::AboveMaxSlaves { .. } => "AboveMaxSlaves",
+            Reason::AtMaxSlaves { .. } => "AtMaxSlaves",
+            Reason::DailyCapReached { .. } => "DailyCapReached",
+            Reason::CapLimited { .. } => "CapLimited",
+            Reason::LedgerUnavailable { .. } => "LedgerUnavailable",
+            Reason::KeepingForCap { .. } => "KeepingForCap",
+            Reason::NoVictimOldEnough { .. } => "NoVictimOldEnough",
+        }
+    }
+}
+
+fn dir(d: Direction) -> &'static str {
+    match d {
+        Direction::Out => "scale-out",
+        Direction::In => "scale-in",
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::AboveTarget { signal, utilization, target } => {
+                write!(f, "{} {utilization:.2} above target {target:.2}", signal.name())
+            }
+            Reason::BelowTarget { signal, utilization, target } => {
+                write!(f, "{} {utilization:.2} below target {target:.2}", signal.name())
+            }
+            Reason::WithinTolerance { signal, ratio, tolerance } => write!(
+                f,
+                "{} at {ratio:.2}x its target, within the tolerance of {tolerance}",
+                signal.name()
+            ),
+            Reason::AboveThreshold { utilization, threshold, for_secs } => {
+                write!(f, "utilization {utilization:.2} above {threshold} for {for_secs}s")
+            }
+            Reason::BelowThreshold { utilization, threshold, for_secs } => {
+                write!(f, "utilization {utilization:.2} below {threshold} for {for_secs}s")
+            }
+            Reason::BetweenThresholds { utilization, scale_in, scale_out } => {
+                write!(f, "utilization {utilization:.2} between {scale_in} and {scale_out}")
+            }
+            Reason::ScaleOutSustaining { utilization, threshold, for_secs, need_secs } => write!(
+                f,
+                "utilization {utilization:.2} above {threshold} for {for_secs}s of the {need_secs}s needed"
+            ),
+            Reason::ScaleInSustaining { utilization, threshold, for_secs, need_secs } => write!(
+                f,
+                "utilization {utilization:.2} below {threshold} for {for_secs}s of the {need_secs}s needed"
+            ),
+            Reason::MetricsMissing { hosts } if hosts.is_empty() => {
+                write!(f, "metrics missing: holding (missing metrics never cause a scale-in)")
+            }
+            Reason::MetricsMissing { hosts } => write!(
+                f,
+                "metrics missing or stale for {}: holding (missing metrics never cause a scale-in)",
+                hosts.join(", ")
+            ),
+            Reason::SomeMetricsMissing { hosts } => write!(
+                f,
+                "metrics missing or stale for {}: counted idle for scale-out, at target for scale-in",
+                hosts.join(", ")
+            ),
+            Reason::CapacityOnTheWay { on_the_way } => {
+                write!(f, "{on_the_way} slave(s) still launching or syncing count as capacity")
+            }
+            Reason::ScaleOutStabilizing { window_secs, lowest } => {
+                write!(f, "scale-out stabilizing: lowest recommendation in {window_secs}s is {lowest}")
+            }
+            Reason::ScaleInStabilizing { window_secs, highest } => {
+                write!(f, "scale-in stabilizing: highest recommendation in {window_secs}s is {highest}")
+            }
+            Reason::CooldownActive { direction, remaining_secs } => {
+                write!(f, "{} cooldown: {remaining_secs}s left", dir(*direction))
+            }
+            Reason::MaxStep { direction, step } => write!(f, "{} limited to {step} per decision", dir(*direction)),
+            Reason::BelowMinSlaves { min } => write!(f, "below min_slaves {min}"),
+            Reason::AtMinSlaves { min } => write!(f, "at min_slaves {min}"),
+            Reason::AboveMaxSlaves { max } => write!(f, "above max_slaves {max}"),
+            Reason::AtMaxSlaves { max } => write!(f, "at max_slaves {max}"),
+            Reason::DailyCapReached { message, .. } => f.write_str(message),
+            Reason::CapLimited { message, .. } => f.write_str(message),
+            Reason::LedgerUnavailable { why } => write!(
+                f,
+                "no scale-out: the burst cap ledger is unavailable ({why}); rebuild it from the instances' tags"
+            ),
+            Reason::KeepingForCap { remaining, at_most } => write!(
+                f,
+                "keeping slaves through the lull: {remaining} launch(es) left today (keep when <= {at_most}), a relaunch would cost another"
+            ),
+            Reason::NoVictimOldEnough { min_lifetime_secs } => {
+                write!(f, "not enough slaves older than min_lifetime ({min_lifetime_secs}s) to remove")
+            }
+        }
+    }
+}

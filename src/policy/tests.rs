@@ -1,0 +1,475 @@
+use super::*;
+use crate::config::{Dur, PolicyConfig, PolicyMode, Signal, VictimOrder};
+
+const T0: i64 = 1_780_000_000; // 2026-05-28T20:26:40Z
+
+fn at(s: i64) -> Timestamp {
+    Timestamp::from_second(T0 + s).unwrap()
+}
+
+/// One signal (busy ratio, target 0.5), no windows or cooldowns: each test turns on what it checks.
+fn cfg() -> PolicyConfig {
+    PolicyConfig {
+        signals: vec![Signal::ApacheBusyRatio],
+        targets: crate::config::Targets {
+            apache_busy_ratio: 0.5,
+            ..Default::default()
+        },
+        scale_out_cooldown: Dur::secs(0),
+        scale_in_cooldown: Dur::secs(0),
+        scale_in_stabilization: Dur::secs(0),
+        min_lifetime: Dur::secs(0),
+        max_step_out: 10,
+        max_step_in: 10,
+        max_slaves: 20,
+        keep_slaves_when_cap_remaining_at_most: 0,
+        ..PolicyConfig::default()
+    }
+}
+
+fn m(u: f64, t: i64) -> HostMetrics {
+    HostMetrics {
+        at: at(t),
+        load_per_cpu: Some(u),
+        apache_busy_ratio: Some(u),
+        memory_used_ratio: Some(0.3),
+    }
+}
+
+fn slave(id: &str, state: SlaveState, launched: i64, util: Option<f64>) -> SlaveObservation {
+    SlaveObservation {
+        id: id.into(),
+        state,
+        launched_at: at(launched),
+        metrics: util.map(|u| m(u, 0)),
+    }
+}
+
+fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservation {
+    FleetObservation {
+        master: Some(m(master, 0)),
+        slaves,
+    }
+}
+
+fn in_service(n: usize, u: f64) -> Vec<SlaveObservation> {
+    (0..n)
+        .map(|i| {
+            slave(
+                &format!("i-{i}"),
+                SlaveState::InService,
+                -3600 + i as i64,
+                Some(u),
+            )
+        })
+        .collect()
+}
+
+fn cap() -> CapLedger {
+    CapLedger::new("Asia/Tokyo", 7, None).unwrap()
+}
+
+fn run(c: &PolicyConfig, o: &FleetObservation) -> Decision {
+    decide(c, o, &cap(), &History::new(), at(0))
+}
+
+fn has(d: &Decision, code: &str) -> bool {
+    d.reason_codes().contains(&code)
+}
+
+#[test]
+fn above_target_scales_out_to_ceil_of_demand() {
+    // Master at 1.0 busy, target 0.5: the fleet needs 2 hosts → 1 slave.
+    let d = run(&cfg(), &fleet(1.0, vec![]));
+    assert!(matches!(d, Decision::ScaleOut { count: 1, .. }), "{d}");
+    assert!(has(&d, "AboveTarget"));
+    // Master + 2 slaves at 0.9: Σ 2.7 / 0.5 = 5.4 → 6 hosts → 5 slaves.
+    let d = run(&cfg(), &fleet(0.9, in_service(2, 0.9)));
+    assert!(matches!(d, Decision::ScaleOut { count: 3, .. }), "{d}");
+    assert_eq!(d.explanation().raw_desired, 5);
+}
+
+#[test]
+fn below_target_scales_in_and_within_tolerance_holds() {
+    let d = run(&cfg(), &fleet(0.2, in_service(3, 0.2)));
+    // Σ 0.8 / 0.5 = 1.6 → 2 hosts → 1 slave: remove 2.
+    match &d {
+        Decision::ScaleIn { instances, .. } => assert_eq!(instances.len(), 2),
+        other => panic!("{other}"),
+    }
+    assert!(has(&d, "BelowTarget"));
+    let d = run(&cfg(), &fleet(0.53, in_service(1, 0.53)));
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "WithinTolerance"));
+}
+
+#[test]
+fn the_most_demanding_signal_wins() {
+    let mut c = cfg();
+    c.signals = vec![Signal::ApacheBusyRatio, Signal::LoadPerCpu];
+    c.targets.load_per_cpu = 0.25;
+    // busy 0.5 (at target), load 0.5 (2x target) → load asks for 4 hosts.
+    let mut o = fleet(0.5, in_service(1, 0.5));
+    let d = run(&c, &o);
+    assert_eq!(d.explanation().raw_desired, 3, "{d}");
+    let r = &d.explanation().signals;
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].desired, Some(1));
+    assert_eq!(r[1].desired, Some(3));
+    // And with one signal unreadable, the other can still scale out.
+    o.master.as_mut().unwrap().apache_busy_ratio = None;
+    o.slaves[0].metrics.as_mut().unwrap().apache_busy_ratio = None;
+    assert!(matches!(run(&c, &o), Decision::ScaleOut { .. }));
+}
+
+#[test]
+fn missing_metrics_never_cause_a_scale_in() {
+    // Nothing readable at all: hold.
+    let o = FleetObservation {
+        master: None,
+        slaves: vec![slave("i-1", SlaveState::InService, -3600, None)],
+    };
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::Hold { .. }));
+    assert!(has(&d, "MetricsMissing"), "{d}");
+    // Stale counts as missing.
+    let mut o = fleet(0.1, in_service(2, 0.1));
+    for s in &mut o.slaves {
+        s.metrics = Some(m(0.1, -10_000));
+    }
+    o.master = Some(m(0.1, -10_000));
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    // Some missing while the rest are idle: the missing ones count as at-target.
+    // Master 0.1 present, 3 slaves missing: (0.1 + 3*0.5)/0.5 = 3.2 → 4 hosts → 3 slaves: hold.
+    let mut o = fleet(0.1, in_service(3, 0.1));
+    for s in &mut o.slaves {
+        s.metrics = None;
+    }
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "SomeMetricsMissing"));
+    // A signal with no data blocks a scale-in the other asks for (HPA's rule).
+    let mut c = cfg();
+    c.signals = vec![Signal::ApacheBusyRatio, Signal::LoadPerCpu];
+    let mut o = fleet(0.1, in_service(3, 0.1));
+    o.master.as_mut().unwrap().load_per_cpu = None;
+    for s in &mut o.slaves {
+        s.metrics.as_mut().unwrap().load_per_cpu = None;
+    }
+    let d = run(&c, &o);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "MetricsMissing"));
+}
+
+#[test]
+fn missing_hosts_count_as_idle_when_scaling_out() {
+    // Master 1.0, one slave missing: (1.0 + 0)/0.5 = 2 hosts → 1 slave; we have 1: hold, not 3.
+    let mut o = fleet(1.0, in_service(1, 1.0));
+    o.slaves[0].metrics = None;
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    // Master 2.0: (2.0 + 0)/0.5 = 4 hosts → 3 slaves: +2.
+    let mut o = fleet(2.0, in_service(1, 1.0));
+    o.slaves[0].metrics = None;
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
+}
+
+#[test]
+fn capacity_on_the_way_is_not_asked_for_twice() {
+    // Master at 1.5 → 3 hosts → 2 slaves; 2 already pending/syncing.
+    let o = fleet(
+        1.5,
+        vec![
+            slave("i-p", SlaveState::Pending, -30, None),
+            slave("i-s", SlaveState::Syncing, -120, None),
+        ],
+    );
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "CapacityOnTheWay"));
+    assert_eq!(d.explanation().on_the_way, 2);
+    // Draining slaves are not capacity.
+    let o = fleet(
+        1.5,
+        vec![slave("i-d", SlaveState::Draining, -7200, Some(0.0))],
+    );
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
+}
+
+#[test]
+fn stabilization_windows() {
+    let mut c = cfg();
+    c.scale_in_stabilization = Dur::secs(300);
+    c.scale_out_stabilization = Dur::secs(60);
+    let mut h = History::new();
+    // A high recommendation 100 s ago keeps the fleet up (in: highest of the window).
+    let high = run(&c, &fleet(0.9, in_service(2, 0.9)));
+    h.record(&c, at(-100), &high);
+    let d = decide(&c, &fleet(0.2, in_service(2, 0.2)), &cap(), &h, at(0));
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "ScaleInStabilizing"));
+    // Out: the lowest recommendation of the last 60 s.
+    let mut h = History::new();
+    let low = run(&c, &fleet(0.5, in_service(2, 0.5)));
+    h.record(&c, at(-30), &low);
+    let d = decide(&c, &fleet(0.9, in_service(2, 0.9)), &cap(), &h, at(0));
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "ScaleOutStabilizing"));
+    // Outside the window it no longer counts.
+    let d = decide(&c, &fleet(0.9, in_service(2, 0.9)), &cap(), &h, at(61));
+    assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
+}
+
+#[test]
+fn cooldowns_are_separate_for_out_and_in() {
+    let mut c = cfg();
+    c.scale_out_cooldown = Dur::secs(120);
+    c.scale_in_cooldown = Dur::secs(600);
+    c.stale_after = Dur::secs(3600); // the fixtures' metrics are stamped at t=0
+    let mut h = History::new();
+    let out = run(&c, &fleet(1.0, vec![]));
+    h.record(&c, at(-60), &out);
+    let d = decide(&c, &fleet(2.0, in_service(1, 2.0)), &cap(), &h, at(0));
+    assert!(has(&d, "CooldownActive"), "{d}");
+    assert!(matches!(d, Decision::Hold { .. }));
+    assert!(
+        d.to_string().contains("scale-out cooldown: 60s left"),
+        "{d}"
+    );
+    // Scale-in waits scale_in_cooldown after the scale-out too.
+    let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &cap(), &h, at(300));
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(
+        d.to_string().contains("scale-in cooldown: 240s left"),
+        "{d}"
+    );
+    let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &cap(), &h, at(600));
+    assert!(matches!(d, Decision::ScaleIn { .. }), "{d}");
+}
+
+#[test]
+fn max_step_per_decision() {
+    let mut c = cfg();
+    c.max_step_out = 3;
+    c.max_step_in = 1;
+    let d = run(&c, &fleet(5.0, vec![]));
+    assert!(matches!(d, Decision::ScaleOut { count: 3, .. }), "{d}");
+    assert!(has(&d, "MaxStep"));
+    let d = run(&c, &fleet(0.05, in_service(4, 0.05)));
+    assert!(
+        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 1),
+        "{d}"
+    );
+    assert!(has(&d, "MaxStep"));
+}
+
+#[test]
+fn min_and_max_slaves() {
+    let mut c = cfg();
+    c.min_slaves = 2;
+    c.max_slaves = 4;
+    let d = run(&c, &fleet(0.1, vec![]));
+    assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
+    assert!(has(&d, "BelowMinSlaves"));
+    let d = run(&c, &fleet(5.0, in_service(2, 5.0)));
+    assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
+    assert!(has(&d, "AtMaxSlaves"));
+    let d = run(&c, &fleet(0.5, in_service(6, 0.5)));
+    assert!(
+        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 2),
+        "{d}"
+    );
+    assert!(has(&d, "AboveMaxSlaves"));
+    let d = run(&c, &fleet(0.01, in_service(2, 0.01)));
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "AtMinSlaves"));
+}
+
+#[test]
+fn daily_cap_limits_and_explains() {
+    let mut l = cap();
+    // 2026-05-28T20:26:40Z is 05:26:40 in Tokyo: 18h33m to midnight.
+    for i in 0..7 {
+        l.record_attempt(&format!("k{i}"), at(-100)).unwrap();
+    }
+    let d = decide(&cfg(), &fleet(3.0, vec![]), &l, &History::new(), at(0));
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "DailyCapReached"));
+    assert!(
+        d.to_string()
+            .contains("burst cap reached: 7/7 today, resets 00:00 Asia/Tokyo in 18h33m"),
+        "{d}"
+    );
+    // Partly spent: allowed what is left.
+    let mut l = cap();
+    for i in 0..5 {
+        l.record_attempt(&format!("k{i}"), at(-100)).unwrap();
+    }
+    let d = decide(&cfg(), &fleet(3.0, vec![]), &l, &History::new(), at(0));
+    assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
+    assert!(has(&d, "CapLimited"));
+    assert_eq!(d.explanation().cap_limited, 2);
+    // A blocked (corrupt) ledger refuses scale-out but not scale-in.
+    let blocked = cap().blocked("cap-ledger.json: EOF while parsing");
+    let d = decide(
+        &cfg(),
+        &fleet(3.0, vec![]),
+        &blocked,
+        &History::new(),
+        at(0),
+    );
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "LedgerUnavailable"));
+}
+
+#[test]
+fn keeps_slaves_through_a_lull_when_the_cap_is_nearly_spent() {
+    let mut c = cfg();
+    c.keep_slaves_when_cap_remaining_at_most = 1;
+    let mut l = cap();
+    for i in 0..6 {
+        l.record_attempt(&format!("k{i}"), at(-100)).unwrap();
+    }
+    let d = decide(
+        &c,
+        &fleet(0.1, in_service(3, 0.1)),
+        &l,
+        &History::new(),
+        at(0),
+    );
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "KeepingForCap"));
+    // With cap to spare it scales in.
+    let d = decide(
+        &c,
+        &fleet(0.1, in_service(3, 0.1)),
+        &cap(),
+        &History::new(),
+        at(0),
+    );
+    assert!(matches!(d, Decision::ScaleIn { .. }), "{d}");
+}
+
+#[test]
+fn victims_old_enough_in_the_configured_order() {
+    let mut c = cfg();
+    c.min_lifetime = Dur::secs(1200);
+    c.max_step_in = 1;
+    let slaves = vec![
+        slave("young", SlaveState::InService, -600, Some(0.05)),
+        slave("oldest", SlaveState::InService, -3 * 3600 - 600, Some(0.05)), // 10 min into its hour
+        slave("middle", SlaveState::InService, -3600 - 3300, Some(0.05)),    // 55 min into its hour
+        slave("newest-old", SlaveState::InService, -1800, Some(0.05)),
+    ];
+    let o = fleet(0.05, slaves);
+    let pick = |order| {
+        let mut c = c.clone();
+        c.victim_order = order;
+        match run(&c, &o) {
+            Decision::ScaleIn { instances, .. } => instances,
+            d => panic!("{d}"),
+        }
+    };
+    assert_eq!(pick(VictimOrder::NewestFirst), ["newest-old"]);
+    assert_eq!(pick(VictimOrder::OldestFirst), ["oldest"]);
+    assert_eq!(pick(VictimOrder::ClosestToBillingHour), ["middle"]);
+    // Only young slaves: nothing to remove.
+    let o = fleet(
+        0.05,
+        vec![slave("young", SlaveState::InService, -600, Some(0.05))],
+    );
+    let d = run(&c, &o);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "NoVictimOldEnough"));
+}
+
+#[test]
+fn threshold_rules_need_their_sustain_window() {
+    let mut c = cfg();
+    c.mode = PolicyMode::Threshold;
+    c.scale_out.threshold = 0.8;
+    c.scale_out.sustain = Dur::secs(60);
+    c.scale_in.threshold = 0.3;
+    c.scale_in.sustain = Dur::secs(120);
+    let mut h = History::new();
+    let hot = fleet(0.9, in_service(1, 0.9));
+    for t in [0, 15, 30, 45] {
+        let d = decide(&c, &hot, &cap(), &h, at(t));
+        assert!(matches!(d, Decision::Hold { .. }), "t={t}: {d}");
+        assert!(has(&d, "ScaleOutSustaining"));
+        h.record(&c, at(t), &d);
+    }
+    let d = decide(&c, &hot, &cap(), &h, at(60));
+    assert!(matches!(d, Decision::ScaleOut { count: 1, .. }), "{d}");
+    assert!(has(&d, "AboveThreshold"));
+    // A dip resets the streak.
+    let mut h = History::new();
+    h.record(&c, at(0), &decide(&c, &hot, &cap(), &h, at(0)));
+    let calm = fleet(0.5, in_service(1, 0.5));
+    let d = decide(&c, &calm, &cap(), &h, at(15));
+    assert!(has(&d, "BetweenThresholds"), "{d}");
+    h.record(&c, at(15), &d);
+    let d = decide(&c, &hot, &cap(), &h, at(60));
+    assert!(has(&d, "ScaleOutSustaining"), "{d}");
+    // Scale-in after its own window.
+    let mut h = History::new();
+    let cold = fleet(0.1, in_service(2, 0.1));
+    for t in (0..120).step_by(15) {
+        let d = decide(&c, &cold, &cap(), &h, at(t));
+        assert!(has(&d, "ScaleInSustaining"), "t={t}: {d}");
+        h.record(&c, at(t), &d);
+    }
+    let d = decide(&c, &cold, &cap(), &h, at(120));
+    assert!(matches!(d, Decision::ScaleIn { .. }), "{d}");
+    assert!(has(&d, "BelowThreshold"));
+    // Missing metrics block the scale-in.
+    let mut part = cold.clone();
+    part.slaves[0].metrics = None;
+    let d = decide(&c, &part, &cap(), &h, at(120));
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "SomeMetricsMissing"));
+}
+
+#[test]
+fn every_reason_has_a_readable_line_and_a_stable_code() {
+    let d = run(&cfg(), &fleet(5.0, vec![]));
+    let text = d.to_string();
+    assert!(
+        text.starts_with("scale out by 7 (0 -> 7 slaves) [desired 9"),
+        "{text}"
+    );
+    assert!(
+        text.contains("burst cap allows 7 of 9: 0/7 today, resets 00:00 Asia/Tokyo in 18h33m"),
+        "{text}"
+    );
+    assert!(
+        text.contains("apache_busy_ratio 5.00 above target 0.50"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["action"], "scale_out");
+    assert_eq!(json["why"]["reasons"][0]["code"], "AboveTarget");
+}
+
+#[test]
+fn decide_is_pure() {
+    let o = fleet(0.9, in_service(3, 0.8));
+    let a = run(&cfg(), &o);
+    let b = run(&cfg(), &o);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn history_forgets_what_no_window_reaches() {
+    let c = PolicyConfig::default();
+    let mut h = History::new();
+    for t in 0..1000 {
+        let d = decide(&c, &fleet(0.5, vec![]), &cap(), &h, at(t * 15));
+        h.record(&c, at(t * 15), &d);
+    }
+    // The longest window is 600 s: about 40 entries at 15 s.
+    assert!(h.len() <= 42, "{}", h.len());
+}
