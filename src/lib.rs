@@ -9,3 +9,4 @@ pub mod logging;
 pub mod policy;
 pub mod report;
 pub mod sampler;
+pub mod sim;

@@ -1,6 +1,6 @@
 //! The `burst-agent` command line: the binary's edge, where errors become `anyhow` with context.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burst_agent::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH};
 use burst_agent::{logging, report, sampler::Sampler};
 use clap::{Parser, Subcommand};
@@ -28,6 +28,8 @@ enum Command {
         /// The file to check [default: --config, else /etc/burst-agent/agent.toml]
         path: Option<PathBuf>,
     },
+    /// Replay a load trace through the real policy and cap ledger next to baselines.
+    Simulate(SimulateArgs),
     /// Take one sample of this host and print it.
     Sample {
         /// Print JSON instead of text (one object per line with --every).
@@ -40,6 +42,43 @@ enum Command {
         #[arg(long, value_name = "N", requires = "every")]
         count: Option<u64>,
     },
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// CSV `time,offered_load` (seconds or RFC 3339; load in host-equivalents)
+    trace: PathBuf,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Draw offered load, demand, capacity and cap use to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Launch to running.
+    #[arg(long, default_value = "90s", value_parser = parse_duration_arg)]
+    boot_delay: std::time::Duration,
+    /// Content sync (pre_register hook) on a new slave.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    sync_time: std::time::Duration,
+    /// ELB registration until InService.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    register_delay: std::time::Duration,
+    /// How late slaves' metrics reach the master through CloudWatch.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    metrics_delay: std::time::Duration,
+    /// Demand keeps every host at or below this utilization (0-1].
+    #[arg(long, default_value_t = 0.8)]
+    slo_utilization: f64,
+    /// Trace units one host serves at saturation (e.g. requests/s); 1 = host-equivalents.
+    #[arg(long, default_value_t = 1.0)]
+    host_capacity: f64,
+    /// Start time for traces written in second offsets (RFC 3339).
+    #[arg(long, default_value = "2026-01-05T00:00:00+09:00")]
+    start: String,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s).map(|d| d.get())
 }
 
 fn main() -> ExitCode {
@@ -60,6 +99,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .or(cli.config)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
             Ok(check_config(&path))
+        }
+        Command::Simulate(args) => {
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            simulate(&cfg, &args)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Sample { json, every, count } => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
@@ -87,6 +131,60 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
+    use burst_agent::sim::{self, report, trace::Trace};
+    anyhow::ensure!(
+        a.slo_utilization > 0.0 && a.slo_utilization <= 1.0,
+        "--slo-utilization must be above 0 and at most 1 (got {})",
+        a.slo_utilization
+    );
+    anyhow::ensure!(
+        a.host_capacity > 0.0 && a.host_capacity.is_finite(),
+        "--host-capacity must be above 0 (got {})",
+        a.host_capacity
+    );
+    let start: jiff::Timestamp = a
+        .start
+        .parse()
+        .with_context(|| format!("--start {:?} is not RFC 3339 with an offset", a.start))?;
+    let text = std::fs::read_to_string(&a.trace)
+        .with_context(|| format!("cannot read trace {}", a.trace.display()))?;
+    let trace = Trace::parse(&text, &a.trace.display().to_string(), start)?;
+    let mut model = sim::Model::from_config(cfg);
+    model.boot_delay = a.boot_delay.as_secs() as i64;
+    model.sync_time = a.sync_time.as_secs() as i64;
+    model.register_delay = a.register_delay.as_secs() as i64;
+    model.metrics_delay = a.metrics_delay.as_secs() as i64;
+    model.slo_utilization = a.slo_utilization;
+    model.host_capacity = a.host_capacity;
+    // About 2,000 points per line in the plot.
+    let step = (trace.duration_secs() / 2000).max(1);
+    let outcomes = sim::run_all(cfg, &trace, &model, step);
+    let name = a.trace.file_name().map_or_else(
+        || a.trace.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let r = report::report(&name, &trace, &model, cfg, &outcomes);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", report::table(&r));
+    }
+    if let Some(path) = &a.plot {
+        sim::plot::draw(
+            path,
+            &format!("{name}: capacity with the daily burst cap"),
+            &outcomes,
+            cfg.cap.daily_limit,
+        )
+        .map_err(anyhow::Error::msg)?;
+        if !a.json {
+            println!("plot written to {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 fn parse_every(s: &str) -> Result<std::time::Duration, String> {

@@ -257,8 +257,11 @@ pub struct PolicyConfig {
     pub victim_order: VictimOrder,
     /// Metrics older than this count as missing.
     pub stale_after: Dur,
-    /// Keep slaves through a lull while this many launches or fewer remain in today's cap.
+    /// A scale-in never releases more slaves than today's cap could relaunch, less this margin.
     pub keep_slaves_when_cap_remaining_at_most: u32,
+    /// Keeping for the cap lasts at most this long after the slaves were last needed, and stops
+    /// this long before the cap resets (a slave alive at midnight counts toward the new day).
+    pub cap_keep_for: Dur,
 }
 
 impl Default for PolicyConfig {
@@ -273,16 +276,17 @@ impl Default for PolicyConfig {
             scale_in: ScaleInRule::default(),
             min_slaves: 0,
             max_slaves: 7,
-            max_step_out: 3,
-            max_step_in: 1,
-            scale_out_cooldown: Dur::secs(120),
-            scale_in_cooldown: Dur::secs(600),
+            max_step_out: 4,
+            max_step_in: 2,
+            scale_out_cooldown: Dur::secs(30),
+            scale_in_cooldown: Dur::secs(120),
             scale_out_stabilization: Dur::secs(0),
-            scale_in_stabilization: Dur::secs(600),
-            min_lifetime: Dur::secs(1200),
+            scale_in_stabilization: Dur::secs(300),
+            min_lifetime: Dur::secs(600),
             victim_order: VictimOrder::NewestFirst,
             stale_after: Dur::secs(180),
-            keep_slaves_when_cap_remaining_at_most: 1,
+            keep_slaves_when_cap_remaining_at_most: 0,
+            cap_keep_for: Dur::secs(1800),
         }
     }
 }

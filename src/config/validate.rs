@@ -349,6 +349,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         ("policy.scale_out_stabilization", p.scale_out_stabilization),
         ("policy.scale_in_stabilization", p.scale_in_stabilization),
         ("policy.min_lifetime", p.min_lifetime),
+        ("policy.cap_keep_for", p.cap_keep_for),
     ] {
         c.duration(path, d, Duration::ZERO, DAY);
     }

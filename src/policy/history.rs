@@ -16,6 +16,8 @@ pub struct History {
     utilization: VecDeque<(Timestamp, Option<f64>)>,
     pub last_scale_out: Option<Timestamp>,
     pub last_scale_in: Option<Timestamp>,
+    /// The last time every current slave was wanted (raw desired >= current).
+    pub last_needed: Option<Timestamp>,
 }
 
 impl History {
@@ -28,6 +30,9 @@ impl History {
         let why = decision.explanation();
         self.recommendations.push_back((now, why.raw_desired));
         self.utilization.push_back((now, why.utilization));
+        if why.raw_desired >= why.current {
+            self.last_needed = Some(now);
+        }
         match decision {
             Decision::ScaleOut { .. } => self.last_scale_out = Some(now),
             Decision::ScaleIn { .. } => self.last_scale_in = Some(now),

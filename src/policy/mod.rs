@@ -191,6 +191,11 @@ impl fmt::Display for Decision {
     }
 }
 
+/// `m` if it is at most `stale_after` seconds old at `now`: older metrics count as missing.
+pub fn fresh(m: Option<&HostMetrics>, now: Timestamp, stale_after: i64) -> Option<&HostMetrics> {
+    m.filter(|m| now.as_second() - m.at.as_second() <= stale_after)
+}
+
 fn secs(d: crate::config::Dur) -> i64 {
     i64::try_from(d.get().as_secs()).unwrap_or(i64::MAX)
 }
@@ -229,10 +234,7 @@ pub fn decide(
     // Serving hosts: the master and the slaves in service. Metrics older than stale_after are
     // missing.
     let stale_after = secs(cfg.stale_after);
-    fn fresh(m: Option<&HostMetrics>, now: i64, stale_after: i64) -> Option<&HostMetrics> {
-        m.filter(|m| now - m.at.as_second() <= stale_after)
-    }
-    let fresh = |m| fresh(m, now.as_second(), stale_after);
+    let fresh = |m| fresh(m, now, stale_after);
     let mut serving: Vec<(&str, Option<&HostMetrics>)> =
         vec![("master", fresh(obs.master.as_ref()))];
     serving.extend(
@@ -372,26 +374,41 @@ pub fn decide(
         cap_limited = current + allowed;
     }
 
-    // 6. Scale-in: keep through a lull when the cap is nearly spent; else pick victims.
+    // 6. Scale-in: never release more slaves than today's cap could relaunch (keeping them
+    //    through a lull), but only for cap_keep_for after they were last needed and not into the
+    //    last cap_keep_for of the day, when they would count toward tomorrow; then victims.
     let mut final_count = cap_limited;
     let mut victims = Vec::new();
     if cap_limited < current {
+        let wanted = current - cap_limited;
+        let keep_for = secs(cfg.cap_keep_for);
+        let recently_needed = hist
+            .last_needed
+            .is_some_and(|t| now.as_second() - t.as_second() <= keep_for);
+        let day_ending = cap_status.resets_in_secs <= keep_for;
         let forced = current > cfg.max_slaves;
-        if !forced && cap_status.remaining <= cfg.keep_slaves_when_cap_remaining_at_most {
-            final_count = current;
+        let releasable = cap_status
+            .remaining
+            .saturating_sub(cfg.keep_slaves_when_cap_remaining_at_most);
+        let allowed = if !forced && recently_needed && !day_ending && releasable < wanted {
             reasons.push(Reason::KeepingForCap {
                 remaining: cap_status.remaining,
-                at_most: cfg.keep_slaves_when_cap_remaining_at_most,
+                kept: wanted - releasable,
+                keep_for_secs: keep_for,
             });
+            releasable
         } else {
-            victims = pick_victims(cfg, obs, now, current - cap_limited);
-            if to_u32(victims.len()) < current - cap_limited {
+            wanted
+        };
+        if allowed > 0 {
+            victims = pick_victims(cfg, obs, now, allowed);
+            if to_u32(victims.len()) < allowed {
                 reasons.push(Reason::NoVictimOldEnough {
                     min_lifetime_secs: secs(cfg.min_lifetime),
                 });
             }
-            final_count = current - to_u32(victims.len());
         }
+        final_count = current - to_u32(victims.len());
     }
 
     let why = Explanation {

@@ -111,7 +111,8 @@ pub enum Reason {
     },
     KeepingForCap {
         remaining: u32,
-        at_most: u32,
+        kept: u32,
+        keep_for_secs: i64,
     },
     NoVictimOldEnough {
         min_lifetime_secs: i64,
@@ -224,9 +225,10 @@ impl fmt::Display for Reason {
                 f,
                 "no scale-out: the burst cap ledger is unavailable ({why}); rebuild it from the instances' tags"
             ),
-            Reason::KeepingForCap { remaining, at_most } => write!(
+            Reason::KeepingForCap { remaining, kept, keep_for_secs } => write!(
                 f,
-                "keeping slaves through the lull: {remaining} launch(es) left today (keep when <= {at_most}), a relaunch would cost another"
+                "keeping {kept} slave(s) through the lull: only {remaining} launch(es) left today to bring them back \
+                 (kept up to {keep_for_secs}s after they were last needed)"
             ),
             Reason::NoVictimOldEnough { min_lifetime_secs } => {
                 write!(f, "not enough slaves older than min_lifetime ({min_lifetime_secs}s) to remove")

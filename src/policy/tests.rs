@@ -327,30 +327,83 @@ fn daily_cap_limits_and_explains() {
 
 #[test]
 fn keeps_slaves_through_a_lull_when_the_cap_is_nearly_spent() {
-    let mut c = cfg();
-    c.keep_slaves_when_cap_remaining_at_most = 1;
-    let mut l = cap();
-    for i in 0..6 {
-        l.record_attempt(&format!("k{i}"), at(-100)).unwrap();
-    }
-    let d = decide(
-        &c,
-        &fleet(0.1, in_service(3, 0.1)),
-        &l,
-        &History::new(),
-        at(0),
+    let c = cfg(); // cap_keep_for 30 min, margin 0
+    let needed_at = |t: i64| {
+        let mut h = History::new();
+        let busy = run(&c, &fleet(1.0, in_service(3, 1.0)));
+        h.record(&c, at(t), &busy);
+        h
+    };
+    let spent = |n: usize| {
+        let mut l = cap();
+        for i in 0..n {
+            l.record_attempt(&format!("k{i}"), at(-3600)).unwrap();
+        }
+        l
+    };
+    let idle = fleet(0.1, in_service(3, 0.1));
+    // One launch left: release only one of the three (it could be brought back).
+    let d = decide(&c, &idle, &spent(6), &needed_at(-300), at(0));
+    assert!(
+        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 1),
+        "{d}"
     );
+    assert!(has(&d, "KeepingForCap"));
+    assert!(
+        d.to_string()
+            .contains("keeping 2 slave(s) through the lull: only 1 launch(es) left today"),
+        "{d}"
+    );
+    // None left: keep them all.
+    let d = decide(&c, &idle, &spent(7), &needed_at(-300), at(0));
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
     assert!(has(&d, "KeepingForCap"));
-    // With cap to spare it scales in.
-    let d = decide(
-        &c,
-        &fleet(0.1, in_service(3, 0.1)),
-        &cap(),
-        &History::new(),
-        at(0),
+    // Last needed longer ago than cap_keep_for: the lull is not a lull, release.
+    let d = decide(&c, &idle, &spent(7), &needed_at(-1801), at(0));
+    assert!(
+        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 3),
+        "{d}"
     );
-    assert!(matches!(d, Decision::ScaleIn { .. }), "{d}");
+    // With cap to spare there is nothing to keep for.
+    let d = decide(&c, &idle, &spent(2), &needed_at(-300), at(0));
+    assert!(
+        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 3),
+        "{d}"
+    );
+    assert!(!has(&d, "KeepingForCap"));
+}
+
+#[test]
+fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
+    let c = cfg();
+    // 23:40 in Tokyo: 20 minutes to the reset, less than cap_keep_for.
+    let now: Timestamp = "2026-05-28T14:40:00Z".parse().unwrap();
+    let mut l = cap();
+    for i in 0..7 {
+        l.record_attempt(&format!("k{i}"), now).unwrap();
+    }
+    let mut h = History::new();
+    let t = |s: i64| Timestamp::from_second(now.as_second() + s).unwrap();
+    let busy = decide(&c, &fleet(1.0, in_service(3, 1.0)), &l, &h, t(-300));
+    h.record(&c, t(-300), &busy);
+    let mut idle = fleet(0.1, in_service(3, 0.1));
+    idle.master = Some(HostMetrics {
+        at: now,
+        ..m(0.1, 0)
+    });
+    for s in &mut idle.slaves {
+        s.metrics = Some(HostMetrics {
+            at: now,
+            ..m(0.1, 0)
+        });
+        s.launched_at = t(-7200);
+    }
+    let d = decide(&c, &idle, &l, &h, now);
+    assert!(
+        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 3),
+        "{d}"
+    );
+    assert!(d.explanation().cap.resets_in_secs <= 1800);
 }
 
 #[test]

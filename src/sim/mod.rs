@@ -1,0 +1,633 @@
+//! `burst-agent simulate`: replays a load trace through the real policy engine and the real cap
+//! ledger with a virtual clock and a model of the fleet, next to baselines, and scores each
+//! with the SPEC Research Group's elasticity metrics.
+//!
+//! The fleet model, one tick a second:
+//! - offered load L (host-equivalents) is spread evenly over the serving hosts (the master and
+//!   the slaves in service), so each host's utilization is u = L / serving;
+//! - a host's Apache busy ratio is min(u, 1) (mod_status is instantaneous); its load average
+//!   per CPU follows u through the kernel's 1-minute exponential average (updated every 5 s), so
+//!   it lags and, when overloaded, grows past 1 the way the run queue does;
+//! - a launched slave is pending for `boot_delay`, then syncing for `sync_time` + `register_delay`,
+//!   then in service; a scaled-in slave stops serving at once and is terminated after draining;
+//! - the master sees its own samples at once; slaves' samples reach it through CloudWatch
+//!   `metrics_delay` later (a new slave has no metrics until then).
+//!
+//! Demand is the hosts needed to keep each at or below `slo_utilization`: ceil(L / slo), at least
+//! the master. Supply is the serving hosts.
+
+pub mod hpa;
+pub mod plot;
+pub mod report;
+pub mod simple;
+pub mod trace;
+
+use crate::cap::CapLedger;
+use crate::config::{Config, PolicyConfig, Signal};
+use crate::policy::{
+    self, Decision, FleetObservation, History, HostMetrics, SlaveObservation, SlaveState,
+};
+use jiff::Timestamp;
+use serde::Serialize;
+use std::collections::VecDeque;
+use trace::Trace;
+
+/// The fleet model's parameters (seconds unless said).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Model {
+    pub boot_delay: i64,
+    pub sync_time: i64,
+    pub register_delay: i64,
+    pub metrics_delay: i64,
+    pub sampling_interval: i64,
+    pub draining: i64,
+    /// Demand keeps every host at or below this utilization.
+    pub slo_utilization: f64,
+    /// Trace units per host (1.0 when the trace is in host-equivalents).
+    pub host_capacity: f64,
+}
+
+impl Model {
+    pub fn from_config(cfg: &Config) -> Self {
+        Model {
+            boot_delay: 90,
+            sync_time: 30,
+            register_delay: 30,
+            metrics_delay: 60,
+            sampling_interval: cfg.sampling.interval.get().as_secs().max(1) as i64,
+            draining: cfg.elb.draining_timeout.get().as_secs() as i64,
+            slo_utilization: 0.8,
+            host_capacity: 1.0,
+        }
+    }
+}
+
+/// Which autoscaler a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// burst-agent's own policy (the config's `[policy]`).
+    Agent,
+    /// Kubernetes HPA's algorithm with its defaults, on the same targets.
+    Hpa,
+    /// AWS simple scaling on the config's scale-out / scale-in thresholds.
+    AwsSimple,
+    /// No autoscaling: the master plus `min_slaves`.
+    None,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Agent => "burst-agent",
+            Kind::Hpa => "k8s-hpa",
+            Kind::AwsSimple => "aws-simple",
+            Kind::None => "none",
+        }
+    }
+}
+
+/// SPEC RG elasticity metrics and costs of one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Under-/over-provisioning accuracy: mean of max(d - s, 0) / d (resp. s - d), % of demand.
+    pub theta_u: f64,
+    pub theta_o: f64,
+    /// Under-/over-provisioning timeshare: % of time s < d (resp. s > d).
+    pub tau_u: f64,
+    pub tau_o: f64,
+    /// (supply adaptations - demand adaptations) per hour: > 0 flaps, < 0 lags.
+    pub jitter_per_hour: f64,
+    /// Elastic speedup against no autoscaling (geometric mean of the metric ratios).
+    pub elastic_speedup: f64,
+    /// Slave running time, per second.
+    pub instance_hours: f64,
+    /// Slave time billed per started hour (EC2's model when the seed cases ran).
+    pub billed_hours: f64,
+    pub launches: u32,
+    pub max_launches_per_day: u32,
+    pub peak_slaves: u32,
+    /// Local days on which more distinct slaves ran than `cap.daily_limit`.
+    pub cap_violations: u32,
+    pub max_instances_per_day: u32,
+    /// The master's peak 1-minute load average per CPU.
+    pub peak_load_per_cpu: f64,
+}
+
+/// Points for the plot, every `step` seconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Series {
+    pub step: i64,
+    pub offered: Vec<f64>,
+    pub demand: Vec<u32>,
+    pub supply: Vec<u32>,
+    pub cap_used: Vec<u32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub policy: Kind,
+    pub capped: bool,
+    pub metrics: Metrics,
+    #[serde(skip)]
+    pub series: Series,
+}
+
+impl Outcome {
+    pub fn label(&self) -> String {
+        match (self.policy, self.capped) {
+            (Kind::None, _) => "none".into(),
+            (k, true) => format!("{} (cap)", k.name()),
+            (k, false) => format!("{} (no cap)", k.name()),
+        }
+    }
+}
+
+/// What an autoscaler asks for.
+enum Action {
+    Hold,
+    Launch(u32),
+    Terminate(Vec<String>),
+}
+
+trait Autoscaler {
+    fn interval(&self) -> i64;
+    fn act(&mut self, now: Timestamp, obs: &FleetObservation, ledger: &CapLedger) -> Action;
+}
+
+struct AgentScaler {
+    cfg: PolicyConfig,
+    hist: History,
+}
+
+impl Autoscaler for AgentScaler {
+    fn interval(&self) -> i64 {
+        self.cfg.evaluation_interval.get().as_secs().max(1) as i64
+    }
+    fn act(&mut self, now: Timestamp, obs: &FleetObservation, ledger: &CapLedger) -> Action {
+        let d = policy::decide(&self.cfg, obs, ledger, &self.hist, now);
+        self.hist.record(&self.cfg, now, &d);
+        match d {
+            Decision::Hold { .. } => Action::Hold,
+            Decision::ScaleOut { count, .. } => Action::Launch(count),
+            Decision::ScaleIn { instances, .. } => Action::Terminate(instances),
+        }
+    }
+}
+
+fn slaves_now(obs: &FleetObservation) -> u32 {
+    obs.slaves
+        .iter()
+        .filter(|s| s.state != SlaveState::Draining)
+        .count() as u32
+}
+
+/// Newest first among in-service slaves, then not-yet-ready ones.
+fn newest(obs: &FleetObservation, n: u32) -> Vec<String> {
+    let mut v: Vec<&SlaveObservation> = obs
+        .slaves
+        .iter()
+        .filter(|s| s.state != SlaveState::Draining)
+        .collect();
+    v.sort_by_key(|s| {
+        (
+            s.state == SlaveState::InService,
+            std::cmp::Reverse(s.launched_at),
+        )
+    });
+    v.into_iter()
+        .take(n as usize)
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+struct HpaScaler {
+    params: hpa::HpaParams,
+    hpa: hpa::Hpa,
+    signals: Vec<(Signal, f64)>,
+    stale_after: i64,
+}
+
+impl Autoscaler for HpaScaler {
+    fn interval(&self) -> i64 {
+        self.params.sync_secs
+    }
+    fn act(&mut self, now: Timestamp, obs: &FleetObservation, _: &CapLedger) -> Action {
+        let current = 1 + slaves_now(obs);
+        let stale_after = self.stale_after;
+        let mut desired: Option<u32> = None;
+        let mut unreadable = false;
+        for &(sig, target) in &self.signals {
+            let pod = |m: Option<&HostMetrics>| match policy::fresh(m, now, stale_after)
+                .and_then(|m| m.get(sig))
+            {
+                Some(v) => hpa::Pod::Ready(v),
+                None => hpa::Pod::Missing,
+            };
+            let mut pods = vec![pod(obs.master.as_ref())];
+            for s in &obs.slaves {
+                match s.state {
+                    SlaveState::InService => pods.push(pod(s.metrics.as_ref())),
+                    SlaveState::Pending | SlaveState::Syncing => pods.push(hpa::Pod::Unready),
+                    SlaveState::Draining => {}
+                }
+            }
+            match hpa::replica_count(current, &pods, target, self.params.tolerance) {
+                Some(n) => desired = Some(desired.map_or(n, |d| d.max(n))),
+                None => unreadable = true,
+            }
+        }
+        // "If any of these metrics cannot be converted ... and a scale down is suggested ... scaling is skipped."
+        if unreadable && desired.is_some_and(|d| d < current) {
+            desired = Some(current);
+        }
+        let next = self
+            .hpa
+            .reconcile(&self.params, now.as_second(), current, desired);
+        match next.cmp(&current) {
+            std::cmp::Ordering::Greater => Action::Launch(next - current),
+            std::cmp::Ordering::Less => Action::Terminate(newest(obs, current - next)),
+            std::cmp::Ordering::Equal => Action::Hold,
+        }
+    }
+}
+
+struct SimpleScaler {
+    params: simple::SimpleParams,
+    state: simple::SimpleScaling,
+    signals: Vec<Signal>,
+    min: u32,
+    max: u32,
+}
+
+impl Autoscaler for SimpleScaler {
+    fn interval(&self) -> i64 {
+        self.params.period_secs
+    }
+    fn act(&mut self, now: Timestamp, obs: &FleetObservation, _: &CapLedger) -> Action {
+        // The group's average over the hosts that reported: CloudWatch averages what it has.
+        let mut hosts: Vec<&HostMetrics> = obs.master.iter().collect();
+        hosts.extend(
+            obs.slaves
+                .iter()
+                .filter(|s| s.state == SlaveState::InService)
+                .filter_map(|s| s.metrics.as_ref()),
+        );
+        let point = self
+            .signals
+            .iter()
+            .filter_map(|&sig| {
+                let v: Vec<f64> = hosts.iter().filter_map(|m| m.get(sig)).collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            })
+            .reduce(f64::max);
+        let current = slaves_now(obs);
+        match self.state.period(&self.params, now.as_second(), point) {
+            simple::Step::Add(n) if current < self.max => Action::Launch(n.min(self.max - current)),
+            simple::Step::Remove(n) if current > self.min => {
+                // The default termination policy of the time: closest to the next billing hour.
+                let mut v: Vec<&SlaveObservation> = obs
+                    .slaves
+                    .iter()
+                    .filter(|s| s.state == SlaveState::InService)
+                    .collect();
+                let age = |s: &SlaveObservation| now.as_second() - s.launched_at.as_second();
+                v.sort_by_key(|s| 3600 - age(s).rem_euclid(3600));
+                Action::Terminate(
+                    v.into_iter()
+                        .take(n.min(current - self.min) as usize)
+                        .map(|s| s.id.clone())
+                        .collect(),
+                )
+            }
+            _ => Action::Hold,
+        }
+    }
+}
+
+struct Static;
+
+impl Autoscaler for Static {
+    fn interval(&self) -> i64 {
+        60
+    }
+    fn act(&mut self, _: Timestamp, _: &FleetObservation, _: &CapLedger) -> Action {
+        Action::Hold
+    }
+}
+
+struct Host {
+    id: String,
+    launched: i64,
+    serving_from: i64,
+    running_from: i64,
+    drain_until: Option<i64>,
+    terminated: Option<i64>,
+    load: f64,
+    /// (time, busy ratio, load per CPU), every sampling interval while serving.
+    samples: VecDeque<(i64, f64, f64)>,
+}
+
+impl Host {
+    fn state(&self, t: i64) -> SlaveState {
+        if self.drain_until.is_some() {
+            SlaveState::Draining
+        } else if t < self.running_from {
+            SlaveState::Pending
+        } else if t < self.serving_from {
+            SlaveState::Syncing
+        } else {
+            SlaveState::InService
+        }
+    }
+    fn serving(&self, t: i64) -> bool {
+        self.terminated.is_none() && self.drain_until.is_none() && t >= self.serving_from
+    }
+    /// The newest sample taken at or before `t`.
+    fn metrics_at(&self, t: i64, start: i64) -> Option<HostMetrics> {
+        self.samples
+            .iter()
+            .rev()
+            .find(|s| s.0 <= t)
+            .map(|&(at, busy, load)| HostMetrics {
+                at: ts(start + at),
+                load_per_cpu: Some(load),
+                apache_busy_ratio: Some(busy),
+                memory_used_ratio: Some(0.3),
+            })
+    }
+}
+
+fn ts(s: i64) -> Timestamp {
+    Timestamp::from_second(s).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn ceil_u32(x: f64) -> u32 {
+    (x - 1e-9).ceil().max(0.0).min(f64::from(u32::MAX)) as u32
+}
+
+/// The kernel's 1-minute load average decay per 5-second update.
+const LOAD_DECAY: f64 = 0.920_044_414_629_323; // exp(-5/60)
+
+/// Runs one autoscaler over the trace.
+pub fn run(
+    cfg: &Config,
+    trace: &Trace,
+    model: &Model,
+    policy: Kind,
+    capped: bool,
+    series_step: i64,
+) -> Outcome {
+    let start = trace.start.as_second();
+    let tz = &cfg.cap.time_zone;
+    let mut ledger = if capped {
+        CapLedger::new(tz, cfg.cap.daily_limit, Some(cfg.cap.daily_instance_hours))
+    } else {
+        CapLedger::new(tz, u32::MAX, None)
+    }
+    .unwrap_or_else(|_| CapLedger::new("UTC", u32::MAX, None).expect("UTC exists"));
+    let p = &cfg.policy;
+    let mut scaler: Box<dyn Autoscaler> = match policy {
+        Kind::Agent => Box::new(AgentScaler {
+            cfg: p.clone(),
+            hist: History::new(),
+        }),
+        Kind::Hpa => Box::new(HpaScaler {
+            params: hpa::HpaParams::defaults(1 + p.min_slaves, 1 + p.max_slaves),
+            hpa: hpa::Hpa::new(),
+            signals: p.signals.iter().map(|&s| (s, p.targets.get(s))).collect(),
+            stale_after: p.stale_after.get().as_secs() as i64,
+        }),
+        Kind::AwsSimple => Box::new(SimpleScaler {
+            params: simple::SimpleParams::defaults(p.scale_out.threshold, p.scale_in.threshold),
+            state: simple::SimpleScaling::new(),
+            signals: p.signals.clone(),
+            min: p.min_slaves,
+            max: p.max_slaves,
+        }),
+        Kind::None => Box::new(Static),
+    };
+    let interval = scaler.interval();
+    let end = trace.duration_secs();
+    let mut cursor = trace.cursor();
+    let mut master = Host {
+        id: "master".into(),
+        launched: i64::MIN / 2,
+        serving_from: i64::MIN / 2,
+        running_from: i64::MIN / 2,
+        drain_until: None,
+        terminated: None,
+        load: 0.0,
+        samples: VecDeque::new(),
+    };
+    let mut slaves: Vec<Host> = Vec::new();
+    let mut next_id = 0u32;
+    let mut m = Metrics::default();
+    let mut series = Series {
+        step: series_step.max(1),
+        ..Series::default()
+    };
+    let (mut sum_under, mut sum_over, mut t_under, mut t_over) = (0.0, 0.0, 0u64, 0u64);
+    let (mut last_demand, mut last_supply) = (None::<u32>, None::<u32>);
+    let (mut demand_changes, mut supply_changes) = (0u64, 0u64);
+    let keep_samples = model.metrics_delay + 2 * model.sampling_interval + 5;
+    let launch =
+        |slaves: &mut Vec<Host>, next_id: &mut u32, ledger: &mut CapLedger, t: i64| -> bool {
+            let id = format!("i-{:05}", *next_id);
+            if ledger.record_attempt(&id, ts(start + t)).is_err() {
+                return false;
+            }
+            *next_id += 1;
+            slaves.push(Host {
+                id,
+                launched: t,
+                running_from: t + model.boot_delay,
+                serving_from: t + model.boot_delay + model.sync_time + model.register_delay,
+                drain_until: None,
+                terminated: None,
+                load: 0.0,
+                samples: VecDeque::new(),
+            });
+            true
+        };
+    for _ in 0..p.min_slaves {
+        launch(&mut slaves, &mut next_id, &mut ledger, 0);
+    }
+    for t in 0..=end {
+        let now = ts(start + t);
+        // Drained slaves end.
+        for s in slaves.iter_mut().filter(|s| s.terminated.is_none()) {
+            if s.drain_until.is_some_and(|d| d <= t) {
+                s.terminated = Some(t);
+                let _ = ledger.record_ended(&s.id, now);
+            }
+        }
+        let load = cursor.at(t as f64) / model.host_capacity;
+        let serving = 1 + slaves.iter().filter(|s| s.serving(t)).count() as u32;
+        let u = load / f64::from(serving);
+        if t % 5 == 0 {
+            master.load = master.load * LOAD_DECAY + u * (1.0 - LOAD_DECAY);
+            for s in slaves.iter_mut().filter(|s| s.serving(t)) {
+                s.load = s.load * LOAD_DECAY + u * (1.0 - LOAD_DECAY);
+            }
+            m.peak_load_per_cpu = m.peak_load_per_cpu.max(master.load);
+        }
+        if t % model.sampling_interval == 0 {
+            let busy = u.min(1.0);
+            for h in std::iter::once(&mut master).chain(slaves.iter_mut().filter(|s| s.serving(t)))
+            {
+                h.samples.push_back((t, busy, h.load));
+                while h.samples.front().is_some_and(|s| s.0 < t - keep_samples) {
+                    h.samples.pop_front();
+                }
+            }
+        }
+        // Accounting.
+        let demand = ceil_u32(load / model.slo_utilization).max(1);
+        if demand > serving {
+            sum_under += f64::from(demand - serving) / f64::from(demand);
+            t_under += 1;
+        } else if serving > demand {
+            sum_over += f64::from(serving - demand) / f64::from(demand);
+            t_over += 1;
+        }
+        if last_demand.is_some_and(|d| d != demand) {
+            demand_changes += 1;
+        }
+        if last_supply.is_some_and(|s| s != serving) {
+            supply_changes += 1;
+        }
+        last_demand = Some(demand);
+        last_supply = Some(serving);
+        let alive = slaves.iter().filter(|s| s.terminated.is_none()).count() as u32;
+        m.peak_slaves = m.peak_slaves.max(alive);
+        if t % series.step == 0 {
+            series.offered.push(load);
+            series.demand.push(demand);
+            series.supply.push(serving);
+            series.cap_used.push(ledger.used(now));
+        }
+        if t % 3600 == 0 {
+            ledger.prune(now);
+        }
+        // Decide and act.
+        if t % interval == 0 && policy != Kind::None {
+            let obs = FleetObservation {
+                master: master.metrics_at(t, start),
+                slaves: slaves
+                    .iter()
+                    .filter(|s| s.terminated.is_none())
+                    .map(|s| SlaveObservation {
+                        id: s.id.clone(),
+                        state: s.state(t),
+                        launched_at: ts(start + s.launched),
+                        metrics: s.metrics_at(t - model.metrics_delay, start),
+                    })
+                    .collect(),
+            };
+            match scaler.act(now, &obs, &ledger) {
+                Action::Hold => {}
+                Action::Launch(n) => {
+                    for _ in 0..n {
+                        if !launch(&mut slaves, &mut next_id, &mut ledger, t) {
+                            break;
+                        }
+                    }
+                }
+                Action::Terminate(ids) => {
+                    for s in slaves
+                        .iter_mut()
+                        .filter(|s| ids.contains(&s.id) && s.terminated.is_none())
+                    {
+                        if s.serving(t) {
+                            s.drain_until = Some(t + model.draining);
+                        } else {
+                            s.terminated = Some(t);
+                            let _ = ledger.record_ended(&s.id, now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let seconds = (end + 1) as f64;
+    m.theta_u = 100.0 * sum_under / seconds;
+    m.theta_o = 100.0 * sum_over / seconds;
+    m.tau_u = 100.0 * t_under as f64 / seconds;
+    m.tau_o = 100.0 * t_over as f64 / seconds;
+    m.jitter_per_hour = (supply_changes as f64 - demand_changes as f64) / (seconds / 3600.0);
+    m.launches = next_id;
+    for s in &slaves {
+        let ran = (s.terminated.unwrap_or(end + 1) - s.launched).max(0);
+        m.instance_hours += ran.max(60) as f64 / 3600.0;
+        m.billed_hours += ((ran + 3599) / 3600).max(1) as f64;
+    }
+    // The cap, checked independently of the ledger: distinct slaves alive on each local day.
+    let days = CapLedger::new(tz, cfg.cap.daily_limit, None).ok();
+    if let Some(days) = days {
+        let mut day_start = days.day_bounds(ts(start)).1;
+        while day_start.as_second() <= start + end {
+            let (_, ds, de) = days.day_bounds(day_start);
+            let (ds, de) = (ds.as_second() - start, de.as_second() - start);
+            let alive = slaves
+                .iter()
+                .filter(|s| s.launched < de && s.terminated.is_none_or(|e| e > ds))
+                .count() as u32;
+            let launched = slaves
+                .iter()
+                .filter(|s| s.launched >= ds && s.launched < de)
+                .count() as u32;
+            m.max_instances_per_day = m.max_instances_per_day.max(alive);
+            m.max_launches_per_day = m.max_launches_per_day.max(launched);
+            if alive > cfg.cap.daily_limit {
+                m.cap_violations += 1;
+            }
+            day_start = ts(start + de);
+        }
+    }
+    Outcome {
+        policy,
+        capped,
+        metrics: m,
+        series,
+    }
+}
+
+/// Every policy with and without the cap, plus no autoscaling, with elastic speedups against it.
+pub fn run_all(cfg: &Config, trace: &Trace, model: &Model, series_step: i64) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for kind in [Kind::Agent, Kind::Hpa, Kind::AwsSimple] {
+        for capped in [true, false] {
+            out.push(run(cfg, trace, model, kind, capped, series_step));
+        }
+    }
+    out.push(run(cfg, trace, model, Kind::None, true, series_step));
+    let reference = out.last().map(|o| o.metrics.clone()).unwrap_or_default();
+    for o in &mut out {
+        o.metrics.elastic_speedup = speedup(&reference, &o.metrics);
+    }
+    out
+}
+
+/// Geometric mean of reference/metric over θU, θO, τU, τO where the reference is above 0 (a
+/// metric the reference never incurs cannot be sped up). Metrics are floored at 0.01 %.
+pub fn speedup(reference: &Metrics, m: &Metrics) -> f64 {
+    let pairs = [
+        (reference.theta_u, m.theta_u),
+        (reference.theta_o, m.theta_o),
+        (reference.tau_u, m.tau_u),
+        (reference.tau_o, m.tau_o),
+    ];
+    let ratios: Vec<f64> = pairs
+        .iter()
+        .filter(|(r, _)| *r > 0.0)
+        .map(|(r, x)| r.max(0.01) / x.max(0.01))
+        .collect();
+    if ratios.is_empty() {
+        return 1.0;
+    }
+    (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp()
+}
+
+#[cfg(test)]
+mod tests;

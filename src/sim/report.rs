@@ -1,0 +1,107 @@
+//! The simulate table (people) and JSON (machines).
+
+use super::{Model, Outcome};
+use serde::Serialize;
+use std::fmt::Write;
+
+#[derive(Serialize)]
+pub struct Report<'a> {
+    pub trace: &'a str,
+    pub start: String,
+    pub duration_hours: f64,
+    pub model: &'a Model,
+    pub daily_limit: u32,
+    pub time_zone: &'a str,
+    pub runs: Vec<Run<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct Run<'a> {
+    pub label: String,
+    #[serde(flatten)]
+    pub outcome: &'a Outcome,
+}
+
+pub fn report<'a>(
+    trace_name: &'a str,
+    trace: &super::trace::Trace,
+    model: &'a Model,
+    cfg: &'a crate::config::Config,
+    outcomes: &'a [Outcome],
+) -> Report<'a> {
+    Report {
+        trace: trace_name,
+        start: trace.start.to_string(),
+        duration_hours: trace.duration_secs() as f64 / 3600.0,
+        model,
+        daily_limit: cfg.cap.daily_limit,
+        time_zone: &cfg.cap.time_zone,
+        runs: outcomes
+            .iter()
+            .map(|o| Run {
+                label: o.label(),
+                outcome: o,
+            })
+            .collect(),
+    }
+}
+
+pub fn table(r: &Report<'_>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "trace {} ({:.1} h from {}), cap {}/day in {}, demand at {:.0}% utilization per host",
+        r.trace,
+        r.duration_hours,
+        r.start,
+        r.daily_limit,
+        r.time_zone,
+        r.model.slo_utilization * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "{:<22} {:>6} {:>6} {:>6} {:>6} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>5} {:>8} {:>8}",
+        "policy",
+        "θU%",
+        "θO%",
+        "τU%",
+        "τO%",
+        "jitter/h",
+        "η",
+        "inst-h",
+        "billed-h",
+        "launches",
+        "max/day",
+        "peak",
+        "cap-viol",
+        "load/cpu"
+    );
+    for run in &r.runs {
+        let m = &run.outcome.metrics;
+        let _ = writeln!(
+            s,
+            "{:<22} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>8.2} {:>6.2} {:>7.1} {:>8.0} {:>8} {:>7} {:>5} {:>8} {:>8.1}",
+            run.label,
+            m.theta_u,
+            m.theta_o,
+            m.tau_u,
+            m.tau_o,
+            m.jitter_per_hour,
+            m.elastic_speedup,
+            m.instance_hours,
+            m.billed_hours,
+            m.launches,
+            m.max_instances_per_day,
+            m.peak_slaves,
+            m.cap_violations,
+            m.peak_load_per_cpu
+        );
+    }
+    s.push_str(
+        "θU/θO: under/over-provisioning, % of demand; τU/τO: % of time under/over; jitter: supply minus demand\n\
+         adaptations per hour; η: elastic speedup against no autoscaling (geometric mean, higher is better);\n\
+         inst-h: slave hours (per second), billed-h: per started hour; max/day: most distinct slaves on one local day;\n\
+         cap-viol: days above the cap (must be 0 with the cap on); load/cpu: the master's peak 1-minute load per CPU.\n",
+    );
+    s
+}
