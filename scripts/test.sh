@@ -41,4 +41,5 @@ cargo test --locked --lib --bins --tests
 if [ -z "${SKIP_BENCH:-}" ]; then
   echo "==> benchmarks (quick)"
   cargo bench --locked --bench sampler -- --quick
+  cargo bench --locked --bench policy -- --quick
 fi

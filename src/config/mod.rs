@@ -278,7 +278,7 @@ impl Default for PolicyConfig {
             max_slaves: 7,
             max_step_out: 4,
             max_step_in: 2,
-            scale_out_cooldown: Dur::secs(30),
+            scale_out_cooldown: Dur::secs(15),
             scale_in_cooldown: Dur::secs(120),
             scale_out_stabilization: Dur::secs(0),
             scale_in_stabilization: Dur::secs(300),
@@ -286,7 +286,7 @@ impl Default for PolicyConfig {
             victim_order: VictimOrder::NewestFirst,
             stale_after: Dur::secs(180),
             keep_slaves_when_cap_remaining_at_most: 0,
-            cap_keep_for: Dur::secs(1800),
+            cap_keep_for: Dur::secs(900),
         }
     }
 }

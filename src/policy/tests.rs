@@ -327,7 +327,9 @@ fn daily_cap_limits_and_explains() {
 
 #[test]
 fn keeps_slaves_through_a_lull_when_the_cap_is_nearly_spent() {
-    let c = cfg(); // cap_keep_for 30 min, margin 0
+    let mut c = cfg();
+    c.cap_keep_for = Dur::secs(1800);
+    c.keep_slaves_when_cap_remaining_at_most = 0;
     let needed_at = |t: i64| {
         let mut h = History::new();
         let busy = run(&c, &fleet(1.0, in_service(3, 1.0)));
@@ -375,7 +377,8 @@ fn keeps_slaves_through_a_lull_when_the_cap_is_nearly_spent() {
 
 #[test]
 fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
-    let c = cfg();
+    let mut c = cfg();
+    c.cap_keep_for = Dur::secs(1800);
     // 23:40 in Tokyo: 20 minutes to the reset, less than cap_keep_for.
     let now: Timestamp = "2026-05-28T14:40:00Z".parse().unwrap();
     let mut l = cap();
@@ -525,4 +528,27 @@ fn history_forgets_what_no_window_reaches() {
     }
     // The longest window is 600 s: about 40 entries at 15 s.
     assert!(h.len() <= 42, "{}", h.len());
+}
+
+#[test]
+fn the_readme_decision_line() {
+    // The TV feature airs at 19:12 in Tokyo; the master alone reads load 4.9 per CPU.
+    let c = PolicyConfig::default();
+    let now: Timestamp = "2026-06-10T10:12:00Z".parse().unwrap();
+    let obs = FleetObservation {
+        master: Some(HostMetrics {
+            at: now,
+            load_per_cpu: Some(4.9),
+            apache_busy_ratio: Some(1.0),
+            memory_used_ratio: Some(0.4),
+        }),
+        slaves: vec![],
+    };
+    let d = decide(&c, &obs, &cap(), &History::new(), now);
+    assert_eq!(
+        d.to_string(),
+        "scale out by 4 (0 -> 4 slaves) [desired 6, stabilized 6, rate-limited 4, bounded 4, cap-limited 4; \
+         burst cap 0/7 today, resets 00:00 Asia/Tokyo in 4h48m]; load_per_cpu 4.90 above target 0.70; \
+         scale-out limited to 4 per decision"
+    );
 }

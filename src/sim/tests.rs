@@ -12,7 +12,10 @@ fn shipped(name: &str) -> Trace {
 }
 
 fn by(out: &[Outcome], kind: Kind, capped: bool) -> &Metrics {
-    &out.iter().find(|o| o.policy == kind && (o.capped == capped || kind == Kind::None)).unwrap().metrics
+    &out.iter()
+        .find(|o| o.policy == kind && (o.capped == capped || kind == Kind::None))
+        .unwrap()
+        .metrics
 }
 
 #[test]
@@ -23,7 +26,11 @@ fn the_cap_holds_for_every_policy_on_every_shipped_trace() {
         let out = run_all(&cfg, &shipped(name), &model, 600);
         for o in out.iter().filter(|o| o.capped) {
             assert_eq!(o.metrics.cap_violations, 0, "{name}: {}", o.label());
-            assert!(o.metrics.max_instances_per_day <= cfg.cap.daily_limit, "{name}: {}", o.label());
+            assert!(
+                o.metrics.max_instances_per_day <= cfg.cap.daily_limit,
+                "{name}: {}",
+                o.label()
+            );
         }
     }
 }
@@ -46,9 +53,19 @@ fn the_independent_cap_check_sees_uncapped_breaches() {
 fn nothing_scaling_reproduces_the_tweet_mornings_load_average() {
     // Field notes: load average 273.91 on the one 8-CPU web host minutes after the tweet.
     let cfg = Config::default();
-    let out = run(&cfg, &shipped("celebrity-tweet"), &Model::from_config(&cfg), Kind::None, true, 600);
+    let out = run(
+        &cfg,
+        &shipped("celebrity-tweet"),
+        &Model::from_config(&cfg),
+        Kind::None,
+        true,
+        600,
+    );
     let load_avg = out.metrics.peak_load_per_cpu * 8.0;
-    assert!((240.0..=300.0).contains(&load_avg), "peak load average on 8 CPUs: {load_avg}");
+    assert!(
+        (240.0..=300.0).contains(&load_avg),
+        "peak load average on 8 CPUs: {load_avg}"
+    );
 }
 
 #[test]
@@ -61,8 +78,16 @@ fn a_step_in_load_is_met_within_boot_sync_and_registration() {
     // Demand at 80 %: ceil(3.0 / 0.8) = 4 hosts.
     let ready_by = 601 + model.boot_delay + model.sync_time + model.register_delay + 2 * 15 + 60;
     let s = &o.series.supply;
-    assert!(s[ready_by as usize] >= 4, "supply {} at t={ready_by}", s[ready_by as usize]);
-    assert!(s[4000] >= 4 && s[4000] <= 6, "settles near demand: {}", s[4000]);
+    assert!(
+        s[ready_by as usize] >= 4,
+        "supply {} at t={ready_by}",
+        s[ready_by as usize]
+    );
+    assert!(
+        s[4000] >= 4 && s[4000] <= 6,
+        "settles near demand: {}",
+        s[4000]
+    );
     assert_eq!(o.metrics.cap_violations, 0);
 }
 
@@ -93,8 +118,17 @@ fn autoscaling_beats_none_and_none_never_over_provisions() {
 
 #[test]
 fn elastic_speedup_is_a_geometric_mean_over_what_the_reference_incurs() {
-    let r = Metrics { theta_u: 40.0, tau_u: 50.0, ..Metrics::default() };
-    let m = Metrics { theta_u: 10.0, tau_u: 12.5, theta_o: 30.0, ..Metrics::default() };
+    let r = Metrics {
+        theta_u: 40.0,
+        tau_u: 50.0,
+        ..Metrics::default()
+    };
+    let m = Metrics {
+        theta_u: 10.0,
+        tau_u: 12.5,
+        theta_o: 30.0,
+        ..Metrics::default()
+    };
     // θO is 0 for the reference: it does not enter. (4 × 4)^(1/2) = 4.
     assert!((speedup(&r, &m) - 4.0).abs() < 1e-9);
     assert!((speedup(&r, &r) - 1.0).abs() < 1e-9);

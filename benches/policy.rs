@@ -1,0 +1,138 @@
+//! One `decide` for fleets of 10, 100 and 1,000 hosts, and 30 days of 1-second ticks through the
+//! simulator, each policy side by side in one run.
+//!
+//!     cargo bench --bench policy            # full
+//!     cargo bench --bench policy -- --quick # fewer iterations, for CI
+
+use burst_agent::cap::CapLedger;
+use burst_agent::config::Config;
+use burst_agent::policy::{
+    decide, FleetObservation, History, HostMetrics, SlaveObservation, SlaveState,
+};
+use burst_agent::sim::{self, trace::Trace, Kind, Model};
+use jiff::Timestamp;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+fn median(iters: usize, mut f: impl FnMut()) -> Duration {
+    for _ in 0..iters / 10 + 1 {
+        f();
+    }
+    let mut v: Vec<Duration> = (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
+    let m = |u: f64| HostMetrics {
+        at: now,
+        load_per_cpu: Some(u),
+        apache_busy_ratio: Some(u),
+        memory_used_ratio: Some(0.4),
+    };
+    FleetObservation {
+        master: Some(m(0.75)),
+        slaves: (1..hosts)
+            .map(|i| SlaveObservation {
+                id: format!("i-{i:017x}"),
+                state: if i % 17 == 0 {
+                    SlaveState::Syncing
+                } else {
+                    SlaveState::InService
+                },
+                launched_at: Timestamp::from_second(now.as_second() - 600 - i as i64 * 37).unwrap(),
+                metrics: (i % 23 != 0).then(|| m(0.5 + (i % 7) as f64 * 0.05)),
+            })
+            .collect(),
+    }
+}
+
+/// 30 days: a daily curve with an afternoon burst every third day, one point a minute.
+fn month() -> Trace {
+    let mut csv = String::from("time,offered_load\n");
+    for i in 0..30 * 24 * 60 {
+        let h = (i % 1440) as f64 / 60.0;
+        let day = i / 1440;
+        let base = 0.15 + 0.45 * (1.0 - ((h - 4.0) / 24.0 * std::f64::consts::TAU).cos()) / 2.0;
+        let burst = if day % 3 == 0 && (13.0..17.0).contains(&h) {
+            4.0
+        } else {
+            1.0
+        };
+        csv.push_str(&format!("{},{:.4}\n", i * 60, base * burst));
+    }
+    Trace::parse(&csv, "month", "2026-06-01T00:00:00+09:00".parse().unwrap()).unwrap()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let mut cfg = Config::default();
+    cfg.policy.max_slaves = 1000;
+    let now: Timestamp = "2026-06-01T05:00:00Z".parse().unwrap();
+    let ledger = CapLedger::new("Asia/Tokyo", 1000, None).unwrap();
+    let mut hist = History::new();
+    // Full stabilization windows of history, as in steady state.
+    for k in (1..=40).rev() {
+        let t = Timestamp::from_second(now.as_second() - k * 15).unwrap();
+        let d = decide(&cfg.policy, &fleet(10, t), &ledger, &hist, t);
+        hist.record(&cfg.policy, t, &d);
+    }
+    println!(
+        "decide(): median of {} runs",
+        if quick { 200 } else { 2000 }
+    );
+    println!("{:>7} | {:>12}", "hosts", "one decide");
+    println!("{}", "-".repeat(23));
+    for hosts in [10usize, 100, 1000] {
+        let obs = fleet(hosts, now);
+        let t = median(if quick { 200 } else { 2000 }, || {
+            black_box(decide(&cfg.policy, &obs, &ledger, &hist, now));
+        });
+        println!("{hosts:>7} | {:>9.3} µs", t.as_secs_f64() * 1e6);
+    }
+    println!("target: <= 1 ms at 1,000 hosts\n");
+
+    let trace = month();
+    let cfg = Config::default();
+    let model = Model::from_config(&cfg);
+    let runs = if quick { 1 } else { 3 };
+    println!("simulate 30 days of 1-second ticks (2,592,000 ticks), best of {runs}:");
+    println!(
+        "{:<22} | {:>10} | {:>10}",
+        "policy", "wall time", "per tick"
+    );
+    println!("{}", "-".repeat(50));
+    for (kind, capped) in [
+        (Kind::Agent, true),
+        (Kind::Agent, false),
+        (Kind::Hpa, true),
+        (Kind::AwsSimple, true),
+        (Kind::None, true),
+    ] {
+        let best = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(sim::run(&cfg, &trace, &model, kind, capped, 3600));
+                t.elapsed()
+            })
+            .min()
+            .unwrap();
+        let label = format!(
+            "{}{}",
+            kind.name(),
+            if capped { " (cap)" } else { " (no cap)" }
+        );
+        println!(
+            "{label:<22} | {:>8.3} s | {:>7.1} ns",
+            best.as_secs_f64(),
+            best.as_secs_f64() * 1e9 / 2_592_000.0
+        );
+    }
+    println!("target: <= 2 s for 30 days");
+}

@@ -1,0 +1,136 @@
+//! `burst-agent simulate` as an operator runs it: table, JSON, plot, bad traces.
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+fn trace(name: &str) -> String {
+    root().join("traces").join(name).display().to_string()
+}
+
+#[test]
+fn table_lists_every_policy_with_and_without_the_cap() {
+    let example = root().join("agent.toml.example");
+    let o = agent(&[
+        "--config",
+        example.to_str().unwrap(),
+        "simulate",
+        &trace("tv-feature.csv"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for row in [
+        "burst-agent (cap)",
+        "burst-agent (no cap)",
+        "k8s-hpa (cap)",
+        "k8s-hpa (no cap)",
+        "aws-simple (cap)",
+        "aws-simple (no cap)",
+        "none",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(row)),
+            "no row {row:?} in\n{out}"
+        );
+    }
+    assert!(out.contains("θU%") && out.contains("cap-viol"), "{out}");
+}
+
+#[test]
+fn json_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("tweet.svg");
+    let example = root().join("agent.toml.example");
+    let o = agent(&[
+        "--config",
+        example.to_str().unwrap(),
+        "simulate",
+        &trace("celebrity-tweet.csv"),
+        "--json",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 7);
+    for r in runs.iter().filter(|r| r["capped"] == true) {
+        assert_eq!(r["metrics"]["cap_violations"], 0, "{r}");
+    }
+    assert_eq!(v["daily_limit"], 7);
+    assert_eq!(v["time_zone"], "Asia/Tokyo");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        plot.starts_with("<svg") && plot.contains("polyline"),
+        "not an SVG plot"
+    );
+    assert!(plot.contains("daily cap (7)"));
+}
+
+#[test]
+fn config_policy_and_model_flags_are_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "agent.toml",
+        "[agent]\ndry_run = true\n[cap]\ndaily_limit = 3\ntime_zone = \"UTC\"\n",
+    );
+    let o = agent(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "simulate",
+        &trace("tv-feature.csv"),
+        "--json",
+        "--boot-delay",
+        "3m",
+        "--slo-utilization",
+        "0.7",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["daily_limit"], 3);
+    assert_eq!(v["model"]["boot_delay"], 180);
+    assert_eq!(v["model"]["slo_utilization"], 0.7);
+    let agent_cap = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["label"] == "burst-agent (cap)")
+        .unwrap();
+    assert!(
+        agent_cap["metrics"]["max_instances_per_day"]
+            .as_u64()
+            .unwrap()
+            <= 3
+    );
+}
+
+#[test]
+fn bad_traces_and_flags_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "bad.csv", "time,offered_load\n0,1\n60,lots\n");
+    let o = agent(&["simulate", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("bad.csv:3: offered_load \"lots\" is not a number"),
+        "{}",
+        stderr(&o)
+    );
+    let o = agent(&["simulate", "/nonexistent.csv"]);
+    assert!(
+        stderr(&o).contains("cannot read trace /nonexistent.csv"),
+        "{}",
+        stderr(&o)
+    );
+    let o = agent(&[
+        "simulate",
+        &trace("tv-feature.csv"),
+        "--slo-utilization",
+        "1.5",
+    ]);
+    assert!(
+        stderr(&o).contains("--slo-utilization must be above 0 and at most 1"),
+        "{}",
+        stderr(&o)
+    );
+}
