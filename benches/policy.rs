@@ -12,22 +12,10 @@ use burst_agent::policy::{
 use burst_agent::sim::{self, trace::Trace, Kind, Model};
 use jiff::Timestamp;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+mod common;
 
-fn median(iters: usize, mut f: impl FnMut()) -> Duration {
-    for _ in 0..iters / 10 + 1 {
-        f();
-    }
-    let mut v: Vec<Duration> = (0..iters)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    v.sort();
-    v[v.len() / 2]
-}
+use common::median;
+use std::time::Instant;
 
 fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
     let m = |u: f64| HostMetrics {

@@ -6,32 +6,19 @@
 //!     cargo bench --bench sampler            # full table
 //!     cargo bench --bench sampler -- --quick # fewer iterations, for CI
 
+mod common;
+
 #[allow(dead_code)]
 #[path = "../tests/common/fake_apache.rs"]
 mod fake_apache;
 
 use burst_agent::config::SamplingConfig;
 use burst_agent::sampler::Sampler;
+use common::median;
 use fake_apache::FakeApache;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
-
-/// Median wall time of `iters` calls after `iters / 10 + 1` warm-up calls.
-fn median(iters: usize, mut f: impl FnMut()) -> Duration {
-    for _ in 0..iters / 10 + 1 {
-        f();
-    }
-    let mut times: Vec<Duration> = (0..iters)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[times.len() / 2]
-}
 
 fn scan_proc_comm(names: &[&str]) -> usize {
     let mut n = 0;

@@ -443,6 +443,27 @@ pub fn decide(
     }
 }
 
+/// One signal's values on the serving hosts that have it, and how many lack it; the names of
+/// those that lack it are added to `missing_names` (once each).
+fn read_signal(
+    serving: &[(&str, Option<&HostMetrics>)],
+    signal: Signal,
+    missing_names: &mut Vec<String>,
+) -> (Vec<f64>, usize) {
+    let mut present = Vec::with_capacity(serving.len());
+    for (name, m) in serving {
+        match m.and_then(|m| m.get(signal)) {
+            Some(v) => present.push(v),
+            None if !missing_names.iter().any(|x| x == name) => {
+                missing_names.push((*name).to_string())
+            }
+            None => {}
+        }
+    }
+    let missing = serving.len() - present.len();
+    (present, missing)
+}
+
 /// desired hosts = ceil(Σ utilization / target), with HPA's tolerance and missing-metrics rules.
 fn target_tracking(
     cfg: &PolicyConfig,
@@ -461,20 +482,7 @@ fn target_tracking(
     let mut missing_names: Vec<String> = Vec::new();
     for &signal in &cfg.signals {
         let target = cfg.targets.get(signal);
-        let present: Vec<f64> = serving
-            .iter()
-            .filter_map(|(_, m)| m.and_then(|m| m.get(signal)))
-            .collect();
-        let missing = serving.len() - present.len();
-        if missing > 0 {
-            for (name, m) in serving {
-                if m.and_then(|m| m.get(signal)).is_none()
-                    && !missing_names.iter().any(|x| x == name)
-                {
-                    missing_names.push((*name).to_string());
-                }
-            }
-        }
+        let (present, missing) = read_signal(serving, signal, &mut missing_names);
         if present.is_empty() {
             any_unreadable = true;
             readings.push(SignalReading {
@@ -593,16 +601,7 @@ fn threshold(
     let mut util: Option<f64> = None;
     let mut missing_names: Vec<String> = Vec::new();
     for &signal in &cfg.signals {
-        let present: Vec<f64> = serving
-            .iter()
-            .filter_map(|(_, m)| m.and_then(|m| m.get(signal)))
-            .collect();
-        let missing = serving.len() - present.len();
-        for (name, m) in serving {
-            if m.and_then(|m| m.get(signal)).is_none() && !missing_names.iter().any(|x| x == name) {
-                missing_names.push((*name).to_string());
-            }
-        }
+        let (present, missing) = read_signal(serving, signal, &mut missing_names);
         // Missing hosts count as idle here: they can only delay a scale-out, never cause a scale-in.
         let u = (!present.is_empty()).then(|| present.iter().sum::<f64>() / n);
         if let Some(u) = u {
