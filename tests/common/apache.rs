@@ -82,11 +82,23 @@ impl Apache {
             conf,
             dir,
         };
+        // Ready: listening, pidfile written, and the parent has its StartServers children.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !a.pidfile.exists() {
+        loop {
+            let children = std::fs::read_to_string(&a.pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .and_then(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()
+                })
+                .map_or(0, |c| c.split_whitespace().count() as u32);
+            if children >= spare && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "apache2 did not listen on {port}"
+                "apache2 on {port} not ready: {children} of {spare} children\n{}",
+                a.error_log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
