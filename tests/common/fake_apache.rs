@@ -1,10 +1,15 @@
-//! Real processes that look like Apache to the sampler: a parent named `httpd` (a shell script
-//! so named) whose N children are named `httpd` too (a link to `sleep`), and a pidfile naming
-//! the parent. Shared by the integration tests and the sampler benchmark.
+//! Real processes that look like Apache to the sampler: a parent named `httpd` (a link to `sh`,
+//! running the script below with `-c`) whose N children are named `httpd` too (a link to
+//! `sleep`), and a pidfile naming the parent. Shared by the integration tests and the sampler
+//! benchmark.
+//!
+//! Nothing executable is written: exec'ing a freshly written file races with other test threads'
+//! forks holding its write descriptor (ETXTBSY). The kernel names a process after the path it was
+//! exec'd by, so links are enough.
 
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -15,8 +20,8 @@ pub struct FakeApache {
     _dir: tempfile::TempDir,
 }
 
-const PARENT: &str = r#"#!/bin/sh
-# $1 = workers, $2 = worker binary, $3 = pidfile
+/// Run as `httpd -c PARENT httpd WORKERS WORKER_BIN PIDFILE`.
+const PARENT: &str = r#"
 i=0
 while [ "$i" -lt "$1" ]; do "$2" 100000 & i=$((i+1)); done
 echo $$ > "$3.tmp" && mv "$3.tmp" "$3"
@@ -35,10 +40,12 @@ impl FakeApache {
         let worker = bin.join(name);
         symlink(&sleep, &worker).unwrap();
         let parent = sbin.join(name);
-        std::fs::write(&parent, PARENT).unwrap();
-        make_executable(&parent);
+        symlink(which("sh").expect("sh must be installed"), &parent).unwrap();
         let pidfile = dir.path().join("httpd.pid");
         let child = Command::new(&parent)
+            .arg("-c")
+            .arg(PARENT)
+            .arg(name)
             .arg(workers.to_string())
             .arg(&worker)
             .arg(&pidfile)
@@ -91,9 +98,4 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
             .map(|d| d.join(cmd))
             .find(|p| p.is_file())
     })
-}
-
-fn make_executable(p: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
