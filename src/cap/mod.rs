@@ -124,18 +124,6 @@ impl CapLedger {
         self
     }
 
-    /// A cap that never binds (simulation baselines "without the cap").
-    pub fn unlimited() -> Self {
-        CapLedger {
-            tz: TimeZone::UTC,
-            tz_name: "UTC".into(),
-            limit: u32::MAX,
-            hours_budget: None,
-            entries: Vec::new(),
-            blocked: None,
-        }
-    }
-
     pub fn with_entries(mut self, entries: Vec<Entry>) -> Self {
         self.entries = entries;
         self
@@ -169,6 +157,10 @@ impl CapLedger {
     /// Distinct burst instances that ran (or were attempted) at any moment of today.
     pub fn used(&self, now: Timestamp) -> u32 {
         let (_, start, end) = self.day_bounds(now);
+        self.used_in(start, end)
+    }
+
+    fn used_in(&self, start: Timestamp, end: Timestamp) -> u32 {
         let n = self
             .entries
             .iter()
@@ -180,6 +172,10 @@ impl CapLedger {
     /// Instance-hours spent today, up to `now`.
     pub fn instance_hours(&self, now: Timestamp) -> f64 {
         let (_, start, _) = self.day_bounds(now);
+        self.hours_since(start, now)
+    }
+
+    fn hours_since(&self, start: Timestamp, now: Timestamp) -> f64 {
         self.entries
             .iter()
             .map(|e| {
@@ -192,25 +188,25 @@ impl CapLedger {
 
     /// Launches still allowed today (0 when blocked or the hours budget is spent).
     pub fn remaining(&self, now: Timestamp) -> u32 {
-        if self.blocked.is_some() {
-            return 0;
-        }
-        if self
-            .hours_budget
-            .is_some_and(|b| self.instance_hours(now) >= b)
-        {
-            return 0;
-        }
-        self.limit.saturating_sub(self.used(now))
+        self.status(now).remaining
     }
 
+    /// Everything about today's cap, with the day's bounds resolved once.
     pub fn status(&self, now: Timestamp) -> CapStatus {
-        let (day, _, end) = self.day_bounds(now);
+        let (day, start, end) = self.day_bounds(now);
+        let used = self.used_in(start, end);
+        let instance_hours = self.hours_since(start, now);
+        let remaining =
+            if self.blocked.is_some() || self.hours_budget.is_some_and(|b| instance_hours >= b) {
+                0
+            } else {
+                self.limit.saturating_sub(used)
+            };
         CapStatus {
-            used: self.used(now),
+            used,
             limit: self.limit,
-            remaining: self.remaining(now),
-            instance_hours: self.instance_hours(now),
+            remaining,
+            instance_hours,
             hours_budget: self.hours_budget,
             time_zone: self.tz_name.clone(),
             day,

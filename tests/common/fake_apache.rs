@@ -81,12 +81,12 @@ impl FakeApache {
 impl Drop for FakeApache {
     fn drop(&mut self) {
         // The parent and its workers share a process group: end them all.
-        unsafe_kill_group(self.child.id());
+        kill_group(self.child.id());
         let _ = self.child.wait();
     }
 }
 
-fn unsafe_kill_group(pgid: u32) {
+fn kill_group(pgid: u32) {
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{pgid}")])
         .status();
