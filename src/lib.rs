@@ -2,10 +2,14 @@
 //!
 //! Data flow: [`sampler`] → metrics (CloudWatch) → policy → actuator. See ARCHITECTURE.md.
 
+pub mod actuator;
+pub mod aws;
 pub mod cap;
 pub mod config;
 pub mod fsutil;
+pub mod hooks;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod report;
 pub mod sampler;

@@ -37,6 +37,17 @@ impl Entry {
     }
 }
 
+/// A burst instance as EC2 lists it, for [`CapLedger::reconcile`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub instance_id: String,
+    /// The `burst-agent:intent` tag.
+    pub intent: Option<String>,
+    pub launched_at: Timestamp,
+    /// Set once EC2 says it is terminated.
+    pub ended_at: Option<Timestamp>,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CapError {
     #[error("cap.time_zone {0:?} is not a known IANA time zone")]
@@ -264,6 +275,87 @@ impl CapLedger {
         Ok(())
     }
 
+    /// Takes back an attempt that certainly launched nothing (EC2 refused the call for good, or
+    /// launched fewer than asked). Refuses for an attempt already tied to an instance.
+    pub fn withdraw(&mut self, key: &str) -> Result<(), CapError> {
+        let i = self
+            .entries
+            .iter()
+            .position(|e| e.key == key)
+            .ok_or_else(|| CapError::Unknown(key.into()))?;
+        if let Some(id) = &self.entries[i].instance_id {
+            return Err(CapError::Duplicate(format!(
+                "{key} (already instance {id})"
+            )));
+        }
+        self.entries.remove(i);
+        Ok(())
+    }
+
+    /// Brings the ledger in line with what EC2 lists for the group (tags are the source of
+    /// truth for what ran): binds attempts to the instances their intent produced, adds burst
+    /// instances it did not know, and ends entries whose instance has ended. An entry whose
+    /// instance EC2 no longer lists at all (terminated long ago) is ended at `now` once it is
+    /// older than `settle`, which overcounts rather than undercounts. Returns what changed.
+    pub fn reconcile(&mut self, seen: &[Seen], now: Timestamp, settle_secs: i64) -> Vec<String> {
+        let mut changes = Vec::new();
+        for s in seen {
+            if let Some(e) = self
+                .entries
+                .iter_mut()
+                .find(|e| e.instance_id.as_deref() == Some(s.instance_id.as_str()))
+            {
+                if let (Some(end), None) = (s.ended_at, e.ended_at) {
+                    e.ended_at = Some(end.max(e.launched_at));
+                    changes.push(format!("{} ended", s.instance_id));
+                }
+                continue;
+            }
+            let prefix = s.intent.as_ref().map(|i| format!("{i}#"));
+            let unbound = prefix.as_ref().and_then(|p| {
+                self.entries
+                    .iter_mut()
+                    .find(|e| e.instance_id.is_none() && e.key.starts_with(p.as_str()))
+            });
+            match unbound {
+                Some(e) => {
+                    e.instance_id = Some(s.instance_id.clone());
+                    if let Some(end) = s.ended_at {
+                        e.ended_at = Some(end.max(e.launched_at));
+                    }
+                    changes.push(format!("{} bound to {}", s.instance_id, e.key));
+                }
+                None => {
+                    let key = format!(
+                        "{}#{}",
+                        s.intent.as_deref().unwrap_or("adopted"),
+                        s.instance_id
+                    );
+                    self.entries.push(Entry {
+                        key,
+                        instance_id: Some(s.instance_id.clone()),
+                        launched_at: s.launched_at,
+                        ended_at: s.ended_at,
+                    });
+                    changes.push(format!("{} added from its tags", s.instance_id));
+                }
+            }
+        }
+        for e in self.entries.iter_mut() {
+            let Some(id) = &e.instance_id else { continue };
+            if e.ended_at.is_none()
+                && now.as_second() - e.launched_at.as_second() > settle_secs
+                && !seen.iter().any(|s| &s.instance_id == id)
+            {
+                e.ended_at = Some(now);
+                changes.push(format!(
+                    "{id} no longer listed by EC2; counted as ended now"
+                ));
+            }
+        }
+        changes
+    }
+
     /// Drops entries that cannot count any more (ended before today began). Returns how many.
     pub fn prune(&mut self, now: Timestamp) -> usize {
         let (_, start, _) = self.day_bounds(now);
@@ -448,5 +540,65 @@ mod tests {
             Err(CapError::Duplicate("intent-1#0".into()))
         );
         assert!(l.record_ended("i-unknown", t).is_err());
+    }
+
+    #[test]
+    fn withdraw_takes_back_only_attempts_that_launched_nothing() {
+        let mut l = tokyo();
+        let now = ts("2026-05-20T03:00:00Z");
+        l.record_attempt("x#1", now).unwrap();
+        l.record_attempt("x#2", now).unwrap();
+        l.bind("x#1", "i-1").unwrap();
+        assert!(l.withdraw("x#1").is_err(), "bound to an instance");
+        l.withdraw("x#2").unwrap();
+        assert_eq!(l.used(now), 1);
+        assert!(matches!(l.withdraw("x#9"), Err(CapError::Unknown(_))));
+    }
+
+    #[test]
+    fn reconcile_binds_adds_and_ends_from_what_ec2_lists() {
+        let mut l = tokyo();
+        let t0 = ts("2026-05-20T03:00:00Z");
+        l.record_attempt("a#1", t0).unwrap();
+        l.record_attempt("a#2", t0).unwrap();
+        l.record_attempt("old#1", t0).unwrap();
+        l.bind("old#1", "i-gone").unwrap();
+        let now = ts("2026-05-20T04:00:00Z");
+        let seen = vec![
+            Seen {
+                instance_id: "i-1".into(),
+                intent: Some("a".into()),
+                launched_at: t0,
+                ended_at: None,
+            },
+            Seen {
+                instance_id: "i-2".into(),
+                intent: Some("a".into()),
+                launched_at: t0,
+                ended_at: Some(ts("2026-05-20T03:30:00Z")),
+            },
+            Seen {
+                instance_id: "i-stranger".into(),
+                intent: Some("b".into()),
+                launched_at: t0,
+                ended_at: None,
+            },
+        ];
+        let changes = l.reconcile(&seen, now, 600);
+        assert_eq!(changes.len(), 4, "{changes:?}");
+        let by_id = |id: &str| {
+            l.entries()
+                .iter()
+                .find(|e| e.instance_id.as_deref() == Some(id))
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(by_id("i-1").key, "a#1");
+        assert_eq!(by_id("i-2").ended_at, Some(ts("2026-05-20T03:30:00Z")));
+        assert_eq!(by_id("i-stranger").key, "b#i-stranger");
+        assert_eq!(by_id("i-gone").ended_at, Some(now));
+        assert_eq!(l.used(now), 4);
+        // Idempotent: a second pass changes nothing.
+        assert!(l.reconcile(&seen, now, 600).is_empty());
     }
 }

@@ -1,0 +1,433 @@
+//! The EC2 and classic-ELB edge of the actuator: a small trait ([`Cloud`]) with the seven calls
+//! the state machine needs, and its implementation on the shared [`Aws`] client layer.
+//! Every list call is one request whatever the fleet size (pagination aside), so the calls per
+//! steady-state tick do not grow with the slaves.
+
+use crate::aws::{Aws, AwsError};
+use crate::config::FleetConfig;
+use aws_sdk_ec2::types::{
+    Filter, IamInstanceProfileSpecification, Instance, InstanceStateName, InstanceType,
+    LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
+};
+use aws_sdk_elasticloadbalancing::types::Instance as ElbInstance;
+use jiff::Timestamp;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+
+/// The agent's own tags, on every slave it launches.
+pub const TAG_GROUP: &str = "burst-agent:group";
+pub const TAG_INTENT: &str = "burst-agent:intent";
+pub const TAG_LAUNCHED_AT: &str = "burst-agent:launched-at";
+pub const TAG_DRAINING_SINCE: &str = "burst-agent:draining-since";
+pub const TAG_BURST: &str = "burst";
+
+/// EC2's view of one instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceState {
+    Pending,
+    Running,
+    /// shutting-down, stopping, stopped: not serving, still an instance.
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub state: InstanceState,
+    pub private_ip: Option<String>,
+    pub private_dns: Option<String>,
+    /// From the `burst-agent:launched-at` tag, else EC2's launch time.
+    pub launched_at: Option<Timestamp>,
+    pub intent: Option<String>,
+    pub draining_since: Option<Timestamp>,
+    /// For terminated instances, when (from EC2's state transition reason), if it says.
+    pub ended_at: Option<Timestamp>,
+}
+
+/// The ELB's view of a registered instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberState {
+    InService,
+    OutOfService,
+    Unknown,
+}
+
+/// One RunInstances request: `min..=max` instances, all tagged with the same intent.
+#[derive(Clone, Debug)]
+pub struct LaunchRequest {
+    pub intent: String,
+    /// Idempotency token: the same token returns the same instances on real EC2.
+    pub client_token: String,
+    pub min: u32,
+    pub max: u32,
+    pub launched_at: Timestamp,
+}
+
+pub trait Cloud: Clone + Send + Sync + 'static {
+    fn launch(
+        &self,
+        req: &LaunchRequest,
+    ) -> impl Future<Output = Result<Vec<InstanceInfo>, AwsError>> + Send;
+    /// Every instance tagged with the group, terminated ones included while EC2 still lists them.
+    fn describe_group(&self) -> impl Future<Output = Result<Vec<InstanceInfo>, AwsError>> + Send;
+    fn elb_members(
+        &self,
+    ) -> impl Future<Output = Result<BTreeMap<String, MemberState>, AwsError>> + Send;
+    fn register(&self, ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn deregister(&self, ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn terminate(&self, ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn tag(
+        &self,
+        ids: &[String],
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("fleet.user_data_file {path:?}: {why}")]
+pub struct LaunchSpecError {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+/// [`Cloud`] on real EC2 and a classic ELB (or an emulator at `aws.endpoint_url`).
+#[derive(Clone)]
+pub struct AwsCloud {
+    aws: Aws,
+    group: String,
+    elb_name: String,
+    fleet: FleetConfig,
+    user_data_b64: Option<String>,
+}
+
+impl AwsCloud {
+    /// Reads the user-data file now, so a bad path fails at start, not at the first burst.
+    pub fn new(
+        aws: Aws,
+        group: &str,
+        elb_name: &str,
+        fleet: &FleetConfig,
+    ) -> Result<Self, LaunchSpecError> {
+        let user_data_b64 = match &fleet.user_data_file {
+            None => None,
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| LaunchSpecError {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?;
+                if bytes.len() > 16 * 1024 {
+                    return Err(LaunchSpecError {
+                        path: path.clone(),
+                        why: format!(
+                            "{} bytes; EC2 takes at most 16 KiB of user data",
+                            bytes.len()
+                        ),
+                    });
+                }
+                Some(aws_smithy_types::base64::encode(bytes))
+            }
+        };
+        Ok(AwsCloud {
+            aws,
+            group: group.into(),
+            elb_name: elb_name.into(),
+            fleet: fleet.clone(),
+            user_data_b64,
+        })
+    }
+
+    pub fn aws(&self) -> &Aws {
+        &self.aws
+    }
+}
+
+fn tag_of<'a>(i: &'a Instance, key: &str) -> Option<&'a str> {
+    i.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+fn parse_ts(s: &str) -> Option<Timestamp> {
+    s.parse().ok()
+}
+
+/// "User initiated (2026-11-25 09:16:37 UTC)" / "(… GMT)" → the timestamp in it.
+pub fn transition_time(reason: &str) -> Option<Timestamp> {
+    let inner = reason.rsplit_once('(')?.1.strip_suffix(')')?;
+    let inner = inner
+        .strip_suffix(" UTC")
+        .or_else(|| inner.strip_suffix(" GMT"))?;
+    let dt: jiff::civil::DateTime = inner.parse().ok()?;
+    dt.to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+fn info(i: &Instance) -> Option<InstanceInfo> {
+    let id = i.instance_id()?.to_string();
+    let state = match i.state().and_then(|s| s.name()) {
+        Some(InstanceStateName::Pending) => InstanceState::Pending,
+        Some(InstanceStateName::Running) => InstanceState::Running,
+        Some(InstanceStateName::Stopping) => InstanceState::Stopping,
+        Some(InstanceStateName::Stopped) => InstanceState::Stopped,
+        Some(InstanceStateName::ShuttingDown) => InstanceState::ShuttingDown,
+        Some(InstanceStateName::Terminated) => InstanceState::Terminated,
+        // An unknown or missing state: assume it may be running (it may cost money).
+        _ => InstanceState::Pending,
+    };
+    let launch_time = i
+        .launch_time()
+        .and_then(|t| t.to_millis().ok())
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    Some(InstanceInfo {
+        state,
+        private_ip: i.private_ip_address().map(str::to_string),
+        private_dns: i
+            .private_dns_name()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        launched_at: tag_of(i, TAG_LAUNCHED_AT)
+            .and_then(parse_ts)
+            .or(launch_time),
+        intent: tag_of(i, TAG_INTENT).map(str::to_string),
+        draining_since: tag_of(i, TAG_DRAINING_SINCE).and_then(parse_ts),
+        ended_at: (state == InstanceState::Terminated)
+            .then(|| i.state_transition_reason().and_then(transition_time))
+            .flatten(),
+        id,
+    })
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+impl Cloud for AwsCloud {
+    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
+        let f = &self.fleet;
+        let mut tags = vec![
+            tag(TAG_GROUP, &self.group),
+            tag(TAG_INTENT, &req.intent),
+            tag(TAG_LAUNCHED_AT, &req.launched_at.to_string()),
+            tag(TAG_BURST, "true"),
+        ];
+        if !f.tags.contains_key("Name") {
+            tags.push(tag("Name", &format!("burst-agent-{}", self.group)));
+        }
+        tags.extend(f.tags.iter().map(|(k, v)| tag(k, v)));
+        let spec = |rt: ResourceType| {
+            TagSpecification::builder()
+                .resource_type(rt)
+                .set_tags(Some(tags.clone()))
+                .build()
+        };
+        let mut call = self
+            .aws
+            .ec2
+            .run_instances()
+            .min_count(i32::try_from(req.min).unwrap_or(1))
+            .max_count(i32::try_from(req.max).unwrap_or(1))
+            .client_token(&req.client_token)
+            .tag_specifications(spec(ResourceType::Instance))
+            .tag_specifications(spec(ResourceType::Volume));
+        if let Some(lt) = &f.launch_template {
+            let mut s = LaunchTemplateSpecification::builder().version(&lt.version);
+            s = if lt.id.is_empty() {
+                s.launch_template_name(&lt.name)
+            } else {
+                s.launch_template_id(&lt.id)
+            };
+            call = call.launch_template(s.build());
+        } else {
+            call = call
+                .image_id(&f.ami)
+                .instance_type(InstanceType::from(f.instance_type.as_str()));
+        }
+        if !f.subnet_ids.is_empty() {
+            // Spread successive launches over the subnets (and so over zones).
+            let n = req.client_token.bytes().map(usize::from).sum::<usize>();
+            call = call.subnet_id(&f.subnet_ids[n % f.subnet_ids.len()]);
+        }
+        if !f.security_group_ids.is_empty() {
+            call = call.set_security_group_ids(Some(f.security_group_ids.clone()));
+        }
+        if !f.instance_profile.is_empty() {
+            let p = IamInstanceProfileSpecification::builder();
+            let p = if f.instance_profile.starts_with("arn:") {
+                p.arn(&f.instance_profile)
+            } else {
+                p.name(&f.instance_profile)
+            };
+            call = call.iam_instance_profile(p.build());
+        }
+        if !f.key_name.is_empty() {
+            call = call.key_name(&f.key_name);
+        }
+        if let Some(ud) = &self.user_data_b64 {
+            call = call.user_data(ud);
+        }
+        let out = self.aws.call("RunInstances", call.send()).await?;
+        Ok(out.instances().iter().filter_map(info).collect())
+    }
+
+    async fn describe_group(&self) -> Result<Vec<InstanceInfo>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .aws
+                .call(
+                    "DescribeInstances",
+                    self.aws
+                        .ec2
+                        .describe_instances()
+                        .filters(
+                            Filter::builder()
+                                .name(format!("tag:{TAG_GROUP}"))
+                                .values(&self.group)
+                                .build(),
+                        )
+                        .set_next_token(token.clone())
+                        .send(),
+                )
+                .await?;
+            for r in page.reservations() {
+                out.extend(r.instances().iter().filter_map(info));
+            }
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn elb_members(&self) -> Result<BTreeMap<String, MemberState>, AwsError> {
+        let out = self
+            .aws
+            .call(
+                "DescribeInstanceHealth",
+                self.aws
+                    .elb
+                    .describe_instance_health()
+                    .load_balancer_name(&self.elb_name)
+                    .send(),
+            )
+            .await?;
+        Ok(out
+            .instance_states()
+            .iter()
+            .filter_map(|s| {
+                let state = match s.state() {
+                    Some("InService") => MemberState::InService,
+                    Some("OutOfService") => MemberState::OutOfService,
+                    _ => MemberState::Unknown,
+                };
+                Some((s.instance_id()?.to_string(), state))
+            })
+            .collect())
+    }
+
+    async fn register(&self, ids: &[String]) -> Result<(), AwsError> {
+        let instances = ids
+            .iter()
+            .map(|id| ElbInstance::builder().instance_id(id).build())
+            .collect();
+        self.aws
+            .call(
+                "RegisterInstancesWithLoadBalancer",
+                self.aws
+                    .elb
+                    .register_instances_with_load_balancer()
+                    .load_balancer_name(&self.elb_name)
+                    .set_instances(Some(instances))
+                    .send(),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn deregister(&self, ids: &[String]) -> Result<(), AwsError> {
+        let instances = ids
+            .iter()
+            .map(|id| ElbInstance::builder().instance_id(id).build())
+            .collect();
+        match self
+            .aws
+            .call(
+                "DeregisterInstancesFromLoadBalancer",
+                self.aws
+                    .elb
+                    .deregister_instances_from_load_balancer()
+                    .load_balancer_name(&self.elb_name)
+                    .set_instances(Some(instances))
+                    .send(),
+            )
+            .await
+        {
+            // Already gone from the ELB: that is what we wanted.
+            Err(e) if e.is("InvalidInstance") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
+        match self
+            .aws
+            .call(
+                "TerminateInstances",
+                self.aws
+                    .ec2
+                    .terminate_instances()
+                    .set_instance_ids(Some(ids.to_vec()))
+                    .send(),
+            )
+            .await
+        {
+            Err(e) if e.is("InvalidInstanceID.NotFound") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {
+        self.aws
+            .call(
+                "CreateTags",
+                self.aws
+                    .ec2
+                    .create_tags()
+                    .set_resources(Some(ids.to_vec()))
+                    .tags(tag(key, value))
+                    .send(),
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn termination_time_is_read_from_the_transition_reason() {
+        assert_eq!(
+            transition_time("User initiated (2026-11-25 09:16:37 UTC)"),
+            Some("2026-11-25T09:16:37Z".parse().unwrap())
+        );
+        assert_eq!(
+            transition_time("User initiated (2026-11-25 09:16:37 GMT)"),
+            Some("2026-11-25T09:16:37Z".parse().unwrap())
+        );
+        assert_eq!(transition_time("Server.SpotInstanceTermination"), None);
+        assert_eq!(transition_time(""), None);
+    }
+}

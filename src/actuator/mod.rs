@@ -1,0 +1,1140 @@
+//! The fleet actuator: carries out the policy's [`Decision`]s on EC2 and the classic ELB, one
+//! small state machine per slave, reconciled against what EC2 and the ELB say every tick
+//! (observe, then act; the next tick observes the result).
+//!
+//! ```text
+//!  launch ─▶ Pending ─running─▶ Syncing ─hook ok─▶ Synced ─register─▶ Registering ─InService─▶ InService
+//!              │ boot timeout      │ hook failed                          │ register timeout        │ scale in
+//!              ▼                   ▼                                      ▼                         ▼
+//!          Terminating ◀───────────┴──────────────────────────────────────┘        Releasing (tag, pre_deregister)
+//!              ▲                                                                                    │ deregister
+//!              └──────────────────────── draining timeout ◀── Draining ◀────────────────────────────┘
+//! ```
+//!
+//! Every step is idempotent and safe to interrupt: the launch intent and its cap-ledger attempts
+//! are on disk before RunInstances; instances carry their group, intent and launch time as
+//! tags; a slave being released is tagged `burst-agent:draining-since` before it is deregistered.
+//! After a restart, [`Actuator::adopt`] rebuilds every slave's place from tags and ELB
+//! membership: a registered slave is in service (only synced slaves are ever registered), a
+//! running unregistered one is synced again before it is registered, a tagged one keeps draining.
+//!
+//! Hooks run as tasks, several at once; a tick never waits for one. The calls a steady-state
+//! tick makes are DescribeInstances and DescribeInstanceHealth, whatever the number of slaves.
+
+pub mod cloud;
+pub mod journal;
+
+use crate::cap::{self, CapLedger, Seen};
+use crate::config::{Config, Hook};
+use crate::hooks::{self, HookRun, HookVars};
+use crate::policy::{Decision, SlaveObservation, SlaveState};
+use cloud::{Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState, TAG_DRAINING_SINCE};
+use jiff::Timestamp;
+use journal::{Intent, Journal, Outcome};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use tokio::task::JoinHandle;
+
+/// EC2 is eventually consistent: a new instance may take this long to show in DescribeInstances.
+const SETTLE_SECS: i64 = 300;
+/// Terminate again if an instance still runs this long after the first TerminateInstances.
+const TERMINATE_RETRY_SECS: i64 = 300;
+/// Resolved intents are kept this long in the journal.
+const JOURNAL_KEEP_SECS: i64 = 2 * 86_400;
+/// Recent errors kept for `status`.
+const RECENT_ERRORS: usize = 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Launched, not running yet.
+    Pending,
+    /// Running; the `pre_register` hook (content sync) is under way.
+    Syncing,
+    /// Content synced; registration with the ELB not yet accepted.
+    Synced,
+    /// Registered; waiting for the ELB to call it InService.
+    Registering,
+    InService,
+    /// Chosen for scale-in: tagged, `pre_deregister` hook under way.
+    Releasing,
+    /// Deregistered; in-flight requests finish until the draining timeout.
+    Draining,
+    /// TerminateInstances sent; waiting for EC2 to say terminated.
+    Terminating,
+}
+
+impl Phase {
+    /// What the policy sees.
+    pub fn slave_state(self) -> SlaveState {
+        match self {
+            Phase::Pending => SlaveState::Pending,
+            Phase::Syncing | Phase::Synced | Phase::Registering => SlaveState::Syncing,
+            Phase::InService => SlaveState::InService,
+            Phase::Releasing | Phase::Draining | Phase::Terminating => SlaveState::Draining,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Slave {
+    pub id: String,
+    pub intent: Option<String>,
+    pub private_ip: Option<String>,
+    pub private_dns: Option<String>,
+    pub launched_at: Timestamp,
+    pub phase: Phase,
+    /// When it entered `phase`.
+    pub since: Timestamp,
+    pub last_sync: Option<Timestamp>,
+    pub last_sync_ok: Option<bool>,
+    /// Why it is being terminated, when it is not a scale-in.
+    pub failure: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    PreRegister,
+    ContentSync,
+    PreDeregister,
+    PostTerminate,
+}
+
+impl HookKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::PreRegister => "pre_register",
+            HookKind::ContentSync => "content_sync",
+            HookKind::PreDeregister => "pre_deregister",
+            HookKind::PostTerminate => "post_terminate",
+        }
+    }
+}
+
+struct Task {
+    kind: HookKind,
+    handle: JoinHandle<HookRun>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActuatorError {
+    #[error("cap ledger {path}: {why}")]
+    Ledger { path: PathBuf, why: String },
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsError),
+}
+
+/// What one call of [`Actuator::apply`] or [`Actuator::step`] did, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub launched: Vec<String>,
+    pub registered: Vec<String>,
+    pub in_service: Vec<String>,
+    pub deregistered: Vec<String>,
+    pub terminated: Vec<String>,
+    pub adopted: Vec<String>,
+    /// Launches the ledger refused (the last guard of the cap).
+    pub refused: u32,
+    pub errors: Vec<String>,
+}
+
+pub struct Actuator<C: Cloud> {
+    cloud: C,
+    cfg: Config,
+    ledger: CapLedger,
+    ledger_path: PathBuf,
+    journal: Journal,
+    journal_path: PathBuf,
+    slaves: BTreeMap<String, Slave>,
+    /// At most one hook per slave at a time.
+    tasks: BTreeMap<String, Task>,
+    /// post_terminate hooks outlive their slave.
+    detached: Vec<(String, JoinHandle<HookRun>)>,
+    sync_requested: bool,
+    hook_seconds: Vec<(&'static str, f64)>,
+    recent_errors: VecDeque<(Timestamp, String)>,
+}
+
+fn secs(d: crate::config::Dur) -> i64 {
+    i64::try_from(d.get().as_secs()).unwrap_or(i64::MAX)
+}
+
+fn age(now: Timestamp, since: Timestamp) -> i64 {
+    now.as_second() - since.as_second()
+}
+
+impl<C: Cloud> Actuator<C> {
+    /// Loads the ledger and journal from `agent.state_dir`. A corrupt ledger comes back blocked
+    /// (scale-out refused) until [`Actuator::adopt`] rebuilds it from tags; a corrupt journal is
+    /// kept aside and the tags stand in for it.
+    pub fn open(cloud: C, cfg: &Config, now: Timestamp) -> Result<Self, ActuatorError> {
+        let ledger_path = cap::store::path_in(&cfg.agent.state_dir);
+        let ledger =
+            match cap::store::load(&ledger_path, &cfg.cap).map_err(|why| ActuatorError::Ledger {
+                path: ledger_path.clone(),
+                why,
+            })? {
+                cap::store::Loaded::Ok(l) => l,
+                cap::store::Loaded::Missing(l, msg) => {
+                    tracing::warn!("{msg}");
+                    l
+                }
+                cap::store::Loaded::Corrupt(l, msg) => {
+                    tracing::error!("{msg}");
+                    l
+                }
+            };
+        let journal_path = journal::path_in(&cfg.agent.state_dir);
+        let journal = match Journal::load(&journal_path) {
+            Ok(Some(j)) => j,
+            Ok(None) => Journal::new(),
+            Err(e) => {
+                let aside = crate::fsutil::quarantine(&journal_path, now.as_second());
+                tracing::error!(aside = ?aside, "actuator journal unreadable, kept aside; \
+                    launches in flight are recovered from instance tags: {e}");
+                Journal::new()
+            }
+        };
+        Ok(Actuator {
+            cloud,
+            cfg: cfg.clone(),
+            ledger,
+            ledger_path,
+            journal,
+            journal_path,
+            slaves: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            detached: Vec::new(),
+            sync_requested: false,
+            hook_seconds: Vec::new(),
+            recent_errors: VecDeque::new(),
+        })
+    }
+
+    pub fn ledger(&self) -> &CapLedger {
+        &self.ledger
+    }
+
+    pub fn slaves(&self) -> impl Iterator<Item = &Slave> {
+        self.slaves.values()
+    }
+
+    pub fn slave(&self, id: &str) -> Option<&Slave> {
+        self.slaves.get(id)
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn cloud(&self) -> &C {
+        &self.cloud
+    }
+
+    /// Hooks under way (per slave, plus post_terminate ones).
+    pub fn hooks_in_flight(&self) -> usize {
+        self.tasks.len() + self.detached.len()
+    }
+
+    /// Hook run times since the last call, for the agent's own metrics.
+    pub fn take_hook_seconds(&mut self) -> Vec<(&'static str, f64)> {
+        std::mem::take(&mut self.hook_seconds)
+    }
+
+    pub fn recent_errors(&self) -> impl Iterator<Item = &(Timestamp, String)> {
+        self.recent_errors.iter()
+    }
+
+    /// Syncs content to every in-service slave at the next step, whatever the interval says.
+    pub fn request_sync(&mut self) {
+        self.sync_requested = true;
+    }
+
+    /// Takes a new config (SIGHUP). Slaves, ledger entries and journal stay.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.cfg = cfg.clone();
+    }
+
+    /// The slaves as the policy sees them (metrics are added by the caller).
+    pub fn observation(&self) -> Vec<SlaveObservation> {
+        self.slaves
+            .values()
+            .map(|s| SlaveObservation {
+                id: s.id.clone(),
+                state: s.phase.slave_state(),
+                launched_at: s.launched_at,
+                metrics: None,
+            })
+            .collect()
+    }
+
+    fn error(&mut self, now: Timestamp, report: &mut Report, msg: String) {
+        tracing::error!("{msg}");
+        report.errors.push(msg.clone());
+        self.recent_errors.push_back((now, msg));
+        while self.recent_errors.len() > RECENT_ERRORS {
+            self.recent_errors.pop_front();
+        }
+    }
+
+    fn save_ledger(&mut self, now: Timestamp, report: &mut Report) -> bool {
+        match cap::store::save(&self.ledger_path, &self.ledger) {
+            Ok(()) => true,
+            Err(e) => {
+                let msg = format!(
+                    "could not write the cap ledger {}: {e}; launches stop until it can be written",
+                    self.ledger_path.display()
+                );
+                self.error(now, report, msg);
+                false
+            }
+        }
+    }
+
+    fn save_journal(&mut self, now: Timestamp, report: &mut Report) -> bool {
+        match self.journal.save(&self.journal_path) {
+            Ok(()) => true,
+            Err(e) => {
+                self.error(
+                    now,
+                    report,
+                    format!("could not write the actuator journal: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn vars(&self, s: &Slave) -> HookVars {
+        HookVars {
+            instance_id: s.id.clone(),
+            private_ip: s.private_ip.clone().unwrap_or_default(),
+            private_dns: s.private_dns.clone().unwrap_or_default(),
+            group: self.cfg.agent.group.clone(),
+        }
+    }
+
+    fn spawn_hook(&mut self, id: &str, kind: HookKind, hook: Hook) {
+        let Some(s) = self.slaves.get(id) else { return };
+        let vars = self.vars(s);
+        let name = kind.name();
+        let handle = tokio::spawn(async move { hooks::run(name, &hook, &vars).await });
+        self.tasks.insert(id.to_string(), Task { kind, handle });
+    }
+
+    fn set_phase(&mut self, id: &str, phase: Phase, now: Timestamp) {
+        if let Some(s) = self.slaves.get_mut(id) {
+            tracing::info!(instance_id = %id, from = ?s.phase, to = ?phase,
+                secs_in_phase = age(now, s.since), "slave {id}: {:?} -> {phase:?}", s.phase);
+            s.phase = phase;
+            s.since = now;
+        }
+    }
+
+    fn fail(&mut self, id: &str, why: String, now: Timestamp, report: &mut Report) {
+        self.error(
+            now,
+            report,
+            format!("slave {id}: {why}; it will be terminated"),
+        );
+        if let Some(s) = self.slaves.get_mut(id) {
+            s.failure = Some(why);
+        }
+    }
+
+    // ---------------------------------------------------------------- adoption
+
+    /// At start: lists the group's instances and the ELB's members, re-attaches to every live
+    /// slave, resolves launches a crash left open, and brings the cap ledger in line with the
+    /// tags (rebuilding it when the stored one was unreadable). Nothing is launched twice and
+    /// nothing running is forgotten.
+    pub async fn adopt(&mut self, now: Timestamp) -> Result<Report, ActuatorError> {
+        let mut report = Report::default();
+        let instances = self.cloud.describe_group().await?;
+        let members = self.cloud.elb_members().await?;
+        if let Some(why) = self.ledger.is_blocked().map(str::to_string) {
+            let entries = instances.iter().map(|i| seen(i, now)).map(|s| cap::Entry {
+                key: format!(
+                    "{}#{}",
+                    s.intent.as_deref().unwrap_or("adopted"),
+                    s.instance_id
+                ),
+                instance_id: Some(s.instance_id),
+                launched_at: s.launched_at,
+                ended_at: s.ended_at,
+            });
+            let rebuilt = self.ledger.clone().rebuilt_from(entries.collect());
+            match cap::store::replace_with_rebuilt(&self.ledger_path, &rebuilt, now.as_second()) {
+                Ok(aside) => {
+                    tracing::warn!(was = %why, aside = ?aside, used = rebuilt.used(now),
+                        "cap ledger rebuilt from instance tags; EC2 lists terminated instances \
+                         for about an hour only, so earlier ones today may be missing from it");
+                    self.ledger = rebuilt;
+                }
+                Err(e) => {
+                    let msg = format!("cap ledger unreadable and could not be rebuilt: {e}");
+                    self.error(now, &mut report, msg);
+                }
+            }
+        }
+        self.resolve_intents(&instances, now, &mut report).await;
+        for i in &instances {
+            if self.slaves.contains_key(&i.id) || !alive(i.state) {
+                continue;
+            }
+            let phase = if i.draining_since.is_some() {
+                Phase::Draining
+            } else {
+                match (i.state, members.get(&i.id)) {
+                    (InstanceState::Pending, _) => Phase::Pending,
+                    (InstanceState::Running, Some(MemberState::InService)) => Phase::InService,
+                    // Registered but not (yet) healthy: only synced slaves are ever registered.
+                    (InstanceState::Running, Some(_)) => Phase::Registering,
+                    (InstanceState::Running, None) => Phase::Syncing,
+                    // Stopped outside the agent: not serving, still costing; failed below.
+                    _ => Phase::Pending,
+                }
+            };
+            let since = if phase == Phase::Draining {
+                i.draining_since.unwrap_or(now)
+            } else {
+                now
+            };
+            tracing::info!(instance_id = %i.id, phase = ?phase, ec2_state = ?i.state,
+                in_elb = members.contains_key(&i.id), "adopted slave {}", i.id);
+            report.adopted.push(i.id.clone());
+            self.slaves
+                .insert(i.id.clone(), slave_from(i, phase, since, now));
+            if stopped(i.state) {
+                self.fail(
+                    &i.id,
+                    "found stopped; burst slaves are never stopped".into(),
+                    now,
+                    &mut report,
+                );
+            } else if phase == Phase::Syncing && !self.cfg.agent.dry_run {
+                self.spawn_hook(
+                    &i.id,
+                    HookKind::PreRegister,
+                    self.cfg.hooks.pre_register.clone(),
+                );
+            }
+        }
+        let changes = self.ledger.reconcile(
+            &instances.iter().map(|i| seen(i, now)).collect::<Vec<_>>(),
+            now,
+            SETTLE_SECS,
+        );
+        for c in &changes {
+            tracing::info!("cap ledger: {c}");
+        }
+        self.ledger.prune(now);
+        self.journal.prune(now, JOURNAL_KEEP_SECS);
+        self.save_ledger(now, &mut report);
+        self.save_journal(now, &mut report);
+        Ok(report)
+    }
+
+    /// Intents written before a RunInstances whose answer never made it to the journal: find
+    /// their instances by tag, or ask again with the same client token (real EC2 returns the
+    /// instances of the first call instead of launching new ones).
+    async fn resolve_intents(
+        &mut self,
+        instances: &[InstanceInfo],
+        now: Timestamp,
+        report: &mut Report,
+    ) {
+        let open: Vec<Intent> = self.journal.unresolved().cloned().collect();
+        for intent in open {
+            let found: Vec<&InstanceInfo> = instances
+                .iter()
+                .filter(|i| i.intent.as_deref() == Some(intent.id.as_str()))
+                .collect();
+            if !found.is_empty() {
+                let ids: Vec<String> = found.iter().map(|i| i.id.clone()).collect();
+                tracing::info!(intent = %intent.id, instances = ?ids,
+                    "launch intent resolved from tags");
+                self.finish_intent(&intent, &ids, now, report);
+                continue;
+            }
+            if self.cfg.agent.dry_run {
+                continue;
+            }
+            let req = LaunchRequest {
+                intent: intent.id.clone(),
+                client_token: intent.client_token(1),
+                min: 1,
+                max: u32::try_from(intent.keys.len()).unwrap_or(1),
+                launched_at: intent.created_at,
+            };
+            tracing::warn!(intent = %intent.id, "launch intent has no instances yet; \
+                asking EC2 again with the same client token");
+            match self.cloud.launch(&req).await {
+                Ok(got) => {
+                    let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
+                    for i in &got {
+                        self.slaves
+                            .entry(i.id.clone())
+                            .or_insert_with(|| slave_from(i, Phase::Pending, now, now));
+                    }
+                    report.launched.extend(ids.iter().cloned());
+                    self.finish_intent(&intent, &ids, now, report);
+                }
+                Err(e) if e.retryable => {
+                    let msg = format!("launch intent {} still unresolved: {e}", intent.id);
+                    self.error(now, report, msg);
+                }
+                Err(e) => self.fail_intent(&intent, &e.to_string(), now, report),
+            }
+        }
+    }
+
+    /// Binds an intent's ledger attempts to its instances, withdraws the ones EC2 did not fill.
+    fn finish_intent(&mut self, intent: &Intent, ids: &[String], now: Timestamp, r: &mut Report) {
+        for (key, id) in intent.keys.iter().zip(ids) {
+            if let Err(e) = self.ledger.bind(key, id) {
+                tracing::warn!(key, instance_id = %id, "cap ledger: {e}");
+            }
+        }
+        for key in intent.keys.iter().skip(ids.len()) {
+            if let Err(e) = self.ledger.withdraw(key) {
+                tracing::warn!(key, "cap ledger: {e}");
+            }
+        }
+        if let Some(j) = self.journal.get_mut(&intent.id) {
+            j.outcome = Outcome::Launched {
+                instance_ids: ids.to_vec(),
+            };
+        }
+        self.save_ledger(now, r);
+        self.save_journal(now, r);
+    }
+
+    fn fail_intent(&mut self, intent: &Intent, error: &str, now: Timestamp, r: &mut Report) {
+        for key in &intent.keys {
+            let _ = self.ledger.withdraw(key);
+        }
+        if let Some(j) = self.journal.get_mut(&intent.id) {
+            j.outcome = Outcome::Failed {
+                error: error.to_string(),
+            };
+        }
+        self.save_ledger(now, r);
+        self.save_journal(now, r);
+        self.error(
+            now,
+            r,
+            format!("launch {} failed for good: {error}", intent.id),
+        );
+    }
+
+    // ---------------------------------------------------------------- decisions
+
+    /// Starts carrying out a decision. Scale-out launches at once (after the ledger and journal
+    /// are on disk); scale-in tags the victims and starts their release. The rest happens in
+    /// [`Actuator::step`].
+    pub async fn apply(&mut self, decision: &Decision, now: Timestamp) -> Report {
+        let mut report = Report::default();
+        match decision {
+            Decision::Hold { .. } => {}
+            Decision::ScaleOut { count, .. } if self.cfg.agent.dry_run => {
+                tracing::info!(count, "dry run: would launch {count} slave(s)");
+            }
+            Decision::ScaleIn { instances, .. } if self.cfg.agent.dry_run => {
+                tracing::info!(instances = ?instances, "dry run: would release {}", instances.join(", "));
+            }
+            Decision::ScaleOut { count, .. } => self.launch(*count, now, &mut report).await,
+            Decision::ScaleIn { instances, .. } => self.release(instances, now, &mut report).await,
+        }
+        report
+    }
+
+    async fn launch(&mut self, count: u32, now: Timestamp, report: &mut Report) {
+        let id = format!("bi-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut keys = Vec::new();
+        for n in 1..=count {
+            let key = format!("{id}#{n}");
+            match self.ledger.record_attempt(&key, now) {
+                Ok(()) => keys.push(key),
+                Err(e) => {
+                    report.refused = count - (n - 1);
+                    tracing::error!(
+                        asked = count,
+                        allowed = keys.len(),
+                        "the cap ledger refused a launch the policy asked for: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let intent = Intent {
+            id: id.clone(),
+            created_at: now,
+            keys: keys.clone(),
+            outcome: Outcome::Started,
+        };
+        self.journal.intents.push(intent.clone());
+        // Write-ahead: no RunInstances unless the attempt is durably counted and journaled.
+        if !self.save_ledger(now, report) || !self.save_journal(now, report) {
+            for k in &keys {
+                let _ = self.ledger.withdraw(k);
+            }
+            self.journal.intents.retain(|i| i.id != id);
+            return;
+        }
+        let n = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+        let t = std::time::Instant::now();
+        let mut got: Vec<InstanceInfo> = Vec::new();
+        // First ask for as many as EC2 can give (min 1); if it gave fewer, ask once more for
+        // the rest, all or nothing. (Moto launches only MinCount, so tests see two calls.)
+        for (call, (min, max)) in [(1, n), (n, n)]
+            .into_iter()
+            .enumerate()
+            .map(|(c, r)| (c + 1, r))
+        {
+            let want = n - u32::try_from(got.len()).unwrap_or(0);
+            if want == 0 {
+                break;
+            }
+            let req = LaunchRequest {
+                intent: id.clone(),
+                client_token: intent.client_token(u32::try_from(call).unwrap_or(1)),
+                min: min.min(want),
+                max: max.min(want),
+                launched_at: now,
+            };
+            match self.cloud.launch(&req).await {
+                Ok(more) => got.extend(more),
+                Err(e) if got.is_empty() && !e.retryable => {
+                    self.fail_intent(&intent, &e.to_string(), now, report);
+                    return;
+                }
+                Err(e) if got.is_empty() => {
+                    // The call may or may not have launched: leave the intent open; the next
+                    // step finds the instances by tag or repeats the call with the same token.
+                    let msg = format!("launch {id} of {n}: {e}; will resolve from tags");
+                    self.error(now, report, msg);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(intent = %id, launched = got.len(), asked = n,
+                        "EC2 launched fewer slaves than asked: {e}");
+                    break;
+                }
+            }
+        }
+        let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
+        tracing::info!(intent = %id, asked = n, launched = ids.len(), instances = ?ids,
+            secs = t.elapsed().as_secs_f64(), "launched {} slave(s)", ids.len());
+        for i in &got {
+            self.slaves
+                .insert(i.id.clone(), slave_from(i, Phase::Pending, now, now));
+        }
+        report.launched.extend(ids.iter().cloned());
+        self.finish_intent(&intent, &ids, now, report);
+    }
+
+    async fn release(&mut self, victims: &[String], now: Timestamp, report: &mut Report) {
+        let ids: Vec<String> = victims
+            .iter()
+            .filter(|id| {
+                let ok = self
+                    .slaves
+                    .get(*id)
+                    .is_some_and(|s| matches!(s.phase, Phase::InService | Phase::Registering));
+                if !ok {
+                    tracing::warn!(instance_id = %id, "not releasing: not an in-service slave");
+                }
+                ok
+            })
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        // The tag first: after a crash, it tells adoption this slave is on its way out and must
+        // not be registered again.
+        if let Err(e) = self
+            .cloud
+            .tag(&ids, TAG_DRAINING_SINCE, &now.to_string())
+            .await
+        {
+            self.error(
+                now,
+                report,
+                format!("could not tag {ids:?} for release: {e}"),
+            );
+            return;
+        }
+        for id in &ids {
+            self.set_phase(id, Phase::Releasing, now);
+            if let Some(hook) = self.cfg.hooks.pre_deregister.clone() {
+                self.tasks.remove(id).inspect(|t| t.handle.abort());
+                self.spawn_hook(id, HookKind::PreDeregister, hook);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- reconcile
+
+    /// One reconcile pass: observe EC2 and the ELB (two calls), then move every slave along.
+    pub async fn step(&mut self, now: Timestamp) -> Result<Report, ActuatorError> {
+        let mut report = Report::default();
+        let finished = self.collect_hooks(now).await;
+        let instances = self.cloud.describe_group().await?;
+        let members = self.cloud.elb_members().await?;
+        let by_id: BTreeMap<&str, &InstanceInfo> =
+            instances.iter().map(|i| (i.id.as_str(), i)).collect();
+
+        if self.journal.unresolved().next().is_some() {
+            self.resolve_intents(&instances, now, &mut report).await;
+        }
+        let changes = self.ledger.reconcile(
+            &instances.iter().map(|i| seen(i, now)).collect::<Vec<_>>(),
+            now,
+            SETTLE_SECS,
+        );
+        if !changes.is_empty() {
+            for c in &changes {
+                tracing::info!("cap ledger: {c}");
+            }
+            self.save_ledger(now, &mut report);
+        }
+        // Live instances of the group nobody knows: launched by a crashed run, or by hand.
+        for i in &instances {
+            if alive(i.state) && !self.slaves.contains_key(&i.id) {
+                let phase = match (i.draining_since, members.get(&i.id)) {
+                    (Some(_), _) => Phase::Draining,
+                    (None, Some(MemberState::InService)) => Phase::InService,
+                    (None, Some(_)) => Phase::Registering,
+                    (None, None) if i.state == InstanceState::Running => Phase::Syncing,
+                    (None, None) => Phase::Pending,
+                };
+                let phase = if stopped(i.state) {
+                    Phase::Pending
+                } else {
+                    phase
+                };
+                tracing::warn!(instance_id = %i.id, phase = ?phase, "found a slave of this group \
+                    the agent did not know; adopting it");
+                report.adopted.push(i.id.clone());
+                self.slaves.insert(
+                    i.id.clone(),
+                    slave_from(i, phase, i.draining_since.unwrap_or(now), now),
+                );
+                if stopped(i.state) {
+                    self.fail(
+                        &i.id,
+                        "found stopped; burst slaves are never stopped".into(),
+                        now,
+                        &mut report,
+                    );
+                }
+                if phase == Phase::Syncing && !self.cfg.agent.dry_run {
+                    self.spawn_hook(
+                        &i.id,
+                        HookKind::PreRegister,
+                        self.cfg.hooks.pre_register.clone(),
+                    );
+                }
+            }
+        }
+
+        let dry = self.cfg.agent.dry_run;
+        let mut to_register = Vec::new();
+        let mut to_deregister = Vec::new();
+        let mut to_terminate = Vec::new();
+        let ids: Vec<String> = self.slaves.keys().cloned().collect();
+        for id in ids {
+            let Some(s) = self.slaves.get(&id).cloned() else {
+                continue;
+            };
+            let info = by_id.get(id.as_str()).copied();
+            if let Some(i) = info {
+                if let Some(sl) = self.slaves.get_mut(&id) {
+                    if i.private_ip.is_some() {
+                        sl.private_ip.clone_from(&i.private_ip);
+                    }
+                    if i.private_dns.is_some() {
+                        sl.private_dns.clone_from(&i.private_dns);
+                    }
+                }
+            }
+            let ec2 = info.map(|i| i.state);
+            // Gone or going, whoever did it.
+            if matches!(
+                ec2,
+                Some(InstanceState::Terminated | InstanceState::ShuttingDown)
+            ) || (ec2.is_none() && age(now, s.launched_at) > SETTLE_SECS)
+            {
+                if s.phase != Phase::Terminating {
+                    let msg =
+                        format!("slave {id} was terminated outside the agent (EC2 says {ec2:?})");
+                    self.error(now, &mut report, msg);
+                    if members.contains_key(&id) {
+                        to_deregister.push(id.clone());
+                    }
+                }
+                let _ = self.ledger.record_ended(&id, now);
+                self.slaves.remove(&id);
+                if let Some(t) = self.tasks.remove(&id) {
+                    t.handle.abort();
+                }
+                continue;
+            }
+            if ec2.is_some_and(stopped) && s.failure.is_none() && s.phase != Phase::Terminating {
+                self.fail(&id, "stopped outside the agent".into(), now, &mut report);
+            }
+            let s = match self.slaves.get(&id) {
+                Some(s) => s.clone(),
+                None => continue,
+            };
+            if s.failure.is_some() && s.phase != Phase::Terminating {
+                if members.contains_key(&id) {
+                    to_deregister.push(id.clone());
+                }
+                to_terminate.push(id.clone());
+                continue;
+            }
+            match s.phase {
+                Phase::Pending => {
+                    if ec2 == Some(InstanceState::Running) {
+                        self.set_phase(&id, Phase::Syncing, now);
+                        if !dry {
+                            self.spawn_hook(
+                                &id,
+                                HookKind::PreRegister,
+                                self.cfg.hooks.pre_register.clone(),
+                            );
+                        }
+                    } else if age(now, s.since) > secs(self.cfg.fleet.boot_timeout) {
+                        let why = format!("not running after {}", self.cfg.fleet.boot_timeout);
+                        self.fail(&id, why, now, &mut report);
+                        to_terminate.push(id.clone());
+                    }
+                }
+                Phase::Syncing => match finished.get(&id) {
+                    Some((HookKind::PreRegister, Ok(()))) => {
+                        self.set_phase(&id, Phase::Synced, now);
+                        if let Some(sl) = self.slaves.get_mut(&id) {
+                            sl.last_sync = Some(now);
+                            sl.last_sync_ok = Some(true);
+                        }
+                        to_register.push(id.clone());
+                    }
+                    Some((HookKind::PreRegister, Err(e))) => {
+                        let why =
+                            format!("content sync (pre_register) failed, never registered: {e}");
+                        self.fail(&id, why, now, &mut report);
+                        to_terminate.push(id.clone());
+                    }
+                    _ if !self.tasks.contains_key(&id) && !dry => {
+                        // Adopted mid-sync, or its hook task was lost: start it (again).
+                        self.spawn_hook(
+                            &id,
+                            HookKind::PreRegister,
+                            self.cfg.hooks.pre_register.clone(),
+                        );
+                    }
+                    _ => {}
+                },
+                Phase::Synced => to_register.push(id.clone()),
+                Phase::Registering => match members.get(&id) {
+                    Some(MemberState::InService) => {
+                        self.set_phase(&id, Phase::InService, now);
+                        report.in_service.push(id.clone());
+                    }
+                    _ if age(now, s.since) > secs(self.cfg.elb.register_timeout) => {
+                        let why = format!(
+                            "not InService {} after registration",
+                            self.cfg.elb.register_timeout
+                        );
+                        self.fail(&id, why, now, &mut report);
+                        to_deregister.push(id.clone());
+                        to_terminate.push(id.clone());
+                    }
+                    None if !dry => to_register.push(id.clone()),
+                    _ => {}
+                },
+                Phase::InService => {
+                    if let Some((HookKind::ContentSync, res)) = finished.get(&id) {
+                        if let Some(sl) = self.slaves.get_mut(&id) {
+                            sl.last_sync = Some(now);
+                            sl.last_sync_ok = Some(res.is_ok());
+                        }
+                        if let Err(e) = res {
+                            let msg = format!("periodic content sync to {id} failed (it keeps serving the content of its last sync): {e}");
+                            self.error(now, &mut report, msg);
+                        }
+                    }
+                }
+                Phase::Releasing => {
+                    if !self.tasks.contains_key(&id) {
+                        if let Some((HookKind::PreDeregister, Err(e))) = finished.get(&id) {
+                            tracing::warn!(instance_id = %id, "pre_deregister hook failed; releasing anyway: {e}");
+                        }
+                        to_deregister.push(id.clone());
+                    }
+                }
+                Phase::Draining => {
+                    if members.contains_key(&id) {
+                        to_deregister.push(id.clone());
+                    } else if age(now, s.since) >= secs(self.cfg.elb.draining_timeout) {
+                        to_terminate.push(id.clone());
+                    }
+                }
+                Phase::Terminating => {
+                    if age(now, s.since) > TERMINATE_RETRY_SECS {
+                        to_terminate.push(id.clone());
+                    }
+                }
+            }
+        }
+        if dry {
+            if !(to_register.is_empty() && to_deregister.is_empty() && to_terminate.is_empty()) {
+                tracing::info!(register = ?to_register, deregister = ?to_deregister,
+                    terminate = ?to_terminate, "dry run: would act on adopted slaves");
+            }
+            return Ok(report);
+        }
+        self.act(now, &mut report, to_register, to_deregister, to_terminate)
+            .await;
+        self.periodic_sync(now);
+        Ok(report)
+    }
+
+    async fn act(
+        &mut self,
+        now: Timestamp,
+        report: &mut Report,
+        to_register: Vec<String>,
+        to_deregister: Vec<String>,
+        to_terminate: Vec<String>,
+    ) {
+        if !to_deregister.is_empty() {
+            match self.cloud.deregister(&to_deregister).await {
+                Ok(()) => {
+                    for id in &to_deregister {
+                        if self
+                            .slaves
+                            .get(id)
+                            .is_some_and(|s| s.phase == Phase::Releasing)
+                        {
+                            self.set_phase(id, Phase::Draining, now);
+                        }
+                    }
+                    report.deregistered.extend(to_deregister.iter().cloned());
+                }
+                Err(e) => {
+                    let msg = format!("deregistering {to_deregister:?}: {e}");
+                    self.error(now, report, msg);
+                }
+            }
+        }
+        if !to_register.is_empty() {
+            match self.cloud.register(&to_register).await {
+                Ok(()) => {
+                    for id in &to_register {
+                        if self
+                            .slaves
+                            .get(id)
+                            .is_some_and(|s| s.phase == Phase::Synced)
+                        {
+                            self.set_phase(id, Phase::Registering, now);
+                        }
+                    }
+                    report.registered.extend(to_register.iter().cloned());
+                }
+                Err(e) => {
+                    let msg = format!("registering {to_register:?} with the ELB: {e}");
+                    self.error(now, report, msg);
+                }
+            }
+        }
+        if !to_terminate.is_empty() {
+            match self.terminate(&to_terminate).await {
+                Ok(()) => {
+                    for id in &to_terminate {
+                        self.set_phase(id, Phase::Terminating, now);
+                        let _ = self.ledger.record_ended(id, now);
+                        if let Some(t) = self.tasks.remove(id) {
+                            t.handle.abort();
+                        }
+                        if let Some(hook) = self.cfg.hooks.post_terminate.clone() {
+                            if let Some(s) = self.slaves.get(id) {
+                                let vars = self.vars(s);
+                                let h = tokio::spawn(async move {
+                                    hooks::run("post_terminate", &hook, &vars).await
+                                });
+                                self.detached.push((id.clone(), h));
+                            }
+                        }
+                    }
+                    report.terminated.extend(to_terminate.iter().cloned());
+                    self.save_ledger(now, report);
+                }
+                Err(e) => {
+                    let msg = format!("terminating {to_terminate:?}: {e}");
+                    self.error(now, report, msg);
+                }
+            }
+        }
+    }
+
+    /// TerminateInstances for all at once; if EC2 refuses the batch because one id is unknown,
+    /// one by one so the others are not left running.
+    async fn terminate(&self, ids: &[String]) -> Result<(), crate::aws::AwsError> {
+        match self.cloud.terminate(ids).await {
+            Err(e) if !e.retryable && ids.len() > 1 => {
+                let mut last = Ok(());
+                for id in ids {
+                    if let Err(e) = self.cloud.terminate(std::slice::from_ref(id)).await {
+                        last = Err(e);
+                    }
+                }
+                last
+            }
+            other => other,
+        }
+    }
+
+    fn periodic_sync(&mut self, now: Timestamp) {
+        let interval = secs(self.cfg.hooks.content_sync_interval);
+        let forced = std::mem::take(&mut self.sync_requested);
+        let due: Vec<String> = self
+            .slaves
+            .values()
+            .filter(|s| s.phase == Phase::InService && !self.tasks.contains_key(&s.id))
+            .filter(|s| forced || s.last_sync.is_none_or(|t| age(now, t) >= interval))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in due {
+            self.spawn_hook(
+                &id,
+                HookKind::ContentSync,
+                self.cfg.hooks.content_sync.clone(),
+            );
+        }
+    }
+
+    /// Finished hook tasks, by slave: their kind and result.
+    async fn collect_hooks(
+        &mut self,
+        _now: Timestamp,
+    ) -> BTreeMap<String, (HookKind, Result<(), String>)> {
+        let mut out = BTreeMap::new();
+        let done: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.handle.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            let Some(t) = self.tasks.remove(&id) else {
+                continue;
+            };
+            let res = match t.handle.await {
+                Ok(run) => {
+                    self.hook_seconds
+                        .push((t.kind.name(), run.duration.as_secs_f64()));
+                    run.result.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(format!("hook task ended abnormally: {e}")),
+            };
+            out.insert(id, (t.kind, res));
+        }
+        let mut still = Vec::new();
+        for (id, h) in std::mem::take(&mut self.detached) {
+            if h.is_finished() {
+                if let Ok(run) = h.await {
+                    self.hook_seconds
+                        .push(("post_terminate", run.duration.as_secs_f64()));
+                    if let Err(e) = run.result {
+                        tracing::warn!(instance_id = %id, "post_terminate hook failed: {e}");
+                    }
+                }
+            } else {
+                still.push((id, h));
+            }
+        }
+        self.detached = still;
+        out
+    }
+
+    /// Waits up to `deadline` for hooks under way to finish (shutdown); returns how many were
+    /// still running and were abandoned (their process groups die with the tasks).
+    pub async fn wait_for_hooks(&mut self, deadline: std::time::Duration) -> usize {
+        let until = tokio::time::Instant::now() + deadline;
+        while self.hooks_in_flight() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if self.tasks.values().all(|t| t.handle.is_finished())
+                && self.detached.iter().all(|(_, h)| h.is_finished())
+            {
+                break;
+            }
+        }
+        let left = self
+            .tasks
+            .values()
+            .filter(|t| !t.handle.is_finished())
+            .count()
+            + self
+                .detached
+                .iter()
+                .filter(|(_, h)| !h.is_finished())
+                .count();
+        for t in self.tasks.values() {
+            t.handle.abort();
+        }
+        for (_, h) in &self.detached {
+            h.abort();
+        }
+        left
+    }
+}
+
+fn alive(s: InstanceState) -> bool {
+    matches!(
+        s,
+        InstanceState::Pending
+            | InstanceState::Running
+            | InstanceState::Stopping
+            | InstanceState::Stopped
+    )
+}
+
+fn stopped(s: InstanceState) -> bool {
+    matches!(s, InstanceState::Stopping | InstanceState::Stopped)
+}
+
+fn seen(i: &InstanceInfo, now: Timestamp) -> Seen {
+    let ended = matches!(i.state, InstanceState::Terminated);
+    Seen {
+        instance_id: i.id.clone(),
+        intent: i.intent.clone(),
+        launched_at: i.launched_at.unwrap_or(now),
+        ended_at: ended.then(|| i.ended_at.unwrap_or(now)),
+    }
+}
+
+fn slave_from(i: &InstanceInfo, phase: Phase, since: Timestamp, now: Timestamp) -> Slave {
+    Slave {
+        id: i.id.clone(),
+        intent: i.intent.clone(),
+        private_ip: i.private_ip.clone(),
+        private_dns: i.private_dns.clone(),
+        launched_at: i.launched_at.unwrap_or(now),
+        phase,
+        since,
+        last_sync: None,
+        last_sync_ok: None,
+        failure: None,
+    }
+}

@@ -1,0 +1,282 @@
+//! The one AWS client layer. Every EC2, ELB and CloudWatch call of the agent goes through
+//! [`Aws::call`], which gives it:
+//! - the governor rate limit (`aws.max_calls_per_second`), shared by every task holding a clone;
+//! - the SDK's standard retry with backoff for throttling, 5xx and transport errors
+//!   (`aws.max_attempts`), and a per-call timeout (`aws.call_timeout`) over all attempts;
+//! - one classification of what went wrong: [`AwsError::retryable`] (try again next tick) or final;
+//! - per-operation counters (calls, errors, seconds inside AWS) for the agent's own metrics,
+//!   `status` and the benchmarks.
+//!
+//! Credentials come from the standard AWS chain (environment, profile, instance profile); the
+//! config file never holds any. `aws.endpoint_url` points all three clients at an emulator.
+
+use crate::config::AwsConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What one failed AWS call came to, after the SDK's own retries.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{op}: {code}: {message}{}", if *.retryable { " (retryable)" } else { "" })]
+pub struct AwsError {
+    /// The API operation, e.g. `RunInstances`.
+    pub op: &'static str,
+    /// The service's error code (`RequestLimitExceeded`, `InvalidAMIID.NotFound`) or a
+    /// transport kind (`Timeout`, `Dispatch`).
+    pub code: String,
+    pub message: String,
+    /// Throttling, 5xx, timeouts and transport failures: the same call may work later.
+    pub retryable: bool,
+}
+
+impl AwsError {
+    pub fn is(&self, code: &str) -> bool {
+        self.code == code
+    }
+}
+
+/// Error codes that mean "slow down" or "our side failed": the call may be made again.
+const RETRYABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "InternalFailure",
+    "InternalServiceError",
+    "ServiceUnavailable",
+    "Unavailable",
+    "InsufficientInstanceCapacity",
+];
+
+/// Sorts a failed SDK call into retryable or final, keeping the service's code and message.
+pub fn classify<E>(op: &'static str, err: &SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    let (code, message, retryable) = match err {
+        SdkError::TimeoutError(_) => ("Timeout".to_string(), "call timed out".to_string(), true),
+        SdkError::DispatchFailure(f) => ("Dispatch".to_string(), format!("{f:?}"), true),
+        SdkError::ResponseError(r) => (
+            "BadResponse".to_string(),
+            format!("unreadable reply from AWS: {r:?}"),
+            true,
+        ),
+        SdkError::ConstructionFailure(c) => (
+            "Construction".to_string(),
+            format!("request could not be built: {c:?}"),
+            false,
+        ),
+        SdkError::ServiceError(s) => {
+            let e = s.err();
+            let status = s.raw().status().as_u16();
+            let code = e.code().unwrap_or("Unknown").to_string();
+            let message = e
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            let retryable = status >= 500 || status == 429 || RETRYABLE_CODES.contains(&&*code);
+            (code, message, retryable)
+        }
+        other => ("Unknown".to_string(), format!("{other:?}"), true),
+    };
+    AwsError {
+        op,
+        code,
+        message,
+        retryable,
+    }
+}
+
+/// Counters for one API operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct OpStats {
+    pub calls: u64,
+    pub errors: u64,
+    /// Wall time spent inside the call, rate-limit wait excluded.
+    pub seconds: f64,
+}
+
+/// Every operation's counters, shared by all clones of [`Aws`].
+#[derive(Debug, Default)]
+pub struct CallStats {
+    ops: Mutex<BTreeMap<&'static str, OpStats>>,
+}
+
+impl CallStats {
+    fn record(&self, op: &'static str, took: Duration, failed: bool) {
+        let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        let s = ops.entry(op).or_default();
+        s.calls += 1;
+        s.errors += u64::from(failed);
+        s.seconds += took.as_secs_f64();
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<&'static str, OpStats> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn total_calls(&self) -> u64 {
+        self.snapshot().values().map(|s| s.calls).sum()
+    }
+}
+
+/// Calls made between two snapshots, per operation (zero rows left out).
+pub fn calls_between(
+    before: &BTreeMap<&'static str, OpStats>,
+    after: &BTreeMap<&'static str, OpStats>,
+) -> BTreeMap<&'static str, u64> {
+    after
+        .iter()
+        .map(|(op, s)| (*op, s.calls - before.get(op).map_or(0, |b| b.calls)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The three SDK clients behind one rate limit. Cheap to clone; clones share limit and counters.
+#[derive(Clone)]
+pub struct Aws {
+    pub ec2: aws_sdk_ec2::Client,
+    pub elb: aws_sdk_elasticloadbalancing::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    call_timeout: Duration,
+    stats: Arc<CallStats>,
+}
+
+impl fmt::Debug for Aws {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Aws")
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Aws {
+    /// Clients from the standard credential and region chain, with the config's region,
+    /// endpoint, retries and timeouts applied.
+    pub async fn from_env(cfg: &AwsConfig) -> Self {
+        let loader = aws_config::defaults(BehaviorVersion::latest());
+        Self::from_loader(cfg, loader).await
+    }
+
+    /// Like [`Aws::from_env`], from a loader the caller has started (tests pass static
+    /// credentials this way instead of touching the process environment).
+    pub async fn from_loader(cfg: &AwsConfig, mut loader: aws_config::ConfigLoader) -> Self {
+        if !cfg.region.is_empty() {
+            loader = loader.region(Region::new(cfg.region.clone()));
+        }
+        if !cfg.endpoint_url.is_empty() {
+            loader = loader.endpoint_url(cfg.endpoint_url.clone());
+        }
+        let sdk = loader
+            .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts.max(1)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(cfg.call_timeout.get())
+                    .build(),
+            )
+            .load()
+            .await;
+        Self::from_sdk_config(cfg, &sdk)
+    }
+
+    pub fn from_sdk_config(cfg: &AwsConfig, sdk: &SdkConfig) -> Self {
+        let per_second = NonZeroU32::new(cfg.max_calls_per_second).unwrap_or(NonZeroU32::MIN);
+        Aws {
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            elb: aws_sdk_elasticloadbalancing::Client::new(sdk),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
+            limiter: Arc::new(RateLimiter::direct(Quota::per_second(per_second))),
+            call_timeout: cfg.call_timeout.get(),
+            stats: Arc::new(CallStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
+    }
+
+    /// Makes one API call: waits for the shared rate limit, runs the SDK future (with its own
+    /// retries) under the per-call timeout, counts it, and classifies a failure.
+    ///
+    /// ```ignore
+    /// let out = aws.call("DescribeInstances", aws.ec2.describe_instances().send()).await?;
+    /// ```
+    pub async fn call<T, E, F>(&self, op: &'static str, fut: F) -> Result<T, AwsError>
+    where
+        F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error,
+    {
+        self.limiter.until_ready().await;
+        let started = Instant::now();
+        // The SDK's operation timeout covers its retries; this one also covers a hung
+        // credential provider or connector, with a second's grace for the SDK to report first.
+        let res = tokio::time::timeout(self.call_timeout + Duration::from_secs(1), fut).await;
+        let out = match res {
+            Err(_) => Err(AwsError {
+                op,
+                code: "Timeout".into(),
+                message: format!("no reply within {:?}", self.call_timeout),
+                retryable: true,
+            }),
+            Ok(Err(e)) => Err(classify(op, &e)),
+            Ok(Ok(v)) => Ok(v),
+        };
+        self.stats.record(op, started.elapsed(), out.is_err());
+        if let Err(e) = &out {
+            tracing::warn!(op, code = %e.code, retryable = e.retryable, "AWS call failed: {}", e.message);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_between_counts_only_new_calls() {
+        let stats = CallStats::default();
+        stats.record("DescribeInstances", Duration::from_millis(5), false);
+        let before = stats.snapshot();
+        stats.record("DescribeInstances", Duration::from_millis(5), false);
+        stats.record("RunInstances", Duration::from_millis(5), true);
+        let diff = calls_between(&before, &stats.snapshot());
+        assert_eq!(diff.get("DescribeInstances"), Some(&1));
+        assert_eq!(diff.get("RunInstances"), Some(&1));
+        assert_eq!(stats.snapshot()["RunInstances"].errors, 1);
+        assert_eq!(stats.total_calls(), 3);
+    }
+
+    #[test]
+    fn error_display_says_whether_it_is_retryable() {
+        let e = AwsError {
+            op: "RunInstances",
+            code: "RequestLimitExceeded".into(),
+            message: "Request limit exceeded.".into(),
+            retryable: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "RunInstances: RequestLimitExceeded: Request limit exceeded. (retryable)"
+        );
+    }
+}

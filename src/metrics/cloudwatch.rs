@@ -1,0 +1,204 @@
+//! The CloudWatch edge of the metrics loop: PutMetricData from the buffer, GetMetricData for the
+//! fleet. Everything that decides what to send or how to read the answer is in `mod.rs`.
+
+use super::{assemble, queries, Buffer, Datum, ReadBack, MAX_QUERIES_PER_CALL};
+use crate::aws::{Aws, AwsError};
+use aws_sdk_cloudwatch::types::{
+    Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat, ScanBy, StandardUnit,
+};
+use aws_smithy_types::DateTime;
+use jiff::Timestamp;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+fn to_aws(t: Timestamp) -> DateTime {
+    DateTime::from_millis(t.as_millisecond())
+}
+
+fn from_aws(t: &DateTime) -> Option<Timestamp> {
+    t.to_millis()
+        .ok()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+}
+
+fn to_sdk(d: &Datum, storage_resolution: i32) -> MetricDatum {
+    MetricDatum::builder()
+        .metric_name(d.name)
+        .set_dimensions(Some(
+            d.dims
+                .iter()
+                .map(|(k, v)| Dimension::builder().name(*k).value(v).build())
+                .collect(),
+        ))
+        .value(d.value)
+        .unit(StandardUnit::from(d.unit.as_str()))
+        .timestamp(to_aws(d.at))
+        .storage_resolution(storage_resolution)
+        .build()
+}
+
+/// What one flush did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Flushed {
+    pub sent: usize,
+    pub calls: usize,
+    /// Datums CloudWatch refused for good (a final error): dropped, and named in the log.
+    pub refused: usize,
+    /// The error that stopped the flush (the batch went back into the buffer).
+    pub stopped_by: Option<AwsError>,
+}
+
+/// Publishes everything in the buffer, one batch per call. The lock is held only to take or
+/// put back a batch, never across a network call, so sampling never waits on CloudWatch. A
+/// retryable failure puts the batch back and stops (the next flush retries); a final one drops
+/// the batch with an error naming its metrics.
+pub async fn flush(
+    aws: &Aws,
+    namespace: &str,
+    storage_resolution: u32,
+    buffer: &Mutex<Buffer>,
+) -> Flushed {
+    let resolution = if storage_resolution == 1 { 1 } else { 60 };
+    let mut out = Flushed::default();
+    loop {
+        let batch = buffer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_batch();
+        if batch.is_empty() {
+            return out;
+        }
+        let data: Vec<MetricDatum> = batch.iter().map(|d| to_sdk(d, resolution)).collect();
+        let res = aws
+            .call(
+                "PutMetricData",
+                aws.cloudwatch
+                    .put_metric_data()
+                    .namespace(namespace)
+                    .set_metric_data(Some(data))
+                    .send(),
+            )
+            .await;
+        out.calls += 1;
+        match res {
+            Ok(_) => out.sent += batch.len(),
+            Err(e) if e.retryable => {
+                let dropped = buffer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .put_back(batch);
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        "metrics buffer full while CloudWatch is unreachable: \
+                        dropped the oldest datapoints (raise metrics.buffer_limit to keep more)"
+                    );
+                }
+                out.stopped_by = Some(e);
+                return out;
+            }
+            Err(e) => {
+                let mut names: Vec<&str> = batch.iter().map(|d| d.name).collect();
+                names.dedup();
+                tracing::error!(refused = batch.len(), metrics = ?names,
+                    "CloudWatch refused a batch of datapoints for good; dropped it: {e}");
+                out.refused += batch.len();
+            }
+        }
+    }
+}
+
+/// Reads the newest value of each policy signal for every slave: `ceil(3 × slaves / 500)`
+/// GetMetricData calls (one up to 166 slaves), plus one per extra page of results.
+pub async fn read_fleet(
+    aws: &Aws,
+    namespace: &str,
+    group: &str,
+    instance_ids: &[String],
+    storage_resolution: u32,
+    stale_after_secs: i64,
+    now: Timestamp,
+) -> Result<ReadBack, AwsError> {
+    let specs = queries(instance_ids);
+    let period: i32 = if storage_resolution == 1 { 1 } else { 60 };
+    let start = now - jiff::SignedDuration::from_secs(stale_after_secs + i64::from(period));
+    let end = now + jiff::SignedDuration::from_secs(i64::from(period));
+    let mut results: BTreeMap<String, Vec<(Timestamp, f64)>> = BTreeMap::new();
+    let mut bad_replies = Vec::new();
+    for chunk in specs.chunks(MAX_QUERIES_PER_CALL) {
+        let q: Vec<MetricDataQuery> = chunk
+            .iter()
+            .map(|s| {
+                let metric = Metric::builder()
+                    .namespace(namespace)
+                    .metric_name(s.metric)
+                    .dimensions(Dimension::builder().name("Group").value(group).build())
+                    .dimensions(
+                        Dimension::builder()
+                            .name("InstanceId")
+                            .value(&s.instance_id)
+                            .build(),
+                    )
+                    .build();
+                MetricDataQuery::builder()
+                    .id(&s.id)
+                    .metric_stat(
+                        MetricStat::builder()
+                            .metric(metric)
+                            .period(period)
+                            .stat("Average")
+                            .build(),
+                    )
+                    .return_data(true)
+                    .build()
+            })
+            .collect();
+        let mut token: Option<String> = None;
+        loop {
+            let out = aws
+                .call(
+                    "GetMetricData",
+                    aws.cloudwatch
+                        .get_metric_data()
+                        .set_metric_data_queries(Some(q.clone()))
+                        .start_time(to_aws(start))
+                        .end_time(to_aws(end))
+                        .scan_by(ScanBy::TimestampDescending)
+                        .set_next_token(token.clone())
+                        .send(),
+                )
+                .await?;
+            for r in out.metric_data_results() {
+                let Some(id) = r.id() else { continue };
+                let (ts, vals) = (r.timestamps(), r.values());
+                if ts.len() != vals.len() {
+                    bad_replies.push(format!(
+                        "GetMetricData result {id}: {} timestamps but {} values; ignored",
+                        ts.len(),
+                        vals.len()
+                    ));
+                    continue;
+                }
+                let series = results.entry(id.to_string()).or_default();
+                for (t, v) in ts.iter().zip(vals) {
+                    match from_aws(t) {
+                        Some(t) => series.push((t, *v)),
+                        None => bad_replies.push(format!(
+                            "GetMetricData result {id}: timestamp {t:?} unreadable"
+                        )),
+                    }
+                }
+            }
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    let mut back = assemble(&specs, &results, now, stale_after_secs);
+    back.rejected.extend(bad_replies);
+    for r in &back.rejected {
+        tracing::warn!(group, "fleet read-back: {r}");
+    }
+    Ok(back)
+}

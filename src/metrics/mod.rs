@@ -1,0 +1,528 @@
+//! The custom metrics loop: host samples and the agent's own numbers become CloudWatch datums
+//! (this file, pure), wait in a bounded buffer, go out in batches, and the fleet's newest
+//! samples come back for the policy (`cloudwatch.rs`, the edge).
+//!
+//! Names, units and dimensions are fixed here once, for publisher and reader alike:
+//! - per host, dimensions `Group` + `InstanceId`: `LoadAverage1`, `LoadPerCpu`, `ApacheWorkers`,
+//!   `ApacheBusyWorkers`, `ApacheIdleWorkers`, `ApacheBusyRatio`, `MemoryUsedRatio`,
+//!   `SwapUsedBytes`, and `DiskUsedPercent` (+ `Path`);
+//! - group-wide aggregate, dimension `Group` only: `LoadPerCpu`, `ApacheBusyRatio`,
+//!   `MemoryUsedRatio`, `ApacheWorkers` (CloudWatch matches dimension sets exactly, so the
+//!   aggregate is its own series);
+//! - the agent's own, dimension `Group` (+ `Action` / `Hook` / `Op`): `Decisions`,
+//!   `ScaleOutInstances`, `ScaleInInstances`, `BurstCapUsed`, `BurstCapRemaining`, `ApiErrors`,
+//!   `HookSeconds`, `MetricsDropped`.
+
+pub mod cloudwatch;
+
+use crate::cap::CapStatus;
+use crate::config::Signal;
+use crate::policy::{Decision, HostMetrics};
+use crate::sampler::HostSample;
+use jiff::Timestamp;
+use std::collections::{BTreeMap, VecDeque};
+
+/// CloudWatch's standard units, the few the agent uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    None,
+    Count,
+    Percent,
+    Bytes,
+    Seconds,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::None => "None",
+            Unit::Count => "Count",
+            Unit::Percent => "Percent",
+            Unit::Bytes => "Bytes",
+            Unit::Seconds => "Seconds",
+        }
+    }
+}
+
+/// One value of one metric at one time, ready for PutMetricData.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Datum {
+    pub name: &'static str,
+    pub unit: Unit,
+    pub value: f64,
+    pub at: Timestamp,
+    /// In CloudWatch's order of mention; `Group` first.
+    pub dims: Vec<(&'static str, String)>,
+}
+
+impl Datum {
+    /// Bytes this datum adds to a Query-protocol request body, generously rounded up.
+    pub fn encoded_size_estimate(&self) -> usize {
+        let dims: usize = self
+            .dims
+            .iter()
+            .map(|(k, v)| 2 * 48 + k.len() + v.len() * 3)
+            .sum();
+        200 + self.name.len() + dims
+    }
+}
+
+/// The signal metrics the policy reads back, with the name each is published under.
+pub const SIGNAL_METRICS: [(Signal, &str); 3] = [
+    (Signal::LoadPerCpu, "LoadPerCpu"),
+    (Signal::ApacheBusyRatio, "ApacheBusyRatio"),
+    (Signal::MemoryUsedRatio, "MemoryUsedRatio"),
+];
+
+/// Turns one host sample into datums. Values that are not finite numbers ≥ 0 are left out
+/// and named in the second list (CloudWatch would reject the whole call).
+pub fn host_data(sample: &HostSample, group: &str, instance_id: &str) -> (Vec<Datum>, Vec<String>) {
+    let host = |name: &'static str, unit: Unit, value: f64| Datum {
+        name,
+        unit,
+        value,
+        at: sample.timestamp,
+        dims: vec![("Group", group.into()), ("InstanceId", instance_id.into())],
+    };
+    let agg = |name: &'static str, unit: Unit, value: f64| Datum {
+        name,
+        unit,
+        value,
+        at: sample.timestamp,
+        dims: vec![("Group", group.into())],
+    };
+    let mut out = Vec::with_capacity(16);
+    if let Some(l) = sample.load {
+        out.push(host("LoadAverage1", Unit::None, l.one));
+    }
+    for (signal, name) in SIGNAL_METRICS {
+        if let Some(v) = sample.signal(signal) {
+            out.push(host(name, Unit::None, v));
+            out.push(agg(name, Unit::None, v));
+        }
+    }
+    let a = &sample.apache;
+    if let Some(w) = a.workers {
+        out.push(host("ApacheWorkers", Unit::Count, f64::from(w)));
+        out.push(agg("ApacheWorkers", Unit::Count, f64::from(w)));
+    }
+    if let Some(b) = a.busy_workers {
+        out.push(host("ApacheBusyWorkers", Unit::Count, f64::from(b)));
+    }
+    if let Some(i) = a.idle_workers {
+        out.push(host("ApacheIdleWorkers", Unit::Count, f64::from(i)));
+    }
+    if let Some(m) = sample.memory {
+        out.push(host("SwapUsedBytes", Unit::Bytes, m.swap_used_bytes as f64));
+    }
+    for d in &sample.disks {
+        if let Some(p) = d.used_percent {
+            let mut datum = host("DiskUsedPercent", Unit::Percent, p);
+            datum.dims.push(("Path", d.path.display().to_string()));
+            out.push(datum);
+        }
+    }
+    split_valid(out)
+}
+
+fn split_valid(data: Vec<Datum>) -> (Vec<Datum>, Vec<String>) {
+    let (ok, bad): (Vec<_>, Vec<_>) = data
+        .into_iter()
+        .partition(|d| d.value.is_finite() && d.value >= 0.0);
+    let bad = bad
+        .into_iter()
+        .map(|d| {
+            format!(
+                "{} = {} ({:?}) is not a finite number ≥ 0",
+                d.name, d.value, d.dims
+            )
+        })
+        .collect();
+    (ok, bad)
+}
+
+/// The agent's own numbers after one decision: what it decided, the burst cap, AWS errors since
+/// the last report, hook run times, datums dropped from the buffer.
+pub struct AgentNumbers<'a> {
+    pub decision: Option<&'a Decision>,
+    pub cap: &'a CapStatus,
+    pub api_errors: u64,
+    pub hook_seconds: &'a [(&'static str, f64)],
+    pub dropped: u64,
+}
+
+pub fn agent_data(n: &AgentNumbers<'_>, group: &str, at: Timestamp) -> Vec<Datum> {
+    let d = |name: &'static str, unit: Unit, value: f64, extra: Option<(&'static str, &str)>| {
+        let mut dims = vec![("Group", group.to_string())];
+        if let Some((k, v)) = extra {
+            dims.push((k, v.to_string()));
+        }
+        Datum {
+            name,
+            unit,
+            value,
+            at,
+            dims,
+        }
+    };
+    let mut out = vec![
+        d("BurstCapUsed", Unit::Count, f64::from(n.cap.used), None),
+        d(
+            "BurstCapRemaining",
+            Unit::Count,
+            f64::from(n.cap.remaining),
+            None,
+        ),
+        d("ApiErrors", Unit::Count, n.api_errors as f64, None),
+        d("MetricsDropped", Unit::Count, n.dropped as f64, None),
+    ];
+    if let Some(dec) = n.decision {
+        out.push(d(
+            "Decisions",
+            Unit::Count,
+            1.0,
+            Some(("Action", dec.action())),
+        ));
+        match dec {
+            Decision::ScaleOut { count, .. } => {
+                out.push(d("ScaleOutInstances", Unit::Count, f64::from(*count), None))
+            }
+            Decision::ScaleIn { instances, .. } => out.push(d(
+                "ScaleInInstances",
+                Unit::Count,
+                instances.len() as f64,
+                None,
+            )),
+            Decision::Hold { .. } => {}
+        }
+    }
+    for (hook, secs) in n.hook_seconds {
+        out.push(d("HookSeconds", Unit::Seconds, *secs, Some(("Hook", hook))));
+    }
+    split_valid(out).0
+}
+
+/// PutMetricData's limits: 1,000 datums and 1 MB a request. Stay well inside the byte limit.
+pub const MAX_DATA_PER_CALL: usize = 1000;
+pub const MAX_BYTES_PER_CALL: usize = 800 * 1024;
+
+/// Datums waiting to be published. Bounded: past `limit` the oldest are dropped (and counted),
+/// so an unreachable CloudWatch costs old datapoints, never memory or a blocked sampler.
+#[derive(Debug)]
+pub struct Buffer {
+    queue: VecDeque<Datum>,
+    limit: usize,
+    dropped_total: u64,
+}
+
+impl Buffer {
+    pub fn new(limit: usize) -> Self {
+        Buffer {
+            queue: VecDeque::new(),
+            limit: limit.max(1),
+            dropped_total: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total
+    }
+
+    /// Appends; returns how many of the oldest were dropped to stay within the limit.
+    pub fn push(&mut self, data: impl IntoIterator<Item = Datum>) -> usize {
+        self.queue.extend(data);
+        self.trim()
+    }
+
+    fn trim(&mut self) -> usize {
+        let over = self.queue.len().saturating_sub(self.limit);
+        self.queue.drain(..over);
+        self.dropped_total += over as u64;
+        over
+    }
+
+    /// The oldest datums that fit one PutMetricData call.
+    pub fn take_batch(&mut self) -> Vec<Datum> {
+        let mut bytes = 0;
+        let mut n = 0;
+        for d in &self.queue {
+            let size = d.encoded_size_estimate();
+            if n == MAX_DATA_PER_CALL || (n > 0 && bytes + size > MAX_BYTES_PER_CALL) {
+                break;
+            }
+            bytes += size;
+            n += 1;
+        }
+        self.queue.drain(..n).collect()
+    }
+
+    /// A batch that could not be sent goes back to the front, in order; if new datums arrived
+    /// meanwhile and the limit is exceeded, the oldest go. Returns how many were dropped.
+    pub fn put_back(&mut self, batch: Vec<Datum>) -> usize {
+        for d in batch.into_iter().rev() {
+            self.queue.push_front(d);
+        }
+        self.trim()
+    }
+}
+
+/// One GetMetricData query: which slave and which signal its id stands for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuerySpec {
+    /// `m<slave index>_<signal index>`: CloudWatch wants ids that start with a lower-case letter.
+    pub id: String,
+    pub instance_id: String,
+    pub metric: &'static str,
+}
+
+/// GetMetricData takes at most 500 queries a call.
+pub const MAX_QUERIES_PER_CALL: usize = 500;
+
+pub fn queries(instance_ids: &[String]) -> Vec<QuerySpec> {
+    instance_ids
+        .iter()
+        .enumerate()
+        .flat_map(|(i, id)| {
+            SIGNAL_METRICS
+                .iter()
+                .enumerate()
+                .map(move |(k, (_, metric))| QuerySpec {
+                    id: format!("m{i}_{k}"),
+                    instance_id: id.clone(),
+                    metric,
+                })
+        })
+        .collect()
+}
+
+/// What the read-back found, per slave.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReadBack {
+    /// Slaves with at least one fresh signal.
+    pub metrics: BTreeMap<String, HostMetrics>,
+    /// Slaves with no fresh value at all: missing, never zero.
+    pub missing: Vec<String>,
+    /// Values CloudWatch returned that cannot be a utilization, named.
+    pub rejected: Vec<String>,
+}
+
+/// Puts the query results back together: for each slave and signal the newest value, if it is
+/// no older than `stale_after` seconds at `now`. Each series is (timestamp, value) pairs.
+pub fn assemble(
+    specs: &[QuerySpec],
+    results: &BTreeMap<String, Vec<(Timestamp, f64)>>,
+    now: Timestamp,
+    stale_after: i64,
+) -> ReadBack {
+    let mut out = ReadBack::default();
+    let mut per: BTreeMap<&str, HostMetrics> = BTreeMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    for spec in specs {
+        if !order.contains(&spec.instance_id.as_str()) {
+            order.push(&spec.instance_id);
+        }
+        let Some(series) = results.get(&spec.id) else {
+            continue;
+        };
+        let newest = series.iter().max_by_key(|(t, _)| *t);
+        let Some(&(at, value)) = newest else { continue };
+        if now.as_second() - at.as_second() > stale_after {
+            continue;
+        }
+        if !value.is_finite() || value < 0.0 {
+            out.rejected.push(format!(
+                "{} of {}: CloudWatch returned {value}, not a utilization",
+                spec.metric, spec.instance_id
+            ));
+            continue;
+        }
+        let m = per
+            .entry(spec.instance_id.as_str())
+            .or_insert_with(|| HostMetrics {
+                at,
+                load_per_cpu: None,
+                apache_busy_ratio: None,
+                memory_used_ratio: None,
+            });
+        // The observation is as old as its oldest part.
+        m.at = m.at.min(at);
+        match spec.metric {
+            "LoadPerCpu" => m.load_per_cpu = Some(value),
+            "ApacheBusyRatio" => m.apache_busy_ratio = Some(value),
+            _ => m.memory_used_ratio = Some(value),
+        }
+    }
+    for id in order {
+        match per.remove(id) {
+            Some(m) => {
+                out.metrics.insert(id.to_string(), m);
+            }
+            None => out.missing.push(id.to_string()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::{ApacheSample, DiskSample, LoadSample, MemorySample};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn sample() -> HostSample {
+        HostSample {
+            timestamp: ts("2026-11-25T09:00:00Z"),
+            host: "web1".into(),
+            cpus: 8,
+            load: Some(LoadSample {
+                one: 273.91,
+                five: 200.0,
+                fifteen: 100.0,
+                runnable_tasks: 400,
+                total_tasks: 704,
+            }),
+            apache: ApacheSample {
+                workers: Some(400),
+                method: None,
+                busy_workers: Some(250),
+                idle_workers: Some(6),
+                max_workers: 256,
+            },
+            memory: Some(MemorySample {
+                total_bytes: 100,
+                available_bytes: 25,
+                swap_total_bytes: 10,
+                swap_used_bytes: 4,
+            }),
+            disks: vec![DiskSample {
+                path: "/".into(),
+                used_percent: Some(f64::NAN),
+            }],
+            problems: vec![],
+        }
+    }
+
+    #[test]
+    fn a_sample_becomes_host_and_group_datums_and_bad_values_are_named() {
+        let (data, bad) = host_data(&sample(), "site", "i-1");
+        let names: Vec<_> = data.iter().map(|d| (d.name, d.dims.len())).collect();
+        assert!(names.contains(&("LoadPerCpu", 2)));
+        assert!(names.contains(&("LoadPerCpu", 1)), "group aggregate");
+        assert!(names.contains(&("ApacheBusyWorkers", 2)));
+        let lpc = data.iter().find(|d| d.name == "LoadPerCpu").unwrap();
+        assert!((lpc.value - 273.91 / 8.0).abs() < 1e-9);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].contains("DiskUsedPercent"), "{bad:?}");
+    }
+
+    #[test]
+    fn agent_numbers_cover_decision_cap_errors_and_hooks() {
+        let cap = crate::cap::CapLedger::new("Asia/Tokyo", 7, None)
+            .unwrap()
+            .status(ts("2026-11-25T09:00:00Z"));
+        let data = agent_data(
+            &AgentNumbers {
+                decision: None,
+                cap: &cap,
+                api_errors: 2,
+                hook_seconds: &[("pre_register", 12.5)],
+                dropped: 0,
+            },
+            "site",
+            ts("2026-11-25T09:00:00Z"),
+        );
+        let get = |n: &str| data.iter().find(|d| d.name == n).map(|d| d.value);
+        assert_eq!(get("BurstCapRemaining"), Some(7.0));
+        assert_eq!(get("ApiErrors"), Some(2.0));
+        assert_eq!(get("HookSeconds"), Some(12.5));
+    }
+
+    fn datum(v: f64) -> Datum {
+        Datum {
+            name: "LoadPerCpu",
+            unit: Unit::None,
+            value: v,
+            at: ts("2026-11-25T09:00:00Z"),
+            dims: vec![("Group", "g".into())],
+        }
+    }
+
+    #[test]
+    fn buffer_drops_oldest_past_its_limit_and_keeps_order_on_put_back() {
+        let mut b = Buffer::new(3);
+        assert_eq!(b.push((0..5).map(|i| datum(i as f64))), 2);
+        assert_eq!(b.dropped_total(), 2);
+        let batch = b.take_batch();
+        assert_eq!(
+            batch.iter().map(|d| d.value).collect::<Vec<_>>(),
+            [2.0, 3.0, 4.0]
+        );
+        b.push([datum(5.0)]);
+        assert_eq!(b.put_back(batch), 1, "one over the limit");
+        assert_eq!(
+            b.take_batch().iter().map(|d| d.value).collect::<Vec<_>>(),
+            [3.0, 4.0, 5.0]
+        );
+    }
+
+    #[test]
+    fn batches_respect_the_per_call_limits() {
+        let mut b = Buffer::new(5000);
+        b.push((0..2500).map(|i| datum(i as f64)));
+        assert_eq!(b.take_batch().len(), MAX_DATA_PER_CALL);
+        let mut big = datum(1.0);
+        big.dims.push(("Path", "x".repeat(250)));
+        let mut b = Buffer::new(5000);
+        b.push(std::iter::repeat_n(big.clone(), 1000));
+        let batch = b.take_batch();
+        let bytes: usize = batch.iter().map(Datum::encoded_size_estimate).sum();
+        assert!(
+            bytes <= MAX_BYTES_PER_CALL && batch.len() < 1000,
+            "{}",
+            batch.len()
+        );
+    }
+
+    #[test]
+    fn read_back_takes_the_newest_fresh_value_and_reports_stale_as_missing() {
+        let ids: Vec<String> = ["i-a", "i-b", "i-c"].map(String::from).to_vec();
+        let specs = queries(&ids);
+        assert_eq!(specs.len(), 9);
+        assert!(specs.iter().all(|s| s.id.starts_with('m')));
+        let now = ts("2026-11-25T09:10:00Z");
+        let mut r = BTreeMap::new();
+        // i-a: two load points (newest wins), busy ratio fresh.
+        r.insert(
+            "m0_0".to_string(),
+            vec![
+                (ts("2026-11-25T09:05:00Z"), 0.2),
+                (ts("2026-11-25T09:09:00Z"), 0.9),
+            ],
+        );
+        r.insert("m0_1".to_string(), vec![(ts("2026-11-25T09:09:30Z"), 0.5)]);
+        // i-b: only a stale point.
+        r.insert("m1_0".to_string(), vec![(ts("2026-11-25T09:00:00Z"), 0.7)]);
+        // i-c: a negative value from the API.
+        r.insert("m2_2".to_string(), vec![(ts("2026-11-25T09:09:00Z"), -1.0)]);
+        let back = assemble(&specs, &r, now, 180);
+        let a = back.metrics["i-a"];
+        assert_eq!(a.load_per_cpu, Some(0.9));
+        assert_eq!(a.apache_busy_ratio, Some(0.5));
+        assert_eq!(a.memory_used_ratio, None);
+        assert_eq!(a.at, ts("2026-11-25T09:09:00Z"));
+        assert_eq!(back.missing, ["i-b", "i-c"]);
+        assert_eq!(back.rejected.len(), 1);
+        assert!(back.rejected[0].contains("i-c"));
+    }
+}
