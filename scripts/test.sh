@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the tests use: apache2 + mod_status (end-to-end sampling), apache2-utils (ab),
-# rsync (content-sync hooks), systemd (systemd-analyze for the unit), procps, coreutils.
+# rsync (content-sync hooks), systemd (systemd-analyze for the unit), procps, coreutils,
+# python3-venv (moto, below).
 packages=(apache2 apache2-utils rsync systemd procps coreutils ca-certificates python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
@@ -24,6 +25,16 @@ fi
 # Debian starts apache2 on port 80 after install; the tests run their own on loopback ports.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet apache2 2>/dev/null; then
   as_root systemctl stop apache2 || true
+fi
+
+# moto (EC2, classic ELB and CloudWatch emulator) for the AWS-edge tests, in a local virtualenv.
+# The tests start their own moto_server on a free loopback port.
+if ! .venv-test/bin/python -c 'import moto' >/dev/null 2>&1 ||
+   ! cmp -s scripts/requirements-test.txt .venv-test/requirements-test.txt; then
+  echo "==> installing moto into .venv-test"
+  python3 -m venv .venv-test
+  .venv-test/bin/pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+  cp scripts/requirements-test.txt .venv-test/requirements-test.txt
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -44,7 +44,7 @@ impl Intent {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Journal {
     version: u32,
@@ -64,6 +64,12 @@ pub enum JournalError {
 
 pub fn path_in(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal::new()
+    }
 }
 
 impl Journal {

@@ -3,6 +3,7 @@
 
 pub mod apache;
 pub mod fake_apache;
+pub mod moto;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,549 @@
+//! The actuator against a real moto server (EC2 + classic ELB) and real rsync into per-slave
+//! directories: scale-out through sync and registration, failing and hanging sync hooks,
+//! scale-in with draining, adoption after a restart, and the calls a steady tick makes.
+
+mod common;
+
+use burst_agent::actuator::cloud::{AwsCloud, TAG_BURST, TAG_GROUP, TAG_INTENT, TAG_LAUNCHED_AT};
+use burst_agent::actuator::journal::{self, Intent, Journal, Outcome};
+use burst_agent::actuator::{Actuator, Phase};
+use burst_agent::aws::Aws;
+use burst_agent::config::{Config, Dur, Hook};
+use burst_agent::policy::{Decision, Explanation};
+use common::moto::{actuator_config, Moto};
+use jiff::Timestamp;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+struct Site {
+    _moto: Moto,
+    aws: Aws,
+    dir: tempfile::TempDir,
+    cfg: Config,
+}
+
+impl Site {
+    async fn new(group: &str) -> Site {
+        common::require("rsync", "rsync");
+        let moto = Moto::start();
+        let aws = moto.aws().await;
+        let dir = tempfile::tempdir().unwrap();
+        let docroot = dir.path().join("www");
+        std::fs::create_dir_all(docroot.join("news")).unwrap();
+        std::fs::write(docroot.join("index.html"), "<h1>Open week</h1>\n").unwrap();
+        std::fs::write(docroot.join("news/tee-times.html"), "8:00 9:10\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("slaves")).unwrap();
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        let cfg = actuator_config(
+            &moto,
+            group,
+            &dir.path().join("state"),
+            &docroot,
+            &dir.path().join("slaves"),
+        );
+        moto.create_elb(&aws, &cfg.elb.name).await;
+        Site {
+            _moto: moto,
+            aws,
+            dir,
+            cfg,
+        }
+    }
+
+    fn actuator(&self) -> Actuator<AwsCloud> {
+        let cloud = AwsCloud::new(
+            self.aws.clone(),
+            &self.cfg.agent.group,
+            &self.cfg.elb.name,
+            &self.cfg.fleet,
+        )
+        .unwrap();
+        Actuator::open(cloud, &self.cfg, Timestamp::now()).unwrap()
+    }
+
+    fn slave_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join("slaves").join(id)
+    }
+
+    fn marker(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn elb_members(&self) -> BTreeSet<String> {
+        let out = self
+            .aws
+            .elb
+            .describe_load_balancers()
+            .load_balancer_names(&self.cfg.elb.name)
+            .send()
+            .await
+            .unwrap();
+        out.load_balancer_descriptions()[0]
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect()
+    }
+
+    /// (id, state, tags) of every instance in moto.
+    async fn instances(&self) -> Vec<(String, String, Vec<(String, String)>)> {
+        let out = self.aws.ec2.describe_instances().send().await.unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                (
+                    i.instance_id().unwrap().to_string(),
+                    i.state().unwrap().name().unwrap().as_str().to_string(),
+                    i.tags()
+                        .iter()
+                        .map(|t| (t.key().unwrap().into(), t.value().unwrap().into()))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    async fn running(&self) -> BTreeSet<String> {
+        self.instances()
+            .await
+            .into_iter()
+            .filter(|(_, s, _)| s == "running" || s == "pending")
+            .map(|(id, _, _)| id)
+            .collect()
+    }
+
+    /// The product's third promise, checked after every step: whatever the ELB serves from
+    /// has the master's content.
+    async fn assert_no_member_without_content(&self) {
+        for id in self.elb_members().await {
+            let page = self.slave_dir(&id).join("index.html");
+            assert_eq!(
+                std::fs::read_to_string(&page).unwrap_or_default(),
+                "<h1>Open week</h1>\n",
+                "{id} is registered with the ELB without the master's content"
+            );
+        }
+    }
+}
+
+fn why() -> Explanation {
+    serde_json::from_value(serde_json::json!({
+        "mode": "target_tracking", "in_service": 0, "on_the_way": 0, "draining": 0,
+        "current": 0, "utilization": null, "signals": [], "raw_desired": 0, "stabilized": 0,
+        "rate_limited": 0, "bounded": 0, "cap_limited": 0, "final_count": 0, "reasons": [],
+        "cap": {"used": 0, "limit": 7, "remaining": 7, "instance_hours": 0.0,
+                "hours_budget": null, "time_zone": "UTC", "day": "2026-11-25",
+                "resets_at": "2026-11-26T00:00:00Z", "resets_in_secs": 1, "blocked": null}
+    }))
+    .expect("an Explanation")
+}
+
+fn scale_out(count: u32) -> Decision {
+    Decision::ScaleOut { count, why: why() }
+}
+
+/// Steps until `done` or 60 s, checking the content promise after every step.
+async fn step_until(
+    site: &Site,
+    act: &mut Actuator<AwsCloud>,
+    what: &str,
+    mut done: impl FnMut(&Actuator<AwsCloud>) -> bool,
+) {
+    let t = std::time::Instant::now();
+    loop {
+        act.step(Timestamp::now()).await.expect("step");
+        site.assert_no_member_without_content().await;
+        if done(act) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{what}: not reached in 60 s; slaves: {:?}",
+            act.slaves().map(|s| (&s.id, s.phase)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn all_in(act: &Actuator<AwsCloud>, n: usize, phase: Phase) -> bool {
+    act.slaves().filter(|s| s.phase == phase).count() == n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_of_three_syncs_content_with_rsync_before_registering() {
+    let site = Site::new("open-week").await;
+    let mut act = site.actuator();
+    let report = act.apply(&scale_out(3), Timestamp::now()).await;
+    assert_eq!(report.launched.len(), 3, "{report:?}");
+    assert_eq!(act.ledger().used(Timestamp::now()), 3);
+    // Right after launch nothing is registered.
+    assert!(site.elb_members().await.is_empty());
+
+    step_until(&site, &mut act, "3 slaves in service", |a| {
+        all_in(a, 3, Phase::InService)
+    })
+    .await;
+    let members = site.elb_members().await;
+    assert_eq!(members.len(), 3);
+    for id in &members {
+        assert_eq!(
+            std::fs::read_to_string(site.slave_dir(id).join("news/tee-times.html")).unwrap(),
+            "8:00 9:10\n"
+        );
+    }
+    // Tags: group, intent, launch time, burst=true, and the operator's own.
+    for (id, _, tags) in site.instances().await {
+        let get = |k: &str| {
+            tags.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get(TAG_GROUP).as_deref(), Some("open-week"), "{id}");
+        assert_eq!(get(TAG_BURST).as_deref(), Some("true"));
+        assert!(get(TAG_INTENT).is_some_and(|i| i.starts_with("bi-")));
+        assert!(get(TAG_LAUNCHED_AT).is_some_and(|t| t.parse::<Timestamp>().is_ok()));
+        assert_eq!(get("customer").as_deref(), Some("golf-club"));
+    }
+    // Ledger and journal on disk agree with EC2.
+    let ledger = std::fs::read_to_string(site.cfg.agent.state_dir.join("cap-ledger.json")).unwrap();
+    for id in &members {
+        assert!(ledger.contains(id.as_str()), "{id} missing from the ledger");
+    }
+    let j = Journal::load(&journal::path_in(&site.cfg.agent.state_dir))
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&j.intents[0].outcome, Outcome::Launched { instance_ids } if instance_ids.len() == 3)
+    );
+
+    // Periodic content sync reaches every in-service slave, on demand too.
+    std::fs::write(
+        site.dir.path().join("www/index.html"),
+        "<h1>Final round</h1>\n",
+    )
+    .unwrap();
+    act.request_sync();
+    act.step(Timestamp::now()).await.unwrap();
+    let t = std::time::Instant::now();
+    while members.iter().any(|id| {
+        std::fs::read_to_string(site.slave_dir(id).join("index.html")).unwrap_or_default()
+            != "<h1>Final round</h1>\n"
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "content sync did not reach all slaves"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    act.step(Timestamp::now()).await.unwrap();
+    assert!(act.slaves().all(|s| s.last_sync_ok == Some(true)));
+}
+
+async fn sync_hook_failure_terminates_without_registering(hook: Hook, expect: &str) {
+    let mut site = Site::new("broken-sync").await;
+    site.cfg.hooks.pre_register = hook;
+    let mut act = site.actuator();
+    let report = act.apply(&scale_out(1), Timestamp::now()).await;
+    let id = report.launched[0].clone();
+    step_until(&site, &mut act, "failed slave terminated", |a| {
+        a.slave(&id).is_none_or(|s| s.phase == Phase::Terminating)
+    })
+    .await;
+    assert!(site.elb_members().await.is_empty(), "never registered");
+    assert!(!site.running().await.contains(&id), "terminated in EC2");
+    let errors: Vec<String> = act.recent_errors().map(|(_, e)| e.clone()).collect();
+    assert!(
+        errors.iter().any(|e| e.contains(&id) && e.contains(expect)),
+        "{errors:?}"
+    );
+    // It still counts toward today's cap: it ran.
+    assert_eq!(act.ledger().used(Timestamp::now()), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sync_hook_terminates_the_slave_never_registered() {
+    let hook = Hook {
+        argv: [
+            "rsync",
+            "-a",
+            "/nonexistent/docroot/",
+            "/tmp/{instance_id}/",
+        ]
+        .map(String::from)
+        .to_vec(),
+        timeout: Dur::secs(10),
+        retries: 1,
+        retry_delay: Dur::millis(50),
+    };
+    sync_hook_failure_terminates_without_registering(hook, "exit status").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_sync_hook_is_killed_and_the_slave_terminated() {
+    let hook = Hook {
+        argv: ["sleep", "600"].map(String::from).to_vec(),
+        timeout: Dur::secs(1),
+        retries: 0,
+        retry_delay: Dur::millis(50),
+    };
+    sync_hook_failure_terminates_without_registering(hook, "killed with its process group").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_in_tags_deregisters_drains_then_terminates_with_hooks_in_order() {
+    let mut site = Site::new("scale-in").await;
+    let log = site.marker("hooks.log");
+    let hook = |what: &str| Hook {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo {what} $0 >> {}", log.display()),
+            "{instance_id}".into(),
+        ],
+        timeout: Dur::secs(10),
+        retries: 0,
+        retry_delay: Dur::millis(50),
+    };
+    site.cfg.hooks.pre_deregister = Some(hook("pre_deregister"));
+    site.cfg.hooks.post_terminate = Some(hook("post_terminate"));
+    let mut act = site.actuator();
+    act.apply(&scale_out(2), Timestamp::now()).await;
+    step_until(&site, &mut act, "2 in service", |a| {
+        all_in(a, 2, Phase::InService)
+    })
+    .await;
+
+    let victim = act.slaves().next().unwrap().id.clone();
+    let keeper = act.slaves().nth(1).unwrap().id.clone();
+    let released = Timestamp::now();
+    act.apply(
+        &Decision::ScaleIn {
+            instances: vec![victim.clone()],
+            why: why(),
+        },
+        released,
+    )
+    .await;
+    step_until(&site, &mut act, "victim draining", |a| {
+        a.slave(&victim).is_some_and(|s| s.phase == Phase::Draining)
+    })
+    .await;
+    // Deregistered, still running while in-flight requests drain.
+    assert_eq!(site.elb_members().await, BTreeSet::from([keeper.clone()]));
+    assert!(site.running().await.contains(&victim));
+    step_until(&site, &mut act, "victim terminated", |a| {
+        a.slave(&victim)
+            .is_none_or(|s| s.phase == Phase::Terminating)
+    })
+    .await;
+    let drained = Timestamp::now().as_second() - released.as_second();
+    assert!(
+        drained >= 2,
+        "terminated after {drained}s, before the 2s draining timeout"
+    );
+    assert!(!site.running().await.contains(&victim));
+    let t = std::time::Instant::now();
+    while act.hooks_in_flight() > 0 && t.elapsed() < Duration::from_secs(20) {
+        act.step(Timestamp::now()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        lines,
+        format!("pre_deregister {victim}\npost_terminate {victim}\n")
+    );
+    assert_eq!(act.ledger().used(Timestamp::now()), 2, "both ran today");
+    assert!(act
+        .ledger()
+        .entries()
+        .iter()
+        .any(|e| e.instance_id.as_deref() == Some(victim.as_str()) && e.ended_at.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_mid_scale_out_the_agent_adopts_and_finishes_without_relaunching() {
+    let site = Site::new("restart").await;
+    {
+        let mut first = site.actuator();
+        first.apply(&scale_out(2), Timestamp::now()).await;
+        // One step: running, syncs started; then the agent "dies".
+        first.step(Timestamp::now()).await.unwrap();
+    }
+    let launched = site.running().await;
+    assert_eq!(launched.len(), 2);
+
+    let mut second = site.actuator();
+    let report = second.adopt(Timestamp::now()).await.unwrap();
+    assert_eq!(report.adopted.len(), 2, "{report:?}");
+    assert!(report.launched.is_empty());
+    step_until(&site, &mut second, "adopted slaves in service", |a| {
+        all_in(a, 2, Phase::InService)
+    })
+    .await;
+    assert_eq!(
+        site.running().await,
+        launched,
+        "nothing launched twice, nothing orphaned"
+    );
+    assert_eq!(site.elb_members().await, launched);
+    assert_eq!(second.ledger().used(Timestamp::now()), 2, "ledger intact");
+}
+
+/// A crash after the intent was written but before RunInstances answered: the instances are
+/// found by their intent tag (crash after the call) or requested again (crash before it), and
+/// in both cases the cap counts each slave once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_launch_intent_is_resolved_once_after_a_crash() {
+    let site = Site::new("open-intent").await;
+    let now = Timestamp::now();
+    let write_intent = |id: &str, keys: usize| {
+        let mut ledger = burst_agent::cap::store::load(
+            &burst_agent::cap::store::path_in(&site.cfg.agent.state_dir),
+            &site.cfg.cap,
+        )
+        .unwrap()
+        .into_ledger();
+        let mut j = Journal::load(&journal::path_in(&site.cfg.agent.state_dir))
+            .unwrap()
+            .unwrap_or_default();
+        let keys: Vec<String> = (1..=keys).map(|n| format!("{id}#{n}")).collect();
+        for k in &keys {
+            ledger.record_attempt(k, now).unwrap();
+        }
+        j.intents.push(Intent {
+            id: id.into(),
+            created_at: now,
+            keys,
+            outcome: Outcome::Started,
+        });
+        burst_agent::cap::store::save(
+            &burst_agent::cap::store::path_in(&site.cfg.agent.state_dir),
+            &ledger,
+        )
+        .unwrap();
+        j.save(&journal::path_in(&site.cfg.agent.state_dir))
+            .unwrap();
+    };
+    // Crash before the call: intent bi-before (2 slaves) never reached EC2.
+    write_intent("bi-before", 2);
+    // Crash after the call: intent bi-after (1 slave) is in EC2 with its tag.
+    write_intent("bi-after", 1);
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    site.aws
+        .ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(Tag::builder().key(TAG_GROUP).value("open-intent").build())
+                .tags(Tag::builder().key(TAG_INTENT).value("bi-after").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let mut act = site.actuator();
+    let report = act.adopt(Timestamp::now()).await.unwrap();
+    assert_eq!(
+        report.launched.len(),
+        1,
+        "moto launches MinCount: {report:?}"
+    );
+    assert_eq!(site.running().await.len(), 2);
+    assert_eq!(act.journal().unresolved().count(), 0);
+    let used = act.ledger().used(Timestamp::now());
+    // bi-before asked for 2, EC2 (moto) gave 1: the unfilled attempt is withdrawn.
+    assert_eq!(used, 2, "{:?}", act.ledger().entries());
+    // A second restart changes nothing.
+    let mut again = site.actuator();
+    let report = again.adopt(Timestamp::now()).await.unwrap();
+    assert!(report.launched.is_empty());
+    assert_eq!(site.running().await.len(), 2);
+    assert_eq!(again.ledger().used(Timestamp::now()), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_ledger_blocks_launches_until_adoption_rebuilds_it_from_tags() {
+    let site = Site::new("corrupt").await;
+    {
+        let mut act = site.actuator();
+        act.apply(&scale_out(2), Timestamp::now()).await;
+    }
+    let path = site.cfg.agent.state_dir.join("cap-ledger.json");
+    std::fs::write(&path, "{ not json").unwrap();
+    let mut act = site.actuator();
+    assert!(act.ledger().is_blocked().is_some());
+    let refused = act.apply(&scale_out(1), Timestamp::now()).await;
+    assert_eq!(refused.refused, 1, "a blocked ledger refuses launches");
+    assert!(refused.launched.is_empty());
+    act.adopt(Timestamp::now()).await.unwrap();
+    assert!(act.ledger().is_blocked().is_none());
+    assert_eq!(act.ledger().used(Timestamp::now()), 2, "rebuilt from tags");
+    let aside: Vec<_> = std::fs::read_dir(&site.cfg.agent.state_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the corrupt file is kept aside");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_launches_nothing_and_counts_nothing() {
+    let mut site = Site::new("dry").await;
+    site.cfg.agent.dry_run = true;
+    let mut act = site.actuator();
+    let report = act.apply(&scale_out(3), Timestamp::now()).await;
+    assert!(report.launched.is_empty());
+    act.step(Timestamp::now()).await.unwrap();
+    assert!(site.instances().await.is_empty());
+    assert_eq!(act.ledger().used(Timestamp::now()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_refuses_past_the_cap_whatever_the_decision_says() {
+    let mut site = Site::new("capped").await;
+    site.cfg.cap.daily_limit = 2;
+    let mut act = site.actuator();
+    let report = act.apply(&scale_out(5), Timestamp::now()).await;
+    assert_eq!(report.launched.len(), 2);
+    assert_eq!(report.refused, 3);
+    assert_eq!(site.running().await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_errors_are_classified_final_or_retryable_with_the_service_code() {
+    let site = Site::new("errors").await;
+    let aws = &site.aws;
+    let e = aws
+        .call(
+            "TerminateInstances",
+            aws.ec2
+                .terminate_instances()
+                .instance_ids("i-00000000000000000")
+                .send(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "InvalidInstanceID.NotFound", "{e}");
+    assert!(!e.retryable);
+    let e = aws
+        .call(
+            "DescribeInstanceHealth",
+            aws.elb
+                .describe_instance_health()
+                .load_balancer_name("no-such-elb")
+                .send(),
+        )
+        .await
+        .unwrap_err();
+    assert!(!e.retryable, "{e}");
+    assert!(e.code.contains("LoadBalancerNotFound"), "{e}");
+    let stats = aws.stats().snapshot();
+    assert_eq!(stats["TerminateInstances"].errors, 1);
+}

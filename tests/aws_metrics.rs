@@ -1,0 +1,289 @@
+//! The custom metrics loop against a real moto server (CloudWatch): publish several hosts'
+//! samples, read the fleet back, survive an unreachable CloudWatch, and keep the calls per
+//! steady-state tick constant as the fleet grows (with the actuator's EC2/ELB calls).
+
+mod common;
+
+use burst_agent::actuator::cloud::AwsCloud;
+use burst_agent::actuator::{Actuator, Phase};
+use burst_agent::aws::{calls_between, Aws};
+use burst_agent::config::{AwsConfig, Dur};
+use burst_agent::metrics::{self, cloudwatch, Buffer};
+use burst_agent::policy::{Decision, Explanation};
+use burst_agent::sampler::{ApacheSample, HostSample, LoadSample, MemorySample};
+use common::moto::{actuator_config, Moto};
+use jiff::{SignedDuration, Timestamp};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+fn sample(at: Timestamp, load: f64, busy: u32) -> HostSample {
+    HostSample {
+        timestamp: at,
+        host: "web".into(),
+        cpus: 4,
+        load: Some(LoadSample {
+            one: load,
+            five: load,
+            fifteen: load,
+            runnable_tasks: 3,
+            total_tasks: 300,
+        }),
+        apache: ApacheSample {
+            workers: Some(busy + 5),
+            method: None,
+            busy_workers: Some(busy),
+            idle_workers: Some(5),
+            max_workers: 100,
+        },
+        memory: Some(MemorySample {
+            total_bytes: 1000,
+            available_bytes: 400,
+            swap_total_bytes: 0,
+            swap_used_bytes: 0,
+        }),
+        disks: vec![],
+        problems: vec![],
+    }
+}
+
+fn push_hosts(buf: &Mutex<Buffer>, group: &str, hosts: &[(&str, f64, u32)], at: Timestamp) {
+    let mut b = buf.lock().unwrap();
+    for (id, load, busy) in hosts {
+        let (data, bad) = metrics::host_data(&sample(at, *load, *busy), group, id);
+        assert!(bad.is_empty());
+        b.push(data);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_hosts_are_published_and_read_back_with_missing_ones_named() {
+    let moto = Moto::start();
+    let aws = moto.aws().await;
+    let now = Timestamp::now();
+    let buf = Mutex::new(Buffer::new(10_000));
+    push_hosts(
+        &buf,
+        "site",
+        &[("i-a", 2.0, 50), ("i-b", 6.0, 90), ("i-c", 0.4, 10)],
+        now - SignedDuration::from_secs(5),
+    );
+    let flushed = cloudwatch::flush(&aws, "BurstAgentTest", 60, &buf).await;
+    assert_eq!(flushed.calls, 1, "{flushed:?}");
+    assert!(flushed.stopped_by.is_none());
+    assert!(buf.lock().unwrap().is_empty());
+
+    let ids: Vec<String> = ["i-a", "i-b", "i-c", "i-silent"].map(String::from).to_vec();
+    let back = cloudwatch::read_fleet(&aws, "BurstAgentTest", "site", &ids, 60, 180, now)
+        .await
+        .unwrap();
+    assert_eq!(back.missing, ["i-silent"], "no data is missing, not zero");
+    let a = back.metrics["i-a"];
+    assert_eq!(a.load_per_cpu, Some(0.5));
+    assert_eq!(a.apache_busy_ratio, Some(0.5));
+    assert_eq!(a.memory_used_ratio, Some(0.6));
+    assert_eq!(back.metrics["i-b"].load_per_cpu, Some(1.5));
+
+    // Another group's reader sees none of it.
+    let other = cloudwatch::read_fleet(&aws, "BurstAgentTest", "other", &ids, 60, 180, now)
+        .await
+        .unwrap();
+    assert_eq!(other.missing.len(), 4);
+
+    // A sample older than stale_after reads back as missing.
+    push_hosts(
+        &buf,
+        "site",
+        &[("i-old", 3.0, 1)],
+        now - SignedDuration::from_secs(600),
+    );
+    cloudwatch::flush(&aws, "BurstAgentTest", 60, &buf).await;
+    let old = cloudwatch::read_fleet(
+        &aws,
+        "BurstAgentTest",
+        "site",
+        &["i-old".into()],
+        60,
+        180,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(old.missing, ["i-old"]);
+
+    // The group-wide aggregate series exists with the Group dimension alone.
+    let listed = aws
+        .cloudwatch
+        .list_metrics()
+        .namespace("BurstAgentTest")
+        .metric_name("LoadPerCpu")
+        .send()
+        .await
+        .unwrap();
+    assert!(listed
+        .metrics()
+        .iter()
+        .any(|m| m.dimensions().len() == 1 && m.dimensions()[0].name() == Some("Group")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cloudwatch_keeps_datapoints_bounded_and_sends_them_later() {
+    let moto = Moto::start();
+    let dead = AwsConfig {
+        endpoint_url: format!("http://127.0.0.1:{}", common::apache::free_port()),
+        call_timeout: Dur::secs(2),
+        max_attempts: 1,
+        ..moto.aws_config()
+    };
+    let creds = aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "moto");
+    let down = Aws::from_loader(
+        &dead,
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).credentials_provider(creds),
+    )
+    .await;
+    let now = Timestamp::now();
+    let buf = Mutex::new(Buffer::new(40));
+    push_hosts(&buf, "site", &[("i-a", 1.0, 1), ("i-b", 1.0, 1)], now);
+    let queued = buf.lock().unwrap().len();
+    let flushed = cloudwatch::flush(&down, "BurstAgentTest", 60, &buf).await;
+    let err = flushed.stopped_by.expect("CloudWatch is down");
+    assert!(err.retryable, "{err}");
+    assert_eq!(buf.lock().unwrap().len(), queued, "nothing lost while down");
+    // Sampling goes on while it is down: the buffer stays bounded, dropping the oldest.
+    for _ in 0..5 {
+        push_hosts(&buf, "site", &[("i-a", 1.0, 1)], now);
+    }
+    assert_eq!(buf.lock().unwrap().len(), 40);
+    assert!(buf.lock().unwrap().dropped_total() > 0);
+    // CloudWatch is back: everything queued goes out.
+    let up = moto.aws().await;
+    let flushed = cloudwatch::flush(&up, "BurstAgentTest", 60, &buf).await;
+    assert_eq!(flushed.sent, 40);
+    assert!(buf.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_metrics_are_published() {
+    let moto = Moto::start();
+    let aws = moto.aws().await;
+    let now = Timestamp::now();
+    let cap = burst_agent::cap::CapLedger::new("UTC", 7, None)
+        .unwrap()
+        .status(now);
+    let data = metrics::agent_data(
+        &metrics::AgentNumbers {
+            decision: None,
+            cap: &cap,
+            api_errors: 1,
+            hook_seconds: &[("pre_register", 3.5)],
+            dropped: 0,
+        },
+        "site",
+        now,
+    );
+    let buf = Mutex::new(Buffer::new(100));
+    buf.lock().unwrap().push(data);
+    let f = cloudwatch::flush(&aws, "BurstAgentTest", 60, &buf).await;
+    assert!(f.stopped_by.is_none() && f.refused == 0, "{f:?}");
+    let listed = aws
+        .cloudwatch
+        .list_metrics()
+        .namespace("BurstAgentTest")
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed
+        .metrics()
+        .iter()
+        .filter_map(|m| m.metric_name())
+        .collect();
+    for n in [
+        "BurstCapUsed",
+        "BurstCapRemaining",
+        "ApiErrors",
+        "HookSeconds",
+    ] {
+        assert!(names.contains(&n), "{n} not in {names:?}");
+    }
+}
+
+/// One steady-state tick of the master: the actuator's reconcile step, the publish of its own
+/// sample and numbers, and the fleet read-back (slaves publish their own samples). Its AWS calls must not grow with the slaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_per_steady_tick_do_not_grow_with_1_10_100_slaves() {
+    let mut per_size = BTreeMap::new();
+    for n in [1u32, 10, 100] {
+        let moto = Moto::start();
+        let aws = moto.aws().await;
+        let dir = tempfile::tempdir().unwrap();
+        let group = format!("fleet{n}");
+        let mut cfg = actuator_config(&moto, &group, dir.path(), dir.path(), dir.path());
+        cfg.cap.daily_limit = 200;
+        cfg.hooks.pre_register.argv = vec!["true".into()];
+        moto.create_elb(&aws, &cfg.elb.name).await;
+        let cloud = AwsCloud::new(aws.clone(), &group, &cfg.elb.name, &cfg.fleet).unwrap();
+        let mut act = Actuator::open(cloud, &cfg, Timestamp::now()).unwrap();
+        let why: Explanation = serde_json::from_value(serde_json::json!({
+            "mode": "target_tracking", "in_service": 0, "on_the_way": 0, "draining": 0,
+            "current": 0, "utilization": null, "signals": [], "raw_desired": 0, "stabilized": 0,
+            "rate_limited": 0, "bounded": 0, "cap_limited": 0, "final_count": 0, "reasons": [],
+            "cap": {"used": 0, "limit": 200, "remaining": 200, "instance_hours": 0.0,
+                    "hours_budget": null, "time_zone": "UTC", "day": "2026-11-25",
+                    "resets_at": "2026-11-26T00:00:00Z", "resets_in_secs": 1, "blocked": null}
+        }))
+        .unwrap();
+        act.apply(&Decision::ScaleOut { count: n, why }, Timestamp::now())
+            .await;
+        let t = std::time::Instant::now();
+        while act.slaves().filter(|s| s.phase == Phase::InService).count() < n as usize {
+            act.step(Timestamp::now()).await.unwrap();
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "{n} slaves not in service"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ids: Vec<String> = act.slaves().map(|s| s.id.clone()).collect();
+        let buf = Mutex::new(Buffer::new(100_000));
+
+        // The slaves' reporters publish their own samples (not part of the master's tick).
+        let now = Timestamp::now();
+        for id in &ids {
+            let (data, _) = metrics::host_data(&sample(now, 1.0, 10), &group, id);
+            buf.lock().unwrap().push(data);
+        }
+        cloudwatch::flush(&aws, "BurstAgentTest", 60, &buf).await;
+
+        let before = aws.stats().snapshot();
+        act.step(now).await.unwrap();
+        let (mine, _) = metrics::host_data(&sample(now, 1.0, 10), &group, "i-master");
+        let cap = act.ledger().status(now);
+        let own = metrics::agent_data(
+            &metrics::AgentNumbers {
+                decision: None,
+                cap: &cap,
+                api_errors: 0,
+                hook_seconds: &[],
+                dropped: 0,
+            },
+            &group,
+            now,
+        );
+        buf.lock().unwrap().push(mine.into_iter().chain(own));
+        cloudwatch::flush(&aws, "BurstAgentTest", 60, &buf).await;
+        let back = cloudwatch::read_fleet(&aws, "BurstAgentTest", &group, &ids, 60, 180, now)
+            .await
+            .unwrap();
+        assert_eq!(back.metrics.len(), n as usize);
+        let calls = calls_between(&before, &aws.stats().snapshot());
+        eprintln!("{n:>3} slaves: {calls:?}");
+        per_size.insert(n, calls);
+    }
+    assert_eq!(per_size[&1], per_size[&10], "{per_size:?}");
+    assert_eq!(per_size[&1], per_size[&100], "{per_size:?}");
+    assert_eq!(per_size[&1]["DescribeInstances"], 1);
+    assert_eq!(per_size[&1]["DescribeInstanceHealth"], 1);
+    assert_eq!(per_size[&1]["GetMetricData"], 1);
+    assert_eq!(per_size[&1]["PutMetricData"], 1);
+    assert_eq!(per_size[&1].values().sum::<u64>(), 4);
+}
