@@ -158,16 +158,13 @@ pub fn actuator_config(
     cfg.elb.register_timeout = Dur::secs(30);
     cfg.cap.daily_limit = 7;
     cfg.cap.time_zone = "UTC".into();
-    let rsync = |dest: &Path| {
-        vec![
-            "rsync".to_string(),
-            "-a".into(),
-            "--delete".into(),
-            format!("{}/", docroot.display()),
-            format!("{}/{{instance_id}}/", dest.display()),
-        ]
-    };
-    cfg.hooks.pre_register.argv = rsync(slaves);
+    cfg.hooks.pre_register.argv = vec![
+        "rsync".to_string(),
+        "-a".into(),
+        "--delete".into(),
+        format!("{}/", docroot.display()),
+        format!("{}/{{instance_id}}/", slaves.display()),
+    ];
     cfg.hooks.pre_register.timeout = Dur::secs(30);
     cfg.hooks.pre_register.retries = 1;
     cfg.hooks.pre_register.retry_delay = Dur::millis(100);
