@@ -53,4 +53,5 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   echo "==> benchmarks (quick)"
   cargo bench --locked --bench sampler -- --quick
   cargo bench --locked --bench policy -- --quick
+  cargo bench --locked --bench actuator -- --quick
 fi

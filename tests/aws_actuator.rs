@@ -9,8 +9,7 @@ use burst_agent::actuator::journal::{self, Intent, Journal, Outcome};
 use burst_agent::actuator::{Actuator, Phase};
 use burst_agent::aws::Aws;
 use burst_agent::config::{Config, Dur, Hook};
-use burst_agent::policy::{Decision, Explanation};
-use common::moto::{actuator_config, Moto};
+use common::moto::{actuator_config, scale_in, scale_out, Moto};
 use jiff::Timestamp;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -126,22 +125,6 @@ impl Site {
             );
         }
     }
-}
-
-fn why() -> Explanation {
-    serde_json::from_value(serde_json::json!({
-        "mode": "target_tracking", "in_service": 0, "on_the_way": 0, "draining": 0,
-        "current": 0, "utilization": null, "signals": [], "raw_desired": 0, "stabilized": 0,
-        "rate_limited": 0, "bounded": 0, "cap_limited": 0, "final_count": 0, "reasons": [],
-        "cap": {"used": 0, "limit": 7, "remaining": 7, "instance_hours": 0.0,
-                "hours_budget": null, "time_zone": "UTC", "day": "2026-11-25",
-                "resets_at": "2026-11-26T00:00:00Z", "resets_in_secs": 1, "blocked": null}
-    }))
-    .expect("an Explanation")
-}
-
-fn scale_out(count: u32) -> Decision {
-    Decision::ScaleOut { count, why: why() }
 }
 
 /// Steps until `done` or 60 s, checking the content promise after every step.
@@ -318,14 +301,7 @@ async fn scale_in_tags_deregisters_drains_then_terminates_with_hooks_in_order() 
     let victim = act.slaves().next().unwrap().id.clone();
     let keeper = act.slaves().nth(1).unwrap().id.clone();
     let released = Timestamp::now();
-    act.apply(
-        &Decision::ScaleIn {
-            instances: vec![victim.clone()],
-            why: why(),
-        },
-        released,
-    )
-    .await;
+    act.apply(&scale_in(vec![victim.clone()]), released).await;
     step_until(&site, &mut act, "victim draining", |a| {
         a.slave(&victim).is_some_and(|s| s.phase == Phase::Draining)
     })

@@ -9,9 +9,8 @@ use burst_agent::actuator::{Actuator, Phase};
 use burst_agent::aws::{calls_between, Aws};
 use burst_agent::config::{AwsConfig, Dur};
 use burst_agent::metrics::{self, cloudwatch, Buffer};
-use burst_agent::policy::{Decision, Explanation};
 use burst_agent::sampler::{ApacheSample, HostSample, LoadSample, MemorySample};
-use common::moto::{actuator_config, Moto};
+use common::moto::{actuator_config, scale_out, Moto};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -223,17 +222,7 @@ async fn calls_per_steady_tick_do_not_grow_with_1_10_100_slaves() {
         moto.create_elb(&aws, &cfg.elb.name).await;
         let cloud = AwsCloud::new(aws.clone(), &group, &cfg.elb.name, &cfg.fleet).unwrap();
         let mut act = Actuator::open(cloud, &cfg, Timestamp::now()).unwrap();
-        let why: Explanation = serde_json::from_value(serde_json::json!({
-            "mode": "target_tracking", "in_service": 0, "on_the_way": 0, "draining": 0,
-            "current": 0, "utilization": null, "signals": [], "raw_desired": 0, "stabilized": 0,
-            "rate_limited": 0, "bounded": 0, "cap_limited": 0, "final_count": 0, "reasons": [],
-            "cap": {"used": 0, "limit": 200, "remaining": 200, "instance_hours": 0.0,
-                    "hours_budget": null, "time_zone": "UTC", "day": "2026-11-25",
-                    "resets_at": "2026-11-26T00:00:00Z", "resets_in_secs": 1, "blocked": null}
-        }))
-        .unwrap();
-        act.apply(&Decision::ScaleOut { count: n, why }, Timestamp::now())
-            .await;
+        act.apply(&scale_out(n), Timestamp::now()).await;
         let t = std::time::Instant::now();
         while act.slaves().filter(|s| s.phase == Phase::InService).count() < n as usize {
             act.step(Timestamp::now()).await.unwrap();
