@@ -9,7 +9,7 @@
 //! Needs moto: scripts/test.sh installs it into .venv-test/.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod testutil;
 
 use burst_agent::actuator::cloud::AwsCloud;
