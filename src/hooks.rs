@@ -197,6 +197,8 @@ async fn attempt(
         why: e.to_string(),
     })?;
     let pgid = child.id();
+    // Also kills the group if this attempt is abandoned (the agent shutting down mid-hook).
+    let _guard = GroupGuard(pgid);
     let out = child
         .stdout
         .take()
@@ -238,6 +240,16 @@ async fn attempt(
             status: s.to_string(),
             stderr,
         }),
+    }
+}
+
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            kill_group(pgid);
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod actuator;
 pub mod aws;
 pub mod cap;
 pub mod config;
+pub mod daemon;
 pub mod fsutil;
 pub mod hooks;
 pub mod logging;

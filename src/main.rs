@@ -28,6 +28,18 @@ enum Command {
         /// The file to check [default: --config, else /etc/burst-agent/agent.toml]
         path: Option<PathBuf>,
     },
+    /// Run the agent: sample, publish, decide, act (a systemd service; see README).
+    Run {
+        /// Decide and log everything, launch/register/terminate nothing (overrides the file).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the agent's fleet, burst cap, last decision and errors (running or stopped).
+    Status {
+        /// Print the snapshot as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay a load trace through the real policy and cap ledger next to baselines.
     Simulate(SimulateArgs),
     /// Take one sample of this host and print it.
@@ -99,6 +111,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .or(cli.config)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
             Ok(check_config(&path))
+        }
+        Command::Run { dry_run } => {
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+            let config_path = match &cli.config {
+                Some(p) => Some(p.clone()),
+                None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+            };
+            burst_agent::daemon::run(
+                cfg,
+                burst_agent::daemon::RunOptions {
+                    config_path,
+                    force_dry_run: dry_run,
+                },
+            )
+            .context("burst-agent run")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            use burst_agent::daemon::status;
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            let mut path = status::path_in(&cfg.agent.state_dir);
+            if !path.exists() && cfg.agent.dry_run {
+                // A dry run that could not write state_dir used its temporary fallback.
+                let uid = rustix::process::getuid().as_raw();
+                let alt = std::env::temp_dir().join(format!("burst-agent-{uid}"));
+                if status::path_in(&alt).exists() {
+                    path = status::path_in(&alt);
+                }
+            }
+            let snap = status::Snapshot::read(&path).map_err(anyhow::Error::msg)?;
+            let alive = status::process_alive(snap.pid) && snap.state != "stopped";
+            if json {
+                let mut v = serde_json::to_value(&snap)?;
+                v["alive"] = serde_json::Value::Bool(alive);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", status::render(&snap, alive, jiff::Timestamp::now()));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(args) => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;

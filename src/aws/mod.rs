@@ -106,7 +106,7 @@ where
 }
 
 /// Counters for one API operation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OpStats {
     pub calls: u64,
     pub errors: u64,
@@ -179,14 +179,19 @@ impl Aws {
 
     /// Like [`Aws::from_env`], from a loader the caller has started (tests pass static
     /// credentials this way instead of touching the process environment).
-    pub async fn from_loader(cfg: &AwsConfig, mut loader: aws_config::ConfigLoader) -> Self {
+    pub async fn from_loader(cfg: &AwsConfig, loader: aws_config::ConfigLoader) -> Self {
+        Self::from_sdk_config(cfg, &Self::load(cfg, loader).await)
+    }
+
+    /// The SDK config with the agent's region, endpoint, retries and timeouts applied.
+    pub async fn load(cfg: &AwsConfig, mut loader: aws_config::ConfigLoader) -> SdkConfig {
         if !cfg.region.is_empty() {
             loader = loader.region(Region::new(cfg.region.clone()));
         }
         if !cfg.endpoint_url.is_empty() {
             loader = loader.endpoint_url(cfg.endpoint_url.clone());
         }
-        let sdk = loader
+        loader
             .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts.max(1)))
             .timeout_config(
                 TimeoutConfig::builder()
@@ -194,8 +199,7 @@ impl Aws {
                     .build(),
             )
             .load()
-            .await;
-        Self::from_sdk_config(cfg, &sdk)
+            .await
     }
 
     pub fn from_sdk_config(cfg: &AwsConfig, sdk: &SdkConfig) -> Self {

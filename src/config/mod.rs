@@ -65,6 +65,11 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Decide and log everything, launch/register/terminate nothing.
     pub dry_run: bool,
+    /// This host's `InstanceId` metric dimension. Empty: ask the EC2 instance metadata service,
+    /// falling back to the host name off EC2.
+    pub instance_id: String,
+    /// On SIGTERM, in-flight actuator steps and hooks get this long to reach a safe point.
+    pub shutdown_timeout: Dur,
 }
 
 impl Default for AgentConfig {
@@ -74,6 +79,8 @@ impl Default for AgentConfig {
             role: Role::Master,
             state_dir: PathBuf::from("/var/lib/burst-agent"),
             dry_run: false,
+            instance_id: String::new(),
+            shutdown_timeout: Dur::secs(60),
         }
     }
 }

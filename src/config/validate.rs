@@ -150,6 +150,25 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         )
     });
     c.absolute("agent.state_dir", &cfg.agent.state_dir);
+    if !cfg.agent.instance_id.is_empty() {
+        c.require(
+            valid_name(&cfg.agent.instance_id),
+            "agent.instance_id",
+            || {
+                format!(
+                    "agent.instance_id must be empty or 1-255 characters of letters, digits and \
+                     -_./#: (got {:?})",
+                    cfg.agent.instance_id
+                )
+            },
+        );
+    }
+    c.duration(
+        "agent.shutdown_timeout",
+        cfg.agent.shutdown_timeout,
+        SEC,
+        10 * 60 * SEC,
+    );
 
     // [sampling]
     let s = &cfg.sampling;

@@ -1,0 +1,911 @@
+//! `burst-agent run`: the daemon that wires sampler → metrics → policy → actuator.
+//!
+//! Tasks (mini-redis style: every loop takes the shutdown signal):
+//! - **sampler**: samples this host every `sampling.interval` (on a blocking thread), queues its
+//!   datums for CloudWatch, and hands the newest sample to the reconciler;
+//! - **publisher**: flushes the metrics buffer every `metrics.publish_interval`;
+//! - **signals**: SIGTERM/SIGINT start a clean shutdown (a second one forces exit), SIGHUP
+//!   reloads the config (a bad one is rejected with its errors and the old one kept), SIGUSR1
+//!   asks for a content sync to every in-service slave;
+//! - **reconciler** (master only, the main task): every `policy.evaluation_interval` it steps
+//!   the actuator, reads the fleet back, decides, acts, publishes its own numbers, writes the
+//!   status snapshot and pets the systemd watchdog.
+//!
+//! A reporter (on slaves) runs the sampler and publisher only.
+//!
+//! A dry run with no AWS region or credentials runs on this host alone: it samples, decides
+//! and logs, and talks to no AWS API.
+
+pub mod status;
+
+use crate::actuator::cloud::AwsCloud;
+use crate::actuator::{Actuator, ActuatorError, Phase};
+use crate::aws::Aws;
+use crate::cap::{self, CapLedger};
+use crate::config::{self, Config, Role};
+use crate::metrics::{self, cloudwatch, Buffer};
+use crate::policy::{self, Decision, FleetObservation, History, HostMetrics};
+use crate::sampler::{HostSample, Sampler};
+use jiff::Timestamp;
+use sd_notify::NotifyState;
+use status::{DecisionLine, HostLine, SlaveLine, Snapshot};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Start(String),
+    #[error(transparent)]
+    Actuator(#[from] ActuatorError),
+    #[error("could not start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("shutdown did not finish within agent.shutdown_timeout ({0}); state was saved at every step")]
+    ShutdownTimedOut(config::Dur),
+}
+
+pub struct RunOptions {
+    /// The file SIGHUP re-reads (`None`: defaults, nothing to reload).
+    pub config_path: Option<PathBuf>,
+    /// `--dry-run`: forces `agent.dry_run` whatever the file says, across reloads too.
+    pub force_dry_run: bool,
+}
+
+/// Runs until SIGTERM/SIGINT. Returns after a clean shutdown.
+pub fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    rt.block_on(run_async(cfg, opts))
+}
+
+fn notify(states: &[NotifyState]) {
+    // Not under systemd (no NOTIFY_SOCKET) this does nothing.
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+/// Decides whether this run talks to AWS. A dry run with no region or no credentials stays on
+/// this host; anything else must reach AWS (failures are then logged per call, and retried).
+async fn connect(cfg: &Config) -> Result<Option<Aws>, String> {
+    let sdk = Aws::load(
+        &cfg.aws,
+        aws_config::defaults(aws_config::BehaviorVersion::latest()),
+    )
+    .await;
+    let aws = Aws::from_sdk_config(&cfg.aws, &sdk);
+    if !cfg.agent.dry_run || !cfg.aws.endpoint_url.is_empty() {
+        return Ok(Some(aws));
+    }
+    if sdk.region().is_none() {
+        return Err("no AWS region configured (aws.region, AWS_REGION or a profile)".into());
+    }
+    use aws_credential_types::provider::ProvideCredentials;
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err("no AWS credentials provider".into());
+    };
+    match tokio::time::timeout(Duration::from_secs(5), provider.provide_credentials()).await {
+        Ok(Ok(_)) => Ok(Some(aws)),
+        Ok(Err(e)) => Err(format!("no AWS credentials ({e})")),
+        Err(_) => Err("no AWS credentials within 5 s".into()),
+    }
+}
+
+/// This host's InstanceId dimension: the config's, else the instance metadata's, else the
+/// host name.
+async fn identity(cfg: &Config, use_imds: bool) -> String {
+    if !cfg.agent.instance_id.is_empty() {
+        return cfg.agent.instance_id.clone();
+    }
+    let host = sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into());
+    if !use_imds || !cfg.aws.endpoint_url.is_empty() {
+        return host;
+    }
+    let imds = aws_config::imds::Client::builder().build();
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        imds.get("/latest/meta-data/instance-id"),
+    )
+    .await
+    {
+        Ok(Ok(id)) => id.as_ref().to_string(),
+        _ => {
+            tracing::warn!(
+                host,
+                "not on EC2 (no instance metadata): publishing this host's \
+                metrics as InstanceId={host}; set agent.instance_id to choose"
+            );
+            host
+        }
+    }
+}
+
+/// The config changes a reload cannot apply to a running agent: they are logged and kept for
+/// the next start.
+fn restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut kept = Vec::new();
+    if old.agent != new.agent {
+        kept.push("agent");
+        new.agent = old.agent.clone();
+    }
+    if old.aws != new.aws {
+        kept.push("aws");
+        new.aws = old.aws.clone();
+    }
+    if old.fleet != new.fleet {
+        kept.push("fleet");
+        new.fleet = old.fleet.clone();
+    }
+    if old.elb.name != new.elb.name {
+        kept.push("elb.name");
+        new.elb.name = old.elb.name.clone();
+    }
+    if old.log != new.log {
+        kept.push("log");
+        new.log = old.log.clone();
+    }
+    if old.metrics.namespace != new.metrics.namespace {
+        kept.push("metrics.namespace");
+        new.metrics.namespace = old.metrics.namespace.clone();
+    }
+    kept
+}
+
+/// SIGHUP: re-read and validate; a config with any problem is rejected whole.
+fn reload(opts: &RunOptions, current: &Config) -> Option<Config> {
+    let Some(path) = &opts.config_path else {
+        tracing::warn!(
+            "SIGHUP: running on the built-in defaults (no config file); nothing to reload"
+        );
+        return None;
+    };
+    match config::load_file(path) {
+        Ok(mut new) => {
+            if opts.force_dry_run {
+                new.agent.dry_run = true;
+            }
+            let kept = restart_only(current, &mut new);
+            if !kept.is_empty() {
+                tracing::warn!(sections = ?kept, "SIGHUP: these changed but take effect only at \
+                    restart (systemctl restart burst-agent); the running values stay");
+            }
+            if &new == current {
+                tracing::info!(path = %path.display(), "SIGHUP: config reloaded; nothing changed");
+            } else {
+                tracing::info!(path = %path.display(), "SIGHUP: config reloaded and applied");
+            }
+            Some(new)
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), "SIGHUP: the new config is rejected; keeping \
+                the running one. Fix these and send SIGHUP again:\n{e}");
+            None
+        }
+    }
+}
+
+struct Shared {
+    buffer: Arc<Mutex<Buffer>>,
+    sync_requested: Arc<AtomicBool>,
+}
+
+async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
+    let started_at = Timestamp::now();
+    let mut cfg = cfg;
+    if opts.force_dry_run {
+        cfg.agent.dry_run = true;
+    }
+    let state_dir = prepare_state_dir(&mut cfg)?;
+    let (aws, aws_off) = match connect(&cfg).await {
+        Ok(a) => (a, None),
+        Err(why) => {
+            tracing::warn!(
+                "dry run on this host alone: {why}. Nothing is published to or read \
+                from CloudWatch and no AWS API is called; decisions are logged."
+            );
+            (None, Some(why))
+        }
+    };
+    let instance_id = identity(&cfg, aws.is_some()).await;
+    tracing::info!(group = %cfg.agent.group, role = cfg.agent.role.name(), dry_run = cfg.agent.dry_run,
+        instance_id = %instance_id, state_dir = %state_dir.display(), aws = aws.is_some(),
+        "burst-agent {} starting", env!("CARGO_PKG_VERSION"));
+
+    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (sample_tx, mut sample_rx) = watch::channel::<Option<HostSample>>(None);
+    let shared = Shared {
+        buffer: Arc::new(Mutex::new(Buffer::new(cfg.metrics.buffer_limit))),
+        sync_requested: Arc::new(AtomicBool::new(false)),
+    };
+
+    let sampler = Sampler::new(&cfg.sampling).map_err(|e| DaemonError::Start(e.to_string()))?;
+    let sampler_task = tokio::spawn(sampler_loop(
+        sampler,
+        cfg_rx.clone(),
+        shutdown_rx.clone(),
+        sample_tx,
+        aws.is_some().then(|| shared.buffer.clone()),
+        instance_id.clone(),
+    ));
+    let publisher_task = aws.clone().map(|aws| {
+        tokio::spawn(publisher_loop(
+            aws,
+            cfg_rx.clone(),
+            shutdown_rx.clone(),
+            shared.buffer.clone(),
+        ))
+    });
+    let signals_task = tokio::spawn(signal_loop(
+        opts,
+        cfg_tx,
+        shutdown_tx,
+        shared.sync_requested.clone(),
+    ));
+
+    // READY=1 after the first sample (and, on a master, after the first adoption attempt).
+    let _ = tokio::time::timeout(Duration::from_secs(30), sample_rx.changed()).await;
+
+    let result = match cfg.agent.role {
+        Role::Reporter => {
+            notify(&[
+                NotifyState::Ready,
+                NotifyState::Status("reporting this host's samples"),
+            ]);
+            let mut rx = shutdown_rx.clone();
+            let _ = rx.wait_for(|s| *s).await;
+            Ok(())
+        }
+        Role::Master => {
+            let m = Master {
+                cfg,
+                cfg_rx,
+                shutdown_rx: shutdown_rx.clone(),
+                sample_rx,
+                aws,
+                aws_off,
+                instance_id,
+                state_dir,
+                started_at,
+                shared: &shared,
+            };
+            m.run().await
+        }
+    };
+    notify(&[NotifyState::Stopping]);
+    let _ = sampler_task.await;
+    if let Some(t) = publisher_task {
+        let _ = t.await;
+    }
+    signals_task.abort();
+    if result.is_ok() {
+        tracing::info!("burst-agent stopped cleanly");
+    }
+    result
+}
+
+/// Creates the state directory. A dry run that cannot use it (say, not root, first try)
+/// falls back to a private temporary one; a real run stops with the error.
+fn prepare_state_dir(cfg: &mut Config) -> Result<PathBuf, DaemonError> {
+    let dir = cfg.agent.state_dir.clone();
+    let probe = dir.join(".write-test");
+    let usable = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe));
+    match usable {
+        Ok(()) => Ok(dir),
+        Err(e) if cfg.agent.dry_run => {
+            let uid = rustix::process::getuid().as_raw();
+            let alt = std::env::temp_dir().join(format!("burst-agent-{uid}"));
+            std::fs::create_dir_all(&alt).map_err(|source| DaemonError::StateDir {
+                path: alt.clone(),
+                source,
+            })?;
+            tracing::warn!(wanted = %dir.display(), using = %alt.display(),
+                "dry run: agent.state_dir is not writable ({e}); using a temporary one");
+            cfg.agent.state_dir = alt.clone();
+            Ok(alt)
+        }
+        Err(source) => Err(DaemonError::StateDir { path: dir, source }),
+    }
+}
+
+async fn sampler_loop(
+    mut sampler: Sampler,
+    cfg_rx: watch::Receiver<Arc<Config>>,
+    mut shutdown: watch::Receiver<bool>,
+    tx: watch::Sender<Option<HostSample>>,
+    buffer: Option<Arc<Mutex<Buffer>>>,
+    instance_id: String,
+) {
+    let mut cfg = cfg_rx.borrow().clone();
+    let mut reported_problems: Vec<String> = Vec::new();
+    loop {
+        let latest = cfg_rx.borrow().clone();
+        if latest.sampling != cfg.sampling {
+            match Sampler::new(&latest.sampling) {
+                Ok(s) => sampler = s,
+                Err(e) => tracing::error!("sampling config not applied: {e}"),
+            }
+        }
+        cfg = latest;
+        let t = std::time::Instant::now();
+        let joined = tokio::task::spawn_blocking(move || {
+            let s = sampler.sample();
+            (sampler, s)
+        })
+        .await;
+        let Ok((back, sample)) = joined else {
+            tracing::error!("the sampling thread panicked; stopping the sampler");
+            return;
+        };
+        sampler = back;
+        // Problems are warned once when they appear, and once when they clear.
+        if sample.problems != reported_problems {
+            for p in &sample.problems {
+                if !reported_problems.contains(p) {
+                    tracing::warn!(problem = %p, "sampling: {p}");
+                }
+            }
+            if sample.problems.is_empty() {
+                tracing::info!("sampling: every part of this host is readable again");
+            }
+            reported_problems = sample.problems.clone();
+        }
+        tracing::debug!(secs = t.elapsed().as_secs_f64(), load_per_cpu = ?sample.load_per_cpu(),
+            apache_busy_ratio = ?sample.apache_busy_ratio(), "sampled");
+        if let Some(buf) = &buffer {
+            let (data, bad) = metrics::host_data(&sample, &cfg.agent.group, &instance_id);
+            for b in bad {
+                tracing::warn!("not published: {b}");
+            }
+            let dropped = buf.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "metrics buffer full (CloudWatch unreachable?): dropped \
+                    the oldest datapoints; raise metrics.buffer_limit to keep more"
+                );
+            }
+        }
+        if cfg.agent.role == Role::Reporter {
+            notify(&[NotifyState::Watchdog]);
+        }
+        let _ = tx.send(Some(sample));
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.sampling.interval.get().saturating_sub(t.elapsed())) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn publisher_loop(
+    aws: Aws,
+    cfg_rx: watch::Receiver<Arc<Config>>,
+    mut shutdown: watch::Receiver<bool>,
+    buffer: Arc<Mutex<Buffer>>,
+) {
+    loop {
+        let cfg = cfg_rx.borrow().clone();
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(cfg.metrics.publish_interval.get()) => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        let flush = cloudwatch::flush(
+            &aws,
+            &cfg.metrics.namespace,
+            cfg.metrics.storage_resolution,
+            &buffer,
+        );
+        if stop {
+            // One last flush on the way out, bounded.
+            let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
+            return;
+        }
+        let f = flush.await;
+        if let Some(e) = f.stopped_by {
+            let queued = buffer.lock().unwrap_or_else(|p| p.into_inner()).len();
+            tracing::warn!(
+                queued,
+                "metrics not published this round, kept for the next: {e}"
+            );
+        } else {
+            tracing::debug!(sent = f.sent, calls = f.calls, "metrics published");
+        }
+    }
+}
+
+async fn signal_loop(
+    opts: RunOptions,
+    cfg_tx: watch::Sender<Arc<Config>>,
+    shutdown_tx: watch::Sender<bool>,
+    sync_requested: Arc<AtomicBool>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return;
+    };
+    loop {
+        let stop = tokio::select! {
+            _ = term.recv() => Some("SIGTERM"),
+            _ = int.recv() => Some("SIGINT"),
+            _ = hup.recv() => None,
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: content sync to every in-service slave requested");
+                sync_requested.store(true, Ordering::SeqCst);
+                continue;
+            }
+        };
+        match stop {
+            Some(sig) if *shutdown_tx.borrow() => {
+                tracing::error!(
+                    "{sig} again: forcing exit now; state on disk is what the last \
+                    completed step wrote, and the next start reconciles it"
+                );
+                std::process::exit(1);
+            }
+            Some(sig) => {
+                tracing::info!(
+                    "{sig}: stopping; in-flight steps finish first (send it again to force)"
+                );
+                let _ = shutdown_tx.send(true);
+            }
+            None => {
+                notify(&[NotifyState::Reloading]);
+                let current = cfg_tx.borrow().clone();
+                if let Some(new) = reload(&opts, &current) {
+                    let _ = cfg_tx.send(Arc::new(new));
+                }
+                notify(&[NotifyState::Ready]);
+            }
+        }
+    }
+}
+
+struct Master<'a> {
+    cfg: Config,
+    cfg_rx: watch::Receiver<Arc<Config>>,
+    shutdown_rx: watch::Receiver<bool>,
+    sample_rx: watch::Receiver<Option<HostSample>>,
+    aws: Option<Aws>,
+    aws_off: Option<String>,
+    instance_id: String,
+    state_dir: PathBuf,
+    started_at: Timestamp,
+    shared: &'a Shared,
+}
+
+/// What the reconciler keeps between ticks.
+struct Tick {
+    history: History,
+    adopted: bool,
+    last_read: Option<Timestamp>,
+    fleet_metrics: BTreeMap<String, HostMetrics>,
+    last_decision: Option<DecisionLine>,
+    last_reasons: Vec<&'static str>,
+    errors: Vec<(Timestamp, String)>,
+    api_errors_reported: u64,
+    state: &'static str,
+}
+
+impl Master<'_> {
+    async fn run(mut self) -> Result<(), DaemonError> {
+        let mut actuator = match &self.aws {
+            Some(aws) => {
+                let cloud = AwsCloud::new(
+                    aws.clone(),
+                    &self.cfg.agent.group,
+                    &self.cfg.elb.name,
+                    &self.cfg.fleet,
+                )
+                .map_err(|e| DaemonError::Start(e.to_string()))?;
+                Some(Actuator::open(cloud, &self.cfg, Timestamp::now())?)
+            }
+            None => None,
+        };
+        // Without AWS (local dry run) the policy reads the stored ledger, never writes it.
+        let local_ledger = match &actuator {
+            Some(_) => None,
+            None => Some(local_ledger(&self.cfg)),
+        };
+        let mut tick = Tick {
+            history: History::new(),
+            adopted: false,
+            last_read: None,
+            fleet_metrics: BTreeMap::new(),
+            last_decision: None,
+            last_reasons: Vec::new(),
+            errors: Vec::new(),
+            api_errors_reported: 0,
+            state: "starting",
+        };
+        let mut ready_sent = false;
+        loop {
+            let now = Timestamp::now();
+            if self.cfg_rx.has_changed().unwrap_or(false) {
+                self.cfg = (**self.cfg_rx.borrow_and_update()).clone();
+                if let Some(a) = actuator.as_mut() {
+                    a.reconfigure(&self.cfg);
+                }
+            }
+            if let Some(a) = actuator.as_mut() {
+                self.actuate_observe(a, &mut tick, now).await;
+            }
+            let ledger = match (&actuator, &local_ledger) {
+                (Some(a), _) => a.ledger().clone(),
+                (None, Some(l)) => l.clone(),
+                (None, None) => unreachable!("one of the two is always set"),
+            };
+            let decision = self.decide(&actuator, &ledger, &mut tick, now);
+            if let (Some(a), true) = (actuator.as_mut(), tick.adopted) {
+                let r = a.apply(&decision, now).await;
+                for e in r.errors {
+                    tick.errors.push((now, e));
+                }
+            } else if !matches!(decision, Decision::Hold { .. }) && actuator.is_none() {
+                tracing::info!("dry run (no AWS): would {}", decision);
+            }
+            let hooks = actuator
+                .as_mut()
+                .map(|a| a.take_hook_seconds())
+                .unwrap_or_default();
+            self.publish_own(&decision, &ledger, &hooks, &mut tick, now);
+            tick.state = if actuator.is_some() && !tick.adopted {
+                "waiting_for_aws"
+            } else {
+                "running"
+            };
+            self.snapshot(&actuator, &ledger, &tick, now);
+            let line = status_line(&actuator, &ledger, &decision, now);
+            notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
+            if !ready_sent {
+                notify(&[NotifyState::Ready]);
+                ready_sent = true;
+                tracing::info!("ready: {line}");
+            }
+            let wait = self.cfg.policy.evaluation_interval.get();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown_rx.wait_for(|s| *s) => break,
+            }
+        }
+        // Shutdown: the loop only stops between ticks, so no launch or registration is half
+        // done; hooks under way get what is left of the deadline.
+        tick.state = "stopping";
+        let deadline = self.cfg.agent.shutdown_timeout;
+        let mut timed_out = false;
+        if let Some(a) = actuator.as_mut() {
+            let left = a.wait_for_hooks(deadline.get()).await;
+            if left > 0 {
+                tracing::warn!(left, "shutdown: hooks still running at agent.shutdown_timeout were \
+                    killed; their slaves are synced again (never registered unsynced) at the next start");
+                timed_out = true;
+            }
+        }
+        tick.state = "stopped";
+        let ledger = match (&actuator, &local_ledger) {
+            (Some(a), _) => a.ledger().clone(),
+            (_, Some(l)) => l.clone(),
+            _ => unreachable!("one of the two is always set"),
+        };
+        self.snapshot(&actuator, &ledger, &tick, Timestamp::now());
+        if timed_out {
+            tracing::warn!("{}", DaemonError::ShutdownTimedOut(deadline));
+        }
+        Ok(())
+    }
+
+    /// Adopts (until it has worked once), steps the actuator, and reads the fleet back.
+    async fn actuate_observe(&self, a: &mut Actuator<AwsCloud>, tick: &mut Tick, now: Timestamp) {
+        if self.shared.sync_requested.swap(false, Ordering::SeqCst) {
+            a.request_sync();
+        }
+        if !tick.adopted {
+            match a.adopt(now).await {
+                Ok(r) => {
+                    tick.adopted = true;
+                    tracing::info!(adopted = ?r.adopted, launched = ?r.launched, cap = %a.ledger().status(now),
+                        "adoption done: {} slave(s) of group {:?} re-attached", r.adopted.len(), self.cfg.agent.group);
+                }
+                Err(e) => {
+                    let msg =
+                        format!("adoption failed, will retry; no scaling until it works: {e}");
+                    tracing::error!("{msg}");
+                    tick.errors.push((now, msg));
+                    return;
+                }
+            }
+        } else {
+            match a.step(now).await {
+                Ok(r) => {
+                    for id in &r.in_service {
+                        tracing::info!(instance_id = %id, "slave {id} is in service");
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("actuator step skipped: {e}");
+                    tracing::warn!("{msg}");
+                    tick.errors.push((now, msg));
+                }
+            }
+        }
+        let ids: Vec<String> = a.slaves().map(|s| s.id.clone()).collect();
+        let due = tick.last_read.is_none_or(|t| {
+            now.as_second() - t.as_second()
+                >= self.cfg.metrics.fleet_read_interval.get().as_secs() as i64
+        });
+        if let (Some(aws), true, false) = (&self.aws, due, ids.is_empty()) {
+            let stale = self.cfg.metrics.stale_after.get().as_secs() as i64;
+            match cloudwatch::read_fleet(
+                aws,
+                &self.cfg.metrics.namespace,
+                &self.cfg.agent.group,
+                &ids,
+                self.cfg.metrics.storage_resolution,
+                stale,
+                now,
+            )
+            .await
+            {
+                Ok(back) => {
+                    if !back.missing.is_empty() {
+                        tracing::debug!(missing = ?back.missing, "fleet read-back: no fresh metrics for some slaves");
+                    }
+                    tick.fleet_metrics = back.metrics;
+                    tick.last_read = Some(now);
+                }
+                Err(e) => {
+                    tracing::warn!("fleet read-back failed; slaves count as missing: {e}");
+                    tick.fleet_metrics.clear();
+                }
+            }
+        }
+        if ids.is_empty() {
+            tick.fleet_metrics.clear();
+        }
+        for (t, e) in a.recent_errors() {
+            if !tick.errors.iter().any(|(t2, e2)| t2 == t && e2 == e) {
+                tick.errors.push((*t, e.clone()));
+            }
+        }
+        tick.errors.sort_by_key(|(t, _)| *t);
+        let n = tick.errors.len();
+        if n > 10 {
+            tick.errors.drain(..n - 10);
+        }
+    }
+
+    fn decide(
+        &self,
+        actuator: &Option<Actuator<AwsCloud>>,
+        ledger: &CapLedger,
+        tick: &mut Tick,
+        now: Timestamp,
+    ) -> Decision {
+        let master = self
+            .sample_rx
+            .borrow()
+            .as_ref()
+            .map(HostMetrics::from_sample);
+        let slaves = match actuator {
+            Some(a) => a
+                .observation()
+                .into_iter()
+                .map(|mut s| {
+                    s.metrics = tick.fleet_metrics.get(&s.id).copied();
+                    s
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let obs = FleetObservation { master, slaves };
+        let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
+        tick.history.record(&self.cfg.policy, now, &decision);
+        let why = decision.explanation();
+        let codes = decision.reason_codes();
+        let changed = codes != tick.last_reasons;
+        let fields = |d: &Decision| {
+            tracing::info!(action = d.action(), current = why.current, in_service = why.in_service,
+                on_the_way = why.on_the_way, draining = why.draining, target = why.final_count,
+                utilization = ?why.utilization, reasons = ?codes, cap_used = why.cap.used,
+                cap_remaining = why.cap.remaining, dry_run = self.cfg.agent.dry_run, "decision: {d}");
+        };
+        match &decision {
+            Decision::Hold { .. } if !changed => {
+                tracing::debug!(action = "hold", reasons = ?codes, utilization = ?why.utilization, "decision: {decision}")
+            }
+            _ => fields(&decision),
+        }
+        tick.last_reasons = codes.clone();
+        tick.last_decision = Some(DecisionLine {
+            at: now,
+            action: decision.action().into(),
+            text: decision.to_string(),
+            reasons: codes.iter().map(|c| c.to_string()).collect(),
+        });
+        decision
+    }
+
+    fn publish_own(
+        &self,
+        decision: &Decision,
+        ledger: &CapLedger,
+        hooks: &[(&'static str, f64)],
+        tick: &mut Tick,
+        now: Timestamp,
+    ) {
+        let Some(aws) = &self.aws else { return };
+        let errors: u64 = aws.stats().snapshot().values().map(|s| s.errors).sum();
+        let cap = ledger.status(now);
+        let mut buf = self.shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        let dropped = buf.dropped_total();
+        buf.push(metrics::agent_data(
+            &metrics::AgentNumbers {
+                decision: Some(decision),
+                cap: &cap,
+                api_errors: errors - tick.api_errors_reported,
+                hook_seconds: hooks,
+                dropped,
+            },
+            &self.cfg.agent.group,
+            now,
+        ));
+        tick.api_errors_reported = errors;
+    }
+
+    fn snapshot(
+        &self,
+        actuator: &Option<Actuator<AwsCloud>>,
+        ledger: &CapLedger,
+        tick: &Tick,
+        now: Timestamp,
+    ) {
+        let sample = self.sample_rx.borrow().clone();
+        let host = HostLine {
+            instance_id: self.instance_id.clone(),
+            at: sample.as_ref().map(|s| s.timestamp),
+            load_per_cpu: sample.as_ref().and_then(|s| s.load_per_cpu()),
+            apache_busy_ratio: sample.as_ref().and_then(|s| s.apache_busy_ratio()),
+            memory_used_ratio: sample.as_ref().and_then(|s| s.memory_used_ratio()),
+            apache_workers: sample.as_ref().and_then(|s| s.apache.workers),
+            problems: sample.map(|s| s.problems).unwrap_or_default(),
+        };
+        let slaves = actuator
+            .iter()
+            .flat_map(|a| a.slaves())
+            .map(|s| {
+                let m = tick.fleet_metrics.get(&s.id);
+                SlaveLine {
+                    id: s.id.clone(),
+                    phase: phase_name(s.phase).into(),
+                    private_ip: s.private_ip.clone(),
+                    launched_at: s.launched_at,
+                    in_phase_since: s.since,
+                    sample_at: m.map(|m| m.at),
+                    load_per_cpu: m.and_then(|m| m.load_per_cpu),
+                    apache_busy_ratio: m.and_then(|m| m.apache_busy_ratio),
+                    last_sync: s.last_sync,
+                    last_sync_ok: s.last_sync_ok,
+                    failure: s.failure.clone(),
+                }
+            })
+            .collect();
+        let mut cooldowns = Vec::new();
+        let p = &self.cfg.policy;
+        for (what, last, d) in [
+            (
+                "scale-out",
+                tick.history.last_scale_out,
+                p.scale_out_cooldown,
+            ),
+            ("scale-in", tick.history.last_scale_in, p.scale_in_cooldown),
+        ] {
+            if let Some(t) = last {
+                let left = d.get().as_secs() as i64 - (now.as_second() - t.as_second());
+                if left > 0 {
+                    cooldowns.push(format!("{what} cooldown: {left} s left"));
+                }
+            }
+        }
+        let buf = self.shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = Snapshot {
+            written_at: now,
+            pid: std::process::id(),
+            state: tick.state.into(),
+            started_at: self.started_at,
+            group: self.cfg.agent.group.clone(),
+            role: self.cfg.agent.role.name().into(),
+            dry_run: self.cfg.agent.dry_run,
+            aws_off: self.aws_off.clone(),
+            host,
+            slaves,
+            cap: Some(ledger.status(now)),
+            last_decision: tick.last_decision.clone(),
+            cooldowns,
+            last_errors: tick.errors.clone(),
+            aws_calls: self
+                .aws
+                .as_ref()
+                .map(|a| {
+                    a.stats()
+                        .snapshot()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            metrics_queued: buf.len(),
+            metrics_dropped: buf.dropped_total(),
+        };
+        drop(buf);
+        if let Err(e) = snap.write(&status::path_in(&self.state_dir)) {
+            tracing::warn!("could not write the status snapshot: {e}");
+        }
+    }
+}
+
+fn local_ledger(cfg: &Config) -> CapLedger {
+    let path = cap::store::path_in(&cfg.agent.state_dir);
+    match cap::store::load(&path, &cfg.cap) {
+        Ok(l) => l.into_ledger(),
+        Err(e) => {
+            tracing::warn!("cap ledger: {e}");
+            CapLedger::new("UTC", cfg.cap.daily_limit, None)
+                .unwrap_or_else(|_| unreachable!("UTC is always known"))
+        }
+    }
+}
+
+pub fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Pending => "pending",
+        Phase::Syncing => "syncing",
+        Phase::Synced => "synced",
+        Phase::Registering => "registering",
+        Phase::InService => "in_service",
+        Phase::Releasing => "releasing",
+        Phase::Draining => "draining",
+        Phase::Terminating => "terminating",
+    }
+}
+
+/// systemd's one-line STATUS=.
+fn status_line(
+    actuator: &Option<Actuator<AwsCloud>>,
+    ledger: &CapLedger,
+    decision: &Decision,
+    now: Timestamp,
+) -> String {
+    let (mut inservice, mut coming, mut going) = (0, 0, 0);
+    for s in actuator.iter().flat_map(|a| a.slaves()) {
+        match s.phase.slave_state() {
+            policy::SlaveState::InService => inservice += 1,
+            policy::SlaveState::Pending | policy::SlaveState::Syncing => coming += 1,
+            policy::SlaveState::Draining => going += 1,
+        }
+    }
+    let cap = ledger.status(now);
+    format!(
+        "{inservice} slaves in service, {coming} coming, {going} going; burst cap {}/{} used; last decision: {}",
+        cap.used,
+        cap.limit,
+        decision.action()
+    )
+}
