@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod agent_proc;
 pub mod apache;
 pub mod fake_apache;
 pub mod moto;

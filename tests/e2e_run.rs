@@ -1,0 +1,524 @@
+//! End to end: `burst-agent run` samples Debian's real apache2 (driven by `ab`), publishes to
+//! and reads from a real moto server, scales out with real rsync into per-slave directories and
+//! ELB registration, and scales back in when the load stops. Slaves are played by reporter
+//! agents (`role = "reporter"`) sampling an idle apache2. Also: kill -9 mid-scale-out and
+//! restart, SIGTERM mid-scale-out, SIGHUP with a broken config, status, and sd_notify.
+//! Time is compressed by config (1 s ticks, short windows), never faked.
+
+mod common;
+
+use burst_agent::config::{Config, Dur, LogFormat, PolicyMode, Role, Signal};
+use common::agent_proc::{msg, AgentProc};
+use common::apache::Apache;
+use common::moto::{actuator_config, Moto};
+use rustix::process::Signal as Sig;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct World {
+    moto: Moto,
+    aws: burst_agent::aws::Aws,
+    master: Apache,
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+}
+
+impl World {
+    fn new() -> World {
+        common::require("rsync", "rsync");
+        common::require("ab", "apache2-utils");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let moto = Moto::start();
+        let aws = rt.block_on(moto.aws());
+        let master = Apache::start(2, 8);
+        std::fs::write(master.docroot.join("tee-times.html"), "8:00 9:10\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("slaves")).unwrap();
+        World {
+            moto,
+            aws,
+            master,
+            dir,
+            rt,
+        }
+    }
+
+    /// The master's config: samples the real apache2, decides on its busy ratio (target 0.5),
+    /// acts in moto, syncs with rsync into slaves/<id>/.
+    fn config(&self, group: &str) -> Config {
+        let state = self.dir.path().join(format!("state-{group}"));
+        let mut c = actuator_config(
+            &self.moto,
+            group,
+            &state,
+            &self.master.docroot,
+            &self.dir.path().join("slaves"),
+        );
+        c.agent.instance_id = "i-master".into();
+        c.agent.shutdown_timeout = Dur::secs(5);
+        c.sampling.interval = Dur::secs(1);
+        c.sampling.apache_pidfile = self.master.pidfile.clone();
+        c.sampling.mod_status_url = format!("{}?auto", self.master.status_url());
+        c.sampling.mod_status_timeout = Dur::millis(500);
+        c.sampling.apache_max_workers = 8;
+        c.sampling.disk_paths = vec![self.dir.path().to_path_buf()];
+        c.metrics.namespace = "BurstAgentE2E".into();
+        c.metrics.publish_interval = Dur::secs(1);
+        c.metrics.storage_resolution = 1;
+        c.metrics.fleet_read_interval = Dur::secs(1);
+        c.metrics.stale_after = Dur::secs(10);
+        c.policy.evaluation_interval = Dur::secs(1);
+        c.policy.mode = PolicyMode::TargetTracking;
+        c.policy.signals = vec![Signal::ApacheBusyRatio];
+        c.policy.targets.apache_busy_ratio = 0.5;
+        c.policy.stale_after = Dur::secs(10);
+        c.policy.max_slaves = 3;
+        c.policy.scale_out_cooldown = Dur::secs(1);
+        c.policy.scale_in_cooldown = Dur::secs(1);
+        c.policy.scale_in_stabilization = Dur::secs(5);
+        c.policy.min_lifetime = Dur::secs(1);
+        c.policy.cap_keep_for = Dur::secs(0);
+        c.hooks.content_sync_interval = Dur::secs(10);
+        c.elb.draining_timeout = Dur::secs(1);
+        c.log.format = LogFormat::Json;
+        c.log.level = "info".into();
+        c
+    }
+
+    fn write_config(&self, name: &str, cfg: &Config) -> PathBuf {
+        let text = toml::to_string(cfg).expect("config to TOML");
+        common::write(self.dir.path(), name, &text)
+    }
+
+    fn create_elb(&self, name: &str) {
+        self.rt.block_on(self.moto.create_elb(&self.aws, name));
+    }
+
+    /// Instance id → EC2 state, for the group.
+    fn instances(&self, group: &str) -> BTreeMap<String, String> {
+        self.rt.block_on(async {
+            let out = self
+                .aws
+                .ec2
+                .describe_instances()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("tag:burst-agent:group")
+                        .values(group)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .map(|i| {
+                    (
+                        i.instance_id().unwrap().to_string(),
+                        i.state().unwrap().name().unwrap().as_str().to_string(),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn live(&self, group: &str) -> BTreeSet<String> {
+        self.instances(group)
+            .into_iter()
+            .filter(|(_, s)| s == "running" || s == "pending")
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    fn elb_members(&self, elb: &str) -> BTreeSet<String> {
+        self.rt.block_on(async {
+            let out = self
+                .aws
+                .elb
+                .describe_load_balancers()
+                .load_balancer_names(elb)
+                .send()
+                .await
+                .unwrap();
+            out.load_balancer_descriptions()[0]
+                .instances()
+                .iter()
+                .filter_map(|i| i.instance_id().map(str::to_string))
+                .collect()
+        })
+    }
+
+    fn slave_page(&self, id: &str) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join("slaves")
+                .join(id)
+                .join("tee-times.html"),
+        )
+        .unwrap_or_default()
+    }
+
+    fn assert_members_have_content(&self, elb: &str) {
+        for id in self.elb_members(elb) {
+            assert_eq!(
+                self.slave_page(&id),
+                "8:00 9:10\n",
+                "{id} registered without the master's content"
+            );
+        }
+    }
+
+    fn load(&self, secs: u32) -> Child {
+        Command::new("ab")
+            .args(["-q", "-c", "64", "-t", &secs.to_string(), "-n", "10000000"])
+            .arg(format!("http://127.0.0.1:{}/index.html", self.master.port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ab")
+    }
+}
+
+fn stop(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool, agent: &AgentProc) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "{what}: not within {secs} s; agent log:\n{}",
+            agent.tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ledger_used(state: &Path) -> usize {
+    let text = std::fs::read_to_string(state.join("cap-ledger.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["entries"].as_array().unwrap().len()
+}
+
+#[test]
+fn ab_load_scales_out_in_moto_with_rsync_and_back_in_when_it_stops() {
+    let w = World::new();
+    let cfg = w.config("e2e");
+    w.create_elb(&cfg.elb.name);
+    let path = w.write_config("master.toml", &cfg);
+    let mut agent = AgentProc::start(&path, &[], &w.dir.path().join("master.log"));
+    agent.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+
+    // The slaves' own agents: reporters sampling an idle apache2, one per slave.
+    let idle = Apache::start(1, 8);
+    let mut reporters: BTreeMap<String, AgentProc> = BTreeMap::new();
+    let start_reporter = |id: &str| {
+        let mut rc = cfg.clone();
+        rc.agent.role = Role::Reporter;
+        rc.agent.instance_id = id.into();
+        rc.agent.state_dir = w.dir.path().join(format!("state-{id}"));
+        rc.sampling.apache_pidfile = idle.pidfile.clone();
+        rc.sampling.mod_status_url = format!("{}?auto", idle.status_url());
+        let p = w.write_config(&format!("{id}.toml"), &rc);
+        AgentProc::start(&p, &[], &w.dir.path().join(format!("{id}.log")))
+    };
+
+    let ab = w.load(60);
+    let t = Instant::now();
+    loop {
+        for id in w.live("e2e") {
+            reporters
+                .entry(id.clone())
+                .or_insert_with(|| start_reporter(&id));
+        }
+        w.assert_members_have_content(&cfg.elb.name);
+        if !w.elb_members(&cfg.elb.name).is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no slave in the ELB after 60 s of load:\n{}",
+            agent.tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(ab);
+    let launched = w.instances("e2e").len();
+    assert!((1..=3).contains(&launched), "{launched} launched");
+    let out = agent.lines();
+    let scale_out = out
+        .iter()
+        .find(|v| v["action"] == "scale_out")
+        .expect("a scale_out decision line");
+    assert!(msg(scale_out).contains("apache_busy_ratio"), "{scale_out}");
+    assert!(
+        scale_out["reasons"].to_string().contains("AboveTarget"),
+        "{scale_out}"
+    );
+
+    // The load is gone: after the stabilization window the agent releases every slave.
+    wait_until(
+        "all slaves terminated after the load stopped",
+        90,
+        || {
+            for id in w.live("e2e") {
+                reporters
+                    .entry(id.clone())
+                    .or_insert_with(|| start_reporter(&id));
+            }
+            w.assert_members_have_content(&cfg.elb.name);
+            w.live("e2e").is_empty()
+        },
+        &agent,
+    );
+    assert!(w.elb_members(&cfg.elb.name).is_empty());
+    assert!(
+        agent.lines().iter().any(|v| v["action"] == "scale_in"),
+        "a scale_in decision line"
+    );
+    let total = w.instances("e2e").len();
+    assert_eq!(
+        ledger_used(&cfg.agent.state_dir),
+        total,
+        "every instance is in the ledger"
+    );
+    assert!(total <= 7, "burst cap");
+
+    // status shows the running agent; then SIGTERM stops it cleanly.
+    let st = common::agent(&["--config", path.to_str().unwrap(), "status"]);
+    let text = common::stdout(&st);
+    assert!(
+        text.contains("running (pid"),
+        "{text}{}",
+        common::stderr(&st)
+    );
+    assert!(text.contains("burst cap"), "{text}");
+    agent.signal(Sig::TERM);
+    assert!(agent.wait_exit(30).success(), "{}", agent.tail());
+    let st = common::agent(&["--config", path.to_str().unwrap(), "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["state"], "stopped");
+    assert_eq!(v["alive"], false);
+}
+
+/// A pre_register hook slow enough to kill the agent in the middle of it.
+fn slow_sync(w: &World, cfg: &mut Config, secs: u32) {
+    cfg.hooks.pre_register.argv = vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "sleep {secs}; exec rsync -a --delete {}/ {}/$0/",
+            w.master.docroot.display(),
+            w.dir.path().join("slaves").display()
+        ),
+        "{instance_id}".into(),
+    ];
+}
+
+#[test]
+fn kill_9_mid_scale_out_then_restart_finishes_the_job_without_double_launch() {
+    let w = World::new();
+    let mut cfg = w.config("crash");
+    cfg.policy.scale_in_stabilization = Dur::secs(600);
+    slow_sync(&w, &mut cfg, 3);
+    w.create_elb(&cfg.elb.name);
+    let path = w.write_config("crash.toml", &cfg);
+    let log = w.dir.path().join("crash.log");
+    let mut agent = AgentProc::start(&path, &[], &log);
+    agent.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+    let ab = w.load(60);
+    wait_until("a launch", 60, || !w.live("crash").is_empty(), &agent);
+    agent.kill9();
+    stop(ab);
+    let launched = w.live("crash");
+    assert!(
+        w.elb_members(&cfg.elb.name).is_empty(),
+        "killed before registering"
+    );
+
+    let mut again = AgentProc::start(&path, &[], &log);
+    wait_until(
+        "the adopted slaves synced and registered",
+        60,
+        || {
+            w.assert_members_have_content(&cfg.elb.name);
+            w.elb_members(&cfg.elb.name) == launched
+        },
+        &again,
+    );
+    // No orphan and no double launch: the load is gone, so nothing new was needed.
+    assert_eq!(w.live("crash"), launched);
+    assert_eq!(w.instances("crash").len(), launched.len());
+    assert_eq!(
+        ledger_used(&cfg.agent.state_dir),
+        launched.len(),
+        "ledger intact"
+    );
+    let j = std::fs::read_to_string(cfg.agent.state_dir.join("journal.json")).unwrap();
+    assert!(!j.contains("\"started\""), "no open launch intent: {j}");
+    again.signal(Sig::TERM);
+    assert!(again.wait_exit(30).success());
+}
+
+#[test]
+fn sigterm_during_a_scale_out_exits_cleanly_within_the_deadline() {
+    let w = World::new();
+    let mut cfg = w.config("term");
+    slow_sync(&w, &mut cfg, 60);
+    cfg.agent.shutdown_timeout = Dur::secs(2);
+    w.create_elb(&cfg.elb.name);
+    let path = w.write_config("term.toml", &cfg);
+    let mut agent = AgentProc::start(&path, &[], &w.dir.path().join("term.log"));
+    agent.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+    let ab = w.load(60);
+    wait_until("a launch", 60, || !w.live("term").is_empty(), &agent);
+    // Let the sync hook start.
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    agent.signal(Sig::TERM);
+    let st = agent.wait_exit(30);
+    let took = t.elapsed();
+    stop(ab);
+    assert!(st.success(), "{st}: {}", agent.tail());
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(
+        w.elb_members(&cfg.elb.name).is_empty(),
+        "never registered unsynced"
+    );
+    let launched = w.live("term").len();
+    assert_eq!(
+        ledger_used(&cfg.agent.state_dir),
+        launched,
+        "launched slaves recorded"
+    );
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cfg.agent.state_dir.join("status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["state"], "stopped");
+    // The killed hook left no `sleep 60` behind.
+    let out = Command::new("pgrep")
+        .args(["-f", "sleep 60; exec rsync"])
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "hook survived: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.agent.state_dir = dir.path().join("state");
+    cfg.agent.dry_run = true;
+    cfg.agent.instance_id = "i-local".into();
+    cfg.sampling.interval = Dur::secs(1);
+    cfg.sampling.mod_status_timeout = Dur::millis(200);
+    cfg.sampling.disk_paths = vec![dir.path().to_path_buf()];
+    cfg.policy.evaluation_interval = Dur::secs(1);
+    cfg.log.format = LogFormat::Json;
+    let path = common::write(dir.path(), "agent.toml", &toml::to_string(&cfg).unwrap());
+    let mut agent = AgentProc::start(&path, &["--dry-run"], &dir.path().join("agent.log"));
+    agent.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+    assert!(agent.log_text().contains("dry run on this host alone"));
+
+    std::fs::write(
+        &path,
+        "[agent]\ngroup = \"x\"\nbogus = 1\n[policy]\nmax_slaves = \"many\"\n",
+    )
+    .unwrap();
+    agent.signal(Sig::HUP);
+    let rejected = agent.wait_log("reload rejected", 20, |v| msg(v).contains("rejected"));
+    let text = msg(&rejected);
+    assert!(
+        text.contains("agent.bogus") && text.contains("policy.max_slaves"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent.running(), "still running on the old config");
+
+    let mut changed = cfg.clone();
+    changed.policy.max_slaves = 5;
+    std::fs::write(&path, toml::to_string(&changed).unwrap()).unwrap();
+    agent.signal(Sig::HUP);
+    agent.wait_log("reload applied", 20, |v| {
+        msg(v).contains("reloaded and applied")
+    });
+
+    let st = common::agent(&["--config", path.to_str().unwrap(), "status"]);
+    assert!(
+        common::stdout(&st).contains("running (pid"),
+        "{}",
+        common::stdout(&st)
+    );
+    agent.signal(Sig::TERM);
+    assert!(agent.wait_exit(20).success());
+    let st = common::agent(&["--config", path.to_str().unwrap(), "status"]);
+    assert!(
+        common::stdout(&st).contains("stopped"),
+        "{}",
+        common::stdout(&st)
+    );
+}
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut cfg = Config::default();
+    cfg.agent.state_dir = dir.path().join("state");
+    cfg.agent.dry_run = true;
+    cfg.agent.instance_id = "i-local".into();
+    cfg.sampling.interval = Dur::secs(1);
+    cfg.sampling.mod_status_timeout = Dur::millis(200);
+    cfg.sampling.disk_paths = vec![dir.path().to_path_buf()];
+    cfg.policy.evaluation_interval = Dur::secs(1);
+    let path = common::write(dir.path(), "agent.toml", &toml::to_string(&cfg).unwrap());
+    let mut child = Command::new(common::bin())
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let t = Instant::now();
+    while !(seen.contains("READY=1") && seen.matches("WATCHDOG=1").count() >= 2) {
+        assert!(t.elapsed() < Duration::from_secs(30), "heard only: {seen}");
+        let n = sock.recv(&mut buf).expect("a notification");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
+    assert!(seen.contains("STATUS=0 slaves in service"), "{seen}");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        Sig::TERM,
+    )
+    .unwrap();
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
