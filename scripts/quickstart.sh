@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The README's first command: builds burst-agent on a fresh Debian machine and runs it on this
-# host with no AWS account: checks the example config, then samples this host every 10 s.
+# host with no AWS account: checks the example config, samples this host once, then runs the
+# agent in dry-run (it samples, decides and logs; it launches nothing and calls no AWS API
+# unless an AWS region and credentials are configured).
 #
-#   scripts/quickstart.sh            # until Ctrl-C
-#   scripts/quickstart.sh --count 3  # three samples, then exit
+#   scripts/quickstart.sh     # until Ctrl-C; `target/release/burst-agent status` meanwhile
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then
@@ -20,4 +21,7 @@ bin=target/release/burst-agent
 "$bin" check-config agent.toml.example
 config=/etc/burst-agent/agent.toml
 [ -f "$config" ] || config=agent.toml.example
-exec "$bin" --config "$config" sample --every 10s "$@"
+"$bin" --config "$config" sample
+echo
+echo "==> burst-agent run --dry-run  (Ctrl-C stops it; in another terminal: $bin --config $config status)"
+exec "$bin" --config "$config" run --dry-run "$@"

@@ -11,8 +11,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the tests use: apache2 + mod_status (end-to-end sampling), apache2-utils (ab),
 # rsync (content-sync hooks), systemd (systemd-analyze for the unit), procps, coreutils,
-# python3-venv (moto, below).
-packages=(apache2 apache2-utils rsync systemd procps coreutils ca-certificates python3 python3-venv)
+# python3-venv (moto, below), prometheus-node-exporter (benches/agent compares against it).
+packages=(apache2 apache2-utils rsync systemd procps coreutils ca-certificates python3 python3-venv
+          prometheus-node-exporter)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -54,4 +55,5 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   cargo bench --locked --bench sampler -- --quick
   cargo bench --locked --bench policy -- --quick
   cargo bench --locked --bench actuator -- --quick
+  cargo bench --locked --bench agent -- --quick
 fi

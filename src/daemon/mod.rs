@@ -79,6 +79,14 @@ fn notify(states: &[NotifyState]) {
 /// Decides whether this run talks to AWS. A dry run with no region or no credentials stays on
 /// this host; anything else must reach AWS (failures are then logged per call, and retried).
 async fn connect(cfg: &Config) -> Result<Option<Aws>, String> {
+    if cfg.agent.dry_run && cfg.aws.endpoint_url.is_empty() && !region_hint(cfg) {
+        // Not even loading the SDK keeps a local dry run small (no TLS roots, no clients).
+        return Err(
+            "no AWS region configured (aws.region, AWS_REGION or an AWS profile); set one for a \
+             dry run that reads the real fleet"
+                .into(),
+        );
+    }
     let sdk = Aws::load(
         &cfg.aws,
         aws_config::defaults(aws_config::BehaviorVersion::latest()),
@@ -100,6 +108,21 @@ async fn connect(cfg: &Config) -> Result<Option<Aws>, String> {
         Ok(Err(e)) => Err(format!("no AWS credentials ({e})")),
         Err(_) => Err("no AWS credentials within 5 s".into()),
     }
+}
+
+/// Whether a region is configured anywhere the SDK would find one without asking the instance
+/// metadata service.
+fn region_hint(cfg: &Config) -> bool {
+    let env = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let home_config = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".aws/config"))
+        .is_some_and(|p| p.is_file());
+    !cfg.aws.region.is_empty()
+        || env("AWS_REGION")
+        || env("AWS_DEFAULT_REGION")
+        || env("AWS_PROFILE")
+        || env("AWS_CONFIG_FILE")
+        || home_config
 }
 
 /// This host's InstanceId dimension: the config's, else the instance metadata's, else the
