@@ -70,19 +70,7 @@ impl Site {
     }
 
     async fn elb_members(&self) -> BTreeSet<String> {
-        let out = self
-            .aws
-            .elb
-            .describe_load_balancers()
-            .load_balancer_names(&self.cfg.elb.name)
-            .send()
-            .await
-            .unwrap();
-        out.load_balancer_descriptions()[0]
-            .instances()
-            .iter()
-            .filter_map(|i| i.instance_id().map(str::to_string))
-            .collect()
+        common::moto::elb_members(&self.aws, &self.cfg.elb.name).await
     }
 
     /// (id, state, tags) of every instance in moto.

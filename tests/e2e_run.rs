@@ -137,21 +137,7 @@ impl World {
     }
 
     fn elb_members(&self, elb: &str) -> BTreeSet<String> {
-        self.rt.block_on(async {
-            let out = self
-                .aws
-                .elb
-                .describe_load_balancers()
-                .load_balancer_names(elb)
-                .send()
-                .await
-                .unwrap();
-            out.load_balancer_descriptions()[0]
-                .instances()
-                .iter()
-                .filter_map(|i| i.instance_id().map(str::to_string))
-                .collect()
-        })
+        self.rt.block_on(common::moto::elb_members(&self.aws, elb))
     }
 
     fn slave_page(&self, id: &str) -> String {
@@ -417,17 +403,23 @@ fn sigterm_during_a_scale_out_exits_cleanly_within_the_deadline() {
     );
 }
 
-#[test]
-fn sighup_with_a_broken_config_keeps_the_running_one() {
-    let dir = tempfile::tempdir().unwrap();
+/// A dry run on this host alone (no AWS), 1 s ticks, state in `dir`.
+fn local_dry_run(dir: &Path) -> Config {
     let mut cfg = Config::default();
-    cfg.agent.state_dir = dir.path().join("state");
+    cfg.agent.state_dir = dir.join("state");
     cfg.agent.dry_run = true;
     cfg.agent.instance_id = "i-local".into();
     cfg.sampling.interval = Dur::secs(1);
     cfg.sampling.mod_status_timeout = Dur::millis(200);
-    cfg.sampling.disk_paths = vec![dir.path().to_path_buf()];
+    cfg.sampling.disk_paths = vec![dir.to_path_buf()];
     cfg.policy.evaluation_interval = Dur::secs(1);
+    cfg
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = local_dry_run(dir.path());
     cfg.log.format = LogFormat::Json;
     let path = common::write(dir.path(), "agent.toml", &toml::to_string(&cfg).unwrap());
     let mut agent = AgentProc::start(&path, &["--dry-run"], &dir.path().join("agent.log"));
@@ -481,14 +473,7 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut cfg = Config::default();
-    cfg.agent.state_dir = dir.path().join("state");
-    cfg.agent.dry_run = true;
-    cfg.agent.instance_id = "i-local".into();
-    cfg.sampling.interval = Dur::secs(1);
-    cfg.sampling.mod_status_timeout = Dur::millis(200);
-    cfg.sampling.disk_paths = vec![dir.path().to_path_buf()];
-    cfg.policy.evaluation_interval = Dur::secs(1);
+    let cfg = local_dry_run(dir.path());
     let path = common::write(dir.path(), "agent.toml", &toml::to_string(&cfg).unwrap());
     let mut child = Command::new(common::bin())
         .args(["--config", path.to_str().unwrap(), "run"])

@@ -921,15 +921,7 @@ impl<C: Cloud> Actuator<C> {
         if !to_deregister.is_empty() {
             match self.cloud.deregister(&to_deregister).await {
                 Ok(()) => {
-                    for id in &to_deregister {
-                        if self
-                            .slaves
-                            .get(id)
-                            .is_some_and(|s| s.phase == Phase::Releasing)
-                        {
-                            self.set_phase(id, Phase::Draining, now);
-                        }
-                    }
+                    self.advance(&to_deregister, Phase::Releasing, Phase::Draining, now);
                     report.deregistered.extend(to_deregister.iter().cloned());
                 }
                 Err(e) => {
@@ -941,15 +933,7 @@ impl<C: Cloud> Actuator<C> {
         if !to_register.is_empty() {
             match self.cloud.register(&to_register).await {
                 Ok(()) => {
-                    for id in &to_register {
-                        if self
-                            .slaves
-                            .get(id)
-                            .is_some_and(|s| s.phase == Phase::Synced)
-                        {
-                            self.set_phase(id, Phase::Registering, now);
-                        }
-                    }
+                    self.advance(&to_register, Phase::Synced, Phase::Registering, now);
                     report.registered.extend(to_register.iter().cloned());
                 }
                 Err(e) => {
@@ -984,6 +968,15 @@ impl<C: Cloud> Actuator<C> {
                     let msg = format!("terminating {to_terminate:?}: {e}");
                     self.error(now, report, msg);
                 }
+            }
+        }
+    }
+
+    /// Moves those of `ids` still in `from` to `to` (a call for them just went through).
+    fn advance(&mut self, ids: &[String], from: Phase, to: Phase, now: Timestamp) {
+        for id in ids {
+            if self.slaves.get(id).is_some_and(|s| s.phase == from) {
+                self.set_phase(id, to, now);
             }
         }
     }

@@ -129,6 +129,23 @@ impl Moto {
     }
 }
 
+/// The instance ids registered with the classic ELB `name` (as the ELB lists them, not as
+/// DescribeInstanceHealth reports them).
+pub async fn elb_members(aws: &Aws, name: &str) -> std::collections::BTreeSet<String> {
+    let out = aws
+        .elb
+        .describe_load_balancers()
+        .load_balancer_names(name)
+        .send()
+        .await
+        .expect("DescribeLoadBalancers");
+    out.load_balancer_descriptions()[0]
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect()
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
