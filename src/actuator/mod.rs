@@ -381,7 +381,6 @@ impl<C: Cloud> Actuator<C> {
                 }
             }
         }
-        self.resolve_intents(&instances, now, &mut report).await;
         for i in &instances {
             if self.slaves.contains_key(&i.id) || !alive(i.state) {
                 continue;
@@ -424,6 +423,8 @@ impl<C: Cloud> Actuator<C> {
                 );
             }
         }
+        // After the loop above, so slaves found by their intent tag keep the phase it gave them.
+        self.resolve_intents(&instances, now, &mut report).await;
         let changes = self.ledger.reconcile(
             &instances.iter().map(|i| seen(i, now)).collect::<Vec<_>>(),
             now,
@@ -458,6 +459,11 @@ impl<C: Cloud> Actuator<C> {
                 let ids: Vec<String> = found.iter().map(|i| i.id.clone()).collect();
                 tracing::info!(intent = %intent.id, instances = ?ids,
                     "launch intent resolved from tags");
+                for i in found.iter().filter(|i| alive(i.state)) {
+                    self.slaves
+                        .entry(i.id.clone())
+                        .or_insert_with(|| slave_from(i, Phase::Pending, now, now));
+                }
                 self.finish_intent(&intent, &ids, now, report);
                 continue;
             }
@@ -1131,3 +1137,6 @@ fn slave_from(i: &InstanceInfo, phase: Phase, since: Timestamp, now: Timestamp) 
         failure: None,
     }
 }
+
+#[cfg(test)]
+mod tests;

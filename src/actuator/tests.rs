@@ -1,0 +1,341 @@
+//! The state machine's own rules, on an in-memory [`Cloud`] that does exactly what each test
+//! scripts (time is passed in, so timeouts are tested without waiting). These tests claim
+//! nothing about AWS: what EC2 and the ELB do is tested against moto in `tests/aws_*.rs`.
+
+use super::cloud::{Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState};
+use super::*;
+use crate::aws::AwsError;
+use crate::config::Dur;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct World {
+    instances: BTreeMap<String, InstanceInfo>,
+    members: BTreeMap<String, MemberState>,
+    next: u32,
+    /// Instances each launch call gives at most (None: as asked).
+    give_at_most: Option<u32>,
+    /// The next launch fails with this; `launch_anyway` makes it fail after launching.
+    launch_error: Option<AwsError>,
+    launch_anyway: bool,
+    /// New instances stay pending.
+    never_boot: bool,
+    /// Registered instances stay OutOfService.
+    never_healthy: bool,
+    calls: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Arc<Mutex<World>>);
+
+impl Fake {
+    fn w(&self) -> std::sync::MutexGuard<'_, World> {
+        self.0.lock().unwrap()
+    }
+}
+
+fn err(retryable: bool) -> AwsError {
+    AwsError {
+        op: "RunInstances",
+        code: if retryable {
+            "Timeout"
+        } else {
+            "InvalidAMIID.NotFound"
+        }
+        .into(),
+        message: "scripted".into(),
+        retryable,
+    }
+}
+
+impl Cloud for Fake {
+    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
+        let mut w = self.w();
+        w.calls.push(format!("launch {}..{}", req.min, req.max));
+        let failure = w.launch_error.take();
+        if failure.is_some() && !w.launch_anyway {
+            return Err(failure.unwrap_or_else(|| err(false)));
+        }
+        let n = w.give_at_most.map_or(req.max, |g| g.min(req.max));
+        let mut out = Vec::new();
+        for _ in 0..n {
+            w.next += 1;
+            let id = format!("i-{:04}", w.next);
+            let i = InstanceInfo {
+                id: id.clone(),
+                state: InstanceState::Pending,
+                private_ip: Some(format!("10.0.0.{}", w.next)),
+                private_dns: None,
+                launched_at: Some(req.launched_at),
+                intent: Some(req.intent.clone()),
+                draining_since: None,
+                ended_at: None,
+            };
+            w.instances.insert(id, i.clone());
+            out.push(i);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    async fn describe_group(&self) -> Result<Vec<InstanceInfo>, AwsError> {
+        let mut w = self.w();
+        w.calls.push("describe".into());
+        let boot = !w.never_boot;
+        for i in w.instances.values_mut() {
+            if boot && i.state == InstanceState::Pending {
+                i.state = InstanceState::Running;
+            }
+        }
+        Ok(w.instances.values().cloned().collect())
+    }
+
+    async fn elb_members(&self) -> Result<BTreeMap<String, MemberState>, AwsError> {
+        let mut w = self.w();
+        w.calls.push("health".into());
+        Ok(w.members.clone())
+    }
+
+    async fn register(&self, ids: &[String]) -> Result<(), AwsError> {
+        let mut w = self.w();
+        w.calls.push(format!("register {ids:?}"));
+        let state = if w.never_healthy {
+            MemberState::OutOfService
+        } else {
+            MemberState::InService
+        };
+        for id in ids {
+            w.members.insert(id.clone(), state);
+        }
+        Ok(())
+    }
+
+    async fn deregister(&self, ids: &[String]) -> Result<(), AwsError> {
+        let mut w = self.w();
+        w.calls.push(format!("deregister {ids:?}"));
+        for id in ids {
+            w.members.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
+        let mut w = self.w();
+        w.calls.push(format!("terminate {ids:?}"));
+        for id in ids {
+            if let Some(i) = w.instances.get_mut(id) {
+                i.state = InstanceState::Terminated;
+            }
+        }
+        Ok(())
+    }
+
+    async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {
+        let mut w = self.w();
+        w.calls.push(format!("tag {ids:?} {key}"));
+        if key == cloud::TAG_DRAINING_SINCE {
+            for id in ids {
+                if let Some(i) = w.instances.get_mut(id) {
+                    i.draining_since = value.parse().ok();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(ts("2026-11-25T01:00:00Z").as_second() + secs).unwrap()
+}
+
+fn setup(dir: &std::path::Path) -> (Fake, Actuator<Fake>) {
+    let mut cfg = Config::default();
+    cfg.agent.state_dir = dir.to_path_buf();
+    cfg.cap.time_zone = "UTC".into();
+    cfg.hooks.pre_register.argv = vec!["true".into()];
+    cfg.hooks.content_sync.argv = vec!["true".into()];
+    cfg.fleet.boot_timeout = Dur::secs(60);
+    cfg.elb.register_timeout = Dur::secs(60);
+    cfg.elb.draining_timeout = Dur::secs(30);
+    let fake = Fake::default();
+    let act = Actuator::open(fake.clone(), &cfg, at(0)).unwrap();
+    (fake, act)
+}
+
+fn decision(count: u32) -> Decision {
+    let why: crate::policy::Explanation = serde_json::from_value(serde_json::json!({
+        "mode": "target_tracking", "in_service": 0, "on_the_way": 0, "draining": 0,
+        "current": 0, "utilization": null, "signals": [], "raw_desired": 0, "stabilized": 0,
+        "rate_limited": 0, "bounded": 0, "cap_limited": 0, "final_count": 0, "reasons": [],
+        "cap": {"used": 0, "limit": 7, "remaining": 7, "instance_hours": 0.0,
+                "hours_budget": null, "time_zone": "UTC", "day": "2026-11-25",
+                "resets_at": "2026-11-26T00:00:00Z", "resets_in_secs": 1, "blocked": null}
+    }))
+    .unwrap();
+    Decision::ScaleOut { count, why }
+}
+
+/// Steps at `now` until the hooks it started have finished and been collected.
+async fn settle(act: &mut Actuator<Fake>, now: Timestamp) {
+    for _ in 0..200 {
+        act.step(now).await.unwrap();
+        if act.hooks_in_flight() == 0 {
+            act.step(now).await.unwrap();
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("hooks did not finish");
+}
+
+#[tokio::test]
+async fn a_slave_that_never_runs_is_terminated_at_the_boot_timeout_never_registered() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    fake.w().never_boot = true;
+    let r = act.apply(&decision(1), at(0)).await;
+    let id = r.launched[0].clone();
+    act.step(at(59)).await.unwrap();
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::Pending);
+    let r = act.step(at(61)).await.unwrap();
+    assert_eq!(r.terminated, [id.clone()]);
+    assert!(fake.w().members.is_empty());
+    assert!(act
+        .slave(&id)
+        .unwrap()
+        .failure
+        .as_deref()
+        .unwrap()
+        .contains("not running"));
+    // Once EC2 says terminated, it is gone and its ledger entry ended.
+    act.step(at(70)).await.unwrap();
+    assert!(act.slave(&id).is_none());
+    assert!(act.ledger().entries()[0].ended_at.is_some());
+}
+
+#[tokio::test]
+async fn a_slave_the_elb_never_calls_healthy_is_deregistered_and_terminated() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    fake.w().never_healthy = true;
+    let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    settle(&mut act, at(1)).await;
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::Registering);
+    let r = act.step(at(100)).await.unwrap();
+    assert_eq!(r.deregistered, [id.clone()]);
+    assert_eq!(r.terminated, [id.clone()]);
+    let calls = fake.w().calls.join("\n");
+    let dereg = calls.find("deregister").unwrap();
+    let term = calls.find("terminate").unwrap();
+    assert!(dereg < term, "deregistered before terminated:\n{calls}");
+}
+
+#[tokio::test]
+async fn fewer_instances_than_asked_withdraw_the_unfilled_attempts() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    fake.w().give_at_most = Some(1);
+    let r = act.apply(&decision(3), at(0)).await;
+    // First call min 1..3 gives 1; the second asks for the other 2 all-or-nothing, gives 1.
+    assert_eq!(r.launched.len(), 2);
+    assert_eq!(fake.w().calls[..2], ["launch 1..3", "launch 2..2"]);
+    assert_eq!(
+        act.ledger().used(at(0)),
+        2,
+        "the unfilled attempt is withdrawn"
+    );
+    assert_eq!(act.journal().unresolved().count(), 0);
+}
+
+#[tokio::test]
+async fn a_final_launch_error_launches_and_counts_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    fake.w().launch_error = Some(err(false));
+    let r = act.apply(&decision(2), at(0)).await;
+    assert!(r.launched.is_empty());
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert_eq!(act.ledger().used(at(0)), 0);
+    assert!(matches!(
+        act.journal().intents[0].outcome,
+        Outcome::Failed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn an_ambiguous_launch_error_stays_counted_and_is_resolved_by_tag_not_relaunched() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    {
+        let mut w = fake.w();
+        w.launch_error = Some(err(true));
+        w.launch_anyway = true; // the call timed out, but EC2 did launch
+    }
+    let r = act.apply(&decision(2), at(0)).await;
+    assert!(r.launched.is_empty());
+    assert_eq!(act.ledger().used(at(0)), 2, "still counted while unknown");
+    assert_eq!(act.journal().unresolved().count(), 1);
+    act.step(at(5)).await.unwrap();
+    assert_eq!(act.journal().unresolved().count(), 0);
+    assert_eq!(act.slaves().count(), 2, "adopted by intent tag");
+    let launches = fake
+        .w()
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("launch"))
+        .count();
+    assert_eq!(launches, 1, "never launched twice");
+    assert_eq!(act.ledger().used(at(5)), 2);
+}
+
+#[tokio::test]
+async fn a_slave_terminated_outside_the_agent_is_dropped_and_its_entry_ended() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    settle(&mut act, at(1)).await;
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::InService);
+    fake.w().instances.get_mut(&id).unwrap().state = InstanceState::Terminated;
+    act.step(at(20)).await.unwrap();
+    assert!(act.slave(&id).is_none());
+    assert!(act
+        .recent_errors()
+        .any(|(_, e)| e.contains("outside the agent")));
+    assert_eq!(fake.w().members.len(), 0, "deregistered from the ELB");
+    assert_eq!(act.ledger().entries()[0].ended_at, Some(at(20)));
+}
+
+#[tokio::test]
+async fn a_draining_slave_found_at_adoption_keeps_draining_and_is_never_registered_again() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    settle(&mut act, at(1)).await;
+    act.apply(
+        &Decision::ScaleIn {
+            instances: vec![id.clone()],
+            why: decision(0).explanation().clone(),
+        },
+        at(10),
+    )
+    .await;
+    act.step(at(10)).await.unwrap();
+    assert!(fake.w().members.is_empty());
+    // The agent restarts mid-drain.
+    let mut again = Actuator::open(fake.clone(), &act.cfg, at(15)).unwrap();
+    let r = again.adopt(at(15)).await.unwrap();
+    assert_eq!(r.adopted, [id.clone()]);
+    assert_eq!(again.slave(&id).unwrap().phase, Phase::Draining);
+    again.step(at(20)).await.unwrap();
+    assert!(fake.w().members.is_empty(), "not registered again");
+    assert_eq!(again.slave(&id).unwrap().phase, Phase::Draining);
+    // Draining counts from the tag, not from the restart: 10 + 30 s.
+    let r = again.step(at(41)).await.unwrap();
+    assert_eq!(r.terminated, [id]);
+}
