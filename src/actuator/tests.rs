@@ -204,7 +204,7 @@ async fn a_slave_that_never_runs_is_terminated_at_the_boot_timeout_never_registe
     act.step(at(59)).await.unwrap();
     assert_eq!(act.slave(&id).unwrap().phase, Phase::Pending);
     let r = act.step(at(61)).await.unwrap();
-    assert_eq!(r.terminated, [id.clone()]);
+    assert_eq!(r.terminated, vec![id.clone()]);
     assert!(fake.w().members.is_empty());
     assert!(act
         .slave(&id)
@@ -228,8 +228,8 @@ async fn a_slave_the_elb_never_calls_healthy_is_deregistered_and_terminated() {
     settle(&mut act, at(1)).await;
     assert_eq!(act.slave(&id).unwrap().phase, Phase::Registering);
     let r = act.step(at(100)).await.unwrap();
-    assert_eq!(r.deregistered, [id.clone()]);
-    assert_eq!(r.terminated, [id.clone()]);
+    assert_eq!(r.deregistered, vec![id.clone()]);
+    assert_eq!(r.terminated, vec![id.clone()]);
     let calls = fake.w().calls.join("\n");
     let dereg = calls.find("deregister").unwrap();
     let term = calls.find("terminate").unwrap();
@@ -330,7 +330,7 @@ async fn a_draining_slave_found_at_adoption_keeps_draining_and_is_never_register
     // The agent restarts mid-drain.
     let mut again = Actuator::open(fake.clone(), &act.cfg, at(15)).unwrap();
     let r = again.adopt(at(15)).await.unwrap();
-    assert_eq!(r.adopted, [id.clone()]);
+    assert_eq!(r.adopted, vec![id.clone()]);
     assert_eq!(again.slave(&id).unwrap().phase, Phase::Draining);
     again.step(at(20)).await.unwrap();
     assert!(fake.w().members.is_empty(), "not registered again");
