@@ -560,6 +560,15 @@ impl Master<'_> {
             state: "starting",
         };
         let mut ready_sent = false;
+        let mut watchdog_usec = 0u64;
+        if sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+            && Duration::from_micros(watchdog_usec / 2) < self.cfg.policy.evaluation_interval.get()
+        {
+            tracing::warn!(watchdog_secs = watchdog_usec / 1_000_000,
+                evaluation_interval = %self.cfg.policy.evaluation_interval,
+                "the unit's WatchdogSec is less than twice policy.evaluation_interval: systemd \
+                 may restart a healthy agent; raise WatchdogSec or shorten the interval");
+        }
         loop {
             let now = Timestamp::now();
             if self.cfg_rx.has_changed().unwrap_or(false) {
