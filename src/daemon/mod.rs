@@ -182,6 +182,10 @@ fn restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
         kept.push("metrics.namespace");
         new.metrics.namespace = old.metrics.namespace.clone();
     }
+    if old.metrics.buffer_limit != new.metrics.buffer_limit {
+        kept.push("metrics.buffer_limit");
+        new.metrics.buffer_limit = old.metrics.buffer_limit;
+    }
     kept
 }
 
