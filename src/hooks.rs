@@ -282,8 +282,9 @@ async fn drain<R: AsyncRead + Unpin>(
             Ok(_) => {}
         }
         let text = String::from_utf8_lossy(&buf);
-        let mut line: String = text.trim_end().chars().take(MAX_LINE_CHARS).collect();
-        if text.trim_end().chars().count() > MAX_LINE_CHARS {
+        let mut chars = text.trim_end().chars();
+        let mut line: String = chars.by_ref().take(MAX_LINE_CHARS).collect();
+        if chars.next().is_some() {
             line.push('…');
         }
         if logged < MAX_LOGGED_LINES {

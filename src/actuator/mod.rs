@@ -693,7 +693,7 @@ impl<C: Cloud> Actuator<C> {
     /// One reconcile pass: observe EC2 and the ELB (two calls), then move every slave along.
     pub async fn step(&mut self, now: Timestamp) -> Result<Report, ActuatorError> {
         let mut report = Report::default();
-        let finished = self.collect_hooks(now).await;
+        let finished = self.collect_hooks().await;
         let instances = self.cloud.describe_group().await?;
         let members = self.cloud.elb_members().await?;
         let by_id: BTreeMap<&str, &InstanceInfo> =
@@ -1024,10 +1024,7 @@ impl<C: Cloud> Actuator<C> {
     }
 
     /// Finished hook tasks, by slave: their kind and result.
-    async fn collect_hooks(
-        &mut self,
-        _now: Timestamp,
-    ) -> BTreeMap<String, (HookKind, Result<(), String>)> {
+    async fn collect_hooks(&mut self) -> BTreeMap<String, (HookKind, Result<(), String>)> {
         let mut out = BTreeMap::new();
         let done: Vec<String> = self
             .tasks
@@ -1070,25 +1067,15 @@ impl<C: Cloud> Actuator<C> {
     /// Waits up to `deadline` for hooks under way to finish (shutdown); returns how many were
     /// still running and were abandoned (their process groups die with the tasks).
     pub async fn wait_for_hooks(&mut self, deadline: std::time::Duration) -> usize {
+        let running = |a: &Self| {
+            a.tasks.values().filter(|t| !t.handle.is_finished()).count()
+                + a.detached.iter().filter(|(_, h)| !h.is_finished()).count()
+        };
         let until = tokio::time::Instant::now() + deadline;
-        while self.hooks_in_flight() > 0 && tokio::time::Instant::now() < until {
+        while running(self) > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            if self.tasks.values().all(|t| t.handle.is_finished())
-                && self.detached.iter().all(|(_, h)| h.is_finished())
-            {
-                break;
-            }
         }
-        let left = self
-            .tasks
-            .values()
-            .filter(|t| !t.handle.is_finished())
-            .count()
-            + self
-                .detached
-                .iter()
-                .filter(|(_, h)| !h.is_finished())
-                .count();
+        let left = running(self);
         for t in self.tasks.values() {
             t.handle.abort();
         }

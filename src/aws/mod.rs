@@ -13,7 +13,7 @@
 use crate::config::AwsConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -170,15 +170,9 @@ impl fmt::Debug for Aws {
 }
 
 impl Aws {
-    /// Clients from the standard credential and region chain, with the config's region,
-    /// endpoint, retries and timeouts applied.
-    pub async fn from_env(cfg: &AwsConfig) -> Self {
-        let loader = aws_config::defaults(BehaviorVersion::latest());
-        Self::from_loader(cfg, loader).await
-    }
-
-    /// Like [`Aws::from_env`], from a loader the caller has started (tests pass static
-    /// credentials this way instead of touching the process environment).
+    /// Clients from `loader` (the daemon passes the standard credential and region chain; tests
+    /// pass static credentials instead of touching the process environment), with the
+    /// config's region, endpoint, retries and timeouts applied.
     pub async fn from_loader(cfg: &AwsConfig, loader: aws_config::ConfigLoader) -> Self {
         Self::from_sdk_config(cfg, &Self::load(cfg, loader).await)
     }

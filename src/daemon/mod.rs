@@ -548,9 +548,10 @@ impl Master<'_> {
             None => None,
         };
         // Without AWS (local dry run) the policy reads the stored ledger, never writes it.
-        let local_ledger = match &actuator {
-            Some(_) => None,
-            None => Some(local_ledger(&self.cfg)),
+        let local_ledger = local_ledger(&self.cfg);
+        let ledger_now = |a: &Option<Actuator<AwsCloud>>| match a {
+            Some(a) => a.ledger().clone(),
+            None => local_ledger.clone(),
         };
         let mut tick = Tick {
             history: History::new(),
@@ -584,11 +585,7 @@ impl Master<'_> {
             if let Some(a) = actuator.as_mut() {
                 self.actuate_observe(a, &mut tick, now).await;
             }
-            let ledger = match (&actuator, &local_ledger) {
-                (Some(a), _) => a.ledger().clone(),
-                (None, Some(l)) => l.clone(),
-                (None, None) => unreachable!("one of the two is always set"),
-            };
+            let ledger = ledger_now(&actuator);
             let decision = self.decide(&actuator, &ledger, &mut tick, now);
             if let (Some(a), true) = (actuator.as_mut(), tick.adopted) {
                 let r = a.apply(&decision, now).await;
@@ -636,11 +633,7 @@ impl Master<'_> {
             }
         }
         tick.state = "stopped";
-        let ledger = match (&actuator, &local_ledger) {
-            (Some(a), _) => a.ledger().clone(),
-            (_, Some(l)) => l.clone(),
-            _ => unreachable!("one of the two is always set"),
-        };
+        let ledger = ledger_now(&actuator);
         self.snapshot(&actuator, &ledger, &tick, Timestamp::now());
         if timed_out {
             tracing::warn!("{}", DaemonError::ShutdownTimedOut(deadline));
