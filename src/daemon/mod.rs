@@ -593,7 +593,11 @@ impl Master<'_> {
                     tick.errors.push((now, e));
                 }
             } else if !matches!(decision, Decision::Hold { .. }) && actuator.is_none() {
-                tracing::info!("dry run (no AWS): would {}", decision);
+                // The decision line above has the numbers; this only says nothing was done.
+                tracing::info!(
+                    action = decision.action(),
+                    "dry run (no AWS): nothing launched or released"
+                );
             }
             let hooks = actuator
                 .as_mut()
