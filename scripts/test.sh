@@ -10,10 +10,12 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the tests use: apache2 + mod_status (end-to-end sampling), apache2-utils (ab),
-# rsync (content-sync hooks), systemd (systemd-analyze for the unit), procps, coreutils,
+# rsync (content-sync hooks), systemd (the service tests boot it in a namespace; systemd-analyze),
+# openssh-server + openssh-client (a real sshd stands in for a slave), iproute2 and util-linux
+# (the test machine's namespaces), dpkg-dev (cargo deb's dependency scan), procps, coreutils,
 # python3-venv (moto, below), prometheus-node-exporter (benches/agent compares against it).
 packages=(apache2 apache2-utils rsync systemd procps coreutils ca-certificates python3 python3-venv
-          prometheus-node-exporter)
+          prometheus-node-exporter openssh-server openssh-client iproute2 util-linux dpkg-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,11 +45,19 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# cargo-deb builds the Debian package (README: install), which tests/systemd_service.rs installs.
+cargo_deb_version=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q "$cargo_deb_version"; then
+  echo "==> installing cargo-deb $cargo_deb_version"
+  cargo install --locked --quiet cargo-deb --version "$cargo_deb_version"
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "==> cargo deb"
+cargo deb --locked
 echo "==> cargo test"
 cargo test --locked --lib --bins --tests
 if [ -z "${SKIP_BENCH:-}" ]; then

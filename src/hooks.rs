@@ -1,10 +1,15 @@
 //! Operator hooks (content sync before registration, periodic sync, before deregistration,
 //! after termination): argv arrays, never a shell string.
 //!
-//! - Placeholders (`{instance_id}`, `{private_ip}`, `{private_dns}`, `{group}`) are replaced
-//!   inside one argument each, and a value is only accepted if it looks like what AWS hands out
-//!   (letters, digits, `.-_:`, not starting with `-`), so no instance data can inject a command
-//!   or an option.
+//! - Placeholders (`{instance_id}`, `{private_ip}`, `{private_dns}`, `{group}`, `{state_dir}`)
+//!   are replaced inside one argument each, and a value is only accepted if it looks like what
+//!   AWS hands out (letters, digits, `.-_:`, not starting with `-`; `{state_dir}` is an absolute
+//!   path of letters, digits and `/._-`), so no instance data can inject a command or an option.
+//! - A hook runs with a minimal environment ([`hook_env`]): `PATH`, `HOME`, `LANG` and the
+//!   placeholders as `BURST_AGENT_*`; never the agent's own (AWS credentials included).
+//! - A failed attempt whose stderr says why in words an operator knows (ssh's host-key, key and
+//!   connection errors, rsync's unreadable document root) gets a `fix:` naming the file or host
+//!   and what to do ([`diagnose`]).
 //! - stdout and stderr go to the log line by line (bounded, non-UTF-8 shown lossily).
 //! - Each attempt has a timeout; a hung hook is killed with its whole process group (rsync's
 //!   ssh child included), and so is anything a finished hook left behind.
@@ -30,6 +35,8 @@ pub struct HookVars {
     pub private_ip: String,
     pub private_dns: String,
     pub group: String,
+    /// `agent.state_dir`: the home of per-instance ssh host keys (`known_hosts/{instance_id}`).
+    pub state_dir: String,
 }
 
 impl HookVars {
@@ -39,7 +46,79 @@ impl HookVars {
             "private_ip" => Some(&self.private_ip),
             "private_dns" => Some(&self.private_dns),
             "group" => Some(&self.group),
+            "state_dir" => Some(&self.state_dir),
             _ => None,
+        }
+    }
+
+    /// The host a hook talks to, for messages: the private IP, else the DNS name.
+    fn host(&self) -> &str {
+        if self.private_ip.is_empty() {
+            &self.private_dns
+        } else {
+            &self.private_ip
+        }
+    }
+}
+
+/// `PATH` for hooks: the usual system directories, nothing from the agent's environment.
+pub const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The whole environment a hook runs with: `PATH`, `HOME` (the agent's, else the state
+/// directory), `LANG=C.UTF-8`, and every placeholder as `BURST_AGENT_<NAME>` plus
+/// `BURST_AGENT_HOOK`. Nothing else of the agent's environment reaches a hook: not its AWS
+/// credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), not
+/// `NOTIFY_SOCKET`, not `RUST_LOG`.
+pub fn hook_env(hook: &str, vars: &HookVars) -> Vec<(String, String)> {
+    let home = std::env::var("HOME")
+        .ok()
+        .filter(|h| h.starts_with('/'))
+        .unwrap_or_else(|| vars.state_dir.clone());
+    let mut env = vec![
+        ("PATH".to_string(), HOOK_PATH.to_string()),
+        ("HOME".to_string(), home),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+        ("BURST_AGENT_HOOK".to_string(), hook.to_string()),
+    ];
+    for name in crate::config::HOOK_PLACEHOLDERS {
+        if let Some(v) = vars.get(name).filter(|v| !v.is_empty()) {
+            env.push((
+                format!("BURST_AGENT_{}", name.to_ascii_uppercase()),
+                v.to_string(),
+            ));
+        }
+    }
+    env
+}
+
+/// Where ssh pins each slave's host key: one file per instance, so an address reused by a later
+/// slave (with a new host key) never fails the first sync, and no key outlives its slave.
+pub fn known_hosts_dir(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("known_hosts")
+}
+
+/// Creates [`known_hosts_dir`] (ssh adds keys to a file there but never creates the directory).
+pub fn prepare_known_hosts(state_dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(known_hosts_dir(state_dir))
+}
+
+/// Removes a slave's pinned host key once the slave is gone. A missing file is fine.
+pub fn forget_host_key(state_dir: &std::path::Path, instance_id: &str) {
+    if !safe_value(instance_id) {
+        return;
+    }
+    let path = known_hosts_dir(state_dir).join(instance_id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            tracing::debug!(instance_id, path = %path.display(), "removed the slave's pinned ssh host key")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(instance_id, path = %path.display(), "could not remove the slave's pinned ssh host key: {e}")
         }
     }
 }
@@ -64,8 +143,13 @@ pub enum HookError {
     NoProgram,
     #[error("could not start {program:?}: {why}")]
     Spawn { program: String, why: String },
-    #[error("exited with {status}{}", tail(.stderr))]
-    Failed { status: String, stderr: Vec<String> },
+    #[error("exited with {status}{}{}", tail(.stderr), fix_suffix(.fix))]
+    Failed {
+        status: String,
+        stderr: Vec<String>,
+        /// What the operator should do, when stderr said why ([`diagnose`]).
+        fix: Option<String>,
+    },
     #[error("still running after {after:?}; killed with its process group")]
     TimedOut { after: Duration },
 }
@@ -76,6 +160,12 @@ fn tail(lines: &[String]) -> String {
     } else {
         format!("; stderr: {}", lines.join(" | "))
     }
+}
+
+fn fix_suffix(f: &Option<String>) -> String {
+    f.as_ref()
+        .map(|f| format!("; fix: {f}"))
+        .unwrap_or_default()
 }
 
 /// A value from AWS that may stand in an argument: what instance ids, IPs and DNS names use.
@@ -115,7 +205,12 @@ pub fn expand(argv: &[String], vars: &HookVars) -> Result<Vec<String>, HookError
                 if value.is_empty() {
                     return Err(HookError::Empty { name: name.into() });
                 }
-                if !safe_value(value) {
+                let safe = if name == "state_dir" {
+                    crate::config::plain_path(value)
+                } else {
+                    safe_value(value)
+                };
+                if !safe {
                     return Err(HookError::UnsafeValue {
                         name: name.into(),
                         value: value.into(),
@@ -157,7 +252,7 @@ pub async fn run(name: &str, hook: &Hook, vars: &HookVars) -> HookRun {
     loop {
         attempts += 1;
         let t = Instant::now();
-        let result = attempt(name, &argv, hook.timeout.get(), &vars.instance_id).await;
+        let result = attempt(name, &argv, hook.timeout.get(), vars).await;
         match &result {
             Ok(()) => {
                 tracing::info!(hook = name, instance_id = %vars.instance_id, attempt = attempts,
@@ -183,10 +278,12 @@ async fn attempt(
     name: &str,
     argv: &[String],
     timeout: Duration,
-    instance_id: &str,
+    vars: &HookVars,
 ) -> Result<(), HookError> {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
+        .env_clear()
+        .envs(hook_env(name, vars))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -202,11 +299,11 @@ async fn attempt(
     let out = child
         .stdout
         .take()
-        .map(|s| tokio::spawn(drain(s, name.to_string(), instance_id.to_string(), false)));
+        .map(|s| tokio::spawn(drain(s, name.to_string(), vars.clone(), false)));
     let err = child
         .stderr
         .take()
-        .map(|s| tokio::spawn(drain(s, name.to_string(), instance_id.to_string(), true)));
+        .map(|s| tokio::spawn(drain(s, name.to_string(), vars.clone(), true)));
     let waited = tokio::time::timeout(timeout, child.wait()).await;
     // Whatever happened, nothing of this hook may outlive it: children that kept our pipes
     // open would also hang the readers below.
@@ -231,14 +328,15 @@ async fn attempt(
     }
     let stderr = match err {
         Some(h) => h.await.unwrap_or_default(),
-        None => Vec::new(),
+        None => Drained::default(),
     };
     match status {
         None => Err(HookError::TimedOut { after: timeout }),
         Some(s) if s.success() => Ok(()),
         Some(s) => Err(HookError::Failed {
             status: s.to_string(),
-            stderr,
+            stderr: stderr.tail,
+            fix: stderr.fix.map(|(_, f)| f),
         }),
     }
 }
@@ -263,18 +361,30 @@ fn kill_group(pgid: u32) {
     }
 }
 
-/// Logs a stream line by line; returns the last few lines (for stderr's error message).
+/// What a stream said, for a failed attempt's message.
+#[derive(Default)]
+struct Drained {
+    /// The last few lines.
+    tail: Vec<String>,
+    /// The most specific fix any line called for, with its rank.
+    fix: Option<(u8, String)>,
+}
+
+/// Logs a stream line by line; returns the last few lines and the best [`diagnose`] of all of
+/// them (for stderr's error message).
 async fn drain<R: AsyncRead + Unpin>(
     stream: R,
     hook: String,
-    instance_id: String,
+    vars: HookVars,
     is_stderr: bool,
-) -> Vec<String> {
+) -> Drained {
+    let instance_id = vars.instance_id.as_str();
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     let mut logged = 0usize;
     let mut skipped = 0usize;
     let mut last: Vec<String> = Vec::new();
+    let mut fix: Option<(u8, String)> = None;
     loop {
         buf.clear();
         match reader.read_until(b'\n', &mut buf).await {
@@ -298,6 +408,11 @@ async fn drain<R: AsyncRead + Unpin>(
             skipped += 1;
         }
         if is_stderr {
+            if let Some((rank, f)) = diagnose_line(&line, &vars) {
+                if fix.as_ref().is_none_or(|(r, _)| rank > *r) {
+                    fix = Some((rank, f));
+                }
+            }
             last.push(line);
             if last.len() > STDERR_TAIL {
                 last.remove(0);
@@ -308,7 +423,140 @@ async fn drain<R: AsyncRead + Unpin>(
         tracing::warn!(hook = %hook, instance_id = %instance_id, skipped,
             "hook wrote more than {MAX_LOGGED_LINES} lines; the rest were not logged");
     }
-    last
+    Drained { tail: last, fix }
+}
+
+/// The fix for a failed hook, from what its stderr said: the most specific line wins (a missing
+/// key file explains the "Permission denied (publickey)" after it). `None` when no line is one
+/// an operator is known to meet (ssh's and rsync's own words, OpenSSH 9 and rsync 3.2).
+pub fn diagnose(stderr: &[String], vars: &HookVars) -> Option<String> {
+    let mut best: Option<(u8, String)> = None;
+    for line in stderr {
+        if let Some((rank, f)) = diagnose_line(line, vars) {
+            if best.as_ref().is_none_or(|(r, _)| rank > *r) {
+                best = Some((rank, f));
+            }
+        }
+    }
+    best.map(|(_, f)| f)
+}
+
+/// The text between the first `open` and the following `close` in `line`.
+fn between<'a>(line: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = line.find(open)? + open.len();
+    let len = line[start..].find(close)?;
+    Some(&line[start..start + len])
+}
+
+fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
+    let host = vars.host();
+    let kh = format!("{}/known_hosts/{{instance_id}}", vars.state_dir);
+    if let Some(file) = between(line, "Identity file ", " not accessible") {
+        return Some((
+            9,
+            format!(
+                "the ssh key {file} is missing or unreadable for the agent's user: create it with \
+             `sudo -u burst-agent ssh-keygen -t ed25519 -N '' -f {file}` and put the .pub in the \
+             slave image's authorized_keys"
+            ),
+        ));
+    }
+    if line.contains("are too open") || line.starts_with("Bad owner or permissions on") {
+        let file = between(line, "for '", "'").or_else(|| line.split_whitespace().last());
+        return Some((9, format!(
+            "ssh refuses a key or config file readable by others: `chown burst-agent: {0} && chmod 600 {0}`",
+            file.unwrap_or("the key")
+        )));
+    }
+    if line.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || line.contains("has changed and you have requested strict checking")
+    {
+        return Some((8, format!(
+            "the host key pinned for {host} does not match: the address was reused by a new slave. \
+             Pin keys per instance with ssh's `-o UserKnownHostsFile={kh}` (README: content sync over ssh)"
+        )));
+    }
+    if line.contains("Host key verification failed") {
+        return Some((7, format!(
+            "ssh could not verify {host}'s host key and may not ask: add \
+             `-o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={kh}` to ssh's options \
+             (README: content sync over ssh)"
+        )));
+    }
+    if line.contains("Permission denied (publickey") {
+        return Some((
+            6,
+            format!(
+                "{host} refused the agent's ssh key: put the public key of the burst-agent user \
+             ({}/.ssh/id_ed25519.pub) in the receiving user's authorized_keys in the slave image",
+                vars.state_dir
+            ),
+        ));
+    }
+    if line.contains("System is booting up") {
+        return Some((
+            6,
+            format!(
+                "{host} is still booting and refuses logins (pam_nologin): give it longer with \
+             hooks.pre_register.retries and retry_delay"
+            ),
+        ));
+    }
+    if line.contains("This account is currently not available") {
+        return Some((
+            6,
+            format!(
+                "the receiving user on {host} has no login shell: in the slave image, \
+             `usermod -s /bin/sh USER` for the user the hook connects as"
+            ),
+        ));
+    }
+    if line.contains("rsync: command not found") || line.contains("rsync: not found") {
+        return Some((
+            6,
+            format!("{host} has no rsync: install it in the slave image"),
+        ));
+    }
+    for (what, why) in [
+        ("Connection timed out", "does not answer"),
+        ("Connection refused", "refuses the connection"),
+        ("No route to host", "cannot be reached"),
+        ("Network is unreachable", "cannot be reached"),
+        ("Operation timed out", "does not answer"),
+    ] {
+        if line.contains("connect to host") && line.contains(what) {
+            return Some((
+                5,
+                format!(
+                "{host} {why} on ssh: check that the slave's security group allows port 22 from \
+                 the master and that sshd runs in the image (it may still be booting: raise \
+                 hooks.pre_register.retries or retry_delay)"
+            ),
+            ));
+        }
+    }
+    if line.contains("Could not resolve hostname") {
+        return Some((
+            5,
+            format!("ssh cannot resolve the slave's name ({host}): use {{private_ip}} in the hook"),
+        ));
+    }
+    if line.contains("[sender]") && (line.contains("failed:") || line.contains("Permission denied"))
+    {
+        let path = between(line, "\"", "\"").unwrap_or("the source");
+        return Some((4, format!(
+            "the agent cannot read {path} on the master: the unit hides or forbids it. For /home \
+             keep ProtectHome=read-only; for other places give the burst-agent user read access, or \
+             a drop-in with ReadOnlyPaths= (README: troubleshooting)"
+        )));
+    }
+    if line.contains("[receiver]") && line.contains("Permission denied") {
+        let path = between(line, "\"", "\"").unwrap_or("the destination");
+        return Some((4, format!(
+            "the receiving user on {host} cannot write {path}: give it write access in the slave image"
+        )));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -322,6 +570,7 @@ mod tests {
             private_ip: "10.0.0.7".into(),
             private_dns: "ip-10-0-0-7.ec2.internal".into(),
             group: "site".into(),
+            state_dir: "/var/lib/burst-agent".into(),
         }
     }
 
@@ -408,7 +657,7 @@ mod tests {
         .await;
         assert_eq!(bad.attempts, 3);
         match bad.result {
-            Err(HookError::Failed { status, stderr }) => {
+            Err(HookError::Failed { status, stderr, .. }) => {
                 assert!(status.contains('3'), "{status}");
                 assert_eq!(stderr, vec!["nope".to_string()]);
             }
@@ -455,5 +704,151 @@ mod tests {
         let run = run("t", &hook(&["sh", "-c", script], 5000, 0), &vars()).await;
         assert!(run.result.is_ok(), "{:?}", run.result);
         assert!(run.duration < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn state_dir_is_a_path_placeholder_and_must_be_plain() {
+        let out = expand(
+            &argv(&[
+                "ssh",
+                "-o UserKnownHostsFile={state_dir}/known_hosts/{instance_id}",
+            ]),
+            &vars(),
+        )
+        .unwrap();
+        assert_eq!(
+            out[1],
+            "-o UserKnownHostsFile=/var/lib/burst-agent/known_hosts/i-0abc"
+        );
+        // A path is no AWS identifier, and an AWS value is no path.
+        let mut v = vars();
+        v.private_ip = "/etc/passwd".into();
+        assert!(expand(&argv(&["x", "{private_ip}"]), &v).is_err());
+        for bad in ["relative/dir", "/var/lib/my agent", "/x;reboot", "/x$(id)"] {
+            let mut v = vars();
+            v.state_dir = bad.into();
+            let e = expand(&argv(&["x", "{state_dir}"]), &v).unwrap_err();
+            assert!(matches!(e, HookError::UnsafeValue { .. }), "{bad:?}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn hooks_get_a_minimal_environment_without_the_agents_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        // The test process's environment stands in for the agent's: whatever it holds, the hook
+        // must see only what hook_env() gives it.
+        let script = format!("env > {}", out.display());
+        let run = run(
+            "content_sync",
+            &hook(&["sh", "-c", &script], 5000, 0),
+            &vars(),
+        )
+        .await;
+        assert!(run.result.is_ok(), "{:?}", run.result);
+        let text = std::fs::read_to_string(&out).unwrap();
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            // sh itself adds PWD (and dash SHLVL-like names on some shells).
+            .filter(|k| !matches!(*k, "PWD" | "OLDPWD" | "SHLVL" | "_"))
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "BURST_AGENT_GROUP",
+                "BURST_AGENT_HOOK",
+                "BURST_AGENT_INSTANCE_ID",
+                "BURST_AGENT_PRIVATE_DNS",
+                "BURST_AGENT_PRIVATE_IP",
+                "BURST_AGENT_STATE_DIR",
+                "HOME",
+                "LANG",
+                "PATH",
+            ],
+            "{text}"
+        );
+        assert!(text.contains("BURST_AGENT_PRIVATE_IP=10.0.0.7\n"), "{text}");
+        assert!(text.contains("BURST_AGENT_HOOK=content_sync\n"), "{text}");
+        assert!(text.contains(&format!("PATH={HOOK_PATH}\n")), "{text}");
+    }
+
+    fn lines(a: &[&str]) -> Vec<String> {
+        argv(a)
+    }
+
+    #[test]
+    fn ssh_and_rsync_failures_get_a_fix_naming_the_file_or_host() {
+        // Missing key: ssh's warning names the file; it outranks the "Permission denied" after it.
+        let fix = diagnose(
+            &lines(&[
+                "Warning: Identity file /var/lib/burst-agent/.ssh/id_ed25519 not accessible: No such file or directory.",
+                "burst-agent@10.0.0.7: Permission denied (publickey).",
+                "rsync: connection unexpectedly closed (0 bytes received so far) [sender]",
+            ]),
+            &vars(),
+        )
+        .unwrap();
+        assert!(fix.contains("ssh-keygen"), "{fix}");
+        assert!(
+            fix.contains("-f /var/lib/burst-agent/.ssh/id_ed25519"),
+            "{fix}"
+        );
+
+        let fix = diagnose(&lines(&["Host key verification failed."]), &vars()).unwrap();
+        assert!(fix.contains("10.0.0.7"), "{fix}");
+        assert!(fix.contains("StrictHostKeyChecking=accept-new"), "{fix}");
+
+        let fix = diagnose(
+            &lines(&["ssh: connect to host 10.0.0.7 port 22: Connection timed out"]),
+            &vars(),
+        )
+        .unwrap();
+        assert!(fix.starts_with("10.0.0.7 does not answer on ssh"), "{fix}");
+        assert!(fix.contains("security group"), "{fix}");
+
+        let fix = diagnose(
+            &lines(&[r#"rsync: [sender] change_dir "/home/ramen/www" failed: No such file or directory (2)"#]),
+            &vars(),
+        )
+        .unwrap();
+        assert!(fix.contains("/home/ramen/www"), "{fix}");
+        assert!(fix.contains("ProtectHome=read-only"), "{fix}");
+
+        let fix = diagnose(
+            &lines(&[
+                r#""System is booting up. Unprivileged users are not permitted to log in yet. Please come back later. For technical details, see pam_nologin(8).""#,
+                "Connection closed by 10.0.0.7 port 22",
+            ]),
+            &vars(),
+        )
+        .unwrap();
+        assert!(fix.starts_with("10.0.0.7 is still booting"), "{fix}");
+
+        assert_eq!(diagnose(&lines(&["some other failure"]), &vars()), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_carries_the_fix_in_its_message() {
+        let run = run(
+            "pre_register",
+            &hook(
+                &[
+                    "sh",
+                    "-c",
+                    "echo 'Host key verification failed.' >&2; exit 255",
+                ],
+                5000,
+                0,
+            ),
+            &vars(),
+        )
+        .await;
+        let msg = run.result.unwrap_err().to_string();
+        assert!(
+            msg.contains("; fix: ssh could not verify 10.0.0.7"),
+            "{msg}"
+        );
     }
 }

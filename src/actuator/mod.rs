@@ -315,6 +315,7 @@ impl<C: Cloud> Actuator<C> {
             private_ip: s.private_ip.clone().unwrap_or_default(),
             private_dns: s.private_dns.clone().unwrap_or_default(),
             group: self.cfg.agent.group.clone(),
+            state_dir: self.cfg.agent.state_dir.to_string_lossy().into_owned(),
         }
     }
 
@@ -793,6 +794,8 @@ impl<C: Cloud> Actuator<C> {
                 if let Some(t) = self.tasks.remove(&id) {
                     t.handle.abort();
                 }
+                // Its address may come back with another slave and another host key.
+                hooks::forget_host_key(&self.cfg.agent.state_dir, &id);
                 continue;
             }
             if ec2.is_some_and(stopped) && s.failure.is_none() && s.phase != Phase::Terminating {

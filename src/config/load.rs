@@ -37,11 +37,13 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {source}{hint}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
+        /// What to do about it, when the operator can fix it ("" otherwise).
+        hint: String,
     },
     #[error("{origin}: {} problem(s):\n{}", problems.len(), render(origin, problems))]
     Invalid {
@@ -70,10 +72,34 @@ impl ConfigError {
     }
 }
 
+/// The fix for a config file the agent cannot read. The service runs as its own user, which
+/// reads the file through its group: a file left `root:root 0640` (or a directory `0700`) is
+/// the usual cause.
+fn read_hint(path: &Path, e: &std::io::Error) -> String {
+    let file = path.display();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .display();
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "; the service reads it as user burst-agent: `chown root:burst-agent {dir} {file} && \
+             chmod 0750 {dir} && chmod 0640 {file}` (the Debian package sets this up)"
+        ),
+        std::io::ErrorKind::NotFound => format!(
+            "; copy the example: `install -m 0640 -g burst-agent \
+             /usr/share/doc/burst-agent/examples/agent.toml {file}`"
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Reads, parses and validates a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
+        hint: read_hint(path, &source),
         source,
     })?;
     parse_str(&src, &path.display().to_string())

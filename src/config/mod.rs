@@ -20,7 +20,31 @@ use std::path::PathBuf;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/burst-agent/agent.toml";
 
 /// Placeholders a hook argument may contain; each is replaced inside one argument only.
-pub const HOOK_PLACEHOLDERS: &[&str] = &["instance_id", "private_ip", "private_dns", "group"];
+pub const HOOK_PLACEHOLDERS: &[&str] = &[
+    "instance_id",
+    "private_ip",
+    "private_dns",
+    "group",
+    "state_dir",
+];
+
+/// `agent.state_dir` as it may stand in a hook argument (an ssh option inside rsync's `-e`, which
+/// rsync splits on spaces): absolute, letters, digits and `/._-` only.
+pub fn plain_path(v: &str) -> bool {
+    v.starts_with('/')
+        && v.len() <= 255
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_'))
+}
+
+/// The ssh the default content-sync hooks run (rsync's `-e`): the agent's own key, never a
+/// prompt (there is no tty under systemd), each slave's host key pinned in a file of its own
+/// (`known_hosts/{instance_id}` in the state directory, removed when the slave is gone), so a
+/// private IP reused by a later slave with a new host key still syncs, and a dead slave fails
+/// in seconds, not minutes.
+pub const DEFAULT_SSH: &str = "ssh -i {state_dir}/.ssh/id_ed25519 -o BatchMode=yes \
+    -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={state_dir}/known_hosts/{instance_id} \
+    -o ConnectTimeout=10";
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -414,6 +438,8 @@ fn rsync_docroot() -> Hook {
             "-az",
             "--delete",
             "--timeout=60",
+            "-e",
+            DEFAULT_SSH,
             "/var/www/",
             "{private_ip}:/var/www/",
         ]

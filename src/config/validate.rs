@@ -150,6 +150,17 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         )
     });
     c.absolute("agent.state_dir", &cfg.agent.state_dir);
+    let state_dir = cfg.agent.state_dir.to_string_lossy();
+    c.require(
+        !cfg.agent.state_dir.is_absolute() || super::plain_path(&state_dir),
+        "agent.state_dir",
+        || {
+            format!(
+                "agent.state_dir must be letters, digits and /._- only, at most 255 bytes: hooks \
+                 use it as {{state_dir}} inside ssh's options (got {state_dir:?})"
+            )
+        },
+    );
     if !cfg.agent.instance_id.is_empty() {
         c.require(
             valid_name(&cfg.agent.instance_id),

@@ -16,6 +16,7 @@
 //! A dry run with no AWS region or credentials runs on this host alone: it samples, decides
 //! and logs, and talks to no AWS API.
 
+pub mod lock;
 pub mod status;
 
 use crate::actuator::cloud::AwsCloud;
@@ -45,6 +46,8 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Start(String),
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
     #[error(transparent)]
     Actuator(#[from] ActuatorError),
     #[error("could not start the async runtime: {0}")]
@@ -234,6 +237,12 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         cfg.agent.dry_run = true;
     }
     let state_dir = prepare_state_dir(&mut cfg)?;
+    // Held until this function returns: one agent per state directory.
+    let _lock = lock::StateLock::acquire(&state_dir)?;
+    if let Err(e) = crate::hooks::prepare_known_hosts(&state_dir) {
+        tracing::warn!(dir = %crate::hooks::known_hosts_dir(&state_dir).display(),
+            "cannot create the directory for the slaves' pinned ssh host keys: {e}");
+    }
     let (aws, aws_off) = match connect(&cfg).await {
         Ok(a) => (a, None),
         Err(why) => {

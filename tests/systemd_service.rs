@@ -1,0 +1,513 @@
+//! The Debian package under a real systemd, as an operator installs and runs it (README:
+//! "Install as a service"), and the shipped rsync-over-ssh hook to a real sshd from inside the
+//! unit's sandbox. Each test boots its own machine (tests/common/machine.rs): systemd as PID 1
+//! of private PID, mount and network namespaces, with overlays that keep the host untouched.
+
+mod common;
+use common::machine::{deb, Machine};
+use common::moto::Moto;
+use common::*;
+use std::time::{Duration, Instant};
+
+const UNIT: &str = "burst-agent.service";
+const CONF: &str = "/etc/burst-agent/agent.toml";
+
+fn install(m: &Machine) -> String {
+    let deb = deb();
+    m.ok(&format!("dpkg -i {} 2>&1", deb.display()))
+}
+
+/// Replaces the installed config with `text`, with the owner and mode the package gives it.
+fn put_config(m: &Machine, text: &str) {
+    let staged = m.share.join("agent.toml");
+    std::fs::write(&staged, text).unwrap();
+    m.ok(&format!(
+        "install -m 0640 -o root -g burst-agent {} {CONF}",
+        staged.display()
+    ));
+}
+
+fn drop_in(m: &Machine, text: &str) {
+    let staged = m.share.join("drop-in.conf");
+    std::fs::write(&staged, text).unwrap();
+    m.ok(&format!(
+        "mkdir -p /etc/systemd/system/{UNIT}.d && \
+         install -m 0644 {} /etc/systemd/system/{UNIT}.d/50-test.conf && systemctl daemon-reload",
+        staged.display()
+    ));
+}
+
+fn main_pid(m: &Machine) -> u32 {
+    m.prop(UNIT, "MainPID").parse().unwrap_or(0)
+}
+
+#[test]
+fn the_package_installs_stopped_and_the_service_runs_as_an_operator_expects() {
+    let m = Machine::boot("operator");
+    let out = install(&m);
+
+    // Installed, not started, not enabled: the agent can spend money.
+    assert!(out.contains("installed but not started"), "{out}");
+    assert_eq!(
+        m.sh(&format!("systemctl is-active {UNIT}")).status.code(),
+        Some(3)
+    );
+    assert_eq!(
+        stdout(&m.sh(&format!("systemctl is-enabled {UNIT}"))).trim(),
+        "disabled"
+    );
+    // The config is readable by the service through its group, by nobody else; a conffile.
+    assert_eq!(
+        m.ok(&format!("stat -c '%U:%G %a' /etc/burst-agent {CONF}")),
+        "root:burst-agent 750\nroot:burst-agent 640\n"
+    );
+    assert!(m
+        .ok("dpkg-query -W -f='${Conffiles}' burst-agent")
+        .contains(CONF));
+    assert!(m
+        .ok("getent passwd burst-agent")
+        .contains(":/var/lib/burst-agent:"));
+
+    // The shipped config, as it is: a dry run on this host alone.
+    m.ok(&format!("systemctl start {UNIT}"));
+    assert_eq!(m.prop(UNIT, "ActiveState"), "active");
+    let status = m.wait_for(
+        "the cap line in StatusText",
+        Duration::from_secs(30),
+        || {
+            let s = m.prop(UNIT, "StatusText");
+            s.contains("burst cap").then_some(s)
+        },
+    );
+    assert!(status.contains("burst cap 0/7 used"), "{status}");
+    let journal = m.journal();
+    for bad in [
+        "Permission denied",
+        "already exists but the mode is different",
+    ] {
+        assert!(!journal.contains(bad), "journal says {bad:?}:\n{journal}");
+    }
+    assert!(m.unit_journal(UNIT).contains("dry run on this host alone"));
+
+    // One agent per state directory: a second one, even a dry run, names the first's pid.
+    let pid = main_pid(&m);
+    let second = m.sh(&format!(
+        "runuser -u burst-agent -- burst-agent --config {CONF} run --dry-run"
+    ));
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains(&format!("another burst-agent (pid {pid})")),
+        "{}",
+        stderr(&second)
+    );
+    // ... while `status` still reads.
+    let st = m.ok(&format!("burst-agent --config {CONF} status"));
+    assert!(st.contains(&format!("running (pid {pid}")), "{st}");
+
+    // An operator's edit survives reinstalling the package, and so do owner and mode.
+    let shipped = std::fs::read_to_string(m.path(CONF)).unwrap();
+    let fast = shipped
+        .replace("interval = \"10s\"", "interval = \"1s\"")
+        .replace(
+            "mod_status_timeout = \"2s\"",
+            "mod_status_timeout = \"500ms\"",
+        )
+        .replace(
+            "evaluation_interval = \"15s\"",
+            "evaluation_interval = \"1s\"",
+        );
+    assert_ne!(
+        fast, shipped,
+        "the shipped intervals moved: update this test"
+    );
+    put_config(&m, &fast);
+    install(&m);
+    assert_eq!(std::fs::read_to_string(m.path(CONF)).unwrap(), fast);
+    assert_eq!(
+        m.ok(&format!("stat -c '%U:%G %a' {CONF}")),
+        "root:burst-agent 640\n"
+    );
+
+    // SIGHUP with a broken config: rejected with its problem, the agent keeps running.
+    let pid = main_pid(&m);
+    put_config(&m, &format!("{fast}\n[bogus_section]\nx = 1\n"));
+    m.ok(&format!("systemctl reload {UNIT}"));
+    m.wait_for(
+        "the rejected reload in the journal",
+        Duration::from_secs(20),
+        || m.unit_journal(UNIT).contains("bogus_section").then_some(()),
+    );
+    assert_eq!(m.prop(UNIT, "ActiveState"), "active");
+    assert_eq!(main_pid(&m), pid, "a bad reload restarted the agent");
+    put_config(&m, &fast);
+
+    // A hung agent (SIGSTOP) is restarted by the watchdog.
+    drop_in(
+        &m,
+        "[Service]\nWatchdogSec=4s\nRestartSec=1s\nTimeoutAbortSec=3s\n",
+    );
+    m.ok(&format!("systemctl restart {UNIT}"));
+    let pid = main_pid(&m);
+    // Healthy, it outlives several watchdog periods.
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(main_pid(&m), pid, "the watchdog restarted a healthy agent");
+    assert_eq!(m.prop(UNIT, "NRestarts"), "0");
+    m.ok(&format!("kill -STOP {pid}"));
+    m.wait_for("a watchdog restart", Duration::from_secs(60), || {
+        let new = main_pid(&m);
+        (m.prop(UNIT, "NRestarts") == "1"
+            && new != 0
+            && new != pid
+            && m.prop(UNIT, "ActiveState") == "active")
+            .then_some(())
+    });
+    assert!(m.journal().contains("Watchdog timeout"));
+
+    // `systemctl stop`: a clean exit, well within TimeoutStopSec.
+    let limit = humantime::parse_duration(&m.prop(UNIT, "TimeoutStopUSec"))
+        .expect("TimeoutStopUSec as a duration");
+    let t = Instant::now();
+    m.ok(&format!("systemctl stop {UNIT}"));
+    let took = t.elapsed();
+    assert_eq!(m.prop(UNIT, "ActiveState"), "inactive");
+    assert_eq!(m.prop(UNIT, "Result"), "success");
+    assert!(
+        took < limit / 2,
+        "stop took {took:?} of TimeoutStopSec {limit:?}"
+    );
+    assert!(m.unit_journal(UNIT).contains("burst-agent stopped cleanly"));
+
+    // A config the service user cannot read: the start fails with one line naming the file
+    // and the fix.
+    m.ok(&format!("chmod 0600 {CONF}"));
+    assert!(!m.sh(&format!("systemctl start {UNIT}")).status.success());
+    let j = m.unit_journal(UNIT);
+    let line = j
+        .lines()
+        .find(|l| {
+            l.contains(&format!(
+                "cannot read config file {CONF}: Permission denied"
+            ))
+        })
+        .unwrap_or_else(|| panic!("no permission line in:\n{j}"));
+    assert!(
+        line.contains(&format!("chown root:burst-agent /etc/burst-agent {CONF}")),
+        "{line}"
+    );
+    m.ok(&format!("chmod 0640 {CONF}"));
+
+    // The installed unit, as the running systemd sees it.
+    let sec = m.ok(&format!("systemd-analyze security --no-pager {UNIT}"));
+    let score: f64 = sec
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score in:\n{sec}"));
+    assert!(score <= 2.0, "exposure {score}:\n{sec}");
+}
+
+/// The shipped `hooks.pre_register` argv with the document root and the destination changed,
+/// and nothing else.
+fn shipped_sync_argv(m: &Machine, source: &str, dest: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(m.path(CONF)).unwrap();
+    let cfg = burst_agent::config::parse_str(&text, CONF).expect("the shipped config parses");
+    let mut argv = cfg.hooks.pre_register.argv.clone();
+    let n = argv.len();
+    assert_eq!(argv[n - 2], "/var/www/", "{argv:?}");
+    assert_eq!(argv[n - 1], "{private_ip}:/var/www/", "{argv:?}");
+    argv[n - 2] = source.into();
+    argv[n - 1] = dest.into();
+    argv
+}
+
+fn start_sshd(m: &mut Machine, key: &str) -> usize {
+    let dir = m.share.clone();
+    let key_path = dir.join(key);
+    if !key_path.exists() {
+        let o = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key_path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let conf = dir.join(format!("sshd-{key}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "Port 22\nListenAddress 0.0.0.0\nHostKey {}\nAuthorizedKeysFile {}\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM yes\n\
+             StrictModes no\nPidFile none\nLogLevel VERBOSE\n",
+            key_path.display(),
+            dir.join("authorized_keys").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join(format!("sshd-{key}.log"));
+    let i = m.spawn(
+        &["/usr/sbin/sshd", "-D", "-e", "-f", conf.to_str().unwrap()],
+        &log,
+    );
+    m.wait_for("sshd listening on port 22", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", 22))
+            .ok()
+            .map(|_| ())
+    });
+    i
+}
+
+fn host_key_blob(m: &Machine, key: &str) -> String {
+    let pubkey = std::fs::read_to_string(m.share.join(format!("{key}.pub"))).unwrap();
+    pubkey.split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// Waits for a slave other than `not` in the ELB; at every look, every member must already hold
+/// the master's content.
+fn watch_until_member(
+    m: &Machine,
+    rt: &tokio::runtime::Runtime,
+    aws: &burst_agent::aws::Aws,
+    not: Option<&str>,
+) -> String {
+    m.wait_for(
+        "a slave registered with the ELB",
+        Duration::from_secs(120),
+        || {
+            let members = rt.block_on(moto::elb_members(aws, "ramen-elb"));
+            for id in &members {
+                let content =
+                    std::fs::read_to_string(m.path(&format!("/var/www/slaves/{id}/index.html")));
+                assert_eq!(
+                    content.ok().as_deref(),
+                    Some("tonkotsu, 980 yen\n"),
+                    "{id} is in the ELB without the master's content"
+                );
+            }
+            members.into_iter().find(|id| Some(id.as_str()) != not)
+        },
+    )
+}
+
+fn ip_of(rt: &tokio::runtime::Runtime, aws: &burst_agent::aws::Aws, id: &str) -> String {
+    rt.block_on(async {
+        let d = aws
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .unwrap();
+        d.reservations()[0].instances()[0]
+            .private_ip_address()
+            .unwrap()
+            .to_string()
+    })
+}
+
+/// The host key the agent pinned for slave `id`, if any.
+fn pinned(m: &Machine, id: &str) -> Option<String> {
+    std::fs::read_to_string(m.path(&format!("/var/lib/burst-agent/known_hosts/{id}"))).ok()
+}
+
+#[test]
+fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit_sandbox() {
+    let mut m = Machine::boot("ssh");
+    install(&m);
+    // This thread (and moto, which it starts) lives in the machine's network namespace from
+    // here on.
+    m.enter_network();
+    let moto = Moto::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let aws = rt.block_on(moto.aws());
+
+    // The slaves' subnet, made local inside the machine: every address EC2 (moto) hands out
+    // there is this machine's own loopback, where sshd answers.
+    let subnet = slave_subnet(&rt, &aws);
+    rt.block_on(moto.create_elb(&aws, "ramen-elb"));
+    m.ok("ip route add local 10.211.0.0/24 dev lo table local");
+
+    // The operator's set-up (README): the agent's key, the receiving user on the "slave", the
+    // document root under /home.
+    m.ok("runuser -u burst-agent -- ssh-keygen -q -t ed25519 -N '' -f /var/lib/burst-agent/.ssh/id_ed25519");
+    std::fs::copy(
+        m.path("/var/lib/burst-agent/.ssh/id_ed25519.pub"),
+        m.share.join("authorized_keys"),
+    )
+    .unwrap();
+    // basic.target leaves /run/nologin (pam_nologin: "System is booting up"): this "slave" has
+    // finished booting.
+    m.ok(
+        "usermod -s /bin/sh burst-agent && mkdir -p /run/sshd && rm -f /run/nologin \
+          && install -d -o burst-agent -g burst-agent /var/www/slaves \
+          && mkdir -p /home/ramen/www && echo 'tonkotsu, 980 yen' > /home/ramen/www/index.html \
+          && chmod -R a+rX /home/ramen",
+    );
+    let sshd = start_sshd(&mut m, "hostkey-1");
+
+    let mut cfg = burst_agent::config::Config::default();
+    cfg.agent.group = "ramen-shop".into();
+    cfg.agent.dry_run = false;
+    cfg.agent.instance_id = "i-0master".into();
+    cfg.agent.shutdown_timeout = burst_agent::config::Dur::secs(10);
+    cfg.sampling.interval = burst_agent::config::Dur::secs(1);
+    cfg.sampling.mod_status_url = String::new();
+    cfg.sampling.mod_status_timeout = burst_agent::config::Dur::millis(500);
+    cfg.metrics.publish_interval = burst_agent::config::Dur::secs(5);
+    cfg.metrics.fleet_read_interval = burst_agent::config::Dur::secs(5);
+    cfg.metrics.stale_after = burst_agent::config::Dur::secs(30);
+    cfg.policy.evaluation_interval = burst_agent::config::Dur::secs(1);
+    cfg.policy.min_slaves = 1;
+    cfg.policy.max_slaves = 1;
+    cfg.policy.scale_out_cooldown = burst_agent::config::Dur::secs(1);
+    cfg.policy.scale_out_stabilization = burst_agent::config::Dur::secs(0);
+    cfg.cap.time_zone = "UTC".into();
+    cfg.aws = moto.aws_config();
+    cfg.fleet.ami = "ami-12c6146b".into();
+    cfg.fleet.instance_type = "t3.small".into();
+    cfg.fleet.subnet_ids = vec![subnet];
+    cfg.elb.name = "ramen-elb".into();
+    cfg.elb.draining_timeout = burst_agent::config::Dur::secs(2);
+    cfg.hooks.pre_register.argv = shipped_sync_argv(
+        &m,
+        "/home/ramen/www/",
+        "{private_ip}:/var/www/slaves/{instance_id}/",
+    );
+    cfg.hooks.pre_register.timeout = burst_agent::config::Dur::secs(60);
+    cfg.hooks.pre_register.retry_delay = burst_agent::config::Dur::secs(1);
+    // A hook that shows what it was given: the environment, and so any secret in it.
+    cfg.hooks.content_sync.argv = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "env > {state_dir}/hook-env".into(),
+    ];
+    cfg.hooks.content_sync_interval = burst_agent::config::Dur::secs(10);
+    put_config(&m, &toml::to_string(&cfg).expect("config as TOML"));
+    m.ok(&format!("burst-agent check-config {CONF}"));
+    drop_in(
+        &m,
+        "[Service]\nEnvironment=AWS_ACCESS_KEY_ID=testing \
+         AWS_SECRET_ACCESS_KEY=sekrit-never-in-hooks AWS_EC2_METADATA_DISABLED=true\n",
+    );
+    m.ok(&format!("systemctl start {UNIT}"));
+
+    let a = watch_until_member(&m, &rt, &aws, None);
+    let a_ip = ip_of(&rt, &aws, &a);
+    assert!(a_ip.starts_with("10.211.0."), "{a_ip}");
+    let a_pin = pinned(&m, &a).expect("the slave's host key pinned in a file of its own");
+    assert!(a_pin.contains(&host_key_blob(&m, "hostkey-1")), "{a_pin}");
+
+    // The hook saw the placeholders and none of the agent's AWS variables.
+    let env = m.wait_for(
+        "the content_sync hook's env",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(m.path("/var/lib/burst-agent/hook-env")).ok(),
+    );
+    assert!(
+        env.contains(&format!("BURST_AGENT_INSTANCE_ID={a}\n")),
+        "{env}"
+    );
+    assert!(
+        env.contains("BURST_AGENT_STATE_DIR=/var/lib/burst-agent\n"),
+        "{env}"
+    );
+    for secret in [
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "sekrit",
+        "NOTIFY_SOCKET",
+    ] {
+        assert!(!env.contains(secret), "a hook saw {secret}:\n{env}");
+    }
+
+    // The slave dies outside the agent: it is replaced, and its pinned key goes with it.
+    rt.block_on(async {
+        aws.ec2
+            .terminate_instances()
+            .instance_ids(&a)
+            .send()
+            .await
+            .unwrap()
+    });
+    let b = watch_until_member(&m, &rt, &aws, Some(&a));
+    assert!(pinned(&m, &b).is_some_and(|p| p.contains(&host_key_blob(&m, "hostkey-1"))));
+    m.wait_for(
+        "the dead slave's pinned key removed",
+        Duration::from_secs(30),
+        || pinned(&m, &a).is_none().then_some(()),
+    );
+
+    // A's address comes back with a later slave, behind a new host key. Moto never hands an
+    // address out twice, so the account starts over (as after a restart of the agent): moto's
+    // state is reset, the subnet made anew (its first address again), sshd restarted with
+    // another key.
+    m.ok(&format!("systemctl stop {UNIT}"));
+    assert!(pinned(&m, &a).is_none());
+    moto_reset(&moto);
+    let subnet = slave_subnet(&rt, &aws);
+    rt.block_on(moto.create_elb(&aws, "ramen-elb"));
+    cfg.fleet.subnet_ids = vec![subnet];
+    put_config(&m, &toml::to_string(&cfg).expect("config as TOML"));
+    m.kill_child(sshd);
+    start_sshd(&mut m, "hostkey-2");
+    m.ok(&format!("systemctl start {UNIT}"));
+    let c = watch_until_member(&m, &rt, &aws, None);
+    assert_eq!(
+        ip_of(&rt, &aws, &c),
+        a_ip,
+        "moto did not hand out A's address again"
+    );
+    let c_pin = pinned(&m, &c).expect("the new slave's host key pinned");
+    assert!(c_pin.contains(&host_key_blob(&m, "hostkey-2")), "{c_pin}");
+    let j = m.unit_journal(UNIT);
+    for bad in ["Host key verification failed", "IDENTIFICATION HAS CHANGED"] {
+        assert!(!j.contains(bad), "{bad}:\n{j}");
+    }
+    assert!(j.contains("hook succeeded"), "{j}");
+
+    m.ok(&format!("systemctl stop {UNIT}"));
+    assert_eq!(m.prop(UNIT, "Result"), "success");
+}
+
+/// A VPC and a /28 subnet for the slaves in moto; returns the subnet's id.
+fn slave_subnet(rt: &tokio::runtime::Runtime, aws: &burst_agent::aws::Aws) -> String {
+    rt.block_on(async {
+        let vpc = aws
+            .ec2
+            .create_vpc()
+            .cidr_block("10.211.0.0/16")
+            .send()
+            .await
+            .unwrap();
+        let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+        let s = aws
+            .ec2
+            .create_subnet()
+            .vpc_id(vpc_id)
+            .cidr_block("10.211.0.0/28")
+            .availability_zone("us-east-1a")
+            .send()
+            .await
+            .unwrap();
+        s.subnet().and_then(|s| s.subnet_id()).unwrap().to_string()
+    })
+}
+
+/// Moto forgets everything (`POST /moto-api/reset`).
+fn moto_reset(moto: &Moto) {
+    use std::io::{Read, Write};
+    let addr = moto.endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /moto-api/reset HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "moto reset: {out}");
+}
