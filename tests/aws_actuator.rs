@@ -4,7 +4,9 @@
 
 mod common;
 
-use burst_agent::actuator::cloud::{AwsCloud, TAG_BURST, TAG_GROUP, TAG_INTENT, TAG_LAUNCHED_AT};
+use burst_agent::actuator::cloud::{
+    AwsCloud, TAG_BURST, TAG_GROUP, TAG_INTENT, TAG_LAUNCHED_AT, TAG_OWNER,
+};
 use burst_agent::actuator::journal::{self, Intent, Journal, Outcome};
 use burst_agent::actuator::{Actuator, Phase};
 use burst_agent::aws::Aws;
@@ -173,6 +175,7 @@ async fn scale_out_of_three_syncs_content_with_rsync_before_registering() {
         };
         assert_eq!(get(TAG_GROUP).as_deref(), Some("open-week"), "{id}");
         assert_eq!(get(TAG_BURST).as_deref(), Some("true"));
+        assert_eq!(get(TAG_OWNER), Some(site.cfg.elb.name.clone()), "{id}");
         assert!(get(TAG_INTENT).is_some_and(|i| i.starts_with("bi-")));
         assert!(get(TAG_LAUNCHED_AT).is_some_and(|t| t.parse::<Timestamp>().is_ok()));
         assert_eq!(get("customer").as_deref(), Some("golf-club"));
@@ -510,4 +513,110 @@ async fn aws_errors_are_classified_final_or_retryable_with_the_service_code() {
     assert!(e.code.contains("LoadBalancerNotFound"), "{e}");
     let stats = aws.stats().snapshot();
     assert_eq!(stats["TerminateInstances"].errors, 1);
+}
+
+/// One instance in moto with `tags`, as another install (or a person) would launch it.
+async fn run_tagged(aws: &Aws, tags: &[(&str, &str)]) -> String {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let spec = TagSpecification::builder()
+        .resource_type(ResourceType::Instance)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
+        .build();
+    let out = aws
+        .ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(spec)
+        .send()
+        .await
+        .unwrap();
+    out.instances()[0].instance_id().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_installs_slave_and_the_master_itself_are_never_adopted_registered_or_terminated() {
+    let site = Site::new("open-week").await;
+    let group = site.cfg.agent.group.as_str();
+    // Another install of the same customer (same group, its own ELB) has a slave running.
+    let other = run_tagged(
+        &site.aws,
+        &[
+            (TAG_GROUP, group),
+            (TAG_OWNER, "staging-elb"),
+            (TAG_INTENT, "bi-0staging"),
+        ],
+    )
+    .await;
+    // The master was built from a slave's image and carries the group and an intent tag; it
+    // serves from the site's ELB.
+    let master = run_tagged(&site.aws, &[(TAG_GROUP, group), (TAG_INTENT, "bi-0imaged")]).await;
+    site.aws
+        .elb
+        .register_instances_with_load_balancer()
+        .load_balancer_name(&site.cfg.elb.name)
+        .instances(
+            aws_sdk_elasticloadbalancing::types::Instance::builder()
+                .instance_id(&master)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // The master serves the master's content (the content check looks for every ELB member's).
+    std::fs::create_dir_all(site.slave_dir(&master)).unwrap();
+    std::fs::copy(
+        site.dir.path().join("www/index.html"),
+        site.slave_dir(&master).join("index.html"),
+    )
+    .unwrap();
+
+    let mut act = site.actuator();
+    act.set_own_instance(Some(master.clone()));
+    let r = act.adopt(Timestamp::now()).await.unwrap();
+    assert!(r.adopted.is_empty(), "{r:?}");
+    assert_eq!(
+        r.foreign.iter().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([other.clone(), master.clone()])
+    );
+    // A burst comes and goes; the scale-in names every instance of the group.
+    act.apply(&scale_out(1), Timestamp::now()).await;
+    step_until(&site, &mut act, "1 slave in service", |a| {
+        all_in(a, 1, Phase::InService)
+    })
+    .await;
+    let ours: Vec<String> = act.slaves().map(|s| s.id.clone()).collect();
+    let mut everyone = ours.clone();
+    everyone.extend([other.clone(), master.clone()]);
+    act.apply(&scale_in(everyone), Timestamp::now()).await;
+    step_until(&site, &mut act, "our slave gone", |a| {
+        a.slaves().next().is_none()
+    })
+    .await;
+
+    let running = site.running().await;
+    assert!(
+        running.contains(&other),
+        "the other install's slave was terminated"
+    );
+    assert!(running.contains(&master), "the master was terminated");
+    assert!(
+        !running.contains(&ours[0]),
+        "our own slave outlived the scale-in"
+    );
+    let members = site.elb_members().await;
+    assert!(
+        !members.contains(&other),
+        "the other install's slave was registered"
+    );
+    assert!(members.contains(&master), "the master was deregistered");
+    assert!(
+        !site.slave_dir(&other).exists(),
+        "our content was synced onto {other}"
+    );
 }

@@ -21,6 +21,10 @@ pub const TAG_INTENT: &str = "burst-agent:intent";
 pub const TAG_LAUNCHED_AT: &str = "burst-agent:launched-at";
 pub const TAG_DRAINING_SINCE: &str = "burst-agent:draining-since";
 pub const TAG_BURST: &str = "burst";
+/// Which install launched the slave: its ELB's name (unique in an account and region, and
+/// DescribeInstances only ever lists this account's instances in this region). Only instances
+/// with this agent's group **and** owner are ever synced, registered or terminated.
+pub const TAG_OWNER: &str = "burst-agent:owner";
 
 /// EC2's view of one instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +47,8 @@ pub struct InstanceInfo {
     /// From the `burst-agent:launched-at` tag, else EC2's launch time.
     pub launched_at: Option<Timestamp>,
     pub intent: Option<String>,
+    /// The `burst-agent:owner` tag: the ELB of the install that launched it.
+    pub owner: Option<String>,
     pub draining_since: Option<Timestamp>,
     /// For terminated instances, when (from EC2's state transition reason), if it says.
     pub ended_at: Option<Timestamp>,
@@ -60,6 +66,8 @@ pub enum MemberState {
 #[derive(Clone, Debug)]
 pub struct LaunchRequest {
     pub intent: String,
+    /// The `burst-agent:owner` tag every instance of this launch carries.
+    pub owner: String,
     /// Idempotency token: the same token returns the same instances on real EC2.
     pub client_token: String,
     pub min: u32,
@@ -73,6 +81,7 @@ pub trait Cloud: Clone + Send + Sync + 'static {
         req: &LaunchRequest,
     ) -> impl Future<Output = Result<Vec<InstanceInfo>, AwsError>> + Send;
     /// Every instance tagged with the group, terminated ones included while EC2 still lists them.
+    /// Not all of them are this agent's: [`super::ownership`] decides.
     fn describe_group(&self) -> impl Future<Output = Result<Vec<InstanceInfo>, AwsError>> + Send;
     fn elb_members(
         &self,
@@ -196,6 +205,7 @@ fn info(i: &Instance) -> Option<InstanceInfo> {
             .and_then(parse_ts)
             .or(launch_time),
         intent: tag_of(i, TAG_INTENT).map(str::to_string),
+        owner: tag_of(i, TAG_OWNER).map(str::to_string),
         draining_since: tag_of(i, TAG_DRAINING_SINCE).and_then(parse_ts),
         ended_at: (state == InstanceState::Terminated)
             .then(|| i.state_transition_reason().and_then(transition_time))
@@ -214,6 +224,7 @@ impl Cloud for AwsCloud {
         let mut tags = vec![
             tag(TAG_GROUP, &self.group),
             tag(TAG_INTENT, &req.intent),
+            tag(TAG_OWNER, &req.owner),
             tag(TAG_LAUNCHED_AT, &req.launched_at.to_string()),
             tag(TAG_BURST, "true"),
         ];

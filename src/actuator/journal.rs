@@ -122,6 +122,11 @@ impl Journal {
         self.intents.iter_mut().find(|i| i.id == id)
     }
 
+    /// Whether this journal holds the intent `id` (resolved or not).
+    pub fn knows(&self, id: &str) -> bool {
+        self.intents.iter().any(|i| i.id == id)
+    }
+
     pub fn unresolved(&self) -> impl Iterator<Item = &Intent> {
         self.intents
             .iter()

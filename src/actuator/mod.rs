@@ -28,11 +28,13 @@ use crate::cap::{self, CapLedger, Seen};
 use crate::config::{Config, Hook};
 use crate::hooks::{self, HookRun, HookVars};
 use crate::policy::{Decision, SlaveObservation, SlaveState};
-use cloud::{Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState, TAG_DRAINING_SINCE};
+use cloud::{
+    Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState, TAG_DRAINING_SINCE, TAG_OWNER,
+};
 use jiff::Timestamp;
 use journal::{Intent, Journal, Outcome};
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use tokio::task::JoinHandle;
 
@@ -137,6 +139,8 @@ pub struct Report {
     pub deregistered: Vec<String>,
     pub terminated: Vec<String>,
     pub adopted: Vec<String>,
+    /// Instances with this group's tag that are not this agent's, seen this tick (left alone).
+    pub foreign: Vec<String>,
     /// Launches the ledger refused (the last guard of the cap).
     pub refused: u32,
     pub errors: Vec<String>,
@@ -155,8 +159,47 @@ pub struct Actuator<C: Cloud> {
     /// post_terminate hooks outlive their slave.
     detached: Vec<(String, JoinHandle<HookRun>)>,
     sync_requested: bool,
+    /// This master's own EC2 instance id, never a slave whatever its tags say.
+    own_instance: Option<String>,
+    /// Foreign instances already logged (each is logged once).
+    foreign_logged: BTreeSet<String>,
     hook_seconds: Vec<(&'static str, f64)>,
     recent_errors: VecDeque<(Timestamp, String)>,
+}
+
+/// Whose an instance carrying this group's tag is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Tagged with this agent's owner (its ELB).
+    Ours,
+    /// Launched by an agent from before owner tags: no owner tag, but its intent is in this
+    /// agent's journal or it is registered with this agent's ELB. Adopted, and given the tag.
+    Legacy,
+    /// Left alone, and logged once: why.
+    Foreign(&'static str),
+}
+
+/// The one rule for which of the instances tagged with this group the agent may sync, register,
+/// deregister or terminate. `owner` is this install's `burst-agent:owner` (its ELB's name);
+/// `own_instance` the master's own instance id, never a slave whatever its tags say.
+pub fn ownership(
+    i: &InstanceInfo,
+    owner: &str,
+    own_instance: Option<&str>,
+    intent_in_journal: bool,
+    in_our_elb: bool,
+) -> Ownership {
+    if own_instance == Some(i.id.as_str()) {
+        return Ownership::Foreign("it is this master's own instance");
+    }
+    match i.owner.as_deref() {
+        Some(o) if o == owner => Ownership::Ours,
+        Some(_) => Ownership::Foreign("its burst-agent:owner names another install's ELB"),
+        None if i.intent.is_some() && (intent_in_journal || in_our_elb) => Ownership::Legacy,
+        None => Ownership::Foreign(
+            "it has no burst-agent:owner tag, and neither this agent's journal nor its ELB knows it",
+        ),
+    }
 }
 
 fn secs(d: crate::config::Dur) -> i64 {
@@ -210,9 +253,73 @@ impl<C: Cloud> Actuator<C> {
             tasks: BTreeMap::new(),
             detached: Vec::new(),
             sync_requested: false,
+            own_instance: None,
+            foreign_logged: BTreeSet::new(),
             hook_seconds: Vec::new(),
             recent_errors: VecDeque::new(),
         })
+    }
+
+    /// This master's own EC2 instance id (from instance metadata): never treated as a slave.
+    pub fn set_own_instance(&mut self, id: Option<String>) {
+        self.own_instance = id.filter(|i| !i.is_empty());
+    }
+
+    /// The `burst-agent:owner` value of this install.
+    fn owner(&self) -> &str {
+        &self.cfg.elb.name
+    }
+
+    /// Keeps the instances that are this agent's ([`ownership`]); logs each other one once and
+    /// gives legacy ones the owner tag.
+    async fn claim(
+        &mut self,
+        instances: Vec<InstanceInfo>,
+        members: &BTreeMap<String, MemberState>,
+        now: Timestamp,
+        report: &mut Report,
+    ) -> Vec<InstanceInfo> {
+        let owner = self.owner().to_string();
+        let mut ours = Vec::with_capacity(instances.len());
+        let mut legacy = Vec::new();
+        for i in instances {
+            let known = self.slaves.contains_key(&i.id)
+                || i.intent.as_deref().is_some_and(|t| self.journal.knows(t));
+            match ownership(
+                &i,
+                &owner,
+                self.own_instance.as_deref(),
+                known,
+                members.contains_key(&i.id),
+            ) {
+                Ownership::Ours => ours.push(i),
+                Ownership::Legacy => {
+                    if alive(i.state) {
+                        legacy.push(i.id.clone());
+                    }
+                    ours.push(i);
+                }
+                Ownership::Foreign(why) => {
+                    if self.foreign_logged.insert(i.id.clone()) {
+                        tracing::warn!(instance_id = %i.id, owner = ?i.owner, ec2_state = ?i.state,
+                            "instance {} carries burst-agent:group={} but is not this agent's: \
+                             {why}; leaving it alone", i.id, self.cfg.agent.group);
+                    }
+                    report.foreign.push(i.id);
+                }
+            }
+        }
+        if !legacy.is_empty() && !self.cfg.agent.dry_run {
+            match self.cloud.tag(&legacy, TAG_OWNER, &owner).await {
+                Ok(()) => tracing::info!(instances = ?legacy, owner = %owner,
+                    "tagged slaves launched before owner tags with {TAG_OWNER}"),
+                Err(e) => {
+                    let msg = format!("tagging {legacy:?} with {TAG_OWNER}: {e}");
+                    self.error(now, report, msg);
+                }
+            }
+        }
+        ours
     }
 
     pub fn ledger(&self) -> &CapLedger {
@@ -357,6 +464,7 @@ impl<C: Cloud> Actuator<C> {
         let mut report = Report::default();
         let instances = self.cloud.describe_group().await?;
         let members = self.cloud.elb_members().await?;
+        let instances = self.claim(instances, &members, now, &mut report).await;
         if let Some(why) = self.ledger.is_blocked().map(str::to_string) {
             let entries = instances.iter().map(|i| seen(i, now)).map(|s| cap::Entry {
                 key: format!(
@@ -473,6 +581,7 @@ impl<C: Cloud> Actuator<C> {
             }
             let req = LaunchRequest {
                 intent: intent.id.clone(),
+                owner: self.owner().to_string(),
                 client_token: intent.client_token(1),
                 min: 1,
                 max: u32::try_from(intent.keys.len()).unwrap_or(1),
@@ -612,6 +721,7 @@ impl<C: Cloud> Actuator<C> {
             }
             let req = LaunchRequest {
                 intent: id.clone(),
+                owner: self.owner().to_string(),
                 client_token: intent.client_token(u32::try_from(call).unwrap_or(1)),
                 min: min.min(want),
                 max: max.min(want),
@@ -697,6 +807,7 @@ impl<C: Cloud> Actuator<C> {
         let finished = self.collect_hooks().await;
         let instances = self.cloud.describe_group().await?;
         let members = self.cloud.elb_members().await?;
+        let instances = self.claim(instances, &members, now, &mut report).await;
         let by_id: BTreeMap<&str, &InstanceInfo> =
             instances.iter().map(|i| (i.id.as_str(), i)).collect();
 

@@ -68,6 +68,7 @@ impl Cloud for Fake {
                 private_dns: None,
                 launched_at: Some(req.launched_at),
                 intent: Some(req.intent.clone()),
+                owner: Some(req.owner.clone()),
                 draining_since: None,
                 ended_at: None,
             };
@@ -158,6 +159,7 @@ fn setup(dir: &std::path::Path) -> (Fake, Actuator<Fake>) {
     let mut cfg = Config::default();
     cfg.agent.state_dir = dir.to_path_buf();
     cfg.cap.time_zone = "UTC".into();
+    cfg.elb.name = "site-elb".into();
     cfg.hooks.pre_register.argv = vec!["true".into()];
     cfg.hooks.content_sync.argv = vec!["true".into()];
     cfg.fleet.boot_timeout = Dur::secs(60);
@@ -338,4 +340,124 @@ async fn a_draining_slave_found_at_adoption_keeps_draining_and_is_never_register
     // Draining counts from the tag, not from the restart: 10 + 30 s.
     let r = again.step(at(41)).await.unwrap();
     assert_eq!(r.terminated, [id]);
+}
+
+fn tagged(id: &str, owner: Option<&str>, intent: Option<&str>) -> InstanceInfo {
+    InstanceInfo {
+        id: id.into(),
+        state: InstanceState::Running,
+        private_ip: Some("10.0.9.9".into()),
+        private_dns: None,
+        launched_at: Some(at(-3600)),
+        intent: intent.map(str::to_string),
+        owner: owner.map(str::to_string),
+        draining_since: None,
+        ended_at: None,
+    }
+}
+
+#[test]
+fn ownership_needs_this_installs_owner_tag_and_never_takes_the_master() {
+    use Ownership::*;
+    let own = Some("i-master");
+    let ours = tagged("i-1", Some("site-elb"), Some("bi-1"));
+    assert_eq!(ownership(&ours, "site-elb", own, false, false), Ours);
+    // Another install's slave with the same group, even in our ELB or our journal.
+    let other = tagged("i-2", Some("other-elb"), Some("bi-2"));
+    assert!(matches!(
+        ownership(&other, "site-elb", own, true, true),
+        Foreign(_)
+    ));
+    // The master's own instance, whatever its tags say.
+    let master = tagged("i-master", Some("site-elb"), Some("bi-3"));
+    assert!(matches!(
+        ownership(&master, "site-elb", own, true, true),
+        Foreign(_)
+    ));
+    // Launched before owner tags: ours only if our journal or our ELB knows it.
+    let old = tagged("i-4", None, Some("bi-4"));
+    assert_eq!(ownership(&old, "site-elb", own, true, false), Legacy);
+    assert_eq!(ownership(&old, "site-elb", own, false, true), Legacy);
+    assert!(matches!(
+        ownership(&old, "site-elb", own, false, false),
+        Foreign(_)
+    ));
+    // No owner and no intent: never launched by any burst-agent.
+    let hand = tagged("i-5", None, None);
+    assert!(matches!(
+        ownership(&hand, "site-elb", own, false, true),
+        Foreign(_)
+    ));
+}
+
+#[tokio::test]
+async fn instances_that_are_not_ours_are_never_synced_registered_or_terminated() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    act.set_own_instance(Some("i-master".into()));
+    {
+        let mut w = fake.w();
+        for i in [
+            // Another install's slave of the same group, running, not in our ELB.
+            tagged("i-other", Some("other-elb"), Some("bi-other")),
+            // The master itself, built from a slave's image: group and intent tags, in the ELB.
+            tagged("i-master", None, Some("bi-copied")),
+            // A slave of ours from before owner tags, in service in our ELB.
+            tagged("i-legacy", None, Some("bi-legacy")),
+            // Tagged with the group by hand.
+            tagged("i-hand", None, None),
+        ] {
+            w.instances.insert(i.id.clone(), i);
+        }
+        w.members.insert("i-master".into(), MemberState::InService);
+        w.members.insert("i-legacy".into(), MemberState::InService);
+    }
+    let r = act.adopt(at(0)).await.unwrap();
+    assert_eq!(r.adopted, ["i-legacy"]);
+    assert_eq!(r.foreign, ["i-hand", "i-master", "i-other"]);
+    assert!(fake
+        .w()
+        .calls
+        .contains(&format!("tag {:?} {}", ["i-legacy"], cloud::TAG_OWNER)));
+
+    // Scale-out, a full sync round, and a scale-in naming every id the agent has ever seen.
+    let new = act.apply(&decision(1), at(1)).await.launched[0].clone();
+    settle(&mut act, at(2)).await;
+    act.request_sync();
+    settle(&mut act, at(3)).await;
+    let everyone: Vec<String> = ["i-other", "i-master", "i-hand", "i-legacy", new.as_str()]
+        .map(String::from)
+        .to_vec();
+    act.apply(
+        &Decision::ScaleIn {
+            instances: everyone,
+            why: decision(0).explanation().clone(),
+        },
+        at(10),
+    )
+    .await;
+    for t in [11, 50, 100] {
+        act.step(at(t)).await.unwrap();
+    }
+    let w = fake.w();
+    for foreign in ["i-other", "i-master", "i-hand"] {
+        assert_eq!(
+            w.instances[foreign].state,
+            InstanceState::Running,
+            "{foreign}"
+        );
+        let touched: Vec<&String> = w
+            .calls
+            .iter()
+            .filter(|c| !c.starts_with("describe") && c.contains(foreign))
+            .collect();
+        assert!(touched.is_empty(), "{foreign} was touched: {touched:?}");
+    }
+    assert!(
+        w.members.contains_key("i-master"),
+        "the master left the ELB"
+    );
+    // Ours went the whole way.
+    assert_eq!(w.instances["i-legacy"].state, InstanceState::Terminated);
+    assert_eq!(w.instances[&new].state, InstanceState::Terminated);
 }

@@ -128,33 +128,46 @@ fn region_hint(cfg: &Config) -> bool {
         || home_config
 }
 
-/// This host's InstanceId dimension: the config's, else the instance metadata's, else the
-/// host name.
-async fn identity(cfg: &Config, use_imds: bool) -> String {
+/// This host's InstanceId dimension (the config's, else the instance metadata's, else the host
+/// name) and its EC2 instance id when it has one (the master's own instance is never a slave,
+/// whatever its tags say). Instance metadata is asked only when AWS is in use and no emulator
+/// endpoint is set.
+async fn identity(cfg: &Config, use_imds: bool) -> (String, Option<String>) {
+    let ec2_id = if use_imds && cfg.aws.endpoint_url.is_empty() {
+        let imds = aws_config::imds::Client::builder().build();
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            imds.get("/latest/meta-data/instance-id"),
+        )
+        .await
+        {
+            Ok(Ok(id)) => Some(id.as_ref().to_string()),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    // Off EC2 (or under an emulator), a configured id that looks like an instance id is the
+    // master's own.
+    let ec2_id = ec2_id.or_else(|| {
+        let c = &cfg.agent.instance_id;
+        c.starts_with("i-").then(|| c.clone())
+    });
     if !cfg.agent.instance_id.is_empty() {
-        return cfg.agent.instance_id.clone();
+        return (cfg.agent.instance_id.clone(), ec2_id);
+    }
+    if let Some(id) = &ec2_id {
+        return (id.clone(), ec2_id);
     }
     let host = sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into());
-    if !use_imds || !cfg.aws.endpoint_url.is_empty() {
-        return host;
+    if use_imds && cfg.aws.endpoint_url.is_empty() {
+        tracing::warn!(
+            host,
+            "not on EC2 (no instance metadata): publishing this host's \
+            metrics as InstanceId={host}; set agent.instance_id to choose"
+        );
     }
-    let imds = aws_config::imds::Client::builder().build();
-    match tokio::time::timeout(
-        Duration::from_secs(3),
-        imds.get("/latest/meta-data/instance-id"),
-    )
-    .await
-    {
-        Ok(Ok(id)) => id.as_ref().to_string(),
-        _ => {
-            tracing::warn!(
-                host,
-                "not on EC2 (no instance metadata): publishing this host's \
-                metrics as InstanceId={host}; set agent.instance_id to choose"
-            );
-            host
-        }
-    }
+    (host, None)
 }
 
 /// The config changes a reload cannot apply to a running agent: they are logged and kept for
@@ -253,7 +266,7 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
             (None, Some(why))
         }
     };
-    let instance_id = identity(&cfg, aws.is_some()).await;
+    let (instance_id, own_ec2_id) = identity(&cfg, aws.is_some()).await;
     tracing::info!(group = %cfg.agent.group, role = cfg.agent.role.name(), dry_run = cfg.agent.dry_run,
         instance_id = %instance_id, state_dir = %state_dir.display(), aws = aws.is_some(),
         "burst-agent {} starting", env!("CARGO_PKG_VERSION"));
@@ -312,6 +325,7 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
                 aws,
                 aws_off,
                 instance_id,
+                own_ec2_id,
                 state_dir,
                 started_at,
                 shared: &shared,
@@ -523,6 +537,8 @@ struct Master<'a> {
     aws: Option<Aws>,
     aws_off: Option<String>,
     instance_id: String,
+    /// This master's EC2 instance id, if it has one: never adopted as a slave.
+    own_ec2_id: Option<String>,
     state_dir: PathBuf,
     started_at: Timestamp,
     shared: &'a Shared,
@@ -552,7 +568,9 @@ impl Master<'_> {
                     &self.cfg.fleet,
                 )
                 .map_err(|e| DaemonError::Start(e.to_string()))?;
-                Some(Actuator::open(cloud, &self.cfg, Timestamp::now())?)
+                let mut a = Actuator::open(cloud, &self.cfg, Timestamp::now())?;
+                a.set_own_instance(self.own_ec2_id.clone());
+                Some(a)
             }
             None => None,
         };
