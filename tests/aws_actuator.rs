@@ -369,6 +369,7 @@ async fn an_open_launch_intent_is_resolved_once_after_a_crash() {
         let mut ledger = burst_agent::cap::store::load(
             &burst_agent::cap::store::path_in(&site.cfg.agent.state_dir),
             &site.cfg.cap,
+            now,
         )
         .unwrap()
         .into_ledger();

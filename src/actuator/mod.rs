@@ -216,21 +216,22 @@ impl<C: Cloud> Actuator<C> {
     /// kept aside and the tags stand in for it.
     pub fn open(cloud: C, cfg: &Config, now: Timestamp) -> Result<Self, ActuatorError> {
         let ledger_path = cap::store::path_in(&cfg.agent.state_dir);
-        let ledger =
-            match cap::store::load(&ledger_path, &cfg.cap).map_err(|why| ActuatorError::Ledger {
+        let ledger = match cap::store::load(&ledger_path, &cfg.cap, now).map_err(|why| {
+            ActuatorError::Ledger {
                 path: ledger_path.clone(),
                 why,
-            })? {
-                cap::store::Loaded::Ok(l) => l,
-                cap::store::Loaded::Missing(l, msg) => {
-                    tracing::warn!("{msg}");
-                    l
-                }
-                cap::store::Loaded::Corrupt(l, msg) => {
-                    tracing::error!("{msg}");
-                    l
-                }
-            };
+            }
+        })? {
+            cap::store::Loaded::Ok(l) => l,
+            cap::store::Loaded::Missing(l, msg) => {
+                tracing::warn!("{msg}");
+                l
+            }
+            cap::store::Loaded::Corrupt(l, msg) => {
+                tracing::error!("{msg}");
+                l
+            }
+        };
         let journal_path = journal::path_in(&cfg.agent.state_dir);
         let journal = match Journal::load(&journal_path) {
             Ok(Some(j)) => j,
@@ -361,8 +362,35 @@ impl<C: Cloud> Actuator<C> {
         self.sync_requested = true;
     }
 
-    /// Takes a new config (SIGHUP). Slaves, ledger entries and journal stay.
-    pub fn reconfigure(&mut self, cfg: &Config) {
+    /// Takes a new config (SIGHUP). Slaves, ledger entries and journal stay; `[cap]` applies at
+    /// once: a lower limit stops launches, a higher one allows them, and a new time zone never
+    /// grants a fresh day (the old zone's day under way keeps counting until it ends).
+    pub fn reconfigure(&mut self, cfg: &Config, now: Timestamp) {
+        let (old, new) = (self.cfg.cap.clone(), cfg.cap.clone());
+        self.ledger
+            .set_limits(new.daily_limit, Some(new.daily_instance_hours));
+        if old.daily_limit != new.daily_limit
+            || old.daily_instance_hours != new.daily_instance_hours
+        {
+            tracing::info!(
+                was = old.daily_limit,
+                now = new.daily_limit,
+                "burst cap changed: {}",
+                self.ledger.status(now)
+            );
+        }
+        let mut report = Report::default();
+        match self.ledger.set_time_zone(&new.time_zone, now) {
+            Ok(true) => {
+                tracing::warn!(was = %old.time_zone, now = %new.time_zone,
+                    "cap.time_zone changed: the day under way in {} keeps counting until it \
+                     ends; burst cap {}", old.time_zone, self.ledger.status(now));
+                self.save_ledger(now, &mut report);
+            }
+            Ok(false) => {}
+            // check-config rejects unknown zones before a reload gets here.
+            Err(e) => self.error(now, &mut report, format!("cap.time_zone not applied: {e}")),
+        }
         self.cfg = cfg.clone();
     }
 

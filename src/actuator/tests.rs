@@ -342,6 +342,34 @@ async fn a_draining_slave_found_at_adoption_keeps_draining_and_is_never_register
     assert_eq!(r.terminated, [id]);
 }
 
+#[tokio::test]
+async fn a_reload_applies_the_cap_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let (_fake, mut act) = setup(d.path());
+    let mut cfg = act.cfg.clone();
+    cfg.cap.daily_limit = 1;
+    act.reconfigure(&cfg, at(0));
+    assert_eq!(act.apply(&decision(1), at(0)).await.launched.len(), 1);
+    assert_eq!(
+        act.apply(&decision(1), at(1)).await.refused,
+        1,
+        "past a limit of 1"
+    );
+    // Raised: the next decision launches.
+    cfg.cap.daily_limit = 3;
+    act.reconfigure(&cfg, at(2));
+    assert_eq!(act.apply(&decision(2), at(2)).await.launched.len(), 2);
+    // Lowered to 0 to stop spending: nothing more, whatever the policy says.
+    cfg.cap.daily_limit = 0;
+    act.reconfigure(&cfg, at(3));
+    let r = act.apply(&decision(1), at(3)).await;
+    assert!(r.launched.is_empty() && r.refused == 1, "{r:?}");
+    // And it is what the next start reads.
+    let again = Actuator::open(_fake.clone(), &cfg, at(4)).unwrap();
+    assert_eq!(again.ledger().remaining(at(4)), 0);
+    assert_eq!(again.ledger().used(at(4)), 3);
+}
+
 fn tagged(id: &str, owner: Option<&str>, intent: Option<&str>) -> InstanceInfo {
     InstanceInfo {
         id: id.into(),

@@ -9,6 +9,10 @@
 //!
 //! Days are the time zone's calendar days, so a day can be 23 or 25 hours long, and where
 //! midnight does not exist (a DST gap at 00:00) the day starts at the first instant that does.
+//!
+//! The limits and the time zone can change while the agent runs (a reload): a new limit counts
+//! at once; a new time zone never grants a fresh day, since the day under way in the old zone
+//! ([`Carry`]) keeps counting until it ends, so the stricter of the two applies.
 
 pub mod store;
 
@@ -35,6 +39,16 @@ impl Entry {
     fn overlaps(&self, start: Timestamp, end: Timestamp) -> bool {
         self.launched_at < end && self.ended_at.is_none_or(|e| e > start)
     }
+}
+
+/// The day that was under way in the previous time zone when `cap.time_zone` changed: it keeps
+/// counting until `end`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Carry {
+    pub time_zone: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
 }
 
 /// A burst instance as EC2 lists it, for [`CapLedger::reconcile`].
@@ -70,6 +84,8 @@ pub struct CapLedger {
     /// Instance-hours a day; `None` = no second budget.
     hours_budget: Option<f64>,
     entries: Vec<Entry>,
+    /// The previous time zone's day, still counted (see [`Carry`]).
+    carry: Option<Carry>,
     /// Set when the stored ledger was corrupt: nothing may be launched until it is rebuilt.
     blocked: Option<String>,
 }
@@ -125,6 +141,7 @@ impl CapLedger {
             limit,
             hours_budget: hours_budget.filter(|h| *h > 0.0),
             entries: Vec::new(),
+            carry: None,
             blocked: None,
         })
     }
@@ -138,6 +155,49 @@ impl CapLedger {
     pub fn with_entries(mut self, entries: Vec<Entry>) -> Self {
         self.entries = entries;
         self
+    }
+
+    pub fn with_carry(mut self, carry: Option<Carry>) -> Self {
+        self.carry = carry;
+        self
+    }
+
+    /// The previous time zone's day, while it still counts at `now`.
+    pub fn carry(&self, now: Timestamp) -> Option<&Carry> {
+        self.carry.as_ref().filter(|c| c.end > now)
+    }
+
+    /// A new daily limit and instance-hours budget, counted from now on (a reload).
+    pub fn set_limits(&mut self, limit: u32, hours_budget: Option<f64>) {
+        self.limit = limit;
+        self.hours_budget = hours_budget.filter(|h| *h > 0.0);
+    }
+
+    /// Switches to the time zone `name` at `now`. The day under way in the old zone keeps
+    /// counting until it ends (merged with any earlier carry still running), so a change never
+    /// grants a fresh day. Returns whether anything changed.
+    pub fn set_time_zone(&mut self, name: &str, now: Timestamp) -> Result<bool, CapError> {
+        if name == self.tz_name {
+            return Ok(false);
+        }
+        let tz = TimeZone::get(name).map_err(|_| CapError::UnknownTimeZone(name.into()))?;
+        let (_, start, end) = self.day_bounds(now);
+        let carry = match self.carry.take().filter(|c| c.end > now) {
+            Some(c) => Carry {
+                time_zone: c.time_zone,
+                start: c.start.min(start),
+                end: c.end.max(end),
+            },
+            None => Carry {
+                time_zone: self.tz_name.clone(),
+                start,
+                end,
+            },
+        };
+        self.carry = Some(carry);
+        self.tz = tz;
+        self.tz_name = name.to_string();
+        Ok(true)
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -168,7 +228,11 @@ impl CapLedger {
     /// Distinct burst instances that ran (or were attempted) at any moment of today.
     pub fn used(&self, now: Timestamp) -> u32 {
         let (_, start, end) = self.day_bounds(now);
-        self.used_in(start, end)
+        let used = self.used_in(start, end);
+        match self.carry(now) {
+            Some(c) => used.max(self.used_in(c.start, c.end)),
+            None => used,
+        }
     }
 
     fn used_in(&self, start: Timestamp, end: Timestamp) -> u32 {
@@ -183,7 +247,11 @@ impl CapLedger {
     /// Instance-hours spent today, up to `now`.
     pub fn instance_hours(&self, now: Timestamp) -> f64 {
         let (_, start, _) = self.day_bounds(now);
-        self.hours_since(start, now)
+        let hours = self.hours_since(start, now);
+        match self.carry(now) {
+            Some(c) => hours.max(self.hours_since(c.start, now)),
+            None => hours,
+        }
     }
 
     fn hours_since(&self, start: Timestamp, now: Timestamp) -> f64 {
@@ -205,8 +273,19 @@ impl CapLedger {
     /// Everything about today's cap, with the day's bounds resolved once.
     pub fn status(&self, now: Timestamp) -> CapStatus {
         let (day, start, end) = self.day_bounds(now);
-        let used = self.used_in(start, end);
-        let instance_hours = self.hours_since(start, now);
+        let mut used = self.used_in(start, end);
+        let mut instance_hours = self.hours_since(start, now);
+        let mut end = end;
+        // After a change of time zone, the old zone's day counts too until it ends.
+        if let Some(c) = self.carry(now) {
+            let carried = self.used_in(c.start, c.end);
+            if carried > used {
+                // The old zone's day binds: it is what ends first and frees launches.
+                used = carried;
+                end = c.end;
+            }
+            instance_hours = instance_hours.max(self.hours_since(c.start, now));
+        }
         let remaining =
             if self.blocked.is_some() || self.hours_budget.is_some_and(|b| instance_hours >= b) {
                 0
@@ -359,6 +438,10 @@ impl CapLedger {
     /// Drops entries that cannot count any more (ended before today began). Returns how many.
     pub fn prune(&mut self, now: Timestamp) -> usize {
         let (_, start, _) = self.day_bounds(now);
+        let start = self.carry(now).map_or(start, |c| c.start.min(start));
+        if self.carry.as_ref().is_some_and(|c| c.end <= now) {
+            self.carry = None;
+        }
         let before = self.entries.len();
         self.entries
             .retain(|e| e.ended_at.is_none_or(|end| end > start));
@@ -488,6 +571,60 @@ mod tests {
         let local = start.to_zoned_datetime(TimeZone::get("America/Havana").unwrap());
         assert_eq!(local.strftime("%H:%M").to_string(), "01:00");
         assert_eq!(end.as_second() - start.as_second(), 23 * 3600);
+    }
+
+    #[test]
+    fn a_new_limit_counts_at_once_down_and_up() {
+        let now = ts("2026-05-20T03:00:00Z");
+        let mut l = CapLedger::new("Asia/Tokyo", 3, None).unwrap();
+        l.record_attempt("a", now).unwrap();
+        // The operator stops all spending.
+        l.set_limits(0, None);
+        assert_eq!(l.remaining(now), 0);
+        assert!(matches!(
+            l.record_attempt("b", now),
+            Err(CapError::Exhausted(_))
+        ));
+        // And allows more.
+        l.set_limits(5, None);
+        assert_eq!(l.remaining(now), 4);
+        l.record_attempt("b", now).unwrap();
+        assert_eq!(l.used(now), 2);
+    }
+
+    #[test]
+    fn a_new_time_zone_never_grants_a_fresh_day() {
+        let mut l = CapLedger::new("Asia/Tokyo", 3, None).unwrap();
+        for k in ["a", "b", "c"] {
+            l.record_attempt(k, ts("2026-05-20T01:00:00Z")).unwrap();
+            l.record_ended(k, ts("2026-05-20T04:00:00Z")).unwrap();
+        }
+        // 08:00 UTC: Tokyo's May 20 (15:00 UTC May 19 .. 15:00 UTC May 20) is spent. In
+        // Los Angeles, May 20 began at 07:00 UTC, after those three ended.
+        let at8 = ts("2026-05-20T08:00:00Z");
+        assert_eq!(l.remaining(at8), 0);
+        assert!(l.set_time_zone("America/Los_Angeles", at8).unwrap());
+        assert_eq!(l.used(at8), 3);
+        assert_eq!(l.remaining(at8), 0);
+        assert!(l.record_attempt("d", at8).is_err());
+        let st = l.status(at8);
+        assert_eq!(st.time_zone, "America/Los_Angeles");
+        assert_eq!(
+            st.resets_at,
+            ts("2026-05-20T15:00:00Z"),
+            "Tokyo's day binds"
+        );
+        // A second switch does not shed it either (the carried windows merge).
+        let mut twice = l.clone();
+        assert!(twice.set_time_zone("Pacific/Honolulu", at8).unwrap());
+        assert_eq!(twice.remaining(at8), 0);
+        // After Tokyo's day, only the new zone's own day counts.
+        let at16 = ts("2026-05-20T16:00:00Z");
+        assert_eq!(l.remaining(at16), 3);
+        l.prune(at16);
+        assert!(l.carry(at16).is_none());
+        // The same zone again is no change.
+        assert!(!l.set_time_zone("America/Los_Angeles", at16).unwrap());
     }
 
     #[test]

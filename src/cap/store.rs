@@ -4,7 +4,7 @@
 //! - corrupt or unreadable: **never** silently reset; the ledger comes back blocked, so no
 //!   scale-out happens until it is rebuilt from the instances' tags (the file is kept aside).
 
-use super::{CapLedger, Entry};
+use super::{CapLedger, Carry, Entry};
 use crate::config::CapConfig;
 use crate::fsutil;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,9 @@ struct OnDisk {
     version: u32,
     time_zone: String,
     entries: Vec<Entry>,
+    /// The previous time zone's day, while it counts (absent in files from before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    carry: Option<Carry>,
 }
 
 /// What loading found.
@@ -57,8 +60,10 @@ fn empty(cfg: &CapConfig) -> Result<CapLedger, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Reads the ledger; the limits and time zone always come from the config.
-pub fn load(path: &Path, cfg: &CapConfig) -> Result<Loaded, String> {
+/// Reads the ledger; the limits and time zone come from the config. A file kept in another
+/// time zone (the config changed while the agent was stopped) switches at `now` the way a
+/// reload does: the old zone's day under way keeps counting until it ends.
+pub fn load(path: &Path, cfg: &CapConfig, now: jiff::Timestamp) -> Result<Loaded, String> {
     let ledger = empty(cfg)?;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -77,7 +82,20 @@ pub fn load(path: &Path, cfg: &CapConfig) -> Result<Loaded, String> {
         }
     };
     match parse(&text) {
-        Ok(entries) => Ok(Loaded::Ok(ledger.with_entries(entries))),
+        Ok(d) => {
+            // Counted in the zone it was kept in, then switched: a restart with a new
+            // cap.time_zone grants no fresh day either.
+            let kept = CapLedger::new(
+                &d.time_zone,
+                cfg.daily_limit,
+                Some(cfg.daily_instance_hours),
+            )
+            .unwrap_or(ledger);
+            let mut l = kept.with_entries(d.entries).with_carry(d.carry);
+            l.set_time_zone(&cfg.time_zone, now)
+                .map_err(|e| e.to_string())?;
+            Ok(Loaded::Ok(l))
+        }
         Err(e) => {
             let why = format!("{}: {e}", path.display());
             Ok(Loaded::Corrupt(ledger.blocked(why.clone()), why))
@@ -85,7 +103,7 @@ pub fn load(path: &Path, cfg: &CapConfig) -> Result<Loaded, String> {
     }
 }
 
-fn parse(text: &str) -> Result<Vec<Entry>, String> {
+fn parse(text: &str) -> Result<OnDisk, String> {
     let d: OnDisk = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if d.version != VERSION {
         return Err(format!(
@@ -105,7 +123,7 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
             ));
         }
     }
-    Ok(d.entries)
+    Ok(d)
 }
 
 /// Writes the ledger atomically (temp file, fsync, rename).
@@ -114,6 +132,7 @@ pub fn save(path: &Path, ledger: &CapLedger) -> std::io::Result<()> {
         version: VERSION,
         time_zone: ledger.time_zone().to_string(),
         entries: ledger.entries().to_vec(),
+        carry: ledger.carry.clone(),
     };
     let mut bytes = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
@@ -145,18 +164,53 @@ mod tests {
         CapConfig::default()
     }
 
+    fn noon() -> Timestamp {
+        "2026-05-20T03:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_restart_with_another_time_zone_grants_no_fresh_day() {
+        let d = tempfile::tempdir().unwrap();
+        let p = path_in(d.path());
+        // Three slaves in the morning, Tokyo time (default zone), all ended by 04:00 UTC.
+        let mut l = load(&p, &cfg(), noon()).unwrap().into_ledger();
+        for k in ["a", "b", "c"] {
+            l.record_attempt(k, "2026-05-20T01:00:00Z".parse().unwrap())
+                .unwrap();
+            l.record_ended(k, "2026-05-20T04:00:00Z".parse().unwrap())
+                .unwrap();
+        }
+        save(&p, &l).unwrap();
+        // Restarted at 08:00 UTC with cap.time_zone = America/Los_Angeles: LA's May 20 began at
+        // 07:00 UTC, after those slaves ended, but Tokyo's May 20 runs to 15:00 UTC.
+        let mut la = cfg();
+        la.time_zone = "America/Los_Angeles".into();
+        la.daily_limit = 3;
+        let at8: Timestamp = "2026-05-20T08:00:00Z".parse().unwrap();
+        let again = load(&p, &la, at8).unwrap().into_ledger();
+        assert_eq!(again.time_zone(), "America/Los_Angeles");
+        assert_eq!(again.remaining(at8), 0, "{}", again.status(at8));
+        // The carry is kept on disk: a second restart grants nothing either.
+        save(&p, &again).unwrap();
+        let third = load(&p, &la, at8).unwrap().into_ledger();
+        assert_eq!(third.remaining(at8), 0);
+        // Once Tokyo's day is over, LA's own day counts alone.
+        let at16: Timestamp = "2026-05-20T16:00:00Z".parse().unwrap();
+        assert_eq!(third.remaining(at16), 3);
+    }
+
     #[test]
     fn round_trip_survives_a_restart_mid_day() {
         let d = tempfile::tempdir().unwrap();
         let p = path_in(d.path());
         let now: Timestamp = "2026-05-20T03:00:00Z".parse().unwrap();
-        let mut l = load(&p, &cfg()).unwrap().into_ledger();
+        let mut l = load(&p, &cfg(), noon()).unwrap().into_ledger();
         l.record_attempt("a#0", now).unwrap();
         l.bind("a#0", "i-1").unwrap();
         l.record_attempt("a#1", now).unwrap();
         save(&p, &l).unwrap();
         // "Restart": a fresh load sees the same day's use.
-        let again = load(&p, &cfg()).unwrap();
+        let again = load(&p, &cfg(), noon()).unwrap();
         assert!(matches!(again, Loaded::Ok(_)));
         assert_eq!(again.ledger().used(now), 2);
         assert_eq!(again.ledger().remaining(now), 5);
@@ -165,7 +219,7 @@ mod tests {
     #[test]
     fn missing_file_starts_empty_with_a_warning() {
         let d = tempfile::tempdir().unwrap();
-        match load(&path_in(d.path()), &cfg()).unwrap() {
+        match load(&path_in(d.path()), &cfg(), noon()).unwrap() {
             Loaded::Missing(l, warning) => {
                 assert!(l.entries().is_empty());
                 assert!(warning.contains("no burst cap ledger"), "{warning}");
@@ -193,7 +247,7 @@ mod tests {
             ),
         ] {
             std::fs::write(&p, bad).unwrap();
-            match load(&p, &cfg()).unwrap() {
+            match load(&p, &cfg(), noon()).unwrap() {
                 Loaded::Corrupt(l, why) => {
                     assert!(why.contains(FILE_NAME) && why.contains(says), "{why}");
                     assert_eq!(l.remaining(now), 0, "a corrupt ledger refuses scale-out");
@@ -209,7 +263,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = path_in(d.path());
         std::fs::write(&p, "garbage").unwrap();
-        let blocked = load(&p, &cfg()).unwrap().into_ledger();
+        let blocked = load(&p, &cfg(), noon()).unwrap().into_ledger();
         let now: Timestamp = "2026-05-20T03:00:00Z".parse().unwrap();
         let rebuilt = blocked.rebuilt_from(vec![Entry {
             key: "tag:i-1".into(),
@@ -221,7 +275,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(std::fs::read_to_string(aside).unwrap(), "garbage");
-        let l = load(&p, &cfg()).unwrap().into_ledger();
+        let l = load(&p, &cfg(), noon()).unwrap().into_ledger();
         assert_eq!(l.used(now), 1);
         assert_eq!(l.remaining(now), 6);
     }

@@ -575,10 +575,10 @@ impl Master<'_> {
             None => None,
         };
         // Without AWS (local dry run) the policy reads the stored ledger, never writes it.
-        let local_ledger = local_ledger(&self.cfg);
-        let ledger_now = |a: &Option<Actuator<AwsCloud>>| match a {
+        let mut stored_ledger = local_ledger(&self.cfg, Timestamp::now());
+        let ledger_now = |a: &Option<Actuator<AwsCloud>>, stored: &CapLedger| match a {
             Some(a) => a.ledger().clone(),
-            None => local_ledger.clone(),
+            None => stored.clone(),
         };
         let mut tick = Tick {
             history: History::new(),
@@ -605,14 +605,16 @@ impl Master<'_> {
             let now = Timestamp::now();
             if self.cfg_rx.has_changed().unwrap_or(false) {
                 self.cfg = (**self.cfg_rx.borrow_and_update()).clone();
-                if let Some(a) = actuator.as_mut() {
-                    a.reconfigure(&self.cfg);
+                match actuator.as_mut() {
+                    Some(a) => a.reconfigure(&self.cfg, now),
+                    // A local dry run reads the stored ledger under the new [cap].
+                    None => stored_ledger = local_ledger(&self.cfg, now),
                 }
             }
             if let Some(a) = actuator.as_mut() {
                 self.actuate_observe(a, &mut tick, now).await;
             }
-            let ledger = ledger_now(&actuator);
+            let ledger = ledger_now(&actuator, &stored_ledger);
             let decision = self.decide(&actuator, &ledger, &mut tick, now);
             if let (Some(a), true) = (actuator.as_mut(), tick.adopted) {
                 let r = a.apply(&decision, now).await;
@@ -664,7 +666,7 @@ impl Master<'_> {
             }
         }
         tick.state = "stopped";
-        let ledger = ledger_now(&actuator);
+        let ledger = ledger_now(&actuator, &stored_ledger);
         self.snapshot(&actuator, &ledger, &tick, Timestamp::now());
         if timed_out {
             tracing::warn!("{}", DaemonError::ShutdownTimedOut(deadline));
@@ -921,9 +923,9 @@ impl Master<'_> {
     }
 }
 
-fn local_ledger(cfg: &Config) -> CapLedger {
+fn local_ledger(cfg: &Config, now: Timestamp) -> CapLedger {
     let path = cap::store::path_in(&cfg.agent.state_dir);
-    match cap::store::load(&path, &cfg.cap) {
+    match cap::store::load(&path, &cfg.cap, now) {
         Ok(l) => l.into_ledger(),
         Err(e) => {
             tracing::warn!("cap ledger: {e}");
