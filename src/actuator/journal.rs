@@ -122,6 +122,13 @@ impl Journal {
         self.intents.iter_mut().find(|i| i.id == id)
     }
 
+    /// Whether a resolved intent of this journal launched the instance `id`.
+    pub fn launched(&self, id: &str) -> bool {
+        self.intents.iter().any(|i| {
+            matches!(&i.outcome, Outcome::Launched { instance_ids } if instance_ids.iter().any(|x| x == id))
+        })
+    }
+
     /// Whether this journal holds the intent `id` (resolved or not).
     pub fn knows(&self, id: &str) -> bool {
         self.intents.iter().any(|i| i.id == id)

@@ -163,6 +163,8 @@ pub struct Actuator<C: Cloud> {
     own_instance: Option<String>,
     /// Foreign instances already logged (each is logged once).
     foreign_logged: BTreeSet<String>,
+    /// The live foreign instances the last observation saw (for `status`).
+    foreign_now: Vec<String>,
     hook_seconds: Vec<(&'static str, f64)>,
     recent_errors: VecDeque<(Timestamp, String)>,
 }
@@ -172,32 +174,57 @@ pub struct Actuator<C: Cloud> {
 pub enum Ownership {
     /// Tagged with this agent's owner (its ELB).
     Ours,
-    /// Launched by an agent from before owner tags: no owner tag, but its intent is in this
-    /// agent's journal or it is registered with this agent's ELB. Adopted, and given the tag.
+    /// Ours, without this install's owner tag: this agent's own records (ledger, journal, its
+    /// slaves) name the instance, or it was launched by an agent from before owner tags and its
+    /// intent is in the journal, or it serves from this agent's ELB while the master's own id is
+    /// known. Adopted, and given the tag.
     Legacy,
     /// Left alone, and logged once: why.
     Foreign(&'static str),
 }
 
+/// What this agent's own records say of one instance, for [`ownership`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The ledger, the journal or the tracked slaves name this instance id: the agent launched
+    /// or adopted it (whatever its tags say now, say after `elb.name` changed).
+    pub instance: bool,
+    /// The journal holds its `burst-agent:intent`.
+    pub intent: bool,
+    /// It is registered with this agent's ELB.
+    pub in_our_elb: bool,
+}
+
 /// The one rule for which of the instances tagged with this group the agent may sync, register,
 /// deregister or terminate. `owner` is this install's `burst-agent:owner` (its ELB's name);
-/// `own_instance` the master's own instance id, never a slave whatever its tags say.
+/// `own_instance` the master's own instance id, never a slave whatever its tags or the records
+/// say. ELB membership alone claims an untagged instance only while the master's own id is
+/// known: the master serves from the same ELB.
 pub fn ownership(
     i: &InstanceInfo,
     owner: &str,
     own_instance: Option<&str>,
-    intent_in_journal: bool,
-    in_our_elb: bool,
+    known: Known,
 ) -> Ownership {
     if own_instance == Some(i.id.as_str()) {
         return Ownership::Foreign("it is this master's own instance");
     }
+    if i.owner.as_deref() == Some(owner) {
+        return Ownership::Ours;
+    }
+    if known.instance {
+        return Ownership::Legacy;
+    }
     match i.owner.as_deref() {
-        Some(o) if o == owner => Ownership::Ours,
         Some(_) => Ownership::Foreign("its burst-agent:owner names another install's ELB"),
-        None if i.intent.is_some() && (intent_in_journal || in_our_elb) => Ownership::Legacy,
+        None if i.intent.is_some()
+            && (known.intent || (known.in_our_elb && own_instance.is_some())) =>
+        {
+            Ownership::Legacy
+        }
         None => Ownership::Foreign(
-            "it has no burst-agent:owner tag, and neither this agent's journal nor its ELB knows it",
+            "it has no burst-agent:owner tag, and neither this agent's records nor its ELB \
+             claim it",
         ),
     }
 }
@@ -256,6 +283,7 @@ impl<C: Cloud> Actuator<C> {
             sync_requested: false,
             own_instance: None,
             foreign_logged: BTreeSet::new(),
+            foreign_now: Vec::new(),
             hook_seconds: Vec::new(),
             recent_errors: VecDeque::new(),
         })
@@ -264,6 +292,11 @@ impl<C: Cloud> Actuator<C> {
     /// This master's own EC2 instance id (from instance metadata): never treated as a slave.
     pub fn set_own_instance(&mut self, id: Option<String>) {
         self.own_instance = id.filter(|i| !i.is_empty());
+    }
+
+    /// Live instances tagged with this group that are not this agent's, as last seen.
+    pub fn foreign(&self) -> &[String] {
+        &self.foreign_now
     }
 
     /// The `burst-agent:owner` value of this install.
@@ -283,16 +316,20 @@ impl<C: Cloud> Actuator<C> {
         let owner = self.owner().to_string();
         let mut ours = Vec::with_capacity(instances.len());
         let mut legacy = Vec::new();
+        let mut foreign = Vec::new();
         for i in instances {
-            let known = self.slaves.contains_key(&i.id)
-                || i.intent.as_deref().is_some_and(|t| self.journal.knows(t));
-            match ownership(
-                &i,
-                &owner,
-                self.own_instance.as_deref(),
-                known,
-                members.contains_key(&i.id),
-            ) {
+            let known = Known {
+                instance: self.slaves.contains_key(&i.id)
+                    || self.journal.launched(&i.id)
+                    || self
+                        .ledger
+                        .entries()
+                        .iter()
+                        .any(|e| e.instance_id.as_deref() == Some(i.id.as_str())),
+                intent: i.intent.as_deref().is_some_and(|t| self.journal.knows(t)),
+                in_our_elb: members.contains_key(&i.id),
+            };
+            match ownership(&i, &owner, self.own_instance.as_deref(), known) {
                 Ownership::Ours => ours.push(i),
                 Ownership::Legacy => {
                     if alive(i.state) {
@@ -306,10 +343,14 @@ impl<C: Cloud> Actuator<C> {
                             "instance {} carries burst-agent:group={} but is not this agent's: \
                              {why}; leaving it alone", i.id, self.cfg.agent.group);
                     }
+                    if alive(i.state) {
+                        foreign.push(i.id.clone());
+                    }
                     report.foreign.push(i.id);
                 }
             }
         }
+        self.foreign_now = foreign;
         if !legacy.is_empty() && !self.cfg.agent.dry_run {
             match self.cloud.tag(&legacy, TAG_OWNER, &owner).await {
                 Ok(()) => tracing::info!(instances = ?legacy, owner = %owner,
@@ -853,7 +894,7 @@ impl<C: Cloud> Actuator<C> {
             }
             self.save_ledger(now, &mut report);
         }
-        // Live instances of the group nobody knows: launched by a crashed run, or by hand.
+        // Live instances of ours nobody tracks yet: launched by a crashed run, or seen late.
         for i in &instances {
             if alive(i.state) && !self.slaves.contains_key(&i.id) {
                 let phase = match (i.draining_since, members.get(&i.id)) {

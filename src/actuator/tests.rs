@@ -388,34 +388,54 @@ fn tagged(id: &str, owner: Option<&str>, intent: Option<&str>) -> InstanceInfo {
 fn ownership_needs_this_installs_owner_tag_and_never_takes_the_master() {
     use Ownership::*;
     let own = Some("i-master");
+    let none = Known::default();
+    let elb = Known {
+        in_our_elb: true,
+        ..Known::default()
+    };
+    let intent = Known {
+        intent: true,
+        ..Known::default()
+    };
+    let records = Known {
+        instance: true,
+        ..Known::default()
+    };
     let ours = tagged("i-1", Some("site-elb"), Some("bi-1"));
-    assert_eq!(ownership(&ours, "site-elb", own, false, false), Ours);
-    // Another install's slave with the same group, even in our ELB or our journal.
+    assert_eq!(ownership(&ours, "site-elb", own, none), Ours);
+    // Another install's slave with the same group, even in our ELB or with a known intent.
     let other = tagged("i-2", Some("other-elb"), Some("bi-2"));
     assert!(matches!(
-        ownership(&other, "site-elb", own, true, true),
+        ownership(&other, "site-elb", own, elb),
         Foreign(_)
     ));
-    // The master's own instance, whatever its tags say.
+    assert!(matches!(
+        ownership(&other, "site-elb", own, intent),
+        Foreign(_)
+    ));
+    // ... unless our own records name the instance (elb.name changed since it launched).
+    assert_eq!(ownership(&other, "site-elb", own, records), Legacy);
+    // The master's own instance, whatever its tags or the records say.
     let master = tagged("i-master", Some("site-elb"), Some("bi-3"));
+    let all = Known {
+        instance: true,
+        intent: true,
+        in_our_elb: true,
+    };
     assert!(matches!(
-        ownership(&master, "site-elb", own, true, true),
+        ownership(&master, "site-elb", own, all),
         Foreign(_)
     ));
-    // Launched before owner tags: ours only if our journal or our ELB knows it.
+    // Launched before owner tags: ours if the journal knows its intent, or if it serves from
+    // our ELB while the master's id is known (else the master itself could be taken).
     let old = tagged("i-4", None, Some("bi-4"));
-    assert_eq!(ownership(&old, "site-elb", own, true, false), Legacy);
-    assert_eq!(ownership(&old, "site-elb", own, false, true), Legacy);
-    assert!(matches!(
-        ownership(&old, "site-elb", own, false, false),
-        Foreign(_)
-    ));
+    assert_eq!(ownership(&old, "site-elb", own, intent), Legacy);
+    assert_eq!(ownership(&old, "site-elb", own, elb), Legacy);
+    assert!(matches!(ownership(&old, "site-elb", None, elb), Foreign(_)));
+    assert!(matches!(ownership(&old, "site-elb", own, none), Foreign(_)));
     // No owner and no intent: never launched by any burst-agent.
     let hand = tagged("i-5", None, None);
-    assert!(matches!(
-        ownership(&hand, "site-elb", own, false, true),
-        Foreign(_)
-    ));
+    assert!(matches!(ownership(&hand, "site-elb", own, elb), Foreign(_)));
 }
 
 #[tokio::test]
@@ -488,4 +508,26 @@ async fn instances_that_are_not_ours_are_never_synced_registered_or_terminated()
     // Ours went the whole way.
     assert_eq!(w.instances["i-legacy"].state, InstanceState::Terminated);
     assert_eq!(w.instances[&new].state, InstanceState::Terminated);
+}
+
+#[tokio::test]
+async fn slaves_the_records_name_stay_ours_when_the_elb_is_renamed() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    settle(&mut act, at(1)).await;
+    // Restarted with elb.name changed: the slave's owner tag names the old ELB, but the ledger
+    // and journal name the instance. It stays tracked (and counted), and gets the new tag.
+    let mut cfg = act.cfg.clone();
+    cfg.elb.name = "site-elb-2".into();
+    let mut again = Actuator::open(fake.clone(), &cfg, at(5)).unwrap();
+    let r = again.adopt(at(5)).await.unwrap();
+    assert_eq!(r.adopted, [id.clone()]);
+    assert!(r.foreign.is_empty(), "{r:?}");
+    assert!(again.foreign().is_empty());
+    assert!(fake
+        .w()
+        .calls
+        .contains(&format!("tag {:?} {}", [&id], cloud::TAG_OWNER)));
+    assert_eq!(again.ledger().used(at(5)), 1);
 }

@@ -267,6 +267,13 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         }
     };
     let (instance_id, own_ec2_id) = identity(&cfg, aws.is_some()).await;
+    if aws.is_some() && cfg.agent.role == Role::Master && own_ec2_id.is_none() {
+        tracing::warn!(instance_id = %instance_id,
+            "this master's own EC2 instance id is unknown (no instance metadata, and \
+             agent.instance_id is not an i-... id): set agent.instance_id to it. Until then a \
+             slave without a burst-agent:owner tag is claimed only through this agent's \
+             journal and ledger, never because it serves from the ELB");
+    }
     tracing::info!(group = %cfg.agent.group, role = cfg.agent.role.name(), dry_run = cfg.agent.dry_run,
         instance_id = %instance_id, state_dir = %state_dir.display(), aws = aws.is_some(),
         "burst-agent {} starting", env!("CARGO_PKG_VERSION"));
@@ -898,6 +905,10 @@ impl Master<'_> {
             aws_off: self.aws_off.clone(),
             host,
             slaves,
+            foreign: actuator
+                .as_ref()
+                .map(|a| a.foreign().to_vec())
+                .unwrap_or_default(),
             cap: Some(ledger.status(now)),
             last_decision: tick.last_decision.clone(),
             cooldowns,

@@ -67,6 +67,9 @@ pub struct Snapshot {
     pub aws_off: Option<String>,
     pub host: HostLine,
     pub slaves: Vec<SlaveLine>,
+    /// Live instances tagged with this group that are not this agent's (left alone).
+    #[serde(default)]
+    pub foreign: Vec<String>,
     pub cap: Option<CapStatus>,
     pub last_decision: Option<DecisionLine>,
     pub cooldowns: Vec<String>,
@@ -191,6 +194,14 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
                     .unwrap_or_default()
             );
         }
+    }
+    if !s.foreign.is_empty() {
+        let _ = writeln!(
+            o,
+            "foreign   {} tagged with this group but not this agent's, left alone: {}",
+            s.foreign.len(),
+            s.foreign.join(", ")
+        );
     }
     match &s.last_decision {
         Some(d) => {
