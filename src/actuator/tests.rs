@@ -522,7 +522,7 @@ async fn slaves_the_records_name_stay_ours_when_the_elb_is_renamed() {
     cfg.elb.name = "site-elb-2".into();
     let mut again = Actuator::open(fake.clone(), &cfg, at(5)).unwrap();
     let r = again.adopt(at(5)).await.unwrap();
-    assert_eq!(r.adopted, [id.clone()]);
+    assert_eq!(r.adopted, std::slice::from_ref(&id));
     assert!(r.foreign.is_empty(), "{r:?}");
     assert!(again.foreign().is_empty());
     assert!(fake
