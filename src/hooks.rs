@@ -451,44 +451,63 @@ fn between<'a>(line: &'a str, open: &str, close: &str) -> Option<&'a str> {
 fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
     let host = vars.host();
     let kh = format!("{}/known_hosts/{{instance_id}}", vars.state_dir);
+    let quoted = |or: &'static str| between(line, "\"", "\"").unwrap_or(or);
     if let Some(file) = between(line, "Identity file ", " not accessible") {
-        return Some((
-            9,
+        let fix = if line.contains("Permission denied") {
             format!(
-                "the ssh key {file} is missing or unreadable for the agent's user: create it with \
-             `sudo -u burst-agent ssh-keygen -t ed25519 -N '' -f {file}` and put the .pub in the \
-             slave image's authorized_keys"
-            ),
-        ));
+                "the agent's user cannot read the ssh key {file}: `chown burst-agent: {file} && \
+                 chmod 600 {file}`"
+            )
+        } else {
+            format!(
+                "the ssh key {file} is missing: create it with `sudo -u burst-agent ssh-keygen \
+                 -t ed25519 -N '' -f {file}` and put the .pub in the slave image's authorized_keys"
+            )
+        };
+        return Some((9, fix));
     }
     if line.contains("are too open") || line.starts_with("Bad owner or permissions on") {
         let file = between(line, "for '", "'").or_else(|| line.split_whitespace().last());
-        return Some((9, format!(
-            "ssh refuses a key or config file readable by others: `chown burst-agent: {0} && chmod 600 {0}`",
-            file.unwrap_or("the key")
-        )));
+        let file = file.unwrap_or("the key");
+        return Some((
+            9,
+            format!(
+                "ssh refuses a key or config file readable by others: `chown burst-agent: {file} \
+                 && chmod 600 {file}`"
+            ),
+        ));
     }
     if line.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
         || line.contains("has changed and you have requested strict checking")
     {
-        return Some((8, format!(
-            "the host key pinned for {host} does not match: the address was reused by a new slave. \
-             Pin keys per instance with ssh's `-o UserKnownHostsFile={kh}` (README: content sync over ssh)"
-        )));
+        return Some((
+            8,
+            format!(
+                "{host} answered with another host key than the one pinned for it. If this slave \
+                 was rebuilt, remove {}/known_hosts/{}; if not, something else answers at its \
+                 address. A known_hosts file shared by all slaves fails like this when an \
+                 address is reused: pin per instance with `-o UserKnownHostsFile={kh}`",
+                vars.state_dir, vars.instance_id
+            ),
+        ));
     }
     if line.contains("Host key verification failed") {
-        return Some((7, format!(
-            "ssh could not verify {host}'s host key and may not ask: add \
-             `-o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={kh}` to ssh's options \
-             (README: content sync over ssh)"
-        )));
+        return Some((
+            7,
+            format!(
+                "ssh could not verify {host}'s host key and may not ask: add `-o BatchMode=yes \
+                 -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={kh}` to ssh's \
+                 options (README: content sync over ssh)"
+            ),
+        ));
     }
     if line.contains("Permission denied (publickey") {
         return Some((
             6,
             format!(
                 "{host} refused the agent's ssh key: put the public key of the burst-agent user \
-             ({}/.ssh/id_ed25519.pub) in the receiving user's authorized_keys in the slave image",
+                 ({}/.ssh/id_ed25519.pub) in the receiving user's authorized_keys in the slave \
+                 image",
                 vars.state_dir
             ),
         ));
@@ -498,7 +517,7 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
             6,
             format!(
                 "{host} is still booting and refuses logins (pam_nologin): give it longer with \
-             hooks.pre_register.retries and retry_delay"
+                 hooks.pre_register.retries and retry_delay"
             ),
         ));
     }
@@ -507,7 +526,7 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
             6,
             format!(
                 "the receiving user on {host} has no login shell: in the slave image, \
-             `usermod -s /bin/sh USER` for the user the hook connects as"
+                 `usermod -s /bin/sh USER` for the user the hook connects as"
             ),
         ));
     }
@@ -528,10 +547,10 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
             return Some((
                 5,
                 format!(
-                "{host} {why} on ssh: check that the slave's security group allows port 22 from \
-                 the master and that sshd runs in the image (it may still be booting: raise \
-                 hooks.pre_register.retries or retry_delay)"
-            ),
+                    "{host} {why} on ssh: check that the slave's security group allows port 22 \
+                     from the master and that sshd runs in the image (it may still be booting: \
+                     raise hooks.pre_register.retries or retry_delay)"
+                ),
             ));
         }
     }
@@ -541,20 +560,38 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
             format!("ssh cannot resolve the slave's name ({host}): use {{private_ip}} in the hook"),
         ));
     }
-    if line.contains("[sender]") && (line.contains("failed:") || line.contains("Permission denied"))
-    {
-        let path = between(line, "\"", "\"").unwrap_or("the source");
-        return Some((4, format!(
-            "the agent cannot read {path} on the master: the unit hides or forbids it. For /home \
-             keep ProtectHome=read-only; for other places give the burst-agent user read access, or \
-             a drop-in with ReadOnlyPaths= (README: troubleshooting)"
-        )));
+    if line.contains("[sender]") && line.contains("failed:") {
+        let path = quoted("the source");
+        if line.contains("No such file or directory") {
+            return Some((
+                4,
+                format!(
+                    "{path} does not exist on the master: check the hook's source path (the \
+                     agent sees /home, /srv and /var/www as they are, read-only)"
+                ),
+            ));
+        }
+        if line.contains("Permission denied") {
+            return Some((
+                4,
+                format!(
+                    "the burst-agent user may not read {path} on the master: give it read \
+                     access (a group, or `chmod o+rX`), or, if a drop-in hides it \
+                     (ProtectHome=yes or tmpfs, InaccessiblePaths=), widen it with \
+                     ReadOnlyPaths= (README: troubleshooting)"
+                ),
+            ));
+        }
     }
     if line.contains("[receiver]") && line.contains("Permission denied") {
-        let path = between(line, "\"", "\"").unwrap_or("the destination");
-        return Some((4, format!(
-            "the receiving user on {host} cannot write {path}: give it write access in the slave image"
-        )));
+        let path = quoted("the destination");
+        return Some((
+            4,
+            format!(
+                "the receiving user on {host} cannot write {path}: give it write access in the \
+                 slave image"
+            ),
+        ));
     }
     None
 }
@@ -795,10 +832,31 @@ mod tests {
             fix.contains("-f /var/lib/burst-agent/.ssh/id_ed25519"),
             "{fix}"
         );
+        // A key the agent's user cannot read: chown, not a new key over the old one.
+        let fix = diagnose(
+            &lines(&["Warning: Identity file /var/lib/burst-agent/.ssh/id_ed25519 not accessible: Permission denied."]),
+            &vars(),
+        )
+        .unwrap();
+        assert!(
+            fix.contains("chown burst-agent: /var/lib/burst-agent/.ssh/id_ed25519"),
+            "{fix}"
+        );
+        assert!(!fix.contains("ssh-keygen"), "{fix}");
 
         let fix = diagnose(&lines(&["Host key verification failed."]), &vars()).unwrap();
         assert!(fix.contains("10.0.0.7"), "{fix}");
         assert!(fix.contains("StrictHostKeyChecking=accept-new"), "{fix}");
+        // A changed key under per-instance pins is no routine reuse: name the pinned file.
+        let fix = diagnose(
+            &lines(&["Host key for 10.0.0.7 has changed and you have requested strict checking."]),
+            &vars(),
+        )
+        .unwrap();
+        assert!(
+            fix.contains("remove /var/lib/burst-agent/known_hosts/i-0abc"),
+            "{fix}"
+        );
 
         let fix = diagnose(
             &lines(&["ssh: connect to host 10.0.0.7 port 22: Connection timed out"]),
@@ -813,8 +871,18 @@ mod tests {
             &vars(),
         )
         .unwrap();
-        assert!(fix.contains("/home/ramen/www"), "{fix}");
-        assert!(fix.contains("ProtectHome=read-only"), "{fix}");
+        assert!(
+            fix.starts_with("/home/ramen/www does not exist on the master"),
+            "{fix}"
+        );
+        let fix = diagnose(
+            &lines(&[
+                r#"rsync: [sender] opendir "/home/ramen/www" failed: Permission denied (13)"#,
+            ]),
+            &vars(),
+        )
+        .unwrap();
+        assert!(fix.contains("may not read /home/ramen/www"), "{fix}");
 
         let fix = diagnose(
             &lines(&[

@@ -151,8 +151,14 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     });
     c.absolute("agent.state_dir", &cfg.agent.state_dir);
     let state_dir = cfg.agent.state_dir.to_string_lossy();
+    let hooks = &cfg.hooks;
+    let uses_state_dir = [&hooks.pre_register, &hooks.content_sync]
+        .into_iter()
+        .chain(hooks.pre_deregister.iter())
+        .chain(hooks.post_terminate.iter())
+        .any(|h| h.argv.iter().any(|a| a.contains("{state_dir}")));
     c.require(
-        !cfg.agent.state_dir.is_absolute() || super::plain_path(&state_dir),
+        !uses_state_dir || !cfg.agent.state_dir.is_absolute() || super::plain_path(&state_dir),
         "agent.state_dir",
         || {
             format!(
@@ -651,5 +657,17 @@ mod tests {
             c.cap.time_zone = tz.into();
             assert!(validate(&c).is_empty(), "{tz}");
         }
+    }
+
+    #[test]
+    fn a_state_dir_hooks_cannot_carry_is_refused_only_when_a_hook_uses_it() {
+        let mut c = Config::default();
+        c.agent.dry_run = true;
+        c.agent.state_dir = "/var/lib/burst agent".into();
+        // The default hooks put {state_dir} inside ssh's options, which rsync splits on spaces.
+        assert_eq!(paths(&c), ["agent.state_dir"]);
+        c.hooks.pre_register.argv = vec!["/usr/local/bin/site-sync".into(), "{private_ip}".into()];
+        c.hooks.content_sync.argv = c.hooks.pre_register.argv.clone();
+        assert_eq!(paths(&c), Vec::<String>::new());
     }
 }

@@ -44,14 +44,29 @@ impl StateLock {
             path: path.clone(),
             source,
         };
-        let mut file = std::fs::OpenOptions::new()
+        let nofollow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+        let opened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o640)
-            .open(&path)
-            .map_err(io)?;
+            .custom_flags(nofollow)
+            .open(&path);
+        // Left behind by a `run` as another user (root, by hand): flock needs no write access,
+        // so lock it read-only and leave the pid out.
+        let (mut file, writable) = match opened {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nofollow)
+                    .open(&path)
+                    .map_err(io)?,
+                false,
+            ),
+            Err(e) => return Err(io(e)),
+        };
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
@@ -64,10 +79,16 @@ impl StateLock {
             }
             Err(e) => return Err(io(e.into())),
         }
-        file.set_len(0).map_err(io)?;
-        file.rewind().map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        file.sync_data().map_err(io)?;
+        if writable {
+            file.set_len(0).map_err(io)?;
+            file.rewind().map_err(io)?;
+            writeln!(file, "{}", std::process::id()).map_err(io)?;
+            file.sync_data().map_err(io)?;
+        } else {
+            tracing::warn!(path = %path.display(),
+                "the lock file is not writable by this user (left by a run as another user?): \
+                 locked, but without this agent's pid in it");
+        }
         Ok(StateLock { _file: file, path })
     }
 }
@@ -98,5 +119,18 @@ mod tests {
         // The file stays behind; it blocks nobody once its holder is gone.
         assert!(dir.path().join(FILE_NAME).exists());
         StateLock::acquire(dir.path()).expect("lock free again after the holder dropped it");
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_lock_file_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(FILE_NAME)).unwrap();
+        assert!(matches!(
+            StateLock::acquire(dir.path()),
+            Err(LockError::Io { .. })
+        ));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     }
 }

@@ -365,7 +365,7 @@ fn prepare_state_dir(cfg: &mut Config) -> Result<PathBuf, DaemonError> {
         Err(e) if cfg.agent.dry_run => {
             let uid = rustix::process::getuid().as_raw();
             let alt = std::env::temp_dir().join(format!("burst-agent-{uid}"));
-            std::fs::create_dir_all(&alt).map_err(|source| DaemonError::StateDir {
+            private_dir(&alt, uid).map_err(|source| DaemonError::StateDir {
                 path: alt.clone(),
                 source,
             })?;
@@ -376,6 +376,26 @@ fn prepare_state_dir(cfg: &mut Config) -> Result<PathBuf, DaemonError> {
         }
         Err(source) => Err(DaemonError::StateDir { path: dir, source }),
     }
+}
+
+/// Creates `dir` as this user's own (0700), or accepts it if it already is: a real directory
+/// (not a link) owned by `uid` that nobody else may write. A shared /tmp name another user made
+/// first is refused.
+fn private_dir(dir: &std::path::Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let m = std::fs::symlink_metadata(dir)?;
+    if !m.is_dir() || m.uid() != uid || m.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "exists but is not a private directory of uid {uid} (a link, another owner, or \
+             writable by others): remove it or set agent.state_dir"
+        )));
+    }
+    Ok(())
 }
 
 async fn sampler_loop(
