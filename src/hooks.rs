@@ -106,6 +106,28 @@ pub fn prepare_known_hosts(state_dir: &std::path::Path) -> std::io::Result<()> {
         .create(known_hosts_dir(state_dir))
 }
 
+/// Removes the pinned host keys of every instance not in `live` (slaves that ended while the
+/// agent was not running). Returns how many.
+pub fn forget_host_keys_except(
+    state_dir: &std::path::Path,
+    live: &std::collections::BTreeSet<&str>,
+) -> usize {
+    let Ok(dir) = std::fs::read_dir(known_hosts_dir(state_dir)) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(id) = name.to_str() else { continue };
+        // ssh's own temporary and backup files (known_hosts.old) are left to ssh.
+        if id.starts_with("i-") && !id.contains('.') && !live.contains(id) {
+            forget_host_key(state_dir, id);
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Removes a slave's pinned host key once the slave is gone. A missing file is fine.
 pub fn forget_host_key(state_dir: &std::path::Path, instance_id: &str) {
     if !safe_value(instance_id) {

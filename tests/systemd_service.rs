@@ -10,6 +10,10 @@ use common::*;
 use std::time::{Duration, Instant};
 
 const UNIT: &str = "burst-agent.service";
+
+/// One test machine at a time: each boots a systemd of its own, and two at once would share
+/// this process's cgroup.
+static ONE_MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const CONF: &str = "/etc/burst-agent/agent.toml";
 
 fn install(m: &Machine) -> String {
@@ -43,6 +47,7 @@ fn main_pid(m: &Machine) -> u32 {
 
 #[test]
 fn the_package_installs_stopped_and_the_service_runs_as_an_operator_expects() {
+    let _one = ONE_MACHINE.lock().unwrap_or_else(|p| p.into_inner());
     let m = Machine::boot("operator");
     let out = install(&m);
 
@@ -139,6 +144,15 @@ fn the_package_installs_stopped_and_the_service_runs_as_an_operator_expects() {
     );
     assert_eq!(m.prop(UNIT, "ActiveState"), "active");
     assert_eq!(main_pid(&m), pid, "a bad reload restarted the agent");
+    // An upgrade onto a config the new binary rejects leaves the running agent alone, and says so.
+    let out = install(&m);
+    assert!(out.contains("the new version rejects"), "{out}");
+    assert_eq!(
+        main_pid(&m),
+        pid,
+        "the upgrade restarted the agent onto a bad config"
+    );
+    assert_eq!(m.prop(UNIT, "ActiveState"), "active");
     put_config(&m, &fast);
 
     // A hung agent (SIGSTOP) is restarted by the watchdog.
@@ -313,6 +327,7 @@ fn pinned(m: &Machine, id: &str) -> Option<String> {
 
 #[test]
 fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit_sandbox() {
+    let _one = ONE_MACHINE.lock().unwrap_or_else(|p| p.into_inner());
     let mut m = Machine::boot("ssh");
     install(&m);
     // This thread (and moto, which it starts) lives in the machine's network namespace from

@@ -615,6 +615,15 @@ impl<C: Cloud> Actuator<C> {
         self.journal.prune(now, JOURNAL_KEEP_SECS);
         self.save_ledger(now, &mut report);
         self.save_journal(now, &mut report);
+        // Host keys of slaves that ended while no agent ran.
+        let live: BTreeSet<&str> = self.slaves.keys().map(String::as_str).collect();
+        let gone = hooks::forget_host_keys_except(&self.cfg.agent.state_dir, &live);
+        if gone > 0 {
+            tracing::info!(
+                removed = gone,
+                "removed the pinned ssh host keys of slaves that are gone"
+            );
+        }
         Ok(report)
     }
 

@@ -531,3 +531,25 @@ async fn slaves_the_records_name_stay_ours_when_the_elb_is_renamed() {
         .contains(&format!("tag {:?} {}", [&id], cloud::TAG_OWNER)));
     assert_eq!(again.ledger().used(at(5)), 1);
 }
+
+#[tokio::test]
+async fn adoption_forgets_the_host_keys_of_slaves_that_ended_while_no_agent_ran() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let kept = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    settle(&mut act, at(1)).await;
+    let dir = crate::hooks::known_hosts_dir(d.path());
+    crate::hooks::prepare_known_hosts(d.path()).unwrap();
+    for id in [kept.as_str(), "i-gone", "i-gone2"] {
+        std::fs::write(dir.join(id), "10.0.0.9 ssh-ed25519 AAAA\n").unwrap();
+    }
+    std::fs::write(dir.join("i-gone.old"), "ssh's backup\n").unwrap();
+    let mut again = Actuator::open(fake.clone(), &act.cfg, at(5)).unwrap();
+    again.adopt(at(5)).await.unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, [kept.as_str(), "i-gone.old"]);
+}
