@@ -500,6 +500,24 @@ async fn aws_errors_are_classified_final_or_retryable_with_the_service_code() {
         .unwrap_err();
     assert_eq!(e.code, "InvalidInstanceID.NotFound", "{e}");
     assert!(!e.retryable);
+    assert!(e.not_applied, "a 4xx refusal did nothing: {e}");
+    // A launch EC2 refuses (moto's real reply to an unknown subnet) launched nothing: the
+    // actuator withdraws its cap attempt.
+    let e = aws
+        .call(
+            "RunInstances",
+            aws.ec2
+                .run_instances()
+                .image_id("ami-12c6146b")
+                .subnet_id("subnet-00000000000000000")
+                .min_count(1)
+                .max_count(1)
+                .send(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.code.starts_with("InvalidSubnetID"), "{e:?}");
+    assert!(e.not_applied && !e.retryable, "{e:?}");
     let e = aws
         .call(
             "DescribeInstanceHealth",

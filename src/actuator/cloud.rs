@@ -73,6 +73,8 @@ pub struct LaunchRequest {
     pub min: u32,
     pub max: u32,
     pub launched_at: Timestamp,
+    /// The subnet (and so zone) to launch in; `None` lets EC2 choose.
+    pub subnet: Option<String>,
 }
 
 pub trait Cloud: Clone + Send + Sync + 'static {
@@ -260,10 +262,8 @@ impl Cloud for AwsCloud {
                 .image_id(&f.ami)
                 .instance_type(InstanceType::from(f.instance_type.as_str()));
         }
-        if !f.subnet_ids.is_empty() {
-            // Spread successive launches over the subnets (and so over zones).
-            let n = req.client_token.bytes().map(usize::from).sum::<usize>();
-            call = call.subnet_id(&f.subnet_ids[n % f.subnet_ids.len()]);
+        if let Some(subnet) = &req.subnet {
+            call = call.subnet_id(subnet);
         }
         if !f.security_group_ids.is_empty() {
             call = call.set_security_group_ids(Some(f.security_group_ids.clone()));

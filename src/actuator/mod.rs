@@ -229,6 +229,19 @@ pub fn ownership(
     }
 }
 
+/// The subnet for RunInstances call `call` (1-based) of intent `intent`: successive intents
+/// start in different subnets (spreading slaves over zones), and each further call of one
+/// intent moves to the next subnet, so a zone out of capacity is left, not asked again. The
+/// same (intent, call) always gives the same subnet, as a client token's retry must.
+pub fn pick_subnet(subnets: &[String], intent: &str, call: u32) -> Option<String> {
+    if subnets.is_empty() {
+        return None;
+    }
+    let start = intent.bytes().map(usize::from).sum::<usize>();
+    let call = usize::try_from(call.saturating_sub(1)).unwrap_or(0);
+    Some(subnets[(start + call) % subnets.len()].clone())
+}
+
 fn secs(d: crate::config::Dur) -> i64 {
     i64::try_from(d.get().as_secs()).unwrap_or(i64::MAX)
 }
@@ -660,6 +673,7 @@ impl<C: Cloud> Actuator<C> {
             let req = LaunchRequest {
                 intent: intent.id.clone(),
                 owner: self.owner().to_string(),
+                subnet: pick_subnet(&self.cfg.fleet.subnet_ids, &intent.id, 1),
                 client_token: intent.client_token(1),
                 min: 1,
                 max: u32::try_from(intent.keys.len()).unwrap_or(1),
@@ -786,42 +800,64 @@ impl<C: Cloud> Actuator<C> {
         let n = u32::try_from(keys.len()).unwrap_or(u32::MAX);
         let t = std::time::Instant::now();
         let mut got: Vec<InstanceInfo> = Vec::new();
-        // First ask for as many as EC2 can give (min 1); if it gave fewer, ask once more for
-        // the rest, all or nothing. (Moto launches only MinCount, so tests see two calls.)
-        for (call, (min, max)) in [(1, n), (n, n)]
-            .into_iter()
-            .enumerate()
-            .map(|(c, r)| (c + 1, r))
-        {
+        let subnets = self.cfg.fleet.subnet_ids.clone();
+        let mut call = 0u32;
+        let mut no_capacity: Vec<String> = Vec::new();
+        // First ask for as many as EC2 can give (min 1). No capacity in a zone: the next subnet
+        // at once, each subnet once. If EC2 gave fewer than asked, ask once more for the rest,
+        // all or nothing. (Moto launches only MinCount, so tests see two calls.)
+        let mut shortfall = false;
+        loop {
             let want = n - u32::try_from(got.len()).unwrap_or(0);
             if want == 0 {
                 break;
             }
+            call += 1;
+            let subnet = pick_subnet(&subnets, &id, call);
             let req = LaunchRequest {
                 intent: id.clone(),
                 owner: self.owner().to_string(),
-                client_token: intent.client_token(u32::try_from(call).unwrap_or(1)),
-                min: min.min(want),
-                max: max.min(want),
+                client_token: intent.client_token(call),
+                min: if shortfall { want } else { 1 },
+                max: want,
                 launched_at: now,
+                subnet: subnet.clone(),
             };
             match self.cloud.launch(&req).await {
-                Ok(more) => got.extend(more),
-                Err(e) if got.is_empty() && !e.retryable => {
-                    self.fail_intent(&intent, &e.to_string(), now, report);
+                Ok(more) => {
+                    got.extend(more);
+                    if shortfall {
+                        break;
+                    }
+                    shortfall = true;
+                }
+                Err(e) if shortfall => {
+                    tracing::warn!(intent = %id, launched = got.len(), asked = n,
+                        "EC2 launched fewer slaves than asked: {e}");
+                    break;
+                }
+                Err(e) if e.is_capacity() && no_capacity.len() + 1 < subnets.len() => {
+                    let here = subnet.unwrap_or_default();
+                    tracing::warn!(intent = %id, subnet = %here, code = %e.code,
+                        next = ?pick_subnet(&subnets, &id, call + 1),
+                        "no EC2 capacity in this subnet; trying the next one");
+                    no_capacity.push(here);
+                }
+                Err(e) if e.not_applied || !e.retryable => {
+                    // EC2 refused: nothing was launched, so nothing is charged to the cap.
+                    let mut why = e.to_string();
+                    if !no_capacity.is_empty() {
+                        why = format!("{why} (no capacity in subnets {no_capacity:?} either)");
+                    }
+                    self.fail_intent(&intent, &why, now, report);
                     return;
                 }
-                Err(e) if got.is_empty() => {
+                Err(e) => {
                     // The call may or may not have launched: leave the intent open; the next
                     // step finds the instances by tag or repeats the call with the same token.
                     let msg = format!("launch {id} of {n}: {e}; will resolve from tags");
                     self.error(now, report, msg);
                     return;
-                }
-                Err(e) => {
-                    tracing::warn!(intent = %id, launched = got.len(), asked = n,
-                        "EC2 launched fewer slaves than asked: {e}");
-                    break;
                 }
             }
         }

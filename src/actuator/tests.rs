@@ -22,6 +22,10 @@ struct World {
     never_boot: bool,
     /// Registered instances stay OutOfService.
     never_healthy: bool,
+    /// Subnets where every launch gets InsufficientInstanceCapacity (None: EC2's choice).
+    no_capacity_in: BTreeSet<Option<String>>,
+    /// The subnet of every launch call, in order.
+    launch_subnets: Vec<Option<String>>,
     calls: Vec<String>,
 }
 
@@ -45,6 +49,7 @@ fn err(retryable: bool) -> AwsError {
         .into(),
         message: "scripted".into(),
         retryable,
+        not_applied: !retryable,
     }
 }
 
@@ -52,6 +57,16 @@ impl Cloud for Fake {
     async fn launch(&self, req: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
         let mut w = self.w();
         w.calls.push(format!("launch {}..{}", req.min, req.max));
+        w.launch_subnets.push(req.subnet.clone());
+        if w.no_capacity_in.contains(&req.subnet) {
+            return Err(AwsError {
+                op: "RunInstances",
+                code: "InsufficientInstanceCapacity".into(),
+                message: "We currently do not have sufficient capacity in the Availability Zone you requested.".into(),
+                retryable: true,
+                not_applied: true,
+            });
+        }
         let failure = w.launch_error.take();
         if failure.is_some() && !w.launch_anyway {
             return Err(failure.unwrap_or_else(|| err(false)));
@@ -552,4 +567,99 @@ async fn adoption_forgets_the_host_keys_of_slaves_that_ended_while_no_agent_ran(
         .collect();
     left.sort();
     assert_eq!(left, [kept.as_str(), "i-gone.old"]);
+}
+
+fn subnets(act: &mut Actuator<Fake>, names: &[&str]) -> Vec<Option<String>> {
+    act.cfg.fleet.subnet_ids = names.iter().map(|s| s.to_string()).collect();
+    names.iter().map(|s| Some(s.to_string())).collect()
+}
+
+#[tokio::test]
+async fn a_zone_without_capacity_is_left_for_the_next_subnet_in_the_same_decision() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let all = subnets(&mut act, &["subnet-a", "subnet-b", "subnet-c"]);
+    fake.w().no_capacity_in.insert(all[0].clone());
+    fake.w().no_capacity_in.insert(all[1].clone());
+    let r = act.apply(&decision(2), at(0)).await;
+    assert_eq!(r.launched.len(), 2, "{r:?}");
+    let w = fake.w();
+    // Each subnet asked at most once for the first request, and the launch landed in c.
+    let firsts: Vec<&Option<String>> = w.launch_subnets.iter().collect();
+    assert!(firsts.len() <= 4, "{firsts:?}");
+    let distinct: BTreeSet<&Option<String>> = firsts.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        firsts.len().min(3),
+        "a subnet was asked twice: {firsts:?}"
+    );
+    assert_eq!(w.launch_subnets.last(), Some(&all[2]), "{firsts:?}");
+    assert_eq!(w.instances.len(), 2);
+    drop(w);
+    assert_eq!(
+        act.ledger().used(at(0)),
+        2,
+        "charged for what launched, once"
+    );
+}
+
+#[tokio::test]
+async fn a_capacity_brownout_spends_no_cap_and_launches_when_ec2_recovers() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let all = subnets(&mut act, &["subnet-a", "subnet-b"]);
+    act.cfg.cap.daily_limit = 3;
+    act.reconfigure(&act.cfg.clone(), at(0));
+    for s in &all {
+        fake.w().no_capacity_in.insert(s.clone());
+    }
+    // A minute of decisions that each want 2 more slaves, every RunInstances refused.
+    for t in 0..60 {
+        let r = act.apply(&decision(2), at(t)).await;
+        assert!(r.launched.is_empty());
+        act.step(at(t)).await.unwrap();
+    }
+    assert_eq!(
+        act.ledger().used(at(60)),
+        0,
+        "the cap was spent on launches that never happened"
+    );
+    assert!(
+        act.journal().unresolved().next().is_none(),
+        "refused launches stay open"
+    );
+    // Each decision tried each subnet once, never the same one twice in a row.
+    let asked = fake.w().launch_subnets.clone();
+    assert_eq!(asked.len(), 120, "{asked:?}");
+    // EC2 recovers: the next decision launches, and the cap counts just that.
+    fake.w().no_capacity_in.clear();
+    let r = act.apply(&decision(2), at(61)).await;
+    assert_eq!(r.launched.len(), 2);
+    assert_eq!(act.ledger().used(at(61)), 2);
+}
+
+#[tokio::test]
+async fn throttling_and_limits_launch_nothing_and_cost_nothing_but_a_timeout_stays_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    for code in [
+        "RequestLimitExceeded",
+        "InstanceLimitExceeded",
+        "VcpuLimitExceeded",
+    ] {
+        fake.w().launch_error = Some(AwsError {
+            op: "RunInstances",
+            code: code.into(),
+            message: "scripted".into(),
+            retryable: code == "RequestLimitExceeded",
+            not_applied: true,
+        });
+        let r = act.apply(&decision(1), at(0)).await;
+        assert!(r.launched.is_empty());
+        assert_eq!(act.ledger().used(at(0)), 0, "{code} was charged to the cap");
+    }
+    // A timeout may have launched: counted until tags or a same-token retry resolve it.
+    fake.w().launch_error = Some(err(true));
+    act.apply(&decision(1), at(1)).await;
+    assert_eq!(act.ledger().used(at(1)), 1);
 }

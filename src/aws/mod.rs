@@ -37,13 +37,57 @@ pub struct AwsError {
     pub message: String,
     /// Throttling, 5xx, timeouts and transport failures: the same call may work later.
     pub retryable: bool,
+    /// The service answered that it did **not** do it (a validation or permission error,
+    /// throttling, no capacity, a limit): nothing took effect, so a RunInstances that ended so
+    /// launched nothing and costs no cap. `false` where the outcome is unknown: a timeout, a
+    /// transport failure, an internal error.
+    pub not_applied: bool,
 }
 
 impl AwsError {
     pub fn is(&self, code: &str) -> bool {
         self.code == code
     }
+
+    /// EC2 has no capacity for this request here: another zone or instance type may.
+    pub fn is_capacity(&self) -> bool {
+        CAPACITY_CODES.contains(&self.code.as_str())
+    }
 }
+
+/// EC2's "no room for this request" codes: answered by asking elsewhere (another subnet and so
+/// zone), never by repeating the same request.
+pub const CAPACITY_CODES: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientCapacity",
+    "InsufficientReservedInstanceCapacity",
+    "InsufficientFreeAddressesInSubnet",
+];
+
+/// Service errors that are refusals whatever their HTTP status: EC2 did not act on the request.
+/// (Any 4xx reply is a refusal too.) Internal errors and unavailability are not here: whether
+/// the request took effect is then unknown.
+const NOT_APPLIED_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "EC2ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "BandwidthLimitExceeded",
+    "SlowDown",
+    "InstanceLimitExceeded",
+    "VcpuLimitExceeded",
+    "Unsupported",
+    "InsufficientInstanceCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientCapacity",
+    "InsufficientReservedInstanceCapacity",
+    "InsufficientFreeAddressesInSubnet",
+];
 
 /// Error codes that mean "slow down" or "our side failed": the call may be made again.
 const RETRYABLE_CODES: &[&str] = &[
@@ -64,6 +108,8 @@ const RETRYABLE_CODES: &[&str] = &[
     "ServiceUnavailable",
     "Unavailable",
     "InsufficientInstanceCapacity",
+    "EC2ThrottledException",
+    "BandwidthLimitExceeded",
 ];
 
 /// Sorts a failed SDK call into retryable or final, keeping the service's code and message.
@@ -71,6 +117,7 @@ pub fn classify<E>(op: &'static str, err: &SdkError<E, HttpResponse>) -> AwsErro
 where
     E: ProvideErrorMetadata + std::error::Error,
 {
+    let mut not_applied = false;
     let (code, message, retryable) = match err {
         SdkError::TimeoutError(_) => ("Timeout".to_string(), "call timed out".to_string(), true),
         SdkError::DispatchFailure(f) => ("Dispatch".to_string(), format!("{f:?}"), true),
@@ -79,11 +126,15 @@ where
             format!("unreadable reply from AWS: {r:?}"),
             true,
         ),
-        SdkError::ConstructionFailure(c) => (
-            "Construction".to_string(),
-            format!("request could not be built: {c:?}"),
-            false,
-        ),
+        SdkError::ConstructionFailure(c) => {
+            // Never sent.
+            not_applied = true;
+            (
+                "Construction".to_string(),
+                format!("request could not be built: {c:?}"),
+                false,
+            )
+        }
         SdkError::ServiceError(s) => {
             let e = s.err();
             let status = s.raw().status().as_u16();
@@ -93,6 +144,7 @@ where
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("HTTP {status}"));
             let retryable = status >= 500 || status == 429 || RETRYABLE_CODES.contains(&&*code);
+            not_applied = (400..500).contains(&status) || NOT_APPLIED_CODES.contains(&&*code);
             (code, message, retryable)
         }
         other => ("Unknown".to_string(), format!("{other:?}"), true),
@@ -102,6 +154,7 @@ where
         code,
         message,
         retryable,
+        not_applied,
     }
 }
 
@@ -234,6 +287,7 @@ impl Aws {
                 code: "Timeout".into(),
                 message: format!("no reply within {:?}", self.call_timeout),
                 retryable: true,
+                not_applied: false,
             }),
             Ok(Err(e)) => Err(classify(op, &e)),
             Ok(Ok(v)) => Ok(v),
@@ -271,6 +325,7 @@ mod tests {
             code: "RequestLimitExceeded".into(),
             message: "Request limit exceeded.".into(),
             retryable: true,
+            not_applied: true,
         };
         assert_eq!(
             e.to_string(),
