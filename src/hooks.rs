@@ -253,6 +253,8 @@ pub struct HookRun {
     pub attempts: u32,
     pub duration: Duration,
     pub result: Result<(), HookError>,
+    /// Output lines of the last attempt past the log's bound: counted, not logged.
+    pub lines_not_logged: usize,
 }
 
 /// Runs `hook` for one slave: expand, then up to `1 + retries` attempts, each under the timeout.
@@ -267,6 +269,7 @@ pub async fn run(name: &str, hook: &Hook, vars: &HookVars) -> HookRun {
                 attempts: 0,
                 duration: started.elapsed(),
                 result: Err(e),
+                lines_not_logged: 0,
             };
         }
     };
@@ -274,7 +277,7 @@ pub async fn run(name: &str, hook: &Hook, vars: &HookVars) -> HookRun {
     loop {
         attempts += 1;
         let t = Instant::now();
-        let result = attempt(name, &argv, hook.timeout.get(), vars).await;
+        let (result, lines_not_logged) = attempt(name, &argv, hook.timeout.get(), vars).await;
         match &result {
             Ok(()) => {
                 tracing::info!(hook = name, instance_id = %vars.instance_id, attempt = attempts,
@@ -290,6 +293,7 @@ pub async fn run(name: &str, hook: &Hook, vars: &HookVars) -> HookRun {
                 attempts,
                 duration: started.elapsed(),
                 result,
+                lines_not_logged,
             };
         }
         tokio::time::sleep(hook.retry_delay.get()).await;
@@ -301,7 +305,7 @@ async fn attempt(
     argv: &[String],
     timeout: Duration,
     vars: &HookVars,
-) -> Result<(), HookError> {
+) -> (Result<(), HookError>, usize) {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
@@ -311,10 +315,16 @@ async fn attempt(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| HookError::Spawn {
-        program: argv[0].clone(),
-        why: e.to_string(),
-    })?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let e = HookError::Spawn {
+                program: argv[0].clone(),
+                why: e.to_string(),
+            };
+            return (Err(e), 0);
+        }
+    };
     let pgid = child.id();
     // Also kills the group if this attempt is abandoned (the agent shutting down mid-hook).
     let _guard = GroupGuard(pgid);
@@ -335,24 +345,27 @@ async fn attempt(
     let status = match waited {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
-            return Err(HookError::Spawn {
+            let e = HookError::Spawn {
                 program: argv[0].clone(),
                 why: format!("wait failed: {e}"),
-            })
+            };
+            return (Err(e), 0);
         }
         Err(_) => {
             let _ = child.wait().await;
             None
         }
     };
-    if let Some(h) = out {
-        let _ = h.await;
-    }
+    let stdout = match out {
+        Some(h) => h.await.unwrap_or_default(),
+        None => Drained::default(),
+    };
     let stderr = match err {
         Some(h) => h.await.unwrap_or_default(),
         None => Drained::default(),
     };
-    match status {
+    let skipped = stdout.skipped + stderr.skipped;
+    let result = match status {
         None => Err(HookError::TimedOut { after: timeout }),
         Some(s) if s.success() => Ok(()),
         Some(s) => Err(HookError::Failed {
@@ -360,7 +373,8 @@ async fn attempt(
             stderr: stderr.tail,
             fix: stderr.fix.map(|(_, f)| f),
         }),
-    }
+    };
+    (result, skipped)
 }
 
 struct GroupGuard(Option<u32>);
@@ -390,6 +404,8 @@ struct Drained {
     tail: Vec<String>,
     /// The most specific fix any line called for, with its rank.
     fix: Option<(u8, String)>,
+    /// Lines past [`MAX_LOGGED_LINES`]: counted, not logged.
+    skipped: usize,
 }
 
 /// Logs a stream line by line; returns the last few lines and the best [`diagnose`] of all of
@@ -445,7 +461,11 @@ async fn drain<R: AsyncRead + Unpin>(
         tracing::warn!(hook = %hook, instance_id = %instance_id, skipped,
             "hook wrote more than {MAX_LOGGED_LINES} lines; the rest were not logged");
     }
-    Drained { tail: last, fix }
+    Drained {
+        tail: last,
+        fix,
+        skipped,
+    }
 }
 
 /// The fix for a failed hook, from what its stderr said: the most specific line wins (a missing
@@ -727,6 +747,18 @@ mod tests {
         assert!(matches!(missing.result, Err(HookError::Spawn { .. })));
     }
 
+    /// Whether process `pid` is gone (or a zombie) within 2 s.
+    fn dies_soon(pid: i32) -> bool {
+        for _ in 0..100 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     #[tokio::test]
     async fn a_hung_hook_is_killed_with_its_children() {
         let dir = tempfile::tempdir().unwrap();
@@ -745,24 +777,36 @@ mod tests {
             .parse()
             .unwrap();
         // Killed and reaped by init or its parent shortly after the group kill.
-        let mut gone = false;
-        for _ in 0..100 {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat.is_empty() || stat.contains(") Z ") {
-                gone = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let gone = dies_soon(pid);
         assert!(gone, "grandchild {pid} survived the hook's timeout");
     }
 
     #[tokio::test]
     async fn a_finished_hook_leaves_nothing_behind_and_floods_are_bounded() {
-        let script = "for i in $(seq 1 500); do echo line $i; done; (sleep 300 &) ; exit 0";
-        let run = run("t", &hook(&["sh", "-c", script], 5000, 0), &vars()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("left.pid");
+        // 500 lines on stdout and 300 on stderr, and a process left running in the background.
+        let script = format!(
+            "for i in $(seq 1 500); do echo line $i; done; \
+             for i in $(seq 1 300); do echo err $i >&2; done; \
+             sleep 300 & echo $! > {}; exit 0",
+            pidfile.display()
+        );
+        let run = run("t", &hook(&["sh", "-c", &script], 5000, 0), &vars()).await;
         assert!(run.result.is_ok(), "{:?}", run.result);
-        assert!(run.duration < Duration::from_secs(60));
+        // At most MAX_LOGGED_LINES a stream were logged; the rest only counted.
+        assert_eq!(
+            run.lines_not_logged,
+            (500 - MAX_LOGGED_LINES) + (300 - MAX_LOGGED_LINES)
+        );
+        // What it left running died with its process group.
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = dies_soon(pid);
+        assert!(gone, "{pid} outlived its hook");
     }
 
     #[test]
