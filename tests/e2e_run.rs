@@ -296,18 +296,32 @@ fn ab_load_scales_out_in_moto_with_rsync_and_back_in_when_it_stops() {
     assert_eq!(v["alive"], false);
 }
 
-/// A pre_register hook slow enough to kill the agent in the middle of it.
+/// A pre_register hook slow enough to kill the agent in the middle of it. Each `sleep` it
+/// starts writes its pid to `sync-pids` in the test's directory.
 fn slow_sync(w: &World, cfg: &mut Config, secs: u32) {
     cfg.hooks.pre_register.argv = vec![
         "sh".into(),
         "-c".into(),
         format!(
-            "sleep {secs}; exec rsync -a --delete {}/ {}/$0/",
+            "sleep {secs} & echo $! >> {}; wait $!; exec rsync -a --delete {}/ {}/$0/",
+            w.dir.path().join("sync-pids").display(),
             w.master.docroot.display(),
             w.dir.path().join("slaves").display()
         ),
         "{instance_id}".into(),
     ];
+}
+
+/// Whether process `pid` is gone (or a zombie) within 5 s.
+fn dies_soon(pid: &str) -> bool {
+    for _ in 0..250 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z ") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 #[test]
@@ -391,16 +405,15 @@ fn sigterm_during_a_scale_out_exits_cleanly_within_the_deadline() {
     )
     .unwrap();
     assert_eq!(status["state"], "stopped");
-    // The killed hook left no `sleep 60` behind.
-    let out = Command::new("pgrep")
-        .args(["-f", "sleep 60; exec rsync"])
-        .output()
-        .unwrap();
-    assert!(
-        out.stdout.is_empty(),
-        "hook survived: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // The killed hook left none of its processes behind (its `sleep`, not only its shell).
+    let pids = std::fs::read_to_string(w.dir.path().join("sync-pids")).unwrap_or_default();
+    assert!(!pids.trim().is_empty(), "the sync hook never started");
+    for pid in pids.split_whitespace() {
+        assert!(
+            dies_soon(pid),
+            "the hook's sleep {pid} survived the agent's exit"
+        );
+    }
 }
 
 /// A dry run on this host alone (no AWS), 1 s ticks, state in `dir`.

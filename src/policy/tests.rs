@@ -511,11 +511,27 @@ fn every_reason_has_a_readable_line_and_a_stable_code() {
 }
 
 #[test]
-fn decide_is_pure() {
+fn decide_reads_the_time_only_from_its_argument() {
+    // T0 is months away from the machine's clock: a decide() that looked at the clock would
+    // count the cap's reset, the metrics' age or a cooldown from the wrong instant.
     let o = fleet(0.9, in_service(3, 0.8));
-    let a = run(&cfg(), &o);
-    let b = run(&cfg(), &o);
-    assert_eq!(a, b);
+    let d = run(&cfg(), &o);
+    let cap = &d.explanation().cap;
+    assert_eq!(
+        cap.resets_in_secs,
+        cap.resets_at.as_second() - at(0).as_second(),
+        "{d}"
+    );
+    assert!(
+        cap.resets_in_secs > 0 && cap.resets_in_secs <= 86_400,
+        "{d}"
+    );
+    assert!(
+        !has(&d, "MetricsMissing"),
+        "fresh metrics at T0 read as stale: {d}"
+    );
+    // And it keeps nothing between calls: the same inputs, the same decision.
+    assert_eq!(run(&cfg(), &o), d);
 }
 
 #[test]
@@ -545,10 +561,12 @@ fn the_readme_decision_line() {
         slaves: vec![],
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
-    assert_eq!(
-        d.to_string(),
-        "scale out by 4 (0 -> 4 slaves) [desired 6, stabilized 6, rate-limited 4, bounded 4, cap-limited 4; \
-         burst cap 0/7 today, resets 00:00 Asia/Tokyo in 4h48m]; load_per_cpu 4.90 above target 0.70; \
-         scale-out limited to 4 per decision"
+    // The README shows this very line: read it from README.md, so the two cannot drift apart.
+    let readme = include_str!("../../README.md");
+    let line = d.to_string();
+    assert!(
+        readme.lines().any(|l| l.trim() == line),
+        "README.md no longer shows the decision decide() makes:\n{line}"
     );
+    assert!(line.starts_with("scale out by 4 (0 -> 4 slaves)"), "{line}");
 }
