@@ -385,6 +385,7 @@ async fn an_open_launch_intent_is_resolved_once_after_a_crash() {
             created_at: now,
             keys,
             outcome: Outcome::Started,
+            open_call: 0,
         });
         burst_agent::cap::store::save(
             &burst_agent::cap::store::path_in(&site.cfg.agent.state_dir),

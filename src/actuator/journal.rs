@@ -35,6 +35,14 @@ pub struct Intent {
     /// The cap-ledger attempts this launch stands for (`<id>#1` …).
     pub keys: Vec<String>,
     pub outcome: Outcome,
+    /// The RunInstances call (1-based) whose outcome is unknown, so that asking again repeats
+    /// exactly that request: its client token and its subnet. 0 (files from before): call 1.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub open_call: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Intent {
@@ -166,6 +174,7 @@ mod tests {
             created_at: t0,
             keys: vec!["bi-1#1".into()],
             outcome: Outcome::Started,
+            open_call: 0,
         });
         j.intents.push(Intent {
             id: "bi-2".into(),
@@ -174,6 +183,7 @@ mod tests {
             outcome: Outcome::Launched {
                 instance_ids: vec!["i-1".into()],
             },
+            open_call: 3,
         });
         j.save(&p).unwrap();
         let mut back = Journal::load(&p).unwrap().unwrap();

@@ -670,11 +670,12 @@ impl<C: Cloud> Actuator<C> {
             if self.cfg.agent.dry_run {
                 continue;
             }
+            let call = intent.open_call.max(1);
             let req = LaunchRequest {
                 intent: intent.id.clone(),
                 owner: self.owner().to_string(),
-                subnet: pick_subnet(&self.cfg.fleet.subnet_ids, &intent.id, 1),
-                client_token: intent.client_token(1),
+                subnet: pick_subnet(&self.cfg.fleet.subnet_ids, &intent.id, call),
+                client_token: intent.client_token(call),
                 min: 1,
                 max: u32::try_from(intent.keys.len()).unwrap_or(1),
                 launched_at: intent.created_at,
@@ -787,6 +788,7 @@ impl<C: Cloud> Actuator<C> {
             created_at: now,
             keys: keys.clone(),
             outcome: Outcome::Started,
+            open_call: 0,
         };
         self.journal.intents.push(intent.clone());
         // Write-ahead: no RunInstances unless the attempt is durably counted and journaled.
@@ -854,7 +856,12 @@ impl<C: Cloud> Actuator<C> {
                 }
                 Err(e) => {
                     // The call may or may not have launched: leave the intent open; the next
-                    // step finds the instances by tag or repeats the call with the same token.
+                    // step finds the instances by tag or repeats this very call (same client
+                    // token, same subnet), which EC2 answers with what it launched, if anything.
+                    if let Some(j) = self.journal.get_mut(&id) {
+                        j.open_call = call;
+                    }
+                    self.save_journal(now, report);
                     let msg = format!("launch {id} of {n}: {e}; will resolve from tags");
                     self.error(now, report, msg);
                     return;

@@ -24,8 +24,11 @@ struct World {
     never_healthy: bool,
     /// Subnets where every launch gets InsufficientInstanceCapacity (None: EC2's choice).
     no_capacity_in: BTreeSet<Option<String>>,
-    /// The subnet of every launch call, in order.
+    /// The next this-many launch calls get InsufficientInstanceCapacity, wherever they go.
+    capacity_misses: u32,
+    /// The subnet and client token of every launch call, in order.
     launch_subnets: Vec<Option<String>>,
+    launch_tokens: Vec<String>,
     calls: Vec<String>,
 }
 
@@ -58,7 +61,10 @@ impl Cloud for Fake {
         let mut w = self.w();
         w.calls.push(format!("launch {}..{}", req.min, req.max));
         w.launch_subnets.push(req.subnet.clone());
-        if w.no_capacity_in.contains(&req.subnet) {
+        w.launch_tokens.push(req.client_token.clone());
+        let miss = w.capacity_misses > 0;
+        w.capacity_misses = w.capacity_misses.saturating_sub(1);
+        if miss || w.no_capacity_in.contains(&req.subnet) {
             return Err(AwsError {
                 op: "RunInstances",
                 code: "InsufficientInstanceCapacity".into(),
@@ -662,4 +668,46 @@ async fn throttling_and_limits_launch_nothing_and_cost_nothing_but_a_timeout_sta
     fake.w().launch_error = Some(err(true));
     act.apply(&decision(1), at(1)).await;
     assert_eq!(act.ledger().used(at(1)), 1);
+}
+
+#[tokio::test]
+async fn an_ambiguous_call_after_a_capacity_miss_is_asked_again_exactly_as_it_was_sent() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    subnets(&mut act, &["subnet-a", "subnet-b"]);
+    // The first call finds no capacity; the second, in the other subnet, times out.
+    fake.w().capacity_misses = 1;
+    fake.w().launch_error = Some(err(true));
+    let r = act.apply(&decision(1), at(0)).await;
+    assert!(r.launched.is_empty());
+    let (sent_token, sent_subnet) = {
+        let w = fake.w();
+        (
+            w.launch_tokens.last().unwrap().clone(),
+            w.launch_subnets.last().unwrap().clone(),
+        )
+    };
+    let first_subnet = fake.w().launch_subnets[0].clone();
+    assert_ne!(
+        sent_subnet, first_subnet,
+        "the capacity miss was asked again in place"
+    );
+    assert!(sent_token.ends_with("-2"), "{sent_token}");
+    assert_eq!(
+        act.ledger().used(at(0)),
+        1,
+        "the outcome is unknown: still counted"
+    );
+    // Next step: nothing carries the intent tag, so the same request goes again, and only it:
+    // same client token, same subnet (EC2 answers a repeated token with what it launched).
+    act.step(at(5)).await.unwrap();
+    let w = fake.w();
+    assert_eq!(
+        w.launch_tokens.last(),
+        Some(&sent_token),
+        "{:?}",
+        w.launch_tokens
+    );
+    assert_eq!(w.launch_subnets.last(), Some(&sent_subnet));
+    assert_eq!(w.instances.len(), 1);
 }
