@@ -881,83 +881,63 @@ mod tests {
         argv(a)
     }
 
+    /// The fix `diagnose` gives for these stderr lines; there must be one.
+    fn fix_for(stderr: &[&str]) -> String {
+        diagnose(&lines(stderr), &vars()).unwrap_or_else(|| panic!("no fix for {stderr:?}"))
+    }
+
     #[test]
     fn ssh_and_rsync_failures_get_a_fix_naming_the_file_or_host() {
         // Missing key: ssh's warning names the file; it outranks the "Permission denied" after it.
-        let fix = diagnose(
-            &lines(&[
+        let fix = fix_for(&[
                 "Warning: Identity file /var/lib/burst-agent/.ssh/id_ed25519 not accessible: No such file or directory.",
                 "burst-agent@10.0.0.7: Permission denied (publickey).",
                 "rsync: connection unexpectedly closed (0 bytes received so far) [sender]",
-            ]),
-            &vars(),
-        )
-        .unwrap();
+            ]);
         assert!(fix.contains("ssh-keygen"), "{fix}");
         assert!(
             fix.contains("-f /var/lib/burst-agent/.ssh/id_ed25519"),
             "{fix}"
         );
         // A key the agent's user cannot read: chown, not a new key over the old one.
-        let fix = diagnose(
-            &lines(&["Warning: Identity file /var/lib/burst-agent/.ssh/id_ed25519 not accessible: Permission denied."]),
-            &vars(),
-        )
-        .unwrap();
+        let fix = fix_for(&["Warning: Identity file /var/lib/burst-agent/.ssh/id_ed25519 not accessible: Permission denied."]);
         assert!(
             fix.contains("chown burst-agent: /var/lib/burst-agent/.ssh/id_ed25519"),
             "{fix}"
         );
         assert!(!fix.contains("ssh-keygen"), "{fix}");
 
-        let fix = diagnose(&lines(&["Host key verification failed."]), &vars()).unwrap();
+        let fix = fix_for(&["Host key verification failed."]);
         assert!(fix.contains("10.0.0.7"), "{fix}");
         assert!(fix.contains("StrictHostKeyChecking=accept-new"), "{fix}");
         // A changed key under per-instance pins is no routine reuse: name the pinned file.
-        let fix = diagnose(
-            &lines(&["Host key for 10.0.0.7 has changed and you have requested strict checking."]),
-            &vars(),
-        )
-        .unwrap();
+        let fix =
+            fix_for(&["Host key for 10.0.0.7 has changed and you have requested strict checking."]);
         assert!(
             fix.contains("remove /var/lib/burst-agent/known_hosts/i-0abc"),
             "{fix}"
         );
 
-        let fix = diagnose(
-            &lines(&["ssh: connect to host 10.0.0.7 port 22: Connection timed out"]),
-            &vars(),
-        )
-        .unwrap();
+        let fix = fix_for(&["ssh: connect to host 10.0.0.7 port 22: Connection timed out"]);
         assert!(fix.starts_with("10.0.0.7 does not answer on ssh"), "{fix}");
         assert!(fix.contains("security group"), "{fix}");
 
-        let fix = diagnose(
-            &lines(&[r#"rsync: [sender] change_dir "/home/ramen/www" failed: No such file or directory (2)"#]),
-            &vars(),
-        )
-        .unwrap();
+        let fix = fix_for(&[
+            r#"rsync: [sender] change_dir "/home/ramen/www" failed: No such file or directory (2)"#,
+        ]);
         assert!(
             fix.starts_with("/home/ramen/www does not exist on the master"),
             "{fix}"
         );
-        let fix = diagnose(
-            &lines(&[
-                r#"rsync: [sender] opendir "/home/ramen/www" failed: Permission denied (13)"#,
-            ]),
-            &vars(),
-        )
-        .unwrap();
+        let fix = fix_for(&[
+            r#"rsync: [sender] opendir "/home/ramen/www" failed: Permission denied (13)"#,
+        ]);
         assert!(fix.contains("may not read /home/ramen/www"), "{fix}");
 
-        let fix = diagnose(
-            &lines(&[
-                r#""System is booting up. Unprivileged users are not permitted to log in yet. Please come back later. For technical details, see pam_nologin(8).""#,
-                "Connection closed by 10.0.0.7 port 22",
-            ]),
-            &vars(),
-        )
-        .unwrap();
+        let fix = fix_for(&[
+            r#""System is booting up. Unprivileged users are not permitted to log in yet. Please come back later. For technical details, see pam_nologin(8).""#,
+            "Connection closed by 10.0.0.7 port 22",
+        ]);
         assert!(fix.starts_with("10.0.0.7 is still booting"), "{fix}");
 
         assert_eq!(diagnose(&lines(&["some other failure"]), &vars()), None);
