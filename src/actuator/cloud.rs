@@ -75,6 +75,8 @@ pub struct LaunchRequest {
     pub launched_at: Timestamp,
     /// The subnet (and so zone) to launch in; `None` lets EC2 choose.
     pub subnet: Option<String>,
+    /// An instance type instead of `fleet.instance_type` (or the launch template's).
+    pub instance_type: Option<String>,
 }
 
 pub trait Cloud: Clone + Send + Sync + 'static {
@@ -264,6 +266,9 @@ impl Cloud for AwsCloud {
         }
         if let Some(subnet) = &req.subnet {
             call = call.subnet_id(subnet);
+        }
+        if let Some(t) = &req.instance_type {
+            call = call.instance_type(InstanceType::from(t.as_str()));
         }
         if !f.security_group_ids.is_empty() {
             call = call.set_security_group_ids(Some(f.security_group_ids.clone()));

@@ -229,6 +229,30 @@ pub fn ownership(
     }
 }
 
+/// Where RunInstances call `call` (1-based) of intent `intent` goes: its subnet, and its
+/// instance type (`None`: the configured one). Each type is tried in every subnet before the
+/// next type in `fallbacks`. The same (intent, call) always gives the same placement.
+pub fn pick_placement(
+    subnets: &[String],
+    fallbacks: &[String],
+    intent: &str,
+    call: u32,
+) -> (Option<String>, Option<String>) {
+    let per_type = u32::try_from(subnets.len().max(1)).unwrap_or(u32::MAX);
+    let type_index = usize::try_from(call.saturating_sub(1) / per_type).unwrap_or(usize::MAX);
+    let instance_type = match type_index {
+        0 => None,
+        n => fallbacks.get(n - 1).cloned(),
+    };
+    (pick_subnet(subnets, intent, call), instance_type)
+}
+
+/// How many RunInstances calls one launch may make on capacity errors: every subnet, with the
+/// configured type and then each fallback type.
+fn placements(subnets: &[String], fallbacks: &[String]) -> usize {
+    subnets.len().max(1) * (1 + fallbacks.len())
+}
+
 /// The subnet for RunInstances call `call` (1-based) of intent `intent`: successive intents
 /// start in different subnets (spreading slaves over zones), and each further call of one
 /// intent moves to the next subnet, so a zone out of capacity is left, not asked again. The
@@ -671,10 +695,14 @@ impl<C: Cloud> Actuator<C> {
                 continue;
             }
             let call = intent.open_call.max(1);
+            let f = &self.cfg.fleet;
+            let (subnet, instance_type) =
+                pick_placement(&f.subnet_ids, &f.fallback_instance_types, &intent.id, call);
             let req = LaunchRequest {
                 intent: intent.id.clone(),
                 owner: self.owner().to_string(),
-                subnet: pick_subnet(&self.cfg.fleet.subnet_ids, &intent.id, call),
+                subnet,
+                instance_type,
                 client_token: intent.client_token(call),
                 min: 1,
                 max: u32::try_from(intent.keys.len()).unwrap_or(1),
@@ -803,6 +831,7 @@ impl<C: Cloud> Actuator<C> {
         let t = std::time::Instant::now();
         let mut got: Vec<InstanceInfo> = Vec::new();
         let subnets = self.cfg.fleet.subnet_ids.clone();
+        let fallbacks = self.cfg.fleet.fallback_instance_types.clone();
         let mut call = 0u32;
         let mut no_capacity: Vec<String> = Vec::new();
         // First ask for as many as EC2 can give (min 1). No capacity in a zone: the next subnet
@@ -815,7 +844,7 @@ impl<C: Cloud> Actuator<C> {
                 break;
             }
             call += 1;
-            let subnet = pick_subnet(&subnets, &id, call);
+            let (subnet, instance_type) = pick_placement(&subnets, &fallbacks, &id, call);
             let req = LaunchRequest {
                 intent: id.clone(),
                 owner: self.owner().to_string(),
@@ -824,6 +853,7 @@ impl<C: Cloud> Actuator<C> {
                 max: want,
                 launched_at: now,
                 subnet: subnet.clone(),
+                instance_type: instance_type.clone(),
             };
             match self.cloud.launch(&req).await {
                 Ok(more) => {
@@ -838,18 +868,27 @@ impl<C: Cloud> Actuator<C> {
                         "EC2 launched fewer slaves than asked: {e}");
                     break;
                 }
-                Err(e) if e.is_capacity() && no_capacity.len() + 1 < subnets.len() => {
-                    let here = subnet.unwrap_or_default();
-                    tracing::warn!(intent = %id, subnet = %here, code = %e.code,
-                        next = ?pick_subnet(&subnets, &id, call + 1),
-                        "no EC2 capacity in this subnet; trying the next one");
+                Err(e)
+                    if e.is_capacity()
+                        && usize::try_from(call).unwrap_or(usize::MAX)
+                            < placements(&subnets, &fallbacks) =>
+                {
+                    let here = format!(
+                        "{} in {}",
+                        instance_type.as_deref().unwrap_or("the configured type"),
+                        subnet.as_deref().unwrap_or("EC2's choice of subnet")
+                    );
+                    let (next_subnet, next_type) =
+                        pick_placement(&subnets, &fallbacks, &id, call + 1);
+                    tracing::warn!(intent = %id, code = %e.code, next_subnet = ?next_subnet,
+                        next_type = ?next_type, "no EC2 capacity for {here}; trying the next placement");
                     no_capacity.push(here);
                 }
                 Err(e) if e.not_applied || !e.retryable => {
                     // EC2 refused: nothing was launched, so nothing is charged to the cap.
                     let mut why = e.to_string();
                     if !no_capacity.is_empty() {
-                        why = format!("{why} (no capacity in subnets {no_capacity:?} either)");
+                        why = format!("{why} (no capacity for {} either)", no_capacity.join(", "));
                     }
                     self.fail_intent(&intent, &why, now, report);
                     return;

@@ -29,6 +29,7 @@ struct World {
     /// The subnet and client token of every launch call, in order.
     launch_subnets: Vec<Option<String>>,
     launch_tokens: Vec<String>,
+    launch_types: Vec<Option<String>>,
     calls: Vec<String>,
 }
 
@@ -62,6 +63,7 @@ impl Cloud for Fake {
         w.calls.push(format!("launch {}..{}", req.min, req.max));
         w.launch_subnets.push(req.subnet.clone());
         w.launch_tokens.push(req.client_token.clone());
+        w.launch_types.push(req.instance_type.clone());
         let miss = w.capacity_misses > 0;
         w.capacity_misses = w.capacity_misses.saturating_sub(1);
         if miss || w.no_capacity_in.contains(&req.subnet) {
@@ -710,4 +712,43 @@ async fn an_ambiguous_call_after_a_capacity_miss_is_asked_again_exactly_as_it_wa
     );
     assert_eq!(w.launch_subnets.last(), Some(&sent_subnet));
     assert_eq!(w.instances.len(), 1);
+}
+
+#[tokio::test]
+async fn with_no_capacity_for_the_type_anywhere_the_fallback_types_are_tried_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    subnets(&mut act, &["subnet-a", "subnet-b"]);
+    act.cfg.fleet.fallback_instance_types = vec!["t3.medium".into(), "m5.large".into()];
+    // The configured type has no capacity in either subnet, nor does the first fallback in one.
+    fake.w().capacity_misses = 3;
+    let r = act.apply(&decision(1), at(0)).await;
+    assert_eq!(r.launched.len(), 1, "{r:?}");
+    {
+        let w = fake.w();
+        let t = |s: &str| Some(s.to_string());
+        assert_eq!(w.launch_types, [None, None, t("t3.medium"), t("t3.medium")]);
+        // Every type in both subnets before the next type.
+        assert_ne!(w.launch_subnets[0], w.launch_subnets[1]);
+        assert_ne!(w.launch_subnets[2], w.launch_subnets[3]);
+    }
+    assert_eq!(act.ledger().used(at(0)), 1);
+
+    // No capacity for any type anywhere: 2 subnets x 3 types, then the launch is refused,
+    // uncharged, its reasons naming what was tried.
+    fake.w().capacity_misses = 6;
+    fake.w().launch_types.clear();
+    let r = act.apply(&decision(1), at(1)).await;
+    assert!(r.launched.is_empty());
+    assert_eq!(fake.w().launch_types.len(), 6);
+    assert_eq!(
+        act.ledger().used(at(1)),
+        1,
+        "the refused launch was charged"
+    );
+    assert!(
+        r.errors.iter().any(|e| e.contains("m5.large in subnet-")),
+        "{:?}",
+        r.errors
+    );
 }

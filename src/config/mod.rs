@@ -360,6 +360,8 @@ pub struct FleetConfig {
     /// ... or the launch spec written out.
     pub ami: String,
     pub instance_type: String,
+    /// Tried in order when no subnet has capacity for `instance_type` (or the template's type).
+    pub fallback_instance_types: Vec<String>,
     pub subnet_ids: Vec<String>,
     pub security_group_ids: Vec<String>,
     pub instance_profile: String,
@@ -377,6 +379,7 @@ impl Default for FleetConfig {
             launch_template: None,
             ami: String::new(),
             instance_type: "t3.small".into(),
+            fallback_instance_types: Vec::new(),
             subnet_ids: Vec::new(),
             security_group_ids: Vec::new(),
             instance_profile: String::new(),

@@ -485,6 +485,28 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             },
         );
     }
+    for (i, t) in f.fallback_instance_types.iter().enumerate() {
+        c.require(
+            !t.is_empty()
+                && t.len() <= 64
+                && t.contains('.')
+                && t.chars().all(|ch| {
+                    ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '-')
+                }),
+            "fleet.fallback_instance_types",
+            || {
+                format!(
+                    "fleet.fallback_instance_types[{i}] must be an instance type like \
+                     \"m5.large\" (got {t:?})"
+                )
+            },
+        );
+        c.require(
+            *t != f.instance_type && !f.fallback_instance_types[..i].contains(t),
+            "fleet.fallback_instance_types",
+            || format!("fleet.fallback_instance_types[{i}] {t:?} is already tried before it"),
+        );
+    }
     c.duration("fleet.boot_timeout", f.boot_timeout, 30 * SEC, HOUR);
 
     // [elb]
@@ -669,5 +691,22 @@ mod tests {
         c.hooks.pre_register.argv = vec!["/usr/local/bin/site-sync".into(), "{private_ip}".into()];
         c.hooks.content_sync.argv = c.hooks.pre_register.argv.clone();
         assert_eq!(paths(&c), Vec::<String>::new());
+    }
+
+    #[test]
+    fn fallback_instance_types_must_be_types_and_new() {
+        let mut c = Config::default();
+        c.agent.dry_run = true;
+        c.fleet.fallback_instance_types = vec!["m5.large".into(), "c5.xlarge".into()];
+        assert_eq!(paths(&c), Vec::<String>::new());
+        for bad in [
+            vec!["M5 Large".to_string()],
+            vec!["t3.small".into()],
+            vec!["m5.large".into(), "m5.large".into()],
+            vec![String::new()],
+        ] {
+            c.fleet.fallback_instance_types = bad.clone();
+            assert_eq!(paths(&c), ["fleet.fallback_instance_types"], "{bad:?}");
+        }
     }
 }
