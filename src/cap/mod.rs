@@ -51,6 +51,14 @@ pub struct Carry {
     pub end: Timestamp,
 }
 
+/// What counts against today's cap at one instant ([`CapLedger::counted`]).
+struct Counted {
+    day: Date,
+    used: u32,
+    instance_hours: f64,
+    resets_at: Timestamp,
+}
+
 /// A burst instance as EC2 lists it, for [`CapLedger::reconcile`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seen {
@@ -227,12 +235,29 @@ impl CapLedger {
 
     /// Distinct burst instances that ran (or were attempted) at any moment of today.
     pub fn used(&self, now: Timestamp) -> u32 {
-        let (_, start, end) = self.day_bounds(now);
-        let used = self.used_in(start, end);
-        match self.carry(now) {
-            Some(c) => used.max(self.used_in(c.start, c.end)),
-            None => used,
+        self.counted(now).used
+    }
+
+    /// Today's use at `now`, with the day's bounds resolved once. After a change of time zone
+    /// the old zone's day counts too until it ends: the stricter of the two.
+    fn counted(&self, now: Timestamp) -> Counted {
+        let (day, start, end) = self.day_bounds(now);
+        let mut c = Counted {
+            day,
+            used: self.used_in(start, end),
+            instance_hours: self.hours_since(start, now),
+            resets_at: end,
+        };
+        if let Some(carry) = self.carry(now) {
+            let carried = self.used_in(carry.start, carry.end);
+            if carried > c.used {
+                // The old zone's day binds: it is what ends first and frees launches.
+                c.used = carried;
+                c.resets_at = carry.end;
+            }
+            c.instance_hours = c.instance_hours.max(self.hours_since(carry.start, now));
         }
+        c
     }
 
     fn used_in(&self, start: Timestamp, end: Timestamp) -> u32 {
@@ -246,12 +271,7 @@ impl CapLedger {
 
     /// Instance-hours spent today, up to `now`.
     pub fn instance_hours(&self, now: Timestamp) -> f64 {
-        let (_, start, _) = self.day_bounds(now);
-        let hours = self.hours_since(start, now);
-        match self.carry(now) {
-            Some(c) => hours.max(self.hours_since(c.start, now)),
-            None => hours,
-        }
+        self.counted(now).instance_hours
     }
 
     fn hours_since(&self, start: Timestamp, now: Timestamp) -> f64 {
@@ -272,20 +292,12 @@ impl CapLedger {
 
     /// Everything about today's cap, with the day's bounds resolved once.
     pub fn status(&self, now: Timestamp) -> CapStatus {
-        let (day, start, end) = self.day_bounds(now);
-        let mut used = self.used_in(start, end);
-        let mut instance_hours = self.hours_since(start, now);
-        let mut end = end;
-        // After a change of time zone, the old zone's day counts too until it ends.
-        if let Some(c) = self.carry(now) {
-            let carried = self.used_in(c.start, c.end);
-            if carried > used {
-                // The old zone's day binds: it is what ends first and frees launches.
-                used = carried;
-                end = c.end;
-            }
-            instance_hours = instance_hours.max(self.hours_since(c.start, now));
-        }
+        let Counted {
+            day,
+            used,
+            instance_hours,
+            resets_at: end,
+        } = self.counted(now);
         let remaining =
             if self.blocked.is_some() || self.hours_budget.is_some_and(|b| instance_hours >= b) {
                 0
