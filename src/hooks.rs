@@ -747,6 +747,15 @@ mod tests {
         assert!(matches!(missing.result, Err(HookError::Spawn { .. })));
     }
 
+    /// The pid a test hook wrote to `path`.
+    fn pid_in(path: &std::path::Path) -> i32 {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// Whether process `pid` is gone (or a zombie) within 2 s.
     fn dies_soon(pid: i32) -> bool {
         for _ in 0..100 {
@@ -771,14 +780,12 @@ mod tests {
             "{:?}",
             run.result
         );
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid = pid_in(&pidfile);
         // Killed and reaped by init or its parent shortly after the group kill.
-        let gone = dies_soon(pid);
-        assert!(gone, "grandchild {pid} survived the hook's timeout");
+        assert!(
+            dies_soon(pid),
+            "grandchild {pid} survived the hook's timeout"
+        );
     }
 
     #[tokio::test]
@@ -800,13 +807,8 @@ mod tests {
             (500 - MAX_LOGGED_LINES) + (300 - MAX_LOGGED_LINES)
         );
         // What it left running died with its process group.
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let gone = dies_soon(pid);
-        assert!(gone, "{pid} outlived its hook");
+        let pid = pid_in(&pidfile);
+        assert!(dies_soon(pid), "{pid} outlived its hook");
     }
 
     #[test]

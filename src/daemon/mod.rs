@@ -133,7 +133,8 @@ fn region_hint(cfg: &Config) -> bool {
 /// whatever its tags say). Instance metadata is asked only when AWS is in use and no emulator
 /// endpoint is set.
 async fn identity(cfg: &Config, use_imds: bool) -> (String, Option<String>) {
-    let ec2_id = if use_imds && cfg.aws.endpoint_url.is_empty() {
+    let ask_imds = use_imds && cfg.aws.endpoint_url.is_empty();
+    let ec2_id = if ask_imds {
         let imds = aws_config::imds::Client::builder().build();
         match tokio::time::timeout(
             Duration::from_secs(3),
@@ -160,7 +161,7 @@ async fn identity(cfg: &Config, use_imds: bool) -> (String, Option<String>) {
         return (id.clone(), ec2_id);
     }
     let host = sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into());
-    if use_imds && cfg.aws.endpoint_url.is_empty() {
+    if ask_imds {
         tracing::warn!(
             host,
             "not on EC2 (no instance metadata): publishing this host's \
