@@ -4,6 +4,32 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// The state directory as the actuator sees it: whole-file reads, atomic replacements, and
+/// moving an unreadable file aside. [`RealDisk`] is the filesystem; the fault simulation
+/// (`crate::faultsim`) keeps files in memory and loses every write after a simulated crash.
+pub trait Disk: Send + Sync {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Either the old content or the new one survives a crash, never a mix.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    fn quarantine(&self, path: &Path, unix_seconds: i64) -> io::Result<PathBuf>;
+}
+
+/// [`Disk`] on the real filesystem.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealDisk;
+
+impl Disk for RealDisk {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        atomic_write(path, bytes)
+    }
+    fn quarantine(&self, path: &Path, unix_seconds: i64) -> io::Result<PathBuf> {
+        quarantine(path, unix_seconds)
+    }
+}
+
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
 /// mix: temp file in the same directory, fsync, rename over, fsync the directory.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {

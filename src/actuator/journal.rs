@@ -4,7 +4,7 @@
 //! their `burst-agent:intent` tag, or re-requested with the same client token, never launched
 //! twice. Everything else about a slave is observable from EC2 and the ELB and is not journaled.
 
-use crate::fsutil;
+use crate::fsutil::{Disk, RealDisk};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -91,7 +91,12 @@ impl Journal {
     /// A missing file is an empty journal; anything unreadable is an error naming the file and
     /// the place in it (the caller keeps the file aside and relies on the tags).
     pub fn load(path: &Path) -> Result<Option<Self>, JournalError> {
-        let bytes = match std::fs::read(path) {
+        Self::load_from(&RealDisk, path)
+    }
+
+    /// [`Journal::load`] through a [`Disk`].
+    pub fn load_from(disk: &dyn Disk, path: &Path) -> Result<Option<Self>, JournalError> {
+        let bytes = match disk.read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
@@ -115,15 +120,21 @@ impl Journal {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), JournalError> {
+        self.save_to(&RealDisk, path)
+    }
+
+    /// [`Journal::save`] through a [`Disk`].
+    pub fn save_to(&self, disk: &dyn Disk, path: &Path) -> Result<(), JournalError> {
         let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| JournalError::Io {
             path: path.into(),
             source: std::io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        fsutil::atomic_write(path, &bytes).map_err(|source| JournalError::Io {
-            path: path.into(),
-            source,
-        })
+        disk.write_atomic(path, &bytes)
+            .map_err(|source| JournalError::Io {
+                path: path.into(),
+                source,
+            })
     }
 
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Intent> {

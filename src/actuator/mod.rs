@@ -23,20 +23,23 @@
 
 pub mod cloud;
 pub mod journal;
+pub mod runner;
 
 use crate::cap::{self, CapLedger, Seen};
 use crate::config::{Config, Hook};
-use crate::hooks::{self, HookRun, HookVars};
+use crate::fsutil::{Disk, RealDisk};
+use crate::hooks::{self, HookVars};
 use crate::policy::{Decision, SlaveObservation, SlaveState};
 use cloud::{
     Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState, TAG_DRAINING_SINCE, TAG_OWNER,
 };
 use jiff::Timestamp;
 use journal::{Intent, Journal, Outcome};
+use runner::{HookRunner, ProcessHooks};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use tokio::task::JoinHandle;
+use std::sync::Arc;
 
 /// EC2 is eventually consistent: a new instance may take this long to show in DescribeInstances.
 const SETTLE_SECS: i64 = 300;
@@ -115,11 +118,6 @@ impl HookKind {
     }
 }
 
-struct Task {
-    kind: HookKind,
-    handle: JoinHandle<HookRun>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ActuatorError {
     #[error("cap ledger {path}: {why}")]
@@ -146,18 +144,25 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
-pub struct Actuator<C: Cloud> {
+/// Names each new launch intent (`bi-` and 12 hex digits; random unless a test says).
+pub type IntentIds = Box<dyn FnMut() -> String + Send>;
+
+fn random_intent_id() -> String {
+    format!("bi-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     cloud: C,
     cfg: Config,
+    disk: Arc<dyn Disk>,
     ledger: CapLedger,
     ledger_path: PathBuf,
     journal: Journal,
     journal_path: PathBuf,
     slaves: BTreeMap<String, Slave>,
-    /// At most one hook per slave at a time.
-    tasks: BTreeMap<String, Task>,
-    /// post_terminate hooks outlive their slave.
-    detached: Vec<(String, JoinHandle<HookRun>)>,
+    /// At most one hook per slave at a time; post_terminate hooks outlive their slave.
+    hooks: H,
+    intent_ids: IntentIds,
     sync_requested: bool,
     /// This master's own EC2 instance id, never a slave whatever its tags say.
     own_instance: Option<String>,
@@ -274,18 +279,39 @@ fn age(now: Timestamp, since: Timestamp) -> i64 {
     now.as_second() - since.as_second()
 }
 
-impl<C: Cloud> Actuator<C> {
+impl<C: Cloud> Actuator<C, ProcessHooks> {
     /// Loads the ledger and journal from `agent.state_dir`. A corrupt ledger comes back blocked
     /// (scale-out refused) until [`Actuator::adopt`] rebuilds it from tags; a corrupt journal is
     /// kept aside and the tags stand in for it.
     pub fn open(cloud: C, cfg: &Config, now: Timestamp) -> Result<Self, ActuatorError> {
+        Self::open_with(
+            cloud,
+            ProcessHooks::default(),
+            Arc::new(RealDisk),
+            Box::new(random_intent_id),
+            cfg,
+            now,
+        )
+    }
+}
+
+impl<C: Cloud, H: HookRunner> Actuator<C, H> {
+    /// [`Actuator::open`] with its edges given: where hooks run, the state directory's disk,
+    /// and how intents are named (the fault simulation passes its own of each).
+    pub fn open_with(
+        cloud: C,
+        hooks: H,
+        disk: Arc<dyn Disk>,
+        intent_ids: IntentIds,
+        cfg: &Config,
+        now: Timestamp,
+    ) -> Result<Self, ActuatorError> {
         let ledger_path = cap::store::path_in(&cfg.agent.state_dir);
-        let ledger = match cap::store::load(&ledger_path, &cfg.cap, now).map_err(|why| {
-            ActuatorError::Ledger {
+        let ledger = match cap::store::load_from(disk.as_ref(), &ledger_path, &cfg.cap, now)
+            .map_err(|why| ActuatorError::Ledger {
                 path: ledger_path.clone(),
                 why,
-            }
-        })? {
+            })? {
             cap::store::Loaded::Ok(l) => l,
             cap::store::Loaded::Missing(l, msg) => {
                 tracing::warn!("{msg}");
@@ -297,11 +323,11 @@ impl<C: Cloud> Actuator<C> {
             }
         };
         let journal_path = journal::path_in(&cfg.agent.state_dir);
-        let journal = match Journal::load(&journal_path) {
+        let journal = match Journal::load_from(disk.as_ref(), &journal_path) {
             Ok(Some(j)) => j,
             Ok(None) => Journal::new(),
             Err(e) => {
-                let aside = crate::fsutil::quarantine(&journal_path, now.as_second());
+                let aside = disk.quarantine(&journal_path, now.as_second());
                 tracing::error!(aside = ?aside, "actuator journal unreadable, kept aside; \
                     launches in flight are recovered from instance tags: {e}");
                 Journal::new()
@@ -310,13 +336,14 @@ impl<C: Cloud> Actuator<C> {
         Ok(Actuator {
             cloud,
             cfg: cfg.clone(),
+            disk,
             ledger,
             ledger_path,
             journal,
             journal_path,
             slaves: BTreeMap::new(),
-            tasks: BTreeMap::new(),
-            detached: Vec::new(),
+            hooks,
+            intent_ids,
             sync_requested: false,
             own_instance: None,
             foreign_logged: BTreeSet::new(),
@@ -423,7 +450,7 @@ impl<C: Cloud> Actuator<C> {
 
     /// Hooks under way (per slave, plus post_terminate ones).
     pub fn hooks_in_flight(&self) -> usize {
-        self.tasks.len() + self.detached.len()
+        self.hooks.in_flight()
     }
 
     /// Hook run times since the last call, for the agent's own metrics.
@@ -495,7 +522,7 @@ impl<C: Cloud> Actuator<C> {
     }
 
     fn save_ledger(&mut self, now: Timestamp, report: &mut Report) -> bool {
-        match cap::store::save(&self.ledger_path, &self.ledger) {
+        match cap::store::save_to(self.disk.as_ref(), &self.ledger_path, &self.ledger) {
             Ok(()) => true,
             Err(e) => {
                 let msg = format!(
@@ -509,7 +536,7 @@ impl<C: Cloud> Actuator<C> {
     }
 
     fn save_journal(&mut self, now: Timestamp, report: &mut Report) -> bool {
-        match self.journal.save(&self.journal_path) {
+        match self.journal.save_to(self.disk.as_ref(), &self.journal_path) {
             Ok(()) => true,
             Err(e) => {
                 self.error(
@@ -535,9 +562,7 @@ impl<C: Cloud> Actuator<C> {
     fn spawn_hook(&mut self, id: &str, kind: HookKind, hook: Hook) {
         let Some(s) = self.slaves.get(id) else { return };
         let vars = self.vars(s);
-        let name = kind.name();
-        let handle = tokio::spawn(async move { hooks::run(name, &hook, &vars).await });
-        self.tasks.insert(id.to_string(), Task { kind, handle });
+        self.hooks.start(id, kind, &hook, vars);
     }
 
     fn set_phase(&mut self, id: &str, phase: Phase, now: Timestamp) {
@@ -583,7 +608,12 @@ impl<C: Cloud> Actuator<C> {
                 ended_at: s.ended_at,
             });
             let rebuilt = self.ledger.clone().rebuilt_from(entries.collect());
-            match cap::store::replace_with_rebuilt(&self.ledger_path, &rebuilt, now.as_second()) {
+            match cap::store::replace_with_rebuilt(
+                self.disk.as_ref(),
+                &self.ledger_path,
+                &rebuilt,
+                now.as_second(),
+            ) {
                 Ok(aside) => {
                     tracing::warn!(was = %why, aside = ?aside, used = rebuilt.used(now),
                         "cap ledger rebuilt from instance tags; EC2 lists terminated instances \
@@ -791,7 +821,7 @@ impl<C: Cloud> Actuator<C> {
     }
 
     async fn launch(&mut self, count: u32, now: Timestamp, report: &mut Report) {
-        let id = format!("bi-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let id = (self.intent_ids)();
         let mut keys = Vec::new();
         for n in 1..=count {
             let key = format!("{id}#{n}");
@@ -953,7 +983,6 @@ impl<C: Cloud> Actuator<C> {
         for id in &ids {
             self.set_phase(id, Phase::Releasing, now);
             if let Some(hook) = self.cfg.hooks.pre_deregister.clone() {
-                self.tasks.remove(id).inspect(|t| t.handle.abort());
                 self.spawn_hook(id, HookKind::PreDeregister, hook);
             }
         }
@@ -964,7 +993,7 @@ impl<C: Cloud> Actuator<C> {
     /// One reconcile pass: observe EC2 and the ELB (two calls), then move every slave along.
     pub async fn step(&mut self, now: Timestamp) -> Result<Report, ActuatorError> {
         let mut report = Report::default();
-        let finished = self.collect_hooks().await;
+        let finished = self.collect_hooks();
         let instances = self.cloud.describe_group().await?;
         let members = self.cloud.elb_members().await?;
         let instances = self.claim(instances, &members, now, &mut report).await;
@@ -1062,9 +1091,7 @@ impl<C: Cloud> Actuator<C> {
                 }
                 let _ = self.ledger.record_ended(&id, now);
                 self.slaves.remove(&id);
-                if let Some(t) = self.tasks.remove(&id) {
-                    t.handle.abort();
-                }
+                self.hooks.abort(&id);
                 // Its address may come back with another slave and another host key.
                 hooks::forget_host_key(&self.cfg.agent.state_dir, &id);
                 continue;
@@ -1115,7 +1142,7 @@ impl<C: Cloud> Actuator<C> {
                         self.fail(&id, why, now, &mut report);
                         to_terminate.push(id.clone());
                     }
-                    _ if !self.tasks.contains_key(&id) && !dry => {
+                    _ if !self.hooks.has(&id) && !dry => {
                         // Adopted mid-sync, or its hook task was lost: start it (again).
                         self.spawn_hook(
                             &id,
@@ -1156,7 +1183,7 @@ impl<C: Cloud> Actuator<C> {
                     }
                 }
                 Phase::Releasing => {
-                    if !self.tasks.contains_key(&id) {
+                    if !self.hooks.has(&id) {
                         if let Some((HookKind::PreDeregister, Err(e))) = finished.get(&id) {
                             tracing::warn!(instance_id = %id, "pre_deregister hook failed; releasing anyway: {e}");
                         }
@@ -1228,16 +1255,12 @@ impl<C: Cloud> Actuator<C> {
                     for id in &to_terminate {
                         self.set_phase(id, Phase::Terminating, now);
                         let _ = self.ledger.record_ended(id, now);
-                        if let Some(t) = self.tasks.remove(id) {
-                            t.handle.abort();
-                        }
+                        self.hooks.abort(id);
                         if let Some(hook) = self.cfg.hooks.post_terminate.clone() {
                             if let Some(s) = self.slaves.get(id) {
                                 let vars = self.vars(s);
-                                let h = tokio::spawn(async move {
-                                    hooks::run("post_terminate", &hook, &vars).await
-                                });
-                                self.detached.push((id.clone(), h));
+                                self.hooks
+                                    .start_detached(id, HookKind::PostTerminate, &hook, vars);
                             }
                         }
                     }
@@ -1284,7 +1307,7 @@ impl<C: Cloud> Actuator<C> {
         let due: Vec<String> = self
             .slaves
             .values()
-            .filter(|s| s.phase == Phase::InService && !self.tasks.contains_key(&s.id))
+            .filter(|s| s.phase == Phase::InService && !self.hooks.has(&s.id))
             .filter(|s| forced || s.last_sync.is_none_or(|t| age(now, t) >= interval))
             .map(|s| s.id.clone())
             .collect();
@@ -1297,66 +1320,26 @@ impl<C: Cloud> Actuator<C> {
         }
     }
 
-    /// Finished hook tasks, by slave: their kind and result.
-    async fn collect_hooks(&mut self) -> BTreeMap<String, (HookKind, Result<(), String>)> {
+    /// Finished hooks, by slave: their kind and result (post_terminate ones are only logged).
+    fn collect_hooks(&mut self) -> BTreeMap<String, (HookKind, Result<(), String>)> {
         let mut out = BTreeMap::new();
-        let done: Vec<String> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.handle.is_finished())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in done {
-            let Some(t) = self.tasks.remove(&id) else {
+        for f in self.hooks.finished() {
+            self.hook_seconds.push((f.kind.name(), f.secs));
+            if f.detached {
+                if let Err(e) = &f.result {
+                    tracing::warn!(instance_id = %f.id, "{} hook failed: {e}", f.kind.name());
+                }
                 continue;
-            };
-            let res = match t.handle.await {
-                Ok(run) => {
-                    self.hook_seconds
-                        .push((t.kind.name(), run.duration.as_secs_f64()));
-                    run.result.map_err(|e| e.to_string())
-                }
-                Err(e) => Err(format!("hook task ended abnormally: {e}")),
-            };
-            out.insert(id, (t.kind, res));
-        }
-        let mut still = Vec::new();
-        for (id, h) in std::mem::take(&mut self.detached) {
-            if h.is_finished() {
-                if let Ok(run) = h.await {
-                    self.hook_seconds
-                        .push(("post_terminate", run.duration.as_secs_f64()));
-                    if let Err(e) = run.result {
-                        tracing::warn!(instance_id = %id, "post_terminate hook failed: {e}");
-                    }
-                }
-            } else {
-                still.push((id, h));
             }
+            out.insert(f.id, (f.kind, f.result));
         }
-        self.detached = still;
         out
     }
 
     /// Waits up to `deadline` for hooks under way to finish (shutdown); returns how many were
     /// still running and were abandoned (their process groups die with the tasks).
     pub async fn wait_for_hooks(&mut self, deadline: std::time::Duration) -> usize {
-        let running = |a: &Self| {
-            a.tasks.values().filter(|t| !t.handle.is_finished()).count()
-                + a.detached.iter().filter(|(_, h)| !h.is_finished()).count()
-        };
-        let until = tokio::time::Instant::now() + deadline;
-        while running(self) > 0 && tokio::time::Instant::now() < until {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let left = running(self);
-        for t in self.tasks.values() {
-            t.handle.abort();
-        }
-        for (_, h) in &self.detached {
-            h.abort();
-        }
-        left
+        self.hooks.drain(deadline).await
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::{CapLedger, Carry, Entry};
 use crate::config::CapConfig;
-use crate::fsutil;
+use crate::fsutil::{self, Disk};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -64,8 +64,21 @@ fn empty(cfg: &CapConfig) -> Result<CapLedger, String> {
 /// time zone (the config changed while the agent was stopped) switches at `now` the way a
 /// reload does: the old zone's day under way keeps counting until it ends.
 pub fn load(path: &Path, cfg: &CapConfig, now: jiff::Timestamp) -> Result<Loaded, String> {
+    load_from(&fsutil::RealDisk, path, cfg, now)
+}
+
+/// [`load`] through a [`Disk`].
+pub fn load_from(
+    disk: &dyn Disk,
+    path: &Path,
+    cfg: &CapConfig,
+    now: jiff::Timestamp,
+) -> Result<Loaded, String> {
     let ledger = empty(cfg)?;
-    let text = match std::fs::read_to_string(path) {
+    let read = disk.read(path).and_then(|b| {
+        String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    });
+    let text = match read {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Loaded::Missing(
@@ -128,6 +141,11 @@ fn parse(text: &str) -> Result<OnDisk, String> {
 
 /// Writes the ledger atomically (temp file, fsync, rename).
 pub fn save(path: &Path, ledger: &CapLedger) -> std::io::Result<()> {
+    save_to(&fsutil::RealDisk, path, ledger)
+}
+
+/// [`save`] through a [`Disk`].
+pub fn save_to(disk: &dyn Disk, path: &Path, ledger: &CapLedger) -> std::io::Result<()> {
     let d = OnDisk {
         version: VERSION,
         time_zone: ledger.time_zone().to_string(),
@@ -136,22 +154,23 @@ pub fn save(path: &Path, ledger: &CapLedger) -> std::io::Result<()> {
     };
     let mut bytes = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    fsutil::atomic_write(path, &bytes)
+    disk.write_atomic(path, &bytes)
 }
 
 /// Replaces a corrupt ledger with one rebuilt from the cloud's view, keeping the corrupt file
 /// aside. Returns where the old file went, if there was one.
 pub fn replace_with_rebuilt(
+    disk: &dyn Disk,
     path: &Path,
     rebuilt: &CapLedger,
     unix_now: i64,
 ) -> std::io::Result<Option<PathBuf>> {
-    let aside = if path.exists() {
-        Some(fsutil::quarantine(path, unix_now)?)
-    } else {
-        None
+    let aside = match disk.quarantine(path, unix_now) {
+        Ok(p) => Some(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
     };
-    save(path, rebuilt)?;
+    save_to(disk, path, rebuilt)?;
     Ok(aside)
 }
 
@@ -271,7 +290,7 @@ mod tests {
             launched_at: now,
             ended_at: None,
         }]);
-        let aside = replace_with_rebuilt(&p, &rebuilt, 1_700_000_000)
+        let aside = replace_with_rebuilt(&fsutil::RealDisk, &p, &rebuilt, 1_700_000_000)
             .unwrap()
             .unwrap();
         assert_eq!(std::fs::read_to_string(aside).unwrap(), "garbage");
