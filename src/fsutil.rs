@@ -12,6 +12,7 @@ pub trait Disk: Send + Sync {
     /// Either the old content or the new one survives a crash, never a mix.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
     fn quarantine(&self, path: &Path, unix_seconds: i64) -> io::Result<PathBuf>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
 }
 
 /// [`Disk`] on the real filesystem.
@@ -27,6 +28,9 @@ impl Disk for RealDisk {
     }
     fn quarantine(&self, path: &Path, unix_seconds: i64) -> io::Result<PathBuf> {
         quarantine(path, unix_seconds)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod cap;
 pub mod config;
 pub mod daemon;
+pub mod faultsim;
 pub mod fsutil;
 pub mod hooks;
 pub mod logging;

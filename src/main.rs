@@ -42,6 +42,21 @@ enum Command {
     },
     /// Replay a load trace through the real policy and cap ledger next to baselines.
     Simulate(SimulateArgs),
+    /// Seeded fault and crash simulation of the actuator: check the promises (RELIABILITY.md).
+    Faultsim {
+        /// How many seeds to run, from --first.
+        #[arg(long, default_value_t = 10_000)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// Run this one seed only (replay).
+        #[arg(long, conflicts_with_all = ["seeds", "first"])]
+        seed: Option<u64>,
+        /// Log everything the actuator does (for replaying one seed).
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Take one sample of this host and print it.
     Sample {
         /// Print JSON instead of text (one object per line with --every).
@@ -157,6 +172,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             simulate(&cfg, &args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Faultsim {
+            seeds,
+            first,
+            seed,
+            verbose,
+        } => Ok(faultsim(seeds, first, seed, verbose)),
         Command::Sample { json, every, count } => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
             logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
@@ -284,5 +305,48 @@ fn load_config_or_defaults(explicit: Option<&Path>) -> Result<Config> {
             Ok(Config::default())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+fn faultsim(seeds: u64, first: u64, seed: Option<u64>, verbose: bool) -> ExitCode {
+    if verbose {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("burst_agent=info"))
+            .with_target(false)
+            .without_time()
+            .init();
+    }
+    let (first, count) = seed.map_or((first, seeds), |s| (s, 1));
+    let started = std::time::Instant::now();
+    let s = burst_agent::faultsim::run(first, count);
+    println!(
+        "faultsim: {} seeds ({}..{}), {} ticks, {} cloud calls, {} faults injected, {} crashes, \
+         {} instances launched, {} hooks ({} failed or hung), {} violations, {:.1}s",
+        s.seeds,
+        first,
+        first.saturating_add(count),
+        s.ticks,
+        s.calls,
+        s.faults,
+        s.crashes,
+        s.launched,
+        s.hooks,
+        s.hook_failures,
+        s.failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for r in s.failed.iter().take(20) {
+        if let Some((tick, v)) = &r.violation {
+            println!("seed {} tick {tick}: {v}", r.seed);
+            println!(
+                "  replay: {}",
+                burst_agent::faultsim::replay_command(r.seed)
+            );
+        }
+    }
+    if s.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

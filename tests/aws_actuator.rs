@@ -7,7 +7,7 @@ mod common;
 use burst_agent::actuator::cloud::{
     AwsCloud, TAG_BURST, TAG_GROUP, TAG_INTENT, TAG_LAUNCHED_AT, TAG_OWNER,
 };
-use burst_agent::actuator::journal::{self, Intent, Journal, Outcome};
+use burst_agent::actuator::journal::{Intent, Outcome};
 use burst_agent::actuator::{Actuator, Phase};
 use burst_agent::aws::Aws;
 use burst_agent::config::{Config, Dur, Hook};
@@ -181,13 +181,24 @@ async fn scale_out_of_three_syncs_content_with_rsync_before_registering() {
         assert_eq!(get("customer").as_deref(), Some("golf-club"));
     }
     // Ledger and journal on disk agree with EC2.
-    let ledger = std::fs::read_to_string(site.cfg.agent.state_dir.join("cap-ledger.json")).unwrap();
+    let state = burst_agent::actuator::state::load(
+        &burst_agent::fsutil::RealDisk,
+        &site.cfg.agent.state_dir,
+        &site.cfg.cap,
+        Timestamp::now(),
+    )
+    .unwrap();
     for id in &members {
-        assert!(ledger.contains(id.as_str()), "{id} missing from the ledger");
+        assert!(
+            state
+                .ledger
+                .entries()
+                .iter()
+                .any(|e| e.instance_id.as_deref() == Some(id.as_str())),
+            "{id} missing from the ledger"
+        );
     }
-    let j = Journal::load(&journal::path_in(&site.cfg.agent.state_dir))
-        .unwrap()
-        .unwrap();
+    let j = state.journal;
     assert!(
         matches!(&j.intents[0].outcome, Outcome::Launched { instance_ids } if instance_ids.len() == 3)
     );
@@ -366,16 +377,10 @@ async fn an_open_launch_intent_is_resolved_once_after_a_crash() {
     let site = Site::new("open-intent").await;
     let now = Timestamp::now();
     let write_intent = |id: &str, keys: usize| {
-        let mut ledger = burst_agent::cap::store::load(
-            &burst_agent::cap::store::path_in(&site.cfg.agent.state_dir),
-            &site.cfg.cap,
-            now,
-        )
-        .unwrap()
-        .into_ledger();
-        let mut j = Journal::load(&journal::path_in(&site.cfg.agent.state_dir))
-            .unwrap()
-            .unwrap_or_default();
+        let dir = &site.cfg.agent.state_dir;
+        let disk = burst_agent::fsutil::RealDisk;
+        let state = burst_agent::actuator::state::load(&disk, dir, &site.cfg.cap, now).unwrap();
+        let (mut ledger, mut j) = (state.ledger, state.journal);
         let keys: Vec<String> = (1..=keys).map(|n| format!("{id}#{n}")).collect();
         for k in &keys {
             ledger.record_attempt(k, now).unwrap();
@@ -386,14 +391,9 @@ async fn an_open_launch_intent_is_resolved_once_after_a_crash() {
             keys,
             outcome: Outcome::Started,
             open_call: 0,
+            last_sent: None,
         });
-        burst_agent::cap::store::save(
-            &burst_agent::cap::store::path_in(&site.cfg.agent.state_dir),
-            &ledger,
-        )
-        .unwrap();
-        j.save(&journal::path_in(&site.cfg.agent.state_dir))
-            .unwrap();
+        burst_agent::actuator::state::save(&disk, dir, &ledger, &j).unwrap();
     };
     // Crash before the call: intent bi-before (2 slaves) never reached EC2.
     write_intent("bi-before", 2);
@@ -444,7 +444,7 @@ async fn a_corrupt_ledger_blocks_launches_until_adoption_rebuilds_it_from_tags()
         let mut act = site.actuator();
         act.apply(&scale_out(2), Timestamp::now()).await;
     }
-    let path = site.cfg.agent.state_dir.join("cap-ledger.json");
+    let path = site.cfg.agent.state_dir.join("state.json");
     std::fs::write(&path, "{ not json").unwrap();
     let mut act = site.actuator();
     assert!(act.ledger().is_blocked().is_some());

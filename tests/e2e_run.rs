@@ -190,9 +190,9 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool, agent: &AgentP
 }
 
 fn ledger_used(state: &Path) -> usize {
-    let text = std::fs::read_to_string(state.join("cap-ledger.json")).unwrap();
+    let text = std::fs::read_to_string(state.join("state.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["entries"].as_array().unwrap().len()
+    v["cap"]["entries"].as_array().unwrap().len()
 }
 
 #[test]
@@ -363,7 +363,7 @@ fn kill_9_mid_scale_out_then_restart_finishes_the_job_without_double_launch() {
         launched.len(),
         "ledger intact"
     );
-    let j = std::fs::read_to_string(cfg.agent.state_dir.join("journal.json")).unwrap();
+    let j = std::fs::read_to_string(cfg.agent.state_dir.join("state.json")).unwrap();
     assert!(!j.contains("\"started\""), "no open launch intent: {j}");
     again.signal(Sig::TERM);
     assert!(again.wait_exit(30).success());

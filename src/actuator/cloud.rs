@@ -389,8 +389,9 @@ impl Cloud for AwsCloud {
             )
             .await
         {
-            // Already gone from the ELB: that is what we wanted.
-            Err(e) if e.is("InvalidInstance") => Ok(()),
+            // Already gone from the ELB: that is what we wanted. In a batch the whole call
+            // failed: the caller goes one by one.
+            Err(e) if e.is("InvalidInstance") && ids.len() == 1 => Ok(()),
             other => other.map(|_| ()),
         }
     }
@@ -408,7 +409,9 @@ impl Cloud for AwsCloud {
             )
             .await
         {
-            Err(e) if e.is("InvalidInstanceID.NotFound") => Ok(()),
+            // One unknown id is already gone; in a batch EC2 terminated none of them, and the
+            // caller goes one by one.
+            Err(e) if e.is("InvalidInstanceID.NotFound") && ids.len() == 1 => Ok(()),
             other => other.map(|_| ()),
         }
     }

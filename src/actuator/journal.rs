@@ -39,6 +39,19 @@ pub struct Intent {
     /// exactly that request: its client token and its subnet. 0 (files from before): call 1.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub open_call: u32,
+    /// When a RunInstances call for it was last sent (written before sending): EC2 may take a
+    /// while to list what that call launched. Absent: `created_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent: Option<Timestamp>,
+}
+
+impl Intent {
+    /// Since when EC2 may still be about to list instances of this intent.
+    pub fn settling_since(&self) -> Timestamp {
+        self.last_sent
+            .unwrap_or(self.created_at)
+            .max(self.created_at)
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -82,9 +95,13 @@ impl Default for Journal {
 
 impl Journal {
     pub fn new() -> Self {
+        Journal::with(Vec::new())
+    }
+
+    pub fn with(intents: Vec<Intent>) -> Self {
         Journal {
             version: VERSION,
-            intents: Vec::new(),
+            intents,
         }
     }
 
@@ -186,6 +203,7 @@ mod tests {
             keys: vec!["bi-1#1".into()],
             outcome: Outcome::Started,
             open_call: 0,
+            last_sent: None,
         });
         j.intents.push(Intent {
             id: "bi-2".into(),
@@ -195,6 +213,7 @@ mod tests {
                 instance_ids: vec!["i-1".into()],
             },
             open_call: 3,
+            last_sent: Some(t0),
         });
         j.save(&p).unwrap();
         let mut back = Journal::load(&p).unwrap().unwrap();

@@ -24,6 +24,7 @@
 pub mod cloud;
 pub mod journal;
 pub mod runner;
+pub mod state;
 
 use crate::cap::{self, CapLedger, Seen};
 use crate::config::{Config, Hook};
@@ -96,6 +97,11 @@ pub struct Slave {
     pub last_sync_ok: Option<bool>,
     /// Why it is being terminated, when it is not a scale-in.
     pub failure: Option<String>,
+    /// In service, but not InService at the ELB since then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unhealthy_since: Option<Timestamp>,
+    /// When this agent started tracking it: EC2 may not list it until a while after.
+    pub first_seen: Timestamp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -156,12 +162,14 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     cfg: Config,
     disk: Arc<dyn Disk>,
     ledger: CapLedger,
-    ledger_path: PathBuf,
     journal: Journal,
-    journal_path: PathBuf,
+    /// The files state.json replaced are renamed once it is written.
+    legacy_retired: bool,
     slaves: BTreeMap<String, Slave>,
     /// At most one hook per slave at a time; post_terminate hooks outlive their slave.
     hooks: H,
+    /// Hook results collected by a step that could not observe the fleet; the next one reads them.
+    unheard: BTreeMap<String, (HookKind, Result<(), String>)>,
     intent_ids: IntentIds,
     sync_requested: bool,
     /// This master's own EC2 instance id, never a slave whatever its tags say.
@@ -172,6 +180,12 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     foreign_now: Vec<String>,
     hook_seconds: Vec<(&'static str, f64)>,
     recent_errors: VecDeque<(Timestamp, String)>,
+}
+
+#[derive(Clone, Copy)]
+enum Batch {
+    Register,
+    Deregister,
 }
 
 /// Whose an instance carrying this group's tag is.
@@ -271,6 +285,58 @@ pub fn pick_subnet(subnets: &[String], intent: &str, call: u32) -> Option<String
     Some(subnets[(start + call) % subnets.len()].clone())
 }
 
+/// On top of a hook's own time budget: a tick or two for its result to be collected.
+const HOOK_GRACE_SECS: i64 = 120;
+
+/// The longest a hook can take: every attempt to its timeout, and the delays between.
+fn hook_budget(h: &Hook) -> i64 {
+    let tries = i64::from(h.retries) + 1;
+    secs(h.timeout)
+        .saturating_mul(tries)
+        .saturating_add(secs(h.retry_delay).saturating_mul(tries - 1))
+}
+
+/// The one table of phase deadlines: how long a slave may stay in `phase` before the agent acts
+/// ([`Actuator::step`]); `None` for a healthy slave in service. Overstaying Pending, Syncing,
+/// Synced or Registering fails the slave (terminated, never registered); Releasing deregisters
+/// anyway; Draining ends in TerminateInstances; Terminating sends it again. An in-service
+/// slave the ELB has not called InService for `elb.register_timeout` is failed too.
+pub fn deadline(phase: Phase, cfg: &Config) -> Option<i64> {
+    Some(match phase {
+        Phase::Pending => secs(cfg.fleet.boot_timeout),
+        Phase::Syncing => hook_budget(&cfg.hooks.pre_register) + HOOK_GRACE_SECS,
+        Phase::Synced | Phase::Registering => secs(cfg.elb.register_timeout),
+        Phase::InService => return None,
+        Phase::Releasing => {
+            cfg.hooks.pre_deregister.as_ref().map_or(0, hook_budget) + HOOK_GRACE_SECS
+        }
+        Phase::Draining => secs(cfg.elb.draining_timeout),
+        Phase::Terminating => TERMINATE_RETRY_SECS,
+    })
+}
+
+/// The one place that maps what EC2 and the ELB say of an untracked instance of ours to a
+/// phase (adoption at start, and a slave seen late); it enters that phase now. Only synced
+/// slaves are ever registered, so a registered running one is past its sync. The draining tag
+/// wins over everything, so a slave on its way out is never registered again: still in the ELB,
+/// it is deregistered (Releasing); out of it, it drains for the whole draining timeout from now,
+/// since when it left the ELB is not known (the tag was written before). A stopped one comes
+/// back Pending and is failed by the caller.
+pub fn phase_of(i: &InstanceInfo, member: Option<MemberState>) -> Phase {
+    if i.draining_since.is_some() {
+        return match member {
+            Some(_) => Phase::Releasing,
+            None => Phase::Draining,
+        };
+    }
+    match (i.state, member) {
+        (InstanceState::Running, Some(MemberState::InService)) => Phase::InService,
+        (InstanceState::Running, Some(_)) => Phase::Registering,
+        (InstanceState::Running, None) => Phase::Syncing,
+        _ => Phase::Pending,
+    }
+}
+
 fn secs(d: crate::config::Dur) -> i64 {
     i64::try_from(d.get().as_secs()).unwrap_or(i64::MAX)
 }
@@ -306,43 +372,30 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         cfg: &Config,
         now: Timestamp,
     ) -> Result<Self, ActuatorError> {
-        let ledger_path = cap::store::path_in(&cfg.agent.state_dir);
-        let ledger = match cap::store::load_from(disk.as_ref(), &ledger_path, &cfg.cap, now)
-            .map_err(|why| ActuatorError::Ledger {
-                path: ledger_path.clone(),
-                why,
-            })? {
-            cap::store::Loaded::Ok(l) => l,
-            cap::store::Loaded::Missing(l, msg) => {
-                tracing::warn!("{msg}");
-                l
-            }
-            cap::store::Loaded::Corrupt(l, msg) => {
-                tracing::error!("{msg}");
-                l
-            }
-        };
-        let journal_path = journal::path_in(&cfg.agent.state_dir);
-        let journal = match Journal::load_from(disk.as_ref(), &journal_path) {
-            Ok(Some(j)) => j,
-            Ok(None) => Journal::new(),
-            Err(e) => {
-                let aside = disk.quarantine(&journal_path, now.as_second());
-                tracing::error!(aside = ?aside, "actuator journal unreadable, kept aside; \
-                    launches in flight are recovered from instance tags: {e}");
-                Journal::new()
-            }
-        };
+        let loaded =
+            state::load(disk.as_ref(), &cfg.agent.state_dir, &cfg.cap, now).map_err(|why| {
+                ActuatorError::Ledger {
+                    path: state::path_in(&cfg.agent.state_dir),
+                    why,
+                }
+            })?;
+        for w in &loaded.warn {
+            tracing::warn!("{w}");
+        }
+        for e in &loaded.error {
+            tracing::error!("{e}");
+        }
+        let (ledger, journal) = (loaded.ledger, loaded.journal);
         Ok(Actuator {
             cloud,
             cfg: cfg.clone(),
             disk,
             ledger,
-            ledger_path,
             journal,
-            journal_path,
+            legacy_retired: false,
             slaves: BTreeMap::new(),
             hooks,
+            unheard: BTreeMap::new(),
             intent_ids,
             sync_requested: false,
             own_instance: None,
@@ -490,7 +543,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 tracing::warn!(was = %old.time_zone, now = %new.time_zone,
                     "cap.time_zone changed: the day under way in {} keeps counting until it \
                      ends; burst cap {}", old.time_zone, self.ledger.status(now));
-                self.save_ledger(now, &mut report);
+                self.save_state(now, &mut report);
             }
             Ok(false) => {}
             // check-config rejects unknown zones before a reload gets here.
@@ -521,29 +574,23 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
     }
 
-    fn save_ledger(&mut self, now: Timestamp, report: &mut Report) -> bool {
-        match cap::store::save_to(self.disk.as_ref(), &self.ledger_path, &self.ledger) {
-            Ok(()) => true,
+    /// Writes the ledger and the intents, together, in one atomic replacement of state.json.
+    /// On failure nothing is launched: the write-ahead rule needs it on disk first.
+    fn save_state(&mut self, now: Timestamp, report: &mut Report) -> bool {
+        let dir = self.cfg.agent.state_dir.clone();
+        match state::save(self.disk.as_ref(), &dir, &self.ledger, &self.journal) {
+            Ok(()) => {
+                if !std::mem::replace(&mut self.legacy_retired, true) {
+                    state::retire_legacy(self.disk.as_ref(), &dir);
+                }
+                true
+            }
             Err(e) => {
                 let msg = format!(
-                    "could not write the cap ledger {}: {e}; launches stop until it can be written",
-                    self.ledger_path.display()
+                    "could not write {}: {e}; launches stop until it can be written",
+                    state::path_in(&dir).display()
                 );
                 self.error(now, report, msg);
-                false
-            }
-        }
-    }
-
-    fn save_journal(&mut self, now: Timestamp, report: &mut Report) -> bool {
-        match self.journal.save_to(self.disk.as_ref(), &self.journal_path) {
-            Ok(()) => true,
-            Err(e) => {
-                self.error(
-                    now,
-                    report,
-                    format!("could not write the actuator journal: {e}"),
-                );
                 false
             }
         }
@@ -597,57 +644,23 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let members = self.cloud.elb_members().await?;
         let instances = self.claim(instances, &members, now, &mut report).await;
         if let Some(why) = self.ledger.is_blocked().map(str::to_string) {
-            let entries = instances.iter().map(|i| seen(i, now)).map(|s| cap::Entry {
-                key: format!(
-                    "{}#{}",
-                    s.intent.as_deref().unwrap_or("adopted"),
-                    s.instance_id
-                ),
-                instance_id: Some(s.instance_id),
-                launched_at: s.launched_at,
-                ended_at: s.ended_at,
-            });
-            let rebuilt = self.ledger.clone().rebuilt_from(entries.collect());
-            match cap::store::replace_with_rebuilt(
-                self.disk.as_ref(),
-                &self.ledger_path,
-                &rebuilt,
-                now.as_second(),
-            ) {
-                Ok(aside) => {
-                    tracing::warn!(was = %why, aside = ?aside, used = rebuilt.used(now),
-                        "cap ledger rebuilt from instance tags; EC2 lists terminated instances \
-                         for about an hour only, so earlier ones today may be missing from it");
-                    self.ledger = rebuilt;
-                }
-                Err(e) => {
-                    let msg = format!("cap ledger unreadable and could not be rebuilt: {e}");
-                    self.error(now, &mut report, msg);
-                }
-            }
+            let rebuilt = self.ledger.clone().rebuilt_from(rebuild_entries(
+                self.ledger.entries(),
+                &self.journal,
+                &instances,
+                now,
+            ));
+            tracing::warn!(was = %why, used = rebuilt.used(now),
+                "cap ledger rebuilt from what could still be read, the launch journal and the                  instances' tags (EC2 lists terminated instances for about an hour only)");
+            self.ledger = rebuilt;
+            self.save_state(now, &mut report);
         }
         for i in &instances {
             if self.slaves.contains_key(&i.id) || !alive(i.state) {
                 continue;
             }
-            let phase = if i.draining_since.is_some() {
-                Phase::Draining
-            } else {
-                match (i.state, members.get(&i.id)) {
-                    (InstanceState::Pending, _) => Phase::Pending,
-                    (InstanceState::Running, Some(MemberState::InService)) => Phase::InService,
-                    // Registered but not (yet) healthy: only synced slaves are ever registered.
-                    (InstanceState::Running, Some(_)) => Phase::Registering,
-                    (InstanceState::Running, None) => Phase::Syncing,
-                    // Stopped outside the agent: not serving, still costing; failed below.
-                    _ => Phase::Pending,
-                }
-            };
-            let since = if phase == Phase::Draining {
-                i.draining_since.unwrap_or(now)
-            } else {
-                now
-            };
+            let phase = phase_of(i, members.get(&i.id).copied());
+            let since = now;
             tracing::info!(instance_id = %i.id, phase = ?phase, ec2_state = ?i.state,
                 in_elb = members.contains_key(&i.id), "adopted slave {}", i.id);
             report.adopted.push(i.id.clone());
@@ -670,18 +683,15 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
         // After the loop above, so slaves found by their intent tag keep the phase it gave them.
         self.resolve_intents(&instances, now, &mut report).await;
-        let changes = self.ledger.reconcile(
-            &instances.iter().map(|i| seen(i, now)).collect::<Vec<_>>(),
-            now,
-            SETTLE_SECS,
-        );
+        let changes = self
+            .ledger
+            .reconcile(&self.seen_all(&instances, now), now, SETTLE_SECS);
         for c in &changes {
             tracing::info!("cap ledger: {c}");
         }
         self.ledger.prune(now);
         self.journal.prune(now, JOURNAL_KEEP_SECS);
-        self.save_ledger(now, &mut report);
-        self.save_journal(now, &mut report);
+        self.save_state(now, &mut report);
         // Host keys of slaves that ended while no agent ran.
         let live: BTreeSet<&str> = self.slaves.keys().map(String::as_str).collect();
         let gone = hooks::forget_host_keys_except(&self.cfg.agent.state_dir, &live);
@@ -711,13 +721,22 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 .collect();
             if !found.is_empty() {
                 let ids: Vec<String> = found.iter().map(|i| i.id.clone()).collect();
-                tracing::info!(intent = %intent.id, instances = ?ids,
-                    "launch intent resolved from tags");
                 for i in found.iter().filter(|i| alive(i.state)) {
                     self.slaves
                         .entry(i.id.clone())
                         .or_insert_with(|| slave_from(i, Phase::Pending, now, now));
                 }
+                // EC2 is eventually consistent: fewer instances than attempts may be all it
+                // launched, or all it lists yet. Only once it has had time to list them all are
+                // the missing attempts known to have launched nothing.
+                if ids.len() < intent.keys.len() && age(now, intent.settling_since()) <= SETTLE_SECS
+                {
+                    tracing::info!(intent = %intent.id, instances = ?ids, of = intent.keys.len(),
+                        "launch intent partly found by tag; waiting for EC2 to list the rest");
+                    continue;
+                }
+                tracing::info!(intent = %intent.id, instances = ?ids,
+                    "launch intent resolved from tags");
                 self.finish_intent(&intent, &ids, now, report);
                 continue;
             }
@@ -738,6 +757,14 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 max: u32::try_from(intent.keys.len()).unwrap_or(1),
                 launched_at: intent.created_at,
             };
+            // Write-ahead, as for the first call: what this call launches may not be listed at
+            // once, and the intent must not be settled as empty before EC2 had time to.
+            if let Some(j) = self.journal.get_mut(&intent.id) {
+                j.last_sent = Some(now);
+            }
+            if !self.save_state(now, report) {
+                continue;
+            }
             tracing::warn!(intent = %intent.id, "launch intent has no instances yet; \
                 asking EC2 again with the same client token");
             match self.cloud.launch(&req).await {
@@ -751,6 +778,23 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     report.launched.extend(ids.iter().cloned());
                     self.finish_intent(&intent, &ids, now, report);
                 }
+                // EC2 answers a token it has seen with that call's instances, whatever its
+                // capacity now: no capacity means that call launched nothing. The next
+                // placement is a new call (its own token); after the last, the launch failed.
+                Err(e) if e.is_capacity() => {
+                    let f = &self.cfg.fleet;
+                    let all = placements(&f.subnet_ids, &f.fallback_instance_types);
+                    if usize::try_from(call).unwrap_or(usize::MAX) < all {
+                        tracing::warn!(intent = %intent.id, code = %e.code,
+                            "no EC2 capacity for the repeated launch; trying the next placement");
+                        if let Some(j) = self.journal.get_mut(&intent.id) {
+                            j.open_call = call + 1;
+                        }
+                        self.save_state(now, report);
+                    } else {
+                        self.fail_intent(&intent, &e.to_string(), now, report);
+                    }
+                }
                 Err(e) if e.retryable => {
                     let msg = format!("launch intent {} still unresolved: {e}", intent.id);
                     self.error(now, report, msg);
@@ -760,15 +804,57 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
     }
 
-    /// Binds an intent's ledger attempts to its instances, withdraws the ones EC2 did not fill.
-    fn finish_intent(&mut self, intent: &Intent, ids: &[String], now: Timestamp, r: &mut Report) {
-        for (key, id) in intent.keys.iter().zip(ids) {
-            if let Err(e) = self.ledger.bind(key, id) {
-                tracing::warn!(key, instance_id = %id, "cap ledger: {e}");
+    /// What the ledger is reconciled with: every instance EC2 lists, and the slaves this agent
+    /// started tracking too recently for EC2 to list them yet (alive, not ended).
+    fn seen_all(&self, instances: &[InstanceInfo], now: Timestamp) -> Vec<Seen> {
+        let mut out: Vec<Seen> = instances.iter().map(|i| seen(i, now)).collect();
+        for s in self.slaves.values() {
+            if age(now, s.first_seen) <= SETTLE_SECS && !instances.iter().any(|i| i.id == s.id) {
+                out.push(Seen {
+                    instance_id: s.id.clone(),
+                    intent: s.intent.clone(),
+                    launched_at: s.launched_at,
+                    ended_at: None,
+                });
             }
         }
-        for key in intent.keys.iter().skip(ids.len()) {
-            if let Err(e) = self.ledger.withdraw(key) {
+        out
+    }
+
+    /// Binds an intent's ledger attempts to its instances, withdraws the ones EC2 did not fill.
+    fn finish_intent(&mut self, intent: &Intent, ids: &[String], now: Timestamp, r: &mut Report) {
+        // Each instance to one attempt of this intent: attempts already bound (the ledger's
+        // reconcile binds by intent tag) stay; the others take the free attempts in order.
+        let entries = self.ledger.entries();
+        let bound: BTreeSet<String> = entries
+            .iter()
+            .filter(|e| intent.keys.contains(&e.key))
+            .filter_map(|e| e.instance_id.clone())
+            .collect();
+        let mut free: VecDeque<String> = intent
+            .keys
+            .iter()
+            .filter(|k| {
+                entries
+                    .iter()
+                    .any(|e| &e.key == *k && e.instance_id.is_none())
+            })
+            .cloned()
+            .collect();
+        for id in ids.iter().filter(|id| !bound.contains(*id)) {
+            match free.pop_front() {
+                Some(key) => {
+                    if let Err(e) = self.ledger.bind(&key, id) {
+                        tracing::warn!(key, instance_id = %id, "cap ledger: {e}");
+                    }
+                }
+                None => tracing::warn!(intent = %intent.id, instance_id = %id,
+                    "more instances than launch attempts for this intent"),
+            }
+        }
+        // What is left launched nothing: EC2 answered with fewer, or has listed all there is.
+        for key in free {
+            if let Err(e) = self.ledger.withdraw(&key) {
                 tracing::warn!(key, "cap ledger: {e}");
             }
         }
@@ -777,8 +863,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 instance_ids: ids.to_vec(),
             };
         }
-        self.save_ledger(now, r);
-        self.save_journal(now, r);
+        self.save_state(now, r);
     }
 
     fn fail_intent(&mut self, intent: &Intent, error: &str, now: Timestamp, r: &mut Report) {
@@ -790,8 +875,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 error: error.to_string(),
             };
         }
-        self.save_ledger(now, r);
-        self.save_journal(now, r);
+        self.save_state(now, r);
         self.error(
             now,
             r,
@@ -847,10 +931,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             keys: keys.clone(),
             outcome: Outcome::Started,
             open_call: 0,
+            last_sent: None,
         };
         self.journal.intents.push(intent.clone());
         // Write-ahead: no RunInstances unless the attempt is durably counted and journaled.
-        if !self.save_ledger(now, report) || !self.save_journal(now, report) {
+        if !self.save_state(now, report) {
             for k in &keys {
                 let _ = self.ledger.withdraw(k);
             }
@@ -930,7 +1015,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     if let Some(j) = self.journal.get_mut(&id) {
                         j.open_call = call;
                     }
-                    self.save_journal(now, report);
+                    self.save_state(now, report);
                     let msg = format!("launch {id} of {n}: {e}; will resolve from tags");
                     self.error(now, report, msg);
                     return;
@@ -993,8 +1078,13 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// One reconcile pass: observe EC2 and the ELB (two calls), then move every slave along.
     pub async fn step(&mut self, now: Timestamp) -> Result<Report, ActuatorError> {
         let mut report = Report::default();
-        let finished = self.collect_hooks();
+        // Results wait here until a step gets past the observation: a failed DescribeInstances
+        // must not lose the news that a content sync finished.
+        let mut finished = std::mem::take(&mut self.unheard);
+        finished.extend(self.collect_hooks());
+        self.unheard = finished;
         let instances = self.cloud.describe_group().await?;
+        let finished = std::mem::take(&mut self.unheard);
         let members = self.cloud.elb_members().await?;
         let instances = self.claim(instances, &members, now, &mut report).await;
         let by_id: BTreeMap<&str, &InstanceInfo> =
@@ -1003,39 +1093,24 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if self.journal.unresolved().next().is_some() {
             self.resolve_intents(&instances, now, &mut report).await;
         }
-        let changes = self.ledger.reconcile(
-            &instances.iter().map(|i| seen(i, now)).collect::<Vec<_>>(),
-            now,
-            SETTLE_SECS,
-        );
+        let changes = self
+            .ledger
+            .reconcile(&self.seen_all(&instances, now), now, SETTLE_SECS);
         if !changes.is_empty() {
             for c in &changes {
                 tracing::info!("cap ledger: {c}");
             }
-            self.save_ledger(now, &mut report);
+            self.save_state(now, &mut report);
         }
         // Live instances of ours nobody tracks yet: launched by a crashed run, or seen late.
         for i in &instances {
             if alive(i.state) && !self.slaves.contains_key(&i.id) {
-                let phase = match (i.draining_since, members.get(&i.id)) {
-                    (Some(_), _) => Phase::Draining,
-                    (None, Some(MemberState::InService)) => Phase::InService,
-                    (None, Some(_)) => Phase::Registering,
-                    (None, None) if i.state == InstanceState::Running => Phase::Syncing,
-                    (None, None) => Phase::Pending,
-                };
-                let phase = if stopped(i.state) {
-                    Phase::Pending
-                } else {
-                    phase
-                };
+                let phase = phase_of(i, members.get(&i.id).copied());
                 tracing::warn!(instance_id = %i.id, phase = ?phase, "found a slave of this group \
                     the agent did not know; adopting it");
                 report.adopted.push(i.id.clone());
-                self.slaves.insert(
-                    i.id.clone(),
-                    slave_from(i, phase, i.draining_since.unwrap_or(now), now),
-                );
+                self.slaves
+                    .insert(i.id.clone(), slave_from(i, phase, now, now));
                 if stopped(i.state) {
                     self.fail(
                         &i.id,
@@ -1079,7 +1154,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             if matches!(
                 ec2,
                 Some(InstanceState::Terminated | InstanceState::ShuttingDown)
-            ) || (ec2.is_none() && age(now, s.launched_at) > SETTLE_SECS)
+            ) || (ec2.is_none() && age(now, s.first_seen) > SETTLE_SECS)
             {
                 if s.phase != Phase::Terminating {
                     let msg =
@@ -1110,6 +1185,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 to_terminate.push(id.clone());
                 continue;
             }
+            // The phase table's deadline, by which this slave must have moved on.
+            let overdue = deadline(s.phase, &self.cfg).is_some_and(|d| age(now, s.since) > d);
+            let over = |what: &str| format!("{what} for more than {}s", age(now, s.since));
             match s.phase {
                 Phase::Pending => {
                     if ec2 == Some(InstanceState::Running) {
@@ -1121,11 +1199,16 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                                 self.cfg.hooks.pre_register.clone(),
                             );
                         }
-                    } else if age(now, s.since) > secs(self.cfg.fleet.boot_timeout) {
+                    } else if overdue {
                         let why = format!("not running after {}", self.cfg.fleet.boot_timeout);
                         self.fail(&id, why, now, &mut report);
                         to_terminate.push(id.clone());
                     }
+                }
+                Phase::Syncing if overdue && !finished.contains_key(&id) => {
+                    self.hooks.abort(&id);
+                    self.fail(&id, over("content sync under way"), now, &mut report);
+                    to_terminate.push(id.clone());
                 }
                 Phase::Syncing => match finished.get(&id) {
                     Some((HookKind::PreRegister, Ok(()))) => {
@@ -1152,13 +1235,18 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     }
                     _ => {}
                 },
+                Phase::Synced if overdue => {
+                    let why = over("synced, and the ELB refused every registration,");
+                    self.fail(&id, why, now, &mut report);
+                    to_terminate.push(id.clone());
+                }
                 Phase::Synced => to_register.push(id.clone()),
                 Phase::Registering => match members.get(&id) {
                     Some(MemberState::InService) => {
                         self.set_phase(&id, Phase::InService, now);
                         report.in_service.push(id.clone());
                     }
-                    _ if age(now, s.since) > secs(self.cfg.elb.register_timeout) => {
+                    _ if overdue => {
                         let why = format!(
                             "not InService {} after registration",
                             self.cfg.elb.register_timeout
@@ -1171,6 +1259,32 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     _ => {}
                 },
                 Phase::InService => {
+                    let healthy = members.get(&id) == Some(&MemberState::InService);
+                    let sick_since = match (healthy, s.unhealthy_since) {
+                        (true, _) => None,
+                        (false, Some(t)) => Some(t),
+                        (false, None) => {
+                            tracing::warn!(instance_id = %id, elb = ?members.get(&id),
+                                "in-service slave {id} is not InService at the ELB");
+                            Some(now)
+                        }
+                    };
+                    if let Some(sl) = self.slaves.get_mut(&id) {
+                        sl.unhealthy_since = sick_since;
+                    }
+                    if sick_since.is_some_and(|t| age(now, t) > secs(self.cfg.elb.register_timeout))
+                    {
+                        let why = format!(
+                            "the ELB has not called it InService for {}s",
+                            sick_since.map_or(0, |t| age(now, t))
+                        );
+                        self.fail(&id, why, now, &mut report);
+                        if members.contains_key(&id) {
+                            to_deregister.push(id.clone());
+                        }
+                        to_terminate.push(id.clone());
+                        continue;
+                    }
                     if let Some((HookKind::ContentSync, res)) = finished.get(&id) {
                         if let Some(sl) = self.slaves.get_mut(&id) {
                             sl.last_sync = Some(now);
@@ -1181,6 +1295,12 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                             self.error(now, &mut report, msg);
                         }
                     }
+                }
+                Phase::Releasing if overdue => {
+                    self.hooks.abort(&id);
+                    tracing::warn!(instance_id = %id, "{}; deregistering anyway",
+                        over("pre_deregister under way"));
+                    to_deregister.push(id.clone());
                 }
                 Phase::Releasing => {
                     if !self.hooks.has(&id) {
@@ -1198,7 +1318,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     }
                 }
                 Phase::Terminating => {
-                    if age(now, s.since) > TERMINATE_RETRY_SECS {
+                    if overdue {
                         to_terminate.push(id.clone());
                     }
                 }
@@ -1226,52 +1346,75 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         to_terminate: Vec<String>,
     ) {
         if !to_deregister.is_empty() {
-            match self.cloud.deregister(&to_deregister).await {
-                Ok(()) => {
-                    self.advance(&to_deregister, Phase::Releasing, Phase::Draining, now);
-                    report.deregistered.extend(to_deregister.iter().cloned());
-                }
-                Err(e) => {
-                    let msg = format!("deregistering {to_deregister:?}: {e}");
-                    self.error(now, report, msg);
-                }
+            let (done, errors) = self.batch(Batch::Deregister, &to_deregister).await;
+            self.advance(&done, Phase::Releasing, Phase::Draining, now);
+            report.deregistered.extend(done);
+            for e in errors {
+                self.error(now, report, e);
             }
         }
         if !to_register.is_empty() {
-            match self.cloud.register(&to_register).await {
-                Ok(()) => {
-                    self.advance(&to_register, Phase::Synced, Phase::Registering, now);
-                    report.registered.extend(to_register.iter().cloned());
-                }
-                Err(e) => {
-                    let msg = format!("registering {to_register:?} with the ELB: {e}");
-                    self.error(now, report, msg);
-                }
+            let (done, errors) = self.batch(Batch::Register, &to_register).await;
+            self.advance(&done, Phase::Synced, Phase::Registering, now);
+            report.registered.extend(done);
+            for e in errors {
+                self.error(now, report, e);
             }
         }
         if !to_terminate.is_empty() {
-            match self.terminate(&to_terminate).await {
-                Ok(()) => {
-                    for id in &to_terminate {
-                        self.set_phase(id, Phase::Terminating, now);
-                        let _ = self.ledger.record_ended(id, now);
-                        self.hooks.abort(id);
-                        if let Some(hook) = self.cfg.hooks.post_terminate.clone() {
-                            if let Some(s) = self.slaves.get(id) {
-                                let vars = self.vars(s);
-                                self.hooks
-                                    .start_detached(id, HookKind::PostTerminate, &hook, vars);
-                            }
+            let (done, errors) = self.terminate(&to_terminate).await;
+            for e in errors {
+                self.error(now, report, e);
+            }
+            if !done.is_empty() {
+                for id in &done {
+                    self.set_phase(id, Phase::Terminating, now);
+                    let _ = self.ledger.record_ended(id, now);
+                    self.hooks.abort(id);
+                    if let Some(hook) = self.cfg.hooks.post_terminate.clone() {
+                        if let Some(s) = self.slaves.get(id) {
+                            let vars = self.vars(s);
+                            self.hooks
+                                .start_detached(id, HookKind::PostTerminate, &hook, vars);
                         }
                     }
-                    report.terminated.extend(to_terminate.iter().cloned());
-                    self.save_ledger(now, report);
                 }
-                Err(e) => {
-                    let msg = format!("terminating {to_terminate:?}: {e}");
-                    self.error(now, report, msg);
+                report.terminated.extend(done);
+                self.save_state(now, report);
+            }
+        }
+    }
+
+    /// One ELB call for all of `ids`; when the ELB refuses the batch (one instance it will not
+    /// take poisons the whole call), one call per instance, so the others go ahead. Returns the
+    /// ids the ELB accepted and the errors, for the log.
+    async fn batch(&self, op: Batch, ids: &[String]) -> (Vec<String>, Vec<String>) {
+        let call = |ids: Vec<String>| {
+            let cloud = self.cloud.clone();
+            async move {
+                match op {
+                    Batch::Register => cloud.register(&ids).await,
+                    Batch::Deregister => cloud.deregister(&ids).await,
                 }
             }
+        };
+        let what = match op {
+            Batch::Register => "registering",
+            Batch::Deregister => "deregistering",
+        };
+        match call(ids.to_vec()).await {
+            Ok(()) => (ids.to_vec(), Vec::new()),
+            Err(e) if e.not_applied && ids.len() > 1 => {
+                let (mut done, mut errors) = (Vec::new(), Vec::new());
+                for id in ids {
+                    match call(vec![id.clone()]).await {
+                        Ok(()) => done.push(id.clone()),
+                        Err(e) => errors.push(format!("{what} {id} (ELB): {e}")),
+                    }
+                }
+                (done, errors)
+            }
+            Err(e) => (Vec::new(), vec![format!("{what} {ids:?} (ELB): {e}")]),
         }
     }
 
@@ -1284,20 +1427,23 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
     }
 
-    /// TerminateInstances for all at once; if EC2 refuses the batch because one id is unknown,
-    /// one by one so the others are not left running.
-    async fn terminate(&self, ids: &[String]) -> Result<(), crate::aws::AwsError> {
+    /// TerminateInstances for all at once; if EC2 refuses the batch (one id it does not know
+    /// fails the whole call), one by one so the others are not left running. Returns the ids
+    /// EC2 accepted and the errors.
+    async fn terminate(&self, ids: &[String]) -> (Vec<String>, Vec<String>) {
         match self.cloud.terminate(ids).await {
-            Err(e) if !e.retryable && ids.len() > 1 => {
-                let mut last = Ok(());
+            Ok(()) => (ids.to_vec(), Vec::new()),
+            Err(e) if e.not_applied && ids.len() > 1 => {
+                let (mut done, mut errors) = (Vec::new(), Vec::new());
                 for id in ids {
-                    if let Err(e) = self.cloud.terminate(std::slice::from_ref(id)).await {
-                        last = Err(e);
+                    match self.cloud.terminate(std::slice::from_ref(id)).await {
+                        Ok(()) => done.push(id.clone()),
+                        Err(e) => errors.push(format!("terminating {id}: {e}")),
                     }
                 }
-                last
+                (done, errors)
             }
-            other => other,
+            Err(e) => (Vec::new(), vec![format!("terminating {ids:?}: {e}")]),
         }
     }
 
@@ -1357,6 +1503,66 @@ fn stopped(s: InstanceState) -> bool {
     matches!(s, InstanceState::Stopping | InstanceState::Stopped)
 }
 
+/// A blocked ledger's entries, rebuilt: what could still be read of the old file, then each
+/// launch the journal knows (an instance it launched counts from its intent; an intent still
+/// open counts as an attempt), then every instance of ours EC2 still lists. Nothing is
+/// counted twice; an entry that cannot be shown to have ended counts as running, so the
+/// rebuilt ledger may overcount, never undercount, what the journal and tags show.
+fn rebuild_entries(
+    readable: &[cap::Entry],
+    journal: &Journal,
+    instances: &[InstanceInfo],
+    now: Timestamp,
+) -> Vec<cap::Entry> {
+    let mut out: Vec<cap::Entry> = readable.to_vec();
+    let known = |out: &[cap::Entry], key: &str, id: Option<&str>| {
+        out.iter()
+            .any(|e| e.key == key || (id.is_some() && e.instance_id.as_deref() == id))
+    };
+    for intent in &journal.intents {
+        let ids: Vec<Option<&str>> = match &intent.outcome {
+            Outcome::Launched { instance_ids } => {
+                instance_ids.iter().map(|i| Some(i.as_str())).collect()
+            }
+            Outcome::Started => vec![None; intent.keys.len()],
+            Outcome::Failed { .. } => continue,
+        };
+        for (key, id) in intent.keys.iter().zip(ids) {
+            if !known(&out, key, id) {
+                out.push(cap::Entry {
+                    key: key.clone(),
+                    instance_id: id.map(str::to_string),
+                    launched_at: intent.created_at,
+                    ended_at: None,
+                });
+            }
+        }
+    }
+    for s in instances.iter().map(|i| seen(i, now)) {
+        let key = format!(
+            "{}#{}",
+            s.intent.as_deref().unwrap_or("adopted"),
+            s.instance_id
+        );
+        if let Some(e) = out
+            .iter_mut()
+            .find(|e| e.instance_id.as_deref() == Some(s.instance_id.as_str()))
+        {
+            if e.ended_at.is_none() {
+                e.ended_at = s.ended_at.map(|end| end.max(e.launched_at));
+            }
+        } else if !known(&out, &key, None) {
+            out.push(cap::Entry {
+                key,
+                instance_id: Some(s.instance_id),
+                launched_at: s.launched_at,
+                ended_at: s.ended_at,
+            });
+        }
+    }
+    out
+}
+
 fn seen(i: &InstanceInfo, now: Timestamp) -> Seen {
     let ended = matches!(i.state, InstanceState::Terminated);
     Seen {
@@ -1379,6 +1585,8 @@ fn slave_from(i: &InstanceInfo, phase: Phase, since: Timestamp, now: Timestamp) 
         last_sync: None,
         last_sync_ok: None,
         failure: None,
+        unhealthy_since: None,
+        first_seen: now,
     }
 }
 

@@ -360,9 +360,30 @@ async fn a_draining_slave_found_at_adoption_keeps_draining_and_is_never_register
     again.step(at(20)).await.unwrap();
     assert!(fake.w().members.is_empty(), "not registered again");
     assert_eq!(again.slave(&id).unwrap().phase, Phase::Draining);
-    // Draining counts from the tag, not from the restart: 10 + 30 s.
+    // When it left the ELB is unknown (the tag was written before), so it drains the whole
+    // timeout from the restart: in-flight requests are never cut short. 15 + 30 s.
     let r = again.step(at(41)).await.unwrap();
+    assert!(r.terminated.is_empty(), "cut short: {r:?}");
+    let r = again.step(at(46)).await.unwrap();
     assert_eq!(r.terminated, [id]);
+}
+
+#[tokio::test]
+async fn a_tagged_slave_still_in_the_elb_at_adoption_is_deregistered_first() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    settle(&mut act, at(1)).await;
+    // The release tag went on; the agent died before deregistering.
+    fake.w().instances.get_mut(&id).unwrap().draining_since = Some(at(10));
+    let mut again = Actuator::open(fake.clone(), &act.cfg, at(15)).unwrap();
+    again.adopt(at(15)).await.unwrap();
+    assert_eq!(again.slave(&id).unwrap().phase, Phase::Releasing);
+    let r = again.step(at(16)).await.unwrap();
+    assert_eq!(r.deregistered, std::slice::from_ref(&id));
+    assert!(fake.w().members.is_empty());
+    assert!(again.step(at(40)).await.unwrap().terminated.is_empty());
+    assert_eq!(again.step(at(47)).await.unwrap().terminated, [id]);
 }
 
 #[tokio::test]

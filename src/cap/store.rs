@@ -19,9 +19,67 @@ struct OnDisk {
     version: u32,
     time_zone: String,
     entries: Vec<Entry>,
-    /// The previous time zone's day, while it counts (absent in files from before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     carry: Option<Carry>,
+}
+
+impl OnDisk {
+    fn stored(self) -> Stored {
+        Stored {
+            time_zone: self.time_zone,
+            entries: self.entries,
+            carry: self.carry,
+        }
+    }
+}
+
+/// The ledger as stored: in `cap-ledger.json` (before state.json) and in `state.json`'s `cap`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stored {
+    pub time_zone: String,
+    pub entries: Vec<Entry>,
+    /// The previous time zone's day, while it counts (absent in files from before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carry: Option<Carry>,
+}
+
+impl Stored {
+    pub fn of(ledger: &CapLedger) -> Self {
+        Stored {
+            time_zone: ledger.time_zone().to_string(),
+            entries: ledger.entries().to_vec(),
+            carry: ledger.carry.clone(),
+        }
+    }
+
+    /// Checks what no parser can (keys unique, no entry ending before it began), then opens
+    /// the ledger in the zone it was kept in and switches to the configured one the way a
+    /// reload does: a restart with a new cap.time_zone grants no fresh day either.
+    pub fn into_ledger(self, cfg: &CapConfig, now: jiff::Timestamp) -> Result<CapLedger, String> {
+        let mut keys = std::collections::HashSet::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            if !keys.insert(e.key.as_str()) {
+                return Err(format!("entries[{i}]: key {:?} appears twice", e.key));
+            }
+            if e.ended_at.is_some_and(|end| end < e.launched_at) {
+                return Err(format!(
+                    "entries[{i}] ({}): ended_at is before launched_at",
+                    e.key
+                ));
+            }
+        }
+        let kept = CapLedger::new(
+            &self.time_zone,
+            cfg.daily_limit,
+            Some(cfg.daily_instance_hours),
+        )
+        .or_else(|_| empty(cfg))?;
+        let mut l = kept.with_entries(self.entries).with_carry(self.carry);
+        l.set_time_zone(&cfg.time_zone, now)
+            .map_err(|e| e.to_string())?;
+        Ok(l)
+    }
 }
 
 /// What loading found.
@@ -94,21 +152,8 @@ pub fn load_from(
             return Ok(Loaded::Corrupt(ledger.blocked(why.clone()), why));
         }
     };
-    match parse(&text) {
-        Ok(d) => {
-            // Counted in the zone it was kept in, then switched: a restart with a new
-            // cap.time_zone grants no fresh day either.
-            let kept = CapLedger::new(
-                &d.time_zone,
-                cfg.daily_limit,
-                Some(cfg.daily_instance_hours),
-            )
-            .unwrap_or(ledger);
-            let mut l = kept.with_entries(d.entries).with_carry(d.carry);
-            l.set_time_zone(&cfg.time_zone, now)
-                .map_err(|e| e.to_string())?;
-            Ok(Loaded::Ok(l))
-        }
+    match parse(&text).and_then(|d| d.stored().into_ledger(cfg, now)) {
+        Ok(l) => Ok(Loaded::Ok(l)),
         Err(e) => {
             let why = format!("{}: {e}", path.display());
             Ok(Loaded::Corrupt(ledger.blocked(why.clone()), why))
@@ -124,18 +169,6 @@ fn parse(text: &str) -> Result<OnDisk, String> {
             d.version
         ));
     }
-    let mut keys = std::collections::HashSet::new();
-    for (i, e) in d.entries.iter().enumerate() {
-        if !keys.insert(e.key.as_str()) {
-            return Err(format!("entries[{i}]: key {:?} appears twice", e.key));
-        }
-        if e.ended_at.is_some_and(|end| end < e.launched_at) {
-            return Err(format!(
-                "entries[{i}] ({}): ended_at is before launched_at",
-                e.key
-            ));
-        }
-    }
     Ok(d)
 }
 
@@ -146,11 +179,12 @@ pub fn save(path: &Path, ledger: &CapLedger) -> std::io::Result<()> {
 
 /// [`save`] through a [`Disk`].
 pub fn save_to(disk: &dyn Disk, path: &Path, ledger: &CapLedger) -> std::io::Result<()> {
+    let l = Stored::of(ledger);
     let d = OnDisk {
         version: VERSION,
-        time_zone: ledger.time_zone().to_string(),
-        entries: ledger.entries().to_vec(),
-        carry: ledger.carry.clone(),
+        time_zone: l.time_zone,
+        entries: l.entries,
+        carry: l.carry,
     };
     let mut bytes = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
     bytes.push(b'\n');

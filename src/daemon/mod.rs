@@ -22,7 +22,7 @@ pub mod status;
 use crate::actuator::cloud::AwsCloud;
 use crate::actuator::{Actuator, ActuatorError, Phase};
 use crate::aws::Aws;
-use crate::cap::{self, CapLedger};
+use crate::cap::CapLedger;
 use crate::config::{self, Config, Role};
 use crate::metrics::{self, cloudwatch, Buffer};
 use crate::policy::{self, Decision, FleetObservation, History, HostMetrics};
@@ -583,6 +583,9 @@ struct Tick {
     errors: Vec<(Timestamp, String)>,
     api_errors_reported: u64,
     state: &'static str,
+    /// This tick's adoption or step saw EC2 and the ELB: only then is a decision carried out
+    /// (a launch decided on a fleet that could not be seen could double what is on its way).
+    observed: bool,
 }
 
 impl Master<'_> {
@@ -618,6 +621,7 @@ impl Master<'_> {
             errors: Vec::new(),
             api_errors_reported: 0,
             state: "starting",
+            observed: false,
         };
         let mut ready_sent = false;
         let mut watchdog_usec = 0u64;
@@ -644,7 +648,7 @@ impl Master<'_> {
             }
             let ledger = ledger_now(&actuator, &stored_ledger);
             let decision = self.decide(&actuator, &ledger, &mut tick, now);
-            if let (Some(a), true) = (actuator.as_mut(), tick.adopted) {
+            if let (Some(a), true) = (actuator.as_mut(), tick.adopted && tick.observed) {
                 let r = a.apply(&decision, now).await;
                 for e in r.errors {
                     tick.errors.push((now, e));
@@ -707,10 +711,12 @@ impl Master<'_> {
         if self.shared.sync_requested.swap(false, Ordering::SeqCst) {
             a.request_sync();
         }
+        tick.observed = false;
         if !tick.adopted {
             match a.adopt(now).await {
                 Ok(r) => {
                     tick.adopted = true;
+                    tick.observed = true;
                     tracing::info!(adopted = ?r.adopted, launched = ?r.launched, cap = %a.ledger().status(now),
                         "adoption done: {} slave(s) of group {:?} re-attached", r.adopted.len(), self.cfg.agent.group);
                 }
@@ -725,12 +731,16 @@ impl Master<'_> {
         } else {
             match a.step(now).await {
                 Ok(r) => {
+                    tick.observed = true;
                     for id in &r.in_service {
                         tracing::info!(instance_id = %id, "slave {id} is in service");
                     }
                 }
                 Err(e) => {
-                    let msg = format!("actuator step skipped: {e}");
+                    let msg = format!(
+                        "actuator step skipped, and no scaling this tick (the fleet could not be \
+                         observed): {e}"
+                    );
                     tracing::warn!("{msg}");
                     tick.errors.push((now, msg));
                 }
@@ -956,9 +966,13 @@ impl Master<'_> {
 }
 
 fn local_ledger(cfg: &Config, now: Timestamp) -> CapLedger {
-    let path = cap::store::path_in(&cfg.agent.state_dir);
-    match cap::store::load(&path, &cfg.cap, now) {
-        Ok(l) => l.into_ledger(),
+    match crate::actuator::state::load_ledger(
+        &crate::fsutil::RealDisk,
+        &cfg.agent.state_dir,
+        &cfg.cap,
+        now,
+    ) {
+        Ok(l) => l,
         Err(e) => {
             tracing::warn!("cap ledger: {e}");
             CapLedger::new("UTC", cfg.cap.daily_limit, None)

@@ -1,0 +1,369 @@
+//! The actuator's durable state: `STATE_DIR/state.json`, the cap ledger and the launch intents
+//! together, replaced atomically in **one** write per change. Two files could disagree after a
+//! `kill -9` between their writes (a launch attempt charged to the cap with no intent to
+//! resolve it, counted against every later day); one file cannot.
+//!
+//! - missing: read `cap-ledger.json` and `journal.json` of agents from before (then written
+//!   here and the old files renamed `*.migrated`), else start empty with a warning;
+//! - unreadable, or written by a newer agent: kept aside, never silently reset: the ledger comes
+//!   back **blocked** (no scale-out) with whatever entries and intents could still be read, and
+//!   [`super::Actuator::adopt`] rebuilds it from those, the journal and the instances' tags.
+
+use super::journal::{Intent, Journal};
+use crate::cap::store::{self as ledger_store, Stored};
+use crate::cap::{CapLedger, Entry};
+use crate::config::CapConfig;
+use crate::fsutil::Disk;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const FILE_NAME: &str = "state.json";
+const VERSION: u32 = 2;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    version: u32,
+    cap: Stored,
+    intents: Vec<Intent>,
+}
+
+pub fn path_in(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE_NAME)
+}
+
+/// What loading found, and what to tell the operator (`warn`: normal but notable; `error`:
+/// scale-out is blocked until adoption rebuilds the ledger).
+pub struct Loaded {
+    pub ledger: CapLedger,
+    pub journal: Journal,
+    pub warn: Vec<String>,
+    pub error: Vec<String>,
+}
+
+fn empty(cfg: &CapConfig) -> Result<CapLedger, String> {
+    CapLedger::new(
+        &cfg.time_zone,
+        cfg.daily_limit,
+        Some(cfg.daily_instance_hours),
+    )
+    .map_err(|e| e.to_string())
+}
+
+pub fn load(
+    disk: &dyn Disk,
+    state_dir: &Path,
+    cfg: &CapConfig,
+    now: Timestamp,
+) -> Result<Loaded, String> {
+    let path = path_in(state_dir);
+    let bytes = match disk.read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return legacy(disk, state_dir, cfg, now)
+        }
+        Err(e) => {
+            let why = format!("cannot read {}: {e}", path.display());
+            return Ok(Loaded {
+                ledger: empty(cfg)?.blocked(why.clone()),
+                journal: Journal::new(),
+                warn: Vec::new(),
+                error: vec![why],
+            });
+        }
+    };
+    match parse(&bytes).and_then(|d| Ok((d.cap.into_ledger(cfg, now)?, d.intents))) {
+        Ok((ledger, intents)) => Ok(Loaded {
+            ledger,
+            journal: Journal::with(intents),
+            warn: Vec::new(),
+            error: Vec::new(),
+        }),
+        Err(e) => {
+            let why = format!("{}: {e}", path.display());
+            let (entries, intents) = salvage(&bytes);
+            let aside = disk.quarantine(&path, now.as_second());
+            let mut error = vec![format!(
+                "{why}; kept aside as {aside:?}; {} ledger entr(y/ies) and {} launch intent(s) \
+                 could still be read; launches stay blocked until the ledger is rebuilt from \
+                 them and the instances' tags",
+                entries.len(),
+                intents.len()
+            )];
+            if let Err(e) = &aside {
+                error.push(format!("could not keep {} aside: {e}", path.display()));
+            }
+            Ok(Loaded {
+                ledger: empty(cfg)?.with_entries(entries).blocked(why),
+                journal: Journal::with(intents),
+                warn: Vec::new(),
+                error,
+            })
+        }
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<OnDisk, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("line {} column {}: {e}", e.line(), e.column()))?;
+    match v.get("version").and_then(serde_json::Value::as_u64) {
+        Some(n) if n == u64::from(VERSION) => {}
+        Some(n) => {
+            return Err(format!(
+                "version {n}, but this agent reads version {VERSION} (a newer agent wrote it?)"
+            ))
+        }
+        None => return Err("no \"version\"".into()),
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| format!("at {}: {}", e.path(), e.inner()))
+}
+
+/// The parts of an unreadable file that still read: each ledger entry and intent that parses.
+fn salvage(bytes: &[u8]) -> (Vec<Entry>, Vec<Intent>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return (Vec::new(), Vec::new());
+    };
+    let each = |v: Option<&serde_json::Value>| -> Vec<serde_json::Value> {
+        v.and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let entries = each(v.pointer("/cap/entries"))
+        .into_iter()
+        .filter_map(|e| serde_json::from_value(e).ok())
+        .collect();
+    let intents = each(v.get("intents"))
+        .into_iter()
+        .filter_map(|i| serde_json::from_value(i).ok())
+        .collect();
+    (entries, intents)
+}
+
+/// No state.json: the two files of agents from before, if any.
+fn legacy(
+    disk: &dyn Disk,
+    state_dir: &Path,
+    cfg: &CapConfig,
+    now: Timestamp,
+) -> Result<Loaded, String> {
+    let (mut warn, mut error) = (Vec::new(), Vec::new());
+    let lpath = ledger_store::path_in(state_dir);
+    let ledger = match ledger_store::load_from(disk, &lpath, cfg, now)? {
+        ledger_store::Loaded::Ok(l) => l,
+        ledger_store::Loaded::Missing(l, _) => {
+            warn.push(format!(
+                "no {} in {}: starting with an empty burst cap ledger (normal on first start)",
+                FILE_NAME,
+                state_dir.display()
+            ));
+            l
+        }
+        ledger_store::Loaded::Corrupt(l, msg) => {
+            error.push(msg);
+            l
+        }
+    };
+    let jpath = super::journal::path_in(state_dir);
+    let journal = match Journal::load_from(disk, &jpath) {
+        Ok(j) => j.unwrap_or_default(),
+        Err(e) => {
+            let aside = disk.quarantine(&jpath, now.as_second());
+            error.push(format!(
+                "actuator journal unreadable, kept aside as {aside:?}; launches in flight are \
+                 recovered from instance tags: {e}"
+            ));
+            Journal::new()
+        }
+    };
+    Ok(Loaded {
+        ledger,
+        journal,
+        warn,
+        error,
+    })
+}
+
+/// Writes ledger and intents in one atomic replacement.
+pub fn save(
+    disk: &dyn Disk,
+    state_dir: &Path,
+    ledger: &CapLedger,
+    journal: &Journal,
+) -> std::io::Result<()> {
+    let d = OnDisk {
+        version: VERSION,
+        cap: Stored::of(ledger),
+        intents: journal.intents.clone(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    disk.write_atomic(&path_in(state_dir), &bytes)
+}
+
+/// After state.json is written: the two files it replaces are renamed `*.migrated`, so nobody
+/// reads a stale ledger in them.
+pub fn retire_legacy(disk: &dyn Disk, state_dir: &Path) {
+    for p in [
+        ledger_store::path_in(state_dir),
+        super::journal::path_in(state_dir),
+    ] {
+        let mut to = p.as_os_str().to_owned();
+        to.push(".migrated");
+        match disk.rename(&p, Path::new(&to)) {
+            Ok(()) => tracing::info!(from = %p.display(), "moved into {FILE_NAME}"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("could not rename {}: {e}", p.display()),
+        }
+    }
+}
+
+/// The ledger as stored, for readers other than the actuator (`status`, a dry run's reload).
+pub fn load_ledger(
+    disk: &dyn Disk,
+    state_dir: &Path,
+    cfg: &CapConfig,
+    now: Timestamp,
+) -> Result<CapLedger, String> {
+    let path = path_in(state_dir);
+    match disk.read(&path) {
+        Ok(bytes) => {
+            let d = parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            d.cap.into_ledger(cfg, now)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let l = ledger_store::path_in(state_dir);
+            Ok(ledger_store::load_from(disk, &l, cfg, now)?.into_ledger())
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::journal::Outcome;
+    use crate::fsutil::RealDisk;
+
+    fn cfg() -> CapConfig {
+        CapConfig {
+            time_zone: "UTC".into(),
+            daily_limit: 7,
+            ..CapConfig::default()
+        }
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ledger_and_intents_come_back_together() {
+        let d = tempfile::tempdir().unwrap();
+        let now = ts("2026-11-25T10:00:00Z");
+        let mut l = load(&RealDisk, d.path(), &cfg(), now).unwrap();
+        assert_eq!(l.warn.len(), 1, "first start is said");
+        l.ledger.record_attempt("bi-a#1", now).unwrap();
+        l.journal.intents.push(Intent {
+            id: "bi-a".into(),
+            created_at: now,
+            keys: vec!["bi-a#1".into()],
+            outcome: Outcome::Started,
+            open_call: 1,
+            last_sent: None,
+        });
+        save(&RealDisk, d.path(), &l.ledger, &l.journal).unwrap();
+        let back = load(&RealDisk, d.path(), &cfg(), now).unwrap();
+        assert!(back.warn.is_empty() && back.error.is_empty());
+        assert_eq!(back.ledger.used(now), 1);
+        assert_eq!(back.journal.intents, l.journal.intents);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "one file holds both"
+        );
+    }
+
+    #[test]
+    fn files_of_agents_from_before_are_read_then_retired() {
+        let d = tempfile::tempdir().unwrap();
+        let now = ts("2026-11-25T10:00:00Z");
+        let mut ledger = CapLedger::new("UTC", 7, None).unwrap();
+        ledger.record_attempt("bi-old#1", now).unwrap();
+        ledger_store::save(&ledger_store::path_in(d.path()), &ledger).unwrap();
+        let mut j = Journal::new();
+        j.intents.push(Intent {
+            id: "bi-old".into(),
+            created_at: now,
+            keys: vec!["bi-old#1".into()],
+            outcome: Outcome::Started,
+            open_call: 0,
+            last_sent: None,
+        });
+        j.save(&super::super::journal::path_in(d.path())).unwrap();
+
+        let l = load(&RealDisk, d.path(), &cfg(), now).unwrap();
+        assert!(l.warn.is_empty() && l.error.is_empty(), "{:?}", l.error);
+        assert_eq!(l.ledger.used(now), 1);
+        assert_eq!(l.journal.intents.len(), 1);
+        save(&RealDisk, d.path(), &l.ledger, &l.journal).unwrap();
+        retire_legacy(&RealDisk, d.path());
+        let mut names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "cap-ledger.json.migrated",
+                "journal.json.migrated",
+                "state.json"
+            ]
+        );
+        assert_eq!(
+            load(&RealDisk, d.path(), &cfg(), now)
+                .unwrap()
+                .ledger
+                .used(now),
+            1
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_blocks_launches_and_keeps_what_still_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let now = ts("2026-11-25T10:00:00Z");
+        // One good entry, one broken one (ended before it began is caught later; here a
+        // timestamp that does not parse), and one good intent.
+        let text = r#"{"version": 2,
+          "cap": {"time_zone": "UTC", "entries": [
+             {"key": "bi-a#1", "instance_id": "i-0a", "launched_at": "2026-11-25T08:00:00Z", "ended_at": null},
+             {"key": "bi-b#1", "instance_id": null, "launched_at": "yesterday", "ended_at": null}]},
+          "intents": [{"id": "bi-a", "created_at": "2026-11-25T08:00:00Z", "keys": ["bi-a#1"],
+             "outcome": {"state": "launched", "instance_ids": ["i-0a"]}}]}"#;
+        std::fs::write(path_in(d.path()), text).unwrap();
+        let l = load(&RealDisk, d.path(), &cfg(), now).unwrap();
+        let why = l.ledger.is_blocked().unwrap();
+        assert!(
+            why.contains("state.json") && why.contains("entries[1]"),
+            "{why}"
+        );
+        assert_eq!(l.ledger.entries().len(), 1, "the readable entry is kept");
+        assert_eq!(l.journal.intents.len(), 1);
+        assert!(l.error[0].contains("1 ledger entr(y/ies) and 1 launch intent(s)"));
+        assert!(
+            !path_in(d.path()).exists(),
+            "kept aside, not left to be read again"
+        );
+
+        // A newer agent's file is never read as if it were ours.
+        std::fs::write(
+            path_in(d.path()),
+            r#"{"version": 3, "cap": {}, "intents": []}"#,
+        )
+        .unwrap();
+        let l = load(&RealDisk, d.path(), &cfg(), now).unwrap();
+        assert!(l.ledger.is_blocked().unwrap().contains("version 3"));
+    }
+}

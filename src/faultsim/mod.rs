@@ -1,0 +1,490 @@
+//! `burst-agent faultsim`: a seeded, deterministic fault and crash simulation of the real
+//! actuator (the way FoundationDB and TigerBeetle test themselves). Each seed draws a config,
+//! a fault profile and a run of decisions; the actuator runs against [`world`]'s simulated EC2,
+//! ELB, disk and hooks, with faults at every call and crashes at every effect (cloud call,
+//! its effect, file write), after which a new actuator is opened from the files, as after
+//! `kill -9`. After every tick the promises are checked against the world's truth:
+//!
+//! 1. distinct instances of ours alive during each local day ≤ the cap;
+//! 2. every ledger entry is an instance EC2 launched or an attempt of a launch still unresolved
+//!    (no charge for a launch that did not happen);
+//! 3. every live instance of ours is tracked once a step has seen it;
+//! 4. no slave registered before its content sync succeeded; nothing touched that is not ours;
+//! 5. every phase is left within its deadline ([`crate::actuator::deadline`]), and a slave the
+//!    ELB calls OutOfService is not counted as serving past it;
+//!
+//! and, once faults stop and the fleet is released: nothing of ours left running, no launch
+//! left unresolved, the ledger counting at least every instance of ours that lived today.
+
+pub mod world;
+
+use crate::actuator::{self, Actuator, Phase};
+use crate::config::{Config, Dur, Hook};
+use crate::policy::Decision;
+use jiff::{tz::TimeZone, Timestamp};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use world::{Faults, MemDisk, Shared, SimCloud, SimHooks, Stats, World, MASTER, OWNER};
+
+/// Ticks with faults and crashes, then quiet ticks in which the fleet is released.
+const FAULT_TICKS: u32 = 90;
+const QUIET_TICKS: u32 = 70;
+const MAX_TICK_SECS: i64 = 90;
+
+/// What one seed did.
+#[derive(Clone, Debug, Default)]
+pub struct SeedRun {
+    pub seed: u64,
+    pub ticks: u32,
+    pub stats: Stats,
+    /// The first broken promise: at which tick, and what.
+    pub violation: Option<(u32, String)>,
+}
+
+/// Totals over many seeds.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub seeds: u64,
+    pub ticks: u64,
+    pub calls: u64,
+    pub faults: u64,
+    pub crashes: u64,
+    pub launched: u64,
+    pub hooks: u64,
+    pub hook_failures: u64,
+    pub failed: Vec<SeedRun>,
+}
+
+impl Summary {
+    fn add(&mut self, r: SeedRun) {
+        self.seeds += 1;
+        self.ticks += u64::from(r.ticks);
+        self.calls += r.stats.calls;
+        self.faults += r.stats.faults;
+        self.crashes += r.stats.crashes;
+        self.launched += r.stats.launched;
+        self.hooks += r.stats.hooks;
+        self.hook_failures += r.stats.hook_failures;
+        if r.violation.is_some() {
+            self.failed.push(r);
+        }
+    }
+}
+
+/// The one command that replays a seed.
+pub fn replay_command(seed: u64) -> String {
+    format!("burst-agent faultsim --seed {seed} --verbose")
+}
+
+/// Runs seeds `first..first + count` (on one current-thread runtime; each seed is deterministic).
+pub fn run(first: u64, count: u64) -> Summary {
+    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let mut s = Summary::default();
+            s.failed.push(SeedRun {
+                seed: first,
+                violation: Some((0, format!("could not start a runtime: {e}"))),
+                ..SeedRun::default()
+            });
+            return s;
+        }
+    };
+    let mut s = Summary::default();
+    for seed in first..first.saturating_add(count) {
+        s.add(rt.block_on(run_seed(seed)));
+    }
+    s
+}
+
+fn at(t: Timestamp, secs: i64) -> Timestamp {
+    Timestamp::from_second(t.as_second() + secs).unwrap_or(t)
+}
+
+fn hook(secs: u64) -> Hook {
+    Hook {
+        argv: vec!["true".into()],
+        timeout: Dur::secs(secs),
+        retries: 0,
+        retry_delay: Dur::secs(1),
+    }
+}
+
+/// The config, faults and start time a seed draws.
+fn draw(rng: &mut ChaCha8Rng) -> (Config, Faults, Timestamp) {
+    let mut cfg = Config::default();
+    cfg.agent.state_dir = PathBuf::from("/nonexistent/burst-agent-faultsim");
+    cfg.agent.dry_run = false;
+    cfg.elb.name = OWNER.into();
+    let zones = ["UTC", "Asia/Tokyo", "America/New_York", "Europe/London"];
+    cfg.cap.time_zone = zones[rng.random_range(0..zones.len())].into();
+    cfg.cap.daily_limit = rng.random_range(1..=5);
+    cfg.fleet.subnet_ids = vec!["subnet-a".into(), "subnet-b".into()];
+    if rng.random_bool(0.5) {
+        cfg.fleet.fallback_instance_types = vec!["c5.large".into()];
+    }
+    cfg.fleet.boot_timeout = Dur::secs(600);
+    cfg.elb.register_timeout = Dur::secs(300);
+    cfg.elb.draining_timeout = Dur::secs(rng.random_range(30..=300));
+    cfg.hooks.pre_register = hook(rng.random_range(60..=300));
+    cfg.hooks.content_sync = hook(120);
+    cfg.hooks.pre_deregister = rng.random_bool(0.5).then(|| hook(60));
+    cfg.hooks.post_terminate = rng.random_bool(0.3).then(|| hook(30));
+
+    // Start up to three hours before a local midnight, so many runs cross one.
+    let tz = TimeZone::get(&cfg.cap.time_zone).unwrap_or(TimeZone::UTC);
+    let day = rng.random_range(0..365);
+    let base = at(
+        "2026-01-01T00:00:00Z"
+            .parse()
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+        day * 86_400,
+    );
+    let midnight = base
+        .to_zoned_datetime(tz)
+        .start_of_day()
+        .map(|z| z.timestamp())
+        .unwrap_or(base);
+    let start = at(midnight, 86_400 - rng.random_range(0..3 * 3600));
+
+    let brownout = rng.random_bool(0.3).then(|| {
+        let from = at(start, rng.random_range(0..3600));
+        let subnets: BTreeSet<String> = if rng.random_bool(0.5) {
+            ["subnet-a".to_string()].into()
+        } else {
+            ["subnet-a".to_string(), "subnet-b".to_string()].into()
+        };
+        (from, at(from, rng.random_range(60..=1800)), subnets)
+    });
+    let faults = Faults {
+        rate: [0.0, 0.05, 0.2, 0.4][rng.random_range(0..4)],
+        brownout,
+        hook_fail: rng.random_range(0.0..0.3),
+        hook_hang: rng.random_range(0.0..0.1),
+        boot: if rng.random_bool(0.1) {
+            (300, 900)
+        } else {
+            (20, 200)
+        },
+        sick: rng.random_range(0.0..0.2),
+    };
+    (cfg, faults, start)
+}
+
+type SimActuator = Actuator<SimCloud, SimHooks>;
+
+fn open(
+    world: &Shared,
+    cfg: &Config,
+    now: Timestamp,
+    sabotage: Sabotage,
+) -> Result<SimActuator, String> {
+    let ids = world.clone();
+    let mut a = Actuator::open_with(
+        SimCloud(world.clone()),
+        SimHooks::new(world.clone()),
+        Arc::new(MemDisk(world.clone())),
+        Box::new(move || {
+            let mut w = ids.w();
+            w.next_intent += 1;
+            format!("bi-{:012x}", w.next_intent)
+        }),
+        cfg,
+        now,
+    )
+    .map_err(|e| format!("opening the actuator: {e}"))?;
+    if sabotage != Sabotage::MasterUnknown {
+        a.set_own_instance(Some(MASTER.into()));
+    }
+    Ok(a)
+}
+
+fn decision(count: u32, victims: Vec<String>) -> Decision {
+    // The actuator reads only the count or the victims; the explanation is the policy's.
+    let why = serde_json::from_value(serde_json::json!({
+        "mode": "target_tracking", "in_service": 0, "on_the_way": 0, "draining": 0,
+        "current": 0, "utilization": null, "signals": [], "raw_desired": 0, "stabilized": 0,
+        "rate_limited": 0, "bounded": 0, "cap_limited": 0, "final_count": 0, "reasons": [],
+        "cap": {"used": 0, "limit": 0, "remaining": 0, "instance_hours": 0.0,
+                "hours_budget": null, "time_zone": "UTC", "day": "2026-01-01",
+                "resets_at": "2026-01-02T00:00:00Z", "resets_in_secs": 0, "blocked": null}
+    }));
+    match why {
+        Ok(why) if count > 0 => Decision::ScaleOut { count, why },
+        Ok(why) if !victims.is_empty() => Decision::ScaleIn {
+            instances: victims,
+            why,
+        },
+        Ok(why) => Decision::Hold { why },
+        // A test-only literal: if it stops parsing, every seed says so.
+        Err(e) => panic!("faultsim decision literal: {e}"),
+    }
+}
+
+/// Ways to break the agent's world on purpose, so the tests can show each check fails when its
+/// promise is broken (a check that cannot fail proves nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sabotage {
+    None,
+    /// Content sync hooks report success but put nothing on the slave.
+    HooksLie,
+    /// The agent is not told the master's own instance id.
+    MasterUnknown,
+    /// The agent runs with a cap two higher than the one the checks hold it to.
+    CapRaised,
+}
+
+/// One seed, start to end.
+pub async fn run_seed(seed: u64) -> SeedRun {
+    run_seed_with(seed, Sabotage::None).await
+}
+
+/// [`run_seed`] in a world broken by `sabotage`.
+pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (cfg, faults, start) = draw(&mut rng);
+    let mut agent_cfg = cfg.clone();
+    if sabotage == Sabotage::CapRaised {
+        agent_cfg.cap.daily_limit += 2;
+    }
+    let world = Shared(Arc::new(Mutex::new(World::new(
+        ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
+        faults,
+        start,
+    ))));
+    world.w().hooks_lie = sabotage == Sabotage::HooksLie;
+    let crash_p = [0.0, 0.05, 0.15][rng.random_range(0..3)];
+    let mut run = SeedRun {
+        seed,
+        ..SeedRun::default()
+    };
+    let mut act: Option<SimActuator> = None;
+    let mut adopted = false;
+    let mut now = start;
+    for tick in 0..FAULT_TICKS + QUIET_TICKS {
+        run.ticks = tick + 1;
+        let quiet = tick >= FAULT_TICKS;
+        now = at(now, rng.random_range(20..=MAX_TICK_SECS));
+        {
+            let mut w = world.w();
+            w.advance(now);
+            w.faults_on = !quiet;
+            if !quiet && w.crash_in.is_none() && rng.random_bool(crash_p) {
+                w.crash_in = Some(rng.random_range(1..=12));
+            }
+        }
+        if act.is_none() {
+            match open(&world, &agent_cfg, now, sabotage) {
+                Ok(a) => act = Some(a),
+                Err(e) => {
+                    run.violation = Some((tick, e));
+                    break;
+                }
+            }
+            adopted = false;
+        }
+        let Some(a) = act.as_mut() else { break };
+        if !adopted {
+            adopted = a.adopt(now).await.is_ok();
+        }
+        let stepped = adopted && a.step(now).await.is_ok();
+        if stepped && !world.w().dead {
+            if let Some(v) = untracked(&world, a) {
+                run.violation = Some((tick, v));
+                break;
+            }
+        }
+        if stepped {
+            let in_service: Vec<String> = a
+                .slaves()
+                .filter(|s| s.phase == Phase::InService)
+                .map(|s| s.id.clone())
+                .collect();
+            let d = if quiet {
+                decision(0, in_service)
+            } else {
+                match rng.random_range(0..10) {
+                    0..=2 => decision(rng.random_range(1..=3), Vec::new()),
+                    3 if !in_service.is_empty() => {
+                        let k = rng.random_range(1..=in_service.len());
+                        decision(0, in_service[..k].to_vec())
+                    }
+                    _ => decision(0, Vec::new()),
+                }
+            };
+            a.apply(&d, now).await;
+        }
+        let dead = {
+            let mut w = world.w();
+            std::mem::replace(&mut w.dead, false)
+        };
+        if dead {
+            act = None;
+            continue;
+        }
+        let settled = tick >= FAULT_TICKS + 30;
+        if let Some(v) = check(&world, a, &cfg, now, settled) {
+            run.violation = Some((tick, v));
+            break;
+        }
+    }
+    if run.violation.is_none() {
+        if let Some(a) = act.as_ref() {
+            if let Some(v) = check_end(&world, a, &cfg, now) {
+                run.violation = Some((run.ticks, v));
+            }
+        }
+    }
+    run.stats = world.w().stats;
+    run
+}
+
+/// Today's bounds in the cap's time zone, computed here from jiff alone (not the ledger's code).
+fn today(cfg: &Config, now: Timestamp) -> (Timestamp, Timestamp) {
+    let tz = TimeZone::get(&cfg.cap.time_zone).unwrap_or(TimeZone::UTC);
+    let z = now.to_zoned_datetime(tz);
+    let start = z.start_of_day().map(|s| s.timestamp()).unwrap_or(now);
+    let end = z
+        .tomorrow()
+        .and_then(|t| t.start_of_day())
+        .map(|s| s.timestamp())
+        .unwrap_or(now);
+    (start, end)
+}
+
+/// Distinct instances of ours alive at some time today (launched today, or running at its start).
+fn truth_today(w: &World, cfg: &Config, now: Timestamp) -> u32 {
+    let (start, _) = today(cfg, now);
+    let n = w
+        .instances
+        .values()
+        .filter(|i| i.ours && i.launched_at <= now)
+        .filter(|i| i.terminated_at.is_none_or(|t| t > start))
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A ledger entry is an instance EC2 launched, or an attempt of a launch still unresolved;
+/// anything else is a charge for a launch that did not happen. (The ledger may count an
+/// instance longer than it ran, when it cannot know yet that it ended: that errs safe.)
+fn charged_for_nothing(w: &World, a: &SimActuator) -> Option<String> {
+    for e in a.ledger().entries() {
+        let ok = match &e.instance_id {
+            Some(id) => w.instances.get(id).is_some_and(|i| i.ours),
+            None => a.journal().unresolved().any(|i| i.keys.contains(&e.key)),
+        };
+        if !ok {
+            return Some(format!(
+                "the ledger charges {} ({:?}) but no such launch happened and none is unresolved",
+                e.key, e.instance_id
+            ));
+        }
+    }
+    None
+}
+
+/// Right after a step that saw the fleet: every live instance of ours EC2 listed is tracked.
+fn untracked(world: &Shared, a: &SimActuator) -> Option<String> {
+    let w = world.w();
+    for i in w.instances.values().filter(|i| i.ours) {
+        let alive = matches!(
+            i.info.state,
+            actuator::cloud::InstanceState::Pending | actuator::cloud::InstanceState::Running
+        );
+        if alive && w.last_listed.contains(&i.info.id) && a.slave(&i.info.id).is_none() {
+            return Some(format!(
+                "{} is {:?} and EC2 lists it, but the actuator does not track it",
+                i.info.id, i.info.state
+            ));
+        }
+    }
+    None
+}
+
+fn check(
+    world: &Shared,
+    a: &SimActuator,
+    cfg: &Config,
+    now: Timestamp,
+    quiet: bool,
+) -> Option<String> {
+    let w = world.w();
+    if let Some(v) = w.violations.first() {
+        return Some(v.clone());
+    }
+    let truth = truth_today(&w, cfg, now);
+    if truth > cfg.cap.daily_limit {
+        return Some(format!(
+            "{truth} instances of ours alive today, cap {}",
+            cfg.cap.daily_limit
+        ));
+    }
+    if let Some(v) = charged_for_nothing(&w, a) {
+        return Some(v);
+    }
+    // Faults can hold a slave past its deadline (every call it needs failing); once they stop,
+    // two ticks is all it may take.
+    let slack = if quiet { 2 * MAX_TICK_SECS } else { 1800 };
+    for s in a.slaves() {
+        let age = now.as_second() - s.since.as_second();
+        if let Some(d) = actuator::deadline(s.phase, cfg) {
+            if age > d + slack {
+                return Some(format!(
+                    "{} has been {:?} for {age}s; its deadline is {d}s",
+                    s.id, s.phase
+                ));
+            }
+        }
+        if s.phase == Phase::InService {
+            if let Some(t) = w.instances.get(&s.id).and_then(|i| i.sick_from) {
+                let sick = now.as_second() - t.as_second();
+                let limit = i64::try_from(cfg.elb.register_timeout.get().as_secs()).unwrap_or(0);
+                if sick > limit + slack {
+                    return Some(format!(
+                        "{} is OutOfService for {sick}s but still counted as in service",
+                        s.id
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn check_end(world: &Shared, a: &SimActuator, cfg: &Config, now: Timestamp) -> Option<String> {
+    let w = world.w();
+    let left: Vec<&str> = w
+        .instances
+        .values()
+        .filter(|i| i.ours && i.terminated_at.is_none())
+        .map(|i| i.info.id.as_str())
+        .collect();
+    if !left.is_empty() {
+        return Some(format!(
+            "after the fleet was released, {left:?} still run (tracked: {:?})",
+            a.slaves()
+                .map(|s| (s.id.as_str(), s.phase))
+                .collect::<Vec<_>>()
+        ));
+    }
+    if let Some(i) = a.journal().unresolved().next() {
+        return Some(format!(
+            "launch intent {} is still unresolved at the end",
+            i.id
+        ));
+    }
+    let (truth, used) = (truth_today(&w, cfg, now), a.ledger().used(now));
+    if used < truth {
+        return Some(format!(
+            "at the end the ledger charges {used} today, but {truth} instance(s) of ours lived \
+             today"
+        ));
+    }
+    charged_for_nothing(&w, a)
+}
+
+#[cfg(test)]
+mod tests;

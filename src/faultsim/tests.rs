@@ -1,0 +1,66 @@
+//! The simulation keeps every promise over many seeds, replays a seed exactly, and can fail:
+//! each sabotage breaks one promise on purpose, and the checks must name it.
+
+use super::*;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// `burst-agent faultsim` runs 10,000 seeds in the test command (scripts/test.sh, release
+/// build); this is the debug build's share.
+#[test]
+fn seeds_keep_every_promise() {
+    let s = run(0, 1500);
+    assert_eq!(s.seeds, 1500);
+    assert!(
+        s.faults > 10_000 && s.crashes > 1000 && s.launched > 1000,
+        "the seeds must exercise faults, crashes and launches: {s:?}"
+    );
+    let failed: Vec<String> = s
+        .failed
+        .iter()
+        .map(|r| format!("{:?}; replay: {}", r.violation, replay_command(r.seed)))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let a = block_on(run_seed(7));
+    let b = block_on(run_seed(7));
+    assert_eq!(format!("{:?}", a.stats), format!("{:?}", b.stats));
+    assert_eq!(a.ticks, b.ticks);
+    let c = block_on(run_seed(8));
+    assert_ne!(format!("{:?}", a.stats), format!("{:?}", c.stats));
+}
+
+/// The first violation sabotage `s` causes in seeds 0..200, if any.
+fn first_violation(s: Sabotage) -> Option<String> {
+    (0..200).find_map(|seed| block_on(run_seed_with(seed, s)).violation.map(|(_, v)| v))
+}
+
+#[test]
+fn registering_a_slave_without_content_is_caught() {
+    let v = first_violation(Sabotage::HooksLie).expect("no violation found");
+    assert!(
+        v.contains("registered with the ELB before its content sync"),
+        "{v}"
+    );
+}
+
+#[test]
+fn touching_the_master_is_caught() {
+    let v = first_violation(Sabotage::MasterUnknown).expect("no violation found");
+    // Adopted as a slave: charged to the cap, then synced, registered or terminated.
+    assert!(v.contains(MASTER), "{v}");
+}
+
+#[test]
+fn exceeding_the_cap_is_caught() {
+    let v = first_violation(Sabotage::CapRaised).expect("no violation found");
+    assert!(v.contains("alive today, cap"), "{v}");
+}

@@ -1,0 +1,639 @@
+//! The simulated world the fault simulation runs the real actuator in: EC2 and a classic ELB
+//! as AWS documents them (eventual consistency, client tokens, slow boots, OutOfService before
+//! InService, batch calls that fail whole), the state directory's disk, and hooks, all behind
+//! the actuator's own traits ([`Cloud`], [`Disk`], [`HookRunner`]). One seeded RNG decides
+//! every fault, so a seed replays exactly.
+//!
+//! Crashes: the harness arms a countdown of *effects* (a cloud call reaching AWS, a call's
+//! effect, a file write). When it runs out the agent is dead: that call or write and everything
+//! after it fails without effect, as after `kill -9`, until the harness opens a new actuator.
+//! Violations of the promise are recorded where they happen (a foreign instance touched, a slave
+//! registered before its content sync succeeded).
+
+use crate::actuator::cloud::{
+    Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState, TAG_DRAINING_SINCE, TAG_OWNER,
+};
+use crate::actuator::runner::{Finished, HookRunner};
+use crate::actuator::HookKind;
+use crate::aws::AwsError;
+use crate::config::Hook;
+use crate::fsutil::Disk;
+use crate::hooks::HookVars;
+use jiff::Timestamp;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub const OWNER: &str = "site-elb";
+pub const MASTER: &str = "i-0master";
+
+#[derive(Clone, Debug)]
+pub struct SimInstance {
+    pub info: InstanceInfo,
+    /// Launched by this install's agent (the only ones it may touch).
+    pub ours: bool,
+    pub launched_at: Timestamp,
+    /// DescribeInstances lists it from then on (EC2 is eventually consistent).
+    pub visible_at: Timestamp,
+    pub running_at: Timestamp,
+    /// When TerminateInstances took effect.
+    pub terminated_at: Option<Timestamp>,
+    /// The ELB's health check fails from then on.
+    pub sick_from: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub calls: u64,
+    pub faults: u64,
+    pub crashes: u64,
+    pub launched: u64,
+    pub hooks: u64,
+    pub hook_failures: u64,
+}
+
+/// Fault rates and shapes, drawn per seed.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    /// Chance that a call fails (its kind drawn next).
+    pub rate: f64,
+    /// Every RunInstances in these subnets gets InsufficientInstanceCapacity in this window.
+    pub brownout: Option<(Timestamp, Timestamp, BTreeSet<String>)>,
+    /// Chance a hook fails, and that it hangs until its timeout.
+    pub hook_fail: f64,
+    pub hook_hang: f64,
+    /// Boot time range, seconds.
+    pub boot: (i64, i64),
+    /// Chance a slave's ELB health check starts failing for good while it serves.
+    pub sick: f64,
+}
+
+pub struct World {
+    pub now: Timestamp,
+    pub rng: ChaCha8Rng,
+    pub faults: Faults,
+    pub faults_on: bool,
+    /// Effects left before the agent dies; `None`: no crash armed.
+    pub crash_in: Option<u32>,
+    pub dead: bool,
+    pub instances: BTreeMap<String, SimInstance>,
+    /// Registered instances: when.
+    pub members: BTreeMap<String, Timestamp>,
+    tokens: BTreeMap<String, Vec<String>>,
+    next_id: u32,
+    /// Instances whose pre_register hook succeeded (their content is there).
+    pub synced: BTreeSet<String>,
+    pub files: BTreeMap<PathBuf, Vec<u8>>,
+    pub violations: Vec<String>,
+    /// What the last DescribeInstances that got its answer back listed.
+    pub last_listed: BTreeSet<String>,
+    pub stats: Stats,
+    pub next_intent: u64,
+    /// Sabotage: pre_register succeeds without putting content on the slave.
+    pub hooks_lie: bool,
+}
+
+#[derive(Clone)]
+pub struct Shared(pub Arc<Mutex<World>>);
+
+impl Shared {
+    pub fn w(&self) -> MutexGuard<'_, World> {
+        // A panic while holding the lock is already a failed seed; keep going to report it.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn err(op: &'static str, code: &str, retryable: bool, not_applied: bool) -> AwsError {
+    AwsError {
+        op,
+        code: code.into(),
+        message: "simulated".into(),
+        retryable,
+        not_applied,
+    }
+}
+
+/// How a faulty call fails.
+enum Fault {
+    /// The service refused (throttling): nothing happened.
+    Refused,
+    /// 5xx or a reset before the request took effect: unknown to the caller.
+    Before,
+    /// The request took effect; the answer was lost (reset, timeout).
+    After,
+}
+
+impl World {
+    pub fn new(rng: ChaCha8Rng, faults: Faults, now: Timestamp) -> Self {
+        let mut w = World {
+            now,
+            rng,
+            faults,
+            faults_on: true,
+            crash_in: None,
+            dead: false,
+            instances: BTreeMap::new(),
+            members: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            next_id: 0,
+            synced: BTreeSet::new(),
+            files: BTreeMap::new(),
+            violations: Vec::new(),
+            last_listed: BTreeSet::new(),
+            stats: Stats::default(),
+            next_intent: 0,
+            hooks_lie: false,
+        };
+        // The master itself carries the slaves' tags (built from a slave's image); another
+        // install shares the group name; an untagged leftover names an intent nobody knows.
+        let back = Timestamp::from_second(now.as_second() - 86_400).unwrap_or(now);
+        for (id, owner, intent) in [
+            (MASTER, Some(OWNER), Some("bi-000000000000")),
+            ("i-0other", Some("other-elb"), Some("bi-111111111111")),
+            ("i-0stray", None, Some("bi-222222222222")),
+        ] {
+            w.instances.insert(
+                id.into(),
+                SimInstance {
+                    info: InstanceInfo {
+                        id: id.into(),
+                        state: InstanceState::Running,
+                        private_ip: Some("10.0.0.1".into()),
+                        private_dns: None,
+                        launched_at: Some(back),
+                        intent: intent.map(str::to_string),
+                        owner: owner.map(str::to_string),
+                        draining_since: None,
+                        ended_at: None,
+                    },
+                    ours: false,
+                    launched_at: back,
+                    visible_at: back,
+                    running_at: back,
+                    terminated_at: None,
+                    sick_from: None,
+                },
+            );
+        }
+        w.members.insert(MASTER.into(), back);
+        w
+    }
+
+    /// One effect; `true` when the agent is (now) dead.
+    pub fn effect(&mut self) -> bool {
+        if self.dead {
+            return true;
+        }
+        if let Some(n) = self.crash_in.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.crash_in = None;
+                self.dead = true;
+                self.stats.crashes += 1;
+            }
+        }
+        self.dead
+    }
+
+    fn fault(&mut self, op: &'static str) -> Option<Fault> {
+        self.stats.calls += 1;
+        if !self.faults_on || self.rng.random::<f64>() >= self.faults.rate {
+            return None;
+        }
+        self.stats.faults += 1;
+        Some(match self.rng.random_range(0..3) {
+            0 => Fault::Refused,
+            1 => Fault::Before,
+            _ => Fault::After,
+        })
+        .filter(|_| !op.is_empty())
+    }
+
+    /// Runs one call: the crash point before it, a fault, the effect, the crash point after.
+    fn call<T>(
+        &mut self,
+        op: &'static str,
+        f: impl FnOnce(&mut World) -> Result<T, AwsError>,
+    ) -> Result<T, AwsError> {
+        if self.effect() {
+            return Err(err(op, "Dispatch", true, false));
+        }
+        let fault = self.fault(op);
+        match fault {
+            Some(Fault::Refused) => return Err(err(op, "RequestLimitExceeded", true, true)),
+            Some(Fault::Before) => return Err(err(op, "InternalError", true, false)),
+            _ => {}
+        }
+        let out = f(self);
+        if self.effect() || matches!(fault, Some(Fault::After)) {
+            return Err(err(op, "Timeout", true, false));
+        }
+        out
+    }
+
+    /// Lets time act: boots finish, shutting-down ends, the ELB's health checks settle.
+    pub fn advance(&mut self, now: Timestamp) {
+        self.now = now;
+        for i in self.instances.values_mut() {
+            match i.info.state {
+                InstanceState::Pending if now >= i.running_at => {
+                    i.info.state = InstanceState::Running;
+                }
+                InstanceState::ShuttingDown
+                    if i.terminated_at
+                        .is_some_and(|t| now.as_second() - t.as_second() >= 30) =>
+                {
+                    i.info.state = InstanceState::Terminated;
+                    i.info.ended_at = i.terminated_at;
+                    self.members.remove(&i.info.id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn visible(&self, id: &str) -> bool {
+        self.instances.get(id).is_some_and(|i| {
+            self.now >= i.visible_at
+                && i
+                    .terminated_at
+                    .is_none_or(|t| self.now.as_second() - t.as_second() <= 3600)
+        })
+    }
+
+    fn touch(&mut self, op: &str, ids: &[String]) {
+        for id in ids {
+            if self.instances.get(id).is_some_and(|i| !i.ours) {
+                let v = format!("{op} touched {id}, which is not this agent's");
+                self.violations.push(v);
+            }
+        }
+    }
+
+    fn launch(&mut self, req: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
+        if let Some(ids) = self.tokens.get(&req.client_token) {
+            // EC2's idempotency: the same token answers with the first call's instances.
+            return Ok(ids
+                .iter()
+                .map(|id| self.instances[id].info.clone())
+                .collect());
+        }
+        if let Some((from, to, subnets)) = &self.faults.brownout {
+            let here = req.subnet.as_deref().unwrap_or("");
+            if self.now >= *from && self.now < *to && subnets.contains(here) {
+                return Err(err(
+                    "RunInstances",
+                    "InsufficientInstanceCapacity",
+                    true,
+                    true,
+                ));
+            }
+        }
+        let n = req.max.max(req.min);
+        let mut out = Vec::new();
+        for _ in 0..n {
+            self.next_id += 1;
+            let id = format!("i-{:08x}", self.next_id);
+            let (lo, hi) = self.faults.boot;
+            let boot = self.rng.random_range(lo..=hi);
+            let lag = self.rng.random_range(0..=90);
+            let sick = self.rng.random::<f64>() < self.faults.sick;
+            let at = |s: i64| Timestamp::from_second(self.now.as_second() + s).unwrap_or(self.now);
+            let info = InstanceInfo {
+                id: id.clone(),
+                state: InstanceState::Pending,
+                private_ip: Some(format!(
+                    "10.1.{}.{}",
+                    self.next_id / 250,
+                    self.next_id % 250
+                )),
+                private_dns: None,
+                launched_at: Some(req.launched_at),
+                intent: Some(req.intent.clone()),
+                owner: Some(req.owner.clone()),
+                draining_since: None,
+                ended_at: None,
+            };
+            self.instances.insert(
+                id.clone(),
+                SimInstance {
+                    info: info.clone(),
+                    ours: true,
+                    launched_at: self.now,
+                    visible_at: at(lag),
+                    running_at: at(boot),
+                    terminated_at: None,
+                    sick_from: sick.then(|| at(boot + self.rng.random_range(60..=1800))),
+                },
+            );
+            self.stats.launched += 1;
+            out.push(info);
+        }
+        self.tokens.insert(
+            req.client_token.clone(),
+            out.iter().map(|i| i.id.clone()).collect(),
+        );
+        Ok(out)
+    }
+
+    /// Every id must be known to EC2 by now, or the whole call fails (as EC2's batch calls do).
+    fn known(&self, op: &'static str, ids: &[String], code: &str) -> Result<(), AwsError> {
+        if ids.iter().all(|id| self.visible(id)) {
+            Ok(())
+        } else {
+            Err(err(op, code, false, true))
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SimCloud(pub Shared);
+
+impl Cloud for SimCloud {
+    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
+        let mut w = self.0.w();
+        w.call("RunInstances", |w| w.launch(req))
+    }
+
+    async fn describe_group(&self) -> Result<Vec<InstanceInfo>, AwsError> {
+        let mut w = self.0.w();
+        let listed: Vec<InstanceInfo> = w.call("DescribeInstances", |w| {
+            Ok(w.instances
+                .values()
+                .filter(|i| w.visible(&i.info.id))
+                .map(|i| i.info.clone())
+                .collect())
+        })?;
+        w.last_listed = listed.iter().map(|i| i.id.clone()).collect();
+        Ok(listed)
+    }
+
+    async fn elb_members(&self) -> Result<BTreeMap<String, MemberState>, AwsError> {
+        let mut w = self.0.w();
+        w.call("DescribeInstanceHealth", |w| {
+            let now = w.now;
+            Ok(w.members
+                .iter()
+                .map(|(id, since)| {
+                    let i = &w.instances[id];
+                    let healthy = i.info.state == InstanceState::Running
+                        && now.as_second() - since.as_second() >= 20
+                        && i.sick_from.is_none_or(|t| now < t);
+                    let state = if healthy {
+                        MemberState::InService
+                    } else {
+                        MemberState::OutOfService
+                    };
+                    (id.clone(), state)
+                })
+                .collect())
+        })
+    }
+
+    async fn register(&self, ids: &[String]) -> Result<(), AwsError> {
+        let mut w = self.0.w();
+        w.call("RegisterInstancesWithLoadBalancer", |w| {
+            // The classic ELB refuses the whole call if one instance is not running.
+            let op = "RegisterInstancesWithLoadBalancer";
+            w.known(op, ids, "InvalidInstance")?;
+            if ids
+                .iter()
+                .any(|id| w.instances[id].info.state != InstanceState::Running)
+            {
+                return Err(err(op, "InvalidInstance", false, true));
+            }
+            w.touch("RegisterInstances", ids);
+            for id in ids {
+                if !w.synced.contains(id) {
+                    let v = format!("{id} registered with the ELB before its content sync");
+                    w.violations.push(v);
+                }
+                let now = w.now;
+                w.members.entry(id.clone()).or_insert(now);
+            }
+            Ok(())
+        })
+    }
+
+    async fn deregister(&self, ids: &[String]) -> Result<(), AwsError> {
+        let mut w = self.0.w();
+        w.call("DeregisterInstancesFromLoadBalancer", |w| {
+            let op = "DeregisterInstancesFromLoadBalancer";
+            if ids.iter().any(|id| !w.members.contains_key(id)) {
+                // As AwsCloud maps it: one id already out is what was asked; in a batch, the
+                // whole call failed and nothing was deregistered.
+                return if ids.len() == 1 {
+                    Ok(())
+                } else {
+                    Err(err(op, "InvalidInstance", false, true))
+                };
+            }
+            w.touch("DeregisterInstances", ids);
+            for id in ids {
+                w.members.remove(id);
+            }
+            Ok(())
+        })
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
+        let mut w = self.0.w();
+        w.call("TerminateInstances", |w| {
+            let op = "TerminateInstances";
+            if let Err(e) = w.known(op, ids, "InvalidInstanceID.NotFound") {
+                // AwsCloud: a single unknown id is already gone.
+                return if ids.len() == 1 { Ok(()) } else { Err(e) };
+            }
+            w.touch("TerminateInstances", ids);
+            let now = w.now;
+            for id in ids {
+                if let Some(i) = w.instances.get_mut(id) {
+                    if i.terminated_at.is_none() {
+                        i.terminated_at = Some(now);
+                        i.info.state = InstanceState::ShuttingDown;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {
+        let mut w = self.0.w();
+        w.call("CreateTags", |w| {
+            w.known("CreateTags", ids, "InvalidInstanceID.NotFound")?;
+            w.touch("CreateTags", ids);
+            for id in ids {
+                if let Some(i) = w.instances.get_mut(id) {
+                    match key {
+                        TAG_DRAINING_SINCE => i.info.draining_since = value.parse().ok(),
+                        TAG_OWNER => i.info.owner = Some(value.into()),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The state directory in memory; a write after the crash point is lost.
+pub struct MemDisk(pub Shared);
+
+impl Disk for MemDisk {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.0
+            .w()
+            .files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut w = self.0.w();
+        if w.effect() {
+            return Err(io::Error::other("simulated crash"));
+        }
+        w.files.insert(path.to_path_buf(), bytes.to_vec());
+        Ok(())
+    }
+    fn quarantine(&self, path: &Path, unix_seconds: i64) -> io::Result<PathBuf> {
+        let mut w = self.0.w();
+        if w.effect() {
+            return Err(io::Error::other("simulated crash"));
+        }
+        let bytes = w
+            .files
+            .remove(path)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".corrupt-{unix_seconds}"));
+        let aside = PathBuf::from(aside);
+        w.files.insert(aside.clone(), bytes);
+        Ok(aside)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut w = self.0.w();
+        if w.effect() {
+            return Err(io::Error::other("simulated crash"));
+        }
+        let bytes = w
+            .files
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        w.files.insert(to.to_path_buf(), bytes);
+        Ok(())
+    }
+}
+
+struct SimHook {
+    kind: HookKind,
+    done_at: Timestamp,
+    result: Result<(), String>,
+    detached: bool,
+}
+
+/// Hooks that succeed, fail or hang until their timeout, as the seed says. A pre_register that
+/// succeeds puts the content on its slave ([`World::synced`]).
+pub struct SimHooks {
+    world: Shared,
+    attached: BTreeMap<String, SimHook>,
+    detached: Vec<(String, SimHook)>,
+}
+
+impl SimHooks {
+    pub fn new(world: Shared) -> Self {
+        SimHooks {
+            world,
+            attached: BTreeMap::new(),
+            detached: Vec::new(),
+        }
+    }
+
+    fn draw(&self, kind: HookKind, hook: &Hook, detached: bool) -> SimHook {
+        let mut w = self.world.w();
+        w.stats.hooks += 1;
+        let budget = i64::try_from(hook.timeout.get().as_secs()).unwrap_or(60);
+        let r: f64 = w.rng.random();
+        let (secs, result) = if r < w.faults.hook_hang {
+            (budget, Err(format!("timed out after {budget}s")))
+        } else if r < w.faults.hook_hang + w.faults.hook_fail {
+            (w.rng.random_range(1..=budget), Err("exit status 23".into()))
+        } else {
+            (w.rng.random_range(1..=budget.clamp(1, 120)), Ok(()))
+        };
+        if result.is_err() {
+            w.stats.hook_failures += 1;
+        }
+        SimHook {
+            kind,
+            done_at: Timestamp::from_second(w.now.as_second() + secs).unwrap_or(w.now),
+            result,
+            detached,
+        }
+    }
+}
+
+impl HookRunner for SimHooks {
+    fn start(&mut self, id: &str, kind: HookKind, hook: &Hook, _vars: HookVars) {
+        let h = self.draw(kind, hook, false);
+        self.attached.insert(id.to_string(), h);
+    }
+    fn start_detached(&mut self, id: &str, kind: HookKind, hook: &Hook, _vars: HookVars) {
+        let h = self.draw(kind, hook, true);
+        self.detached.push((id.to_string(), h));
+    }
+    fn abort(&mut self, id: &str) {
+        self.attached.remove(id);
+    }
+    fn has(&self, id: &str) -> bool {
+        self.attached.contains_key(id)
+    }
+    fn in_flight(&self) -> usize {
+        self.attached.len() + self.detached.len()
+    }
+    fn finished(&mut self) -> Vec<Finished> {
+        let mut w = self.world.w();
+        let now = w.now;
+        let mut out = Vec::new();
+        let done: Vec<String> = self
+            .attached
+            .iter()
+            .filter(|(_, h)| h.done_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut ended: Vec<(String, SimHook)> = done
+            .into_iter()
+            .filter_map(|id| self.attached.remove(&id).map(|h| (id, h)))
+            .collect();
+        let (gone, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.detached)
+            .into_iter()
+            .partition(|(_, h)| h.done_at <= now);
+        self.detached = still;
+        ended.extend(gone);
+        for (id, h) in ended {
+            // Content reached the slave (before the agent hears of it).
+            if h.kind == HookKind::PreRegister && h.result.is_ok() && !w.dead && !w.hooks_lie {
+                w.synced.insert(id.clone());
+            }
+            out.push(Finished {
+                id,
+                kind: h.kind,
+                result: h.result,
+                secs: 0.0,
+                detached: h.detached,
+            });
+        }
+        out
+    }
+    async fn drain(&mut self, _deadline: Duration) -> usize {
+        let n = self.in_flight();
+        self.attached.clear();
+        self.detached.clear();
+        n
+    }
+}
