@@ -58,6 +58,8 @@ echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo deb"
 cargo deb --locked
+echo "==> fault and crash simulation: 10,000 seeds (RELIABILITY.md)"
+target/release/burst-agent faultsim --seeds 10000
 echo "==> cargo test"
 cargo test --locked --lib --bins --tests
 if [ -z "${SKIP_BENCH:-}" ]; then

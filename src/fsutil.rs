@@ -69,11 +69,23 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Moves a file that could not be read aside (`NAME.corrupt-<unix seconds>`), so a rebuilt one can
 /// take its place without losing what it held. Returns the new path.
 pub fn quarantine(path: &Path, unix_seconds: i64) -> io::Result<PathBuf> {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".corrupt-{unix_seconds}"));
-    let aside = PathBuf::from(aside);
-    fs::rename(path, &aside)?;
-    Ok(aside)
+    // Never over an earlier one kept aside in the same second.
+    for n in 0..1000 {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".corrupt-{unix_seconds}"));
+        if n > 0 {
+            aside.push(format!("-{n}"));
+        }
+        let aside = PathBuf::from(aside);
+        if fs::symlink_metadata(&aside).is_err() {
+            fs::rename(path, &aside)?;
+            return Ok(aside);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("{}: too many files kept aside", path.display()),
+    ))
 }
 
 #[cfg(test)]

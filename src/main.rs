@@ -42,6 +42,15 @@ enum Command {
     },
     /// Replay a load trace through the real policy and cap ledger next to baselines.
     Simulate(SimulateArgs),
+    /// With the agent stopped: rebuild the burst cap ledger from the state, the launch journal
+    /// and the instances' tags, and lift a block that waits for an operator (README:
+    /// troubleshooting).
+    Repair {
+        /// Instances used today, if you know more were than the agent can see (billing,
+        /// CloudTrail): the ledger counts at least this many until the day ends.
+        #[arg(long, value_name = "N")]
+        used_today: Option<u32>,
+    },
     /// Seeded fault and crash simulation of the actuator: check the promises (RELIABILITY.md).
     Faultsim {
         /// How many seeds to run, from --first.
@@ -170,6 +179,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Simulate(args) => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
             simulate(&cfg, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Repair { used_today } => {
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+            let lines =
+                burst_agent::daemon::repair(cfg, used_today).context("burst-agent repair")?;
+            for l in lines {
+                println!("{l}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Faultsim {

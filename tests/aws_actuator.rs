@@ -437,15 +437,30 @@ async fn an_open_launch_intent_is_resolved_once_after_a_crash() {
     assert_eq!(again.ledger().used(Timestamp::now()), 2);
 }
 
+/// A damaged state file never resets the cap: what still reads is kept and rebuilt at adoption
+/// with the journal and the tags; a file with nothing readable blocks launches until an
+/// operator runs `burst-agent repair`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_ledger_blocks_launches_until_adoption_rebuilds_it_from_tags() {
+async fn a_corrupt_state_file_blocks_launches_until_rebuilt_or_repaired() {
     let site = Site::new("corrupt").await;
     {
         let mut act = site.actuator();
         act.apply(&scale_out(2), Timestamp::now()).await;
     }
     let path = site.cfg.agent.state_dir.join("state.json");
-    std::fs::write(&path, "{ not json").unwrap();
+    let aside = || {
+        std::fs::read_dir(&site.cfg.agent.state_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+            .count()
+    };
+
+    // Damaged, partly readable: one field of one entry is wrong.
+    let good = std::fs::read_to_string(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["cap"]["entries"][0]["launched_at"] = "yesterday".into();
+    std::fs::write(&path, v.to_string()).unwrap();
     let mut act = site.actuator();
     assert!(act.ledger().is_blocked().is_some());
     let refused = act.apply(&scale_out(1), Timestamp::now()).await;
@@ -453,13 +468,32 @@ async fn a_corrupt_ledger_blocks_launches_until_adoption_rebuilds_it_from_tags()
     assert!(refused.launched.is_empty());
     act.adopt(Timestamp::now()).await.unwrap();
     assert!(act.ledger().is_blocked().is_none());
+    assert_eq!(
+        act.ledger().used(Timestamp::now()),
+        2,
+        "rebuilt from the readable entry, the journal and the tags"
+    );
+    assert_eq!(aside(), 1, "the damaged file is kept aside");
+    drop(act);
+
+    // Nothing readable: blocked until an operator repairs, across restarts.
+    std::fs::write(&path, "{ not json").unwrap();
+    let mut act = site.actuator();
+    act.adopt(Timestamp::now()).await.unwrap();
+    let why = act.ledger().is_blocked().unwrap().to_string();
+    assert!(why.contains("burst-agent repair"), "{why}");
+    drop(act);
+    let mut act = site.actuator();
+    act.adopt(Timestamp::now()).await.unwrap();
+    assert!(
+        act.ledger().is_blocked().is_some(),
+        "still blocked after a restart"
+    );
+    let lines = act.repair(Timestamp::now(), None).await.unwrap();
+    assert!(lines.iter().any(|l| l.contains("known: 2")), "{lines:?}");
+    assert!(act.ledger().is_blocked().is_none());
     assert_eq!(act.ledger().used(Timestamp::now()), 2, "rebuilt from tags");
-    let aside: Vec<_> = std::fs::read_dir(&site.cfg.agent.state_dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
-        .collect();
-    assert_eq!(aside.len(), 1, "the corrupt file is kept aside");
+    assert_eq!(aside(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

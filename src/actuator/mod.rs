@@ -30,7 +30,7 @@ use crate::cap::{self, CapLedger, Seen};
 use crate::config::{Config, Hook};
 use crate::fsutil::{Disk, RealDisk};
 use crate::hooks::{self, HookVars};
-use crate::policy::{Decision, SlaveObservation, SlaveState};
+use crate::policy::{Decision, History, SlaveObservation, SlaveState};
 use cloud::{
     Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState, TAG_DRAINING_SINCE, TAG_OWNER,
 };
@@ -163,6 +163,12 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     disk: Arc<dyn Disk>,
     ledger: CapLedger,
     journal: Journal,
+    /// The policy's memory, kept in state.json with the ledger.
+    history: History,
+    /// Scale-out is blocked until an operator runs `burst-agent repair`: why.
+    needs_repair: Option<String>,
+    /// No state was found at open: adoption tells a first start from lost state.
+    fresh: bool,
     /// The files state.json replaced are renamed once it is written.
     legacy_retired: bool,
     slaves: BTreeMap<String, Slave>,
@@ -385,13 +391,17 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         for e in &loaded.error {
             tracing::error!("{e}");
         }
-        let (ledger, journal) = (loaded.ledger, loaded.journal);
+        let (ledger, journal, history) = (loaded.ledger, loaded.journal, loaded.history);
+        let (needs_repair, fresh) = (loaded.needs_repair, loaded.fresh);
         Ok(Actuator {
             cloud,
             cfg: cfg.clone(),
             disk,
             ledger,
             journal,
+            history,
+            needs_repair,
+            fresh,
             legacy_retired: false,
             slaves: BTreeMap::new(),
             hooks,
@@ -483,6 +493,87 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     pub fn ledger(&self) -> &CapLedger {
         &self.ledger
+    }
+
+    /// What the policy remembered when the agent last wrote its state.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Keeps the policy's memory with the state. Written at once when the last scaling or the
+    /// last time slaves were needed changed (cooldowns must survive a restart); otherwise with
+    /// the next write.
+    pub fn keep_history(&mut self, h: &History, now: Timestamp) {
+        let marks = |h: &History| (h.last_scale_out, h.last_scale_in, h.last_needed);
+        let changed = marks(h) != marks(&self.history);
+        self.history = h.clone();
+        if changed && !self.cfg.agent.dry_run {
+            self.save_state(now, &mut Report::default());
+        }
+    }
+
+    /// Writes the state now (at shutdown).
+    pub fn flush(&mut self, now: Timestamp) -> bool {
+        self.cfg.agent.dry_run || self.save_state(now, &mut Report::default())
+    }
+
+    /// Why scale-out waits for `burst-agent repair`, if it does.
+    pub fn needs_repair(&self) -> Option<&str> {
+        self.needs_repair.as_deref()
+    }
+
+    /// `burst-agent repair`: rebuilds the ledger from what is known (the readable state, the
+    /// journal, every instance of ours EC2 lists), counts at least `used_today` instances today
+    /// when the operator says more were used (from billing or CloudTrail), clears the block and
+    /// writes the state. Returns what it did, line by line.
+    pub async fn repair(
+        &mut self,
+        now: Timestamp,
+        used_today: Option<u32>,
+    ) -> Result<Vec<String>, ActuatorError> {
+        let mut report = Report::default();
+        let instances = self.cloud.describe_group().await?;
+        let members = self.cloud.elb_members().await?;
+        let instances = self.claim(instances, &members, now, &mut report).await;
+        let mut out = vec![match &self.needs_repair {
+            Some(why) => format!("was blocked: {why}"),
+            None => match self.ledger.is_blocked() {
+                Some(why) => format!("was blocked: {why}"),
+                None => "was not blocked".to_string(),
+            },
+        }];
+        let mut entries = rebuild_entries(self.ledger.entries(), &self.journal, &instances, now);
+        let (_, day_start, _) = self.ledger.day_bounds(now);
+        let probe = self.ledger.clone().rebuilt_from(entries.clone());
+        let known = probe.used(now);
+        out.push(format!(
+            "known: {known} instance(s) today from the state, the journal and {} instance(s)              EC2 lists for this install",
+            instances.len()
+        ));
+        if let Some(n) = used_today.filter(|n| *n > known) {
+            for k in 1..=(n - known) {
+                entries.push(cap::Entry {
+                    key: format!("repair-{}#{k}", now.as_second()),
+                    instance_id: None,
+                    launched_at: day_start,
+                    ended_at: Some(now),
+                });
+            }
+            out.push(format!(
+                "counted {} more, as the operator said {n} were used today",
+                n - known
+            ));
+        }
+        self.ledger = self.ledger.clone().rebuilt_from(entries);
+        self.needs_repair = None;
+        if !self.save_state(now, &mut report) {
+            return Err(ActuatorError::Ledger {
+                path: state::path_in(&self.cfg.agent.state_dir),
+                why: report.errors.join("; "),
+            });
+        }
+        out.push(format!("burst cap now {}", self.ledger.status(now)));
+        Ok(out)
     }
 
     pub fn slaves(&self) -> impl Iterator<Item = &Slave> {
@@ -578,7 +669,13 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// On failure nothing is launched: the write-ahead rule needs it on disk first.
     fn save_state(&mut self, now: Timestamp, report: &mut Report) -> bool {
         let dir = self.cfg.agent.state_dir.clone();
-        match state::save(self.disk.as_ref(), &dir, &self.ledger, &self.journal) {
+        let snap = state::Snapshot {
+            ledger: &self.ledger,
+            journal: &self.journal,
+            history: &self.history,
+            needs_repair: self.needs_repair.as_deref(),
+        };
+        match state::write(self.disk.as_ref(), &dir, &snap) {
             Ok(()) => {
                 if !std::mem::replace(&mut self.legacy_retired, true) {
                     state::retire_legacy(self.disk.as_ref(), &dir);
@@ -643,7 +740,24 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let instances = self.cloud.describe_group().await?;
         let members = self.cloud.elb_members().await?;
         let instances = self.claim(instances, &members, now, &mut report).await;
-        if let Some(why) = self.ledger.is_blocked().map(str::to_string) {
+        if std::mem::take(&mut self.fresh) && !instances.is_empty() {
+            let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+            let why = format!(
+                "no state in {} but EC2 lists {} instance(s) this install launched ({}): the \
+                 state was lost, and launches EC2 no longer lists cannot be counted; check \
+                 today's launches, then run `burst-agent repair` (--used-today N)",
+                self.cfg.agent.state_dir.display(),
+                ids.len(),
+                ids.join(", ")
+            );
+            self.error(now, &mut report, why.clone());
+            self.needs_repair = Some(why.clone());
+            self.ledger = self.ledger.clone().blocked(why);
+        }
+        if let (Some(why), None) = (
+            self.ledger.is_blocked().map(str::to_string),
+            &self.needs_repair,
+        ) {
             let rebuilt = self.ledger.clone().rebuilt_from(rebuild_entries(
                 self.ledger.entries(),
                 &self.journal,
@@ -1295,6 +1409,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                             self.error(now, &mut report, msg);
                         }
                     }
+                }
+                // Out of the ELB already (a deregistration whose answer was lost, or someone
+                // else's): nothing to call; its drain starts now.
+                Phase::Releasing if !members.contains_key(&id) && !self.hooks.has(&id) => {
+                    self.set_phase(&id, Phase::Draining, now);
                 }
                 Phase::Releasing if overdue => {
                     self.hooks.abort(&id);

@@ -14,6 +14,7 @@ use crate::cap::store::{self as ledger_store, Stored};
 use crate::cap::{CapLedger, Entry};
 use crate::config::CapConfig;
 use crate::fsutil::Disk;
+use crate::policy::History;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,13 @@ struct OnDisk {
     version: u32,
     cap: Stored,
     intents: Vec<Intent>,
+    /// What the policy remembers between ticks (cooldowns, stabilization, last scaling), so a
+    /// restart does not scale as if nothing had happened.
+    #[serde(default)]
+    history: History,
+    /// Scale-out stays blocked until an operator runs `burst-agent repair`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    needs_repair: Option<String>,
 }
 
 pub fn path_in(state_dir: &Path) -> PathBuf {
@@ -38,6 +46,11 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
 pub struct Loaded {
     pub ledger: CapLedger,
     pub journal: Journal,
+    pub history: History,
+    /// No state at all (first start, or the state was lost: adoption tells which).
+    pub fresh: bool,
+    /// Scale-out is blocked until `burst-agent repair`: why.
+    pub needs_repair: Option<String>,
     pub warn: Vec<String>,
     pub error: Vec<String>,
 }
@@ -68,15 +81,31 @@ pub fn load(
             return Ok(Loaded {
                 ledger: empty(cfg)?.blocked(why.clone()),
                 journal: Journal::new(),
+                history: History::new(),
+                fresh: false,
+                needs_repair: None,
                 warn: Vec::new(),
                 error: vec![why],
             });
         }
     };
-    match parse(&bytes).and_then(|d| Ok((d.cap.into_ledger(cfg, now)?, d.intents))) {
-        Ok((ledger, intents)) => Ok(Loaded {
-            ledger,
+    match parse(&bytes).and_then(|d| {
+        Ok((
+            d.cap.into_ledger(cfg, now)?,
+            d.intents,
+            d.history,
+            d.needs_repair,
+        ))
+    }) {
+        Ok((ledger, intents, history, needs_repair)) => Ok(Loaded {
+            ledger: match &needs_repair {
+                Some(why) => ledger.blocked(why.clone()),
+                None => ledger,
+            },
             journal: Journal::with(intents),
+            history,
+            fresh: false,
+            needs_repair,
             warn: Vec::new(),
             error: Vec::new(),
         }),
@@ -94,9 +123,22 @@ pub fn load(
             if let Err(e) = &aside {
                 error.push(format!("could not keep {} aside: {e}", path.display()));
             }
+            // Nothing readable: what the ledger held cannot be rebuilt from tags alone (EC2
+            // forgets terminated instances within about an hour); an operator must say.
+            let needs_repair = (entries.is_empty() && intents.is_empty()).then(|| {
+                format!(
+                    "{why}: nothing in it could be read, so today's launches cannot be counted; \
+                     run `burst-agent repair`"
+                )
+            });
             Ok(Loaded {
-                ledger: empty(cfg)?.with_entries(entries).blocked(why),
+                ledger: empty(cfg)?
+                    .with_entries(entries)
+                    .blocked(needs_repair.clone().unwrap_or(why)),
                 journal: Journal::with(intents),
+                history: History::new(),
+                fresh: false,
+                needs_repair,
                 warn: Vec::new(),
                 error,
             })
@@ -149,11 +191,15 @@ fn legacy(
 ) -> Result<Loaded, String> {
     let (mut warn, mut error) = (Vec::new(), Vec::new());
     let lpath = ledger_store::path_in(state_dir);
+    let mut fresh = false;
     let ledger = match ledger_store::load_from(disk, &lpath, cfg, now)? {
         ledger_store::Loaded::Ok(l) => l,
         ledger_store::Loaded::Missing(l, _) => {
+            fresh = true;
             warn.push(format!(
-                "no {} in {}: starting with an empty burst cap ledger (normal on first start)",
+                "no {} in {}: starting with an empty burst cap ledger (normal on first start; \
+                 if EC2 lists instances this install launched, launches stay blocked until \
+                 `burst-agent repair`)",
                 FILE_NAME,
                 state_dir.display()
             ));
@@ -176,25 +222,53 @@ fn legacy(
             Journal::new()
         }
     };
+    let fresh = fresh && journal.intents.is_empty();
     Ok(Loaded {
         ledger,
         journal,
+        history: History::new(),
+        fresh,
+        needs_repair: None,
         warn,
         error,
     })
 }
 
-/// Writes ledger and intents in one atomic replacement.
+/// Everything state.json holds, to write it.
+pub struct Snapshot<'a> {
+    pub ledger: &'a CapLedger,
+    pub journal: &'a Journal,
+    pub history: &'a History,
+    pub needs_repair: Option<&'a str>,
+}
+
+/// Writes ledger and intents (and the policy's history) in one atomic replacement.
 pub fn save(
     disk: &dyn Disk,
     state_dir: &Path,
     ledger: &CapLedger,
     journal: &Journal,
 ) -> std::io::Result<()> {
+    write(
+        disk,
+        state_dir,
+        &Snapshot {
+            ledger,
+            journal,
+            history: &History::new(),
+            needs_repair: None,
+        },
+    )
+}
+
+/// Writes `s` in one atomic replacement of state.json.
+pub fn write(disk: &dyn Disk, state_dir: &Path, s: &Snapshot<'_>) -> std::io::Result<()> {
     let d = OnDisk {
         version: VERSION,
-        cap: Stored::of(ledger),
-        intents: journal.intents.clone(),
+        cap: Stored::of(s.ledger),
+        intents: s.journal.intents.clone(),
+        history: s.history.clone(),
+        needs_repair: s.needs_repair.map(str::to_string),
     };
     let mut bytes = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
     bytes.push(b'\n');

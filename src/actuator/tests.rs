@@ -485,7 +485,11 @@ fn ownership_needs_this_installs_owner_tag_and_never_takes_the_master() {
 #[tokio::test]
 async fn instances_that_are_not_ours_are_never_synced_registered_or_terminated() {
     let d = tempfile::tempdir().unwrap();
-    let (fake, mut act) = setup(d.path());
+    let (fake, act) = setup(d.path());
+    // An agent that has run here before (a first start that finds a slave of ours would wait
+    // for `burst-agent repair`: see lost_state_with_our_instances_in_ec2_...).
+    state::save(&RealDisk, d.path(), act.ledger(), act.journal()).unwrap();
+    let mut act = Actuator::open(fake.clone(), &act.cfg, at(0)).unwrap();
     act.set_own_instance(Some("i-master".into()));
     {
         let mut w = fake.w();
@@ -772,4 +776,67 @@ async fn with_no_capacity_for_the_type_anywhere_the_fallback_types_are_tried_in_
         "{:?}",
         r.errors
     );
+}
+
+#[tokio::test]
+async fn lost_state_with_our_instances_in_ec2_blocks_launches_until_repair() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let id = act.apply(&decision(2), at(0)).await.launched[0].clone();
+    settle(&mut act, at(1)).await;
+    drop(act);
+    std::fs::remove_file(state::path_in(d.path())).unwrap();
+
+    let mut cfg = Config::default();
+    cfg.agent.state_dir = d.path().to_path_buf();
+    cfg.cap.time_zone = "UTC".into();
+    cfg.elb.name = "site-elb".into();
+    let mut again = Actuator::open(fake.clone(), &cfg, at(100)).unwrap();
+    let r = again.adopt(at(100)).await.unwrap();
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.contains("burst-agent repair") && e.contains(&id)),
+        "{r:?}"
+    );
+    let refused = again.apply(&decision(1), at(101)).await;
+    assert_eq!(refused.refused, 1, "blocked until an operator repairs");
+    // Still blocked after a restart: the block is in state.json, not in memory.
+    drop(again);
+    let mut again = Actuator::open(fake.clone(), &cfg, at(102)).unwrap();
+    again.adopt(at(102)).await.unwrap();
+    assert!(again.needs_repair().is_some());
+    assert_eq!(again.apply(&decision(1), at(103)).await.refused, 1);
+
+    // The operator knows 5 were used today (billing): the ledger counts at least that.
+    let lines = again.repair(at(104), Some(5)).await.unwrap();
+    assert!(lines.iter().any(|l| l.contains("known: 2")), "{lines:?}");
+    assert!(again.needs_repair().is_none());
+    assert_eq!(again.ledger().used(at(105)), 5);
+    assert_eq!(again.apply(&decision(1), at(105)).await.launched.len(), 1);
+    assert_eq!(again.ledger().used(at(106)), 6);
+}
+
+#[tokio::test]
+async fn a_first_start_with_no_instances_of_ours_is_not_blocked() {
+    let d = tempfile::tempdir().unwrap();
+    let (_fake, mut act) = setup(d.path());
+    let r = act.adopt(at(0)).await.unwrap();
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert!(act.needs_repair().is_none());
+    assert_eq!(act.apply(&decision(1), at(1)).await.launched.len(), 1);
+}
+
+#[tokio::test]
+async fn the_policys_cooldowns_survive_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let mut h = act.history().clone();
+    assert_eq!(h.last_scale_out, None);
+    let cfg = act.cfg.clone();
+    h.record(&cfg.policy, at(10), &decision(1));
+    act.keep_history(&h, at(10));
+    drop(act);
+    let again = Actuator::open(fake, &cfg, at(20)).unwrap();
+    assert_eq!(again.history().last_scale_out, Some(at(10)));
 }

@@ -72,6 +72,33 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     rt.block_on(run_async(cfg, opts))
 }
 
+/// `burst-agent repair`: with the agent stopped (it takes the state directory's lock), rebuilds
+/// the cap ledger from the state, the journal and the instances' tags, counts at least
+/// `used_today` today, and clears a block that waits for an operator. Returns what it did.
+pub fn repair(cfg: Config, used_today: Option<u32>) -> Result<Vec<String>, DaemonError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    rt.block_on(async move {
+        let mut cfg = cfg;
+        cfg.agent.dry_run = false;
+        let state_dir = prepare_state_dir(&mut cfg)?;
+        let _lock = lock::StateLock::acquire(&state_dir)?;
+        let aws = connect(&cfg)
+            .await
+            .map_err(DaemonError::Start)?
+            .ok_or_else(|| DaemonError::Start("repair needs AWS: no client".into()))?;
+        let (_, own) = identity(&cfg, true).await;
+        let cloud = AwsCloud::new(aws, &cfg.agent.group, &cfg.elb.name, &cfg.fleet)
+            .map_err(|e| DaemonError::Start(e.to_string()))?;
+        let now = Timestamp::now();
+        let mut a = Actuator::open(cloud, &cfg, now)?;
+        a.set_own_instance(own);
+        Ok(a.repair(now, used_today).await?)
+    })
+}
+
 fn notify(states: &[NotifyState]) {
     // Not under systemd (no NOTIFY_SOCKET) this does nothing.
     if let Err(e) = sd_notify::notify(false, states) {
@@ -612,7 +639,10 @@ impl Master<'_> {
             None => stored.clone(),
         };
         let mut tick = Tick {
-            history: History::new(),
+            // Cooldowns and the last scaling survive a restart.
+            history: actuator
+                .as_ref()
+                .map_or_else(History::new, |a| a.history().clone()),
             adopted: false,
             last_read: None,
             fleet_metrics: BTreeMap::new(),
@@ -648,6 +678,9 @@ impl Master<'_> {
             }
             let ledger = ledger_now(&actuator, &stored_ledger);
             let decision = self.decide(&actuator, &ledger, &mut tick, now);
+            if let Some(a) = actuator.as_mut() {
+                a.keep_history(&tick.history, now);
+            }
             if let (Some(a), true) = (actuator.as_mut(), tick.adopted && tick.observed) {
                 let r = a.apply(&decision, now).await;
                 for e in r.errors {
@@ -690,6 +723,7 @@ impl Master<'_> {
         let deadline = self.cfg.agent.shutdown_timeout;
         let mut timed_out = false;
         if let Some(a) = actuator.as_mut() {
+            a.flush(Timestamp::now());
             let left = a.wait_for_hooks(deadline.get()).await;
             if left > 0 {
                 tracing::warn!(left, "shutdown: hooks still running at agent.shutdown_timeout were \

@@ -259,8 +259,7 @@ impl World {
     fn visible(&self, id: &str) -> bool {
         self.instances.get(id).is_some_and(|i| {
             self.now >= i.visible_at
-                && i
-                    .terminated_at
+                && i.terminated_at
                     .is_none_or(|t| self.now.as_second() - t.as_second() <= 3600)
         })
     }
