@@ -38,6 +38,7 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
                 metrics: (i % 23 != 0).then(|| m(0.5 + (i % 7) as f64 * 0.05)),
             })
             .collect(),
+        no_capacity_until: None,
     }
 }
 

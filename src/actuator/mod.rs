@@ -48,6 +48,9 @@ const SETTLE_SECS: i64 = 300;
 const TERMINATE_RETRY_SECS: i64 = 300;
 /// Resolved intents are kept this long in the journal.
 const JOURNAL_KEEP_SECS: i64 = 2 * 86_400;
+/// After EC2 had no capacity for any placement: the first wait before launching again, doubled
+/// each time up to the last.
+const NO_CAPACITY_BACKOFF_SECS: (i64, i64) = (60, 900);
 /// Recent errors kept for `status`.
 const RECENT_ERRORS: usize = 20;
 
@@ -169,6 +172,8 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     needs_repair: Option<String>,
     /// No state was found at open: adoption tells a first start from lost state.
     fresh: bool,
+    /// EC2 had no capacity for any placement: (no launch before, launches refused in a row).
+    no_capacity: Option<(Timestamp, u32)>,
     /// The files state.json replaced are renamed once it is written.
     legacy_retired: bool,
     slaves: BTreeMap<String, Slave>,
@@ -402,6 +407,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             history,
             needs_repair,
             fresh,
+            no_capacity: None,
             legacy_retired: false,
             slaves: BTreeMap::new(),
             hooks,
@@ -515,6 +521,25 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// Writes the state now (at shutdown).
     pub fn flush(&mut self, now: Timestamp) -> bool {
         self.cfg.agent.dry_run || self.save_state(now, &mut Report::default())
+    }
+
+    /// Until when the policy must not launch: EC2 had no capacity in any subnet for any type.
+    pub fn no_capacity_until(&self, now: Timestamp) -> Option<Timestamp> {
+        self.no_capacity.map(|(t, _)| t).filter(|t| *t > now)
+    }
+
+    /// A launch ended with no capacity anywhere: back off, longer each time in a row.
+    fn back_off(&mut self, now: Timestamp) {
+        let streak = self.no_capacity.map_or(0, |(_, n)| n);
+        let (first, last) = NO_CAPACITY_BACKOFF_SECS;
+        let wait = first.saturating_mul(1i64 << streak.min(10)).min(last);
+        let until = Timestamp::from_second(now.as_second() + wait).unwrap_or(now);
+        tracing::warn!(
+            wait_secs = wait,
+            streak = streak + 1,
+            "EC2 had no capacity in any subnet for any instance type; next launch at {until}"
+        );
+        self.no_capacity = Some((until, streak + 1));
     }
 
     /// Why scale-out waits for `burst-agent repair`, if it does.
@@ -643,9 +668,15 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         self.cfg = cfg.clone();
     }
 
-    /// The slaves as the policy sees them (metrics are added by the caller).
-    pub fn observation(&self) -> Vec<SlaveObservation> {
-        self.slaves
+    /// The slaves as the policy sees them (metrics are added by the caller), and the launches
+    /// whose outcome is not known yet: each attempt of an unresolved intent that no tracked
+    /// slave stands for yet is capacity on the way (`pending`, named by its ledger key), so
+    /// the next decision does not launch again for the same need. After `fleet.boot_timeout`
+    /// an unresolved attempt is no longer counted as on the way (it stays charged to the cap
+    /// until resolved).
+    pub fn observation(&self, now: Timestamp) -> Vec<SlaveObservation> {
+        let mut out: Vec<SlaveObservation> = self
+            .slaves
             .values()
             .map(|s| SlaveObservation {
                 id: s.id.clone(),
@@ -653,7 +684,31 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 launched_at: s.launched_at,
                 metrics: None,
             })
-            .collect()
+            .collect();
+        let expiry = secs(self.cfg.fleet.boot_timeout);
+        for intent in self.journal.unresolved() {
+            if age(now, intent.created_at) > expiry {
+                continue;
+            }
+            let tracked = self
+                .slaves
+                .values()
+                .filter(|s| s.intent.as_deref() == Some(intent.id.as_str()))
+                .count();
+            out.extend(
+                intent
+                    .keys
+                    .iter()
+                    .skip(tracked)
+                    .map(|key| SlaveObservation {
+                        id: key.clone(),
+                        state: SlaveState::Pending,
+                        launched_at: intent.created_at,
+                        metrics: None,
+                    }),
+            );
+        }
+        out
     }
 
     fn error(&mut self, now: Timestamp, report: &mut Report, msg: String) {
@@ -906,6 +961,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                         }
                         self.save_state(now, report);
                     } else {
+                        self.back_off(now);
                         self.fail_intent(&intent, &e.to_string(), now, report);
                     }
                 }
@@ -1115,6 +1171,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 }
                 Err(e) if e.not_applied || !e.retryable => {
                     // EC2 refused: nothing was launched, so nothing is charged to the cap.
+                    if e.is_capacity() {
+                        self.back_off(now);
+                    }
                     let mut why = e.to_string();
                     if !no_capacity.is_empty() {
                         why = format!("{why} (no capacity for {} either)", no_capacity.join(", "));
@@ -1137,6 +1196,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             }
         }
         let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
+        if !ids.is_empty() {
+            self.no_capacity = None;
+        }
         tracing::info!(intent = %id, asked = n, launched = ids.len(), instances = ?ids,
             secs = t.elapsed().as_secs_f64(), "launched {} slave(s)", ids.len());
         for i in &got {

@@ -840,3 +840,50 @@ async fn the_policys_cooldowns_survive_a_restart() {
     let again = Actuator::open(fake, &cfg, at(20)).unwrap();
     assert_eq!(again.history().last_scale_out, Some(at(10)));
 }
+
+#[tokio::test]
+async fn a_launch_whose_outcome_is_unknown_is_capacity_on_the_way_until_the_boot_timeout() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    {
+        let mut w = fake.w();
+        w.launch_error = Some(err(true));
+        w.launch_anyway = false; // timed out; EC2 launched nothing, nobody knows yet
+    }
+    act.apply(&decision(2), at(0)).await;
+    let pending = |act: &Actuator<Fake>, t| {
+        act.observation(at(t))
+            .into_iter()
+            .filter(|o| o.state == SlaveState::Pending)
+            .count()
+    };
+    assert_eq!(pending(&act, 10), 2, "both attempts are on the way");
+    // boot_timeout is 60 s in setup(): past it, no longer counted as coming.
+    assert_eq!(pending(&act, 61), 0);
+    assert_eq!(
+        act.ledger().used(at(61)),
+        2,
+        "but still charged until resolved"
+    );
+}
+
+#[tokio::test]
+async fn no_capacity_anywhere_backs_off_longer_each_time_and_a_launch_resets_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let all = subnets(&mut act, &["subnet-a", "subnet-b"]);
+    for s in &all {
+        fake.w().no_capacity_in.insert(s.clone());
+    }
+    act.apply(&decision(1), at(0)).await;
+    assert_eq!(act.no_capacity_until(at(0)), Some(at(60)));
+    assert_eq!(act.no_capacity_until(at(60)), None, "over at its end");
+    act.apply(&decision(1), at(60)).await;
+    assert_eq!(act.no_capacity_until(at(60)), Some(at(180)), "doubled");
+    act.apply(&decision(1), at(180)).await;
+    assert_eq!(act.no_capacity_until(at(180)), Some(at(420)));
+    // A capacity error in one subnet only is answered by the next subnet: no backoff.
+    fake.w().no_capacity_in.remove(&all[1]);
+    assert_eq!(act.apply(&decision(1), at(420)).await.launched.len(), 1);
+    assert_eq!(act.no_capacity_until(at(420)), None, "reset by a launch");
+}

@@ -840,7 +840,7 @@ impl Master<'_> {
             .map(HostMetrics::from_sample);
         let slaves = match actuator {
             Some(a) => a
-                .observation()
+                .observation(now)
                 .into_iter()
                 .map(|mut s| {
                     s.metrics = tick.fleet_metrics.get(&s.id).copied();
@@ -849,7 +849,12 @@ impl Master<'_> {
                 .collect(),
             None => Vec::new(),
         };
-        let obs = FleetObservation { master, slaves };
+        let no_capacity_until = actuator.as_ref().and_then(|a| a.no_capacity_until(now));
+        let obs = FleetObservation {
+            master,
+            slaves,
+            no_capacity_until,
+        };
         let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
         tick.history.record(&self.cfg.policy, now, &decision);
         let why = decision.explanation();

@@ -307,7 +307,10 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
                 decision(0, in_service)
             } else {
                 match rng.random_range(0..10) {
-                    0..=2 => decision(rng.random_range(1..=3), Vec::new()),
+                    // As the policy does: no launch while EC2 had no capacity anywhere.
+                    0..=2 if a.no_capacity_until(now).is_none() => {
+                        decision(rng.random_range(1..=3), Vec::new())
+                    }
                     3 if !in_service.is_empty() => {
                         let k = rng.random_range(1..=in_service.len());
                         decision(0, in_service[..k].to_vec())

@@ -80,6 +80,9 @@ pub struct FleetObservation {
     /// The master's own newest sample.
     pub master: Option<HostMetrics>,
     pub slaves: Vec<SlaveObservation>,
+    /// EC2 had no capacity for any placement: no launch before then (the actuator's backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_capacity_until: Option<Timestamp>,
 }
 
 /// What one signal said this tick.
@@ -372,6 +375,16 @@ pub fn decide(
             }
         }
         cap_limited = current + allowed;
+    }
+    // 5b. EC2 had no capacity in any subnet for any type: launches wait out the backoff.
+    if let Some(until) = obs.no_capacity_until.filter(|u| *u > now) {
+        if cap_limited > current {
+            reasons.push(Reason::NoCapacity {
+                wanted: cap_limited - current,
+                retry_in_secs: until.as_second() - now.as_second(),
+            });
+            cap_limited = current;
+        }
     }
 
     // 6. Scale-in: never release more slaves than today's cap could relaunch (keeping them

@@ -117,6 +117,11 @@ pub enum Reason {
     NoVictimOldEnough {
         min_lifetime_secs: i64,
     },
+    /// EC2 answered the last launch with no capacity in every subnet for every type.
+    NoCapacity {
+        wanted: u32,
+        retry_in_secs: i64,
+    },
 }
 
 impl Reason {
@@ -147,6 +152,7 @@ impl Reason {
             Reason::LedgerUnavailable { .. } => "LedgerUnavailable",
             Reason::KeepingForCap { .. } => "KeepingForCap",
             Reason::NoVictimOldEnough { .. } => "NoVictimOldEnough",
+            Reason::NoCapacity { .. } => "NoCapacity",
         }
     }
 }
@@ -233,6 +239,11 @@ impl fmt::Display for Reason {
             Reason::NoVictimOldEnough { min_lifetime_secs } => {
                 write!(f, "not enough slaves older than min_lifetime ({min_lifetime_secs}s) to remove")
             }
+            Reason::NoCapacity { wanted, retry_in_secs } => write!(
+                f,
+                "EC2 had no capacity in any subnet for any instance type at the last launch: {wanted} \
+                 slave(s) wait, next launch in {retry_in_secs}s (fleet.subnet_ids, fleet.fallback_instance_types)"
+            ),
         }
     }
 }

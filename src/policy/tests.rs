@@ -49,6 +49,7 @@ fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservation {
     FleetObservation {
         master: Some(m(master, 0)),
         slaves,
+        no_capacity_until: None,
     }
 }
 
@@ -128,6 +129,7 @@ fn missing_metrics_never_cause_a_scale_in() {
     let o = FleetObservation {
         master: None,
         slaves: vec![slave("i-1", SlaveState::InService, -3600, None)],
+        no_capacity_until: None,
     };
     let d = run(&cfg(), &o);
     assert!(matches!(d, Decision::Hold { .. }));
@@ -559,6 +561,7 @@ fn the_readme_decision_line() {
             memory_used_ratio: Some(0.4),
         }),
         slaves: vec![],
+        no_capacity_until: None,
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
     // The README shows this very line: read it from README.md, so the two cannot drift apart.
@@ -569,4 +572,22 @@ fn the_readme_decision_line() {
         "README.md no longer shows the decision decide() makes:\n{line}"
     );
     assert!(line.starts_with("scale out by 4 (0 -> 4 slaves)"), "{line}");
+}
+
+#[test]
+fn no_capacity_anywhere_holds_launches_until_the_backoff_ends_and_says_so() {
+    let mut o = fleet(1.0, vec![]);
+    o.no_capacity_until = Some(at(90));
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "NoCapacity"), "{d}");
+    assert!(d.to_string().contains("next launch in 90s"), "{d}");
+    // Over: the need is met again.
+    o.no_capacity_until = Some(at(0));
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::ScaleOut { count: 1, .. }), "{d}");
+    // Scale-in is not held by it.
+    let mut o = fleet(0.2, in_service(3, 0.2));
+    o.no_capacity_until = Some(at(90));
+    assert!(matches!(run(&cfg(), &o), Decision::ScaleIn { .. }));
 }

@@ -524,6 +524,7 @@ pub fn run(
                         metrics: s.metrics_at(t - model.metrics_delay, start),
                     })
                     .collect(),
+                no_capacity_until: None,
             };
             match scaler.act(now, &obs, &ledger) {
                 Action::Hold => {}
