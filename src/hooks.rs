@@ -18,7 +18,7 @@
 use crate::config::Hook;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
 /// Lines of one stream logged per attempt; the rest are counted, not logged.
@@ -410,6 +410,43 @@ struct Drained {
 
 /// Logs a stream line by line; returns the last few lines and the best [`diagnose`] of all of
 /// them (for stderr's error message).
+/// Reads one line into `buf`, at most `max` bytes of it: the rest of a longer line is read and
+/// dropped, so memory stays bounded whatever a hook prints (a binary dump with no newline
+/// included). `None` at the end of the stream; `Some(true)` when the line was cut.
+async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    let n = (&mut *r)
+        .take(u64::try_from(max).unwrap_or(u64::MAX))
+        .read_until(b'\n', buf)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') || n < max {
+        return Ok(Some(false));
+    }
+    loop {
+        let avail = r.fill_buf().await?;
+        if avail.is_empty() {
+            break;
+        }
+        match avail.iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                break;
+            }
+            None => {
+                let all = avail.len();
+                r.consume(all);
+            }
+        }
+    }
+    Ok(Some(true))
+}
+
 async fn drain<R: AsyncRead + Unpin>(
     stream: R,
     hook: String,
@@ -425,14 +462,14 @@ async fn drain<R: AsyncRead + Unpin>(
     let mut fix: Option<(u8, String)> = None;
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+        let cut = match read_line_bounded(&mut reader, &mut buf, MAX_LINE_CHARS * 4).await {
+            Ok(None) | Err(_) => break,
+            Ok(Some(cut)) => cut,
+        };
         let text = String::from_utf8_lossy(&buf);
         let mut chars = text.trim_end().chars();
         let mut line: String = chars.by_ref().take(MAX_LINE_CHARS).collect();
-        if chars.next().is_some() {
+        if cut || chars.next().is_some() {
             line.push('…');
         }
         if logged < MAX_LOGGED_LINES {
@@ -641,6 +678,35 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_bound_is_cut_and_the_rest_dropped() {
+        let mut input = vec![b'a'; 100_000];
+        input.extend_from_slice(b"\nnext\n");
+        // A small buffer, as a pipe hands over a long line in pieces.
+        let mut r = BufReader::with_capacity(64, &input[..]);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
+            Some(true)
+        );
+        assert_eq!(buf, b"aaaaaaaaaa", "held no more than the bound");
+        buf.clear();
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(buf, b"next\n", "the next line is whole");
+        buf.clear();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 10).await.unwrap(), None);
+        // No newline at the end of the stream.
+        let mut r = BufReader::new(&b"tail"[..]);
+        assert_eq!(
+            read_line_bounded(&mut r, &mut buf, 10).await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(buf, b"tail");
+    }
     use crate::config::Dur;
 
     fn vars() -> HookVars {

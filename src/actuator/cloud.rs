@@ -294,36 +294,25 @@ impl Cloud for AwsCloud {
 
     async fn describe_group(&self) -> Result<Vec<InstanceInfo>, AwsError> {
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .aws
-                .call(
-                    "DescribeInstances",
-                    self.aws
-                        .ec2
-                        .describe_instances()
-                        .filters(
-                            Filter::builder()
-                                .name(format!("tag:{TAG_GROUP}"))
-                                .values(&self.group)
-                                .build(),
-                        )
-                        .set_next_token(token.clone())
-                        .send(),
-                )
-                .await?;
+        // The SDK's paginator; each page is one call through the shared rate limit.
+        let mut pages = self
+            .aws
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{TAG_GROUP}"))
+                    .values(&self.group)
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = self.aws.page("DescribeInstances", pages.next()).await? {
             for r in page.reservations() {
                 out.extend(r.instances().iter().filter_map(info));
             }
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
         }
+        Ok(out)
     }
 
     async fn elb_members(&self) -> Result<BTreeMap<String, MemberState>, AwsError> {

@@ -65,52 +65,39 @@ pub const CAPACITY_CODES: &[&str] = &[
     "InsufficientFreeAddressesInSubnet",
 ];
 
-/// Service errors that are refusals whatever their HTTP status: EC2 did not act on the request.
-/// (Any 4xx reply is a refusal too.) Internal errors and unavailability are not here: whether
-/// the request took effect is then unknown.
-const NOT_APPLIED_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "EC2ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "BandwidthLimitExceeded",
-    "SlowDown",
-    "InstanceLimitExceeded",
-    "VcpuLimitExceeded",
-    "Unsupported",
-    "InsufficientInstanceCapacity",
-    "InsufficientHostCapacity",
-    "InsufficientCapacity",
-    "InsufficientReservedInstanceCapacity",
-    "InsufficientFreeAddressesInSubnet",
-];
+/// Refusals beyond throttling and capacity: a limit was reached, nothing took effect. (Any 4xx
+/// reply is a refusal too; throttling codes are the SDK's own list, `THROTTLING_ERRORS` from
+/// aws-runtime.) Internal errors and unavailability are not here: whether the request took
+/// effect is then unknown.
+const LIMIT_CODES: &[&str] = &["InstanceLimitExceeded", "VcpuLimitExceeded", "Unsupported"];
 
-/// Error codes that mean "slow down" or "our side failed": the call may be made again.
-const RETRYABLE_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "SlowDown",
-    "PriorRequestNotComplete",
-    "RequestTimeout",
-    "RequestTimeoutException",
+/// Server-side failures that may pass (beyond aws-runtime's `TRANSIENT_ERRORS`).
+const SERVER_CODES: &[&str] = &[
     "InternalError",
     "InternalFailure",
     "InternalServiceError",
     "ServiceUnavailable",
     "Unavailable",
-    "InsufficientInstanceCapacity",
-    "EC2ThrottledException",
-    "BandwidthLimitExceeded",
 ];
+
+/// Whether a service error code (with its HTTP status) may pass if the call is made again, and
+/// whether the service refused it so that nothing took effect.
+pub fn classify_code(code: &str, status: u16) -> (bool, bool) {
+    use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+    let throttled = THROTTLING_ERRORS.contains(&code);
+    let retryable = status >= 500
+        || status == 429
+        || throttled
+        || TRANSIENT_ERRORS.contains(&code)
+        || SERVER_CODES.contains(&code)
+        // Capacity comes back; the actuator asks another placement meanwhile.
+        || CAPACITY_CODES.contains(&code);
+    let not_applied = (400..500).contains(&status)
+        || throttled
+        || LIMIT_CODES.contains(&code)
+        || CAPACITY_CODES.contains(&code);
+    (retryable, not_applied)
+}
 
 /// Sorts a failed SDK call into retryable or final, keeping the service's code and message.
 pub fn classify<E>(op: &'static str, err: &SdkError<E, HttpResponse>) -> AwsError
@@ -143,8 +130,8 @@ where
                 .message()
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("HTTP {status}"));
-            let retryable = status >= 500 || status == 429 || RETRYABLE_CODES.contains(&&*code);
-            not_applied = (400..500).contains(&status) || NOT_APPLIED_CODES.contains(&&*code);
+            let (retryable, refused) = classify_code(&code, status);
+            not_applied = refused;
             (code, message, retryable)
         }
         other => ("Unknown".to_string(), format!("{other:?}"), true),
@@ -298,6 +285,36 @@ impl Aws {
         }
         out
     }
+
+    /// The next page of an SDK paginator (`pages.next()`), as [`Aws::call`]: rate-limited, timed,
+    /// classified, counted. The end of the pages (`None`) made no request and is not counted.
+    pub async fn page<T, E, F>(&self, op: &'static str, next: F) -> Result<Option<T>, AwsError>
+    where
+        F: Future<Output = Option<Result<T, SdkError<E, HttpResponse>>>>,
+        E: ProvideErrorMetadata + std::error::Error,
+    {
+        // The end of the pages takes a token too; one per listing.
+        self.limiter.until_ready().await;
+        let started = Instant::now();
+        let res = tokio::time::timeout(self.call_timeout + Duration::from_secs(1), next).await;
+        let out = match res {
+            Err(_) => Err(AwsError {
+                op,
+                code: "Timeout".into(),
+                message: format!("no reply within {:?}", self.call_timeout),
+                retryable: true,
+                not_applied: false,
+            }),
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => Err(classify(op, &e)),
+            Ok(Some(Ok(v))) => Ok(Some(v)),
+        };
+        self.stats.record(op, started.elapsed(), out.is_err());
+        if let Err(e) = &out {
+            tracing::warn!(op, code = %e.code, retryable = e.retryable, "AWS call failed: {}", e.message);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -316,6 +333,29 @@ mod tests {
         assert_eq!(diff.get("RunInstances"), Some(&1));
         assert_eq!(stats.snapshot()["RunInstances"].errors, 1);
         assert_eq!(stats.total_calls(), 3);
+    }
+
+    #[test]
+    fn throttling_is_the_sdks_list_and_never_took_effect() {
+        // (retryable, not applied)
+        for code in [
+            "EC2ThrottledException",
+            "BandwidthLimitExceeded",
+            "RequestLimitExceeded",
+            "Throttling",
+        ] {
+            assert_eq!(classify_code(code, 503), (true, true), "{code}");
+        }
+        assert_eq!(
+            classify_code("InsufficientInstanceCapacity", 500),
+            (true, true)
+        );
+        assert_eq!(classify_code("InstanceLimitExceeded", 400), (false, true));
+        // Unknown whether it took effect.
+        assert_eq!(classify_code("InternalError", 500), (true, false));
+        assert_eq!(classify_code("Unavailable", 503), (true, false));
+        // A refusal for good.
+        assert_eq!(classify_code("InvalidAMIID.NotFound", 400), (false, true));
     }
 
     #[test]

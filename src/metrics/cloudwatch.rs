@@ -153,21 +153,17 @@ pub async fn read_fleet(
                     .build()
             })
             .collect();
-        let mut token: Option<String> = None;
-        loop {
-            let out = aws
-                .call(
-                    "GetMetricData",
-                    aws.cloudwatch
-                        .get_metric_data()
-                        .set_metric_data_queries(Some(q.clone()))
-                        .start_time(to_aws(start))
-                        .end_time(to_aws(end))
-                        .scan_by(ScanBy::TimestampDescending)
-                        .set_next_token(token.clone())
-                        .send(),
-                )
-                .await?;
+        // The SDK's paginator; each page is one call through the shared rate limit.
+        let mut pages = aws
+            .cloudwatch
+            .get_metric_data()
+            .set_metric_data_queries(Some(q.clone()))
+            .start_time(to_aws(start))
+            .end_time(to_aws(end))
+            .scan_by(ScanBy::TimestampDescending)
+            .into_paginator()
+            .send();
+        while let Some(out) = aws.page("GetMetricData", pages.next()).await? {
             for r in out.metric_data_results() {
                 let Some(id) = r.id() else { continue };
                 let (ts, vals) = (r.timestamps(), r.values());
@@ -188,10 +184,6 @@ pub async fn read_fleet(
                         )),
                     }
                 }
-            }
-            token = out.next_token().map(str::to_string);
-            if token.is_none() {
-                break;
             }
         }
     }
