@@ -520,3 +520,160 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     assert!(stopping, "no STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+/// The agent against moto behind a proxy that fails one request in five (throttling, 503, reset
+/// before the request, response lost after it took effect, latency, no capacity), killed with
+/// SIGKILL mid-scale-out and restarted, under real load. Checked directly in moto: never more
+/// instances than the cap, no slave in the ELB without the master's content, another install's
+/// instance never touched, every slave released once the load and the faults stop, and the
+/// ledger counting every instance once.
+#[test]
+fn faults_at_every_call_and_kill_9_keep_the_promises() {
+    use common::fault_proxy::FaultProxy;
+    let w = World::new();
+    let proxy = FaultProxy::start(&w.moto.endpoint, 0.2, 42);
+    let mut cfg = w.config("faults");
+    cfg.aws.endpoint_url = proxy.endpoint.clone();
+    cfg.cap.daily_limit = 3;
+    cfg.policy.max_slaves = 3;
+    cfg.fleet.subnet_ids = Vec::new();
+    w.create_elb(&cfg.elb.name);
+    // Another install's slave with this group's name, running.
+    let other = w.rt.block_on(async {
+        use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .tags(
+                Tag::builder()
+                    .key("burst-agent:group")
+                    .value("faults")
+                    .build(),
+            )
+            .tags(
+                Tag::builder()
+                    .key("burst-agent:owner")
+                    .value("another-elb")
+                    .build(),
+            )
+            .tags(
+                Tag::builder()
+                    .key("burst-agent:intent")
+                    .value("bi-0123456789ab")
+                    .build(),
+            )
+            .build();
+        let out = w
+            .aws
+            .ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(tags)
+            .send()
+            .await
+            .unwrap();
+        out.instances()[0].instance_id().unwrap().to_string()
+    });
+    let ours = |w: &World| -> BTreeSet<String> {
+        w.instances("faults")
+            .into_keys()
+            .filter(|id| *id != other)
+            .collect()
+    };
+    let path = w.write_config("faults.toml", &cfg);
+    let log = w.dir.path().join("faults.log");
+    let mut agent = AgentProc::start(&path, &[], &log);
+    agent.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+
+    let idle = Apache::start(1, 8);
+    let mut reporters: BTreeMap<String, AgentProc> = BTreeMap::new();
+    let mut start_reporters = |w: &World| {
+        for id in w.live("faults").into_iter().filter(|id| *id != other) {
+            reporters.entry(id.clone()).or_insert_with(|| {
+                let mut rc = cfg.clone();
+                rc.agent.role = Role::Reporter;
+                rc.agent.instance_id = id.clone();
+                rc.agent.state_dir = w.dir.path().join(format!("state-{id}"));
+                rc.aws.endpoint_url = w.moto.endpoint.clone();
+                rc.sampling.apache_pidfile = idle.pidfile.clone();
+                rc.sampling.mod_status_url = format!("{}?auto", idle.status_url());
+                let p = w.write_config(&format!("{id}.toml"), &rc);
+                AgentProc::start(&p, &[], &w.dir.path().join(format!("{id}.log")))
+            });
+        }
+    };
+    let check = |w: &World| {
+        w.assert_members_have_content(&cfg.elb.name);
+        let n = ours(w).len();
+        assert!(n <= 3, "{n} instances launched, cap 3");
+        assert!(
+            !w.elb_members(&cfg.elb.name).contains(&other),
+            "another install's instance registered"
+        );
+    };
+
+    proxy.faults(true);
+    // The first launch finds no capacity; the next one's answer is lost after EC2 launched:
+    // the SDK asks again with the same client token and must get the same instances.
+    proxy.script_run_instances(&[
+        common::fault_proxy::Fault::NoCapacity,
+        common::fault_proxy::Fault::LostResponse,
+    ]);
+    let ab = w.load(45);
+    wait_until(
+        "a launch through the faults",
+        60,
+        || !ours(&w).is_empty(),
+        &agent,
+    );
+    agent.kill9();
+    let mut agent = AgentProc::start(&path, &[], &log);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(25) {
+        start_reporters(&w);
+        check(&w);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(ab);
+    proxy.faults(false);
+    wait_until(
+        "every slave released after the load and the faults stopped",
+        120,
+        || {
+            start_reporters(&w);
+            check(&w);
+            w.live("faults").iter().all(|id| *id == other)
+        },
+        &agent,
+    );
+    let (faults, requests, replays) = proxy.stats();
+    eprintln!("proxy: {requests} requests, faults injected {faults:?}, {replays} RunInstances answered by client token");
+    assert!(
+        faults.values().sum::<u64>() >= 20,
+        "too few faults to show anything: {faults:?}"
+    );
+    use common::fault_proxy::Fault;
+    assert!(faults.contains_key(&Fault::NoCapacity) && faults.contains_key(&Fault::LostResponse));
+    // The launch whose answer was lost took effect: it was found by its intent tag, or asked
+    // again with the same client token (answered with the same instances), never launched
+    // twice (the count above).
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        replays >= 1 || text.contains("launch intent resolved from tags"),
+        "the lost launch was not resolved:\n{text}"
+    );
+    let launched = ours(&w);
+    assert!(!launched.is_empty() && launched.len() <= 3, "{launched:?}");
+    assert!(
+        w.live("faults").contains(&other),
+        "another install's instance was terminated"
+    );
+    assert_eq!(
+        ledger_used(&cfg.agent.state_dir),
+        launched.len(),
+        "the ledger counts each instance once: {launched:?}"
+    );
+    agent.signal(Sig::TERM);
+    assert!(agent.wait_exit(30).success(), "{}", agent.tail());
+}

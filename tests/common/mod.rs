@@ -4,6 +4,7 @@
 pub mod agent_proc;
 pub mod apache;
 pub mod fake_apache;
+pub mod fault_proxy;
 pub mod machine;
 pub mod moto;
 
