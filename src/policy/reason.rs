@@ -229,7 +229,7 @@ impl fmt::Display for Reason {
             Reason::CapLimited { message, .. } => f.write_str(message),
             Reason::LedgerUnavailable { why } => write!(
                 f,
-                "no scale-out: the burst cap ledger is unavailable ({why}); rebuild it from the instances' tags"
+                "no scale-out: the burst cap ledger is unavailable ({why}); it is rebuilt at the next adoption, or by `burst-agent repair` when the log says so"
             ),
             Reason::KeepingForCap { remaining, kept, keep_for_secs } => write!(
                 f,
