@@ -23,6 +23,7 @@
 
 pub mod cloud;
 pub mod journal;
+pub mod lifecycle;
 pub mod runner;
 pub mod state;
 
@@ -773,17 +774,6 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
     }
 
-    fn fail(&mut self, id: &str, why: String, now: Timestamp, report: &mut Report) {
-        self.error(
-            now,
-            report,
-            format!("slave {id}: {why}; it will be terminated"),
-        );
-        if let Some(s) = self.slaves.get_mut(id) {
-            s.failure = Some(why);
-        }
-    }
-
     // ---------------------------------------------------------------- adoption
 
     /// At start: lists the group's instances and the ELB's members, re-attaches to every live
@@ -824,32 +814,17 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             self.ledger = rebuilt;
             self.save_state(now, &mut report);
         }
-        for i in &instances {
-            if self.slaves.contains_key(&i.id) || !alive(i.state) {
-                continue;
-            }
-            let phase = phase_of(i, members.get(&i.id).copied());
-            let since = now;
-            tracing::info!(instance_id = %i.id, phase = ?phase, ec2_state = ?i.state,
-                in_elb = members.contains_key(&i.id), "adopted slave {}", i.id);
-            report.adopted.push(i.id.clone());
-            self.slaves
-                .insert(i.id.clone(), slave_from(i, phase, since, now));
-            if stopped(i.state) {
-                self.fail(
-                    &i.id,
-                    "found stopped; burst slaves are never stopped".into(),
-                    now,
-                    &mut report,
-                );
-            } else if phase == Phase::Syncing && !self.cfg.agent.dry_run {
-                self.spawn_hook(
-                    &i.id,
-                    HookKind::PreRegister,
-                    self.cfg.hooks.pre_register.clone(),
-                );
-            }
-        }
+        let plan = lifecycle::adopt(
+            &self.slaves,
+            &lifecycle::Observed {
+                instances: &instances,
+                members: &members,
+            },
+            &self.running_hooks(),
+            now,
+            &self.cfg,
+        );
+        self.carry_out(plan, now, &mut report);
         // After the loop above, so slaves found by their intent tag keep the phase it gave them.
         self.resolve_intents(&instances, now, &mut report).await;
         let changes = self
@@ -1263,8 +1238,6 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let finished = std::mem::take(&mut self.unheard);
         let members = self.cloud.elb_members().await?;
         let instances = self.claim(instances, &members, now, &mut report).await;
-        let by_id: BTreeMap<&str, &InstanceInfo> =
-            instances.iter().map(|i| (i.id.as_str(), i)).collect();
 
         if self.journal.unresolved().next().is_some() {
             self.resolve_intents(&instances, now, &mut report).await;
@@ -1278,244 +1251,89 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             }
             self.save_state(now, &mut report);
         }
-        // Live instances of ours nobody tracks yet: launched by a crashed run, or seen late.
-        for i in &instances {
-            if alive(i.state) && !self.slaves.contains_key(&i.id) {
-                let phase = phase_of(i, members.get(&i.id).copied());
-                tracing::warn!(instance_id = %i.id, phase = ?phase, "found a slave of this group \
-                    the agent did not know; adopting it");
-                report.adopted.push(i.id.clone());
-                self.slaves
-                    .insert(i.id.clone(), slave_from(i, phase, now, now));
-                if stopped(i.state) {
-                    self.fail(
-                        &i.id,
-                        "found stopped; burst slaves are never stopped".into(),
-                        now,
-                        &mut report,
-                    );
-                }
-                if phase == Phase::Syncing && !self.cfg.agent.dry_run {
-                    self.spawn_hook(
-                        &i.id,
-                        HookKind::PreRegister,
-                        self.cfg.hooks.pre_register.clone(),
-                    );
-                }
-            }
-        }
-
         let dry = self.cfg.agent.dry_run;
-        let mut to_register = Vec::new();
-        let mut to_deregister = Vec::new();
-        let mut to_terminate = Vec::new();
-        let ids: Vec<String> = self.slaves.keys().cloned().collect();
-        for id in ids {
-            let Some(s) = self.slaves.get(&id).cloned() else {
-                continue;
-            };
-            let info = by_id.get(id.as_str()).copied();
-            if let Some(i) = info {
-                if let Some(sl) = self.slaves.get_mut(&id) {
-                    if i.private_ip.is_some() {
-                        sl.private_ip.clone_from(&i.private_ip);
-                    }
-                    if i.private_dns.is_some() {
-                        sl.private_dns.clone_from(&i.private_dns);
-                    }
-                }
-            }
-            let ec2 = info.map(|i| i.state);
-            // Gone or going, whoever did it.
-            if matches!(
-                ec2,
-                Some(InstanceState::Terminated | InstanceState::ShuttingDown)
-            ) || (ec2.is_none() && age(now, s.first_seen) > SETTLE_SECS)
-            {
-                if s.phase != Phase::Terminating {
-                    let msg =
-                        format!("slave {id} was terminated outside the agent (EC2 says {ec2:?})");
-                    self.error(now, &mut report, msg);
-                    if members.contains_key(&id) {
-                        to_deregister.push(id.clone());
-                    }
-                }
-                let _ = self.ledger.record_ended(&id, now);
-                self.slaves.remove(&id);
-                self.hooks.abort(&id);
-                // Its address may come back with another slave and another host key.
-                hooks::forget_host_key(&self.cfg.agent.state_dir, &id);
-                continue;
-            }
-            if ec2.is_some_and(stopped) && s.failure.is_none() && s.phase != Phase::Terminating {
-                self.fail(&id, "stopped outside the agent".into(), now, &mut report);
-            }
-            let s = match self.slaves.get(&id) {
-                Some(s) => s.clone(),
-                None => continue,
-            };
-            if s.failure.is_some() && s.phase != Phase::Terminating {
-                if members.contains_key(&id) {
-                    to_deregister.push(id.clone());
-                }
-                to_terminate.push(id.clone());
-                continue;
-            }
-            // The phase table's deadline, by which this slave must have moved on.
-            let overdue = deadline(s.phase, &self.cfg).is_some_and(|d| age(now, s.since) > d);
-            let over = |what: &str| format!("{what} for more than {}s", age(now, s.since));
-            match s.phase {
-                Phase::Pending => {
-                    if ec2 == Some(InstanceState::Running) {
-                        self.set_phase(&id, Phase::Syncing, now);
-                        if !dry {
-                            self.spawn_hook(
-                                &id,
-                                HookKind::PreRegister,
-                                self.cfg.hooks.pre_register.clone(),
-                            );
-                        }
-                    } else if overdue {
-                        let why = format!("not running after {}", self.cfg.fleet.boot_timeout);
-                        self.fail(&id, why, now, &mut report);
-                        to_terminate.push(id.clone());
-                    }
-                }
-                Phase::Syncing if overdue && !finished.contains_key(&id) => {
-                    self.hooks.abort(&id);
-                    self.fail(&id, over("content sync under way"), now, &mut report);
-                    to_terminate.push(id.clone());
-                }
-                Phase::Syncing => match finished.get(&id) {
-                    Some((HookKind::PreRegister, Ok(()))) => {
-                        self.set_phase(&id, Phase::Synced, now);
-                        if let Some(sl) = self.slaves.get_mut(&id) {
-                            sl.last_sync = Some(now);
-                            sl.last_sync_ok = Some(true);
-                        }
-                        to_register.push(id.clone());
-                    }
-                    Some((HookKind::PreRegister, Err(e))) => {
-                        let why =
-                            format!("content sync (pre_register) failed, never registered: {e}");
-                        self.fail(&id, why, now, &mut report);
-                        to_terminate.push(id.clone());
-                    }
-                    _ if !self.hooks.has(&id) && !dry => {
-                        // Adopted mid-sync, or its hook task was lost: start it (again).
-                        self.spawn_hook(
-                            &id,
-                            HookKind::PreRegister,
-                            self.cfg.hooks.pre_register.clone(),
-                        );
-                    }
-                    _ => {}
-                },
-                Phase::Synced if overdue => {
-                    let why = over("synced, and the ELB refused every registration,");
-                    self.fail(&id, why, now, &mut report);
-                    to_terminate.push(id.clone());
-                }
-                Phase::Synced => to_register.push(id.clone()),
-                Phase::Registering => match members.get(&id) {
-                    Some(MemberState::InService) => {
-                        self.set_phase(&id, Phase::InService, now);
-                        report.in_service.push(id.clone());
-                    }
-                    _ if overdue => {
-                        let why = format!(
-                            "not InService {} after registration",
-                            self.cfg.elb.register_timeout
-                        );
-                        self.fail(&id, why, now, &mut report);
-                        to_deregister.push(id.clone());
-                        to_terminate.push(id.clone());
-                    }
-                    None if !dry => to_register.push(id.clone()),
-                    _ => {}
-                },
-                Phase::InService => {
-                    let healthy = members.get(&id) == Some(&MemberState::InService);
-                    let sick_since = match (healthy, s.unhealthy_since) {
-                        (true, _) => None,
-                        (false, Some(t)) => Some(t),
-                        (false, None) => {
-                            tracing::warn!(instance_id = %id, elb = ?members.get(&id),
-                                "in-service slave {id} is not InService at the ELB");
-                            Some(now)
-                        }
-                    };
-                    if let Some(sl) = self.slaves.get_mut(&id) {
-                        sl.unhealthy_since = sick_since;
-                    }
-                    if sick_since.is_some_and(|t| age(now, t) > secs(self.cfg.elb.register_timeout))
-                    {
-                        let why = format!(
-                            "the ELB has not called it InService for {}s",
-                            sick_since.map_or(0, |t| age(now, t))
-                        );
-                        self.fail(&id, why, now, &mut report);
-                        if members.contains_key(&id) {
-                            to_deregister.push(id.clone());
-                        }
-                        to_terminate.push(id.clone());
-                        continue;
-                    }
-                    if let Some((HookKind::ContentSync, res)) = finished.get(&id) {
-                        if let Some(sl) = self.slaves.get_mut(&id) {
-                            sl.last_sync = Some(now);
-                            sl.last_sync_ok = Some(res.is_ok());
-                        }
-                        if let Err(e) = res {
-                            let msg = format!("periodic content sync to {id} failed (it keeps serving the content of its last sync): {e}");
-                            self.error(now, &mut report, msg);
-                        }
-                    }
-                }
-                // Out of the ELB already (a deregistration whose answer was lost, or someone
-                // else's): nothing to call; its drain starts now.
-                Phase::Releasing if !members.contains_key(&id) && !self.hooks.has(&id) => {
-                    self.set_phase(&id, Phase::Draining, now);
-                }
-                Phase::Releasing if overdue => {
-                    self.hooks.abort(&id);
-                    tracing::warn!(instance_id = %id, "{}; deregistering anyway",
-                        over("pre_deregister under way"));
-                    to_deregister.push(id.clone());
-                }
-                Phase::Releasing => {
-                    if !self.hooks.has(&id) {
-                        if let Some((HookKind::PreDeregister, Err(e))) = finished.get(&id) {
-                            tracing::warn!(instance_id = %id, "pre_deregister hook failed; releasing anyway: {e}");
-                        }
-                        to_deregister.push(id.clone());
-                    }
-                }
-                Phase::Draining => {
-                    if members.contains_key(&id) {
-                        to_deregister.push(id.clone());
-                    } else if age(now, s.since) >= secs(self.cfg.elb.draining_timeout) {
-                        to_terminate.push(id.clone());
-                    }
-                }
-                Phase::Terminating => {
-                    if overdue {
-                        to_terminate.push(id.clone());
-                    }
-                }
-            }
-        }
+        let forced = !dry && std::mem::take(&mut self.sync_requested);
+        let plan = lifecycle::reconcile(
+            &self.slaves,
+            &lifecycle::Observed {
+                instances: &instances,
+                members: &members,
+            },
+            &finished,
+            &self.running_hooks(),
+            forced,
+            now,
+            &self.cfg,
+        );
+        let calls = self.carry_out(plan, now, &mut report);
         if dry {
-            if !(to_register.is_empty() && to_deregister.is_empty() && to_terminate.is_empty()) {
-                tracing::info!(register = ?to_register, deregister = ?to_deregister,
-                    terminate = ?to_terminate, "dry run: would act on adopted slaves");
+            if !calls.is_empty() {
+                tracing::info!(calls = ?calls, "dry run: would act on adopted slaves");
             }
             return Ok(report);
         }
+        let (mut to_register, mut to_deregister, mut to_terminate) = (vec![], vec![], vec![]);
+        for c in calls {
+            match c {
+                lifecycle::Action::Register(ids) => to_register = ids,
+                lifecycle::Action::Deregister(ids) => to_deregister = ids,
+                lifecycle::Action::Terminate(ids) => to_terminate = ids,
+                _ => {}
+            }
+        }
         self.act(now, &mut report, to_register, to_deregister, to_terminate)
             .await;
-        self.periodic_sync(now);
         Ok(report)
+    }
+
+    /// Slaves with a hook under way.
+    fn running_hooks(&self) -> BTreeSet<String> {
+        self.slaves
+            .keys()
+            .filter(|id| self.hooks.has(id))
+            .cloned()
+            .collect()
+    }
+
+    /// Takes the lifecycle's next state and carries out what needs no cloud call (hooks, gone
+    /// slaves); returns the cloud calls.
+    fn carry_out(
+        &mut self,
+        plan: lifecycle::Plan,
+        now: Timestamp,
+        report: &mut Report,
+    ) -> Vec<lifecycle::Action> {
+        self.slaves = plan.slaves;
+        report.adopted.extend(plan.adopted);
+        report.in_service.extend(plan.in_service);
+        for e in plan.errors {
+            self.error(now, report, e);
+        }
+        let mut calls = Vec::new();
+        for a in plan.actions {
+            match a {
+                lifecycle::Action::StartHook { id, kind } => {
+                    let hook = match kind {
+                        HookKind::PreRegister => Some(self.cfg.hooks.pre_register.clone()),
+                        HookKind::ContentSync => Some(self.cfg.hooks.content_sync.clone()),
+                        HookKind::PreDeregister => self.cfg.hooks.pre_deregister.clone(),
+                        HookKind::PostTerminate => self.cfg.hooks.post_terminate.clone(),
+                    };
+                    if let Some(hook) = hook {
+                        self.spawn_hook(&id, kind, hook);
+                    }
+                }
+                lifecycle::Action::AbortHook(id) => self.hooks.abort(&id),
+                lifecycle::Action::Gone(id) => {
+                    let _ = self.ledger.record_ended(&id, now);
+                    self.hooks.abort(&id);
+                    // Its address may come back with another slave and another host key.
+                    hooks::forget_host_key(&self.cfg.agent.state_dir, &id);
+                }
+                call => calls.push(call),
+            }
+        }
+        calls
     }
 
     async fn act(
@@ -1528,7 +1346,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     ) {
         if !to_deregister.is_empty() {
             let (done, errors) = self.batch(Batch::Deregister, &to_deregister).await;
-            self.advance(&done, Phase::Releasing, Phase::Draining, now);
+            lifecycle::called(&mut self.slaves, lifecycle::Call::Deregister, &done, now);
             report.deregistered.extend(done);
             for e in errors {
                 self.error(now, report, e);
@@ -1536,7 +1354,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
         if !to_register.is_empty() {
             let (done, errors) = self.batch(Batch::Register, &to_register).await;
-            self.advance(&done, Phase::Synced, Phase::Registering, now);
+            lifecycle::called(&mut self.slaves, lifecycle::Call::Register, &done, now);
             report.registered.extend(done);
             for e in errors {
                 self.error(now, report, e);
@@ -1548,8 +1366,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 self.error(now, report, e);
             }
             if !done.is_empty() {
+                lifecycle::called(&mut self.slaves, lifecycle::Call::Terminate, &done, now);
                 for id in &done {
-                    self.set_phase(id, Phase::Terminating, now);
                     let _ = self.ledger.record_ended(id, now);
                     self.hooks.abort(id);
                     if let Some(hook) = self.cfg.hooks.post_terminate.clone() {
@@ -1599,15 +1417,6 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
     }
 
-    /// Moves those of `ids` still in `from` to `to` (a call for them just went through).
-    fn advance(&mut self, ids: &[String], from: Phase, to: Phase, now: Timestamp) {
-        for id in ids {
-            if self.slaves.get(id).is_some_and(|s| s.phase == from) {
-                self.set_phase(id, to, now);
-            }
-        }
-    }
-
     /// TerminateInstances for all at once; if EC2 refuses the batch (one id it does not know
     /// fails the whole call), one by one so the others are not left running. Returns the ids
     /// EC2 accepted and the errors.
@@ -1625,25 +1434,6 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 (done, errors)
             }
             Err(e) => (Vec::new(), vec![format!("terminating {ids:?}: {e}")]),
-        }
-    }
-
-    fn periodic_sync(&mut self, now: Timestamp) {
-        let interval = secs(self.cfg.hooks.content_sync_interval);
-        let forced = std::mem::take(&mut self.sync_requested);
-        let due: Vec<String> = self
-            .slaves
-            .values()
-            .filter(|s| s.phase == Phase::InService && !self.hooks.has(&s.id))
-            .filter(|s| forced || s.last_sync.is_none_or(|t| age(now, t) >= interval))
-            .map(|s| s.id.clone())
-            .collect();
-        for id in due {
-            self.spawn_hook(
-                &id,
-                HookKind::ContentSync,
-                self.cfg.hooks.content_sync.clone(),
-            );
         }
     }
 

@@ -1,0 +1,655 @@
+//! The slave lifecycle as a pure function (kube-rs' reconciler: observe, decide, act,
+//! requeue): [`reconcile`] takes the tracked slaves, what EC2 and the ELB said, the hook results
+//! and the time, and returns the next slaves and the [`Action`]s to carry out. It calls nothing
+//! and reads no clock; [`super::Actuator::step`] is the executor that observes, calls it, and
+//! carries the actions out through [`super::cloud::Cloud`] and [`super::runner::HookRunner`]
+//! (a dry run logs them instead). [`called`] applies what a call that went through means.
+//!
+//! Every phase change of a slave happens here, by this module's one phase table
+//! ([`super::phase_of`] for what a new instance is, [`super::deadline`] for how long each phase
+//! may last), apart from a slave's birth (launch: Pending) and a scale-in (Releasing).
+
+use super::cloud::{InstanceInfo, InstanceState, MemberState};
+use super::SETTLE_SECS;
+use super::{age, alive, deadline, phase_of, secs, slave_from, stopped, HookKind, Phase, Slave};
+use crate::config::Config;
+use jiff::Timestamp;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the executor does for the lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Run this hook for the slave (at most one per slave; a running one is replaced).
+    StartHook {
+        id: String,
+        kind: HookKind,
+    },
+    /// Stop the slave's hook; its result is not wanted any more.
+    AbortHook(String),
+    /// The instance is gone: its ledger entry ends now, its pinned ssh host key is removed.
+    Gone(String),
+    Register(Vec<String>),
+    Deregister(Vec<String>),
+    Terminate(Vec<String>),
+}
+
+/// What the lifecycle sees of the cloud this tick (only instances that are this agent's).
+pub struct Observed<'a> {
+    pub instances: &'a [InstanceInfo],
+    pub members: &'a BTreeMap<String, MemberState>,
+}
+
+/// Hook results by slave: the hook's kind and its result.
+pub type Finished = BTreeMap<String, (HookKind, Result<(), String>)>;
+
+/// The next state and what to do.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub slaves: BTreeMap<String, Slave>,
+    pub actions: Vec<Action>,
+    /// Instances of ours that were not tracked, now adopted.
+    pub adopted: Vec<String>,
+    /// Slaves that became InService.
+    pub in_service: Vec<String>,
+    /// What went wrong, one line each, for the log and `status`.
+    pub errors: Vec<String>,
+    /// Slaves with a hook under way once the actions are carried out.
+    running: BTreeSet<String>,
+}
+
+impl Plan {
+    fn set_phase(&mut self, id: &str, phase: Phase, now: Timestamp) {
+        if let Some(s) = self.slaves.get_mut(id) {
+            tracing::info!(instance_id = %id, from = ?s.phase, to = ?phase,
+                secs_in_phase = age(now, s.since), "slave {id}: {:?} -> {phase:?}", s.phase);
+            s.phase = phase;
+            s.since = now;
+        }
+    }
+
+    fn fail(&mut self, id: &str, why: String) {
+        self.errors
+            .push(format!("slave {id}: {why}; it will be terminated"));
+        if let Some(s) = self.slaves.get_mut(id) {
+            s.failure = Some(why);
+        }
+    }
+
+    fn start(&mut self, id: &str, kind: HookKind) {
+        self.running.insert(id.to_string());
+        self.actions.push(Action::StartHook {
+            id: id.to_string(),
+            kind,
+        });
+    }
+
+    fn abort(&mut self, id: &str) {
+        if self.running.remove(id) {
+            self.actions.push(Action::AbortHook(id.to_string()));
+        }
+    }
+}
+
+/// Adopts every live instance of ours that is not tracked yet (launched by a run that crashed,
+/// or listed late by EC2), in the phase [`phase_of`] gives it. A stopped one is failed; one
+/// that needs its content starts its sync (not in a dry run).
+fn adopt_untracked(plan: &mut Plan, obs: &Observed<'_>, now: Timestamp, cfg: &Config) {
+    for i in obs.instances {
+        if !alive(i.state) || plan.slaves.contains_key(&i.id) {
+            continue;
+        }
+        let phase = phase_of(i, obs.members.get(&i.id).copied());
+        tracing::warn!(instance_id = %i.id, phase = ?phase, ec2_state = ?i.state,
+            in_elb = obs.members.contains_key(&i.id),
+            "adopting slave {} (not tracked by this agent until now)", i.id);
+        plan.adopted.push(i.id.clone());
+        plan.slaves
+            .insert(i.id.clone(), slave_from(i, phase, now, now));
+        if stopped(i.state) {
+            plan.fail(
+                &i.id,
+                "found stopped; burst slaves are never stopped".into(),
+            );
+        } else if phase == Phase::Syncing && !cfg.agent.dry_run {
+            plan.start(&i.id, HookKind::PreRegister);
+        }
+    }
+}
+
+/// [`adopt_untracked`] alone, for adoption at start (the phase machine runs from the next step).
+pub fn adopt(
+    slaves: &BTreeMap<String, Slave>,
+    obs: &Observed<'_>,
+    running: &BTreeSet<String>,
+    now: Timestamp,
+    cfg: &Config,
+) -> Plan {
+    let mut plan = Plan {
+        slaves: slaves.clone(),
+        running: running.clone(),
+        ..Plan::default()
+    };
+    adopt_untracked(&mut plan, obs, now, cfg);
+    plan
+}
+
+/// One reconcile pass over every slave. `running`: the slaves with a hook under way;
+/// `sync_forced`: content sync to every in-service slave now (SIGUSR1).
+pub fn reconcile(
+    slaves: &BTreeMap<String, Slave>,
+    obs: &Observed<'_>,
+    finished: &Finished,
+    running: &BTreeSet<String>,
+    sync_forced: bool,
+    now: Timestamp,
+    cfg: &Config,
+) -> Plan {
+    let mut plan = Plan {
+        slaves: slaves.clone(),
+        running: running.clone(),
+        ..Plan::default()
+    };
+    adopt_untracked(&mut plan, obs, now, cfg);
+    let by_id: BTreeMap<&str, &InstanceInfo> =
+        obs.instances.iter().map(|i| (i.id.as_str(), i)).collect();
+    let members = obs.members;
+    let dry = cfg.agent.dry_run;
+    let mut to_register = Vec::new();
+    let mut to_deregister = Vec::new();
+    let mut to_terminate = Vec::new();
+    let ids: Vec<String> = plan.slaves.keys().cloned().collect();
+    for id in ids {
+        let info = by_id.get(id.as_str()).copied();
+        if let (Some(i), Some(sl)) = (info, plan.slaves.get_mut(&id)) {
+            if i.private_ip.is_some() {
+                sl.private_ip.clone_from(&i.private_ip);
+            }
+            if i.private_dns.is_some() {
+                sl.private_dns.clone_from(&i.private_dns);
+            }
+        }
+        let Some(s) = plan.slaves.get(&id).cloned() else {
+            continue;
+        };
+        let ec2 = info.map(|i| i.state);
+        // Gone or going, whoever did it. EC2 may not list a new instance for a while: only
+        // SETTLE_SECS after the agent first tracked it does not being listed mean gone.
+        if matches!(
+            ec2,
+            Some(InstanceState::Terminated | InstanceState::ShuttingDown)
+        ) || (ec2.is_none() && age(now, s.first_seen) > SETTLE_SECS)
+        {
+            if s.phase != Phase::Terminating {
+                plan.errors.push(format!(
+                    "slave {id} was terminated outside the agent (EC2 says {ec2:?})"
+                ));
+                if members.contains_key(&id) {
+                    to_deregister.push(id.clone());
+                }
+            }
+            plan.slaves.remove(&id);
+            plan.running.remove(&id);
+            plan.actions.push(Action::Gone(id.clone()));
+            continue;
+        }
+        if ec2.is_some_and(stopped) && s.failure.is_none() && s.phase != Phase::Terminating {
+            plan.fail(&id, "stopped outside the agent".into());
+        }
+        let Some(s) = plan.slaves.get(&id).cloned() else {
+            continue;
+        };
+        if s.failure.is_some() && s.phase != Phase::Terminating {
+            plan.abort(&id);
+            if members.contains_key(&id) {
+                to_deregister.push(id.clone());
+            }
+            to_terminate.push(id.clone());
+            continue;
+        }
+        // The phase table's deadline, by which this slave must have moved on.
+        let overdue = deadline(s.phase, cfg).is_some_and(|d| age(now, s.since) > d);
+        let over = |what: &str| format!("{what} for more than {}s", age(now, s.since));
+        let has_hook = plan.running.contains(&id);
+        match s.phase {
+            Phase::Pending => {
+                if ec2 == Some(InstanceState::Running) {
+                    plan.set_phase(&id, Phase::Syncing, now);
+                    if !dry {
+                        plan.start(&id, HookKind::PreRegister);
+                    }
+                } else if overdue {
+                    plan.fail(&id, format!("not running after {}", cfg.fleet.boot_timeout));
+                    to_terminate.push(id.clone());
+                }
+            }
+            Phase::Syncing if overdue && !finished.contains_key(&id) => {
+                plan.abort(&id);
+                plan.fail(&id, over("content sync under way"));
+                to_terminate.push(id.clone());
+            }
+            Phase::Syncing => match finished.get(&id) {
+                Some((HookKind::PreRegister, Ok(()))) => {
+                    plan.set_phase(&id, Phase::Synced, now);
+                    if let Some(sl) = plan.slaves.get_mut(&id) {
+                        sl.last_sync = Some(now);
+                        sl.last_sync_ok = Some(true);
+                    }
+                    to_register.push(id.clone());
+                }
+                Some((HookKind::PreRegister, Err(e))) => {
+                    plan.fail(
+                        &id,
+                        format!("content sync (pre_register) failed, never registered: {e}"),
+                    );
+                    to_terminate.push(id.clone());
+                }
+                // Adopted mid-sync, or its hook was lost: start it (again).
+                _ if !has_hook && !dry => plan.start(&id, HookKind::PreRegister),
+                _ => {}
+            },
+            Phase::Synced if overdue => {
+                plan.fail(&id, over("synced, and the ELB refused every registration,"));
+                to_terminate.push(id.clone());
+            }
+            Phase::Synced => to_register.push(id.clone()),
+            Phase::Registering => match members.get(&id) {
+                Some(MemberState::InService) => {
+                    plan.set_phase(&id, Phase::InService, now);
+                    plan.in_service.push(id.clone());
+                }
+                _ if overdue => {
+                    plan.fail(
+                        &id,
+                        format!(
+                            "not InService {} after registration",
+                            cfg.elb.register_timeout
+                        ),
+                    );
+                    to_deregister.push(id.clone());
+                    to_terminate.push(id.clone());
+                }
+                None if !dry => to_register.push(id.clone()),
+                _ => {}
+            },
+            Phase::InService => {
+                let healthy = members.get(&id) == Some(&MemberState::InService);
+                let sick_since = match (healthy, s.unhealthy_since) {
+                    (true, _) => None,
+                    (false, Some(t)) => Some(t),
+                    (false, None) => {
+                        tracing::warn!(instance_id = %id, elb = ?members.get(&id),
+                            "in-service slave {id} is not InService at the ELB");
+                        Some(now)
+                    }
+                };
+                if let Some(sl) = plan.slaves.get_mut(&id) {
+                    sl.unhealthy_since = sick_since;
+                }
+                if let Some(t) =
+                    sick_since.filter(|t| age(now, *t) > secs(cfg.elb.register_timeout))
+                {
+                    plan.abort(&id);
+                    plan.fail(
+                        &id,
+                        format!("the ELB has not called it InService for {}s", age(now, t)),
+                    );
+                    if members.contains_key(&id) {
+                        to_deregister.push(id.clone());
+                    }
+                    to_terminate.push(id.clone());
+                    continue;
+                }
+                if let Some((HookKind::ContentSync, res)) = finished.get(&id) {
+                    if let Some(sl) = plan.slaves.get_mut(&id) {
+                        sl.last_sync = Some(now);
+                        sl.last_sync_ok = Some(res.is_ok());
+                    }
+                    if let Err(e) = res {
+                        plan.errors.push(format!(
+                            "periodic content sync to {id} failed (it keeps serving the content \
+                             of its last sync): {e}"
+                        ));
+                    }
+                }
+                let interval = secs(cfg.hooks.content_sync_interval);
+                let due = sync_forced || s.last_sync.is_none_or(|t| age(now, t) >= interval);
+                if due && !has_hook && !dry && !finished.contains_key(&id) {
+                    plan.start(&id, HookKind::ContentSync);
+                }
+            }
+            // Out of the ELB already (a deregistration whose answer was lost, or someone
+            // else's): nothing to call; its drain starts now.
+            Phase::Releasing if !members.contains_key(&id) && !has_hook => {
+                plan.set_phase(&id, Phase::Draining, now);
+            }
+            Phase::Releasing if overdue => {
+                plan.abort(&id);
+                tracing::warn!(instance_id = %id, "{}; deregistering anyway",
+                    over("pre_deregister under way"));
+                to_deregister.push(id.clone());
+            }
+            Phase::Releasing => {
+                if !has_hook {
+                    if let Some((HookKind::PreDeregister, Err(e))) = finished.get(&id) {
+                        tracing::warn!(instance_id = %id,
+                            "pre_deregister hook failed; releasing anyway: {e}");
+                    }
+                    to_deregister.push(id.clone());
+                }
+            }
+            Phase::Draining => {
+                if members.contains_key(&id) {
+                    to_deregister.push(id.clone());
+                } else if age(now, s.since) >= secs(cfg.elb.draining_timeout) {
+                    to_terminate.push(id.clone());
+                }
+            }
+            Phase::Terminating => {
+                if overdue {
+                    to_terminate.push(id.clone());
+                }
+            }
+        }
+    }
+    for (ids, call) in [
+        (
+            to_deregister,
+            Action::Deregister as fn(Vec<String>) -> Action,
+        ),
+        (to_register, Action::Register),
+        (to_terminate, Action::Terminate),
+    ] {
+        if !ids.is_empty() {
+            plan.actions.push(call(ids));
+        }
+    }
+    plan
+}
+
+/// A call the executor made for some slaves, and that went through for `done`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Register,
+    Deregister,
+    Terminate,
+}
+
+/// What a call that went through means for each slave it named: registered → Registering (from
+/// Synced), deregistered → Draining (from Releasing), terminated → Terminating (its clock for
+/// the next TerminateInstances restarts).
+pub fn called(slaves: &mut BTreeMap<String, Slave>, call: Call, done: &[String], now: Timestamp) {
+    for id in done {
+        let Some(s) = slaves.get_mut(id) else {
+            continue;
+        };
+        let to = match (call, s.phase) {
+            (Call::Register, Phase::Synced) => Phase::Registering,
+            (Call::Deregister, Phase::Releasing) => Phase::Draining,
+            (Call::Terminate, _) => Phase::Terminating,
+            _ => continue,
+        };
+        tracing::info!(instance_id = %id, from = ?s.phase, to = ?to,
+            secs_in_phase = age(now, s.since), "slave {id}: {:?} -> {to:?}", s.phase);
+        s.phase = to;
+        s.since = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuator::cloud::InstanceInfo;
+    use crate::config::{Dur, Hook};
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_780_000_000 + secs).unwrap()
+    }
+
+    fn cfg() -> Config {
+        let mut c = Config::default();
+        c.fleet.boot_timeout = Dur::secs(600);
+        c.elb.register_timeout = Dur::secs(300);
+        c.elb.draining_timeout = Dur::secs(60);
+        c.hooks.pre_register = Hook {
+            argv: vec!["true".into()],
+            timeout: Dur::secs(100),
+            retries: 1,
+            retry_delay: Dur::secs(10),
+        };
+        c.hooks.pre_deregister = Some(Hook {
+            argv: vec!["true".into()],
+            timeout: Dur::secs(30),
+            retries: 0,
+            retry_delay: Dur::secs(1),
+        });
+        c
+    }
+
+    fn instance(id: &str, state: InstanceState) -> InstanceInfo {
+        InstanceInfo {
+            id: id.into(),
+            state,
+            private_ip: Some("10.0.0.9".into()),
+            private_dns: None,
+            launched_at: Some(at(0)),
+            intent: Some("bi-000000000001".into()),
+            owner: Some("site-elb".into()),
+            draining_since: None,
+            ended_at: None,
+        }
+    }
+
+    fn slave(phase: Phase, since: i64) -> BTreeMap<String, Slave> {
+        let mut s = slave_from(
+            &instance("i-1", InstanceState::Running),
+            phase,
+            at(since),
+            at(0),
+        );
+        s.last_sync = Some(at(since));
+        [("i-1".to_string(), s)].into()
+    }
+
+    /// One slave in `phase` since t=0, running, in the ELB as `member` says, `running` its
+    /// hook, reconciled at `now`.
+    fn plan(phase: Phase, member: Option<MemberState>, hook: bool, now: i64) -> Plan {
+        let instances = [instance("i-1", InstanceState::Running)];
+        let members: BTreeMap<String, MemberState> =
+            member.map(|m| ("i-1".to_string(), m)).into_iter().collect();
+        let running: BTreeSet<String> = hook.then(|| "i-1".to_string()).into_iter().collect();
+        reconcile(
+            &slave(phase, 0),
+            &Observed {
+                instances: &instances,
+                members: &members,
+            },
+            &Finished::new(),
+            &running,
+            false,
+            at(now),
+            &cfg(),
+        )
+    }
+
+    fn terminates(p: &Plan) -> bool {
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Terminate(ids) if ids == &["i-1"]))
+    }
+
+    fn deregisters(p: &Plan) -> bool {
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Deregister(ids) if ids == &["i-1"]))
+    }
+
+    /// Each phase's deadline (the table in `actuator::deadline`) and what overstaying it does.
+    /// Just inside the deadline nothing of that happens; just past it, it does.
+    #[test]
+    fn every_phase_is_acted_on_past_its_deadline_and_not_before() {
+        use MemberState::*;
+        let c = cfg();
+        // pre_register: 2 attempts of 100 s and 10 s between, plus 120 s of grace.
+        assert_eq!(deadline(Phase::Syncing, &c), Some(330));
+        let pending = |now| plan(Phase::Pending, None, false, now);
+        // Running but never seen pending here: the instance runs, so it moves on at once.
+        assert_eq!(pending(1).slaves["i-1"].phase, Phase::Syncing);
+        type Case = (Phase, Option<MemberState>, bool, i64, fn(&Plan) -> bool);
+        let cases: [Case; 5] = [
+            (Phase::Syncing, None, true, 330, terminates),
+            (Phase::Synced, None, false, 300, terminates),
+            (
+                Phase::Registering,
+                Some(OutOfService),
+                false,
+                300,
+                terminates,
+            ),
+            (Phase::Releasing, Some(InService), true, 150, deregisters),
+            (Phase::Terminating, None, false, 300, terminates),
+        ];
+        for (phase, member, hook, limit, acted) in cases {
+            let inside = plan(phase, member, hook, limit);
+            let past = plan(phase, member, hook, limit + 1);
+            assert!(acted(&past), "{phase:?} past {limit}s: {:?}", past.actions);
+            if phase != Phase::Synced {
+                // (Synced asks for registration every tick; past its deadline it is failed.)
+                assert!(
+                    !acted(&inside),
+                    "{phase:?} at {limit}s: {:?}",
+                    inside.actions
+                );
+            } else {
+                assert!(past.slaves["i-1"].failure.is_some());
+                assert!(inside.slaves["i-1"].failure.is_none());
+            }
+        }
+        // Draining ends in termination at draining_timeout.
+        assert!(!terminates(&plan(Phase::Draining, None, false, 59)));
+        assert!(terminates(&plan(Phase::Draining, None, false, 60)));
+    }
+
+    #[test]
+    fn a_slave_the_elb_stops_calling_in_service_is_replaced_after_register_timeout() {
+        use MemberState::*;
+        // First seen OutOfService at t=10: marked, not failed.
+        let p = plan(Phase::InService, Some(OutOfService), false, 10);
+        let s = &p.slaves["i-1"];
+        assert_eq!(s.unhealthy_since, Some(at(10)));
+        assert!(!terminates(&p));
+        // Still OutOfService past register_timeout from then: failed, deregistered, terminated.
+        let mut slaves = p.slaves.clone();
+        let instances = [instance("i-1", InstanceState::Running)];
+        let members: BTreeMap<String, MemberState> = [("i-1".to_string(), OutOfService)].into();
+        let obs = Observed {
+            instances: &instances,
+            members: &members,
+        };
+        let later = reconcile(
+            &slaves,
+            &obs,
+            &Finished::new(),
+            &BTreeSet::new(),
+            false,
+            at(311),
+            &cfg(),
+        );
+        assert!(
+            terminates(&later) && deregisters(&later),
+            "{:?}",
+            later.actions
+        );
+        // Healthy again before that: the mark is cleared.
+        slaves.get_mut("i-1").unwrap().unhealthy_since = Some(at(10));
+        let members: BTreeMap<String, MemberState> = [("i-1".to_string(), InService)].into();
+        let obs = Observed {
+            instances: &instances,
+            members: &members,
+        };
+        let ok = reconcile(
+            &slaves,
+            &obs,
+            &Finished::new(),
+            &BTreeSet::new(),
+            false,
+            at(200),
+            &cfg(),
+        );
+        assert_eq!(ok.slaves["i-1"].unhealthy_since, None);
+    }
+
+    #[test]
+    fn only_a_successful_content_sync_leads_to_registration() {
+        let instances = [instance("i-1", InstanceState::Running)];
+        let members = BTreeMap::new();
+        let obs = Observed {
+            instances: &instances,
+            members: &members,
+        };
+        let slaves = slave(Phase::Syncing, 0);
+        let run = |res: Result<(), String>| {
+            let finished: Finished = [("i-1".to_string(), (HookKind::PreRegister, res))].into();
+            reconcile(
+                &slaves,
+                &obs,
+                &finished,
+                &BTreeSet::new(),
+                false,
+                at(5),
+                &cfg(),
+            )
+        };
+        let ok = run(Ok(()));
+        assert!(ok.actions.contains(&Action::Register(vec!["i-1".into()])));
+        let failed = run(Err("exit status 23".into()));
+        assert!(!failed
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Register(_))));
+        assert!(terminates(&failed));
+        // A content_sync result (not pre_register) does not count as the first sync.
+        let finished: Finished = [("i-1".to_string(), (HookKind::ContentSync, Ok(())))].into();
+        let other = reconcile(
+            &slaves,
+            &obs,
+            &finished,
+            &BTreeSet::new(),
+            false,
+            at(5),
+            &cfg(),
+        );
+        assert!(!other
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Register(_))));
+    }
+
+    #[test]
+    fn a_registration_that_went_through_moves_only_synced_slaves() {
+        let mut slaves = slave(Phase::Synced, 0);
+        slaves.insert(
+            "i-2".into(),
+            slave_from(
+                &instance("i-2", InstanceState::Running),
+                Phase::Releasing,
+                at(0),
+                at(0),
+            ),
+        );
+        called(
+            &mut slaves,
+            Call::Register,
+            &["i-1".into(), "i-2".into()],
+            at(9),
+        );
+        assert_eq!(slaves["i-1"].phase, Phase::Registering);
+        assert_eq!(slaves["i-1"].since, at(9));
+        assert_eq!(
+            slaves["i-2"].phase,
+            Phase::Releasing,
+            "never registered again"
+        );
+        called(&mut slaves, Call::Deregister, &["i-2".into()], at(10));
+        assert_eq!(slaves["i-2"].phase, Phase::Draining);
+    }
+}
