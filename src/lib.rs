@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod hooks;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod report;
 pub mod sampler;

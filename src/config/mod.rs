@@ -177,26 +177,7 @@ pub enum PolicyMode {
     Threshold,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum Signal {
-    /// 1-minute load average divided by CPU count.
-    LoadPerCpu,
-    /// Apache busy workers (mod_status) or worker processes over max workers.
-    ApacheBusyRatio,
-    /// (total - available) / total memory.
-    MemoryUsedRatio,
-}
-
-impl Signal {
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::LoadPerCpu => "load_per_cpu",
-            Signal::ApacheBusyRatio => "apache_busy_ratio",
-            Signal::MemoryUsedRatio => "memory_used_ratio",
-        }
-    }
-}
+pub use crate::model::Signal;
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

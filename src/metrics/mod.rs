@@ -17,8 +17,8 @@ pub mod cloudwatch;
 
 use crate::cap::CapStatus;
 use crate::config::Signal;
+use crate::model::HostSample;
 use crate::policy::{Decision, HostMetrics};
-use crate::sampler::HostSample;
 use jiff::Timestamp;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -374,7 +374,7 @@ pub fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::{ApacheSample, DiskSample, LoadSample, MemorySample};
+    use crate::model::{ApacheSample, DiskSample, LoadSample, MemorySample};
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()

@@ -19,7 +19,6 @@ pub use reason::{Direction, Reason};
 
 use crate::cap::{CapLedger, CapStatus};
 use crate::config::{PolicyConfig, PolicyMode, Signal, VictimOrder};
-use crate::sampler::HostSample;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -37,34 +36,7 @@ pub enum SlaveState {
     Draining,
 }
 
-/// The utilizations one host reported, and when.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HostMetrics {
-    pub at: Timestamp,
-    pub load_per_cpu: Option<f64>,
-    pub apache_busy_ratio: Option<f64>,
-    pub memory_used_ratio: Option<f64>,
-}
-
-impl HostMetrics {
-    pub fn get(&self, s: Signal) -> Option<f64> {
-        match s {
-            Signal::LoadPerCpu => self.load_per_cpu,
-            Signal::ApacheBusyRatio => self.apache_busy_ratio,
-            Signal::MemoryUsedRatio => self.memory_used_ratio,
-        }
-        .filter(|v| v.is_finite() && *v >= 0.0)
-    }
-
-    pub fn from_sample(s: &HostSample) -> Self {
-        HostMetrics {
-            at: s.timestamp,
-            load_per_cpu: s.signal(Signal::LoadPerCpu),
-            apache_busy_ratio: s.signal(Signal::ApacheBusyRatio),
-            memory_used_ratio: s.signal(Signal::MemoryUsedRatio),
-        }
-    }
-}
+pub use crate::model::HostMetrics;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SlaveObservation {

@@ -7,9 +7,8 @@
 pub mod modstatus;
 pub mod procfs;
 
-use crate::config::{SamplingConfig, Signal};
+use crate::config::SamplingConfig;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,92 +16,9 @@ use sysinfo::{CpuRefreshKind, MemoryRefreshKind, ProcessRefreshKind, ProcessesTo
 
 pub use modstatus::{ModStatus, ModStatusClient};
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LoadSample {
-    pub one: f64,
-    pub five: f64,
-    pub fifteen: f64,
-    pub runnable_tasks: u32,
-    pub total_tasks: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CountMethod {
-    /// Children of the parent named in Apache's pidfile.
-    Pidfile,
-    /// Processes matching `sampling.apache_process_names`.
-    ProcessNames,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ApacheSample {
-    /// Worker processes (the parent not included).
-    pub workers: Option<u32>,
-    pub method: Option<CountMethod>,
-    /// From mod_status, when a URL is set and answered.
-    pub busy_workers: Option<u32>,
-    pub idle_workers: Option<u32>,
-    /// MaxClients from config, lowered to the scoreboard size when mod_status reports fewer slots.
-    pub max_workers: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MemorySample {
-    pub total_bytes: u64,
-    pub available_bytes: u64,
-    pub swap_total_bytes: u64,
-    pub swap_used_bytes: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DiskSample {
-    pub path: PathBuf,
-    pub used_percent: Option<f64>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HostSample {
-    pub timestamp: Timestamp,
-    pub host: String,
-    pub cpus: u32,
-    pub load: Option<LoadSample>,
-    pub apache: ApacheSample,
-    pub memory: Option<MemorySample>,
-    pub disks: Vec<DiskSample>,
-    /// What could not be sampled this tick, and why.
-    pub problems: Vec<String>,
-}
-
-impl HostSample {
-    pub fn load_per_cpu(&self) -> Option<f64> {
-        let l = self.load?;
-        (self.cpus > 0).then(|| l.one / f64::from(self.cpus))
-    }
-
-    /// Busy workers over max workers; worker processes stand in without mod_status.
-    pub fn apache_busy_ratio(&self) -> Option<f64> {
-        let a = &self.apache;
-        let busy = a.busy_workers.or(a.workers)?;
-        (a.max_workers > 0).then(|| f64::from(busy) / f64::from(a.max_workers))
-    }
-
-    pub fn memory_used_ratio(&self) -> Option<f64> {
-        let m = self.memory?;
-        (m.total_bytes > 0)
-            .then(|| m.total_bytes.saturating_sub(m.available_bytes) as f64 / m.total_bytes as f64)
-    }
-
-    /// The utilization a policy signal reads from this sample (1.0 = saturated).
-    pub fn signal(&self, s: Signal) -> Option<f64> {
-        match s {
-            Signal::LoadPerCpu => self.load_per_cpu(),
-            Signal::ApacheBusyRatio => self.apache_busy_ratio(),
-            Signal::MemoryUsedRatio => self.memory_used_ratio(),
-        }
-        .filter(|v| v.is_finite() && *v >= 0.0)
-    }
-}
+pub use crate::model::{
+    ApacheSample, CountMethod, DiskSample, HostSample, LoadSample, MemorySample,
+};
 
 /// Samples the local host. Keep one alive across ticks: it reuses its sysinfo state and buffers.
 pub struct Sampler {
@@ -320,6 +236,7 @@ pub fn disk_used_percent(path: &Path) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Signal;
 
     fn sample() -> HostSample {
         HostSample {

@@ -1,0 +1,145 @@
+//! The types every part agrees on: what a host sample holds ([`HostSample`]), the utilizations
+//! the policy reads ([`HostMetrics`]) and which signal it reads ([`Signal`]). Nothing here does
+//! I/O or depends on any other module of the agent: the sampler edge fills these, the pure core
+//! (policy, metrics, simulation) reads them.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// 1-minute load average divided by CPU count.
+    LoadPerCpu,
+    /// Apache busy workers (mod_status) or worker processes over max workers.
+    ApacheBusyRatio,
+    /// (total - available) / total memory.
+    MemoryUsedRatio,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::LoadPerCpu => "load_per_cpu",
+            Signal::ApacheBusyRatio => "apache_busy_ratio",
+            Signal::MemoryUsedRatio => "memory_used_ratio",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoadSample {
+    pub one: f64,
+    pub five: f64,
+    pub fifteen: f64,
+    pub runnable_tasks: u32,
+    pub total_tasks: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountMethod {
+    /// Children of the parent named in Apache's pidfile.
+    Pidfile,
+    /// Processes matching `sampling.apache_process_names`.
+    ProcessNames,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApacheSample {
+    /// Worker processes (the parent not included).
+    pub workers: Option<u32>,
+    pub method: Option<CountMethod>,
+    /// From mod_status, when a URL is set and answered.
+    pub busy_workers: Option<u32>,
+    pub idle_workers: Option<u32>,
+    /// MaxClients from config, lowered to the scoreboard size when mod_status reports fewer slots.
+    pub max_workers: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemorySample {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+    pub swap_total_bytes: u64,
+    pub swap_used_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiskSample {
+    pub path: PathBuf,
+    pub used_percent: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostSample {
+    pub timestamp: Timestamp,
+    pub host: String,
+    pub cpus: u32,
+    pub load: Option<LoadSample>,
+    pub apache: ApacheSample,
+    pub memory: Option<MemorySample>,
+    pub disks: Vec<DiskSample>,
+    /// What could not be sampled this tick, and why.
+    pub problems: Vec<String>,
+}
+
+impl HostSample {
+    pub fn load_per_cpu(&self) -> Option<f64> {
+        let l = self.load?;
+        (self.cpus > 0).then(|| l.one / f64::from(self.cpus))
+    }
+
+    /// Busy workers over max workers; worker processes stand in without mod_status.
+    pub fn apache_busy_ratio(&self) -> Option<f64> {
+        let a = &self.apache;
+        let busy = a.busy_workers.or(a.workers)?;
+        (a.max_workers > 0).then(|| f64::from(busy) / f64::from(a.max_workers))
+    }
+
+    pub fn memory_used_ratio(&self) -> Option<f64> {
+        let m = self.memory?;
+        (m.total_bytes > 0)
+            .then(|| m.total_bytes.saturating_sub(m.available_bytes) as f64 / m.total_bytes as f64)
+    }
+
+    /// The utilization a policy signal reads from this sample (1.0 = saturated).
+    pub fn signal(&self, s: Signal) -> Option<f64> {
+        match s {
+            Signal::LoadPerCpu => self.load_per_cpu(),
+            Signal::ApacheBusyRatio => self.apache_busy_ratio(),
+            Signal::MemoryUsedRatio => self.memory_used_ratio(),
+        }
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    }
+}
+
+/// The utilizations one host reported, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostMetrics {
+    pub at: Timestamp,
+    pub load_per_cpu: Option<f64>,
+    pub apache_busy_ratio: Option<f64>,
+    pub memory_used_ratio: Option<f64>,
+}
+
+impl HostMetrics {
+    pub fn get(&self, s: Signal) -> Option<f64> {
+        match s {
+            Signal::LoadPerCpu => self.load_per_cpu,
+            Signal::ApacheBusyRatio => self.apache_busy_ratio,
+            Signal::MemoryUsedRatio => self.memory_used_ratio,
+        }
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    }
+
+    pub fn from_sample(s: &HostSample) -> Self {
+        HostMetrics {
+            at: s.timestamp,
+            load_per_cpu: s.signal(Signal::LoadPerCpu),
+            apache_busy_ratio: s.signal(Signal::ApacheBusyRatio),
+            memory_used_ratio: s.signal(Signal::MemoryUsedRatio),
+        }
+    }
+}
