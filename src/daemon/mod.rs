@@ -19,7 +19,8 @@
 pub mod lock;
 pub mod status;
 
-use crate::actuator::cloud::AwsCloud;
+use crate::actuator::cloud::{AwsCloud, Cloud};
+use crate::actuator::runner::HookRunner;
 use crate::actuator::{Actuator, ActuatorError, Phase};
 use crate::aws::Aws;
 use crate::cap::CapLedger;
@@ -615,9 +616,28 @@ struct Tick {
     observed: bool,
 }
 
+/// What the master's loop keeps between ticks, with the actuator it drives (any [`Cloud`] and
+/// [`HookRunner`]: AWS and processes in the service, a simulated world in tests).
+struct Loop<C: Cloud, H: HookRunner> {
+    actuator: Option<Actuator<C, H>>,
+    /// Without AWS (local dry run) the policy reads the stored ledger, never writes it.
+    stored_ledger: CapLedger,
+    tick: Tick,
+    ready_sent: bool,
+}
+
+impl<C: Cloud, H: HookRunner> Loop<C, H> {
+    fn ledger(&self) -> CapLedger {
+        match &self.actuator {
+            Some(a) => a.ledger().clone(),
+            None => self.stored_ledger.clone(),
+        }
+    }
+}
+
 impl Master<'_> {
     async fn run(mut self) -> Result<(), DaemonError> {
-        let mut actuator = match &self.aws {
+        let actuator = match &self.aws {
             Some(aws) => {
                 let cloud = AwsCloud::new(
                     aws.clone(),
@@ -632,13 +652,30 @@ impl Master<'_> {
             }
             None => None,
         };
-        // Without AWS (local dry run) the policy reads the stored ledger, never writes it.
-        let mut stored_ledger = local_ledger(&self.cfg, Timestamp::now());
-        let ledger_now = |a: &Option<Actuator<AwsCloud>>, stored: &CapLedger| match a {
-            Some(a) => a.ledger().clone(),
-            None => stored.clone(),
-        };
-        let mut tick = Tick {
+        let mut l = self.start(actuator);
+        let mut watchdog_usec = 0u64;
+        if sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+            && Duration::from_micros(watchdog_usec / 2) < self.cfg.policy.evaluation_interval.get()
+        {
+            tracing::warn!(watchdog_secs = watchdog_usec / 1_000_000,
+                evaluation_interval = %self.cfg.policy.evaluation_interval,
+                "the unit's WatchdogSec is less than twice policy.evaluation_interval: systemd \
+                 may restart a healthy agent; raise WatchdogSec or shorten the interval");
+        }
+        loop {
+            self.tick(&mut l, Timestamp::now()).await;
+            let wait = self.cfg.policy.evaluation_interval.get();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown_rx.wait_for(|s| *s) => break,
+            }
+        }
+        self.stop(&mut l).await;
+        Ok(())
+    }
+
+    fn start<C: Cloud, H: HookRunner>(&self, actuator: Option<Actuator<C, H>>) -> Loop<C, H> {
+        let tick = Tick {
             // Cooldowns and the last scaling survive a restart.
             history: actuator
                 .as_ref()
@@ -653,76 +690,79 @@ impl Master<'_> {
             state: "starting",
             observed: false,
         };
-        let mut ready_sent = false;
-        let mut watchdog_usec = 0u64;
-        if sd_notify::watchdog_enabled(false, &mut watchdog_usec)
-            && Duration::from_micros(watchdog_usec / 2) < self.cfg.policy.evaluation_interval.get()
-        {
-            tracing::warn!(watchdog_secs = watchdog_usec / 1_000_000,
-                evaluation_interval = %self.cfg.policy.evaluation_interval,
-                "the unit's WatchdogSec is less than twice policy.evaluation_interval: systemd \
-                 may restart a healthy agent; raise WatchdogSec or shorten the interval");
+        Loop {
+            actuator,
+            stored_ledger: local_ledger(&self.cfg, Timestamp::now()),
+            tick,
+            ready_sent: false,
         }
-        loop {
-            let now = Timestamp::now();
-            if self.cfg_rx.has_changed().unwrap_or(false) {
-                self.cfg = (**self.cfg_rx.borrow_and_update()).clone();
-                match actuator.as_mut() {
-                    Some(a) => a.reconfigure(&self.cfg, now),
-                    // A local dry run reads the stored ledger under the new [cap].
-                    None => stored_ledger = local_ledger(&self.cfg, now),
-                }
-            }
-            if let Some(a) = actuator.as_mut() {
-                self.actuate_observe(a, &mut tick, now).await;
-            }
-            let ledger = ledger_now(&actuator, &stored_ledger);
-            let decision = self.decide(&actuator, &ledger, &mut tick, now);
-            if let Some(a) = actuator.as_mut() {
-                a.keep_history(&tick.history, now);
-            }
-            if let (Some(a), true) = (actuator.as_mut(), tick.adopted && tick.observed) {
-                let r = a.apply(&decision, now).await;
-                for e in r.errors {
-                    tick.errors.push((now, e));
-                }
-            } else if !matches!(decision, Decision::Hold { .. }) && actuator.is_none() {
-                // The decision line above has the numbers; this only says nothing was done.
-                tracing::info!(
-                    action = decision.action(),
-                    "dry run (no AWS): nothing launched or released"
-                );
-            }
-            let hooks = actuator
-                .as_mut()
-                .map(|a| a.take_hook_seconds())
-                .unwrap_or_default();
-            self.publish_own(&decision, &ledger, &hooks, &mut tick, now);
-            tick.state = if actuator.is_some() && !tick.adopted {
-                "waiting_for_aws"
-            } else {
-                "running"
-            };
-            self.snapshot(&actuator, &ledger, &tick, now);
-            let line = status_line(&actuator, &ledger, &decision, now);
-            notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
-            if !ready_sent {
-                notify(&[NotifyState::Ready]);
-                ready_sent = true;
-                tracing::info!("ready: {line}");
-            }
-            let wait = self.cfg.policy.evaluation_interval.get();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.shutdown_rx.wait_for(|s| *s) => break,
+    }
+
+    /// One tick at `now`: a new config, observe (adopt or step, read the fleet back), decide,
+    /// act only on a fleet this tick observed, publish, status, watchdog. Returns the decision.
+    async fn tick<C: Cloud, H: HookRunner>(
+        &mut self,
+        l: &mut Loop<C, H>,
+        now: Timestamp,
+    ) -> Decision {
+        if self.cfg_rx.has_changed().unwrap_or(false) {
+            self.cfg = (**self.cfg_rx.borrow_and_update()).clone();
+            match l.actuator.as_mut() {
+                Some(a) => a.reconfigure(&self.cfg, now),
+                // A local dry run reads the stored ledger under the new [cap].
+                None => l.stored_ledger = local_ledger(&self.cfg, now),
             }
         }
-        // Shutdown: the loop only stops between ticks, so no launch or registration is half
-        // done; hooks under way get what is left of the deadline.
-        tick.state = "stopping";
+        if let Some(a) = l.actuator.as_mut() {
+            self.actuate_observe(a, &mut l.tick, now).await;
+        }
+        let ledger = l.ledger();
+        let decision = self.decide(&l.actuator, &ledger, &mut l.tick, now);
+        if let Some(a) = l.actuator.as_mut() {
+            a.keep_history(&l.tick.history, now);
+        }
+        let observed = l.tick.adopted && l.tick.observed;
+        if let (Some(a), true) = (l.actuator.as_mut(), observed) {
+            let r = a.apply(&decision, now).await;
+            for e in r.errors {
+                l.tick.errors.push((now, e));
+            }
+        } else if !matches!(decision, Decision::Hold { .. }) && l.actuator.is_none() {
+            // The decision line above has the numbers; this only says nothing was done.
+            tracing::info!(
+                action = decision.action(),
+                "dry run (no AWS): nothing launched or released"
+            );
+        }
+        let hooks = l
+            .actuator
+            .as_mut()
+            .map(|a| a.take_hook_seconds())
+            .unwrap_or_default();
+        self.publish_own(&decision, &ledger, &hooks, &mut l.tick, now);
+        l.tick.state = if l.actuator.is_some() && !l.tick.adopted {
+            "waiting_for_aws"
+        } else {
+            "running"
+        };
+        self.snapshot(&l.actuator, &ledger, &l.tick, now);
+        let line = status_line(&l.actuator, &ledger, &decision, now);
+        notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
+        if !l.ready_sent {
+            notify(&[NotifyState::Ready]);
+            l.ready_sent = true;
+            tracing::info!("ready: {line}");
+        }
+        decision
+    }
+
+    /// Shutdown: the loop only stops between ticks, so no launch or registration is half done;
+    /// hooks under way get what is left of the deadline.
+    async fn stop<C: Cloud, H: HookRunner>(&mut self, l: &mut Loop<C, H>) {
+        l.tick.state = "stopping";
         let deadline = self.cfg.agent.shutdown_timeout;
         let mut timed_out = false;
-        if let Some(a) = actuator.as_mut() {
+        if let Some(a) = l.actuator.as_mut() {
             a.flush(Timestamp::now());
             let left = a.wait_for_hooks(deadline.get()).await;
             if left > 0 {
@@ -731,17 +771,21 @@ impl Master<'_> {
                 timed_out = true;
             }
         }
-        tick.state = "stopped";
-        let ledger = ledger_now(&actuator, &stored_ledger);
-        self.snapshot(&actuator, &ledger, &tick, Timestamp::now());
+        l.tick.state = "stopped";
+        let ledger = l.ledger();
+        self.snapshot(&l.actuator, &ledger, &l.tick, Timestamp::now());
         if timed_out {
             tracing::warn!("{}", DaemonError::ShutdownTimedOut(deadline));
         }
-        Ok(())
     }
 
     /// Adopts (until it has worked once), steps the actuator, and reads the fleet back.
-    async fn actuate_observe(&self, a: &mut Actuator<AwsCloud>, tick: &mut Tick, now: Timestamp) {
+    async fn actuate_observe<C: Cloud, H: HookRunner>(
+        &self,
+        a: &mut Actuator<C, H>,
+        tick: &mut Tick,
+        now: Timestamp,
+    ) {
         if self.shared.sync_requested.swap(false, Ordering::SeqCst) {
             a.request_sync();
         }
@@ -826,9 +870,9 @@ impl Master<'_> {
         }
     }
 
-    fn decide(
+    fn decide<C: Cloud, H: HookRunner>(
         &self,
-        actuator: &Option<Actuator<AwsCloud>>,
+        actuator: &Option<Actuator<C, H>>,
         ledger: &CapLedger,
         tick: &mut Tick,
         now: Timestamp,
@@ -909,9 +953,9 @@ impl Master<'_> {
         tick.api_errors_reported = errors;
     }
 
-    fn snapshot(
+    fn snapshot<C: Cloud, H: HookRunner>(
         &self,
-        actuator: &Option<Actuator<AwsCloud>>,
+        actuator: &Option<Actuator<C, H>>,
         ledger: &CapLedger,
         tick: &Tick,
         now: Timestamp,
@@ -1034,8 +1078,8 @@ pub fn phase_name(p: Phase) -> &'static str {
 }
 
 /// systemd's one-line STATUS=.
-fn status_line(
-    actuator: &Option<Actuator<AwsCloud>>,
+fn status_line<C: Cloud, H: HookRunner>(
+    actuator: &Option<Actuator<C, H>>,
     ledger: &CapLedger,
     decision: &Decision,
     now: Timestamp,
@@ -1056,3 +1100,6 @@ fn status_line(
         decision.action()
     )
 }
+
+#[cfg(test)]
+mod tests;

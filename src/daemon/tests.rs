@@ -1,0 +1,149 @@
+//! The master's loop, one `tick(now)` at a time, on the fault simulation's world (simulated EC2,
+//! ELB, disk and hooks). A tick reads time only from its argument and waits on no timer with
+//! this world, so the test needs neither the wall clock nor tokio's paused clock (whose
+//! `test-util` feature would rebuild the AWS SDK for the tests).
+
+use super::*;
+use crate::faultsim::world::{Faults, MemDisk, SimCloud, SimHooks, World, MASTER, OWNER};
+use crate::model::{ApacheSample, HostSample, Signal};
+use rand::SeedableRng;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_780_000_000 + secs).unwrap()
+}
+
+/// The master's own sample: every Apache worker busy.
+fn saturated(t: Timestamp) -> HostSample {
+    HostSample {
+        timestamp: t,
+        host: "master".into(),
+        cpus: 2,
+        load: None,
+        apache: ApacheSample {
+            workers: Some(8),
+            method: None,
+            busy_workers: Some(8),
+            idle_workers: Some(0),
+            max_workers: 8,
+        },
+        memory: None,
+        disks: vec![],
+        problems: vec![],
+    }
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.agent.state_dir = dir.to_path_buf();
+    c.agent.dry_run = false;
+    c.agent.instance_id = MASTER.into();
+    c.elb.name = OWNER.into();
+    c.cap.time_zone = "UTC".into();
+    c.policy.signals = vec![Signal::ApacheBusyRatio];
+    c.policy.targets.apache_busy_ratio = 0.25; // 1.0 busy → 4 hosts → 3 slaves wanted
+    c.policy.max_step_out = 1;
+    c.policy.scale_out_cooldown = crate::config::Dur::secs(0);
+    c.policy.scale_out_stabilization = crate::config::Dur::secs(0);
+    c
+}
+
+fn world() -> crate::faultsim::world::Shared {
+    let faults = Faults {
+        rate: 0.0,
+        brownout: None,
+        hook_fail: 0.0,
+        hook_hang: 0.0,
+        boot: (600, 600),
+        sick: 0.0,
+    };
+    crate::faultsim::world::Shared(Arc::new(Mutex::new(World::new(
+        rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        faults,
+        at(0),
+    ))))
+}
+
+fn ours(w: &crate::faultsim::world::Shared) -> usize {
+    w.w().instances.values().filter(|i| i.ours).count()
+}
+
+#[tokio::test]
+async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let w = world();
+    let ids = w.clone();
+    let mut act = Actuator::open_with(
+        SimCloud(w.clone()),
+        SimHooks::new(w.clone()),
+        Arc::new(MemDisk(w.clone())),
+        Box::new(move || {
+            let mut w = ids.w();
+            w.next_intent += 1;
+            format!("bi-{:012x}", w.next_intent)
+        }),
+        &cfg,
+        at(0),
+    )
+    .unwrap();
+    act.set_own_instance(Some(MASTER.into()));
+    let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+    let (_stop_tx, shutdown_rx) = watch::channel(false);
+    let (sample_tx, sample_rx) = watch::channel(Some(saturated(at(0))));
+    let shared = Shared {
+        buffer: Arc::new(Mutex::new(Buffer::new(1000))),
+        sync_requested: Arc::new(AtomicBool::new(false)),
+    };
+    let mut m = Master {
+        cfg: cfg.clone(),
+        cfg_rx,
+        shutdown_rx,
+        sample_rx,
+        aws: None,
+        aws_off: None,
+        instance_id: MASTER.into(),
+        own_ec2_id: Some(MASTER.into()),
+        state_dir: dir.path().to_path_buf(),
+        started_at: at(0),
+        shared: &shared,
+    };
+    let mut l = m.start(Some(act));
+    let tick = |t: i64| {
+        w.w().advance(at(t));
+        sample_tx.send_replace(Some(saturated(at(t))));
+        at(t)
+    };
+
+    // Adoption and the first decision: one slave (max_step_out 1).
+    let now = tick(1);
+    let d = m.tick(&mut l, now).await;
+    assert!(matches!(d, Decision::ScaleOut { count: 1, .. }), "{d}");
+    assert_eq!(ours(&w), 1);
+
+    // EC2 and the ELB stop answering: the policy still wants more, nothing is launched.
+    {
+        let mut g = w.w();
+        g.faults.rate = 1.0;
+        g.faults_on = true;
+    }
+    for t in 2..6 {
+        let now = tick(t);
+        let d = m.tick(&mut l, now).await;
+        assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
+        assert_eq!(ours(&w), 1, "launched at {t} on a fleet it could not see");
+    }
+    assert!(l
+        .tick
+        .errors
+        .iter()
+        .any(|(_, e)| e.contains("no scaling this tick")));
+
+    // They answer again: the next tick observes, then launches.
+    w.w().faults.rate = 0.0;
+    let now = tick(6);
+    m.tick(&mut l, now).await;
+    assert_eq!(ours(&w), 2);
+    // status.json says what an operator would see.
+    let status = std::fs::read_to_string(dir.path().join("status.json")).unwrap();
+    assert!(status.contains("\"running\""), "{status}");
+}
