@@ -91,15 +91,35 @@ fn a_step_in_load_is_met_within_boot_sync_and_registration() {
     assert_eq!(o.metrics.cap_violations, 0);
 }
 
+/// A run depends on its trace alone: not on when it runs (the wall clock), nor on which thread
+/// runs it (hash maps seed their order per thread), nor on the absolute date of the trace as
+/// long as the local day looks the same. A run that read the clock or iterated a HashMap into
+/// a decision would fail here.
 #[test]
-fn runs_are_deterministic() {
-    let cfg = Config::default();
+fn a_run_depends_on_its_trace_alone() {
+    let mut cfg = Config::default();
+    // A cap the burst meets: the ledger's days are part of the run.
+    cfg.cap.daily_limit = 2;
     let model = Model::from_config(&cfg);
     let t = shipped("tv-feature");
     let a = run(&cfg, &t, &model, Kind::Agent, true, 60);
-    let b = run(&cfg, &t, &model, Kind::Agent, true, 60);
+    // Four weeks later (same weekday and hour in cap.time_zone), on another thread.
+    let mut later = t.clone();
+    later.start = Timestamp::from_second(t.start.as_second() + 28 * 86_400).unwrap();
+    let (c2, m2) = (cfg.clone(), model.clone());
+    let b = std::thread::spawn(move || run(&c2, &later, &m2, Kind::Agent, true, 60))
+        .join()
+        .unwrap();
     assert_eq!(a.metrics, b.metrics);
     assert_eq!(a.series.supply, b.series.supply);
+    // The comparison above means something: the same run on a trace with 50 % more load
+    // comes out otherwise.
+    let mut heavier = t.clone();
+    for p in &mut heavier.points {
+        p.1 *= 1.5;
+    }
+    let c = run(&cfg, &heavier, &model, Kind::Agent, true, 60);
+    assert_ne!(c.series.supply, a.series.supply);
 }
 
 #[test]
