@@ -1,8 +1,8 @@
-//! The actuator's write-ahead journal of launch intents: `STATE_DIR/journal.json`, rewritten
-//! atomically. An intent is written (with its cap-ledger attempts) **before** RunInstances and
-//! its outcome after, so a crash between the two leaves an intent whose instances are found by
-//! their `burst-agent:intent` tag, or re-requested with the same client token, never launched
-//! twice. Everything else about a slave is observable from EC2 and the ELB and is not journaled.
+//! The actuator's write-ahead journal of launch intents, kept in `STATE_DIR/state.json` with the
+//! cap ledger (`journal.json` of agents from before). An intent is written (with its cap-ledger
+//! attempts) **before** RunInstances and its outcome after, so a crash between the two leaves an
+//! intent whose instances are found by their `burst-agent:intent` tag, never launched twice; what
+//! EC2 has not listed 300 s after the last call was not launched. Everything else about a slave is observable from EC2 and the ELB and is not journaled.
 
 use crate::fsutil::{Disk, RealDisk};
 use jiff::Timestamp;

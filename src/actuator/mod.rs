@@ -848,9 +848,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         Ok(report)
     }
 
-    /// Intents written before a RunInstances whose answer never made it to the journal: find
-    /// their instances by tag, or ask again with the same client token (real EC2 returns the
-    /// instances of the first call instead of launching new ones).
+    /// Intents written before a RunInstances whose answer never made it to the journal: their
+    /// instances are found by the intent tag; an intent EC2 still lists nothing of, 300 s after
+    /// its last call, launched nothing.
     async fn resolve_intents(
         &mut self,
         instances: &[InstanceInfo],
@@ -887,65 +887,20 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             if self.cfg.agent.dry_run {
                 continue;
             }
-            let call = intent.open_call.max(1);
-            let f = &self.cfg.fleet;
-            let (subnet, instance_type) =
-                pick_placement(&f.subnet_ids, &f.fallback_instance_types, &intent.id, call);
-            let req = LaunchRequest {
-                intent: intent.id.clone(),
-                owner: self.owner().to_string(),
-                subnet,
-                instance_type,
-                client_token: intent.client_token(call),
-                min: 1,
-                max: u32::try_from(intent.keys.len()).unwrap_or(1),
-                launched_at: intent.created_at,
-            };
-            // Write-ahead, as for the first call: what this call launches may not be listed at
-            // once, and the intent must not be settled as empty before EC2 had time to.
-            if let Some(j) = self.journal.get_mut(&intent.id) {
-                j.last_sent = Some(now);
-            }
-            if !self.save_state(now, report) {
+            // Nothing lists it. Every instance of a launch carries its intent tag from the
+            // moment it exists (RunInstances tags atomically), so once EC2 has had time to list
+            // what the last call launched, nothing was launched: the attempts are withdrawn and
+            // the policy decides anew. Never sent again: a launch asked for minutes ago may no
+            // longer be wanted, and a repeat could launch what nobody decided.
+            if age(now, intent.settling_since()) <= SETTLE_SECS {
                 continue;
             }
-            tracing::warn!(intent = %intent.id, "launch intent has no instances yet; \
-                asking EC2 again with the same client token");
-            match self.cloud.launch(&req).await {
-                Ok(got) => {
-                    let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
-                    for i in &got {
-                        self.slaves
-                            .entry(i.id.clone())
-                            .or_insert_with(|| slave_from(i, Phase::Pending, now, now));
-                    }
-                    report.launched.extend(ids.iter().cloned());
-                    self.finish_intent(&intent, &ids, now, report);
-                }
-                // EC2 answers a token it has seen with that call's instances, whatever its
-                // capacity now: no capacity means that call launched nothing. The next
-                // placement is a new call (its own token); after the last, the launch failed.
-                Err(e) if e.is_capacity() => {
-                    let f = &self.cfg.fleet;
-                    let all = placements(&f.subnet_ids, &f.fallback_instance_types);
-                    if usize::try_from(call).unwrap_or(usize::MAX) < all {
-                        tracing::warn!(intent = %intent.id, code = %e.code,
-                            "no EC2 capacity for the repeated launch; trying the next placement");
-                        if let Some(j) = self.journal.get_mut(&intent.id) {
-                            j.open_call = call + 1;
-                        }
-                        self.save_state(now, report);
-                    } else {
-                        self.back_off(now);
-                        self.fail_intent(&intent, &e.to_string(), now, report);
-                    }
-                }
-                Err(e) if e.retryable => {
-                    let msg = format!("launch intent {} still unresolved: {e}", intent.id);
-                    self.error(now, report, msg);
-                }
-                Err(e) => self.fail_intent(&intent, &e.to_string(), now, report),
-            }
+            let why = format!(
+                "EC2 lists no instance of this launch {}s after its last RunInstances: nothing \
+                 was launched",
+                age(now, intent.settling_since())
+            );
+            self.fail_intent(&intent, &why, now, report);
         }
     }
 

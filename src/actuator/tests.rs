@@ -698,45 +698,47 @@ async fn throttling_and_limits_launch_nothing_and_cost_nothing_but_a_timeout_sta
 }
 
 #[tokio::test]
-async fn an_ambiguous_call_after_a_capacity_miss_is_asked_again_exactly_as_it_was_sent() {
+async fn an_ambiguous_launch_is_never_sent_again_and_is_withdrawn_once_ec2_has_had_time_to_list_it()
+{
     let d = tempfile::tempdir().unwrap();
     let (fake, mut act) = setup(d.path());
     subnets(&mut act, &["subnet-a", "subnet-b"]);
-    // The first call finds no capacity; the second, in the other subnet, times out.
+    // The first call finds no capacity; the second, in the other subnet, times out (and, as it
+    // turns out, launched nothing).
     fake.w().capacity_misses = 1;
     fake.w().launch_error = Some(err(true));
     let r = act.apply(&decision(1), at(0)).await;
     assert!(r.launched.is_empty());
-    let (sent_token, sent_subnet) = {
-        let w = fake.w();
-        (
-            w.launch_tokens.last().unwrap().clone(),
-            w.launch_subnets.last().unwrap().clone(),
-        )
-    };
-    let first_subnet = fake.w().launch_subnets[0].clone();
+    let calls = |f: &Fake| f.w().launch_tokens.clone();
+    let sent = calls(&fake);
+    assert_eq!(sent.len(), 2);
+    assert!(sent[1].ends_with("-2"), "{sent:?}");
+    let subnets_asked = fake.w().launch_subnets.clone();
     assert_ne!(
-        sent_subnet, first_subnet,
+        subnets_asked[0], subnets_asked[1],
         "the capacity miss was asked again in place"
     );
-    assert!(sent_token.ends_with("-2"), "{sent_token}");
     assert_eq!(
         act.ledger().used(at(0)),
         1,
         "the outcome is unknown: still counted"
     );
-    // Next step: nothing carries the intent tag, so the same request goes again, and only it:
-    // same client token, same subnet (EC2 answers a repeated token with what it launched).
-    act.step(at(5)).await.unwrap();
-    let w = fake.w();
-    assert_eq!(
-        w.launch_tokens.last(),
-        Some(&sent_token),
-        "{:?}",
-        w.launch_tokens
+    // EC2 may not list what the call launched yet: the agent waits, never sends it again (a
+    // repeat minutes later could launch what nobody wants any more).
+    for t in [5, 100, 300] {
+        act.step(at(t)).await.unwrap();
+        assert_eq!(calls(&fake), sent, "sent again at {t}");
+        assert_eq!(act.ledger().used(at(t)), 1);
+    }
+    // 300 s after the call, EC2 still lists nothing with its intent tag: nothing was launched.
+    let r = act.step(at(301)).await.unwrap();
+    assert!(
+        r.errors.iter().any(|e| e.contains("nothing was launched")),
+        "{r:?}"
     );
-    assert_eq!(w.launch_subnets.last(), Some(&sent_subnet));
-    assert_eq!(w.instances.len(), 1);
+    assert_eq!(act.ledger().used(at(301)), 0, "withdrawn");
+    assert!(act.journal().unresolved().next().is_none());
+    assert_eq!(calls(&fake), sent);
 }
 
 #[tokio::test]
