@@ -465,10 +465,10 @@ async fn a_corrupt_state_file_blocks_launches_until_rebuilt_or_repaired() {
             .count()
     };
 
-    // Damaged, partly readable: one field of one entry is wrong.
+    // Damaged, but every entry and intent still reads (a field nobody knows was added).
     let good = std::fs::read_to_string(&path).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
-    v["cap"]["entries"][0]["launched_at"] = "yesterday".into();
+    v["edited_by_hand"] = true.into();
     std::fs::write(&path, v.to_string()).unwrap();
     let mut act = site.actuator();
     assert!(act.ledger().is_blocked().is_some());
@@ -485,8 +485,12 @@ async fn a_corrupt_state_file_blocks_launches_until_rebuilt_or_repaired() {
     assert_eq!(aside(), 1, "the damaged file is kept aside");
     drop(act);
 
-    // Nothing readable: blocked until an operator repairs, across restarts.
-    std::fs::write(&path, "{ not json").unwrap();
+    // One entry does not read: what it counted is unknown, so blocked until an operator
+    // repairs, across restarts.
+    let good = std::fs::read_to_string(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["cap"]["entries"][0]["launched_at"] = "yesterday".into();
+    std::fs::write(&path, v.to_string()).unwrap();
     let mut act = site.actuator();
     act.adopt(Timestamp::now()).await.unwrap();
     let why = act.ledger().is_blocked().unwrap().to_string();

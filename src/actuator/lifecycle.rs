@@ -180,9 +180,17 @@ pub fn reconcile(
         ) || (ec2.is_none() && age(now, s.first_seen) > SETTLE_SECS)
         {
             if s.phase != Phase::Terminating {
-                plan.errors.push(format!(
-                    "slave {id} was terminated outside the agent (EC2 says {ec2:?})"
-                ));
+                plan.errors.push(match ec2 {
+                    None => format!(
+                        "slave {id} is no longer listed by EC2 ({}s after this agent first \
+                         tracked it): counted as gone",
+                        age(now, s.first_seen)
+                    ),
+                    Some(state) => format!(
+                        "slave {id} is {state:?}: terminated by someone else, or by a \
+                         TerminateInstances of this agent's whose answer was lost"
+                    ),
+                });
                 if members.contains_key(&id) {
                     to_deregister.push(id.clone());
                 }
@@ -322,6 +330,17 @@ pub fn reconcile(
             Phase::Releasing if !members.contains_key(&id) && !has_hook => {
                 plan.set_phase(&id, Phase::Draining, now);
             }
+            // The ELB refused every deregistration for as long again: terminate anyway (the
+            // ELB stops routing to a terminated instance); never leave it running, and counting
+            // against tomorrow's cap, because the ELB is unwell.
+            Phase::Releasing
+                if deadline(s.phase, cfg).is_some_and(|d| age(now, s.since) > 2 * d) =>
+            {
+                plan.abort(&id);
+                plan.fail(&id, over("the ELB refused to deregister it"));
+                to_deregister.push(id.clone());
+                to_terminate.push(id.clone());
+            }
             Phase::Releasing if overdue => {
                 plan.abort(&id);
                 tracing::warn!(instance_id = %id, "{}; deregistering anyway",
@@ -338,9 +357,14 @@ pub fn reconcile(
                 }
             }
             Phase::Draining => {
-                if members.contains_key(&id) {
+                let drained = age(now, s.since) >= secs(cfg.elb.draining_timeout);
+                let stuck = age(now, s.since)
+                    > secs(cfg.elb.draining_timeout) + secs(cfg.elb.register_timeout);
+                if members.contains_key(&id) && !stuck {
                     to_deregister.push(id.clone());
-                } else if age(now, s.since) >= secs(cfg.elb.draining_timeout) {
+                } else if drained {
+                    // Drained; or still listed by the ELB long past it (every deregistration
+                    // refused): terminated anyway.
                     to_terminate.push(id.clone());
                 }
             }
@@ -527,6 +551,13 @@ mod tests {
         // Draining ends in termination at draining_timeout.
         assert!(!terminates(&plan(Phase::Draining, None, false, 59)));
         assert!(terminates(&plan(Phase::Draining, None, false, 60)));
+        // An ELB that refuses every deregistration does not keep a slave running for ever:
+        // Releasing past twice its deadline, Draining past draining + register timeout.
+        let releasing = plan(Phase::Releasing, Some(InService), false, 301);
+        assert!(terminates(&releasing) && deregisters(&releasing));
+        let draining = |t| plan(Phase::Draining, Some(InService), false, t);
+        assert!(deregisters(&draining(360)) && !terminates(&draining(360)));
+        assert!(terminates(&draining(361)));
     }
 
     #[test]

@@ -573,7 +573,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let probe = self.ledger.clone().rebuilt_from(entries.clone());
         let known = probe.used(now);
         out.push(format!(
-            "known: {known} instance(s) today from the state, the journal and {} instance(s)              EC2 lists for this install",
+            "known: {known} instance(s) today from the state, the journal and {} instance(s) \
+             EC2 lists for this install",
             instances.len()
         ));
         if let Some(n) = used_today.filter(|n| *n > known) {
@@ -790,7 +791,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             let why = format!(
                 "no state in {} but EC2 lists {} instance(s) this install launched ({}): the \
                  state was lost, and launches EC2 no longer lists cannot be counted; check \
-                 today's launches, then run `burst-agent repair` (--used-today N)",
+                 today's launches (billing, CloudTrail), stop the agent and run `sudo -u \
+                 burst-agent burst-agent repair --used-today N`",
                 self.cfg.agent.state_dir.display(),
                 ids.len(),
                 ids.join(", ")
@@ -810,7 +812,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 now,
             ));
             tracing::warn!(was = %why, used = rebuilt.used(now),
-                "cap ledger rebuilt from what could still be read, the launch journal and the                  instances' tags (EC2 lists terminated instances for about an hour only)");
+                "cap ledger rebuilt from what could still be read, the launch journal and the \
+                 instances' tags (EC2 lists terminated instances for about an hour only)");
             self.ledger = rebuilt;
             self.save_state(now, &mut report);
         }
@@ -923,8 +926,25 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     /// Binds an intent's ledger attempts to its instances, withdraws the ones EC2 did not fill.
     fn finish_intent(&mut self, intent: &Intent, ids: &[String], now: Timestamp, r: &mut Report) {
-        // Each instance to one attempt of this intent: attempts already bound (the ledger's
-        // reconcile binds by intent tag) stay; the others take the free attempts in order.
+        let free = self.bind_free(intent, ids);
+        // What is left launched nothing: EC2 answered with fewer, or has listed all there is.
+        for key in free {
+            if let Err(e) = self.ledger.withdraw(&key) {
+                tracing::warn!(key, "cap ledger: {e}");
+            }
+        }
+        if let Some(j) = self.journal.get_mut(&intent.id) {
+            j.outcome = Outcome::Launched {
+                instance_ids: ids.to_vec(),
+            };
+        }
+        self.save_state(now, r);
+    }
+
+    /// Binds each of `ids` to one attempt of `intent`: attempts already bound (the ledger's
+    /// reconcile binds by intent tag) stay; the others take the free attempts in order. Returns
+    /// the attempts still free.
+    fn bind_free(&mut self, intent: &Intent, ids: &[String]) -> VecDeque<String> {
         let entries = self.ledger.entries();
         let bound: BTreeSet<String> = entries
             .iter()
@@ -952,18 +972,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     "more instances than launch attempts for this intent"),
             }
         }
-        // What is left launched nothing: EC2 answered with fewer, or has listed all there is.
-        for key in free {
-            if let Err(e) = self.ledger.withdraw(&key) {
-                tracing::warn!(key, "cap ledger: {e}");
-            }
-        }
-        if let Some(j) = self.journal.get_mut(&intent.id) {
-            j.outcome = Outcome::Launched {
-                instance_ids: ids.to_vec(),
-            };
-        }
-        self.save_state(now, r);
+        free
     }
 
     fn fail_intent(&mut self, intent: &Intent, error: &str, now: Timestamp, r: &mut Report) {
@@ -1078,7 +1087,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     }
                     shortfall = true;
                 }
-                Err(e) if shortfall => {
+                // The call for the rest was refused: EC2 launched fewer than asked, for sure.
+                Err(e) if shortfall && e.not_applied => {
                     tracing::warn!(intent = %id, launched = got.len(), asked = n,
                         "EC2 launched fewer slaves than asked: {e}");
                     break;
@@ -1112,12 +1122,21 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     return;
                 }
                 Err(e) => {
-                    // The call may or may not have launched: leave the intent open; the next
-                    // step finds the instances by tag or repeats this very call (same client
-                    // token, same subnet), which EC2 answers with what it launched, if anything.
+                    // The call may or may not have launched: leave the intent open (its
+                    // attempts stay charged and count as on the way); the next steps find its
+                    // instances by tag, or settle it as not launched once EC2 had time to list
+                    // them. What earlier calls of this launch gave is tracked now.
                     if let Some(j) = self.journal.get_mut(&id) {
                         j.open_call = call;
+                        j.last_sent = Some(now);
                     }
+                    let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
+                    for i in &got {
+                        self.slaves
+                            .insert(i.id.clone(), slave_from(i, Phase::Pending, now, now));
+                    }
+                    report.launched.extend(ids.iter().cloned());
+                    self.bind_free(&intent, &ids);
                     self.save_state(now, report);
                     let msg = format!("launch {id} of {n}: {e}; will resolve from tags");
                     self.error(now, report, msg);
@@ -1190,8 +1209,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         finished.extend(self.collect_hooks());
         self.unheard = finished;
         let instances = self.cloud.describe_group().await?;
-        let finished = std::mem::take(&mut self.unheard);
         let members = self.cloud.elb_members().await?;
+        let finished = std::mem::take(&mut self.unheard);
         let instances = self.claim(instances, &members, now, &mut report).await;
 
         if self.journal.unresolved().next().is_some() {

@@ -77,13 +77,26 @@ pub fn load(
             return legacy(disk, state_dir, cfg, now)
         }
         Err(e) => {
-            let why = format!("cannot read {}: {e}", path.display());
+            // Never written over: moved aside for the operator, or the agent does not start.
+            let aside = disk.quarantine(&path, now.as_second()).map_err(|qe| {
+                format!(
+                    "cannot read {}: {e}; and cannot move it aside ({qe}): fix its owner and \
+                     mode (the service runs as user burst-agent) and start again",
+                    path.display()
+                )
+            })?;
+            let why = format!(
+                "cannot read {}: {e} (kept aside as {}); today's launches cannot be counted: \
+                 stop the agent and run `sudo -u burst-agent burst-agent repair`",
+                path.display(),
+                aside.display()
+            );
             return Ok(Loaded {
                 ledger: empty(cfg)?.blocked(why.clone()),
                 journal: Journal::new(),
                 history: History::new(),
                 fresh: false,
-                needs_repair: None,
+                needs_repair: Some(why.clone()),
                 warn: Vec::new(),
                 error: vec![why],
             });
@@ -111,7 +124,11 @@ pub fn load(
         }),
         Err(e) => {
             let why = format!("{}: {e}", path.display());
-            let (entries, intents) = salvage(&bytes);
+            let (entries, intents, dropped) = salvage(&bytes);
+            let newer = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64))
+                .is_some_and(|n| n > u64::from(VERSION));
             let aside = disk.quarantine(&path, now.as_second());
             let mut error = vec![format!(
                 "{why}; kept aside as {aside:?}; {} ledger entr(y/ies) and {} launch intent(s) \
@@ -123,12 +140,25 @@ pub fn load(
             if let Err(e) = &aside {
                 error.push(format!("could not keep {} aside: {e}", path.display()));
             }
-            // Nothing readable: what the ledger held cannot be rebuilt from tags alone (EC2
-            // forgets terminated instances within about an hour); an operator must say.
-            let needs_repair = (entries.is_empty() && intents.is_empty()).then(|| {
+            // Whatever could not be read may have counted today's launches, and the tags alone
+            // cannot rebuild it (EC2 forgets terminated instances within about an hour): an
+            // operator must say. Only a file whose every entry and intent still reads is
+            // rebuilt on its own, at adoption.
+            let lost = if newer {
+                Some("it was written by a newer agent".to_string())
+            } else if entries.is_empty() && intents.is_empty() {
+                Some("nothing in it could be read".to_string())
+            } else if dropped > 0 {
+                Some(format!(
+                    "{dropped} of its entries or intents could not be read"
+                ))
+            } else {
+                None
+            };
+            let needs_repair = lost.map(|lost| {
                 format!(
-                    "{why}: nothing in it could be read, so today's launches cannot be counted; \
-                     run `burst-agent repair`"
+                    "{why}: {lost}, so today's launches cannot be counted; stop the agent and \
+                     run `sudo -u burst-agent burst-agent repair`"
                 )
             });
             Ok(Loaded {
@@ -161,25 +191,30 @@ fn parse(bytes: &[u8]) -> Result<OnDisk, String> {
     serde_path_to_error::deserialize(v).map_err(|e| format!("at {}: {}", e.path(), e.inner()))
 }
 
-/// The parts of an unreadable file that still read: each ledger entry and intent that parses.
-fn salvage(bytes: &[u8]) -> (Vec<Entry>, Vec<Intent>) {
+/// The parts of an unreadable file that still read: each ledger entry and intent that parses,
+/// and how many did not.
+fn salvage(bytes: &[u8]) -> (Vec<Entry>, Vec<Intent>, usize) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return (Vec::new(), Vec::new());
+        return (Vec::new(), Vec::new(), 0);
     };
     let each = |v: Option<&serde_json::Value>| -> Vec<serde_json::Value> {
         v.and_then(serde_json::Value::as_array)
             .cloned()
             .unwrap_or_default()
     };
-    let entries = each(v.pointer("/cap/entries"))
+    let raw_entries = each(v.pointer("/cap/entries"));
+    let raw_intents = each(v.get("intents"));
+    let total = raw_entries.len() + raw_intents.len();
+    let entries: Vec<Entry> = raw_entries
         .into_iter()
         .filter_map(|e| serde_json::from_value(e).ok())
         .collect();
-    let intents = each(v.get("intents"))
+    let intents: Vec<Intent> = raw_intents
         .into_iter()
         .filter_map(|i| serde_json::from_value(i).ok())
         .collect();
-    (entries, intents)
+    let dropped = total - entries.len() - intents.len();
+    (entries, intents, dropped)
 }
 
 /// No state.json: the two files of agents from before, if any.
@@ -426,6 +461,23 @@ mod tests {
         assert_eq!(l.ledger.entries().len(), 1, "the readable entry is kept");
         assert_eq!(l.journal.intents.len(), 1);
         assert!(l.error[0].contains("1 ledger entr(y/ies) and 1 launch intent(s)"));
+        // What the unreadable entry counted is unknown: an operator must say.
+        let repair = l.needs_repair.unwrap();
+        assert!(
+            repair.contains("1 of its entries or intents could not be read")
+                && repair.contains("burst-agent repair"),
+            "{repair}"
+        );
+
+        // Every entry reads, only the file as a whole does not: rebuilt without an operator.
+        let ok = r#"{"version": 2, "edited_by_hand": true,
+          "cap": {"time_zone": "UTC", "entries": [
+             {"key": "bi-a#1", "instance_id": "i-0a", "launched_at": "2026-11-25T08:00:00Z", "ended_at": null}]},
+          "intents": []}"#;
+        std::fs::write(path_in(d.path()), ok).unwrap();
+        let l = load(&RealDisk, d.path(), &cfg(), now).unwrap();
+        assert!(l.ledger.is_blocked().is_some());
+        assert!(l.needs_repair.is_none());
         assert!(
             !path_in(d.path()).exists(),
             "kept aside, not left to be read again"
@@ -439,5 +491,6 @@ mod tests {
         .unwrap();
         let l = load(&RealDisk, d.path(), &cfg(), now).unwrap();
         assert!(l.ledger.is_blocked().unwrap().contains("version 3"));
+        assert!(l.needs_repair.unwrap().contains("newer agent"));
     }
 }

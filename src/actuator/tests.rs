@@ -331,7 +331,7 @@ async fn a_slave_terminated_outside_the_agent_is_dropped_and_its_entry_ended() {
     assert!(act.slave(&id).is_none());
     assert!(act
         .recent_errors()
-        .any(|(_, e)| e.contains("outside the agent")));
+        .any(|(_, e)| e.contains("terminated by someone else")));
     assert_eq!(fake.w().members.len(), 0, "deregistered from the ELB");
     assert_eq!(act.ledger().entries()[0].ended_at, Some(at(20)));
 }

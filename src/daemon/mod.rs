@@ -900,7 +900,17 @@ impl Master<'_> {
             no_capacity_until,
         };
         let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
-        tick.history.record(&self.cfg.policy, now, &decision);
+        // A decision this tick will not carry out (the fleet could not be observed) starts no
+        // cooldown: it is remembered as a hold with the same numbers.
+        let carried_out = actuator.is_none() || (tick.adopted && tick.observed);
+        if carried_out {
+            tick.history.record(&self.cfg.policy, now, &decision);
+        } else {
+            let held = Decision::Hold {
+                why: decision.explanation().clone(),
+            };
+            tick.history.record(&self.cfg.policy, now, &held);
+        }
         let why = decision.explanation();
         let codes = decision.reason_codes();
         let changed = codes != tick.last_reasons;

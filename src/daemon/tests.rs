@@ -42,7 +42,9 @@ fn config(dir: &std::path::Path) -> Config {
     c.policy.signals = vec![Signal::ApacheBusyRatio];
     c.policy.targets.apache_busy_ratio = 0.25; // 1.0 busy → 4 hosts → 3 slaves wanted
     c.policy.max_step_out = 1;
-    c.policy.scale_out_cooldown = crate::config::Dur::secs(0);
+    // A decision the tick could not carry out must start no cooldown: tick 6 below launches
+    // 5 s after the last launch, but 1 s after the last decision that could not be carried out.
+    c.policy.scale_out_cooldown = crate::config::Dur::secs(3);
     c.policy.scale_out_stabilization = crate::config::Dur::secs(0);
     c
 }
@@ -74,7 +76,7 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
     let w = world();
     let ids = w.clone();
     let mut act = Actuator::open_with(
-        SimCloud(w.clone()),
+        SimCloud(w.clone(), cfg.agent.group.clone()),
         SimHooks::new(w.clone()),
         Arc::new(MemDisk(w.clone())),
         Box::new(move || {
@@ -129,7 +131,10 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
     for t in 2..6 {
         let now = tick(t);
         let d = m.tick(&mut l, now).await;
-        assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
+        if t == 5 {
+            // The cooldown from the launch at 1 is over: the policy wants more.
+            assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
+        }
         assert_eq!(ours(&w), 1, "launched at {t} on a fleet it could not see");
     }
     assert!(l

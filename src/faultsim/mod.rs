@@ -184,7 +184,7 @@ fn open(
 ) -> Result<SimActuator, String> {
     let ids = world.clone();
     let mut a = Actuator::open_with(
-        SimCloud(world.clone()),
+        SimCloud(world.clone(), cfg.agent.group.clone()),
         SimHooks::new(world.clone()),
         Arc::new(MemDisk(world.clone())),
         Box::new(move || {
@@ -235,6 +235,11 @@ pub enum Sabotage {
     MasterUnknown,
     /// The agent runs with a cap two higher than the one the checks hold it to.
     CapRaised,
+    /// After its first crash the agent comes back with another `agent.group` (an operator's
+    /// edit): it no longer lists the slaves it launched.
+    GroupRenamed,
+    /// The agent runs with boot and register timeouts ten times the ones the checks hold it to.
+    TimeoutsRaised,
 }
 
 /// One seed, start to end.
@@ -247,9 +252,15 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (cfg, faults, start) = draw(&mut rng);
     let mut agent_cfg = cfg.clone();
-    if sabotage == Sabotage::CapRaised {
-        agent_cfg.cap.daily_limit += 2;
+    match sabotage {
+        Sabotage::CapRaised => agent_cfg.cap.daily_limit += 2,
+        Sabotage::TimeoutsRaised => {
+            agent_cfg.fleet.boot_timeout = Dur::secs(6000);
+            agent_cfg.elb.register_timeout = Dur::secs(3000);
+        }
+        _ => {}
     }
+    let mut opened = 0u32;
     let world = Shared(Arc::new(Mutex::new(World::new(
         ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
         faults,
@@ -277,6 +288,10 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
             }
         }
         if act.is_none() {
+            opened += 1;
+            if opened == 2 && sabotage == Sabotage::GroupRenamed {
+                agent_cfg.agent.group = "renamed".into();
+            }
             match open(&world, &agent_cfg, now, sabotage) {
                 Ok(a) => act = Some(a),
                 Err(e) => {
@@ -389,15 +404,18 @@ fn charged_for_nothing(w: &World, a: &SimActuator) -> Option<String> {
     None
 }
 
-/// Right after a step that saw the fleet: every live instance of ours EC2 listed is tracked.
+/// Right after a step that saw the fleet: every live instance of ours that EC2 could have listed
+/// then (it existed and was visible) is tracked, whatever the agent asked EC2 for.
 fn untracked(world: &Shared, a: &SimActuator) -> Option<String> {
     let w = world.w();
+    let listed_at = w.last_listed_at?;
     for i in w.instances.values().filter(|i| i.ours) {
         let alive = matches!(
             i.info.state,
             actuator::cloud::InstanceState::Pending | actuator::cloud::InstanceState::Running
         );
-        if alive && w.last_listed.contains(&i.info.id) && a.slave(&i.info.id).is_none() {
+        let listable = i.visible_at <= listed_at && i.launched_at <= listed_at;
+        if alive && listable && a.slave(&i.info.id).is_none() {
             return Some(format!(
                 "{} is {:?} and EC2 lists it, but the actuator does not track it",
                 i.info.id, i.info.state
@@ -427,6 +445,26 @@ fn check(
     }
     if let Some(v) = charged_for_nothing(&w, a) {
         return Some(v);
+    }
+    let used = a.ledger().used(now);
+    if used < truth {
+        return Some(format!(
+            "the ledger charges {used} today, but {truth} instance(s) of ours lived today"
+        ));
+    }
+    for intent in &a.journal().intents {
+        let n = w
+            .instances
+            .values()
+            .filter(|i| i.info.intent.as_deref() == Some(intent.id.as_str()))
+            .count();
+        if n > intent.keys.len() {
+            return Some(format!(
+                "launch {} has {n} instances for {} attempt(s)",
+                intent.id,
+                intent.keys.len()
+            ));
+        }
     }
     // Faults can hold a slave past its deadline (every call it needs failing); once they stop,
     // two ticks is all it may take.

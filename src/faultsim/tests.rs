@@ -64,3 +64,18 @@ fn exceeding_the_cap_is_caught() {
     let v = first_violation(Sabotage::CapRaised).expect("no violation found");
     assert!(v.contains("alive today, cap"), "{v}");
 }
+
+#[test]
+fn losing_track_of_slaves_is_caught() {
+    let v = first_violation(Sabotage::GroupRenamed).expect("no violation found");
+    assert!(v.contains("does not track it"), "{v}");
+}
+
+#[test]
+fn overstaying_a_phase_is_caught() {
+    let v = first_violation(Sabotage::TimeoutsRaised).expect("no violation found");
+    assert!(
+        v.contains("its deadline is") || v.contains("still counted as in service"),
+        "{v}"
+    );
+}

@@ -34,6 +34,8 @@ pub const MASTER: &str = "i-0master";
 #[derive(Clone, Debug)]
 pub struct SimInstance {
     pub info: InstanceInfo,
+    /// Its `burst-agent:group` tag.
+    pub group: String,
     /// Launched by this install's agent (the only ones it may touch).
     pub ours: bool,
     pub launched_at: Timestamp,
@@ -89,8 +91,9 @@ pub struct World {
     pub synced: BTreeSet<String>,
     pub files: BTreeMap<PathBuf, Vec<u8>>,
     pub violations: Vec<String>,
-    /// What the last DescribeInstances that got its answer back listed.
+    /// What the last DescribeInstances that got its answer back listed, and when.
     pub last_listed: BTreeSet<String>,
+    pub last_listed_at: Option<Timestamp>,
     pub stats: Stats,
     pub next_intent: u64,
     /// Sabotage: pre_register succeeds without putting content on the slave.
@@ -144,6 +147,7 @@ impl World {
             files: BTreeMap::new(),
             violations: Vec::new(),
             last_listed: BTreeSet::new(),
+            last_listed_at: None,
             stats: Stats::default(),
             next_intent: 0,
             hooks_lie: false,
@@ -170,6 +174,7 @@ impl World {
                         draining_since: None,
                         ended_at: None,
                     },
+                    group: "default".into(),
                     ours: false,
                     launched_at: back,
                     visible_at: back,
@@ -273,7 +278,7 @@ impl World {
         }
     }
 
-    fn launch(&mut self, req: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
+    fn launch(&mut self, req: &LaunchRequest, group: &str) -> Result<Vec<InstanceInfo>, AwsError> {
         if let Some(ids) = self.tokens.get(&req.client_token) {
             // EC2's idempotency: the same token answers with the first call's instances.
             return Ok(ids
@@ -292,7 +297,12 @@ impl World {
                 ));
             }
         }
-        let n = req.max.max(req.min);
+        // Under capacity pressure EC2 may give fewer than asked, never fewer than min.
+        let n = if self.faults_on && req.max > req.min && self.rng.random_bool(0.2) {
+            self.rng.random_range(req.min..req.max)
+        } else {
+            req.max.max(req.min)
+        };
         let mut out = Vec::new();
         for _ in 0..n {
             self.next_id += 1;
@@ -321,6 +331,7 @@ impl World {
                 id.clone(),
                 SimInstance {
                     info: info.clone(),
+                    group: group.to_string(),
                     ours: true,
                     launched_at: self.now,
                     visible_at: at(lag),
@@ -349,25 +360,29 @@ impl World {
     }
 }
 
+/// The agent's EC2 and ELB, as an agent of group `.1` sees them.
 #[derive(Clone)]
-pub struct SimCloud(pub Shared);
+pub struct SimCloud(pub Shared, pub String);
 
 impl Cloud for SimCloud {
     async fn launch(&self, req: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
         let mut w = self.0.w();
-        w.call("RunInstances", |w| w.launch(req))
+        let group = self.1.clone();
+        w.call("RunInstances", |w| w.launch(req, &group))
     }
 
     async fn describe_group(&self) -> Result<Vec<InstanceInfo>, AwsError> {
         let mut w = self.0.w();
+        let group = self.1.clone();
         let listed: Vec<InstanceInfo> = w.call("DescribeInstances", |w| {
             Ok(w.instances
                 .values()
-                .filter(|i| w.visible(&i.info.id))
+                .filter(|i| i.group == group && w.visible(&i.info.id))
                 .map(|i| i.info.clone())
                 .collect())
         })?;
         w.last_listed = listed.iter().map(|i| i.id.clone()).collect();
+        w.last_listed_at = Some(w.now);
         Ok(listed)
     }
 
