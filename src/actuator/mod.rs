@@ -600,6 +600,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             });
         }
         out.push(format!("burst cap now {}", self.ledger.status(now)));
+        out.push(
+            "start the agent again (systemctl start burst-agent); `burst-agent status` shows its \
+             last snapshot until it has run"
+                .into(),
+        );
         Ok(out)
     }
 
