@@ -257,13 +257,32 @@ fn legacy(
             Journal::new()
         }
     };
+    // The journal shows launches but the ledger that counted them is gone: the day's count is
+    // unknown. An operator must say.
+    let needs_repair = (fresh && !journal.intents.is_empty()).then(|| {
+        format!(
+            "no {} in {} but {} lists {} launch(es): the ledger that counted them is gone; \
+             stop the agent and run `sudo -u burst-agent burst-agent repair --used-today N`",
+            ledger_store::FILE_NAME,
+            state_dir.display(),
+            super::journal::FILE_NAME,
+            journal.intents.len()
+        )
+    });
+    if let Some(why) = &needs_repair {
+        error.push(why.clone());
+        warn.clear();
+    }
     let fresh = fresh && journal.intents.is_empty();
     Ok(Loaded {
-        ledger,
+        ledger: match &needs_repair {
+            Some(why) => ledger.blocked(why.clone()),
+            None => ledger,
+        },
         journal,
         history: History::new(),
         fresh,
-        needs_repair: None,
+        needs_repair,
         warn,
         error,
     })
@@ -437,6 +456,32 @@ mod tests {
                 .used(now),
             1
         );
+    }
+
+    #[test]
+    fn a_journal_of_launches_without_its_ledger_waits_for_repair() {
+        let d = tempfile::tempdir().unwrap();
+        let now = ts("2026-11-25T10:00:00Z");
+        let mut j = Journal::new();
+        j.intents.push(Intent {
+            id: "bi-old".into(),
+            created_at: now,
+            keys: vec!["bi-old#1".into()],
+            outcome: Outcome::Launched {
+                instance_ids: vec!["i-0old".into()],
+            },
+            open_call: 0,
+            last_sent: None,
+        });
+        j.save(&super::super::journal::path_in(d.path())).unwrap();
+        let l = load(&RealDisk, d.path(), &cfg(), now).unwrap();
+        let why = l.needs_repair.unwrap();
+        assert!(
+            why.contains("cap-ledger.json") && why.contains("burst-agent repair"),
+            "{why}"
+        );
+        assert!(l.ledger.is_blocked().is_some());
+        assert!(!l.fresh);
     }
 
     #[test]

@@ -104,12 +104,12 @@ fn at(t: Timestamp, secs: i64) -> Timestamp {
     Timestamp::from_second(t.as_second() + secs).unwrap_or(t)
 }
 
-fn hook(secs: u64) -> Hook {
+fn hook(secs: u64, retries: u32) -> Hook {
     Hook {
         argv: vec!["true".into()],
         timeout: Dur::secs(secs),
-        retries: 0,
-        retry_delay: Dur::secs(1),
+        retries,
+        retry_delay: Dur::secs(5),
     }
 }
 
@@ -129,10 +129,10 @@ fn draw(rng: &mut ChaCha8Rng) -> (Config, Faults, Timestamp) {
     cfg.fleet.boot_timeout = Dur::secs(600);
     cfg.elb.register_timeout = Dur::secs(300);
     cfg.elb.draining_timeout = Dur::secs(rng.random_range(30..=300));
-    cfg.hooks.pre_register = hook(rng.random_range(60..=300));
-    cfg.hooks.content_sync = hook(120);
-    cfg.hooks.pre_deregister = rng.random_bool(0.5).then(|| hook(60));
-    cfg.hooks.post_terminate = rng.random_bool(0.3).then(|| hook(30));
+    cfg.hooks.pre_register = hook(rng.random_range(60..=300), rng.random_range(0..=2));
+    cfg.hooks.content_sync = hook(120, 1);
+    cfg.hooks.pre_deregister = rng.random_bool(0.5).then(|| hook(60, 0));
+    cfg.hooks.post_terminate = rng.random_bool(0.3).then(|| hook(30, 0));
 
     // Start up to three hours before a local midnight, so many runs cross one.
     let tz = TimeZone::get(&cfg.cap.time_zone).unwrap_or(TimeZone::UTC);

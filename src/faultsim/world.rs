@@ -571,7 +571,10 @@ impl SimHooks {
     fn draw(&self, kind: HookKind, hook: &Hook, detached: bool) -> SimHook {
         let mut w = self.world.w();
         w.stats.hooks += 1;
-        let budget = i64::try_from(hook.timeout.get().as_secs()).unwrap_or(60);
+        // Every attempt to its timeout, and the delays between: what the real runner may take.
+        let secs = |d: crate::config::Dur| i64::try_from(d.get().as_secs()).unwrap_or(60);
+        let tries = i64::from(hook.retries) + 1;
+        let budget = secs(hook.timeout) * tries + secs(hook.retry_delay) * (tries - 1);
         let r: f64 = w.rng.random();
         let (secs, result) = if r < w.faults.hook_hang {
             (budget, Err(format!("timed out after {budget}s")))
