@@ -3,6 +3,7 @@
 //! Data flow: [`sampler`] → metrics (CloudWatch) → policy → actuator. See ARCHITECTURE.md.
 
 pub mod actuator;
+pub mod alarms;
 pub mod aws;
 pub mod cap;
 pub mod config;

@@ -51,6 +51,15 @@ enum Command {
         #[arg(long, value_name = "N")]
         used_today: Option<u32>,
     },
+    /// The CloudWatch alarms for this group ([alarms]): print the plan (default), or put them.
+    Alarms {
+        /// Put the alarms in CloudWatch (idempotent: an alarm of the same name is replaced).
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: delete this group's alarms (burst-agent/GROUP/...) no longer planned.
+        #[arg(long, requires = "apply")]
+        prune: bool,
+    },
     /// Seeded fault and crash simulation of the actuator: check the promises (RELIABILITY.md).
     Faultsim {
         /// How many seeds to run, from --first.
@@ -188,6 +197,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 burst_agent::daemon::repair(cfg, used_today).context("burst-agent repair")?;
             for l in lines {
                 println!("{l}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alarms { apply, prune } => {
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            if !apply {
+                print!(
+                    "{}",
+                    burst_agent::alarms::table(&burst_agent::alarms::plan(&cfg))
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+            for line in
+                burst_agent::daemon::apply_alarms(cfg, prune).context("burst-agent alarms")?
+            {
+                println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }

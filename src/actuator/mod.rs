@@ -191,6 +191,9 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     /// The live foreign instances the last observation saw (for `status`).
     foreign_now: Vec<String>,
     hook_seconds: Vec<(&'static str, f64)>,
+    /// Hooks that failed for good, and launches EC2 refused, since the last report.
+    hook_failures: Vec<&'static str>,
+    launch_failures: u32,
     recent_errors: VecDeque<(Timestamp, String)>,
 }
 
@@ -419,6 +422,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             foreign_logged: BTreeSet::new(),
             foreign_now: Vec::new(),
             hook_seconds: Vec::new(),
+            hook_failures: Vec::new(),
+            launch_failures: 0,
             recent_errors: VecDeque::new(),
         })
     }
@@ -632,6 +637,15 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// Hook run times since the last call, for the agent's own metrics.
     pub fn take_hook_seconds(&mut self) -> Vec<(&'static str, f64)> {
         std::mem::take(&mut self.hook_seconds)
+    }
+
+    /// Hooks that failed for good and launches EC2 refused since the last call (the alarms'
+    /// metrics).
+    pub fn take_failures(&mut self) -> (Vec<&'static str>, u32) {
+        (
+            std::mem::take(&mut self.hook_failures),
+            std::mem::take(&mut self.launch_failures),
+        )
     }
 
     pub fn recent_errors(&self) -> impl Iterator<Item = &(Timestamp, String)> {
@@ -981,6 +995,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     }
 
     fn fail_intent(&mut self, intent: &Intent, error: &str, now: Timestamp, r: &mut Report) {
+        self.launch_failures += 1;
         for key in &intent.keys {
             let _ = self.ledger.withdraw(key);
         }
@@ -1421,6 +1436,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let mut out = BTreeMap::new();
         for f in self.hooks.finished() {
             self.hook_seconds.push((f.kind.name(), f.secs));
+            if f.result.is_err() {
+                self.hook_failures.push(f.kind.name());
+            }
             if f.detached {
                 if let Err(e) = &f.result {
                     tracing::warn!(instance_id = %f.id, "{} hook failed: {e}", f.kind.name());

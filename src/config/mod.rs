@@ -59,6 +59,54 @@ pub struct Config {
     pub hooks: HooksConfig,
     pub aws: AwsConfig,
     pub log: LogConfig,
+    pub alarms: AlarmsConfig,
+}
+
+/// `burst-agent alarms`: the CloudWatch alarms for this group (README: alarms). Thresholds
+/// default to what an operator of many small sites would want to be woken for.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlarmsConfig {
+    /// SNS topics told when an alarm goes to ALARM (`arn:aws:sns:REGION:ACCOUNT:NAME`).
+    pub alarm_actions: Vec<String>,
+    /// SNS topics told when it goes back to OK.
+    pub ok_actions: Vec<String>,
+    /// Any host's disk (each `sampling.disk_paths`) used at or above this, in percent.
+    pub disk_used_percent: f64,
+    /// Any host's memory used at or above this ratio.
+    pub memory_used_ratio: f64,
+    /// Apache on any host with every worker busy for this long.
+    pub apache_saturated_for: Dur,
+    /// The day's burst cap with at most this many launches left (`cap_exhausted` is 0).
+    pub cap_remaining_at_most: u32,
+    /// The agent publishing nothing for this long (stopped, hung, or cut off from CloudWatch).
+    pub heartbeat_missing_for: Dur,
+    /// AWS API errors in five minutes.
+    pub api_errors: u32,
+    /// The ELB's unhealthy hosts at or above this for five minutes.
+    pub elb_unhealthy_hosts: u32,
+    /// The ELB's surge queue at or above this for five minutes (requests waiting for a host).
+    pub elb_surge_queue_length: u32,
+    /// Alarms switched off, by name (`burst-agent alarms --print` lists them).
+    pub disabled: Vec<String>,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        AlarmsConfig {
+            alarm_actions: Vec::new(),
+            ok_actions: Vec::new(),
+            disk_used_percent: 90.0,
+            memory_used_ratio: 0.95,
+            apache_saturated_for: Dur::secs(300),
+            cap_remaining_at_most: 1,
+            heartbeat_missing_for: Dur::secs(300),
+            api_errors: 20,
+            elb_unhealthy_hosts: 1,
+            elb_surge_queue_length: 50,
+            disabled: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]

@@ -136,6 +136,22 @@ fn check_log_level(level: &str) -> Result<(), String> {
 }
 
 /// Every semantic problem in `cfg`, in file order.
+/// `arn:PARTITION:sns:REGION:ACCOUNT:NAME`, each part non-empty, the account 12 digits.
+fn sns_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "sns"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && !parts[5].is_empty()
+        && parts[5]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 pub fn validate(cfg: &Config) -> Vec<Problem> {
     let mut c = Checks {
         problems: Vec::new(),
@@ -568,6 +584,57 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
                 format!(
                     "aws.endpoint_url must start with http:// or https:// (got {:?})",
                     a.endpoint_url
+                )
+            },
+        );
+    }
+
+    // [alarms]
+    let al = &cfg.alarms;
+    for (key, arns) in [
+        ("alarms.alarm_actions", &al.alarm_actions),
+        ("alarms.ok_actions", &al.ok_actions),
+    ] {
+        for (i, arn) in arns.iter().enumerate() {
+            c.require(sns_arn(arn), &format!("{key}[{i}]"), || {
+                format!(
+                    "{key}[{i}] must be an SNS topic ARN like \
+                     \"arn:aws:sns:us-east-1:123456789012:ops\" (got {arn:?})"
+                )
+            });
+        }
+    }
+    c.require(
+        al.disk_used_percent > 0.0 && al.disk_used_percent <= 100.0,
+        "alarms.disk_used_percent",
+        || {
+            format!(
+                "alarms.disk_used_percent must be above 0 and at most 100 (got {})",
+                al.disk_used_percent
+            )
+        },
+    );
+    c.fraction("alarms.memory_used_ratio", al.memory_used_ratio, 1.0);
+    c.duration(
+        "alarms.apache_saturated_for",
+        al.apache_saturated_for,
+        60 * SEC,
+        24 * 3600 * SEC,
+    );
+    c.duration(
+        "alarms.heartbeat_missing_for",
+        al.heartbeat_missing_for,
+        60 * SEC,
+        24 * 3600 * SEC,
+    );
+    for (i, name) in al.disabled.iter().enumerate() {
+        c.require(
+            crate::alarms::KINDS.contains(&name.as_str()),
+            &format!("alarms.disabled[{i}]"),
+            || {
+                format!(
+                    "alarms.disabled[{i}] must be one of {} (got {name:?})",
+                    crate::alarms::KINDS.join(", ")
                 )
             },
         );

@@ -100,6 +100,36 @@ pub fn repair(cfg: Config, used_today: Option<u32>) -> Result<Vec<String>, Daemo
     })
 }
 
+/// `burst-agent alarms --apply [--prune]`: puts this group's CloudWatch alarms (and deletes the
+/// group's alarms no longer planned). Returns what it did, line by line.
+pub fn apply_alarms(cfg: Config, prune: bool) -> Result<Vec<String>, DaemonError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    rt.block_on(async move {
+        let mut cfg = cfg;
+        cfg.agent.dry_run = false;
+        let aws = connect(&cfg)
+            .await
+            .map_err(DaemonError::Start)?
+            .ok_or_else(|| DaemonError::Start("alarms need AWS: no client".into()))?;
+        let plan = crate::alarms::plan(&cfg);
+        let done = crate::alarms::apply(&aws, &cfg, &plan, prune)
+            .await
+            .map_err(|e| DaemonError::Start(e.to_string()))?;
+        let mut out: Vec<String> = done.put.iter().map(|n| format!("put     {n}")).collect();
+        out.extend(done.deleted.iter().map(|n| format!("deleted {n}")));
+        if cfg.alarms.alarm_actions.is_empty() {
+            out.push(
+                "note: alarms.alarm_actions is empty: the alarms change state but tell nobody"
+                    .into(),
+            );
+        }
+        Ok(out)
+    })
+}
+
 fn notify(states: &[NotifyState]) {
     // Not under systemd (no NOTIFY_SOCKET) this does nothing.
     if let Err(e) = sd_notify::notify(false, states) {
@@ -739,7 +769,12 @@ impl Master<'_> {
             .as_mut()
             .map(|a| a.take_hook_seconds())
             .unwrap_or_default();
-        self.publish_own(&decision, &ledger, &hooks, &mut l.tick, now);
+        let failures = l
+            .actuator
+            .as_mut()
+            .map(|a| a.take_failures())
+            .unwrap_or_default();
+        self.publish_own(&decision, &ledger, &hooks, &failures, &mut l.tick, now);
         l.tick.state = if l.actuator.is_some() && !l.tick.adopted {
             "waiting_for_aws"
         } else {
@@ -941,6 +976,7 @@ impl Master<'_> {
         decision: &Decision,
         ledger: &CapLedger,
         hooks: &[(&'static str, f64)],
+        failures: &(Vec<&'static str>, u32),
         tick: &mut Tick,
         now: Timestamp,
     ) {
@@ -955,6 +991,8 @@ impl Master<'_> {
                 cap: &cap,
                 api_errors: errors - tick.api_errors_reported,
                 hook_seconds: hooks,
+                hook_failures: &failures.0,
+                launch_failures: failures.1,
                 dropped,
             },
             &self.cfg.agent.group,

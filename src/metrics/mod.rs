@@ -120,6 +120,10 @@ pub fn host_data(sample: &HostSample, group: &str, instance_id: &str) -> (Vec<Da
             let mut datum = host("DiskUsedPercent", Unit::Percent, p);
             datum.dims.push(("Path", d.path.display().to_string()));
             out.push(datum);
+            // The group's series per path: its Maximum is the fullest host (the disk alarm).
+            let mut datum = agg("DiskUsedPercent", Unit::Percent, p);
+            datum.dims.push(("Path", d.path.display().to_string()));
+            out.push(datum);
         }
     }
     split_valid(out)
@@ -148,6 +152,10 @@ pub struct AgentNumbers<'a> {
     pub cap: &'a CapStatus,
     pub api_errors: u64,
     pub hook_seconds: &'a [(&'static str, f64)],
+    /// The hooks that failed for good since the last report, by name.
+    pub hook_failures: &'a [&'static str],
+    /// Launches EC2 refused for good since the last report.
+    pub launch_failures: u32,
     pub dropped: u64,
 }
 
@@ -175,7 +183,28 @@ pub fn agent_data(n: &AgentNumbers<'_>, group: &str, at: Timestamp) -> Vec<Datum
         ),
         d("ApiErrors", Unit::Count, n.api_errors as f64, None),
         d("MetricsDropped", Unit::Count, n.dropped as f64, None),
+        // One per tick: the heartbeat alarm fires on its absence.
+        d("Heartbeat", Unit::Count, 1.0, None),
+        d(
+            "LaunchFailures",
+            Unit::Count,
+            f64::from(n.launch_failures),
+            None,
+        ),
+        // Zero when none failed, so its alarm sees a value, not silence.
+        d(
+            "HookFailures",
+            Unit::Count,
+            n.hook_failures
+                .iter()
+                .filter(|h| **h == "pre_register")
+                .count() as f64,
+            Some(("Hook", "pre_register")),
+        ),
     ];
+    for hook in n.hook_failures.iter().filter(|h| **h != "pre_register") {
+        out.push(d("HookFailures", Unit::Count, 1.0, Some(("Hook", hook))));
+    }
     if let Some(dec) = n.decision {
         out.push(d(
             "Decisions",
@@ -422,8 +451,9 @@ mod tests {
         assert!(names.contains(&("ApacheBusyWorkers", 2)));
         let lpc = data.iter().find(|d| d.name == "LoadPerCpu").unwrap();
         assert!((lpc.value - 273.91 / 8.0).abs() < 1e-9);
-        assert_eq!(bad.len(), 1, "{bad:?}");
-        assert!(bad[0].contains("DiskUsedPercent"), "{bad:?}");
+        // The bad disk's host series and its group series (the disk alarm's), each named.
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad.iter().all(|b| b.contains("DiskUsedPercent")), "{bad:?}");
     }
 
     #[test]
@@ -437,6 +467,8 @@ mod tests {
                 cap: &cap,
                 api_errors: 2,
                 hook_seconds: &[("pre_register", 12.5)],
+                hook_failures: &["pre_register"],
+                launch_failures: 1,
                 dropped: 0,
             },
             "site",

@@ -1,0 +1,450 @@
+//! `burst-agent alarms`: the standard CloudWatch alarms for one group, made from the metrics the
+//! agent publishes (and the classic ELB's own). [`plan`] is pure: the config in, the alarms out,
+//! each named `burst-agent/GROUP/KIND` so that [`apply`] can upsert them (PutMetricAlarm) and
+//! prune this group's alarms that are no longer planned, and nobody else's.
+
+use crate::aws::{Aws, AwsError};
+use crate::config::Config;
+use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic};
+use std::collections::BTreeSet;
+
+/// Every kind of alarm, as `alarms.disabled` names them.
+pub const KINDS: &[&str] = &[
+    "disk",
+    "memory",
+    "apache_saturated",
+    "cap_low",
+    "cap_exhausted",
+    "sync_failures",
+    "launch_failures",
+    "api_errors",
+    "heartbeat",
+    "elb_unhealthy",
+    "elb_surge_queue",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    AtLeast,
+    AtMost,
+    Below,
+}
+
+/// One alarm, as PutMetricAlarm takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlarmSpec {
+    pub name: String,
+    pub kind: &'static str,
+    /// What it means and the first thing to do.
+    pub description: String,
+    pub namespace: String,
+    pub metric: &'static str,
+    pub dims: Vec<(&'static str, String)>,
+    pub statistic: &'static str,
+    pub period_secs: i32,
+    pub evaluation_periods: i32,
+    pub threshold: f64,
+    pub compare: Compare,
+    /// `breaching` when silence itself is the problem (the heartbeat), else `notBreaching`.
+    pub treat_missing: &'static str,
+}
+
+/// The prefix of every alarm name of `group`.
+pub fn prefix(group: &str) -> String {
+    format!("burst-agent/{group}/")
+}
+
+fn minutes(d: crate::config::Dur) -> i32 {
+    i32::try_from(d.get().as_secs() / 60)
+        .unwrap_or(i32::MAX)
+        .max(1)
+}
+
+/// The alarms the config asks for.
+pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
+    let a = &cfg.alarms;
+    let group = &cfg.agent.group;
+    let ns = cfg.metrics.namespace.clone();
+    let g = || vec![("Group", group.clone())];
+    let spec = |kind: &'static str,
+                suffix: String,
+                metric: &'static str,
+                dims: Vec<(&'static str, String)>,
+                statistic: &'static str,
+                (period_secs, evaluation_periods): (i32, i32),
+                (compare, threshold): (Compare, f64),
+                description: String| AlarmSpec {
+        name: format!("{}{kind}{suffix}", prefix(group)),
+        kind,
+        description,
+        namespace: ns.clone(),
+        metric,
+        dims,
+        statistic,
+        period_secs,
+        evaluation_periods,
+        threshold,
+        compare,
+        treat_missing: "notBreaching",
+    };
+    let mut out = Vec::new();
+    for path in &cfg.sampling.disk_paths {
+        let p = path.display().to_string();
+        let mut dims = g();
+        dims.push(("Path", p.clone()));
+        out.push(spec(
+            "disk",
+            format!(":{p}"),
+            "DiskUsedPercent",
+            dims,
+            "Maximum",
+            (300, 1),
+            (Compare::AtLeast, a.disk_used_percent),
+            format!(
+                "a host of {group} has {p} at least {}% full: find it in the dashboard or with \
+                 `burst-agent status`, then clear logs or caches before the web server fails",
+                a.disk_used_percent
+            ),
+        ));
+    }
+    out.push(spec(
+        "memory",
+        String::new(),
+        "MemoryUsedRatio",
+        g(),
+        "Maximum",
+        (300, 1),
+        (Compare::AtLeast, a.memory_used_ratio),
+        format!(
+            "a host of {group} uses at least {:.0}% of its memory: look for runaway PHP or Apache \
+             workers (`burst-agent sample`)",
+            a.memory_used_ratio * 100.0
+        ),
+    ));
+    out.push(spec(
+        "apache_saturated",
+        String::new(),
+        "ApacheBusyRatio",
+        g(),
+        "Maximum",
+        (60, minutes(a.apache_saturated_for)),
+        (Compare::AtLeast, 1.0),
+        format!(
+            "every Apache worker of a host of {group} busy for {}: the site queues; check the \
+             agent is scaling out (`burst-agent status`: reasons, burst cap)",
+            a.apache_saturated_for
+        ),
+    ));
+    if a.cap_remaining_at_most > 0 {
+        out.push(spec(
+            "cap_low",
+            String::new(),
+            "BurstCapRemaining",
+            g(),
+            "Minimum",
+            (300, 1),
+            (Compare::AtMost, f64::from(a.cap_remaining_at_most)),
+            format!(
+                "{group} has at most {} burst launch(es) left today: the next burst may be met \
+                 by fewer slaves; tell the customer or raise cap.daily_limit (live on reload)",
+                a.cap_remaining_at_most
+            ),
+        ));
+    }
+    out.push(spec(
+        "cap_exhausted",
+        String::new(),
+        "BurstCapRemaining",
+        g(),
+        "Minimum",
+        (60, 1),
+        (Compare::AtMost, 0.0),
+        format!(
+            "{group} has used its whole burst cap for today: no slave is launched until the day \
+             resets (`burst-agent status` says when)"
+        ),
+    ));
+    let mut sync = g();
+    sync.push(("Hook", "pre_register".into()));
+    out.push(spec(
+        "sync_failures",
+        String::new(),
+        "HookFailures",
+        sync,
+        "Sum",
+        (300, 1),
+        (Compare::AtLeast, 1.0),
+        format!(
+            "a content sync to a new slave of {group} failed: the slave was terminated, never \
+             registered; the agent's journal line ends with `fix:`"
+        ),
+    ));
+    out.push(spec(
+        "launch_failures",
+        String::new(),
+        "LaunchFailures",
+        g(),
+        "Sum",
+        (300, 1),
+        (Compare::AtLeast, 1.0),
+        format!(
+            "EC2 refused a launch for {group} (limits, permissions, no capacity anywhere): the \
+             journal says which; see README troubleshooting"
+        ),
+    ));
+    out.push(spec(
+        "api_errors",
+        String::new(),
+        "ApiErrors",
+        g(),
+        "Sum",
+        (300, 1),
+        (Compare::AtLeast, f64::from(a.api_errors)),
+        format!(
+            "the agent of {group} got at least {} AWS API errors in five minutes: check its \
+             credentials, IAM policy and the AWS Health Dashboard",
+            a.api_errors
+        ),
+    ));
+    let mut heartbeat = spec(
+        "heartbeat",
+        String::new(),
+        "Heartbeat",
+        g(),
+        "SampleCount",
+        (60, minutes(a.heartbeat_missing_for)),
+        (Compare::Below, 1.0),
+        format!(
+            "the agent of {group} has published nothing for {}: `systemctl status burst-agent`, \
+             `journalctl -u burst-agent`",
+            a.heartbeat_missing_for
+        ),
+    );
+    heartbeat.treat_missing = "breaching";
+    out.push(heartbeat);
+    if !cfg.elb.name.is_empty() {
+        let elb = || vec![("LoadBalancerName", cfg.elb.name.clone())];
+        let mut unhealthy = spec(
+            "elb_unhealthy",
+            String::new(),
+            "UnHealthyHostCount",
+            elb(),
+            "Maximum",
+            (60, 5),
+            (Compare::AtLeast, f64::from(a.elb_unhealthy_hosts)),
+            format!(
+                "the ELB {} has called at least {} host(s) unhealthy for five minutes: a slave \
+                 without content or a dead Apache; the agent replaces slaves it sees OutOfService",
+                cfg.elb.name, a.elb_unhealthy_hosts
+            ),
+        );
+        unhealthy.namespace = "AWS/ELB".into();
+        out.push(unhealthy);
+        let mut surge = spec(
+            "elb_surge_queue",
+            String::new(),
+            "SurgeQueueLength",
+            elb(),
+            "Maximum",
+            (60, 5),
+            (Compare::AtLeast, f64::from(a.elb_surge_queue_length)),
+            format!(
+                "the ELB {} has kept at least {} requests waiting for a host for five minutes: \
+                 the fleet is too small; check the burst cap and max_slaves",
+                cfg.elb.name, a.elb_surge_queue_length
+            ),
+        );
+        surge.namespace = "AWS/ELB".into();
+        out.push(surge);
+    }
+    out.retain(|s| !a.disabled.iter().any(|d| d == s.kind));
+    out
+}
+
+/// The plan as a table for `--print`.
+pub fn table(plan: &[AlarmSpec]) -> String {
+    let mut o = String::from("alarm | metric | fires when | missing data\n");
+    for s in plan {
+        let op = match s.compare {
+            Compare::AtLeast => ">=",
+            Compare::AtMost => "<=",
+            Compare::Below => "<",
+        };
+        let dims: Vec<String> = s.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        o.push_str(&format!(
+            "{} | {}/{} {{{}}} | {} {op} {} for {}x{}s | {}\n",
+            s.name,
+            s.namespace,
+            s.metric,
+            dims.join(", "),
+            s.statistic,
+            s.threshold,
+            s.evaluation_periods,
+            s.period_secs,
+            s.treat_missing
+        ));
+    }
+    o
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    pub put: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+/// The names of this group's alarms in CloudWatch.
+pub async fn existing(aws: &Aws, group: &str) -> Result<BTreeSet<String>, AwsError> {
+    let mut pages = aws
+        .cloudwatch
+        .describe_alarms()
+        .alarm_name_prefix(prefix(group))
+        .into_paginator()
+        .send();
+    let mut out = BTreeSet::new();
+    while let Some(page) = aws.page("DescribeAlarms", pages.next()).await? {
+        out.extend(
+            page.metric_alarms()
+                .iter()
+                .filter_map(|a| a.alarm_name().map(str::to_string)),
+        );
+    }
+    Ok(out)
+}
+
+/// Puts every planned alarm (PutMetricAlarm replaces one of the same name, so this is
+/// idempotent); with `prune`, deletes this group's alarms that are not planned.
+pub async fn apply(
+    aws: &Aws,
+    cfg: &Config,
+    plan: &[AlarmSpec],
+    prune: bool,
+) -> Result<Applied, AwsError> {
+    let mut done = Applied::default();
+    for s in plan {
+        let dims: Vec<Dimension> = s
+            .dims
+            .iter()
+            .map(|(k, v)| Dimension::builder().name(*k).value(v).build())
+            .collect();
+        let op = match s.compare {
+            Compare::AtLeast => ComparisonOperator::GreaterThanOrEqualToThreshold,
+            Compare::AtMost => ComparisonOperator::LessThanOrEqualToThreshold,
+            Compare::Below => ComparisonOperator::LessThanThreshold,
+        };
+        aws.call(
+            "PutMetricAlarm",
+            aws.cloudwatch
+                .put_metric_alarm()
+                .alarm_name(&s.name)
+                .alarm_description(&s.description)
+                .namespace(&s.namespace)
+                .metric_name(s.metric)
+                .set_dimensions(Some(dims))
+                .statistic(Statistic::from(s.statistic))
+                .period(s.period_secs)
+                .evaluation_periods(s.evaluation_periods)
+                .threshold(s.threshold)
+                .comparison_operator(op)
+                .treat_missing_data(s.treat_missing)
+                .actions_enabled(true)
+                .set_alarm_actions(Some(cfg.alarms.alarm_actions.clone()))
+                .set_ok_actions(Some(cfg.alarms.ok_actions.clone()))
+                .send(),
+        )
+        .await?;
+        done.put.push(s.name.clone());
+    }
+    if prune {
+        let planned: BTreeSet<&str> = plan.iter().map(|s| s.name.as_str()).collect();
+        let stale: Vec<String> = existing(aws, &cfg.agent.group)
+            .await?
+            .into_iter()
+            .filter(|n| !planned.contains(n.as_str()))
+            .collect();
+        for chunk in stale.chunks(100) {
+            aws.call(
+                "DeleteAlarms",
+                aws.cloudwatch
+                    .delete_alarms()
+                    .set_alarm_names(Some(chunk.to_vec()))
+                    .send(),
+            )
+            .await?;
+            done.deleted.extend(chunk.iter().cloned());
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        let mut c = Config::default();
+        c.agent.group = "golf".into();
+        c.elb.name = "golf-elb".into();
+        c.sampling.disk_paths = vec!["/".into(), "/var/www".into()];
+        c
+    }
+
+    fn find<'a>(p: &'a [AlarmSpec], name: &str) -> &'a AlarmSpec {
+        p.iter().find(|s| s.name == name).unwrap_or_else(|| {
+            panic!(
+                "no alarm {name}: {:#?}",
+                p.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
+    }
+
+    #[test]
+    fn every_condition_the_issue_names_has_its_alarm_under_the_group_prefix() {
+        let p = plan(&cfg());
+        for s in &p {
+            assert!(s.name.starts_with("burst-agent/golf/"), "{}", s.name);
+        }
+        let names: BTreeSet<&str> = p.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names.len(), p.len(), "names are unique");
+        // One disk alarm per path, on the worst host (Maximum over the group's series).
+        let d = find(&p, "burst-agent/golf/disk:/var/www");
+        assert_eq!((d.statistic, d.threshold), ("Maximum", 90.0));
+        assert!(d.dims.contains(&("Path", "/var/www".into())));
+        assert!(names.contains("burst-agent/golf/disk:/"));
+        // The heartbeat fires on silence.
+        let h = find(&p, "burst-agent/golf/heartbeat");
+        assert_eq!(h.treat_missing, "breaching");
+        assert_eq!((h.compare, h.evaluation_periods), (Compare::Below, 5));
+        // The ELB's own metrics, by its name.
+        let e = find(&p, "burst-agent/golf/elb_surge_queue");
+        assert_eq!(e.namespace, "AWS/ELB");
+        assert_eq!(e.dims, vec![("LoadBalancerName", "golf-elb".to_string())]);
+        let c = find(&p, "burst-agent/golf/cap_exhausted");
+        assert_eq!((c.compare, c.threshold), (Compare::AtMost, 0.0));
+        // Every kind is planned once at least (disk twice).
+        for k in KINDS {
+            assert!(p.iter().any(|s| s.kind == *k), "{k}");
+        }
+    }
+
+    #[test]
+    fn disabled_kinds_and_an_elb_less_config_plan_fewer() {
+        let mut c = cfg();
+        c.alarms.disabled = vec!["disk".into(), "heartbeat".into()];
+        c.alarms.cap_remaining_at_most = 0;
+        c.elb.name.clear();
+        let p = plan(&c);
+        let kinds: BTreeSet<&str> = p.iter().map(|s| s.kind).collect();
+        for gone in [
+            "disk",
+            "heartbeat",
+            "cap_low",
+            "elb_unhealthy",
+            "elb_surge_queue",
+        ] {
+            assert!(!kinds.contains(gone), "{gone}");
+        }
+        assert!(kinds.contains("cap_exhausted"));
+    }
+}
