@@ -8,6 +8,7 @@ pub mod aws;
 pub mod cap;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod faultsim;
 pub mod fsutil;
 pub mod hooks;

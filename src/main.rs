@@ -60,6 +60,16 @@ enum Command {
         #[arg(long, requires = "apply")]
         prune: bool,
     },
+    /// The CloudWatch dashboard for this group, or across sites: print its JSON (default), or
+    /// put it.
+    Dashboard {
+        /// Put the dashboard in CloudWatch (one of the same name is replaced).
+        #[arg(long)]
+        apply: bool,
+        /// One dashboard across these groups (comma-separated) instead of this one's.
+        #[arg(long, value_delimiter = ',', value_name = "GROUP,...")]
+        groups: Vec<String>,
+    },
     /// Seeded fault and crash simulation of the actuator: check the promises (RELIABILITY.md).
     Faultsim {
         /// How many seeds to run, from --first.
@@ -212,6 +222,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
             for line in
                 burst_agent::daemon::apply_alarms(cfg, prune).context("burst-agent alarms")?
+            {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dashboard { apply, groups } => {
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            let groups = if groups.is_empty() {
+                vec![cfg.agent.group.clone()]
+            } else {
+                groups
+            };
+            if !apply {
+                let body = burst_agent::dashboard::body(&cfg, &groups);
+                println!("{}", serde_json::to_string_pretty(&body)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+            for line in burst_agent::daemon::apply_dashboard(cfg, groups)
+                .context("burst-agent dashboard")?
             {
                 println!("{line}");
             }

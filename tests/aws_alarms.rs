@@ -133,3 +133,35 @@ fn print_changes_nothing_and_a_bad_topic_arn_is_named() {
     );
     assert!(err.contains("alarms.disk_used_percent"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_put_and_reads_back_as_the_body_sent() {
+    let moto = Moto::start();
+    let aws = moto.aws().await;
+    let cfg = config(&moto);
+    let groups = vec!["golf".to_string()];
+    let (name, _) = burst_agent::dashboard::apply(&aws, &cfg, &groups)
+        .await
+        .unwrap();
+    assert_eq!(name, "burst-agent-golf");
+    let got = aws
+        .cloudwatch
+        .get_dashboard()
+        .dashboard_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let back: serde_json::Value = serde_json::from_str(got.dashboard_body().unwrap()).unwrap();
+    assert_eq!(back, burst_agent::dashboard::body(&cfg, &groups));
+    // Put again (idempotent): still one dashboard of that name.
+    burst_agent::dashboard::apply(&aws, &cfg, &groups)
+        .await
+        .unwrap();
+    let list = aws.cloudwatch.list_dashboards().send().await.unwrap();
+    let names: Vec<&str> = list
+        .dashboard_entries()
+        .iter()
+        .filter_map(|d| d.dashboard_name())
+        .collect();
+    assert_eq!(names, ["burst-agent-golf"]);
+}

@@ -130,6 +130,28 @@ pub fn apply_alarms(cfg: Config, prune: bool) -> Result<Vec<String>, DaemonError
     })
 }
 
+/// `burst-agent dashboard --apply`: puts the CloudWatch dashboard of `groups`.
+pub fn apply_dashboard(cfg: Config, groups: Vec<String>) -> Result<Vec<String>, DaemonError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    rt.block_on(async move {
+        let mut cfg = cfg;
+        cfg.agent.dry_run = false;
+        let aws = connect(&cfg)
+            .await
+            .map_err(DaemonError::Start)?
+            .ok_or_else(|| DaemonError::Start("the dashboard needs AWS: no client".into()))?;
+        let (name, said) = crate::dashboard::apply(&aws, &cfg, &groups)
+            .await
+            .map_err(|e| DaemonError::Start(e.to_string()))?;
+        let mut out = vec![format!("put dashboard {name}")];
+        out.extend(said.into_iter().map(|m| format!("CloudWatch says: {m}")));
+        Ok(out)
+    })
+}
+
 fn notify(states: &[NotifyState]) {
     // Not under systemd (no NOTIFY_SOCKET) this does nothing.
     if let Err(e) = sd_notify::notify(false, states) {
@@ -646,6 +668,15 @@ struct Tick {
     observed: bool,
 }
 
+/// The actuator's numbers since the last tick, for the agent's own metrics.
+struct Own {
+    hooks: Vec<(&'static str, f64)>,
+    /// Hooks that failed for good, launches EC2 refused.
+    failures: (Vec<&'static str>, u32),
+    /// Slaves in service, coming, going.
+    fleet: (u32, u32, u32),
+}
+
 /// What the master's loop keeps between ticks, with the actuator it drives (any [`Cloud`] and
 /// [`HookRunner`]: AWS and processes in the service, a simulated world in tests).
 struct Loop<C: Cloud, H: HookRunner> {
@@ -764,17 +795,20 @@ impl Master<'_> {
                 "dry run (no AWS): nothing launched or released"
             );
         }
-        let hooks = l
-            .actuator
-            .as_mut()
-            .map(|a| a.take_hook_seconds())
-            .unwrap_or_default();
-        let failures = l
-            .actuator
-            .as_mut()
-            .map(|a| a.take_failures())
-            .unwrap_or_default();
-        self.publish_own(&decision, &ledger, &hooks, &failures, &mut l.tick, now);
+        let own = Own {
+            hooks: l
+                .actuator
+                .as_mut()
+                .map(|a| a.take_hook_seconds())
+                .unwrap_or_default(),
+            failures: l
+                .actuator
+                .as_mut()
+                .map(|a| a.take_failures())
+                .unwrap_or_default(),
+            fleet: fleet_counts(&l.actuator),
+        };
+        self.publish_own(&decision, &ledger, &own, &mut l.tick, now);
         l.tick.state = if l.actuator.is_some() && !l.tick.adopted {
             "waiting_for_aws"
         } else {
@@ -975,8 +1009,7 @@ impl Master<'_> {
         &self,
         decision: &Decision,
         ledger: &CapLedger,
-        hooks: &[(&'static str, f64)],
-        failures: &(Vec<&'static str>, u32),
+        own: &Own,
         tick: &mut Tick,
         now: Timestamp,
     ) {
@@ -990,9 +1023,10 @@ impl Master<'_> {
                 decision: Some(decision),
                 cap: &cap,
                 api_errors: errors - tick.api_errors_reported,
-                hook_seconds: hooks,
-                hook_failures: &failures.0,
-                launch_failures: failures.1,
+                hook_seconds: &own.hooks,
+                hook_failures: &own.failures.0,
+                launch_failures: own.failures.1,
+                fleet: own.fleet,
                 dropped,
             },
             &self.cfg.agent.group,
@@ -1126,12 +1160,8 @@ pub fn phase_name(p: Phase) -> &'static str {
 }
 
 /// systemd's one-line STATUS=.
-fn status_line<C: Cloud, H: HookRunner>(
-    actuator: &Option<Actuator<C, H>>,
-    ledger: &CapLedger,
-    decision: &Decision,
-    now: Timestamp,
-) -> String {
+/// Slaves in service, coming (pending, syncing) and going (releasing, draining, terminating).
+fn fleet_counts<C: Cloud, H: HookRunner>(actuator: &Option<Actuator<C, H>>) -> (u32, u32, u32) {
     let (mut inservice, mut coming, mut going) = (0, 0, 0);
     for s in actuator.iter().flat_map(|a| a.slaves()) {
         match s.phase.slave_state() {
@@ -1140,6 +1170,16 @@ fn status_line<C: Cloud, H: HookRunner>(
             policy::SlaveState::Draining => going += 1,
         }
     }
+    (inservice, coming, going)
+}
+
+fn status_line<C: Cloud, H: HookRunner>(
+    actuator: &Option<Actuator<C, H>>,
+    ledger: &CapLedger,
+    decision: &Decision,
+    now: Timestamp,
+) -> String {
+    let (inservice, coming, going) = fleet_counts(actuator);
     let cap = ledger.status(now);
     format!(
         "{inservice} slaves in service, {coming} coming, {going} going; burst cap {}/{} used; last decision: {}",

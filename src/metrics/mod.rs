@@ -156,6 +156,8 @@ pub struct AgentNumbers<'a> {
     pub hook_failures: &'a [&'static str],
     /// Launches EC2 refused for good since the last report.
     pub launch_failures: u32,
+    /// Slaves in service, coming and going (the dashboard's fleet size).
+    pub fleet: (u32, u32, u32),
     pub dropped: u64,
 }
 
@@ -185,6 +187,9 @@ pub fn agent_data(n: &AgentNumbers<'_>, group: &str, at: Timestamp) -> Vec<Datum
         d("MetricsDropped", Unit::Count, n.dropped as f64, None),
         // One per tick: the heartbeat alarm fires on its absence.
         d("Heartbeat", Unit::Count, 1.0, None),
+        d("SlavesInService", Unit::Count, f64::from(n.fleet.0), None),
+        d("SlavesComing", Unit::Count, f64::from(n.fleet.1), None),
+        d("SlavesGoing", Unit::Count, f64::from(n.fleet.2), None),
         d(
             "LaunchFailures",
             Unit::Count,
@@ -469,6 +474,7 @@ mod tests {
                 hook_seconds: &[("pre_register", 12.5)],
                 hook_failures: &["pre_register"],
                 launch_failures: 1,
+                fleet: (2, 1, 0),
                 dropped: 0,
             },
             "site",
