@@ -57,13 +57,18 @@ pub struct Plan {
     running: BTreeSet<String>,
 }
 
+/// The one way a slave enters a phase: logged with the time it spent in the last one.
+pub(super) fn enter(s: &mut Slave, phase: Phase, now: Timestamp) {
+    tracing::info!(instance_id = %s.id, from = ?s.phase, to = ?phase,
+        secs_in_phase = age(now, s.since), "slave {}: {:?} -> {phase:?}", s.id, s.phase);
+    s.phase = phase;
+    s.since = now;
+}
+
 impl Plan {
     fn set_phase(&mut self, id: &str, phase: Phase, now: Timestamp) {
         if let Some(s) = self.slaves.get_mut(id) {
-            tracing::info!(instance_id = %id, from = ?s.phase, to = ?phase,
-                secs_in_phase = age(now, s.since), "slave {id}: {:?} -> {phase:?}", s.phase);
-            s.phase = phase;
-            s.since = now;
+            enter(s, phase, now);
         }
     }
 
@@ -412,10 +417,7 @@ pub fn called(slaves: &mut BTreeMap<String, Slave>, call: Call, done: &[String],
             (Call::Terminate, _) => Phase::Terminating,
             _ => continue,
         };
-        tracing::info!(instance_id = %id, from = ?s.phase, to = ?to,
-            secs_in_phase = age(now, s.since), "slave {id}: {:?} -> {to:?}", s.phase);
-        s.phase = to;
-        s.since = now;
+        enter(s, to, now);
     }
 }
 

@@ -787,10 +787,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     fn set_phase(&mut self, id: &str, phase: Phase, now: Timestamp) {
         if let Some(s) = self.slaves.get_mut(id) {
-            tracing::info!(instance_id = %id, from = ?s.phase, to = ?phase,
-                secs_in_phase = age(now, s.since), "slave {id}: {:?} -> {phase:?}", s.phase);
-            s.phase = phase;
-            s.since = now;
+            lifecycle::enter(s, phase, now);
         }
     }
 

@@ -263,27 +263,10 @@ impl Aws {
         F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error,
     {
-        self.limiter.until_ready().await;
-        let started = Instant::now();
-        // The SDK's operation timeout covers its retries; this one also covers a hung
-        // credential provider or connector, with a second's grace for the SDK to report first.
-        let res = tokio::time::timeout(self.call_timeout + Duration::from_secs(1), fut).await;
-        let out = match res {
-            Err(_) => Err(AwsError {
-                op,
-                code: "Timeout".into(),
-                message: format!("no reply within {:?}", self.call_timeout),
-                retryable: true,
-                not_applied: false,
-            }),
-            Ok(Err(e)) => Err(classify(op, &e)),
-            Ok(Ok(v)) => Ok(v),
-        };
-        self.stats.record(op, started.elapsed(), out.is_err());
-        if let Err(e) = &out {
-            tracing::warn!(op, code = %e.code, retryable = e.retryable, "AWS call failed: {}", e.message);
-        }
-        out
+        // A single call always answers (Some): only the end of a paginator answers None.
+        self.run(op, async { Some(fut.await) })
+            .await
+            .unwrap_or_else(|| Err(self.timed_out(op)))
     }
 
     /// The next page of an SDK paginator (`pages.next()`), as [`Aws::call`]: rate-limited, timed,
@@ -293,27 +276,42 @@ impl Aws {
         F: Future<Output = Option<Result<T, SdkError<E, HttpResponse>>>>,
         E: ProvideErrorMetadata + std::error::Error,
     {
-        // The end of the pages takes a token too; one per listing.
+        self.run(op, next).await.transpose()
+    }
+
+    /// What [`Aws::call`] and [`Aws::page`] share: the rate limit (the end of the pages takes a
+    /// token too, one per listing), the timeout, classification, counting and the log line.
+    async fn run<T, E, F>(&self, op: &'static str, fut: F) -> Option<Result<T, AwsError>>
+    where
+        F: Future<Output = Option<Result<T, SdkError<E, HttpResponse>>>>,
+        E: ProvideErrorMetadata + std::error::Error,
+    {
         self.limiter.until_ready().await;
         let started = Instant::now();
-        let res = tokio::time::timeout(self.call_timeout + Duration::from_secs(1), next).await;
+        // The SDK's operation timeout covers its retries; this one also covers a hung
+        // credential provider or connector, with a second's grace for the SDK to report first.
+        let res = tokio::time::timeout(self.call_timeout + Duration::from_secs(1), fut).await;
         let out = match res {
-            Err(_) => Err(AwsError {
-                op,
-                code: "Timeout".into(),
-                message: format!("no reply within {:?}", self.call_timeout),
-                retryable: true,
-                not_applied: false,
-            }),
-            Ok(None) => return Ok(None),
+            Err(_) => Err(self.timed_out(op)),
+            Ok(None) => return None,
             Ok(Some(Err(e))) => Err(classify(op, &e)),
-            Ok(Some(Ok(v))) => Ok(Some(v)),
+            Ok(Some(Ok(v))) => Ok(v),
         };
         self.stats.record(op, started.elapsed(), out.is_err());
         if let Err(e) = &out {
             tracing::warn!(op, code = %e.code, retryable = e.retryable, "AWS call failed: {}", e.message);
         }
-        out
+        Some(out)
+    }
+
+    fn timed_out(&self, op: &'static str) -> AwsError {
+        AwsError {
+            op,
+            code: "Timeout".into(),
+            message: format!("no reply within {:?}", self.call_timeout),
+            retryable: true,
+            not_applied: false,
+        }
     }
 }
 

@@ -76,7 +76,13 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
 /// `burst-agent repair`: with the agent stopped (it takes the state directory's lock), rebuilds
 /// the cap ledger from the state, the journal and the instances' tags, counts at least
 /// `used_today` today, and clears a block that waits for an operator. Returns what it did.
-pub fn repair(cfg: Config, used_today: Option<u32>) -> Result<Vec<String>, DaemonError> {
+/// Runs `f` on a one-off runtime with the AWS client of `cfg` (an operator's command: never a
+/// dry run, so AWS must be reachable).
+fn with_aws<T, F, Fut>(cfg: Config, what: &str, f: F) -> Result<T, DaemonError>
+where
+    F: FnOnce(Config, Aws) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DaemonError>>,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,12 +90,18 @@ pub fn repair(cfg: Config, used_today: Option<u32>) -> Result<Vec<String>, Daemo
     rt.block_on(async move {
         let mut cfg = cfg;
         cfg.agent.dry_run = false;
-        let state_dir = prepare_state_dir(&mut cfg)?;
-        let _lock = lock::StateLock::acquire(&state_dir)?;
         let aws = connect(&cfg)
             .await
             .map_err(DaemonError::Start)?
-            .ok_or_else(|| DaemonError::Start("repair needs AWS: no client".into()))?;
+            .ok_or_else(|| DaemonError::Start(format!("{what} needs AWS: no client")))?;
+        f(cfg, aws).await
+    })
+}
+
+pub fn repair(cfg: Config, used_today: Option<u32>) -> Result<Vec<String>, DaemonError> {
+    with_aws(cfg, "repair", |mut cfg, aws| async move {
+        let state_dir = prepare_state_dir(&mut cfg)?;
+        let _lock = lock::StateLock::acquire(&state_dir)?;
         let (_, own) = identity(&cfg, true).await;
         let cloud = AwsCloud::new(aws, &cfg.agent.group, &cfg.elb.name, &cfg.fleet)
             .map_err(|e| DaemonError::Start(e.to_string()))?;
@@ -103,17 +115,7 @@ pub fn repair(cfg: Config, used_today: Option<u32>) -> Result<Vec<String>, Daemo
 /// `burst-agent alarms --apply [--prune]`: puts this group's CloudWatch alarms (and deletes the
 /// group's alarms no longer planned). Returns what it did, line by line.
 pub fn apply_alarms(cfg: Config, prune: bool) -> Result<Vec<String>, DaemonError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(DaemonError::Runtime)?;
-    rt.block_on(async move {
-        let mut cfg = cfg;
-        cfg.agent.dry_run = false;
-        let aws = connect(&cfg)
-            .await
-            .map_err(DaemonError::Start)?
-            .ok_or_else(|| DaemonError::Start("alarms need AWS: no client".into()))?;
+    with_aws(cfg, "alarms", |cfg, aws| async move {
         let plan = crate::alarms::plan(&cfg);
         let done = crate::alarms::apply(&aws, &cfg, &plan, prune)
             .await
@@ -132,17 +134,7 @@ pub fn apply_alarms(cfg: Config, prune: bool) -> Result<Vec<String>, DaemonError
 
 /// `burst-agent dashboard --apply`: puts the CloudWatch dashboard of `groups`.
 pub fn apply_dashboard(cfg: Config, groups: Vec<String>) -> Result<Vec<String>, DaemonError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(DaemonError::Runtime)?;
-    rt.block_on(async move {
-        let mut cfg = cfg;
-        cfg.agent.dry_run = false;
-        let aws = connect(&cfg)
-            .await
-            .map_err(DaemonError::Start)?
-            .ok_or_else(|| DaemonError::Start("the dashboard needs AWS: no client".into()))?;
+    with_aws(cfg, "dashboard", |cfg, aws| async move {
         let (name, said) = crate::dashboard::apply(&aws, &cfg, &groups)
             .await
             .map_err(|e| DaemonError::Start(e.to_string()))?;
