@@ -35,8 +35,8 @@ pub struct Intent {
     /// The cap-ledger attempts this launch stands for (`<id>#1` …).
     pub keys: Vec<String>,
     pub outcome: Outcome,
-    /// The RunInstances call (1-based) whose outcome is unknown, so that asking again repeats
-    /// exactly that request: its client token and its subnet. 0 (files from before): call 1.
+    /// The RunInstances call (1-based) whose outcome was unknown when the launch was left open:
+    /// for the operator reading state.json (an open launch is never sent again). 0: call 1.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub open_call: u32,
     /// When a RunInstances call for it was last sent (written before sending): EC2 may take a
