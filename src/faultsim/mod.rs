@@ -202,25 +202,19 @@ fn open(
     Ok(a)
 }
 
-fn decision(count: u32, victims: Vec<String>) -> Decision {
-    // The actuator reads only the count or the victims; the explanation is the policy's.
-    let why = serde_json::from_value(serde_json::json!({
-        "mode": "target_tracking", "in_service": 0, "on_the_way": 0, "draining": 0,
-        "current": 0, "utilization": null, "signals": [], "raw_desired": 0, "stabilized": 0,
-        "rate_limited": 0, "bounded": 0, "cap_limited": 0, "final_count": 0, "reasons": [],
-        "cap": {"used": 0, "limit": 0, "remaining": 0, "instance_hours": 0.0,
-                "hours_budget": null, "time_zone": "UTC", "day": "2026-01-01",
-                "resets_at": "2026-01-02T00:00:00Z", "resets_in_secs": 0, "blocked": null}
-    }));
-    match why {
-        Ok(why) if count > 0 => Decision::ScaleOut { count, why },
-        Ok(why) if !victims.is_empty() => Decision::ScaleIn {
+/// A decision as the policy would hand it over: the actuator reads only the count or the
+/// victims (the ledger, its last guard, decides what the cap allows).
+fn decision(a: &SimActuator, now: Timestamp, count: u32, victims: Vec<String>) -> Decision {
+    let why = crate::policy::Explanation::bare(a.ledger().status(now));
+    if count > 0 {
+        Decision::ScaleOut { count, why }
+    } else if !victims.is_empty() {
+        Decision::ScaleIn {
             instances: victims,
             why,
-        },
-        Ok(why) => Decision::Hold { why },
-        // A test-only literal: if it stops parsing, every seed says so.
-        Err(e) => panic!("faultsim decision literal: {e}"),
+        }
+    } else {
+        Decision::Hold { why }
     }
 }
 
@@ -319,18 +313,18 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
                 .map(|s| s.id.clone())
                 .collect();
             let d = if quiet {
-                decision(0, in_service)
+                decision(a, now, 0, in_service)
             } else {
                 match rng.random_range(0..10) {
                     // As the policy does: no launch while EC2 had no capacity anywhere.
                     0..=2 if a.no_capacity_until(now).is_none() => {
-                        decision(rng.random_range(1..=3), Vec::new())
+                        decision(a, now, rng.random_range(1..=3), Vec::new())
                     }
                     3 if !in_service.is_empty() => {
                         let k = rng.random_range(1..=in_service.len());
-                        decision(0, in_service[..k].to_vec())
+                        decision(a, now, 0, in_service[..k].to_vec())
                     }
-                    _ => decision(0, Vec::new()),
+                    _ => decision(a, now, 0, Vec::new()),
                 }
             };
             a.apply(&d, now).await;

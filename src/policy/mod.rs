@@ -110,6 +110,31 @@ pub enum Decision {
     },
 }
 
+impl Explanation {
+    /// An explanation with no numbers and no reasons, only the cap: for a decision made by
+    /// something other than the policy (a test, the fault simulation), which the actuator carries
+    /// out by its count or victims alone.
+    pub fn bare(cap: CapStatus) -> Self {
+        Explanation {
+            mode: PolicyMode::TargetTracking,
+            in_service: 0,
+            on_the_way: 0,
+            draining: 0,
+            current: 0,
+            utilization: None,
+            signals: Vec::new(),
+            raw_desired: 0,
+            stabilized: 0,
+            rate_limited: 0,
+            bounded: 0,
+            cap_limited: 0,
+            final_count: 0,
+            reasons: Vec::new(),
+            cap,
+        }
+    }
+}
+
 impl Decision {
     pub fn explanation(&self) -> &Explanation {
         match self {

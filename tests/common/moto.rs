@@ -207,13 +207,9 @@ pub fn scale_in(instances: Vec<String>) -> burst_agent::policy::Decision {
 }
 
 fn explanation() -> burst_agent::policy::Explanation {
-    serde_json::from_value(serde_json::json!({
-        "mode": "target_tracking", "in_service": 0, "on_the_way": 0, "draining": 0,
-        "current": 0, "utilization": null, "signals": [], "raw_desired": 0, "stabilized": 0,
-        "rate_limited": 0, "bounded": 0, "cap_limited": 0, "final_count": 0, "reasons": [],
-        "cap": {"used": 0, "limit": 7, "remaining": 7, "instance_hours": 0.0,
-                "hours_budget": null, "time_zone": "UTC", "day": "2026-11-25",
-                "resets_at": "2026-11-26T00:00:00Z", "resets_in_secs": 1, "blocked": null}
-    }))
-    .expect("an Explanation")
+    let now = jiff::Timestamp::now();
+    let cap = burst_agent::cap::CapLedger::new("UTC", 7, None)
+        .expect("UTC is a time zone")
+        .status(now);
+    burst_agent::policy::Explanation::bare(cap)
 }
