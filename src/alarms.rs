@@ -21,6 +21,8 @@ pub const KINDS: &[&str] = &[
     "heartbeat",
     "elb_unhealthy",
     "elb_surge_queue",
+    "probe_failed",
+    "probe_latency",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,6 +224,46 @@ pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
     );
     heartbeat.treat_missing = "breaching";
     out.push(heartbeat);
+    for (i, url) in cfg.sampling.probe_urls.iter().enumerate() {
+        let mut dims = g();
+        dims.push(("Url", url.clone()));
+        // Alarm names are at most 255 characters: a long URL goes by its place in the list.
+        let suffix = |kind: &str| {
+            if prefix(group).len() + kind.len() + 1 + url.len() <= 255 {
+                format!(":{url}")
+            } else {
+                format!(":{i}")
+            }
+        };
+        out.push(spec(
+            "probe_failed",
+            suffix("probe_failed"),
+            "ProbeFailed",
+            dims.clone(),
+            "Minimum",
+            (60, 3),
+            (Compare::AtLeast, 1.0),
+            format!(
+                "{url} has failed every probe for three minutes (no answer, a timeout or an HTTP \
+                 error): visitors see it too; `burst-agent status` shows the last probe and why, \
+                 then check Apache and the ELB's healthy hosts"
+            ),
+        ));
+        out.push(spec(
+            "probe_latency",
+            suffix("probe_latency"),
+            "ProbeLatency",
+            dims,
+            "Average",
+            (60, 5),
+            (Compare::AtLeast, a.probe_latency_ms),
+            format!(
+                "{url} took {} ms or more on average for five minutes: the site crawls; check the \
+                 agent is scaling out (`burst-agent status`: reasons, burst cap)",
+                a.probe_latency_ms
+            ),
+        ));
+    }
     if !cfg.elb.name.is_empty() {
         let elb = || vec![("LoadBalancerName", cfg.elb.name.clone())];
         let mut unhealthy = spec(
@@ -387,6 +429,7 @@ mod tests {
         c.agent.group = "golf".into();
         c.elb.name = "golf-elb".into();
         c.sampling.disk_paths = vec!["/".into(), "/var/www".into()];
+        c.sampling.probe_urls = vec!["http://golf-elb-1.example.com/".into()];
         c
     }
 
@@ -422,6 +465,20 @@ mod tests {
         assert_eq!(e.dims, vec![("LoadBalancerName", "golf-elb".to_string())]);
         let c = find(&p, "burst-agent/golf/cap_exhausted");
         assert_eq!((c.compare, c.threshold), (Compare::AtMost, 0.0));
+        // The probe, per URL: failing every minute for three, or slow on average.
+        let f = find(
+            &p,
+            "burst-agent/golf/probe_failed:http://golf-elb-1.example.com/",
+        );
+        assert_eq!((f.statistic, f.evaluation_periods), ("Minimum", 3));
+        assert!(f
+            .dims
+            .contains(&("Url", "http://golf-elb-1.example.com/".into())));
+        let l = find(
+            &p,
+            "burst-agent/golf/probe_latency:http://golf-elb-1.example.com/",
+        );
+        assert_eq!((l.metric, l.threshold), ("ProbeLatency", 2000.0));
         // Every kind is planned once at least (disk twice).
         for k in KINDS {
             assert!(p.iter().any(|s| s.kind == *k), "{k}");

@@ -201,6 +201,37 @@ fn safe_value(v: &str) -> bool {
 
 /// The argv with every placeholder replaced, each inside its own argument.
 pub fn expand(argv: &[String], vars: &HookVars) -> Result<Vec<String>, HookError> {
+    substitute(argv, |index, arg, name| {
+        let value = vars
+            .get(name)
+            .ok_or_else(|| HookError::UnknownPlaceholder {
+                index,
+                arg: arg.to_string(),
+                name: name.into(),
+            })?;
+        if value.is_empty() {
+            return Err(HookError::Empty { name: name.into() });
+        }
+        let safe = if name == "state_dir" {
+            crate::config::plain_path(value)
+        } else {
+            safe_value(value)
+        };
+        if !safe {
+            return Err(HookError::UnsafeValue {
+                name: name.into(),
+                value: value.into(),
+            });
+        }
+        Ok(value.to_string())
+    })
+}
+
+/// Each argument with every `{name}` replaced by `value(index, arg, name)`.
+fn substitute(
+    argv: &[String],
+    mut value: impl FnMut(usize, &str, &str) -> Result<String, HookError>,
+) -> Result<Vec<String>, HookError> {
     if argv.is_empty() {
         return Err(HookError::NoProgram);
     }
@@ -216,35 +247,94 @@ pub fn expand(argv: &[String], vars: &HookVars) -> Result<Vec<String>, HookError
                     index,
                     arg: arg.clone(),
                 })?;
-                let name = &after[..close];
-                let value = vars
-                    .get(name)
-                    .ok_or_else(|| HookError::UnknownPlaceholder {
-                        index,
-                        arg: arg.clone(),
-                        name: name.into(),
-                    })?;
-                if value.is_empty() {
-                    return Err(HookError::Empty { name: name.into() });
-                }
-                let safe = if name == "state_dir" {
-                    crate::config::plain_path(value)
-                } else {
-                    safe_value(value)
-                };
-                if !safe {
-                    return Err(HookError::UnsafeValue {
-                        name: name.into(),
-                        value: value.into(),
-                    });
-                }
-                out.push_str(value);
+                out.push_str(&value(index, arg, &after[..close])?);
                 rest = &after[close + 1..];
             }
             out.push_str(rest);
             Ok(out)
         })
         .collect()
+}
+
+/// What an `on_event` hook's placeholders stand for (config::EVENT_PLACEHOLDERS).
+#[derive(Clone, Debug, Default)]
+pub struct EventVars {
+    pub event: String,
+    pub group: String,
+    /// Empty for an event of no one instance.
+    pub instance_id: String,
+    /// One line of text (the agent's own words; control characters are already gone).
+    pub detail: String,
+    pub state_dir: String,
+}
+
+impl EventVars {
+    fn get(&self, name: &str) -> Option<&str> {
+        match name {
+            "event" => Some(&self.event),
+            "group" => Some(&self.group),
+            "instance_id" => Some(&self.instance_id),
+            "detail" => Some(&self.detail),
+            "state_dir" => Some(&self.state_dir),
+            _ => None,
+        }
+    }
+}
+
+/// The `on_event` argv: any value may stand in an argument (no shell ever reads it), empty ones
+/// included.
+pub fn expand_event(argv: &[String], vars: &EventVars) -> Result<Vec<String>, HookError> {
+    substitute(argv, |index, arg, name| {
+        vars.get(name)
+            .map(str::to_string)
+            .ok_or_else(|| HookError::UnknownPlaceholder {
+                index,
+                arg: arg.to_string(),
+                name: name.into(),
+            })
+    })
+}
+
+/// Runs the `on_event` hook for one event, with its retries, like [`run`]. Its environment also
+/// has `BURST_AGENT_EVENT` and `BURST_AGENT_DETAIL`.
+pub async fn run_event(hook: &Hook, vars: &EventVars) -> HookRun {
+    let started = Instant::now();
+    let argv = match expand_event(&hook.argv, vars) {
+        Ok(a) => a,
+        Err(e) => {
+            return HookRun {
+                attempts: 0,
+                duration: started.elapsed(),
+                result: Err(e),
+                lines_not_logged: 0,
+            }
+        }
+    };
+    let hv = HookVars {
+        instance_id: vars.instance_id.clone(),
+        group: vars.group.clone(),
+        state_dir: vars.state_dir.clone(),
+        ..HookVars::default()
+    };
+    let extra = [
+        ("BURST_AGENT_EVENT".to_string(), vars.event.clone()),
+        ("BURST_AGENT_DETAIL".to_string(), vars.detail.clone()),
+    ];
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (result, lines_not_logged) =
+            attempt("on_event", &argv, hook.timeout.get(), &hv, &extra).await;
+        if result.is_ok() || attempts > hook.retries {
+            return HookRun {
+                attempts,
+                duration: started.elapsed(),
+                result,
+                lines_not_logged,
+            };
+        }
+        tokio::time::sleep(hook.retry_delay.get()).await;
+    }
 }
 
 /// What running a hook (all its attempts) came to.
@@ -277,7 +367,7 @@ pub async fn run(name: &str, hook: &Hook, vars: &HookVars) -> HookRun {
     loop {
         attempts += 1;
         let t = Instant::now();
-        let (result, lines_not_logged) = attempt(name, &argv, hook.timeout.get(), vars).await;
+        let (result, lines_not_logged) = attempt(name, &argv, hook.timeout.get(), vars, &[]).await;
         match &result {
             Ok(()) => {
                 tracing::info!(hook = name, instance_id = %vars.instance_id, attempt = attempts,
@@ -305,11 +395,13 @@ async fn attempt(
     argv: &[String],
     timeout: Duration,
     vars: &HookVars,
+    extra_env: &[(String, String)],
 ) -> (Result<(), HookError>, usize) {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
         .envs(hook_env(name, vars))
+        .envs(extra_env.iter().cloned())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

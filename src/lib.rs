@@ -9,6 +9,7 @@ pub mod cap;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
+pub mod events;
 pub mod faultsim;
 pub mod fsutil;
 pub mod hooks;

@@ -16,6 +16,9 @@ pub enum Signal {
     ApacheBusyRatio,
     /// (total - available) / total memory.
     MemoryUsedRatio,
+    /// The slowest `sampling.probe_urls` answer, in milliseconds: one value for the whole site,
+    /// not a host's (the policy treats it as HPA treats an object metric).
+    ProbeLatency,
 }
 
 impl Signal {
@@ -24,8 +27,63 @@ impl Signal {
             Signal::LoadPerCpu => "load_per_cpu",
             Signal::ApacheBusyRatio => "apache_busy_ratio",
             Signal::MemoryUsedRatio => "memory_used_ratio",
+            Signal::ProbeLatency => "probe_latency",
         }
     }
+
+    /// Read once for the whole site, not per host.
+    pub fn site_wide(self) -> bool {
+        matches!(self, Signal::ProbeLatency)
+    }
+}
+
+/// One liveness probe of one URL.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub url: String,
+    pub at: Timestamp,
+    /// The HTTP status, when an answer came.
+    pub status: Option<u16>,
+    /// Milliseconds to the whole answer, or to the timeout.
+    pub latency_ms: f64,
+    /// Why the probe failed: no answer, the timeout, or a status of 400 or more.
+    pub error: Option<String>,
+    /// It failed by running out of time (the site is slow, not down).
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+impl std::fmt::Display for ProbeResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.error, self.status) {
+            (None, Some(code)) => write!(f, "{}: {code} in {:.0} ms", self.url, self.latency_ms),
+            (None, None) => write!(f, "{}: answered in {:.0} ms", self.url, self.latency_ms),
+            (Some(e), _) => write!(
+                f,
+                "{}: FAILED after {:.0} ms: {e}",
+                self.url, self.latency_ms
+            ),
+        }
+    }
+}
+
+/// What the `probe_latency` signal reads from one round of probes: the slowest answer, a timeout
+/// counting as its full time. `None` when any URL failed otherwise (refused, 4xx, 5xx): an
+/// error page is fast and must not look like an idle site, so the signal is missing (it can then
+/// hold a scale-in, never cause one) and the probe alarm tells the operator.
+pub fn probe_latency(round: &[ProbeResult]) -> Option<(Timestamp, f64)> {
+    let mut worst: Option<(Timestamp, f64)> = None;
+    for r in round {
+        if r.error.is_some() && !r.timed_out {
+            return None;
+        }
+        if !(r.latency_ms.is_finite() && r.latency_ms >= 0.0) {
+            return None;
+        }
+        let at = worst.map_or(r.at, |(t, _)| t.min(r.at));
+        worst = Some((at, worst.map_or(r.latency_ms, |(_, w)| w.max(r.latency_ms))));
+    }
+    worst
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -110,6 +168,7 @@ impl HostSample {
             Signal::LoadPerCpu => self.load_per_cpu(),
             Signal::ApacheBusyRatio => self.apache_busy_ratio(),
             Signal::MemoryUsedRatio => self.memory_used_ratio(),
+            Signal::ProbeLatency => None,
         }
         .filter(|v| v.is_finite() && *v >= 0.0)
     }
@@ -130,6 +189,7 @@ impl HostMetrics {
             Signal::LoadPerCpu => self.load_per_cpu,
             Signal::ApacheBusyRatio => self.apache_busy_ratio,
             Signal::MemoryUsedRatio => self.memory_used_ratio,
+            Signal::ProbeLatency => None,
         }
         .filter(|v| v.is_finite() && *v >= 0.0)
     }

@@ -29,6 +29,7 @@ pub mod state;
 
 use crate::cap::{self, CapLedger, Seen};
 use crate::config::{Config, Hook};
+use crate::events::{Event, EventKind};
 use crate::fsutil::{Disk, RealDisk};
 use crate::hooks::{self, HookVars};
 use crate::policy::{Decision, History, SlaveObservation, SlaveState};
@@ -195,6 +196,8 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     hook_failures: Vec<&'static str>,
     launch_failures: u32,
     recent_errors: VecDeque<(Timestamp, String)>,
+    /// What an operator should hear of, since the daemon last took them (events.rs).
+    events: Vec<Event>,
 }
 
 #[derive(Clone, Copy)]
@@ -424,6 +427,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             hook_seconds: Vec::new(),
             hook_failures: Vec::new(),
             launch_failures: 0,
+            events: Vec::new(),
             recent_errors: VecDeque::new(),
         })
     }
@@ -477,7 +481,20 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     ours.push(i);
                 }
                 Ownership::Foreign(why) => {
+                    let master = self.own_instance.as_deref() == Some(i.id.as_str());
                     if self.foreign_logged.insert(i.id.clone()) {
+                        // The master's own instance is expected; anything else is news.
+                        if !master {
+                            self.events.push(Event::new(
+                                EventKind::ForeignInstance,
+                                Some(&i.id),
+                                format!(
+                                    "{} carries burst-agent:group={} but is not this agent's: \
+                                     {why} (owner tag {:?}); left alone",
+                                    i.id, self.cfg.agent.group, i.owner
+                                ),
+                            ));
+                        }
                         tracing::warn!(instance_id = %i.id, owner = ?i.owner, ec2_state = ?i.state,
                             "instance {} carries burst-agent:group={} but is not this agent's: \
                              {why}; leaving it alone", i.id, self.cfg.agent.group);
@@ -641,6 +658,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     /// Hooks that failed for good and launches EC2 refused since the last call (the alarms'
     /// metrics).
+    /// Events since the last call, for the notifier.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
     pub fn take_failures(&mut self) -> (Vec<&'static str>, u32) {
         (
             std::mem::take(&mut self.hook_failures),
@@ -993,6 +1015,15 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     fn fail_intent(&mut self, intent: &Intent, error: &str, now: Timestamp, r: &mut Report) {
         self.launch_failures += 1;
+        self.events.push(Event::new(
+            EventKind::LaunchFailed,
+            None,
+            format!(
+                "launch {} of {} slave(s) failed, nothing charged to the cap: {error}",
+                intent.id,
+                intent.keys.len()
+            ),
+        ));
         for key in &intent.keys {
             let _ = self.ledger.withdraw(key);
         }
@@ -1124,6 +1155,16 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                         pick_placement(&subnets, &fallbacks, &id, call + 1);
                     tracing::warn!(intent = %id, code = %e.code, next_subnet = ?next_subnet,
                         next_type = ?next_type, "no EC2 capacity for {here}; trying the next placement");
+                    self.events.push(Event::new(
+                        EventKind::CapacityFallback,
+                        None,
+                        format!(
+                            "no EC2 capacity for {here} ({}); trying {} in {}",
+                            e.code,
+                            next_type.as_deref().unwrap_or("the configured type"),
+                            next_subnet.as_deref().unwrap_or("EC2's choice of subnet")
+                        ),
+                    ));
                     no_capacity.push(here);
                 }
                 Err(e) if e.not_applied || !e.retryable => {
@@ -1167,6 +1208,17 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
         tracing::info!(intent = %id, asked = n, launched = ids.len(), instances = ?ids,
             secs = t.elapsed().as_secs_f64(), "launched {} slave(s)", ids.len());
+        if !ids.is_empty() {
+            self.events.push(Event::new(
+                EventKind::ScaleOut,
+                None,
+                format!(
+                    "launched {} of {n} slave(s) {ids:?}; cap {}",
+                    ids.len(),
+                    self.ledger.status(now)
+                ),
+            ));
+        }
         for i in &got {
             self.slaves
                 .insert(i.id.clone(), slave_from(i, Phase::Pending, now, now));
@@ -1207,6 +1259,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             );
             return;
         }
+        self.events.push(Event::new(
+            EventKind::ScaleIn,
+            None,
+            format!("releasing {} slave(s) {ids:?}", ids.len()),
+        ));
         for id in &ids {
             self.set_phase(id, Phase::Releasing, now);
             if let Some(hook) = self.cfg.hooks.pre_deregister.clone() {
@@ -1433,8 +1490,15 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let mut out = BTreeMap::new();
         for f in self.hooks.finished() {
             self.hook_seconds.push((f.kind.name(), f.secs));
-            if f.result.is_err() {
+            if let Err(e) = &f.result {
                 self.hook_failures.push(f.kind.name());
+                if f.kind == HookKind::PreRegister {
+                    self.events.push(Event::new(
+                        EventKind::SyncFailed,
+                        Some(&f.id),
+                        format!("pre_register (content sync) failed; never registered: {e}"),
+                    ));
+                }
             }
             if f.detached {
                 if let Err(e) = &f.result {

@@ -28,6 +28,10 @@ pub const HOOK_PLACEHOLDERS: &[&str] = &[
     "state_dir",
 ];
 
+/// Placeholders a `hooks.on_event` argument may contain (`{instance_id}` is empty for events of
+/// no one instance; `{detail}` is one line of text).
+pub const EVENT_PLACEHOLDERS: &[&str] = &["event", "group", "instance_id", "detail", "state_dir"];
+
 /// `agent.state_dir` as it may stand in a hook argument (an ssh option inside rsync's `-e`, which
 /// rsync splits on spaces): absolute, letters, digits and `/._-` only.
 pub fn plain_path(v: &str) -> bool {
@@ -60,6 +64,34 @@ pub struct Config {
     pub aws: AwsConfig,
     pub log: LogConfig,
     pub alarms: AlarmsConfig,
+    pub events: EventsConfig,
+}
+
+/// Event notifications (README: events): where they go besides `hooks.on_event`, and how
+/// often one condition may be told.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// SNS topic each event is published to (`arn:aws:sns:REGION:ACCOUNT:NAME`); empty: none.
+    pub topic_arn: String,
+    /// One message per condition (cap exhausted, sync failing, ...) per window; what was held
+    /// back is counted in the next one.
+    pub window: Dur,
+    /// At most this many messages in any hour, all conditions together.
+    pub max_per_hour: u32,
+    /// Event kinds never sent (still shown by `status`).
+    pub disabled: Vec<String>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            topic_arn: String::new(),
+            window: Dur::secs(1800),
+            max_per_hour: 12,
+            disabled: Vec::new(),
+        }
+    }
 }
 
 /// `burst-agent alarms`: the CloudWatch alarms for this group (README: alarms). Thresholds
@@ -87,6 +119,8 @@ pub struct AlarmsConfig {
     pub elb_unhealthy_hosts: u32,
     /// The ELB's surge queue at or above this for five minutes (requests waiting for a host).
     pub elb_surge_queue_length: u32,
+    /// Any probe URL slower than this, in milliseconds, on average for five minutes.
+    pub probe_latency_ms: f64,
     /// Alarms switched off, by name (`burst-agent alarms --print` lists them).
     pub disabled: Vec<String>,
 }
@@ -104,6 +138,7 @@ impl Default for AlarmsConfig {
             api_errors: 20,
             elb_unhealthy_hosts: 1,
             elb_surge_queue_length: 50,
+            probe_latency_ms: 2000.0,
             disabled: Vec::new(),
         }
     }
@@ -172,6 +207,13 @@ pub struct SamplingConfig {
     pub mod_status_timeout: Dur,
     /// Filesystems whose used % is sampled (absolute paths).
     pub disk_paths: Vec<PathBuf>,
+    /// Site liveness probe: URLs fetched every `probe_interval` (the site through the ELB's DNS
+    /// name, the master's own vhost), their status and latency published, alarmed and usable as
+    /// the `probe_latency` policy signal. Empty: no probe.
+    pub probe_urls: Vec<String>,
+    pub probe_interval: Dur,
+    /// A probe slower than this fails (and counts as this slow).
+    pub probe_timeout: Dur,
 }
 
 impl Default for SamplingConfig {
@@ -184,6 +226,9 @@ impl Default for SamplingConfig {
             mod_status_url: "http://127.0.0.1/server-status?auto".into(),
             mod_status_timeout: Dur::secs(2),
             disk_paths: vec![PathBuf::from("/")],
+            probe_urls: Vec::new(),
+            probe_interval: Dur::secs(30),
+            probe_timeout: Dur::secs(5),
         }
     }
 }
@@ -242,6 +287,8 @@ pub struct Targets {
     pub load_per_cpu: f64,
     pub apache_busy_ratio: f64,
     pub memory_used_ratio: f64,
+    /// For the `probe_latency` signal: the slowest probe answer, in milliseconds.
+    pub probe_latency_ms: f64,
 }
 
 impl Default for Targets {
@@ -250,6 +297,7 @@ impl Default for Targets {
             load_per_cpu: 0.7,
             apache_busy_ratio: 0.6,
             memory_used_ratio: 0.8,
+            probe_latency_ms: 800.0,
         }
     }
 }
@@ -260,6 +308,7 @@ impl Targets {
             Signal::LoadPerCpu => self.load_per_cpu,
             Signal::ApacheBusyRatio => self.apache_busy_ratio,
             Signal::MemoryUsedRatio => self.memory_used_ratio,
+            Signal::ProbeLatency => self.probe_latency_ms,
         }
     }
 }
@@ -493,6 +542,8 @@ pub struct HooksConfig {
     pub pre_deregister: Option<Hook>,
     /// Optional, run after a slave is terminated.
     pub post_terminate: Option<Hook>,
+    /// Optional, run for each event notification ([events]); placeholders: EVENT_PLACEHOLDERS.
+    pub on_event: Option<Hook>,
 }
 
 impl Default for HooksConfig {
@@ -503,6 +554,7 @@ impl Default for HooksConfig {
             content_sync_interval: Dur::secs(300),
             pre_deregister: None,
             post_terminate: None,
+            on_event: None,
         }
     }
 }

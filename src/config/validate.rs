@@ -1,7 +1,7 @@
 //! Semantic checks: everything serde's types can't say. Every problem is reported, each as a
 //! sentence that starts with its key path.
 
-use super::{Config, Dur, Hook, Problem, Role, HOOK_PLACEHOLDERS};
+use super::{Config, Dur, Hook, Problem, Role, EVENT_PLACEHOLDERS, HOOK_PLACEHOLDERS};
 use std::path::Path;
 use std::time::Duration;
 
@@ -45,6 +45,9 @@ impl Checks {
         });
     }
     fn hook(&mut self, path: &str, hook: &Hook) {
+        self.hook_with(path, hook, HOOK_PLACEHOLDERS)
+    }
+    fn hook_with(&mut self, path: &str, hook: &Hook, known: &[&str]) {
         let argv_path = format!("{path}.argv");
         match hook.argv.first() {
             None => self.fail(
@@ -60,12 +63,12 @@ impl Checks {
         for (i, arg) in hook.argv.iter().enumerate() {
             for name in placeholders(arg) {
                 match name {
-                    Ok(n) if HOOK_PLACEHOLDERS.contains(&n) => {}
+                    Ok(n) if known.contains(&n) => {}
                     Ok(n) => self.fail(
                         &argv_path,
                         format!(
                             "{argv_path}[{i}] uses unknown placeholder {{{n}}}; known: {}",
-                            HOOK_PLACEHOLDERS
+                            known
                                 .iter()
                                 .map(|p| format!("{{{p}}}"))
                                 .collect::<Vec<_>>()
@@ -88,6 +91,22 @@ impl Checks {
         self.require(hook.retries <= 10, &format!("{path}.retries"), || {
             format!("{path}.retries must be at most 10 (got {})", hook.retries)
         });
+    }
+}
+
+/// Why `url` can't be probed, if it can't.
+fn probe_url(url: &str) -> Result<(), String> {
+    if url.len() > 255 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("at most 255 characters, no spaces".into());
+    }
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err("the scheme must be http or https".into()),
+    }
+    match uri.host() {
+        Some(h) if !h.is_empty() => Ok(()),
+        _ => Err("no host".into()),
     }
 }
 
@@ -172,6 +191,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         .into_iter()
         .chain(hooks.pre_deregister.iter())
         .chain(hooks.post_terminate.iter())
+        .chain(hooks.on_event.iter())
         .any(|h| h.argv.iter().any(|a| a.contains("{state_dir}")));
     c.require(
         !uses_state_dir || !cfg.agent.state_dir.is_absolute() || super::plain_path(&state_dir),
@@ -255,6 +275,34 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     for p in &s.disk_paths {
         c.absolute("sampling.disk_paths", p);
     }
+    for (i, url) in s.probe_urls.iter().enumerate() {
+        if let Err(why) = probe_url(url) {
+            c.fail(
+                &format!("sampling.probe_urls[{i}]"),
+                format!(
+                    "sampling.probe_urls[{i}] must be an http:// or https:// URL with a host, like \
+                     \"http://my-elb-123.eu-west-1.elb.amazonaws.com/\" ({why}; got {url:?})"
+                ),
+            );
+        }
+    }
+    c.require(s.probe_urls.len() <= 10, "sampling.probe_urls", || {
+        format!(
+            "sampling.probe_urls may list at most 10 URLs (got {})",
+            s.probe_urls.len()
+        )
+    });
+    c.duration("sampling.probe_interval", s.probe_interval, 5 * SEC, HOUR);
+    c.require(
+        !s.probe_timeout.is_zero() && s.probe_timeout < s.probe_interval,
+        "sampling.probe_timeout",
+        || {
+            format!(
+                "sampling.probe_timeout must be above 0 and below sampling.probe_interval ({} >= {})",
+                s.probe_timeout, s.probe_interval
+            )
+        },
+    );
 
     // [metrics]
     let m = &cfg.metrics;
@@ -310,9 +358,47 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         HOUR,
     );
     c.require(!p.signals.is_empty(), "policy.signals", || {
-        "policy.signals must list at least one of load_per_cpu, apache_busy_ratio, memory_used_ratio"
+        "policy.signals must list at least one of load_per_cpu, apache_busy_ratio, \
+         memory_used_ratio, probe_latency"
             .into()
     });
+    if p.signals.contains(&crate::model::Signal::ProbeLatency) {
+        c.require(!s.probe_urls.is_empty(), "policy.signals", || {
+            "policy.signals lists probe_latency, so sampling.probe_urls must list the URLs to probe"
+                .into()
+        });
+        c.require(
+            p.mode == super::PolicyMode::TargetTracking,
+            "policy.signals",
+            || {
+                "policy.signals: probe_latency is read in milliseconds against \
+                 policy.targets.probe_latency_ms, so it needs mode = \"target_tracking\""
+                    .into()
+            },
+        );
+        c.require(
+            s.probe_interval < p.stale_after,
+            "sampling.probe_interval",
+            || {
+                format!(
+                    "sampling.probe_interval must be shorter than policy.stale_after ({} >= {}), \
+                     or the probe_latency signal would always be stale",
+                    s.probe_interval, p.stale_after
+                )
+            },
+        );
+    }
+    c.require(
+        p.targets.probe_latency_ms.is_finite()
+            && (1.0..=600_000.0).contains(&p.targets.probe_latency_ms),
+        "policy.targets.probe_latency_ms",
+        || {
+            format!(
+                "policy.targets.probe_latency_ms must be 1-600000 milliseconds (got {})",
+                p.targets.probe_latency_ms
+            )
+        },
+    );
     let mut seen = std::collections::BTreeSet::new();
     for sig in &p.signals {
         c.require(seen.insert(*sig), "policy.signals", || {
@@ -557,6 +643,9 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     if let Some(hook) = &h.post_terminate {
         c.hook("hooks.post_terminate", hook);
     }
+    if let Some(hook) = &h.on_event {
+        c.hook_with("hooks.on_event", hook, EVENT_PLACEHOLDERS);
+    }
 
     // [aws]
     let a = &cfg.aws;
@@ -627,6 +716,16 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         60 * SEC,
         24 * 3600 * SEC,
     );
+    c.require(
+        al.probe_latency_ms.is_finite() && (1.0..=600_000.0).contains(&al.probe_latency_ms),
+        "alarms.probe_latency_ms",
+        || {
+            format!(
+                "alarms.probe_latency_ms must be 1-600000 milliseconds (got {})",
+                al.probe_latency_ms
+            )
+        },
+    );
     for (i, name) in al.disabled.iter().enumerate() {
         c.require(
             crate::alarms::KINDS.contains(&name.as_str()),
@@ -635,6 +734,41 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
                 format!(
                     "alarms.disabled[{i}] must be one of {} (got {name:?})",
                     crate::alarms::KINDS.join(", ")
+                )
+            },
+        );
+    }
+
+    // [events]
+    let ev = &cfg.events;
+    if !ev.topic_arn.is_empty() {
+        c.require(sns_arn(&ev.topic_arn), "events.topic_arn", || {
+            format!(
+                "events.topic_arn must be empty or an SNS topic ARN like \
+                 \"arn:aws:sns:us-east-1:123456789012:ops\" (got {:?})",
+                ev.topic_arn
+            )
+        });
+    }
+    c.duration("events.window", ev.window, 60 * SEC, DAY);
+    c.require(
+        (1..=1000).contains(&ev.max_per_hour),
+        "events.max_per_hour",
+        || {
+            format!(
+                "events.max_per_hour must be 1-1000 (got {})",
+                ev.max_per_hour
+            )
+        },
+    );
+    for (i, name) in ev.disabled.iter().enumerate() {
+        c.require(
+            crate::events::EventKind::parse(name).is_some(),
+            &format!("events.disabled[{i}]"),
+            || {
+                format!(
+                    "events.disabled[{i}] must be one of {} (got {name:?})",
+                    crate::events::EVENT_KINDS.map(|k| k.name()).join(", ")
                 )
             },
         );
@@ -669,6 +803,69 @@ mod tests {
         let mut dry = Config::default();
         dry.agent.dry_run = true;
         assert_eq!(validate(&dry), vec![]);
+    }
+
+    #[test]
+    fn events_and_probe_keys_are_named_when_wrong() {
+        let mut c = Config::default();
+        c.agent.dry_run = true;
+        c.events.topic_arn = "arn:aws:sqs:us-east-1:123456789012:ops".into();
+        c.events.window = Dur::secs(5);
+        c.events.max_per_hour = 0;
+        c.events.disabled = vec!["scale_out".into(), "scaled_out".into()];
+        c.hooks.on_event = Some(Hook {
+            argv: vec!["/bin/page".into(), "{event}".into(), "{private_ip}".into()],
+            ..Hook::default()
+        });
+        c.sampling.probe_urls = vec![
+            "http://ok.example.com/".into(),
+            "ftp://site.example.com/".into(),
+            "http:///no-host".into(),
+        ];
+        c.sampling.probe_timeout = Dur::secs(60);
+        c.policy.targets.probe_latency_ms = 0.0;
+        c.alarms.probe_latency_ms = f64::NAN;
+        let problems = validate(&c);
+        let got: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "events.topic_arn",
+            "events.window",
+            "events.max_per_hour",
+            "events.disabled[1]",
+            "hooks.on_event.argv",
+            "sampling.probe_urls[1]",
+            "sampling.probe_urls[2]",
+            "sampling.probe_timeout",
+            "policy.targets.probe_latency_ms",
+            "alarms.probe_latency_ms",
+        ] {
+            assert!(got.contains(&want), "missing {want} in {problems:#?}");
+        }
+        for fine in ["events.disabled[0]", "sampling.probe_urls[0]"] {
+            assert!(!got.contains(&fine), "{fine} is fine: {problems:#?}");
+        }
+        // {private_ip} means nothing to an event; {event} is fine.
+        let hook = problems
+            .iter()
+            .find(|p| p.path == "hooks.on_event.argv")
+            .unwrap();
+        assert!(hook.message.contains("{private_ip}"), "{}", hook.message);
+
+        // The probe_latency signal needs URLs, and target tracking.
+        let mut c = Config::default();
+        c.agent.dry_run = true;
+        c.policy.signals = vec![Signal::ProbeLatency];
+        c.policy.mode = crate::config::PolicyMode::Threshold;
+        let problems = validate(&c);
+        let sig: Vec<&str> = problems
+            .iter()
+            .filter(|p| p.path == "policy.signals")
+            .map(|p| p.message.as_str())
+            .collect();
+        assert_eq!(sig.len(), 2, "{problems:#?}");
+        c.sampling.probe_urls = vec!["https://site.example.com/".into()];
+        c.policy.mode = crate::config::PolicyMode::TargetTracking;
+        assert_eq!(validate(&c), vec![]);
     }
 
     #[test]

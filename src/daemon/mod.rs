@@ -16,6 +16,7 @@
 //! A dry run with no AWS region or credentials runs on this host alone: it samples, decides
 //! and logs, and talks to no AWS API.
 
+pub mod events;
 pub mod lock;
 pub mod status;
 
@@ -25,9 +26,13 @@ use crate::actuator::{Actuator, ActuatorError, Phase};
 use crate::aws::Aws;
 use crate::cap::CapLedger;
 use crate::config::{self, Config, Role};
+use crate::events::Levels;
 use crate::metrics::{self, cloudwatch, Buffer};
+use crate::model::ProbeResult;
 use crate::policy::{self, Decision, FleetObservation, History, HostMetrics};
+use crate::sampler::probe::Prober;
 use crate::sampler::{HostSample, Sampler};
+use events::Events;
 use jiff::Timestamp;
 use sd_notify::NotifyState;
 use status::{DecisionLine, HostLine, SlaveLine, Snapshot};
@@ -368,6 +373,13 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         aws.is_some().then(|| shared.buffer.clone()),
         instance_id.clone(),
     ));
+    let (probe_tx, probe_rx) = watch::channel::<Vec<ProbeResult>>(Vec::new());
+    let probe_task = tokio::spawn(probe_loop(
+        cfg_rx.clone(),
+        shutdown_rx.clone(),
+        probe_tx,
+        aws.is_some().then(|| shared.buffer.clone()),
+    ));
     let publisher_task = aws.clone().map(|aws| {
         tokio::spawn(publisher_loop(
             aws,
@@ -402,6 +414,7 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
                 cfg_rx,
                 shutdown_rx: shutdown_rx.clone(),
                 sample_rx,
+                probe_rx,
                 aws,
                 aws_off,
                 instance_id,
@@ -415,6 +428,7 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     };
     notify(&[NotifyState::Stopping]);
     let _ = sampler_task.await;
+    let _ = probe_task.await;
     if let Some(t) = publisher_task {
         let _ = t.await;
     }
@@ -540,6 +554,59 @@ async fn sampler_loop(
     }
 }
 
+/// The liveness probe: a round every `sampling.probe_interval` (none while `probe_urls` is
+/// empty), published and handed to the policy. A URL's failure is warned when it starts and
+/// told when it ends, not every round.
+async fn probe_loop(
+    cfg_rx: watch::Receiver<Arc<Config>>,
+    mut shutdown: watch::Receiver<bool>,
+    tx: watch::Sender<Vec<ProbeResult>>,
+    buffer: Option<Arc<Mutex<Buffer>>>,
+) {
+    let mut failing: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let cfg = cfg_rx.borrow().clone();
+        let s = &cfg.sampling;
+        let started = std::time::Instant::now();
+        if !s.probe_urls.is_empty() {
+            let prober = Prober::new(&s.probe_urls, s.probe_timeout.get());
+            let Ok(round) = tokio::task::spawn_blocking(move || prober.round()).await else {
+                tracing::error!("the probe thread panicked; stopping the probe");
+                return;
+            };
+            for r in &round {
+                match (&r.error, failing.contains_key(&r.url)) {
+                    (Some(e), false) => {
+                        tracing::warn!(url = %r.url, status = ?r.status, latency_ms = r.latency_ms,
+                            "probe failed: {e}");
+                        failing.insert(r.url.clone(), e.clone());
+                    }
+                    (None, true) => {
+                        tracing::info!(url = %r.url, status = ?r.status, latency_ms = r.latency_ms,
+                            "probe answers again");
+                        failing.remove(&r.url);
+                    }
+                    _ => tracing::debug!(url = %r.url, status = ?r.status,
+                        latency_ms = r.latency_ms, "probed"),
+                }
+            }
+            failing.retain(|u, _| s.probe_urls.contains(u));
+            if let Some(buf) = &buffer {
+                let data = metrics::probe_data(&round, &cfg.agent.group);
+                buf.lock().unwrap_or_else(|p| p.into_inner()).push(data);
+            }
+            let _ = tx.send(round);
+        } else if !tx.borrow().is_empty() {
+            let _ = tx.send(Vec::new());
+        }
+        let wait = s.probe_interval.get().saturating_sub(started.elapsed());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 async fn publisher_loop(
     aws: Aws,
     cfg_rx: watch::Receiver<Arc<Config>>,
@@ -634,6 +701,7 @@ struct Master<'a> {
     cfg_rx: watch::Receiver<Arc<Config>>,
     shutdown_rx: watch::Receiver<bool>,
     sample_rx: watch::Receiver<Option<HostSample>>,
+    probe_rx: watch::Receiver<Vec<ProbeResult>>,
     aws: Option<Aws>,
     aws_off: Option<String>,
     instance_id: String,
@@ -677,6 +745,7 @@ struct Loop<C: Cloud, H: HookRunner> {
     stored_ledger: CapLedger,
     tick: Tick,
     ready_sent: bool,
+    events: Events,
 }
 
 impl<C: Cloud, H: HookRunner> Loop<C, H> {
@@ -748,6 +817,7 @@ impl Master<'_> {
             stored_ledger: local_ledger(&self.cfg, Timestamp::now()),
             tick,
             ready_sent: false,
+            events: Events::load(&self.state_dir),
         }
     }
 
@@ -787,6 +857,23 @@ impl Master<'_> {
                 "dry run (no AWS): nothing launched or released"
             );
         }
+        let after = l.ledger().status(now);
+        let levels = Levels {
+            cap_used: after.used,
+            cap_limit: after.limit,
+            cap_remaining: after.remaining,
+            blocked: l
+                .actuator
+                .as_ref()
+                .and_then(|a| a.needs_repair().map(str::to_string)),
+        };
+        let news = l
+            .actuator
+            .as_mut()
+            .map(|a| a.take_events())
+            .unwrap_or_default();
+        l.events
+            .tick(&self.cfg, self.aws.as_ref(), levels, news, now);
         let own = Own {
             hooks: l
                 .actuator
@@ -806,7 +893,7 @@ impl Master<'_> {
         } else {
             "running"
         };
-        self.snapshot(&l.actuator, &ledger, &l.tick, now);
+        self.snapshot(&l.actuator, &ledger, &l.tick, &l.events, now);
         let line = status_line(&l.actuator, &ledger, &decision, now);
         notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
         if !l.ready_sent {
@@ -832,9 +919,10 @@ impl Master<'_> {
                 timed_out = true;
             }
         }
+        l.events.finish(Duration::from_secs(5)).await;
         l.tick.state = "stopped";
         let ledger = l.ledger();
-        self.snapshot(&l.actuator, &ledger, &l.tick, Timestamp::now());
+        self.snapshot(&l.actuator, &ledger, &l.tick, &l.events, Timestamp::now());
         if timed_out {
             tracing::warn!("{}", DaemonError::ShutdownTimedOut(deadline));
         }
@@ -955,10 +1043,12 @@ impl Master<'_> {
             None => Vec::new(),
         };
         let no_capacity_until = actuator.as_ref().and_then(|a| a.no_capacity_until(now));
+        let probe_latency = crate::model::probe_latency(&self.probe_rx.borrow());
         let obs = FleetObservation {
             master,
             slaves,
             no_capacity_until,
+            probe_latency,
         };
         let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
         // A decision this tick will not carry out (the fleet could not be observed) starts no
@@ -1032,6 +1122,7 @@ impl Master<'_> {
         actuator: &Option<Actuator<C, H>>,
         ledger: &CapLedger,
         tick: &Tick,
+        events: &Events,
         now: Timestamp,
     ) {
         let sample = self.sample_rx.borrow().clone();
@@ -1114,6 +1205,8 @@ impl Master<'_> {
                 .unwrap_or_default(),
             metrics_queued: buf.len(),
             metrics_dropped: buf.dropped_total(),
+            events: events.recent().cloned().collect(),
+            probes: self.probe_rx.borrow().clone(),
         };
         drop(buf);
         if let Err(e) = snap.write(&status::path_in(&self.state_dir)) {

@@ -77,6 +77,12 @@ pub struct Snapshot {
     pub aws_calls: BTreeMap<String, OpStats>,
     pub metrics_queued: usize,
     pub metrics_dropped: u64,
+    /// The last event notifications, sent or held back, oldest first.
+    #[serde(default)]
+    pub events: Vec<crate::events::Record>,
+    /// The liveness probe's last round, one per `sampling.probe_urls`.
+    #[serde(default)]
+    pub probes: Vec<crate::model::ProbeResult>,
 }
 
 impl Snapshot {
@@ -225,6 +231,31 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
         let calls: u64 = s.aws_calls.values().map(|c| c.calls).sum();
         let errors: u64 = s.aws_calls.values().map(|c| c.errors).sum();
         let _ = writeln!(o, "aws       {calls} calls, {errors} failed, since start");
+    }
+    for p in &s.probes {
+        let _ = writeln!(o, "probe     {p} ({} ago)", ago(now, p.at));
+    }
+    if !s.events.is_empty() {
+        let _ = writeln!(o, "events    (newest last)");
+        for e in s.events.iter().rev().take(5).rev() {
+            let _ = writeln!(
+                o,
+                "  {} ago: {}{} [{}] {}",
+                ago(now, e.at),
+                e.kind,
+                e.instance_id
+                    .as_deref()
+                    .map(|i| format!(" {i}"))
+                    .unwrap_or_default(),
+                match e.outcome {
+                    crate::events::Outcome::Sent => "sent",
+                    crate::events::Outcome::Deduplicated => "held back: sent within events.window",
+                    crate::events::Outcome::RateLimited => "held back: events.max_per_hour",
+                    crate::events::Outcome::Disabled => "not sent: events.disabled",
+                },
+                e.detail
+            );
+        }
     }
     if s.last_errors.is_empty() {
         let _ = writeln!(o, "errors    none");

@@ -72,7 +72,20 @@ fn ours(w: &crate::faultsim::world::Shared) -> usize {
 #[tokio::test]
 async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let mut cfg = config(dir.path());
+    // Events reach a real program, with their placeholders.
+    let told = dir.path().join("told");
+    cfg.hooks.on_event = Some(crate::config::Hook {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("echo \"$0|$1|$2\" >> {}", told.display()),
+            "{event}".into(),
+            "{group}".into(),
+            "{detail}".into(),
+        ],
+        ..crate::config::Hook::default()
+    });
     let w = world();
     let ids = w.clone();
     let mut act = Actuator::open_with(
@@ -101,6 +114,7 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
         cfg_rx,
         shutdown_rx,
         sample_rx,
+        probe_rx: watch::channel(Vec::new()).1,
         aws: None,
         aws_off: None,
         instance_id: MASTER.into(),
@@ -151,4 +165,30 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
     // status.json says what an operator would see.
     let status = std::fs::read_to_string(dir.path().join("status.json")).unwrap();
     assert!(status.contains("\"running\""), "{status}");
+
+    // Two launches within events.window: one scale_out message, the second held back.
+    l.events.finish(Duration::from_secs(10)).await;
+    let told = std::fs::read_to_string(&told).unwrap();
+    let lines =
+        |prefix: &str| -> Vec<&str> { told.lines().filter(|l| l.starts_with(prefix)).collect() };
+    let out = lines("scale_out|");
+    assert_eq!(out.len(), 1, "{told}");
+    assert!(
+        out[0].starts_with("scale_out|default|launched 1 of 1 slave(s)"),
+        "{told}"
+    );
+    // The world's two instances of another install or none, told once each; never the master.
+    let foreign = lines("foreign_instance|");
+    assert_eq!(foreign.len(), 2, "{told}");
+    assert!(!told.contains(MASTER), "{told}");
+    assert_eq!(told.lines().count(), 3, "{told}");
+    use crate::events::{EventKind, Outcome};
+    let outcomes: Vec<_> = l
+        .events
+        .recent()
+        .filter(|r| r.kind == EventKind::ScaleOut)
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(outcomes, [Outcome::Sent, Outcome::Deduplicated]);
+    assert!(dir.path().join("events.json").exists());
 }

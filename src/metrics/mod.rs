@@ -11,7 +11,9 @@
 //!   aggregate is its own series);
 //! - the agent's own, dimension `Group` (+ `Action` / `Hook` / `Op`): `Decisions`,
 //!   `ScaleOutInstances`, `ScaleInInstances`, `BurstCapUsed`, `BurstCapRemaining`, `ApiErrors`,
-//!   `HookSeconds`, `MetricsDropped`.
+//!   `HookSeconds`, `MetricsDropped`;
+//! - the liveness probe's, dimensions `Group` + `Url`: `ProbeLatency` (milliseconds) and
+//!   `ProbeFailed` (1 or 0).
 
 pub mod cloudwatch;
 
@@ -30,6 +32,7 @@ pub enum Unit {
     Percent,
     Bytes,
     Seconds,
+    Milliseconds,
 }
 
 impl Unit {
@@ -40,6 +43,7 @@ impl Unit {
             Unit::Percent => "Percent",
             Unit::Bytes => "Bytes",
             Unit::Seconds => "Seconds",
+            Unit::Milliseconds => "Milliseconds",
         }
     }
 }
@@ -232,6 +236,30 @@ pub fn agent_data(n: &AgentNumbers<'_>, group: &str, at: Timestamp) -> Vec<Datum
     }
     for (hook, secs) in n.hook_seconds {
         out.push(d("HookSeconds", Unit::Seconds, *secs, Some(("Hook", hook))));
+    }
+    split_valid(out).0
+}
+
+/// One round of the liveness probe: per URL, its latency (a timeout counts as its full time)
+/// and whether it failed.
+pub fn probe_data(round: &[crate::model::ProbeResult], group: &str) -> Vec<Datum> {
+    let mut out = Vec::with_capacity(round.len() * 2);
+    for r in round {
+        let dims = vec![("Group", group.to_string()), ("Url", r.url.clone())];
+        out.push(Datum {
+            name: "ProbeLatency",
+            unit: Unit::Milliseconds,
+            value: r.latency_ms,
+            at: r.at,
+            dims: dims.clone(),
+        });
+        out.push(Datum {
+            name: "ProbeFailed",
+            unit: Unit::Count,
+            value: if r.error.is_some() { 1.0 } else { 0.0 },
+            at: r.at,
+            dims,
+        });
     }
     split_valid(out).0
 }

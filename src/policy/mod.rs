@@ -55,6 +55,10 @@ pub struct FleetObservation {
     /// EC2 had no capacity for any placement: no launch before then (the actuator's backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_capacity_until: Option<Timestamp>,
+    /// The liveness probe's last round ([`crate::model::probe_latency`]): when, and the slowest
+    /// answer in milliseconds; the `probe_latency` signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_latency: Option<(Timestamp, f64)>,
 }
 
 /// What one signal said this tick.
@@ -244,11 +248,23 @@ pub fn decide(
             .map(|s| (s.id.as_str(), fresh(s.metrics.as_ref()))),
     );
 
+    // The site-wide probe, if fresh.
+    let probe = obs
+        .probe_latency
+        .filter(|(at, _)| now.as_second() - at.as_second() <= stale_after)
+        .map(|(_, ms)| ms);
+
     // 1. Raw desired.
     let (raw_desired, utilization, signals) = match cfg.mode {
-        PolicyMode::TargetTracking => {
-            target_tracking(cfg, &serving, current, on_the_way, in_service, &mut reasons)
-        }
+        PolicyMode::TargetTracking => target_tracking(
+            cfg,
+            &serving,
+            probe,
+            current,
+            on_the_way,
+            in_service,
+            &mut reasons,
+        ),
         PolicyMode::Threshold => threshold(cfg, &serving, current, hist, now, &mut reasons),
     };
 
@@ -475,9 +491,13 @@ fn read_signal(
 }
 
 /// desired hosts = ceil(Σ utilization / target), with HPA's tolerance and missing-metrics rules.
+///
+/// A site-wide signal (the probe's latency) stands for every serving host: desired hosts =
+/// ceil(serving × value / target), as HPA scales on an object metric.
 fn target_tracking(
     cfg: &PolicyConfig,
     serving: &[(&str, Option<&HostMetrics>)],
+    probe: Option<f64>,
     current: u32,
     on_the_way: u32,
     in_service: u32,
@@ -492,7 +512,19 @@ fn target_tracking(
     let mut missing_names: Vec<String> = Vec::new();
     for &signal in &cfg.signals {
         let target = cfg.targets.get(signal);
-        let (present, missing) = read_signal(serving, signal, &mut missing_names);
+        let (present, missing) = if signal.site_wide() {
+            match probe {
+                Some(v) => (vec![v; serving.len()], 0),
+                None => {
+                    if !missing_names.iter().any(|x| x == "probe") {
+                        missing_names.push("probe".into());
+                    }
+                    (Vec::new(), serving.len())
+                }
+            }
+        } else {
+            read_signal(serving, signal, &mut missing_names)
+        };
         if present.is_empty() {
             any_unreadable = true;
             readings.push(SignalReading {

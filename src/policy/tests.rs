@@ -50,6 +50,7 @@ fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservation {
         master: Some(m(master, 0)),
         slaves,
         no_capacity_until: None,
+        probe_latency: None,
     }
 }
 
@@ -130,6 +131,7 @@ fn missing_metrics_never_cause_a_scale_in() {
         master: None,
         slaves: vec![slave("i-1", SlaveState::InService, -3600, None)],
         no_capacity_until: None,
+        probe_latency: None,
     };
     let d = run(&cfg(), &o);
     assert!(matches!(d, Decision::Hold { .. }));
@@ -562,6 +564,7 @@ fn the_readme_decision_line() {
         }),
         slaves: vec![],
         no_capacity_until: None,
+        probe_latency: None,
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
     // The README shows this very line: read it from README.md, so the two cannot drift apart.
@@ -590,4 +593,62 @@ fn no_capacity_anywhere_holds_launches_until_the_backoff_ends_and_says_so() {
     let mut o = fleet(0.2, in_service(3, 0.2));
     o.no_capacity_until = Some(at(90));
     assert!(matches!(run(&cfg(), &o), Decision::ScaleIn { .. }));
+}
+
+#[test]
+fn probe_latency_scales_the_serving_hosts_like_an_object_metric() {
+    let mut c = cfg();
+    c.signals = vec![Signal::ApacheBusyRatio, Signal::ProbeLatency];
+    c.targets.probe_latency_ms = 800.0;
+    // Apache looks fine (at target), the site answers in 1.6 s: 3 serving hosts × 2 = 6 hosts.
+    let mut o = fleet(0.5, in_service(2, 0.5));
+    o.probe_latency = Some((at(-20), 1600.0));
+    let d = run(&c, &o);
+    assert!(matches!(d, Decision::ScaleOut { count: 3, .. }), "{d}");
+    let r = &d.explanation().signals[1];
+    assert_eq!(
+        (r.signal, r.utilization, r.desired),
+        (Signal::ProbeLatency, Some(1600.0), Some(5))
+    );
+    assert!(d.to_string().contains("probe_latency"), "{d}");
+
+    // Fast, with Apache idle: both ask for fewer hosts.
+    let mut o = fleet(0.1, in_service(2, 0.1));
+    o.probe_latency = Some((at(-20), 100.0));
+    assert!(matches!(run(&c, &o), Decision::ScaleIn { .. }));
+    // The probe failed fast (an error page) or is stale: missing, so no scale-in on Apache alone.
+    for probe in [None, Some((at(-3600), 100.0))] {
+        o.probe_latency = probe;
+        let d = run(&c, &o);
+        assert!(matches!(d, Decision::Hold { .. }), "{d}");
+        assert!(has(&d, "MetricsMissing"), "{d}");
+    }
+}
+
+#[test]
+fn a_probe_round_reads_as_its_slowest_answer_and_fast_failures_as_missing() {
+    use crate::model::{probe_latency, ProbeResult};
+    let r = |ms: f64, error: Option<&str>, timed_out: bool| ProbeResult {
+        url: "http://x/".into(),
+        at: at(0),
+        status: Some(200),
+        latency_ms: ms,
+        error: error.map(str::to_string),
+        timed_out,
+    };
+    assert_eq!(probe_latency(&[]), None);
+    assert_eq!(
+        probe_latency(&[r(120.0, None, false), r(900.0, None, false)]),
+        Some((at(0), 900.0))
+    );
+    // A timeout is slowness: it counts as its full time.
+    assert_eq!(
+        probe_latency(&[r(120.0, None, false), r(5000.0, Some("timeout"), true)]),
+        Some((at(0), 5000.0))
+    );
+    assert_eq!(
+        probe_latency(&[r(120.0, None, false), r(3.0, Some("HTTP 503"), false)]),
+        None
+    );
+    assert_eq!(probe_latency(&[r(f64::NAN, None, false)]), None);
 }

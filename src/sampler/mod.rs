@@ -5,6 +5,7 @@
 //! (pidfile → `/proc/PID/task/PID/children`), then by process name with a minimal sysinfo refresh.
 
 pub mod modstatus;
+pub mod probe;
 pub mod procfs;
 
 use crate::config::SamplingConfig;

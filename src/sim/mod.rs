@@ -525,6 +525,7 @@ pub fn run(
                     })
                     .collect(),
                 no_capacity_until: None,
+                probe_latency: None,
             };
             match scaler.act(now, &obs, &ledger) {
                 Action::Hold => {}

@@ -1,0 +1,185 @@
+//! The daemon's side of event notifications: levels watched tick to tick, the notifier's memory
+//! kept in `state_dir/events.json`, and the sending (the `hooks.on_event` program, the SNS
+//! topic) on tasks of their own so a slow receiver never holds up a tick. What to send is
+//! decided in `crate::events`, purely.
+
+use crate::aws::Aws;
+use crate::config::Config;
+use crate::events::{edges, Event, Levels, Message, Notifier, Record};
+use crate::fsutil;
+use crate::hooks::{self, EventVars};
+use aws_sdk_sns::types::MessageAttributeValue;
+use jiff::Timestamp;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+pub struct Events {
+    notifier: Notifier,
+    path: PathBuf,
+    levels: Option<Levels>,
+    sends: JoinSet<()>,
+}
+
+impl Events {
+    /// The notifier's memory from `state_dir/events.json`. A damaged file is set aside (never
+    /// deleted) and the agent starts with an empty memory: at worst a condition is told twice.
+    pub fn load(state_dir: &Path) -> Self {
+        let path = state_dir.join("events.json");
+        let notifier = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<Notifier>(&bytes) {
+                Ok(n) => n,
+                Err(e) => {
+                    let aside = fsutil::quarantine(&path, Timestamp::now().as_second());
+                    tracing::warn!(path = %path.display(), moved_to = ?aside,
+                        "events.json is not the notifier's memory ({e}); set aside, starting \
+                         afresh (a condition may be told once more)");
+                    Notifier::default()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Notifier::default(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read events.json ({e}); starting \
+                    with an empty memory (a condition may be told once more)");
+                Notifier::default()
+            }
+        };
+        Events {
+            notifier,
+            path,
+            levels: None,
+            sends: JoinSet::new(),
+        }
+    }
+
+    pub fn recent(&self) -> impl Iterator<Item = &Record> {
+        self.notifier.recent()
+    }
+
+    /// One tick's events: the actuator's, and the levels' crossings. Each is offered to the
+    /// notifier; what it lets through is sent.
+    pub fn tick(
+        &mut self,
+        cfg: &Config,
+        aws: Option<&Aws>,
+        levels: Levels,
+        mut events: Vec<Event>,
+        now: Timestamp,
+    ) {
+        self.reap();
+        events.extend(edges(
+            self.levels.as_ref(),
+            &levels,
+            cfg.alarms.cap_remaining_at_most,
+        ));
+        self.levels = Some(levels);
+        if events.is_empty() {
+            return;
+        }
+        for ev in events {
+            tracing::info!(event = ev.kind.name(), instance_id = ?ev.instance_id,
+                "event: {}", ev.detail);
+            if let Some(m) =
+                self.notifier
+                    .offer(&cfg.events, &cfg.agent.group, cfg.agent.dry_run, ev, now)
+            {
+                self.send(cfg, aws, m);
+            }
+        }
+        let saved = serde_json::to_vec_pretty(&self.notifier)
+            .map_err(std::io::Error::other)
+            .and_then(|b| fsutil::atomic_write(&self.path, &b));
+        if let Err(e) = saved {
+            tracing::warn!(path = %self.path.display(), "could not keep the notifier's memory \
+                ({e}); after a restart a condition may be told once more");
+        }
+    }
+
+    fn send(&mut self, cfg: &Config, aws: Option<&Aws>, m: Message) {
+        if let Some(hook) = cfg.hooks.on_event.clone() {
+            let vars = EventVars {
+                event: m.kind.name().into(),
+                group: m.group.clone(),
+                instance_id: m.instance_id.clone().unwrap_or_default(),
+                detail: m.detail.clone(),
+                state_dir: cfg.agent.state_dir.to_string_lossy().into_owned(),
+            };
+            let kind = m.kind;
+            self.sends.spawn(async move {
+                let run = hooks::run_event(&hook, &vars).await;
+                match run.result {
+                    Ok(()) => tracing::info!(
+                        event = kind.name(),
+                        hook = "on_event",
+                        secs = run.duration.as_secs_f64(),
+                        "event told to hooks.on_event"
+                    ),
+                    Err(e) => tracing::warn!(
+                        event = kind.name(),
+                        hook = "on_event",
+                        attempts = run.attempts,
+                        "hooks.on_event failed: {e}"
+                    ),
+                }
+            });
+        }
+        let topic = &cfg.events.topic_arn;
+        match (topic.is_empty(), aws) {
+            (true, _) => {}
+            (false, None) => tracing::warn!(event = m.kind.name(), topic = %topic,
+                "event not published: no AWS (dry run on this host alone)"),
+            (false, Some(aws)) => {
+                let (aws, topic) = (aws.clone(), topic.clone());
+                self.sends.spawn(async move {
+                    match publish(&aws, &topic, &m).await {
+                        Ok(id) => tracing::info!(event = m.kind.name(), topic = %topic,
+                            message_id = %id, "event published"),
+                        Err(e) => tracing::warn!(event = m.kind.name(), topic = %topic,
+                            "could not publish the event to events.topic_arn: {e}"),
+                    }
+                });
+            }
+        }
+    }
+
+    /// Sends that finished: their results were logged by the sends themselves.
+    fn reap(&mut self) {
+        while let Some(r) = self.sends.try_join_next() {
+            if let Err(e) = r {
+                tracing::warn!("an event send ended abnormally: {e}");
+            }
+        }
+    }
+
+    /// At shutdown: sends under way get until `deadline`, then are dropped.
+    pub async fn finish(&mut self, deadline: Duration) {
+        let _ = tokio::time::timeout(deadline, async {
+            while self.sends.join_next().await.is_some() {}
+        })
+        .await;
+        self.sends.abort_all();
+    }
+}
+
+/// Publishes one message; its `event` attribute lets subscriptions filter by kind.
+pub async fn publish(aws: &Aws, topic: &str, m: &Message) -> Result<String, crate::aws::AwsError> {
+    let attr = |v: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+    };
+    let mut req = aws
+        .sns
+        .publish()
+        .topic_arn(topic)
+        .subject(m.subject())
+        .message(m.body());
+    for (k, v) in [("event", m.kind.name()), ("group", m.group.as_str())] {
+        if let Ok(a) = attr(v) {
+            req = req.message_attributes(k, a);
+        }
+    }
+    let out = aws.call("Publish", req.send()).await?;
+    Ok(out.message_id().unwrap_or_default().to_string())
+}
