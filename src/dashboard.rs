@@ -255,6 +255,30 @@ fn group_widgets(cfg: &Config, group: &str, y: u32, full: bool) -> Vec<Value> {
                 json!({}),
             ));
         }
+        if !cfg.sampling.probe_urls.is_empty() {
+            let search = |metric: &str, stat: &str, id: &str, axis: &str| {
+                json!({
+                    "expression": format!(
+                        "SEARCH('{{{ns},Group,Url}} MetricName=\"{metric}\" Group=\"{group}\"', '{stat}', 60)"
+                    ),
+                    "id": id,
+                    "label": "",
+                    "yAxis": axis,
+                })
+            };
+            out.push(widget(
+                0,
+                y + 18,
+                24,
+                &format!("{group}: site probe (ms, left; failed, right)"),
+                region,
+                vec![
+                    json!([search("ProbeLatency", "Average", "probe_ms", "left")]),
+                    json!([search("ProbeFailed", "Maximum", "probe_failed", "right")]),
+                ],
+                json!({}),
+            ));
+        }
     }
     out
 }
@@ -358,6 +382,14 @@ mod tests {
         );
         assert!(b.to_string().contains("ap-northeast-1"));
         assert_eq!(name(&["golf".into()]), "burst-agent-golf");
+        // With probe URLs, a row for the probe, per URL.
+        let mut c = cfg();
+        c.sampling.probe_urls = vec!["https://golf.example.com/".into()];
+        let (_, probe) = named(&body(&c, &["golf".into()]));
+        assert_eq!(probe.len(), 5, "{probe:?}");
+        assert!(probe
+            .iter()
+            .any(|s| s.contains("Group,Url} MetricName=\"ProbeLatency\"")));
         // Widgets do not overlap.
         let mut cells = std::collections::BTreeSet::new();
         for w in b["widgets"].as_array().unwrap() {

@@ -48,6 +48,7 @@ impl Apache {
              LoadModule authz_host_module {m}/mod_authz_host.so\n\
              LoadModule status_module {m}/mod_status.so\n\
              LoadModule dir_module {m}/mod_dir.so\n\
+             LoadModule rewrite_module {m}/mod_rewrite.so\n\
              Listen 127.0.0.1:{port}\n\
              ServerName 127.0.0.1\n\
              PidFile {pid}\n\
@@ -56,7 +57,8 @@ impl Apache {
              StartServers {spare}\nMinSpareServers {spare}\nMaxSpareServers {max}\n\
              ServerLimit {max}\nMaxRequestWorkers {max}\n\
              ExtendedStatus On\n\
-             <Location /server-status>\n  SetHandler server-status\n  Require ip 127.0.0.1\n</Location>\n",
+             <Location /server-status>\n  SetHandler server-status\n  Require ip 127.0.0.1\n</Location>\n\
+             RewriteEngine On\nRewriteRule ^/broken$ - [R=503]\n",
             root = dir.path().display(),
             pid = pidfile.display(),
             doc = docroot.display(),
