@@ -59,6 +59,9 @@ enum Command {
         /// With --apply: delete this group's alarms (burst-agent/GROUP/...) no longer planned.
         #[arg(long, requires = "apply")]
         prune: bool,
+        /// Print the plan as a table and change nothing (the default; for scripts that say so).
+        #[arg(long, conflicts_with = "apply")]
+        print: bool,
     },
     /// The CloudWatch dashboard for this group, or across sites: print its JSON (default), or
     /// put it.
@@ -69,6 +72,9 @@ enum Command {
         /// One dashboard across these groups (comma-separated) instead of this one's.
         #[arg(long, value_delimiter = ',', value_name = "GROUP,...")]
         groups: Vec<String>,
+        /// Print the body as JSON and change nothing (the default; for scripts that say so).
+        #[arg(long, conflicts_with = "apply")]
+        print: bool,
     },
     /// Seeded fault and crash simulation of the actuator: check the promises (RELIABILITY.md).
     Faultsim {
@@ -210,7 +216,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Alarms { apply, prune } => {
+        Command::Alarms { apply, prune, .. } => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
             if !apply {
                 print!(
@@ -227,7 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dashboard { apply, groups } => {
+        Command::Dashboard { apply, groups, .. } => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
             let groups = if groups.is_empty() {
                 vec![cfg.agent.group.clone()]

@@ -118,6 +118,16 @@ fn print_changes_nothing_and_a_bad_topic_arn_is_named() {
     assert!(out.status.success(), "{text}{}", common::stderr(&out));
     assert!(text.contains("burst-agent/golf/heartbeat"), "{text}");
     assert!(text.contains("AWS/ELB/SurgeQueueLength"), "{text}");
+    let printed = common::agent(&["--config", path.to_str().unwrap(), "alarms", "--print"]);
+    assert_eq!(common::stdout(&printed), text);
+    let both = common::agent(&[
+        "--config",
+        path.to_str().unwrap(),
+        "alarms",
+        "--print",
+        "--apply",
+    ]);
+    assert_eq!(both.status.code(), Some(2), "{}", common::stderr(&both));
 
     let bad = common::write(
         dir.path(),
