@@ -224,6 +224,10 @@ pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
     );
     heartbeat.treat_missing = "breaching";
     out.push(heartbeat);
+    // A period holds at least one probe (whole minutes, as CloudWatch's periods are).
+    let probe_period = i32::try_from(cfg.sampling.probe_interval.get().as_secs().div_ceil(60) * 60)
+        .unwrap_or(3600)
+        .max(60);
     for (i, url) in cfg.sampling.probe_urls.iter().enumerate() {
         let mut dims = g();
         dims.push(("Url", url.clone()));
@@ -241,12 +245,13 @@ pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
             "ProbeFailed",
             dims.clone(),
             "Minimum",
-            (60, 3),
+            (probe_period, 3),
             (Compare::AtLeast, 1.0),
             format!(
-                "{url} has failed every probe for three minutes (no answer, a timeout or an HTTP \
-                 error): visitors see it too; `burst-agent status` shows the last probe and why, \
-                 then check Apache and the ELB's healthy hosts"
+                "{url} has failed every probe for three periods (no answer, a timeout or an HTTP \
+                 error): visitors see it too, and with the probe_latency signal the agent keeps \
+                 its slaves (a missing signal never scales in); `burst-agent status` shows the \
+                 last probe and why, then check Apache and the ELB's healthy hosts"
             ),
         ));
         out.push(spec(
@@ -255,7 +260,7 @@ pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
             "ProbeLatency",
             dims,
             "Average",
-            (60, 5),
+            (probe_period, 5),
             (Compare::AtLeast, a.probe_latency_ms),
             format!(
                 "{url} took {} ms or more on average for five minutes: the site crawls; check the \
@@ -471,6 +476,15 @@ mod tests {
             "burst-agent/golf/probe_failed:http://golf-elb-1.example.com/",
         );
         assert_eq!((f.statistic, f.evaluation_periods), ("Minimum", 3));
+        assert_eq!(f.period_secs, 60);
+        // A probe every 90 s: periods of two minutes, so each holds a probe.
+        let mut slow = cfg();
+        slow.sampling.probe_interval = crate::config::Dur::secs(90);
+        let f = plan(&slow)
+            .into_iter()
+            .find(|s| s.kind == "probe_failed")
+            .unwrap();
+        assert_eq!(f.period_secs, 120);
         assert!(f
             .dims
             .contains(&("Url", "http://golf-elb-1.example.com/".into())));

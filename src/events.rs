@@ -2,9 +2,11 @@
 //! pure rule for whether to tell them now. [`edges`] turns levels (the cap's remaining launches,
 //! the repair block) into events when they are crossed; the actuator reports the rest
 //! ([`crate::actuator::Actuator::take_events`]). [`Notifier::offer`] deduplicates by condition
-//! (one message per condition per `events.window`, with a count of what it held back) and limits
-//! the total (`events.max_per_hour`), so a flapping condition never becomes a storm. Sending is
-//! the daemon's (the `hooks.on_event` program, the SNS topic); nothing here does I/O.
+//! (one message per condition per `events.window`) and limits the total
+//! (`events.max_per_hour`), so a flapping condition never becomes a storm; nothing held back is
+//! lost: [`Notifier::due`] sends a summary of it once its window has passed and the hour has
+//! room, and a send that failed is told again the same way. Sending is the daemon's (the
+//! `hooks.on_event` program, the SNS topic); nothing here does I/O.
 
 use crate::config::EventsConfig;
 use jiff::Timestamp;
@@ -72,9 +74,12 @@ impl EventKind {
         EVENT_KINDS.into_iter().find(|k| k.name() == s)
     }
 
-    /// One condition per kind, except foreign instances: each is its own (one message each).
-    fn per_instance(self) -> bool {
-        matches!(self, EventKind::ForeignInstance)
+    /// Routine news, sent after every alert that is due.
+    fn routine(self) -> bool {
+        matches!(
+            self,
+            EventKind::ScaleOut | EventKind::ScaleIn | EventKind::CapacityFallback
+        )
     }
 }
 
@@ -91,6 +96,10 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
     pub detail: String,
+    /// Narrows the condition: the cap's local day for cap events (a new day's exhausted cap is
+    /// news, however soon after the last day's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl Event {
@@ -99,13 +108,16 @@ impl Event {
             kind,
             instance_id: instance_id.map(str::to_string),
             detail: detail.into(),
+            scope: None,
         }
     }
 
+    /// One condition per kind (and scope): many slaves failing their sync, many foreign
+    /// instances, are one condition, told once with the instances named.
     fn key(&self) -> String {
-        match (&self.instance_id, self.kind.per_instance()) {
-            (Some(id), true) => format!("{}:{id}", self.kind),
-            _ => self.kind.name().to_string(),
+        match &self.scope {
+            Some(s) => format!("{}:{s}", self.kind),
+            None => self.kind.name().to_string(),
         }
     }
 }
@@ -121,6 +133,8 @@ pub enum Outcome {
     RateLimited,
     /// Its kind is in `events.disabled`.
     Disabled,
+    /// Sent, but the hook or SNS failed; told again after the window.
+    Failed,
 }
 
 /// One event as `status` shows it.
@@ -132,6 +146,8 @@ pub struct Record {
     pub instance_id: Option<String>,
     pub detail: String,
     pub outcome: Outcome,
+    #[serde(default)]
+    key: String,
 }
 
 /// A message to send: one event, with what was held back of its condition since the last one.
@@ -144,6 +160,8 @@ pub struct Message {
     /// The event's detail, then what was held back, if anything.
     pub detail: String,
     pub dry_run: bool,
+    /// The condition, for [`Notifier::failed`].
+    pub key: String,
 }
 
 impl Message {
@@ -191,10 +209,19 @@ impl Message {
 /// One condition's memory: when it was last sent, and what was held back since.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Condition {
+    kind: Option<EventKind>,
     sent_at: Option<Timestamp>,
     held: u32,
     held_since: Option<Timestamp>,
+    /// The newest held-back detail, and the instances held back (at most ten).
+    #[serde(default)]
+    held_detail: String,
+    #[serde(default)]
+    held_ids: Vec<String>,
 }
+
+/// Instances named in one summary, at most.
+const HELD_IDS: usize = 10;
 
 /// The dedup and rate-limit memory. It is kept in `state_dir/events.json` so a restarting agent
 /// (a crash loop included) does not send again what it sent a moment ago.
@@ -226,6 +253,19 @@ impl Notifier {
         self.recent.iter()
     }
 
+    fn remember(&mut self, r: Record) {
+        self.recent.push_back(r);
+        while self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+    }
+
+    fn room(&mut self, cfg: &EventsConfig, now: Timestamp) -> bool {
+        let secs = now.as_second();
+        self.sent.retain(|t| secs - t.as_second() < 3600);
+        self.sent.len() < cfg.max_per_hour as usize
+    }
+
     /// Whether to send `ev` now; records it either way.
     pub fn offer(
         &mut self,
@@ -237,58 +277,57 @@ impl Notifier {
     ) -> Option<Message> {
         let window = cfg.window.get().as_secs() as i64;
         let secs = now.as_second();
-        self.sent.retain(|t| secs - t.as_second() < 3600);
         // Forget conditions quiet for a whole window with nothing held back.
         self.conditions
             .retain(|_, c| c.held > 0 || c.sent_at.is_some_and(|t| secs - t.as_second() < window));
         let detail = clean(&ev.detail);
+        let key = ev.key();
         let outcome = if cfg.disabled.iter().any(|d| d == ev.kind.name()) {
             Outcome::Disabled
+        } else if self
+            .conditions
+            .get(&key)
+            .and_then(|c| c.sent_at)
+            .is_some_and(|t| secs - t.as_second() < window)
+        {
+            Outcome::Deduplicated
+        } else if !self.room(cfg, now) {
+            Outcome::RateLimited
         } else {
-            let c = self.conditions.entry(ev.key()).or_default();
-            if c.sent_at.is_some_and(|t| secs - t.as_second() < window) {
-                Outcome::Deduplicated
-            } else if self.sent.len() >= cfg.max_per_hour as usize {
-                Outcome::RateLimited
-            } else {
-                Outcome::Sent
-            }
+            Outcome::Sent
         };
-        self.recent.push_back(Record {
+        self.remember(Record {
             at: now,
             kind: ev.kind,
             instance_id: ev.instance_id.clone(),
             detail: detail.clone(),
             outcome,
+            key: key.clone(),
         });
-        while self.recent.len() > RECENT {
-            self.recent.pop_front();
-        }
+        let c = self.conditions.entry(key.clone()).or_default();
+        c.kind = Some(ev.kind);
         match outcome {
-            Outcome::Disabled => None,
+            Outcome::Disabled | Outcome::Failed => None,
             Outcome::Deduplicated | Outcome::RateLimited => {
-                let c = self.conditions.entry(ev.key()).or_default();
                 c.held += 1;
                 c.held_since.get_or_insert(now);
+                c.held_detail = detail;
+                if let Some(id) = ev.instance_id {
+                    if !c.held_ids.contains(&id) && c.held_ids.len() < HELD_IDS {
+                        c.held_ids.push(id);
+                    }
+                }
                 None
             }
             Outcome::Sent => {
-                let c = self.conditions.entry(ev.key()).or_default();
                 let mut detail = detail;
                 if c.held > 0 {
-                    detail.push_str(&format!(
-                        " ({} more {} since {} not sent: {} per events.window, {} per hour at most)",
-                        c.held,
-                        ev.kind,
-                        c.held_since.unwrap_or(now),
-                        cfg.window,
-                        cfg.max_per_hour
-                    ));
+                    detail.push_str(&held_note(c, ev.kind, now));
                 }
                 *c = Condition {
+                    kind: Some(ev.kind),
                     sent_at: Some(now),
-                    held: 0,
-                    held_since: None,
+                    ..Condition::default()
                 };
                 self.sent.push_back(now);
                 Some(Message {
@@ -298,10 +337,103 @@ impl Notifier {
                     instance_id: ev.instance_id,
                     detail,
                     dry_run,
+                    key,
                 })
             }
         }
     }
+
+    /// Summaries of what was held back, for each condition whose window has passed, alerts
+    /// before routine news, as far as the hour has room: nothing held back is lost.
+    pub fn due(
+        &mut self,
+        cfg: &EventsConfig,
+        group: &str,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> Vec<Message> {
+        let window = cfg.window.get().as_secs() as i64;
+        let secs = now.as_second();
+        let mut ready: Vec<(bool, String)> = self
+            .conditions
+            .iter()
+            .filter(|(_, c)| c.held > 0 && c.sent_at.is_none_or(|t| secs - t.as_second() >= window))
+            .map(|(k, c)| (c.kind.is_some_and(EventKind::routine), k.clone()))
+            .collect();
+        ready.sort();
+        let mut out = Vec::new();
+        for (_, key) in ready {
+            if !self.room(cfg, now) {
+                break;
+            }
+            let Some(c) = self.conditions.get_mut(&key) else {
+                continue;
+            };
+            let Some(kind) = c.kind else { continue };
+            let detail = format!("{}{}", c.held_detail, held_note(c, kind, now));
+            let instance_id = (c.held_ids.len() == 1).then(|| c.held_ids[0].clone());
+            *c = Condition {
+                kind: Some(kind),
+                sent_at: Some(now),
+                ..Condition::default()
+            };
+            self.sent.push_back(now);
+            self.remember(Record {
+                at: now,
+                kind,
+                instance_id: instance_id.clone(),
+                detail: detail.clone(),
+                outcome: Outcome::Sent,
+                key: key.clone(),
+            });
+            out.push(Message {
+                at: now,
+                kind,
+                group: group.to_string(),
+                instance_id,
+                detail,
+                dry_run,
+                key,
+            });
+        }
+        out
+    }
+
+    /// A message could not be delivered: `status` says so, and its condition is told again
+    /// (as held back) once its window has passed.
+    pub fn failed(&mut self, m: &Message, why: &str, now: Timestamp) {
+        if let Some(r) = self
+            .recent
+            .iter_mut()
+            .rev()
+            .find(|r| r.key == m.key && r.outcome == Outcome::Sent)
+        {
+            r.outcome = Outcome::Failed;
+            r.detail = format!("{} (not delivered: {why})", r.detail);
+        }
+        let c = self.conditions.entry(m.key.clone()).or_default();
+        c.kind = Some(m.kind);
+        c.held += 1;
+        c.held_since.get_or_insert(m.at.min(now));
+        if c.held_detail.is_empty() {
+            c.held_detail = m.detail.clone();
+        }
+    }
+}
+
+/// " (N more KIND since T, instances a, b, not sent ...)".
+fn held_note(c: &Condition, kind: EventKind, now: Timestamp) -> String {
+    let ids = if c.held_ids.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", c.held_ids.join(", "))
+    };
+    format!(
+        " [{} more {kind}{ids} since {} held back: one message per condition per events.window, \
+         at most events.max_per_hour]",
+        c.held,
+        c.held_since.unwrap_or(now)
+    )
 }
 
 /// Levels the daemon watches each tick; an event is their crossing, not their staying.
@@ -310,6 +442,8 @@ pub struct Levels {
     pub cap_used: u32,
     pub cap_limit: u32,
     pub cap_remaining: u32,
+    /// The cap's local day (its events are per day).
+    pub day: String,
     /// Why scale-out is blocked until `burst-agent repair`, if it is.
     pub blocked: Option<String>,
 }
@@ -322,17 +456,27 @@ pub fn edges(prev: Option<&Levels>, cur: &Levels, low_at: u32) -> Vec<Event> {
         "burst cap {}/{} used today, {} left",
         cur.cap_used, cur.cap_limit, cur.cap_remaining
     );
-    let was_exhausted = prev.is_some_and(|p| p.cap_remaining == 0);
-    let was_low = prev.is_some_and(|p| p.cap_remaining <= low_at);
-    if cur.cap_remaining == 0 && !was_exhausted {
-        out.push(Event::new(
+    // A new day starts from a full cap, whatever the last one ended at.
+    let same_day = |p: &&Levels| p.day == cur.day;
+    let was_exhausted = prev.filter(same_day).is_some_and(|p| p.cap_remaining == 0);
+    let was_low = prev
+        .filter(same_day)
+        .is_some_and(|p| p.cap_remaining <= low_at);
+    let mut ev = if cur.cap_remaining == 0 && !was_exhausted {
+        Some(Event::new(
             EventKind::CapExhausted,
             None,
             format!("{cap}: no more slaves until local midnight"),
-        ));
+        ))
     } else if cur.cap_remaining > 0 && cur.cap_remaining <= low_at && !was_low {
-        out.push(Event::new(EventKind::CapLow, None, cap));
+        Some(Event::new(EventKind::CapLow, None, cap))
+    } else {
+        None
+    };
+    if let Some(e) = ev.as_mut() {
+        e.scope = Some(cur.day.clone());
     }
+    out.extend(ev);
     if let (Some(why), false) = (&cur.blocked, prev.is_some_and(|p| p.blocked.is_some())) {
         out.push(Event::new(
             EventKind::LedgerBlocked,
@@ -361,10 +505,15 @@ mod tests {
     }
 
     fn levels(remaining: u32) -> Levels {
+        on_day(remaining, "2026-11-25")
+    }
+
+    fn on_day(remaining: u32, day: &str) -> Levels {
         Levels {
             cap_used: 7 - remaining,
             cap_limit: 7,
             cap_remaining: remaining,
+            day: day.into(),
             blocked: None,
         }
     }
@@ -380,6 +529,7 @@ mod tests {
             for ev in edges(prev.as_ref(), &cur, 0) {
                 sent.extend(n.offer(&cfg, "golf", false, ev, at(i * 5)));
             }
+            sent.extend(n.due(&cfg, "golf", false, at(i * 5)));
             prev = Some(cur);
         }
         assert_eq!(sent.len(), 1, "{sent:#?}");
@@ -390,7 +540,7 @@ mod tests {
         }
         assert_eq!(sent.len(), 2);
         assert!(
-            sent[1].detail.contains("(5 more cap_exhausted since"),
+            sent[1].detail.contains("[5 more cap_exhausted since"),
             "{}",
             sent[1].detail
         );
@@ -402,22 +552,135 @@ mod tests {
     }
 
     #[test]
-    fn many_conditions_at_once_are_limited_per_hour() {
+    fn what_was_held_back_is_told_when_its_window_passes_even_with_no_new_crossing() {
+        let (cfg, mut n) = (cfg(), Notifier::default());
+        let ev = |id: &str| Event::new(EventKind::SyncFailed, Some(id), format!("{id}: no rsync"));
+        assert!(n.offer(&cfg, "golf", false, ev("i-1"), at(0)).is_some());
+        for (t, id) in [(10, "i-2"), (20, "i-3")] {
+            assert!(n.offer(&cfg, "golf", false, ev(id), at(t)).is_none());
+        }
+        assert!(n.due(&cfg, "golf", false, at(599)).is_empty());
+        let due = n.due(&cfg, "golf", false, at(600));
+        assert_eq!(due.len(), 1, "{due:#?}");
+        assert!(
+            due[0]
+                .detail
+                .starts_with("i-3: no rsync [2 more sync_failed (i-2, i-3) since"),
+            "{}",
+            due[0].detail
+        );
+        // Told once: nothing is due any more.
+        assert!(n.due(&cfg, "golf", false, at(1300)).is_empty());
+    }
+
+    #[test]
+    fn a_new_days_exhausted_cap_is_news_however_soon_after_the_last_days() {
         let (cfg, mut n) = (cfg(), Notifier::default());
         let mut sent = 0;
-        for i in 0..10 {
-            let ev = Event::new(
-                EventKind::ForeignInstance,
-                Some(&format!("i-{i}")),
-                "not ours",
-            );
-            sent += usize::from(n.offer(&cfg, "golf", false, ev, at(i)).is_some());
+        let mut prev: Option<Levels> = None;
+        // 23:55 the cap runs out; 00:00 a new day (7 left); 00:05 it runs out again.
+        for (t, l) in [
+            (0, on_day(0, "2026-11-25")),
+            (300, on_day(7, "2026-11-26")),
+            (600, on_day(0, "2026-11-26")),
+        ] {
+            for ev in edges(prev.as_ref(), &l, 1) {
+                sent += usize::from(n.offer(&cfg, "golf", false, ev, at(t)).is_some());
+            }
+            prev = Some(l);
         }
-        assert_eq!(sent, 3);
-        // An hour after the first, there is room again.
-        let ev = Event::new(EventKind::ForeignInstance, Some("i-3"), "not ours");
-        assert!(n.offer(&cfg, "golf", false, ev, at(3601)).is_some());
-        assert_eq!(n.recent().last().map(|r| r.outcome), Some(Outcome::Sent));
+        assert_eq!(sent, 2);
+        // Same day, a cap raised and used up again (1 → 0 with a reload in between): held, then
+        // told when the window passes.
+        let prev = on_day(1, "2026-11-26");
+        let again = edges(Some(&prev), &on_day(0, "2026-11-26"), 1);
+        assert!(n
+            .offer(&cfg, "golf", false, again[0].clone(), at(700))
+            .is_none());
+        assert_eq!(n.due(&cfg, "golf", false, at(1200)).len(), 1);
+    }
+
+    #[test]
+    fn the_hour_limit_holds_back_routine_news_first_and_loses_nothing() {
+        let (cfg, mut n) = (cfg(), Notifier::default());
+        let kinds = [
+            EventKind::ScaleOut,
+            EventKind::CapacityFallback,
+            EventKind::SyncFailed,
+            EventKind::LaunchFailed,
+            EventKind::ForeignInstance,
+            EventKind::LedgerBlocked,
+        ];
+        let mut sent = Vec::new();
+        for (i, k) in kinds.into_iter().enumerate() {
+            let ev = Event::new(k, None, k.name());
+            sent.extend(n.offer(&cfg, "golf", false, ev, at(i as i64)));
+        }
+        // Three an hour: the first three went out, three were held back.
+        assert_eq!(sent.len(), 3);
+        assert!(n.due(&cfg, "golf", false, at(3599)).is_empty());
+        // An hour after the first three, the three held back go out as summaries.
+        let later: Vec<EventKind> = n
+            .due(&cfg, "golf", false, at(3602))
+            .iter()
+            .map(|m| m.kind)
+            .collect();
+        assert_eq!(
+            later,
+            [
+                EventKind::ForeignInstance,
+                EventKind::LaunchFailed,
+                EventKind::LedgerBlocked
+            ]
+        );
+        // With room for one only, an alert goes before routine news.
+        let mut n = Notifier::default();
+        let one = EventsConfig {
+            max_per_hour: 1,
+            ..cfg.clone()
+        };
+        for (t, k) in [
+            (0, EventKind::SyncFailed),
+            (1, EventKind::ScaleOut),
+            (2, EventKind::LaunchFailed),
+        ] {
+            n.offer(&one, "golf", false, Event::new(k, None, k.name()), at(t));
+        }
+        let first = n.due(&one, "golf", false, at(3600));
+        assert_eq!(
+            first.iter().map(|m| m.kind).collect::<Vec<_>>(),
+            [EventKind::LaunchFailed]
+        );
+    }
+
+    #[test]
+    fn a_failed_send_is_shown_and_told_again_after_its_window() {
+        let (cfg, mut n) = (cfg(), Notifier::default());
+        let m = n
+            .offer(
+                &cfg,
+                "golf",
+                false,
+                Event::new(EventKind::LedgerBlocked, None, "state.json unreadable"),
+                at(0),
+            )
+            .unwrap();
+        n.failed(&m, "AuthorizationError", at(1));
+        let r = n.recent().last().unwrap();
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(
+            r.detail.contains("not delivered: AuthorizationError"),
+            "{}",
+            r.detail
+        );
+        assert!(n.due(&cfg, "golf", false, at(599)).is_empty());
+        let again = n.due(&cfg, "golf", false, at(600));
+        assert_eq!(again.len(), 1);
+        assert!(
+            again[0].detail.starts_with("state.json unreadable"),
+            "{}",
+            again[0].detail
+        );
     }
 
     #[test]
@@ -464,6 +727,7 @@ mod tests {
             instance_id: Some("i-0123".into()),
             detail: "x".into(),
             dry_run: true,
+            key: "sync_failed".into(),
         };
         let s = m.subject();
         assert!(s.len() <= 100 && s.is_ascii(), "{s}");

@@ -266,6 +266,9 @@ pub struct EventVars {
     /// One line of text (the agent's own words; control characters are already gone).
     pub detail: String,
     pub state_dir: String,
+    /// The agent runs with `dry_run`: nothing was launched or released
+    /// (`BURST_AGENT_DRY_RUN=true`).
+    pub dry_run: bool,
 }
 
 impl EventVars {
@@ -296,7 +299,7 @@ pub fn expand_event(argv: &[String], vars: &EventVars) -> Result<Vec<String>, Ho
 }
 
 /// Runs the `on_event` hook for one event, with its retries, like [`run`]. Its environment also
-/// has `BURST_AGENT_EVENT` and `BURST_AGENT_DETAIL`.
+/// has `BURST_AGENT_EVENT`, `BURST_AGENT_DETAIL` and `BURST_AGENT_DRY_RUN`.
 pub async fn run_event(hook: &Hook, vars: &EventVars) -> HookRun {
     let started = Instant::now();
     let argv = match expand_event(&hook.argv, vars) {
@@ -319,6 +322,7 @@ pub async fn run_event(hook: &Hook, vars: &EventVars) -> HookRun {
     let extra = [
         ("BURST_AGENT_EVENT".to_string(), vars.event.clone()),
         ("BURST_AGENT_DETAIL".to_string(), vars.detail.clone()),
+        ("BURST_AGENT_DRY_RUN".to_string(), vars.dry_run.to_string()),
     ];
     let mut attempts = 0;
     loop {

@@ -68,13 +68,17 @@ impl std::fmt::Display for ProbeResult {
 }
 
 /// What the `probe_latency` signal reads from one round of probes: the slowest answer, a timeout
-/// counting as its full time. `None` when any URL failed otherwise (refused, 4xx, 5xx): an
-/// error page is fast and must not look like an idle site, so the signal is missing (it can then
-/// hold a scale-in, never cause one) and the probe alarm tells the operator.
+/// after connecting counting as its full time. `None` when any URL failed otherwise (refused,
+/// unreachable, 4xx, 5xx) or redirected (3xx): an error page or a redirect is fast and must not
+/// look like an idle site, so the signal is missing (it can then hold a scale-in, never cause
+/// one) and the probe alarm tells the operator.
 pub fn probe_latency(round: &[ProbeResult]) -> Option<(Timestamp, f64)> {
     let mut worst: Option<(Timestamp, f64)> = None;
     for r in round {
         if r.error.is_some() && !r.timed_out {
+            return None;
+        }
+        if r.status.is_some_and(|s| (300..400).contains(&s)) {
             return None;
         }
         if !(r.latency_ms.is_finite() && r.latency_ms >= 0.0) {

@@ -81,6 +81,7 @@ async fn cap_exhausted_reaches_a_subscribed_queue_once_across_a_flapping_minute(
         cap_used: 7 - remaining,
         cap_limit: 7,
         cap_remaining: remaining,
+        day: "2026-11-25".into(),
         blocked: None,
     };
     let t0 = Timestamp::now();
@@ -131,7 +132,7 @@ mod probe {
     use std::time::Duration;
 
     #[test]
-    fn the_probe_reports_latency_a_5xx_an_unreachable_url_and_a_timeout_by_key() {
+    fn the_probe_reports_latency_a_5xx_a_redirect_an_unreachable_url_and_a_timeout_by_key() {
         let apache = Apache::start(2, 4);
         // A listener that accepts and never answers.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -171,6 +172,18 @@ mod probe {
             .as_deref()
             .unwrap()
             .starts_with("sampling.probe_urls[3]: "));
+
+        // A redirect is an answer, not a failure; but no latency for the policy either.
+        let moved = &Prober::new(
+            &[format!("http://127.0.0.1:{}/moved", apache.port)],
+            Duration::from_millis(1500),
+        )
+        .round()[0];
+        assert_eq!((moved.status, &moved.error), (Some(301), &None), "{moved}");
+        assert_eq!(
+            burst_agent::model::probe_latency(std::slice::from_ref(moved)),
+            None
+        );
 
         // What the policy reads: an error page is no latency at all.
         assert_eq!(burst_agent::model::probe_latency(&round), None);

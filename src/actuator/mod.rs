@@ -484,7 +484,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     let master = self.own_instance.as_deref() == Some(i.id.as_str());
                     if self.foreign_logged.insert(i.id.clone()) {
                         // The master's own instance is expected; anything else is news.
-                        if !master {
+                        if !master && alive(i.state) {
                             self.events.push(Event::new(
                                 EventKind::ForeignInstance,
                                 Some(&i.id),

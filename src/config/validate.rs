@@ -94,6 +94,19 @@ impl Checks {
     }
 }
 
+/// The index of a shell's `-c` script that holds a placeholder, if any (`sh -c "... {detail}"`).
+fn shell_script_with_placeholder(argv: &[String]) -> Option<usize> {
+    let program = argv.first()?.rsplit('/').next()?;
+    if !matches!(program, "sh" | "bash" | "dash" | "zsh" | "ksh" | "busybox") {
+        return None;
+    }
+    let c = argv.iter().position(|a| a == "-c")?;
+    let i = c + 1;
+    argv.get(i)
+        .filter(|script| !placeholders(script).is_empty())
+        .map(|_| i)
+}
+
 /// Why `url` can't be probed, if it can't.
 fn probe_url(url: &str) -> Result<(), String> {
     if url.len() > 255 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -294,11 +307,14 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     });
     c.duration("sampling.probe_interval", s.probe_interval, 5 * SEC, HOUR);
     c.require(
-        !s.probe_timeout.is_zero() && s.probe_timeout < s.probe_interval,
+        !s.probe_timeout.is_zero()
+            && s.probe_timeout < s.probe_interval
+            && s.probe_timeout.get() <= Duration::from_secs(60),
         "sampling.probe_timeout",
         || {
             format!(
-                "sampling.probe_timeout must be above 0 and below sampling.probe_interval ({} >= {})",
+                "sampling.probe_timeout must be above 0, at most 1m, and below \
+                 sampling.probe_interval (got {}, interval {})",
                 s.probe_timeout, s.probe_interval
             )
         },
@@ -645,6 +661,18 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     }
     if let Some(hook) = &h.on_event {
         c.hook_with("hooks.on_event", hook, EVENT_PLACEHOLDERS);
+        // `{detail}` carries text from outside (an instance's tags): never inside a shell's
+        // script, where it would run as code.
+        if let Some(i) = shell_script_with_placeholder(&hook.argv) {
+            c.fail(
+                "hooks.on_event.argv",
+                format!(
+                    "hooks.on_event.argv[{i}] is a shell script with placeholders in it: their \
+                     values (an event's detail names instance tags) would run as shell code; pass \
+                     them as arguments after the script (\"$1\") or read BURST_AGENT_DETAIL"
+                ),
+            );
+        }
     }
 
     // [aws]
@@ -749,6 +777,24 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
                 ev.topic_arn
             )
         });
+        c.require(!ev.topic_arn.ends_with(".fifo"), "events.topic_arn", || {
+            format!(
+                "events.topic_arn must be a standard topic, not a FIFO one (got {:?})",
+                ev.topic_arn
+            )
+        });
+        let region = ev.topic_arn.split(':').nth(3).unwrap_or_default();
+        c.require(
+            cfg.aws.region.is_empty() || region == cfg.aws.region,
+            "events.topic_arn",
+            || {
+                format!(
+                    "events.topic_arn is in {region:?} but the agent calls AWS in aws.region \
+                     {:?}: use a topic in the agent's region",
+                    cfg.aws.region
+                )
+            },
+        );
     }
     c.duration("events.window", ev.window, 60 * SEC, DAY);
     c.require(
@@ -850,6 +896,44 @@ mod tests {
             .find(|p| p.path == "hooks.on_event.argv")
             .unwrap();
         assert!(hook.message.contains("{private_ip}"), "{}", hook.message);
+
+        // A shell script with a placeholder inside; a FIFO topic; a topic in another region.
+        let mut c = Config::default();
+        c.agent.dry_run = true;
+        c.aws.region = "eu-west-1".into();
+        c.events.topic_arn = "arn:aws:sns:us-east-1:123456789012:ops.fifo".into();
+        c.hooks.on_event = Some(Hook {
+            argv: vec!["/bin/sh".into(), "-c".into(), "page-ops {detail}".into()],
+            ..Hook::default()
+        });
+        let problems = validate(&c);
+        let msgs: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("hooks.on_event.argv[2] is a shell script")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.contains("not a FIFO one")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.contains("is in \"us-east-1\" but")),
+            "{msgs:#?}"
+        );
+        // Placeholders as the script's arguments are fine.
+        c.hooks.on_event = Some(Hook {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "page-ops \"$1\"".into(),
+                "x".into(),
+                "{detail}".into(),
+            ],
+            ..Hook::default()
+        });
+        c.events.topic_arn = "arn:aws:sns:eu-west-1:123456789012:ops".into();
+        assert_eq!(validate(&c), vec![]);
 
         // The probe_latency signal needs URLs, and target tracking.
         let mut c = Config::default();

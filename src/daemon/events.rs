@@ -18,7 +18,8 @@ pub struct Events {
     notifier: Notifier,
     path: PathBuf,
     levels: Option<Levels>,
-    sends: JoinSet<()>,
+    /// Each send ends with its message and, if it failed, why.
+    sends: JoinSet<(Message, Option<String>)>,
 }
 
 impl Events {
@@ -57,7 +58,8 @@ impl Events {
     }
 
     /// One tick's events: the actuator's, and the levels' crossings. Each is offered to the
-    /// notifier; what it lets through is sent.
+    /// notifier; what it lets through is sent, and so are the summaries of what it held back
+    /// that are due. Returns the sends that failed since the last tick (for `status`).
     pub fn tick(
         &mut self,
         cfg: &Config,
@@ -65,27 +67,33 @@ impl Events {
         levels: Levels,
         mut events: Vec<Event>,
         now: Timestamp,
-    ) {
-        self.reap();
+    ) -> Vec<String> {
+        let failed = self.reap(now);
         events.extend(edges(
             self.levels.as_ref(),
             &levels,
             cfg.alarms.cap_remaining_at_most,
         ));
         self.levels = Some(levels);
-        if events.is_empty() {
-            return;
-        }
+        let (group, dry) = (&cfg.agent.group, cfg.agent.dry_run);
+        let mut out = Vec::new();
         for ev in events {
             tracing::info!(event = ev.kind.name(), instance_id = ?ev.instance_id,
                 "event: {}", ev.detail);
-            if let Some(m) =
-                self.notifier
-                    .offer(&cfg.events, &cfg.agent.group, cfg.agent.dry_run, ev, now)
-            {
-                self.send(cfg, aws, m);
-            }
+            out.extend(self.notifier.offer(&cfg.events, group, dry, ev, now));
         }
+        out.extend(self.notifier.due(&cfg.events, group, dry, now));
+        let changed = !out.is_empty() || !failed.is_empty();
+        for m in out {
+            self.send(cfg, aws, m);
+        }
+        if changed {
+            self.save();
+        }
+        failed
+    }
+
+    fn save(&self) {
         let saved = serde_json::to_vec_pretty(&self.notifier)
             .map_err(std::io::Error::other)
             .and_then(|b| fsutil::atomic_write(&self.path, &b));
@@ -95,69 +103,94 @@ impl Events {
         }
     }
 
+    /// Sends one message to the hook and the topic, on a task of its own; it fails if either
+    /// fails.
     fn send(&mut self, cfg: &Config, aws: Option<&Aws>, m: Message) {
-        if let Some(hook) = cfg.hooks.on_event.clone() {
-            let vars = EventVars {
-                event: m.kind.name().into(),
-                group: m.group.clone(),
-                instance_id: m.instance_id.clone().unwrap_or_default(),
-                detail: m.detail.clone(),
-                state_dir: cfg.agent.state_dir.to_string_lossy().into_owned(),
-            };
-            let kind = m.kind;
-            self.sends.spawn(async move {
+        let hook = cfg.hooks.on_event.clone();
+        let vars = EventVars {
+            event: m.kind.name().into(),
+            group: m.group.clone(),
+            instance_id: m.instance_id.clone().unwrap_or_default(),
+            detail: m.detail.clone(),
+            state_dir: cfg.agent.state_dir.to_string_lossy().into_owned(),
+            dry_run: m.dry_run,
+        };
+        let topic = cfg.events.topic_arn.clone();
+        let aws = match (topic.is_empty(), aws) {
+            (true, _) => None,
+            (false, None) => {
+                tracing::warn!(event = m.kind.name(), topic = %topic,
+                    "event not published: no AWS (dry run on this host alone)");
+                None
+            }
+            (false, Some(aws)) => Some(aws.clone()),
+        };
+        self.sends.spawn(async move {
+            let mut why = Vec::new();
+            if let Some(hook) = hook {
                 let run = hooks::run_event(&hook, &vars).await;
                 match run.result {
                     Ok(()) => tracing::info!(
-                        event = kind.name(),
+                        event = m.kind.name(),
                         hook = "on_event",
                         secs = run.duration.as_secs_f64(),
                         "event told to hooks.on_event"
                     ),
-                    Err(e) => tracing::warn!(
-                        event = kind.name(),
-                        hook = "on_event",
-                        attempts = run.attempts,
-                        "hooks.on_event failed: {e}"
-                    ),
-                }
-            });
-        }
-        let topic = &cfg.events.topic_arn;
-        match (topic.is_empty(), aws) {
-            (true, _) => {}
-            (false, None) => tracing::warn!(event = m.kind.name(), topic = %topic,
-                "event not published: no AWS (dry run on this host alone)"),
-            (false, Some(aws)) => {
-                let (aws, topic) = (aws.clone(), topic.clone());
-                self.sends.spawn(async move {
-                    match publish(&aws, &topic, &m).await {
-                        Ok(id) => tracing::info!(event = m.kind.name(), topic = %topic,
-                            message_id = %id, "event published"),
-                        Err(e) => tracing::warn!(event = m.kind.name(), topic = %topic,
-                            "could not publish the event to events.topic_arn: {e}"),
+                    Err(e) => {
+                        tracing::warn!(
+                            event = m.kind.name(),
+                            hook = "on_event",
+                            attempts = run.attempts,
+                            "hooks.on_event failed: {e}"
+                        );
+                        why.push(format!("hooks.on_event: {e}"));
                     }
-                });
+                }
             }
-        }
+            if let Some(aws) = aws {
+                match publish(&aws, &topic, &m).await {
+                    Ok(id) => tracing::info!(event = m.kind.name(), topic = %topic,
+                        message_id = %id, "event published"),
+                    Err(e) => {
+                        tracing::warn!(event = m.kind.name(), topic = %topic,
+                            "could not publish the event to events.topic_arn: {e}");
+                        why.push(format!("events.topic_arn: {e}"));
+                    }
+                }
+            }
+            let why = (!why.is_empty()).then(|| why.join("; "));
+            (m, why)
+        });
     }
 
-    /// Sends that finished: their results were logged by the sends themselves.
-    fn reap(&mut self) {
+    /// Sends that finished; a failed one is shown by `status` and told again after its window.
+    fn reap(&mut self, now: Timestamp) -> Vec<String> {
+        let mut failed = Vec::new();
         while let Some(r) = self.sends.try_join_next() {
-            if let Err(e) = r {
-                tracing::warn!("an event send ended abnormally: {e}");
+            match r {
+                Ok((m, Some(why))) => {
+                    self.notifier.failed(&m, &why, now);
+                    failed.push(format!("event {} not delivered: {why}", m.kind));
+                }
+                Ok((_, None)) => {}
+                Err(e) => tracing::warn!("an event send ended abnormally: {e}"),
             }
         }
+        failed
     }
 
     /// At shutdown: sends under way get until `deadline`, then are dropped.
     pub async fn finish(&mut self, deadline: Duration) {
         let _ = tokio::time::timeout(deadline, async {
-            while self.sends.join_next().await.is_some() {}
+            while let Some(r) = self.sends.join_next().await {
+                if let Ok((m, Some(why))) = r {
+                    self.notifier.failed(&m, &why, Timestamp::now());
+                }
+            }
         })
         .await;
         self.sends.abort_all();
+        self.save();
     }
 }
 

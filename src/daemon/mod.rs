@@ -373,13 +373,17 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         aws.is_some().then(|| shared.buffer.clone()),
         instance_id.clone(),
     ));
+    // The probe is the master's: one view of the site per group (a reporter publishing the same
+    // series would hide a master that cannot reach it).
     let (probe_tx, probe_rx) = watch::channel::<Vec<ProbeResult>>(Vec::new());
-    let probe_task = tokio::spawn(probe_loop(
-        cfg_rx.clone(),
-        shutdown_rx.clone(),
-        probe_tx,
-        aws.is_some().then(|| shared.buffer.clone()),
-    ));
+    let probe_task = (cfg.agent.role == Role::Master).then(|| {
+        tokio::spawn(probe_loop(
+            cfg_rx.clone(),
+            shutdown_rx.clone(),
+            probe_tx,
+            aws.is_some().then(|| shared.buffer.clone()),
+        ))
+    });
     let publisher_task = aws.clone().map(|aws| {
         tokio::spawn(publisher_loop(
             aws,
@@ -428,7 +432,9 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     };
     notify(&[NotifyState::Stopping]);
     let _ = sampler_task.await;
-    let _ = probe_task.await;
+    if let Some(t) = probe_task {
+        let _ = t.await;
+    }
     if let Some(t) = publisher_task {
         let _ = t.await;
     }
@@ -570,7 +576,12 @@ async fn probe_loop(
         let started = std::time::Instant::now();
         if !s.probe_urls.is_empty() {
             let prober = Prober::new(&s.probe_urls, s.probe_timeout.get());
-            let Ok(round) = tokio::task::spawn_blocking(move || prober.round()).await else {
+            // Shutdown does not wait for a round of slow URLs (the thread ends on its own).
+            let round = tokio::select! {
+                r = tokio::task::spawn_blocking(move || prober.round()) => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let Ok(round) = round else {
                 tracing::error!("the probe thread panicked; stopping the probe");
                 return;
             };
@@ -862,6 +873,7 @@ impl Master<'_> {
             cap_used: after.used,
             cap_limit: after.limit,
             cap_remaining: after.remaining,
+            day: after.day.to_string(),
             blocked: l
                 .actuator
                 .as_ref()
@@ -872,8 +884,12 @@ impl Master<'_> {
             .as_mut()
             .map(|a| a.take_events())
             .unwrap_or_default();
-        l.events
-            .tick(&self.cfg, self.aws.as_ref(), levels, news, now);
+        for e in l
+            .events
+            .tick(&self.cfg, self.aws.as_ref(), levels, news, now)
+        {
+            l.tick.errors.push((now, e));
+        }
         let own = Own {
             hooks: l
                 .actuator

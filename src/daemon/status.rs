@@ -252,6 +252,7 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
                     crate::events::Outcome::Deduplicated => "held back: sent within events.window",
                     crate::events::Outcome::RateLimited => "held back: events.max_per_hour",
                     crate::events::Outcome::Disabled => "not sent: events.disabled",
+                    crate::events::Outcome::Failed => "NOT DELIVERED, told again after the window",
                 },
                 e.detail
             );

@@ -514,7 +514,9 @@ fn target_tracking(
         let target = cfg.targets.get(signal);
         let (present, missing) = if signal.site_wide() {
             match probe {
-                Some(v) => (vec![v; serving.len()], 0),
+                // At most twice the target: latency that hosts cannot cure (a slow database)
+                // must not spend the cap in one decision; each decision at most doubles.
+                Some(v) => (vec![v.min(2.0 * target); serving.len()], 0),
                 None => {
                     if !missing_names.iter().any(|x| x == "probe") {
                         missing_names.push("probe".into());

@@ -1,10 +1,13 @@
-//! The site liveness probe (`sampling.probe_urls`): one GET per URL, timed to the whole answer,
-//! under `sampling.probe_timeout`. Redirects are not followed (a 301 to https is an answer);
-//! a status of 400 or more, no answer, or the timeout is a failure. Blocking (ureq): the daemon
-//! runs it on a blocking thread.
+//! The site liveness probe (`sampling.probe_urls`): one GET per URL, timed to the whole answer
+//! (the first 4 MiB of the body), under `sampling.probe_timeout`. Redirects are not followed (a
+//! 301 to https is an answer, but no latency for the policy: probe the final URL); a status of
+//! 400 or more, no answer, or the timeout is a failure. Only a timeout after the connection was
+//! made means a slow site; one while resolving or connecting means an unreachable one. Blocking
+//! (ureq): the daemon runs it on a blocking thread.
 
 use crate::model::ProbeResult;
 use jiff::Timestamp;
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 /// Body bytes read at most: enough to time a real page, never a memory risk.
@@ -20,6 +23,8 @@ impl Prober {
     pub fn new(urls: &[String], timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
+            .timeout_resolve(Some(timeout))
+            .timeout_connect(Some(timeout))
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(concat!("burst-agent-probe/", env!("CARGO_PKG_VERSION")))
@@ -47,7 +52,8 @@ impl Prober {
         let result = self.agent.get(url).call().and_then(|mut resp| {
             let status = resp.status().as_u16();
             // The whole body, as a visitor waits for it (bounded).
-            let mut reader = resp.body_mut().with_config().limit(MAX_BODY).reader();
+            // Its first MAX_BODY bytes: a bigger page is timed that far, not failed.
+            let mut reader = resp.body_mut().as_reader().take(MAX_BODY);
             std::io::copy(&mut reader, &mut std::io::sink()).map_err(ureq::Error::from)?;
             Ok(status)
         });
@@ -72,7 +78,11 @@ impl Prober {
                 timed_out: false,
             },
             Err(e) => {
-                let timed_out = matches!(e, ureq::Error::Timeout(_)) || elapsed >= self.timeout;
+                // Resolving or connecting timed out: unreachable, not slow.
+                let timed_out = matches!(
+                    e,
+                    ureq::Error::Timeout(t) if !matches!(t, ureq::Timeout::Resolve | ureq::Timeout::Connect)
+                );
                 let why = if timed_out {
                     format!(
                         "no whole answer within sampling.probe_timeout ({:?})",

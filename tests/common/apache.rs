@@ -58,7 +58,7 @@ impl Apache {
              ServerLimit {max}\nMaxRequestWorkers {max}\n\
              ExtendedStatus On\n\
              <Location /server-status>\n  SetHandler server-status\n  Require ip 127.0.0.1\n</Location>\n\
-             RewriteEngine On\nRewriteRule ^/broken$ - [R=503]\n",
+             RewriteEngine On\nRewriteRule ^/broken$ - [R=503]\nRewriteRule ^/moved$ / [R=301,L]\n",
             root = dir.path().display(),
             pid = pidfile.display(),
             doc = docroot.display(),
