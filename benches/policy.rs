@@ -40,6 +40,7 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
             .collect(),
         no_capacity_until: None,
         probe_latency: None,
+        scheduled: None,
     }
 }
 

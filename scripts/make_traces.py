@@ -125,7 +125,104 @@ def celebrity_tweet():
           "# then a second wave from the news. Host-equivalents, 10-second steps.\n")
 
 
+def double_spike():
+    """Two TV features four hours apart on one evening (a programme and its late repeat): each
+    needs 5 slaves at its peak, so with a cap of 7 the second finds 2 launches left unless the
+    first wave's slaves were kept through the lull."""
+    rng = random.Random(4)
+    start = datetime(2026, 6, 12, 16, 0, tzinfo=JST)
+    step = 10
+    n = 9 * 360
+    out, st = [], 0.0
+    for i in range(n):
+        s = i * step
+        t = start + timedelta(seconds=s)
+        h = t.hour + t.minute / 60
+        base = diurnal(h, 0.10, 0.25)
+        mult = 1.0
+        for air in (2 * 3600, 6 * 3600):  # 18:00 and 22:00
+            if s >= air:
+                dt = s - air
+                mult += 18.0 * min(1.0, dt / 120.0) * math.exp(-max(0, dt - 120) / 900.0)
+        st = noise(rng, st, 0.05, 0.9)
+        out.append(base * mult * (1 + st))
+    write("traces/double-spike.csv", start, step, out,
+          "# Two TV features four hours apart (18:00 and 22:00): each needs about 5 slaves; with a cap\n"
+          "# of 7 the second wave is short unless the first wave's slaves were kept. 10-second steps.\n")
+
+
+def midnight_spike():
+    """A spike that starts at 23:40 local time and lasts past 00:30: slaves launched before
+    midnight count on both days, and the day's cap resets in the middle of the burst."""
+    rng = random.Random(5)
+    start = datetime(2026, 6, 13, 21, 0, tzinfo=JST)
+    step = 10
+    n = 6 * 360
+    spike = 2 * 3600 + 40 * 60  # 23:40
+    out, st = [], 0.0
+    for i in range(n):
+        s = i * step
+        t = start + timedelta(seconds=s)
+        h = t.hour + t.minute / 60
+        base = diurnal(h, 0.10, 0.25)
+        mult = 1.0
+        if s >= spike:
+            dt = s - spike
+            mult += 20.0 * min(1.0, dt / 180.0) * math.exp(-max(0, dt - 1800) / 1200.0)
+        st = noise(rng, st, 0.05, 0.9)
+        out.append(base * mult * (1 + st))
+    write("traces/midnight-spike.csv", start, step, out,
+          "# A burst from 23:40 past 00:30 local time: the day's cap resets mid-burst, and slaves alive\n"
+          "# at midnight count toward the new day. 10-second steps.\n")
+
+
+def slow_ramp():
+    """A campaign launch: load climbs steadily from 0.4 to 4 host-equivalents over three hours,
+    holds for an hour, and falls back over two. Reactive scaling lags a ramp by the lead time
+    the whole way up."""
+    rng = random.Random(6)
+    start = datetime(2026, 6, 15, 9, 0, tzinfo=JST)
+    step = 30
+    n = 7 * 120
+    out, st = [], 0.0
+    for i in range(n):
+        s = i * step
+        if s < 3 * 3600:
+            v = 0.4 + 3.6 * s / (3 * 3600)
+        elif s < 4 * 3600:
+            v = 4.0
+        elif s < 6 * 3600:
+            v = 4.0 - 3.6 * (s - 4 * 3600) / (2 * 3600)
+        else:
+            v = 0.4
+        st = noise(rng, st, 0.04, 0.9)
+        out.append(v * (1 + st))
+    write("traces/slow-ramp.csv", start, step, out,
+          "# A campaign launch: 0.4 to 4 host-equivalents over three hours, an hour's hold, two hours\n"
+          "# back down. 30-second steps.\n")
+
+
+def noisy_plateau():
+    """A busy afternoon hovering around the scale-out point: 1.6 host-equivalents with heavy,
+    fast noise (±25 %). It baits an autoscaler into flapping."""
+    rng = random.Random(7)
+    start = datetime(2026, 6, 16, 13, 0, tzinfo=JST)
+    step = 10
+    n = 4 * 360
+    out, st = [], 0.0
+    for i in range(n):
+        st = noise(rng, st, 0.25, 0.5)
+        out.append(1.6 * (1 + st))
+    write("traces/noisy-plateau.csv", start, step, out,
+          "# A plateau at 1.6 host-equivalents with heavy, fast noise (about 25 %): bait for flapping.\n"
+          "# 10-second steps.\n")
+
+
 if __name__ == "__main__":
     tournament_week()
     tv_feature()
     celebrity_tweet()
+    double_spike()
+    midnight_spike()
+    slow_ramp()
+    noisy_plateau()

@@ -19,4 +19,5 @@ pub mod model;
 pub mod policy;
 pub mod report;
 pub mod sampler;
+pub mod schedule;
 pub mod sim;

@@ -303,6 +303,16 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
         .start
         .parse()
         .with_context(|| format!("--start {:?} is not RFC 3339 with an offset", a.start))?;
+    let size = std::fs::metadata(&a.trace)
+        .with_context(|| format!("cannot read trace {}", a.trace.display()))?
+        .len();
+    anyhow::ensure!(
+        size <= sim::trace::MAX_BYTES,
+        "trace {} is {} MiB; simulate reads at most {} MiB (keep one row per minute, or split it)",
+        a.trace.display(),
+        size >> 20,
+        sim::trace::MAX_BYTES >> 20
+    );
     let text = std::fs::read_to_string(&a.trace)
         .with_context(|| format!("cannot read trace {}", a.trace.display()))?;
     let trace = Trace::parse(&text, &a.trace.display().to_string(), start)?;
@@ -315,7 +325,13 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
     model.host_capacity = a.host_capacity;
     // About 2,000 points per line in the plot.
     let step = (trace.duration_secs() / 2000).max(1);
-    let outcomes = sim::run_all(cfg, &trace, &model, step);
+    // Long runs say how far they are (on stderr, so --json stays clean).
+    let long = trace.duration_secs() > 2 * 86400;
+    let outcomes = sim::run_all_with(cfg, &trace, &model, step, &mut |done, of, label| {
+        if long {
+            eprintln!("simulate: {done}/{of} runs done ({label})");
+        }
+    });
     let name = a.trace.file_name().map_or_else(
         || a.trace.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -362,6 +378,9 @@ fn check_config(path: &Path) -> ExitCode {
                 cfg.policy.max_slaves,
                 if cfg.agent.dry_run { ", dry-run" } else { "" }
             );
+            for w in burst_agent::schedule::warnings(&cfg, jiff::Timestamp::now()) {
+                println!("{}: warning: {w}", path.display());
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

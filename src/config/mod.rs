@@ -6,6 +6,7 @@
 
 mod duration;
 mod load;
+pub mod schedule;
 mod validate;
 
 pub use duration::{parse_duration, Dur};
@@ -65,6 +66,27 @@ pub struct Config {
     pub log: LogConfig,
     pub alarms: AlarmsConfig,
     pub events: EventsConfig,
+    /// Planned bursts (`[[schedule]]`): windows with a floor of slaves (schedule.rs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<ScheduleEntry>,
+}
+
+/// One planned burst: a one-off window (`start`, `end`) or a weekly one (`days`, `from`, `to`),
+/// in `cap.time_zone`, during which at least `min_slaves` serve; they are launched `prewarm`
+/// before it opens so they are in service when it does.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleEntry {
+    pub name: String,
+    /// One-off: local date and time, "2026-12-05T08:00".
+    pub start: String,
+    pub end: String,
+    /// Weekly: "mon" ... "sun", and local times "19:00" (`to` before `from`: past midnight).
+    pub days: Vec<String>,
+    pub from: String,
+    pub to: String,
+    pub min_slaves: u32,
+    pub prewarm: Dur,
 }
 
 /// Event notifications (README: events): where they go besides `hooks.on_event`, and how
@@ -371,6 +393,33 @@ pub struct PolicyConfig {
     /// Keeping for the cap lasts at most this long after the slaves were last needed, and stops
     /// this long before the cap resets (a slave alive at midnight counts toward the new day).
     pub cap_keep_for: Dur,
+    pub forecast: ForecastConfig,
+}
+
+/// Lead-time forecasting (target tracking): every new slave needs boot + sync + registration
+/// before it serves, so scale-out answers the load forecast that far ahead. Never scale-in.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForecastConfig {
+    pub enabled: bool,
+    /// The trend is the median slope of the fleet's load over this window (Theil-Sen).
+    pub window: Dur,
+    /// The forecast is at most this many times the load now.
+    pub max_factor: f64,
+    /// The lead time until the fleet has measured its own (launch to InService, the median of
+    /// the last ones, kept in the state).
+    pub lead_time: Dur,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        ForecastConfig {
+            enabled: true,
+            window: Dur::secs(300),
+            max_factor: 2.0,
+            lead_time: Dur::secs(150),
+        }
+    }
 }
 
 impl Default for PolicyConfig {
@@ -396,6 +445,7 @@ impl Default for PolicyConfig {
             stale_after: Dur::secs(180),
             keep_slaves_when_cap_remaining_at_most: 0,
             cap_keep_for: Dur::secs(900),
+            forecast: ForecastConfig::default(),
         }
     }
 }
@@ -653,6 +703,7 @@ mod tests {
             "hooks.pre_deregister",
             "hooks.post_terminate",
             "fleet.user_data_file",
+            "schedule",
         ] {
             let key = optional.rsplit('.').next().unwrap();
             assert!(

@@ -404,6 +404,19 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             },
         );
     }
+    let f = &p.forecast;
+    c.duration("policy.forecast.window", f.window, 60 * SEC, HOUR);
+    c.duration("policy.forecast.lead_time", f.lead_time, 10 * SEC, HOUR);
+    c.require(
+        f.max_factor.is_finite() && (1.0..=10.0).contains(&f.max_factor),
+        "policy.forecast.max_factor",
+        || {
+            format!(
+                "policy.forecast.max_factor must be 1-10 (got {})",
+                f.max_factor
+            )
+        },
+    );
     c.require(
         p.targets.probe_latency_ms.is_finite()
             && (1.0..=600_000.0).contains(&p.targets.probe_latency_ms),
@@ -818,6 +831,15 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
                 )
             },
         );
+    }
+
+    // [[schedule]]
+    for (i, e) in cfg.schedule.iter().enumerate() {
+        if let Err(problems) = super::schedule::plan(i, e) {
+            for (key, message) in problems {
+                c.fail(&key, message);
+            }
+        }
     }
 
     // [log]

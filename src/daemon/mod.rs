@@ -32,6 +32,7 @@ use crate::model::ProbeResult;
 use crate::policy::{self, Decision, FleetObservation, History, HostMetrics};
 use crate::sampler::probe::Prober;
 use crate::sampler::{HostSample, Sampler};
+use crate::schedule;
 use events::Events;
 use jiff::Timestamp;
 use sd_notify::NotifyState;
@@ -976,7 +977,15 @@ impl Master<'_> {
                 Ok(r) => {
                     tick.observed = true;
                     for id in &r.in_service {
-                        tracing::info!(instance_id = %id, "slave {id} is in service");
+                        let lead = a
+                            .slave(id)
+                            .map(|s| now.as_second() - s.launched_at.as_second());
+                        tracing::info!(instance_id = %id, lead_secs = ?lead,
+                            "slave {id} is in service");
+                        // The forecast's lead time: launch to InService, measured.
+                        if let Some(secs) = lead {
+                            tick.history.record_lead(secs);
+                        }
                     }
                 }
                 Err(e) => {
@@ -1060,11 +1069,13 @@ impl Master<'_> {
         };
         let no_capacity_until = actuator.as_ref().and_then(|a| a.no_capacity_until(now));
         let probe_latency = crate::model::probe_latency(&self.probe_rx.borrow());
+        let (scheduled, _) = self.windows(now);
         let obs = FleetObservation {
             master,
             slaves,
             no_capacity_until,
             probe_latency,
+            scheduled,
         };
         let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
         // A decision this tick will not carry out (the fleet could not be observed) starts no
@@ -1101,6 +1112,18 @@ impl Master<'_> {
             reasons: codes.iter().map(|c| c.to_string()).collect(),
         });
         decision
+    }
+
+    /// The planned burst holding now, and the next one to prewarm.
+    fn windows(&self, now: Timestamp) -> (Option<schedule::Window>, Option<schedule::Window>) {
+        let Ok(tz) = jiff::tz::TimeZone::get(&self.cfg.cap.time_zone) else {
+            return (None, None);
+        };
+        let plans = schedule::plans(&self.cfg);
+        (
+            schedule::active(&plans, &tz, now),
+            schedule::next(&plans, &tz, now),
+        )
     }
 
     fn publish_own(
@@ -1222,6 +1245,8 @@ impl Master<'_> {
             metrics_queued: buf.len(),
             metrics_dropped: buf.dropped_total(),
             events: events.recent().cloned().collect(),
+            scheduled: self.windows(now).0,
+            next_window: self.windows(now).1,
             probes: self.probe_rx.borrow().clone(),
         };
         drop(buf);

@@ -83,6 +83,11 @@ pub struct Snapshot {
     /// The liveness probe's last round, one per `sampling.probe_urls`.
     #[serde(default)]
     pub probes: Vec<crate::model::ProbeResult>,
+    /// The planned burst holding now (prewarm included), and the next one.
+    #[serde(default)]
+    pub scheduled: Option<crate::schedule::Window>,
+    #[serde(default)]
+    pub next_window: Option<crate::schedule::Window>,
 }
 
 impl Snapshot {
@@ -231,6 +236,38 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
         let calls: u64 = s.aws_calls.values().map(|c| c.calls).sum();
         let errors: u64 = s.aws_calls.values().map(|c| c.errors).sum();
         let _ = writeln!(o, "aws       {calls} calls, {errors} failed, since start");
+    }
+    let at = |t: Timestamp| {
+        let secs = t.as_second() - now.as_second();
+        if secs >= 0 {
+            format!(
+                "in {}",
+                humantime::format_duration(std::time::Duration::from_secs(secs as u64))
+            )
+        } else {
+            format!("{} ago", ago(now, t))
+        }
+    };
+    if let Some(w) = &s.scheduled {
+        let _ = writeln!(
+            o,
+            "schedule  {:?}: at least {} slave(s), opens {}, closes {}",
+            w.name,
+            w.min_slaves,
+            at(w.opens),
+            at(w.closes)
+        );
+    }
+    if let Some(w) = &s.next_window {
+        let _ = writeln!(
+            o,
+            "next      {:?}: {} slave(s), prewarm {}, opens {} ({})",
+            w.name,
+            w.min_slaves,
+            at(w.from),
+            at(w.opens),
+            w.opens
+        );
     }
     for p in &s.probes {
         let _ = writeln!(o, "probe     {p} ({} ago)", ago(now, p.at));

@@ -4,6 +4,7 @@
 
 use super::Decision;
 use crate::config::PolicyConfig;
+use crate::model::Signal;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -18,7 +19,16 @@ pub struct History {
     pub last_scale_in: Option<Timestamp>,
     /// The last time every current slave was wanted (raw desired >= current).
     pub last_needed: Option<Timestamp>,
+    /// (time, signal, the fleet's total of it over the serving hosts): the forecast's input.
+    #[serde(default)]
+    load: VecDeque<(Timestamp, Signal, f64)>,
+    /// Seconds from launch to InService of the last slaves, newest last: the lead time.
+    #[serde(default)]
+    lead_times: VecDeque<i64>,
 }
+
+/// Lead times kept (the median of these is used).
+const LEAD_TIMES: usize = 10;
 
 impl History {
     pub fn new() -> Self {
@@ -30,6 +40,12 @@ impl History {
         let why = decision.explanation();
         self.recommendations.push_back((now, why.raw_desired));
         self.utilization.push_back((now, why.utilization));
+        let hosts = f64::from(why.in_service + 1);
+        for r in &why.signals {
+            if let (Some(u), 0, false) = (r.utilization, r.missing_hosts, r.signal.site_wide()) {
+                self.load.push_back((now, r.signal, u * hosts));
+            }
+        }
         if why.raw_desired >= why.current {
             self.last_needed = Some(now);
         }
@@ -43,6 +59,7 @@ impl History {
             cfg.scale_in_stabilization,
             cfg.scale_out.sustain,
             cfg.scale_in.sustain,
+            cfg.forecast.window,
         ]
         .iter()
         .map(|d| d.get().as_secs() as i64)
@@ -64,6 +81,69 @@ impl History {
         {
             self.utilization.pop_front();
         }
+        while self
+            .load
+            .front()
+            .is_some_and(|(t, _, _)| t.as_second() < cutoff)
+        {
+            self.load.pop_front();
+        }
+    }
+
+    /// A slave went from launch to InService in `secs`: the lead time is measured, not guessed.
+    pub fn record_lead(&mut self, secs: i64) {
+        self.lead_times.push_back(secs.clamp(1, 6 * 3600));
+        while self.lead_times.len() > LEAD_TIMES {
+            self.lead_times.pop_front();
+        }
+    }
+
+    /// The median of the measured lead times once there are three, else `default`; and
+    /// whether it was measured.
+    pub fn lead_time(&self, default: i64) -> (i64, bool) {
+        if self.lead_times.len() < 3 {
+            return (default, false);
+        }
+        let mut v: Vec<i64> = self.lead_times.iter().copied().collect();
+        v.sort_unstable();
+        (v[v.len() / 2], true)
+    }
+
+    /// The fleet's `signal` total trend, per second: the median of the slopes between every
+    /// two points of the last `window` seconds, `current` (taken now) included (Theil-Sen: a
+    /// few odd samples, a slave joining, do not swing it). `None` with fewer than four points or
+    /// less than a third of the window covered.
+    pub fn trend(&self, signal: Signal, now: Timestamp, window: i64, current: f64) -> Option<f64> {
+        let since = now.as_second() - window;
+        let mut pts: Vec<(i64, f64)> = self
+            .load
+            .iter()
+            .filter(|(t, s, _)| *s == signal && t.as_second() > since && *t < now)
+            .map(|(t, _, v)| (t.as_second(), *v))
+            .collect();
+        pts.push((now.as_second(), current));
+        if pts.len() < 4 || now.as_second() - pts[0].0 < window / 3 {
+            return None;
+        }
+        let mut slopes = Vec::with_capacity(pts.len() * (pts.len() - 1) / 2);
+        for (i, a) in pts.iter().enumerate() {
+            for b in &pts[i + 1..] {
+                if b.0 > a.0 {
+                    slopes.push((b.1 - a.1) / (b.0 - a.0) as f64);
+                }
+            }
+        }
+        slopes.retain(|s| s.is_finite());
+        if slopes.is_empty() {
+            return None;
+        }
+        slopes.sort_by(f64::total_cmp);
+        let m = slopes.len() / 2;
+        Some(if slopes.len() % 2 == 1 {
+            slopes[m]
+        } else {
+            (slopes[m - 1] + slopes[m]) / 2.0
+        })
     }
 
     /// Recommendations made after `since` (exclusive), newest last.

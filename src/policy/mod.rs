@@ -59,6 +59,10 @@ pub struct FleetObservation {
     /// answer in milliseconds; the `probe_latency` signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_latency: Option<(Timestamp, f64)>,
+    /// The planned burst whose window (prewarm included) holds now, if any: its `min_slaves`
+    /// is a floor like `policy.min_slaves` (schedule.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<crate::schedule::Window>,
 }
 
 /// What one signal said this tick.
@@ -73,6 +77,9 @@ pub struct SignalReading {
     pub missing_hosts: u32,
     /// Slaves this signal asks for; `None` when it could not say.
     pub desired: Option<u32>,
+    /// Its utilization forecast one lead time ahead, when the trend was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<f64>,
 }
 
 /// How a decision came about: every count along the pipeline and every reason.
@@ -259,13 +266,18 @@ pub fn decide(
         PolicyMode::TargetTracking => target_tracking(
             cfg,
             &serving,
-            probe,
-            current,
-            on_the_way,
-            in_service,
+            &Ahead {
+                probe,
+                hist,
+                now,
+                cap_remaining: cap.remaining(now),
+            },
+            (current, on_the_way, in_service),
             &mut reasons,
         ),
-        PolicyMode::Threshold => threshold(cfg, &serving, current, hist, now, &mut reasons),
+        PolicyMode::Threshold => {
+            threshold(cfg, &serving, current, on_the_way, hist, now, &mut reasons)
+        }
     };
 
     // 2. Stabilization (HPA's rule: out on the window's lowest, in on its highest).
@@ -342,9 +354,26 @@ pub fn decide(
         }
     }
 
-    // 4. Min / max slaves (enforced even inside a cooldown).
-    let bounded = rate_limited.clamp(cfg.min_slaves, cfg.max_slaves);
-    if current < cfg.min_slaves {
+    // 4. Min / max slaves (enforced even inside a cooldown); a planned burst raises the floor.
+    let floor = match &obs.scheduled {
+        Some(w) if w.min_slaves > cfg.min_slaves => {
+            let min = w.min_slaves.min(cfg.max_slaves);
+            if rate_limited < min {
+                reasons.push(Reason::Scheduled {
+                    name: w.name.clone(),
+                    min_slaves: min,
+                    opens_in_secs: w.opens.as_second() - now.as_second(),
+                    closes_in_secs: w.closes.as_second() - now.as_second(),
+                });
+            }
+            min
+        }
+        _ => cfg.min_slaves,
+    };
+    let bounded = rate_limited.clamp(floor, cfg.max_slaves);
+    if floor > cfg.min_slaves {
+        // Said above (Scheduled).
+    } else if current < cfg.min_slaves {
         reasons.push(Reason::BelowMinSlaves {
             min: cfg.min_slaves,
         });
@@ -490,6 +519,16 @@ fn read_signal(
     (present, missing)
 }
 
+/// What target tracking reads besides the hosts: the site-wide probe, and for the forecast the
+/// history, the time and the cap left.
+#[derive(Clone, Copy)]
+struct Ahead<'a> {
+    probe: Option<f64>,
+    hist: &'a History,
+    now: Timestamp,
+    cap_remaining: u32,
+}
+
 /// desired hosts = ceil(Σ utilization / target), with HPA's tolerance and missing-metrics rules.
 ///
 /// A site-wide signal (the probe's latency) stands for every serving host: desired hosts =
@@ -497,12 +536,16 @@ fn read_signal(
 fn target_tracking(
     cfg: &PolicyConfig,
     serving: &[(&str, Option<&HostMetrics>)],
-    probe: Option<f64>,
-    current: u32,
-    on_the_way: u32,
-    in_service: u32,
+    ahead: &Ahead<'_>,
+    (current, on_the_way, in_service): (u32, u32, u32),
     reasons: &mut Vec<Reason>,
 ) -> (u32, Option<f64>, Vec<SignalReading>) {
+    let Ahead {
+        probe,
+        hist,
+        now,
+        cap_remaining,
+    } = *ahead;
     let n = serving.len() as f64;
     let current_hosts = current + 1;
     let mut readings = Vec::new();
@@ -535,6 +578,7 @@ fn target_tracking(
                 goal: target,
                 missing_hosts: to_u32(missing),
                 desired: None,
+                forecast: None,
             });
             continue;
         }
@@ -578,13 +622,45 @@ fn target_tracking(
                 }
             }
         };
-        let desired = desired_hosts_or_hold.map_or(current, |h| h.saturating_sub(1));
+        let mut desired = desired_hosts_or_hold.map_or(current, |h| h.saturating_sub(1));
+        let mut why = why;
+        // One lead time ahead, on the fleet's own trend: only ever more.
+        let mut forecast = None;
+        let f = &cfg.forecast;
+        if f.enabled && missing == 0 && !signal.site_wide() {
+            let (lead, measured) = hist.lead_time(secs(f.lead_time));
+            if let Some(slope) = hist.trend(signal, now, secs(f.window), sum) {
+                let ahead = (sum + slope * lead as f64).min(sum * f.max_factor);
+                let ratio_ahead = ahead / n / target;
+                if ahead > sum && ratio_ahead > 1.0 + cfg.tolerance {
+                    // A forecast is a bet: it may spend at most a third of the cap that is left
+                    // once what the load asks for now is launched (a wave that fades early
+                    // leaves the rest for the next; measured on traces/double-spike.csv).
+                    let spare = cap_remaining.saturating_sub(desired.saturating_sub(current));
+                    let wanted = ceil(ahead / target).saturating_sub(1);
+                    let ahead_slaves = wanted.min(desired + spare / 3);
+                    forecast = Some(ahead / n);
+                    if ahead_slaves > desired {
+                        desired = ahead_slaves;
+                        why = Reason::Forecast {
+                            signal,
+                            utilization: mean,
+                            forecast: ahead / n,
+                            target,
+                            horizon_secs: lead,
+                            measured,
+                        };
+                    }
+                }
+            }
+        }
         readings.push(SignalReading {
             signal,
             utilization: Some(mean),
             goal: target,
             missing_hosts: to_u32(missing),
             desired: Some(desired),
+            forecast,
         });
         if best.as_ref().is_none_or(|(d, _)| desired > *d) {
             best = Some((desired, why));
@@ -631,11 +707,15 @@ fn direction_reason(signal: Signal, utilization: f64, target: f64) -> Reason {
     }
 }
 
-/// Step rules: breach a threshold for its sustain window, then add or remove a step.
+/// Step rules: breach a threshold for its sustain window, then add or remove a step. Slaves on
+/// their way count as capacity: the load the serving hosts carry is spread over them too before
+/// it is held to the scale-out threshold, so one spike is answered once, not once a tick while
+/// the first slave boots.
 fn threshold(
     cfg: &PolicyConfig,
     serving: &[(&str, Option<&HostMetrics>)],
     current: u32,
+    on_the_way: u32,
     hist: &History,
     now: Timestamp,
     reasons: &mut Vec<Reason>,
@@ -657,6 +737,7 @@ fn threshold(
             goal: cfg.scale_out.threshold,
             missing_hosts: to_u32(missing),
             desired: None,
+            forecast: None,
         });
     }
     let Some(u) = util else {
@@ -670,7 +751,12 @@ fn threshold(
     let inn = &cfg.scale_in;
     let raw = if let Some(start) = hist.streak_start(now, Some(u), |x| x > out.threshold) {
         let (for_secs, need) = (since(start), secs(out.sustain));
-        if for_secs >= need {
+        // The same load over the serving hosts and those on their way.
+        let spread = u * n / (n + f64::from(on_the_way));
+        if for_secs >= need && on_the_way > 0 && spread <= out.threshold {
+            reasons.push(Reason::CapacityOnTheWay { on_the_way });
+            current
+        } else if for_secs >= need {
             reasons.push(Reason::AboveThreshold {
                 utilization: u,
                 threshold: out.threshold,

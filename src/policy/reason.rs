@@ -29,6 +29,17 @@ pub enum Reason {
         ratio: f64,
         tolerance: f64,
     },
+    /// The signal's trend, one lead time ahead, asks for more than its value now: scale out
+    /// ahead of the load (never in).
+    Forecast {
+        signal: Signal,
+        utilization: f64,
+        forecast: f64,
+        target: f64,
+        horizon_secs: i64,
+        /// The lead time is the fleet's own measured one, not the configured guess.
+        measured: bool,
+    },
     AboveThreshold {
         utilization: f64,
         threshold: f64,
@@ -117,6 +128,14 @@ pub enum Reason {
     NoVictimOldEnough {
         min_lifetime_secs: i64,
     },
+    /// A planned burst (`[[schedule]]`) holds at least this many slaves.
+    Scheduled {
+        name: String,
+        min_slaves: u32,
+        /// Negative once the window is open.
+        opens_in_secs: i64,
+        closes_in_secs: i64,
+    },
     /// EC2 answered the last launch with no capacity in every subnet for every type.
     NoCapacity {
         wanted: u32,
@@ -131,6 +150,8 @@ impl Reason {
             Reason::AboveTarget { .. } => "AboveTarget",
             Reason::BelowTarget { .. } => "BelowTarget",
             Reason::WithinTolerance { .. } => "WithinTolerance",
+            Reason::Scheduled { .. } => "Scheduled",
+            Reason::Forecast { .. } => "Forecast",
             Reason::AboveThreshold { .. } => "AboveThreshold",
             Reason::BelowThreshold { .. } => "BelowThreshold",
             Reason::BetweenThresholds { .. } => "BetweenThresholds",
@@ -208,6 +229,20 @@ impl fmt::Display for Reason {
                 "metrics missing or stale for {}: counted idle for scale-out, at target for scale-in",
                 hosts.join(", ")
             ),
+            Reason::Forecast { signal, utilization, forecast, target, horizon_secs, measured } => write!(
+                f,
+                "{} {utilization:.2} now, forecast {forecast:.2} in {horizon_secs}s ({} lead time) \
+                 above target {target:.2}: scaling out ahead",
+                signal.name(),
+                if *measured { "measured" } else { "configured" }
+            ),
+            Reason::Scheduled { name, min_slaves, opens_in_secs, closes_in_secs } => {
+                if *opens_in_secs > 0 {
+                    write!(f, "planned burst {name:?} opens in {opens_in_secs}s: prewarming {min_slaves} slave(s)")
+                } else {
+                    write!(f, "planned burst {name:?} holds at least {min_slaves} slave(s) for {closes_in_secs}s more")
+                }
+            }
             Reason::CapacityOnTheWay { on_the_way } => {
                 write!(f, "{on_the_way} slave(s) still launching or syncing count as capacity")
             }

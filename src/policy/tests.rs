@@ -51,6 +51,7 @@ fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservation {
         slaves,
         no_capacity_until: None,
         probe_latency: None,
+        scheduled: None,
     }
 }
 
@@ -132,6 +133,7 @@ fn missing_metrics_never_cause_a_scale_in() {
         slaves: vec![slave("i-1", SlaveState::InService, -3600, None)],
         no_capacity_until: None,
         probe_latency: None,
+        scheduled: None,
     };
     let d = run(&cfg(), &o);
     assert!(matches!(d, Decision::Hold { .. }));
@@ -565,6 +567,7 @@ fn the_readme_decision_line() {
         slaves: vec![],
         no_capacity_until: None,
         probe_latency: None,
+        scheduled: None,
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
     // The README shows this very line: read it from README.md, so the two cannot drift apart.
@@ -651,4 +654,171 @@ fn a_probe_round_reads_as_its_slowest_answer_and_fast_failures_as_missing() {
         None
     );
     assert_eq!(probe_latency(&[r(f64::NAN, None, false)]), None);
+}
+
+/// A fleet of the master and two in-service slaves whose busy ratios add up to `total`, sampled
+/// at `t`.
+fn fleet_total(total: f64, t: i64) -> FleetObservation {
+    let u = total / 3.0;
+    let mut o = fleet(u, in_service(2, u));
+    o.master = Some(m(u, t));
+    for s in &mut o.slaves {
+        s.metrics = Some(m(u, t));
+    }
+    o
+}
+
+/// The history of deciding every 30 s for the five minutes before 0 on a fleet whose total
+/// load moves linearly from `from` to `to` (reached at 0).
+fn history_of(c: &PolicyConfig, from: f64, to: f64) -> History {
+    let mut h = History::new();
+    for i in 0..10 {
+        let t = -300 + 30 * i;
+        let total = from + (to - from) * i as f64 / 10.0;
+        let d = decide(c, &fleet_total(total, t), &cap(), &h, at(t));
+        h.record(c, at(t), &d);
+    }
+    h
+}
+
+#[test]
+fn a_rising_load_is_met_one_lead_time_ahead_and_a_falling_one_never_scales_in_early() {
+    let c = cfg(); // busy ratio, target 0.5; forecast on, lead 150 s until measured.
+                   // Total 1.0 → 2.0 host-equivalents over five minutes: +1/300 per second.
+    let h = history_of(&c, 1.0, 2.0);
+    let d = decide(&c, &fleet_total(2.0, 0), &cap(), &h, at(0));
+    // Now: ceil(2.0 / 0.5) = 4 hosts (3 slaves). In 150 s: 2.5 → 5 hosts → 4 slaves.
+    assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
+    assert!(has(&d, "Forecast"), "{d}");
+    assert!(
+        d.to_string()
+            .contains("forecast 0.83 in 150s (configured lead time)"),
+        "{d}"
+    );
+    assert_eq!(
+        d.explanation().signals[0]
+            .forecast
+            .map(|f| (f * 100.0).round()),
+        Some(83.0)
+    );
+
+    // Measured lead times (300 s) replace the configured one.
+    let mut h2 = h.clone();
+    for secs in [280, 300, 320] {
+        h2.record_lead(secs);
+    }
+    let d = decide(&c, &fleet_total(2.0, 0), &cap(), &h2, at(0));
+    // 2.0 + 300/300 = 3.0 → 6 hosts → 5 slaves.
+    assert_eq!(d.explanation().raw_desired, 5, "{d}");
+    assert!(
+        d.to_string().contains("in 300s (measured lead time)"),
+        "{d}"
+    );
+
+    // The forecast is at most max_factor × now: 2.2 → 5 hosts → 4 slaves.
+    let mut capped = c.clone();
+    capped.forecast.max_factor = 1.1;
+    let d = decide(&capped, &fleet_total(2.0, 0), &cap(), &h2, at(0));
+    assert_eq!(d.explanation().raw_desired, 4, "{d}");
+
+    // Off: what the load asks for now.
+    let mut off = c.clone();
+    off.forecast.enabled = false;
+    let d = decide(&off, &fleet_total(2.0, 0), &cap(), &h, at(0));
+    assert_eq!(d.explanation().raw_desired, 3, "{d}");
+    assert!(!has(&d, "Forecast"));
+
+    // Falling from 3.0 to 1.0: the forecast never asks for less than now.
+    let h = history_of(&c, 3.0, 1.0);
+    let with = decide(&c, &fleet_total(1.0, 0), &cap(), &h, at(0));
+    let without = decide(&off, &fleet_total(1.0, 0), &cap(), &h, at(0));
+    assert_eq!(
+        with.explanation().raw_desired,
+        without.explanation().raw_desired
+    );
+    assert!(!has(&with, "Forecast"), "{with}");
+}
+
+#[test]
+fn a_trend_needs_enough_history_and_shrugs_off_an_odd_sample() {
+    let c = cfg();
+    let mut h = History::new();
+    // Two points only: no trend.
+    for (t, total) in [(-60, 1.0), (-30, 1.5)] {
+        let d = decide(&c, &fleet_total(total, t), &cap(), &h, at(t));
+        h.record(&c, at(t), &d);
+    }
+    assert_eq!(h.trend(Signal::ApacheBusyRatio, at(0), 300, 2.0), None);
+    // A flat load with one wild sample: the median slope stays 0.
+    let mut h = History::new();
+    for i in 0..10 {
+        let t = -300 + 30 * i;
+        let total = if i == 7 { 2.9 } else { 1.0 };
+        let d = decide(&c, &fleet_total(total, t), &cap(), &h, at(t));
+        h.record(&c, at(t), &d);
+    }
+    let slope = h.trend(Signal::ApacheBusyRatio, at(0), 300, 1.0).unwrap();
+    assert!(slope.abs() < 1e-9, "{slope}");
+}
+
+#[test]
+fn a_planned_burst_is_a_floor_from_its_prewarm_and_the_cap_still_rules() {
+    let window = |min: u32| crate::schedule::Window {
+        name: "golf final".into(),
+        min_slaves: min,
+        from: at(-600),
+        opens: at(300),
+        closes: at(3600),
+    };
+    // Idle site, no slaves: the window's floor launches 5 ahead of its opening.
+    let mut o = fleet(0.1, vec![]);
+    o.scheduled = Some(window(5));
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::ScaleOut { count: 5, .. }), "{d}");
+    assert!(has(&d, "Scheduled"), "{d}");
+    assert!(
+        d.to_string()
+            .contains("planned burst \"golf final\" opens in 300s"),
+        "{d}"
+    );
+    // Inside the window an idle fleet is not scaled in below the floor...
+    let mut o = fleet(0.1, in_service(6, 0.1));
+    o.scheduled = Some(window(5));
+    match run(&cfg(), &o) {
+        Decision::ScaleIn { instances, .. } => assert_eq!(instances.len(), 1),
+        other => panic!("{other}"),
+    }
+    // ...nor above max_slaves, nor past the day's cap.
+    let mut c = cfg();
+    c.max_slaves = 3;
+    let mut o = fleet(0.1, vec![]);
+    o.scheduled = Some(window(5));
+    assert!(matches!(run(&c, &o), Decision::ScaleOut { count: 3, .. }));
+    let mut ledger = cap();
+    for i in 0..5 {
+        ledger.record_attempt(&format!("i-{i}"), at(-100)).unwrap();
+    }
+    let d = decide(&cfg(), &o, &ledger, &History::new(), at(0));
+    assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
+    assert!(has(&d, "CapLimited"), "{d}");
+}
+
+#[test]
+fn a_forecast_spends_at_most_a_third_of_the_cap_left() {
+    let c = cfg();
+    let h = history_of(&c, 1.0, 2.0);
+    // Now asks for 3 slaves (2 serve): 1 launch. The forecast wants 4.
+    let mut ledger = cap();
+    for i in 0..3 {
+        ledger.record_attempt(&format!("i-{i}"), at(-1000)).unwrap();
+    }
+    // 4 left; 3 once the launch for now is made: a third of that is 1, so 3 + 1 = 4.
+    let d = decide(&c, &fleet_total(2.0, 0), &ledger, &h, at(0));
+    assert_eq!(d.explanation().raw_desired, 4, "{d}");
+    // 2 left; 1 after the launch for now: no slave on the forecast.
+    ledger.record_attempt("i-3", at(-1000)).unwrap();
+    ledger.record_attempt("i-4", at(-1000)).unwrap();
+    let d = decide(&c, &fleet_total(2.0, 0), &ledger, &h, at(0));
+    assert_eq!(d.explanation().raw_desired, 3, "{d}");
+    assert!(!has(&d, "Forecast"), "{d}");
 }

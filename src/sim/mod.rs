@@ -17,6 +17,7 @@
 //! the master. Supply is the serving hosts.
 
 pub mod hpa;
+pub mod oracle;
 pub mod plot;
 pub mod report;
 pub mod simple;
@@ -74,6 +75,8 @@ pub enum Kind {
     AwsSimple,
     /// No autoscaling: the master plus `min_slaves`.
     None,
+    /// The clairvoyant reference (oracle.rs): knows the trace, same cap and delays.
+    Oracle,
 }
 
 impl Kind {
@@ -83,6 +86,7 @@ impl Kind {
             Kind::Hpa => "k8s-hpa",
             Kind::AwsSimple => "aws-simple",
             Kind::None => "none",
+            Kind::Oracle => "oracle",
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct Metrics {
     pub max_instances_per_day: u32,
     /// The master's peak 1-minute load average per CPU.
     pub peak_load_per_cpu: f64,
+    /// θU minus the oracle's (percentage points): how far from the best this run was.
+    pub theta_u_gap: f64,
 }
 
 /// Points for the plot, every `step` seconds.
@@ -153,6 +159,8 @@ enum Action {
 trait Autoscaler {
     fn interval(&self) -> i64;
     fn act(&mut self, now: Timestamp, obs: &FleetObservation, ledger: &CapLedger) -> Action;
+    /// A slave it launched went into service `lead` seconds after its launch.
+    fn served(&mut self, _lead: i64) {}
 }
 
 struct AgentScaler {
@@ -172,6 +180,10 @@ impl Autoscaler for AgentScaler {
             Decision::ScaleOut { count, .. } => Action::Launch(count),
             Decision::ScaleIn { instances, .. } => Action::Terminate(instances),
         }
+    }
+    fn served(&mut self, lead: i64) {
+        // As the daemon does: the lead time is measured from the fleet itself.
+        self.hist.record_lead(lead);
     }
 }
 
@@ -406,9 +418,13 @@ pub fn run(
             max: p.max_slaves,
         }),
         Kind::None => Box::new(Static),
+        Kind::Oracle => Box::new(oracle::Oracle::new(trace, model, &ledger, p.max_slaves)),
     };
     let interval = scaler.interval();
     let end = trace.duration_secs();
+    // Planned bursts apply to the agent's run, as in the daemon.
+    let plans = crate::schedule::plans(cfg);
+    let sched_tz = jiff::tz::TimeZone::get(tz).ok();
     let mut cursor = trace.cursor();
     let mut master = Host {
         id: "master".into(),
@@ -461,6 +477,12 @@ pub fn run(
                 s.terminated = Some(t);
                 let _ = ledger.record_ended(&s.id, now);
             }
+        }
+        for s in slaves
+            .iter()
+            .filter(|s| s.serving_from == t && s.serving(t))
+        {
+            scaler.served(t - s.launched);
         }
         let load = cursor.at(t as f64) / model.host_capacity;
         let serving = 1 + slaves.iter().filter(|s| s.serving(t)).count() as u32;
@@ -526,6 +548,13 @@ pub fn run(
                     .collect(),
                 no_capacity_until: None,
                 probe_latency: None,
+                scheduled: (policy == Kind::Agent)
+                    .then(|| {
+                        sched_tz
+                            .as_ref()
+                            .and_then(|tz| crate::schedule::active(&plans, tz, now))
+                    })
+                    .flatten(),
             };
             match scaler.act(now, &obs, &ledger) {
                 Action::Hold => {}
@@ -597,16 +626,39 @@ pub fn run(
 
 /// Every policy with and without the cap, plus no autoscaling, with elastic speedups against it.
 pub fn run_all(cfg: &Config, trace: &Trace, model: &Model, series_step: i64) -> Vec<Outcome> {
-    let mut out = Vec::new();
+    run_all_with(cfg, trace, model, series_step, &mut |_, _, _| {})
+}
+
+/// [`run_all`], telling `progress(done, of, label)` after each run.
+pub fn run_all_with(
+    cfg: &Config,
+    trace: &Trace,
+    model: &Model,
+    series_step: i64,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Vec<Outcome> {
+    let mut runs: Vec<(Kind, bool)> = Vec::new();
     for kind in [Kind::Agent, Kind::Hpa, Kind::AwsSimple] {
         for capped in [true, false] {
-            out.push(run(cfg, trace, model, kind, capped, series_step));
+            runs.push((kind, capped));
         }
     }
-    out.push(run(cfg, trace, model, Kind::None, true, series_step));
+    runs.push((Kind::Oracle, true));
+    runs.push((Kind::None, true));
+    let mut out = Vec::new();
+    for (i, (kind, capped)) in runs.iter().enumerate() {
+        let o = run(cfg, trace, model, *kind, *capped, series_step);
+        progress(i + 1, runs.len(), &o.label());
+        out.push(o);
+    }
     let reference = out.last().map(|o| o.metrics.clone()).unwrap_or_default();
+    let best = out
+        .iter()
+        .find(|o| o.policy == Kind::Oracle)
+        .map_or(0.0, |o| o.metrics.theta_u);
     for o in &mut out {
         o.metrics.elastic_speedup = speedup(&reference, &o.metrics);
+        o.metrics.theta_u_gap = o.metrics.theta_u - best;
     }
     out
 }

@@ -60,9 +60,10 @@ pub fn table(r: &Report<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<22} {:>6} {:>6} {:>6} {:>6} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>5} {:>8} {:>8}",
+        "{:<22} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>5} {:>8} {:>8}",
         "policy",
         "θU%",
+        "gap",
         "θO%",
         "τU%",
         "τO%",
@@ -80,9 +81,10 @@ pub fn table(r: &Report<'_>) -> String {
         let m = &run.outcome.metrics;
         let _ = writeln!(
             s,
-            "{:<22} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>8.2} {:>6.2} {:>7.1} {:>8.0} {:>8} {:>7} {:>5} {:>8} {:>8.1}",
+            "{:<22} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>8.2} {:>6.2} {:>7.1} {:>8.0} {:>8} {:>7} {:>5} {:>8} {:>8.1}",
             run.label,
             m.theta_u,
+            m.theta_u_gap,
             m.theta_o,
             m.tau_u,
             m.tau_o,
@@ -98,7 +100,8 @@ pub fn table(r: &Report<'_>) -> String {
         );
     }
     s.push_str(
-        "θU/θO: under/over-provisioning, % of demand; τU/τO: % of time under/over; jitter: supply minus demand\n\
+        "θU/θO: under/over-provisioning, % of demand; gap: θU minus the oracle's (the clairvoyant reference: knows the\n\
+         trace, same cap and delays, launches one lead time ahead); τU/τO: % of time under/over; jitter: supply minus demand\n\
          adaptations per hour; η: elastic speedup against no autoscaling (geometric mean, higher is better);\n\
          inst-h: slave hours (per second), billed-h: per started hour; max/day: most distinct slaves on one local day;\n\
          cap-viol: days above the cap (must be 0 with the cap on); load/cpu: the master's peak 1-minute load per CPU.\n",

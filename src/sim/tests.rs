@@ -153,3 +153,23 @@ fn elastic_speedup_is_a_geometric_mean_over_what_the_reference_incurs() {
     assert!((speedup(&r, &m) - 4.0).abs() < 1e-9);
     assert!((speedup(&r, &r) - 1.0).abs() < 1e-9);
 }
+
+#[test]
+fn threshold_mode_answers_one_step_once_counting_the_slaves_on_their_way() {
+    // Issue 12's step: 0.3 → 1.6 host-equivalents for four hours. Every tick above the
+    // threshold used to add a slave while the first still booted: all 7 of the day's cap.
+    let csv = "0,0.3\n600,0.3\n601,1.6\n14400,1.6\n";
+    let mut cfg = Config::default();
+    cfg.policy.mode = crate::config::PolicyMode::Threshold;
+    let model = Model::from_config(&cfg);
+    let agent = run(&cfg, &trace(csv), &model, Kind::Agent, true, 60);
+    let hpa = run(&cfg, &trace(csv), &model, Kind::Hpa, true, 60);
+    assert!(
+        agent.metrics.launches <= hpa.metrics.launches,
+        "agent {:?}\nhpa {:?}",
+        agent.metrics,
+        hpa.metrics
+    );
+    // And it still meets the step: never under-provisioned once the slaves could be there.
+    assert!(agent.metrics.theta_u < 5.0, "{:?}", agent.metrics);
+}

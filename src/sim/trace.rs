@@ -5,8 +5,17 @@
 //! - `offered_load`: host-equivalents (1.0 = one web host's full capacity), or requests/s when
 //!   `simulate --host-capacity R` says one host serves R requests/s at saturation.
 //!
-//! A header line `time,offered_load` and `#` comments are allowed. Between points the load is
-//! interpolated linearly; after the last point the trace ends.
+//! A header line `time,offered_load` and `#` comments are allowed, and a UTF-8 byte-order mark
+//! (spreadsheets write one). Between points the load is interpolated linearly; after the last
+//! point the trace ends. A load above [`MAX_LOAD`] or a trace longer than [`MAX_DAYS`] days is
+//! refused with its line: the simulation keeps a second-by-second model of the fleet.
+
+/// The largest offered load a row may give (host-equivalents, or requests/s).
+pub const MAX_LOAD: f64 = 1e9;
+/// The longest trace simulated, in days.
+pub const MAX_DAYS: f64 = 92.0;
+/// The largest trace file read, in bytes.
+pub const MAX_BYTES: u64 = 256 << 20;
 
 use jiff::Timestamp;
 
@@ -40,6 +49,7 @@ impl Trace {
         let mut points: Vec<(f64, f64)> = Vec::new();
         let mut absolute: Option<bool> = None;
         let mut start = start_for_offsets;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
             let line = raw.trim();
@@ -66,6 +76,12 @@ impl Trace {
                 return Err(err(
                     n,
                     format!("offered_load must be a finite number >= 0 (got {v})"),
+                ));
+            }
+            if load > MAX_LOAD {
+                return Err(err(
+                    n,
+                    format!("offered_load {v} is beyond any site (at most {MAX_LOAD:e})"),
                 ));
             }
             let is_abs = t.contains('T') || t.contains('-') && t.len() > 10;
@@ -97,6 +113,16 @@ impl Trace {
                 }
                 s
             };
+            if secs > MAX_DAYS * 86400.0 {
+                return Err(err(
+                    n,
+                    format!(
+                        "time {t} is {:.0} days after the trace's start; simulate takes at most \
+                         {MAX_DAYS} days (split the trace)",
+                        secs / 86400.0
+                    ),
+                ));
+            }
             if let Some(&(prev, _)) = points.last() {
                 if secs <= prev {
                     return Err(err(n, format!("time {t} is not after the previous row's")));
@@ -166,6 +192,12 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_read_past() {
+        let t = Trace::parse("\u{feff}time,offered_load\n0,1\n10,2\n", "t.csv", start()).unwrap();
+        assert_eq!(t.points, vec![(0.0, 1.0), (10.0, 2.0)]);
+    }
+
+    #[test]
     fn rfc3339_sets_the_start() {
         let t = Trace::parse(
             "2026-05-21T10:00:00+09:00,0.5\n2026-05-21T10:01:00+09:00,1.5\n",
@@ -200,6 +232,14 @@ mod tests {
                 "t.csv:2: time \"yesterday\" is neither",
             ),
             ("0,NaN\n1,1\n", "t.csv:1: offered_load must be a finite"),
+            (
+                "0,1\n60,1e308\n",
+                "t.csv:2: offered_load 1e308 is beyond any site",
+            ),
+            (
+                "0,1\n9000000,1\n",
+                "t.csv:2: time 9000000 is 104 days after the trace's start",
+            ),
         ] {
             let e = Trace::parse(text, "t.csv", start())
                 .unwrap_err()
