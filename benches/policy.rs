@@ -125,5 +125,89 @@ fn main() {
             best.as_secs_f64() * 1e9 / 2_592_000.0
         );
     }
-    println!("target: <= 2 s for 30 days");
+    println!("target: <= 2 s for 30 days\n");
+    quality();
+}
+
+/// Issue 12's goal, on every trace in traces/ with the shipped defaults and the cap on: the
+/// agent's θU against HPA's, AWS simple scaling's and the oracle's, its instance-hours against
+/// HPA's, and its jitter against HPA's, side by side.
+fn quality() {
+    let cfg = Config::default();
+    let model = Model::from_config(&cfg);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/traces");
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    names.sort();
+    println!("policy quality, capped, shipped defaults (θU: under-provisioning, % of demand):");
+    println!(
+        "{:<20} | {:>6} {:>6} {:>6} {:>6} | {:>7} | {:>6} {:>6} | {}",
+        "trace", "agent", "hpa", "simple", "oracle", "inst-h", "jitter", "hpa", "goal"
+    );
+    println!("{}", "-".repeat(100));
+    let (mut met, mut all) = (0, 0);
+    for path in names {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let trace =
+            Trace::parse(&text, &path.display().to_string(), Timestamp::UNIX_EPOCH).unwrap();
+        let out = sim::run_all(&cfg, &trace, &model, 3600);
+        let m = |k: Kind| {
+            &out.iter()
+                .find(|o| o.policy == k && o.capped)
+                .unwrap()
+                .metrics
+        };
+        let (a, h, s, o) = (
+            m(Kind::Agent),
+            m(Kind::Hpa),
+            m(Kind::AwsSimple),
+            m(Kind::Oracle),
+        );
+        let zero = |x: f64| x < 0.005;
+        let below = (a.theta_u < h.theta_u && a.theta_u < s.theta_u)
+            || (zero(a.theta_u) && zero(h.theta_u) && zero(s.theta_u));
+        let near = a.theta_u <= (1.5 * o.theta_u).max(o.theta_u + 0.5);
+        let hours = a.instance_hours <= 1.3 * h.instance_hours;
+        // Jitter above 0 is flapping (more supply changes than demand changes); below, lagging.
+        let calm = a.jitter_per_hour <= h.jitter_per_hour.max(0.0) + 0.01;
+        let missed: Vec<&str> = [
+            (below, "θU not below both"),
+            (near, "θU far from the oracle"),
+            (hours, "inst-h > 1.3x HPA"),
+            (a.cap_violations == 0, "cap broken"),
+            (calm, "flaps more than HPA"),
+        ]
+        .iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, why)| *why)
+        .collect();
+        all += 1;
+        if missed.is_empty() {
+            met += 1;
+        }
+        println!(
+            "{:<20} | {:>6.2} {:>6.2} {:>6.2} {:>6.2} | {:>6.2}x | {:>6.1} {:>6.1} | {}",
+            path.file_stem().unwrap().to_string_lossy(),
+            a.theta_u,
+            h.theta_u,
+            s.theta_u,
+            o.theta_u,
+            a.instance_hours / h.instance_hours.max(1e-9),
+            a.jitter_per_hour,
+            h.jitter_per_hour,
+            if missed.is_empty() {
+                "met".to_string()
+            } else {
+                missed.join(", ")
+            }
+        );
+    }
+    println!(
+        "goal (issue 12): θU below HPA's and simple's (or all 0), <= max(1.5x, +0.5) the oracle's, \
+         inst-h <= 1.3x HPA's, no cap violation, no more flapping than HPA: met on {met} of {all}"
+    );
 }
