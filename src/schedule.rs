@@ -156,11 +156,30 @@ pub fn warnings(cfg: &Config, now: Timestamp) -> Vec<String> {
             ));
         }
     }
+    // A weekly pattern repeats: one line for each (weekday, need, windows), with its first day.
+    let mut seen: Vec<(String, u32, Vec<String>, Date, usize)> = Vec::new();
     for (day, n, names) in over_cap(&plans, &tz, cfg.cap.daily_limit, now, 56) {
+        let weekday = format!("{:?}", day.weekday());
+        match seen
+            .iter_mut()
+            .find(|s| s.0 == weekday && s.1 == n && s.2 == names)
+        {
+            Some(s) => s.4 += 1,
+            None => seen.push((weekday, n, names, day, 1)),
+        }
+    }
+    for (weekday, n, names, first, count) in seen {
+        let when = if count > 1 {
+            format!(
+                "on {first} ({weekday}) and {} more {weekday}s in the next 8 weeks",
+                count - 1
+            )
+        } else {
+            format!("on {first} ({weekday})")
+        };
         out.push(format!(
-            "schedule: on {day} ({:?}) the windows of {} may need up to {n} distinct slaves (each \
-             window counted in full) but cap.daily_limit is {}: later windows may get fewer",
-            day.weekday(),
+            "schedule: {when} the windows of {} may need up to {n} distinct slaves (each window \
+             counted in full) but cap.daily_limit is {}: later windows may get fewer",
             names.join(", "),
             cfg.cap.daily_limit
         ));
@@ -259,6 +278,39 @@ mod tests {
             ..ScheduleEntry::default()
         };
         assert_eq!(plan(0, &once).unwrap_err()[0].0, "schedule[0].end");
+    }
+
+    #[test]
+    fn check_config_warns_once_per_weekly_pattern_and_of_a_short_prewarm() {
+        let mut cfg = Config::default();
+        cfg.schedule = vec![
+            weekly(&["sat"], "10:00", "12:00", 4),
+            ScheduleEntry {
+                prewarm: Dur::secs(60),
+                ..weekly(&["sat"], "19:00", "21:00", 4)
+            },
+        ];
+        let w = warnings(&cfg, local("2026-11-25T00:00"));
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(
+            w[0].starts_with("schedule[1] (\"tv\") prewarms 60s"),
+            "{}",
+            w[0]
+        );
+        assert!(
+            w[1].starts_with(
+                "schedule: on 2026-11-28 (Saturday) and 7 more Saturdays in the next 8 weeks"
+            ),
+            "{}",
+            w[1]
+        );
+        assert!(w[1].contains("up to 8 distinct slaves"), "{}", w[1]);
+        cfg.cap.daily_limit = 8;
+        cfg.schedule[1].prewarm = Dur::secs(900);
+        assert_eq!(
+            warnings(&cfg, local("2026-11-25T00:00")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
