@@ -139,13 +139,14 @@ def double_spike():
         t = start + timedelta(seconds=s)
         h = t.hour + t.minute / 60
         base = diurnal(h, 0.10, 0.25)
-        mult = 1.0
+        extra = 0.0
         for air in (2 * 3600, 6 * 3600):  # 18:00 and 22:00
             if s >= air:
                 dt = s - air
-                mult += 18.0 * min(1.0, dt / 120.0) * math.exp(-max(0, dt - 120) / 900.0)
+                # 4.2 host-equivalents at the peak: about 5 slaves at 80 % each wave.
+                extra += 4.2 * min(1.0, dt / 120.0) * math.exp(-max(0, dt - 120) / 900.0)
         st = noise(rng, st, 0.05, 0.9)
-        out.append(base * mult * (1 + st))
+        out.append((base + extra) * (1 + st))
     write("traces/double-spike.csv", start, step, out,
           "# Two TV features four hours apart (18:00 and 22:00): each needs about 5 slaves; with a cap\n"
           "# of 7 the second wave is short unless the first wave's slaves were kept. 10-second steps.\n")
@@ -165,12 +166,13 @@ def midnight_spike():
         t = start + timedelta(seconds=s)
         h = t.hour + t.minute / 60
         base = diurnal(h, 0.10, 0.25)
-        mult = 1.0
+        extra = 0.0
         if s >= spike:
             dt = s - spike
-            mult += 20.0 * min(1.0, dt / 180.0) * math.exp(-max(0, dt - 1800) / 1200.0)
+            # 5 host-equivalents: about 6 slaves, launched before midnight and needed after.
+            extra = 5.0 * min(1.0, dt / 180.0) * math.exp(-max(0, dt - 1800) / 1200.0)
         st = noise(rng, st, 0.05, 0.9)
-        out.append(base * mult * (1 + st))
+        out.append((base + extra) * (1 + st))
     write("traces/midnight-spike.csv", start, step, out,
           "# A burst from 23:40 past 00:30 local time: the day's cap resets mid-burst, and slaves alive\n"
           "# at midnight count toward the new day. 10-second steps.\n")

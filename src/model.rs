@@ -35,6 +35,12 @@ impl Signal {
     pub fn site_wide(self) -> bool {
         matches!(self, Signal::ProbeLatency)
     }
+
+    /// Its fleet total follows the offered load (the lead-time forecast reads its trend).
+    /// Memory is not: every host carries its own baseline, whatever the load.
+    pub fn forecastable(self) -> bool {
+        matches!(self, Signal::LoadPerCpu | Signal::ApacheBusyRatio)
+    }
 }
 
 /// One liveness probe of one URL.

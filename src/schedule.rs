@@ -58,7 +58,9 @@ fn windows_between(p: &Plan, tz: &TimeZone, from: Timestamp, to: Timestamp) -> V
             to: t,
         } => {
             let first: Date = tz.to_datetime(from).date();
+            // A window opening tomorrow may be prewarming now (prewarm is at most a day).
             let last: Date = tz.to_datetime(to).date();
+            let last = last.tomorrow().unwrap_or(last);
             let mut d = first.checked_sub(2.days()).unwrap_or(first);
             while d <= last {
                 if days.contains(&d.weekday()) {
@@ -77,7 +79,8 @@ fn windows_between(p: &Plan, tz: &TimeZone, from: Timestamp, to: Timestamp) -> V
             }
         }
     }
-    out.retain(|w| w.from < to && w.closes > from);
+    // A window a DST change made empty (02:30 to 03:15 on a spring-forward night) holds nothing.
+    out.retain(|w| w.opens < w.closes && w.from < to && w.closes > from);
     out
 }
 
@@ -117,11 +120,20 @@ pub fn over_cap(
         .iter()
         .flat_map(|p| windows_between(p, tz, now, until))
     {
-        let day = tz.to_datetime(w.from).date();
-        let e = by_day.entry(day).or_default();
-        e.0 += w.min_slaves;
-        if !e.1.contains(&w.name) {
-            e.1.push(w.name.clone());
+        // Its slaves count on every local day they are alive, prewarm to close (one alive at
+        // midnight counts toward both days).
+        let mut day = tz.to_datetime(w.from).date();
+        let last = tz.to_datetime(w.closes - 1.second()).date();
+        while day <= last {
+            let e = by_day.entry(day).or_default();
+            e.0 += w.min_slaves;
+            if !e.1.contains(&w.name) {
+                e.1.push(w.name.clone());
+            }
+            match day.tomorrow() {
+                Ok(d) => day = d,
+                Err(_) => break,
+            }
         }
     }
     by_day
@@ -281,15 +293,54 @@ mod tests {
     }
 
     #[test]
-    fn check_config_warns_once_per_weekly_pattern_and_of_a_short_prewarm() {
-        let mut cfg = Config::default();
-        cfg.schedule = vec![
-            weekly(&["sat"], "10:00", "12:00", 4),
-            ScheduleEntry {
-                prewarm: Dur::secs(60),
-                ..weekly(&["sat"], "19:00", "21:00", 4)
-            },
+    fn a_prewarm_that_starts_the_day_before_holds_from_then() {
+        // Saturday 00:10, prewarm 15 min: from Friday 23:55.
+        let mut e = weekly(&["sat"], "00:10", "02:00", 3);
+        e.prewarm = Dur::secs(900);
+        let p = [plan(0, &e).unwrap()];
+        assert_eq!(active(&p, &tz(), local("2026-11-27T23:54")), None);
+        let w = active(&p, &tz(), local("2026-11-27T23:56")).unwrap();
+        assert_eq!(w.opens, local("2026-11-28T00:10"));
+    }
+
+    #[test]
+    fn a_window_past_midnight_counts_on_both_days() {
+        // Friday 22:00-02:00 of 4 and Saturday 19:00 of 4: Saturday may need 8.
+        let p = [
+            plan(0, &weekly(&["fri"], "22:00", "02:00", 4)).unwrap(),
+            plan(1, &weekly(&["sat"], "19:00", "21:00", 4)).unwrap(),
         ];
+        let over = over_cap(&p, &tz(), 7, local("2026-11-25T00:00"), 7);
+        assert_eq!(over.len(), 1, "{over:?}");
+        assert_eq!(
+            (over[0].0.to_string().as_str(), over[0].1),
+            ("2026-11-28", 8)
+        );
+    }
+
+    #[test]
+    fn a_window_a_dst_change_empties_holds_nothing() {
+        // New York springs forward at 02:00 on 2027-03-14: 02:30 to 03:15 is 03:30 to 03:15.
+        let ny = TimeZone::get("America/New_York").unwrap();
+        let p = [plan(0, &weekly(&["sun"], "02:30", "03:15", 2)).unwrap()];
+        let at = |s: &str| instant(&ny, s.parse().unwrap()).unwrap();
+        assert_eq!(active(&p, &ny, at("2027-03-14T03:20")), None);
+        // A week later it is a window again.
+        assert!(active(&p, &ny, at("2027-03-21T02:40")).is_some());
+    }
+
+    #[test]
+    fn check_config_warns_once_per_weekly_pattern_and_of_a_short_prewarm() {
+        let mut cfg = Config {
+            schedule: vec![
+                weekly(&["sat"], "10:00", "12:00", 4),
+                ScheduleEntry {
+                    prewarm: Dur::secs(60),
+                    ..weekly(&["sat"], "19:00", "21:00", 4)
+                },
+            ],
+            ..Config::default()
+        };
         let w = warnings(&cfg, local("2026-11-25T00:00"));
         assert_eq!(w.len(), 2, "{w:#?}");
         assert!(

@@ -977,8 +977,11 @@ impl Master<'_> {
                 Ok(r) => {
                     tick.observed = true;
                     for id in &r.in_service {
+                        // Only a slave this agent saw from its launch: an adopted one's
+                        // launch-to-InService time says nothing of the lead time.
                         let lead = a
                             .slave(id)
+                            .filter(|s| s.first_seen.as_second() - s.launched_at.as_second() <= 60)
                             .map(|s| now.as_second() - s.launched_at.as_second());
                         tracing::info!(instance_id = %id, lead_secs = ?lead,
                             "slave {id} is in service");

@@ -19,9 +19,9 @@ pub struct History {
     pub last_scale_in: Option<Timestamp>,
     /// The last time every current slave was wanted (raw desired >= current).
     pub last_needed: Option<Timestamp>,
-    /// (time, signal, the fleet's total of it over the serving hosts): the forecast's input.
+    /// (time, signal, the fleet's total of it, serving hosts): the forecast's input.
     #[serde(default)]
-    load: VecDeque<(Timestamp, Signal, f64)>,
+    load: VecDeque<(Timestamp, Signal, f64, u32)>,
     /// Seconds from launch to InService of the last slaves, newest last: the lead time.
     #[serde(default)]
     lead_times: VecDeque<i64>,
@@ -40,11 +40,21 @@ impl History {
         let why = decision.explanation();
         self.recommendations.push_back((now, why.raw_desired));
         self.utilization.push_back((now, why.utilization));
-        let hosts = f64::from(why.in_service + 1);
+        let hosts = why.in_service + 1;
         for r in &why.signals {
-            if let (Some(u), 0, false) = (r.utilization, r.missing_hosts, r.signal.site_wide()) {
-                self.load.push_back((now, r.signal, u * hosts));
+            if let (Some(u), 0, true) = (r.utilization, r.missing_hosts, r.signal.forecastable()) {
+                self.load
+                    .push_back((now, r.signal, u * f64::from(hosts), hosts));
             }
+        }
+        // The forecast looks back one window only.
+        let since = now.as_second() - cfg.forecast.window.get().as_secs() as i64;
+        while self
+            .load
+            .front()
+            .is_some_and(|(t, ..)| t.as_second() < since)
+        {
+            self.load.pop_front();
         }
         if why.raw_desired >= why.current {
             self.last_needed = Some(now);
@@ -59,7 +69,6 @@ impl History {
             cfg.scale_in_stabilization,
             cfg.scale_out.sustain,
             cfg.scale_in.sustain,
-            cfg.forecast.window,
         ]
         .iter()
         .map(|d| d.get().as_secs() as i64)
@@ -81,18 +90,12 @@ impl History {
         {
             self.utilization.pop_front();
         }
-        while self
-            .load
-            .front()
-            .is_some_and(|(t, _, _)| t.as_second() < cutoff)
-        {
-            self.load.pop_front();
-        }
     }
 
     /// A slave went from launch to InService in `secs`: the lead time is measured, not guessed.
+    /// Bounded as `policy.forecast.lead_time` is (10 s to 1 h).
     pub fn record_lead(&mut self, secs: i64) {
-        self.lead_times.push_back(secs.clamp(1, 6 * 3600));
+        self.lead_times.push_back(secs.clamp(10, 3600));
         while self.lead_times.len() > LEAD_TIMES {
             self.lead_times.pop_front();
         }
@@ -110,17 +113,31 @@ impl History {
     }
 
     /// The fleet's `signal` total trend, per second: the median of the slopes between every
-    /// two points of the last `window` seconds, `current` (taken now) included (Theil-Sen: a
-    /// few odd samples, a slave joining, do not swing it). `None` with fewer than four points or
-    /// less than a third of the window covered.
-    pub fn trend(&self, signal: Signal, now: Timestamp, window: i64, current: f64) -> Option<f64> {
+    /// two points of the last `window` seconds taken with the same number of serving hosts as
+    /// now (`hosts`), `current` (taken now) included. Theil-Sen: a few odd samples do not swing
+    /// it; and a slave joining starts the series afresh, so what a host adds by itself (its
+    /// baseline, a clipped busy ratio) is never read as growth. `None` with fewer than four
+    /// points or less than a third of the window covered. At most 40 points are used.
+    pub fn trend(
+        &self,
+        signal: Signal,
+        now: Timestamp,
+        window: i64,
+        current: f64,
+        hosts: u32,
+    ) -> Option<f64> {
         let since = now.as_second() - window;
         let mut pts: Vec<(i64, f64)> = self
             .load
             .iter()
-            .filter(|(t, s, _)| *s == signal && t.as_second() > since && *t < now)
-            .map(|(t, _, v)| (t.as_second(), *v))
+            .filter(|(t, s, _, h)| *s == signal && *h == hosts && t.as_second() > since && *t < now)
+            .map(|(t, _, v, _)| (t.as_second(), *v))
             .collect();
+        if pts.len() > 39 {
+            let step = pts.len().div_ceil(39);
+            pts = pts.into_iter().rev().step_by(step).collect();
+            pts.reverse();
+        }
         pts.push((now.as_second(), current));
         if pts.len() < 4 || now.as_second() - pts[0].0 < window / 3 {
             return None;
@@ -134,7 +151,11 @@ impl History {
             }
         }
         slopes.retain(|s| s.is_finite());
-        if slopes.is_empty() {
+        // Only a trend the points agree on (Kendall's tau at least 0.5: three pairs in four
+        // rise): noise around a plateau has a median slope too, and must not launch slaves.
+        let rising = slopes.iter().filter(|s| **s > 0.0).count();
+        let falling = slopes.iter().filter(|s| **s < 0.0).count();
+        if slopes.is_empty() || rising.abs_diff(falling) * 2 < slopes.len() {
             return None;
         }
         slopes.sort_by(f64::total_cmp);

@@ -371,19 +371,19 @@ pub fn decide(
         _ => cfg.min_slaves,
     };
     let bounded = rate_limited.clamp(floor, cfg.max_slaves);
-    if floor > cfg.min_slaves {
-        // Said above (Scheduled).
-    } else if current < cfg.min_slaves {
-        reasons.push(Reason::BelowMinSlaves {
-            min: cfg.min_slaves,
-        });
-    } else if current > cfg.max_slaves {
+    if current > cfg.max_slaves {
         reasons.push(Reason::AboveMaxSlaves {
             max: cfg.max_slaves,
         });
     } else if stabilized > cfg.max_slaves && bounded == cfg.max_slaves {
         reasons.push(Reason::AtMaxSlaves {
             max: cfg.max_slaves,
+        });
+    } else if floor > cfg.min_slaves {
+        // The planned burst's floor said so above (Scheduled).
+    } else if current < cfg.min_slaves {
+        reasons.push(Reason::BelowMinSlaves {
+            min: cfg.min_slaves,
         });
     } else if raw_desired < cfg.min_slaves && bounded == cfg.min_slaves && current == cfg.min_slaves
     {
@@ -627,9 +627,10 @@ fn target_tracking(
         // One lead time ahead, on the fleet's own trend: only ever more.
         let mut forecast = None;
         let f = &cfg.forecast;
-        if f.enabled && missing == 0 && !signal.site_wide() {
+        if f.enabled && missing == 0 && signal.forecastable() {
             let (lead, measured) = hist.lead_time(secs(f.lead_time));
-            if let Some(slope) = hist.trend(signal, now, secs(f.window), sum) {
+            let hosts = to_u32(serving.len());
+            if let Some(slope) = hist.trend(signal, now, secs(f.window), sum, hosts) {
                 let ahead = (sum + slope * lead as f64).min(sum * f.max_factor);
                 let ratio_ahead = ahead / n / target;
                 if ahead > sum && ratio_ahead > 1.0 + cfg.tolerance {

@@ -748,8 +748,8 @@ fn a_trend_needs_enough_history_and_shrugs_off_an_odd_sample() {
         let d = decide(&c, &fleet_total(total, t), &cap(), &h, at(t));
         h.record(&c, at(t), &d);
     }
-    assert_eq!(h.trend(Signal::ApacheBusyRatio, at(0), 300, 2.0), None);
-    // A flat load with one wild sample: the median slope stays 0.
+    assert_eq!(h.trend(Signal::ApacheBusyRatio, at(0), 300, 2.0, 3), None);
+    // A flat load with one wild sample: the points do not agree on a rise, so no trend.
     let mut h = History::new();
     for i in 0..10 {
         let t = -300 + 30 * i;
@@ -757,8 +757,21 @@ fn a_trend_needs_enough_history_and_shrugs_off_an_odd_sample() {
         let d = decide(&c, &fleet_total(total, t), &cap(), &h, at(t));
         h.record(&c, at(t), &d);
     }
-    let slope = h.trend(Signal::ApacheBusyRatio, at(0), 300, 1.0).unwrap();
-    assert!(slope.abs() < 1e-9, "{slope}");
+    assert_eq!(h.trend(Signal::ApacheBusyRatio, at(0), 300, 1.0, 3), None);
+    // A steady rise with one wild sample: the slope is the rise's, not the outlier's.
+    let mut h = History::new();
+    for i in 0..10 {
+        let t = -300 + 30 * i;
+        let total = if i == 7 { 9.0 } else { 1.0 + 0.03 * i as f64 };
+        let d = decide(&c, &fleet_total(total, t), &cap(), &h, at(t));
+        h.record(&c, at(t), &d);
+    }
+    let slope = h
+        .trend(Signal::ApacheBusyRatio, at(0), 300, 1.3, 3)
+        .unwrap();
+    assert!((slope - 0.001).abs() < 1e-6, "{slope}");
+    // Points taken with another number of serving hosts are not part of the trend.
+    assert_eq!(h.trend(Signal::ApacheBusyRatio, at(0), 300, 1.3, 4), None);
 }
 
 #[test]
@@ -803,16 +816,24 @@ fn a_planned_burst_is_a_floor_from_its_prewarm_and_the_cap_still_rules() {
     assert!(has(&d, "CapLimited"), "{d}");
 }
 
+fn run_with(c: &PolicyConfig, h: &History) -> Decision {
+    decide(c, &fleet_total(2.0, 0), &cap(), h, at(0))
+}
+
 #[test]
 fn a_forecast_spends_at_most_a_third_of_the_cap_left() {
     let c = cfg();
-    let h = history_of(&c, 1.0, 2.0);
-    // Now asks for 3 slaves (2 serve): 1 launch. The forecast wants 4.
+    let mut h = history_of(&c, 1.0, 2.0);
+    for secs in [300, 300, 300] {
+        h.record_lead(secs);
+    }
+    // Now asks for 3 slaves (2 serve): 1 launch. The forecast (300 s ahead) wants 5.
+    assert_eq!(run_with(&c, &h).explanation().raw_desired, 5);
     let mut ledger = cap();
     for i in 0..3 {
         ledger.record_attempt(&format!("i-{i}"), at(-1000)).unwrap();
     }
-    // 4 left; 3 once the launch for now is made: a third of that is 1, so 3 + 1 = 4.
+    // 4 left; 3 once the launch for now is made: a third of that is 1, so 3 + 1 = 4, not 5.
     let d = decide(&c, &fleet_total(2.0, 0), &ledger, &h, at(0));
     assert_eq!(d.explanation().raw_desired, 4, "{d}");
     // 2 left; 1 after the launch for now: no slave on the forecast.
