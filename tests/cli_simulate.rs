@@ -26,6 +26,7 @@ fn table_lists_every_policy_with_and_without_the_cap() {
         "k8s-hpa (no cap)",
         "aws-simple (cap)",
         "aws-simple (no cap)",
+        "oracle (cap)",
         "none",
     ] {
         assert!(
@@ -53,9 +54,20 @@ fn json_and_plot() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let runs = v["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 7);
+    // Three policies with and without the cap, the oracle, and none.
+    assert_eq!(runs.len(), 8);
     for r in runs.iter().filter(|r| r["capped"] == true) {
         assert_eq!(r["metrics"]["cap_violations"], 0, "{r}");
+    }
+    // Every run's gap is its θU minus the oracle's.
+    let oracle = runs.iter().find(|r| r["label"] == "oracle (cap)").unwrap();
+    let best = oracle["metrics"]["theta_u"].as_f64().unwrap();
+    for r in runs {
+        let (u, gap) = (
+            r["metrics"]["theta_u"].as_f64().unwrap(),
+            r["metrics"]["theta_u_gap"].as_f64().unwrap(),
+        );
+        assert!((u - best - gap).abs() < 1e-9, "{r}");
     }
     assert_eq!(v["daily_limit"], 7);
     assert_eq!(v["time_zone"], "Asia/Tokyo");

@@ -401,6 +401,32 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
         "env > {state_dir}/hook-env".into(),
     ];
     cfg.hooks.content_sync_interval = burst_agent::config::Dur::secs(10);
+    // Events, as the README's operator sets them up: an SNS topic and a program, under the
+    // unit's sandbox.
+    let topic = rt.block_on(async {
+        aws.sns
+            .create_topic()
+            .name("ramen-ops")
+            .send()
+            .await
+            .unwrap()
+            .topic_arn()
+            .unwrap()
+            .to_string()
+    });
+    cfg.events.topic_arn = topic;
+    cfg.hooks.on_event = Some(burst_agent::config::Hook {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo \"$1 $2\" >> \"$0\"".into(),
+            "{state_dir}/events-told".into(),
+            "{event}".into(),
+            "{detail}".into(),
+        ],
+        timeout: burst_agent::config::Dur::secs(10),
+        ..burst_agent::config::Hook::default()
+    });
     put_config(&m, &toml::to_string(&cfg).expect("config as TOML"));
     m.ok(&format!("burst-agent check-config {CONF}"));
     drop_in(
@@ -438,6 +464,32 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     ] {
         assert!(!env.contains(secret), "a hook saw {secret}:\n{env}");
     }
+
+    // The launch was told: to the program, and to the topic (the journal has SNS's message id).
+    let told = m.wait_for(
+        "the scale_out event told to hooks.on_event",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(m.path("/var/lib/burst-agent/events-told"))
+                .ok()
+                .filter(|t| t.contains("scale_out launched 1 of 1 slave(s)"))
+        },
+    );
+    assert!(told.contains(&a), "{told}");
+    m.wait_for(
+        "the scale_out event published to SNS",
+        Duration::from_secs(30),
+        || {
+            m.unit_journal(UNIT)
+                .contains("event published")
+                .then_some(())
+        },
+    );
+    let status = m.ok("burst-agent status");
+    assert!(
+        status.contains("scale_out") && status.contains("[sent]"),
+        "{status}"
+    );
 
     // The slave dies outside the agent: it is replaced, and its pinned key goes with it.
     rt.block_on(async {
