@@ -301,18 +301,6 @@ pub fn expand_event(argv: &[String], vars: &EventVars) -> Result<Vec<String>, Ho
 /// Runs the `on_event` hook for one event, with its retries, like [`run`]. Its environment also
 /// has `BURST_AGENT_EVENT`, `BURST_AGENT_DETAIL` and `BURST_AGENT_DRY_RUN`.
 pub async fn run_event(hook: &Hook, vars: &EventVars) -> HookRun {
-    let started = Instant::now();
-    let argv = match expand_event(&hook.argv, vars) {
-        Ok(a) => a,
-        Err(e) => {
-            return HookRun {
-                attempts: 0,
-                duration: started.elapsed(),
-                result: Err(e),
-                lines_not_logged: 0,
-            }
-        }
-    };
     let hv = HookVars {
         instance_id: vars.instance_id.clone(),
         group: vars.group.clone(),
@@ -324,21 +312,14 @@ pub async fn run_event(hook: &Hook, vars: &EventVars) -> HookRun {
         ("BURST_AGENT_DETAIL".to_string(), vars.detail.clone()),
         ("BURST_AGENT_DRY_RUN".to_string(), vars.dry_run.to_string()),
     ];
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let (result, lines_not_logged) =
-            attempt("on_event", &argv, hook.timeout.get(), &hv, &extra).await;
-        if result.is_ok() || attempts > hook.retries {
-            return HookRun {
-                attempts,
-                duration: started.elapsed(),
-                result,
-                lines_not_logged,
-            };
-        }
-        tokio::time::sleep(hook.retry_delay.get()).await;
-    }
+    attempts(
+        "on_event",
+        hook,
+        expand_event(&hook.argv, vars),
+        &hv,
+        &extra,
+    )
+    .await
 }
 
 /// What running a hook (all its attempts) came to.
@@ -354,8 +335,20 @@ pub struct HookRun {
 /// Runs `hook` for one slave: expand, then up to `1 + retries` attempts, each under the timeout.
 /// Never panics and never leaves a process behind.
 pub async fn run(name: &str, hook: &Hook, vars: &HookVars) -> HookRun {
+    attempts(name, hook, expand(&hook.argv, vars), vars, &[]).await
+}
+
+/// What [`run`] and [`run_event`] share: up to `1 + retries` attempts of the expanded argv, each
+/// logged and under the timeout, `retry_delay` apart.
+async fn attempts(
+    name: &str,
+    hook: &Hook,
+    argv: Result<Vec<String>, HookError>,
+    vars: &HookVars,
+    extra_env: &[(String, String)],
+) -> HookRun {
     let started = Instant::now();
-    let argv = match expand(&hook.argv, vars) {
+    let argv = match argv {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(hook = name, instance_id = %vars.instance_id, "hook not run: {e}");
@@ -371,7 +364,8 @@ pub async fn run(name: &str, hook: &Hook, vars: &HookVars) -> HookRun {
     loop {
         attempts += 1;
         let t = Instant::now();
-        let (result, lines_not_logged) = attempt(name, &argv, hook.timeout.get(), vars, &[]).await;
+        let (result, lines_not_logged) =
+            attempt(name, &argv, hook.timeout.get(), vars, extra_env).await;
         match &result {
             Ok(()) => {
                 tracing::info!(hook = name, instance_id = %vars.instance_id, attempt = attempts,
