@@ -220,6 +220,17 @@ struct Condition {
     held_ids: Vec<String>,
 }
 
+impl Condition {
+    /// Just sent: nothing held back.
+    fn sent(kind: EventKind, now: Timestamp) -> Self {
+        Condition {
+            kind: Some(kind),
+            sent_at: Some(now),
+            ..Condition::default()
+        }
+    }
+}
+
 /// Instances named in one summary, at most.
 const HELD_IDS: usize = 10;
 
@@ -324,11 +335,7 @@ impl Notifier {
                 if c.held > 0 {
                     detail.push_str(&held_note(c, ev.kind, now));
                 }
-                *c = Condition {
-                    kind: Some(ev.kind),
-                    sent_at: Some(now),
-                    ..Condition::default()
-                };
+                *c = Condition::sent(ev.kind, now);
                 self.sent.push_back(now);
                 Some(Message {
                     at: now,
@@ -372,11 +379,7 @@ impl Notifier {
             let Some(kind) = c.kind else { continue };
             let detail = format!("{}{}", c.held_detail, held_note(c, kind, now));
             let instance_id = (c.held_ids.len() == 1).then(|| c.held_ids[0].clone());
-            *c = Condition {
-                kind: Some(kind),
-                sent_at: Some(now),
-                ..Condition::default()
-            };
+            *c = Condition::sent(kind, now);
             self.sent.push_back(now);
             self.remember(Record {
                 at: now,

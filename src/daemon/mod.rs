@@ -1214,6 +1214,7 @@ impl Master<'_> {
                 }
             }
         }
+        let (scheduled, next_window) = self.windows(now);
         let buf = self.shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
         let snap = Snapshot {
             written_at: now,
@@ -1248,8 +1249,8 @@ impl Master<'_> {
             metrics_queued: buf.len(),
             metrics_dropped: buf.dropped_total(),
             events: events.recent().cloned().collect(),
-            scheduled: self.windows(now).0,
-            next_window: self.windows(now).1,
+            scheduled,
+            next_window,
             probes: self.probe_rx.borrow().clone(),
         };
         drop(buf);
