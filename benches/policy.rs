@@ -41,6 +41,7 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
         no_capacity_until: None,
         probe_latency: None,
         scheduled: None,
+        warm_room: 0,
     }
 }
 

@@ -5,7 +5,8 @@
 mod common;
 
 use burst_agent::actuator::cloud::{
-    AwsCloud, TAG_BURST, TAG_GROUP, TAG_INTENT, TAG_LAUNCHED_AT, TAG_OWNER,
+    AwsCloud, TAG_BURST, TAG_DRAINING_SINCE, TAG_GROUP, TAG_INTENT, TAG_LAUNCHED_AT, TAG_OWNER,
+    TAG_POOLED_SINCE,
 };
 use burst_agent::actuator::journal::{Intent, Outcome};
 use burst_agent::actuator::{Actuator, Phase};
@@ -685,5 +686,90 @@ async fn another_installs_slave_and_the_master_itself_are_never_adopted_register
     assert!(
         !site.slave_dir(&other).exists(),
         "our content was synced onto {other}"
+    );
+}
+
+/// The warm pool on moto's EC2: a released slave is tagged and stopped after its drain (not
+/// terminated); a restarted agent adopts it stopped; the next scale-out starts the same
+/// instance (no launch, no new cap unit the same day), rsyncs the content that changed while
+/// it was stopped, and only then registers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_slave_is_stopped_into_the_warm_pool_and_started_again_with_fresh_content() {
+    let mut site = Site::new("warm-pool").await;
+    site.cfg.fleet.warm_pool = 1;
+    site.cfg.cap.daily_limit = 1;
+    let mut act = site.actuator();
+    let id = act.apply(&scale_out(1), Timestamp::now()).await.launched[0].clone();
+    step_until(&site, &mut act, "in service", |a| {
+        all_in(a, 1, Phase::InService)
+    })
+    .await;
+    act.apply(&scale_in(vec![id.clone()]), Timestamp::now())
+        .await;
+    step_until(&site, &mut act, "stopped into the pool", |a| {
+        a.slave(&id).is_some_and(|s| s.phase == Phase::Stopped)
+    })
+    .await;
+    let tag = |tags: &[(String, String)], k: &str| tags.iter().any(|(key, _)| key == k);
+    let (_, state, tags) = site
+        .instances()
+        .await
+        .into_iter()
+        .find(|(i, _, _)| *i == id)
+        .unwrap();
+    assert_eq!(state, "stopped");
+    assert!(tag(&tags, TAG_POOLED_SINCE), "{tags:?}");
+    assert!(site.elb_members().await.is_empty());
+    assert_eq!(
+        act.ledger().remaining(Timestamp::now()),
+        0,
+        "the day's one unit is spent"
+    );
+
+    // The agent restarts: the stopped slave is adopted into the pool, not failed.
+    drop(act);
+    let mut act = site.actuator();
+    let r = act.adopt(Timestamp::now()).await.unwrap();
+    assert_eq!(r.adopted, std::slice::from_ref(&id));
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::Stopped);
+
+    // The site changes while it sleeps.
+    std::fs::write(
+        site.dir.path().join("www/index.html"),
+        "<h1>Final round</h1>\n",
+    )
+    .unwrap();
+    let r = act.apply(&scale_out(1), Timestamp::now()).await;
+    assert_eq!(r.started, std::slice::from_ref(&id), "{r:?}");
+    assert!(r.launched.is_empty() && r.refused == 0, "{r:?}");
+    assert_eq!(
+        act.ledger().used(Timestamp::now()),
+        1,
+        "no new unit the same day"
+    );
+    let t = std::time::Instant::now();
+    loop {
+        act.step(Timestamp::now()).await.unwrap();
+        // Never in the ELB before the new content is on it.
+        if site.elb_members().await.contains(&id) {
+            assert_eq!(
+                std::fs::read_to_string(site.slave_dir(&id).join("index.html")).unwrap(),
+                "<h1>Final round</h1>\n",
+                "registered before its content was synced again"
+            );
+        }
+        if act.slave(&id).is_some_and(|s| s.phase == Phase::InService) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "not back in service");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = site.instances().await;
+    assert_eq!(all.len(), 1, "started, not launched: {all:?}");
+    let (_, state, tags) = &all[0];
+    assert_eq!(state, "running");
+    assert!(
+        !tag(tags, TAG_POOLED_SINCE) && !tag(tags, TAG_DRAINING_SINCE),
+        "{tags:?}"
     );
 }

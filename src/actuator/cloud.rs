@@ -1,4 +1,4 @@
-//! The EC2 and classic-ELB edge of the actuator: a small trait ([`Cloud`]) with the seven calls
+//! The EC2 and classic-ELB edge of the actuator: a small trait ([`Cloud`]) with the ten calls
 //! the state machine needs, and its implementation on the shared [`Aws`] client layer.
 //! Every list call is one request whatever the fleet size (pagination aside), so the calls per
 //! steady-state tick do not grow with the slaves.
@@ -6,7 +6,7 @@
 use crate::aws::{Aws, AwsError};
 use crate::config::FleetConfig;
 use aws_sdk_ec2::types::{
-    Filter, IamInstanceProfileSpecification, Instance, InstanceStateName, InstanceType,
+    DeviceType, Filter, IamInstanceProfileSpecification, Instance, InstanceStateName, InstanceType,
     LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
 };
 use aws_sdk_elasticloadbalancing::types::Instance as ElbInstance;
@@ -20,6 +20,9 @@ pub const TAG_GROUP: &str = "burst-agent:group";
 pub const TAG_INTENT: &str = "burst-agent:intent";
 pub const TAG_LAUNCHED_AT: &str = "burst-agent:launched-at";
 pub const TAG_DRAINING_SINCE: &str = "burst-agent:draining-since";
+/// On a slave the agent stopped into the warm pool (written before StopInstances): a stopped
+/// slave without it was stopped by someone else, and is terminated.
+pub const TAG_POOLED_SINCE: &str = "burst-agent:pooled-since";
 pub const TAG_BURST: &str = "burst";
 /// Which install launched the slave: its ELB's name (unique in an account and region, and
 /// DescribeInstances only ever lists this account's instances in this region). Only instances
@@ -50,6 +53,11 @@ pub struct InstanceInfo {
     /// The `burst-agent:owner` tag: the ELB of the install that launched it.
     pub owner: Option<String>,
     pub draining_since: Option<Timestamp>,
+    /// The `burst-agent:pooled-since` tag: stopped into the warm pool by this agent.
+    pub pooled_since: Option<Timestamp>,
+    /// Its root device is an EBS volume, so it can be stopped and started again (EC2's
+    /// `rootDeviceType`; an instance-store root can only be terminated).
+    pub ebs_root: bool,
     /// For terminated instances, when (from EC2's state transition reason), if it says.
     pub ended_at: Option<Timestamp>,
 }
@@ -93,6 +101,16 @@ pub trait Cloud: Clone + Send + Sync + 'static {
     fn register(&self, ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn deregister(&self, ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn terminate(&self, ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// StopInstances (into the warm pool).
+    fn stop(&self, ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// StartInstances (out of the warm pool).
+    fn start(&self, ids: &[String]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// DeleteTags: the tags `keys`, whatever their values.
+    fn untag(
+        &self,
+        ids: &[String],
+        keys: &[&str],
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
     fn tag(
         &self,
         ids: &[String],
@@ -211,6 +229,10 @@ fn info(i: &Instance) -> Option<InstanceInfo> {
         intent: tag_of(i, TAG_INTENT).map(str::to_string),
         owner: tag_of(i, TAG_OWNER).map(str::to_string),
         draining_since: tag_of(i, TAG_DRAINING_SINCE).and_then(parse_ts),
+        pooled_since: tag_of(i, TAG_POOLED_SINCE).and_then(parse_ts),
+        // Unsaid (an emulator): EBS, as every current-generation AMI is; a refused
+        // StopInstances falls back to termination anyway.
+        ebs_root: i.root_device_type() != Some(&DeviceType::InstanceStore),
         ended_at: (state == InstanceState::Terminated)
             .then(|| i.state_transition_reason().and_then(transition_time))
             .flatten(),
@@ -403,6 +425,42 @@ impl Cloud for AwsCloud {
             Err(e) if e.is("InvalidInstanceID.NotFound") && ids.len() == 1 => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+
+    async fn stop(&self, ids: &[String]) -> Result<(), AwsError> {
+        self.aws
+            .call(
+                "StopInstances",
+                self.aws
+                    .ec2
+                    .stop_instances()
+                    .set_instance_ids(Some(ids.to_vec()))
+                    .send(),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn start(&self, ids: &[String]) -> Result<(), AwsError> {
+        self.aws
+            .call(
+                "StartInstances",
+                self.aws
+                    .ec2
+                    .start_instances()
+                    .set_instance_ids(Some(ids.to_vec()))
+                    .send(),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn untag(&self, ids: &[String], keys: &[&str]) -> Result<(), AwsError> {
+        let mut call = self.aws.ec2.delete_tags().set_resources(Some(ids.to_vec()));
+        for k in keys {
+            call = call.tags(Tag::builder().key(*k).build());
+        }
+        self.aws.call("DeleteTags", call.send()).await.map(|_| ())
     }
 
     async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {

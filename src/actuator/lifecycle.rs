@@ -9,7 +9,7 @@
 //! ([`super::phase_of`] for what a new instance is, [`super::deadline`] for how long each phase
 //! may last), apart from a slave's birth (launch: Pending) and a scale-in (Releasing).
 
-use super::cloud::{InstanceInfo, InstanceState, MemberState};
+use super::cloud::{InstanceInfo, InstanceState, MemberState, TAG_POOLED_SINCE};
 use super::SETTLE_SECS;
 use super::{age, alive, deadline, phase_of, secs, slave_from, stopped, HookKind, Phase, Slave};
 use crate::config::Config;
@@ -28,9 +28,15 @@ pub enum Action {
     AbortHook(String),
     /// The instance is gone: its ledger entry ends now, its pinned ssh host key is removed.
     Gone(String),
+    /// EC2 says it stopped (the warm pool): its run ends in the ledger.
+    Parked(String),
     Register(Vec<String>),
     Deregister(Vec<String>),
     Terminate(Vec<String>),
+    /// Drained, into the warm pool: tag `burst-agent:pooled-since`, then StopInstances.
+    Stop(Vec<String>),
+    /// In the warm pool but its `burst-agent:pooled-since` tag is gone: tag it again.
+    Repool(Vec<String>),
 }
 
 /// What the lifecycle sees of the cloud this tick (only instances that are this agent's).
@@ -96,8 +102,8 @@ impl Plan {
 }
 
 /// Adopts every live instance of ours that is not tracked yet (launched by a run that crashed,
-/// or listed late by EC2), in the phase [`phase_of`] gives it. A stopped one is failed; one
-/// that needs its content starts its sync (not in a dry run).
+/// or listed late by EC2), in the phase [`phase_of`] gives it. A stopped one is failed unless
+/// it is in the warm pool; one that needs its content starts its sync (not in a dry run).
 fn adopt_untracked(plan: &mut Plan, obs: &Observed<'_>, now: Timestamp, cfg: &Config) {
     for i in obs.instances {
         if !alive(i.state) || plan.slaves.contains_key(&i.id) {
@@ -108,12 +114,17 @@ fn adopt_untracked(plan: &mut Plan, obs: &Observed<'_>, now: Timestamp, cfg: &Co
             in_elb = obs.members.contains_key(&i.id),
             "adopting slave {} (not tracked by this agent until now)", i.id);
         plan.adopted.push(i.id.clone());
+        // A warm slave's age in the pool counts from when it went there.
+        let since = match phase {
+            Phase::Stopped | Phase::Stopping => i.pooled_since.filter(|t| *t <= now).unwrap_or(now),
+            _ => now,
+        };
         plan.slaves
-            .insert(i.id.clone(), slave_from(i, phase, now, now));
-        if stopped(i.state) {
+            .insert(i.id.clone(), slave_from(i, phase, since, now));
+        if stopped(i.state) && !matches!(phase, Phase::Stopped | Phase::Stopping) {
             plan.fail(
                 &i.id,
-                "found stopped; burst slaves are never stopped".into(),
+                format!("found stopped without {TAG_POOLED_SINCE}: stopped outside this agent"),
             );
         } else if phase == Phase::Syncing && !cfg.agent.dry_run {
             plan.start(&i.id, HookKind::PreRegister);
@@ -162,6 +173,24 @@ pub fn reconcile(
     let mut to_register = Vec::new();
     let mut to_deregister = Vec::new();
     let mut to_terminate = Vec::new();
+    let mut to_stop = Vec::new();
+    let mut to_repool = Vec::new();
+    // The warm pool: its room, and the oldest stopped slaves over its size (it was made
+    // smaller), which are terminated.
+    let mut pooled: Vec<(Timestamp, String)> = plan
+        .slaves
+        .values()
+        .filter(|s| matches!(s.phase, Phase::Stopping | Phase::Stopped) && s.failure.is_none())
+        .map(|s| (s.since, s.id.clone()))
+        .collect();
+    pooled.sort();
+    let size = usize::try_from(cfg.fleet.warm_pool).unwrap_or(usize::MAX);
+    let mut room = size.saturating_sub(pooled.len());
+    let over_size: BTreeSet<String> = pooled
+        .iter()
+        .take(pooled.len().saturating_sub(size))
+        .map(|(_, id)| id.clone())
+        .collect();
     let ids: Vec<String> = plan.slaves.keys().cloned().collect();
     for id in ids {
         let info = by_id.get(id.as_str()).copied();
@@ -205,7 +234,17 @@ pub fn reconcile(
             plan.actions.push(Action::Gone(id.clone()));
             continue;
         }
-        if ec2.is_some_and(stopped) && s.failure.is_none() && s.phase != Phase::Terminating {
+        // Just started out of the warm pool: EC2 may list it stopped a little longer.
+        let restarting =
+            s.phase == Phase::Pending && s.restarted_at.is_some_and(|t| age(now, t) <= SETTLE_SECS);
+        if ec2.is_some_and(stopped)
+            && s.failure.is_none()
+            && !matches!(
+                s.phase,
+                Phase::Terminating | Phase::Stopping | Phase::Stopped
+            )
+            && !restarting
+        {
             plan.fail(&id, "stopped outside the agent".into());
         }
         let Some(s) = plan.slaves.get(&id).cloned() else {
@@ -367,15 +406,50 @@ pub fn reconcile(
                     > secs(cfg.elb.draining_timeout) + secs(cfg.elb.register_timeout);
                 if members.contains_key(&id) && !stuck {
                     to_deregister.push(id.clone());
+                } else if drained && !stuck && room > 0 && s.ebs_root {
+                    // Into the warm pool (while every stop is refused, for as long as the ELB
+                    // is given above; then terminated).
+                    room -= 1;
+                    to_stop.push(id.clone());
                 } else if drained {
-                    // Drained; or still listed by the ELB long past it (every deregistration
-                    // refused): terminated anyway.
+                    // Drained with no room in the pool; or still listed by the ELB long past
+                    // it (every deregistration refused), or never stopped: terminated.
                     to_terminate.push(id.clone());
                 }
             }
             Phase::Terminating => {
                 if overdue {
                     to_terminate.push(id.clone());
+                }
+            }
+            Phase::Stopping if ec2 == Some(InstanceState::Stopped) => {
+                plan.set_phase(&id, Phase::Stopped, now);
+                plan.actions.push(Action::Parked(id.clone()));
+            }
+            Phase::Stopping if overdue => {
+                plan.fail(&id, over("stopping"));
+                to_terminate.push(id.clone());
+            }
+            Phase::Stopping => {}
+            Phase::Stopped
+                if matches!(ec2, Some(InstanceState::Running | InstanceState::Pending)) =>
+            {
+                plan.fail(
+                    &id,
+                    "started outside this agent while in the warm pool".into(),
+                );
+                to_terminate.push(id.clone());
+            }
+            Phase::Stopped if overdue || over_size.contains(&id) => {
+                tracing::info!(instance_id = %id, secs_in_pool = age(now, s.since),
+                    pool_size = cfg.fleet.warm_pool,
+                    "warm slave {id} leaves the pool: {}; terminating",
+                    if overdue { "older than fleet.warm_pool_max_age" } else { "over fleet.warm_pool" });
+                to_terminate.push(id.clone());
+            }
+            Phase::Stopped => {
+                if info.is_some_and(|i| i.pooled_since.is_none()) {
+                    to_repool.push(id.clone());
                 }
             }
         }
@@ -387,6 +461,8 @@ pub fn reconcile(
         ),
         (to_register, Action::Register),
         (to_terminate, Action::Terminate),
+        (to_stop, Action::Stop),
+        (to_repool, Action::Repool),
     ] {
         if !ids.is_empty() {
             plan.actions.push(call(ids));
@@ -401,11 +477,12 @@ pub enum Call {
     Register,
     Deregister,
     Terminate,
+    Stop,
 }
 
 /// What a call that went through means for each slave it named: registered → Registering (from
 /// Synced), deregistered → Draining (from Releasing), terminated → Terminating (its clock for
-/// the next TerminateInstances restarts).
+/// the next TerminateInstances restarts), stopped → Stopping (from Draining).
 pub fn called(slaves: &mut BTreeMap<String, Slave>, call: Call, done: &[String], now: Timestamp) {
     for id in done {
         let Some(s) = slaves.get_mut(id) else {
@@ -415,6 +492,7 @@ pub fn called(slaves: &mut BTreeMap<String, Slave>, call: Call, done: &[String],
             (Call::Register, Phase::Synced) => Phase::Registering,
             (Call::Deregister, Phase::Releasing) => Phase::Draining,
             (Call::Terminate, _) => Phase::Terminating,
+            (Call::Stop, Phase::Draining) => Phase::Stopping,
             _ => continue,
         };
         enter(s, to, now);
@@ -433,6 +511,8 @@ mod tests {
 
     fn cfg() -> Config {
         let mut c = Config::default();
+        // Off here: the tests of the pool turn it on.
+        c.fleet.warm_pool = 0;
         c.fleet.boot_timeout = Dur::secs(600);
         c.elb.register_timeout = Dur::secs(300);
         c.elb.draining_timeout = Dur::secs(60);
@@ -461,6 +541,8 @@ mod tests {
             intent: Some("bi-000000000001".into()),
             owner: Some("site-elb".into()),
             draining_since: None,
+            pooled_since: None,
+            ebs_root: true,
             ended_at: None,
         }
     }
@@ -684,5 +766,188 @@ mod tests {
         );
         called(&mut slaves, Call::Deregister, &["i-2".into()], at(10));
         assert_eq!(slaves["i-2"].phase, Phase::Draining);
+    }
+
+    /// One slave `i-1` in `phase` since t=0, EC2 saying `state`, reconciled at `now` with a
+    /// warm pool of `pool` (and `others` already stopped in it, since t=0).
+    fn pooled_plan(
+        phase: Phase,
+        state: InstanceState,
+        pool: u32,
+        others: &[&str],
+        now: i64,
+    ) -> Plan {
+        let mut c = cfg();
+        c.fleet.warm_pool = pool;
+        c.fleet.warm_pool_max_age = Dur::secs(3600);
+        let mut instances = vec![instance("i-1", state)];
+        let mut slaves = slave(phase, 0);
+        for id in others {
+            instances.push(instance(id, InstanceState::Stopped));
+            slaves.insert(
+                (*id).to_string(),
+                slave_from(
+                    &instance(id, InstanceState::Stopped),
+                    Phase::Stopped,
+                    at(0),
+                    at(0),
+                ),
+            );
+        }
+        reconcile(
+            &slaves,
+            &Observed {
+                instances: &instances,
+                members: &BTreeMap::new(),
+            },
+            &Finished::new(),
+            &BTreeSet::new(),
+            false,
+            at(now),
+            &c,
+        )
+    }
+
+    fn stops(p: &Plan) -> bool {
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Stop(ids) if ids == &["i-1"]))
+    }
+
+    /// A drained slave goes to the warm pool while it has room and the slave can stop (EBS
+    /// root); otherwise, or once the pool is full, it is terminated as before.
+    #[test]
+    fn a_drained_slave_is_stopped_into_the_pool_while_it_has_room() {
+        use InstanceState::Running;
+        let drained =
+            |pool, others: &[&str]| pooled_plan(Phase::Draining, Running, pool, others, 60);
+        assert!(stops(&drained(1, &[])) && !terminates(&drained(1, &[])));
+        assert!(
+            terminates(&drained(0, &[])) && !stops(&drained(0, &[])),
+            "pool off"
+        );
+        assert!(terminates(&drained(1, &["i-2"])), "pool full");
+        assert!(stops(&drained(2, &["i-2"])));
+        // Not drained yet: neither.
+        let early = pooled_plan(Phase::Draining, Running, 1, &[], 59);
+        assert!(!stops(&early) && !terminates(&early));
+        // An instance-store root cannot stop.
+        let mut c = cfg();
+        c.fleet.warm_pool = 3;
+        let mut slaves = slave(Phase::Draining, 0);
+        slaves.get_mut("i-1").unwrap().ebs_root = false;
+        let instances = [instance("i-1", Running)];
+        let p = reconcile(
+            &slaves,
+            &Observed {
+                instances: &instances,
+                members: &BTreeMap::new(),
+            },
+            &Finished::new(),
+            &BTreeSet::new(),
+            false,
+            at(60),
+            &c,
+        );
+        assert!(terminates(&p) && !stops(&p));
+    }
+
+    /// Stopping ends in the pool when EC2 says stopped (its ledger run ends: Parked), or in
+    /// termination past the stop deadline; a pooled slave leaves by termination when it is older
+    /// than warm_pool_max_age, when the pool is over its size (oldest first), or when someone
+    /// else starts it.
+    #[test]
+    fn the_pool_has_deadlines_and_a_size() {
+        use InstanceState::*;
+        let p = pooled_plan(Phase::Stopping, Stopped, 2, &[], 30);
+        assert_eq!(p.slaves["i-1"].phase, Phase::Stopped);
+        assert!(p.actions.contains(&Action::Parked("i-1".into())));
+        let still = pooled_plan(Phase::Stopping, Stopping, 2, &[], 600);
+        assert!(!terminates(&still) && still.slaves["i-1"].phase == Phase::Stopping);
+        assert!(terminates(&pooled_plan(
+            Phase::Stopping,
+            Stopping,
+            2,
+            &[],
+            601
+        )));
+        // Age.
+        let kept = pooled_plan(Phase::Stopped, Stopped, 2, &[], 3600);
+        assert!(!terminates(&kept));
+        // Its pool tag is gone (an untag whose start was refused): tagged again.
+        assert!(kept.actions.contains(&Action::Repool(vec!["i-1".into()])));
+        assert!(terminates(&pooled_plan(
+            Phase::Stopped,
+            Stopped,
+            2,
+            &[],
+            3601
+        )));
+        // Size: three in a pool of two; i-1 (since t=0, as old as the others, first by id)
+        // goes, and only one goes.
+        let over = pooled_plan(Phase::Stopped, Stopped, 2, &["i-2", "i-3"], 10);
+        let gone: Vec<&Action> = over
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Terminate(_)))
+            .collect();
+        assert_eq!(gone, [&Action::Terminate(vec!["i-1".into()])]);
+        // Started by someone else: failed and terminated.
+        let started = pooled_plan(Phase::Stopped, Running, 2, &[], 10);
+        assert!(terminates(&started) && started.slaves["i-1"].failure.is_some());
+    }
+
+    /// A slave just started out of the pool may still be listed stopped: not failed then; still
+    /// stopped past the settle time, it is (stopped outside the agent). One never pooled that
+    /// is found stopped is failed at once.
+    #[test]
+    fn a_restarted_slave_listed_stopped_is_given_time() {
+        use InstanceState::Stopped;
+        let run = |restarted: Option<i64>, now| {
+            let mut slaves = slave(Phase::Pending, 0);
+            slaves.get_mut("i-1").unwrap().restarted_at = restarted.map(at);
+            let instances = [instance("i-1", Stopped)];
+            reconcile(
+                &slaves,
+                &Observed {
+                    instances: &instances,
+                    members: &BTreeMap::new(),
+                },
+                &Finished::new(),
+                &BTreeSet::new(),
+                false,
+                at(now),
+                &cfg(),
+            )
+        };
+        assert!(run(Some(0), SETTLE_SECS).slaves["i-1"].failure.is_none());
+        assert!(run(Some(0), SETTLE_SECS + 1).slaves["i-1"]
+            .failure
+            .is_some());
+        assert!(run(None, 10).slaves["i-1"].failure.is_some());
+    }
+
+    /// Adoption: stopped with the pool tag is a warm slave (its age from the tag); stopped
+    /// without it was stopped by someone else, and is failed.
+    #[test]
+    fn adoption_knows_the_pool_by_its_tag() {
+        let mut pooled = instance("i-1", InstanceState::Stopped);
+        pooled.pooled_since = Some(at(-600));
+        let bare = instance("i-2", InstanceState::Stopped);
+        let instances = [pooled, bare];
+        let plan = adopt(
+            &BTreeMap::new(),
+            &Observed {
+                instances: &instances,
+                members: &BTreeMap::new(),
+            },
+            &BTreeSet::new(),
+            at(0),
+            &cfg(),
+        );
+        assert_eq!(plan.slaves["i-1"].phase, Phase::Stopped);
+        assert_eq!(plan.slaves["i-1"].since, at(-600));
+        assert!(plan.slaves["i-1"].failure.is_none());
+        assert!(plan.slaves["i-2"].failure.is_some());
     }
 }

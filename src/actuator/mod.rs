@@ -9,6 +9,10 @@
 //!          Terminating ◀───────────┴──────────────────────────────────────┘        Releasing (tag, pre_deregister)
 //!              ▲                                                                                    │ deregister
 //!              └──────────────────────── draining timeout ◀── Draining ◀────────────────────────────┘
+//!                  (no room, or refused)                          │ drained, room in fleet.warm_pool
+//!                                                                 ▼
+//!   scale-out: untag, start ─▶ Pending ◀──────── Stopped ◀── Stopping (tag pooled-since, StopInstances)
+//!                                    (max age, over size ─▶ Terminating)
 //! ```
 //!
 //! Every step is idempotent and safe to interrupt: the launch intent and its cap-ledger attempts
@@ -48,6 +52,8 @@ use std::sync::Arc;
 const SETTLE_SECS: i64 = 300;
 /// Terminate again if an instance still runs this long after the first TerminateInstances.
 const TERMINATE_RETRY_SECS: i64 = 300;
+/// A slave must be stopped this long after StopInstances, or it is terminated.
+const STOP_DEADLINE_SECS: i64 = 600;
 /// Resolved intents are kept this long in the journal.
 const JOURNAL_KEEP_SECS: i64 = 2 * 86_400;
 /// After EC2 had no capacity for any placement: the first wait before launching again, doubled
@@ -74,6 +80,10 @@ pub enum Phase {
     Draining,
     /// TerminateInstances sent; waiting for EC2 to say terminated.
     Terminating,
+    /// Drained and tagged `burst-agent:pooled-since`; StopInstances sent (the warm pool).
+    Stopping,
+    /// Stopped in the warm pool: costs its volume only, started again before a launch.
+    Stopped,
 }
 
 impl Phase {
@@ -84,6 +94,7 @@ impl Phase {
             Phase::Syncing | Phase::Synced | Phase::Registering => SlaveState::Syncing,
             Phase::InService => SlaveState::InService,
             Phase::Releasing | Phase::Draining | Phase::Terminating => SlaveState::Draining,
+            Phase::Stopping | Phase::Stopped => SlaveState::Stopped,
         }
     }
 }
@@ -107,6 +118,11 @@ pub struct Slave {
     pub unhealthy_since: Option<Timestamp>,
     /// When this agent started tracking it: EC2 may not list it until a while after.
     pub first_seen: Timestamp,
+    /// EBS root: it may go to the warm pool (an instance-store root can only be terminated).
+    pub ebs_root: bool,
+    /// When it was last started out of the warm pool (EC2 may still list it stopped a while).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -143,6 +159,10 @@ pub enum ActuatorError {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
     pub launched: Vec<String>,
+    /// Started out of the warm pool.
+    pub started: Vec<String>,
+    /// Stopped into the warm pool.
+    pub stopped: Vec<String>,
     pub registered: Vec<String>,
     pub in_service: Vec<String>,
     pub deregistered: Vec<String>,
@@ -330,6 +350,8 @@ pub fn deadline(phase: Phase, cfg: &Config) -> Option<i64> {
         }
         Phase::Draining => secs(cfg.elb.draining_timeout),
         Phase::Terminating => TERMINATE_RETRY_SECS,
+        Phase::Stopping => STOP_DEADLINE_SECS,
+        Phase::Stopped => secs(cfg.fleet.warm_pool_max_age),
     })
 }
 
@@ -338,9 +360,17 @@ pub fn deadline(phase: Phase, cfg: &Config) -> Option<i64> {
 /// slaves are ever registered, so a registered running one is past its sync. The draining tag
 /// wins over everything, so a slave on its way out is never registered again: still in the ELB,
 /// it is deregistered (Releasing); out of it, it drains for the whole draining timeout from now,
-/// since when it left the ELB is not known (the tag was written before). A stopped one comes
-/// back Pending and is failed by the caller.
+/// since when it left the ELB is not known (the tag was written before). A stopped or stopping
+/// one tagged `burst-agent:pooled-since` is in the warm pool; any other stopped one comes back
+/// Pending and is failed by the caller (stopped outside the agent).
 pub fn phase_of(i: &InstanceInfo, member: Option<MemberState>) -> Phase {
+    if i.pooled_since.is_some() && member.is_none() {
+        match i.state {
+            InstanceState::Stopped => return Phase::Stopped,
+            InstanceState::Stopping => return Phase::Stopping,
+            _ => {}
+        }
+    }
     if i.draining_since.is_some() {
         return match member {
             Some(_) => Phase::Releasing,
@@ -353,6 +383,10 @@ pub fn phase_of(i: &InstanceInfo, member: Option<MemberState>) -> Phase {
         (InstanceState::Running, None) => Phase::Syncing,
         _ => Phase::Pending,
     }
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn secs(d: crate::config::Dur) -> i64 {
@@ -724,7 +758,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             .map(|s| SlaveObservation {
                 id: s.id.clone(),
                 state: s.phase.slave_state(),
-                launched_at: s.launched_at,
+                // Started out of the warm pool: its min_lifetime and victim order count from
+                // the start.
+                launched_at: s.restarted_at.unwrap_or(s.launched_at),
                 metrics: None,
             })
             .collect();
@@ -956,6 +992,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     intent: s.intent.clone(),
                     launched_at: s.launched_at,
                     ended_at: None,
+                    stopped: false,
                 });
             }
         }
@@ -1062,6 +1099,12 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     }
 
     async fn launch(&mut self, count: u32, now: Timestamp, report: &mut Report) {
+        // The warm pool first: faster than a launch, and free when it ran today already.
+        let started = self.start_warm(count, now, report).await;
+        let count = count.saturating_sub(started);
+        if count == 0 {
+            return;
+        }
         let id = (self.intent_ids)();
         let mut keys = Vec::new();
         for n in 1..=count {
@@ -1321,14 +1364,32 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             return Ok(report);
         }
         let (mut to_register, mut to_deregister, mut to_terminate) = (vec![], vec![], vec![]);
+        let mut to_stop = vec![];
         for c in calls {
             match c {
                 lifecycle::Action::Register(ids) => to_register = ids,
                 lifecycle::Action::Deregister(ids) => to_deregister = ids,
                 lifecycle::Action::Terminate(ids) => to_terminate = ids,
+                lifecycle::Action::Stop(ids) => to_stop = ids,
+                lifecycle::Action::Repool(ids) => {
+                    // A warm slave whose pool tag is gone (an untag for a start that was then
+                    // refused, or whose answer was lost): tagged again, so a restart of the
+                    // agent adopts it into the pool instead of terminating it.
+                    if let Err(e) = self
+                        .cloud
+                        .tag(&ids, cloud::TAG_POOLED_SINCE, &now.to_string())
+                        .await
+                    {
+                        let msg = format!("could not tag warm slaves {ids:?} again: {e}");
+                        self.error(now, &mut report, msg);
+                    }
+                }
                 _ => {}
             }
         }
+        // A stop EC2 refused (an instance-store root, a spot instance, no permission) is a
+        // termination: a drained slave is never left running.
+        to_terminate.extend(self.stop(now, &mut report, &to_stop).await);
         self.act(now, &mut report, to_register, to_deregister, to_terminate)
             .await;
         Ok(report)
@@ -1372,6 +1433,14 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     }
                 }
                 lifecycle::Action::AbortHook(id) => self.hooks.abort(&id),
+                lifecycle::Action::Parked(id) => {
+                    // Stopped: it runs no more, so its run ends (started again today it costs
+                    // nothing more; on a later day, one unit then).
+                    let _ = self.ledger.record_ended(&id, now);
+                    tracing::info!(instance_id = %id, pool = self.pooled(),
+                        "slave {id} stopped into the warm pool");
+                    self.save_state(now, report);
+                }
                 lifecycle::Action::Gone(id) => {
                     let _ = self.ledger.record_ended(&id, now);
                     self.hooks.abort(&id);
@@ -1428,6 +1497,180 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 }
                 report.terminated.extend(done);
                 self.save_state(now, report);
+            }
+        }
+    }
+
+    /// Slaves stopped or stopping in the warm pool.
+    pub fn pooled(&self) -> u32 {
+        to_u32(
+            self.slaves
+                .values()
+                .filter(|s| matches!(s.phase, Phase::Stopping | Phase::Stopped))
+                .count(),
+        )
+    }
+
+    /// Room left in the warm pool, for the policy.
+    pub fn warm_room(&self) -> u32 {
+        self.cfg.fleet.warm_pool.saturating_sub(self.pooled())
+    }
+
+    /// Drained slaves into the warm pool: the `burst-agent:pooled-since` tag first (a stopped
+    /// slave without it is one someone else stopped, and is terminated), then StopInstances.
+    /// Returns the ones EC2 refused to stop, for termination; a call whose outcome is unknown
+    /// leaves them Draining, to be stopped again next step (both calls are idempotent).
+    async fn stop(&mut self, now: Timestamp, report: &mut Report, ids: &[String]) -> Vec<String> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        if let Err(e) = self
+            .cloud
+            .tag(ids, cloud::TAG_POOLED_SINCE, &now.to_string())
+            .await
+        {
+            self.error(
+                now,
+                report,
+                format!("could not tag {ids:?} for the warm pool: {e}"),
+            );
+            return Vec::new();
+        }
+        let mut refused = Vec::new();
+        let mut done = Vec::new();
+        match self.cloud.stop(ids).await {
+            Ok(()) => done = ids.to_vec(),
+            Err(e) if e.not_applied => {
+                // One instance that cannot stop fails the batch: one by one.
+                for id in ids {
+                    match self.cloud.stop(std::slice::from_ref(id)).await {
+                        Ok(()) => done.push(id.clone()),
+                        Err(e) if e.not_applied => {
+                            tracing::warn!(instance_id = %id, code = %e.code,
+                                "EC2 will not stop {id} ({e}); terminating it instead");
+                            refused.push(id.clone());
+                        }
+                        Err(e) => self.error(now, report, format!("stopping {id}: {e}")),
+                    }
+                }
+            }
+            Err(e) => self.error(now, report, format!("stopping {ids:?}: {e}")),
+        }
+        lifecycle::called(&mut self.slaves, lifecycle::Call::Stop, &done, now);
+        report.stopped.extend(done);
+        refused
+    }
+
+    /// Starts up to `count` slaves of the warm pool: the ones today's cap counts already first
+    /// (free), then the most recently stopped (the freshest content). Each start is in the
+    /// ledger before StartInstances (a unit, unless free; refused past the cap), and its pool
+    /// tags are removed first, so a restart of the agent never takes it for a pooled one. A
+    /// start EC2 refused is withdrawn and the slave stays in the pool. Returns how many
+    /// started (or may have: a call with no answer counts).
+    async fn start_warm(&mut self, count: u32, now: Timestamp, report: &mut Report) -> u32 {
+        let mut pool: Vec<(bool, Timestamp, String)> = self
+            .slaves
+            .values()
+            .filter(|s| s.phase == Phase::Stopped && s.failure.is_none())
+            .map(|s| (self.ledger.counts_today(&s.id, now), s.since, s.id.clone()))
+            .collect();
+        // Free first, then the newest in the pool.
+        pool.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        let mut picked: Vec<(String, String, bool)> = Vec::new();
+        for (_, _, id) in pool.into_iter().take(usize::try_from(count).unwrap_or(0)) {
+            let key = format!("start#{id}@{}", now.as_second());
+            match self.ledger.record_restart(&key, &id, now) {
+                Ok(free) => picked.push((id, key, free)),
+                Err(e) => {
+                    tracing::info!(instance_id = %id, "not starting warm slave {id}: {e}");
+                    break;
+                }
+            }
+        }
+        if picked.is_empty() {
+            return 0;
+        }
+        let withdraw = |this: &mut Self, picked: &[(String, String, bool)]| {
+            for (_, key, _) in picked {
+                if let Err(e) = this.ledger.withdraw_restart(key) {
+                    tracing::warn!(key, "cap ledger: {e}");
+                }
+            }
+        };
+        // Write-ahead, as for a launch.
+        if !self.save_state(now, report) {
+            withdraw(self, &picked);
+            return 0;
+        }
+        let ids: Vec<String> = picked.iter().map(|(id, _, _)| id.clone()).collect();
+        let tags = [cloud::TAG_POOLED_SINCE, TAG_DRAINING_SINCE];
+        if let Err(e) = self.cloud.untag(&ids, &tags).await {
+            withdraw(self, &picked);
+            self.save_state(now, report);
+            self.error(
+                now,
+                report,
+                format!("could not untag warm slaves {ids:?} to start them: {e}"),
+            );
+            return 0;
+        }
+        let before: Vec<(String, Timestamp)> = ids
+            .iter()
+            .filter_map(|id| self.slaves.get(id).map(|s| (id.clone(), s.since)))
+            .collect();
+        for id in &ids {
+            self.set_phase(id, Phase::Pending, now);
+            if let Some(s) = self.slaves.get_mut(id) {
+                s.restarted_at = Some(now);
+                s.first_seen = now;
+            }
+        }
+        match self.cloud.start(&ids).await {
+            Ok(()) => {
+                let free = picked.iter().filter(|p| p.2).count();
+                tracing::info!(instances = ?ids, free, "started {} warm slave(s) ({free} at                     no new cap unit); burst cap {}", ids.len(), self.ledger.status(now));
+                self.events.push(Event::new(
+                    EventKind::ScaleOut,
+                    None,
+                    format!(
+                        "started {} warm slave(s) {ids:?} from the pool; cap {}",
+                        ids.len(),
+                        self.ledger.status(now)
+                    ),
+                ));
+                report.started.extend(ids.iter().cloned());
+                to_u32(ids.len())
+            }
+            Err(e) if e.not_applied => {
+                // Nothing started: back to the pool, as it was, with its tag again.
+                withdraw(self, &picked);
+                for (id, since) in &before {
+                    if let Some(s) = self.slaves.get_mut(id) {
+                        s.phase = Phase::Stopped;
+                        s.since = *since;
+                        s.restarted_at = None;
+                    }
+                }
+                if let Err(t) = self
+                    .cloud
+                    .tag(&ids, cloud::TAG_POOLED_SINCE, &now.to_string())
+                    .await
+                {
+                    tracing::warn!(instances = ?ids, "could not tag warm slaves again: {t}");
+                }
+                self.save_state(now, report);
+                self.error(
+                    now,
+                    report,
+                    format!("EC2 would not start warm slaves {ids:?}: {e}; launching instead"),
+                );
+                0
+            }
+            Err(e) => {
+                // May have started: counted, Pending; EC2's next listing tells (one still
+                // stopped after a while is failed and terminated).
+                self.error(now, report, format!("starting warm slaves {ids:?}: {e}"));
+                to_u32(ids.len())
             }
         }
     }
@@ -1592,13 +1835,19 @@ fn rebuild_entries(
     out
 }
 
+/// What the ledger hears of one listed instance. Shutting down is ended (it runs no more, and
+/// must not count as running again); stopping or stopped is not running.
 fn seen(i: &InstanceInfo, now: Timestamp) -> Seen {
-    let ended = matches!(i.state, InstanceState::Terminated);
+    let ended = matches!(
+        i.state,
+        InstanceState::Terminated | InstanceState::ShuttingDown
+    );
     Seen {
         instance_id: i.id.clone(),
         intent: i.intent.clone(),
         launched_at: i.launched_at.unwrap_or(now),
         ended_at: ended.then(|| i.ended_at.unwrap_or(now)),
+        stopped: stopped(i.state),
     }
 }
 
@@ -1616,6 +1865,8 @@ fn slave_from(i: &InstanceInfo, phase: Phase, since: Timestamp, now: Timestamp) 
         failure: None,
         unhealthy_since: None,
         first_seen: now,
+        ebs_root: i.ebs_root,
+        restarted_at: None,
     }
 }
 

@@ -31,6 +31,10 @@ struct World {
     launch_tokens: Vec<String>,
     launch_types: Vec<Option<String>>,
     calls: Vec<String>,
+    /// New instances have an instance-store root (they cannot stop).
+    instance_store: bool,
+    /// The next StartInstances is refused with InsufficientInstanceCapacity.
+    start_no_capacity: bool,
 }
 
 #[derive(Clone, Default)]
@@ -93,6 +97,8 @@ impl Cloud for Fake {
                 intent: Some(req.intent.clone()),
                 owner: Some(req.owner.clone()),
                 draining_since: None,
+                pooled_since: None,
+                ebs_root: !w.instance_store,
                 ended_at: None,
             };
             w.instances.insert(id, i.clone());
@@ -111,6 +117,10 @@ impl Cloud for Fake {
         for i in w.instances.values_mut() {
             if boot && i.state == InstanceState::Pending {
                 i.state = InstanceState::Running;
+            }
+            // A stop takes one listing to finish.
+            if i.state == InstanceState::Stopping {
+                i.state = InstanceState::Stopped;
             }
         }
         Ok(w.instances.values().cloned().collect())
@@ -159,11 +169,74 @@ impl Cloud for Fake {
     async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {
         let mut w = self.w();
         w.calls.push(format!("tag {ids:?} {key}"));
-        if key == cloud::TAG_DRAINING_SINCE {
-            for id in ids {
-                if let Some(i) = w.instances.get_mut(id) {
+        for id in ids {
+            if let Some(i) = w.instances.get_mut(id) {
+                if key == cloud::TAG_DRAINING_SINCE {
                     i.draining_since = value.parse().ok();
                 }
+                if key == cloud::TAG_POOLED_SINCE {
+                    i.pooled_since = value.parse().ok();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn untag(&self, ids: &[String], keys: &[&str]) -> Result<(), AwsError> {
+        let mut w = self.w();
+        w.calls.push(format!("untag {ids:?}"));
+        for id in ids {
+            if let Some(i) = w.instances.get_mut(id) {
+                if keys.contains(&cloud::TAG_DRAINING_SINCE) {
+                    i.draining_since = None;
+                }
+                if keys.contains(&cloud::TAG_POOLED_SINCE) {
+                    i.pooled_since = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, ids: &[String]) -> Result<(), AwsError> {
+        let mut w = self.w();
+        w.calls.push(format!("stop {ids:?}"));
+        // EC2: an instance-store root cannot stop; the whole call fails.
+        if ids
+            .iter()
+            .any(|id| w.instances.get(id).is_some_and(|i| !i.ebs_root))
+        {
+            return Err(AwsError {
+                op: "StopInstances",
+                code: "UnsupportedOperation".into(),
+                message: "The instance does not have an 'ebs' root device type".into(),
+                retryable: false,
+                not_applied: true,
+            });
+        }
+        for id in ids {
+            if let Some(i) = w.instances.get_mut(id) {
+                i.state = InstanceState::Stopping;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&self, ids: &[String]) -> Result<(), AwsError> {
+        let mut w = self.w();
+        w.calls.push(format!("start {ids:?}"));
+        if std::mem::take(&mut w.start_no_capacity) {
+            return Err(AwsError {
+                op: "StartInstances",
+                code: "InsufficientInstanceCapacity".into(),
+                message: "no capacity".into(),
+                retryable: true,
+                not_applied: true,
+            });
+        }
+        for id in ids {
+            if let Some(i) = w.instances.get_mut(id) {
+                i.state = InstanceState::Pending;
             }
         }
         Ok(())
@@ -179,7 +252,13 @@ fn at(secs: i64) -> Timestamp {
 }
 
 fn setup(dir: &std::path::Path) -> (Fake, Actuator<Fake>) {
+    setup_with(dir, |_| {})
+}
+
+/// [`setup`] with the warm pool off (the tests of termination), unless `edit` turns it on.
+fn setup_with(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> (Fake, Actuator<Fake>) {
     let mut cfg = Config::default();
+    cfg.fleet.warm_pool = 0;
     cfg.agent.state_dir = dir.to_path_buf();
     cfg.cap.time_zone = "UTC".into();
     cfg.elb.name = "site-elb".into();
@@ -188,6 +267,7 @@ fn setup(dir: &std::path::Path) -> (Fake, Actuator<Fake>) {
     cfg.fleet.boot_timeout = Dur::secs(60);
     cfg.elb.register_timeout = Dur::secs(60);
     cfg.elb.draining_timeout = Dur::secs(30);
+    edit(&mut cfg);
     let fake = Fake::default();
     let act = Actuator::open(fake.clone(), &cfg, at(0)).unwrap();
     (fake, act)
@@ -419,6 +499,8 @@ fn tagged(id: &str, owner: Option<&str>, intent: Option<&str>) -> InstanceInfo {
         intent: intent.map(str::to_string),
         owner: owner.map(str::to_string),
         draining_since: None,
+        pooled_since: None,
+        ebs_root: true,
         ended_at: None,
     }
 }
@@ -883,4 +965,134 @@ async fn no_capacity_anywhere_backs_off_longer_each_time_and_a_launch_resets_it(
     fake.w().no_capacity_in.remove(&all[1]);
     assert_eq!(act.apply(&decision(1), at(420)).await.launched.len(), 1);
     assert_eq!(act.no_capacity_until(at(420)), None, "reset by a launch");
+}
+
+fn scale_in(ids: &[String]) -> Decision {
+    Decision::ScaleIn {
+        instances: ids.to_vec(),
+        why: decision(0).explanation().clone(),
+    }
+}
+
+/// The warm pool end to end on the state machine: a released slave is tagged and stopped after
+/// its drain (its ledger run ends); the next scale-out starts it (untagged first, no new cap
+/// unit the same day, no launch), syncs it again and registers it only after that sync.
+#[tokio::test]
+async fn a_released_slave_waits_stopped_and_comes_back_before_any_launch() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup_with(d.path(), |c| {
+        c.fleet.warm_pool = 2;
+        c.cap.daily_limit = 1;
+    });
+    let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    settle(&mut act, at(1)).await;
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::InService);
+    act.apply(&scale_in(std::slice::from_ref(&id)), at(10))
+        .await;
+    act.step(at(10)).await.unwrap();
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::Draining);
+    let r = act.step(at(41)).await.unwrap();
+    assert_eq!(r.stopped, std::slice::from_ref(&id));
+    assert!(r.terminated.is_empty());
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::Stopping);
+    act.step(at(50)).await.unwrap();
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::Stopped);
+    assert_eq!(act.ledger().entries()[0].ended_at, Some(at(50)));
+    assert_eq!(act.pooled(), 1);
+    assert_eq!(act.warm_room(), 1);
+    {
+        let w = fake.w();
+        assert!(w.instances[&id].pooled_since.is_some());
+        let calls = w.calls.join("\n");
+        let tag = calls.find("burst-agent:pooled-since").unwrap();
+        let stop = calls.find("stop [").unwrap();
+        assert!(tag < stop, "tagged before the stop:\n{calls}");
+    }
+    // The cap is spent (1 of 1): a launch would be refused, the warm slave is free.
+    assert_eq!(act.ledger().remaining(at(100)), 0);
+    let r = act.apply(&decision(1), at(100)).await;
+    assert_eq!(r.started, std::slice::from_ref(&id));
+    assert!(r.launched.is_empty() && r.refused == 0, "{r:?}");
+    assert_eq!(act.ledger().used(at(100)), 1, "no new unit the same day");
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::Pending);
+    {
+        let w = fake.w();
+        assert!(w.instances[&id].pooled_since.is_none());
+        assert!(w.instances[&id].draining_since.is_none());
+        let calls = w.calls.join("\n");
+        let untag = calls.rfind("untag").unwrap();
+        let start = calls.rfind("start [").unwrap();
+        assert!(untag < start, "untagged before the start:\n{calls}");
+        assert!(!calls.contains("launch 1..1\nlaunch"), "{calls}");
+    }
+    // Running → synced again → registered.
+    act.step(at(101)).await.unwrap();
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::Syncing);
+    assert!(!fake.w().members.contains_key(&id), "not before its sync");
+    settle(&mut act, at(102)).await;
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::InService);
+    let registers = fake
+        .w()
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("register"))
+        .count();
+    assert_eq!(registers, 2);
+}
+
+/// A start EC2 refuses (no capacity for the type) costs nothing: the slave stays in the pool
+/// with its tag, and the decision is carried out by a launch. A stop EC2 refuses (an
+/// instance-store root) ends in termination: a drained slave is never left running.
+#[tokio::test]
+async fn refused_starts_and_stops_fall_back_to_launch_and_termination() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup_with(d.path(), |c| c.fleet.warm_pool = 2);
+    let ids = act.apply(&decision(2), at(0)).await.launched;
+    settle(&mut act, at(1)).await;
+    fake.w().instances.get_mut(&ids[1]).unwrap().ebs_root = false;
+    act.apply(&scale_in(&ids), at(10)).await;
+    act.step(at(10)).await.unwrap();
+    let r = act.step(at(41)).await.unwrap();
+    assert_eq!(r.stopped, [ids[0].clone()]);
+    assert_eq!(r.terminated, [ids[1].clone()], "{r:?}");
+    act.step(at(50)).await.unwrap();
+    assert_eq!(act.slave(&ids[0]).unwrap().phase, Phase::Stopped);
+    let used = act.ledger().used(at(60));
+    fake.w().start_no_capacity = true;
+    let r = act.apply(&decision(1), at(60)).await;
+    assert!(r.started.is_empty());
+    assert_eq!(r.launched.len(), 1, "{r:?}");
+    assert_eq!(act.slave(&ids[0]).unwrap().phase, Phase::Stopped);
+    assert_eq!(
+        act.slave(&ids[0]).unwrap().since,
+        at(50),
+        "its pool age kept"
+    );
+    assert!(
+        fake.w().instances[&ids[0]].pooled_since.is_some(),
+        "tagged again"
+    );
+    assert_eq!(act.ledger().used(at(60)), used + 1, "the launch only");
+}
+
+/// Stopped slaves survive a restart of the agent: adopted into the pool by their tag, and
+/// started by the next scale-out.
+#[tokio::test]
+async fn the_pool_is_adopted_after_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup_with(d.path(), |c| c.fleet.warm_pool = 1);
+    let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    settle(&mut act, at(1)).await;
+    act.apply(&scale_in(std::slice::from_ref(&id)), at(10))
+        .await;
+    act.step(at(10)).await.unwrap();
+    act.step(at(41)).await.unwrap();
+    act.step(at(50)).await.unwrap();
+    let mut again = Actuator::open(fake.clone(), &act.cfg, at(60)).unwrap();
+    let r = again.adopt(at(60)).await.unwrap();
+    assert_eq!(r.adopted, std::slice::from_ref(&id));
+    assert_eq!(again.slave(&id).unwrap().phase, Phase::Stopped);
+    assert!(again.slave(&id).unwrap().failure.is_none());
+    let r = again.apply(&decision(1), at(70)).await;
+    assert_eq!(r.started, [id]);
 }

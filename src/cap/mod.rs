@@ -5,7 +5,10 @@
 //! What counts is **distinct burst instances that ran at any moment of the day**:
 //! - a launch counts when it is *attempted* (a failed launch may still cost);
 //! - a slave still running at midnight counts toward the new day too;
-//! - terminating a slave and launching another later costs two.
+//! - terminating a slave and launching another later costs two;
+//! - a slave stopped into the warm pool stops counting: started again the same day it costs
+//!   nothing more (the day counts it already), started on a later day it counts once there.
+//!   Its ledger holds one entry per run (launch or start), and a day counts instance ids.
 //!
 //! Days are the time zone's calendar days, so a day can be 23 or 25 hours long, and where
 //! midnight does not exist (a DST gap at 00:00) the day starts at the first instant that does.
@@ -68,6 +71,8 @@ pub struct Seen {
     pub launched_at: Timestamp,
     /// Set once EC2 says it is terminated.
     pub ended_at: Option<Timestamp>,
+    /// EC2 says stopping or stopped (the warm pool): it does not run.
+    pub stopped: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -260,13 +265,68 @@ impl CapLedger {
         c
     }
 
+    /// Distinct instances with a run in `[start, end)`: an instance stopped and started again
+    /// counts once (an attempt not yet bound to an instance counts on its own).
     fn used_in(&self, start: Timestamp, end: Timestamp) -> u32 {
-        let n = self
-            .entries
-            .iter()
-            .filter(|e| e.overlaps(start, end))
-            .count();
-        u32::try_from(n).unwrap_or(u32::MAX)
+        let mut ids = std::collections::BTreeSet::new();
+        let mut unbound = 0usize;
+        for e in self.entries.iter().filter(|e| e.overlaps(start, end)) {
+            match &e.instance_id {
+                Some(id) => {
+                    ids.insert(id.as_str());
+                }
+                None => unbound += 1,
+            }
+        }
+        u32::try_from(ids.len() + unbound).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `instance_id` already counts against the day under way (and the previous time
+    /// zone's, while that is carried): starting it again now costs no new unit.
+    pub fn counts_today(&self, instance_id: &str, now: Timestamp) -> bool {
+        let (_, start, end) = self.day_bounds(now);
+        let counted = |start, end| {
+            self.entries
+                .iter()
+                .any(|e| e.instance_id.as_deref() == Some(instance_id) && e.overlaps(start, end))
+        };
+        counted(start, end) && self.carry(now).is_none_or(|c| counted(c.start, c.end))
+    }
+
+    /// Records that a stopped slave of the warm pool is being started again, before the
+    /// StartInstances call: a new run of `instance_id` under `key`. Free when the instance
+    /// already counts today (and the day is within its limit); otherwise it needs a unit like a
+    /// launch, and is refused past the cap. Returns whether it was free.
+    pub fn record_restart(
+        &mut self,
+        key: &str,
+        instance_id: &str,
+        now: Timestamp,
+    ) -> Result<bool, CapError> {
+        if let Some(why) = &self.blocked {
+            return Err(CapError::Blocked(why.clone()));
+        }
+        if self.entries.iter().any(|e| e.key == key) {
+            return Err(CapError::Duplicate(key.into()));
+        }
+        // Free only while the day's count is within the limit: an overcounted ledger (rebuilt
+        // from tags, say) may count an instance that did not run today, and starting that one
+        // "free" could then make the truth exceed the cap. Within the limit it cannot: the
+        // truth is at most the count less the one spurious entry, plus the start.
+        let free = self.counts_today(instance_id, now) && self.used(now) <= self.limit;
+        if !free && self.remaining(now) == 0 {
+            return Err(CapError::Exhausted(format!(
+                "burst cap reached: {}",
+                self.status(now)
+            )));
+        }
+        self.entries.push(Entry {
+            key: key.to_string(),
+            instance_id: Some(instance_id.to_string()),
+            launched_at: now,
+            ended_at: None,
+        });
+        Ok(free)
     }
 
     /// Instance-hours spent today, up to `now`.
@@ -353,17 +413,25 @@ impl CapLedger {
         Ok(())
     }
 
-    /// The instance (by key or instance id) has ended: terminated, or its launch failed.
+    /// The instance (by key or instance id) has ended: terminated, its launch failed, or it was
+    /// stopped into the warm pool (every open run of it ends).
     pub fn record_ended(&mut self, key_or_id: &str, now: Timestamp) -> Result<(), CapError> {
-        let e = self
+        let mut found = false;
+        for e in self
             .entries
             .iter_mut()
-            .find(|e| e.key == key_or_id || e.instance_id.as_deref() == Some(key_or_id))
-            .ok_or_else(|| CapError::Unknown(key_or_id.into()))?;
-        if e.ended_at.is_none() {
-            e.ended_at = Some(now.max(e.launched_at));
+            .filter(|e| e.key == key_or_id || e.instance_id.as_deref() == Some(key_or_id))
+        {
+            found = true;
+            if e.ended_at.is_none() {
+                e.ended_at = Some(now.max(e.launched_at));
+            }
         }
-        Ok(())
+        if found {
+            Ok(())
+        } else {
+            Err(CapError::Unknown(key_or_id.into()))
+        }
     }
 
     /// Takes back an attempt that certainly launched nothing (EC2 refused the call for good, or
@@ -383,6 +451,17 @@ impl CapLedger {
         Ok(())
     }
 
+    /// Takes back a warm slave's start ([`CapLedger::record_restart`]) that certainly did not
+    /// happen (EC2 refused it, or it was never sent).
+    pub fn withdraw_restart(&mut self, key: &str) -> Result<(), CapError> {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.key != key);
+        if self.entries.len() == before {
+            return Err(CapError::Unknown(key.into()));
+        }
+        Ok(())
+    }
+
     /// Brings the ledger in line with what EC2 lists for the group (tags are the source of
     /// truth for what ran): binds attempts to the instances their intent produced, adds burst
     /// instances it did not know, and ends entries whose instance has ended. An entry whose
@@ -391,14 +470,37 @@ impl CapLedger {
     pub fn reconcile(&mut self, seen: &[Seen], now: Timestamp, settle_secs: i64) -> Vec<String> {
         let mut changes = Vec::new();
         for s in seen {
-            if let Some(e) = self
-                .entries
-                .iter_mut()
-                .find(|e| e.instance_id.as_deref() == Some(s.instance_id.as_str()))
-            {
-                if let (Some(end), None) = (s.ended_at, e.ended_at) {
-                    e.ended_at = Some(end.max(e.launched_at));
-                    changes.push(format!("{} ended", s.instance_id));
+            let id = Some(s.instance_id.as_str());
+            if self.entries.iter().any(|e| e.instance_id.as_deref() == id) {
+                let open = self
+                    .entries
+                    .iter_mut()
+                    .find(|e| e.instance_id.as_deref() == id && e.ended_at.is_none());
+                match (open, s.ended_at) {
+                    (Some(e), Some(end)) => {
+                        e.ended_at = Some(end.max(e.launched_at));
+                        changes.push(format!("{} ended", s.instance_id));
+                    }
+                    // Stopped, and not just asked to start (EC2 may list a start late).
+                    (Some(e), None)
+                        if s.stopped
+                            && now.as_second() - e.launched_at.as_second() > settle_secs =>
+                    {
+                        e.ended_at = Some(now.max(e.launched_at));
+                        changes.push(format!("{} stopped: its run ended", s.instance_id));
+                    }
+                    // Running again with no run open: started outside this agent, or its
+                    // start's entry was lost. It counts from now (never less than it ran).
+                    (None, None) if !s.stopped => {
+                        self.entries.push(Entry {
+                            key: format!("started#{}@{}", s.instance_id, now.as_second()),
+                            instance_id: Some(s.instance_id.clone()),
+                            launched_at: now,
+                            ended_at: None,
+                        });
+                        changes.push(format!("{} runs again: counted from now", s.instance_id));
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -639,6 +741,105 @@ mod tests {
         assert!(!l.set_time_zone("America/Los_Angeles", at16).unwrap());
     }
 
+    /// The warm pool's rule: a slave stopped and started again the same local day costs one
+    /// unit in all; started on a later day it counts once on that day; stopped across midnight
+    /// it does not count on the new day. Past the cap only a free restart is allowed.
+    #[test]
+    fn a_warm_slave_started_again_the_same_day_costs_nothing_more() {
+        let mut l = CapLedger::new("UTC", 2, None).unwrap();
+        l.record_attempt("a#1", ts("2026-05-20T10:00:00Z")).unwrap();
+        l.bind("a#1", "i-1").unwrap();
+        l.record_attempt("b#1", ts("2026-05-20T10:00:00Z")).unwrap();
+        l.bind("b#1", "i-2").unwrap();
+        // Both stopped at noon: the day has spent both units.
+        l.record_ended("i-1", ts("2026-05-20T12:00:00Z")).unwrap();
+        l.record_ended("i-2", ts("2026-05-20T12:00:00Z")).unwrap();
+        let at18 = ts("2026-05-20T18:00:00Z");
+        assert_eq!(l.remaining(at18), 0);
+        assert!(
+            l.record_attempt("c#1", at18).is_err(),
+            "a launch is refused"
+        );
+        assert_eq!(l.record_restart("r1", "i-1", at18), Ok(true), "free");
+        assert_eq!(l.used(at18), 2, "i-1 counts once today");
+        // Stopped again before midnight: nothing on the 21st.
+        l.record_ended("i-1", ts("2026-05-20T20:00:00Z")).unwrap();
+        let next = ts("2026-05-21T09:00:00Z");
+        assert_eq!(l.used(next), 0);
+        // Started on the 21st: one unit there, refused once the day is spent.
+        assert_eq!(l.record_restart("r2", "i-1", next), Ok(false));
+        assert_eq!(l.record_restart("r3", "i-2", next), Ok(false));
+        assert_eq!(l.used(next), 2);
+        l.record_ended("i-2", ts("2026-05-21T10:00:00Z")).unwrap();
+        assert!(matches!(
+            l.record_restart("r4", "i-3", ts("2026-05-21T11:00:00Z")),
+            Err(CapError::Exhausted(_))
+        ));
+        assert_eq!(
+            l.record_restart("r5", "i-2", ts("2026-05-21T11:00:00Z")),
+            Ok(true)
+        );
+        // An overcounted day (rebuilt from tags: 3 counted, limit 2) grants no free start: the
+        // instance may be counted without having run.
+        let mut over = CapLedger::new("UTC", 2, None).unwrap();
+        for (k, id) in [("a#1", "i-1"), ("a#2", "i-2"), ("a#3", "i-3")] {
+            over.record_attempt(k, ts("2026-05-20T01:00:00Z")).ok();
+            over.entries.push(Entry {
+                key: format!("{k}-rebuilt"),
+                instance_id: Some(id.into()),
+                launched_at: ts("2026-05-20T01:00:00Z"),
+                ended_at: Some(ts("2026-05-20T02:00:00Z")),
+            });
+        }
+        over.entries.retain(|e| e.instance_id.is_some());
+        assert_eq!(over.used(ts("2026-05-20T03:00:00Z")), 3);
+        assert!(over
+            .record_restart("r6", "i-1", ts("2026-05-20T03:00:00Z"))
+            .is_err());
+        // Running at midnight still counts on the new day, as a launched slave does.
+        assert_eq!(l.used(ts("2026-05-22T01:00:00Z")), 2);
+        // Hours are the runs' sum, not the span from the first launch.
+        let mut h = CapLedger::new("UTC", 7, None).unwrap();
+        h.record_attempt("a#1", ts("2026-05-20T10:00:00Z")).unwrap();
+        h.bind("a#1", "i-1").unwrap();
+        h.record_ended("i-1", ts("2026-05-20T11:00:00Z")).unwrap();
+        h.record_restart("r", "i-1", ts("2026-05-20T15:00:00Z"))
+            .unwrap();
+        let hrs = h.instance_hours(ts("2026-05-20T15:30:00Z"));
+        assert!((hrs - 1.5).abs() < 1e-9, "{hrs}");
+    }
+
+    /// What EC2 lists settles a warm slave's runs: stopped long enough ends its run; running
+    /// again with no run open (started outside the agent, or the start's entry lost) opens one.
+    #[test]
+    fn reconcile_follows_stops_and_starts() {
+        let mut l = CapLedger::new("UTC", 7, None).unwrap();
+        l.record_attempt("a#1", ts("2026-05-20T10:00:00Z")).unwrap();
+        l.bind("a#1", "i-1").unwrap();
+        let seen = |stopped| Seen {
+            instance_id: "i-1".into(),
+            intent: Some("a".into()),
+            launched_at: ts("2026-05-20T10:00:00Z"),
+            ended_at: None,
+            stopped,
+        };
+        let at = ts("2026-05-20T12:00:00Z");
+        assert_eq!(l.reconcile(&[seen(true)], at, 300).len(), 1);
+        assert_eq!(l.entries()[0].ended_at, Some(at));
+        assert!(l.reconcile(&[seen(true)], at, 300).is_empty(), "once");
+        let later = ts("2026-05-21T12:00:00Z");
+        assert_eq!(l.used(later), 0);
+        assert_eq!(l.reconcile(&[seen(false)], later, 300).len(), 1);
+        assert_eq!(l.used(later), 1, "running again counts on the day it runs");
+        // A start just asked for is not ended by a listing that still says stopped.
+        l.record_ended("i-1", ts("2026-05-21T13:00:00Z")).unwrap();
+        let t = ts("2026-05-21T14:00:00Z");
+        l.record_restart("r", "i-1", t).unwrap();
+        assert!(l
+            .reconcile(&[seen(true)], ts("2026-05-21T14:01:00Z"), 300)
+            .is_empty());
+    }
+
     #[test]
     fn hours_budget_is_a_second_limit() {
         let mut l = CapLedger::new("UTC", 7, Some(2.0)).unwrap();
@@ -719,18 +920,21 @@ mod tests {
                 intent: Some("a".into()),
                 launched_at: t0,
                 ended_at: None,
+                stopped: false,
             },
             Seen {
                 instance_id: "i-2".into(),
                 intent: Some("a".into()),
                 launched_at: t0,
                 ended_at: Some(ts("2026-05-20T03:30:00Z")),
+                stopped: false,
             },
             Seen {
                 instance_id: "i-stranger".into(),
                 intent: Some("b".into()),
                 launched_at: t0,
                 ended_at: None,
+                stopped: false,
             },
         ];
         let changes = l.reconcile(&seen, now, 600);

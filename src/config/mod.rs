@@ -499,6 +499,12 @@ pub struct FleetConfig {
     pub tags: BTreeMap<String, String>,
     /// A launched slave must be `running` within this, or it is terminated.
     pub boot_timeout: Dur,
+    /// The warm pool: scale-in **stops** up to this many EBS-backed slaves instead of
+    /// terminating them, and scale-out starts a stopped one before it launches (faster, and free
+    /// of a new cap unit when it already ran today). 0 turns it off.
+    pub warm_pool: u32,
+    /// A stopped slave older than this is terminated (its content is stale, its volume costs).
+    pub warm_pool_max_age: Dur,
 }
 
 impl Default for FleetConfig {
@@ -515,6 +521,8 @@ impl Default for FleetConfig {
             user_data_file: None,
             tags: BTreeMap::new(),
             boot_timeout: Dur::secs(600),
+            warm_pool: 3,
+            warm_pool_max_age: Dur::secs(6 * 3600),
         }
     }
 }

@@ -639,6 +639,20 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         );
     }
     c.duration("fleet.boot_timeout", f.boot_timeout, 30 * SEC, HOUR);
+    c.require(f.warm_pool <= 100, "fleet.warm_pool", || {
+        format!(
+            "fleet.warm_pool must be at most 100 stopped slaves (got {}); 0 turns it off",
+            f.warm_pool
+        )
+    });
+    // At least one sampling of demand after a scale-in; at most a week (a stopped slave's
+    // content and patches age, and its volume is paid for).
+    c.duration(
+        "fleet.warm_pool_max_age",
+        f.warm_pool_max_age,
+        10 * 60 * SEC,
+        7 * DAY,
+    );
 
     // [elb]
     let e = &cfg.elb;

@@ -1073,12 +1073,14 @@ impl Master<'_> {
         let no_capacity_until = actuator.as_ref().and_then(|a| a.no_capacity_until(now));
         let probe_latency = crate::model::probe_latency(&self.probe_rx.borrow());
         let (scheduled, _) = self.windows(now);
+        let warm_room = actuator.as_ref().map_or(0, |a| a.warm_room());
         let obs = FleetObservation {
             master,
             slaves,
             no_capacity_until,
             probe_latency,
             scheduled,
+            warm_room,
         };
         let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
         // A decision this tick will not carry out (the fleet could not be observed) starts no
@@ -1286,6 +1288,8 @@ pub fn phase_name(p: Phase) -> &'static str {
         Phase::Releasing => "releasing",
         Phase::Draining => "draining",
         Phase::Terminating => "terminating",
+        Phase::Stopping => "stopping",
+        Phase::Stopped => "warm (stopped)",
     }
 }
 
@@ -1298,6 +1302,8 @@ fn fleet_counts<C: Cloud, H: HookRunner>(actuator: &Option<Actuator<C, H>>) -> (
             policy::SlaveState::InService => inservice += 1,
             policy::SlaveState::Pending | policy::SlaveState::Syncing => coming += 1,
             policy::SlaveState::Draining => going += 1,
+            // The warm pool is shown on its own (status_line, `status`'s slave list).
+            policy::SlaveState::Stopped => {}
         }
     }
     (inservice, coming, going)
@@ -1310,9 +1316,10 @@ fn status_line<C: Cloud, H: HookRunner>(
     now: Timestamp,
 ) -> String {
     let (inservice, coming, going) = fleet_counts(actuator);
+    let warm = actuator.as_ref().map_or(0, |a| a.pooled());
     let cap = ledger.status(now);
     format!(
-        "{inservice} slaves in service, {coming} coming, {going} going; burst cap {}/{} used; last decision: {}",
+        "{inservice} slaves in service, {coming} coming, {going} going, {warm} warm; burst cap {}/{} used; last decision: {}",
         cap.used,
         cap.limit,
         decision.action()

@@ -127,6 +127,9 @@ fn draw(rng: &mut ChaCha8Rng) -> (Config, Faults, Timestamp) {
         cfg.fleet.fallback_instance_types = vec!["c5.large".into()];
     }
     cfg.fleet.boot_timeout = Dur::secs(600);
+    // The warm pool, off or small, with an age limit some runs reach before they end.
+    cfg.fleet.warm_pool = rng.random_range(0..=3);
+    cfg.fleet.warm_pool_max_age = Dur::secs(rng.random_range(600..=7200));
     cfg.elb.register_timeout = Dur::secs(300);
     cfg.elb.draining_timeout = Dur::secs(rng.random_range(30..=300));
     cfg.hooks.pre_register = hook(rng.random_range(60..=300), rng.random_range(0..=2));
@@ -367,14 +370,19 @@ fn today(cfg: &Config, now: Timestamp) -> (Timestamp, Timestamp) {
     (start, end)
 }
 
-/// Distinct instances of ours alive at some time today (launched today, or running at its start).
+/// Distinct instances of ours that ran at some time today: a run (launch or start to stop or
+/// termination) under way at its start or begun since. A stopped instance does not run.
 fn truth_today(w: &World, cfg: &Config, now: Timestamp) -> u32 {
     let (start, _) = today(cfg, now);
     let n = w
         .instances
         .values()
-        .filter(|i| i.ours && i.launched_at <= now)
-        .filter(|i| i.terminated_at.is_none_or(|t| t > start))
+        .filter(|i| i.ours)
+        .filter(|i| {
+            i.runs
+                .iter()
+                .any(|(from, to)| *from <= now && to.is_none_or(|t| t > start))
+        })
         .count();
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -404,9 +412,13 @@ fn untracked(world: &Shared, a: &SimActuator) -> Option<String> {
     let w = world.w();
     let listed_at = w.last_listed_at?;
     for i in w.instances.values().filter(|i| i.ours) {
+        // Stopped ones too: their volumes cost money.
         let alive = matches!(
             i.info.state,
-            actuator::cloud::InstanceState::Pending | actuator::cloud::InstanceState::Running
+            actuator::cloud::InstanceState::Pending
+                | actuator::cloud::InstanceState::Running
+                | actuator::cloud::InstanceState::Stopping
+                | actuator::cloud::InstanceState::Stopped
         );
         let listable = i.visible_at <= listed_at && i.launched_at <= listed_at;
         if alive && listable && a.slave(&i.info.id).is_none() {
@@ -491,10 +503,30 @@ fn check(
 
 fn check_end(world: &Shared, a: &SimActuator, cfg: &Config, now: Timestamp) -> Option<String> {
     let w = world.w();
+    // What may be left: stopped slaves the agent keeps in its warm pool, no more than its size.
+    let pooled = |i: &&world::SimInstance| {
+        i.info.state == actuator::cloud::InstanceState::Stopped
+            && i.info.pooled_since.is_some()
+            && a.slave(&i.info.id)
+                .is_some_and(|s| s.phase == Phase::Stopped)
+    };
+    let warm = w
+        .instances
+        .values()
+        .filter(|i| i.ours && i.terminated_at.is_none())
+        .filter(pooled)
+        .count();
+    if warm > usize::try_from(cfg.fleet.warm_pool).unwrap_or(usize::MAX) {
+        return Some(format!(
+            "{warm} stopped slaves in a warm pool of {}",
+            cfg.fleet.warm_pool
+        ));
+    }
     let left: Vec<&str> = w
         .instances
         .values()
         .filter(|i| i.ours && i.terminated_at.is_none())
+        .filter(|i| !pooled(i))
         .map(|i| i.info.id.as_str())
         .collect();
     if !left.is_empty() {

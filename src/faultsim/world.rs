@@ -12,6 +12,7 @@
 
 use crate::actuator::cloud::{
     Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState, TAG_DRAINING_SINCE, TAG_OWNER,
+    TAG_POOLED_SINCE,
 };
 use crate::actuator::runner::{Finished, HookRunner};
 use crate::actuator::HookKind;
@@ -44,6 +45,11 @@ pub struct SimInstance {
     pub running_at: Timestamp,
     /// When TerminateInstances took effect.
     pub terminated_at: Option<Timestamp>,
+    /// Its runs: from launch or StartInstances to StopInstances or termination (the truth the
+    /// cap is checked against: an instance counts on every day one of its runs touches).
+    pub runs: Vec<(Timestamp, Option<Timestamp>)>,
+    /// A stop in progress completes then (stopping → stopped).
+    pub stopped_at: Option<Timestamp>,
     /// The ELB's health check fails from then on.
     pub sick_from: Option<Timestamp>,
 }
@@ -172,6 +178,8 @@ impl World {
                         intent: intent.map(str::to_string),
                         owner: owner.map(str::to_string),
                         draining_since: None,
+                        pooled_since: None,
+                        ebs_root: true,
                         ended_at: None,
                     },
                     group: "default".into(),
@@ -180,6 +188,8 @@ impl World {
                     visible_at: back,
                     running_at: back,
                     terminated_at: None,
+                    runs: vec![(back, None)],
+                    stopped_at: None,
                     sick_from: None,
                 },
             );
@@ -247,6 +257,9 @@ impl World {
             match i.info.state {
                 InstanceState::Pending if now >= i.running_at => {
                     i.info.state = InstanceState::Running;
+                }
+                InstanceState::Stopping if i.stopped_at.is_some_and(|t| now >= t) => {
+                    i.info.state = InstanceState::Stopped;
                 }
                 InstanceState::ShuttingDown
                     if i.terminated_at
@@ -325,6 +338,9 @@ impl World {
                 intent: Some(req.intent.clone()),
                 owner: Some(req.owner.clone()),
                 draining_since: None,
+                pooled_since: None,
+                // Now and then an instance-store root, which EC2 will not stop.
+                ebs_root: !self.rng.random_bool(0.1),
                 ended_at: None,
             };
             self.instances.insert(
@@ -337,6 +353,8 @@ impl World {
                     visible_at: at(lag),
                     running_at: at(boot),
                     terminated_at: None,
+                    runs: vec![(self.now, None)],
+                    stopped_at: None,
                     sick_from: sick.then(|| at(boot + self.rng.random_range(60..=1800))),
                 },
             );
@@ -469,6 +487,91 @@ impl Cloud for SimCloud {
                     if i.terminated_at.is_none() {
                         i.terminated_at = Some(now);
                         i.info.state = InstanceState::ShuttingDown;
+                        end_run(i, now);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn stop(&self, ids: &[String]) -> Result<(), AwsError> {
+        let mut w = self.0.w();
+        w.call("StopInstances", |w| {
+            let op = "StopInstances";
+            w.known(op, ids, "InvalidInstanceID.NotFound")?;
+            // EC2 refuses the whole call for an instance-store root, or one not running.
+            if ids.iter().any(|id| {
+                let i = &w.instances[id].info;
+                !i.ebs_root
+                    || !matches!(
+                        i.state,
+                        InstanceState::Running | InstanceState::Stopping | InstanceState::Stopped
+                    )
+            }) {
+                return Err(err(op, "UnsupportedOperation", false, true));
+            }
+            w.touch("StopInstances", ids);
+            let now = w.now;
+            for id in ids {
+                let lag = w.rng.random_range(5..=120);
+                if let Some(i) = w.instances.get_mut(id) {
+                    if i.info.state == InstanceState::Running {
+                        i.info.state = InstanceState::Stopping;
+                        i.stopped_at = Timestamp::from_second(now.as_second() + lag).ok();
+                        end_run(i, now);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn start(&self, ids: &[String]) -> Result<(), AwsError> {
+        let mut w = self.0.w();
+        w.call("StartInstances", |w| {
+            let op = "StartInstances";
+            w.known(op, ids, "InvalidInstanceID.NotFound")?;
+            if ids.iter().any(|id| {
+                !matches!(
+                    w.instances[id].info.state,
+                    InstanceState::Stopped | InstanceState::Pending | InstanceState::Running
+                )
+            }) {
+                return Err(err(op, "IncorrectInstanceState", false, true));
+            }
+            w.touch("StartInstances", ids);
+            let now = w.now;
+            for id in ids {
+                let boot = w.rng.random_range(10..=90);
+                if let Some(i) = w.instances.get_mut(id) {
+                    if i.info.state == InstanceState::Stopped {
+                        i.info.state = InstanceState::Pending;
+                        i.running_at =
+                            Timestamp::from_second(now.as_second() + boot).unwrap_or(now);
+                        i.runs.push((now, None));
+                    }
+                }
+                // Its content is as old as its stop: only a new sync makes it servable.
+                w.synced.remove(id);
+            }
+            Ok(())
+        })
+    }
+
+    async fn untag(&self, ids: &[String], keys: &[&str]) -> Result<(), AwsError> {
+        let mut w = self.0.w();
+        w.call("DeleteTags", |w| {
+            w.known("DeleteTags", ids, "InvalidInstanceID.NotFound")?;
+            w.touch("DeleteTags", ids);
+            for id in ids {
+                if let Some(i) = w.instances.get_mut(id) {
+                    for k in keys {
+                        match *k {
+                            TAG_DRAINING_SINCE => i.info.draining_since = None,
+                            TAG_POOLED_SINCE => i.info.pooled_since = None,
+                            _ => {}
+                        }
                     }
                 }
             }
@@ -485,6 +588,7 @@ impl Cloud for SimCloud {
                 if let Some(i) = w.instances.get_mut(id) {
                     match key {
                         TAG_DRAINING_SINCE => i.info.draining_since = value.parse().ok(),
+                        TAG_POOLED_SINCE => i.info.pooled_since = value.parse().ok(),
                         TAG_OWNER => i.info.owner = Some(value.into()),
                         _ => {}
                     }
@@ -492,6 +596,13 @@ impl Cloud for SimCloud {
             }
             Ok(())
         })
+    }
+}
+
+/// Ends the instance's run under way, if any.
+fn end_run(i: &mut SimInstance, now: Timestamp) {
+    if let Some(run) = i.runs.last_mut().filter(|r| r.1.is_none()) {
+        run.1 = Some(now);
     }
 }
 

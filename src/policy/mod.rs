@@ -34,6 +34,8 @@ pub enum SlaveState {
     InService,
     /// Deregistered, waiting out the draining timeout before termination.
     Draining,
+    /// Stopped in the warm pool: not capacity, but the first to come back.
+    Stopped,
 }
 
 pub use crate::model::HostMetrics;
@@ -63,6 +65,14 @@ pub struct FleetObservation {
     /// is a floor like `policy.min_slaves` (schedule.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled: Option<crate::schedule::Window>,
+    /// Room left in the warm pool (`fleet.warm_pool` minus the slaves stopped or stopping in
+    /// it): a slave released into it can come back today at no new cap unit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warm_room: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What one signal said this tick.
@@ -392,16 +402,37 @@ pub fn decide(
         });
     }
 
-    // 5. The daily burst cap.
+    // 5. The daily burst cap. A warm slave that ran today already starts again at no new
+    //    unit (while the ledger is usable and the hours budget is not spent).
     let cap_status = cap.status(now);
+    let hours_left = cap_status
+        .hours_budget
+        .is_none_or(|b| cap_status.instance_hours < b);
+    // (Only within the limit: an overcounted ledger may count one that did not run today.)
+    let free_warm =
+        if cap_status.blocked.is_none() && hours_left && cap_status.used <= cap_status.limit {
+            to_u32(
+                obs.slaves
+                    .iter()
+                    .filter(|s| s.state == SlaveState::Stopped && cap.counts_today(&s.id, now))
+                    .count(),
+            )
+        } else {
+            0
+        };
     let mut cap_limited = bounded;
     if bounded > current {
         let want = bounded - current;
-        let allowed = want.min(cap_status.remaining);
+        let allowed = want.min(cap_status.remaining.saturating_add(free_warm));
+        if free_warm > 0 && want > cap_status.remaining {
+            reasons.push(Reason::WarmPool {
+                free: free_warm.min(want),
+            });
+        }
         if allowed < want {
             if let Some(why) = &cap_status.blocked {
                 reasons.push(Reason::LedgerUnavailable { why: why.clone() });
-            } else if cap_status.remaining == 0 {
+            } else if allowed == 0 {
                 reasons.push(Reason::DailyCapReached {
                     used: cap_status.used,
                     limit: cap_status.limit,
@@ -442,9 +473,12 @@ pub fn decide(
             .is_some_and(|t| now.as_second() - t.as_second() <= keep_for);
         let day_ending = cap_status.resets_in_secs <= keep_for;
         let forced = current > cfg.max_slaves;
+        // A slave released into the warm pool comes back today at no new unit: the pool's room
+        // is releasable whatever the cap says.
         let releasable = cap_status
             .remaining
-            .saturating_sub(cfg.keep_slaves_when_cap_remaining_at_most);
+            .saturating_sub(cfg.keep_slaves_when_cap_remaining_at_most)
+            .saturating_add(obs.warm_room);
         let allowed = if !forced && recently_needed && !day_ending && releasable < wanted {
             reasons.push(Reason::KeepingForCap {
                 remaining: cap_status.remaining,

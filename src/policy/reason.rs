@@ -120,6 +120,10 @@ pub enum Reason {
     LedgerUnavailable {
         why: String,
     },
+    /// Warm slaves that ran today already start again at no new cap unit.
+    WarmPool {
+        free: u32,
+    },
     KeepingForCap {
         remaining: u32,
         kept: u32,
@@ -171,6 +175,7 @@ impl Reason {
             Reason::DailyCapReached { .. } => "DailyCapReached",
             Reason::CapLimited { .. } => "CapLimited",
             Reason::LedgerUnavailable { .. } => "LedgerUnavailable",
+            Reason::WarmPool { .. } => "WarmPool",
             Reason::KeepingForCap { .. } => "KeepingForCap",
             Reason::NoVictimOldEnough { .. } => "NoVictimOldEnough",
             Reason::NoCapacity { .. } => "NoCapacity",
@@ -265,6 +270,10 @@ impl fmt::Display for Reason {
             Reason::LedgerUnavailable { why } => write!(
                 f,
                 "no scale-out: the burst cap ledger is unavailable ({why}); it is rebuilt at the next adoption, or by `burst-agent repair` when the log says so"
+            ),
+            Reason::WarmPool { free } => write!(
+                f,
+                "{free} warm slave(s) that ran today start again at no new cap unit"
             ),
             Reason::KeepingForCap { remaining, kept, keep_for_secs } => write!(
                 f,

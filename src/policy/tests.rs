@@ -52,6 +52,7 @@ fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservation {
         no_capacity_until: None,
         probe_latency: None,
         scheduled: None,
+        warm_room: 0,
     }
 }
 
@@ -134,6 +135,7 @@ fn missing_metrics_never_cause_a_scale_in() {
         no_capacity_until: None,
         probe_latency: None,
         scheduled: None,
+        warm_room: 0,
     };
     let d = run(&cfg(), &o);
     assert!(matches!(d, Decision::Hold { .. }));
@@ -568,6 +570,7 @@ fn the_readme_decision_line() {
         no_capacity_until: None,
         probe_latency: None,
         scheduled: None,
+        warm_room: 0,
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
     // The README shows this very line: read it from README.md, so the two cannot drift apart.
@@ -842,4 +845,69 @@ fn a_forecast_spends_at_most_a_third_of_the_cap_left() {
     let d = decide(&c, &fleet_total(2.0, 0), &ledger, &h, at(0));
     assert_eq!(d.explanation().raw_desired, 3, "{d}");
     assert!(!has(&d, "Forecast"), "{d}");
+}
+
+/// The warm pool in the cap step: a stopped slave the day counts already starts at no new unit,
+/// so a spent cap still allows it (reason WarmPool); one that has not run today needs a unit.
+/// Scale-in keeps nothing "for the cap" that the pool has room for.
+#[test]
+fn warm_slaves_that_ran_today_come_back_past_a_spent_cap() {
+    let mut l = CapLedger::new("Asia/Tokyo", 2, None).unwrap();
+    for (k, id) in [("a#1", "i-w1"), ("a#2", "i-w2")] {
+        l.record_attempt(k, at(-7200)).unwrap();
+        l.bind(k, id).unwrap();
+        l.record_ended(id, at(-3600)).unwrap();
+    }
+    let mut warm = vec![
+        slave("i-w1", SlaveState::Stopped, -7200, None),
+        slave("i-w2", SlaveState::Stopped, -7200, None),
+    ];
+    // Master at 2.0 busy / target 0.5: 4 hosts, 3 slaves wanted; cap 2/2 spent.
+    let d = decide(
+        &cfg(),
+        &fleet(2.0, warm.clone()),
+        &l,
+        &History::new(),
+        at(0),
+    );
+    assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
+    assert!(has(&d, "WarmPool") && has(&d, "CapLimited"), "{d}");
+    assert!(
+        d.to_string().contains("2 warm slave(s) that ran today"),
+        "{d}"
+    );
+    // A stopped slave the day has not counted is no free start.
+    warm.push(slave("i-w3", SlaveState::Stopped, -90_000, None));
+    let d = decide(
+        &cfg(),
+        &fleet(2.0, warm[2..].to_vec()),
+        &l,
+        &History::new(),
+        at(0),
+    );
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "DailyCapReached"), "{d}");
+
+    // Scale-in with the cap nearly spent: kept for the cap without a pool, released into it
+    // when it has room.
+    let mut c = cfg();
+    c.cap_keep_for = Dur::secs(1800);
+    let mut h = History::new();
+    h.record(&c, at(-300), &run(&c, &fleet(1.0, in_service(3, 1.0))));
+    let mut spent = cap();
+    for i in 0..7 {
+        spent.record_attempt(&format!("k{i}"), at(-3600)).unwrap();
+    }
+    let mut idle = fleet(0.1, in_service(3, 0.1));
+    let d = decide(&c, &idle, &spent, &h, at(0));
+    assert!(
+        matches!(d, Decision::Hold { .. }) && has(&d, "KeepingForCap"),
+        "{d}"
+    );
+    idle.warm_room = 2;
+    let d = decide(&c, &idle, &spent, &h, at(0));
+    assert!(
+        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 2),
+        "{d}"
+    );
 }

@@ -190,7 +190,7 @@ impl Autoscaler for AgentScaler {
 fn slaves_now(obs: &FleetObservation) -> u32 {
     obs.slaves
         .iter()
-        .filter(|s| s.state != SlaveState::Draining)
+        .filter(|s| !matches!(s.state, SlaveState::Draining | SlaveState::Stopped))
         .count() as u32
 }
 
@@ -199,7 +199,7 @@ fn newest(obs: &FleetObservation, n: u32) -> Vec<String> {
     let mut v: Vec<&SlaveObservation> = obs
         .slaves
         .iter()
-        .filter(|s| s.state != SlaveState::Draining)
+        .filter(|s| !matches!(s.state, SlaveState::Draining | SlaveState::Stopped))
         .collect();
     v.sort_by_key(|s| {
         (
@@ -241,7 +241,7 @@ impl Autoscaler for HpaScaler {
                 match s.state {
                     SlaveState::InService => pods.push(pod(s.metrics.as_ref())),
                     SlaveState::Pending | SlaveState::Syncing => pods.push(hpa::Pod::Unready),
-                    SlaveState::Draining => {}
+                    SlaveState::Draining | SlaveState::Stopped => {}
                 }
             }
             match hpa::replica_count(current, &pods, target, self.params.tolerance) {
@@ -555,6 +555,7 @@ pub fn run(
                             .and_then(|tz| crate::schedule::active(&plans, tz, now))
                     })
                     .flatten(),
+                warm_room: 0,
             };
             match scaler.act(now, &obs, &ledger) {
                 Action::Hold => {}

@@ -173,6 +173,8 @@ pub fn actuator_config(
     cfg.elb.name = format!("{group}-elb");
     cfg.elb.draining_timeout = Dur::secs(2);
     cfg.elb.register_timeout = Dur::secs(30);
+    // Off: these tests release by termination; the warm pool's test turns it on.
+    cfg.fleet.warm_pool = 0;
     cfg.cap.daily_limit = 7;
     cfg.cap.time_zone = "UTC".into();
     cfg.hooks.pre_register.argv = vec![
