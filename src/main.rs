@@ -133,6 +133,10 @@ struct SimulateArgs {
     /// Trace units one host serves at saturation (e.g. requests/s); 1 = host-equivalents.
     #[arg(long, default_value_t = 1.0)]
     host_capacity: f64,
+    /// Share of the load only the master serves (forms, the CMS) [0-1]; the rest is spread
+    /// over every serving host, the master included.
+    #[arg(long, default_value_t = 0.1, value_name = "SHARE")]
+    master_share: f64,
     /// Start time for traces written in second offsets (RFC 3339).
     #[arg(long, default_value = "2026-01-05T00:00:00+09:00")]
     start: String,
@@ -299,6 +303,11 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
         "--host-capacity must be above 0 (got {})",
         a.host_capacity
     );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.master_share),
+        "--master-share must be between 0 and 1 (got {})",
+        a.master_share
+    );
     let start: jiff::Timestamp = a
         .start
         .parse()
@@ -323,6 +332,7 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
     model.metrics_delay = a.metrics_delay.as_secs() as i64;
     model.slo_utilization = a.slo_utilization;
     model.host_capacity = a.host_capacity;
+    model.master_only_share = a.master_share;
     // About 2,000 points per line in the plot.
     let step = (trace.duration_secs() / 2000).max(1);
     // Long runs say how far they are (on stderr, so --json stays clean).

@@ -3,8 +3,10 @@
 //! with the SPEC Research Group's elasticity metrics.
 //!
 //! The fleet model, one tick a second:
-//! - offered load L (host-equivalents) is spread evenly over the serving hosts (the master and
-//!   the slaves in service), so each host's utilization is u = L / serving;
+//! - a share s of the offered load L (host-equivalents), `master_only_share`, is work only the
+//!   master can do (forms and the CMS stay on it); the rest is spread evenly over the n serving
+//!   hosts (the master is in the ELB too, with the slaves in service). So the master's
+//!   utilization is s·L + (1 − s)·L / n and each slave's (1 − s)·L / n ([`Model::utilization`]);
 //! - a host's Apache busy ratio is min(u, 1) (mod_status is instantaneous); its load average
 //!   per CPU follows u through the kernel's 1-minute exponential average (updated every 5 s), so
 //!   it lags and, when overloaded, grows past 1 the way the run queue does;
@@ -13,8 +15,9 @@
 //! - the master sees its own samples at once; slaves' samples reach it through CloudWatch
 //!   `metrics_delay` later (a new slave has no metrics until then).
 //!
-//! Demand is the hosts needed to keep each at or below `slo_utilization`: ceil(L / slo), at least
-//! the master. Supply is the serving hosts.
+//! Demand is the hosts needed to keep each at or below `slo_utilization` ([`Model::demand`]): the
+//! smallest n with the master (the hottest host) at or below it; with no master-only work that is
+//! ceil(L / slo), at least the master. Supply is the serving hosts.
 
 pub mod hpa;
 pub mod oracle;
@@ -46,6 +49,21 @@ pub struct Model {
     pub slo_utilization: f64,
     /// Trace units per host (1.0 when the trace is in host-equivalents).
     pub host_capacity: f64,
+    /// Share of the offered load (0-1) that only the master can serve: forms and the CMS stay on
+    /// the master, so no slave takes this part; the rest is spread evenly over every serving host.
+    /// Default 0.1, an estimate rather than a measurement: in a burst nearly all requests are
+    /// readers of pages any host serves (the leaderboard, the shop's page, the appeal), while the
+    /// forms' posts are few but heavier than a page, and the CMS keeps working through an event
+    /// (scores and news published while it runs); a tenth of the work keeps the master the
+    /// hottest host without making every trace infeasible. 0 is the model before it was added.
+    pub master_only_share: f64,
+}
+
+/// Utilization of each kind of serving host at one instant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HostLoad {
+    pub master: f64,
+    pub slave: f64,
 }
 
 impl Model {
@@ -59,7 +77,51 @@ impl Model {
             draining: cfg.elb.draining_timeout.get().as_secs() as i64,
             slo_utilization: 0.8,
             host_capacity: 1.0,
+            master_only_share: 0.1,
         }
+    }
+
+    fn share(&self) -> f64 {
+        if self.master_only_share.is_finite() {
+            self.master_only_share.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Utilization of the master and of each slave with `serving` hosts in service (the master
+    /// included) under `load` host-equivalents: the master does the master-only share s and its
+    /// part of the rest, s·L + (1 − s)·L / n; a slave (1 − s)·L / n. The master is always hotter
+    /// by s·L, however many slaves serve.
+    pub fn utilization(&self, load: f64, serving: u32) -> HostLoad {
+        let s = self.share();
+        let spread = (1.0 - s) * load / f64::from(serving.max(1));
+        HostLoad {
+            master: s * load + spread,
+            slave: spread,
+        }
+    }
+
+    /// Hosts needed (the master included) to keep every host at or below `slo_utilization` under
+    /// `load` host-equivalents: the smallest n with s·L + (1 − s)·L / n <= slo, which is
+    /// ceil((1 − s)·L / (slo − s·L)); with s = 0 that is ceil(L / slo), as without the share.
+    ///
+    /// As s·L nears the SLO, n grows without bound, and once s·L alone is above it no number of
+    /// slaves brings the master under it. So demand is at most the larger of the largest fleet a
+    /// policy may run (1 + `max_slaves`) and what the load would need if all of it could be
+    /// spread, ceil(L / slo); that bound is also the demand when s·L >= slo. Past it the
+    /// master-only work is what overloads the master and a slave more would not fix it. The bound
+    /// never cuts the demand below the even-spread demand, so with s = 0 demand is as before.
+    pub fn demand(&self, load: f64, max_slaves: u32) -> u32 {
+        let slo = self.slo_utilization;
+        let even = ceil_u32(load / slo).max(1);
+        let most = even.max(max_slaves.saturating_add(1));
+        let s = self.share();
+        let room = slo - s * load;
+        if room <= 0.0 {
+            return most;
+        }
+        ceil_u32((1.0 - s) * load / room).clamp(1, most)
     }
 }
 
@@ -486,26 +548,28 @@ pub fn run(
         }
         let load = cursor.at(t as f64) / model.host_capacity;
         let serving = 1 + slaves.iter().filter(|s| s.serving(t)).count() as u32;
-        let u = load / f64::from(serving);
+        let u = model.utilization(load, serving);
         if t % 5 == 0 {
-            master.load = master.load * LOAD_DECAY + u * (1.0 - LOAD_DECAY);
+            master.load = master.load * LOAD_DECAY + u.master * (1.0 - LOAD_DECAY);
             for s in slaves.iter_mut().filter(|s| s.serving(t)) {
-                s.load = s.load * LOAD_DECAY + u * (1.0 - LOAD_DECAY);
+                s.load = s.load * LOAD_DECAY + u.slave * (1.0 - LOAD_DECAY);
             }
             m.peak_load_per_cpu = m.peak_load_per_cpu.max(master.load);
         }
         if t % model.sampling_interval == 0 {
-            let busy = u.min(1.0);
-            for h in std::iter::once(&mut master).chain(slaves.iter_mut().filter(|s| s.serving(t)))
-            {
+            let sample = |h: &mut Host, busy: f64| {
                 h.samples.push_back((t, busy, h.load));
                 while h.samples.front().is_some_and(|s| s.0 < t - keep_samples) {
                     h.samples.pop_front();
                 }
+            };
+            sample(&mut master, u.master.min(1.0));
+            for h in slaves.iter_mut().filter(|s| s.serving(t)) {
+                sample(h, u.slave.min(1.0));
             }
         }
         // Accounting.
-        let demand = ceil_u32(load / model.slo_utilization).max(1);
+        let demand = model.demand(load, p.max_slaves);
         if demand > serving {
             sum_under += f64::from(demand - serving) / f64::from(demand);
             t_under += 1;

@@ -161,7 +161,12 @@ fn threshold_mode_answers_one_step_once_counting_the_slaves_on_their_way() {
     let csv = "0,0.3\n600,0.3\n601,1.6\n14400,1.6\n";
     let mut cfg = Config::default();
     cfg.policy.mode = crate::config::PolicyMode::Threshold;
-    let model = Model::from_config(&cfg);
+    let mut model = Model::from_config(&cfg);
+    // The step was sized for an even spread (1.6 needs 2 hosts at 80 %). With master-only work
+    // it needs 3 (the master at 0.16 + 1.44 / n), while threshold mode reads the hosts' mean
+    // (0.88 and 0.72 with one slave: 0.8, not above the threshold) and stops at one slave: what
+    // is tested here is the counting of slaves on their way, so the share is left out.
+    model.master_only_share = 0.0;
     let agent = run(&cfg, &trace(csv), &model, Kind::Agent, true, 60);
     let hpa = run(&cfg, &trace(csv), &model, Kind::Hpa, true, 60);
     assert!(
@@ -172,4 +177,61 @@ fn threshold_mode_answers_one_step_once_counting_the_slaves_on_their_way() {
     );
     // And it still meets the step: never under-provisioned once the slaves could be there.
     assert!(agent.metrics.theta_u < 5.0, "{:?}", agent.metrics);
+}
+
+#[test]
+fn with_no_master_only_work_the_load_is_spread_evenly_as_before() {
+    let cfg = Config::default();
+    let mut model = Model::from_config(&cfg);
+    model.master_only_share = 0.0;
+    assert_eq!(model.slo_utilization, 0.8);
+    assert_eq!(cfg.policy.max_slaves, 7);
+    // (load, serving hosts, each host's utilization L / n, demand ceil(L / 0.8) at least 1).
+    for (load, serving, u, demand) in [
+        (0.0, 1, 0.0, 1),
+        (0.5, 1, 0.5, 1),
+        (0.8, 1, 0.8, 1),
+        (1.2, 2, 0.6, 2),
+        (3.0, 4, 0.75, 4),
+        (4.0, 5, 0.8, 5),
+        // Above the largest fleet (8 hosts): still what the load needs, as before.
+        (34.5, 8, 4.3125, 44),
+    ] {
+        let h = model.utilization(load, serving);
+        assert!((h.master - u).abs() < 1e-12, "{load}/{serving}: {h:?}");
+        assert!((h.slave - u).abs() < 1e-12, "{load}/{serving}: {h:?}");
+        assert_eq!(model.demand(load, 7), demand, "load {load}");
+    }
+}
+
+#[test]
+fn master_only_work_keeps_the_master_hotter_and_raises_demand() {
+    let cfg = Config::default();
+    let mut model = Model::from_config(&cfg);
+    model.master_only_share = 0.3;
+    // 1.5 host-equivalents: 0.45 only the master serves, 1.05 spread over the serving hosts.
+    // Two hosts: the master 0.45 + 0.525 = 0.975, the slave 0.525, hotter by 0.45.
+    let two = model.utilization(1.5, 2);
+    assert!((two.master - 0.975).abs() < 1e-12, "{two:?}");
+    assert!((two.slave - 0.525).abs() < 1e-12, "{two:?}");
+    // Four hosts: 0.45 + 0.2625 and 0.2625: still 0.45 apart.
+    let four = model.utilization(1.5, 4);
+    assert!((four.master - 0.7125).abs() < 1e-12, "{four:?}");
+    assert!((four.slave - 0.2625).abs() < 1e-12, "{four:?}");
+    // Demand at 80 %: 1.05 / n <= 0.8 - 0.45 = 0.35, so n = 3 (an even spread needed 2).
+    assert_eq!(model.demand(1.5, 7), 3);
+    // At 75 %: 1.05 / n <= 0.30, n >= 3.5, so 4.
+    model.slo_utilization = 0.75;
+    assert_eq!(model.demand(1.5, 7), 4);
+    model.slo_utilization = 0.8;
+    // 2.6: the master alone does 0.78; 1.82 / n <= 0.02 needs 91 hosts: past the largest
+    // fleet (1 + 7) a slave more does not fix the master: 8.
+    assert_eq!(model.demand(2.6, 7), 8);
+    // 3.0: 0.9 on the master alone, above the SLO whatever serves: the largest fleet.
+    assert_eq!(model.demand(3.0, 7), 8);
+    // 10: an even spread would need ceil(12.5) = 13, more than the largest fleet: 13.
+    assert_eq!(model.demand(10.0, 7), 13);
+    // A lone master carries everything.
+    let one = model.utilization(1.5, 1);
+    assert!((one.master - 1.5).abs() < 1e-12, "{one:?}");
 }
