@@ -137,6 +137,9 @@ struct SimulateArgs {
     /// over every serving host, the master included.
     #[arg(long, default_value_t = 0.1, value_name = "SHARE")]
     master_share: f64,
+    /// Slaves of the static baseline: a fleet planned in advance, in service for the whole trace.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    static_slaves: u32,
     /// Start time for traces written in second offsets (RFC 3339).
     #[arg(long, default_value = "2026-01-05T00:00:00+09:00")]
     start: String,
@@ -308,6 +311,11 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
         "--master-share must be between 0 and 1 (got {})",
         a.master_share
     );
+    anyhow::ensure!(
+        a.static_slaves <= 1000,
+        "--static-slaves must be at most 1000 (got {}), as policy.max_slaves",
+        a.static_slaves
+    );
     let start: jiff::Timestamp = a
         .start
         .parse()
@@ -333,6 +341,7 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
     model.slo_utilization = a.slo_utilization;
     model.host_capacity = a.host_capacity;
     model.master_only_share = a.master_share;
+    model.static_slaves = a.static_slaves;
     // About 2,000 points per line in the plot.
     let step = (trace.duration_secs() / 2000).max(1);
     // Long runs say how far they are (on stderr, so --json stays clean).

@@ -26,6 +26,8 @@ fn table_lists_every_policy_with_and_without_the_cap() {
         "k8s-hpa (no cap)",
         "aws-simple (cap)",
         "aws-simple (no cap)",
+        "static (cap)",
+        "static (no cap)",
         "oracle (cap)",
         "none",
     ] {
@@ -54,8 +56,8 @@ fn json_and_plot() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let runs = v["runs"].as_array().unwrap();
-    // Three policies with and without the cap, the oracle, and none.
-    assert_eq!(runs.len(), 8);
+    // Three policies and the static fleet with and without the cap, the oracle, and none.
+    assert_eq!(runs.len(), 10);
     for r in runs.iter().filter(|r| r["capped"] == true) {
         assert_eq!(r["metrics"]["cap_violations"], 0, "{r}");
     }

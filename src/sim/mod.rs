@@ -57,6 +57,9 @@ pub struct Model {
     /// (scores and news published while it runs); a tenth of the work keeps the master the
     /// hottest host without making every trace infeasible. 0 is the model before it was added.
     pub master_only_share: f64,
+    /// Slaves of the static baseline ([`Kind::Static`]): the fleet planned in advance, in service
+    /// from the trace's start to its end. Default 5, the golf tournament's 1 master + 5 slaves.
+    pub static_slaves: u32,
 }
 
 /// Utilization of each kind of serving host at one instant.
@@ -78,6 +81,7 @@ impl Model {
             slo_utilization: 0.8,
             host_capacity: 1.0,
             master_only_share: 0.1,
+            static_slaves: 5,
         }
     }
 
@@ -137,6 +141,11 @@ pub enum Kind {
     AwsSimple,
     /// No autoscaling: the master plus `min_slaves`.
     None,
+    /// A fleet planned in advance: the master plus `Model::static_slaves`, in service from the
+    /// trace's start (no boot delay at 0) to its end. Its slaves count against the cap ledger
+    /// like any slave: on every local day they run (a day-crossing run counts them each day),
+    /// and with the cap on no more than the day's limit are started.
+    Static,
     /// The clairvoyant reference (oracle.rs): knows the trace, same cap and delays.
     Oracle,
 }
@@ -148,6 +157,7 @@ impl Kind {
             Kind::Hpa => "k8s-hpa",
             Kind::AwsSimple => "aws-simple",
             Kind::None => "none",
+            Kind::Static => "static",
             Kind::Oracle => "oracle",
         }
     }
@@ -379,9 +389,10 @@ impl Autoscaler for SimpleScaler {
     }
 }
 
-struct Static;
+/// Never scales: no autoscaling, and the static fleet.
+struct Hold;
 
-impl Autoscaler for Static {
+impl Autoscaler for Hold {
     fn interval(&self) -> i64 {
         60
     }
@@ -479,7 +490,7 @@ pub fn run(
             min: p.min_slaves,
             max: p.max_slaves,
         }),
-        Kind::None => Box::new(Static),
+        Kind::None | Kind::Static => Box::new(Hold),
         Kind::Oracle => Box::new(oracle::Oracle::new(trace, model, &ledger, p.max_slaves)),
     };
     let interval = scaler.interval();
@@ -509,27 +520,49 @@ pub fn run(
     let (mut last_demand, mut last_supply) = (None::<u32>, None::<u32>);
     let (mut demand_changes, mut supply_changes) = (0u64, 0u64);
     let keep_samples = model.metrics_delay + 2 * model.sampling_interval + 5;
-    let launch =
-        |slaves: &mut Vec<Host>, next_id: &mut u32, ledger: &mut CapLedger, t: i64| -> bool {
-            let id = format!("i-{:05}", *next_id);
-            if ledger.record_attempt(&id, ts(start + t)).is_err() {
-                return false;
-            }
-            *next_id += 1;
-            slaves.push(Host {
-                id,
-                launched: t,
-                running_from: t + model.boot_delay,
-                serving_from: t + model.boot_delay + model.sync_time + model.register_delay,
-                drain_until: None,
-                terminated: None,
-                load: 0.0,
-                samples: VecDeque::new(),
-            });
-            true
+    // A planned slave is in service at `t` (it was started ahead of the trace); a launched one
+    // boots, syncs and registers first.
+    let launch = |slaves: &mut Vec<Host>,
+                  next_id: &mut u32,
+                  ledger: &mut CapLedger,
+                  t: i64,
+                  planned: bool|
+     -> bool {
+        let id = format!("i-{:05}", *next_id);
+        if ledger.record_attempt(&id, ts(start + t)).is_err() {
+            return false;
+        }
+        *next_id += 1;
+        let (running_from, serving_from) = if planned {
+            (t, t)
+        } else {
+            (
+                t + model.boot_delay,
+                t + model.boot_delay + model.sync_time + model.register_delay,
+            )
         };
-    for _ in 0..p.min_slaves {
-        launch(&mut slaves, &mut next_id, &mut ledger, 0);
+        slaves.push(Host {
+            id,
+            launched: t,
+            running_from,
+            serving_from,
+            drain_until: None,
+            terminated: None,
+            load: 0.0,
+            samples: VecDeque::new(),
+        });
+        true
+    };
+    if policy == Kind::Static {
+        for _ in 0..model.static_slaves {
+            if !launch(&mut slaves, &mut next_id, &mut ledger, 0, true) {
+                break;
+            }
+        }
+    } else {
+        for _ in 0..p.min_slaves {
+            launch(&mut slaves, &mut next_id, &mut ledger, 0, false);
+        }
     }
     for t in 0..=end {
         let now = ts(start + t);
@@ -597,7 +630,7 @@ pub fn run(
             ledger.prune(now);
         }
         // Decide and act.
-        if t % interval == 0 && policy != Kind::None {
+        if t % interval == 0 && !matches!(policy, Kind::None | Kind::Static) {
             let obs = FleetObservation {
                 master: master.metrics_at(t, start),
                 slaves: slaves
@@ -624,7 +657,7 @@ pub fn run(
                 Action::Hold => {}
                 Action::Launch(n) => {
                     for _ in 0..n {
-                        if !launch(&mut slaves, &mut next_id, &mut ledger, t) {
+                        if !launch(&mut slaves, &mut next_id, &mut ledger, t, false) {
                             break;
                         }
                     }
@@ -702,7 +735,7 @@ pub fn run_all_with(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Vec<Outcome> {
     let mut runs: Vec<(Kind, bool)> = Vec::new();
-    for kind in [Kind::Agent, Kind::Hpa, Kind::AwsSimple] {
+    for kind in [Kind::Agent, Kind::Hpa, Kind::AwsSimple, Kind::Static] {
         for capped in [true, false] {
             runs.push((kind, capped));
         }

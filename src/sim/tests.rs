@@ -235,3 +235,91 @@ fn master_only_work_keeps_the_master_hotter_and_raises_demand() {
     let one = model.utilization(1.5, 1);
     assert!((one.master - 1.5).abs() < 1e-12, "{one:?}");
 }
+
+#[test]
+fn the_static_fleet_serves_from_the_start_and_counts_against_the_cap_every_day() {
+    // 30 hours from midnight in Tokyo: two local days.
+    let csv = "0,1.0\n108000,1.0\n";
+    let mut cfg = Config::default();
+    cfg.cap.time_zone = "Asia/Tokyo".into();
+    let model = Model::from_config(&cfg);
+    assert_eq!(model.static_slaves, 5);
+    let o = run(&cfg, &trace(csv), &model, Kind::Static, true, 3600);
+    // The master and 5 slaves from t = 0 to the end: planned, no boot delay.
+    assert!(
+        o.series.supply.iter().all(|&s| s == 6),
+        "{:?}",
+        o.series.supply
+    );
+    assert_eq!(o.metrics.launches, 5);
+    assert_eq!(o.metrics.max_instances_per_day, 5);
+    assert_eq!(o.metrics.cap_violations, 0);
+    // The same five count on the second day too (they ran on it): 5 of 7 used at 01:00.
+    assert_eq!(o.series.cap_used[0], 5);
+    assert_eq!(o.series.cap_used[25], 5);
+    // 30 hours each.
+    assert!(
+        (o.metrics.instance_hours - 150.0).abs() < 0.01,
+        "{:?}",
+        o.metrics
+    );
+
+    // A plan above the cap: with the cap on only 7 are started; without, 8 run on both days,
+    // two days over the cap.
+    let mut big = model.clone();
+    big.static_slaves = 8;
+    let capped = run(&cfg, &trace(csv), &big, Kind::Static, true, 3600);
+    assert_eq!(capped.metrics.launches, 7);
+    assert_eq!(capped.series.supply[0], 8);
+    assert_eq!(capped.metrics.cap_violations, 0);
+    let free = run(&cfg, &trace(csv), &big, Kind::Static, false, 3600);
+    assert_eq!(free.metrics.launches, 8);
+    assert_eq!(free.series.supply[0], 9);
+    assert_eq!(free.metrics.cap_violations, 2);
+}
+
+#[test]
+fn the_static_fleet_is_run_with_and_without_the_cap_next_to_the_others() {
+    let cfg = Config::default();
+    let out = run_all(&cfg, &shipped("tv-feature"), &Model::from_config(&cfg), 600);
+    for capped in [true, false] {
+        let o = out
+            .iter()
+            .find(|o| o.policy == Kind::Static && o.capped == capped)
+            .unwrap();
+        assert_eq!(
+            o.label(),
+            if capped {
+                "static (cap)"
+            } else {
+                "static (no cap)"
+            }
+        );
+        assert_eq!(o.metrics.launches, 5);
+    }
+}
+
+#[test]
+fn the_masters_samples_follow_its_own_utilization() {
+    // 1.5 host-equivalents for two hours on the master and one planned slave: the master's
+    // 1-minute load per CPU settles at its utilization, 0.3 × 1.5 + 0.7 × 1.5 / 2 = 0.975 with
+    // a master-only share of 0.3, and 1.5 / 2 = 0.75 without.
+    let csv = "0,1.5\n7200,1.5\n";
+    let cfg = Config::default();
+    let mut model = Model::from_config(&cfg);
+    model.static_slaves = 1;
+    model.master_only_share = 0.3;
+    let hot = run(&cfg, &trace(csv), &model, Kind::Static, true, 600);
+    assert!(
+        (hot.metrics.peak_load_per_cpu - 0.975).abs() < 1e-6,
+        "{:?}",
+        hot.metrics
+    );
+    model.master_only_share = 0.0;
+    let even = run(&cfg, &trace(csv), &model, Kind::Static, true, 600);
+    assert!(
+        (even.metrics.peak_load_per_cpu - 0.75).abs() < 1e-6,
+        "{:?}",
+        even.metrics
+    );
+}
