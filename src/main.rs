@@ -140,9 +140,21 @@ struct SimulateArgs {
     /// Slaves of the static baseline: a fleet planned in advance, in service for the whole trace.
     #[arg(long, default_value_t = 5, value_name = "N")]
     static_slaves: u32,
+    /// The policy every run's elastic speedup (η) is against (its run with the cap): burst-agent,
+    /// k8s-hpa, aws-simple, static, oracle or none.
+    #[arg(long, default_value = "k8s-hpa", value_name = "POLICY", value_parser = parse_policy)]
+    reference: burst_agent::sim::Kind,
     /// Start time for traces written in second offsets (RFC 3339).
     #[arg(long, default_value = "2026-01-05T00:00:00+09:00")]
     start: String,
+}
+
+fn parse_policy(s: &str) -> Result<burst_agent::sim::Kind, String> {
+    use burst_agent::sim::Kind;
+    Kind::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        format!("no policy {s:?}; one of {}", names.join(", "))
+    })
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -346,16 +358,23 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
     let step = (trace.duration_secs() / 2000).max(1);
     // Long runs say how far they are (on stderr, so --json stays clean).
     let long = trace.duration_secs() > 2 * 86400;
-    let outcomes = sim::run_all_with(cfg, &trace, &model, step, &mut |done, of, label| {
-        if long {
-            eprintln!("simulate: {done}/{of} runs done ({label})");
-        }
-    });
+    let outcomes = sim::run_all_with(
+        cfg,
+        &trace,
+        &model,
+        a.reference,
+        step,
+        &mut |done, of, label| {
+            if long {
+                eprintln!("simulate: {done}/{of} runs done ({label})");
+            }
+        },
+    );
     let name = a.trace.file_name().map_or_else(
         || a.trace.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let r = report::report(&name, &trace, &model, cfg, &outcomes);
+    let r = report::report(&name, &trace, &model, cfg, &outcomes, a.reference);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -128,30 +128,151 @@ fn autoscaling_beats_none_and_none_never_over_provisions() {
     let out = run_all(&cfg, &shipped("tv-feature"), &Model::from_config(&cfg), 600);
     let none = by(&out, Kind::None, true);
     assert_eq!(none.theta_o, 0.0);
-    assert_eq!(none.elastic_speedup, 1.0);
+    assert_eq!(none.tau_o, 0.0);
     for kind in [Kind::Agent, Kind::Hpa, Kind::AwsSimple] {
         let m = by(&out, kind, true);
         assert!(m.theta_u < none.theta_u, "{kind:?}");
-        assert!(m.elastic_speedup > 1.0, "{kind:?}");
+        assert!(m.tau_u < none.tau_u, "{kind:?}");
     }
+    // η is against capped HPA by default: its own is exactly 1.
+    assert_eq!(by(&out, Kind::Hpa, true).elastic_speedup, 1.0);
 }
 
 #[test]
-fn elastic_speedup_is_a_geometric_mean_over_what_the_reference_incurs() {
+fn elastic_speedup_is_the_geometric_mean_of_four_ratios_to_the_reference() {
     let r = Metrics {
-        theta_u: 40.0,
-        tau_u: 50.0,
+        theta_u: 8.0,
+        theta_o: 2.0,
+        tau_u: 8.0,
+        tau_o: 2.0,
         ..Metrics::default()
     };
     let m = Metrics {
-        theta_u: 10.0,
-        tau_u: 12.5,
-        theta_o: 30.0,
+        theta_u: 2.0,
+        theta_o: 2.0,
+        tau_u: 4.0,
+        tau_o: 1.0,
         ..Metrics::default()
     };
-    // θO is 0 for the reference: it does not enter. (4 × 4)^(1/2) = 4.
-    assert!((speedup(&r, &m) - 4.0).abs() < 1e-9);
-    assert!((speedup(&r, &r) - 1.0).abs() < 1e-9);
+    // 8/2 × 2/2 × 8/4 × 2/1 = 16; 16^(1/4) = 2.
+    assert!((speedup(&r, &m) - 2.0).abs() < 1e-9, "{}", speedup(&r, &m));
+    // And the other way round, 1/2.
+    assert!((speedup(&m, &r) - 0.5).abs() < 1e-9, "{}", speedup(&m, &r));
+    assert_eq!(speedup(&r, &r), 1.0);
+    // Over-provisioning counts as much as under-provisioning: trading θU 8 → 2 for θO 2 → 8
+    // (and τ likewise) is no speedup at all.
+    let traded = Metrics {
+        theta_u: 2.0,
+        theta_o: 8.0,
+        tau_u: 2.0,
+        tau_o: 8.0,
+        ..Metrics::default()
+    };
+    assert!((speedup(&r, &traded) - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_metric_at_zero_is_floored_at_a_tenth_of_a_point() {
+    assert_eq!(SPEEDUP_FLOOR, 0.1);
+    let r = Metrics {
+        theta_u: 0.4,
+        theta_o: 0.1,
+        tau_u: 1.6,
+        tau_o: 0.05,
+        ..Metrics::default()
+    };
+    // A perfect run: 0.4/0.1 × 0.1/0.1 × 1.6/0.1 × 0.1/0.1 = 64; 64^(1/4) = 2√2, finite.
+    let perfect = Metrics::default();
+    let eta = speedup(&r, &perfect);
+    assert!((eta - 2.0 * 2f64.sqrt()).abs() < 1e-9, "{eta}");
+    // A perfect reference: the run's own values over 0.1 each, inverted.
+    assert!((speedup(&perfect, &r) - 1.0 / (2.0 * 2f64.sqrt())).abs() < 1e-9);
+    assert_eq!(speedup(&perfect, &perfect), 1.0);
+}
+
+/// Issue 12, part 6: η compared against no autoscaling and over θU and τU only (the metrics no
+/// autoscaling incurs), so a fleet that over-provisioned by hundreds of percent but was never
+/// short scored far above 1. The static fleet on a load that needs one slave is that case.
+#[test]
+fn heavy_over_provisioning_is_slower_than_hpa_even_with_no_under_provisioning() {
+    // 1.2 host-equivalents for four hours: 2 hosts at 80 % (the master at 0.12 + 1.08 / 2 =
+    // 0.66); the static fleet runs 6.
+    let csv = "0,1.2
+14400,1.2
+";
+    let cfg = Config::default();
+    let model = Model::from_config(&cfg);
+    assert_eq!(model.demand(1.2, cfg.policy.max_slaves), 2);
+    let out = run_all(&cfg, &trace(csv), &model, 600);
+    let hpa = by(&out, Kind::Hpa, true);
+    let planned = by(&out, Kind::Static, true);
+    // 4 hosts too many all the time: 200 % over, 100 % of the time; never short.
+    assert_eq!(planned.theta_u, 0.0);
+    assert_eq!(planned.tau_u, 0.0);
+    assert!((planned.theta_o - 200.0).abs() < 1e-9, "{planned:?}");
+    assert!((planned.tau_o - 100.0).abs() < 1e-9, "{planned:?}");
+    // HPA is short while its first slave boots, so the static fleet beats it on θU and τU ...
+    assert!(hpa.theta_u > 0.0 && hpa.tau_u > 0.0, "{hpa:?}");
+    assert_eq!(hpa.elastic_speedup, 1.0);
+    // ... and is still slower, far: η < 1.
+    assert!(planned.elastic_speedup < 1.0, "{planned:?}");
+    // The formula this replaced put it above 1 (against no autoscaling, over the metrics the
+    // reference incurs, floored at 0.01), and so would any η that leaves θO and τO out.
+    let old = |r: &Metrics, m: &Metrics| {
+        let ratios: Vec<f64> = [
+            (r.theta_u, m.theta_u),
+            (r.theta_o, m.theta_o),
+            (r.tau_u, m.tau_u),
+            (r.tau_o, m.tau_o),
+        ]
+        .iter()
+        .filter(|(r, _)| *r > 0.0)
+        .map(|(r, x)| r.max(0.01) / x.max(0.01))
+        .collect();
+        (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp()
+    };
+    assert!(old(by(&out, Kind::None, true), planned) > 1.0);
+    assert!(old(hpa, planned) > 1.0);
+}
+
+#[test]
+fn the_reference_is_named_and_its_own_speedup_is_one() {
+    let cfg = Config::default();
+    let model = Model::from_config(&cfg);
+    let t = shipped("tv-feature");
+    assert_eq!(Kind::from_name("k8s-hpa"), Some(Kind::Hpa));
+    assert_eq!(Kind::from_name("static"), Some(Kind::Static));
+    assert_eq!(Kind::from_name("hpa"), None);
+    for k in Kind::ALL {
+        assert_eq!(Kind::from_name(k.name()), Some(k));
+    }
+    let out = run_all_with(&cfg, &t, &model, Kind::None, 600, &mut |_, _, _| {});
+    let none = by(&out, Kind::None, true).clone();
+    assert_eq!(none.elastic_speedup, 1.0);
+    for o in &out {
+        assert_eq!(o.metrics.elastic_speedup, speedup(&none, &o.metrics));
+    }
+    let r = report::report("tv-feature.csv", &t, &model, &cfg, &out, Kind::None);
+    assert_eq!(r.speedup_reference, "none");
+    let out = run_all(&cfg, &t, &model, 600);
+    let r = report::report("tv-feature.csv", &t, &model, &cfg, &out, DEFAULT_REFERENCE);
+    assert_eq!(r.speedup_reference, "k8s-hpa (cap)");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["speedup_reference"], "k8s-hpa (cap)");
+    assert_eq!(json["speedup_floor"], 0.1);
+    let table = report::table(&r);
+    assert!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("η against k8s-hpa (cap)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("elastic speedup against k8s-hpa (cap)"),
+        "{table}"
+    );
 }
 
 #[test]
