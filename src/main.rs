@@ -133,9 +133,28 @@ struct SimulateArgs {
     /// Trace units one host serves at saturation (e.g. requests/s); 1 = host-equivalents.
     #[arg(long, default_value_t = 1.0)]
     host_capacity: f64,
+    /// Share of the load only the master serves (forms, the CMS) [0-1]; the rest is spread
+    /// over every serving host, the master included.
+    #[arg(long, default_value_t = 0.1, value_name = "SHARE")]
+    master_share: f64,
+    /// Slaves of the static baseline: a fleet planned in advance, in service for the whole trace.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    static_slaves: u32,
+    /// The policy every run's elastic speedup (η) is against (its run with the cap): burst-agent,
+    /// k8s-hpa, aws-simple, static, oracle or none.
+    #[arg(long, default_value = "k8s-hpa", value_name = "POLICY", value_parser = parse_policy)]
+    reference: burst_agent::sim::Kind,
     /// Start time for traces written in second offsets (RFC 3339).
     #[arg(long, default_value = "2026-01-05T00:00:00+09:00")]
     start: String,
+}
+
+fn parse_policy(s: &str) -> Result<burst_agent::sim::Kind, String> {
+    use burst_agent::sim::Kind;
+    Kind::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        format!("no policy {s:?}; one of {}", names.join(", "))
+    })
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -299,6 +318,16 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
         "--host-capacity must be above 0 (got {})",
         a.host_capacity
     );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.master_share),
+        "--master-share must be between 0 and 1 (got {})",
+        a.master_share
+    );
+    anyhow::ensure!(
+        a.static_slaves <= 1000,
+        "--static-slaves must be at most 1000 (got {}), as policy.max_slaves",
+        a.static_slaves
+    );
     let start: jiff::Timestamp = a
         .start
         .parse()
@@ -323,20 +352,29 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
     model.metrics_delay = a.metrics_delay.as_secs() as i64;
     model.slo_utilization = a.slo_utilization;
     model.host_capacity = a.host_capacity;
+    model.master_only_share = a.master_share;
+    model.static_slaves = a.static_slaves;
     // About 2,000 points per line in the plot.
     let step = (trace.duration_secs() / 2000).max(1);
     // Long runs say how far they are (on stderr, so --json stays clean).
     let long = trace.duration_secs() > 2 * 86400;
-    let outcomes = sim::run_all_with(cfg, &trace, &model, step, &mut |done, of, label| {
-        if long {
-            eprintln!("simulate: {done}/{of} runs done ({label})");
-        }
-    });
+    let outcomes = sim::run_all_with(
+        cfg,
+        &trace,
+        &model,
+        a.reference,
+        step,
+        &mut |done, of, label| {
+            if long {
+                eprintln!("simulate: {done}/{of} runs done ({label})");
+            }
+        },
+    );
     let name = a.trace.file_name().map_or_else(
         || a.trace.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let r = report::report(&name, &trace, &model, cfg, &outcomes);
+    let r = report::report(&name, &trace, &model, cfg, &outcomes, a.reference);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -26,6 +26,8 @@ fn table_lists_every_policy_with_and_without_the_cap() {
         "k8s-hpa (no cap)",
         "aws-simple (cap)",
         "aws-simple (no cap)",
+        "static (cap)",
+        "static (no cap)",
         "oracle (cap)",
         "none",
     ] {
@@ -54,8 +56,8 @@ fn json_and_plot() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let runs = v["runs"].as_array().unwrap();
-    // Three policies with and without the cap, the oracle, and none.
-    assert_eq!(runs.len(), 8);
+    // Three policies and the static fleet with and without the cap, the oracle, and none.
+    assert_eq!(runs.len(), 10);
     for r in runs.iter().filter(|r| r["capped"] == true) {
         assert_eq!(r["metrics"]["cap_violations"], 0, "{r}");
     }
@@ -71,6 +73,10 @@ fn json_and_plot() {
     }
     assert_eq!(v["daily_limit"], 7);
     assert_eq!(v["time_zone"], "Asia/Tokyo");
+    // η is against capped HPA unless told otherwise; its own is 1.
+    assert_eq!(v["speedup_reference"], "k8s-hpa (cap)");
+    let hpa = runs.iter().find(|r| r["label"] == "k8s-hpa (cap)").unwrap();
+    assert_eq!(hpa["metrics"]["elastic_speedup"], 1.0);
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(
         plot.starts_with("<svg") && plot.contains("polyline"),
@@ -97,12 +103,34 @@ fn config_policy_and_model_flags_are_used() {
         "3m",
         "--slo-utilization",
         "0.7",
+        "--master-share",
+        "0.2",
+        "--static-slaves",
+        "4",
+        "--reference",
+        "none",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["daily_limit"], 3);
     assert_eq!(v["model"]["boot_delay"], 180);
     assert_eq!(v["model"]["slo_utilization"], 0.7);
+    assert_eq!(v["model"]["master_only_share"], 0.2);
+    assert_eq!(v["model"]["static_slaves"], 4);
+    assert_eq!(v["speedup_reference"], "none");
+    let launches = |label: &str| {
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["label"] == label)
+            .unwrap()["metrics"]["launches"]
+            .as_u64()
+            .unwrap()
+    };
+    // Four planned, three of them under a cap of 3.
+    assert_eq!(launches("static (cap)"), 3);
+    assert_eq!(launches("static (no cap)"), 4);
     let agent_cap = v["runs"]
         .as_array()
         .unwrap()
@@ -142,6 +170,23 @@ fn bad_traces_and_flags_are_named() {
     ]);
     assert!(
         stderr(&o).contains("--slo-utilization must be above 0 and at most 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = agent(&[
+        "simulate",
+        &trace("tv-feature.csv"),
+        "--master-share",
+        "1.5",
+    ]);
+    assert!(
+        stderr(&o).contains("--master-share must be between 0 and 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = agent(&["simulate", &trace("tv-feature.csv"), "--reference", "hpa"]);
+    assert!(
+        stderr(&o).contains("no policy \"hpa\"; one of burst-agent, k8s-hpa"),
         "{}",
         stderr(&o)
     );

@@ -13,7 +13,8 @@ use crate::policy::FleetObservation;
 use jiff::Timestamp;
 
 pub struct Oracle {
-    /// Slaves needed at each second of the trace: ceil(load / slo) - 1 (the master serves too).
+    /// Slaves needed at each second of the trace: the model's demand ([`Model::demand`], the
+    /// master-only share included) less the master, at most `max_slaves`.
     need: Vec<u32>,
     /// The most slaves needed from each second to the end of its local day.
     day_peak: Vec<u32>,
@@ -31,8 +32,8 @@ impl Oracle {
         let need: Vec<u32> = (0..=end)
             .map(|t| {
                 let load = cursor.at(t as f64) / model.host_capacity;
-                super::ceil_u32(load / model.slo_utilization)
-                    .max(1)
+                model
+                    .demand(load, max_slaves)
                     .saturating_sub(1)
                     .min(max_slaves)
             })

@@ -1,6 +1,6 @@
 //! The simulate table (people) and JSON (machines).
 
-use super::{Model, Outcome};
+use super::{Kind, Model, Outcome};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -12,6 +12,10 @@ pub struct Report<'a> {
     pub model: &'a Model,
     pub daily_limit: u32,
     pub time_zone: &'a str,
+    /// The run every `elastic_speedup` (η) is against: its label, e.g. "k8s-hpa (cap)".
+    pub speedup_reference: String,
+    /// The floor of each metric in η, percentage points ([`super::SPEEDUP_FLOOR`]).
+    pub speedup_floor: f64,
     pub runs: Vec<Run<'a>>,
 }
 
@@ -22,12 +26,15 @@ pub struct Run<'a> {
     pub outcome: &'a Outcome,
 }
 
+/// What to print of `outcomes`; `reference` is the policy [`super::run_all_with`] measured η
+/// against (the table and the JSON name its run).
 pub fn report<'a>(
     trace_name: &'a str,
     trace: &super::trace::Trace,
     model: &'a Model,
     cfg: &'a crate::config::Config,
     outcomes: &'a [Outcome],
+    reference: Kind,
 ) -> Report<'a> {
     Report {
         trace: trace_name,
@@ -36,6 +43,9 @@ pub fn report<'a>(
         model,
         daily_limit: cfg.cap.daily_limit,
         time_zone: &cfg.cap.time_zone,
+        speedup_reference: super::reference_run(outcomes, reference)
+            .map_or_else(|| reference.name().to_string(), Outcome::label),
+        speedup_floor: super::SPEEDUP_FLOOR,
         runs: outcomes
             .iter()
             .map(|o| Run {
@@ -50,13 +60,16 @@ pub fn table(r: &Report<'_>) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "trace {} ({:.1} h from {}), cap {}/day in {}, demand at {:.0}% utilization per host",
+        "trace {} ({:.1} h from {}), cap {}/day in {}, demand at {:.0}% utilization per host, \
+         {:.0}% master-only; η against {}",
         r.trace,
         r.duration_hours,
         r.start,
         r.daily_limit,
         r.time_zone,
-        r.model.slo_utilization * 100.0
+        r.model.slo_utilization * 100.0,
+        r.model.master_only_share * 100.0,
+        r.speedup_reference
     );
     let _ = writeln!(
         s,
@@ -100,10 +113,17 @@ pub fn table(r: &Report<'_>) -> String {
         );
     }
     s.push_str(
-        "θU/θO: under/over-provisioning, % of demand; gap: θU minus the oracle's (the clairvoyant reference: knows the\n\
-         trace, same cap and delays, launches one lead time ahead); τU/τO: % of time under/over; jitter: supply minus demand\n\
-         adaptations per hour; η: elastic speedup against no autoscaling (geometric mean, higher is better);\n\
-         inst-h: slave hours (per second), billed-h: per started hour; max/day: most distinct slaves on one local day;\n\
+        "θU/θO: under/over-provisioning, % of demand; gap: θU minus the oracle's (clairvoyant: knows the trace, same cap\n\
+         and delays, launches one lead time ahead); τU/τO: % of time under/over; jitter: supply minus demand adaptations\n",
+    );
+    let _ = writeln!(
+        s,
+        "per hour; η: elastic speedup against {}, the geometric mean over θU, θO, τU and τO of its value over\n\
+         this run's, each at least {} (above 1: better than it, below 1: worse; under- and over-provisioning weigh alike);",
+        r.speedup_reference, r.speedup_floor
+    );
+    s.push_str(
+        "inst-h: slave hours (per second), billed-h: per started hour; max/day: most distinct slaves on one local day;\n\
          cap-viol: days above the cap (must be 0 with the cap on); load/cpu: the master's peak 1-minute load per CPU.\n",
     );
     s

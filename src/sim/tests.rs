@@ -128,30 +128,151 @@ fn autoscaling_beats_none_and_none_never_over_provisions() {
     let out = run_all(&cfg, &shipped("tv-feature"), &Model::from_config(&cfg), 600);
     let none = by(&out, Kind::None, true);
     assert_eq!(none.theta_o, 0.0);
-    assert_eq!(none.elastic_speedup, 1.0);
+    assert_eq!(none.tau_o, 0.0);
     for kind in [Kind::Agent, Kind::Hpa, Kind::AwsSimple] {
         let m = by(&out, kind, true);
         assert!(m.theta_u < none.theta_u, "{kind:?}");
-        assert!(m.elastic_speedup > 1.0, "{kind:?}");
+        assert!(m.tau_u < none.tau_u, "{kind:?}");
     }
+    // η is against capped HPA by default: its own is exactly 1.
+    assert_eq!(by(&out, Kind::Hpa, true).elastic_speedup, 1.0);
 }
 
 #[test]
-fn elastic_speedup_is_a_geometric_mean_over_what_the_reference_incurs() {
+fn elastic_speedup_is_the_geometric_mean_of_four_ratios_to_the_reference() {
     let r = Metrics {
-        theta_u: 40.0,
-        tau_u: 50.0,
+        theta_u: 8.0,
+        theta_o: 2.0,
+        tau_u: 8.0,
+        tau_o: 2.0,
         ..Metrics::default()
     };
     let m = Metrics {
-        theta_u: 10.0,
-        tau_u: 12.5,
-        theta_o: 30.0,
+        theta_u: 2.0,
+        theta_o: 2.0,
+        tau_u: 4.0,
+        tau_o: 1.0,
         ..Metrics::default()
     };
-    // θO is 0 for the reference: it does not enter. (4 × 4)^(1/2) = 4.
-    assert!((speedup(&r, &m) - 4.0).abs() < 1e-9);
-    assert!((speedup(&r, &r) - 1.0).abs() < 1e-9);
+    // 8/2 × 2/2 × 8/4 × 2/1 = 16; 16^(1/4) = 2.
+    assert!((speedup(&r, &m) - 2.0).abs() < 1e-9, "{}", speedup(&r, &m));
+    // And the other way round, 1/2.
+    assert!((speedup(&m, &r) - 0.5).abs() < 1e-9, "{}", speedup(&m, &r));
+    assert_eq!(speedup(&r, &r), 1.0);
+    // Over-provisioning counts as much as under-provisioning: trading θU 8 → 2 for θO 2 → 8
+    // (and τ likewise) is no speedup at all.
+    let traded = Metrics {
+        theta_u: 2.0,
+        theta_o: 8.0,
+        tau_u: 2.0,
+        tau_o: 8.0,
+        ..Metrics::default()
+    };
+    assert!((speedup(&r, &traded) - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_metric_at_zero_is_floored_at_a_tenth_of_a_point() {
+    assert_eq!(SPEEDUP_FLOOR, 0.1);
+    let r = Metrics {
+        theta_u: 0.4,
+        theta_o: 0.1,
+        tau_u: 1.6,
+        tau_o: 0.05,
+        ..Metrics::default()
+    };
+    // A perfect run: 0.4/0.1 × 0.1/0.1 × 1.6/0.1 × 0.1/0.1 = 64; 64^(1/4) = 2√2, finite.
+    let perfect = Metrics::default();
+    let eta = speedup(&r, &perfect);
+    assert!((eta - 2.0 * 2f64.sqrt()).abs() < 1e-9, "{eta}");
+    // A perfect reference: the run's own values over 0.1 each, inverted.
+    assert!((speedup(&perfect, &r) - 1.0 / (2.0 * 2f64.sqrt())).abs() < 1e-9);
+    assert_eq!(speedup(&perfect, &perfect), 1.0);
+}
+
+/// Issue 12, part 6: η compared against no autoscaling and over θU and τU only (the metrics no
+/// autoscaling incurs), so a fleet that over-provisioned by hundreds of percent but was never
+/// short scored far above 1. The static fleet on a load that needs one slave is that case.
+#[test]
+fn heavy_over_provisioning_is_slower_than_hpa_even_with_no_under_provisioning() {
+    // 1.2 host-equivalents for four hours: 2 hosts at 80 % (the master at 0.12 + 1.08 / 2 =
+    // 0.66); the static fleet runs 6.
+    let csv = "0,1.2
+14400,1.2
+";
+    let cfg = Config::default();
+    let model = Model::from_config(&cfg);
+    assert_eq!(model.demand(1.2, cfg.policy.max_slaves), 2);
+    let out = run_all(&cfg, &trace(csv), &model, 600);
+    let hpa = by(&out, Kind::Hpa, true);
+    let planned = by(&out, Kind::Static, true);
+    // 4 hosts too many all the time: 200 % over, 100 % of the time; never short.
+    assert_eq!(planned.theta_u, 0.0);
+    assert_eq!(planned.tau_u, 0.0);
+    assert!((planned.theta_o - 200.0).abs() < 1e-9, "{planned:?}");
+    assert!((planned.tau_o - 100.0).abs() < 1e-9, "{planned:?}");
+    // HPA is short while its first slave boots, so the static fleet beats it on θU and τU ...
+    assert!(hpa.theta_u > 0.0 && hpa.tau_u > 0.0, "{hpa:?}");
+    assert_eq!(hpa.elastic_speedup, 1.0);
+    // ... and is still slower, far: η < 1.
+    assert!(planned.elastic_speedup < 1.0, "{planned:?}");
+    // The formula this replaced put it above 1 (against no autoscaling, over the metrics the
+    // reference incurs, floored at 0.01), and so would any η that leaves θO and τO out.
+    let old = |r: &Metrics, m: &Metrics| {
+        let ratios: Vec<f64> = [
+            (r.theta_u, m.theta_u),
+            (r.theta_o, m.theta_o),
+            (r.tau_u, m.tau_u),
+            (r.tau_o, m.tau_o),
+        ]
+        .iter()
+        .filter(|(r, _)| *r > 0.0)
+        .map(|(r, x)| r.max(0.01) / x.max(0.01))
+        .collect();
+        (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp()
+    };
+    assert!(old(by(&out, Kind::None, true), planned) > 1.0);
+    assert!(old(hpa, planned) > 1.0);
+}
+
+#[test]
+fn the_reference_is_named_and_its_own_speedup_is_one() {
+    let cfg = Config::default();
+    let model = Model::from_config(&cfg);
+    let t = shipped("tv-feature");
+    assert_eq!(Kind::from_name("k8s-hpa"), Some(Kind::Hpa));
+    assert_eq!(Kind::from_name("static"), Some(Kind::Static));
+    assert_eq!(Kind::from_name("hpa"), None);
+    for k in Kind::ALL {
+        assert_eq!(Kind::from_name(k.name()), Some(k));
+    }
+    let out = run_all_with(&cfg, &t, &model, Kind::None, 600, &mut |_, _, _| {});
+    let none = by(&out, Kind::None, true).clone();
+    assert_eq!(none.elastic_speedup, 1.0);
+    for o in &out {
+        assert_eq!(o.metrics.elastic_speedup, speedup(&none, &o.metrics));
+    }
+    let r = report::report("tv-feature.csv", &t, &model, &cfg, &out, Kind::None);
+    assert_eq!(r.speedup_reference, "none");
+    let out = run_all(&cfg, &t, &model, 600);
+    let r = report::report("tv-feature.csv", &t, &model, &cfg, &out, DEFAULT_REFERENCE);
+    assert_eq!(r.speedup_reference, "k8s-hpa (cap)");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["speedup_reference"], "k8s-hpa (cap)");
+    assert_eq!(json["speedup_floor"], 0.1);
+    let table = report::table(&r);
+    assert!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("η against k8s-hpa (cap)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("elastic speedup against k8s-hpa (cap)"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -161,7 +282,12 @@ fn threshold_mode_answers_one_step_once_counting_the_slaves_on_their_way() {
     let csv = "0,0.3\n600,0.3\n601,1.6\n14400,1.6\n";
     let mut cfg = Config::default();
     cfg.policy.mode = crate::config::PolicyMode::Threshold;
-    let model = Model::from_config(&cfg);
+    let mut model = Model::from_config(&cfg);
+    // The step was sized for an even spread (1.6 needs 2 hosts at 80 %). With master-only work
+    // it needs 3 (the master at 0.16 + 1.44 / n), while threshold mode reads the hosts' mean
+    // (0.88 and 0.72 with one slave: 0.8, not above the threshold) and stops at one slave: what
+    // is tested here is the counting of slaves on their way, so the share is left out.
+    model.master_only_share = 0.0;
     let agent = run(&cfg, &trace(csv), &model, Kind::Agent, true, 60);
     let hpa = run(&cfg, &trace(csv), &model, Kind::Hpa, true, 60);
     assert!(
@@ -172,4 +298,149 @@ fn threshold_mode_answers_one_step_once_counting_the_slaves_on_their_way() {
     );
     // And it still meets the step: never under-provisioned once the slaves could be there.
     assert!(agent.metrics.theta_u < 5.0, "{:?}", agent.metrics);
+}
+
+#[test]
+fn with_no_master_only_work_the_load_is_spread_evenly_as_before() {
+    let cfg = Config::default();
+    let mut model = Model::from_config(&cfg);
+    model.master_only_share = 0.0;
+    assert_eq!(model.slo_utilization, 0.8);
+    assert_eq!(cfg.policy.max_slaves, 7);
+    // (load, serving hosts, each host's utilization L / n, demand ceil(L / 0.8) at least 1).
+    for (load, serving, u, demand) in [
+        (0.0, 1, 0.0, 1),
+        (0.5, 1, 0.5, 1),
+        (0.8, 1, 0.8, 1),
+        (1.2, 2, 0.6, 2),
+        (3.0, 4, 0.75, 4),
+        (4.0, 5, 0.8, 5),
+        // Above the largest fleet (8 hosts): still what the load needs, as before.
+        (34.5, 8, 4.3125, 44),
+    ] {
+        let h = model.utilization(load, serving);
+        assert!((h.master - u).abs() < 1e-12, "{load}/{serving}: {h:?}");
+        assert!((h.slave - u).abs() < 1e-12, "{load}/{serving}: {h:?}");
+        assert_eq!(model.demand(load, 7), demand, "load {load}");
+    }
+}
+
+#[test]
+fn master_only_work_keeps_the_master_hotter_and_raises_demand() {
+    let cfg = Config::default();
+    let mut model = Model::from_config(&cfg);
+    model.master_only_share = 0.3;
+    // 1.5 host-equivalents: 0.45 only the master serves, 1.05 spread over the serving hosts.
+    // Two hosts: the master 0.45 + 0.525 = 0.975, the slave 0.525, hotter by 0.45.
+    let two = model.utilization(1.5, 2);
+    assert!((two.master - 0.975).abs() < 1e-12, "{two:?}");
+    assert!((two.slave - 0.525).abs() < 1e-12, "{two:?}");
+    // Four hosts: 0.45 + 0.2625 and 0.2625: still 0.45 apart.
+    let four = model.utilization(1.5, 4);
+    assert!((four.master - 0.7125).abs() < 1e-12, "{four:?}");
+    assert!((four.slave - 0.2625).abs() < 1e-12, "{four:?}");
+    // Demand at 80 %: 1.05 / n <= 0.8 - 0.45 = 0.35, so n = 3 (an even spread needed 2).
+    assert_eq!(model.demand(1.5, 7), 3);
+    // At 75 %: 1.05 / n <= 0.30, n >= 3.5, so 4.
+    model.slo_utilization = 0.75;
+    assert_eq!(model.demand(1.5, 7), 4);
+    model.slo_utilization = 0.8;
+    // 2.6: the master alone does 0.78; 1.82 / n <= 0.02 needs 91 hosts: past the largest
+    // fleet (1 + 7) a slave more does not fix the master: 8.
+    assert_eq!(model.demand(2.6, 7), 8);
+    // 3.0: 0.9 on the master alone, above the SLO whatever serves: the largest fleet.
+    assert_eq!(model.demand(3.0, 7), 8);
+    // 10: an even spread would need ceil(12.5) = 13, more than the largest fleet: 13.
+    assert_eq!(model.demand(10.0, 7), 13);
+    // A lone master carries everything.
+    let one = model.utilization(1.5, 1);
+    assert!((one.master - 1.5).abs() < 1e-12, "{one:?}");
+}
+
+#[test]
+fn the_static_fleet_serves_from_the_start_and_counts_against_the_cap_every_day() {
+    // 30 hours from midnight in Tokyo: two local days.
+    let csv = "0,1.0\n108000,1.0\n";
+    let mut cfg = Config::default();
+    cfg.cap.time_zone = "Asia/Tokyo".into();
+    let model = Model::from_config(&cfg);
+    assert_eq!(model.static_slaves, 5);
+    let o = run(&cfg, &trace(csv), &model, Kind::Static, true, 3600);
+    // The master and 5 slaves from t = 0 to the end: planned, no boot delay.
+    assert!(
+        o.series.supply.iter().all(|&s| s == 6),
+        "{:?}",
+        o.series.supply
+    );
+    assert_eq!(o.metrics.launches, 5);
+    assert_eq!(o.metrics.max_instances_per_day, 5);
+    assert_eq!(o.metrics.cap_violations, 0);
+    // The same five count on the second day too (they ran on it): 5 of 7 used at 01:00.
+    assert_eq!(o.series.cap_used[0], 5);
+    assert_eq!(o.series.cap_used[25], 5);
+    // 30 hours each.
+    assert!(
+        (o.metrics.instance_hours - 150.0).abs() < 0.01,
+        "{:?}",
+        o.metrics
+    );
+
+    // A plan above the cap: with the cap on only 7 are started; without, 8 run on both days,
+    // two days over the cap.
+    let mut big = model.clone();
+    big.static_slaves = 8;
+    let capped = run(&cfg, &trace(csv), &big, Kind::Static, true, 3600);
+    assert_eq!(capped.metrics.launches, 7);
+    assert_eq!(capped.series.supply[0], 8);
+    assert_eq!(capped.metrics.cap_violations, 0);
+    let free = run(&cfg, &trace(csv), &big, Kind::Static, false, 3600);
+    assert_eq!(free.metrics.launches, 8);
+    assert_eq!(free.series.supply[0], 9);
+    assert_eq!(free.metrics.cap_violations, 2);
+}
+
+#[test]
+fn the_static_fleet_is_run_with_and_without_the_cap_next_to_the_others() {
+    let cfg = Config::default();
+    let out = run_all(&cfg, &shipped("tv-feature"), &Model::from_config(&cfg), 600);
+    for capped in [true, false] {
+        let o = out
+            .iter()
+            .find(|o| o.policy == Kind::Static && o.capped == capped)
+            .unwrap();
+        assert_eq!(
+            o.label(),
+            if capped {
+                "static (cap)"
+            } else {
+                "static (no cap)"
+            }
+        );
+        assert_eq!(o.metrics.launches, 5);
+    }
+}
+
+#[test]
+fn the_masters_samples_follow_its_own_utilization() {
+    // 1.5 host-equivalents for two hours on the master and one planned slave: the master's
+    // 1-minute load per CPU settles at its utilization, 0.3 × 1.5 + 0.7 × 1.5 / 2 = 0.975 with
+    // a master-only share of 0.3, and 1.5 / 2 = 0.75 without.
+    let csv = "0,1.5\n7200,1.5\n";
+    let cfg = Config::default();
+    let mut model = Model::from_config(&cfg);
+    model.static_slaves = 1;
+    model.master_only_share = 0.3;
+    let hot = run(&cfg, &trace(csv), &model, Kind::Static, true, 600);
+    assert!(
+        (hot.metrics.peak_load_per_cpu - 0.975).abs() < 1e-6,
+        "{:?}",
+        hot.metrics
+    );
+    model.master_only_share = 0.0;
+    let even = run(&cfg, &trace(csv), &model, Kind::Static, true, 600);
+    assert!(
+        (even.metrics.peak_load_per_cpu - 0.75).abs() < 1e-6,
+        "{:?}",
+        even.metrics
+    );
 }
