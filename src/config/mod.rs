@@ -393,6 +393,12 @@ pub struct PolicyConfig {
     /// Keeping for the cap lasts at most this long after the slaves were last needed, and stops
     /// this long before the cap resets (a slave alive at midnight counts toward the new day).
     pub cap_keep_for: Dur,
+    /// Launches in this last stretch before the cap resets wait for midnight unless demand is
+    /// acute: a slave launched at 23:55 and running past midnight counts on both days. 0 = off.
+    pub midnight_guard: Dur,
+    /// Demand is acute when a signal is at or above this many times its goal (target or
+    /// scale-out threshold), or the fleet is below its floor.
+    pub acute_factor: f64,
     pub forecast: ForecastConfig,
 }
 
@@ -445,6 +451,8 @@ impl Default for PolicyConfig {
             stale_after: Dur::secs(180),
             keep_slaves_when_cap_remaining_at_most: 0,
             cap_keep_for: Dur::secs(900),
+            midnight_guard: Dur::secs(600),
+            acute_factor: 1.5,
             forecast: ForecastConfig::default(),
         }
     }

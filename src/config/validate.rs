@@ -520,6 +520,22 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     ] {
         c.duration(path, d, Duration::ZERO, DAY);
     }
+    c.duration(
+        "policy.midnight_guard",
+        p.midnight_guard,
+        Duration::ZERO,
+        HOUR,
+    );
+    c.require(
+        p.acute_factor.is_finite() && (1.0..=10.0).contains(&p.acute_factor),
+        "policy.acute_factor",
+        || {
+            format!(
+                "policy.acute_factor must be 1 to 10 (times a signal's goal; got {})",
+                p.acute_factor
+            )
+        },
+    );
     c.require(
         p.stale_after >= p.evaluation_interval,
         "policy.stale_after",

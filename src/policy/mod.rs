@@ -460,6 +460,27 @@ pub fn decide(
         }
     }
 
+    // 5c. Just before the cap resets: a slave launched now and running past midnight counts on
+    //     both days. Unless demand is acute (a signal far over its goal, or the fleet below its
+    //     floor), the launch waits for the new day.
+    let guard = secs(cfg.midnight_guard);
+    if cap_limited > current && cap_status.resets_in_secs < guard && current >= floor {
+        // How far over its goal the most demanding signal is (1.0 = at its goal).
+        let top = signals
+            .iter()
+            .filter_map(|r| Some(r.utilization? / r.goal).filter(|x| x.is_finite()))
+            .fold(0.0_f64, f64::max);
+        if top < cfg.acute_factor {
+            reasons.push(Reason::MidnightDeferred {
+                wanted: cap_limited - current,
+                resets_in_secs: cap_status.resets_in_secs,
+                top,
+                acute_at: cfg.acute_factor,
+            });
+            cap_limited = current;
+        }
+    }
+
     // 6. Scale-in: never release more slaves than today's cap could relaunch (keeping them
     //    through a lull), but only for cap_keep_for after they were last needed and not into the
     //    last cap_keep_for of the day, when they would count toward tomorrow; then victims.

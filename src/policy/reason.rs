@@ -120,6 +120,14 @@ pub enum Reason {
     LedgerUnavailable {
         why: String,
     },
+    /// A launch in the last `midnight_guard` before the cap resets, on demand that is not
+    /// acute, waits for the new day (it would count on both).
+    MidnightDeferred {
+        wanted: u32,
+        resets_in_secs: i64,
+        top: f64,
+        acute_at: f64,
+    },
     /// Warm slaves that ran today already start again at no new cap unit.
     WarmPool {
         free: u32,
@@ -176,6 +184,7 @@ impl Reason {
             Reason::CapLimited { .. } => "CapLimited",
             Reason::LedgerUnavailable { .. } => "LedgerUnavailable",
             Reason::WarmPool { .. } => "WarmPool",
+            Reason::MidnightDeferred { .. } => "MidnightDeferred",
             Reason::KeepingForCap { .. } => "KeepingForCap",
             Reason::NoVictimOldEnough { .. } => "NoVictimOldEnough",
             Reason::NoCapacity { .. } => "NoCapacity",
@@ -270,6 +279,12 @@ impl fmt::Display for Reason {
             Reason::LedgerUnavailable { why } => write!(
                 f,
                 "no scale-out: the burst cap ledger is unavailable ({why}); it is rebuilt at the next adoption, or by `burst-agent repair` when the log says so"
+            ),
+            Reason::MidnightDeferred { wanted, resets_in_secs, top, acute_at } => write!(
+                f,
+                "not launching {wanted} slave(s) {resets_in_secs}s before the cap resets: each \
+                 would count on two days, and demand is not acute (at {top:.2} of a goal, \
+                 acute from {acute_at:.2})"
             ),
             Reason::WarmPool { free } => write!(
                 f,

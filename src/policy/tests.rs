@@ -911,3 +911,51 @@ fn warm_slaves_that_ran_today_come_back_past_a_spent_cap() {
         "{d}"
     );
 }
+
+/// In the last `midnight_guard` before the cap resets, a launch on demand that is not acute
+/// waits for the new day (a slave running past midnight counts on both); acute demand, a
+/// fleet below its floor, or more time left launches as ever.
+#[test]
+fn launches_just_before_midnight_wait_unless_demand_is_acute() {
+    let c = cfg(); // busy target 0.5; guard 10 m, acute at 1.5x by default
+    let tokyo = |hm: &str| -> Timestamp {
+        format!("2026-05-28T{hm}:00+09:00[Asia/Tokyo]")
+            .parse::<jiff::ZonedDateTime>()
+            .unwrap()
+            .timestamp()
+    };
+    let fresh = |u: f64, now: Timestamp| {
+        let mut o = fleet(u, vec![]);
+        o.master.as_mut().unwrap().at = now;
+        o
+    };
+    let at_2355 = tokyo("23:55");
+    // Busy 0.6: 1.2x the target, wants a slave; not acute.
+    let d = decide(&c, &fresh(0.6, at_2355), &cap(), &History::new(), at_2355);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "MidnightDeferred"), "{d}");
+    assert!(d.to_string().contains("300s before the cap resets"), "{d}");
+    // Busy 0.8: 1.6x, acute.
+    let d = decide(&c, &fresh(0.8, at_2355), &cap(), &History::new(), at_2355);
+    assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
+    // 23:45: outside the guard.
+    let at_2345 = tokyo("23:45");
+    let d = decide(&c, &fresh(0.6, at_2345), &cap(), &History::new(), at_2345);
+    assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
+    // Below the floor: the floor is kept whatever the hour.
+    let mut floor = c.clone();
+    floor.min_slaves = 1;
+    let d = decide(
+        &floor,
+        &fresh(0.1, at_2355),
+        &cap(),
+        &History::new(),
+        at_2355,
+    );
+    assert!(matches!(d, Decision::ScaleOut { count: 1, .. }), "{d}");
+    // Turned off.
+    let mut off = c.clone();
+    off.midnight_guard = Dur::secs(0);
+    let d = decide(&off, &fresh(0.6, at_2355), &cap(), &History::new(), at_2355);
+    assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
+}

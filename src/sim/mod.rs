@@ -63,6 +63,11 @@ pub struct Model {
     /// Slaves of the static baseline ([`Kind::Static`]): the fleet planned in advance, in service
     /// from the trace's start to its end. Default 5, the golf tournament's 1 master + 5 slaves.
     pub static_slaves: u32,
+    /// A stopped slave of the warm pool: StartInstances to running (an EBS-backed instance
+    /// boots from its volume, with no image to fetch).
+    pub start_delay: i64,
+    /// Its content sync after a start: an incremental rsync of what changed while it slept.
+    pub resync_time: i64,
 }
 
 /// Utilization of each kind of serving host at one instant.
@@ -85,6 +90,8 @@ impl Model {
             host_capacity: 1.0,
             master_only_share: 0.1,
             static_slaves: 5,
+            start_delay: 40,
+            resync_time: 10,
         }
     }
 
@@ -199,6 +206,8 @@ pub struct Metrics {
     /// Slave time billed per started hour (EC2's model when the seed cases ran).
     pub billed_hours: f64,
     pub launches: u32,
+    /// Warm slaves started out of the pool (the agent's runs with `fleet.warm_pool`).
+    pub warm_starts: u32,
     pub max_launches_per_day: u32,
     pub peak_slaves: u32,
     /// Local days on which more distinct slaves ran than `cap.daily_limit`.
@@ -422,6 +431,12 @@ impl Autoscaler for Hold {
 struct Host {
     id: String,
     launched: i64,
+    /// Its last launch or start out of the warm pool.
+    started: i64,
+    /// Its runs (launch or start to stop or termination): what it costs and what the cap counts.
+    runs: Vec<(i64, Option<i64>)>,
+    /// Stopped in the warm pool since then.
+    stopped: Option<i64>,
     serving_from: i64,
     running_from: i64,
     drain_until: Option<i64>,
@@ -433,7 +448,9 @@ struct Host {
 
 impl Host {
     fn state(&self, t: i64) -> SlaveState {
-        if self.drain_until.is_some() {
+        if self.stopped.is_some() {
+            SlaveState::Stopped
+        } else if self.drain_until.is_some() {
             SlaveState::Draining
         } else if t < self.running_from {
             SlaveState::Pending
@@ -444,7 +461,16 @@ impl Host {
         }
     }
     fn serving(&self, t: i64) -> bool {
-        self.terminated.is_none() && self.drain_until.is_none() && t >= self.serving_from
+        self.terminated.is_none()
+            && self.stopped.is_none()
+            && self.drain_until.is_none()
+            && t >= self.serving_from
+    }
+    /// Ends its run under way (a stop or a termination at `t`).
+    fn end_run(&mut self, t: i64) {
+        if let Some(r) = self.runs.last_mut().filter(|r| r.1.is_none()) {
+            r.1 = Some(t);
+        }
     }
     /// The newest sample taken at or before `t`.
     fn metrics_at(&self, t: i64, start: i64) -> Option<HostMetrics> {
@@ -520,6 +546,9 @@ pub fn run(
     let mut master = Host {
         id: "master".into(),
         launched: i64::MIN / 2,
+        started: i64::MIN / 2,
+        runs: Vec::new(),
+        stopped: None,
         serving_from: i64::MIN / 2,
         running_from: i64::MIN / 2,
         drain_until: None,
@@ -550,6 +579,8 @@ pub fn run(
         if ledger.record_attempt(&id, ts(start + t)).is_err() {
             return false;
         }
+        // EC2 answers at once here: the attempt is this instance (a warm start finds it so).
+        let _ = ledger.bind(&id, &id);
         *next_id += 1;
         let (running_from, serving_from) = if planned {
             (t, t)
@@ -562,6 +593,9 @@ pub fn run(
         slaves.push(Host {
             id,
             launched: t,
+            started: t,
+            runs: vec![(t, None)],
+            stopped: None,
             running_from,
             serving_from,
             drain_until: None,
@@ -582,19 +616,42 @@ pub fn run(
             launch(&mut slaves, &mut next_id, &mut ledger, 0, false);
         }
     }
+    // The warm pool, as the daemon's actuator keeps it (the agent's runs only).
+    let pool_size = if policy == Kind::Agent {
+        cfg.fleet.warm_pool as usize
+    } else {
+        0
+    };
+    let pool_max_age = cfg.fleet.warm_pool_max_age.get().as_secs() as i64;
+    let mut warm_starts = 0u32;
     for t in 0..=end {
         let now = ts(start + t);
-        // Drained slaves end.
+        // Drained slaves go to the warm pool while it has room, else end; pooled ones past
+        // their age end.
+        let mut pooled = slaves
+            .iter()
+            .filter(|s| s.terminated.is_none() && s.stopped.is_some())
+            .count();
         for s in slaves.iter_mut().filter(|s| s.terminated.is_none()) {
             if s.drain_until.is_some_and(|d| d <= t) {
-                s.terminated = Some(t);
+                s.drain_until = None;
+                s.end_run(t);
                 let _ = ledger.record_ended(&s.id, now);
+                if pooled < pool_size {
+                    pooled += 1;
+                    s.stopped = Some(t);
+                } else {
+                    s.terminated = Some(t);
+                }
+            } else if s.stopped.is_some_and(|since| t - since > pool_max_age) {
+                s.terminated = Some(t);
             }
         }
         for s in slaves
             .iter()
-            .filter(|s| s.serving_from == t && s.serving(t))
+            .filter(|s| s.serving_from == t && s.serving(t) && s.started == s.launched)
         {
+            // As the daemon does: the lead time of launches only (a start is faster).
             scaler.served(t - s.launched);
         }
         let load = cursor.at(t as f64) / model.host_capacity;
@@ -636,7 +693,10 @@ pub fn run(
         }
         last_demand = Some(demand);
         last_supply = Some(serving);
-        let alive = slaves.iter().filter(|s| s.terminated.is_none()).count() as u32;
+        let alive = slaves
+            .iter()
+            .filter(|s| s.terminated.is_none() && s.stopped.is_none())
+            .count() as u32;
         m.peak_slaves = m.peak_slaves.max(alive);
         if t % series.step == 0 {
             series.offered.push(load);
@@ -657,7 +717,7 @@ pub fn run(
                     .map(|s| SlaveObservation {
                         id: s.id.clone(),
                         state: s.state(t),
-                        launched_at: ts(start + s.launched),
+                        launched_at: ts(start + s.started),
                         metrics: s.metrics_at(t - model.metrics_delay, start),
                     })
                     .collect(),
@@ -670,11 +730,51 @@ pub fn run(
                             .and_then(|tz| crate::schedule::active(&plans, tz, now))
                     })
                     .flatten(),
-                warm_room: 0,
+                warm_room: u32::try_from(
+                    pool_size.saturating_sub(
+                        slaves
+                            .iter()
+                            .filter(|s| s.terminated.is_none() && s.stopped.is_some())
+                            .count(),
+                    ),
+                )
+                .unwrap_or(0),
             };
             match scaler.act(now, &obs, &ledger) {
                 Action::Hold => {}
                 Action::Launch(n) => {
+                    // The warm pool first, as the actuator: free ones, then the newest stopped.
+                    let mut warm: Vec<(bool, i64, usize)> = slaves
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.terminated.is_none())
+                        .filter_map(|(i, s)| {
+                            s.stopped
+                                .map(|since| (ledger.counts_today(&s.id, now), since, i))
+                        })
+                        .collect();
+                    warm.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+                    let mut n = n;
+                    for (_, _, i) in warm {
+                        if n == 0 {
+                            break;
+                        }
+                        let h = &mut slaves[i];
+                        let key = format!("{}@{t}", h.id);
+                        if ledger.record_restart(&key, &h.id, now).is_err() {
+                            break;
+                        }
+                        h.stopped = None;
+                        h.started = t;
+                        h.runs.push((t, None));
+                        h.running_from = t + model.start_delay;
+                        h.serving_from =
+                            t + model.start_delay + model.resync_time + model.register_delay;
+                        h.load = 0.0;
+                        h.samples.clear();
+                        warm_starts += 1;
+                        n -= 1;
+                    }
                     for _ in 0..n {
                         if !launch(&mut slaves, &mut next_id, &mut ledger, t, false) {
                             break;
@@ -686,10 +786,14 @@ pub fn run(
                         .iter_mut()
                         .filter(|s| ids.contains(&s.id) && s.terminated.is_none())
                     {
+                        if s.stopped.is_some() {
+                            continue;
+                        }
                         if s.serving(t) {
                             s.drain_until = Some(t + model.draining);
                         } else {
                             s.terminated = Some(t);
+                            s.end_run(t);
                             let _ = ledger.record_ended(&s.id, now);
                         }
                     }
@@ -704,10 +808,15 @@ pub fn run(
     m.tau_o = 100.0 * t_over as f64 / seconds;
     m.jitter_per_hour = (supply_changes as f64 - demand_changes as f64) / (seconds / 3600.0);
     m.launches = next_id;
+    m.warm_starts = warm_starts;
+    // Each run bills at least a minute (EC2's per-second billing after a start), and per
+    // started hour in the old model; a stopped slave's volume is not counted.
     for s in &slaves {
-        let ran = (s.terminated.unwrap_or(end + 1) - s.launched).max(0);
-        m.instance_hours += ran.max(60) as f64 / 3600.0;
-        m.billed_hours += ((ran + 3599) / 3600).max(1) as f64;
+        for &(from, to) in &s.runs {
+            let ran = (to.unwrap_or(end + 1) - from).max(0);
+            m.instance_hours += ran.max(60) as f64 / 3600.0;
+            m.billed_hours += ((ran + 3599) / 3600).max(1) as f64;
+        }
     }
     // The cap, checked independently of the ledger: distinct slaves alive on each local day.
     let days = CapLedger::new(tz, cfg.cap.daily_limit, None).ok();
@@ -716,9 +825,14 @@ pub fn run(
         while day_start.as_second() <= start + end {
             let (_, ds, de) = days.day_bounds(day_start);
             let (ds, de) = (ds.as_second() - start, de.as_second() - start);
+            // Distinct slaves with a run touching the day (a stopped one does not run).
             let alive = slaves
                 .iter()
-                .filter(|s| s.launched < de && s.terminated.is_none_or(|e| e > ds))
+                .filter(|s| {
+                    s.runs
+                        .iter()
+                        .any(|&(from, to)| from < de && to.is_none_or(|e| e > ds))
+                })
                 .count() as u32;
             let launched = slaves
                 .iter()

@@ -444,3 +444,43 @@ fn the_masters_samples_follow_its_own_utilization() {
         even.metrics
     );
 }
+
+/// The warm pool in the model: two waves four hours apart, each needing 3 slaves, under a cap
+/// of 3 a day. Without the pool the second wave finds the cap spent; with it, the first wave's
+/// slaves were stopped and start again at no new unit, so the second wave is served, no cap is
+/// broken, and the stopped hours cost nothing.
+#[test]
+fn the_warm_pool_serves_a_second_wave_the_cap_could_not() {
+    let csv = "0,0.3\n3600,0.3\n3660,3.0\n7200,3.0\n7260,0.3\n18000,0.3\n18060,3.0\n21600,3.0\n21660,0.3\n25000,0.3\n";
+    let mut cfg = Config::default();
+    cfg.cap.daily_limit = 3;
+    cfg.policy.cap_keep_for = crate::config::Dur::secs(0);
+    let mut model = Model::from_config(&cfg);
+    model.master_only_share = 0.0;
+    let mut off = cfg.clone();
+    off.fleet.warm_pool = 0;
+    let cold = run(&off, &trace(csv), &model, Kind::Agent, true, 60).metrics;
+    let warm = run(&cfg, &trace(csv), &model, Kind::Agent, true, 60).metrics;
+    assert_eq!(cold.warm_starts, 0);
+    assert!(warm.warm_starts >= 2, "{warm:?}");
+    assert_eq!(warm.cap_violations, 0);
+    assert!(warm.max_instances_per_day <= 3, "{warm:?}");
+    assert!(
+        warm.theta_u < cold.theta_u / 2.0,
+        "warm θU {} vs cold {}",
+        warm.theta_u,
+        cold.theta_u
+    );
+    // Keeping the slaves running through the lull instead serves the second wave too, but pays
+    // for three slaves through four idle hours; the pool's stopped hours cost nothing.
+    let mut keep = off.clone();
+    keep.policy.cap_keep_for = crate::config::Dur::secs(6 * 3600);
+    let kept = run(&keep, &trace(csv), &model, Kind::Agent, true, 60).metrics;
+    assert!(kept.theta_u < cold.theta_u / 2.0, "{kept:?}");
+    assert!(
+        warm.instance_hours + 6.0 < kept.instance_hours,
+        "warm {} h vs kept {} h",
+        warm.instance_hours,
+        kept.instance_hours
+    );
+}
