@@ -37,6 +37,11 @@ pub enum Action {
     Stop(Vec<String>),
     /// In the warm pool but its `burst-agent:pooled-since` tag is gone: tag it again.
     Repool(Vec<String>),
+    /// Started out of the pool (EC2 says so) but still tagged as pooled or draining: untag.
+    Untag(Vec<String>),
+    /// Still stopped long after its StartInstances: it never started (back in the pool; the
+    /// executor withdraws the start from the ledger).
+    Unstarted(String),
 }
 
 /// What the lifecycle sees of the cloud this tick (only instances that are this agent's).
@@ -175,6 +180,7 @@ pub fn reconcile(
     let mut to_terminate = Vec::new();
     let mut to_stop = Vec::new();
     let mut to_repool = Vec::new();
+    let mut to_untag = Vec::new();
     // The warm pool: its room, and the oldest stopped slaves over its size (it was made
     // smaller), which are terminated.
     let mut pooled: Vec<(Timestamp, String)> = plan
@@ -234,9 +240,46 @@ pub fn reconcile(
             plan.actions.push(Action::Gone(id.clone()));
             continue;
         }
-        // Just started out of the warm pool: EC2 may list it stopped a little longer.
-        let restarting =
-            s.phase == Phase::Pending && s.restarted_at.is_some_and(|t| age(now, t) <= SETTLE_SECS);
+        // Our StopInstances went through though its answer was lost (tagged, then stopped).
+        if s.phase == Phase::Draining
+            && ec2.is_some_and(stopped)
+            && info.is_some_and(|i| i.pooled_since.is_some())
+            && s.failure.is_none()
+        {
+            plan.set_phase(&id, Phase::Stopping, now);
+        }
+        let Some(s) = plan.slaves.get(&id).cloned() else {
+            continue;
+        };
+        // Started out of the warm pool: EC2 may list it stopped a little longer; still stopped
+        // past that, the start never happened and it goes back to the pool.
+        let restarted = s.phase == Phase::Pending && s.restarted_at.is_some();
+        let restarting = restarted && s.restarted_at.is_some_and(|t| age(now, t) <= SETTLE_SECS);
+        if restarted && !restarting && ec2 == Some(InstanceState::Stopped) && s.failure.is_none() {
+            plan.set_phase(&id, Phase::Stopped, now);
+            if let Some(sl) = plan.slaves.get_mut(&id) {
+                sl.restarted_at = None;
+            }
+            plan.actions.push(Action::Unstarted(id.clone()));
+            continue;
+        }
+        // Serving or on its way in with a pool or drain tag left from the warm pool: untag.
+        let stale_tags = info.is_some_and(|i| {
+            i.pooled_since.is_some() || (i.draining_since.is_some() && s.restarted_at.is_some())
+        });
+        if stale_tags
+            && matches!(ec2, Some(InstanceState::Pending | InstanceState::Running))
+            && matches!(
+                s.phase,
+                Phase::Pending
+                    | Phase::Syncing
+                    | Phase::Synced
+                    | Phase::Registering
+                    | Phase::InService
+            )
+        {
+            to_untag.push(id.clone());
+        }
         if ec2.is_some_and(stopped)
             && s.failure.is_none()
             && !matches!(
@@ -463,6 +506,7 @@ pub fn reconcile(
         (to_terminate, Action::Terminate),
         (to_stop, Action::Stop),
         (to_repool, Action::Repool),
+        (to_untag, Action::Untag),
     ] {
         if !ids.is_empty() {
             plan.actions.push(call(ids));
@@ -897,9 +941,10 @@ mod tests {
         assert!(terminates(&started) && started.slaves["i-1"].failure.is_some());
     }
 
-    /// A slave just started out of the pool may still be listed stopped: not failed then; still
-    /// stopped past the settle time, it is (stopped outside the agent). One never pooled that
-    /// is found stopped is failed at once.
+    /// A slave just started out of the pool may still be listed stopped: left alone then; still
+    /// stopped past the settle time, its start (whose answer was lost) never happened: it is
+    /// back in the pool and its start is withdrawn (Unstarted), not failed. One that never left
+    /// the pool and is found stopped while Pending is failed at once (stopped outside).
     #[test]
     fn a_restarted_slave_listed_stopped_is_given_time() {
         use InstanceState::Stopped;
@@ -920,10 +965,15 @@ mod tests {
                 &cfg(),
             )
         };
-        assert!(run(Some(0), SETTLE_SECS).slaves["i-1"].failure.is_none());
-        assert!(run(Some(0), SETTLE_SECS + 1).slaves["i-1"]
-            .failure
-            .is_some());
+        let waiting = run(Some(0), SETTLE_SECS);
+        assert!(waiting.slaves["i-1"].failure.is_none());
+        assert_eq!(waiting.slaves["i-1"].phase, Phase::Pending);
+        assert!(!waiting.actions.contains(&Action::Unstarted("i-1".into())));
+        let back = run(Some(0), SETTLE_SECS + 1);
+        assert!(back.slaves["i-1"].failure.is_none());
+        assert_eq!(back.slaves["i-1"].phase, Phase::Stopped);
+        assert!(back.actions.contains(&Action::Unstarted("i-1".into())));
+        assert!(!terminates(&back));
         assert!(run(None, 10).slaves["i-1"].failure.is_some());
     }
 

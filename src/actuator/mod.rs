@@ -94,7 +94,9 @@ impl Phase {
             Phase::Syncing | Phase::Synced | Phase::Registering => SlaveState::Syncing,
             Phase::InService => SlaveState::InService,
             Phase::Releasing | Phase::Draining | Phase::Terminating => SlaveState::Draining,
-            Phase::Stopping | Phase::Stopped => SlaveState::Stopped,
+            // Stopping is still on its way out; only a stopped one can be started.
+            Phase::Stopping => SlaveState::Draining,
+            Phase::Stopped => SlaveState::Stopped,
         }
     }
 }
@@ -218,6 +220,9 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     recent_errors: VecDeque<(Timestamp, String)>,
     /// What an operator should hear of, since the daemon last took them (events.rs).
     events: Vec<Event>,
+    /// EC2 refuses this agent's StopInstances or StartInstances for good: why (the warm pool is
+    /// not used until a stop goes through).
+    pool_refused: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -385,6 +390,28 @@ pub fn phase_of(i: &InstanceInfo, member: Option<MemberState>) -> Phase {
     }
 }
 
+/// The ledger key of a warm slave's start at `now`.
+fn restart_key(id: &str, now: Timestamp) -> String {
+    format!("start#{id}@{}", now.as_second())
+}
+
+/// EC2 refused a StopInstances or StartInstances for good, and for sure: nothing took effect
+/// and asking again will not help. Throttling is not (the SDK's retries may have sent an
+/// earlier attempt that did take effect, and the next step may succeed).
+fn refuses_for_good(e: &crate::aws::AwsError) -> bool {
+    e.not_applied
+        && (e.is_capacity()
+            || [
+                "UnsupportedOperation",
+                "IncorrectInstanceState",
+                "IncorrectSpotRequestState",
+                "UnauthorizedOperation",
+                "OperationNotPermitted",
+                "InvalidParameterCombination",
+            ]
+            .contains(&e.code.as_str()))
+}
+
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -463,6 +490,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             launch_failures: 0,
             events: Vec::new(),
             recent_errors: VecDeque::new(),
+            pool_refused: None,
         })
     }
 
@@ -993,6 +1021,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     launched_at: s.launched_at,
                     ended_at: None,
                     stopped: false,
+                    stopped_by: None,
                 });
             }
         }
@@ -1372,18 +1401,25 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 lifecycle::Action::Terminate(ids) => to_terminate = ids,
                 lifecycle::Action::Stop(ids) => to_stop = ids,
                 lifecycle::Action::Repool(ids) => {
-                    // A warm slave whose pool tag is gone (an untag for a start that was then
-                    // refused, or whose answer was lost): tagged again, so a restart of the
-                    // agent adopts it into the pool instead of terminating it.
-                    if let Err(e) = self
-                        .cloud
-                        .tag(&ids, cloud::TAG_POOLED_SINCE, &now.to_string())
-                        .await
-                    {
-                        let msg = format!("could not tag warm slaves {ids:?} again: {e}");
-                        self.error(now, &mut report, msg);
+                    // A warm slave whose pool tag is gone (removed by hand, or by an untag of
+                    // a start that never happened): tagged again with when it went to the
+                    // pool, so a restart of the agent adopts it with its age.
+                    for id in ids {
+                        let Some(since) = self.slaves.get(&id).map(|s| s.since) else {
+                            continue;
+                        };
+                        let one = std::slice::from_ref(&id);
+                        if let Err(e) = self
+                            .cloud
+                            .tag(one, cloud::TAG_POOLED_SINCE, &since.to_string())
+                            .await
+                        {
+                            let msg = format!("could not tag warm slave {id} again: {e}");
+                            self.error(now, &mut report, msg);
+                        }
                     }
                 }
+                lifecycle::Action::Untag(ids) => self.untag_started(&ids, now, &mut report).await,
                 _ => {}
             }
         }
@@ -1433,6 +1469,24 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     }
                 }
                 lifecycle::Action::AbortHook(id) => self.hooks.abort(&id),
+                lifecycle::Action::Unstarted(id) => {
+                    // Still stopped long after its StartInstances (whose answer was lost): it
+                    // never started, so its start is withdrawn; it is back in the pool.
+                    let prefix = format!("start#{id}@");
+                    let keys: Vec<String> = self
+                        .ledger
+                        .entries()
+                        .iter()
+                        .filter(|e| e.key.starts_with(&prefix) && e.ended_at.is_none())
+                        .map(|e| e.key.clone())
+                        .collect();
+                    for k in keys {
+                        let _ = self.ledger.withdraw_restart(&k);
+                    }
+                    tracing::warn!(instance_id = %id,
+                        "warm slave {id} did not start; back in the pool, its start withdrawn");
+                    self.save_state(now, report);
+                }
                 lifecycle::Action::Parked(id) => {
                     // Stopped: it runs no more, so its run ends (started again today it costs
                     // nothing more; on a later day, one unit then).
@@ -1511,15 +1565,36 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         )
     }
 
-    /// Room left in the warm pool, for the policy.
+    /// Room in the warm pool the policy may count on when it releases slaves: none while EC2
+    /// refuses this agent's stops or starts for good (no permission, say: the slaves would be
+    /// terminated, or never come back), and no more than the in-service slaves that can stop.
     pub fn warm_room(&self) -> u32 {
-        self.cfg.fleet.warm_pool.saturating_sub(self.pooled())
+        if self.pool_refused.is_some() {
+            return 0;
+        }
+        let stoppable = self
+            .slaves
+            .values()
+            .filter(|s| s.phase == Phase::InService && s.ebs_root)
+            .count();
+        self.cfg
+            .fleet
+            .warm_pool
+            .saturating_sub(self.pooled())
+            .min(to_u32(stoppable))
+    }
+
+    /// Why EC2 refuses this agent's stops or starts for good, if it does (for `status`).
+    pub fn pool_refused(&self) -> Option<&str> {
+        self.pool_refused.as_deref()
     }
 
     /// Drained slaves into the warm pool: the `burst-agent:pooled-since` tag first (a stopped
     /// slave without it is one someone else stopped, and is terminated), then StopInstances.
-    /// Returns the ones EC2 refused to stop, for termination; a call whose outcome is unknown
-    /// leaves them Draining, to be stopped again next step (both calls are idempotent).
+    /// Returns the ones EC2 refused to stop for good (an instance-store root, a spot instance,
+    /// no permission), for termination; throttling or a call whose outcome is unknown leaves
+    /// them Draining, to be stopped again next step (both calls are idempotent; a stop that did
+    /// go through is seen as such: `lifecycle::reconcile`).
     async fn stop(&mut self, now: Timestamp, report: &mut Report, ids: &[String]) -> Vec<String> {
         if ids.is_empty() {
             return Vec::new();
@@ -1540,14 +1615,23 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let mut done = Vec::new();
         match self.cloud.stop(ids).await {
             Ok(()) => done = ids.to_vec(),
-            Err(e) if e.not_applied => {
+            Err(e) if refuses_for_good(&e) => {
                 // One instance that cannot stop fails the batch: one by one.
                 for id in ids {
                     match self.cloud.stop(std::slice::from_ref(id)).await {
                         Ok(()) => done.push(id.clone()),
-                        Err(e) if e.not_applied => {
+                        Err(e) if refuses_for_good(&e) => {
                             tracing::warn!(instance_id = %id, code = %e.code,
                                 "EC2 will not stop {id} ({e}); terminating it instead");
+                            if e.is("UnauthorizedOperation") {
+                                let why = format!(
+                                    "the warm pool is not used: StopInstances refused ({e}): \
+                                     grant ec2:StopInstances, ec2:StartInstances and \
+                                     ec2:DeleteTags (README: IAM) or set fleet.warm_pool = 0"
+                                );
+                                self.error(now, report, why.clone());
+                                self.pool_refused = Some(why);
+                            }
                             refused.push(id.clone());
                         }
                         Err(e) => self.error(now, report, format!("stopping {id}: {e}")),
@@ -1556,6 +1640,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             }
             Err(e) => self.error(now, report, format!("stopping {ids:?}: {e}")),
         }
+        if !done.is_empty() && refused.is_empty() {
+            self.pool_refused = None;
+        }
         lifecycle::called(&mut self.slaves, lifecycle::Call::Stop, &done, now);
         report.stopped.extend(done);
         refused
@@ -1563,11 +1650,17 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     /// Starts up to `count` slaves of the warm pool: the ones today's cap counts already first
     /// (free), then the most recently stopped (the freshest content). Each start is in the
-    /// ledger before StartInstances (a unit, unless free; refused past the cap), and its pool
-    /// tags are removed first, so a restart of the agent never takes it for a pooled one. A
-    /// start EC2 refused is withdrawn and the slave stays in the pool. Returns how many
-    /// started (or may have: a call with no answer counts).
+    /// ledger before StartInstances (a unit, unless free; refused past the cap). The pool's
+    /// tags are removed only after the start (the lifecycle removes them from a started slave
+    /// until they are gone), so a stopped slave always carries them. A start EC2 refused for
+    /// sure (no capacity for the type, wrong state, no permission) is withdrawn and the slave
+    /// stays in the pool; anything else (throttling, no answer) stays counted, the slave
+    /// Pending, and EC2's listing tells: still stopped after a while, it goes back to the pool
+    /// and the start is withdrawn. Returns how many started (or may have).
     async fn start_warm(&mut self, count: u32, now: Timestamp, report: &mut Report) -> u32 {
+        if self.pool_refused.is_some() {
+            return 0;
+        }
         let mut pool: Vec<(bool, Timestamp, String)> = self
             .slaves
             .values()
@@ -1578,7 +1671,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         pool.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
         let mut picked: Vec<(String, String, bool)> = Vec::new();
         for (_, _, id) in pool.into_iter().take(usize::try_from(count).unwrap_or(0)) {
-            let key = format!("start#{id}@{}", now.as_second());
+            let key = restart_key(&id, now);
             match self.ledger.record_restart(&key, &id, now) {
                 Ok(free) => picked.push((id, key, free)),
                 Err(e) => {
@@ -1603,60 +1696,16 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             return 0;
         }
         let ids: Vec<String> = picked.iter().map(|(id, _, _)| id.clone()).collect();
-        let tags = [cloud::TAG_POOLED_SINCE, TAG_DRAINING_SINCE];
-        if let Err(e) = self.cloud.untag(&ids, &tags).await {
-            withdraw(self, &picked);
-            self.save_state(now, report);
-            self.error(
-                now,
-                report,
-                format!("could not untag warm slaves {ids:?} to start them: {e}"),
-            );
-            return 0;
-        }
-        let before: Vec<(String, Timestamp)> = ids
-            .iter()
-            .filter_map(|id| self.slaves.get(id).map(|s| (id.clone(), s.since)))
-            .collect();
-        for id in &ids {
-            self.set_phase(id, Phase::Pending, now);
-            if let Some(s) = self.slaves.get_mut(id) {
-                s.restarted_at = Some(now);
-                s.first_seen = now;
-            }
-        }
         match self.cloud.start(&ids).await {
-            Ok(()) => {
-                let free = picked.iter().filter(|p| p.2).count();
-                tracing::info!(instances = ?ids, free, "started {} warm slave(s) ({free} at                     no new cap unit); burst cap {}", ids.len(), self.ledger.status(now));
-                self.events.push(Event::new(
-                    EventKind::ScaleOut,
-                    None,
-                    format!(
-                        "started {} warm slave(s) {ids:?} from the pool; cap {}",
-                        ids.len(),
-                        self.ledger.status(now)
-                    ),
-                ));
-                report.started.extend(ids.iter().cloned());
-                to_u32(ids.len())
-            }
-            Err(e) if e.not_applied => {
-                // Nothing started: back to the pool, as it was, with its tag again.
+            Err(e) if refuses_for_good(&e) => {
+                // Nothing started: still in the pool, as it was, tags and age included.
                 withdraw(self, &picked);
-                for (id, since) in &before {
-                    if let Some(s) = self.slaves.get_mut(id) {
-                        s.phase = Phase::Stopped;
-                        s.since = *since;
-                        s.restarted_at = None;
-                    }
-                }
-                if let Err(t) = self
-                    .cloud
-                    .tag(&ids, cloud::TAG_POOLED_SINCE, &now.to_string())
-                    .await
-                {
-                    tracing::warn!(instances = ?ids, "could not tag warm slaves again: {t}");
+                if e.is("UnauthorizedOperation") {
+                    self.pool_refused = Some(format!(
+                        "the warm pool is not used: StartInstances refused ({e}): grant \
+                         ec2:StartInstances and ec2:DeleteTags (README: IAM) or set \
+                         fleet.warm_pool = 0"
+                    ));
                 }
                 self.save_state(now, report);
                 self.error(
@@ -1664,14 +1713,49 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     report,
                     format!("EC2 would not start warm slaves {ids:?}: {e}; launching instead"),
                 );
-                0
+                return 0;
             }
-            Err(e) => {
-                // May have started: counted, Pending; EC2's next listing tells (one still
-                // stopped after a while is failed and terminated).
-                self.error(now, report, format!("starting warm slaves {ids:?}: {e}"));
-                to_u32(ids.len())
+            res => {
+                for id in &ids {
+                    self.set_phase(id, Phase::Pending, now);
+                    if let Some(s) = self.slaves.get_mut(id) {
+                        s.restarted_at = Some(now);
+                        s.first_seen = now;
+                    }
+                }
+                if let Err(e) = res {
+                    // May have started: counted, Pending; EC2's next listings tell.
+                    self.error(now, report, format!("starting warm slaves {ids:?}: {e}"));
+                    return to_u32(ids.len());
+                }
             }
+        }
+        let free = picked.iter().filter(|p| p.2).count();
+        tracing::info!(instances = ?ids, free,
+            "started {} warm slave(s) ({free} at no new cap unit); burst cap {}",
+            ids.len(), self.ledger.status(now));
+        self.events.push(Event::new(
+            EventKind::ScaleOut,
+            None,
+            format!(
+                "started {} warm slave(s) {ids:?} from the pool; cap {}",
+                ids.len(),
+                self.ledger.status(now)
+            ),
+        ));
+        report.started.extend(ids.iter().cloned());
+        self.untag_started(&ids, now, report).await;
+        to_u32(ids.len())
+    }
+
+    /// Removes the pool's tags from started slaves (the lifecycle asks again until they are
+    /// gone: a restart of the agent must not take a running slave for a pooled or draining one).
+    async fn untag_started(&mut self, ids: &[String], now: Timestamp, report: &mut Report) {
+        let tags = [cloud::TAG_POOLED_SINCE, TAG_DRAINING_SINCE];
+        if let Err(e) = self.cloud.untag(ids, &tags).await {
+            let msg =
+                format!("could not remove the pool's tags from {ids:?} (again next step): {e}");
+            self.error(now, report, msg);
         }
     }
 
@@ -1816,19 +1900,20 @@ fn rebuild_entries(
             s.intent.as_deref().unwrap_or("adopted"),
             s.instance_id
         );
+        let ended = s.ended_at.or_else(|| s.ended_by(now));
         if let Some(e) = out
             .iter_mut()
             .find(|e| e.instance_id.as_deref() == Some(s.instance_id.as_str()))
         {
             if e.ended_at.is_none() {
-                e.ended_at = s.ended_at.map(|end| end.max(e.launched_at));
+                e.ended_at = ended.map(|end| end.max(e.launched_at));
             }
         } else if !known(&out, &key, None) {
             out.push(cap::Entry {
                 key,
                 instance_id: Some(s.instance_id),
                 launched_at: s.launched_at,
-                ended_at: s.ended_at,
+                ended_at: ended,
             });
         }
     }
@@ -1848,6 +1933,9 @@ fn seen(i: &InstanceInfo, now: Timestamp) -> Seen {
         launched_at: i.launched_at.unwrap_or(now),
         ended_at: ended.then(|| i.ended_at.unwrap_or(now)),
         stopped: stopped(i.state),
+        stopped_by: i
+            .pooled_since
+            .and_then(|t| Timestamp::from_second(t.as_second() + STOP_DEADLINE_SECS).ok()),
     }
 }
 

@@ -35,6 +35,10 @@ struct World {
     instance_store: bool,
     /// The next StartInstances is refused with InsufficientInstanceCapacity.
     start_no_capacity: bool,
+    /// The next StopInstances is throttled (nothing happens).
+    stop_throttled: bool,
+    /// The next StopInstances takes effect but its answer is lost.
+    stop_answer_lost: bool,
 }
 
 #[derive(Clone, Default)]
@@ -201,6 +205,16 @@ impl Cloud for Fake {
     async fn stop(&self, ids: &[String]) -> Result<(), AwsError> {
         let mut w = self.w();
         w.calls.push(format!("stop {ids:?}"));
+        if std::mem::take(&mut w.stop_throttled) {
+            return Err(AwsError {
+                op: "StopInstances",
+                code: "RequestLimitExceeded".into(),
+                message: "Request limit exceeded.".into(),
+                retryable: true,
+                not_applied: true,
+            });
+        }
+        let lost = std::mem::take(&mut w.stop_answer_lost);
         // EC2: an instance-store root cannot stop; the whole call fails.
         if ids
             .iter()
@@ -218,6 +232,9 @@ impl Cloud for Fake {
             if let Some(i) = w.instances.get_mut(id) {
                 i.state = InstanceState::Stopping;
             }
+        }
+        if lost {
+            return Err(err(true));
         }
         Ok(())
     }
@@ -999,7 +1016,8 @@ async fn a_released_slave_waits_stopped_and_comes_back_before_any_launch() {
     assert_eq!(act.slave(&id).unwrap().phase, Phase::Stopped);
     assert_eq!(act.ledger().entries()[0].ended_at, Some(at(50)));
     assert_eq!(act.pooled(), 1);
-    assert_eq!(act.warm_room(), 1);
+    // Room for one more, but no in-service slave that could go there: the policy counts none.
+    assert_eq!(act.warm_room(), 0);
     {
         let w = fake.w();
         assert!(w.instances[&id].pooled_since.is_some());
@@ -1020,9 +1038,10 @@ async fn a_released_slave_waits_stopped_and_comes_back_before_any_launch() {
         assert!(w.instances[&id].pooled_since.is_none());
         assert!(w.instances[&id].draining_since.is_none());
         let calls = w.calls.join("\n");
+        // Started first, then untagged: a stopped slave always carries its pool tag.
         let untag = calls.rfind("untag").unwrap();
         let start = calls.rfind("start [").unwrap();
-        assert!(untag < start, "untagged before the start:\n{calls}");
+        assert!(start < untag, "untagged after the start:\n{calls}");
         assert!(!calls.contains("launch 1..1\nlaunch"), "{calls}");
     }
     // Running → synced again → registered.
@@ -1070,7 +1089,7 @@ async fn refused_starts_and_stops_fall_back_to_launch_and_termination() {
     );
     assert!(
         fake.w().instances[&ids[0]].pooled_since.is_some(),
-        "tagged again"
+        "still tagged: a start never untags first"
     );
     assert_eq!(act.ledger().used(at(60)), used + 1, "the launch only");
 }
@@ -1095,4 +1114,34 @@ async fn the_pool_is_adopted_after_a_restart() {
     assert!(again.slave(&id).unwrap().failure.is_none());
     let r = again.apply(&decision(1), at(70)).await;
     assert_eq!(r.started, [id]);
+}
+
+/// Throttling is not a refusal: a throttled stop leaves the slave drained and stopped at the
+/// next step (never terminated for it); a stop whose answer was lost is seen as done, not as
+/// a slave "stopped outside the agent".
+#[tokio::test]
+async fn a_throttled_or_unanswered_stop_still_ends_in_the_pool() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup_with(d.path(), |c| c.fleet.warm_pool = 2);
+    let ids = act.apply(&decision(2), at(0)).await.launched;
+    settle(&mut act, at(1)).await;
+    act.apply(&scale_in(&ids[..1]), at(10)).await;
+    act.step(at(10)).await.unwrap();
+    fake.w().stop_throttled = true;
+    let r = act.step(at(41)).await.unwrap();
+    assert!(r.terminated.is_empty() && r.stopped.is_empty(), "{r:?}");
+    assert_eq!(act.slave(&ids[0]).unwrap().phase, Phase::Draining);
+    let r = act.step(at(45)).await.unwrap();
+    assert_eq!(r.stopped, ids[..1]);
+    // The other one: its stop goes through, the answer is lost.
+    act.apply(&scale_in(&ids[1..]), at(50)).await;
+    act.step(at(50)).await.unwrap();
+    fake.w().stop_answer_lost = true;
+    let r = act.step(at(81)).await.unwrap();
+    assert!(r.stopped.is_empty() && r.terminated.is_empty(), "{r:?}");
+    act.step(at(90)).await.unwrap();
+    let s = act.slave(&ids[1]).unwrap();
+    assert_eq!(s.phase, Phase::Stopped, "{s:?}");
+    assert!(s.failure.is_none());
+    assert!(!fake.w().calls.iter().any(|c| c.starts_with("terminate")));
 }

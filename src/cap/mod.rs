@@ -73,6 +73,22 @@ pub struct Seen {
     pub ended_at: Option<Timestamp>,
     /// EC2 says stopping or stopped (the warm pool): it does not run.
     pub stopped: bool,
+    /// For a stopped one, the latest it can have stopped (its pool tag's time plus the stop's
+    /// deadline), when known: a stopped instance the ledger does not know ran until then, not
+    /// until now (after a restart past midnight it must not count on the new day).
+    pub stopped_by: Option<Timestamp>,
+}
+
+impl Seen {
+    /// When a stopped instance's run ended, at the latest: `stopped_by`, else now (never
+    /// before its launch). `None` while it may run.
+    pub fn ended_by(&self, now: Timestamp) -> Option<Timestamp> {
+        self.stopped.then(|| {
+            self.stopped_by
+                .map_or(now, |t| t.min(now))
+                .max(self.launched_at)
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -314,7 +330,17 @@ impl CapLedger {
         // "free" could then make the truth exceed the cap. Within the limit it cannot: the
         // truth is at most the count less the one spurious entry, plus the start.
         let free = self.counts_today(instance_id, now) && self.used(now) <= self.limit;
-        if !free && self.remaining(now) == 0 {
+        // The instance-hours budget binds a free start too: it runs hours like any other.
+        let status = self.status(now);
+        if self
+            .hours_budget
+            .is_some_and(|b| status.instance_hours >= b)
+        {
+            return Err(CapError::Exhausted(format!(
+                "instance-hours budget spent: {status}"
+            )));
+        }
+        if !free && status.remaining == 0 {
             return Err(CapError::Exhausted(format!(
                 "burst cap reached: {}",
                 self.status(now)
@@ -528,7 +554,7 @@ impl CapLedger {
                         key,
                         instance_id: Some(s.instance_id.clone()),
                         launched_at: s.launched_at,
-                        ended_at: s.ended_at,
+                        ended_at: s.ended_at.or_else(|| s.ended_by(now)),
                     });
                     changes.push(format!("{} added from its tags", s.instance_id));
                 }
@@ -822,6 +848,7 @@ mod tests {
             launched_at: ts("2026-05-20T10:00:00Z"),
             ended_at: None,
             stopped,
+            stopped_by: None,
         };
         let at = ts("2026-05-20T12:00:00Z");
         assert_eq!(l.reconcile(&[seen(true)], at, 300).len(), 1);
@@ -838,6 +865,31 @@ mod tests {
         assert!(l
             .reconcile(&[seen(true)], ts("2026-05-21T14:01:00Z"), 300)
             .is_empty());
+        // A restart past midnight with yesterday's entries pruned: a slave pooled at 23:00 is
+        // added from its tags as having run until its pool tag's stop deadline, not until now,
+        // so it does not count on the new day.
+        let mut fresh = CapLedger::new("UTC", 7, None).unwrap();
+        let pooled = Seen {
+            stopped_by: Some(ts("2026-05-20T23:10:00Z")),
+            ..seen(true)
+        };
+        let after = ts("2026-05-21T01:00:00Z");
+        assert_eq!(
+            fresh
+                .reconcile(std::slice::from_ref(&pooled), after, 300)
+                .len(),
+            1
+        );
+        assert_eq!(fresh.used(after), 0);
+        assert_eq!(
+            fresh.used(ts("2026-05-20T23:30:00Z")),
+            1,
+            "it ran on the 20th"
+        );
+        // Without the tag's time: counted until now (more, never less).
+        let mut blind = CapLedger::new("UTC", 7, None).unwrap();
+        blind.reconcile(&[seen(true)], after, 300);
+        assert_eq!(blind.used(after), 1);
     }
 
     #[test]
@@ -921,6 +973,7 @@ mod tests {
                 launched_at: t0,
                 ended_at: None,
                 stopped: false,
+                stopped_by: None,
             },
             Seen {
                 instance_id: "i-2".into(),
@@ -928,6 +981,7 @@ mod tests {
                 launched_at: t0,
                 ended_at: Some(ts("2026-05-20T03:30:00Z")),
                 stopped: false,
+                stopped_by: None,
             },
             Seen {
                 instance_id: "i-stranger".into(),
@@ -935,6 +989,7 @@ mod tests {
                 launched_at: t0,
                 ended_at: None,
                 stopped: false,
+                stopped_by: None,
             },
         ];
         let changes = l.reconcile(&seen, now, 600);

@@ -282,9 +282,9 @@ impl fmt::Display for Reason {
             ),
             Reason::MidnightDeferred { wanted, resets_in_secs, top, acute_at } => write!(
                 f,
-                "not launching {wanted} slave(s) {resets_in_secs}s before the cap resets: each \
-                 would count on two days, and demand is not acute (at {top:.2} of a goal, \
-                 acute from {acute_at:.2})"
+                "not launching {wanted} slave(s) {resets_in_secs}s before the cap resets: one \
+                 still running at midnight counts on tomorrow's cap too, and a need this mild \
+                 may pass by then (at {top:.2} of a goal, acute from {acute_at:.2})"
             ),
             Reason::WarmPool { free } => write!(
                 f,
