@@ -574,6 +574,37 @@ fn read_signal(
     (present, missing)
 }
 
+/// Hosts that bring the master to `target` when it runs hotter than the slaves by work only it
+/// does. `present[0]` is the master, the rest in-service slaves (all fresh: `missing` is 0). The
+/// shared part each host carries is the slaves' mean s; the master's excess e = m - s, less
+/// twice the tolerance, is counted as its own; with n hosts now the shared total is n*s, so
+/// n' = ceil(n*s / (target - e)). Returns n' and e. When the
+/// excess alone reaches the target, no count brings it there: n' = n*s / (a tenth of the
+/// target), bounded later by max_slaves and the cap. `None` when it does not apply: no slave to
+/// compare with, a signal that is not a share of the load, or a master within tolerance.
+fn master_bound(
+    signal: Signal,
+    present: &[f64],
+    missing: usize,
+    target: f64,
+    tolerance: f64,
+) -> Option<(u32, f64)> {
+    if !signal.forecastable() || signal.site_wide() || missing > 0 || present.len() < 2 {
+        return None;
+    }
+    let master = present[0];
+    let slaves = present[1..].iter().sum::<f64>() / (present.len() - 1) as f64;
+    // The slaves' numbers come later than the master's (CloudWatch), so on a rise and in noise
+    // the master looks hotter than it is by some: only an excess past twice the tolerance is
+    // taken, and only that part of it.
+    let excess = master - slaves - 2.0 * target * tolerance;
+    if master <= target * (1.0 + 2.0 * tolerance) || excess <= 0.0 {
+        return None;
+    }
+    let room = (target - excess).max(target * 0.1);
+    Some((ceil(present.len() as f64 * slaves / room), excess))
+}
+
 /// What target tracking reads besides the hosts: the site-wide probe, and for the forecast the
 /// history, the time and the cap left.
 #[derive(Clone, Copy)]
@@ -679,6 +710,26 @@ fn target_tracking(
         };
         let mut desired = desired_hosts_or_hold.map_or(current, |h| h.saturating_sub(1));
         let mut why = why;
+        // The master does work no slave can take (forms, the CMS): it runs hotter than the
+        // slaves by that much, and the mean hides it. With slaves in service to compare with,
+        // the hosts that bring the master itself to the target: the shared part per host
+        // (the slaves' level) must fall to target - excess.
+        if let Some((hosts, counted)) =
+            master_bound(signal, &present, missing, target, cfg.tolerance)
+        {
+            let slaves_wanted = hosts.saturating_sub(1);
+            if slaves_wanted > desired {
+                desired = slaves_wanted;
+                let slaves = present[1..].iter().sum::<f64>() / (present.len() - 1) as f64;
+                why = Reason::MasterBound {
+                    signal,
+                    master: present[0],
+                    slaves,
+                    counted,
+                    target,
+                };
+            }
+        }
         // One lead time ahead, on the fleet's own trend: only ever more.
         let mut forecast = None;
         let f = &cfg.forecast;

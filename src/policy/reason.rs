@@ -31,6 +31,16 @@ pub enum Reason {
     },
     /// The signal's trend, one lead time ahead, asks for more than its value now: scale out
     /// ahead of the load (never in).
+    /// The master runs hotter than the slaves by work only it does (forms, the CMS): enough
+    /// slaves to bring the master itself to the target.
+    MasterBound {
+        signal: Signal,
+        master: f64,
+        slaves: f64,
+        /// The part of the master's excess counted as its own work.
+        counted: f64,
+        target: f64,
+    },
     Forecast {
         signal: Signal,
         utilization: f64,
@@ -164,6 +174,7 @@ impl Reason {
             Reason::WithinTolerance { .. } => "WithinTolerance",
             Reason::Scheduled { .. } => "Scheduled",
             Reason::Forecast { .. } => "Forecast",
+            Reason::MasterBound { .. } => "MasterBound",
             Reason::AboveThreshold { .. } => "AboveThreshold",
             Reason::BelowThreshold { .. } => "BelowThreshold",
             Reason::BetweenThresholds { .. } => "BetweenThresholds",
@@ -242,6 +253,14 @@ impl fmt::Display for Reason {
                 f,
                 "metrics missing or stale for {}: counted idle for scale-out, at target for scale-in",
                 hosts.join(", ")
+            ),
+            Reason::MasterBound { signal, master, slaves, counted, target } => write!(
+                f,
+                "{} on the master {master:.2}, on the slaves {slaves:.2}: {counted:.2} of it \
+                 counted as work only the master does, so the shared part must fall to {:.2} \
+                 for the master to reach target {target:.2}",
+                signal.name(),
+                (target - counted).max(0.0)
             ),
             Reason::Forecast { signal, utilization, forecast, target, horizon_secs, measured } => write!(
                 f,

@@ -959,3 +959,37 @@ fn launches_just_before_midnight_wait_unless_demand_is_acute() {
     let d = decide(&off, &fresh(0.6, at_2355), &cap(), &History::new(), at_2355);
     assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
 }
+
+/// The master does work no slave can take. Master 0.7, two slaves 0.4, target 0.5, tolerance
+/// 0.1: the mean (0.5) says "at target", but the master runs 0.3 hotter; less twice the
+/// tolerance (0.1: the slaves' numbers come later) 0.2 is counted as its own, so the shared
+/// part must fall to 0.3 per host: ceil(3 x 0.4 / 0.3) = 4 hosts, 3 slaves. Master 0.9, slaves
+/// 0.3: the counted 0.5 alone reaches the target, so it asks for 3 x 0.3 / 0.05 = 18 hosts
+/// (max_slaves and the cap bound it later). Master and slaves alike, or no slave to compare
+/// with: plain tracking.
+#[test]
+fn a_master_hotter_than_its_slaves_asks_for_the_hosts_that_cool_it() {
+    let mk = |master: f64, slave: f64| {
+        let mut o = fleet(master, in_service(2, slave));
+        o.master.as_mut().unwrap().at = at(0);
+        o
+    };
+    let d = run(&cfg(), &mk(0.7, 0.4));
+    assert!(matches!(d, Decision::ScaleOut { count: 1, .. }), "{d}");
+    assert_eq!(d.explanation().raw_desired, 3, "{d}");
+    assert!(has(&d, "MasterBound"), "{d}");
+    assert!(
+        d.to_string()
+            .contains("0.20 of it counted as work only the master does"),
+        "{d}"
+    );
+    let d = run(&cfg(), &mk(0.9, 0.3));
+    assert_eq!(d.explanation().raw_desired, 17, "{d}");
+    // Even: plain target tracking (0.6 x 3 / 0.5 = 3.6 -> 4 hosts, 3 slaves).
+    let d = run(&cfg(), &mk(0.6, 0.6));
+    assert!(!has(&d, "MasterBound"), "{d}");
+    assert_eq!(d.explanation().raw_desired, 3, "{d}");
+    // No slave to compare with: plain target tracking.
+    let d = run(&cfg(), &fleet(0.9, vec![]));
+    assert!(!has(&d, "MasterBound"), "{d}");
+}
