@@ -812,6 +812,27 @@ mod tests {
         assert_eq!(slaves["i-2"].phase, Phase::Draining);
     }
 
+    /// `slaves` reconciled at `now` against `instances`, none in the ELB, no hook running.
+    fn unregistered(
+        slaves: &BTreeMap<String, Slave>,
+        instances: &[InstanceInfo],
+        now: i64,
+        c: &Config,
+    ) -> Plan {
+        reconcile(
+            slaves,
+            &Observed {
+                instances,
+                members: &BTreeMap::new(),
+            },
+            &Finished::new(),
+            &BTreeSet::new(),
+            false,
+            at(now),
+            c,
+        )
+    }
+
     /// One slave `i-1` in `phase` since t=0, EC2 saying `state`, reconciled at `now` with a
     /// warm pool of `pool` (and `others` already stopped in it, since t=0).
     fn pooled_plan(
@@ -838,18 +859,7 @@ mod tests {
                 ),
             );
         }
-        reconcile(
-            &slaves,
-            &Observed {
-                instances: &instances,
-                members: &BTreeMap::new(),
-            },
-            &Finished::new(),
-            &BTreeSet::new(),
-            false,
-            at(now),
-            &c,
-        )
+        unregistered(&slaves, &instances, now, &c)
     }
 
     fn stops(p: &Plan) -> bool {
@@ -881,18 +891,7 @@ mod tests {
         let mut slaves = slave(Phase::Draining, 0);
         slaves.get_mut("i-1").unwrap().ebs_root = false;
         let instances = [instance("i-1", Running)];
-        let p = reconcile(
-            &slaves,
-            &Observed {
-                instances: &instances,
-                members: &BTreeMap::new(),
-            },
-            &Finished::new(),
-            &BTreeSet::new(),
-            false,
-            at(60),
-            &c,
-        );
+        let p = unregistered(&slaves, &instances, 60, &c);
         assert!(terminates(&p) && !stops(&p));
     }
 
@@ -952,18 +951,7 @@ mod tests {
             let mut slaves = slave(Phase::Pending, 0);
             slaves.get_mut("i-1").unwrap().restarted_at = restarted.map(at);
             let instances = [instance("i-1", Stopped)];
-            reconcile(
-                &slaves,
-                &Observed {
-                    instances: &instances,
-                    members: &BTreeMap::new(),
-                },
-                &Finished::new(),
-                &BTreeSet::new(),
-                false,
-                at(now),
-                &cfg(),
-            )
+            unregistered(&slaves, &instances, now, &cfg())
         };
         let waiting = run(Some(0), SETTLE_SECS);
         assert!(waiting.slaves["i-1"].failure.is_none());
