@@ -773,3 +773,45 @@ async fn a_released_slave_is_stopped_into_the_warm_pool_and_started_again_with_f
         "{tags:?}"
     );
 }
+
+/// RunInstances makes one attempt: when its answer is lost after EC2 launched (a reset) and the
+/// SDK's retries would then be throttled, the last answer alone ("throttled: nothing happened")
+/// would give the cap unit back for an instance that runs. With one attempt the lost answer stays
+/// ambiguous: still counted, found by its intent tag, counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_whose_answer_is_lost_stays_counted_even_if_a_retry_would_be_throttled() {
+    use common::fault_proxy::{Fault, FaultProxy};
+    let site = Site::new("lost-launch").await;
+    let proxy = FaultProxy::start(&site._moto.endpoint, 0.0, 7);
+    proxy.faults(true);
+    proxy.script_run_instances(&[Fault::LostResponse, Fault::Throttle, Fault::Throttle]);
+    let mut cfg = site.cfg.clone();
+    cfg.aws.endpoint_url = proxy.endpoint.clone();
+    let creds = aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "moto");
+    let loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).credentials_provider(creds);
+    let aws = Aws::from_loader(&cfg.aws, loader).await;
+    let cloud = AwsCloud::new(aws, &cfg.agent.group, &cfg.elb.name, &cfg.fleet).unwrap();
+    let mut act = Actuator::open(cloud, &cfg, Timestamp::now()).unwrap();
+    let r = act.apply(&scale_out(1), Timestamp::now()).await;
+    assert!(r.launched.is_empty(), "{r:?}");
+    assert_eq!(
+        act.ledger().used(Timestamp::now()),
+        1,
+        "still counted: {r:?}"
+    );
+    assert_eq!(act.journal().unresolved().count(), 1);
+    let running = site.running().await;
+    assert_eq!(running.len(), 1, "EC2 did launch it: {running:?}");
+    step_until(&site, &mut act, "found by its intent tag", |a| {
+        a.journal().unresolved().count() == 0 && a.slaves().count() == 1
+    })
+    .await;
+    assert_eq!(act.ledger().used(Timestamp::now()), 1, "counted once");
+    let (faults, _, _) = proxy.stats();
+    assert_eq!(
+        faults.get(&Fault::Throttle),
+        None,
+        "no retry reached the proxy: {faults:?}"
+    );
+}

@@ -614,16 +614,18 @@ fn faults_at_every_call_and_kill_9_keep_the_promises() {
     };
 
     proxy.faults(true);
-    // The first launch finds no capacity; the next one's answer is lost after EC2 launched:
-    // the SDK asks again with the same client token and must get the same instances.
+    // The first launch finds no capacity (one attempt, no SDK retry: the agent backs off for
+    // 60 s with a single subnet); the next one's answer is lost after EC2 launched: it stays
+    // counted and is found by its intent tag (or, asked again by the agent, answered with the
+    // same instances by its client token).
     proxy.script_run_instances(&[
         common::fault_proxy::Fault::NoCapacity,
         common::fault_proxy::Fault::LostResponse,
     ]);
-    let ab = w.load(45);
+    let ab = w.load(110);
     wait_until(
         "a launch through the faults",
-        60,
+        120,
         || !ours(&w).is_empty(),
         &agent,
     );

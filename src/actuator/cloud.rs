@@ -240,6 +240,17 @@ fn info(i: &Instance) -> Option<InstanceInfo> {
     })
 }
 
+/// One attempt, no SDK retry: for the calls whose refusal the agent takes back from the cap
+/// (RunInstances, StartInstances). After the SDK's retry, the last answer alone is seen: a
+/// throttled retry of an attempt that did launch (its answer lost) would read as "nothing
+/// happened", and the cap unit would be given back for an instance that runs. With one attempt
+/// a refusal is the whole story, and a lost answer stays ambiguous (the journal and the tags
+/// settle it; the agent's own next tick is the retry).
+fn one_attempt() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default()
+        .retry_config(aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(1))
+}
+
 fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
@@ -310,7 +321,13 @@ impl Cloud for AwsCloud {
         if let Some(ud) = &self.user_data_b64 {
             call = call.user_data(ud);
         }
-        let out = self.aws.call("RunInstances", call.send()).await?;
+        let out = self
+            .aws
+            .call(
+                "RunInstances",
+                call.customize().config_override(one_attempt()).send(),
+            )
+            .await?;
         Ok(out.instances().iter().filter_map(info).collect())
     }
 
@@ -449,6 +466,8 @@ impl Cloud for AwsCloud {
                     .ec2
                     .start_instances()
                     .set_instance_ids(Some(ids.to_vec()))
+                    .customize()
+                    .config_override(one_attempt())
                     .send(),
             )
             .await
