@@ -390,9 +390,14 @@ pub fn phase_of(i: &InstanceInfo, member: Option<MemberState>) -> Phase {
     }
 }
 
-/// The ledger key of a warm slave's start at `now`.
+/// The ledger key of a warm slave's start at `now`: [`restart_prefix`] and the time.
 fn restart_key(id: &str, now: Timestamp) -> String {
-    format!("start#{id}@{}", now.as_second())
+    format!("{}{}", restart_prefix(id), now.as_second())
+}
+
+/// What the ledger keys of every start of warm slave `id` begin with.
+fn restart_prefix(id: &str) -> String {
+    format!("start#{id}@")
 }
 
 /// EC2 refused a StopInstances or StartInstances for good, and for sure: nothing took effect
@@ -1455,6 +1460,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             self.error(now, report, e);
         }
         let mut calls = Vec::new();
+        // The warm pool's ledger changes this pass: written once, after them all.
+        let mut pool_changed = false;
         for a in plan.actions {
             match a {
                 lifecycle::Action::StartHook { id, kind } => {
@@ -1472,7 +1479,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 lifecycle::Action::Unstarted(id) => {
                     // Still stopped long after its StartInstances (whose answer was lost): it
                     // never started, so its start is withdrawn; it is back in the pool.
-                    let prefix = format!("start#{id}@");
+                    let prefix = restart_prefix(&id);
                     let keys: Vec<String> = self
                         .ledger
                         .entries()
@@ -1485,7 +1492,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     }
                     tracing::warn!(instance_id = %id,
                         "warm slave {id} did not start; back in the pool, its start withdrawn");
-                    self.save_state(now, report);
+                    pool_changed = true;
                 }
                 lifecycle::Action::Parked(id) => {
                     // Stopped: it runs no more, so its run ends (started again today it costs
@@ -1493,7 +1500,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     let _ = self.ledger.record_ended(&id, now);
                     tracing::info!(instance_id = %id, pool = self.pooled(),
                         "slave {id} stopped into the warm pool");
-                    self.save_state(now, report);
+                    pool_changed = true;
                 }
                 lifecycle::Action::Gone(id) => {
                     let _ = self.ledger.record_ended(&id, now);
@@ -1503,6 +1510,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 }
                 call => calls.push(call),
             }
+        }
+        if pool_changed {
+            self.save_state(now, report);
         }
         calls
     }

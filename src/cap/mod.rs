@@ -329,9 +329,9 @@ impl CapLedger {
         // from tags, say) may count an instance that did not run today, and starting that one
         // "free" could then make the truth exceed the cap. Within the limit it cannot: the
         // truth is at most the count less the one spurious entry, plus the start.
-        let free = self.counts_today(instance_id, now) && self.used(now) <= self.limit;
-        // The instance-hours budget binds a free start too: it runs hours like any other.
         let status = self.status(now);
+        let free = self.counts_today(instance_id, now) && status.used <= self.limit;
+        // The instance-hours budget binds a free start too: it runs hours like any other.
         if self
             .hours_budget
             .is_some_and(|b| status.instance_hours >= b)
@@ -341,10 +341,7 @@ impl CapLedger {
             )));
         }
         if !free && status.remaining == 0 {
-            return Err(CapError::Exhausted(format!(
-                "burst cap reached: {}",
-                self.status(now)
-            )));
+            return Err(CapError::Exhausted(format!("burst cap reached: {status}")));
         }
         self.entries.push(Entry {
             key: key.to_string(),
