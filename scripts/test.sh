@@ -64,8 +64,6 @@ echo "==> cargo test"
 cargo test --locked --lib --bins --tests
 if [ -z "${SKIP_BENCH:-}" ]; then
   echo "==> benchmarks (quick)"
-  cargo bench --locked --bench sampler -- --quick
-  cargo bench --locked --bench policy -- --quick
-  cargo bench --locked --bench actuator -- --quick
-  cargo bench --locked --bench agent -- --quick
+  # One cargo run builds the four side by side (each is an LTO link of its own).
+  cargo bench --locked --bench sampler --bench policy --bench actuator --bench agent -- --quick
 fi
