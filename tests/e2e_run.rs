@@ -82,7 +82,7 @@ impl World {
         c.policy.scale_in_cooldown = Dur::secs(1);
         c.policy.scale_in_stabilization = Dur::secs(5);
         c.policy.min_lifetime = Dur::secs(1);
-        c.policy.cap_keep_for = Dur::secs(0);
+        c.policy.max_kept_per_day = Dur::secs(0);
         c.hooks.content_sync_interval = Dur::secs(10);
         c.elb.draining_timeout = Dur::secs(1);
         c.log.format = LogFormat::Json;

@@ -301,6 +301,21 @@ mod tests {
         assert_eq!(c.policy.scale_in.sustain, Dur::secs(300));
     }
 
+    /// A key this version replaced is named, with what replaced it, where it stands.
+    #[test]
+    fn the_replaced_cap_keep_for_says_what_replaced_it() {
+        let p = problems("[agent]\ndry_run = true\n[policy]\ncap_keep_for = \"15m\"\n");
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].path, "policy.cap_keep_for");
+        assert_eq!(p[0].location, Some((4, 1)), "{p:#?}");
+        assert!(
+            p[0].message.contains("replaced by policy.cap_unit_value")
+                && p[0].message.contains("policy.max_kept_per_day"),
+            "{}",
+            p[0].message
+        );
+    }
+
     #[test]
     fn syntax_error_has_line_and_column() {
         let p = problems("[agent]\ngroup = \n");

@@ -390,9 +390,15 @@ pub struct PolicyConfig {
     pub stale_after: Dur,
     /// A scale-in never releases more slaves than today's cap could relaunch, less this margin.
     pub keep_slaves_when_cap_remaining_at_most: u32,
-    /// Keeping for the cap lasts at most this long after the slaves were last needed, and stops
-    /// this long before the cap resets (a slave alive at midnight counts toward the new day).
-    pub cap_keep_for: Dur,
+    /// What one burst-cap unit is worth in instance-time: an unneeded slave whose relaunch
+    /// today would take a unit is kept while it has been unneeded for less than its relaunch
+    /// cost (the lead time plus this, scaled by how scarce the day's units are).
+    pub cap_unit_value: Dur,
+    /// At most this much instance-time a day is spent keeping slaves no signal needs.
+    pub max_kept_per_day: Dur,
+    /// Replaced by `cap_unit_value` and `max_kept_per_day`; only read to say so.
+    #[serde(default, skip_serializing)]
+    pub cap_keep_for: Option<Dur>,
     /// Launches in this last stretch before the cap resets wait for midnight unless demand is
     /// acute: a slave launched at 23:55 and running past midnight counts on both days. 0 = off.
     pub midnight_guard: Dur,
@@ -450,7 +456,9 @@ impl Default for PolicyConfig {
             victim_order: VictimOrder::NewestFirst,
             stale_after: Dur::secs(180),
             keep_slaves_when_cap_remaining_at_most: 0,
-            cap_keep_for: Dur::secs(900),
+            cap_unit_value: Dur::secs(1800),
+            max_kept_per_day: Dur::secs(4 * 3600),
+            cap_keep_for: None,
             midnight_guard: Dur::secs(600),
             acute_factor: 1.5,
             forecast: ForecastConfig::default(),

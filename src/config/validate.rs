@@ -516,10 +516,23 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         ("policy.scale_out_stabilization", p.scale_out_stabilization),
         ("policy.scale_in_stabilization", p.scale_in_stabilization),
         ("policy.min_lifetime", p.min_lifetime),
-        ("policy.cap_keep_for", p.cap_keep_for),
+        ("policy.cap_unit_value", p.cap_unit_value),
     ] {
         c.duration(path, d, Duration::ZERO, DAY);
     }
+    c.duration(
+        "policy.max_kept_per_day",
+        p.max_kept_per_day,
+        Duration::ZERO,
+        DAY * 100,
+    );
+    c.require(p.cap_keep_for.is_none(), "policy.cap_keep_for", || {
+        "policy.cap_keep_for was replaced by policy.cap_unit_value (what one burst-cap unit is \
+         worth in instance-time; an unneeded slave is kept while it has been unneeded for less \
+         than its relaunch cost) and policy.max_kept_per_day: remove it (README: How the agent \
+         decides, step 6)"
+            .to_string()
+    });
     c.duration(
         "policy.midnight_guard",
         p.midnight_guard,

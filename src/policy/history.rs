@@ -25,6 +25,12 @@ pub struct History {
     /// Seconds from launch to InService of the last slaves, newest last: the lead time.
     #[serde(default)]
     lead_times: VecDeque<i64>,
+    /// Instance-seconds spent today keeping slaves no signal needed (`KeepingForCap`), and when
+    /// the cap day they count in ends: `policy.max_kept_per_day` bounds them.
+    #[serde(default)]
+    kept_secs: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kept_day_ends: Option<Timestamp>,
 }
 
 /// Lead times kept (the median of these is used).
@@ -58,6 +64,21 @@ impl History {
         }
         if why.raw_desired >= why.current {
             self.last_needed = Some(now);
+        }
+        // Keeping is counted a decision interval at a time, per cap day.
+        if self.kept_day_ends.is_none_or(|end| now >= end) {
+            self.kept_secs = 0;
+            self.kept_day_ends = Timestamp::from_second(now.as_second() + why.cap.resets_in_secs)
+                .ok()
+                .filter(|end| *end > now);
+        }
+        let kept = why.reasons.iter().find_map(|r| match r {
+            super::Reason::KeepingForCap { kept, .. } => Some(i64::from(*kept)),
+            _ => None,
+        });
+        if let Some(kept) = kept {
+            let interval = cfg.evaluation_interval.get().as_secs() as i64;
+            self.kept_secs = self.kept_secs.saturating_add(kept * interval);
         }
         match decision {
             Decision::ScaleOut { .. } => self.last_scale_out = Some(now),
@@ -165,6 +186,14 @@ impl History {
         } else {
             (slopes[m - 1] + slopes[m]) / 2.0
         })
+    }
+
+    /// Instance-seconds spent keeping unneeded slaves on the cap day that holds `now`.
+    pub fn kept_today(&self, now: Timestamp) -> i64 {
+        match self.kept_day_ends {
+            Some(end) if now < end => self.kept_secs,
+            _ => 0,
+        }
     }
 
     /// Recommendations made after `since` (exclusive), newest last.

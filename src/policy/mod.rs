@@ -8,8 +8,8 @@
 //! 3. **rate limits**: cooldowns and the max step per decision;
 //! 4. **min/max slaves**;
 //! 5. **the daily burst cap** (and the optional instance-hours budget);
-//! 6. **victims** for a scale-in: old enough, in the configured order; kept instead when the
-//!    day's cap is nearly spent (a relaunch later would cost another burst instance).
+//! 6. **victims** for a scale-in: old enough, in the configured order; kept instead while
+//!    bringing them back today (lead time, cap unit) would cost more than keeping them has.
 
 mod history;
 mod reason;
@@ -481,34 +481,58 @@ pub fn decide(
         }
     }
 
-    // 6. Scale-in: never release more slaves than today's cap could relaunch (keeping them
-    //    through a lull), but only for cap_keep_for after they were last needed and not into the
-    //    last cap_keep_for of the day, when they would count toward tomorrow; then victims.
+    // 6. Scale-in. Each slave it would release has a relaunch cost, should demand come back
+    //    today: the lead time (a host short while it boots and syncs) plus, unless the warm
+    //    pool has room for it (it comes back at no new unit), a share of a cap unit's value
+    //    that grows as the day's units run out. Not knowing when demand returns, a slave is
+    //    kept while it has been unneeded for less than its relaunch cost: the ski-rental
+    //    break-even (never more than twice the cost of the best choice in hindsight; with a
+    //    lull as likely to last as long again as it has lasted, the expected-cost choice too).
+    //    Never above max_slaves, in the last stretch before the cap resets (a slave running at
+    //    midnight counts toward tomorrow) or past max_kept_per_day.
     let mut final_count = cap_limited;
     let mut victims = Vec::new();
     if cap_limited < current {
         let wanted = current - cap_limited;
-        let keep_for = secs(cfg.cap_keep_for);
-        let recently_needed = hist
-            .last_needed
-            .is_some_and(|t| now.as_second() - t.as_second() <= keep_for);
-        let day_ending = cap_status.resets_in_secs <= keep_for;
-        let forced = current > cfg.max_slaves;
-        // A slave released into the warm pool comes back today at no new unit: the pool's room
-        // is releasable whatever the cap says.
-        let releasable = cap_status
-            .remaining
-            .saturating_sub(cfg.keep_slaves_when_cap_remaining_at_most)
-            .saturating_add(obs.warm_room);
-        let allowed = if !forced && recently_needed && !day_ending && releasable < wanted {
+        let keep = Keep::new(cfg, obs, hist, &cap_status, now);
+        let would_release = (1..=wanted)
+            .take_while(|k| keep.relaunch(*k).0 <= keep.unneeded)
+            .count();
+        let would_keep = wanted - to_u32(would_release);
+        let day_ending = cap_status.resets_in_secs <= guard.max(secs(cfg.evaluation_interval));
+        let allowed = if would_keep == 0 || current > cfg.max_slaves {
+            wanted
+        } else if day_ending {
+            reasons.push(Reason::KeepEndsBeforeMidnight {
+                released: would_keep,
+                resets_in_secs: cap_status.resets_in_secs,
+            });
+            wanted
+        } else if keep.kept_today >= keep.limit {
+            // (A limit of 0 turns keeping off: nothing to say.)
+            if keep.limit > 0 {
+                reasons.push(Reason::KeepLimitReached {
+                    released: would_keep,
+                    kept_today_secs: keep.kept_today,
+                    limit_secs: keep.limit,
+                });
+            }
+            wanted
+        } else {
+            let allowed = wanted - would_keep;
+            let (relaunch_secs, unit_share) = keep.relaunch(allowed + 1);
             reasons.push(Reason::KeepingForCap {
                 remaining: cap_status.remaining,
-                kept: wanted - releasable,
-                keep_for_secs: keep_for,
+                kept: would_keep,
+                unneeded_secs: keep.unneeded.min(i64::from(u32::MAX)),
+                relaunch_secs,
+                lead_secs: keep.lead,
+                unit_share,
+                unit_secs: keep.unit,
+                kept_today_secs: keep.kept_today,
+                limit_secs: keep.limit,
             });
-            releasable
-        } else {
-            wanted
+            allowed
         };
         if allowed > 0 {
             victims = pick_victims(cfg, obs, now, allowed);
@@ -550,6 +574,60 @@ pub fn decide(
         }
     } else {
         Decision::Hold { why }
+    }
+}
+
+/// What keeping an unneeded slave is weighed against (step 6).
+struct Keep {
+    /// Seconds since every slave was last needed (`i64::MAX` if never).
+    unneeded: i64,
+    lead: i64,
+    unit: i64,
+    /// Cap units a relaunch may take (remaining, less the configured margin).
+    units: u32,
+    warm_room: u32,
+    kept_today: i64,
+    limit: i64,
+}
+
+impl Keep {
+    fn new(
+        cfg: &PolicyConfig,
+        obs: &FleetObservation,
+        hist: &History,
+        cap: &CapStatus,
+        now: Timestamp,
+    ) -> Self {
+        Keep {
+            unneeded: hist
+                .last_needed
+                .map_or(i64::MAX, |t| now.as_second() - t.as_second()),
+            lead: hist.lead_time(secs(cfg.forecast.lead_time)).0,
+            unit: secs(cfg.cap_unit_value),
+            units: cap
+                .remaining
+                .saturating_sub(cfg.keep_slaves_when_cap_remaining_at_most),
+            warm_room: obs.warm_room,
+            kept_today: hist.kept_today(now),
+            limit: secs(cfg.max_kept_per_day),
+        }
+    }
+
+    /// The relaunch cost, in instance-seconds, of the `k`-th slave released (from 1), and the
+    /// share of a cap unit in it: the first `warm_room` go to the pool (no unit); the next take
+    /// the j-th of `units` left, at j / (units + 1) of a unit's value (the last units are
+    /// dearest), and a whole unit once the cap could not bring them back.
+    fn relaunch(&self, k: u32) -> (i64, f64) {
+        if k <= self.warm_room {
+            return (self.lead, 0.0);
+        }
+        let j = k - self.warm_room;
+        let share = if j > self.units {
+            1.0
+        } else {
+            f64::from(j) / f64::from(self.units + 1)
+        };
+        (self.lead + (self.unit as f64 * share).round() as i64, share)
     }
 }
 

@@ -142,10 +142,34 @@ pub enum Reason {
     WarmPool {
         free: u32,
     },
+    /// Unneeded slaves kept because bringing them back today would cost more than keeping
+    /// them has so far (the ski-rental break-even; README, step 6).
     KeepingForCap {
         remaining: u32,
         kept: u32,
-        keep_for_secs: i64,
+        /// How long the fleet's last slave has not been needed.
+        unneeded_secs: i64,
+        /// The cheapest kept slave's relaunch cost in instance-seconds: the lead time plus
+        /// `unit_share` of `unit_secs`.
+        relaunch_secs: i64,
+        lead_secs: i64,
+        unit_share: f64,
+        unit_secs: i64,
+        /// Instance-seconds kept so far today, and the day's limit.
+        kept_today_secs: i64,
+        limit_secs: i64,
+    },
+    /// Slaves the cap rule would keep are released: today's `max_kept_per_day` is spent.
+    KeepLimitReached {
+        released: u32,
+        kept_today_secs: i64,
+        limit_secs: i64,
+    },
+    /// Slaves the cap rule would keep are released before the cap resets: one running at
+    /// midnight counts toward tomorrow's cap.
+    KeepEndsBeforeMidnight {
+        released: u32,
+        resets_in_secs: i64,
     },
     NoVictimOldEnough {
         min_lifetime_secs: i64,
@@ -197,6 +221,8 @@ impl Reason {
             Reason::WarmPool { .. } => "WarmPool",
             Reason::MidnightDeferred { .. } => "MidnightDeferred",
             Reason::KeepingForCap { .. } => "KeepingForCap",
+            Reason::KeepLimitReached { .. } => "KeepLimitReached",
+            Reason::KeepEndsBeforeMidnight { .. } => "KeepEndsBeforeMidnight",
             Reason::NoVictimOldEnough { .. } => "NoVictimOldEnough",
             Reason::NoCapacity { .. } => "NoCapacity",
         }
@@ -309,10 +335,39 @@ impl fmt::Display for Reason {
                 f,
                 "{free} warm slave(s) that ran today start again at no new cap unit"
             ),
-            Reason::KeepingForCap { remaining, kept, keep_for_secs } => write!(
+            Reason::KeepingForCap {
+                remaining,
+                kept,
+                unneeded_secs,
+                relaunch_secs,
+                lead_secs,
+                unit_share,
+                unit_secs,
+                kept_today_secs,
+                limit_secs,
+            } => write!(
                 f,
-                "keeping {kept} slave(s) through the lull: only {remaining} launch(es) left today to bring them back \
-                 (kept up to {keep_for_secs}s after they were last needed)"
+                "keeping {kept} slave(s) unneeded for {}: bringing one back today would cost {} of \
+                 instance time or more (lead {lead_secs}s + {unit_share:.2} of a cap unit worth {}; \
+                 {remaining} launch(es) left today), more than keeping it so far (kept {} of {} \
+                 today)",
+                dur(*unneeded_secs),
+                dur(*relaunch_secs),
+                dur(*unit_secs),
+                dur(*kept_today_secs),
+                dur(*limit_secs)
+            ),
+            Reason::KeepLimitReached { released, kept_today_secs, limit_secs } => write!(
+                f,
+                "releasing {released} slave(s) the cap would keep: {} of instance time already kept \
+                 today (max_kept_per_day {})",
+                dur(*kept_today_secs),
+                dur(*limit_secs)
+            ),
+            Reason::KeepEndsBeforeMidnight { released, resets_in_secs } => write!(
+                f,
+                "releasing {released} slave(s) the cap would keep: the cap resets in \
+                 {resets_in_secs}s, and one running at midnight counts toward tomorrow's cap"
             ),
             Reason::NoVictimOldEnough { min_lifetime_secs } => {
                 write!(f, "not enough slaves older than min_lifetime ({min_lifetime_secs}s) to remove")
@@ -324,4 +379,9 @@ impl fmt::Display for Reason {
             ),
         }
     }
+}
+
+/// Seconds as a duration people read ("1h 5m"); negative as 0.
+fn dur(secs: i64) -> crate::config::Dur {
+    crate::config::Dur::secs(u64::try_from(secs).unwrap_or(0))
 }

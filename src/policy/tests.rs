@@ -23,7 +23,18 @@ fn cfg() -> PolicyConfig {
         max_step_in: 10,
         max_slaves: 20,
         keep_slaves_when_cap_remaining_at_most: 0,
+        // Keeping unneeded slaves for the cap is off here; its own tests turn it on.
+        max_kept_per_day: Dur::secs(0),
         ..PolicyConfig::default()
+    }
+}
+
+/// [`cfg`] with the keep rule on (step 6): a cap unit worth 2 h, 4 h a day.
+fn keeping() -> PolicyConfig {
+    PolicyConfig {
+        cap_unit_value: Dur::secs(7200),
+        max_kept_per_day: Dur::secs(4 * 3600),
+        ..cfg()
     }
 }
 
@@ -333,11 +344,13 @@ fn daily_cap_limits_and_explains() {
     assert!(has(&d, "LedgerUnavailable"));
 }
 
+/// The keep rule's arithmetic, worked by hand: a cap unit worth 2 h (7200 s), the lead time
+/// 150 s until measured (the default). Releasing the k-th slave when `r` units
+/// are left costs 150 + 7200·k/(r+1) s, or 150 + 7200 s once the cap could not bring it back;
+/// a slave is kept while the fleet has been unneeded for less than that.
 #[test]
-fn keeps_slaves_through_a_lull_when_the_cap_is_nearly_spent() {
-    let mut c = cfg();
-    c.cap_keep_for = Dur::secs(1800);
-    c.keep_slaves_when_cap_remaining_at_most = 0;
+fn keeps_unneeded_slaves_while_a_relaunch_would_cost_more_than_keeping_them() {
+    let c = keeping();
     let needed_at = |t: i64| {
         let mut h = History::new();
         let busy = run(&c, &fleet(1.0, in_service(3, 1.0)));
@@ -352,43 +365,104 @@ fn keeps_slaves_through_a_lull_when_the_cap_is_nearly_spent() {
         l
     };
     let idle = fleet(0.1, in_service(3, 0.1));
-    // One launch left: release only one of the three (it could be brought back).
-    let d = decide(&c, &idle, &spent(6), &needed_at(-300), at(0));
-    assert!(
-        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 1),
-        "{d}"
-    );
-    assert!(has(&d, "KeepingForCap"));
-    assert!(
-        d.to_string()
-            .contains("keeping 2 slave(s) through the lull: only 1 launch(es) left today"),
-        "{d}"
-    );
-    // None left: keep them all.
-    let d = decide(&c, &idle, &spent(7), &needed_at(-300), at(0));
+    let released = |d: &Decision| match d {
+        Decision::ScaleIn { instances, .. } => instances.len(),
+        _ => 0,
+    };
+    // Five launches left (r = 5): the three cost 1350, 2550 and 3750 s.
+    for (unneeded, n) in [
+        (300, 0),
+        (1349, 0),
+        (1350, 1),
+        (2550, 2),
+        (3749, 2),
+        (3750, 3),
+    ] {
+        let d = decide(&c, &idle, &spent(2), &needed_at(-unneeded), at(0));
+        assert_eq!(released(&d), n, "unneeded {unneeded}s: {d}");
+        assert_eq!(has(&d, "KeepingForCap"), n < 3, "{d}");
+    }
+    // One left (r = 1): the first costs 150 + 3600, the others a whole unit, 7350.
+    for (unneeded, n) in [(3749, 0), (3750, 1), (7349, 1), (7350, 3)] {
+        let d = decide(&c, &idle, &spent(6), &needed_at(-unneeded), at(0));
+        assert_eq!(released(&d), n, "unneeded {unneeded}s: {d}");
+    }
+    // None left: all three are kept for the whole unit.
+    let d = decide(&c, &idle, &spent(7), &needed_at(-7349), at(0));
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
-    assert!(has(&d, "KeepingForCap"));
-    // Last needed longer ago than cap_keep_for: the lull is not a lull, release.
-    let d = decide(&c, &idle, &spent(7), &needed_at(-1801), at(0));
     assert!(
-        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 3),
+        d.to_string().contains(
+            "keeping 3 slave(s) unneeded for 2h 2m 29s: bringing one back today would cost \
+             2h 2m 30s of instance time or more (lead 150s + 1.00 of a cap unit worth 2h; 0 \
+             launch(es) left today)"
+        ),
         "{d}"
     );
-    // With cap to spare there is nothing to keep for.
-    let d = decide(&c, &idle, &spent(2), &needed_at(-300), at(0));
+    // The margin counts as spent: with 2 left and a margin of 1, the first costs 150 + 3600.
+    let mut m = c.clone();
+    m.keep_slaves_when_cap_remaining_at_most = 1;
+    let d = decide(&m, &idle, &spent(5), &needed_at(-3749), at(0));
+    assert_eq!(released(&d), 0, "{d}");
+    // A measured lead time counts instead of the default: three launches of 600 s.
+    let mut h = needed_at(-3749);
+    for _ in 0..3 {
+        h.record_lead(600);
+    }
+    let d = decide(&c, &idle, &spent(6), &h, at(0));
+    assert_eq!(released(&d), 0, "lead 600 + 3600 > 3749: {d}");
+    // Never needed (an agent started over existing slaves): nothing to keep for.
+    let d = decide(&c, &idle, &spent(7), &History::new(), at(0));
+    assert_eq!(released(&d), 3, "{d}");
+}
+
+/// `max_kept_per_day` bounds the instance-time spent keeping, per cap day: spent, the slaves
+/// go; on the next day the count starts again.
+#[test]
+fn keeping_stops_when_the_days_kept_time_is_spent() {
+    let mut c = cfg();
+    c.evaluation_interval = Dur::secs(60);
+    c.max_kept_per_day = Dur::secs(600);
+    c.stale_after = Dur::secs(3600);
+    let mut l = cap();
+    for i in 0..7 {
+        l.record_attempt(&format!("k{i}"), at(-3600)).unwrap();
+    }
+    let mut h = History::new();
+    let busy = decide(&c, &fleet(1.0, in_service(2, 1.0)), &l, &h, at(-60));
+    h.record(&c, at(-60), &busy);
+    let idle = fleet(0.1, in_service(2, 0.1));
+    // Two slaves kept a minute at a time: 120 s a decision, 600 s after five decisions.
+    let mut t = 0;
+    for _ in 0..5 {
+        let d = decide(&c, &idle, &l, &h, at(t));
+        assert!(has(&d, "KeepingForCap"), "at {t}: {d}");
+        h.record(&c, at(t), &d);
+        t += 60;
+    }
+    assert_eq!(h.kept_today(at(t)), 600);
+    let d = decide(&c, &idle, &l, &h, at(t));
     assert!(
-        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 3),
+        matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 2),
         "{d}"
     );
-    assert!(!has(&d, "KeepingForCap"));
+    assert!(
+        d.to_string().contains(
+            "releasing 2 slave(s) the cap would keep: 10m of instance time already kept today \
+             (max_kept_per_day 10m)"
+        ),
+        "{d}"
+    );
+    // After the reset the day's kept time starts from 0.
+    let reset = t + d.explanation().cap.resets_in_secs;
+    assert_eq!(h.kept_today(at(reset)), 0);
+    assert_eq!(h.kept_today(at(reset - 1)), 600);
 }
 
 #[test]
 fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
-    let mut c = cfg();
-    c.cap_keep_for = Dur::secs(1800);
-    // 23:40 in Tokyo: 20 minutes to the reset, less than cap_keep_for.
-    let now: Timestamp = "2026-05-28T14:40:00Z".parse().unwrap();
+    let c = keeping();
+    // 23:55 in Tokyo: 5 minutes to the reset, within the midnight guard (10 m).
+    let now: Timestamp = "2026-05-28T14:55:00Z".parse().unwrap();
     let mut l = cap();
     for i in 0..7 {
         l.record_attempt(&format!("k{i}"), now).unwrap();
@@ -414,7 +488,31 @@ fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
         matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 3),
         "{d}"
     );
-    assert!(d.explanation().cap.resets_in_secs <= 1800);
+    assert_eq!(d.explanation().cap.resets_in_secs, 300);
+    assert!(has(&d, "KeepEndsBeforeMidnight"), "{d}");
+    // Twenty minutes before the reset they are still kept.
+    let earlier = Timestamp::from_second(now.as_second() - 900).unwrap();
+    let mut idle_earlier = idle.clone();
+    if let Some(m) = idle_earlier.master.as_mut() {
+        m.at = earlier;
+    }
+    for s in &mut idle_earlier.slaves {
+        if let Some(m) = s.metrics.as_mut() {
+            m.at = earlier;
+        }
+    }
+    let mut h_earlier = History::new();
+    let busy = decide(
+        &c,
+        &fleet(1.0, in_service(3, 1.0)),
+        &l,
+        &h_earlier,
+        t(-1200),
+    );
+    h_earlier.record(&c, t(-1200), &busy);
+    let d = decide(&c, &idle_earlier, &l, &h_earlier, earlier);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "KeepingForCap"), "{d}");
 }
 
 #[test]
@@ -890,8 +988,7 @@ fn warm_slaves_that_ran_today_come_back_past_a_spent_cap() {
 
     // Scale-in with the cap nearly spent: kept for the cap without a pool, released into it
     // when it has room.
-    let mut c = cfg();
-    c.cap_keep_for = Dur::secs(1800);
+    let c = keeping();
     let mut h = History::new();
     h.record(&c, at(-300), &run(&c, &fleet(1.0, in_service(3, 1.0))));
     let mut spent = cap();

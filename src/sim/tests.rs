@@ -456,7 +456,7 @@ fn the_warm_pool_serves_a_second_wave_the_cap_could_not() {
     let csv = "0,0.3\n3600,0.3\n3660,3.0\n7200,3.0\n7260,0.3\n18000,0.3\n18060,3.0\n21600,3.0\n21660,0.3\n25000,0.3\n";
     let mut cfg = Config::default();
     cfg.cap.daily_limit = 3;
-    cfg.policy.cap_keep_for = crate::config::Dur::secs(0);
+    cfg.policy.max_kept_per_day = crate::config::Dur::secs(0);
     let mut model = Model::from_config(&cfg);
     model.master_only_share = 0.0;
     let mut off = cfg.clone();
@@ -476,7 +476,8 @@ fn the_warm_pool_serves_a_second_wave_the_cap_could_not() {
     // Keeping the slaves running through the lull instead serves the second wave too, but pays
     // for three slaves through four idle hours; the pool's stopped hours cost nothing.
     let mut keep = off.clone();
-    keep.policy.cap_keep_for = crate::config::Dur::secs(6 * 3600);
+    keep.policy.cap_unit_value = crate::config::Dur::secs(6 * 3600);
+    keep.policy.max_kept_per_day = crate::config::Dur::secs(24 * 3600);
     let kept = run(&keep, &trace(csv), &model, Kind::Agent, true, 60).metrics;
     assert!(kept.theta_u < cold.theta_u / 2.0, "{kept:?}");
     assert!(
