@@ -536,8 +536,111 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     }
     assert!(j.contains("hook succeeded"), "{j}");
 
+    // The burst passes; the operator lowers the floor and reloads. The slave is drained and
+    // stopped into the warm pool (moto's instances have EBS roots), and `status` shows it warm.
+    cfg.policy.min_slaves = 0;
+    cfg.policy.min_lifetime = burst_agent::config::Dur::secs(1);
+    cfg.policy.scale_in_cooldown = burst_agent::config::Dur::secs(1);
+    cfg.policy.scale_in_stabilization = burst_agent::config::Dur::secs(0);
+    // A slave with room in the pool is kept only the lead time (README, step 6).
+    cfg.policy.forecast.lead_time = burst_agent::config::Dur::secs(10);
+    // This machine is the master and its load is the test machine's (a build may be running):
+    // a target it never reaches, so the slave is not needed whatever else the machine does.
+    let target = cfg.policy.targets.load_per_cpu;
+    cfg.policy.targets.load_per_cpu = 100.0;
+    put_config(&m, &toml::to_string(&cfg).expect("config as TOML"));
+    // The slave reports its own metrics, as every slave does (role "reporter"); without them
+    // the policy never scales in (missing metrics count as at target).
+    let mut rc = cfg.clone();
+    rc.agent.role = burst_agent::config::Role::Reporter;
+    rc.agent.instance_id = c.clone();
+    rc.agent.state_dir = "/tmp/reporter".into();
+    let rc_path = m.share.join("reporter.toml");
+    std::fs::write(&rc_path, toml::to_string(&rc).expect("config as TOML")).unwrap();
+    let reporter = m.spawn(
+        &[
+            "env",
+            "AWS_ACCESS_KEY_ID=testing",
+            "AWS_SECRET_ACCESS_KEY=testing",
+            "AWS_EC2_METADATA_DISABLED=true",
+            "/usr/bin/burst-agent",
+            "--config",
+            rc_path.to_str().unwrap(),
+            "run",
+        ],
+        &m.share.join("reporter.log"),
+    );
+    m.ok(&format!("systemctl reload {UNIT}"));
+    m.wait_for(
+        "the slave stopped into the warm pool",
+        Duration::from_secs(120),
+        || {
+            let status = m.ok("burst-agent status");
+            (status.contains("warm (stopped)")
+                && ec2_state(&rt, &aws, &c) == "stopped"
+                && !rt
+                    .block_on(moto::elb_members(&aws, "ramen-elb"))
+                    .contains(&c))
+            .then_some(())
+        },
+    );
+    m.kill_child(reporter);
+    let status = m.ok("burst-agent status");
+    println!("status with the slave in the warm pool:\n{status}");
+
+    // The site changes while the slave is stopped; a new burst (the floor back to 1, reload)
+    // starts the same instance again at no new cap unit, syncs it and registers it.
+    m.ok("echo 'shoyu, 880 yen' > /home/ramen/www/index.html");
+    cfg.policy.min_slaves = 1;
+    cfg.policy.targets.load_per_cpu = target;
+    put_config(&m, &toml::to_string(&cfg).expect("config as TOML"));
+    m.ok(&format!("systemctl reload {UNIT}"));
+    m.wait_for(
+        "the warm slave started, synced and registered again",
+        Duration::from_secs(120),
+        || {
+            rt.block_on(moto::elb_members(&aws, "ramen-elb"))
+                .contains(&c)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.path(&format!("/var/www/slaves/{c}/index.html"))).unwrap(),
+        "shoyu, 880 yen\n",
+        "the restarted slave is in the ELB with the content from before its stop"
+    );
+    let j = m.unit_journal(UNIT);
+    assert!(
+        j.contains("started 1 warm slave(s) (1 at no new cap unit)"),
+        "{j}"
+    );
+    assert!(j.contains("Draining -> Stopping"), "{j}");
+    let status = m.ok("burst-agent status");
+    println!("status after the warm start:\n{status}");
+    assert!(
+        status.contains("1/7"),
+        "one unit for C, none for its restart:\n{status}"
+    );
+
     m.ok(&format!("systemctl stop {UNIT}"));
     assert_eq!(m.prop(UNIT, "Result"), "success");
+}
+
+fn ec2_state(rt: &tokio::runtime::Runtime, aws: &burst_agent::aws::Aws, id: &str) -> String {
+    rt.block_on(async {
+        let d = aws
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .unwrap();
+        d.reservations()[0].instances()[0]
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// A VPC and a /28 subnet for the slaves in moto; returns the subnet's id.
