@@ -42,6 +42,7 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
         probe_latency: None,
         scheduled: None,
         warm_room: 0,
+        drain_secs: 0,
     }
 }
 

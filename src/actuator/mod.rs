@@ -1587,10 +1587,17 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             .values()
             .filter(|s| s.phase == Phase::InService && s.ebs_root)
             .count();
+        // Slaves already released and still draining take the room they will stop into.
+        let bound = self
+            .slaves
+            .values()
+            .filter(|s| matches!(s.phase, Phase::Releasing | Phase::Draining) && s.ebs_root)
+            .count();
         self.cfg
             .fleet
             .warm_pool
             .saturating_sub(self.pooled())
+            .saturating_sub(to_u32(bound))
             .min(to_u32(stoppable))
     }
 

@@ -388,7 +388,8 @@ pub struct PolicyConfig {
     pub victim_order: VictimOrder,
     /// Metrics older than this count as missing.
     pub stale_after: Dur,
-    /// A scale-in never releases more slaves than today's cap could relaunch, less this margin.
+    /// Cap units the keep rule counts as spent already: a relaunch is priced against the
+    /// units remaining less this margin (step 6).
     pub keep_slaves_when_cap_remaining_at_most: u32,
     /// What one burst-cap unit is worth in instance-time: an unneeded slave whose relaunch
     /// today would take a unit is kept while it has been unneeded for less than its relaunch
@@ -456,7 +457,7 @@ impl Default for PolicyConfig {
             victim_order: VictimOrder::NewestFirst,
             stale_after: Dur::secs(180),
             keep_slaves_when_cap_remaining_at_most: 0,
-            cap_unit_value: Dur::secs(1800),
+            cap_unit_value: Dur::secs(600),
             max_kept_per_day: Dur::secs(4 * 3600),
             cap_keep_for: None,
             midnight_guard: Dur::secs(600),

@@ -524,7 +524,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         "policy.max_kept_per_day",
         p.max_kept_per_day,
         Duration::ZERO,
-        DAY * 100,
+        DAY * 7,
     );
     c.require(p.cap_keep_for.is_none(), "policy.cap_keep_for", || {
         "policy.cap_keep_for was replaced by policy.cap_unit_value (what one burst-cap unit is \

@@ -25,6 +25,14 @@ pub struct History {
     /// Seconds from launch to InService of the last slaves, newest last: the lead time.
     #[serde(default)]
     lead_times: VecDeque<i64>,
+    /// `needed_at[n - 1]`: the last time at least n slaves were wanted (raw desired >= n); the
+    /// slave that makes the fleet n strong has been unneeded since then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    needed_at: Vec<Timestamp>,
+    /// Slaves released since every slave was last needed, beyond the warm pool's room: each
+    /// took the next cap unit's place in the keep rule's prices.
+    #[serde(default)]
+    released_beyond_pool: u32,
     /// Instance-seconds spent today keeping slaves no signal needed (`KeepingForCap`), and when
     /// the cap day they count in ends: `policy.max_kept_per_day` bounds them.
     #[serde(default)]
@@ -36,6 +44,9 @@ pub struct History {
 /// Lead times kept (the median of these is used).
 const LEAD_TIMES: usize = 10;
 
+/// Fleet sizes whose last need is remembered (`policy.max_slaves` is at most 1000).
+const MAX_LEVELS: u32 = 1000;
+
 impl History {
     pub fn new() -> Self {
         Self::default()
@@ -44,6 +55,7 @@ impl History {
     /// Remembers `decision` (made at `now`) and forgets what no window can reach any more.
     pub fn record(&mut self, cfg: &PolicyConfig, now: Timestamp, decision: &Decision) {
         let why = decision.explanation();
+        let previous = self.recommendations.back().map(|(t, _)| *t);
         self.recommendations.push_back((now, why.raw_desired));
         self.utilization.push_back((now, why.utilization));
         let hosts = why.in_service + 1;
@@ -64,8 +76,23 @@ impl History {
         }
         if why.raw_desired >= why.current {
             self.last_needed = Some(now);
+            self.released_beyond_pool = 0;
         }
-        // Keeping is counted a decision interval at a time, per cap day.
+        self.released_beyond_pool = self
+            .released_beyond_pool
+            .saturating_add(why.released_beyond_pool);
+        let wanted = why.raw_desired.min(MAX_LEVELS) as usize;
+        self.needed_at.truncate(MAX_LEVELS as usize);
+        for (n, t) in self.needed_at.iter_mut().enumerate() {
+            if n < wanted {
+                *t = now;
+            }
+        }
+        while self.needed_at.len() < wanted {
+            self.needed_at.push(now);
+        }
+        // Keeping is counted by the time since the last decision (at most two intervals: a
+        // stopped agent kept nothing), per cap day.
         if self.kept_day_ends.is_none_or(|end| now >= end) {
             self.kept_secs = 0;
             self.kept_day_ends = Timestamp::from_second(now.as_second() + why.cap.resets_in_secs)
@@ -78,7 +105,10 @@ impl History {
         });
         if let Some(kept) = kept {
             let interval = cfg.evaluation_interval.get().as_secs() as i64;
-            self.kept_secs = self.kept_secs.saturating_add(kept * interval);
+            let elapsed = previous.map_or(interval, |p| {
+                (now.as_second() - p.as_second()).clamp(0, 2 * interval)
+            });
+            self.kept_secs = self.kept_secs.saturating_add(kept * elapsed);
         }
         match decision {
             Decision::ScaleOut { .. } => self.last_scale_out = Some(now),
@@ -186,6 +216,20 @@ impl History {
         } else {
             (slopes[m - 1] + slopes[m]) / 2.0
         })
+    }
+
+    /// Seconds the slave that makes the fleet `level` strong has been unneeded: since raw
+    /// desired was last at least `level` (`i64::MAX` if never).
+    pub fn unneeded_for(&self, level: u32, now: Timestamp) -> i64 {
+        level
+            .checked_sub(1)
+            .and_then(|i| self.needed_at.get(i as usize))
+            .map_or(i64::MAX, |t| now.as_second() - t.as_second())
+    }
+
+    /// Slaves released since the fleet was last wholly needed, beyond the warm pool's room.
+    pub fn released_beyond_pool(&self) -> u32 {
+        self.released_beyond_pool
     }
 
     /// Instance-seconds spent keeping unneeded slaves on the cap day that holds `now`.

@@ -69,6 +69,10 @@ pub struct FleetObservation {
     /// it): a slave released into it can come back today at no new cap unit.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warm_room: u32,
+    /// Seconds a released slave drains before it stops or terminates (`elb.draining_timeout`):
+    /// kept slaves are released that much earlier before the cap resets.
+    #[serde(default)]
+    pub drain_secs: i64,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -113,6 +117,10 @@ pub struct Explanation {
     pub final_count: u32,
     pub reasons: Vec<Reason>,
     pub cap: CapStatus,
+    /// Of a scale-in's victims, those beyond the warm pool's room: the history counts them so
+    /// the next release is priced at the next cap unit (step 6).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub released_beyond_pool: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -152,6 +160,7 @@ impl Explanation {
             final_count: 0,
             reasons: Vec::new(),
             cap,
+            released_beyond_pool: 0,
         }
     }
 }
@@ -481,26 +490,37 @@ pub fn decide(
         }
     }
 
-    // 6. Scale-in. Each slave it would release has a relaunch cost, should demand come back
-    //    today: the lead time (a host short while it boots and syncs) plus, unless the warm
-    //    pool has room for it (it comes back at no new unit), a share of a cap unit's value
-    //    that grows as the day's units run out. Not knowing when demand returns, a slave is
-    //    kept while it has been unneeded for less than its relaunch cost: the ski-rental
-    //    break-even (never more than twice the cost of the best choice in hindsight; with a
-    //    lull as likely to last as long again as it has lasted, the expected-cost choice too).
-    //    Never above max_slaves, in the last stretch before the cap resets (a slave running at
-    //    midnight counts toward tomorrow) or past max_kept_per_day.
+    // 6. Scale-in. The k-th slave it would release is the one that makes the fleet
+    //    current - k + 1 strong; it has been unneeded since the fleet last wanted that many.
+    //    Each has a relaunch cost, should demand come back today: the lead time (a host short
+    //    while it boots and syncs) plus, unless the warm pool has room for it (it comes back at
+    //    no new unit), a share of a cap unit's value that grows as the day's units run out
+    //    (slaves released earlier in the same lull took the cheaper places). Not knowing when
+    //    demand returns, a slave is kept while it has been unneeded for less than its relaunch
+    //    cost: the ski-rental break-even (never more than twice the cost of the best choice in
+    //    hindsight; with a lull as likely to last as long again as it has lasted, the
+    //    expected-cost choice too). Never above max_slaves, in the last stretch before the cap
+    //    resets (a slave running at midnight counts toward tomorrow), with the instance-hours
+    //    budget spent, or past max_kept_per_day.
     let mut final_count = cap_limited;
     let mut victims = Vec::new();
+    let mut released_beyond_pool = 0;
     if cap_limited < current {
         let wanted = current - cap_limited;
         let keep = Keep::new(cfg, obs, hist, &cap_status, now);
         let would_release = (1..=wanted)
-            .take_while(|k| keep.relaunch(*k).0 <= keep.unneeded)
+            .take_while(|k| keep.relaunch(*k).0 <= hist.unneeded_for(current - k + 1, now))
             .count();
         let would_keep = wanted - to_u32(would_release);
-        let day_ending = cap_status.resets_in_secs <= guard.max(secs(cfg.evaluation_interval));
-        let allowed = if would_keep == 0 || current > cfg.max_slaves {
+        let over_max = current.saturating_sub(cfg.max_slaves);
+        // Released in stages of max_step_in a scale-in cooldown apart, each draining first:
+        // the last must be gone by midnight.
+        let stages = i64::from(would_keep.div_ceil(cfg.max_step_in.max(1)));
+        let day_ending = cap_status.resets_in_secs
+            <= guard.max(secs(cfg.evaluation_interval))
+                + obs.drain_secs.max(0)
+                + (stages - 1).max(0) * secs(cfg.scale_in_cooldown);
+        let allowed = if would_keep == 0 || !hours_left {
             wanted
         } else if day_ending {
             reasons.push(Reason::KeepEndsBeforeMidnight {
@@ -519,19 +539,24 @@ pub fn decide(
             }
             wanted
         } else {
-            let allowed = wanted - would_keep;
-            let (relaunch_secs, unit_share) = keep.relaunch(allowed + 1);
-            reasons.push(Reason::KeepingForCap {
-                remaining: cap_status.remaining,
-                kept: would_keep,
-                unneeded_secs: keep.unneeded.min(i64::from(u32::MAX)),
-                relaunch_secs,
-                lead_secs: keep.lead,
-                unit_share,
-                unit_secs: keep.unit,
-                kept_today_secs: keep.kept_today,
-                limit_secs: keep.limit,
-            });
+            let allowed = (wanted - would_keep).max(over_max.min(wanted));
+            let first_kept = allowed + 1;
+            let (relaunch_secs, unit_share) = keep.relaunch(first_kept);
+            if allowed < wanted {
+                reasons.push(Reason::KeepingForCap {
+                    units: keep.units,
+                    kept: wanted - allowed,
+                    unneeded_secs: hist
+                        .unneeded_for(current - first_kept + 1, now)
+                        .min(i64::from(u32::MAX)),
+                    relaunch_secs,
+                    lead_secs: keep.lead,
+                    unit_share,
+                    unit_secs: keep.unit,
+                    kept_today_secs: keep.kept_today,
+                    limit_secs: keep.limit,
+                });
+            }
             allowed
         };
         if allowed > 0 {
@@ -543,6 +568,7 @@ pub fn decide(
             }
         }
         final_count = current - to_u32(victims.len());
+        released_beyond_pool = to_u32(victims.len()).saturating_sub(obs.warm_room);
     }
 
     let why = Explanation {
@@ -561,6 +587,7 @@ pub fn decide(
         final_count,
         reasons,
         cap: cap_status,
+        released_beyond_pool,
     };
     if final_count > current {
         Decision::ScaleOut {
@@ -579,13 +606,13 @@ pub fn decide(
 
 /// What keeping an unneeded slave is weighed against (step 6).
 struct Keep {
-    /// Seconds since every slave was last needed (`i64::MAX` if never).
-    unneeded: i64,
     lead: i64,
     unit: i64,
     /// Cap units a relaunch may take (remaining, less the configured margin).
     units: u32,
     warm_room: u32,
+    /// Released earlier in this lull beyond the pool's room: they took the first places.
+    released: u32,
     kept_today: i64,
     limit: i64,
 }
@@ -599,29 +626,28 @@ impl Keep {
         now: Timestamp,
     ) -> Self {
         Keep {
-            unneeded: hist
-                .last_needed
-                .map_or(i64::MAX, |t| now.as_second() - t.as_second()),
             lead: hist.lead_time(secs(cfg.forecast.lead_time)).0,
             unit: secs(cfg.cap_unit_value),
             units: cap
                 .remaining
                 .saturating_sub(cfg.keep_slaves_when_cap_remaining_at_most),
             warm_room: obs.warm_room,
+            released: hist.released_beyond_pool(),
             kept_today: hist.kept_today(now),
             limit: secs(cfg.max_kept_per_day),
         }
     }
 
-    /// The relaunch cost, in instance-seconds, of the `k`-th slave released (from 1), and the
-    /// share of a cap unit in it: the first `warm_room` go to the pool (no unit); the next take
-    /// the j-th of `units` left, at j / (units + 1) of a unit's value (the last units are
-    /// dearest), and a whole unit once the cap could not bring them back.
+    /// The relaunch cost, in instance-seconds, of the `k`-th slave released now (from 1), and
+    /// the share of a cap unit in it: the first `warm_room` go to the pool (no unit); the next
+    /// take the j-th of `units` left (after those released earlier in the lull), at
+    /// j / (units + 1) of a unit's value (the last units are dearest), and a whole unit once
+    /// the cap could not bring them back.
     fn relaunch(&self, k: u32) -> (i64, f64) {
         if k <= self.warm_room {
             return (self.lead, 0.0);
         }
-        let j = k - self.warm_room;
+        let j = (k - self.warm_room).saturating_add(self.released);
         let share = if j > self.units {
             1.0
         } else {

@@ -145,9 +145,10 @@ pub enum Reason {
     /// Unneeded slaves kept because bringing them back today would cost more than keeping
     /// them has so far (the ski-rental break-even; README, step 6).
     KeepingForCap {
-        remaining: u32,
+        /// Cap units a relaunch may take (remaining, less the configured margin).
+        units: u32,
         kept: u32,
-        /// How long the fleet's last slave has not been needed.
+        /// How long the first kept slave has not been needed.
         unneeded_secs: i64,
         /// The cheapest kept slave's relaunch cost in instance-seconds: the lead time plus
         /// `unit_share` of `unit_secs`.
@@ -336,7 +337,7 @@ impl fmt::Display for Reason {
                 "{free} warm slave(s) that ran today start again at no new cap unit"
             ),
             Reason::KeepingForCap {
-                remaining,
+                units,
                 kept,
                 unneeded_secs,
                 relaunch_secs,
@@ -347,10 +348,10 @@ impl fmt::Display for Reason {
                 limit_secs,
             } => write!(
                 f,
-                "keeping {kept} slave(s) unneeded for {}: bringing one back today would cost {} of \
-                 instance time or more (lead {lead_secs}s + {unit_share:.2} of a cap unit worth {}; \
-                 {remaining} launch(es) left today), more than keeping it so far (kept {} of {} \
-                 today)",
+                "keeping {kept} slave(s): the next one out has been unneeded for {}, less than \
+                 bringing it back today would cost ({} of instance time: lead {lead_secs}s + \
+                 {unit_share:.2} of a cap unit worth {}, {units} unit(s) left to spend); kept {} \
+                 of max_kept_per_day {} today",
                 dur(*unneeded_secs),
                 dur(*relaunch_secs),
                 dur(*unit_secs),

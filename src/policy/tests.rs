@@ -64,6 +64,7 @@ fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservation {
         probe_latency: None,
         scheduled: None,
         warm_room: 0,
+        drain_secs: 0,
     }
 }
 
@@ -147,6 +148,7 @@ fn missing_metrics_never_cause_a_scale_in() {
         probe_latency: None,
         scheduled: None,
         warm_room: 0,
+        drain_secs: 0,
     };
     let d = run(&cfg(), &o);
     assert!(matches!(d, Decision::Hold { .. }));
@@ -365,10 +367,6 @@ fn keeps_unneeded_slaves_while_a_relaunch_would_cost_more_than_keeping_them() {
         l
     };
     let idle = fleet(0.1, in_service(3, 0.1));
-    let released = |d: &Decision| match d {
-        Decision::ScaleIn { instances, .. } => instances.len(),
-        _ => 0,
-    };
     // Five launches left (r = 5): the three cost 1350, 2550 and 3750 s.
     for (unneeded, n) in [
         (300, 0),
@@ -392,9 +390,9 @@ fn keeps_unneeded_slaves_while_a_relaunch_would_cost_more_than_keeping_them() {
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
     assert!(
         d.to_string().contains(
-            "keeping 3 slave(s) unneeded for 2h 2m 29s: bringing one back today would cost \
-             2h 2m 30s of instance time or more (lead 150s + 1.00 of a cap unit worth 2h; 0 \
-             launch(es) left today)"
+            "keeping 3 slave(s): the next one out has been unneeded for 2h 2m 29s, less than \
+             bringing it back today would cost (2h 2m 30s of instance time: lead 150s + 1.00 of \
+             a cap unit worth 2h, 0 unit(s) left to spend); kept 0s of max_kept_per_day 4h today"
         ),
         "{d}"
     );
@@ -458,6 +456,97 @@ fn keeping_stops_when_the_days_kept_time_is_spent() {
     assert_eq!(h.kept_today(at(reset - 1)), 600);
 }
 
+/// Records a decision that wanted `raw` slaves of `current` at `t` (the fleet's need, as the
+/// history sees it).
+fn wanted_at(c: &PolicyConfig, h: &mut History, t: i64, raw: u32, current: u32) {
+    let mut why = Explanation::bare(cap().status(at(t)));
+    why.raw_desired = raw;
+    why.current = current;
+    h.record(c, at(t), &Decision::Hold { why });
+}
+
+fn released(d: &Decision) -> usize {
+    match d {
+        Decision::ScaleIn { instances, .. } => instances.len(),
+        _ => 0,
+    }
+}
+
+/// Slaves released one decision at a time in one lull take the cap's places in turn: with 5
+/// units left, the first goes at 1350 s (1/6 of 2 h + 150), the second not before 2550 s
+/// (2/6), the third at 3750 s (3/6); each later decision does not start the prices over.
+#[test]
+fn a_lull_released_in_stages_prices_each_slave_at_the_next_cap_unit() {
+    let mut c = keeping();
+    c.max_step_in = 1;
+    let mut l = cap();
+    for i in 0..2 {
+        l.record_attempt(&format!("k{i}"), at(-7200)).unwrap();
+    }
+    let mut h = History::new();
+    wanted_at(&c, &mut h, 0, 3, 3);
+    let mut fleet_now = in_service(3, 0.1);
+    let mut out = Vec::new();
+    for t in (60..=4000).step_by(10) {
+        let mut o = fleet(0.1, fleet_now.clone());
+        o.master.as_mut().unwrap().at = at(t);
+        for s in &mut o.slaves {
+            s.metrics.as_mut().unwrap().at = at(t);
+        }
+        let d = decide(&c, &o, &l, &h, at(t));
+        h.record(&c, at(t), &d);
+        if let Decision::ScaleIn { instances, .. } = &d {
+            out.push(t);
+            fleet_now.retain(|s| !instances.contains(&s.id));
+        }
+    }
+    assert_eq!(out, vec![1350, 2550, 3750]);
+}
+
+/// Each slave's own idle time counts: the third slave, unneeded for 1000 s, goes (its cost is
+/// the lead time, 150 s, with a unit worth nothing); the other two were wanted 100 s ago and
+/// stay. One clock for the fleet would have released all three.
+#[test]
+fn each_slave_is_kept_by_how_long_its_own_place_in_the_fleet_has_been_unneeded() {
+    let mut c = keeping();
+    c.cap_unit_value = Dur::secs(0);
+    let mut h = History::new();
+    wanted_at(&c, &mut h, -1000, 3, 3);
+    wanted_at(&c, &mut h, -100, 2, 3);
+    let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &cap(), &h, at(0));
+    assert_eq!(released(&d), 1, "{d}");
+    assert!(
+        d.to_string()
+            .contains("keeping 2 slave(s): the next one out has been unneeded for 1m 40s"),
+        "{d}"
+    );
+}
+
+/// Above max_slaves the excess goes whatever keeping says, and no more; with the
+/// instance-hours budget spent nothing is kept (keeping would spend it further).
+#[test]
+fn keeping_yields_to_max_slaves_and_to_a_spent_hours_budget() {
+    let mut c = keeping();
+    c.max_slaves = 2;
+    let mut spent = cap();
+    for i in 0..7 {
+        spent.record_attempt(&format!("k{i}"), at(-3600)).unwrap();
+    }
+    let mut h = History::new();
+    wanted_at(&c, &mut h, -300, 3, 3);
+    let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &spent, &h, at(0));
+    assert_eq!(released(&d), 1, "one over max_slaves, the rest kept: {d}");
+    assert!(has(&d, "KeepingForCap"), "{d}");
+
+    let c = keeping();
+    let mut budget = CapLedger::new("Asia/Tokyo", 7, Some(1.0)).unwrap();
+    budget.record_attempt("k0", at(-7200)).unwrap();
+    assert!(budget.status(at(0)).instance_hours >= 1.0);
+    let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &budget, &h, at(0));
+    assert_eq!(released(&d), 3, "{d}");
+    assert!(!has(&d, "KeepingForCap"), "{d}");
+}
+
 #[test]
 fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
     let c = keeping();
@@ -490,6 +579,30 @@ fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
     );
     assert_eq!(d.explanation().cap.resets_in_secs, 300);
     assert!(has(&d, "KeepEndsBeforeMidnight"), "{d}");
+    // With a 5-minute drain they go 5 minutes earlier: at 23:45 (15 m left), not 23:50.
+    let t_800 = Timestamp::from_second(now.as_second() - 500).unwrap();
+    let mut draining = idle.clone();
+    draining.drain_secs = 300;
+    if let Some(m) = draining.master.as_mut() {
+        m.at = t_800;
+    }
+    for s in &mut draining.slaves {
+        if let Some(m) = s.metrics.as_mut() {
+            m.at = t_800;
+        }
+    }
+    let mut h_800 = History::new();
+    let busy = decide(&c, &fleet(1.0, in_service(3, 1.0)), &l, &h_800, t(-800));
+    h_800.record(&c, t(-800), &busy);
+    let d = decide(&c, &draining, &l, &h_800, t_800);
+    assert_eq!(d.explanation().cap.resets_in_secs, 800);
+    assert!(has(&d, "KeepEndsBeforeMidnight"), "{d}");
+    draining.drain_secs = 0;
+    let d = decide(&c, &draining, &l, &h_800, t_800);
+    assert!(
+        has(&d, "KeepingForCap"),
+        "without the drain 800 s is still kept: {d}"
+    );
     // Twenty minutes before the reset they are still kept.
     let earlier = Timestamp::from_second(now.as_second() - 900).unwrap();
     let mut idle_earlier = idle.clone();
@@ -669,6 +782,7 @@ fn the_readme_decision_line() {
         probe_latency: None,
         scheduled: None,
         warm_room: 0,
+        drain_secs: 0,
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
     // The README shows this very line: read it from README.md, so the two cannot drift apart.

@@ -730,15 +730,20 @@ pub fn run(
                             .and_then(|tz| crate::schedule::active(&plans, tz, now))
                     })
                     .flatten(),
+                // (Slaves still draining take the room they will stop into.)
                 warm_room: u32::try_from(
                     pool_size.saturating_sub(
                         slaves
                             .iter()
-                            .filter(|s| s.terminated.is_none() && s.stopped.is_some())
+                            .filter(|s| {
+                                s.terminated.is_none()
+                                    && (s.stopped.is_some() || s.drain_until.is_some())
+                            })
                             .count(),
                     ),
                 )
                 .unwrap_or(0),
+                drain_secs: model.draining,
             };
             match scaler.act(now, &obs, &ledger) {
                 Action::Hold => {}
