@@ -991,6 +991,23 @@ fn scale_in(ids: &[String]) -> Decision {
     }
 }
 
+/// Slaves released and still draining take the pool's room they will stop into: the policy
+/// must not price more victims as free restarts than the pool can hold.
+#[tokio::test]
+async fn slaves_draining_toward_the_pool_take_its_room() {
+    let d = tempfile::tempdir().unwrap();
+    let (_fake, mut act) = setup_with(d.path(), |c| c.fleet.warm_pool = 2);
+    let ids = act.apply(&decision(3), at(0)).await.launched;
+    assert_eq!(ids.len(), 3);
+    settle(&mut act, at(1)).await;
+    assert_eq!(act.warm_room(), 2);
+    act.apply(&scale_in(&ids[..2]), at(10)).await;
+    act.step(at(10)).await.unwrap();
+    assert_eq!(act.slave(&ids[0]).unwrap().phase, Phase::Draining);
+    assert_eq!(act.pooled(), 0, "none stopped yet");
+    assert_eq!(act.warm_room(), 0, "both places taken by the two draining");
+}
+
 /// The warm pool end to end on the state machine: a released slave is tagged and stopped after
 /// its drain (its ledger run ends); the next scale-out starts it (untagged first, no new cap
 /// unit the same day, no launch), syncs it again and registers it only after that sync.
