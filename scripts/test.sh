@@ -2,8 +2,8 @@
 # The README's test command: installs everything the tests need on a fresh Debian machine, then
 # runs every check and test. CI runs exactly this (.ci/run).
 #
-#   scripts/test.sh            # set-up, fmt, clippy, all tests, quick benchmarks
-#   SKIP_BENCH=1 scripts/test.sh
+#   scripts/test.sh            # set-up, fmt, clippy, the package, all tests
+#   BENCH=1 scripts/test.sh    # and the benchmarks in quick mode (their tables)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,7 +62,10 @@ echo "==> fault and crash simulation: 10,000 seeds (RELIABILITY.md)"
 target/release/burst-agent faultsim --seeds 10000
 echo "==> cargo test"
 cargo test --locked --lib --bins --tests
-if [ -z "${SKIP_BENCH:-}" ]; then
+# The benchmarks print tables, they assert nothing, and building them is a release build of the
+# crate and four LTO links (8m47 of a 46m47 cold run here): CI leaves them out to stay well
+# inside its hour; `cargo clippy --all-targets` above still compiles them.
+if [ -n "${BENCH:-}" ]; then
   echo "==> benchmarks (quick)"
   # One cargo run builds the four side by side (each is an LTO link of its own).
   cargo bench --locked --bench sampler --bench policy --bench actuator --bench agent -- --quick
