@@ -4,7 +4,7 @@
 //! "agent" is the time not spent inside AWS calls or idle between steps: the agent's own share.
 //!
 //!     cargo bench --bench actuator            # 5 runs each, medians
-//!     cargo bench --bench actuator -- --quick # 1 run each, for CI
+//!     cargo bench --bench actuator -- --quick # 1 run each (BENCH=1 scripts/test.sh)
 //!
 //! Needs moto: scripts/test.sh installs it into .venv-test/.
 

@@ -4,7 +4,7 @@
 //! CPU seconds and peak RSS. Targets: the agent at ≤ 12 MiB RSS and below node_exporter's CPU.
 //!
 //!     cargo bench --bench agent            # 60 s
-//!     cargo bench --bench agent -- --quick # 10 s, for CI
+//!     cargo bench --bench agent -- --quick # 10 s (BENCH=1 scripts/test.sh)
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
