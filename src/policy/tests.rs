@@ -85,6 +85,29 @@ fn cap() -> CapLedger {
     CapLedger::new("Asia/Tokyo", 7, None).unwrap()
 }
 
+/// `o` with every host's metrics taken at `t`.
+fn sampled_at(o: &FleetObservation, t: Timestamp) -> FleetObservation {
+    let mut o = o.clone();
+    if let Some(m) = o.master.as_mut() {
+        m.at = t;
+    }
+    for s in &mut o.slaves {
+        if let Some(m) = s.metrics.as_mut() {
+            m.at = t;
+        }
+    }
+    o
+}
+
+/// A ledger with `n` of today's units spent (launched an hour before `at(0)`).
+fn spent(n: usize) -> CapLedger {
+    let mut l = cap();
+    for i in 0..n {
+        l.record_attempt(&format!("k{i}"), at(-3600)).unwrap();
+    }
+    l
+}
+
 fn run(c: &PolicyConfig, o: &FleetObservation) -> Decision {
     decide(c, o, &cap(), &History::new(), at(0))
 }
@@ -359,13 +382,6 @@ fn keeps_unneeded_slaves_while_a_relaunch_would_cost_more_than_keeping_them() {
         h.record(&c, at(t), &busy);
         h
     };
-    let spent = |n: usize| {
-        let mut l = cap();
-        for i in 0..n {
-            l.record_attempt(&format!("k{i}"), at(-3600)).unwrap();
-        }
-        l
-    };
     let idle = fleet(0.1, in_service(3, 0.1));
     // Five launches left (r = 5): the three cost 1350, 2550 and 3750 s.
     for (unneeded, n) in [
@@ -421,10 +437,7 @@ fn keeping_stops_when_the_days_kept_time_is_spent() {
     c.evaluation_interval = Dur::secs(60);
     c.max_kept_per_day = Dur::secs(600);
     c.stale_after = Dur::secs(3600);
-    let mut l = cap();
-    for i in 0..7 {
-        l.record_attempt(&format!("k{i}"), at(-3600)).unwrap();
-    }
+    let l = spent(7);
     let mut h = History::new();
     let busy = decide(&c, &fleet(1.0, in_service(2, 1.0)), &l, &h, at(-60));
     h.record(&c, at(-60), &busy);
@@ -479,20 +492,13 @@ fn released(d: &Decision) -> usize {
 fn a_lull_released_in_stages_prices_each_slave_at_the_next_cap_unit() {
     let mut c = keeping();
     c.max_step_in = 1;
-    let mut l = cap();
-    for i in 0..2 {
-        l.record_attempt(&format!("k{i}"), at(-7200)).unwrap();
-    }
+    let l = spent(2);
     let mut h = History::new();
     wanted_at(&c, &mut h, 0, 3, 3);
     let mut fleet_now = in_service(3, 0.1);
     let mut out = Vec::new();
     for t in (60..=4000).step_by(10) {
-        let mut o = fleet(0.1, fleet_now.clone());
-        o.master.as_mut().unwrap().at = at(t);
-        for s in &mut o.slaves {
-            s.metrics.as_mut().unwrap().at = at(t);
-        }
+        let o = sampled_at(&fleet(0.1, fleet_now.clone()), at(t));
         let d = decide(&c, &o, &l, &h, at(t));
         h.record(&c, at(t), &d);
         if let Decision::ScaleIn { instances, .. } = &d {
@@ -528,10 +534,7 @@ fn each_slave_is_kept_by_how_long_its_own_place_in_the_fleet_has_been_unneeded()
 fn keeping_yields_to_max_slaves_and_to_a_spent_hours_budget() {
     let mut c = keeping();
     c.max_slaves = 2;
-    let mut spent = cap();
-    for i in 0..7 {
-        spent.record_attempt(&format!("k{i}"), at(-3600)).unwrap();
-    }
+    let spent = spent(7);
     let mut h = History::new();
     wanted_at(&c, &mut h, -300, 3, 3);
     let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &spent, &h, at(0));
@@ -581,16 +584,8 @@ fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
     assert!(has(&d, "KeepEndsBeforeMidnight"), "{d}");
     // With a 5-minute drain they go 5 minutes earlier: at 23:45 (15 m left), not 23:50.
     let t_800 = Timestamp::from_second(now.as_second() - 500).unwrap();
-    let mut draining = idle.clone();
+    let mut draining = sampled_at(&idle, t_800);
     draining.drain_secs = 300;
-    if let Some(m) = draining.master.as_mut() {
-        m.at = t_800;
-    }
-    for s in &mut draining.slaves {
-        if let Some(m) = s.metrics.as_mut() {
-            m.at = t_800;
-        }
-    }
     let mut h_800 = History::new();
     let busy = decide(&c, &fleet(1.0, in_service(3, 1.0)), &l, &h_800, t(-800));
     h_800.record(&c, t(-800), &busy);
@@ -605,15 +600,7 @@ fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
     );
     // Twenty minutes before the reset they are still kept.
     let earlier = Timestamp::from_second(now.as_second() - 900).unwrap();
-    let mut idle_earlier = idle.clone();
-    if let Some(m) = idle_earlier.master.as_mut() {
-        m.at = earlier;
-    }
-    for s in &mut idle_earlier.slaves {
-        if let Some(m) = s.metrics.as_mut() {
-            m.at = earlier;
-        }
-    }
+    let idle_earlier = sampled_at(&idle, earlier);
     let mut h_earlier = History::new();
     let busy = decide(
         &c,
