@@ -11,7 +11,7 @@
 
 use super::cloud::{InstanceInfo, InstanceState, MemberState, TAG_POOLED_SINCE};
 use super::SETTLE_SECS;
-use super::{age, alive, deadline, phase_of, secs, slave_from, stopped, HookKind, Phase, Slave};
+use super::{age, alive, deadline, phase_of, slave_from, stopped, HookKind, Phase, Slave};
 use crate::config::Config;
 use jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
@@ -381,7 +381,7 @@ pub fn reconcile(
                     sl.unhealthy_since = sick_since;
                 }
                 if let Some(t) =
-                    sick_since.filter(|t| age(now, *t) > secs(cfg.elb.register_timeout))
+                    sick_since.filter(|t| age(now, *t) > cfg.elb.register_timeout.whole_secs())
                 {
                     plan.abort(&id);
                     plan.fail(
@@ -406,7 +406,7 @@ pub fn reconcile(
                         ));
                     }
                 }
-                let interval = secs(cfg.hooks.content_sync_interval);
+                let interval = cfg.hooks.content_sync_interval.whole_secs();
                 let due = sync_forced || s.last_sync.is_none_or(|t| age(now, t) >= interval);
                 if due && !has_hook && !dry && !finished.contains_key(&id) {
                     plan.start(&id, HookKind::ContentSync);
@@ -444,9 +444,9 @@ pub fn reconcile(
                 }
             }
             Phase::Draining => {
-                let drained = age(now, s.since) >= secs(cfg.elb.draining_timeout);
+                let drained = age(now, s.since) >= cfg.elb.draining_timeout.whole_secs();
                 let stuck = age(now, s.since)
-                    > secs(cfg.elb.draining_timeout) + secs(cfg.elb.register_timeout);
+                    > cfg.elb.draining_timeout.whole_secs() + cfg.elb.register_timeout.whole_secs();
                 if members.contains_key(&id) && !stuck {
                     to_deregister.push(id.clone());
                 } else if drained && !stuck && room > 0 && s.ebs_root {

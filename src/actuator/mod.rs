@@ -334,9 +334,10 @@ const HOOK_GRACE_SECS: i64 = 120;
 /// The longest a hook can take: every attempt to its timeout, and the delays between.
 fn hook_budget(h: &Hook) -> i64 {
     let tries = i64::from(h.retries) + 1;
-    secs(h.timeout)
+    h.timeout
+        .whole_secs()
         .saturating_mul(tries)
-        .saturating_add(secs(h.retry_delay).saturating_mul(tries - 1))
+        .saturating_add(h.retry_delay.whole_secs().saturating_mul(tries - 1))
 }
 
 /// The one table of phase deadlines: how long a slave may stay in `phase` before the agent acts
@@ -346,17 +347,17 @@ fn hook_budget(h: &Hook) -> i64 {
 /// slave the ELB has not called InService for `elb.register_timeout` is failed too.
 pub fn deadline(phase: Phase, cfg: &Config) -> Option<i64> {
     Some(match phase {
-        Phase::Pending => secs(cfg.fleet.boot_timeout),
+        Phase::Pending => cfg.fleet.boot_timeout.whole_secs(),
         Phase::Syncing => hook_budget(&cfg.hooks.pre_register) + HOOK_GRACE_SECS,
-        Phase::Synced | Phase::Registering => secs(cfg.elb.register_timeout),
+        Phase::Synced | Phase::Registering => cfg.elb.register_timeout.whole_secs(),
         Phase::InService => return None,
         Phase::Releasing => {
             cfg.hooks.pre_deregister.as_ref().map_or(0, hook_budget) + HOOK_GRACE_SECS
         }
-        Phase::Draining => secs(cfg.elb.draining_timeout),
+        Phase::Draining => cfg.elb.draining_timeout.whole_secs(),
         Phase::Terminating => TERMINATE_RETRY_SECS,
         Phase::Stopping => STOP_DEADLINE_SECS,
-        Phase::Stopped => secs(cfg.fleet.warm_pool_max_age),
+        Phase::Stopped => cfg.fleet.warm_pool_max_age.whole_secs(),
     })
 }
 
@@ -419,10 +420,6 @@ fn refuses_for_good(e: &crate::aws::AwsError) -> bool {
 
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-fn secs(d: crate::config::Dur) -> i64 {
-    i64::try_from(d.get().as_secs()).unwrap_or(i64::MAX)
 }
 
 fn age(now: Timestamp, since: Timestamp) -> i64 {
@@ -797,7 +794,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 metrics: None,
             })
             .collect();
-        let expiry = secs(self.cfg.fleet.boot_timeout);
+        let expiry = self.cfg.fleet.boot_timeout.whole_secs();
         for intent in self.journal.unresolved() {
             if age(now, intent.created_at) > expiry {
                 continue;

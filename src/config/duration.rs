@@ -18,6 +18,10 @@ impl Dur {
     pub fn get(self) -> Duration {
         self.0
     }
+    /// Whole seconds, as the policy and the actuator count time (`i64::MAX` past it).
+    pub fn whole_secs(self) -> i64 {
+        i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX)
+    }
     pub fn as_secs_f64(self) -> f64 {
         self.0.as_secs_f64()
     }

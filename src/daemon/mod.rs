@@ -1081,8 +1081,7 @@ impl Master<'_> {
             probe_latency,
             scheduled,
             warm_room,
-            drain_secs: i64::try_from(self.cfg.elb.draining_timeout.get().as_secs())
-                .unwrap_or(i64::MAX),
+            drain_secs: self.cfg.elb.draining_timeout.whole_secs(),
         };
         let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
         // A decision this tick will not carry out (the fleet could not be observed) starts no

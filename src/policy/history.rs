@@ -66,7 +66,7 @@ impl History {
             }
         }
         // The forecast looks back one window only.
-        let since = now.as_second() - cfg.forecast.window.get().as_secs() as i64;
+        let since = now.as_second() - cfg.forecast.window.whole_secs();
         while self
             .load
             .front()
@@ -82,15 +82,9 @@ impl History {
             .released_beyond_pool
             .saturating_add(why.released_beyond_pool);
         let wanted = why.raw_desired.min(MAX_LEVELS) as usize;
-        self.needed_at.truncate(MAX_LEVELS as usize);
-        for (n, t) in self.needed_at.iter_mut().enumerate() {
-            if n < wanted {
-                *t = now;
-            }
-        }
-        while self.needed_at.len() < wanted {
-            self.needed_at.push(now);
-        }
+        let levels = self.needed_at.len().max(wanted);
+        self.needed_at.resize(levels, now);
+        self.needed_at[..wanted].fill(now);
         // Keeping is counted by the time since the last decision (at most two intervals: a
         // stopped agent kept nothing), per cap day.
         if self.kept_day_ends.is_none_or(|end| now >= end) {
@@ -104,7 +98,7 @@ impl History {
             _ => None,
         });
         if let Some(kept) = kept {
-            let interval = cfg.evaluation_interval.get().as_secs() as i64;
+            let interval = cfg.evaluation_interval.whole_secs();
             let elapsed = previous.map_or(interval, |p| {
                 (now.as_second() - p.as_second()).clamp(0, 2 * interval)
             });

@@ -226,10 +226,6 @@ pub fn fresh(m: Option<&HostMetrics>, now: Timestamp, stale_after: i64) -> Optio
     m.filter(|m| now.as_second() - m.at.as_second() <= stale_after)
 }
 
-fn secs(d: crate::config::Dur) -> i64 {
-    i64::try_from(d.get().as_secs()).unwrap_or(i64::MAX)
-}
-
 /// ceil, forgiving float noise (3.0000000001 is 3).
 fn ceil(x: f64) -> u32 {
     let c = (x - 1e-9).ceil();
@@ -263,7 +259,7 @@ pub fn decide(
 
     // Serving hosts: the master and the slaves in service. Metrics older than stale_after are
     // missing.
-    let stale_after = secs(cfg.stale_after);
+    let stale_after = cfg.stale_after.whole_secs();
     let fresh = |m| fresh(m, now, stale_after);
     let mut serving: Vec<(&str, Option<&HostMetrics>)> =
         vec![("master", fresh(obs.master.as_ref()))];
@@ -300,8 +296,8 @@ pub fn decide(
     };
 
     // 2. Stabilization (HPA's rule: out on the window's lowest, in on its highest).
-    let out_since = now.as_second() - secs(cfg.scale_out_stabilization);
-    let in_since = now.as_second() - secs(cfg.scale_in_stabilization);
+    let out_since = now.as_second() - cfg.scale_out_stabilization.whole_secs();
+    let in_since = now.as_second() - cfg.scale_in_stabilization.whole_secs();
     let up = hist
         .recommendations_after(out_since)
         .fold(raw_desired, u32::min);
@@ -317,13 +313,13 @@ pub fn decide(
     }
     if raw_desired > current && stabilized < raw_desired {
         reasons.push(Reason::ScaleOutStabilizing {
-            window_secs: secs(cfg.scale_out_stabilization),
+            window_secs: cfg.scale_out_stabilization.whole_secs(),
             lowest: up,
         });
     }
     if raw_desired < current && stabilized > raw_desired {
         reasons.push(Reason::ScaleInStabilizing {
-            window_secs: secs(cfg.scale_in_stabilization),
+            window_secs: cfg.scale_in_stabilization.whole_secs(),
             highest: down,
         });
     }
@@ -332,7 +328,7 @@ pub fn decide(
     let since = |t: Option<Timestamp>| t.map(|t| now.as_second() - t.as_second());
     let mut rate_limited = stabilized;
     if stabilized > current {
-        let cool = secs(cfg.scale_out_cooldown);
+        let cool = cfg.scale_out_cooldown.whole_secs();
         match since(hist.last_scale_out) {
             Some(ago) if ago < cool => {
                 rate_limited = current;
@@ -352,7 +348,7 @@ pub fn decide(
         }
     } else if stabilized < current {
         // Scale-in waits out its cooldown after any scaling, in either direction.
-        let cool = secs(cfg.scale_in_cooldown);
+        let cool = cfg.scale_in_cooldown.whole_secs();
         let last = hist.last_scale_in.max(hist.last_scale_out);
         match since(last) {
             Some(ago) if ago < cool => {
@@ -472,7 +468,7 @@ pub fn decide(
     // 5c. Just before the cap resets: a slave launched now and running past midnight counts on
     //     both days. Unless demand is acute (a signal far over its goal, or the fleet below its
     //     floor), the launch waits for the new day.
-    let guard = secs(cfg.midnight_guard);
+    let guard = cfg.midnight_guard.whole_secs();
     if cap_limited > current && cap_status.resets_in_secs < guard && current >= floor {
         // How far over its goal the most demanding signal is (1.0 = at its goal).
         let top = signals
@@ -517,9 +513,9 @@ pub fn decide(
         // the last must be gone by midnight.
         let stages = i64::from(would_keep.div_ceil(cfg.max_step_in.max(1)));
         let day_ending = cap_status.resets_in_secs
-            <= guard.max(secs(cfg.evaluation_interval))
+            <= guard.max(cfg.evaluation_interval.whole_secs())
                 + obs.drain_secs.max(0)
-                + (stages - 1).max(0) * secs(cfg.scale_in_cooldown);
+                + (stages - 1).max(0) * cfg.scale_in_cooldown.whole_secs();
         let allowed = if would_keep == 0 || !hours_left {
             wanted
         } else if day_ending {
@@ -540,9 +536,9 @@ pub fn decide(
             wanted
         } else {
             let allowed = (wanted - would_keep).max(over_max.min(wanted));
-            let first_kept = allowed + 1;
-            let (relaunch_secs, unit_share) = keep.relaunch(first_kept);
             if allowed < wanted {
+                let first_kept = allowed + 1;
+                let (relaunch_secs, unit_share) = keep.relaunch(first_kept);
                 reasons.push(Reason::KeepingForCap {
                     units: keep.units,
                     kept: wanted - allowed,
@@ -563,7 +559,7 @@ pub fn decide(
             victims = pick_victims(cfg, obs, now, allowed);
             if to_u32(victims.len()) < allowed {
                 reasons.push(Reason::NoVictimOldEnough {
-                    min_lifetime_secs: secs(cfg.min_lifetime),
+                    min_lifetime_secs: cfg.min_lifetime.whole_secs(),
                 });
             }
         }
@@ -626,15 +622,15 @@ impl Keep {
         now: Timestamp,
     ) -> Self {
         Keep {
-            lead: hist.lead_time(secs(cfg.forecast.lead_time)).0,
-            unit: secs(cfg.cap_unit_value),
+            lead: hist.lead_time(cfg.forecast.lead_time.whole_secs()).0,
+            unit: cfg.cap_unit_value.whole_secs(),
             units: cap
                 .remaining
                 .saturating_sub(cfg.keep_slaves_when_cap_remaining_at_most),
             warm_room: obs.warm_room,
             released: hist.released_beyond_pool(),
             kept_today: hist.kept_today(now),
-            limit: secs(cfg.max_kept_per_day),
+            limit: cfg.max_kept_per_day.whole_secs(),
         }
     }
 
@@ -838,9 +834,9 @@ fn target_tracking(
         let mut forecast = None;
         let f = &cfg.forecast;
         if f.enabled && missing == 0 && signal.forecastable() {
-            let (lead, measured) = hist.lead_time(secs(f.lead_time));
+            let (lead, measured) = hist.lead_time(f.lead_time.whole_secs());
             let hosts = to_u32(serving.len());
-            if let Some(slope) = hist.trend(signal, now, secs(f.window), sum, hosts) {
+            if let Some(slope) = hist.trend(signal, now, f.window.whole_secs(), sum, hosts) {
                 let ahead = (sum + slope * lead as f64).min(sum * f.max_factor);
                 let ratio_ahead = ahead / n / target;
                 if ahead > sum && ratio_ahead > 1.0 + cfg.tolerance {
@@ -961,7 +957,7 @@ fn threshold(
     let out = &cfg.scale_out;
     let inn = &cfg.scale_in;
     let raw = if let Some(start) = hist.streak_start(now, Some(u), |x| x > out.threshold) {
-        let (for_secs, need) = (since(start), secs(out.sustain));
+        let (for_secs, need) = (since(start), out.sustain.whole_secs());
         // The same load over the serving hosts and those on their way.
         let spread = u * n / (n + f64::from(on_the_way));
         if for_secs >= need && on_the_way > 0 && spread <= out.threshold {
@@ -989,7 +985,7 @@ fn threshold(
         });
         current
     } else if let Some(start) = hist.streak_start(now, Some(u), |x| x < inn.threshold) {
-        let (for_secs, need) = (since(start), secs(inn.sustain));
+        let (for_secs, need) = (since(start), inn.sustain.whole_secs());
         if for_secs >= need {
             reasons.push(Reason::BelowThreshold {
                 utilization: u,
@@ -1019,7 +1015,7 @@ fn threshold(
 
 /// In-service slaves at least `min_lifetime` old, in the configured order; at most `n`.
 fn pick_victims(cfg: &PolicyConfig, obs: &FleetObservation, now: Timestamp, n: u32) -> Vec<String> {
-    let min_age = secs(cfg.min_lifetime);
+    let min_age = cfg.min_lifetime.whole_secs();
     let age = |s: &SlaveObservation| now.as_second() - s.launched_at.as_second();
     let mut candidates: Vec<&SlaveObservation> = obs
         .slaves
