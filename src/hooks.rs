@@ -537,6 +537,10 @@ async fn read_line_bounded<R: AsyncBufRead + Unpin>(
     Ok(Some(true))
 }
 
+/// Logs a hook's stream line by line, each line bounded and shown with its control characters
+/// escaped ([`crate::text::printable`]: a slave's words relayed through ssh or rsync never
+/// reach a terminal, the journal, `status` or an event as escape sequences); returns the last
+/// few lines and the best [`diagnose`] of all of them (for stderr's error message).
 async fn drain<R: AsyncRead + Unpin>(
     stream: R,
     hook: String,
@@ -562,6 +566,7 @@ async fn drain<R: AsyncRead + Unpin>(
         if cut || chars.next().is_some() {
             line.push('…');
         }
+        let line = crate::text::printable(&line).into_owned();
         if logged < MAX_LOGGED_LINES {
             logged += 1;
             if is_stderr {

@@ -21,3 +21,4 @@ pub mod report;
 pub mod sampler;
 pub mod schedule;
 pub mod sim;
+pub mod text;

@@ -4,7 +4,8 @@
 
 use crate::aws::OpStats;
 use crate::cap::CapStatus;
-use crate::fsutil;
+use crate::fsutil::{self, Disk as _};
+use crate::text::printable as p;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -98,7 +99,7 @@ impl Snapshot {
     }
 
     pub fn read(path: &Path) -> Result<Snapshot, String> {
-        let bytes = std::fs::read(path).map_err(|e| {
+        let bytes = fsutil::RealDisk.read(path).map_err(|e| {
             format!(
                 "{}: {e} (has the agent run with this state_dir?)",
                 path.display()
@@ -130,11 +131,19 @@ fn ago(now: Timestamp, t: Timestamp) -> String {
     humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
 }
 
-/// The human rendering of `burst-agent status`.
+/// The human rendering of `burst-agent status`. Every string in the snapshot may have come from
+/// outside (a hook's stderr relayed from a slave, an API's error, a tag, a probed page), so each
+/// is shown with its control characters escaped ([`crate::text::printable`]): nothing in it
+/// reaches the terminal of the operator (root, often) as an escape sequence or a line of its own.
 pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
     let mut o = String::new();
     let state = if alive {
-        format!("{} (pid {}, up {})", s.state, s.pid, ago(now, s.started_at))
+        format!(
+            "{} (pid {}, up {})",
+            p(&s.state),
+            s.pid,
+            ago(now, s.started_at)
+        )
     } else if s.state == "stopped" {
         format!("stopped {} ago", ago(now, s.written_at))
     } else {
@@ -148,29 +157,29 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
     let _ = writeln!(
         o,
         "group     {} ({}{})",
-        s.group,
-        s.role,
+        p(&s.group),
+        p(&s.role),
         if s.dry_run { ", dry run" } else { "" }
     );
     if let Some(why) = &s.aws_off {
-        let _ = writeln!(o, "aws       off: {why}");
+        let _ = writeln!(o, "aws       off: {}", p(why));
     }
     let h = &s.host;
     let _ = writeln!(
         o,
         "this host {}: load/CPU {}, Apache busy {}, memory {}{}",
-        h.instance_id,
+        p(&h.instance_id),
         ratio(h.load_per_cpu),
         ratio(h.apache_busy_ratio),
         ratio(h.memory_used_ratio),
         h.at.map(|t| format!(" ({} ago)", ago(now, t)))
             .unwrap_or_default()
     );
-    for p in &h.problems {
-        let _ = writeln!(o, "          problem: {p}");
+    for problem in &h.problems {
+        let _ = writeln!(o, "          problem: {}", p(problem));
     }
     if let Some(c) = &s.cap {
-        let _ = writeln!(o, "burst cap {c}");
+        let _ = writeln!(o, "burst cap {}", p(&c.to_string()));
     }
     if s.slaves.is_empty() {
         let _ = writeln!(o, "slaves    none");
@@ -194,14 +203,14 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
             let _ = writeln!(
                 o,
                 "  {:<20} {:<12} age {:<10} {} {}; {sample}; {sync}{}",
-                sl.id,
-                sl.phase,
+                p(&sl.id),
+                p(&sl.phase),
                 ago(now, sl.launched_at),
-                sl.private_ip.as_deref().unwrap_or("-"),
+                p(sl.private_ip.as_deref().unwrap_or("-")),
                 format_args!("(in phase {})", ago(now, sl.in_phase_since)),
                 sl.failure
                     .as_ref()
-                    .map(|f| format!("; failing: {f}"))
+                    .map(|f| format!("; failing: {}", p(f)))
                     .unwrap_or_default()
             );
         }
@@ -211,19 +220,19 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
             o,
             "foreign   {} tagged with this group but not this agent's, left alone: {}",
             s.foreign.len(),
-            s.foreign.join(", ")
+            p(&s.foreign.join(", "))
         );
     }
     match &s.last_decision {
         Some(d) => {
-            let _ = writeln!(o, "decision  {} ago: {}", ago(now, d.at), d.text);
+            let _ = writeln!(o, "decision  {} ago: {}", ago(now, d.at), p(&d.text));
         }
         None => {
             let _ = writeln!(o, "decision  none yet");
         }
     }
     for c in &s.cooldowns {
-        let _ = writeln!(o, "cooldown  {c}");
+        let _ = writeln!(o, "cooldown  {}", p(c));
     }
     if s.metrics_dropped > 0 || s.metrics_queued > 0 {
         let _ = writeln!(
@@ -269,8 +278,13 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
             w.opens
         );
     }
-    for p in &s.probes {
-        let _ = writeln!(o, "probe     {p} ({} ago)", ago(now, p.at));
+    for probe in &s.probes {
+        let _ = writeln!(
+            o,
+            "probe     {} ({} ago)",
+            p(&probe.to_string()),
+            ago(now, probe.at)
+        );
     }
     if !s.events.is_empty() {
         let _ = writeln!(o, "events    (newest last)");
@@ -282,7 +296,7 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
                 e.kind,
                 e.instance_id
                     .as_deref()
-                    .map(|i| format!(" {i}"))
+                    .map(|i| format!(" {}", p(i)))
                     .unwrap_or_default(),
                 match e.outcome {
                     crate::events::Outcome::Sent => "sent",
@@ -291,7 +305,7 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
                     crate::events::Outcome::Disabled => "not sent: events.disabled",
                     crate::events::Outcome::Failed => "NOT DELIVERED, told again after the window",
                 },
-                e.detail
+                p(&e.detail)
             );
         }
     }
@@ -300,8 +314,78 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
     } else {
         let _ = writeln!(o, "errors    (newest last)");
         for (t, e) in &s.last_errors {
-            let _ = writeln!(o, "  {} ago: {e}", ago(now, *t));
+            let _ = writeln!(o, "  {} ago: {}", ago(now, *t), p(e));
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot whose every outside string carries ESC sequences, a carriage return and a
+    /// newline that would fake a line of its own.
+    fn hostile() -> Snapshot {
+        let t = "2026-01-05T00:00:00Z";
+        let bad = "\u{1b}]0;owned\u{7}\u{1b}[2J\rerrors    none\n";
+        serde_json::from_value(serde_json::json!({
+            "written_at": t, "pid": 1, "state": "running", "started_at": t,
+            "group": format!("site{bad}"), "role": "master", "dry_run": false,
+            "aws_off": bad,
+            "host": { "instance_id": format!("i-1{bad}"), "at": t, "load_per_cpu": null,
+                      "apache_busy_ratio": null, "memory_used_ratio": null,
+                      "apache_workers": null, "problems": [bad] },
+            "slaves": [{ "id": format!("i-2{bad}"), "phase": "syncing",
+                         "private_ip": bad, "launched_at": t, "in_phase_since": t,
+                         "sample_at": null, "load_per_cpu": null, "apache_busy_ratio": null,
+                         "last_sync": t, "last_sync_ok": false,
+                         "failure": format!("pre_register: exited with 23; stderr: {bad}") }],
+            "foreign": [format!("i-3{bad}")],
+            "cap": null,
+            "last_decision": { "at": t, "action": "hold", "text": bad, "reasons": [] },
+            "cooldowns": [bad],
+            "last_errors": [[t, format!("DescribeInstances: {bad}")]],
+            "aws_calls": {}, "metrics_queued": 0, "metrics_dropped": 0,
+            "events": [{ "at": t, "kind": "sync_failed", "instance_id": format!("i-4{bad}"),
+                         "detail": bad, "outcome": "sent" }],
+            "probes": [], "scheduled": null, "next_window": null
+        }))
+        .expect("a snapshot")
+    }
+
+    #[test]
+    fn nothing_from_outside_reaches_the_terminal_as_a_control_character() {
+        let now = "2026-01-05T00:01:00Z".parse().unwrap();
+        let out = render(&hostile(), true, now);
+        for line in out.lines() {
+            assert!(
+                !line.chars().any(char::is_control),
+                "a control character in {line:?}"
+            );
+        }
+        // The newline in each string did not make lines of their own.
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("errors")).count(),
+            1,
+            "{out}"
+        );
+        assert!(out.contains("\\x1b]0;owned\\x07\\x1b[2J\\x0derrors    none\\x0a"));
+        assert!(
+            out.contains("  1m ago: DescribeInstances: \\x1b]0;owned"),
+            "{out}"
+        );
+        assert!(out.contains("failing: pre_register: exited with 23; stderr: \\x1b]0;"));
+    }
+
+    /// `status` as root reads the snapshot through no link the state directory's owner made.
+    #[test]
+    fn a_snapshot_is_never_read_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, b"{\"root\": \"only\"}").unwrap();
+        std::os::unix::fs::symlink(&secret, path_in(d.path())).unwrap();
+        let e = Snapshot::read(&path_in(d.path())).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
 }
