@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod privilege;
 pub mod report;
 pub mod sampler;
 pub mod schedule;

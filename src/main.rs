@@ -182,6 +182,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run { dry_run } => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            burst_agent::privilege::check_run_state_dir(&cfg.agent.state_dir)
+                .map_err(anyhow::Error::msg)?;
             logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
             let config_path = match &cli.config {
                 Some(p) => Some(p.clone()),
@@ -200,6 +202,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { json } => {
             use burst_agent::daemon::status;
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            // As root: become the state directory's owner before reading anything in it (one
+            // thread so far; see privilege.rs).
+            burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "status")
+                .map_err(anyhow::Error::msg)?;
             let mut path = status::path_in(&cfg.agent.state_dir);
             if !path.exists() && cfg.agent.dry_run {
                 // A dry run that could not write state_dir used its temporary fallback.
@@ -227,6 +233,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Repair { used_today } => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            // As root: become the state directory's owner before it writes there.
+            burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "repair")
+                .map_err(anyhow::Error::msg)?;
             logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
             let lines =
                 burst_agent::daemon::repair(cfg, used_today).context("burst-agent repair")?;
