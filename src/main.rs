@@ -50,6 +50,11 @@ enum Command {
         /// CloudTrail): the ledger counts at least this many until the day ends.
         #[arg(long, value_name = "N")]
         used_today: Option<u32>,
+        /// Adopt this instance as this install's (repeat for more): only a candidate that
+        /// `repair` lists (tagged as this install's, named by no record). Tags alone never
+        /// make an instance ours; this is the operator's word.
+        #[arg(long, value_name = "INSTANCE_ID")]
+        adopt: Vec<String>,
     },
     /// The CloudWatch alarms for this group ([alarms]): print the plan (default), or put them.
     Alarms {
@@ -231,14 +236,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             simulate(&cfg, &args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Repair { used_today } => {
+        Command::Repair { used_today, adopt } => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
             // As root: become the state directory's owner before it writes there.
             burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "repair")
                 .map_err(anyhow::Error::msg)?;
             logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
-            let lines =
-                burst_agent::daemon::repair(cfg, used_today).context("burst-agent repair")?;
+            let lines = burst_agent::daemon::repair(cfg, used_today, &adopt)
+                .context("burst-agent repair")?;
             for l in lines {
                 println!("{l}");
             }

@@ -503,7 +503,7 @@ async fn a_corrupt_state_file_blocks_launches_until_rebuilt_or_repaired() {
         act.ledger().is_blocked().is_some(),
         "still blocked after a restart"
     );
-    let lines = act.repair(Timestamp::now(), None).await.unwrap();
+    let lines = act.repair(Timestamp::now(), None, &[]).await.unwrap();
     assert!(lines.iter().any(|l| l.contains("known: 2")), "{lines:?}");
     assert!(act.ledger().is_blocked().is_none());
     assert_eq!(act.ledger().used(Timestamp::now()), 2, "rebuilt from tags");
@@ -687,6 +687,129 @@ async fn another_installs_slave_and_the_master_itself_are_never_adopted_register
         !site.slave_dir(&other).exists(),
         "our content was synced onto {other}"
     );
+}
+
+/// Issue 19, part 1, through EC2's own API: someone with ec2:CreateTags (a CI role, an
+/// admin's script) tags an instance of theirs with this install's group and owner, and even the
+/// intent of one of its slaves. No record of this install names it: it keeps running, gets no
+/// content and never enters the ELB, even when a scale-in names it; `repair` lists it as a
+/// candidate, and only `--adopt` makes it this install's. A slave whose tags are deleted is
+/// still found by id and tagged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_tagged_as_ours_by_someone_else_gets_no_content_and_never_enters_the_elb() {
+    let site = Site::new("forged").await;
+    let group = site.cfg.agent.group.clone();
+    let mut act = site.actuator();
+    act.adopt(Timestamp::now()).await.unwrap();
+    act.apply(&scale_out(1), Timestamp::now()).await;
+    step_until(&site, &mut act, "1 slave in service", |a| {
+        all_in(a, 1, Phase::InService)
+    })
+    .await;
+    let ours: String = act.slaves().map(|s| s.id.clone()).next().unwrap();
+    let copied = site
+        .instances()
+        .await
+        .into_iter()
+        .find(|(id, _, _)| *id == ours)
+        .and_then(|(_, _, tags)| tags.into_iter().find(|(k, _)| k == TAG_INTENT))
+        .map(|(_, v)| v)
+        .unwrap();
+    // The stranger's instance, then the tags, by CreateTags as anyone would write them.
+    let forged = run_tagged(&site.aws, &[]).await;
+    for (k, v) in [
+        (TAG_GROUP, group.as_str()),
+        (TAG_OWNER, site.cfg.elb.name.as_str()),
+        (TAG_INTENT, copied.as_str()),
+    ] {
+        site.aws
+            .ec2
+            .create_tags()
+            .resources(&forged)
+            .tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+            .send()
+            .await
+            .unwrap();
+    }
+    // Several ticks, a forced content sync, then a scale-in naming both.
+    for _ in 0..5 {
+        let r = act.step(Timestamp::now()).await.unwrap();
+        assert!(r.adopted.is_empty(), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(act.foreign(), [forged.clone()]);
+    assert!(act.slave(&forged).is_none());
+    act.request_sync();
+    for _ in 0..10 {
+        act.step(Timestamp::now()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        act.ledger().used(Timestamp::now()),
+        1,
+        "the stranger is not charged"
+    );
+    act.apply(
+        &scale_in(vec![forged.clone(), ours.clone()]),
+        Timestamp::now(),
+    )
+    .await;
+    step_until(&site, &mut act, "our slave gone", |a| {
+        a.slaves().next().is_none()
+    })
+    .await;
+    assert!(
+        site.running().await.contains(&forged),
+        "the stranger's was ended"
+    );
+    assert!(!site.running().await.contains(&ours));
+    assert!(!site.elb_members().await.contains(&forged), "registered");
+    assert!(
+        !site.slave_dir(&forged).exists(),
+        "the site's content was pushed to {forged}"
+    );
+    // The operator is shown it, and adopts nothing they did not name.
+    let lines = act.repair(Timestamp::now(), None, &[]).await.unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&forged) && l.contains("left alone")),
+        "{lines:?}"
+    );
+
+    // A slave of ours whose group and owner tags are deleted by hand stays tracked.
+    act.apply(&scale_out(1), Timestamp::now()).await;
+    step_until(&site, &mut act, "a new slave in service", |a| {
+        all_in(a, 1, Phase::InService)
+    })
+    .await;
+    let second: String = act.slaves().map(|s| s.id.clone()).next().unwrap();
+    site.aws
+        .ec2
+        .delete_tags()
+        .resources(&second)
+        .tags(aws_sdk_ec2::types::Tag::builder().key(TAG_GROUP).build())
+        .tags(aws_sdk_ec2::types::Tag::builder().key(TAG_OWNER).build())
+        .send()
+        .await
+        .unwrap();
+    act.step(Timestamp::now()).await.unwrap();
+    assert_eq!(act.slave(&second).map(|s| s.phase), Some(Phase::InService));
+    let tags = site
+        .instances()
+        .await
+        .into_iter()
+        .find(|(id, _, _)| *id == second)
+        .map(|(_, _, t)| t)
+        .unwrap();
+    assert!(
+        tags.contains(&(TAG_GROUP.to_string(), group.clone())),
+        "not tagged again: {tags:?}"
+    );
+    drop(act);
+    let mut again = site.actuator();
+    again.adopt(Timestamp::now()).await.unwrap();
+    assert!(again.slave(&second).is_some());
 }
 
 /// The warm pool on moto's EC2: a released slave is tagged and stopped after its drain (not

@@ -44,11 +44,20 @@ pub enum InstanceState {
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstanceInfo {
     pub id: String,
+    /// The `burst-agent:group` tag (`None`: removed; an instance the records name is found by
+    /// id then, and tagged again).
+    pub group: Option<String>,
     pub state: InstanceState,
     pub private_ip: Option<String>,
     pub private_dns: Option<String>,
     /// From the `burst-agent:launched-at` tag, else EC2's launch time.
     pub launched_at: Option<Timestamp>,
+    /// EC2's own launch time (no tag: nobody but EC2 writes it). An open launch intent claims
+    /// only instances EC2 launched after the intent was written.
+    pub ec2_launched_at: Option<Timestamp>,
+    /// The ClientToken of the RunInstances call that launched it, as EC2 reports it (written
+    /// at launch, never by a tag; `None` where the service does not say, as moto).
+    pub client_token: Option<String>,
     pub intent: Option<String>,
     /// The `burst-agent:owner` tag: the ELB of the install that launched it.
     pub owner: Option<String>,
@@ -95,6 +104,16 @@ pub trait Cloud: Clone + Send + Sync + 'static {
     /// Every instance tagged with the group, terminated ones included while EC2 still lists them.
     /// Not all of them are this agent's: [`super::ownership`] decides.
     fn describe_group(&self) -> impl Future<Output = Result<Vec<InstanceInfo>, AwsError>> + Send;
+    /// The instances with these ids, and those carrying these `burst-agent:intent` tags,
+    /// whatever their group tag: this install's records name them (the owned instances, the
+    /// journal's open intents), and a removed or changed group tag must not lose one. An id
+    /// EC2 does not know is left out, not an error (a filter, not `InstanceIds`, so one
+    /// unknown id does not fail the call).
+    fn describe_named(
+        &self,
+        ids: &[String],
+        intents: &[String],
+    ) -> impl Future<Output = Result<Vec<InstanceInfo>, AwsError>> + Send;
     fn elb_members(
         &self,
     ) -> impl Future<Output = Result<BTreeMap<String, MemberState>, AwsError>> + Send;
@@ -137,6 +156,25 @@ pub struct AwsCloud {
 }
 
 impl AwsCloud {
+    /// DescribeInstances with one filter, every page (the SDK's paginator; each page is one
+    /// call through the shared rate limit).
+    async fn describe(&self, filter: Filter) -> Result<Vec<InstanceInfo>, AwsError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .aws
+            .ec2
+            .describe_instances()
+            .filters(filter)
+            .into_paginator()
+            .send();
+        while let Some(page) = self.aws.page("DescribeInstances", pages.next()).await? {
+            for r in page.reservations() {
+                out.extend(r.instances().iter().filter_map(info));
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads the user-data file now, so a bad path fails at start, not at the first burst.
     pub fn new(
         aws: Aws,
@@ -226,7 +264,10 @@ fn info(i: &Instance) -> Option<InstanceInfo> {
         launched_at: tag_of(i, TAG_LAUNCHED_AT)
             .and_then(parse_ts)
             .or(launch_time),
+        ec2_launched_at: launch_time,
+        client_token: i.client_token().map(str::to_string),
         intent: tag_of(i, TAG_INTENT).map(str::to_string),
+        group: tag_of(i, TAG_GROUP).map(str::to_string),
         owner: tag_of(i, TAG_OWNER).map(str::to_string),
         draining_since: tag_of(i, TAG_DRAINING_SINCE).and_then(parse_ts),
         pooled_since: tag_of(i, TAG_POOLED_SINCE).and_then(parse_ts),
@@ -332,23 +373,32 @@ impl Cloud for AwsCloud {
     }
 
     async fn describe_group(&self) -> Result<Vec<InstanceInfo>, AwsError> {
-        let mut out = Vec::new();
-        // The SDK's paginator; each page is one call through the shared rate limit.
-        let mut pages = self
-            .aws
-            .ec2
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{TAG_GROUP}"))
-                    .values(&self.group)
-                    .build(),
-            )
-            .into_paginator()
-            .send();
-        while let Some(page) = self.aws.page("DescribeInstances", pages.next()).await? {
-            for r in page.reservations() {
-                out.extend(r.instances().iter().filter_map(info));
+        let filter = Filter::builder()
+            .name(format!("tag:{TAG_GROUP}"))
+            .values(&self.group)
+            .build();
+        self.describe(filter).await
+    }
+
+    async fn describe_named(
+        &self,
+        ids: &[String],
+        intents: &[String],
+    ) -> Result<Vec<InstanceInfo>, AwsError> {
+        let mut out: Vec<InstanceInfo> = Vec::new();
+        let by_intent = format!("tag:{TAG_INTENT}");
+        // A filter takes at most 200 values.
+        for (name, values) in [("instance-id", ids), (by_intent.as_str(), intents)] {
+            for chunk in values.chunks(200) {
+                let filter = Filter::builder()
+                    .name(name)
+                    .set_values(Some(chunk.to_vec()))
+                    .build();
+                for i in self.describe(filter).await? {
+                    if !out.iter().any(|o| o.id == i.id) {
+                        out.push(i);
+                    }
+                }
             }
         }
         Ok(out)

@@ -50,6 +50,9 @@ use std::sync::Arc;
 
 /// EC2 is eventually consistent: a new instance may take this long to show in DescribeInstances.
 const SETTLE_SECS: i64 = 300;
+/// How far EC2's clock may be from this host's when an instance's launch time is compared with
+/// when its intent was written.
+const CLOCK_SKEW_SECS: i64 = 60;
 /// Terminate again if an instance still runs this long after the first TerminateInstances.
 const TERMINATE_RETRY_SECS: i64 = 300;
 /// A slave must be stopped this long after StopInstances, or it is terminated.
@@ -155,6 +158,8 @@ pub enum ActuatorError {
     Journal(#[from] journal::JournalError),
     #[error(transparent)]
     Aws(#[from] crate::aws::AwsError),
+    #[error("repair --adopt {0}")]
+    Adopt(String),
 }
 
 /// What one call of [`Actuator::apply`] or [`Actuator::step`] did, for logs and tests.
@@ -213,6 +218,9 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     foreign_logged: BTreeSet<String>,
     /// The live foreign instances the last observation saw (for `status`).
     foreign_now: Vec<String>,
+    /// Of those, the ones carrying this install's group and owner tags: candidates an operator
+    /// may adopt (`burst-agent repair --adopt ID`) after lost state, or a forgery.
+    candidates: Vec<InstanceInfo>,
     hook_seconds: Vec<(&'static str, f64)>,
     /// Hooks that failed for good, and launches EC2 refused, since the last report.
     hook_failures: Vec<&'static str>,
@@ -223,6 +231,12 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     /// EC2 refuses this agent's StopInstances or StartInstances for good: why (the warm pool is
     /// not used until a stop goes through).
     pool_refused: Option<String>,
+    /// The instances this install's records name (kept in state.json): what makes an instance
+    /// ours. Tags only find instances.
+    owned: BTreeSet<String>,
+    /// State from an agent before records: owner-tagged instances are claimed once, at the
+    /// first adoption, and recorded.
+    trust_tags_once: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -231,15 +245,14 @@ enum Batch {
     Deregister,
 }
 
-/// Whose an instance carrying this group's tag is.
+/// Whose an instance found by this group's tag (or by id) is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ownership {
-    /// Tagged with this agent's owner (its ELB).
+    /// This install's records name it (or the journal holds the open launch intent it carries).
     Ours,
-    /// Ours, without this install's owner tag: this agent's own records (ledger, journal, its
-    /// slaves) name the instance, or it was launched by an agent from before owner tags and its
-    /// intent is in the journal, or it serves from this agent's ELB while the master's own id is
-    /// known. Adopted, and given the tag.
+    /// Ours by the owner tag, claimed once after an upgrade from an agent before records (or
+    /// from before owner tags: its intent is in the journal, or it serves from this agent's ELB
+    /// while the master's own id is known); recorded from now on.
     Legacy,
     /// Left alone, and logged once: why.
     Foreign(&'static str),
@@ -248,20 +261,27 @@ pub enum Ownership {
 /// What this agent's own records say of one instance, for [`ownership`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Known {
-    /// The ledger, the journal or the tracked slaves name this instance id: the agent launched
-    /// or adopted it (whatever its tags say now, say after `elb.name` changed).
+    /// The records (owned instances, the ledger, the journal, the tracked slaves) name this
+    /// instance id: the agent launched it, or an operator adopted it with `repair --adopt`.
     pub instance: bool,
-    /// The journal holds its `burst-agent:intent`.
+    /// It carries the `burst-agent:intent` of a launch the journal has not resolved yet (its
+    /// answer was lost: the intent was written before RunInstances).
+    pub open_intent: bool,
+    /// The journal holds its `burst-agent:intent`, resolved or not.
     pub intent: bool,
     /// It is registered with this agent's ELB.
     pub in_our_elb: bool,
+    /// The state came from an agent before records: tags are trusted once.
+    pub trust_tags: bool,
 }
 
-/// The one rule for which of the instances tagged with this group the agent may sync, register,
-/// deregister or terminate. `owner` is this install's `burst-agent:owner` (its ELB's name);
-/// `own_instance` the master's own instance id, never a slave whatever its tags or the records
-/// say. ELB membership alone claims an untagged instance only while the master's own id is
-/// known: the master serves from the same ELB.
+/// The one rule for which instances the agent may sync, register, deregister, stop or
+/// terminate: those this install's records name. A tag is a claim anyone with
+/// `ec2:CreateTags` can write, so tags only find candidates; an instance no record names is
+/// foreign however it is tagged, until an operator adopts it (`burst-agent repair --adopt`).
+/// `owner` is this install's `burst-agent:owner` (its ELB's name), trusted only once after an
+/// upgrade from an agent before records; `own_instance` the master's own instance id, never a
+/// slave whatever its tags or the records say.
 pub fn ownership(
     i: &InstanceInfo,
     owner: &str,
@@ -271,22 +291,28 @@ pub fn ownership(
     if own_instance == Some(i.id.as_str()) {
         return Ownership::Foreign("it is this master's own instance");
     }
-    if i.owner.as_deref() == Some(owner) {
+    if known.instance || known.open_intent {
         return Ownership::Ours;
     }
-    if known.instance {
-        return Ownership::Legacy;
+    if known.trust_tags {
+        if i.owner.as_deref() == Some(owner) {
+            return Ownership::Legacy;
+        }
+        if i.owner.is_none()
+            && i.intent.is_some()
+            && (known.intent || (known.in_our_elb && own_instance.is_some()))
+        {
+            return Ownership::Legacy;
+        }
     }
     match i.owner.as_deref() {
+        Some(o) if o == owner => Ownership::Foreign(
+            "it carries this install's tags, but no record of this install names it (tags are \
+             not ownership: anyone with ec2:CreateTags can write them)",
+        ),
         Some(_) => Ownership::Foreign("its burst-agent:owner names another install's ELB"),
-        None if i.intent.is_some()
-            && (known.intent || (known.in_our_elb && own_instance.is_some())) =>
-        {
-            Ownership::Legacy
-        }
         None => Ownership::Foreign(
-            "it has no burst-agent:owner tag, and neither this agent's records nor its ELB \
-             claim it",
+            "it has no burst-agent:owner tag, and no record of this install names it",
         ),
     }
 }
@@ -468,6 +494,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
         let (ledger, journal, history) = (loaded.ledger, loaded.journal, loaded.history);
         let (needs_repair, fresh) = (loaded.needs_repair, loaded.fresh);
+        let trust_tags_once = loaded.owned.is_none();
+        let owned = loaded.owned.unwrap_or_default();
         Ok(Actuator {
             cloud,
             cfg: cfg.clone(),
@@ -493,6 +521,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             events: Vec::new(),
             recent_errors: VecDeque::new(),
             pool_refused: None,
+            candidates: Vec::new(),
+            owned,
+            trust_tags_once,
         })
     }
 
@@ -501,9 +532,21 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         self.own_instance = id.filter(|i| !i.is_empty());
     }
 
-    /// Live instances tagged with this group that are not this agent's, as last seen.
+    /// Live instances tagged with this group that are not this agent's, as last seen (the
+    /// master's own instance aside).
     pub fn foreign(&self) -> &[String] {
         &self.foreign_now
+    }
+
+    /// Live instances with this install's group and owner tags that no record of this install
+    /// names, as last seen: left alone until an operator adopts them.
+    pub fn candidates(&self) -> &[InstanceInfo] {
+        &self.candidates
+    }
+
+    /// The instances this install's records name.
+    pub fn owned(&self) -> &BTreeSet<String> {
+        &self.owned
     }
 
     /// The `burst-agent:owner` value of this install.
@@ -511,8 +554,60 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         &self.cfg.elb.name
     }
 
-    /// Keeps the instances that are this agent's ([`ownership`]); logs each other one once and
-    /// gives legacy ones the owner tag.
+    /// Observes the fleet: the group by tag, every instance the records name that the tag
+    /// listing missed (its group tag removed or changed: found by id, so it is still tracked,
+    /// counted and tagged again), and the ELB's members.
+    async fn observe(
+        &mut self,
+    ) -> Result<(Vec<InstanceInfo>, BTreeMap<String, MemberState>), ActuatorError> {
+        let mut instances = self.cloud.describe_group().await?;
+        let listed: BTreeSet<String> = instances.iter().map(|i| i.id.clone()).collect();
+        let missing: Vec<String> = self
+            .owned
+            .iter()
+            .chain(self.slaves.keys())
+            .filter(|id| !listed.contains(*id))
+            .cloned()
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
+        // Open intents (rare: a lost RunInstances answer), whatever their instances' group tag
+        // says now.
+        let open: Vec<String> = self.journal.unresolved().map(|j| j.id.clone()).collect();
+        if !missing.is_empty() || !open.is_empty() {
+            let found: Vec<InstanceInfo> = self
+                .cloud
+                .describe_named(&missing, &open)
+                .await?
+                .into_iter()
+                .filter(|i| !listed.contains(&i.id))
+                .collect();
+            let seen: BTreeSet<&str> = found.iter().map(|i| i.id.as_str()).collect();
+            // What EC2 no longer knows by id is gone for good (a slave just launched, which EC2
+            // may not list yet, stays tracked by the lifecycle until its settle time).
+            let gone: Vec<String> = missing
+                .iter()
+                .filter(|id| !seen.contains(id.as_str()) && !self.slaves.contains_key(*id))
+                .cloned()
+                .collect();
+            for id in &gone {
+                self.owned.remove(id);
+            }
+            if !found.is_empty() {
+                tracing::warn!(instances = ?seen, group = %self.cfg.agent.group,
+                    "instances this install's records name are missing the group tag \
+                     burst-agent:group={}: found by id, still tracked; tagging them again",
+                    self.cfg.agent.group);
+            }
+            instances.extend(found);
+        }
+        let members = self.cloud.elb_members().await?;
+        Ok((instances, members))
+    }
+
+    /// Keeps the instances that are this agent's ([`ownership`]: its records name them); logs
+    /// each other one once (an event for a live one) and leaves it alone. Tags what is ours
+    /// but lacks this install's group or owner tag, and records every instance it keeps.
     async fn claim(
         &mut self,
         instances: Vec<InstanceInfo>,
@@ -521,26 +616,69 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         report: &mut Report,
     ) -> Vec<InstanceInfo> {
         let owner = self.owner().to_string();
+        let group = self.cfg.agent.group.clone();
+        let trust_tags = std::mem::take(&mut self.trust_tags_once);
         let mut ours = Vec::with_capacity(instances.len());
-        let mut legacy = Vec::new();
+        let mut retag_owner = Vec::new();
+        let mut retag_group = Vec::new();
         let mut foreign = Vec::new();
+        let mut candidates = Vec::new();
+        let mut recorded = false;
+        // An open intent (its RunInstances answer lost) claims what its own call launched: an
+        // instance whose EC2 ClientToken is one of the intent's (nobody can write that after
+        // launch); where EC2 does not report tokens, at most its attempts' count of the
+        // instances carrying its tag, the earliest EC2 launched after the intent was written.
+        // A stranger's instance tagged with a copy of the intent is left out.
+        let mut by_open_intent: BTreeSet<String> = BTreeSet::new();
+        for j in self.journal.unresolved() {
+            let written = j.created_at.as_second() - CLOCK_SKEW_SECS;
+            let stem = format!("{}-", j.id);
+            let mut tagged: Vec<(Timestamp, &str)> = instances
+                .iter()
+                .filter(|i| i.intent.as_deref() == Some(j.id.as_str()))
+                .filter(|i| {
+                    i.client_token
+                        .as_deref()
+                        .is_none_or(|t| t.starts_with(&stem))
+                })
+                .filter_map(|i| i.ec2_launched_at.map(|t| (t, i.id.as_str())))
+                .filter(|(t, _)| t.as_second() >= written)
+                .collect();
+            tagged.sort();
+            by_open_intent.extend(
+                tagged
+                    .into_iter()
+                    .take(j.keys.len())
+                    .map(|(_, id)| id.to_string()),
+            );
+        }
         for i in instances {
             let known = Known {
-                instance: self.slaves.contains_key(&i.id)
+                instance: self.owned.contains(&i.id)
+                    || self.slaves.contains_key(&i.id)
                     || self.journal.launched(&i.id)
                     || self
                         .ledger
                         .entries()
                         .iter()
                         .any(|e| e.instance_id.as_deref() == Some(i.id.as_str())),
+                open_intent: by_open_intent.contains(&i.id),
                 intent: i.intent.as_deref().is_some_and(|t| self.journal.knows(t)),
                 in_our_elb: members.contains_key(&i.id),
+                trust_tags,
             };
             match ownership(&i, &owner, self.own_instance.as_deref(), known) {
-                Ownership::Ours => ours.push(i),
-                Ownership::Legacy => {
+                Ownership::Ours | Ownership::Legacy => {
                     if alive(i.state) {
-                        legacy.push(i.id.clone());
+                        if i.owner.as_deref() != Some(owner.as_str()) {
+                            retag_owner.push(i.id.clone());
+                        }
+                        if i.group.as_deref() != Some(group.as_str()) {
+                            retag_group.push(i.id.clone());
+                        }
+                    }
+                    if !matches!(i.state, InstanceState::Terminated) {
+                        recorded |= self.owned.insert(i.id.clone());
                     }
                     ours.push(i);
                 }
@@ -554,7 +692,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                                 Some(&i.id),
                                 format!(
                                     "{} carries burst-agent:group={} but is not this agent's: \
-                                     {why} (owner tag {:?}); left alone",
+                                     {why} (owner tag {:?}); left alone: never synced, \
+                                     registered, stopped or terminated",
                                     i.id, self.cfg.agent.group, i.owner
                                 ),
                             ));
@@ -563,20 +702,36 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                             "instance {} carries burst-agent:group={} but is not this agent's: \
                              {why}; leaving it alone", i.id, self.cfg.agent.group);
                     }
-                    if alive(i.state) {
+                    if alive(i.state) && !master {
                         foreign.push(i.id.clone());
+                        if i.owner.as_deref() == Some(owner.as_str()) {
+                            candidates.push(i.clone());
+                        }
                     }
                     report.foreign.push(i.id);
                 }
             }
         }
         self.foreign_now = foreign;
-        if !legacy.is_empty() && !self.cfg.agent.dry_run {
-            match self.cloud.tag(&legacy, TAG_OWNER, &owner).await {
-                Ok(()) => tracing::info!(instances = ?legacy, owner = %owner,
-                    "tagged slaves launched before owner tags with {TAG_OWNER}"),
+        self.candidates = candidates;
+        if recorded && !self.cfg.agent.dry_run {
+            self.save_state(now, report);
+        }
+        if self.cfg.agent.dry_run {
+            return ours;
+        }
+        for (ids, key, value) in [
+            (retag_owner, TAG_OWNER, owner.as_str()),
+            (retag_group, cloud::TAG_GROUP, group.as_str()),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
+            match self.cloud.tag(&ids, key, value).await {
+                Ok(()) => tracing::info!(instances = ?ids, tag = key, value,
+                    "tagged this install's slaves with {key}={value} again"),
                 Err(e) => {
-                    let msg = format!("tagging {legacy:?} with {TAG_OWNER}: {e}");
+                    let msg = format!("tagging {ids:?} with {key}: {e}");
                     self.error(now, report, msg);
                 }
             }
@@ -637,16 +792,33 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// `burst-agent repair`: rebuilds the ledger from what is known (the readable state, the
     /// journal, every instance of ours EC2 lists), counts at least `used_today` instances today
     /// when the operator says more were used (from billing or CloudTrail), clears the block and
-    /// writes the state. Returns what it did, line by line.
+    /// writes the state. Lists the candidates (instances tagged as this install's that no
+    /// record names: tags, launch time, ELB membership) and adopts those in `adopt`, the
+    /// operator's word that they are this install's; the others stay foreign, and those
+    /// launched today are counted against the cap without being claimed. Returns what it did,
+    /// line by line.
     pub async fn repair(
         &mut self,
         now: Timestamp,
         used_today: Option<u32>,
+        adopt: &[String],
     ) -> Result<Vec<String>, ActuatorError> {
         let mut report = Report::default();
-        let instances = self.cloud.describe_group().await?;
-        let members = self.cloud.elb_members().await?;
-        let instances = self.claim(instances, &members, now, &mut report).await;
+        let (instances, members) = self.observe().await?;
+        let mut instances = self.claim(instances, &members, now, &mut report).await;
+        let unknown: Vec<&String> = adopt
+            .iter()
+            .filter(|id| !self.candidates.iter().any(|c| &c.id == *id))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ActuatorError::Adopt(format!(
+                "{unknown:?}: not a candidate (a live instance tagged burst-agent:group={} and \
+                 burst-agent:owner={} that no record of this install names); nothing was \
+                 changed; `burst-agent repair` without --adopt lists the candidates",
+                self.cfg.agent.group,
+                self.owner()
+            )));
+        }
         let mut out = vec![match &self.needs_repair {
             Some(why) => format!("was blocked: {why}"),
             None => match self.ledger.is_blocked() {
@@ -654,8 +826,56 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 None => "was not blocked".to_string(),
             },
         }];
-        let mut entries = rebuild_entries(self.ledger.entries(), &self.journal, &instances, now);
         let (_, day_start, _) = self.ledger.day_bounds(now);
+        let mut left = Vec::new();
+        for c in std::mem::take(&mut self.candidates) {
+            let line = format!(
+                "{} {} ({:?}, launched {}, {}, intent tag {})",
+                if adopt.contains(&c.id) {
+                    "adopted"
+                } else {
+                    "candidate, left alone:"
+                },
+                c.id,
+                c.state,
+                c.launched_at
+                    .map_or_else(|| "at an unknown time".to_string(), |t| t.to_string()),
+                if members.contains_key(&c.id) {
+                    "in the ELB"
+                } else {
+                    "not in the ELB"
+                },
+                c.intent.as_deref().unwrap_or("none"),
+            );
+            out.push(line);
+            if adopt.contains(&c.id) {
+                self.owned.insert(c.id.clone());
+                instances.push(c);
+            } else {
+                left.push(c);
+            }
+        }
+        if !left.is_empty() {
+            out.push(format!(
+                "{} candidate(s) left alone; if one is this install's, run repair again with \
+                 --adopt ID",
+                left.len()
+            ));
+        }
+        let mut entries = rebuild_entries(self.ledger.entries(), &self.journal, &instances, now);
+        // A candidate launched today may have been this install's: counted, never claimed.
+        for c in left
+            .iter()
+            .filter(|c| c.launched_at.is_none_or(|t| t >= day_start))
+        {
+            entries.push(cap::Entry {
+                key: format!("candidate-{}", c.id),
+                instance_id: None,
+                launched_at: day_start,
+                ended_at: Some(now),
+            });
+        }
+        self.candidates = left;
         let probe = self.ledger.clone().rebuilt_from(entries.clone());
         let known = probe.used(now);
         out.push(format!(
@@ -838,6 +1058,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             journal: &self.journal,
             history: &self.history,
             needs_repair: self.needs_repair.as_deref(),
+            owned: &self.owned,
         };
         match state::write(self.disk.as_ref(), &dir, &snap) {
             Ok(()) => {
@@ -887,16 +1108,17 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// nothing running is forgotten.
     pub async fn adopt(&mut self, now: Timestamp) -> Result<Report, ActuatorError> {
         let mut report = Report::default();
-        let instances = self.cloud.describe_group().await?;
-        let members = self.cloud.elb_members().await?;
+        let (instances, members) = self.observe().await?;
         let instances = self.claim(instances, &members, now, &mut report).await;
-        if std::mem::take(&mut self.fresh) && !instances.is_empty() {
-            let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+        if std::mem::take(&mut self.fresh) && !self.candidates.is_empty() {
+            let ids: Vec<&str> = self.candidates.iter().map(|i| i.id.as_str()).collect();
             let why = format!(
-                "no state in {} but EC2 lists {} instance(s) this install launched ({}): the \
-                 state was lost, and launches EC2 no longer lists cannot be counted; check \
-                 today's launches (billing, CloudTrail), stop the agent and run `sudo -u \
-                 burst-agent burst-agent repair --used-today N`",
+                "no state in {} but EC2 lists {} instance(s) tagged as this install's ({}): the \
+                 state was lost (or someone tagged them), launches EC2 no longer lists cannot \
+                 be counted, and none of them is touched until an operator says it is ours; \
+                 stop the agent, run `sudo -u burst-agent burst-agent repair` to see them, then \
+                 `repair --adopt ID` for each that is this install's (with `--used-today N` \
+                 from billing or CloudTrail)",
                 self.cfg.agent.state_dir.display(),
                 ids.len(),
                 ids.join(", ")
@@ -1067,6 +1289,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             })
             .cloned()
             .collect();
+        // Launched by this install: its records name them from now on, whatever their tags.
+        self.owned.extend(ids.iter().cloned());
         for id in ids.iter().filter(|id| !bound.contains(*id)) {
             match free.pop_front() {
                 Some(key) => {
@@ -1356,8 +1580,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let mut finished = std::mem::take(&mut self.unheard);
         finished.extend(self.collect_hooks());
         self.unheard = finished;
-        let instances = self.cloud.describe_group().await?;
-        let members = self.cloud.elb_members().await?;
+        let (instances, members) = self.observe().await?;
         let finished = std::mem::take(&mut self.unheard);
         let instances = self.claim(instances, &members, now, &mut report).await;
 

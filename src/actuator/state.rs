@@ -17,10 +17,15 @@ use crate::fsutil::Disk;
 use crate::policy::History;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "state.json";
-const VERSION: u32 = 2;
+/// 3: `owned`, the instances this install's records name (ownership by record, not by tag).
+/// Version 2 files still load: their instances are claimed by the owner tag once, at the first
+/// adoption after the upgrade, and recorded from then on.
+const VERSION: u32 = 3;
+const OLDEST_READ: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +40,11 @@ struct OnDisk {
     /// Scale-out stays blocked until an operator runs `burst-agent repair`: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     needs_repair: Option<String>,
+    /// Every instance this install launched (bound from its journal intent) or an operator
+    /// adopted with `repair --adopt`, until EC2 no longer lists it: what makes an instance
+    /// ours. Tags only find instances; anyone with `ec2:CreateTags` can write them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owned: Option<BTreeSet<String>>,
 }
 
 pub fn path_in(state_dir: &Path) -> PathBuf {
@@ -51,6 +61,9 @@ pub struct Loaded {
     pub fresh: bool,
     /// Scale-out is blocked until `burst-agent repair`: why.
     pub needs_repair: Option<String>,
+    /// The instances the records name; `None`: state from an agent before records (version 2
+    /// or the older files), whose owner-tagged instances are claimed once at adoption.
+    pub owned: Option<BTreeSet<String>>,
     pub warn: Vec<String>,
     pub error: Vec<String>,
 }
@@ -97,20 +110,27 @@ pub fn load(
                 history: History::new(),
                 fresh: false,
                 needs_repair: Some(why.clone()),
+                owned: Some(BTreeSet::new()),
                 warn: Vec::new(),
                 error: vec![why],
             });
         }
     };
     match parse(&bytes).and_then(|d| {
+        let owned = if d.version < VERSION {
+            None
+        } else {
+            Some(d.owned.unwrap_or_default())
+        };
         Ok((
             d.cap.into_ledger(cfg, now)?,
             d.intents,
             d.history,
             d.needs_repair,
+            owned,
         ))
     }) {
-        Ok((ledger, intents, history, needs_repair)) => Ok(Loaded {
+        Ok((ledger, intents, history, needs_repair, owned)) => Ok(Loaded {
             ledger: match &needs_repair {
                 Some(why) => ledger.blocked(why.clone()),
                 None => ledger,
@@ -119,12 +139,13 @@ pub fn load(
             history,
             fresh: false,
             needs_repair,
+            owned,
             warn: Vec::new(),
             error: Vec::new(),
         }),
         Err(e) => {
             let why = format!("{}: {e}", path.display());
-            let (entries, intents, dropped) = salvage(&bytes);
+            let (entries, intents, owned, dropped) = salvage(&bytes);
             let newer = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64))
@@ -169,6 +190,7 @@ pub fn load(
                 history: History::new(),
                 fresh: false,
                 needs_repair,
+                owned: Some(owned),
                 warn: Vec::new(),
                 error,
             })
@@ -180,7 +202,7 @@ fn parse(bytes: &[u8]) -> Result<OnDisk, String> {
     let v: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| format!("line {} column {}: {e}", e.line(), e.column()))?;
     match v.get("version").and_then(serde_json::Value::as_u64) {
-        Some(n) if n == u64::from(VERSION) => {}
+        Some(n) if (u64::from(OLDEST_READ)..=u64::from(VERSION)).contains(&n) => {}
         Some(n) => {
             return Err(format!(
                 "version {n}, but this agent reads version {VERSION} (a newer agent wrote it?)"
@@ -192,11 +214,19 @@ fn parse(bytes: &[u8]) -> Result<OnDisk, String> {
 }
 
 /// The parts of an unreadable file that still read: each ledger entry and intent that parses,
-/// and how many did not.
-fn salvage(bytes: &[u8]) -> (Vec<Entry>, Vec<Intent>, usize) {
+/// each instance id of `owned`, and how many entries and intents did not.
+fn salvage(bytes: &[u8]) -> (Vec<Entry>, Vec<Intent>, BTreeSet<String>, usize) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return (Vec::new(), Vec::new(), 0);
+        return (Vec::new(), Vec::new(), BTreeSet::new(), 0);
     };
+    let owned: BTreeSet<String> = v
+        .get("owned")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .map(str::to_string)
+        .collect();
     let each = |v: Option<&serde_json::Value>| -> Vec<serde_json::Value> {
         v.and_then(serde_json::Value::as_array)
             .cloned()
@@ -214,7 +244,7 @@ fn salvage(bytes: &[u8]) -> (Vec<Entry>, Vec<Intent>, usize) {
         .filter_map(|i| serde_json::from_value(i).ok())
         .collect();
     let dropped = total - entries.len() - intents.len();
-    (entries, intents, dropped)
+    (entries, intents, owned, dropped)
 }
 
 /// No state.json: the two files of agents from before, if any.
@@ -273,8 +303,12 @@ fn legacy(
         error.push(why.clone());
         warn.clear();
     }
+    // No ledger file: nothing is ours until a launch or `repair --adopt` makes it so. The
+    // files of an agent from before state.json: its owner-tagged slaves are claimed once.
+    let owned = fresh.then(BTreeSet::new);
     let fresh = fresh && journal.intents.is_empty();
     Ok(Loaded {
+        owned,
         ledger: match &needs_repair {
             Some(why) => ledger.blocked(why.clone()),
             None => ledger,
@@ -294,6 +328,7 @@ pub struct Snapshot<'a> {
     pub journal: &'a Journal,
     pub history: &'a History,
     pub needs_repair: Option<&'a str>,
+    pub owned: &'a BTreeSet<String>,
 }
 
 /// Writes ledger and intents (and the policy's history) in one atomic replacement.
@@ -311,6 +346,7 @@ pub fn save(
             journal,
             history: &History::new(),
             needs_repair: None,
+            owned: &BTreeSet::new(),
         },
     )
 }
@@ -323,6 +359,7 @@ pub fn write(disk: &dyn Disk, state_dir: &Path, s: &Snapshot<'_>) -> std::io::Re
         intents: s.journal.intents.clone(),
         history: s.history.clone(),
         needs_repair: s.needs_repair.map(str::to_string),
+        owned: Some(s.owned.clone()),
     };
     let mut bytes = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
@@ -531,11 +568,11 @@ mod tests {
         // A newer agent's file is never read as if it were ours.
         std::fs::write(
             path_in(d.path()),
-            r#"{"version": 3, "cap": {}, "intents": []}"#,
+            r#"{"version": 4, "cap": {}, "intents": []}"#,
         )
         .unwrap();
         let l = load(&RealDisk, d.path(), &cfg(), now).unwrap();
-        assert!(l.ledger.is_blocked().unwrap().contains("version 3"));
+        assert!(l.ledger.is_blocked().unwrap().contains("version 4"));
         assert!(l.needs_repair.unwrap().contains("newer agent"));
     }
 }

@@ -98,7 +98,10 @@ impl Cloud for Fake {
                 private_ip: Some(format!("10.0.0.{}", w.next)),
                 private_dns: None,
                 launched_at: Some(req.launched_at),
+                ec2_launched_at: Some(req.launched_at),
+                client_token: Some(req.client_token.clone()),
                 intent: Some(req.intent.clone()),
+                group: Some("default".into()),
                 owner: Some(req.owner.clone()),
                 draining_since: None,
                 pooled_since: None,
@@ -127,7 +130,28 @@ impl Cloud for Fake {
                 i.state = InstanceState::Stopped;
             }
         }
-        Ok(w.instances.values().cloned().collect())
+        // The group's tag filter: an instance whose group tag is gone is not listed.
+        Ok(w.instances
+            .values()
+            .filter(|i| i.group.as_deref() == Some("default"))
+            .cloned()
+            .collect())
+    }
+
+    async fn describe_named(
+        &self,
+        ids: &[String],
+        intents: &[String],
+    ) -> Result<Vec<InstanceInfo>, AwsError> {
+        let mut w = self.w();
+        w.calls.push("describe-named".into());
+        Ok(w.instances
+            .values()
+            .filter(|i| {
+                ids.contains(&i.id) || i.intent.as_ref().is_some_and(|t| intents.contains(t))
+            })
+            .cloned()
+            .collect())
     }
 
     async fn elb_members(&self) -> Result<BTreeMap<String, MemberState>, AwsError> {
@@ -177,6 +201,9 @@ impl Cloud for Fake {
             if let Some(i) = w.instances.get_mut(id) {
                 if key == cloud::TAG_DRAINING_SINCE {
                     i.draining_since = value.parse().ok();
+                }
+                if key == cloud::TAG_GROUP {
+                    i.group = Some(value.into());
                 }
                 if key == cloud::TAG_POOLED_SINCE {
                     i.pooled_since = value.parse().ok();
@@ -513,7 +540,10 @@ fn tagged(id: &str, owner: Option<&str>, intent: Option<&str>) -> InstanceInfo {
         private_ip: Some("10.0.9.9".into()),
         private_dns: None,
         launched_at: Some(at(-3600)),
+        ec2_launched_at: Some(at(-3600)),
+        client_token: None,
         intent: intent.map(str::to_string),
+        group: Some("default".into()),
         owner: owner.map(str::to_string),
         draining_since: None,
         pooled_since: None,
@@ -523,7 +553,7 @@ fn tagged(id: &str, owner: Option<&str>, intent: Option<&str>) -> InstanceInfo {
 }
 
 #[test]
-fn ownership_needs_this_installs_owner_tag_and_never_takes_the_master() {
+fn ownership_is_by_record_never_by_tag_and_never_the_master() {
     use Ownership::*;
     let own = Some("i-master");
     let none = Known::default();
@@ -535,54 +565,98 @@ fn ownership_needs_this_installs_owner_tag_and_never_takes_the_master() {
         intent: true,
         ..Known::default()
     };
+    let open_intent = Known {
+        open_intent: true,
+        intent: true,
+        ..Known::default()
+    };
     let records = Known {
         instance: true,
         ..Known::default()
     };
-    let ours = tagged("i-1", Some("site-elb"), Some("bi-1"));
-    assert_eq!(ownership(&ours, "site-elb", own, none), Ours);
-    // Another install's slave with the same group, even in our ELB or with a known intent.
+    let upgraded = |k: Known| Known {
+        trust_tags: true,
+        ..k
+    };
+    // Tagged with this install's group, owner and an intent, but no record names it: anyone
+    // with ec2:CreateTags can write those tags.
+    let forged = tagged("i-1", Some("site-elb"), Some("bi-1"));
+    assert!(matches!(
+        ownership(&forged, "site-elb", own, none),
+        Foreign(_)
+    ));
+    assert!(matches!(
+        ownership(&forged, "site-elb", own, elb),
+        Foreign(_)
+    ));
+    // A resolved intent it copied does not make it ours; an open one (the answer of its
+    // RunInstances was lost) does, and the records name what the agent launched.
+    assert!(matches!(
+        ownership(&forged, "site-elb", own, intent),
+        Foreign(_)
+    ));
+    assert_eq!(ownership(&forged, "site-elb", own, open_intent), Ours);
+    assert_eq!(ownership(&forged, "site-elb", own, records), Ours);
+    // Whatever its tags say, once the records name it (elb.name changed, tags removed).
     let other = tagged("i-2", Some("other-elb"), Some("bi-2"));
+    assert_eq!(ownership(&other, "site-elb", own, records), Ours);
     assert!(matches!(
-        ownership(&other, "site-elb", own, elb),
+        ownership(&other, "site-elb", own, upgraded(elb)),
         Foreign(_)
     ));
-    assert!(matches!(
-        ownership(&other, "site-elb", own, intent),
-        Foreign(_)
-    ));
-    // ... unless our own records name the instance (elb.name changed since it launched).
-    assert_eq!(ownership(&other, "site-elb", own, records), Legacy);
     // The master's own instance, whatever its tags or the records say.
     let master = tagged("i-master", Some("site-elb"), Some("bi-3"));
     let all = Known {
         instance: true,
+        open_intent: true,
         intent: true,
         in_our_elb: true,
+        trust_tags: true,
     };
     assert!(matches!(
         ownership(&master, "site-elb", own, all),
         Foreign(_)
     ));
-    // Launched before owner tags: ours if the journal knows its intent, or if it serves from
-    // our ELB while the master's id is known (else the master itself could be taken).
+    // Once, after an upgrade from an agent before records: the owner tag claims it; a slave
+    // from before owner tags needs its intent in the journal, or to serve from our ELB while
+    // the master's id is known (else the master itself could be taken).
+    assert_eq!(ownership(&forged, "site-elb", own, upgraded(none)), Legacy);
     let old = tagged("i-4", None, Some("bi-4"));
-    assert_eq!(ownership(&old, "site-elb", own, intent), Legacy);
-    assert_eq!(ownership(&old, "site-elb", own, elb), Legacy);
-    assert!(matches!(ownership(&old, "site-elb", None, elb), Foreign(_)));
-    assert!(matches!(ownership(&old, "site-elb", own, none), Foreign(_)));
+    assert_eq!(ownership(&old, "site-elb", own, upgraded(intent)), Legacy);
+    assert_eq!(ownership(&old, "site-elb", own, upgraded(elb)), Legacy);
+    assert!(matches!(
+        ownership(&old, "site-elb", own, intent),
+        Foreign(_)
+    ));
+    assert!(matches!(
+        ownership(&old, "site-elb", None, upgraded(elb)),
+        Foreign(_)
+    ));
+    assert!(matches!(
+        ownership(&old, "site-elb", own, upgraded(none)),
+        Foreign(_)
+    ));
     // No owner and no intent: never launched by any burst-agent.
     let hand = tagged("i-5", None, None);
-    assert!(matches!(ownership(&hand, "site-elb", own, elb), Foreign(_)));
+    assert!(matches!(
+        ownership(&hand, "site-elb", own, upgraded(elb)),
+        Foreign(_)
+    ));
 }
 
 #[tokio::test]
 async fn instances_that_are_not_ours_are_never_synced_registered_or_terminated() {
     let d = tempfile::tempdir().unwrap();
     let (fake, act) = setup(d.path());
-    // An agent that has run here before (a first start that finds a slave of ours would wait
-    // for `burst-agent repair`: see lost_state_with_our_instances_in_ec2_...).
+    // An agent from before records has run here (version 2 of state.json): its slaves are
+    // claimed by their tags once, at this adoption (a first start that finds tagged instances
+    // waits for `burst-agent repair`: see lost_state_with_our_instances_in_ec2_...).
     state::save(&RealDisk, d.path(), act.ledger(), act.journal()).unwrap();
+    let path = state::path_in(d.path());
+    let v3 = std::fs::read_to_string(&path).unwrap();
+    let v2 = v3.replace("\"version\": 3", "\"version\": 2");
+    assert_ne!(v2, v3);
+    std::fs::write(&path, v2).unwrap();
     let mut act = Actuator::open(fake.clone(), &act.cfg, at(0)).unwrap();
     act.set_own_instance(Some("i-master".into()));
     {
@@ -650,6 +724,131 @@ async fn instances_that_are_not_ours_are_never_synced_registered_or_terminated()
     // Ours went the whole way.
     assert_eq!(w.instances["i-legacy"].state, InstanceState::Terminated);
     assert_eq!(w.instances[&new].state, InstanceState::Terminated);
+}
+
+/// Issue 19, part 1: someone with ec2:CreateTags tags an instance of theirs with this install's
+/// group, owner and a copied intent. No record names it: it is foreign (an event, `status`),
+/// never synced, registered or terminated, and not counted, until the operator's
+/// `repair --adopt` says it is this install's.
+#[tokio::test]
+async fn an_instance_tagged_as_ours_by_someone_else_is_left_alone_until_an_operator_adopts_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    act.set_own_instance(Some("i-master".into()));
+    act.adopt(at(0)).await.unwrap();
+    let ours = act.apply(&decision(1), at(1)).await.launched[0].clone();
+    settle(&mut act, at(2)).await;
+    let copied = fake.w().instances[&ours].intent.clone();
+    let mut forged = tagged("i-forged", Some("site-elb"), copied.as_deref());
+    forged.launched_at = Some(at(2));
+    fake.w().instances.insert(forged.id.clone(), forged);
+    let r = act.step(at(3)).await.unwrap();
+    assert!(r.foreign.contains(&"i-forged".to_string()), "{r:?}");
+    assert!(r.adopted.is_empty(), "{r:?}");
+    assert_eq!(act.foreign(), ["i-forged"]);
+    assert_eq!(
+        act.candidates()
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        ["i-forged"]
+    );
+    let told = act.take_events();
+    assert!(
+        told.iter()
+            .any(|e| e.kind == EventKind::ForeignInstance && e.detail.contains("i-forged")),
+        "{told:?}"
+    );
+    assert_eq!(act.ledger().used(at(3)), 1, "the stranger is not charged");
+    // Syncs, a scale-in naming it, and the drain: it is never touched.
+    act.request_sync();
+    settle(&mut act, at(4)).await;
+    act.apply(
+        &Decision::ScaleIn {
+            instances: vec!["i-forged".into(), ours.clone()],
+            why: decision(0).explanation().clone(),
+        },
+        at(10),
+    )
+    .await;
+    for t in [11, 50, 100] {
+        act.step(at(t)).await.unwrap();
+    }
+    {
+        let w = fake.w();
+        assert_eq!(w.instances["i-forged"].state, InstanceState::Running);
+        assert_eq!(w.instances[&ours].state, InstanceState::Terminated);
+        let touched: Vec<&String> = w
+            .calls
+            .iter()
+            .filter(|c| !c.starts_with("describe") && c.contains("i-forged"))
+            .collect();
+        assert!(touched.is_empty(), "i-forged was touched: {touched:?}");
+    }
+    // The operator's word: only a listed candidate can be adopted, and nothing changes on a
+    // typo.
+    let e = act
+        .repair(at(200), None, &["i-typo".into()])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a candidate"), "{e}");
+    assert!(!act.owned().contains("i-forged"));
+    let lines = act.repair(at(200), None, &[]).await.unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("candidate, left alone: i-forged") && l.contains("launched")),
+        "{lines:?}"
+    );
+    assert!(!act.owned().contains("i-forged"));
+    let lines = act
+        .repair(at(201), None, &["i-forged".into()])
+        .await
+        .unwrap();
+    assert!(
+        lines.iter().any(|l| l.starts_with("adopted i-forged")),
+        "{lines:?}"
+    );
+    assert!(act.owned().contains("i-forged"));
+    act.step(at(202)).await.unwrap();
+    assert!(act.slave("i-forged").is_some(), "adopted, then tracked");
+}
+
+/// Issue 19, part 1: the records, not the tag, keep a slave: one whose group tag is removed is
+/// found by id, still tracked and counted (across a restart too), and tagged again.
+#[tokio::test]
+async fn a_slave_whose_group_tag_is_removed_is_found_by_id_and_tagged_again() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    settle(&mut act, at(1)).await;
+    assert_eq!(act.slave(&id).unwrap().phase, Phase::InService);
+    // Both removed: nothing but the records can find it.
+    for key in ["group", "owner"] {
+        let mut w = fake.w();
+        let i = w.instances.get_mut(&id).unwrap();
+        match key {
+            "group" => i.group = None,
+            _ => i.owner = None,
+        }
+    }
+    // Long past the settle time in which an unlisted slave would still count.
+    act.step(at(1000)).await.unwrap();
+    assert_eq!(act.slave(&id).map(|s| s.phase), Some(Phase::InService));
+    assert!(fake
+        .w()
+        .calls
+        .contains(&format!("tag {:?} {}", [&id], cloud::TAG_GROUP)));
+    assert_eq!(fake.w().instances[&id].group.as_deref(), Some("default"));
+    // Removed again, and the agent restarts: the state's records still name it.
+    fake.w().instances.get_mut(&id).unwrap().group = None;
+    let cfg = act.cfg.clone();
+    drop(act);
+    let mut again = Actuator::open(fake.clone(), &cfg, at(1001)).unwrap();
+    again.adopt(at(1001)).await.unwrap();
+    assert!(again.slave(&id).is_some(), "lost at the restart");
+    assert_eq!(again.ledger().used(at(1001)), 1);
+    assert!(again.foreign().is_empty());
 }
 
 #[tokio::test]
@@ -905,7 +1104,7 @@ async fn lost_state_with_our_instances_in_ec2_blocks_launches_until_repair() {
     assert_eq!(again.apply(&decision(1), at(103)).await.refused, 1);
 
     // The operator knows 5 were used today (billing): the ledger counts at least that.
-    let lines = again.repair(at(104), Some(5)).await.unwrap();
+    let lines = again.repair(at(104), Some(5), &[]).await.unwrap();
     assert!(lines.iter().any(|l| l.contains("known: 2")), "{lines:?}");
     assert!(again.needs_repair().is_none());
     assert_eq!(again.ledger().used(at(105)), 5);

@@ -104,7 +104,11 @@ where
     })
 }
 
-pub fn repair(cfg: Config, used_today: Option<u32>) -> Result<Vec<String>, DaemonError> {
+pub fn repair(
+    cfg: Config,
+    used_today: Option<u32>,
+    adopt: &[String],
+) -> Result<Vec<String>, DaemonError> {
     with_aws(cfg, "repair", |mut cfg, aws| async move {
         let state_dir = prepare_state_dir(&mut cfg)?;
         let _lock = lock::StateLock::acquire(&state_dir)?;
@@ -114,7 +118,7 @@ pub fn repair(cfg: Config, used_today: Option<u32>) -> Result<Vec<String>, Daemo
         let now = Timestamp::now();
         let mut a = Actuator::open(cloud, &cfg, now)?;
         a.set_own_instance(own);
-        Ok(a.repair(now, used_today).await?)
+        Ok(a.repair(now, used_today, adopt).await?)
     })
 }
 

@@ -186,6 +186,15 @@ fn open(
     sabotage: Sabotage,
 ) -> Result<SimActuator, String> {
     let ids = world.clone();
+    if sabotage == Sabotage::TagsTrusted {
+        // The state reads as an agent's from before records wrote it: owner tags are trusted.
+        let path = crate::actuator::state::path_in(&cfg.agent.state_dir);
+        let mut w = world.w();
+        if let Some(bytes) = w.files.get_mut(&path) {
+            let text = String::from_utf8_lossy(bytes).replace("\"version\": 3", "\"version\": 2");
+            *bytes = text.into_bytes();
+        }
+    }
     let mut a = Actuator::open_with(
         SimCloud(world.clone(), cfg.agent.group.clone()),
         SimHooks::new(world.clone()),
@@ -199,9 +208,7 @@ fn open(
         now,
     )
     .map_err(|e| format!("opening the actuator: {e}"))?;
-    if sabotage != Sabotage::MasterUnknown {
-        a.set_own_instance(Some(MASTER.into()));
-    }
+    a.set_own_instance(Some(MASTER.into()));
     Ok(a)
 }
 
@@ -228,12 +235,17 @@ pub enum Sabotage {
     None,
     /// Content sync hooks report success but put nothing on the slave.
     HooksLie,
-    /// The agent is not told the master's own instance id.
-    MasterUnknown,
+    /// At every open the agent's state reads as written by an agent from before records, so it
+    /// trusts owner tags (once per open), and someone else has tagged an instance with them.
+    TagsTrusted,
+    /// The state directory is wiped at the agent's first crash: its records are gone, so the
+    /// slaves it launched are candidates it leaves alone until an operator adopts them.
+    StateLost,
     /// The agent runs with a cap two higher than the one the checks hold it to.
     CapRaised,
     /// After its first crash the agent comes back with another `agent.group` (an operator's
-    /// edit): it no longer lists the slaves it launched.
+    /// edit): the group tag no longer lists the slaves it launched, but its records still name
+    /// them (no violation is expected: the records find them by id).
     GroupRenamed,
     /// The agent runs with boot and register timeouts ten times the ones the checks hold it to.
     TimeoutsRaised,
@@ -265,6 +277,8 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
     ))));
     world.w().hooks_lie = sabotage == Sabotage::HooksLie;
     let crash_p = [0.0, 0.05, 0.15][rng.random_range(0..3)];
+    let forge_p = [0.0, 0.02][rng.random_range(0..2)];
+    let untag_p = [0.0, 0.03][rng.random_range(0..2)];
     let mut run = SeedRun {
         seed,
         ..SeedRun::default()
@@ -282,6 +296,14 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
             w.faults_on = !quiet;
             if !quiet && w.crash_in.is_none() && rng.random_bool(crash_p) {
                 w.crash_in = Some(rng.random_range(1..=12));
+            }
+            // Tags are claims anyone with ec2:CreateTags writes: a stranger's instance tagged
+            // as this install's, and one of the agent's losing its group tag.
+            if !quiet && (sabotage == Sabotage::TagsTrusted || rng.random_bool(forge_p)) {
+                w.forge(&cfg.agent.group);
+            }
+            if !quiet && rng.random_bool(untag_p) {
+                w.untag_group();
             }
         }
         if act.is_none() {
@@ -338,6 +360,9 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
         };
         if dead {
             act = None;
+            if opened == 1 && sabotage == Sabotage::StateLost {
+                world.w().files.clear();
+            }
             continue;
         }
         let settled = tick >= FAULT_TICKS + 30;
@@ -462,7 +487,7 @@ fn check(
         let n = w
             .instances
             .values()
-            .filter(|i| i.info.intent.as_deref() == Some(intent.id.as_str()))
+            .filter(|i| i.ours && i.info.intent.as_deref() == Some(intent.id.as_str()))
             .count();
         if n > intent.keys.len() {
             return Some(format!(

@@ -53,10 +53,11 @@ fn registering_a_slave_without_content_is_caught() {
 }
 
 #[test]
-fn touching_the_master_is_caught() {
-    let v = first_violation(Sabotage::MasterUnknown).expect("no violation found");
-    // Adopted as a slave: charged to the cap, then synced, registered or terminated.
-    assert!(v.contains(MASTER), "{v}");
+fn trusting_tags_is_caught() {
+    let v = first_violation(Sabotage::TagsTrusted).expect("no violation found");
+    // The stranger's instance, claimed by its tags: synced, registered or terminated.
+    assert!(v.contains("i-0forged"), "{v}");
+    assert!(v.contains("not this agent's"), "{v}");
 }
 
 #[test]
@@ -67,8 +68,15 @@ fn exceeding_the_cap_is_caught() {
 
 #[test]
 fn losing_track_of_slaves_is_caught() {
-    let v = first_violation(Sabotage::GroupRenamed).expect("no violation found");
+    let v = first_violation(Sabotage::StateLost).expect("no violation found");
     assert!(v.contains("does not track it"), "{v}");
+}
+
+/// What the group tag no longer finds, the records do: a renamed group (or a removed tag)
+/// loses no slave.
+#[test]
+fn a_renamed_group_loses_nothing_the_records_name() {
+    assert_eq!(first_violation(Sabotage::GroupRenamed), None);
 }
 
 #[test]

@@ -11,8 +11,8 @@
 //! registered before its content sync succeeded).
 
 use crate::actuator::cloud::{
-    Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState, TAG_DRAINING_SINCE, TAG_OWNER,
-    TAG_POOLED_SINCE,
+    Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState, TAG_DRAINING_SINCE, TAG_GROUP,
+    TAG_OWNER, TAG_POOLED_SINCE,
 };
 use crate::actuator::runner::{Finished, HookRunner};
 use crate::actuator::HookKind;
@@ -35,8 +35,6 @@ pub const MASTER: &str = "i-0master";
 #[derive(Clone, Debug)]
 pub struct SimInstance {
     pub info: InstanceInfo,
-    /// Its `burst-agent:group` tag.
-    pub group: String,
     /// Launched by this install's agent (the only ones it may touch).
     pub ours: bool,
     pub launched_at: Timestamp,
@@ -175,14 +173,16 @@ impl World {
                         private_ip: Some("10.0.0.1".into()),
                         private_dns: None,
                         launched_at: Some(back),
+                        ec2_launched_at: Some(back),
+                        client_token: Some(String::new()),
                         intent: intent.map(str::to_string),
+                        group: Some("default".into()),
                         owner: owner.map(str::to_string),
                         draining_since: None,
                         pooled_since: None,
                         ebs_root: true,
                         ended_at: None,
                     },
-                    group: "default".into(),
                     ours: false,
                     launched_at: back,
                     visible_at: back,
@@ -274,6 +274,79 @@ impl World {
         }
     }
 
+    /// Someone else (a CI role, an admin's script: anyone with `ec2:CreateTags`) tags an
+    /// instance of theirs with this install's group, owner and an intent copied from one of the
+    /// agent's slaves. It is not the agent's: touching it is a violation (check 5).
+    pub fn forge(&mut self, group: &str) {
+        const ID: &str = "i-0forged";
+        if self.instances.contains_key(ID) {
+            return;
+        }
+        let copied = self
+            .instances
+            .values()
+            .filter(|i| i.ours)
+            .find_map(|i| i.info.intent.clone())
+            .unwrap_or_else(|| "bi-333333333333".into());
+        let now = self.now;
+        self.instances.insert(
+            ID.into(),
+            SimInstance {
+                info: InstanceInfo {
+                    id: ID.into(),
+                    group: Some(group.into()),
+                    state: InstanceState::Running,
+                    private_ip: Some("10.0.0.2".into()),
+                    private_dns: None,
+                    launched_at: Some(now),
+                    ec2_launched_at: Some(now),
+                    client_token: Some(String::new()),
+                    intent: Some(copied),
+                    owner: Some(OWNER.into()),
+                    draining_since: None,
+                    pooled_since: None,
+                    ebs_root: true,
+                    ended_at: None,
+                },
+                ours: false,
+                launched_at: now,
+                visible_at: now,
+                running_at: now,
+                terminated_at: None,
+                runs: vec![(now, None)],
+                stopped_at: None,
+                sick_from: None,
+            },
+        );
+    }
+
+    /// Someone removes the group tag of one of the agent's live instances: it must still be
+    /// tracked and counted (check 3 holds whatever the agent asked EC2 for).
+    pub fn untag_group(&mut self) {
+        let live: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| i.ours && i.info.group.is_some() && i.terminated_at.is_none())
+            .map(|i| i.info.id.clone())
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let pick = live[self.rng.random_range(0..live.len())].clone();
+        if let Some(i) = self.instances.get_mut(&pick) {
+            i.info.group = None;
+        }
+    }
+
+    /// A hook started for `id`: a violation when the instance is not the agent's (its content
+    /// pushed to a stranger).
+    fn hook_on(&mut self, id: &str, kind: HookKind) {
+        if self.instances.get(id).is_some_and(|i| !i.ours) {
+            let v = format!("{kind:?} hook ran for {id}, which is not this agent's");
+            self.violations.push(v);
+        }
+    }
+
     fn visible(&self, id: &str) -> bool {
         self.instances.get(id).is_some_and(|i| {
             self.now >= i.visible_at
@@ -335,7 +408,10 @@ impl World {
                 )),
                 private_dns: None,
                 launched_at: Some(req.launched_at),
+                ec2_launched_at: Some(self.now),
+                client_token: Some(req.client_token.clone()),
                 intent: Some(req.intent.clone()),
+                group: Some(group.to_string()),
                 owner: Some(req.owner.clone()),
                 draining_since: None,
                 pooled_since: None,
@@ -347,7 +423,6 @@ impl World {
                 id.clone(),
                 SimInstance {
                     info: info.clone(),
-                    group: group.to_string(),
                     ours: true,
                     launched_at: self.now,
                     visible_at: at(lag),
@@ -395,13 +470,34 @@ impl Cloud for SimCloud {
         let listed: Vec<InstanceInfo> = w.call("DescribeInstances", |w| {
             Ok(w.instances
                 .values()
-                .filter(|i| i.group == group && w.visible(&i.info.id))
+                .filter(|i| {
+                    i.info.group.as_deref() == Some(group.as_str()) && w.visible(&i.info.id)
+                })
                 .map(|i| i.info.clone())
                 .collect())
         })?;
         w.last_listed = listed.iter().map(|i| i.id.clone()).collect();
         w.last_listed_at = Some(w.now);
         Ok(listed)
+    }
+
+    async fn describe_named(
+        &self,
+        ids: &[String],
+        intents: &[String],
+    ) -> Result<Vec<InstanceInfo>, AwsError> {
+        let mut w = self.0.w();
+        w.call("DescribeInstances", |w| {
+            Ok(w.instances
+                .values()
+                .filter(|i| w.visible(&i.info.id))
+                .filter(|i| {
+                    ids.contains(&i.info.id)
+                        || i.info.intent.as_ref().is_some_and(|t| intents.contains(t))
+                })
+                .map(|i| i.info.clone())
+                .collect())
+        })
     }
 
     async fn elb_members(&self) -> Result<BTreeMap<String, MemberState>, AwsError> {
@@ -590,6 +686,7 @@ impl Cloud for SimCloud {
                         TAG_DRAINING_SINCE => i.info.draining_since = value.parse().ok(),
                         TAG_POOLED_SINCE => i.info.pooled_since = value.parse().ok(),
                         TAG_OWNER => i.info.owner = Some(value.into()),
+                        TAG_GROUP => i.info.group = Some(value.into()),
                         _ => {}
                     }
                 }
@@ -708,10 +805,12 @@ impl SimHooks {
 
 impl HookRunner for SimHooks {
     fn start(&mut self, id: &str, kind: HookKind, hook: &Hook, _vars: HookVars) {
+        self.world.w().hook_on(id, kind);
         let h = self.draw(kind, hook, false);
         self.attached.insert(id.to_string(), h);
     }
     fn start_detached(&mut self, id: &str, kind: HookKind, hook: &Hook, _vars: HookVars) {
+        self.world.w().hook_on(id, kind);
         let h = self.draw(kind, hook, true);
         self.detached.push((id.to_string(), h));
     }
