@@ -43,6 +43,7 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
         scheduled: None,
         warm_room: 0,
         drain_secs: 0,
+        sync_broken: None,
     }
 }
 

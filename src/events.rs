@@ -41,9 +41,12 @@ pub enum EventKind {
     ForeignInstance,
     /// Scale-out is blocked until `burst-agent repair` (damaged or missing state).
     LedgerBlocked,
+    /// Content sync failed the same way twice in a row: launches that spend the cap stop
+    /// until a reload, `burst-agent resume` or a trial after the back-off.
+    SyncBroken,
 }
 
-pub const EVENT_KINDS: [EventKind; 9] = [
+pub const EVENT_KINDS: [EventKind; 10] = [
     EventKind::ScaleOut,
     EventKind::ScaleIn,
     EventKind::CapLow,
@@ -53,6 +56,7 @@ pub const EVENT_KINDS: [EventKind; 9] = [
     EventKind::CapacityFallback,
     EventKind::ForeignInstance,
     EventKind::LedgerBlocked,
+    EventKind::SyncBroken,
 ];
 
 impl EventKind {
@@ -67,6 +71,7 @@ impl EventKind {
             EventKind::CapacityFallback => "capacity_fallback",
             EventKind::ForeignInstance => "foreign_instance",
             EventKind::LedgerBlocked => "ledger_blocked",
+            EventKind::SyncBroken => "sync_broken",
         }
     }
 

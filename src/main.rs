@@ -40,6 +40,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Release the brake on launches after fixing what broke the content sync (the running
+    /// agent picks it up at its next tick; `systemctl reload burst-agent` does the same).
+    Resume,
     /// Replay a load trace through the real policy and cap ledger next to baselines.
     Simulate(SimulateArgs),
     /// With the agent stopped: rebuild the burst cap ledger from the state, the launch journal
@@ -202,6 +205,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
             )
             .context("burst-agent run")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume => {
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "resume")
+                .map_err(anyhow::Error::msg)?;
+            let path = burst_agent::daemon::request_resume(&cfg.agent.state_dir)
+                .context("burst-agent resume")?;
+            println!(
+                "asked the agent to release the brake on launches ({}); its next tick does, \
+                 and `burst-agent status` shows it",
+                path.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {

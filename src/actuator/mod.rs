@@ -25,6 +25,7 @@
 //! Hooks run as tasks, several at once; a tick never waits for one. The calls a steady-state
 //! tick makes are DescribeInstances and DescribeInstanceHealth, whatever the number of slaves.
 
+pub mod brake;
 pub mod cloud;
 pub mod journal;
 pub mod lifecycle;
@@ -237,6 +238,8 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     /// State from an agent before records: owner-tagged instances are claimed once, at the
     /// first adoption, and recorded.
     trust_tags_once: bool,
+    /// The brake on a content sync that keeps failing the same way (brake.rs).
+    brake: brake::SyncBrake,
 }
 
 #[derive(Clone, Copy)]
@@ -495,6 +498,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let (ledger, journal, history) = (loaded.ledger, loaded.journal, loaded.history);
         let (needs_repair, fresh) = (loaded.needs_repair, loaded.fresh);
         let trust_tags_once = loaded.owned.is_none();
+        let brake = loaded.sync_brake;
         let owned = loaded.owned.unwrap_or_default();
         Ok(Actuator {
             cloud,
@@ -524,6 +528,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             candidates: Vec::new(),
             owned,
             trust_tags_once,
+            brake,
         })
     }
 
@@ -993,6 +998,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             Err(e) => self.error(now, &mut report, format!("cap.time_zone not applied: {e}")),
         }
         self.cfg = cfg.clone();
+        // A reload is how an operator says the hook or the image was fixed.
+        self.resume("a reload", now);
     }
 
     /// The slaves as the policy sees them (metrics are added by the caller), and the launches
@@ -1059,6 +1066,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             history: &self.history,
             needs_repair: self.needs_repair.as_deref(),
             owned: &self.owned,
+            sync_brake: &self.brake,
         };
         match state::write(self.disk.as_ref(), &dir, &snap) {
             Ok(()) => {
@@ -1356,11 +1364,32 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     async fn launch(&mut self, count: u32, now: Timestamp, report: &mut Report) {
         // The warm pool first: faster than a launch, and free when it ran today already.
         let started = self.start_warm(count, now, report).await;
-        let count = count.saturating_sub(started);
+        let mut count = count.saturating_sub(started);
         if count == 0 {
             return;
         }
+        let gate = self.brake_gate(now);
+        match gate {
+            brake::Gate::Open => {}
+            brake::Gate::Trial => count = 1,
+            brake::Gate::Closed => {
+                report.refused = count;
+                tracing::warn!(
+                    asked = count,
+                    "launches are held: the content sync keeps failing ({}); fix it, then \
+                     `systemctl reload burst-agent` or `burst-agent resume`",
+                    self.brake.tripped.as_ref().map_or("", |t| t.cause.as_str())
+                );
+                return;
+            }
+        }
         let id = (self.intent_ids)();
+        if gate == brake::Gate::Trial {
+            self.brake.trial_started(&id, now);
+            tracing::warn!(intent = %id,
+                "one trial launch while content sync is broken: if its sync fails the same way, \
+                 the next trial waits twice as long");
+        }
         let mut keys = Vec::new();
         for n in 1..=count {
             let key = format!("{id}#{n}");
@@ -1598,6 +1627,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
         let dry = self.cfg.agent.dry_run;
         let forced = !dry && std::mem::take(&mut self.sync_requested);
+        self.brake_hears(&finished, now, &mut report);
         let plan = lifecycle::reconcile(
             &self.slaves,
             &lifecycle::Observed {
@@ -1654,6 +1684,95 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         self.act(now, &mut report, to_register, to_deregister, to_terminate)
             .await;
         Ok(report)
+    }
+
+    /// The brake hears every `pre_register` that ended: the same cause twice in a row trips
+    /// it (an alert), a success releases it.
+    fn brake_hears(
+        &mut self,
+        finished: &BTreeMap<String, (HookKind, Result<(), String>)>,
+        now: Timestamp,
+        report: &mut Report,
+    ) {
+        let day = self.ledger.day_bounds(now).0.to_string();
+        let mut changed = false;
+        for (id, (kind, res)) in finished {
+            if *kind != HookKind::PreRegister {
+                continue;
+            }
+            let Some(s) = self.slaves.get(id) else {
+                continue;
+            };
+            let intent = s.intent.clone().unwrap_or_default();
+            // A warm start the day counts already cost nothing; a launch cost a unit.
+            let paid = s.restarted_at.is_none();
+            let res = res.as_ref().map(|_| ()).map_err(String::as_str);
+            changed = true;
+            match self.brake.record(&[id, &intent], res, paid, &day, now) {
+                brake::Change::None => {}
+                brake::Change::Tripped(t) => {
+                    let msg = format!(
+                        "content sync failed {} times in a row the same way: {}; launches that \
+                         spend the cap stop (warm slaves the day counts may still start) until \
+                         a reload or `burst-agent resume` after the fix, or a trial launch from \
+                         {} (a cap unit, at most {} per cause a day); last error: {}",
+                        brake::TRIP_AFTER,
+                        t.cause,
+                        t.next_trial,
+                        brake::UNITS_PER_CAUSE_PER_DAY,
+                        t.error
+                    );
+                    self.events
+                        .push(Event::new(EventKind::SyncBroken, None, msg.clone()));
+                    self.error(now, report, msg);
+                }
+                brake::Change::TrialFailed(t) => {
+                    tracing::warn!(cause = %t.cause, next_trial = %t.next_trial,
+                        "the trial launch's content sync failed the same way; launches stay \
+                         held: {}", t.error);
+                }
+                brake::Change::Released { cause } => {
+                    tracing::info!(instance_id = %id, cause = %cause,
+                        "a content sync went through: the brake on launches is released");
+                }
+            }
+        }
+        let (slaves, journal) = (&self.slaves, &self.journal);
+        self.brake.trial_gone(|intent| {
+            slaves.values().any(|s| s.intent.as_deref() == Some(intent))
+                || journal.unresolved().any(|j| j.id == intent)
+        });
+        if changed && !self.cfg.agent.dry_run {
+            self.save_state(now, report);
+        }
+    }
+
+    /// The brake on launches, tripped by a content sync that keeps failing: why, and when a
+    /// trial may go.
+    pub fn sync_broken(&self) -> Option<&brake::Tripped> {
+        self.brake.tripped.as_ref()
+    }
+
+    /// What the brake allows now (the policy reads it with [`Actuator::sync_broken`]).
+    pub fn brake_gate(&self, now: Timestamp) -> brake::Gate {
+        self.brake
+            .gate(&self.ledger.day_bounds(now).0.to_string(), now)
+    }
+
+    /// The operator says the cause is fixed (`burst-agent resume`, a reload): launches go
+    /// again. Returns whether the brake was on.
+    pub fn resume(&mut self, by: &str, now: Timestamp) -> bool {
+        match self.brake.release() {
+            Some(t) => {
+                tracing::info!(by, cause = %t.cause,
+                    "the brake on launches is released ({by}); the next decision may scale out");
+                if !self.cfg.agent.dry_run {
+                    self.save_state(now, &mut Report::default());
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// Slaves with a hook under way.

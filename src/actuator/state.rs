@@ -9,6 +9,7 @@
 //!   back **blocked** (no scale-out) with whatever entries and intents could still be read, and
 //!   [`super::Actuator::adopt`] rebuilds it from those, the journal and the instances' tags.
 
+use super::brake::SyncBrake;
 use super::journal::{Intent, Journal};
 use crate::cap::store::{self as ledger_store, Stored};
 use crate::cap::{CapLedger, Entry};
@@ -45,6 +46,14 @@ struct OnDisk {
     /// ours. Tags only find instances; anyone with `ec2:CreateTags` can write them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     owned: Option<BTreeSet<String>>,
+    /// The brake on a content sync that keeps failing (brake.rs): kept across restarts, so a
+    /// crash loop cannot spend the cap on a broken sync.
+    #[serde(default, skip_serializing_if = "is_default")]
+    sync_brake: SyncBrake,
+}
+
+fn is_default(b: &SyncBrake) -> bool {
+    *b == SyncBrake::default()
 }
 
 pub fn path_in(state_dir: &Path) -> PathBuf {
@@ -64,6 +73,7 @@ pub struct Loaded {
     /// The instances the records name; `None`: state from an agent before records (version 2
     /// or the older files), whose owner-tagged instances are claimed once at adoption.
     pub owned: Option<BTreeSet<String>>,
+    pub sync_brake: SyncBrake,
     pub warn: Vec<String>,
     pub error: Vec<String>,
 }
@@ -111,6 +121,7 @@ pub fn load(
                 fresh: false,
                 needs_repair: Some(why.clone()),
                 owned: Some(BTreeSet::new()),
+                sync_brake: SyncBrake::default(),
                 warn: Vec::new(),
                 error: vec![why],
             });
@@ -128,9 +139,10 @@ pub fn load(
             d.history,
             d.needs_repair,
             owned,
+            d.sync_brake,
         ))
     }) {
-        Ok((ledger, intents, history, needs_repair, owned)) => Ok(Loaded {
+        Ok((ledger, intents, history, needs_repair, owned, sync_brake)) => Ok(Loaded {
             ledger: match &needs_repair {
                 Some(why) => ledger.blocked(why.clone()),
                 None => ledger,
@@ -140,6 +152,7 @@ pub fn load(
             fresh: false,
             needs_repair,
             owned,
+            sync_brake,
             warn: Vec::new(),
             error: Vec::new(),
         }),
@@ -191,6 +204,7 @@ pub fn load(
                 fresh: false,
                 needs_repair,
                 owned: Some(owned),
+                sync_brake: v_brake(&bytes),
                 warn: Vec::new(),
                 error,
             })
@@ -245,6 +259,16 @@ fn salvage(bytes: &[u8]) -> (Vec<Entry>, Vec<Intent>, BTreeSet<String>, usize) {
         .collect();
     let dropped = total - entries.len() - intents.len();
     (entries, intents, owned, dropped)
+}
+
+/// The brake of an unreadable file, if that part still reads (else none: a broken sync trips it
+/// again after two more failures).
+fn v_brake(bytes: &[u8]) -> SyncBrake {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("sync_brake").cloned())
+        .and_then(|b| serde_json::from_value(b).ok())
+        .unwrap_or_default()
 }
 
 /// No state.json: the two files of agents from before, if any.
@@ -309,6 +333,7 @@ fn legacy(
     let fresh = fresh && journal.intents.is_empty();
     Ok(Loaded {
         owned,
+        sync_brake: SyncBrake::default(),
         ledger: match &needs_repair {
             Some(why) => ledger.blocked(why.clone()),
             None => ledger,
@@ -329,6 +354,7 @@ pub struct Snapshot<'a> {
     pub history: &'a History,
     pub needs_repair: Option<&'a str>,
     pub owned: &'a BTreeSet<String>,
+    pub sync_brake: &'a SyncBrake,
 }
 
 /// Writes ledger and intents (and the policy's history) in one atomic replacement.
@@ -347,6 +373,7 @@ pub fn save(
             history: &History::new(),
             needs_repair: None,
             owned: &BTreeSet::new(),
+            sync_brake: &SyncBrake::default(),
         },
     )
 }
@@ -360,6 +387,7 @@ pub fn write(disk: &dyn Disk, state_dir: &Path, s: &Snapshot<'_>) -> std::io::Re
         history: s.history.clone(),
         needs_repair: s.needs_repair.map(str::to_string),
         owned: Some(s.owned.clone()),
+        sync_brake: s.sync_brake.clone(),
     };
     let mut bytes = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
     bytes.push(b'\n');

@@ -851,6 +851,59 @@ async fn a_slave_whose_group_tag_is_removed_is_found_by_id_and_tagged_again() {
     assert!(again.foreign().is_empty());
 }
 
+/// Issue 19, part 3: a sync that fails the same way twice trips the brake; launches that cost a
+/// unit are refused (the last guard, whatever the policy asked), an alert says why; it survives
+/// a restart; a reload releases it.
+#[tokio::test]
+async fn a_sync_that_fails_the_same_way_twice_holds_launches_until_a_reload() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup_with(d.path(), |c| {
+        c.hooks.pre_register.argv = vec![
+            "sh".into(),
+            "-c".into(),
+            "echo 'burst-agent@10.0.0.9: Permission denied (publickey).' >&2; exit 255".into(),
+        ];
+        c.hooks.pre_register.retries = 0;
+    });
+    for n in 0..2 {
+        let id = act.apply(&decision(1), at(n * 10)).await.launched[0].clone();
+        settle(&mut act, at(n * 10 + 1)).await;
+        assert!(
+            fake.w().members.get(&id).is_none(),
+            "registered without content"
+        );
+    }
+    let t = act.sync_broken().expect("not tripped after two");
+    assert!(
+        t.cause.contains("ssh") || t.cause.contains("publickey"),
+        "{t:?}"
+    );
+    let told = act.take_events();
+    assert!(
+        told.iter().any(|e| e.kind == EventKind::SyncBroken),
+        "{told:?}"
+    );
+    let r = act.apply(&decision(3), at(30)).await;
+    assert!(r.launched.is_empty(), "{r:?}");
+    assert_eq!(r.refused, 3);
+    assert_eq!(act.ledger().used(at(30)), 2, "the third unit was spent");
+    // Across a restart (a crash loop must not re-arm the cap).
+    let cfg = act.cfg.clone();
+    drop(act);
+    let mut act = Actuator::open(fake.clone(), &cfg, at(40)).unwrap();
+    assert!(act.sync_broken().is_some(), "lost at the restart");
+    assert!(act.apply(&decision(1), at(41)).await.launched.is_empty());
+    // Fixed and reloaded: it launches at the next decision.
+    let mut fixed = cfg.clone();
+    fixed.hooks.pre_register.argv = vec!["true".into()];
+    act.reconfigure(&fixed, at(50));
+    assert!(act.sync_broken().is_none());
+    let id = act.apply(&decision(1), at(51)).await.launched[0].clone();
+    settle(&mut act, at(52)).await;
+    act.step(at(53)).await.unwrap();
+    assert!(fake.w().members.contains_key(&id));
+}
+
 #[tokio::test]
 async fn slaves_the_records_name_stay_ours_when_the_elb_is_renamed() {
     let d = tempfile::tempdir().unwrap();

@@ -104,6 +104,18 @@ where
     })
 }
 
+/// The file `burst-agent resume` leaves in the state directory; the running agent removes it
+/// and releases the brake on launches (the operator fixed what broke the content sync).
+pub const RESUME_FILE: &str = "resume";
+
+/// `burst-agent resume`: asks the running agent to release the brake on launches.
+pub fn request_resume(state_dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    let path = state_dir.join(RESUME_FILE);
+    crate::fsutil::atomic_write(&path, b"resume\n")
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Ok(path)
+}
+
 pub fn repair(
     cfg: Config,
     used_today: Option<u32>,
@@ -977,6 +989,11 @@ impl Master<'_> {
                 }
             }
         } else {
+            // `burst-agent resume`: the operator fixed what broke the content sync.
+            let resume = self.cfg.agent.state_dir.join(RESUME_FILE);
+            if std::fs::remove_file(&resume).is_ok() {
+                a.resume("burst-agent resume", now);
+            }
             match a.step(now).await {
                 Ok(r) => {
                     tick.observed = true;
@@ -1078,6 +1095,13 @@ impl Master<'_> {
         let probe_latency = crate::model::probe_latency(&self.probe_rx.borrow());
         let (scheduled, _) = self.windows(now);
         let warm_room = actuator.as_ref().map_or(0, |a| a.warm_room());
+        let sync_broken = actuator.as_ref().and_then(|a| {
+            a.sync_broken().map(|t| policy::SyncBroken {
+                cause: t.cause.clone(),
+                trial: a.brake_gate(now) == crate::actuator::brake::Gate::Trial,
+                trial_in_secs: (t.next_trial.as_second() - now.as_second()).max(0),
+            })
+        });
         let obs = FleetObservation {
             master,
             slaves,
@@ -1086,6 +1110,7 @@ impl Master<'_> {
             scheduled,
             warm_room,
             drain_secs: self.cfg.elb.draining_timeout.whole_secs(),
+            sync_broken,
         };
         let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
         // A decision this tick will not carry out (the fleet could not be observed) starts no
@@ -1238,6 +1263,22 @@ impl Master<'_> {
                 .as_ref()
                 .map(|a| a.foreign().to_vec())
                 .unwrap_or_default(),
+            sync_broken: actuator.as_ref().and_then(|a| {
+                a.sync_broken().map(|t| {
+                    format!(
+                        "content sync failed the same way {} times: {}; fix it, then \
+                         `systemctl reload burst-agent` or `sudo -u burst-agent burst-agent \
+                         resume`; {}; last error: {}",
+                        crate::actuator::brake::TRIP_AFTER,
+                        t.cause,
+                        match &t.trial {
+                            Some(_) => "a trial launch is syncing".to_string(),
+                            None => format!("next trial launch not before {}", t.next_trial),
+                        },
+                        t.error
+                    )
+                })
+            }),
             cap: Some(ledger.status(now)),
             last_decision: tick.last_decision.clone(),
             cooldowns,

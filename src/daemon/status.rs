@@ -71,6 +71,9 @@ pub struct Snapshot {
     /// Live instances tagged with this group that are not this agent's (left alone).
     #[serde(default)]
     pub foreign: Vec<String>,
+    /// Launches are held: content sync keeps failing the same way (why, what to do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_broken: Option<String>,
     pub cap: Option<CapStatus>,
     pub last_decision: Option<DecisionLine>,
     pub cooldowns: Vec<String>,
@@ -222,6 +225,9 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
             s.foreign.len(),
             p(&s.foreign.join(", "))
         );
+    }
+    if let Some(why) = &s.sync_broken {
+        let _ = writeln!(o, "launches  HELD: {}", p(why));
     }
     match &s.last_decision {
         Some(d) => {

@@ -73,6 +73,21 @@ pub struct FleetObservation {
     /// kept slaves are released that much earlier before the cap resets.
     #[serde(default)]
     pub drain_secs: i64,
+    /// Content sync keeps failing the same way (the actuator's brake): no launch spends a cap
+    /// unit, except one trial when `trial` says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_broken: Option<SyncBroken>,
+}
+
+/// The actuator's brake on a content sync that keeps failing, as the policy sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncBroken {
+    /// What the failures had in common (the fix, when the hook's words name one).
+    pub cause: String,
+    /// One trial launch may go now.
+    pub trial: bool,
+    /// Seconds until a trial may go (0 when one may go now, or only a fix will do).
+    pub trial_in_secs: i64,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -462,6 +477,24 @@ pub fn decide(
                 retry_in_secs: until.as_second() - now.as_second(),
             });
             cap_limited = current;
+        }
+    }
+
+    // 5b'. Content sync keeps failing the same way: only what costs no cap unit (warm slaves
+    //      the day counts) and one trial after the back-off may go.
+    if let Some(b) = &obs.sync_broken {
+        if cap_limited > current {
+            let want = cap_limited - current;
+            let allowed = want.min(free_warm.saturating_add(u32::from(b.trial)));
+            if allowed < want {
+                reasons.push(Reason::SyncBroken {
+                    wanted: want,
+                    allowed,
+                    cause: b.cause.clone(),
+                    trial_in_secs: b.trial_in_secs,
+                });
+                cap_limited = current + allowed;
+            }
         }
     }
 

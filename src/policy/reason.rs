@@ -188,6 +188,14 @@ pub enum Reason {
         wanted: u32,
         retry_in_secs: i64,
     },
+    /// Content sync failed the same way twice in a row (the actuator's brake): launches that
+    /// spend a cap unit wait for the fix (a reload, `burst-agent resume`) or a trial.
+    SyncBroken {
+        wanted: u32,
+        allowed: u32,
+        cause: String,
+        trial_in_secs: i64,
+    },
 }
 
 impl Reason {
@@ -226,6 +234,7 @@ impl Reason {
             Reason::KeepEndsBeforeMidnight { .. } => "KeepEndsBeforeMidnight",
             Reason::NoVictimOldEnough { .. } => "NoVictimOldEnough",
             Reason::NoCapacity { .. } => "NoCapacity",
+            Reason::SyncBroken { .. } => "SyncBroken",
         }
     }
 }
@@ -377,6 +386,23 @@ impl fmt::Display for Reason {
                 f,
                 "EC2 had no capacity in any subnet for any instance type at the last launch: {wanted} \
                  slave(s) wait, next launch in {retry_in_secs}s (fleet.subnet_ids, fleet.fallback_instance_types)"
+            ),
+            Reason::SyncBroken {
+                wanted,
+                allowed,
+                cause,
+                trial_in_secs,
+            } => write!(
+                f,
+                "content sync keeps failing the same way, so {} of {wanted} launch(es) wait \
+                 (a slave that cannot get the content must not spend the cap): {cause}; fix it, \
+                 then `systemctl reload burst-agent` or `burst-agent resume`; {}",
+                wanted - allowed,
+                if *trial_in_secs > 0 {
+                    format!("a trial launch in {}", dur(*trial_in_secs))
+                } else {
+                    "one trial launch may go now".to_string()
+                }
             ),
         }
     }

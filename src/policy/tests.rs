@@ -65,6 +65,7 @@ fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservation {
         scheduled: None,
         warm_room: 0,
         drain_secs: 0,
+        sync_broken: None,
     }
 }
 
@@ -172,6 +173,7 @@ fn missing_metrics_never_cause_a_scale_in() {
         scheduled: None,
         warm_room: 0,
         drain_secs: 0,
+        sync_broken: None,
     };
     let d = run(&cfg(), &o);
     assert!(matches!(d, Decision::Hold { .. }));
@@ -770,6 +772,7 @@ fn the_readme_decision_line() {
         scheduled: None,
         warm_room: 0,
         drain_secs: 0,
+        sync_broken: None,
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
     // The README shows this very line: read it from README.md, so the two cannot drift apart.
@@ -798,6 +801,36 @@ fn no_capacity_anywhere_holds_launches_until_the_backoff_ends_and_says_so() {
     let mut o = fleet(0.2, in_service(3, 0.2));
     o.no_capacity_until = Some(at(90));
     assert!(matches!(run(&cfg(), &o), Decision::ScaleIn { .. }));
+}
+
+#[test]
+fn a_broken_sync_holds_launches_that_cost_a_unit_with_its_cause_and_allows_one_trial() {
+    let mut o = fleet(3.0, vec![]);
+    o.sync_broken = Some(crate::policy::SyncBroken {
+        cause: "the slave image lacks the master's ssh key".into(),
+        trial: false,
+        trial_in_secs: 900,
+    });
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "SyncBroken"), "{d}");
+    let line = d.to_string();
+    assert!(line.contains("lacks the master's ssh key"), "{line}");
+    assert!(line.contains("burst-agent resume"), "{line}");
+    assert!(line.contains("a trial launch in 15m"), "{line}");
+    // The back-off is over: one launch, not the three the load asks for.
+    o.sync_broken.as_mut().unwrap().trial = true;
+    o.sync_broken.as_mut().unwrap().trial_in_secs = 0;
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::ScaleOut { count: 1, .. }), "{d}");
+    assert!(has(&d, "SyncBroken"), "{d}");
+    // Released: the need is met again.
+    o.sync_broken = None;
+    let d = run(&cfg(), &o);
+    assert!(
+        matches!(d, Decision::ScaleOut { count, .. } if count > 1),
+        "{d}"
+    );
 }
 
 #[test]

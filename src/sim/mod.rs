@@ -722,6 +722,7 @@ pub fn run(
                     })
                     .collect(),
                 no_capacity_until: None,
+                sync_broken: None,
                 probe_latency: None,
                 scheduled: (policy == Kind::Agent)
                     .then(|| {
