@@ -44,9 +44,12 @@ pub enum EventKind {
     /// Content sync failed the same way twice in a row: launches that spend the cap stop
     /// until a reload, `burst-agent resume` or a trial after the back-off.
     SyncBroken,
+    /// A slave reported more than the master's own sample backs: its value was not trusted
+    /// past the evidence (a forged metric, or a host that really differs).
+    MetricsSuspect,
 }
 
-pub const EVENT_KINDS: [EventKind; 10] = [
+pub const EVENT_KINDS: [EventKind; 11] = [
     EventKind::ScaleOut,
     EventKind::ScaleIn,
     EventKind::CapLow,
@@ -57,6 +60,7 @@ pub const EVENT_KINDS: [EventKind; 10] = [
     EventKind::ForeignInstance,
     EventKind::LedgerBlocked,
     EventKind::SyncBroken,
+    EventKind::MetricsSuspect,
 ];
 
 impl EventKind {
@@ -72,6 +76,7 @@ impl EventKind {
             EventKind::ForeignInstance => "foreign_instance",
             EventKind::LedgerBlocked => "ledger_blocked",
             EventKind::SyncBroken => "sync_broken",
+            EventKind::MetricsSuspect => "metrics_suspect",
         }
     }
 

@@ -411,6 +411,8 @@ async fn an_open_launch_intent_is_resolved_once_after_a_crash_and_never_sent_aga
         .image_id("ami-12c6146b")
         .min_count(1)
         .max_count(1)
+        // As the agent's own call sends it: the intent's first client token.
+        .client_token("bi-after-1")
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::Instance)
@@ -716,7 +718,7 @@ async fn an_instance_tagged_as_ours_by_someone_else_gets_no_content_and_never_en
         .map(|(_, v)| v)
         .unwrap();
     // The stranger's instance, then the tags, by CreateTags as anyone would write them.
-    let forged = run_tagged(&site.aws, &[]).await;
+    let forged = run_tagged(&site.aws, &[("Name", "ci-runner")]).await;
     for (k, v) in [
         (TAG_GROUP, group.as_str()),
         (TAG_OWNER, site.cfg.elb.name.as_str()),

@@ -754,6 +754,8 @@ struct Tick {
     /// This tick's adoption or step saw EC2 and the ELB: only then is a decision carried out
     /// (a launch decided on a fleet that could not be seen could double what is on its way).
     observed: bool,
+    /// What this tick's decision tells an operator (slaves whose metrics are suspect).
+    news: Vec<crate::events::Event>,
 }
 
 /// The actuator's numbers since the last tick, for the agent's own metrics.
@@ -835,6 +837,7 @@ impl Master<'_> {
             fleet_metrics: BTreeMap::new(),
             last_decision: None,
             last_reasons: Vec::new(),
+            news: Vec::new(),
             errors: Vec::new(),
             api_errors_reported: 0,
             state: "starting",
@@ -896,11 +899,13 @@ impl Master<'_> {
                 .as_ref()
                 .and_then(|a| a.needs_repair().map(str::to_string)),
         };
-        let news = l
-            .actuator
-            .as_mut()
-            .map(|a| a.take_events())
-            .unwrap_or_default();
+        let mut news = std::mem::take(&mut l.tick.news);
+        news.extend(
+            l.actuator
+                .as_mut()
+                .map(|a| a.take_events())
+                .unwrap_or_default(),
+        );
         for e in l
             .events
             .tick(&self.cfg, self.aws.as_ref(), levels, news, now)
@@ -1125,6 +1130,17 @@ impl Master<'_> {
             tick.history.record(&self.cfg.policy, now, &held);
         }
         let why = decision.explanation();
+        for r in &why.reasons {
+            if let policy::Reason::Uncorroborated { hosts, .. } = r {
+                for h in hosts {
+                    tick.news.push(crate::events::Event::new(
+                        crate::events::EventKind::MetricsSuspect,
+                        Some(h),
+                        r.to_string(),
+                    ));
+                }
+            }
+        }
         let codes = decision.reason_codes();
         let changed = codes != tick.last_reasons;
         let fields = |d: &Decision| {

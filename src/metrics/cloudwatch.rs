@@ -146,7 +146,11 @@ pub async fn read_fleet(
                         MetricStat::builder()
                             .metric(metric)
                             .period(period)
-                            .stat("Average")
+                            // Each period's highest datapoint, never its Average: a flood of
+                            // zeros with a large SampleCount drags an Average down (a scale-in
+                            // in the middle of a burst); the policy bounds what a high one can
+                            // claim (policy::corroborate).
+                            .stat("Maximum")
                             .build(),
                     )
                     .return_data(true)

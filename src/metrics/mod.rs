@@ -376,6 +376,9 @@ pub struct ReadBack {
     pub rejected: Vec<String>,
 }
 
+/// The highest load per CPU taken as a measurement (the tweet's 273 on 8 CPUs is 34).
+pub const MAX_LOAD_PER_CPU: f64 = 100.0;
+
 /// Puts the query results back together: for each slave and signal the newest value, if it is
 /// no older than `stale_after` seconds at `now`. Each series is (timestamp, value) pairs.
 pub fn assemble(
@@ -402,6 +405,21 @@ pub fn assemble(
         if !value.is_finite() || value < 0.0 {
             out.rejected.push(format!(
                 "{} of {}: CloudWatch returned {value}, not a utilization",
+                spec.metric, spec.instance_id
+            ));
+            continue;
+        }
+        // Outside what the signal can be: a ratio above 1, a load per CPU no web host reaches
+        // (the tweet's 273 on 8 CPUs is 34). Whoever wrote it, it is not a measurement.
+        let max = if spec.metric == "LoadPerCpu" {
+            MAX_LOAD_PER_CPU
+        } else {
+            1.0 + 1e-9
+        };
+        if value > max {
+            out.rejected.push(format!(
+                "{} of {}: {value} is outside the signal's range (at most {max}); rejected, \
+                 the host counts as missing for it",
                 spec.metric, spec.instance_id
             ));
             continue;
@@ -590,5 +608,33 @@ mod tests {
         assert_eq!(back.missing, ["i-b", "i-c"]);
         assert_eq!(back.rejected.len(), 1);
         assert!(back.rejected[0].contains("i-c"));
+    }
+
+    #[test]
+    fn a_value_outside_its_signals_range_is_rejected_naming_the_host() {
+        let ids: Vec<String> = ["i-a", "i-b"].map(String::from).to_vec();
+        let specs = queries(&ids);
+        let now = ts("2026-11-25T09:10:00Z");
+        let at = ts("2026-11-25T09:09:00Z");
+        let mut r = BTreeMap::new();
+        // A forged load per CPU of 1000, a busy ratio above 1.
+        r.insert("m0_0".to_string(), vec![(at, 1000.0)]);
+        r.insert("m1_1".to_string(), vec![(at, 1.5)]);
+        // In range: 34 per CPU (the tweet's 273 on 8 CPUs), a ratio of exactly 1.
+        r.insert("m1_0".to_string(), vec![(at, 34.0)]);
+        r.insert("m0_1".to_string(), vec![(at, 1.0)]);
+        let back = assemble(&specs, &r, now, 180);
+        assert_eq!(back.rejected.len(), 2, "{:?}", back.rejected);
+        assert!(back
+            .rejected
+            .iter()
+            .any(|l| l.contains("LoadPerCpu of i-a")));
+        assert!(back
+            .rejected
+            .iter()
+            .any(|l| l.contains("ApacheBusyRatio of i-b")));
+        assert_eq!(back.metrics["i-a"].load_per_cpu, None);
+        assert_eq!(back.metrics["i-a"].apache_busy_ratio, Some(1.0));
+        assert_eq!(back.metrics["i-b"].load_per_cpu, Some(34.0));
     }
 }

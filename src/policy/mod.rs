@@ -241,6 +241,66 @@ pub fn fresh(m: Option<&HostMetrics>, now: Timestamp, stale_after: i64) -> Optio
     m.filter(|m| now.as_second() - m.at.as_second() <= stale_after)
 }
 
+/// A slave's report may exceed the master's own reading of the same signal by this factor, plus
+/// [`CORROBORATION_SLACK`], before it counts as uncorroborated (see [`corroborate`]).
+pub const CORROBORATION_FACTOR: f64 = 1.5;
+pub const CORROBORATION_SLACK: f64 = 0.1;
+
+/// A slave's report that the evidence does not back: what it said, and what was used.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Suspect {
+    pub host: String,
+    pub signal: Signal,
+    pub reported: f64,
+    pub bound: f64,
+}
+
+/// A slave's self-reported metrics are a claim: anything holding its instance credentials (a
+/// PHP exploit running as www-data reads them from instance metadata) can PutMetricData for
+/// its InstanceId. What no slave can write is the master's own sample, and the master serves
+/// through the same ELB, so a slave cannot be much busier than the master unless the master's
+/// own reading says the site is busy. Each slave's value is taken as at most
+/// `master × CORROBORATION_FACTOR + CORROBORATION_SLACK` (with no master reading for the signal,
+/// at most its target: a slave alone can hold the fleet, never grow it); what was cut is
+/// returned, named. One host's report can thus raise the fleet's demand only as far as the
+/// master's evidence supports. Reports below the evidence are not raised: a slave that
+/// under-reports counts for its own share only, and missing metrics never scale in.
+pub fn corroborate(
+    master: Option<&HostMetrics>,
+    host: &str,
+    slave: &HostMetrics,
+    targets: &crate::config::Targets,
+) -> (HostMetrics, Vec<Suspect>) {
+    let mut out = *slave;
+    let mut suspects = Vec::new();
+    for signal in [
+        Signal::LoadPerCpu,
+        Signal::ApacheBusyRatio,
+        Signal::MemoryUsedRatio,
+    ] {
+        let Some(v) = slave.get(signal) else { continue };
+        let bound = match master.and_then(|m| m.get(signal)) {
+            Some(m) => m * CORROBORATION_FACTOR + CORROBORATION_SLACK,
+            None => targets.get(signal),
+        };
+        if v > bound {
+            suspects.push(Suspect {
+                host: host.to_string(),
+                signal,
+                reported: v,
+                bound,
+            });
+            match signal {
+                Signal::LoadPerCpu => out.load_per_cpu = Some(bound),
+                Signal::ApacheBusyRatio => out.apache_busy_ratio = Some(bound),
+                Signal::MemoryUsedRatio => out.memory_used_ratio = Some(bound),
+                Signal::ProbeLatency => {}
+            }
+        }
+    }
+    (out, suspects)
+}
+
 /// ceil, forgiving float noise (3.0000000001 is 3).
 fn ceil(x: f64) -> u32 {
     let c = (x - 1e-9).ceil();
@@ -276,14 +336,42 @@ pub fn decide(
     // missing.
     let stale_after = cfg.stale_after.whole_secs();
     let fresh = |m| fresh(m, now, stale_after);
-    let mut serving: Vec<(&str, Option<&HostMetrics>)> =
-        vec![("master", fresh(obs.master.as_ref()))];
-    serving.extend(
-        obs.slaves
-            .iter()
-            .filter(|s| s.state == SlaveState::InService)
-            .map(|s| (s.id.as_str(), fresh(s.metrics.as_ref()))),
-    );
+    let master = fresh(obs.master.as_ref());
+    // Each slave's report as far as the master's own evidence backs it (corroborate).
+    let mut suspects = Vec::new();
+    let slaves: Vec<(&str, Option<HostMetrics>)> = obs
+        .slaves
+        .iter()
+        .filter(|s| s.state == SlaveState::InService)
+        .map(|s| {
+            let m = fresh(s.metrics.as_ref()).map(|m| {
+                let (m, cut) = corroborate(master, &s.id, m, &cfg.targets);
+                suspects.extend(cut);
+                m
+            });
+            (s.id.as_str(), m)
+        })
+        .collect();
+    if !suspects.is_empty() {
+        reasons.push(Reason::Uncorroborated {
+            hosts: suspects.iter().map(|s| s.host.clone()).collect(),
+            message: suspects
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} reported {} {:.2}, the master's own sample backs at most {:.2}",
+                        s.host,
+                        s.signal.name(),
+                        s.reported,
+                        s.bound
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    let mut serving: Vec<(&str, Option<&HostMetrics>)> = vec![("master", master)];
+    serving.extend(slaves.iter().map(|(id, m)| (*id, m.as_ref())));
 
     // The site-wide probe, if fresh.
     let probe = obs

@@ -188,6 +188,12 @@ pub enum Reason {
         wanted: u32,
         retry_in_secs: i64,
     },
+    /// Slaves reported more than the master's own sample backs (policy::corroborate): their
+    /// values were cut to what the evidence supports.
+    Uncorroborated {
+        hosts: Vec<String>,
+        message: String,
+    },
     /// Content sync failed the same way twice in a row (the actuator's brake): launches that
     /// spend a cap unit wait for the fix (a reload, `burst-agent resume`) or a trial.
     SyncBroken {
@@ -235,6 +241,7 @@ impl Reason {
             Reason::NoVictimOldEnough { .. } => "NoVictimOldEnough",
             Reason::NoCapacity { .. } => "NoCapacity",
             Reason::SyncBroken { .. } => "SyncBroken",
+            Reason::Uncorroborated { .. } => "Uncorroborated",
         }
     }
 }
@@ -386,6 +393,11 @@ impl fmt::Display for Reason {
                 f,
                 "EC2 had no capacity in any subnet for any instance type at the last launch: {wanted} \
                  slave(s) wait, next launch in {retry_in_secs}s (fleet.subnet_ids, fleet.fallback_instance_types)"
+            ),
+            Reason::Uncorroborated { message, .. } => write!(
+                f,
+                "metrics suspect, not trusted past the evidence: {message} (a slave's report is \
+                 a claim; the master serves through the same ELB)"
             ),
             Reason::SyncBroken {
                 wanted,

@@ -833,6 +833,44 @@ fn a_broken_sync_holds_launches_that_cost_a_unit_with_its_cause_and_allows_one_t
     );
 }
 
+/// Issue 19, part 2: one slave's forged report (anything with its instance credentials can
+/// PutMetricData for its InstanceId) cannot raise the fleet's demand past what the master's own
+/// sample backs; the decision names it. A real burst, which the master sees too, still scales.
+#[test]
+fn one_slaves_report_cannot_raise_demand_past_the_masters_evidence() {
+    // The master idle at 0.1, one slave claims 50 per CPU (inside the range check), one honest.
+    let mut o = fleet(0.1, in_service(2, 0.1));
+    o.slaves[0].metrics.as_mut().unwrap().load_per_cpu = Some(50.0);
+    o.slaves[0].metrics.as_mut().unwrap().apache_busy_ratio = Some(1.0);
+    let d = run(&cfg(), &o);
+    assert!(!matches!(d, Decision::ScaleOut { .. }), "{d}");
+    assert!(has(&d, "Uncorroborated"), "{d}");
+    let line = d.to_string();
+    assert!(line.contains("i-0 reported"), "{line}");
+    assert!(!line.contains("i-1 reported"), "{line}");
+    // Without the cut, the same numbers would launch: the rule is what holds them.
+    let honest = fleet(0.1, in_service(2, 0.1));
+    let mut lie_alone = honest.clone();
+    lie_alone.master = None;
+    lie_alone.slaves[0].metrics.as_mut().unwrap().load_per_cpu = Some(50.0);
+    let d = run(&cfg(), &lie_alone);
+    assert!(
+        !matches!(d, Decision::ScaleOut { .. }),
+        "no master sample: {d}"
+    );
+    // The master sees the burst too: the slaves' reports are backed, and it scales out.
+    let burst = fleet(0.95, in_service(2, 1.2));
+    let d = run(&cfg(), &burst);
+    assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
+    assert!(!has(&d, "Uncorroborated"), "{d}");
+    // The bound itself: 1.5 x the master's reading plus 0.1.
+    let (cut, why) =
+        crate::policy::corroborate(Some(&m(0.4, 0)), "i-9", &m(2.0, 0), &cfg().targets);
+    assert_eq!(why.len(), 2, "{why:?}");
+    assert!((cut.load_per_cpu.unwrap() - 0.7).abs() < 1e-9);
+    assert_eq!(cut.memory_used_ratio, Some(0.3), "backed values are kept");
+}
+
 #[test]
 fn probe_latency_scales_the_serving_hosts_like_an_object_metric() {
     let mut c = cfg();
