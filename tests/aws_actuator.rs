@@ -739,7 +739,7 @@ async fn an_instance_tagged_as_ours_by_someone_else_gets_no_content_and_never_en
         assert!(r.adopted.is_empty(), "{r:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(act.foreign(), [forged.clone()]);
+    assert_eq!(act.foreign(), std::slice::from_ref(&forged));
     assert!(act.slave(&forged).is_none());
     act.request_sync();
     for _ in 0..10 {
