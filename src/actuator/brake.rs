@@ -76,9 +76,11 @@ pub enum Change {
 /// The cause a failed `pre_register` names, to tell one broken set-up from bad luck: its `fix:`
 /// (the hook runner's diagnosis of ssh's and rsync's words) when there is one, else the error,
 /// with digits and instance ids masked, so the same failure on two slaves reads the same.
-/// `None` for a timeout: one slow slave, not a broken set-up.
+/// `None` for the runner's own timeout (the hook was killed): one slow slave, not a broken
+/// set-up. An ssh `Connection timed out` is a failure like any other (a security group that
+/// blocks port 22 fails every slave the same way).
 pub fn cause_of(error: &str) -> Option<String> {
-    if error.contains("still running after") || error.contains("timed out") {
+    if error.starts_with("still running after") {
         return None;
     }
     // The fix names the slave's address or id too: masked like the rest.
@@ -119,6 +121,16 @@ impl SyncBrake {
         let error = match result {
             Ok(()) => {
                 self.streak = None;
+                // Only a launch like the ones that failed (or the trial) proves the cause gone:
+                // a warm slave from the pool may sync where a new one cannot.
+                let trial = self
+                    .tripped
+                    .as_ref()
+                    .and_then(|t| t.trial.as_deref())
+                    .is_some_and(|x| id.contains(&x));
+                if !(paid || trial) {
+                    return Change::None;
+                }
                 return match self.tripped.take() {
                     Some(t) => Change::Released { cause: t.cause },
                     None => Change::None,
@@ -329,6 +341,36 @@ mod tests {
                 t(7),
             ),
             Change::Tripped(_)
+        ));
+    }
+
+    #[test]
+    fn an_ssh_timeout_is_a_cause_the_runners_own_timeout_is_not() {
+        let ssh = "exited with exit status: 255; stderr: ssh: connect to host 10.0.1.7 port 22: \
+                   Connection timed out; fix: 10.0.1.7 does not answer on ssh";
+        assert!(cause_of(ssh).is_some());
+        assert_eq!(
+            cause_of("still running after 300s; killed with its process group"),
+            None
+        );
+        let mut b = SyncBrake::default();
+        b.record(&["i-1"], Err(ssh), true, "d", t(0));
+        assert!(matches!(
+            b.record(
+                &["i-2"],
+                Err(&ssh.replace("10.0.1.7", "10.0.2.9")),
+                true,
+                "d",
+                t(1)
+            ),
+            Change::Tripped(_)
+        ));
+        // A warm slave that syncs proves nothing of new launches; a launch that syncs does.
+        assert_eq!(b.record(&["i-3"], Ok(()), false, "d", t(2)), Change::None);
+        assert_eq!(b.gate("d", t(3)), Gate::Closed);
+        assert!(matches!(
+            b.record(&["i-4"], Ok(()), true, "d", t(4)),
+            Change::Released { .. }
         ));
     }
 

@@ -638,14 +638,23 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         for j in self.journal.unresolved() {
             let written = j.created_at.as_second() - CLOCK_SKEW_SECS;
             let stem = format!("{}-", j.id);
+            let tagged_with = |i: &&InstanceInfo| i.intent.as_deref() == Some(j.id.as_str());
+            // Its own call's token: EC2's word, whatever the clocks say.
+            by_open_intent.extend(
+                instances
+                    .iter()
+                    .filter(tagged_with)
+                    .filter(|i| {
+                        i.client_token
+                            .as_deref()
+                            .is_some_and(|t| t.starts_with(&stem))
+                    })
+                    .map(|i| i.id.clone()),
+            );
             let mut tagged: Vec<(Timestamp, &str)> = instances
                 .iter()
-                .filter(|i| i.intent.as_deref() == Some(j.id.as_str()))
-                .filter(|i| {
-                    i.client_token
-                        .as_deref()
-                        .is_none_or(|t| t.starts_with(&stem))
-                })
+                .filter(tagged_with)
+                .filter(|i| i.client_token.is_none())
                 .filter_map(|i| i.ec2_launched_at.map(|t| (t, i.id.as_str())))
                 .filter(|(t, _)| t.as_second() >= written)
                 .collect();
@@ -1751,6 +1760,19 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// trial may go.
     pub fn sync_broken(&self) -> Option<&brake::Tripped> {
         self.brake.tripped.as_ref()
+    }
+
+    /// When a trial launch may go at the earliest: after its back-off, and not before the cap
+    /// day ends once the cause has spent its units today. `None`: none is held, or a trial is
+    /// syncing now.
+    pub fn next_trial(&self, now: Timestamp) -> Option<Timestamp> {
+        let t = self.brake.tripped.as_ref().filter(|t| t.trial.is_none())?;
+        let (date, _, day_end) = self.ledger.day_bounds(now);
+        if self.brake.spent(&date.to_string(), &t.cause) >= brake::UNITS_PER_CAUSE_PER_DAY {
+            Some(t.next_trial.max(day_end))
+        } else {
+            Some(t.next_trial)
+        }
     }
 
     /// What the brake allows now (the policy reads it with [`Actuator::sync_broken`]).

@@ -1104,7 +1104,9 @@ impl Master<'_> {
             a.sync_broken().map(|t| policy::SyncBroken {
                 cause: t.cause.clone(),
                 trial: a.brake_gate(now) == crate::actuator::brake::Gate::Trial,
-                trial_in_secs: (t.next_trial.as_second() - now.as_second()).max(0),
+                trial_in_secs: a
+                    .next_trial(now)
+                    .map_or(-1, |n| (n.as_second() - now.as_second()).max(0)),
             })
         });
         let obs = FleetObservation {
@@ -1287,9 +1289,9 @@ impl Master<'_> {
                          resume`; {}; last error: {}",
                         crate::actuator::brake::TRIP_AFTER,
                         t.cause,
-                        match &t.trial {
-                            Some(_) => "a trial launch is syncing".to_string(),
-                            None => format!("next trial launch not before {}", t.next_trial),
+                        match a.next_trial(now) {
+                            None => "a trial launch is syncing".to_string(),
+                            Some(n) => format!("next trial launch not before {n}"),
                         },
                         t.error
                     )

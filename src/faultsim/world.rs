@@ -785,7 +785,12 @@ impl SimHooks {
         let budget = secs(hook.timeout) * tries + secs(hook.retry_delay) * (tries - 1);
         let r: f64 = w.rng.random();
         let (secs, result) = if r < w.faults.hook_hang {
-            (budget, Err(format!("timed out after {budget}s")))
+            (
+                budget,
+                Err(format!(
+                    "still running after {budget}s; killed with its process group"
+                )),
+            )
         } else if r < w.faults.hook_hang + w.faults.hook_fail {
             (w.rng.random_range(1..=budget), Err("exit status 23".into()))
         } else {

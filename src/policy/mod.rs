@@ -86,7 +86,7 @@ pub struct SyncBroken {
     pub cause: String,
     /// One trial launch may go now.
     pub trial: bool,
-    /// Seconds until a trial may go (0 when one may go now, or only a fix will do).
+    /// Seconds until a trial may go (0 when one may go now; negative while a trial syncs).
     pub trial_in_secs: i64,
 }
 
@@ -253,6 +253,33 @@ pub struct Suspect {
     pub signal: Signal,
     pub reported: f64,
     pub bound: f64,
+    /// What the bound came from.
+    pub source: &'static str,
+}
+
+/// What backs a slave's report of `signal`, best first: the master's own reading; without one
+/// (mod_status can time out on a saturated master), the median of the other slaves' reports
+/// (one forger cannot move it); without any, nothing (the signal's target bounds it).
+pub fn evidence(
+    master: Option<&HostMetrics>,
+    others: &[&HostMetrics],
+    signal: Signal,
+) -> Option<(f64, &'static str)> {
+    if let Some(m) = master.and_then(|m| m.get(signal)) {
+        return Some((m, "the master's own sample"));
+    }
+    let mut v: Vec<f64> = others.iter().filter_map(|o| o.get(signal)).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 0 {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    };
+    Some((median, "the other slaves' median"))
 }
 
 /// A slave's self-reported metrics are a claim: anything holding its instance credentials (a
@@ -260,13 +287,15 @@ pub struct Suspect {
 /// its InstanceId. What no slave can write is the master's own sample, and the master serves
 /// through the same ELB, so a slave cannot be much busier than the master unless the master's
 /// own reading says the site is busy. Each slave's value is taken as at most
-/// `master × CORROBORATION_FACTOR + CORROBORATION_SLACK` (with no master reading for the signal,
-/// at most its target: a slave alone can hold the fleet, never grow it); what was cut is
-/// returned, named. One host's report can thus raise the fleet's demand only as far as the
-/// master's evidence supports. Reports below the evidence are not raised: a slave that
-/// under-reports counts for its own share only, and missing metrics never scale in.
+/// `evidence × CORROBORATION_FACTOR + CORROBORATION_SLACK` ([`evidence`]: the master's
+/// reading, else the other slaves' median; with neither, at most the signal's target: a slave
+/// alone can hold the fleet, never grow it); what was cut is returned, named. One host's report
+/// can thus raise the fleet's demand only as far as the evidence supports. Reports below it
+/// are not raised: a slave that under-reports counts for its own share only, and missing
+/// metrics never scale in.
 pub fn corroborate(
     master: Option<&HostMetrics>,
+    others: &[&HostMetrics],
     host: &str,
     slave: &HostMetrics,
     targets: &crate::config::Targets,
@@ -279,9 +308,9 @@ pub fn corroborate(
         Signal::MemoryUsedRatio,
     ] {
         let Some(v) = slave.get(signal) else { continue };
-        let bound = match master.and_then(|m| m.get(signal)) {
-            Some(m) => m * CORROBORATION_FACTOR + CORROBORATION_SLACK,
-            None => targets.get(signal),
+        let (bound, source) = match evidence(master, others, signal) {
+            Some((e, source)) => (e * CORROBORATION_FACTOR + CORROBORATION_SLACK, source),
+            None => (targets.get(signal), "its target (no other reading)"),
         };
         if v > bound {
             suspects.push(Suspect {
@@ -289,6 +318,7 @@ pub fn corroborate(
                 signal,
                 reported: v,
                 bound,
+                source,
             });
             match signal {
                 Signal::LoadPerCpu => out.load_per_cpu = Some(bound),
@@ -339,17 +369,26 @@ pub fn decide(
     let master = fresh(obs.master.as_ref());
     // Each slave's report as far as the master's own evidence backs it (corroborate).
     let mut suspects = Vec::new();
-    let slaves: Vec<(&str, Option<HostMetrics>)> = obs
+    let reported: Vec<(&str, Option<&HostMetrics>)> = obs
         .slaves
         .iter()
         .filter(|s| s.state == SlaveState::InService)
-        .map(|s| {
-            let m = fresh(s.metrics.as_ref()).map(|m| {
-                let (m, cut) = corroborate(master, &s.id, m, &cfg.targets);
+        .map(|s| (s.id.as_str(), fresh(s.metrics.as_ref())))
+        .collect();
+    let slaves: Vec<(&str, Option<HostMetrics>)> = reported
+        .iter()
+        .map(|(id, m)| {
+            let m = m.map(|m| {
+                let others: Vec<&HostMetrics> = reported
+                    .iter()
+                    .filter(|(o, _)| o != id)
+                    .filter_map(|(_, m)| *m)
+                    .collect();
+                let (m, cut) = corroborate(master, &others, id, m, &cfg.targets);
                 suspects.extend(cut);
                 m
             });
-            (s.id.as_str(), m)
+            (*id, m)
         })
         .collect();
     if !suspects.is_empty() {
@@ -359,10 +398,11 @@ pub fn decide(
                 .iter()
                 .map(|s| {
                     format!(
-                        "{} reported {} {:.2}, the master's own sample backs at most {:.2}",
+                        "{} reported {} {:.2}, {} backs at most {:.2}",
                         s.host,
                         s.signal.name(),
                         s.reported,
+                        s.source,
                         s.bound
                     )
                 })

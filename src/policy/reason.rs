@@ -410,10 +410,10 @@ impl fmt::Display for Reason {
                  (a slave that cannot get the content must not spend the cap): {cause}; fix it, \
                  then `systemctl reload burst-agent` or `burst-agent resume`; {}",
                 wanted - allowed,
-                if *trial_in_secs > 0 {
-                    format!("a trial launch in {}", dur(*trial_in_secs))
-                } else {
-                    "one trial launch may go now".to_string()
+                match *trial_in_secs {
+                    s if s > 0 => format!("a trial launch in {} at the earliest", dur(s)),
+                    0 => "one trial launch may go now".to_string(),
+                    _ => "a trial launch is syncing".to_string(),
                 }
             ),
         }

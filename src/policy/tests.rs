@@ -865,10 +865,25 @@ fn one_slaves_report_cannot_raise_demand_past_the_masters_evidence() {
     assert!(!has(&d, "Uncorroborated"), "{d}");
     // The bound itself: 1.5 x the master's reading plus 0.1.
     let (cut, why) =
-        crate::policy::corroborate(Some(&m(0.4, 0)), "i-9", &m(2.0, 0), &cfg().targets);
+        crate::policy::corroborate(Some(&m(0.4, 0)), &[], "i-9", &m(2.0, 0), &cfg().targets);
     assert_eq!(why.len(), 2, "{why:?}");
     assert!((cut.load_per_cpu.unwrap() - 0.7).abs() < 1e-9);
     assert_eq!(cut.memory_used_ratio, Some(0.3), "backed values are kept");
+    // No master reading (mod_status timed out on a saturated master): the other slaves'
+    // median backs a real burst; one forger among honest idle slaves is still cut.
+    let mut o = fleet(0.9, in_service(3, 0.95));
+    o.master.as_mut().unwrap().apache_busy_ratio = None;
+    o.master.as_mut().unwrap().load_per_cpu = None;
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
+    assert!(!has(&d, "Uncorroborated"), "{d}");
+    let mut o = fleet(0.1, in_service(3, 0.1));
+    o.master.as_mut().unwrap().apache_busy_ratio = None;
+    o.master.as_mut().unwrap().load_per_cpu = None;
+    o.slaves[0].metrics.as_mut().unwrap().load_per_cpu = Some(50.0);
+    let d = run(&cfg(), &o);
+    assert!(!matches!(d, Decision::ScaleOut { .. }), "{d}");
+    assert!(d.to_string().contains("the other slaves' median"), "{d}");
 }
 
 #[test]
