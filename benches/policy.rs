@@ -44,6 +44,7 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
         warm_room: 0,
         drain_secs: 0,
         sync_broken: None,
+        content_source_missing: None,
     }
 }
 

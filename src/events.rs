@@ -47,9 +47,12 @@ pub enum EventKind {
     /// A slave reported more than the master's own sample backs: its value was not trusted
     /// past the evidence (a forged metric, or a host that really differs).
     MetricsSuspect,
+    /// The content source on the master is missing, empty or lacks its sentinel: nothing is
+    /// synced from it (serving slaves keep their content) and launches are held.
+    ContentSourceMissing,
 }
 
-pub const EVENT_KINDS: [EventKind; 11] = [
+pub const EVENT_KINDS: [EventKind; 12] = [
     EventKind::ScaleOut,
     EventKind::ScaleIn,
     EventKind::CapLow,
@@ -61,6 +64,7 @@ pub const EVENT_KINDS: [EventKind; 11] = [
     EventKind::LedgerBlocked,
     EventKind::SyncBroken,
     EventKind::MetricsSuspect,
+    EventKind::ContentSourceMissing,
 ];
 
 impl EventKind {
@@ -77,6 +81,7 @@ impl EventKind {
             EventKind::LedgerBlocked => "ledger_blocked",
             EventKind::SyncBroken => "sync_broken",
             EventKind::MetricsSuspect => "metrics_suspect",
+            EventKind::ContentSourceMissing => "content_source_missing",
         }
     }
 

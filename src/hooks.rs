@@ -600,6 +600,93 @@ async fn drain<R: AsyncRead + Unpin>(
     }
 }
 
+/// `burst-agent check-content`, the shipped `hooks.content_check`: the slave serves the site
+/// when a GET of `url` (its private address and a canary page) answers 200 with exactly the
+/// bytes of the master's own copy `file`. An empty or wiped docroot, a default Apache page or an
+/// error page all fail. `Err` names what differed, for the hook's stderr.
+pub fn check_content(url: &str, file: &std::path::Path, timeout: Duration) -> Result<(), String> {
+    const MAX: u64 = 16 << 20;
+    let want = std::fs::read(file)
+        .map_err(|e| format!("the master's copy {} cannot be read: {e}", file.display()))?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(concat!("burst-agent-check/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let mut got = Vec::new();
+    {
+        use std::io::Read;
+        resp.body_mut()
+            .as_reader()
+            .take(MAX)
+            .read_to_end(&mut got)
+            .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+    }
+    if status != 200 {
+        return Err(format!("GET {url} answered {status}, not 200"));
+    }
+    if got != want {
+        return Err(format!(
+            "GET {url} served {} byte(s) that differ from the master's {} ({} byte(s)): the \
+             slave does not serve the site's content",
+            got.len(),
+            file.display(),
+            want.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the content source `dir` may be synced: it exists, is a directory, has at least one
+/// entry (an unmounted volume's mount point is empty), and holds `sentinel` when one is set.
+/// `Err` says what is wrong, naming the path, for the log, `status` and the alert.
+pub fn check_source(dir: &std::path::Path, sentinel: Option<&str>) -> Result<(), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        format!(
+            "content source {} cannot be read ({e}): nothing is synced from it",
+            dir.display()
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "content source {} is not a directory: nothing is synced from it",
+            dir.display()
+        ));
+    }
+    let mut entries = std::fs::read_dir(dir).map_err(|e| {
+        format!(
+            "content source {} cannot be listed ({e}): nothing is synced from it",
+            dir.display()
+        )
+    })?;
+    if entries.next().is_none() {
+        return Err(format!(
+            "content source {} is empty (an unmounted volume looks so): nothing is synced from \
+             it, serving slaves keep their content",
+            dir.display()
+        ));
+    }
+    if let Some(s) = sentinel {
+        let f = dir.join(s);
+        if std::fs::symlink_metadata(&f).is_err() {
+            return Err(format!(
+                "content source {} lacks its sentinel {} (hooks.content_sentinel): nothing is \
+                 synced from it, serving slaves keep their content",
+                dir.display(),
+                f.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The fix for a failed hook, from what its stderr said: the most specific line wins (a missing
 /// key file explains the "Permission denied (publickey)" after it). `None` when no line is one
 /// an operator is known to meet (ssh's and rsync's own words, OpenSSH 9 and rsync 3.2).
@@ -773,6 +860,66 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_or_unmarked_source_is_never_synced() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("www");
+        assert!(check_source(&src, None)
+            .unwrap_err()
+            .contains("cannot be read"));
+        std::fs::create_dir(&src).unwrap();
+        // An unmounted volume's mount point: empty.
+        let e = check_source(&src, None).unwrap_err();
+        assert!(
+            e.contains("is empty") && e.contains(&src.display().to_string()),
+            "{e}"
+        );
+        std::fs::write(src.join("index.html"), "site").unwrap();
+        assert_eq!(check_source(&src, None), Ok(()));
+        let e = check_source(&src, Some(".burst-agent-content")).unwrap_err();
+        assert!(e.contains("lacks its sentinel"), "{e}");
+        std::fs::write(src.join(".burst-agent-content"), "").unwrap();
+        assert_eq!(check_source(&src, Some(".burst-agent-content")), Ok(()));
+    }
+
+    /// One HTTP answer on a loopback port, for `check_content`.
+    fn serve_once(status: &str, body: &'static str) -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let status = status.to_string();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = l.accept() {
+                let mut buf = [0u8; 2048];
+                let _ = c.read(&mut buf);
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://{addr}/index.html")
+    }
+
+    #[test]
+    fn the_content_check_compares_the_slaves_page_with_the_masters_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let copy = d.path().join("index.html");
+        std::fs::write(&copy, "<h1>Open week</h1>\n").unwrap();
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            check_content(&serve_once("200 OK", "<h1>Open week</h1>\n"), &copy, t),
+            Ok(())
+        );
+        let e = check_content(&serve_once("200 OK", "It works!"), &copy, t).unwrap_err();
+        assert!(e.contains("differ from the master's"), "{e}");
+        let e = check_content(&serve_once("404 Not Found", ""), &copy, t).unwrap_err();
+        assert!(e.contains("answered 404"), "{e}");
+        let e = check_content("http://127.0.0.1:9/x", &copy, t).unwrap_err();
+        assert!(e.contains("GET http://127.0.0.1:9/x"), "{e}");
+    }
 
     #[tokio::test]
     async fn a_line_longer_than_the_bound_is_cut_and_the_rest_dropped() {

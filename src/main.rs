@@ -40,6 +40,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The shipped hooks.content_check: exit 0 when a GET of --url answers 200 with exactly the
+    /// bytes of --file (the master's own copy of that page), 1 saying what differed.
+    CheckContent {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        file: PathBuf,
+        /// Give up after this long.
+        #[arg(long, default_value = "10s", value_parser = parse_every)]
+        timeout: std::time::Duration,
+    },
     /// Release the brake on launches after fixing what broke the content sync (the running
     /// agent picks it up at its next tick; `systemctl reload burst-agent` does the same).
     Resume,
@@ -206,6 +217,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )
             .context("burst-agent run")?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckContent { url, file, timeout } => {
+            match burst_agent::hooks::check_content(&url, &file, timeout) {
+                Ok(()) => {
+                    println!("{url} serves {}", file.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("content check failed: {}", burst_agent::text::printable(&e));
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Resume => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
@@ -448,6 +471,16 @@ fn check_config(path: &Path) -> ExitCode {
             );
             for w in burst_agent::schedule::warnings(&cfg, jiff::Timestamp::now()) {
                 println!("{}: warning: {w}", path.display());
+            }
+            if cfg.agent.role == burst_agent::config::Role::Master {
+                for w in cfg.hooks.warnings() {
+                    let kind = if w.contains(" syncs from ") {
+                        "note"
+                    } else {
+                        "warning"
+                    };
+                    println!("{}: {kind}: {w}", path.display());
+                }
             }
             ExitCode::SUCCESS
         }

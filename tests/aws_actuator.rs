@@ -814,6 +814,59 @@ async fn an_instance_tagged_as_ours_by_someone_else_gets_no_content_and_never_en
     assert!(again.slave(&second).is_some());
 }
 
+/// Issue 19, part 4, with real rsync --delete: the master's document root emptied (as an
+/// unmounted volume looks) while a slave serves. The periodic sync never runs from it, the
+/// serving slave keeps its content and stays in the ELB, nothing new launches or registers, and
+/// an alert says why; with the content back, syncs and launches go again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_source_never_wipes_a_serving_slave_and_launches_nothing() {
+    let site = Site::new("empty-source").await;
+    let mut act = site.actuator();
+    act.adopt(Timestamp::now()).await.unwrap();
+    act.apply(&scale_out(1), Timestamp::now()).await;
+    step_until(&site, &mut act, "1 slave in service", |a| {
+        all_in(a, 1, Phase::InService)
+    })
+    .await;
+    let serving: String = act.slaves().map(|s| s.id.clone()).next().unwrap();
+    // The volume is gone: the mount point is an empty directory.
+    let docroot = site.dir.path().join("www");
+    let aside = site.dir.path().join("www.aside");
+    std::fs::rename(&docroot, &aside).unwrap();
+    std::fs::create_dir(&docroot).unwrap();
+    act.request_sync();
+    for _ in 0..10 {
+        act.step(Timestamp::now()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let why = act
+        .content_source_missing()
+        .expect("not noticed")
+        .to_string();
+    assert!(why.contains("is empty"), "{why}");
+    assert!(
+        act.take_events()
+            .iter()
+            .any(|e| e.kind == burst_agent::events::EventKind::ContentSourceMissing),
+        "no alert"
+    );
+    site.assert_no_member_without_content().await;
+    assert!(site.elb_members().await.contains(&serving));
+    let r = act.apply(&scale_out(2), Timestamp::now()).await;
+    assert!(r.launched.is_empty(), "{r:?}");
+    assert_eq!(act.ledger().used(Timestamp::now()), 1);
+    // Back: the next sync and launch go.
+    std::fs::remove_dir(&docroot).unwrap();
+    std::fs::rename(&aside, &docroot).unwrap();
+    act.step(Timestamp::now()).await.unwrap();
+    assert!(act.content_source_missing().is_none());
+    act.apply(&scale_out(1), Timestamp::now()).await;
+    step_until(&site, &mut act, "2 slaves in service", |a| {
+        all_in(a, 2, Phase::InService)
+    })
+    .await;
+}
+
 /// The warm pool on moto's EC2: a released slave is tagged and stopped after its drain (not
 /// terminated); a restarted agent adopts it stopped; the next scale-out starts the same
 /// instance (no launch, no new cap unit the same day), rsyncs the content that changed while

@@ -48,6 +48,34 @@ pub enum Action {
 pub struct Observed<'a> {
     pub instances: &'a [InstanceInfo],
     pub members: &'a BTreeMap<String, MemberState>,
+    /// Content sources found missing, empty or without their sentinel this tick, by the hook
+    /// that reads them: that hook is not started (an rsync --delete from an empty source wipes
+    /// the slave).
+    pub sources: &'a Sources,
+}
+
+/// Which sync hooks' content source is unusable now, and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sources {
+    pub pre_register: Option<String>,
+    pub content_sync: Option<String>,
+}
+
+impl Sources {
+    pub fn ok(&self, kind: HookKind) -> bool {
+        match kind {
+            HookKind::PreRegister => self.pre_register.is_none(),
+            HookKind::ContentSync => self.content_sync.is_none(),
+            _ => true,
+        }
+    }
+
+    /// The first problem, for the policy and `status`.
+    pub fn problem(&self) -> Option<&str> {
+        self.pre_register
+            .as_deref()
+            .or(self.content_sync.as_deref())
+    }
 }
 
 /// Hook results by slave: the hook's kind and its result.
@@ -88,6 +116,14 @@ impl Plan {
             .push(format!("slave {id}: {why}; it will be terminated"));
         if let Some(s) = self.slaves.get_mut(id) {
             s.failure = Some(why);
+        }
+    }
+
+    /// Starts `kind` for `id` unless its content source is unusable (then the next pass tries
+    /// again; the phase's deadline still runs).
+    fn start_sync(&mut self, id: &str, kind: HookKind, sources: &Sources) {
+        if sources.ok(kind) {
+            self.start(id, kind);
         }
     }
 
@@ -132,7 +168,7 @@ fn adopt_untracked(plan: &mut Plan, obs: &Observed<'_>, now: Timestamp, cfg: &Co
                 format!("found stopped without {TAG_POOLED_SINCE}: stopped outside this agent"),
             );
         } else if phase == Phase::Syncing && !cfg.agent.dry_run {
-            plan.start(&i.id, HookKind::PreRegister);
+            plan.start_sync(&i.id, HookKind::PreRegister, obs.sources);
         }
     }
 }
@@ -310,7 +346,7 @@ pub fn reconcile(
                 if ec2 == Some(InstanceState::Running) {
                     plan.set_phase(&id, Phase::Syncing, now);
                     if !dry {
-                        plan.start(&id, HookKind::PreRegister);
+                        plan.start_sync(&id, HookKind::PreRegister, obs.sources);
                     }
                 } else if overdue {
                     plan.fail(&id, format!("not running after {}", cfg.fleet.boot_timeout));
@@ -323,7 +359,26 @@ pub fn reconcile(
                 to_terminate.push(id.clone());
             }
             Phase::Syncing => match finished.get(&id) {
-                Some((HookKind::PreRegister, Ok(()))) => {
+                // Synced; the slave proves it serves the site before it is registered.
+                Some((HookKind::PreRegister, Ok(()))) if cfg.hooks.content_check.is_some() => {
+                    if let Some(sl) = plan.slaves.get_mut(&id) {
+                        sl.last_sync = Some(now);
+                    }
+                    if !dry {
+                        plan.start(&id, HookKind::ContentCheck);
+                    }
+                }
+                Some((HookKind::ContentCheck, Err(e))) => {
+                    plan.fail(
+                        &id,
+                        format!(
+                            "content check (hooks.content_check) failed after its sync, never \
+                             registered: {e}"
+                        ),
+                    );
+                    to_terminate.push(id.clone());
+                }
+                Some((HookKind::PreRegister | HookKind::ContentCheck, Ok(()))) => {
                     plan.set_phase(&id, Phase::Synced, now);
                     if let Some(sl) = plan.slaves.get_mut(&id) {
                         sl.last_sync = Some(now);
@@ -339,7 +394,9 @@ pub fn reconcile(
                     to_terminate.push(id.clone());
                 }
                 // Adopted mid-sync, or its hook was lost: start it (again).
-                _ if !has_hook && !dry => plan.start(&id, HookKind::PreRegister),
+                _ if !has_hook && !dry => {
+                    plan.start_sync(&id, HookKind::PreRegister, obs.sources);
+                }
                 _ => {}
             },
             Phase::Synced if overdue => {
@@ -399,17 +456,37 @@ pub fn reconcile(
                         sl.last_sync = Some(now);
                         sl.last_sync_ok = Some(res.is_ok());
                     }
-                    if let Err(e) = res {
-                        plan.errors.push(format!(
+                    match res {
+                        Err(e) => plan.errors.push(format!(
                             "periodic content sync to {id} failed (it keeps serving the content \
                              of its last sync): {e}"
-                        ));
+                        )),
+                        // The slave proves it still serves the site.
+                        Ok(()) if cfg.hooks.content_check.is_some() && !dry => {
+                            plan.start(&id, HookKind::ContentCheck);
+                        }
+                        Ok(()) => {}
                     }
+                }
+                if let Some((HookKind::ContentCheck, Err(e))) = finished.get(&id) {
+                    plan.fail(
+                        &id,
+                        format!(
+                            "content check (hooks.content_check) failed after a periodic sync: it \
+                             no longer serves the site: {e}"
+                        ),
+                    );
+                    if members.contains_key(&id) {
+                        to_deregister.push(id.clone());
+                    }
+                    to_terminate.push(id.clone());
+                    continue;
                 }
                 let interval = cfg.hooks.content_sync_interval.whole_secs();
                 let due = sync_forced || s.last_sync.is_none_or(|t| age(now, t) >= interval);
+                let has_hook = plan.running.contains(&id);
                 if due && !has_hook && !dry && !finished.contains_key(&id) {
-                    plan.start(&id, HookKind::ContentSync);
+                    plan.start_sync(&id, HookKind::ContentSync, obs.sources);
                 }
             }
             // Out of the ELB already (a deregistration whose answer was lost, or someone
@@ -617,6 +694,7 @@ mod tests {
             &Observed {
                 instances: &instances,
                 members: &members,
+                sources: &Sources::default(),
             },
             &Finished::new(),
             &running,
@@ -706,6 +784,7 @@ mod tests {
         let obs = Observed {
             instances: &instances,
             members: &members,
+            sources: &Sources::default(),
         };
         let later = reconcile(
             &slaves,
@@ -727,6 +806,7 @@ mod tests {
         let obs = Observed {
             instances: &instances,
             members: &members,
+            sources: &Sources::default(),
         };
         let ok = reconcile(
             &slaves,
@@ -747,6 +827,7 @@ mod tests {
         let obs = Observed {
             instances: &instances,
             members: &members,
+            sources: &Sources::default(),
         };
         let slaves = slave(Phase::Syncing, 0);
         let run = |res: Result<(), String>| {
@@ -827,6 +908,7 @@ mod tests {
             &Observed {
                 instances,
                 members: &BTreeMap::new(),
+                sources: &Sources::default(),
             },
             &Finished::new(),
             &BTreeSet::new(),
@@ -981,6 +1063,7 @@ mod tests {
             &Observed {
                 instances: &instances,
                 members: &BTreeMap::new(),
+                sources: &Sources::default(),
             },
             &BTreeSet::new(),
             at(0),

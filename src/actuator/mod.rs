@@ -136,6 +136,8 @@ pub struct Slave {
 pub enum HookKind {
     PreRegister,
     ContentSync,
+    /// `hooks.content_check`: after `pre_register` and after each periodic `content_sync`.
+    ContentCheck,
     PreDeregister,
     PostTerminate,
 }
@@ -145,6 +147,7 @@ impl HookKind {
         match self {
             HookKind::PreRegister => "pre_register",
             HookKind::ContentSync => "content_sync",
+            HookKind::ContentCheck => "content_check",
             HookKind::PreDeregister => "pre_deregister",
             HookKind::PostTerminate => "post_terminate",
         }
@@ -240,6 +243,8 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     trust_tags_once: bool,
     /// The brake on a content sync that keeps failing the same way (brake.rs).
     brake: brake::SyncBrake,
+    /// The content sources as last checked (a missing or empty one is never synced).
+    sources: lifecycle::Sources,
 }
 
 #[derive(Clone, Copy)]
@@ -377,7 +382,11 @@ fn hook_budget(h: &Hook) -> i64 {
 pub fn deadline(phase: Phase, cfg: &Config) -> Option<i64> {
     Some(match phase {
         Phase::Pending => cfg.fleet.boot_timeout.whole_secs(),
-        Phase::Syncing => hook_budget(&cfg.hooks.pre_register) + HOOK_GRACE_SECS,
+        Phase::Syncing => {
+            hook_budget(&cfg.hooks.pre_register)
+                + cfg.hooks.content_check.as_ref().map_or(0, hook_budget)
+                + HOOK_GRACE_SECS
+        }
         Phase::Synced | Phase::Registering => cfg.elb.register_timeout.whole_secs(),
         Phase::InService => return None,
         Phase::Releasing => {
@@ -529,6 +538,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             owned,
             trust_tags_once,
             brake,
+            sources: lifecycle::Sources::default(),
         })
     }
 
@@ -1160,11 +1170,13 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             self.ledger = rebuilt;
             self.save_state(now, &mut report);
         }
+        self.check_sources(now, &mut report);
         let plan = lifecycle::adopt(
             &self.slaves,
             &lifecycle::Observed {
                 instances: &instances,
                 members: &members,
+                sources: &self.sources,
             },
             &self.running_hooks(),
             now,
@@ -1375,6 +1387,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let started = self.start_warm(count, now, report).await;
         let mut count = count.saturating_sub(started);
         if count == 0 {
+            return;
+        }
+        if let Some(why) = self.sources.pre_register.clone() {
+            report.refused = count;
+            tracing::warn!(asked = count, "launches are held: {why}");
             return;
         }
         let gate = self.brake_gate(now);
@@ -1637,11 +1654,13 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let dry = self.cfg.agent.dry_run;
         let forced = !dry && std::mem::take(&mut self.sync_requested);
         self.brake_hears(&finished, now, &mut report);
+        self.check_sources(now, &mut report);
         let plan = lifecycle::reconcile(
             &self.slaves,
             &lifecycle::Observed {
                 instances: &instances,
                 members: &members,
+                sources: &self.sources,
             },
             &finished,
             &self.running_hooks(),
@@ -1706,12 +1725,16 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let day = self.ledger.day_bounds(now).0.to_string();
         let mut changed = false;
         for (id, (kind, res)) in finished {
-            if *kind != HookKind::PreRegister {
+            if !matches!(kind, HookKind::PreRegister | HookKind::ContentCheck) {
                 continue;
             }
             let Some(s) = self.slaves.get(id) else {
                 continue;
             };
+            // A content check that fails before registration is a sync that failed too.
+            if *kind == HookKind::ContentCheck && s.phase != Phase::Syncing {
+                continue;
+            }
             let intent = s.intent.clone().unwrap_or_default();
             // A warm start the day counts already cost nothing; a launch cost a unit.
             let paid = s.restarted_at.is_none();
@@ -1754,6 +1777,42 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if changed && !self.cfg.agent.dry_run {
             self.save_state(now, report);
         }
+    }
+
+    /// Checks each sync hook's content source before the lifecycle may start it: a missing,
+    /// empty or sentinel-less one is never synced (an alert when it goes bad, a line when it is
+    /// back).
+    fn check_sources(&mut self, now: Timestamp, report: &mut Report) {
+        let h = &self.cfg.hooks;
+        let check = |hook: &Hook| {
+            h.source_of(hook)
+                .and_then(|p| hooks::check_source(&p, h.content_sentinel.as_deref()).err())
+        };
+        let next = lifecycle::Sources {
+            pre_register: check(&h.pre_register),
+            content_sync: check(&h.content_sync),
+        };
+        match (self.sources.problem(), next.problem()) {
+            (None, Some(why)) => {
+                let why = why.to_string();
+                self.events.push(Event::new(
+                    EventKind::ContentSourceMissing,
+                    None,
+                    format!("{why}; launches are held until it is back"),
+                ));
+                self.error(now, report, why);
+            }
+            (Some(_), None) => {
+                tracing::info!("the content source is back: syncs and launches go again");
+            }
+            _ => {}
+        }
+        self.sources = next;
+    }
+
+    /// Why no content can be synced now (a missing or empty source), if so.
+    pub fn content_source_missing(&self) -> Option<&str> {
+        self.sources.problem()
     }
 
     /// The brake on launches, tripped by a content sync that keeps failing: why, and when a
@@ -1829,6 +1888,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     let hook = match kind {
                         HookKind::PreRegister => Some(self.cfg.hooks.pre_register.clone()),
                         HookKind::ContentSync => Some(self.cfg.hooks.content_sync.clone()),
+                        HookKind::ContentCheck => self.cfg.hooks.content_check.clone(),
                         HookKind::PreDeregister => self.cfg.hooks.pre_deregister.clone(),
                         HookKind::PostTerminate => self.cfg.hooks.post_terminate.clone(),
                     };

@@ -904,6 +904,57 @@ async fn a_sync_that_fails_the_same_way_twice_holds_launches_until_a_reload() {
     assert!(fake.w().members.contains_key(&id));
 }
 
+/// Issue 19, part 4: content is checked, not assumed. A slave whose content check fails after
+/// its sync is never registered; a serving slave whose check fails after a periodic sync is
+/// taken out.
+#[tokio::test]
+async fn a_slave_that_does_not_serve_the_site_is_never_registered_and_is_taken_out() {
+    let d = tempfile::tempdir().unwrap();
+    let fail = Hook {
+        argv: [
+            "sh",
+            "-c",
+            "echo 'GET http://10.0.0.1/index.html answered 404' >&2; exit 1",
+        ]
+        .map(String::from)
+        .to_vec(),
+        retries: 0,
+        ..Hook::default()
+    };
+    let pass = Hook {
+        argv: vec!["true".into()],
+        ..Hook::default()
+    };
+    let failing = fail.clone();
+    let (fake, mut act) = setup_with(d.path(), move |c| c.hooks.content_check = Some(failing));
+    let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    for t in 1..4 {
+        settle(&mut act, at(t)).await;
+    }
+    assert!(!fake.w().members.contains_key(&id), "registered unchecked");
+    assert_eq!(fake.w().instances[&id].state, InstanceState::Terminated);
+    assert!(act
+        .recent_errors()
+        .any(|(_, e)| e.contains("content check") && e.contains("answered 404")));
+    // A checked slave serves; a later sync whose check fails takes it out.
+    let mut cfg = act.cfg.clone();
+    cfg.hooks.content_check = Some(pass);
+    act.reconfigure(&cfg, at(10));
+    let id = act.apply(&decision(1), at(11)).await.launched[0].clone();
+    for t in 12..16 {
+        settle(&mut act, at(t)).await;
+    }
+    assert_eq!(act.slave(&id).map(|s| s.phase), Some(Phase::InService));
+    cfg.hooks.content_check = Some(fail);
+    act.reconfigure(&cfg, at(20));
+    act.request_sync();
+    for t in 21..26 {
+        settle(&mut act, at(t)).await;
+    }
+    assert!(!fake.w().members.contains_key(&id), "left serving");
+    assert_eq!(fake.w().instances[&id].state, InstanceState::Terminated);
+}
+
 #[tokio::test]
 async fn slaves_the_records_name_stay_ours_when_the_elb_is_renamed() {
     let d = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ pub use validate::validate;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the agent looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/burst-agent/agent.toml";
@@ -619,6 +619,108 @@ pub struct HooksConfig {
     pub post_terminate: Option<Hook>,
     /// Optional, run for each event notification ([events]); placeholders: EVENT_PLACEHOLDERS.
     pub on_event: Option<Hook>,
+    /// The content's source on the master, checked before every `pre_register` and
+    /// `content_sync`: one that is missing, empty, or lacks `content_sentinel` is never synced
+    /// (an rsync --delete from an unmounted volume wipes every slave). Unset: each hook's own
+    /// local source path, read from its rsync argv ([`HooksConfig::source_of`]).
+    pub content_source: Option<PathBuf>,
+    /// A file that must exist in the content source before it is synced (a marker only the
+    /// real content has; a volume that is not mounted has none). Unset: none checked.
+    pub content_sentinel: Option<String>,
+    /// Proves a slave serves the site: run after `pre_register` succeeds (a slave whose check
+    /// fails is never registered) and after each periodic `content_sync` (a serving slave whose
+    /// check fails is taken out). Unset: content is assumed once rsync exits 0 (check-config
+    /// warns). The shipped config compares the slave's page with the master's own copy
+    /// (`burst-agent check-content`).
+    pub content_check: Option<Hook>,
+}
+
+impl HooksConfig {
+    /// What `check-config` warns of in `[hooks]`: content that is assumed, not checked.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.content_check.is_none() {
+            out.push(
+                "hooks.content_check is unset: a slave counts as having the site once its sync \
+                 exits 0, and an rsync from an empty source exits 0 too; the shipped example \
+                 compares the slave's page with the master's own copy (burst-agent \
+                 check-content)"
+                    .to_string(),
+            );
+        }
+        for (key, hook) in [
+            ("hooks.pre_register", &self.pre_register),
+            ("hooks.content_sync", &self.content_sync),
+        ] {
+            match self.source_of(hook) {
+                Some(p) => out.push(format!(
+                    "{key} syncs from {} (checked before each run: never synced when missing, \
+                     empty{})",
+                    p.display(),
+                    self.content_sentinel
+                        .as_deref()
+                        .map(|s| format!(" or without {s}"))
+                        .unwrap_or_default()
+                )),
+                None => out.push(format!(
+                    "{key}: its content source cannot be read from its argv and \
+                     hooks.content_source is unset, so the source is not checked before it runs \
+                     (an empty one would be synced, and an rsync --delete wipes the slave)"
+                )),
+            }
+        }
+        out
+    }
+
+    /// The local content source a sync hook reads: `content_source` when set, else the last
+    /// local absolute path among an rsync argv's operands (not an option's value, not a
+    /// `host:path`, not a placeholder). `None` when neither says (a script of the operator's:
+    /// set `content_source`).
+    pub fn source_of(&self, hook: &Hook) -> Option<PathBuf> {
+        if let Some(p) = &self.content_source {
+            return Some(p.clone());
+        }
+        let prog = hook.argv.first()?;
+        if Path::new(prog).file_name().and_then(|n| n.to_str()) != Some("rsync") {
+            return None;
+        }
+        let mut operands = Vec::new();
+        let mut skip = false;
+        for a in &hook.argv[1..] {
+            if std::mem::take(&mut skip) {
+                continue;
+            }
+            if matches!(
+                a.as_str(),
+                "-e" | "--rsh"
+                    | "-T"
+                    | "--temp-dir"
+                    | "--exclude-from"
+                    | "--include-from"
+                    | "--files-from"
+                    | "--filter"
+                    | "-f"
+                    | "--exclude"
+                    | "--include"
+                    | "--password-file"
+                    | "--log-file"
+            ) {
+                skip = true;
+                continue;
+            }
+            if a.starts_with('-') {
+                continue;
+            }
+            operands.push(a);
+        }
+        // The last operand is the destination; the sources come before it.
+        operands.pop();
+        operands
+            .into_iter()
+            .rev()
+            .find(|a| a.starts_with('/') && !a.contains(':') && !a.contains('{'))
+            .map(PathBuf::from)
+    }
 }
 
 impl Default for HooksConfig {
@@ -630,6 +732,9 @@ impl Default for HooksConfig {
             pre_deregister: None,
             post_terminate: None,
             on_event: None,
+            content_source: None,
+            content_sentinel: None,
+            content_check: None,
         }
     }
 }
@@ -690,6 +795,42 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../agent.toml.example");
 
+    #[test]
+    fn a_sync_hooks_content_source_is_read_from_its_rsync_argv_or_set() {
+        let mut h = HooksConfig::default();
+        assert_eq!(
+            h.source_of(&h.pre_register),
+            Some(PathBuf::from("/var/www/")),
+            "the shipped rsync: -e's ssh command and the host:path destination are not it"
+        );
+        let local = Hook {
+            argv: [
+                "/usr/bin/rsync",
+                "-a",
+                "--delete",
+                "/srv/site/",
+                "/tmp/{instance_id}/",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Hook::default()
+        };
+        assert_eq!(h.source_of(&local), Some(PathBuf::from("/srv/site/")));
+        let script = Hook {
+            argv: ["/usr/local/bin/site-sync", "{private_ip}"]
+                .map(String::from)
+                .to_vec(),
+            ..Hook::default()
+        };
+        assert_eq!(h.source_of(&script), None);
+        assert!(h
+            .warnings()
+            .iter()
+            .any(|w| w.contains("hooks.content_check is unset")));
+        h.content_source = Some("/data/www".into());
+        assert_eq!(h.source_of(&script), Some(PathBuf::from("/data/www")));
+    }
+
     fn leaf_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
         if let toml::Value::Table(t) = v {
             for (k, v) in t {
@@ -729,6 +870,8 @@ mod tests {
             "hooks.post_terminate",
             "fleet.user_data_file",
             "schedule",
+            "hooks.content_source",
+            "hooks.content_sentinel",
         ] {
             let key = optional.rsplit('.').next().unwrap();
             assert!(
@@ -752,6 +895,9 @@ mod tests {
         cfg.fleet.instance_profile = d.fleet.instance_profile.clone();
         cfg.fleet.tags = d.fleet.tags.clone();
         cfg.elb.name = d.elb.name.clone();
+        // The shipped config checks content; the default cannot know a page of the site.
+        assert!(cfg.hooks.content_check.is_some());
+        cfg.hooks.content_check = d.hooks.content_check.clone();
         assert_eq!(cfg, d);
     }
 }

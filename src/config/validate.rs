@@ -709,6 +709,21 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         10 * SEC,
         DAY,
     );
+    if let Some(hook) = &h.content_check {
+        c.hook("hooks.content_check", hook);
+    }
+    if let Some(p) = &h.content_source {
+        c.require(p.is_absolute(), "hooks.content_source", || {
+            format!("{} is not an absolute path", p.display())
+        });
+    }
+    if let Some(s) = &h.content_sentinel {
+        c.require(
+            !s.is_empty() && !s.contains('/') && s != "." && s != "..",
+            "hooks.content_sentinel",
+            || format!("{s:?} must be a file name in the content source (no '/')"),
+        );
+    }
     if let Some(hook) = &h.pre_deregister {
         c.hook("hooks.pre_deregister", hook);
     }

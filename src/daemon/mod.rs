@@ -1118,6 +1118,9 @@ impl Master<'_> {
             warm_room,
             drain_secs: self.cfg.elb.draining_timeout.whole_secs(),
             sync_broken,
+            content_source_missing: actuator
+                .as_ref()
+                .and_then(|a| a.content_source_missing().map(str::to_string)),
         };
         let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
         // A decision this tick will not carry out (the fleet could not be observed) starts no
@@ -1281,6 +1284,9 @@ impl Master<'_> {
                 .as_ref()
                 .map(|a| a.foreign().to_vec())
                 .unwrap_or_default(),
+            content_source_missing: actuator
+                .as_ref()
+                .and_then(|a| a.content_source_missing().map(str::to_string)),
             sync_broken: actuator.as_ref().and_then(|a| {
                 a.sync_broken().map(|t| {
                     format!(

@@ -74,6 +74,9 @@ pub struct Snapshot {
     /// Launches are held: content sync keeps failing the same way (why, what to do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_broken: Option<String>,
+    /// Nothing is synced or launched: the content source is missing or empty (why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_source_missing: Option<String>,
     pub cap: Option<CapStatus>,
     pub last_decision: Option<DecisionLine>,
     pub cooldowns: Vec<String>,
@@ -225,6 +228,9 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
             s.foreign.len(),
             p(&s.foreign.join(", "))
         );
+    }
+    if let Some(why) = &s.content_source_missing {
+        let _ = writeln!(o, "launches  HELD: {}", p(why));
     }
     if let Some(why) = &s.sync_broken {
         let _ = writeln!(o, "launches  HELD: {}", p(why));

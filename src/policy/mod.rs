@@ -77,6 +77,10 @@ pub struct FleetObservation {
     /// unit, except one trial when `trial` says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_broken: Option<SyncBroken>,
+    /// The content source on the master is missing or empty (why): a new slave could get no
+    /// content, so nothing launches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_source_missing: Option<String>,
 }
 
 /// The actuator's brake on a content sync that keeps failing, as the policy sees it.
@@ -623,6 +627,17 @@ pub fn decide(
                 });
                 cap_limited = current + allowed;
             }
+        }
+    }
+
+    // 5b''. No content to give a new slave (the master's source is missing or empty).
+    if let Some(why) = &obs.content_source_missing {
+        if cap_limited > current {
+            reasons.push(Reason::ContentSourceMissing {
+                wanted: cap_limited - current,
+                why: why.clone(),
+            });
+            cap_limited = current;
         }
     }
 

@@ -188,6 +188,12 @@ pub enum Reason {
         wanted: u32,
         retry_in_secs: i64,
     },
+    /// The content source on the master is missing or empty: no launch (a new slave could not
+    /// get the site).
+    ContentSourceMissing {
+        wanted: u32,
+        why: String,
+    },
     /// Slaves reported more than the master's own sample backs (policy::corroborate): their
     /// values were cut to what the evidence supports.
     Uncorroborated {
@@ -242,6 +248,7 @@ impl Reason {
             Reason::NoCapacity { .. } => "NoCapacity",
             Reason::SyncBroken { .. } => "SyncBroken",
             Reason::Uncorroborated { .. } => "Uncorroborated",
+            Reason::ContentSourceMissing { .. } => "ContentSourceMissing",
         }
     }
 }
@@ -393,6 +400,10 @@ impl fmt::Display for Reason {
                 f,
                 "EC2 had no capacity in any subnet for any instance type at the last launch: {wanted} \
                  slave(s) wait, next launch in {retry_in_secs}s (fleet.subnet_ids, fleet.fallback_instance_types)"
+            ),
+            Reason::ContentSourceMissing { wanted, why } => write!(
+                f,
+                "{wanted} launch(es) wait: {why} (hooks.content_source, hooks.content_sentinel)"
             ),
             Reason::Uncorroborated { message, .. } => write!(
                 f,

@@ -66,6 +66,7 @@ fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservation {
         warm_room: 0,
         drain_secs: 0,
         sync_broken: None,
+        content_source_missing: None,
     }
 }
 
@@ -174,6 +175,7 @@ fn missing_metrics_never_cause_a_scale_in() {
         warm_room: 0,
         drain_secs: 0,
         sync_broken: None,
+        content_source_missing: None,
     };
     let d = run(&cfg(), &o);
     assert!(matches!(d, Decision::Hold { .. }));
@@ -773,6 +775,7 @@ fn the_readme_decision_line() {
         warm_room: 0,
         drain_secs: 0,
         sync_broken: None,
+        content_source_missing: None,
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
     // The README shows this very line: read it from README.md, so the two cannot drift apart.

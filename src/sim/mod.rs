@@ -723,6 +723,7 @@ pub fn run(
                     .collect(),
                 no_capacity_until: None,
                 sync_broken: None,
+                content_source_missing: None,
                 probe_latency: None,
                 scheduled: (policy == Kind::Agent)
                     .then(|| {
