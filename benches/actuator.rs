@@ -46,6 +46,7 @@ async fn fleet(
     moto.create_elb(aws, &cfg.elb.name).await;
     let cloud = AwsCloud::new(aws.clone(), group, &cfg.elb.name, &cfg.fleet).expect("cloud");
     let mut act = Actuator::open(cloud, &cfg, Timestamp::now()).expect("actuator");
+    act.cap_read_back(Ok(None), Timestamp::now());
     let before = aws.stats().snapshot();
     let t = Instant::now();
     let mut idle = Duration::ZERO;

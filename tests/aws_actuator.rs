@@ -61,7 +61,12 @@ impl Site {
             &self.cfg.fleet,
         )
         .unwrap();
-        Actuator::open(cloud, &self.cfg, Timestamp::now()).unwrap()
+        let mut a = Actuator::open(cloud, &self.cfg, Timestamp::now()).unwrap();
+        // A first start here: CloudWatch's copy of today's count says nothing was launched.
+        if a.cap_unverified().is_some() {
+            a.cap_read_back(Ok(None), Timestamp::now());
+        }
+        a
     }
 
     fn slave_dir(&self, id: &str) -> PathBuf {
@@ -971,6 +976,7 @@ async fn a_launch_whose_answer_is_lost_stays_counted_even_if_a_retry_would_be_th
     let aws = Aws::from_loader(&cfg.aws, loader).await;
     let cloud = AwsCloud::new(aws, &cfg.agent.group, &cfg.elb.name, &cfg.fleet).unwrap();
     let mut act = Actuator::open(cloud, &cfg, Timestamp::now()).unwrap();
+    act.cap_read_back(Ok(None), Timestamp::now());
     let r = act.apply(&scale_out(1), Timestamp::now()).await;
     assert!(r.launched.is_empty(), "{r:?}");
     assert_eq!(

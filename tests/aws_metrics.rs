@@ -209,6 +209,59 @@ async fn the_agents_own_metrics_are_published() {
     }
 }
 
+/// Issue 19, part 6, against moto's CloudWatch: the highest BurstCapUsed published since the
+/// cap day began is read back (yesterday's higher count is not), and none reads as `None`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todays_highest_burst_cap_used_is_read_back_from_cloudwatch() {
+    let moto = Moto::start();
+    let aws = moto.aws().await;
+    let now = Timestamp::now();
+    let since = now - SignedDuration::from_hours(2);
+    assert_eq!(
+        cloudwatch::cap_used_since(&aws, "BurstAgentCap", "site", since, now)
+            .await
+            .unwrap(),
+        None
+    );
+    let buf = Mutex::new(Buffer::new(100));
+    for (ago_mins, used) in [(180i64, 7u32), (90, 3), (60, 5), (10, 4)] {
+        let at = now - SignedDuration::from_mins(ago_mins);
+        let mut l = burst_agent::cap::CapLedger::new("UTC", 7, None).unwrap();
+        for i in 0..used {
+            l.record_attempt(&format!("k{i}"), at).unwrap();
+        }
+        let cap = l.status(at);
+        buf.lock().unwrap().push(metrics::agent_data(
+            &metrics::AgentNumbers {
+                decision: None,
+                cap: &cap,
+                api_errors: 0,
+                hook_seconds: &[],
+                hook_failures: &[],
+                launch_failures: 0,
+                fleet: (0, 0, 0),
+                dropped: 0,
+            },
+            "site",
+            at,
+        ));
+    }
+    let f = cloudwatch::flush(&aws, "BurstAgentCap", 60, &buf).await;
+    assert!(f.stopped_by.is_none() && f.refused == 0, "{f:?}");
+    let got = cloudwatch::cap_used_since(&aws, "BurstAgentCap", "site", since, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Some(5),
+        "today's highest, not yesterday's 7 nor the latest 4"
+    );
+    let other = cloudwatch::cap_used_since(&aws, "BurstAgentCap", "another", since, now)
+        .await
+        .unwrap();
+    assert_eq!(other, None, "another group's count is not this one's");
+}
+
 /// One steady-state tick of the master: the actuator's reconcile step, the publish of its own
 /// sample and numbers, and the fleet read-back (slaves publish their own samples). Its AWS calls must not grow with the slaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,6 +278,7 @@ async fn calls_per_steady_tick_do_not_grow_with_1_10_100_slaves() {
         moto.create_elb(&aws, &cfg.elb.name).await;
         let cloud = AwsCloud::new(aws.clone(), &group, &cfg.elb.name, &cfg.fleet).unwrap();
         let mut act = Actuator::open(cloud, &cfg, Timestamp::now()).unwrap();
+        act.cap_read_back(Ok(None), Timestamp::now());
         act.apply(&scale_out(n), Timestamp::now()).await;
         let t = std::time::Instant::now();
         while act.slaves().filter(|s| s.phase == Phase::InService).count() < n as usize {

@@ -245,6 +245,9 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     brake: brake::SyncBrake,
     /// The content sources as last checked (a missing or empty one is never synced).
     sources: lifecycle::Sources,
+    /// The state was lost or unreadable at open: launches wait until today's count has been
+    /// read back from an independent copy (CloudWatch's `BurstCapUsed`); why, while it has not.
+    cap_unverified: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -507,6 +510,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let (ledger, journal, history) = (loaded.ledger, loaded.journal, loaded.history);
         let (needs_repair, fresh) = (loaded.needs_repair, loaded.fresh);
         let trust_tags_once = loaded.owned.is_none();
+        let cap_unverified = (loaded.fresh || !loaded.error.is_empty()).then(|| {
+            "the state was lost or unreadable: today's launches are read back from CloudWatch \
+             (BurstCapUsed) before any launch"
+                .to_string()
+        });
         let brake = loaded.sync_brake;
         let owned = loaded.owned.unwrap_or_default();
         Ok(Actuator {
@@ -539,6 +547,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             trust_tags_once,
             brake,
             sources: lifecycle::Sources::default(),
+            cap_unverified,
         })
     }
 
@@ -907,22 +916,13 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
              EC2 lists for this install",
             instances.len()
         ));
-        if let Some(n) = used_today.filter(|n| *n > known) {
-            for k in 1..=(n - known) {
-                entries.push(cap::Entry {
-                    key: format!("repair-{}#{k}", now.as_second()),
-                    instance_id: None,
-                    launched_at: day_start,
-                    ended_at: Some(now),
-                });
-            }
-            out.push(format!(
-                "counted {} more, as the operator said {n} were used today",
-                n - known
-            ));
-        }
         self.ledger = self.ledger.clone().rebuilt_from(entries);
+        if let Some(n) = used_today {
+            out.extend(self.count_at_least(n, "the operator", now));
+        }
         self.needs_repair = None;
+        // The operator has said what today used (or that the state and EC2 say it all).
+        self.cap_unverified = None;
         if !self.save_state(now, &mut report) {
             return Err(ActuatorError::Ledger {
                 path: state::path_in(&self.cfg.agent.state_dir),
@@ -1389,7 +1389,12 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if count == 0 {
             return;
         }
-        if let Some(why) = self.sources.pre_register.clone() {
+        if let Some(why) = self
+            .sources
+            .pre_register
+            .clone()
+            .or_else(|| self.cap_unverified.clone())
+        {
             report.refused = count;
             tracing::warn!(asked = count, "launches are held: {why}");
             return;
@@ -1808,6 +1813,69 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             _ => {}
         }
         self.sources = next;
+    }
+
+    /// Launches wait for today's count to be read back (the state was lost): why.
+    pub fn cap_unverified(&self) -> Option<&str> {
+        self.cap_unverified.as_deref()
+    }
+
+    /// Today's count read back from CloudWatch after lost state: the ledger counts at least
+    /// `used` today from now on, and launches may go. `Err(why)`: it could not be read; launches
+    /// keep waiting (a wiped state directory must never grant a fresh day).
+    pub fn cap_read_back(&mut self, used: Result<Option<u32>, String>, now: Timestamp) {
+        match used {
+            Ok(n) => {
+                let lines = self.count_at_least(n.unwrap_or(0), "CloudWatch BurstCapUsed", now);
+                for l in &lines {
+                    tracing::warn!("cap ledger after lost state: {l}");
+                }
+                tracing::info!(read_back = ?n, cap = %self.ledger.status(now),
+                    "today's launches read back from CloudWatch after lost state");
+                self.cap_unverified = None;
+                self.save_state(now, &mut Report::default());
+            }
+            Err(e) => {
+                let why = format!(
+                    "the state was lost or unreadable and today's BurstCapUsed could not be read \
+                     back from CloudWatch ({e}): launches wait (a wiped state must not grant a \
+                     fresh day); it is tried again each tick, or run `burst-agent repair \
+                     --used-today N`"
+                );
+                if self.cap_unverified.as_deref() != Some(why.as_str()) {
+                    tracing::error!("{why}");
+                }
+                self.cap_unverified = Some(why);
+            }
+        }
+    }
+
+    /// Makes the ledger count at least `n` instances today (instance-less entries from the day's
+    /// start, ended now). Returns what it did.
+    fn count_at_least(&mut self, n: u32, source: &str, now: Timestamp) -> Vec<String> {
+        let known = self.ledger.used(now);
+        if n <= known {
+            return Vec::new();
+        }
+        let (_, day_start, _) = self.ledger.day_bounds(now);
+        let mut entries = self.ledger.entries().to_vec();
+        for k in 1..=(n - known) {
+            entries.push(cap::Entry {
+                key: format!("counted-{}#{k}", now.as_second()),
+                instance_id: None,
+                launched_at: day_start,
+                ended_at: Some(now),
+            });
+        }
+        let blocked = self.ledger.is_blocked().map(str::to_string);
+        self.ledger = self.ledger.clone().rebuilt_from(entries);
+        if let Some(why) = blocked {
+            self.ledger = self.ledger.clone().blocked(why);
+        }
+        vec![format!(
+            "counted {} more, as {source} says {n} were used today",
+            n - known
+        )]
     }
 
     /// Why no content can be synced now (a missing or empty source), if so.

@@ -313,7 +313,9 @@ fn setup_with(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> (Fake, A
     cfg.elb.draining_timeout = Dur::secs(30);
     edit(&mut cfg);
     let fake = Fake::default();
-    let act = Actuator::open(fake.clone(), &cfg, at(0)).unwrap();
+    let mut act = Actuator::open(fake.clone(), &cfg, at(0)).unwrap();
+    // A first start: CloudWatch's copy of today's count says nothing was launched.
+    act.cap_read_back(Ok(None), at(0));
     (fake, act)
 }
 
@@ -953,6 +955,48 @@ async fn a_slave_that_does_not_serve_the_site_is_never_registered_and_is_taken_o
     }
     assert!(!fake.w().members.contains_key(&id), "left serving");
     assert_eq!(fake.w().instances[&id].state, InstanceState::Terminated);
+}
+
+/// Issue 19, part 6: a wiped state directory an hour after the morning's slaves ended (EC2 no
+/// longer lists them) must not grant a fresh day. Launches wait until CloudWatch's copy of
+/// today's count is read back, and the ledger then counts at least that.
+#[tokio::test]
+async fn lost_state_waits_for_todays_count_from_cloudwatch_and_never_grants_a_fresh_day() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.fleet.warm_pool = 0;
+    cfg.agent.state_dir = d.path().to_path_buf();
+    cfg.cap.time_zone = "UTC".into();
+    cfg.elb.name = "site-elb".into();
+    cfg.hooks.pre_register.argv = vec!["true".into()];
+    cfg.hooks.content_sync.argv = vec!["true".into()];
+    let fake = Fake::default();
+    let mut act = Actuator::open(fake.clone(), &cfg, at(0)).unwrap();
+    assert!(
+        act.cap_unverified().is_some(),
+        "no state: today's count is unknown"
+    );
+    let r = act.apply(&decision(1), at(1)).await;
+    assert!(r.launched.is_empty() && r.refused == 1, "{r:?}");
+    act.cap_read_back(Err("throttled".into()), at(2));
+    let why = act.cap_unverified().unwrap().to_string();
+    assert!(
+        why.contains("throttled") && why.contains("repair --used-today"),
+        "{why}"
+    );
+    assert!(act.apply(&decision(1), at(3)).await.launched.is_empty());
+    // The morning's 5 of 7, as the agent published them before its state was wiped.
+    act.cap_read_back(Ok(Some(5)), at(4));
+    assert!(act.cap_unverified().is_none());
+    assert_eq!(act.ledger().used(at(4)), 5);
+    let r = act.apply(&decision(3), at(5)).await;
+    assert_eq!(r.launched.len(), 2, "{r:?}");
+    assert_eq!(r.refused, 1);
+    // Written: a restart keeps the count.
+    drop(act);
+    let again = Actuator::open(fake.clone(), &cfg, at(6)).unwrap();
+    assert!(again.cap_unverified().is_none());
+    assert_eq!(again.ledger().used(at(6)), 7);
 }
 
 #[tokio::test]

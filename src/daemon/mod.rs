@@ -781,7 +781,11 @@ struct Loop<C: Cloud, H: HookRunner> {
 impl<C: Cloud, H: HookRunner> Loop<C, H> {
     fn ledger(&self) -> CapLedger {
         match &self.actuator {
-            Some(a) => a.ledger().clone(),
+            // Until today's count is read back after lost state, the policy sees why.
+            Some(a) => match a.cap_unverified() {
+                Some(why) => a.ledger().clone().blocked(why),
+                None => a.ledger().clone(),
+            },
             None => self.stored_ledger.clone(),
         }
     }
@@ -977,6 +981,22 @@ impl Master<'_> {
             a.request_sync();
         }
         tick.observed = false;
+        // Lost or unreadable state: today's count from CloudWatch's copy before any launch.
+        if a.cap_unverified().is_some() {
+            if let Some(aws) = &self.aws {
+                let (_, since, _) = a.ledger().day_bounds(now);
+                let read = cloudwatch::cap_used_since(
+                    aws,
+                    &self.cfg.metrics.namespace,
+                    &self.cfg.agent.group,
+                    since,
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string());
+                a.cap_read_back(read, now);
+            }
+        }
         if !tick.adopted {
             match a.adopt(now).await {
                 Ok(r) => {

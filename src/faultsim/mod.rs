@@ -321,6 +321,12 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
             adopted = false;
         }
         let Some(a) = act.as_mut() else { break };
+        // Lost or unreadable state: today's count from CloudWatch's copy, as the daemon does.
+        if a.cap_unverified().is_some() {
+            let day = a.ledger().day_bounds(now).0.to_string();
+            let published = world.w().published_cap.get(&day).copied();
+            a.cap_read_back(Ok(published), now);
+        }
         if !adopted {
             adopted = a.adopt(now).await.is_ok();
         }
@@ -364,6 +370,14 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
                 world.w().files.clear();
             }
             continue;
+        }
+        {
+            // What the daemon publishes each tick (BurstCapUsed), kept by CloudWatch.
+            let day = a.ledger().day_bounds(now).0.to_string();
+            let used = a.ledger().used(now);
+            let mut w = world.w();
+            let e = w.published_cap.entry(day).or_insert(0);
+            *e = (*e).max(used);
         }
         let settled = tick >= FAULT_TICKS + 30;
         if let Some(v) = check(&world, a, &cfg, now, settled) {

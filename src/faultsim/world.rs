@@ -100,6 +100,9 @@ pub struct World {
     pub last_listed_at: Option<Timestamp>,
     pub stats: Stats,
     pub next_intent: u64,
+    /// CloudWatch's copy of the ledger: the highest `BurstCapUsed` the agent published, by its
+    /// cap day (the daemon publishes the ledger's count every tick).
+    pub published_cap: BTreeMap<String, u32>,
     /// Sabotage: pre_register succeeds without putting content on the slave.
     pub hooks_lie: bool,
 }
@@ -154,6 +157,7 @@ impl World {
             last_listed_at: None,
             stats: Stats::default(),
             next_intent: 0,
+            published_cap: BTreeMap::new(),
             hooks_lie: false,
         };
         // The master itself carries the slaves' tags (built from a slave's image); another

@@ -110,6 +110,52 @@ pub async fn flush(
 
 /// Reads the newest value of each policy signal for every slave: `ceil(3 × slaves / 500)`
 /// GetMetricData calls (one up to 166 slaves), plus one per extra page of results.
+/// The highest `BurstCapUsed` this group's agent published since `since` (the cap day's
+/// start): an independent copy of the day's count, so a wiped state directory never grants a
+/// fresh day. `None`: no datapoint today (a first start, or no launch yet).
+pub async fn cap_used_since(
+    aws: &Aws,
+    namespace: &str,
+    group: &str,
+    since: Timestamp,
+    now: Timestamp,
+) -> Result<Option<u32>, AwsError> {
+    let metric = Metric::builder()
+        .namespace(namespace)
+        .metric_name("BurstCapUsed")
+        .dimensions(Dimension::builder().name("Group").value(group).build())
+        .build();
+    let q = MetricDataQuery::builder()
+        .id("cap")
+        .metric_stat(
+            MetricStat::builder()
+                .metric(metric)
+                .period(60)
+                .stat("Maximum")
+                .build(),
+        )
+        .return_data(true)
+        .build();
+    let mut pages = aws
+        .cloudwatch
+        .get_metric_data()
+        .metric_data_queries(q)
+        .start_time(to_aws(since))
+        .end_time(to_aws(now + jiff::SignedDuration::from_secs(60)))
+        .into_paginator()
+        .send();
+    let mut most: Option<f64> = None;
+    while let Some(out) = aws.page("GetMetricData", pages.next()).await? {
+        for r in out.metric_data_results() {
+            for v in r.values().iter().filter(|v| v.is_finite() && **v >= 0.0) {
+                most = Some(most.map_or(*v, |m: f64| m.max(*v)));
+            }
+        }
+    }
+    // A count: at most a day's worth of launches is believable; more is not ours to trust.
+    Ok(most.map(|m| m.ceil().min(f64::from(u32::MAX)) as u32))
+}
+
 pub async fn read_fleet(
     aws: &Aws,
     namespace: &str,
