@@ -50,9 +50,12 @@ pub enum EventKind {
     /// The content source on the master is missing, empty or lacks its sentinel: nothing is
     /// synced from it (serving slaves keep their content) and launches are held.
     ContentSourceMissing,
+    /// The wall clock stepped (NTP after a VM resume, `date -s`): the agent's own clock keeps
+    /// durations and the cap day steady.
+    ClockStep,
 }
 
-pub const EVENT_KINDS: [EventKind; 12] = [
+pub const EVENT_KINDS: [EventKind; 13] = [
     EventKind::ScaleOut,
     EventKind::ScaleIn,
     EventKind::CapLow,
@@ -65,6 +68,7 @@ pub const EVENT_KINDS: [EventKind; 12] = [
     EventKind::SyncBroken,
     EventKind::MetricsSuspect,
     EventKind::ContentSourceMissing,
+    EventKind::ClockStep,
 ];
 
 impl EventKind {
@@ -82,6 +86,7 @@ impl EventKind {
             EventKind::SyncBroken => "sync_broken",
             EventKind::MetricsSuspect => "metrics_suspect",
             EventKind::ContentSourceMissing => "content_source_missing",
+            EventKind::ClockStep => "clock_step",
         }
     }
 

@@ -6,6 +6,7 @@ pub mod actuator;
 pub mod alarms;
 pub mod aws;
 pub mod cap;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;

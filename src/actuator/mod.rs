@@ -248,6 +248,10 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     /// The state was lost or unreadable at open: launches wait until today's count has been
     /// read back from an independent copy (CloudWatch's `BurstCapUsed`); why, while it has not.
     cap_unverified: Option<String>,
+    /// The agent's clock, written with the state (clock.rs: a restart goes on from it).
+    clock_mark: Option<crate::clock::Mark>,
+    /// This actuator has written a mark.
+    clock_marked: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -516,6 +520,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 .to_string()
         });
         let brake = loaded.sync_brake;
+        let clock_mark = loaded.clock;
         let owned = loaded.owned.unwrap_or_default();
         Ok(Actuator {
             cloud,
@@ -548,6 +553,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             brake,
             sources: lifecycle::Sources::default(),
             cap_unverified,
+            clock_mark,
+            clock_marked: false,
         })
     }
 
@@ -583,6 +590,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// counted and tagged again), and the ELB's members.
     async fn observe(
         &mut self,
+        now: Timestamp,
     ) -> Result<(Vec<InstanceInfo>, BTreeMap<String, MemberState>), ActuatorError> {
         let mut instances = self.cloud.describe_group().await?;
         let listed: BTreeSet<String> = instances.iter().map(|i| i.id.clone()).collect();
@@ -607,11 +615,21 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 .filter(|i| !listed.contains(&i.id))
                 .collect();
             let seen: BTreeSet<&str> = found.iter().map(|i| i.id.as_str()).collect();
-            // What EC2 no longer knows by id is gone for good (a slave just launched, which EC2
-            // may not list yet, stays tracked by the lifecycle until its settle time).
+            // What EC2 no longer knows by id is gone for good, unless it launched so recently
+            // that EC2 may not list it yet (eventually consistent), or a slave still tracks it.
+            let recent = |id: &str| {
+                self.ledger.entries().iter().any(|e| {
+                    e.instance_id.as_deref() == Some(id) && age(now, e.launched_at) <= SETTLE_SECS
+                }) || self.journal.intents.iter().any(|j| {
+                    matches!(&j.outcome, Outcome::Launched { instance_ids } if instance_ids.iter().any(|i| i == id))
+                        && age(now, j.settling_since()) <= SETTLE_SECS
+                })
+            };
             let gone: Vec<String> = missing
                 .iter()
-                .filter(|id| !seen.contains(id.as_str()) && !self.slaves.contains_key(*id))
+                .filter(|id| {
+                    !seen.contains(id.as_str()) && !self.slaves.contains_key(*id) && !recent(id)
+                })
                 .cloned()
                 .collect();
             for id in &gone {
@@ -837,7 +855,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         adopt: &[String],
     ) -> Result<Vec<String>, ActuatorError> {
         let mut report = Report::default();
-        let (instances, members) = self.observe().await?;
+        let (instances, members) = self.observe(now).await?;
         let mut instances = self.claim(instances, &members, now, &mut report).await;
         let unknown: Vec<&String> = adopt
             .iter()
@@ -1086,6 +1104,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             needs_repair: self.needs_repair.as_deref(),
             owned: &self.owned,
             sync_brake: &self.brake,
+            clock: self.clock_mark.as_ref(),
         };
         match state::write(self.disk.as_ref(), &dir, &snap) {
             Ok(()) => {
@@ -1135,7 +1154,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// nothing running is forgotten.
     pub async fn adopt(&mut self, now: Timestamp) -> Result<Report, ActuatorError> {
         let mut report = Report::default();
-        let (instances, members) = self.observe().await?;
+        let (instances, members) = self.observe(now).await?;
         let instances = self.claim(instances, &members, now, &mut report).await;
         if std::mem::take(&mut self.fresh) && !self.candidates.is_empty() {
             let ids: Vec<&str> = self.candidates.iter().map(|i| i.id.as_str()).collect();
@@ -1640,7 +1659,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let mut finished = std::mem::take(&mut self.unheard);
         finished.extend(self.collect_hooks());
         self.unheard = finished;
-        let (instances, members) = self.observe().await?;
+        let (instances, members) = self.observe(now).await?;
         let finished = std::mem::take(&mut self.unheard);
         let instances = self.claim(instances, &members, now, &mut report).await;
 
@@ -1813,6 +1832,29 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             _ => {}
         }
         self.sources = next;
+    }
+
+    /// The agent's clock as the state last had it (read at start: clock.rs).
+    pub fn clock_mark(&self) -> Option<&crate::clock::Mark> {
+        self.clock_mark.as_ref()
+    }
+
+    /// The agent's clock now, written with the next state write (at once when the state holds
+    /// no mark of this boot yet: a restart must find one).
+    pub fn set_clock_mark(&mut self, m: crate::clock::Mark) {
+        let first_in_boot =
+            self.clock_mark.as_ref().is_none_or(|o| o.boot != m.boot) || !self.clock_marked;
+        self.clock_mark = Some(m);
+        if first_in_boot && !self.cfg.agent.dry_run {
+            self.clock_marked = self.save_state(self.ledger_now_hint(), &mut Report::default());
+        }
+    }
+
+    /// A time for a state write outside a step (the mark's own agent time).
+    fn ledger_now_hint(&self) -> Timestamp {
+        self.clock_mark
+            .as_ref()
+            .map_or_else(Timestamp::now, |m| m.agent)
     }
 
     /// Launches wait for today's count to be read back (the state was lost): why.

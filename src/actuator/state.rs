@@ -50,6 +50,9 @@ struct OnDisk {
     /// crash loop cannot spend the cap on a broken sync.
     #[serde(default, skip_serializing_if = "is_default")]
     sync_brake: SyncBrake,
+    /// The agent's clock when last written (clock.rs): a restart in the same boot goes on from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    clock: Option<crate::clock::Mark>,
 }
 
 fn is_default(b: &SyncBrake) -> bool {
@@ -74,6 +77,7 @@ pub struct Loaded {
     /// or the older files), whose owner-tagged instances are claimed once at adoption.
     pub owned: Option<BTreeSet<String>>,
     pub sync_brake: SyncBrake,
+    pub clock: Option<crate::clock::Mark>,
     pub warn: Vec<String>,
     pub error: Vec<String>,
 }
@@ -122,6 +126,7 @@ pub fn load(
                 needs_repair: Some(why.clone()),
                 owned: Some(BTreeSet::new()),
                 sync_brake: SyncBrake::default(),
+                clock: None,
                 warn: Vec::new(),
                 error: vec![why],
             });
@@ -140,9 +145,10 @@ pub fn load(
             d.needs_repair,
             owned,
             d.sync_brake,
+            d.clock,
         ))
     }) {
-        Ok((ledger, intents, history, needs_repair, owned, sync_brake)) => Ok(Loaded {
+        Ok((ledger, intents, history, needs_repair, owned, sync_brake, clock)) => Ok(Loaded {
             ledger: match &needs_repair {
                 Some(why) => ledger.blocked(why.clone()),
                 None => ledger,
@@ -153,6 +159,7 @@ pub fn load(
             needs_repair,
             owned,
             sync_brake,
+            clock,
             warn: Vec::new(),
             error: Vec::new(),
         }),
@@ -205,6 +212,7 @@ pub fn load(
                 needs_repair,
                 owned: Some(owned),
                 sync_brake: v_brake(&bytes),
+                clock: None,
                 warn: Vec::new(),
                 error,
             })
@@ -334,6 +342,7 @@ fn legacy(
     Ok(Loaded {
         owned,
         sync_brake: SyncBrake::default(),
+        clock: None,
         ledger: match &needs_repair {
             Some(why) => ledger.blocked(why.clone()),
             None => ledger,
@@ -355,6 +364,7 @@ pub struct Snapshot<'a> {
     pub needs_repair: Option<&'a str>,
     pub owned: &'a BTreeSet<String>,
     pub sync_brake: &'a SyncBrake,
+    pub clock: Option<&'a crate::clock::Mark>,
 }
 
 /// Writes ledger and intents (and the policy's history) in one atomic replacement.
@@ -374,6 +384,7 @@ pub fn save(
             needs_repair: None,
             owned: &BTreeSet::new(),
             sync_brake: &SyncBrake::default(),
+            clock: None,
         },
     )
 }
@@ -388,6 +399,7 @@ pub fn write(disk: &dyn Disk, state_dir: &Path, s: &Snapshot<'_>) -> std::io::Re
         needs_repair: s.needs_repair.map(str::to_string),
         owned: Some(s.owned.clone()),
         sync_brake: s.sync_brake.clone(),
+        clock: s.clock.cloned(),
     };
     let mut bytes = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
     bytes.push(b'\n');

@@ -443,6 +443,8 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
                 state_dir,
                 started_at,
                 shared: &shared,
+                clock: crate::clock::AgentClock::new(Timestamp::now(), boottime()),
+                boot: boot_id(),
             };
             m.run().await
         }
@@ -738,6 +740,26 @@ struct Master<'a> {
     state_dir: PathBuf,
     started_at: Timestamp,
     shared: &'a Shared,
+    /// The agent's time: monotonic, following the wall clock at a bounded rate (clock.rs).
+    clock: crate::clock::AgentClock,
+    /// This boot's id: the agent's clock goes on from state.json's mark only in the same boot.
+    boot: String,
+}
+
+/// The kernel's boot id, and the boot-time clock (CLOCK_BOOTTIME: monotonic, counting suspend,
+/// the same across restarts of the agent within one boot).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn boottime() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// What the reconciler keeps between ticks.
@@ -808,6 +830,13 @@ impl Master<'_> {
             }
             None => None,
         };
+        // The agent's clock goes on from the state's mark after a restart in this boot.
+        self.clock = crate::clock::AgentClock::resume(
+            actuator.as_ref().and_then(|a| a.clock_mark()),
+            &self.boot,
+            Timestamp::now(),
+            boottime(),
+        );
         let mut l = self.start(actuator);
         let mut watchdog_usec = 0u64;
         if sd_notify::watchdog_enabled(false, &mut watchdog_usec)
@@ -819,7 +848,11 @@ impl Master<'_> {
                  may restart a healthy agent; raise WatchdogSec or shorten the interval");
         }
         loop {
-            self.tick(&mut l, Timestamp::now()).await;
+            let now = self.read_clock(&mut l.tick);
+            if let Some(a) = l.actuator.as_mut() {
+                a.set_clock_mark(self.clock.mark(&self.boot));
+            }
+            self.tick(&mut l, now).await;
             let wait = self.cfg.policy.evaluation_interval.get();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -1061,11 +1094,16 @@ impl Master<'_> {
                 &ids,
                 self.cfg.metrics.storage_resolution,
                 stale,
-                now,
+                // The query window and the slaves' timestamps are wall-clock time.
+                self.clock.wall(),
             )
             .await
             {
-                Ok(back) => {
+                Ok(mut back) => {
+                    // Each datapoint's age by the wall clock, as the agent's time.
+                    for m in back.metrics.values_mut() {
+                        m.at = self.clock.to_agent(m.at);
+                    }
                     if !back.missing.is_empty() {
                         tracing::debug!(missing = ?back.missing, "fleet read-back: no fresh metrics for some slaves");
                     }
@@ -1104,7 +1142,11 @@ impl Master<'_> {
             .sample_rx
             .borrow()
             .as_ref()
-            .map(HostMetrics::from_sample);
+            .map(HostMetrics::from_sample)
+            .map(|mut m| {
+                m.at = self.clock.to_agent(m.at);
+                m
+            });
         let slaves = match actuator {
             Some(a) => a
                 .observation(now)
@@ -1202,6 +1244,30 @@ impl Master<'_> {
         )
     }
 
+    /// The agent's time now (clock.rs); a wall-clock step is logged and told once.
+    fn read_clock(&mut self, tick: &mut Tick) -> Timestamp {
+        let (now, step) = self.clock.observe(Timestamp::now(), boottime());
+        if let Some(s) = step {
+            let msg = format!(
+                "the wall clock stepped {}{}s against the monotonic clock (now {}; an NTP step, a \
+                 VM pause or `date -s`): deadlines, cooldowns and the cap day follow the agent's \
+                 own clock ({now}), which catches up at most {}% of the time that passes; no \
+                 slave is ended and no cap day opens for it",
+                if s.secs > 0 { "+" } else { "" },
+                s.secs,
+                s.wall,
+                (crate::clock::SLEW * 100.0) as u32
+            );
+            tracing::warn!(step_secs = s.secs, wall = %s.wall, agent = %now, "{msg}");
+            tick.news.push(crate::events::Event::new(
+                crate::events::EventKind::ClockStep,
+                None,
+                msg,
+            ));
+        }
+        now
+    }
+
     fn publish_own(
         &self,
         decision: &Decision,
@@ -1227,7 +1293,8 @@ impl Master<'_> {
                 dropped,
             },
             &self.cfg.agent.group,
-            now,
+            // CloudWatch's timestamps are the wall clock's (shared with every other host).
+            self.clock.wall().max(now),
         ));
         tick.api_errors_reported = errors;
     }

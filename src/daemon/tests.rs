@@ -124,8 +124,12 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
         state_dir: dir.path().to_path_buf(),
         started_at: at(0),
         shared: &shared,
+        clock: crate::clock::AgentClock::new(at(0), Duration::ZERO),
+        boot: "test".into(),
     };
     let mut l = m.start(Some(act));
+    // The monotonic clock of a test that passes its own times: time since at(0).
+    let since0 = |t: Timestamp| Duration::from_secs((t.as_second() - at(0).as_second()) as u64);
     let tick = |t: i64| {
         w.w().advance(at(t));
         sample_tx.send_replace(Some(saturated(at(t))));
@@ -134,6 +138,7 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
 
     // Adoption and the first decision: one slave (max_step_out 1).
     let now = tick(1);
+    m.clock.observe(now, since0(now));
     let d = m.tick(&mut l, now).await;
     assert!(matches!(d, Decision::ScaleOut { count: 1, .. }), "{d}");
     assert_eq!(ours(&w), 1);
@@ -146,6 +151,7 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
     }
     for t in 2..6 {
         let now = tick(t);
+        m.clock.observe(now, since0(now));
         let d = m.tick(&mut l, now).await;
         if t == 5 {
             // The cooldown from the launch at 1 is over: the policy wants more.
@@ -162,6 +168,7 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
     // They answer again: the next tick observes, then launches.
     w.w().faults.rate = 0.0;
     let now = tick(6);
+    m.clock.observe(now, since0(now));
     m.tick(&mut l, now).await;
     assert_eq!(ours(&w), 2);
     // status.json says what an operator would see.

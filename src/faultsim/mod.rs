@@ -24,7 +24,7 @@ use crate::policy::Decision;
 use jiff::{tz::TimeZone, Timestamp};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use world::{Faults, MemDisk, Shared, SimCloud, SimHooks, Stats, World, MASTER, OWNER};
@@ -249,6 +249,9 @@ pub enum Sabotage {
     GroupRenamed,
     /// The agent runs with boot and register timeouts ten times the ones the checks hold it to.
     TimeoutsRaised,
+    /// The agent takes the wall clock as it is (no monotonic agent clock), and the wall clock
+    /// steps.
+    ClockTrusted,
 }
 
 /// One seed, start to end.
@@ -279,6 +282,17 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
     let crash_p = [0.0, 0.05, 0.15][rng.random_range(0..3)];
     let forge_p = [0.0, 0.02][rng.random_range(0..2)];
     let untag_p = [0.0, 0.03][rng.random_range(0..2)];
+    // The wall clock lies in some seeds: an episode of a step (forward, back; runs start up to
+    // three hours before a local midnight, so forward steps cross it) until NTP corrects it,
+    // and VM pauses the agent's monotonic clock never saw.
+    let clock_faults = sabotage == Sabotage::ClockTrusted || rng.random_bool(0.3);
+    let (mut wall_off, mut episode, mut paused) = (0i64, 0u32, 0i64);
+    let mut clock: Option<(crate::clock::AgentClock, Timestamp, i64, i64)> = None;
+    let (mut first_open, mut first_drift, mut first_paused) = (None, None, None);
+    let mut last_agent_now = start;
+    let mut prev_now = start;
+    let mut agent_day: Option<(Timestamp, Timestamp)> = None;
+    let mut entered: BTreeMap<String, (Phase, Timestamp)> = BTreeMap::new();
     let mut run = SeedRun {
         seed,
         ..SeedRun::default()
@@ -290,6 +304,12 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
         run.ticks = tick + 1;
         let quiet = tick >= FAULT_TICKS;
         now = at(now, rng.random_range(20..=MAX_TICK_SECS));
+        // A VM pause before this tick: the world (EC2, the ELB, hooks) went on for it, the
+        // agent's monotonic clock did not.
+        if clock_faults && paused == 0 && tick < FAULT_TICKS / 2 && rng.random_bool(0.02) {
+            paused = rng.random_range(300..=1200);
+            now = at(now, paused);
+        }
         {
             let mut w = world.w();
             w.advance(now);
@@ -306,12 +326,32 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
                 w.untag_group();
             }
         }
+        if clock_faults && !quiet {
+            if episode > 0 {
+                episode -= 1;
+                if episode == 0 {
+                    wall_off = 0;
+                }
+            } else if rng.random_bool(0.08) {
+                wall_off = [1800, 5400, 10_800, -1800, -3600][rng.random_range(0..5)];
+                episode = rng.random_range(1..=20);
+            }
+        } else if quiet {
+            wall_off = 0;
+        }
+        let wall = at(now, wall_off);
+        let mono = std::time::Duration::from_secs(
+            u64::try_from(now.as_second() - start.as_second() - paused).unwrap_or(0),
+        );
+        if act.is_none() {
+            clock = None;
+        }
         if act.is_none() {
             opened += 1;
             if opened == 2 && sabotage == Sabotage::GroupRenamed {
                 agent_cfg.agent.group = "renamed".into();
             }
-            match open(&world, &agent_cfg, now, sabotage) {
+            match open(&world, &agent_cfg, wall, sabotage) {
                 Ok(a) => act = Some(a),
                 Err(e) => {
                     run.violation = Some((tick, e));
@@ -321,16 +361,44 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
             adopted = false;
         }
         let Some(a) = act.as_mut() else { break };
+        // A new actuator (start, or after a crash) goes on from the state's clock mark, as `run`
+        // does (one boot: the world's); the drift check counts from its first reading.
+        let agent_now = match (&mut clock, sabotage) {
+            (_, Sabotage::ClockTrusted) => wall,
+            (Some((c, ..)), _) => c.observe(wall, mono).0,
+            (None, _) => {
+                let marked = a.clock_mark().is_some();
+                let c = crate::clock::AgentClock::resume(a.clock_mark(), "sim", wall, mono);
+                let (first, _) = c.clone().observe(wall, mono);
+                // With no mark to go on from (a crash before the first state write, lost
+                // state), the wall clock is all the agent has: the drift counts from there.
+                if !marked || first_drift.is_none() {
+                    first_drift = Some(first.as_second() - now.as_second());
+                    first_open = Some(now);
+                    first_paused = Some(paused);
+                }
+                clock = Some((
+                    c,
+                    first_open.unwrap_or(now),
+                    first_drift.unwrap_or(0),
+                    first_paused.unwrap_or(paused),
+                ));
+                first
+            }
+        };
+        if let Some((c, ..)) = &clock {
+            a.set_clock_mark(c.mark("sim"));
+        }
         // Lost or unreadable state: today's count from CloudWatch's copy, as the daemon does.
         if a.cap_unverified().is_some() {
-            let day = a.ledger().day_bounds(now).0.to_string();
+            let day = a.ledger().day_bounds(agent_now).0.to_string();
             let published = world.w().published_cap.get(&day).copied();
-            a.cap_read_back(Ok(published), now);
+            a.cap_read_back(Ok(published), agent_now);
         }
         if !adopted {
-            adopted = a.adopt(now).await.is_ok();
+            adopted = a.adopt(agent_now).await.is_ok();
         }
-        let stepped = adopted && a.step(now).await.is_ok();
+        let stepped = adopted && a.step(agent_now).await.is_ok();
         if stepped && !world.w().dead {
             if let Some(v) = untracked(&world, a) {
                 run.violation = Some((tick, v));
@@ -344,21 +412,21 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
                 .map(|s| s.id.clone())
                 .collect();
             let d = if quiet {
-                decision(a, now, 0, in_service)
+                decision(a, agent_now, 0, in_service)
             } else {
                 match rng.random_range(0..10) {
                     // As the policy does: no launch while EC2 had no capacity anywhere.
-                    0..=2 if a.no_capacity_until(now).is_none() => {
-                        decision(a, now, rng.random_range(1..=3), Vec::new())
+                    0..=2 if a.no_capacity_until(agent_now).is_none() => {
+                        decision(a, agent_now, rng.random_range(1..=3), Vec::new())
                     }
                     3 if !in_service.is_empty() => {
                         let k = rng.random_range(1..=in_service.len());
-                        decision(a, now, 0, in_service[..k].to_vec())
+                        decision(a, agent_now, 0, in_service[..k].to_vec())
                     }
-                    _ => decision(a, now, 0, Vec::new()),
+                    _ => decision(a, agent_now, 0, Vec::new()),
                 }
             };
-            a.apply(&d, now).await;
+            a.apply(&d, agent_now).await;
         }
         let dead = {
             let mut w = world.w();
@@ -373,27 +441,113 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
         }
         {
             // What the daemon publishes each tick (BurstCapUsed), kept by CloudWatch.
-            let day = a.ledger().day_bounds(now).0.to_string();
-            let used = a.ledger().used(now);
+            let day = a.ledger().day_bounds(agent_now).0.to_string();
+            let used = a.ledger().used(agent_now);
             let mut w = world.w();
             let e = w.published_cap.entry(day).or_insert(0);
             *e = (*e).max(used);
         }
         let settled = tick >= FAULT_TICKS + 30;
-        if let Some(v) = check(&world, a, &cfg, now, settled) {
+        // When, in true time, the agent's clock entered the day it is in (between two readings
+        // it crossed midnight: in proportion).
+        let day = today(&cfg, agent_now).0;
+        match agent_day {
+            Some((d, _)) if d == day => {}
+            Some(_) => {
+                let (pa, pt) = (last_agent_now.as_second(), prev_now.as_second());
+                let span = (agent_now.as_second() - pa).max(1);
+                let into = (day.as_second() - pa).clamp(0, span);
+                let t = pt + (now.as_second() - pt) * into / span;
+                agent_day = Some((day, Timestamp::from_second(t).unwrap_or(now)));
+            }
+            None => agent_day = Some((day, at(day, now.as_second() - agent_now.as_second()))),
+        }
+        let day_began = agent_day.map_or(now, |(_, t)| t);
+        last_agent_now = agent_now;
+        prev_now = now;
+        if let Some(v) = check(&world, a, &cfg, now, (agent_now, day_began), settled) {
+            run.violation = Some((tick, v));
+            break;
+        }
+        // Time that cannot jump: the agent's clock strays from the true time, since this
+        // actuator opened, by at most SLEW of the time that passed (what a VM pause hid aside),
+        // and no slave is ended for a deadline it had not truly overstayed.
+        if let Some((_, opened_at, drift0, paused0)) = clock.as_ref() {
+            let drift = agent_now.as_second() - now.as_second() - drift0;
+            let passed = now.as_second() - opened_at.as_second();
+            let hidden = paused - paused0;
+            let bound = (passed as f64 * crate::clock::SLEW) as i64 + hidden + 60;
+            if drift.abs() > bound {
+                run.violation = Some((
+                    tick,
+                    format!(
+                        "the agent's clock is {drift}s off the true time after {passed}s (at \
+                         most {bound}s)"
+                    ),
+                ));
+                break;
+            }
+        }
+        if let Some(v) = ended_early(a, &cfg, &mut entered, now) {
             run.violation = Some((tick, v));
             break;
         }
     }
     if run.violation.is_none() {
         if let Some(a) = act.as_ref() {
-            if let Some(v) = check_end(&world, a, &cfg, now) {
+            if let Some(v) = check_end(
+                &world,
+                a,
+                &cfg,
+                now,
+                (last_agent_now, agent_day.map_or(now, |(_, t)| t)),
+            ) {
                 run.violation = Some((run.ticks, v));
             }
         }
     }
     run.stats = world.w().stats;
     run
+}
+
+/// A slave failed for a deadline it had not overstayed in true time (a clock step ending a
+/// healthy slave). `entered` keeps when, in true time, each slave was first seen in its phase.
+fn ended_early(
+    a: &SimActuator,
+    cfg: &Config,
+    entered: &mut BTreeMap<String, (Phase, Timestamp)>,
+    now: Timestamp,
+) -> Option<String> {
+    entered.retain(|id, _| a.slave(id).is_some());
+    for s in a.slaves() {
+        let e = entered.entry(s.id.clone()).or_insert((s.phase, now));
+        if let Some(why) = &s.failure {
+            let deadline_kill = why.contains("for more than")
+                || why.contains("not running after")
+                || why.contains("not InService");
+            if deadline_kill
+                && matches!(
+                    e.0,
+                    Phase::Pending | Phase::Syncing | Phase::Synced | Phase::Registering
+                )
+            {
+                let d = actuator::deadline(e.0, cfg).unwrap_or(i64::MAX);
+                let truly = now.as_second() - e.1.as_second();
+                // At most SLEW faster than true time, and one tick of not knowing when.
+                let least = (d as f64 * (1.0 - crate::clock::SLEW)) as i64 - 2 * MAX_TICK_SECS;
+                if truly < least {
+                    return Some(format!(
+                        "{} ended as overdue {:?} ({why}) after {truly}s of true time; its deadline \
+                         is {d}s",
+                        s.id, e.0
+                    ));
+                }
+            }
+        } else if e.0 != s.phase {
+            *e = (s.phase, now);
+        }
+    }
+    None
 }
 
 /// Today's bounds in the cap's time zone, computed here from jiff alone (not the ledger's code).
@@ -411,8 +565,9 @@ fn today(cfg: &Config, now: Timestamp) -> (Timestamp, Timestamp) {
 
 /// Distinct instances of ours that ran at some time today: a run (launch or start to stop or
 /// termination) under way at its start or begun since. A stopped instance does not run.
-fn truth_today(w: &World, cfg: &Config, now: Timestamp) -> u32 {
-    let (start, _) = today(cfg, now);
+/// Today is the agent's (its clock, which the drift check keeps near the truth): `start` is the
+/// true time at which the agent's clock entered its current day.
+fn truth_today(w: &World, now: Timestamp, start: Timestamp) -> u32 {
     let n = w
         .instances
         .values()
@@ -433,6 +588,8 @@ fn charged_for_nothing(w: &World, a: &SimActuator) -> Option<String> {
     for e in a.ledger().entries() {
         let ok = match &e.instance_id {
             Some(id) => w.instances.get(id).is_some_and(|i| i.ours),
+            // Today's count read back from CloudWatch after lost state: launches that happened.
+            None if e.key.starts_with("counted-") => true,
             None => a.journal().unresolved().any(|i| i.keys.contains(&e.key)),
         };
         if !ok {
@@ -470,18 +627,20 @@ fn untracked(world: &Shared, a: &SimActuator) -> Option<String> {
     None
 }
 
+/// `now` is the true time, `agent_now` the agent's clock (what it passed its ledger and phases).
 fn check(
     world: &Shared,
     a: &SimActuator,
     cfg: &Config,
     now: Timestamp,
+    (agent_now, day_began): (Timestamp, Timestamp),
     quiet: bool,
 ) -> Option<String> {
     let w = world.w();
     if let Some(v) = w.violations.first() {
         return Some(v.clone());
     }
-    let truth = truth_today(&w, cfg, now);
+    let truth = truth_today(&w, now, day_began);
     if truth > cfg.cap.daily_limit {
         return Some(format!(
             "{truth} instances of ours alive today, cap {}",
@@ -491,7 +650,7 @@ fn check(
     if let Some(v) = charged_for_nothing(&w, a) {
         return Some(v);
     }
-    let used = a.ledger().used(now);
+    let used = a.ledger().used(agent_now);
     if used < truth {
         return Some(format!(
             "the ledger charges {used} today, but {truth} instance(s) of ours lived today"
@@ -515,7 +674,8 @@ fn check(
     // two ticks is all it may take.
     let slack = if quiet { 2 * MAX_TICK_SECS } else { 1800 };
     for s in a.slaves() {
-        let age = now.as_second() - s.since.as_second();
+        // The agent's own clock against its own deadline table.
+        let age = agent_now.as_second() - s.since.as_second();
         if let Some(d) = actuator::deadline(s.phase, cfg) {
             if age > d + slack {
                 return Some(format!(
@@ -540,7 +700,13 @@ fn check(
     None
 }
 
-fn check_end(world: &Shared, a: &SimActuator, cfg: &Config, now: Timestamp) -> Option<String> {
+fn check_end(
+    world: &Shared,
+    a: &SimActuator,
+    cfg: &Config,
+    now: Timestamp,
+    (agent_now, day_began): (Timestamp, Timestamp),
+) -> Option<String> {
     let w = world.w();
     // What may be left: stopped slaves the agent keeps in its warm pool, no more than its size.
     let pooled = |i: &&world::SimInstance| {
@@ -582,7 +748,7 @@ fn check_end(world: &Shared, a: &SimActuator, cfg: &Config, now: Timestamp) -> O
             i.id
         ));
     }
-    let (truth, used) = (truth_today(&w, cfg, now), a.ledger().used(now));
+    let (truth, used) = (truth_today(&w, now, day_began), a.ledger().used(agent_now));
     if used < truth {
         return Some(format!(
             "at the end the ledger charges {used} today, but {truth} instance(s) of ours lived \

@@ -87,3 +87,16 @@ fn overstaying_a_phase_is_caught() {
         "{v}"
     );
 }
+
+#[test]
+fn trusting_the_wall_clock_is_caught() {
+    let v = first_violation(Sabotage::ClockTrusted).expect("no violation found");
+    assert!(
+        // The agent's own clock jumps (the drift check), a slave is ended early, or it sees a
+        // phase overstayed by the whole step.
+        v.contains("the agent's clock is")
+            || v.contains("ended as overdue")
+            || v.contains("its deadline is"),
+        "{v}"
+    );
+}
