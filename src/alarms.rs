@@ -66,7 +66,7 @@ fn minutes(d: crate::config::Dur) -> i32 {
 pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
     let a = &cfg.alarms;
     let group = &cfg.agent.group;
-    let ns = cfg.metrics.namespace.clone();
+    let ns = cfg.metrics.namespace_for(group);
     let g = || vec![("Group", group.clone())];
     let spec = |kind: &'static str,
                 suffix: String,

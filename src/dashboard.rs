@@ -76,7 +76,8 @@ fn per_host(ns: &str, group: &str, metric: &str, id: &str) -> Value {
 
 /// The widgets of one group, from row `y`.
 fn group_widgets(cfg: &Config, group: &str, y: u32, full: bool) -> Vec<Value> {
-    let ns = cfg.metrics.namespace.as_str();
+    let ns = cfg.metrics.namespace_for(group);
+    let ns = ns.as_str();
     let region = if cfg.aws.region.is_empty() {
         "us-east-1"
     } else {
@@ -368,7 +369,7 @@ mod tests {
             "HookSeconds",
         ] {
             assert!(
-                lines.contains(&("BurstAgent".into(), m.into())),
+                lines.contains(&("BurstAgent/golf".into(), m.into())),
                 "{m}: {lines:?}"
             );
         }

@@ -262,6 +262,69 @@ async fn todays_highest_burst_cap_used_is_read_back_from_cloudwatch() {
     assert_eq!(other, None, "another group's count is not this one's");
 }
 
+/// Issue 19, part 2: AWS's own metrics are read as evidence (here written into moto's
+/// `AWS/EC2` and `AWS/ELB` as EC2 and the ELB would: real CloudWatch refuses PutMetricData into
+/// an `AWS/` namespace, which is why no slave can forge them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_elbs_and_ec2s_own_metrics_are_read_back_as_evidence() {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let moto = Moto::start();
+    let aws = moto.aws().await;
+    let now = Timestamp::now();
+    let ids = vec!["i-busy".to_string(), "i-quiet".to_string()];
+    let none = cloudwatch::read_evidence(&aws, "site-elb", &ids, now)
+        .await
+        .unwrap();
+    assert!(
+        none.cpu.is_empty() && none.elb_saturated.is_none(),
+        "{none:?}"
+    );
+    let put = |ns: &'static str, name: &'static str, dim: (&'static str, &'static str), v: f64| {
+        let aws = aws.clone();
+        async move {
+            aws.cloudwatch
+                .put_metric_data()
+                .namespace(ns)
+                .metric_data(
+                    MetricDatum::builder()
+                        .metric_name(name)
+                        .dimensions(Dimension::builder().name(dim.0).value(dim.1).build())
+                        .value(v)
+                        .timestamp(aws_smithy_types::DateTime::from_secs(
+                            (now - SignedDuration::from_secs(60)).as_second(),
+                        ))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    put("AWS/EC2", "CPUUtilization", ("InstanceId", "i-busy"), 87.0).await;
+    put(
+        "AWS/ELB",
+        "SurgeQueueLength",
+        ("LoadBalancerName", "site-elb"),
+        12.0,
+    )
+    .await;
+    let ev = cloudwatch::read_evidence(&aws, "site-elb", &ids, now)
+        .await
+        .unwrap();
+    assert_eq!(ev.cpu.get("i-busy").copied(), Some(0.87), "{ev:?}");
+    assert!(!ev.cpu.contains_key("i-quiet"));
+    assert!(
+        ev.elb_saturated
+            .as_deref()
+            .is_some_and(|w| w.contains("12")),
+        "{ev:?}"
+    );
+    let other = cloudwatch::read_evidence(&aws, "another-elb", &ids, now)
+        .await
+        .unwrap();
+    assert!(other.elb_saturated.is_none());
+}
+
 /// One steady-state tick of the master: the actuator's reconcile step, the publish of its own
 /// sample and numbers, and the fleet read-back (slaves publish their own samples). Its AWS calls must not grow with the slaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

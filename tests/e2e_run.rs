@@ -679,3 +679,135 @@ fn faults_at_every_call_and_kill_9_keep_the_promises() {
     agent.signal(Sig::TERM);
     assert!(agent.wait_exit(30).success(), "{}", agent.tail());
 }
+
+/// Issue 19, the first measured case, through CloudWatch as its writer would send it: while the
+/// master is idle, something holding a serving slave's credentials publishes `ApacheBusyRatio =
+/// 1.0` and `LoadPerCpu = 50` for that slave's own InstanceId every second. Before corroboration
+/// the agent launched up to `max_slaves`; now it launches nothing, and its decision names the
+/// slave as uncorroborated. (A value out of range, `LoadPerCpu = 1000`, is rejected by name.)
+#[test]
+fn a_slaves_forged_metrics_through_cloudwatch_launch_nothing_while_the_master_is_idle() {
+    let w = World::new();
+    let mut cfg = w.config("forged-metric");
+    cfg.policy.min_slaves = 1;
+    cfg.policy.max_slaves = 3;
+    w.create_elb(&cfg.elb.name);
+    let path = w.write_config("master.toml", &cfg);
+    let mut agent = AgentProc::start(&path, &[], &w.dir.path().join("master.log"));
+    agent.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+    wait_until(
+        "the floor's slave in the ELB",
+        60,
+        || w.elb_members(&cfg.elb.name).len() == 1,
+        &agent,
+    );
+    let slave = w.elb_members(&cfg.elb.name).into_iter().next().unwrap();
+    let forge = |metric: &str, value: f64| {
+        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+        let d = MetricDatum::builder()
+            .metric_name(metric)
+            .dimensions(
+                Dimension::builder()
+                    .name("Group")
+                    .value("forged-metric")
+                    .build(),
+            )
+            .dimensions(
+                Dimension::builder()
+                    .name("InstanceId")
+                    .value(&slave)
+                    .build(),
+            )
+            .value(value)
+            .unit(StandardUnit::None)
+            .storage_resolution(1)
+            .timestamp(aws_smithy_types::DateTime::from_secs(
+                jiff::Timestamp::now().as_second(),
+            ))
+            .build();
+        w.rt.block_on(
+            w.aws
+                .cloudwatch
+                .put_metric_data()
+                .namespace("BurstAgentE2E")
+                .metric_data(d)
+                .send(),
+        )
+        .expect("PutMetricData");
+    };
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        forge("ApacheBusyRatio", 1.0);
+        forge("LoadPerCpu", 50.0);
+        assert_eq!(
+            w.live("forged-metric").len(),
+            1,
+            "a forged report launched a slave:\n{}",
+            agent.tail()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let said = agent.log_text();
+    assert!(
+        said.contains("Uncorroborated") && said.contains(&format!("{slave} reported")),
+        "the decision does not name the forger:\n{}",
+        agent.tail()
+    );
+    forge("LoadPerCpu", 1000.0);
+    agent.wait_log("the out-of-range value rejected by name", 20, |v| {
+        msg(v).contains("outside the signal's range") && msg(v).contains(&slave)
+    });
+    assert_eq!(w.live("forged-metric").len(), 1);
+    agent.signal(Sig::TERM);
+    assert!(agent.wait_exit(30).success(), "{}", agent.tail());
+}
+
+/// Issue 19, the third measured case, with the real binary: every `pre_register` fails the same
+/// way (`Permission denied (publickey)`, a slave image without the master's key). The agent
+/// spends at most 2 cap units, then holds with `SyncBroken`; once the hook is fixed and the
+/// agent reloaded (SIGHUP, as `systemctl reload` sends it), it scales out at the next decision.
+#[test]
+fn a_sync_that_always_fails_spends_two_units_then_holds_until_fixed_and_reloaded() {
+    let w = World::new();
+    let mut cfg = w.config("broken-sync");
+    cfg.policy.min_slaves = 2;
+    cfg.policy.max_slaves = 3;
+    let good = cfg.hooks.pre_register.clone();
+    cfg.hooks.pre_register.argv = vec![
+        "sh".into(),
+        "-c".into(),
+        "echo 'burst-agent@{private_ip}: Permission denied (publickey).' >&2; exit 255".into(),
+    ];
+    cfg.hooks.pre_register.retries = 0;
+    w.create_elb(&cfg.elb.name);
+    let path = w.write_config("master.toml", &cfg);
+    let mut agent = AgentProc::start(&path, &[], &w.dir.path().join("master.log"));
+    agent.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+    agent.wait_log("the brake", 90, |v| {
+        v["reasons"].to_string().contains("SyncBroken")
+    });
+    // A while at full demand (the floor wants 2): nothing more is spent.
+    std::thread::sleep(Duration::from_secs(8));
+    let spent = ledger_used(&cfg.agent.state_dir);
+    assert!(spent <= 2, "{spent} cap units on a sync that cannot work");
+    assert!(
+        w.elb_members(&cfg.elb.name).is_empty(),
+        "registered unsynced"
+    );
+    let st = common::agent(&["--config", path.to_str().unwrap(), "status"]);
+    let text = common::stdout(&st);
+    assert!(text.contains("launches  HELD"), "{text}");
+    // Fixed, reloaded: the next decisions launch and the slaves serve.
+    cfg.hooks.pre_register = good;
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    agent.signal(Sig::HUP);
+    wait_until(
+        "2 slaves in the ELB after the fix and the reload",
+        90,
+        || w.elb_members(&cfg.elb.name).len() == 2,
+        &agent,
+    );
+    w.assert_members_have_content(&cfg.elb.name);
+    agent.signal(Sig::TERM);
+    assert!(agent.wait_exit(30).success(), "{}", agent.tail());
+}

@@ -258,6 +258,8 @@ impl Default for SamplingConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
+    /// Empty (the default): `BurstAgent/GROUP`, a namespace of the site's own
+    /// ([`MetricsConfig::namespace_for`]).
     pub namespace: String,
     pub publish_interval: Dur,
     /// 60 (standard) or 1 (high resolution, billed more).
@@ -270,10 +272,23 @@ pub struct MetricsConfig {
     pub buffer_limit: usize,
 }
 
+impl MetricsConfig {
+    /// The CloudWatch namespace: `namespace`, or by default one of the site's own,
+    /// `BurstAgent/GROUP`, so the slaves' IAM policy can allow PutMetricData there only (the
+    /// `cloudwatch:namespace` condition): one site's slave cannot write another site's metrics.
+    pub fn namespace_for(&self, group: &str) -> String {
+        if self.namespace.is_empty() {
+            format!("BurstAgent/{group}")
+        } else {
+            self.namespace.clone()
+        }
+    }
+}
+
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            namespace: "BurstAgent".into(),
+            namespace: String::new(),
             publish_interval: Dur::secs(60),
             storage_resolution: 60,
             fleet_read_interval: Dur::secs(60),

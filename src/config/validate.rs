@@ -323,7 +323,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     // [metrics]
     let m = &cfg.metrics;
     c.require(
-        valid_name(&m.namespace) && !m.namespace.starts_with("AWS/"),
+        m.namespace.is_empty() || (valid_name(&m.namespace) && !m.namespace.starts_with("AWS/")),
         "metrics.namespace",
         || {
             format!(

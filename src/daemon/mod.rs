@@ -649,12 +649,8 @@ async fn publisher_loop(
             _ = tokio::time::sleep(cfg.metrics.publish_interval.get()) => false,
             _ = shutdown.wait_for(|s| *s) => true,
         };
-        let flush = cloudwatch::flush(
-            &aws,
-            &cfg.metrics.namespace,
-            cfg.metrics.storage_resolution,
-            &buffer,
-        );
+        let namespace = cfg.metrics.namespace_for(&cfg.agent.group);
+        let flush = cloudwatch::flush(&aws, &namespace, cfg.metrics.storage_resolution, &buffer);
         if stop {
             // One last flush on the way out, bounded.
             let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
@@ -778,6 +774,8 @@ struct Tick {
     observed: bool,
     /// What this tick's decision tells an operator (slaves whose metrics are suspect).
     news: Vec<crate::events::Event>,
+    /// AWS's own measurements, read with the fleet's metrics (policy::corroborate).
+    evidence: policy::Evidence,
 }
 
 /// The actuator's numbers since the last tick, for the agent's own metrics.
@@ -875,6 +873,7 @@ impl Master<'_> {
             last_decision: None,
             last_reasons: Vec::new(),
             news: Vec::new(),
+            evidence: policy::Evidence::default(),
             errors: Vec::new(),
             api_errors_reported: 0,
             state: "starting",
@@ -1020,7 +1019,7 @@ impl Master<'_> {
                 let (_, since, _) = a.ledger().day_bounds(now);
                 let read = cloudwatch::cap_used_since(
                     aws,
-                    &self.cfg.metrics.namespace,
+                    &self.cfg.metrics.namespace_for(&self.cfg.agent.group),
                     &self.cfg.agent.group,
                     since,
                     now,
@@ -1089,7 +1088,7 @@ impl Master<'_> {
             let stale = self.cfg.metrics.stale_after.get().as_secs() as i64;
             match cloudwatch::read_fleet(
                 aws,
-                &self.cfg.metrics.namespace,
+                &self.cfg.metrics.namespace_for(&self.cfg.agent.group),
                 &self.cfg.agent.group,
                 &ids,
                 self.cfg.metrics.storage_resolution,
@@ -1109,6 +1108,21 @@ impl Master<'_> {
                     }
                     tick.fleet_metrics = back.metrics;
                     tick.last_read = Some(now);
+                    // No slave can write these; a failed read only means less evidence.
+                    match cloudwatch::read_evidence(
+                        aws,
+                        &self.cfg.elb.name,
+                        &ids,
+                        self.clock.wall(),
+                    )
+                    .await
+                    {
+                        Ok(ev) => tick.evidence = ev,
+                        Err(e) => {
+                            tracing::debug!("AWS/ELB and AWS/EC2 evidence unread: {e}");
+                            tick.evidence = policy::Evidence::default();
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("fleet read-back failed; slaves count as missing: {e}");
@@ -1183,6 +1197,7 @@ impl Master<'_> {
             content_source_missing: actuator
                 .as_ref()
                 .and_then(|a| a.content_source_missing().map(str::to_string)),
+            evidence: tick.evidence.clone(),
         };
         let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
         // A decision this tick will not carry out (the fleet could not be observed) starts no

@@ -156,6 +156,112 @@ pub async fn cap_used_since(
     Ok(most.map(|m| m.ceil().min(f64::from(u32::MAX)) as u32))
 }
 
+/// What AWS measured itself, as evidence no slave can write (`AWS/` namespaces): each
+/// slave's newest `AWS/EC2` `CPUUtilization` in the last 15 minutes (basic monitoring: every
+/// 5 min), and whether the ELB queued or spilled requests in the last 5 minutes
+/// (`SurgeQueueLength` Maximum, `SpilloverCount` Sum).
+pub async fn read_evidence(
+    aws: &Aws,
+    elb_name: &str,
+    instance_ids: &[String],
+    now: Timestamp,
+) -> Result<crate::policy::Evidence, AwsError> {
+    let q = |id: String, ns: &str, name: &str, dim: (&str, &str), stat: &str| {
+        MetricDataQuery::builder()
+            .id(id)
+            .metric_stat(
+                MetricStat::builder()
+                    .metric(
+                        Metric::builder()
+                            .namespace(ns)
+                            .metric_name(name)
+                            .dimensions(Dimension::builder().name(dim.0).value(dim.1).build())
+                            .build(),
+                    )
+                    .period(60)
+                    .stat(stat)
+                    .build(),
+            )
+            .return_data(true)
+            .build()
+    };
+    let mut queries = vec![
+        q(
+            "surge".into(),
+            "AWS/ELB",
+            "SurgeQueueLength",
+            ("LoadBalancerName", elb_name),
+            "Maximum",
+        ),
+        q(
+            "spill".into(),
+            "AWS/ELB",
+            "SpilloverCount",
+            ("LoadBalancerName", elb_name),
+            "Sum",
+        ),
+    ];
+    for (i, id) in instance_ids.iter().enumerate() {
+        queries.push(q(
+            format!("c{i}"),
+            "AWS/EC2",
+            "CPUUtilization",
+            ("InstanceId", id),
+            "Maximum",
+        ));
+    }
+    let mut ev = crate::policy::Evidence::default();
+    let (mut surge, mut spill) = (0.0f64, 0.0f64);
+    for chunk in queries.chunks(MAX_QUERIES_PER_CALL) {
+        let mut pages = aws
+            .cloudwatch
+            .get_metric_data()
+            .set_metric_data_queries(Some(chunk.to_vec()))
+            .start_time(to_aws(now - jiff::SignedDuration::from_mins(15)))
+            .end_time(to_aws(now + jiff::SignedDuration::from_secs(60)))
+            .scan_by(ScanBy::TimestampDescending)
+            .into_paginator()
+            .send();
+        while let Some(out) = aws.page("GetMetricData", pages.next()).await? {
+            for r in out.metric_data_results() {
+                let Some(id) = r.id() else { continue };
+                let recent: Vec<f64> = r
+                    .timestamps()
+                    .iter()
+                    .zip(r.values())
+                    .filter(|(t, v)| {
+                        v.is_finite()
+                            && **v >= 0.0
+                            && from_aws(t).is_some_and(|t| {
+                                id.starts_with('c') || now.as_second() - t.as_second() <= 300
+                            })
+                    })
+                    .map(|(_, v)| *v)
+                    .collect();
+                match id {
+                    "surge" => surge = recent.iter().copied().fold(surge, f64::max),
+                    "spill" => spill += recent.iter().sum::<f64>(),
+                    _ => {
+                        let idx: Option<usize> = id[1..].parse().ok();
+                        // Newest first (TimestampDescending); a percentage, at most 100.
+                        if let (Some(i), Some(v)) = (idx, recent.first()) {
+                            if let Some(inst) = instance_ids.get(i) {
+                                ev.cpu.insert(inst.clone(), (v / 100.0).min(1.0));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if surge > 0.0 || spill > 0.0 {
+        ev.elb_saturated = Some(format!(
+            "the ELB's SurgeQueueLength reached {surge} and {spill} request(s) spilled in 5 min"
+        ));
+    }
+    Ok(ev)
+}
+
 pub async fn read_fleet(
     aws: &Aws,
     namespace: &str,

@@ -21,6 +21,7 @@ use crate::cap::{CapLedger, CapStatus};
 use crate::config::{PolicyConfig, PolicyMode, Signal, VictimOrder};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Where a slave is in its life. Pending and syncing slaves are capacity on the way.
@@ -81,6 +82,21 @@ pub struct FleetObservation {
     /// content, so nothing launches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_source_missing: Option<String>,
+    /// What AWS itself measured, which no slave can write (`AWS/` namespaces).
+    #[serde(default)]
+    pub evidence: Evidence,
+}
+
+/// Evidence from AWS's own metrics (nobody can PutMetricData into an `AWS/` namespace).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Each slave's newest `AWS/EC2` `CPUUtilization`, as a ratio (EC2's hypervisor measured it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu: BTreeMap<String, f64>,
+    /// The ELB queues or spills requests (`AWS/ELB` `SurgeQueueLength`, `SpilloverCount`): its
+    /// backends cannot keep up, so the slaves' reports of a busy fleet are backed. Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elb_saturated: Option<String>,
 }
 
 /// The actuator's brake on a content sync that keeps failing, as the policy sees it.
@@ -303,19 +319,32 @@ pub fn corroborate(
     host: &str,
     slave: &HostMetrics,
     targets: &crate::config::Targets,
+    aws: &Evidence,
 ) -> (HostMetrics, Vec<Suspect>) {
     let mut out = *slave;
     let mut suspects = Vec::new();
+    // The ELB says its backends are full: a busy fleet is what AWS measured.
+    if aws.elb_saturated.is_some() {
+        return (out, suspects);
+    }
+    let cpu = aws.cpu.get(host).copied();
     for signal in [
         Signal::LoadPerCpu,
         Signal::ApacheBusyRatio,
         Signal::MemoryUsedRatio,
     ] {
         let Some(v) = slave.get(signal) else { continue };
-        let (bound, source) = match evidence(master, others, signal) {
+        let (mut bound, mut source) = match evidence(master, others, signal) {
             Some((e, source)) => (e * CORROBORATION_FACTOR + CORROBORATION_SLACK, source),
             None => (targets.get(signal), "its target (no other reading)"),
         };
+        // Its own CPU as EC2 measured it backs its load and busy workers too.
+        if let Some(c) = cpu.filter(|_| signal != Signal::MemoryUsedRatio) {
+            let by_cpu = c * CORROBORATION_FACTOR + CORROBORATION_SLACK;
+            if by_cpu > bound {
+                (bound, source) = (by_cpu, "its EC2 CPUUtilization");
+            }
+        }
         if v > bound {
             suspects.push(Suspect {
                 host: host.to_string(),
@@ -388,7 +417,7 @@ pub fn decide(
                     .filter(|(o, _)| o != id)
                     .filter_map(|(_, m)| *m)
                     .collect();
-                let (m, cut) = corroborate(master, &others, id, m, &cfg.targets);
+                let (m, cut) = corroborate(master, &others, id, m, &cfg.targets, &obs.evidence);
                 suspects.extend(cut);
                 m
             });

@@ -67,6 +67,7 @@ fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservation {
         drain_secs: 0,
         sync_broken: None,
         content_source_missing: None,
+        evidence: Default::default(),
     }
 }
 
@@ -176,6 +177,7 @@ fn missing_metrics_never_cause_a_scale_in() {
         drain_secs: 0,
         sync_broken: None,
         content_source_missing: None,
+        evidence: Default::default(),
     };
     let d = run(&cfg(), &o);
     assert!(matches!(d, Decision::Hold { .. }));
@@ -776,6 +778,7 @@ fn the_readme_decision_line() {
         drain_secs: 0,
         sync_broken: None,
         content_source_missing: None,
+        evidence: Default::default(),
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
     // The README shows this very line: read it from README.md, so the two cannot drift apart.
@@ -867,8 +870,14 @@ fn one_slaves_report_cannot_raise_demand_past_the_masters_evidence() {
     assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
     assert!(!has(&d, "Uncorroborated"), "{d}");
     // The bound itself: 1.5 x the master's reading plus 0.1.
-    let (cut, why) =
-        crate::policy::corroborate(Some(&m(0.4, 0)), &[], "i-9", &m(2.0, 0), &cfg().targets);
+    let (cut, why) = crate::policy::corroborate(
+        Some(&m(0.4, 0)),
+        &[],
+        "i-9",
+        &m(2.0, 0),
+        &cfg().targets,
+        &Default::default(),
+    );
     assert_eq!(why.len(), 2, "{why:?}");
     assert!((cut.load_per_cpu.unwrap() - 0.7).abs() < 1e-9);
     assert_eq!(cut.memory_used_ratio, Some(0.3), "backed values are kept");
@@ -887,6 +896,32 @@ fn one_slaves_report_cannot_raise_demand_past_the_masters_evidence() {
     let d = run(&cfg(), &o);
     assert!(!matches!(d, Decision::ScaleOut { .. }), "{d}");
     assert!(d.to_string().contains("the other slaves' median"), "{d}");
+}
+
+/// The rest of the evidence no slave can write: its own CPU as EC2 measured it backs its
+/// report, and an ELB that queues or spills requests backs a busy fleet.
+#[test]
+fn aws_own_metrics_back_a_slaves_report_the_master_does_not() {
+    // The master idle (its own work elsewhere), one slave really busy.
+    let mut o = fleet(0.1, in_service(2, 0.1));
+    o.slaves[0].metrics.as_mut().unwrap().apache_busy_ratio = Some(1.0);
+    o.slaves[0].metrics.as_mut().unwrap().load_per_cpu = Some(1.0);
+    let d = run(&cfg(), &o);
+    assert!(has(&d, "Uncorroborated"), "{d}");
+    let cut = d.explanation().final_count;
+    // EC2 measured its CPU at 90 %: backed.
+    o.evidence.cpu.insert("i-0".into(), 0.9);
+    let d = run(&cfg(), &o);
+    assert!(!has(&d, "Uncorroborated"), "{d}");
+    assert!(d.explanation().final_count > cut, "{d}");
+    // Another slave's CPU backs nothing of this one's.
+    o.evidence.cpu.clear();
+    o.evidence.cpu.insert("i-1".into(), 0.9);
+    assert!(has(&run(&cfg(), &o), "Uncorroborated"));
+    // The ELB queues requests: its backends cannot keep up.
+    o.evidence.elb_saturated = Some("SurgeQueueLength 57".into());
+    let d = run(&cfg(), &o);
+    assert!(!has(&d, "Uncorroborated"), "{d}");
 }
 
 #[test]

@@ -724,6 +724,7 @@ pub fn run(
                 no_capacity_until: None,
                 sync_broken: None,
                 content_source_missing: None,
+                evidence: Default::default(),
                 probe_latency: None,
                 scheduled: (policy == Kind::Agent)
                     .then(|| {
