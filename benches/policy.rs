@@ -45,6 +45,7 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
         drain_secs: 0,
         sync_broken: None,
         content_source_missing: None,
+        evidence: Default::default(),
     }
 }
 
