@@ -259,8 +259,9 @@ async fn a_failing_sync_hook_terminates_the_slave_never_registered() {
         argv: [
             "rsync",
             "-a",
-            "/nonexistent/docroot/",
-            "/tmp/{instance_id}/",
+            // The source is there (an empty one is never synced at all): the copy fails.
+            "/usr/share/doc/rsync/",
+            "/proc/no-such-dir/{instance_id}/",
         ]
         .map(String::from)
         .to_vec(),

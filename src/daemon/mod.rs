@@ -1013,22 +1013,6 @@ impl Master<'_> {
             a.request_sync();
         }
         tick.observed = false;
-        // Lost or unreadable state: today's count from CloudWatch's copy before any launch.
-        if a.cap_unverified().is_some() {
-            if let Some(aws) = &self.aws {
-                let (_, since, _) = a.ledger().day_bounds(now);
-                let read = cloudwatch::cap_used_since(
-                    aws,
-                    &self.cfg.metrics.namespace_for(&self.cfg.agent.group),
-                    &self.cfg.agent.group,
-                    since,
-                    now,
-                )
-                .await
-                .map_err(|e| e.to_string());
-                a.cap_read_back(read, now);
-            }
-        }
         if !tick.adopted {
             match a.adopt(now).await {
                 Ok(r) => {
@@ -1077,6 +1061,23 @@ impl Master<'_> {
                     tracing::warn!("{msg}");
                     tick.errors.push((now, msg));
                 }
+            }
+        }
+        // Lost or unreadable state: today's count from CloudWatch's copy before any launch, once
+        // adoption has counted what EC2 still lists (the read-back adds only what is missing).
+        if a.cap_unverified().is_some() && tick.adopted {
+            if let Some(aws) = &self.aws {
+                let (_, since, _) = a.ledger().day_bounds(now);
+                let read = cloudwatch::cap_used_since(
+                    aws,
+                    &self.cfg.metrics.namespace_for(&self.cfg.agent.group),
+                    &self.cfg.agent.group,
+                    since,
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string());
+                a.cap_read_back(read, now);
             }
         }
         let ids: Vec<String> = a.slaves().map(|s| s.id.clone()).collect();
