@@ -110,6 +110,67 @@ pub async fn flush(
 
 /// Reads the newest value of each policy signal for every slave: `ceil(3 × slaves / 500)`
 /// GetMetricData calls (one up to 166 slaves), plus one per extra page of results.
+/// One GetMetricData query of `metric`'s `stat` per `period` seconds, named `id`.
+fn stat_query(id: impl Into<String>, metric: Metric, period: i32, stat: &str) -> MetricDataQuery {
+    MetricDataQuery::builder()
+        .id(id)
+        .metric_stat(
+            MetricStat::builder()
+                .metric(metric)
+                .period(period)
+                .stat(stat)
+                .build(),
+        )
+        .return_data(true)
+        .build()
+}
+
+/// Every page of one GetMetricData call (at most `MAX_QUERIES_PER_CALL` queries), newest
+/// first: each result's (timestamp, value) pairs into `results` by query id. A reply whose
+/// timestamps and values do not pair up, or an unreadable timestamp, goes to `bad` by name.
+async fn series(
+    aws: &Aws,
+    queries: &[MetricDataQuery],
+    (start, end): (Timestamp, Timestamp),
+    results: &mut BTreeMap<String, Vec<(Timestamp, f64)>>,
+    bad: &mut Vec<String>,
+) -> Result<(), AwsError> {
+    // The SDK's paginator; each page is one call through the shared rate limit.
+    let mut pages = aws
+        .cloudwatch
+        .get_metric_data()
+        .set_metric_data_queries(Some(queries.to_vec()))
+        .start_time(to_aws(start))
+        .end_time(to_aws(end))
+        .scan_by(ScanBy::TimestampDescending)
+        .into_paginator()
+        .send();
+    while let Some(out) = aws.page("GetMetricData", pages.next()).await? {
+        for r in out.metric_data_results() {
+            let Some(id) = r.id() else { continue };
+            let (ts, vals) = (r.timestamps(), r.values());
+            if ts.len() != vals.len() {
+                bad.push(format!(
+                    "GetMetricData result {id}: {} timestamps but {} values; ignored",
+                    ts.len(),
+                    vals.len()
+                ));
+                continue;
+            }
+            let series = results.entry(id.to_string()).or_default();
+            for (t, v) in ts.iter().zip(vals) {
+                match from_aws(t) {
+                    Some(t) => series.push((t, *v)),
+                    None => bad.push(format!(
+                        "GetMetricData result {id}: timestamp {t:?} unreadable"
+                    )),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The highest `BurstCapUsed` this group's agent published since `since` (the cap day's
 /// start): an independent copy of the day's count, so a wiped state directory never grants a
 /// fresh day. `None`: no datapoint today (a first start, or no launch yet).
@@ -125,33 +186,19 @@ pub async fn cap_used_since(
         .metric_name("BurstCapUsed")
         .dimensions(Dimension::builder().name("Group").value(group).build())
         .build();
-    let q = MetricDataQuery::builder()
-        .id("cap")
-        .metric_stat(
-            MetricStat::builder()
-                .metric(metric)
-                .period(60)
-                .stat("Maximum")
-                .build(),
-        )
-        .return_data(true)
-        .build();
-    let mut pages = aws
-        .cloudwatch
-        .get_metric_data()
-        .metric_data_queries(q)
-        .start_time(to_aws(since))
-        .end_time(to_aws(now + jiff::SignedDuration::from_secs(60)))
-        .into_paginator()
-        .send();
-    let mut most: Option<f64> = None;
-    while let Some(out) = aws.page("GetMetricData", pages.next()).await? {
-        for r in out.metric_data_results() {
-            for v in r.values().iter().filter(|v| v.is_finite() && **v >= 0.0) {
-                most = Some(most.map_or(*v, |m: f64| m.max(*v)));
-            }
-        }
+    let q = stat_query("cap", metric, 60, "Maximum");
+    let (mut results, mut bad) = (BTreeMap::new(), Vec::new());
+    let end = now + jiff::SignedDuration::from_secs(60);
+    series(aws, &[q], (since, end), &mut results, &mut bad).await?;
+    for b in &bad {
+        tracing::warn!(group, "burst cap read-back: {b}");
     }
+    let most = results
+        .values()
+        .flatten()
+        .map(|(_, v)| *v)
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .reduce(f64::max);
     // A count: at most a day's worth of launches is believable; more is not ours to trust.
     Ok(most.map(|m| m.ceil().min(f64::from(u32::MAX)) as u32))
 }
@@ -167,23 +214,12 @@ pub async fn read_evidence(
     now: Timestamp,
 ) -> Result<crate::policy::Evidence, AwsError> {
     let q = |id: String, ns: &str, name: &str, dim: (&str, &str), stat: &str| {
-        MetricDataQuery::builder()
-            .id(id)
-            .metric_stat(
-                MetricStat::builder()
-                    .metric(
-                        Metric::builder()
-                            .namespace(ns)
-                            .metric_name(name)
-                            .dimensions(Dimension::builder().name(dim.0).value(dim.1).build())
-                            .build(),
-                    )
-                    .period(60)
-                    .stat(stat)
-                    .build(),
-            )
-            .return_data(true)
-            .build()
+        let metric = Metric::builder()
+            .namespace(ns)
+            .metric_name(name)
+            .dimensions(Dimension::builder().name(dim.0).value(dim.1).build())
+            .build();
+        stat_query(id, metric, 60, stat)
     };
     let mut queries = vec![
         q(
@@ -210,45 +246,40 @@ pub async fn read_evidence(
             "Maximum",
         ));
     }
+    let (mut results, mut bad) = (BTreeMap::new(), Vec::new());
+    let window = (
+        now - jiff::SignedDuration::from_mins(15),
+        now + jiff::SignedDuration::from_secs(60),
+    );
+    for chunk in queries.chunks(MAX_QUERIES_PER_CALL) {
+        series(aws, chunk, window, &mut results, &mut bad).await?;
+    }
+    for b in &bad {
+        tracing::warn!("AWS evidence read-back: {b}");
+    }
     let mut ev = crate::policy::Evidence::default();
     let (mut surge, mut spill) = (0.0f64, 0.0f64);
-    for chunk in queries.chunks(MAX_QUERIES_PER_CALL) {
-        let mut pages = aws
-            .cloudwatch
-            .get_metric_data()
-            .set_metric_data_queries(Some(chunk.to_vec()))
-            .start_time(to_aws(now - jiff::SignedDuration::from_mins(15)))
-            .end_time(to_aws(now + jiff::SignedDuration::from_secs(60)))
-            .scan_by(ScanBy::TimestampDescending)
-            .into_paginator()
-            .send();
-        while let Some(out) = aws.page("GetMetricData", pages.next()).await? {
-            for r in out.metric_data_results() {
-                let Some(id) = r.id() else { continue };
-                let recent: Vec<f64> = r
-                    .timestamps()
-                    .iter()
-                    .zip(r.values())
-                    .filter(|(t, v)| {
-                        v.is_finite()
-                            && **v >= 0.0
-                            && from_aws(t).is_some_and(|t| {
-                                id.starts_with('c') || now.as_second() - t.as_second() <= 300
-                            })
-                    })
-                    .map(|(_, v)| *v)
-                    .collect();
-                match id {
-                    "surge" => surge = recent.iter().copied().fold(surge, f64::max),
-                    "spill" => spill += recent.iter().sum::<f64>(),
-                    _ => {
-                        let idx: Option<usize> = id[1..].parse().ok();
-                        // Newest first (TimestampDescending); a percentage, at most 100.
-                        if let (Some(i), Some(v)) = (idx, recent.first()) {
-                            if let Some(inst) = instance_ids.get(i) {
-                                ev.cpu.insert(inst.clone(), (v / 100.0).min(1.0));
-                            }
-                        }
+    for (id, points) in &results {
+        // The ELB's numbers count for the last 5 minutes; EC2's CPU (every 5 min on basic
+        // monitoring) for the whole window.
+        let recent: Vec<f64> = points
+            .iter()
+            .filter(|(t, v)| {
+                v.is_finite()
+                    && *v >= 0.0
+                    && (id.starts_with('c') || now.as_second() - t.as_second() <= 300)
+            })
+            .map(|(_, v)| *v)
+            .collect();
+        match id.as_str() {
+            "surge" => surge = recent.iter().copied().fold(surge, f64::max),
+            "spill" => spill += recent.iter().sum::<f64>(),
+            _ => {
+                let idx: Option<usize> = id[1..].parse().ok();
+                // Newest first (TimestampDescending); a percentage, at most 100.
+                if let (Some(i), Some(v)) = (idx, recent.first()) {
+                    if let Some(inst) = instance_ids.get(i) {
+                        ev.cpu.insert(inst.clone(), (v / 100.0).min(1.0));
                     }
                 }
             }
@@ -292,56 +323,13 @@ pub async fn read_fleet(
                             .build(),
                     )
                     .build();
-                MetricDataQuery::builder()
-                    .id(&s.id)
-                    .metric_stat(
-                        MetricStat::builder()
-                            .metric(metric)
-                            .period(period)
-                            // Each period's highest datapoint, never its Average: a flood of
-                            // zeros with a large SampleCount drags an Average down (a scale-in
-                            // in the middle of a burst); the policy bounds what a high one can
-                            // claim (policy::corroborate).
-                            .stat("Maximum")
-                            .build(),
-                    )
-                    .return_data(true)
-                    .build()
+                // Each period's highest datapoint, never its Average: a flood of zeros with a
+                // large SampleCount drags an Average down (a scale-in in the middle of a burst);
+                // the policy bounds what a high one can claim (policy::corroborate).
+                stat_query(&s.id, metric, period, "Maximum")
             })
             .collect();
-        // The SDK's paginator; each page is one call through the shared rate limit.
-        let mut pages = aws
-            .cloudwatch
-            .get_metric_data()
-            .set_metric_data_queries(Some(q.clone()))
-            .start_time(to_aws(start))
-            .end_time(to_aws(end))
-            .scan_by(ScanBy::TimestampDescending)
-            .into_paginator()
-            .send();
-        while let Some(out) = aws.page("GetMetricData", pages.next()).await? {
-            for r in out.metric_data_results() {
-                let Some(id) = r.id() else { continue };
-                let (ts, vals) = (r.timestamps(), r.values());
-                if ts.len() != vals.len() {
-                    bad_replies.push(format!(
-                        "GetMetricData result {id}: {} timestamps but {} values; ignored",
-                        ts.len(),
-                        vals.len()
-                    ));
-                    continue;
-                }
-                let series = results.entry(id.to_string()).or_default();
-                for (t, v) in ts.iter().zip(vals) {
-                    match from_aws(t) {
-                        Some(t) => series.push((t, *v)),
-                        None => bad_replies.push(format!(
-                            "GetMetricData result {id}: timestamp {t:?} unreadable"
-                        )),
-                    }
-                }
-            }
-        }
+        series(aws, &q, (start, end), &mut results, &mut bad_replies).await?;
     }
     let mut back = assemble(&specs, &results, now, stale_after_secs);
     back.rejected.extend(bad_replies);
