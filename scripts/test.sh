@@ -13,9 +13,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # rsync (content-sync hooks), systemd (the service tests boot it in a namespace; systemd-analyze),
 # openssh-server + openssh-client (a real sshd stands in for a slave), iproute2 and util-linux
 # (the test machine's namespaces), dpkg-dev (cargo deb's dependency scan), procps, coreutils,
-# python3-venv (moto, below), prometheus-node-exporter (benches/agent compares against it).
+# python3-venv (moto, below), prometheus-node-exporter (benches/agent compares against it),
+# faketime (libfaketime: the end-to-end wall-clock step).
 packages=(apache2 apache2-utils rsync systemd procps coreutils ca-certificates python3 python3-venv
-          prometheus-node-exporter openssh-server openssh-client iproute2 util-linux dpkg-dev)
+          prometheus-node-exporter openssh-server openssh-client iproute2 util-linux dpkg-dev faketime)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -79,7 +79,7 @@ pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
         name: format!("{}{kind}{suffix}", prefix(group)),
         kind,
         description,
-        namespace: ns.clone(),
+        namespace: crate::metrics::Ns::of(metric).name(&ns),
         metric,
         dims,
         statistic,
@@ -464,6 +464,12 @@ mod tests {
         let h = find(&p, "burst-agent/golf/heartbeat");
         assert_eq!(h.treat_missing, "breaching");
         assert_eq!((h.compare, h.evaluation_periods), (Compare::Below, 5));
+        // ...on the master's own heartbeat, where no slave can write one for it.
+        assert_eq!(h.namespace, "BurstAgent/golf/Agent");
+        assert_eq!(
+            find(&p, "burst-agent/golf/disk:/").namespace,
+            "BurstAgent/golf"
+        );
         // The ELB's own metrics, by its name.
         let e = find(&p, "burst-agent/golf/elb_surge_queue");
         assert_eq!(e.namespace, "AWS/ELB");

@@ -52,9 +52,18 @@ fn widget(
     json!({"type": "metric", "x": x, "y": y, "width": w, "height": 6, "properties": properties})
 }
 
+/// The namespace `metric` lives in, given the site's `ns` (AWS's own stay as they are).
+fn ns_of(ns: &str, metric: &str) -> String {
+    if ns.starts_with("AWS/") {
+        ns.to_string()
+    } else {
+        crate::metrics::Ns::of(metric).name(ns)
+    }
+}
+
 /// A metric line: namespace, name, then dimension pairs, then its options.
 fn line(ns: &str, metric: &str, dims: &[(&str, &str)], opts: Value) -> Value {
-    let mut v = vec![json!(ns), json!(metric)];
+    let mut v = vec![json!(ns_of(ns, metric)), json!(metric)];
     for (k, val) in dims {
         v.push(json!(k));
         v.push(json!(val));
@@ -65,6 +74,7 @@ fn line(ns: &str, metric: &str, dims: &[(&str, &str)], opts: Value) -> Value {
 
 /// A SEARCH over every host of the group (one line per InstanceId).
 fn per_host(ns: &str, group: &str, metric: &str, id: &str) -> Value {
+    let ns = ns_of(ns, metric);
     json!([{
         "expression": format!(
             "SEARCH('{{{ns},Group,InstanceId}} MetricName=\"{metric}\" Group=\"{group}\"', 'Average', 60)"
@@ -258,6 +268,7 @@ fn group_widgets(cfg: &Config, group: &str, y: u32, full: bool) -> Vec<Value> {
         }
         if !cfg.sampling.probe_urls.is_empty() {
             let search = |metric: &str, stat: &str, id: &str, axis: &str| {
+                let ns = ns_of(ns, metric);
                 json!({
                     "expression": format!(
                         "SEARCH('{{{ns},Group,Url}} MetricName=\"{metric}\" Group=\"{group}\"', '{stat}', 60)"
@@ -368,6 +379,13 @@ mod tests {
             "Decisions",
             "HookSeconds",
         ] {
+            // The agent's own numbers: in the namespace only the master can write.
+            assert!(
+                lines.contains(&("BurstAgent/golf/Agent".into(), m.into())),
+                "{m}: {lines:?}"
+            );
+        }
+        for m in ["ApacheBusyRatio", "LoadPerCpu"] {
             assert!(
                 lines.contains(&("BurstAgent/golf".into(), m.into())),
                 "{m}: {lines:?}"
@@ -390,7 +408,7 @@ mod tests {
         assert_eq!(probe.len(), 5, "{probe:?}");
         assert!(probe
             .iter()
-            .any(|s| s.contains("Group,Url} MetricName=\"ProbeLatency\"")));
+            .any(|s| s.contains("{BurstAgent/golf/Agent,Group,Url} MetricName=\"ProbeLatency\"")));
         // Widgets do not overlap.
         let mut cells = std::collections::BTreeSet::new();
         for w in b["widgets"].as_array().unwrap() {

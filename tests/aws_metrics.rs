@@ -187,10 +187,11 @@ async fn the_agents_own_metrics_are_published() {
     buf.lock().unwrap().push(data);
     let f = cloudwatch::flush(&aws, "BurstAgentTest", 60, &buf).await;
     assert!(f.stopped_by.is_none() && f.refused == 0, "{f:?}");
+    // In the agent's own namespace, which the slaves' policy does not name.
     let listed = aws
         .cloudwatch
         .list_metrics()
-        .namespace("BurstAgentTest")
+        .namespace("BurstAgentTest/Agent")
         .send()
         .await
         .unwrap();
@@ -248,6 +249,39 @@ async fn todays_highest_burst_cap_used_is_read_back_from_cloudwatch() {
     }
     let f = cloudwatch::flush(&aws, "BurstAgentCap", 60, &buf).await;
     assert!(f.stopped_by.is_none() && f.refused == 0, "{f:?}");
+    // The agent's count lives where only the master writes, not in the site's namespace that
+    // the slaves write too. (moto answers a query with dimensions from every namespace, so it
+    // cannot show the read skipping a slave's forged count:
+    // `cloudwatch::tests::the_cap_is_read_from_the_agents_own_namespace` shows what the read
+    // names.)
+    let names_in = |aws: &Aws, ns: &'static str| {
+        let aws = aws.clone();
+        async move {
+            let l = aws
+                .cloudwatch
+                .list_metrics()
+                .namespace(ns)
+                .send()
+                .await
+                .unwrap();
+            l.metrics()
+                .iter()
+                .filter_map(|m| m.metric_name().map(String::from))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(
+        names_in(&aws, "BurstAgentCap/Agent")
+            .await
+            .contains(&"BurstCapUsed".to_string()),
+        "the agent's count is not in its own namespace"
+    );
+    assert!(
+        !names_in(&aws, "BurstAgentCap")
+            .await
+            .contains(&"BurstCapUsed".to_string()),
+        "the agent's count is in the namespace the slaves write"
+    );
     let got = cloudwatch::cap_used_since(&aws, "BurstAgentCap", "site", since, now)
         .await
         .unwrap();
@@ -396,6 +430,8 @@ async fn calls_per_steady_tick_do_not_grow_with_1_10_100_slaves() {
     assert_eq!(per_size[&1]["DescribeInstances"], 1);
     assert_eq!(per_size[&1]["DescribeInstanceHealth"], 1);
     assert_eq!(per_size[&1]["GetMetricData"], 1);
-    assert_eq!(per_size[&1]["PutMetricData"], 1);
-    assert_eq!(per_size[&1].values().sum::<u64>(), 4);
+    // One PutMetricData per namespace: the master's host sample goes to the site's namespace,
+    // its own numbers (Heartbeat, BurstCapUsed, ...) to NAMESPACE/Agent, which no slave may write.
+    assert_eq!(per_size[&1]["PutMetricData"], 2);
+    assert_eq!(per_size[&1].values().sum::<u64>(), 5);
 }

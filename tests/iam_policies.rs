@@ -519,6 +519,15 @@ fn check(doc: &Value, kind: Kind) -> Vec<String> {
             if !covers("image") && !covers("launch-template") {
                 bad.push("RunInstances names no image or launch-template ARN".into());
             }
+            // Both of the site's namespaces: the hosts' samples and the agent's own.
+            let ns = put_namespaces(&allowed("cloudwatch:PutMetricData"));
+            for want in ["NAMESPACE", "NAMESPACE/Agent"] {
+                if !ns.iter().any(|x| x == want) {
+                    bad.push(format!(
+                        "PutMetricData into {want} is not allowed: the agent writes there"
+                    ));
+                }
+            }
             // The warm pool's and the drain's own tags, after launch.
             for tag in [TAG_DRAINING_SINCE, TAG_POOLED_SINCE] {
                 for a in ["ec2:CreateTags", "ec2:DeleteTags"] {
@@ -547,10 +556,27 @@ fn check(doc: &Value, kind: Kind) -> Vec<String> {
             if allowed("cloudwatch:PutMetricData").is_empty() {
                 bad.push("the slaves' policy does not allow PutMetricData".into());
             }
+            // The agent's own namespace is the master's alone: a slave writing there could
+            // send the dead master's heartbeat or the burst cap's count.
+            for x in put_namespaces(&allowed("cloudwatch:PutMetricData")) {
+                if x != "NAMESPACE" {
+                    bad.push(format!(
+                        "the slaves may write {x:?}: only the site's namespace, NAMESPACE"
+                    ));
+                }
+            }
         }
         Kind::Other => {}
     }
     bad
+}
+
+/// Every namespace the statements let PutMetricData write (their `cloudwatch:namespace`).
+fn put_namespaces(stmts: &[&Stmt<'_>]) -> Vec<String> {
+    stmts
+        .iter()
+        .flat_map(|s| s.cond("StringEquals", "cloudwatch:namespace"))
+        .collect()
 }
 
 fn the(kind: Kind) -> Policy {
@@ -723,6 +749,10 @@ fn each_check_catches_its_own_breakage() {
         ("iam:PassRole on", |d| {
             stmt(d, "iam:PassRole", ":role/")["Resource"] = json!("*");
         }),
+        ("PutMetricData into NAMESPACE/Agent is not allowed", |d| {
+            stmt(d, "cloudwatch:PutMetricData", "*")["Condition"]["StringEquals"]
+                ["cloudwatch:namespace"] = json!("NAMESPACE");
+        }),
         ("ec2:StopInstances is not allowed", |d| {
             stmt(d, "ec2:StopInstances", ":instance/")["Action"] =
                 json!(["ec2:TerminateInstances", "ec2:StartInstances"]);
@@ -742,6 +772,10 @@ fn each_check_catches_its_own_breakage() {
         ("PutMetricData into an AWS/ namespace", |d| {
             stmt(d, "cloudwatch:PutMetricData", "*")["Condition"]["StringEquals"]
                 ["cloudwatch:namespace"] = json!("AWS/ELB");
+        }),
+        ("the slaves may write \"NAMESPACE/Agent\"", |d| {
+            stmt(d, "cloudwatch:PutMetricData", "*")["Condition"]["StringEquals"]
+                ["cloudwatch:namespace"] = json!(["NAMESPACE", "NAMESPACE/Agent"]);
         }),
     ];
     for (kind, sabotages) in [(Kind::Master, master), (Kind::Slave, slave)] {

@@ -1,7 +1,7 @@
 //! The CloudWatch edge of the metrics loop: PutMetricData from the buffer, GetMetricData for the
 //! fleet. Everything that decides what to send or how to read the answer is in `mod.rs`.
 
-use super::{assemble, queries, Buffer, Datum, ReadBack, MAX_QUERIES_PER_CALL};
+use super::{assemble, queries, Buffer, Datum, Ns, ReadBack, MAX_QUERIES_PER_CALL};
 use crate::aws::{Aws, AwsError};
 use aws_sdk_cloudwatch::types::{
     Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat, ScanBy, StandardUnit,
@@ -51,7 +51,8 @@ pub struct Flushed {
 /// Publishes everything in the buffer, one batch per call. The lock is held only to take or
 /// put back a batch, never across a network call, so sampling never waits on CloudWatch. A
 /// retryable failure puts the batch back and stops (the next flush retries); a final one drops
-/// the batch with an error naming its metrics.
+/// the batch with an error naming its metrics. `namespace` is the site's; the agent's own
+/// numbers go to [`super::agent_namespace`] of it.
 pub async fn flush(
     aws: &Aws,
     namespace: &str,
@@ -74,7 +75,7 @@ pub async fn flush(
                 "PutMetricData",
                 aws.cloudwatch
                     .put_metric_data()
-                    .namespace(namespace)
+                    .namespace(batch[0].ns().name(namespace))
                     .set_metric_data(Some(data))
                     .send(),
             )
@@ -171,9 +172,21 @@ async fn series(
     Ok(())
 }
 
+/// The query for the agent's own `BurstCapUsed` (its Maximum a minute), in the agent's own
+/// namespace next to the site's `namespace`.
+fn cap_query(namespace: &str, group: &str) -> MetricDataQuery {
+    let metric = Metric::builder()
+        .namespace(Ns::Agent.name(namespace))
+        .metric_name("BurstCapUsed")
+        .dimensions(Dimension::builder().name("Group").value(group).build())
+        .build();
+    stat_query("cap", metric, 60, "Maximum")
+}
+
 /// The highest `BurstCapUsed` this group's agent published since `since` (the cap day's
 /// start): an independent copy of the day's count, so a wiped state directory never grants a
-/// fresh day. `None`: no datapoint today (a first start, or no launch yet).
+/// fresh day. `None`: no datapoint today (a first start, or no launch yet). `namespace` is the
+/// site's; the count is read from the agent's own ([`Ns::Agent`]), which no slave can write.
 pub async fn cap_used_since(
     aws: &Aws,
     namespace: &str,
@@ -181,12 +194,7 @@ pub async fn cap_used_since(
     since: Timestamp,
     now: Timestamp,
 ) -> Result<Option<u32>, AwsError> {
-    let metric = Metric::builder()
-        .namespace(namespace)
-        .metric_name("BurstCapUsed")
-        .dimensions(Dimension::builder().name("Group").value(group).build())
-        .build();
-    let q = stat_query("cap", metric, 60, "Maximum");
+    let q = cap_query(namespace, group);
     let (mut results, mut bad) = (BTreeMap::new(), Vec::new());
     let end = now + jiff::SignedDuration::from_secs(60);
     series(aws, &[q], (since, end), &mut results, &mut bad).await?;
@@ -337,4 +345,21 @@ pub async fn read_fleet(
         tracing::warn!(group, "fleet read-back: {r}");
     }
     Ok(back)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// moto answers a query with dimensions from every namespace (its GetMetricData filters by
+    /// namespace only without them), so the namespace the read names is shown here: the
+    /// agent's own, never the site's that the slaves may write.
+    #[test]
+    fn the_cap_is_read_from_the_agents_own_namespace() {
+        let q = cap_query("BurstAgent/golf", "golf");
+        let m = q.metric_stat().and_then(|s| s.metric()).unwrap();
+        assert_eq!(m.namespace(), Some("BurstAgent/golf/Agent"));
+        assert_eq!(m.metric_name(), Some("BurstCapUsed"));
+        assert_eq!(q.metric_stat().and_then(|s| s.stat()), Some("Maximum"));
+    }
 }

@@ -14,6 +14,11 @@
 //!   `HookSeconds`, `MetricsDropped`;
 //! - the liveness probe's, dimensions `Group` + `Url`: `ProbeLatency` (milliseconds) and
 //!   `ProbeFailed` (1 or 0).
+//!
+//! Two namespaces ([`Ns`]): every host's samples go to the site's (`metrics.namespace`), which
+//! the slaves may write too; the agent's own numbers and the probe's go to `SITE/Agent`, which
+//! only the master's policy names, so no slave can forge the `Heartbeat` that says the master is
+//! alive or the `BurstCapUsed` a lost state is rebuilt from.
 
 pub mod cloudwatch;
 
@@ -48,6 +53,59 @@ impl Unit {
     }
 }
 
+/// Which namespace a datum goes to: the site's, which the slaves write too, or the agent's
+/// own (`SITE/Agent`), which only the master can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ns {
+    Site,
+    Agent,
+}
+
+/// The agent's own namespace next to the site's `site`: `SITE/Agent`.
+pub fn agent_namespace(site: &str) -> String {
+    format!("{site}/Agent")
+}
+
+/// The metrics only the master writes (the agent's own and the probe's): they go to
+/// [`Ns::Agent`]. Every other name is a host sample's, in [`Ns::Site`].
+pub const AGENT_METRICS: [&str; 16] = [
+    "BurstCapUsed",
+    "BurstCapRemaining",
+    "ApiErrors",
+    "MetricsDropped",
+    "Heartbeat",
+    "SlavesInService",
+    "SlavesComing",
+    "SlavesGoing",
+    "LaunchFailures",
+    "HookFailures",
+    "Decisions",
+    "ScaleOutInstances",
+    "ScaleInInstances",
+    "HookSeconds",
+    "ProbeLatency",
+    "ProbeFailed",
+];
+
+impl Ns {
+    /// Where the metric `name` lives.
+    pub fn of(name: &str) -> Ns {
+        if AGENT_METRICS.contains(&name) {
+            Ns::Agent
+        } else {
+            Ns::Site
+        }
+    }
+
+    /// This namespace's name, given the site's.
+    pub fn name(self, site: &str) -> String {
+        match self {
+            Ns::Site => site.to_string(),
+            Ns::Agent => agent_namespace(site),
+        }
+    }
+}
+
 /// One value of one metric at one time, ready for PutMetricData.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Datum {
@@ -60,6 +118,10 @@ pub struct Datum {
 }
 
 impl Datum {
+    pub fn ns(&self) -> Ns {
+        Ns::of(self.name)
+    }
+
     /// Bytes this datum adds to a Query-protocol request body, generously rounded up.
     pub fn encoded_size_estimate(&self) -> usize {
         let dims: usize = self
@@ -311,13 +373,18 @@ impl Buffer {
         over
     }
 
-    /// The oldest datums that fit one PutMetricData call.
+    /// The oldest datums that fit one PutMetricData call, all of one namespace (a call names
+    /// one).
     pub fn take_batch(&mut self) -> Vec<Datum> {
         let mut bytes = 0;
         let mut n = 0;
+        let ns = self.queue.front().map(Datum::ns);
         for d in &self.queue {
             let size = d.encoded_size_estimate();
-            if n == MAX_DATA_PER_CALL || (n > 0 && bytes + size > MAX_BYTES_PER_CALL) {
+            if n == MAX_DATA_PER_CALL
+                || (n > 0 && bytes + size > MAX_BYTES_PER_CALL)
+                || Some(d.ns()) != ns
+            {
                 break;
             }
             bytes += size;
@@ -530,6 +597,83 @@ mod tests {
         assert_eq!(get("BurstCapRemaining"), Some(7.0));
         assert_eq!(get("ApiErrors"), Some(2.0));
         assert_eq!(get("HookSeconds"), Some(12.5));
+    }
+
+    /// What the master alone writes lands in the namespace no slave may write; every host's
+    /// sample, the master's included, in the site's; a batch never mixes the two.
+    #[test]
+    fn the_agents_own_numbers_go_where_no_slave_can_write() {
+        let at = ts("2026-11-25T09:00:00Z");
+        let cap = crate::cap::CapLedger::new("Asia/Tokyo", 7, None)
+            .unwrap()
+            .status(at);
+        let mut own = Vec::new();
+        for decision in [
+            Decision::ScaleOut {
+                count: 2,
+                why: crate::policy::Explanation::bare(cap.clone()),
+            },
+            Decision::ScaleIn {
+                instances: vec!["i-1".into()],
+                why: crate::policy::Explanation::bare(cap.clone()),
+            },
+        ] {
+            own.extend(agent_data(
+                &AgentNumbers {
+                    decision: Some(&decision),
+                    cap: &cap,
+                    api_errors: 1,
+                    hook_seconds: &[("pre_register", 3.0)],
+                    hook_failures: &["pre_register", "content_sync"],
+                    launch_failures: 1,
+                    fleet: (1, 1, 1),
+                    dropped: 4,
+                },
+                "site",
+                at,
+            ));
+        }
+        own.extend(probe_data(
+            &[crate::model::ProbeResult {
+                url: "http://127.0.0.1/".into(),
+                at,
+                latency_ms: 12.0,
+                status: Some(200),
+                error: None,
+                timed_out: false,
+            }],
+            "site",
+        ));
+        let names: std::collections::BTreeSet<_> = own.iter().map(|d| d.name).collect();
+        for must in [
+            "Heartbeat",
+            "BurstCapUsed",
+            "ProbeFailed",
+            "ScaleInInstances",
+        ] {
+            assert!(names.contains(must), "{must}: {names:?}");
+        }
+        for d in &own {
+            assert_eq!(d.ns(), Ns::Agent, "{}", d.name);
+            assert_eq!(d.ns().name("BurstAgent/site"), "BurstAgent/site/Agent");
+        }
+        let (hosts, _) = host_data(&sample(), "site", "i-1");
+        for d in &hosts {
+            assert_eq!(d.ns(), Ns::Site, "{}", d.name);
+        }
+        let mut b = Buffer::new(10_000);
+        b.push(hosts.iter().take(3).cloned());
+        b.push(own.iter().take(2).cloned());
+        b.push(hosts.iter().take(4).cloned());
+        let sizes: Vec<(Ns, usize)> = std::iter::from_fn(|| {
+            let batch = b.take_batch();
+            (!batch.is_empty()).then(|| {
+                assert!(batch.iter().all(|d| d.ns() == batch[0].ns()));
+                (batch[0].ns(), batch.len())
+            })
+        })
+        .collect();
+        assert_eq!(sizes, [(Ns::Site, 3), (Ns::Agent, 2), (Ns::Site, 4)]);
     }
 
     fn datum(v: f64) -> Datum {
