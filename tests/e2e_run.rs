@@ -811,3 +811,89 @@ fn a_sync_that_always_fails_spends_two_units_then_holds_until_fixed_and_reloaded
     agent.signal(Sig::TERM);
     assert!(agent.wait_exit(30).success(), "{}", agent.tail());
 }
+
+/// Issue 19, part 5, with the real binary: the wall clock steps 30 minutes forward (libfaketime
+/// moves what `clock_gettime(CLOCK_REALTIME)` returns, as an NTP step after a VM resume or an
+/// operator's `date -s` would; the monotonic clocks keep running) while the floor's slave is
+/// in its `pre_register` hook. Before the agent kept its own clock, that step read as "sync
+/// under way for more than 68 s", ended the healthy slave and launched a replacement. Now the
+/// slave finishes its sync, registers with content, nothing else is launched, and the log says
+/// `clock_step`.
+#[test]
+fn a_30_minute_wall_clock_step_mid_sync_ends_no_slave_and_launches_no_replacement() {
+    let lib = Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+    assert!(
+        lib.exists(),
+        "{} is missing: `apt-get install -y faketime`, or run scripts/test.sh",
+        lib.display()
+    );
+    let w = World::new();
+    let mut cfg = w.config("clock");
+    cfg.policy.min_slaves = 1;
+    cfg.policy.max_slaves = 3;
+    slow_sync(&w, &mut cfg, 8);
+    w.create_elb(&cfg.elb.name);
+    let path = w.write_config("clock.toml", &cfg);
+    let offset = w.dir.path().join("faketime-offset");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let env: [(&str, &std::ffi::OsStr); 4] = [
+        ("LD_PRELOAD", lib.as_os_str()),
+        ("FAKETIME_TIMESTAMP_FILE", offset.as_os_str()),
+        // Read the file at every call, not every 10 s.
+        ("FAKETIME_NO_CACHE", "1".as_ref()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
+    ];
+    let mut agent = AgentProc::start_with(&path, &[], &w.dir.path().join("clock.log"), &env);
+    agent.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+    let pids = w.dir.path().join("sync-pids");
+    wait_until(
+        "the floor's slave in its pre_register hook",
+        60,
+        || std::fs::read_to_string(&pids).is_ok_and(|p| !p.trim().is_empty()),
+        &agent,
+    );
+    let launched = w.live("clock");
+    assert_eq!(launched.len(), 1, "{launched:?}");
+    assert!(
+        w.elb_members(&cfg.elb.name).is_empty(),
+        "registered mid-sync"
+    );
+    std::fs::write(&offset, "+30m\n").unwrap();
+    let step = agent.wait_log("the step logged", 30, |v| {
+        msg(v).contains("the wall clock stepped")
+    });
+    let secs = step["step_secs"].as_i64().unwrap_or(0);
+    assert!((1790..=1810).contains(&secs), "step_secs {secs}: {step}");
+    wait_until(
+        "the slave synced and in the ELB",
+        60,
+        || w.elb_members(&cfg.elb.name) == launched,
+        &agent,
+    );
+    w.assert_members_have_content(&cfg.elb.name);
+    // A while after: still that one slave, one cap unit, and it is in service.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        w.instances("clock").len(),
+        1,
+        "a replacement was launched:\n{}",
+        agent.tail()
+    );
+    assert_eq!(w.live("clock"), launched);
+    assert_eq!(w.elb_members(&cfg.elb.name), launched);
+    assert_eq!(ledger_used(&cfg.agent.state_dir), 1);
+    let failed = agent
+        .lines()
+        .into_iter()
+        .filter(|v| msg(v).contains("it will be terminated") || msg(v).contains("-> Failed"))
+        .count();
+    assert_eq!(failed, 0, "a slave was failed:\n{}", agent.tail());
+    let said = agent.log_text();
+    assert!(
+        said.contains("clock_step"),
+        "no clock_step event:\n{}",
+        agent.tail()
+    );
+    agent.signal(Sig::TERM);
+    assert!(agent.wait_exit(30).success(), "{}", agent.tail());
+}

@@ -14,6 +14,16 @@ impl AgentProc {
     /// Starts `burst-agent --config CONFIG run ARGS` with moto's test credentials in its
     /// environment; stderr (the JSON log) goes to `log`.
     pub fn start(config: &Path, args: &[&str], log: &Path) -> AgentProc {
+        Self::start_with(config, args, log, &[])
+    }
+
+    /// As [`AgentProc::start`], with `env` added to its environment.
+    pub fn start_with(
+        config: &Path,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> AgentProc {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -29,6 +39,7 @@ impl AgentProc {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(out)
