@@ -385,9 +385,14 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     m.ok(
         "usermod -s /bin/sh burst-agent && mkdir -p /run/sshd && rm -f /run/nologin \
           && install -d -o burst-agent -g burst-agent /var/www/slaves \
-          && mkdir -p /home/ramen/www && echo 'tonkotsu, 980 yen' > /home/ramen/www/index.html \
-          && chmod -R a+rX /home/ramen",
+          && mkdir -p /home/ramen/www /var/lib/ramen-volume \
+          && echo 'tonkotsu, 980 yen' > /var/lib/ramen-volume/index.html \
+          && chmod -R a+rX /home/ramen /var/lib/ramen-volume",
     );
+    // The site's content is a volume mounted at the document root (here a bind mount), and the
+    // mounts propagate into the unit's own mount namespace as on a real host: systemd makes /
+    // shared there, but not in a container such as this machine.
+    m.ok("mount --make-rshared / && mount --bind /var/lib/ramen-volume /home/ramen/www");
     let sshd = start_sshd(&mut m, "hostkey-1");
 
     let mut cfg = burst_agent::config::Config::default();
@@ -561,6 +566,92 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
         assert!(!j.contains(bad), "{bad}:\n{j}");
     }
     assert!(j.contains("hook succeeded"), "{j}");
+
+    // The periodic content_sync becomes the shipped rsync --delete; a new page reaches C by it.
+    let shipped_sync = cfg.hooks.pre_register.clone();
+    cfg.hooks.content_sync = shipped_sync;
+    cfg.hooks.content_sync_interval = burst_agent::config::Dur::secs(10);
+    put_config(&m, &toml::to_string(&cfg).expect("config as TOML"));
+    m.ok(&format!("systemctl reload {UNIT}"));
+    m.ok("echo 'gyoza, 400 yen' > /var/lib/ramen-volume/sides.html");
+    let c_sides = m.path(&format!("/var/www/slaves/{c}/sides.html"));
+    m.wait_for(
+        "the new page synced to C by content_sync",
+        Duration::from_secs(60),
+        || std::fs::read_to_string(&c_sides).ok(),
+    );
+    // The volume is unmounted while C serves: the document root is an empty directory, from
+    // which rsync --delete exits 0 and wipes the slave. Nothing is synced from it: C keeps its
+    // content and stays in the ELB, nothing else is launched, and `status` says why launches
+    // are held.
+    m.ok("umount /home/ramen/www && test -z \"$(ls -A /home/ramen/www)\"");
+    m.wait_for(
+        "the empty source named in the journal",
+        Duration::from_secs(30),
+        || {
+            m.unit_journal(UNIT)
+                .contains("content source /home/ramen/www/ is empty")
+                .then_some(())
+        },
+    );
+    let syncs = |j: &str| {
+        j.lines()
+            .filter(|l| l.contains("hook succeeded") && l.contains("content_sync"))
+            .count()
+    };
+    let runs_before = syncs(&m.unit_journal(UNIT));
+    // Two content_sync intervals and a half.
+    std::thread::sleep(Duration::from_secs(25));
+    let members = rt.block_on(moto::elb_members(&aws, "ramen-elb"));
+    assert_eq!(members.into_iter().collect::<Vec<_>>(), vec![c.clone()]);
+    for page in ["index.html", "sides.html"] {
+        assert!(
+            m.path(&format!("/var/www/slaves/{c}/{page}")).exists(),
+            "C lost {page} to a sync from the empty source:\n{}",
+            m.unit_journal(UNIT)
+        );
+    }
+    let j = m.unit_journal(UNIT);
+    assert_eq!(
+        syncs(&j),
+        runs_before,
+        "a sync ran from the empty source:\n{j}"
+    );
+    let status = m.ok("burst-agent status");
+    assert!(
+        status.contains("launches  HELD: content source /home/ramen/www/ is empty"),
+        "{status}"
+    );
+    let launched = rt.block_on(async {
+        aws.ec2
+            .describe_instances()
+            .send()
+            .await
+            .unwrap()
+            .reservations()
+            .iter()
+            .map(|r| r.instances().len())
+            .sum::<usize>()
+    });
+    assert_eq!(launched, 1, "launched while the source was empty");
+    // Mounted again: syncs go on, and the hold is lifted.
+    m.ok("mount --bind /var/lib/ramen-volume /home/ramen/www");
+    m.wait_for(
+        "the source back in the journal",
+        Duration::from_secs(30),
+        || {
+            m.unit_journal(UNIT)
+                .contains("the content source is back")
+                .then_some(())
+        },
+    );
+    m.wait_for(
+        "a content_sync after the remount",
+        Duration::from_secs(30),
+        || (syncs(&m.unit_journal(UNIT)) > runs_before).then_some(()),
+    );
+    let status = m.ok("burst-agent status");
+    assert!(!status.contains("launches  HELD"), "{status}");
 
     // The burst passes; the operator lowers the floor and reloads. The slave is drained and
     // stopped into the warm pool (moto's instances have EBS roots), and `status` shows it warm.
