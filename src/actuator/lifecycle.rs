@@ -151,9 +151,12 @@ fn adopt_untracked(plan: &mut Plan, obs: &Observed<'_>, now: Timestamp, cfg: &Co
             continue;
         }
         let phase = phase_of(i, obs.members.get(&i.id).copied());
-        tracing::warn!(instance_id = %i.id, phase = ?phase, ec2_state = ?i.state,
+        // Every start re-attaches the slaves this way (state.json keeps the records, not the
+        // phases): an operator's restart is no warning.
+        tracing::info!(instance_id = %i.id, phase = ?phase, ec2_state = ?i.state,
             in_elb = obs.members.contains_key(&i.id),
-            "adopting slave {} (not tracked by this agent until now)", i.id);
+            "re-attaching slave {} (this install's records name it) as {phase:?}, from what \
+             EC2 and the ELB say of it", i.id);
         plan.adopted.push(i.id.clone());
         // A warm slave's age in the pool counts from when it went there.
         let since = match phase {
@@ -361,8 +364,10 @@ pub fn reconcile(
             Phase::Syncing => match finished.get(&id) {
                 // Synced; the slave proves it serves the site before it is registered.
                 Some((HookKind::PreRegister, Ok(()))) if cfg.hooks.content_check.is_some() => {
+                    // The sync went through (`status`: "synced"); the check decides the rest.
                     if let Some(sl) = plan.slaves.get_mut(&id) {
                         sl.last_sync = Some(now);
+                        sl.last_sync_ok = Some(true);
                     }
                     if !dry {
                         plan.start(&id, HookKind::ContentCheck);
@@ -865,6 +870,34 @@ mod tests {
             .actions
             .iter()
             .any(|a| matches!(a, Action::Register(_))));
+    }
+
+    /// Found by an operator's run: between a successful pre_register and its content check,
+    /// `status` said "last sync FAILED" for a slave whose sync had just gone through.
+    #[test]
+    fn a_sync_that_went_through_is_recorded_ok_while_its_content_check_runs() {
+        let instances = [instance("i-1", InstanceState::Running)];
+        let members = BTreeMap::new();
+        let obs = Observed {
+            instances: &instances,
+            members: &members,
+            sources: &Sources::default(),
+        };
+        let mut c = cfg();
+        c.hooks.content_check = Some(Hook {
+            argv: vec!["true".into()],
+            timeout: Dur::secs(10),
+            retries: 0,
+            retry_delay: Dur::secs(1),
+        });
+        let finished: Finished = [("i-1".to_string(), (HookKind::PreRegister, Ok(())))].into();
+        let mut slaves = slave(Phase::Syncing, 0);
+        slaves.get_mut("i-1").unwrap().last_sync = None;
+        let p = reconcile(&slaves, &obs, &finished, &BTreeSet::new(), false, at(5), &c);
+        let s = &p.slaves["i-1"];
+        assert_eq!(s.phase, Phase::Syncing, "registered before its check");
+        assert_eq!((s.last_sync, s.last_sync_ok), (Some(at(5)), Some(true)));
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::Register(_))));
     }
 
     #[test]

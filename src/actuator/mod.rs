@@ -743,9 +743,14 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                                 Some(&i.id),
                                 format!(
                                     "{} carries burst-agent:group={} but is not this agent's: \
-                                     {why} (owner tag {:?}); left alone: never synced, \
+                                     {why} ({}); left alone: never synced, \
                                      registered, stopped or terminated",
-                                    i.id, self.cfg.agent.group, i.owner
+                                    i.id,
+                                    self.cfg.agent.group,
+                                    i.owner.as_deref().map_or_else(
+                                        || "no burst-agent:owner tag".to_string(),
+                                        |o| format!("burst-agent:owner={o}")
+                                    )
                                 ),
                             ));
                         }

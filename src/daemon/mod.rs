@@ -318,7 +318,10 @@ fn reload(opts: &RunOptions, current: &Config) -> Option<Config> {
                 tracing::warn!(sections = ?kept, "SIGHUP: these changed but take effect only at \
                     restart (systemctl restart burst-agent); the running values stay");
             }
-            if &new == current {
+            if &new == current && !kept.is_empty() {
+                tracing::info!(path = %path.display(),
+                    "SIGHUP: config reloaded; nothing that a reload applies changed");
+            } else if &new == current {
                 tracing::info!(path = %path.display(), "SIGHUP: config reloaded; nothing changed");
             } else {
                 tracing::info!(path = %path.display(), "SIGHUP: config reloaded and applied");
