@@ -17,6 +17,7 @@ pub const KINDS: &[&str] = &[
     "cap_exhausted",
     "sync_failures",
     "launch_failures",
+    "slave_silent",
     "api_errors",
     "heartbeat",
     "elb_unhealthy",
@@ -192,6 +193,22 @@ pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
         format!(
             "EC2 refused a launch for {group} (limits, permissions, no capacity anywhere): the \
              journal says which; see README troubleshooting"
+        ),
+    ));
+    out.push(spec(
+        "slave_silent",
+        String::new(),
+        "SlavesSilent",
+        g(),
+        "Maximum",
+        (300, 1),
+        (Compare::AtLeast, 1.0),
+        format!(
+            "a serving slave of {group} has not reported its samples for metrics.stale_after \
+             ({}): the agent never scales in for it; `burst-agent status` marks it SILENT. On \
+             the slave, check its burst-agent reporter (role = \"reporter\", dry_run = false, \
+             aws.region, the same metrics.namespace)",
+            cfg.metrics.stale_after
         ),
     ));
     out.push(spec(

@@ -53,9 +53,13 @@ pub enum EventKind {
     /// The wall clock stepped (NTP after a VM resume, `date -s`): the agent's own clock keeps
     /// durations and the cap day steady.
     ClockStep,
+    /// A serving slave has not reported its samples for `metrics.stale_after`: the policy
+    /// counts it idle for scale-out and at target for scale-in, so the fleet never shrinks for
+    /// it (its reporter is down, in dry run without a region, or in another namespace).
+    SlaveSilent,
 }
 
-pub const EVENT_KINDS: [EventKind; 13] = [
+pub const EVENT_KINDS: [EventKind; 14] = [
     EventKind::ScaleOut,
     EventKind::ScaleIn,
     EventKind::CapLow,
@@ -69,6 +73,7 @@ pub const EVENT_KINDS: [EventKind; 13] = [
     EventKind::MetricsSuspect,
     EventKind::ContentSourceMissing,
     EventKind::ClockStep,
+    EventKind::SlaveSilent,
 ];
 
 impl EventKind {
@@ -87,6 +92,7 @@ impl EventKind {
             EventKind::MetricsSuspect => "metrics_suspect",
             EventKind::ContentSourceMissing => "content_source_missing",
             EventKind::ClockStep => "clock_step",
+            EventKind::SlaveSilent => "slave_silent",
         }
     }
 

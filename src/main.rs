@@ -472,6 +472,9 @@ fn check_config(path: &Path) -> ExitCode {
             for w in burst_agent::schedule::warnings(&cfg, jiff::Timestamp::now()) {
                 println!("{}: warning: {w}", path.display());
             }
+            for w in cfg.reporter_warnings() {
+                println!("{}: warning: {w}", path.display());
+            }
             if cfg.agent.role == burst_agent::config::Role::Master {
                 for w in cfg.hooks.warnings() {
                     let kind = if w.contains(" syncs from ") {

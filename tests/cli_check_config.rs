@@ -110,3 +110,41 @@ fn config_flag_is_used_when_no_path_given() {
     let o = agent(&["--config", example.to_str().unwrap(), "check-config"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// The slave's example passes clean (no warning: it is what a slave must set), and the two
+/// mistakes that leave a slave silent are warned of by key: the master's example used as is on
+/// a slave (dry run), and no region.
+#[test]
+fn the_reporter_example_is_clean_and_a_silent_reporter_is_warned_of() {
+    let example = root().join("agent.reporter.toml.example");
+    let o = agent(&["check-config", example.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("role reporter"), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+
+    let text = std::fs::read_to_string(&example).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dry = write(
+        dir.path(),
+        "dry.toml",
+        &text
+            .replace("dry_run = false", "dry_run = true")
+            .replace("region = \"us-east-1\"", "region = \"\""),
+    );
+    let o = agent(&["check-config", dry.to_str().unwrap()]);
+    assert!(o.status.success(), "warnings do not fail: {}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("warning: agent.dry_run = true on a reporter"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: aws.region is unset on a reporter"),
+        "{out}"
+    );
+    // The master's example is no reporter: none of these.
+    let master = root().join("agent.toml.example");
+    let o = agent(&["check-config", master.to_str().unwrap()]);
+    assert!(!stdout(&o).contains("on a reporter"), "{}", stdout(&o));
+}

@@ -897,3 +897,106 @@ fn a_30_minute_wall_clock_step_mid_sync_ends_no_slave_and_launches_no_replacemen
     agent.signal(Sig::TERM);
     assert!(agent.wait_exit(30).success(), "{}", agent.tail());
 }
+
+/// Issue 21, part 3, through the real binary: a serving slave whose reporter publishes nothing
+/// (here none runs, as when the master's example is left in dry run on a slave) is named once
+/// it has been quiet for `metrics.stale_after`: a `slave_silent` event, `SILENT` in `status`,
+/// and `SlavesSilent` = 1 published for its alarm. Once its reporter runs, it reports again and
+/// `SlavesSilent` goes back to 0.
+#[test]
+fn a_serving_slave_that_never_reports_is_named_silent_until_its_reporter_runs() {
+    let w = World::new();
+    let mut cfg = w.config("silent");
+    cfg.policy.min_slaves = 1;
+    cfg.policy.max_slaves = 1;
+    w.create_elb(&cfg.elb.name);
+    let path = w.write_config("master.toml", &cfg);
+    let mut agent = AgentProc::start(&path, &[], &w.dir.path().join("master.log"));
+    agent.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+    wait_until(
+        "the floor's slave in the ELB",
+        60,
+        || w.elb_members(&cfg.elb.name).len() == 1,
+        &agent,
+    );
+    let t = Instant::now();
+    let slave = w.elb_members(&cfg.elb.name).into_iter().next().unwrap();
+    let ev = agent.wait_log("the slave_silent event", 60, |v| {
+        v["event"] == "slave_silent"
+    });
+    // Not before it had the whole window (10 s) to report; a tick and a poll of slack.
+    assert!(
+        t.elapsed() >= Duration::from_secs(8),
+        "{:?}: {ev}",
+        t.elapsed()
+    );
+    assert!(
+        msg(&ev).contains(&slave) && msg(&ev).contains("metrics.stale_after"),
+        "{ev}"
+    );
+    let status = || {
+        let o = common::agent(&["--config", path.to_str().unwrap(), "status"]);
+        common::stdout(&o)
+    };
+    let s = status();
+    assert!(s.contains(&slave) && s.contains("SILENT"), "{s}");
+    let newest_silent = || {
+        w.rt.block_on(async {
+            let now = aws_smithy_types::DateTime::from_secs(jiff::Timestamp::now().as_second());
+            let from = aws_smithy_types::DateTime::from_secs(now.secs() - 600);
+            let out = w
+                .aws
+                .cloudwatch
+                .get_metric_statistics()
+                .namespace("BurstAgentE2E/Agent")
+                .metric_name("SlavesSilent")
+                .dimensions(
+                    aws_sdk_cloudwatch::types::Dimension::builder()
+                        .name("Group")
+                        .value("silent")
+                        .build(),
+                )
+                .start_time(from)
+                .end_time(aws_smithy_types::DateTime::from_secs(now.secs() + 60))
+                .period(1)
+                .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
+                .send()
+                .await
+                .expect("GetMetricStatistics");
+            out.datapoints()
+                .iter()
+                .max_by_key(|d| d.timestamp().map(|t| t.secs()))
+                .and_then(|d| d.maximum())
+        })
+    };
+    wait_until(
+        "SlavesSilent = 1 in CloudWatch",
+        30,
+        || newest_silent() == Some(1.0),
+        &agent,
+    );
+
+    // Its reporter starts: it reports again.
+    let idle = Apache::start(1, 8);
+    let mut rc = cfg.clone();
+    rc.agent.role = Role::Reporter;
+    rc.agent.instance_id = slave.clone();
+    rc.agent.state_dir = w.dir.path().join("state-reporter");
+    rc.sampling.apache_pidfile = idle.pidfile.clone();
+    rc.sampling.mod_status_url = format!("{}?auto", idle.status_url());
+    let rp = w.write_config("reporter.toml", &rc);
+    let _reporter = AgentProc::start(&rp, &[], &w.dir.path().join("reporter.log"));
+    agent.wait_log("reports again", 60, |v| {
+        msg(v).contains(&format!("slave {slave} reports again"))
+    });
+    wait_until(
+        "SlavesSilent = 0 in CloudWatch",
+        30,
+        || newest_silent() == Some(0.0),
+        &agent,
+    );
+    let s = status();
+    assert!(!s.contains("SILENT"), "{s}");
+    agent.signal(Sig::TERM);
+    assert!(agent.wait_exit(30).success(), "{}", agent.tail());
+}

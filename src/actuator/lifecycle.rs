@@ -609,6 +609,25 @@ pub enum Call {
 /// What a call that went through means for each slave it named: registered → Registering (from
 /// Synced), deregistered → Draining (from Releasing), terminated → Terminating (its clock for
 /// the next TerminateInstances restarts), stopped → Stopping (from Draining).
+/// The serving slaves that have gone silent: in service for longer than `stale_after_secs` and
+/// absent from the fleet's fresh metrics (`reported`, read with that same window). The policy
+/// counts such a slave idle for scale-out and at target for scale-in, so the fleet never
+/// shrinks for it: its reporter is down, in dry run without a region, or writing to another
+/// namespace. A slave just in service (or just adopted) gets the window to report first.
+pub fn silent<'a, T>(
+    slaves: impl IntoIterator<Item = &'a Slave>,
+    reported: &BTreeMap<String, T>,
+    now: Timestamp,
+    stale_after_secs: i64,
+) -> BTreeSet<String> {
+    slaves
+        .into_iter()
+        .filter(|s| s.phase == Phase::InService && age(now, s.since) > stale_after_secs)
+        .filter(|s| !reported.contains_key(&s.id))
+        .map(|s| s.id.clone())
+        .collect()
+}
+
 pub fn called(slaves: &mut BTreeMap<String, Slave>, call: Call, done: &[String], now: Timestamp) {
     for id in done {
         let Some(s) = slaves.get_mut(id) else {
@@ -870,6 +889,30 @@ mod tests {
             .actions
             .iter()
             .any(|a| matches!(a, Action::Register(_))));
+    }
+
+    /// A serving slave is silent once it has been in service longer than the window without a
+    /// fresh report; one that reports, one still syncing, and one just in service are not.
+    #[test]
+    fn a_serving_slave_without_reports_for_the_window_is_silent() {
+        let mk = |id: &str, phase: Phase, since: i64| {
+            let mut s = slave(phase, since).remove("i-1").unwrap();
+            s.id = id.into();
+            s
+        };
+        let slaves = [
+            mk("i-quiet", Phase::InService, 0),
+            mk("i-talks", Phase::InService, 0),
+            mk("i-new", Phase::InService, 900),
+            mk("i-syncing", Phase::Syncing, 0),
+        ];
+        let reported: BTreeMap<String, ()> = [("i-talks".to_string(), ())].into();
+        let got = silent(&slaves, &reported, at(1000), 180);
+        assert_eq!(got, ["i-quiet".to_string()].into());
+        // Exactly at the window it is not yet silent; just past it, it is.
+        let edge = [mk("i-quiet", Phase::InService, 820)];
+        assert!(silent(&edge, &reported, at(1000), 180).is_empty());
+        assert_eq!(silent(&edge, &reported, at(1001), 180).len(), 1);
     }
 
     /// Found by an operator's run: between a successful pre_register and its content check,

@@ -71,6 +71,36 @@ pub struct Config {
     pub schedule: Vec<ScheduleEntry>,
 }
 
+impl Config {
+    /// What `check-config` warns of on a reporter (a slave): one that publishes nothing is
+    /// counted idle for scale-out and at target for scale-in, so the fleet never shrinks for
+    /// it. Empty on a master.
+    pub fn reporter_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.agent.role != Role::Reporter {
+            return out;
+        }
+        if self.agent.dry_run {
+            out.push(
+                "agent.dry_run = true on a reporter: a reporter launches nothing, so there is \
+                 nothing to rehearse, and in dry run with no region found it publishes nothing \
+                 (the master then marks this slave SILENT and never scales in for it); set \
+                 dry_run = false (agent.reporter.toml.example)"
+                    .to_string(),
+            );
+        }
+        if self.aws.region.is_empty() {
+            out.push(
+                "aws.region is unset on a reporter: its samples go to whatever region \
+                 AWS_REGION, a profile or the instance metadata service gives, and the master \
+                 reads its own; set the master's region"
+                    .to_string(),
+            );
+        }
+        out
+    }
+}
+
 /// One planned burst: a one-off window (`start`, `end`) or a weekly one (`days`, `from`, `to`),
 /// in `cap.time_zone`, during which at least `min_slaves` serve; they are launched `prewarm`
 /// before it opens so they are in service when it does.

@@ -37,7 +37,7 @@ use events::Events;
 use jiff::Timestamp;
 use sd_notify::NotifyState;
 use status::{DecisionLine, HostLine, SlaveLine, Snapshot};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -779,6 +779,8 @@ struct Tick {
     news: Vec<crate::events::Event>,
     /// AWS's own measurements, read with the fleet's metrics (policy::corroborate).
     evidence: policy::Evidence,
+    /// Serving slaves that have not reported for `metrics.stale_after` (`slave_silent`).
+    silent: BTreeSet<String>,
 }
 
 /// The actuator's numbers since the last tick, for the agent's own metrics.
@@ -877,6 +879,7 @@ impl Master<'_> {
             last_reasons: Vec::new(),
             news: Vec::new(),
             evidence: policy::Evidence::default(),
+            silent: BTreeSet::new(),
             errors: Vec::new(),
             api_errors_reported: 0,
             state: "starting",
@@ -1112,6 +1115,7 @@ impl Master<'_> {
                     }
                     tick.fleet_metrics = back.metrics;
                     tick.last_read = Some(now);
+                    self.note_silence(a.slaves(), tick, now);
                     // No slave can write these; a failed read only means less evidence.
                     match cloudwatch::read_evidence(
                         aws,
@@ -1136,6 +1140,7 @@ impl Master<'_> {
         }
         if ids.is_empty() {
             tick.fleet_metrics.clear();
+            tick.silent.clear();
         }
         for (t, e) in a.recent_errors() {
             if !tick.errors.iter().any(|(t2, e2)| t2 == t && e2 == e) {
@@ -1147,6 +1152,47 @@ impl Master<'_> {
         if n > 10 {
             tick.errors.drain(..n - 10);
         }
+    }
+
+    /// Serving slaves that stopped reporting (after a read that went through: a failed read
+    /// says nothing of them): an event once each time one goes silent, a line when it is back.
+    fn note_silence<'a>(
+        &self,
+        slaves: impl IntoIterator<Item = &'a crate::actuator::Slave>,
+        tick: &mut Tick,
+        now: Timestamp,
+    ) {
+        let window = self.cfg.metrics.stale_after;
+        let ns = self.cfg.metrics.namespace_for(&self.cfg.agent.group);
+        let slaves: Vec<&crate::actuator::Slave> = slaves.into_iter().collect();
+        let silent = crate::actuator::lifecycle::silent(
+            slaves.iter().copied(),
+            &tick.fleet_metrics,
+            now,
+            window.whole_secs(),
+        );
+        for id in silent.difference(&tick.silent) {
+            let msg = format!(
+                "slave {id} is in service but has not reported its samples for {window} \
+                 (metrics.stale_after): the policy counts it idle for scale-out and at target \
+                 for scale-in, so the fleet is never scaled in for it. On the slave: is \
+                 burst-agent running with role = \"reporter\", dry_run = false, aws.region set \
+                 and metrics.namespace = \"{ns}\"? (`systemctl status burst-agent`, \
+                 `journalctl -u burst-agent`)"
+            );
+            tracing::warn!(instance_id = %id, "{msg}");
+            tick.news.push(crate::events::Event::new(
+                crate::events::EventKind::SlaveSilent,
+                Some(id),
+                msg,
+            ));
+        }
+        for id in tick.silent.difference(&silent) {
+            if slaves.iter().any(|s| &s.id == id) {
+                tracing::info!(instance_id = %id, "slave {id} reports again");
+            }
+        }
+        tick.silent = silent;
     }
 
     fn decide<C: Cloud, H: HookRunner>(
@@ -1309,6 +1355,7 @@ impl Master<'_> {
                 hook_failures: &own.failures.0,
                 launch_failures: own.failures.1,
                 fleet: own.fleet,
+                silent: u32::try_from(tick.silent.len()).unwrap_or(u32::MAX),
                 dropped,
             },
             &self.cfg.agent.group,
@@ -1352,6 +1399,7 @@ impl Master<'_> {
                     apache_busy_ratio: m.and_then(|m| m.apache_busy_ratio),
                     last_sync: s.last_sync,
                     last_sync_ok: s.last_sync_ok,
+                    silent: tick.silent.contains(&s.id),
                     failure: s.failure.clone(),
                 }
             })

@@ -42,6 +42,9 @@ pub struct SlaveLine {
     pub apache_busy_ratio: Option<f64>,
     pub last_sync: Option<Timestamp>,
     pub last_sync_ok: Option<bool>,
+    /// In service, and no report for `metrics.stale_after` (`slave_silent`).
+    #[serde(default)]
+    pub silent: bool,
     pub failure: Option<String>,
 }
 
@@ -199,6 +202,9 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
                     ratio(sl.apache_busy_ratio),
                     ago(now, t)
                 ),
+                None if sl.silent => "SILENT: no sample for metrics.stale_after (is its \
+                                      reporter running?)"
+                    .into(),
                 None => "no recent sample".into(),
             };
             let sync = match (sl.last_sync, sl.last_sync_ok) {

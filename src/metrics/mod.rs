@@ -68,7 +68,7 @@ pub fn agent_namespace(site: &str) -> String {
 
 /// The metrics only the master writes (the agent's own and the probe's): they go to
 /// [`Ns::Agent`]. Every other name is a host sample's, in [`Ns::Site`].
-pub const AGENT_METRICS: [&str; 16] = [
+pub const AGENT_METRICS: [&str; 17] = [
     "BurstCapUsed",
     "BurstCapRemaining",
     "ApiErrors",
@@ -77,6 +77,7 @@ pub const AGENT_METRICS: [&str; 16] = [
     "SlavesInService",
     "SlavesComing",
     "SlavesGoing",
+    "SlavesSilent",
     "LaunchFailures",
     "HookFailures",
     "Decisions",
@@ -224,6 +225,8 @@ pub struct AgentNumbers<'a> {
     pub launch_failures: u32,
     /// Slaves in service, coming and going (the dashboard's fleet size).
     pub fleet: (u32, u32, u32),
+    /// Serving slaves that have not reported for `metrics.stale_after` (`slave_silent`).
+    pub silent: u32,
     pub dropped: u64,
 }
 
@@ -256,6 +259,8 @@ pub fn agent_data(n: &AgentNumbers<'_>, group: &str, at: Timestamp) -> Vec<Datum
         d("SlavesInService", Unit::Count, f64::from(n.fleet.0), None),
         d("SlavesComing", Unit::Count, f64::from(n.fleet.1), None),
         d("SlavesGoing", Unit::Count, f64::from(n.fleet.2), None),
+        // Zero when every serving slave reports: its alarm sees a value, not silence.
+        d("SlavesSilent", Unit::Count, f64::from(n.silent), None),
         d(
             "LaunchFailures",
             Unit::Count,
@@ -588,6 +593,7 @@ mod tests {
                 hook_failures: &["pre_register"],
                 launch_failures: 1,
                 fleet: (2, 1, 0),
+                silent: 1,
                 dropped: 0,
             },
             "site",
@@ -597,6 +603,7 @@ mod tests {
         assert_eq!(get("BurstCapRemaining"), Some(7.0));
         assert_eq!(get("ApiErrors"), Some(2.0));
         assert_eq!(get("HookSeconds"), Some(12.5));
+        assert_eq!(get("SlavesSilent"), Some(1.0));
     }
 
     /// What the master alone writes lands in the namespace no slave may write; every host's
@@ -627,6 +634,7 @@ mod tests {
                     hook_failures: &["pre_register", "content_sync"],
                     launch_failures: 1,
                     fleet: (1, 1, 1),
+                    silent: 0,
                     dropped: 4,
                 },
                 "site",
