@@ -476,6 +476,9 @@ fn check_config(path: &Path) -> ExitCode {
                 println!("{}: warning: {w}", path.display());
             }
             if cfg.agent.role == burst_agent::config::Role::Master {
+                for c in cfg.hooks.commands() {
+                    println!("{}: note: {c}", path.display());
+                }
                 for w in cfg.hooks.warnings() {
                     let kind = if w.contains(" syncs from ") {
                         "note"

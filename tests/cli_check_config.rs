@@ -148,3 +148,65 @@ fn the_reporter_example_is_clean_and_a_silent_reporter_is_warned_of() {
     let o = agent(&["check-config", master.to_str().unwrap()]);
     assert!(!stdout(&o).contains("on a reporter"), "{}", stdout(&o));
 }
+
+/// Issue 21, part 4: an operator who points `pre_register` at another tree and leaves
+/// `content_sync` unset gets the periodic sync of that same tree (before, a second hard-coded
+/// /var/www rsync kept running with --delete); `check-config` says which command each runs, and
+/// a config that sets its own `content_sync` keeps it.
+#[test]
+fn content_sync_follows_pre_register_unless_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = write(
+        dir.path(),
+        "one.toml",
+        r#"[agent]
+group = "shop"
+dry_run = true
+
+[hooks.pre_register]
+argv = ["rsync", "-a", "--delete", "/srv/shop/", "{private_ip}:/srv/shop/"]
+"#,
+    );
+    let o = agent(&["check-config", one.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "note: hooks.pre_register runs: rsync -a --delete /srv/shop/ {private_ip}:/srv/shop/"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("note: hooks.content_sync is unset: it runs hooks.pre_register's command"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hooks.content_sync syncs from /srv/shop/"),
+        "{out}"
+    );
+    assert!(!out.contains("/var/www"), "{out}");
+
+    let two = write(
+        dir.path(),
+        "two.toml",
+        r#"[agent]
+group = "shop"
+dry_run = true
+
+[hooks.pre_register]
+argv = ["rsync", "-a", "--delete", "/srv/shop/", "{private_ip}:/srv/shop/"]
+
+[hooks.content_sync]
+argv = ["rsync", "-a", "/srv/shop/uploads/", "{private_ip}:/srv/shop/uploads/"]
+"#,
+    );
+    let out = stdout(&agent(&["check-config", two.to_str().unwrap()]));
+    assert!(
+        out.contains("note: hooks.content_sync runs: rsync -a /srv/shop/uploads/"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hooks.content_sync syncs from /srv/shop/uploads/"),
+        "{out}"
+    );
+}

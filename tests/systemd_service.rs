@@ -426,11 +426,14 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     cfg.hooks.pre_register.timeout = burst_agent::config::Dur::secs(60);
     cfg.hooks.pre_register.retry_delay = burst_agent::config::Dur::secs(1);
     // A hook that shows what it was given: the environment, and so any secret in it.
-    cfg.hooks.content_sync.argv = vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        "env > {state_dir}/hook-env".into(),
-    ];
+    cfg.hooks.content_sync = Some(burst_agent::config::Hook {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "env > {state_dir}/hook-env".into(),
+        ],
+        ..cfg.hooks.pre_register.clone()
+    });
     cfg.hooks.content_sync_interval = burst_agent::config::Dur::secs(10);
     // Events, as the README's operator sets them up: an SNS topic and a program, under the
     // unit's sandbox.
@@ -567,9 +570,9 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     }
     assert!(j.contains("hook succeeded"), "{j}");
 
-    // The periodic content_sync becomes the shipped rsync --delete; a new page reaches C by it.
-    let shipped_sync = cfg.hooks.pre_register.clone();
-    cfg.hooks.content_sync = shipped_sync;
+    // content_sync unset: the periodic sync is pre_register's shipped rsync --delete (one
+    // source for the content); a new page reaches C by it.
+    cfg.hooks.content_sync = None;
     cfg.hooks.content_sync_interval = burst_agent::config::Dur::secs(10);
     put_config(&m, &toml::to_string(&cfg).expect("config as TOML"));
     m.ok(&format!("systemctl reload {UNIT}"));

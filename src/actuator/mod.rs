@@ -1819,7 +1819,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         };
         let next = lifecycle::Sources {
             pre_register: check(&h.pre_register),
-            content_sync: check(&h.content_sync),
+            content_sync: check(h.content_sync()),
         };
         match (self.sources.problem(), next.problem()) {
             (None, Some(why)) => {
@@ -2002,7 +2002,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 lifecycle::Action::StartHook { id, kind } => {
                     let hook = match kind {
                         HookKind::PreRegister => Some(self.cfg.hooks.pre_register.clone()),
-                        HookKind::ContentSync => Some(self.cfg.hooks.content_sync.clone()),
+                        HookKind::ContentSync => Some(self.cfg.hooks.content_sync().clone()),
                         HookKind::ContentCheck => self.cfg.hooks.content_check.clone(),
                         HookKind::PreDeregister => self.cfg.hooks.pre_deregister.clone(),
                         HookKind::PostTerminate => self.cfg.hooks.post_terminate.clone(),

@@ -307,7 +307,7 @@ fn setup_with(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> (Fake, A
     cfg.cap.time_zone = "UTC".into();
     cfg.elb.name = "site-elb".into();
     cfg.hooks.pre_register.argv = vec!["true".into()];
-    cfg.hooks.content_sync.argv = vec!["true".into()];
+    cfg.hooks.content_sync = None;
     cfg.fleet.boot_timeout = Dur::secs(60);
     cfg.elb.register_timeout = Dur::secs(60);
     cfg.elb.draining_timeout = Dur::secs(30);
@@ -969,7 +969,7 @@ async fn lost_state_waits_for_todays_count_from_cloudwatch_and_never_grants_a_fr
     cfg.cap.time_zone = "UTC".into();
     cfg.elb.name = "site-elb".into();
     cfg.hooks.pre_register.argv = vec!["true".into()];
-    cfg.hooks.content_sync.argv = vec!["true".into()];
+    cfg.hooks.content_sync = None;
     let fake = Fake::default();
     let mut act = Actuator::open(fake.clone(), &cfg, at(0)).unwrap();
     assert!(

@@ -655,8 +655,12 @@ fn rsync_docroot() -> Hook {
 pub struct HooksConfig {
     /// Must succeed before a new slave is registered with the ELB (content sync).
     pub pre_register: Hook,
-    /// Run against every in-service slave each `content_sync_interval`.
-    pub content_sync: Hook,
+    /// Run against every in-service slave each `content_sync_interval`. Unset: the same
+    /// command as `pre_register` ([`HooksConfig::content_sync`]), so the tree an operator
+    /// points `pre_register` at is the one kept in sync (a second, hard-coded one would be
+    /// synced with --delete every interval).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_sync: Option<Hook>,
     pub content_sync_interval: Dur,
     /// Optional, run before a slave is deregistered.
     pub pre_deregister: Option<Hook>,
@@ -695,7 +699,7 @@ impl HooksConfig {
         }
         for (key, hook) in [
             ("hooks.pre_register", &self.pre_register),
-            ("hooks.content_sync", &self.content_sync),
+            ("hooks.content_sync", self.content_sync()),
         ] {
             match self.source_of(hook) {
                 Some(p) => out.push(format!(
@@ -714,6 +718,25 @@ impl HooksConfig {
                 )),
             }
         }
+        out
+    }
+
+    /// The periodic sync's command: `content_sync` when set, else `pre_register`'s.
+    pub fn content_sync(&self) -> &Hook {
+        self.content_sync.as_ref().unwrap_or(&self.pre_register)
+    }
+
+    /// What each sync hook runs, for `check-config`: one line each.
+    pub fn commands(&self) -> Vec<String> {
+        let show = |h: &Hook| h.argv.join(" ");
+        let mut out = vec![format!(
+            "hooks.pre_register runs: {}",
+            show(&self.pre_register)
+        )];
+        out.push(match &self.content_sync {
+            Some(h) => format!("hooks.content_sync runs: {}", show(h)),
+            None => "hooks.content_sync is unset: it runs hooks.pre_register's command".into(),
+        });
         out
     }
 
@@ -772,7 +795,7 @@ impl Default for HooksConfig {
     fn default() -> Self {
         HooksConfig {
             pre_register: rsync_docroot(),
-            content_sync: rsync_docroot(),
+            content_sync: None,
             content_sync_interval: Dur::secs(300),
             pre_deregister: None,
             post_terminate: None,

@@ -200,7 +200,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     c.absolute("agent.state_dir", &cfg.agent.state_dir);
     let state_dir = cfg.agent.state_dir.to_string_lossy();
     let hooks = &cfg.hooks;
-    let uses_state_dir = [&hooks.pre_register, &hooks.content_sync]
+    let uses_state_dir = [&hooks.pre_register, hooks.content_sync()]
         .into_iter()
         .chain(hooks.pre_deregister.iter())
         .chain(hooks.post_terminate.iter())
@@ -702,7 +702,9 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     // [hooks]
     let h = &cfg.hooks;
     c.hook("hooks.pre_register", &h.pre_register);
-    c.hook("hooks.content_sync", &h.content_sync);
+    if let Some(hook) = &h.content_sync {
+        c.hook("hooks.content_sync", hook);
+    }
     c.duration(
         "hooks.content_sync_interval",
         h.content_sync_interval,
@@ -1042,7 +1044,10 @@ mod tests {
         c.cap.time_zone = "Mars/Olympus_Mons".into();
         c.metrics.storage_resolution = 5;
         c.hooks.pre_register.argv = vec![];
-        c.hooks.content_sync.argv = vec!["rsync".into(), "{privat_ip}:/var/www".into()];
+        c.hooks.content_sync = Some(crate::config::Hook {
+            argv: vec!["rsync".into(), "{privat_ip}:/var/www".into()],
+            ..c.hooks.pre_register.clone()
+        });
         c.policy.signals = vec![Signal::LoadPerCpu, Signal::LoadPerCpu];
         c.sampling.interval = Dur::secs(0);
         c.log.level = "loud".into();
@@ -1117,7 +1122,6 @@ mod tests {
         // The default hooks put {state_dir} inside ssh's options, which rsync splits on spaces.
         assert_eq!(paths(&c), ["agent.state_dir"]);
         c.hooks.pre_register.argv = vec!["/usr/local/bin/site-sync".into(), "{private_ip}".into()];
-        c.hooks.content_sync.argv = c.hooks.pre_register.argv.clone();
         assert_eq!(paths(&c), Vec::<String>::new());
     }
 

@@ -133,7 +133,7 @@ fn draw(rng: &mut ChaCha8Rng) -> (Config, Faults, Timestamp) {
     cfg.elb.register_timeout = Dur::secs(300);
     cfg.elb.draining_timeout = Dur::secs(rng.random_range(30..=300));
     cfg.hooks.pre_register = hook(rng.random_range(60..=300), rng.random_range(0..=2));
-    cfg.hooks.content_sync = hook(120, 1);
+    cfg.hooks.content_sync = Some(hook(120, 1));
     cfg.hooks.pre_deregister = rng.random_bool(0.5).then(|| hook(60, 0));
     cfg.hooks.post_terminate = rng.random_bool(0.3).then(|| hook(30, 0));
 

@@ -187,7 +187,8 @@ pub fn actuator_config(
     cfg.hooks.pre_register.timeout = Dur::secs(30);
     cfg.hooks.pre_register.retries = 1;
     cfg.hooks.pre_register.retry_delay = Dur::millis(100);
-    cfg.hooks.content_sync = cfg.hooks.pre_register.clone();
+    // Unset: the periodic sync runs pre_register's command.
+    cfg.hooks.content_sync = None;
     cfg.hooks.content_sync_interval = Dur::secs(3600);
     cfg
 }
