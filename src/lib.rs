@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod preflight;
 pub mod privilege;
 pub mod report;
 pub mod sampler;

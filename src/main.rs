@@ -34,6 +34,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Read-only checks of the config against this host and the AWS account before the first
+    /// burst: the launch spec (RunInstances with DryRun in every subnet and type), the ELB and
+    /// its zones, topics, CloudWatch, the hooks' programs, the ssh key, the content source,
+    /// Apache. Each line passes or fails naming its key and the fix; exits 1 on any failure.
+    /// Run it as the service user: `sudo -u burst-agent burst-agent preflight`.
+    Preflight {
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the agent's fleet, burst cap, last decision and errors (running or stopped).
     Status {
         /// Print the snapshot as JSON.
@@ -229,6 +239,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Preflight { json } => {
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            let report = burst_agent::daemon::preflight(cfg).context("burst-agent preflight")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Resume => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;

@@ -296,8 +296,13 @@ fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
 
-impl Cloud for AwsCloud {
-    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
+impl AwsCloud {
+    /// The RunInstances call of a launch, the one place that writes the launch spec: `launch`
+    /// sends it, `preflight` sends it with DryRun (so what it proves is what a burst sends).
+    pub fn run_instances(
+        &self,
+        req: &LaunchRequest,
+    ) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
         let f = &self.fleet;
         let mut tags = vec![
             tag(TAG_GROUP, &self.group),
@@ -362,6 +367,13 @@ impl Cloud for AwsCloud {
         if let Some(ud) = &self.user_data_b64 {
             call = call.user_data(ud);
         }
+        call
+    }
+}
+
+impl Cloud for AwsCloud {
+    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
+        let call = self.run_instances(req);
         let out = self
             .aws
             .call(

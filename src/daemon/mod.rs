@@ -154,6 +154,31 @@ pub fn apply_alarms(cfg: Config, prune: bool) -> Result<Vec<String>, DaemonError
     })
 }
 
+/// `burst-agent preflight`: this host's checks, then the account's (crate::preflight). A config
+/// that reaches no AWS (no region, no credentials) fails that check and keeps the local ones.
+pub fn preflight(cfg: Config) -> Result<crate::preflight::Report, DaemonError> {
+    let mut report = crate::preflight::local(&cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    rt.block_on(async {
+        let mut c = cfg.clone();
+        c.agent.dry_run = false;
+        match connect(&c).await {
+            Ok(Some(aws)) => crate::preflight::account(&cfg, &aws, &mut report).await,
+            Ok(None) => {}
+            Err(e) => report.checks.push(crate::preflight::Check {
+                key: "aws".into(),
+                outcome: crate::preflight::Outcome::Fail,
+                what: format!("AWS cannot be reached: {e}"),
+                fix: Some("set aws.region, and run on the master with its instance profile".into()),
+            }),
+        }
+    });
+    Ok(report)
+}
+
 /// `burst-agent dashboard --apply`: puts the CloudWatch dashboard of `groups`.
 pub fn apply_dashboard(cfg: Config, groups: Vec<String>) -> Result<Vec<String>, DaemonError> {
     with_aws(cfg, "dashboard", |cfg, aws| async move {
