@@ -21,6 +21,12 @@ const DIRS: &[&str] = &["docs"];
 /// only ones allowed on "*".
 const NO_RESOURCE_LEVEL: &[&str] = &[
     "ec2:DescribeInstances",
+    "ec2:DescribeImages",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeKeyPairs",
+    "elasticloadbalancing:DescribeLoadBalancers",
     "cloudwatch:GetMetricData",
     "cloudwatch:PutMetricData",
     "cloudwatch:DescribeAlarms",
@@ -41,6 +47,11 @@ const MASTER_CALLS: &[&str] = &[
     "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
     "elasticloadbalancing:DescribeInstanceHealth",
     "iam:PassRole",
+    // burst-agent preflight's lookups (its RunInstances DryRun needs what a launch needs).
+    "ec2:DescribeImages",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
+    "elasticloadbalancing:DescribeLoadBalancers",
 ];
 
 /// RunInstances' resource types that must each be allowed, by ARN.
@@ -445,10 +456,12 @@ fn check(doc: &Value, kind: Kind) -> Vec<String> {
             }
         }
 
-        if s.actions
-            .iter()
-            .any(|a| a.to_lowercase().starts_with("elasticloadbalancing:"))
-        {
+        // Every ELB call that takes a resource is limited to this ELB's ARN; a lookup that
+        // takes none (DescribeLoadBalancers, preflight's) goes on "*".
+        if s.actions.iter().any(|a| {
+            a.to_lowercase().starts_with("elasticloadbalancing:")
+                && !NO_RESOURCE_LEVEL.contains(&a.as_str())
+        }) {
             for r in &s.resources {
                 let name = r
                     .strip_prefix("arn:aws:elasticloadbalancing:")

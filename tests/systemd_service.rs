@@ -463,6 +463,37 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     });
     put_config(&m, &toml::to_string(&cfg).expect("config as TOML"));
     m.ok(&format!("burst-agent check-config {CONF}"));
+    // Preflight as the service user, from the package, as the README says to run it: the
+    // launch spec, the ELB's zone, the topic, CloudWatch and the ssh key the agent's user made
+    // all pass; this machine runs no Apache, which is the one failure.
+    let o = m.sh(
+        "runuser -u burst-agent -- env AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+         AWS_EC2_METADATA_DISABLED=true burst-agent preflight --json",
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&o), stderr(&o)));
+    let checks = v["checks"].as_array().cloned().unwrap_or_default();
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c["outcome"] == "fail")
+        .map(|c| c["key"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(failed, ["sampling.apache_pidfile"], "{checks:#?}");
+    assert_eq!(o.status.code(), Some(1));
+    let passed = |what: &str| {
+        checks
+            .iter()
+            .any(|c| c["outcome"] == "pass" && c["what"].as_str().unwrap_or("").contains(what))
+    };
+    for what in [
+        "EC2 would launch it",
+        "is served by ramen-elb",
+        "the ssh key /var/lib/burst-agent/.ssh/id_ed25519 is readable by this user only",
+        "the content source /home/ramen/www/ holds the site",
+        "the topic arn:aws:sns:",
+    ] {
+        assert!(passed(what), "no pass for {what:?}: {checks:#?}");
+    }
     drop_in(
         &m,
         "[Service]\nEnvironment=AWS_ACCESS_KEY_ID=testing \
