@@ -192,7 +192,7 @@ pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
         (Compare::AtLeast, 1.0),
         format!(
             "EC2 refused a launch for {group} (limits, permissions, no capacity anywhere): the \
-             journal says which; see README troubleshooting"
+             journal says which; see docs/operations.md, troubleshooting"
         ),
     ));
     out.push(spec(

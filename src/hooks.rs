@@ -758,7 +758,7 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
             format!(
                 "ssh could not verify {host}'s host key and may not ask: add `-o BatchMode=yes \
                  -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={kh}` to ssh's \
-                 options (README: content sync over ssh)"
+                 options (docs/install.md: content sync over ssh)"
             ),
         ));
     }
@@ -839,7 +839,7 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
                     "the burst-agent user may not read {path} on the master: give it read \
                      access (a group, or `chmod o+rX`), or, if a drop-in hides it \
                      (ProtectHome=yes or tmpfs, InaccessiblePaths=), widen it with \
-                     ReadOnlyPaths= (README: troubleshooting)"
+                     ReadOnlyPaths= (docs/operations.md: troubleshooting)"
                 ),
             ));
         }

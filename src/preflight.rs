@@ -594,8 +594,9 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
     r.skip(
         "IAM",
         "StopInstances, StartInstances, TerminateInstances and CreateTags are allowed only on \
-         this install's own slaves (README's conditions), so they can be tried only on one: \
-         `burst-agent drill --yes` does",
+         this install's own slaves (docs/aws.md's conditions), so they cannot be tried before one \
+         runs: the first scale-out and scale-in use them (an AccessDenied there is logged with \
+         the call)",
     );
 
     elb(cfg, aws, &subnets, r).await;
@@ -609,7 +610,7 @@ fn launch_fix(code: &str, msg: &str) -> (&'static str, String) {
     if code == "UnauthorizedOperation" {
         return (
             "fleet",
-            "the master's IAM policy does not allow this launch: README, \"Minimal IAM policy \
+            "the master's IAM policy does not allow this launch: docs/aws.md, \"Minimal IAM policy \
              for the master\" (RunInstances on this AMI or template, type, subnets and tags, and \
              iam:PassRole for the slaves' role)"
                 .into(),
@@ -618,7 +619,7 @@ fn launch_fix(code: &str, msg: &str) -> (&'static str, String) {
     if m.contains("instance profile") || code == "NoSuchEntity" {
         return (
             "fleet.instance_profile",
-            "create the slaves' instance profile (README, \"IAM policy for the slaves\") or set \
+            "create the slaves' instance profile (docs/aws.md, \"IAM policy for the slaves\") or set \
              fleet.instance_profile to one that exists"
                 .into(),
         );
@@ -775,7 +776,7 @@ async fn cloudwatch(cfg: &Config, aws: &Aws, r: &mut Report) {
             format!("PutMetricData into {ns}: {code}: {msg}"),
             format!(
                 "the master's policy allows cloudwatch:PutMetricData with the condition \
-                 cloudwatch:namespace in [\"{site}\", \"{ns}\"] (README)"
+                 cloudwatch:namespace in [\"{site}\", \"{ns}\"] (docs/aws.md)"
             ),
         ),
     }

@@ -1,5 +1,5 @@
-//! The Debian package under a real systemd, as an operator installs and runs it (README:
-//! "Install as a service"), and the shipped rsync-over-ssh hook to a real sshd from inside the
+//! The Debian package under a real systemd, as an operator installs and runs it
+//! (docs/install.md), and the shipped rsync-over-ssh hook to a real sshd from inside the
 //! unit's sandbox. Each test boots its own machine (tests/common/machine.rs): systemd as PID 1
 //! of private PID, mount and network namespaces, with overlays that keep the host untouched.
 
@@ -72,6 +72,23 @@ fn the_package_installs_stopped_and_the_service_runs_as_an_operator_expects() {
     assert!(m
         .ok("getent passwd burst-agent")
         .contains(":/var/lib/burst-agent:"));
+    // The docs are installed, and every relative link among them resolves there too.
+    let docs = m.path("/usr/share/doc/burst-agent");
+    for f in [
+        "README.md",
+        "RELIABILITY.md",
+        "docs/operations.md",
+        "docs/simulate-tv-feature.svg",
+        "examples/agent.reporter.toml",
+    ] {
+        assert!(docs.join(f).is_file(), "{f} is not in the package");
+    }
+    let bad = common::docs::broken(&docs);
+    assert!(
+        bad.is_empty(),
+        "broken links in the package:\n{}",
+        bad.join("\n")
+    );
 
     // The shipped config, as it is: a dry run on this host alone.
     m.ok(&format!("systemctl start {UNIT}"));

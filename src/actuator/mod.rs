@@ -2180,7 +2180,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                                 let why = format!(
                                     "the warm pool is not used: StopInstances refused ({e}): \
                                      grant ec2:StopInstances, ec2:StartInstances and \
-                                     ec2:DeleteTags (README: IAM) or set fleet.warm_pool = 0"
+                                     ec2:DeleteTags (docs/aws.md) or set fleet.warm_pool = 0"
                                 );
                                 self.error(now, report, why.clone());
                                 self.pool_refused = Some(why);
@@ -2256,7 +2256,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 if e.is("UnauthorizedOperation") {
                     self.pool_refused = Some(format!(
                         "the warm pool is not used: StartInstances refused ({e}): grant \
-                         ec2:StartInstances and ec2:DeleteTags (README: IAM) or set \
+                         ec2:StartInstances and ec2:DeleteTags (docs/aws.md) or set \
                          fleet.warm_pool = 0"
                     ));
                 }

@@ -529,8 +529,8 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     c.require(p.cap_keep_for.is_none(), "policy.cap_keep_for", || {
         "policy.cap_keep_for was replaced by policy.cap_unit_value (what one burst-cap unit is \
          worth in instance-time; an unneeded slave is kept while it has been unneeded for less \
-         than its relaunch cost) and policy.max_kept_per_day: remove it (README: How the agent \
-         decides, step 6)"
+         than its relaunch cost) and policy.max_kept_per_day: remove it (docs/how-it-decides.md, \
+         step 6)"
             .to_string()
     });
     c.duration(

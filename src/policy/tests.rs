@@ -781,12 +781,12 @@ fn the_readme_decision_line() {
         evidence: Default::default(),
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
-    // The README shows this very line: read it from README.md, so the two cannot drift apart.
-    let readme = include_str!("../../README.md");
+    // The docs show this very line: read it from docs/how-it-decides.md, so the two cannot drift apart.
+    let readme = include_str!("../../docs/how-it-decides.md");
     let line = d.to_string();
     assert!(
         readme.lines().any(|l| l.trim() == line),
-        "README.md no longer shows the decision decide() makes:\n{line}"
+        "docs/how-it-decides.md no longer shows the decision decide() makes:\n{line}"
     );
     assert!(line.starts_with("scale out by 4 (0 -> 4 slaves)"), "{line}");
 }

@@ -3,6 +3,7 @@
 
 pub mod agent_proc;
 pub mod apache;
+pub mod docs;
 pub mod fake_apache;
 pub mod fault_proxy;
 pub mod machine;
