@@ -117,11 +117,12 @@ pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
         g(),
         "Maximum",
         (300, 1),
-        (Compare::AtLeast, a.memory_used_ratio),
+        // The metric is a ratio; the key is a percent, as every [alarms] threshold is.
+        (Compare::AtLeast, a.memory_used_percent / 100.0),
         format!(
             "a host of {group} uses at least {:.0}% of its memory: look for runaway PHP or Apache \
              workers (`burst-agent sample`)",
-            a.memory_used_ratio * 100.0
+            a.memory_used_percent
         ),
     ));
     out.push(spec(

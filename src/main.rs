@@ -496,6 +496,9 @@ fn check_config(path: &Path) -> ExitCode {
             for w in burst_agent::schedule::warnings(&cfg, jiff::Timestamp::now()) {
                 println!("{}: warning: {w}", path.display());
             }
+            for w in cfg.deprecations() {
+                println!("{}: warning: {w}", path.display());
+            }
             for w in cfg.reporter_warnings() {
                 println!("{}: warning: {w}", path.display());
             }

@@ -160,7 +160,8 @@ pub fn parse_str(src: &str, origin: &str) -> Result<Config, ConfigError> {
     }
 
     match parsed {
-        Some(cfg) => {
+        Some(mut cfg) => {
+            cfg.carry_renamed_keys();
             for mut p in validate(&cfg) {
                 let keys = split_path(&p.path);
                 p.location = locate_path(doc.get_ref(), &keys).map(|s| index.locate(s));
@@ -313,6 +314,49 @@ mod tests {
                 && p[0].message.contains("policy.max_kept_per_day"),
             "{}",
             p[0].message
+        );
+    }
+
+    /// `[alarms]` speaks one unit: the old ratio key is carried over as the percent it meant
+    /// and named with its replacement; the new key takes a percent and the alarm's threshold is
+    /// its ratio.
+    #[test]
+    fn the_memory_alarm_takes_a_percent_like_the_disk_alarm() {
+        // A config kept across the upgrade (dpkg keeps an edited conffile) still loads, as
+        // the percent it meant, and is told to rename the key.
+        let c = parse_str(
+            "[agent]\ndry_run = true\n[alarms]\nmemory_used_ratio = 0.9\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.alarms.memory_used_percent, 90.0);
+        let d = c.deprecations();
+        assert!(
+            d[0].contains("write memory_used_percent = 90 instead"),
+            "{d:?}"
+        );
+        let p = problems(
+            "[agent]\ndry_run = true\n[alarms]\nmemory_used_ratio = 0.9\nmemory_used_percent = 80.0\n",
+        );
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].path, "alarms.memory_used_ratio");
+        assert_eq!(p[0].location, Some((4, 1)), "{p:#?}");
+        assert!(p[0].message.contains("disagree"), "{}", p[0].message);
+        let p = problems("[agent]\ndry_run = true\n[alarms]\nmemory_used_percent = 0.9\n");
+        assert!(p.is_empty(), "0.9 % is odd but valid: {p:#?}");
+        let p = problems("[agent]\ndry_run = true\n[alarms]\nmemory_used_percent = 150\n");
+        assert_eq!(p[0].path, "alarms.memory_used_percent", "{p:#?}");
+        let c: crate::config::Config =
+            toml::from_str("[alarms]\nmemory_used_percent = 85.0\n").unwrap();
+        let memory = crate::alarms::plan(&c)
+            .into_iter()
+            .find(|a| a.kind == "memory")
+            .unwrap();
+        assert_eq!(memory.threshold, 0.85);
+        assert!(
+            memory.description.contains("at least 85%"),
+            "{}",
+            memory.description
         );
     }
 

@@ -71,7 +71,38 @@ pub struct Config {
     pub schedule: Vec<ScheduleEntry>,
 }
 
+/// A ratio as a percent, without binary noise (0.9 is 90, not 90.00000000000001).
+fn percent_of(r: f64) -> f64 {
+    (r * 100.0 * 1e6).round() / 1e6
+}
+
 impl Config {
+    /// Keys a later version renamed, still read so an upgrade whose config was kept (a dpkg
+    /// conffile) keeps running: `alarms.memory_used_ratio` becomes `memory_used_percent` when
+    /// that is not written. [`Config::deprecations`] says so; both written and disagreeing is
+    /// a problem (validate).
+    pub fn carry_renamed_keys(&mut self) {
+        if let Some(r) = self.alarms.memory_used_ratio {
+            if self.alarms.memory_used_percent == AlarmsConfig::default().memory_used_percent {
+                self.alarms.memory_used_percent = percent_of(r);
+            }
+        }
+    }
+
+    /// What `check-config` warns of: renamed keys still in the file.
+    pub fn deprecations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(r) = self.alarms.memory_used_ratio {
+            out.push(format!(
+                "alarms.memory_used_ratio is renamed alarms.memory_used_percent, in percent like \
+                 alarms.disk_used_percent: write memory_used_percent = {} instead (read as that \
+                 now)",
+                percent_of(r)
+            ));
+        }
+        out
+    }
+
     /// What `check-config` warns of on a reporter (a slave): one that publishes nothing is
     /// counted idle for scale-out and at target for scale-in, so the fleet never shrinks for
     /// it. Empty on a master.
@@ -157,8 +188,11 @@ pub struct AlarmsConfig {
     pub ok_actions: Vec<String>,
     /// Any host's disk (each `sampling.disk_paths`) used at or above this, in percent.
     pub disk_used_percent: f64,
-    /// Any host's memory used at or above this ratio.
-    pub memory_used_ratio: f64,
+    /// Any host's memory used at or above this, in percent (as `disk_used_percent`).
+    pub memory_used_percent: f64,
+    /// Replaced by `memory_used_percent` (one unit in `[alarms]`); only read to say so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_used_ratio: Option<f64>,
     /// Apache on any host with every worker busy for this long.
     pub apache_saturated_for: Dur,
     /// The day's burst cap with at most this many launches left (`cap_exhausted` is 0).
@@ -183,7 +217,8 @@ impl Default for AlarmsConfig {
             alarm_actions: Vec::new(),
             ok_actions: Vec::new(),
             disk_used_percent: 90.0,
-            memory_used_ratio: 0.95,
+            memory_used_percent: 95.0,
+            memory_used_ratio: None,
             apache_saturated_for: Dur::secs(300),
             cap_remaining_at_most: 1,
             heartbeat_missing_for: Dur::secs(300),

@@ -804,7 +804,31 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             )
         },
     );
-    c.fraction("alarms.memory_used_ratio", al.memory_used_ratio, 1.0);
+    c.require(
+        al.memory_used_percent > 0.0 && al.memory_used_percent <= 100.0,
+        "alarms.memory_used_percent",
+        || {
+            format!(
+                "alarms.memory_used_percent must be above 0 and at most 100 (got {})",
+                al.memory_used_percent
+            )
+        },
+    );
+    // The old ratio key is carried over (Config::carry_renamed_keys); both written and
+    // disagreeing cannot be.
+    if let Some(r) = al.memory_used_ratio {
+        c.require(
+            (r * 100.0 - al.memory_used_percent).abs() < 1e-6,
+            "alarms.memory_used_ratio",
+            || {
+                format!(
+                    "alarms.memory_used_ratio ({r}) and alarms.memory_used_percent ({}) disagree: \
+                     memory_used_ratio is the old name (0.95 is 95.0); remove it",
+                    al.memory_used_percent
+                )
+            },
+        );
+    }
     c.duration(
         "alarms.apache_saturated_for",
         al.apache_saturated_for,
