@@ -44,6 +44,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A rehearsal of one slave with the agent stopped: start a warm one or launch one (a
+    /// burst-cap unit, said first), sync, check, register, wait for InService, then drain,
+    /// deregister and stop or terminate it; prints each phase's seconds and keeps the lead time.
+    /// Without --yes it only says what it would do.
+    Drill {
+        /// Do it (it may spend a cap unit).
+        #[arg(long)]
+        yes: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the agent's fleet, burst cap, last decision and errors (running or stopped).
     Status {
         /// Print the snapshot as JSON.
@@ -239,6 +251,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Drill { yes, json } => {
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+            let d = burst_agent::daemon::drill(cfg, yes, &mut |l| {
+                if !json {
+                    println!("{l}");
+                }
+            })
+            .context("burst-agent drill")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", d.render());
+            }
+            Ok(if !yes {
+                // Nothing done: not a failure of the set-up, not a pass either.
+                ExitCode::from(2)
+            } else if d.failed.is_some() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Preflight { json } => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;

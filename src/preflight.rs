@@ -595,8 +595,7 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
         "IAM",
         "StopInstances, StartInstances, TerminateInstances and CreateTags are allowed only on \
          this install's own slaves (docs/aws.md's conditions), so they cannot be tried before one \
-         runs: the first scale-out and scale-in use them (an AccessDenied there is logged with \
-         the call)",
+         runs: `burst-agent drill --yes` makes them with one slave",
     );
 
     elb(cfg, aws, &subnets, r).await;

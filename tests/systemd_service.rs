@@ -511,6 +511,7 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     ] {
         assert!(passed(what), "no pass for {what:?}: {checks:#?}");
     }
+
     drop_in(
         &m,
         "[Service]\nEnvironment=AWS_ACCESS_KEY_ID=testing \
@@ -794,6 +795,52 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
 
     m.ok(&format!("systemctl stop {UNIT}"));
     assert_eq!(m.prop(UNIT, "Result"), "success");
+
+    // A drill, as the service user with the agent stopped, through the shipped hook to the
+    // real sshd: the warm slave is started (no cap unit), every phase timed, and out again
+    // (terminated: no pool in the drill's config).
+    let mut dc = cfg.clone();
+    dc.fleet.warm_pool = 0;
+    let staged = m.share.join("drill.toml");
+    std::fs::write(&staged, toml::to_string(&dc).unwrap()).unwrap();
+    m.ok(&format!(
+        "install -m 0640 -o root -g burst-agent {} /etc/burst-agent/drill.toml",
+        staged.display()
+    ));
+    let drill = "runuser -u burst-agent -- env AWS_ACCESS_KEY_ID=testing \
+                 AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true burst-agent \
+                 --config /etc/burst-agent/drill.toml drill --yes 2>/dev/null";
+    let o = m.sh(drill);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    for want in [
+        "syncing",
+        "in_service",
+        "draining",
+        "lead time",
+        "end: terminated",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+    println!("drill:\n{out}");
+    // With a key the slave does not accept, it fails at the sync, saying the fix.
+    let keys = m.share.join("authorized_keys");
+    let good_keys = std::fs::read_to_string(&keys).unwrap();
+    let other = m.share.join("other-key");
+    let o = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::copy(other.with_extension("pub"), &keys).unwrap();
+    let o = m.sh(drill);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    assert!(out.contains("FAILED in syncing:"), "{out}");
+    assert!(out.contains("refused the agent's ssh key"), "{out}");
+    assert!(out.contains("end: terminated"), "{out}");
+    std::fs::write(&keys, good_keys).unwrap();
 }
 
 /// A VPC and a /28 subnet for the slaves in moto; returns the subnet's id.

@@ -16,8 +16,10 @@
 //! A dry run with no AWS region or credentials runs on this host alone: it samples, decides
 //! and logs, and talks to no AWS API.
 
+mod drill;
 pub mod events;
 pub mod lock;
+pub use drill::{drill, Drill};
 pub mod status;
 
 use crate::actuator::cloud::{AwsCloud, Cloud};

@@ -1,0 +1,280 @@
+//! `burst-agent drill --yes`: one slave through its whole life before the real burst (issue 21,
+//! part 2). With the agent stopped (the drill takes its state directory's lock, so the cap unit
+//! it may spend is counted in the same ledger), it starts a warm slave if the pool has one, else
+//! launches one (a cap unit, said before it starts), and drives the real actuator tick by tick:
+//! boot, sync, content check, registration, InService, then release: deregistration, draining,
+//! and a stop into the pool or termination. It prints how long each phase took and keeps the
+//! launch-to-InService time as a measured lead time for the forecast. A slave the lifecycle
+//! fails (a sync that cannot work, a registration the ELB never answers) is named with its phase
+//! and the failure's own `fix:`, and is cleaned up by the same lifecycle.
+
+use super::*;
+use crate::actuator::Phase;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+/// What the drill did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Drill {
+    pub instance: Option<String>,
+    /// Started from the warm pool (no cap unit) rather than launched.
+    pub warm: bool,
+    /// Each phase the slave went through and its seconds there, in order.
+    pub phases: Vec<(String, i64)>,
+    /// Launch (or start) to InService, kept as a lead-time sample.
+    pub lead_secs: Option<i64>,
+    /// The phase it failed in, and why (with the hook's `fix:` when there is one).
+    pub failed: Option<(String, String)>,
+    /// How it ended: "terminated", "stopped into the warm pool", or what is still under way.
+    pub end: String,
+}
+
+/// Ticks of the drill: short, so a phase's time is measured to a second or two.
+const TICK: Duration = Duration::from_secs(1);
+/// A drill never runs longer than this, whatever the deadlines say.
+const MOST: Duration = Duration::from_secs(3600);
+
+pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill, DaemonError> {
+    with_aws(cfg, "drill", |mut cfg, aws| async move {
+        let state_dir = prepare_state_dir(&mut cfg)?;
+        let _lock = lock::StateLock::acquire(&state_dir)?;
+        let (_, own) = identity(&cfg, true).await;
+        let aws_for_read = aws.clone();
+        let cloud = AwsCloud::new(aws, &cfg.agent.group, &cfg.elb.name, &cfg.fleet)
+            .map_err(|e| DaemonError::Start(e.to_string()))?;
+        let now = Timestamp::now();
+        let mut a = Actuator::open(cloud, &cfg, now)?;
+        a.set_own_instance(own);
+        a.adopt(now).await?;
+        // As the agent does at start: lost state waits for today's count from CloudWatch, and
+        // one step checks the content source before anything may launch.
+        if a.cap_unverified().is_some() {
+            let (_, since, _) = a.ledger().day_bounds(now);
+            let read = cloudwatch::cap_used_since(
+                &aws_for_read,
+                &cfg.metrics.namespace_for(&cfg.agent.group),
+                &cfg.agent.group,
+                since,
+                now,
+            )
+            .await
+            .map_err(|e| e.to_string());
+            a.cap_read_back(read, now);
+        }
+        a.step(now).await?;
+        if let Some(why) = a.needs_repair() {
+            return Err(DaemonError::Start(format!(
+                "launches are blocked until `burst-agent repair`: {why}"
+            )));
+        }
+        let cap = a.ledger().status(now);
+        let warm = a.pooled() > 0;
+        if warm {
+            say("drill: starting a slave from the warm pool (no cap unit), then releasing it");
+        } else if cap.remaining == 0 {
+            return Err(DaemonError::Start(format!(
+                "no burst-cap unit left today ({}/{} used): the drill would launch one; run it \
+                 after the cap resets",
+                cap.used, cap.limit
+            )));
+        } else {
+            say(&format!(
+                "drill: launching one slave, which spends 1 burst-cap unit of today's {} ({} \
+                 left, {} after), then releasing it",
+                cap.limit,
+                cap.remaining,
+                cap.remaining - 1
+            ));
+        }
+        if !yes {
+            say("drill: nothing done; run `burst-agent drill --yes` to do it");
+            return Ok(Drill {
+                end: "not started (no --yes)".into(),
+                ..Drill::default()
+            });
+        }
+
+        let before: BTreeMap<String, Phase> = a.slaves().map(|s| (s.id.clone(), s.phase)).collect();
+        let decision = Decision::ScaleOut {
+            count: 1,
+            why: policy::Explanation::bare(cap),
+        };
+        let started = Instant::now();
+        let report = a.apply(&decision, Timestamp::now()).await;
+        let id = report
+            .launched
+            .first()
+            .or(report.started.first())
+            .cloned()
+            .or_else(|| {
+                a.slaves()
+                    .find(|s| {
+                        s.phase == Phase::Pending
+                            && before.get(&s.id).is_none_or(|p| *p == Phase::Stopped)
+                    })
+                    .map(|s| s.id.clone())
+            });
+        let mut d = Drill {
+            warm,
+            ..Drill::default()
+        };
+        let Some(id) = id else {
+            // Held (the reason the agent would give) or refused by EC2.
+            let why = a
+                .content_source_missing()
+                .map(str::to_string)
+                .or_else(|| a.cap_unverified().map(str::to_string))
+                .or_else(|| {
+                    a.sync_broken()
+                        .map(|t| format!("content sync is broken: {}", t.cause))
+                })
+                .or_else(|| report.errors.last().cloned())
+                .or_else(|| a.recent_errors().last().map(|(_, e)| e.clone()))
+                .unwrap_or_else(|| "EC2 launched nothing".into());
+            d.failed = Some(("launch".into(), why));
+            d.end = "nothing launched".into();
+            return Ok(d);
+        };
+        say(&format!(
+            "drill: {id} {}",
+            if warm { "started" } else { "launched" }
+        ));
+        d.instance = Some(id.clone());
+
+        // Up: until InService, or until the lifecycle fails it.
+        let mut phase = Phase::Pending;
+        let mut since = Instant::now();
+        let up = loop {
+            tokio::time::sleep(TICK).await;
+            let now = Timestamp::now();
+            let r = a.step(now).await;
+            let Some(s) = a.slave(&id) else {
+                break Err(format!("{id} is gone (terminated outside the drill?)"));
+            };
+            if s.phase != phase {
+                d.phases
+                    .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+                say(&format!(
+                    "drill: {id} {} -> {} after {} s",
+                    phase_name(phase),
+                    phase_name(s.phase),
+                    since.elapsed().as_secs()
+                ));
+                phase = s.phase;
+                since = Instant::now();
+            }
+            if let Some(f) = &s.failure {
+                break Err(f.clone());
+            }
+            if r.as_ref().is_ok_and(|r| r.in_service.contains(&id)) || phase == Phase::InService {
+                break Ok(());
+            }
+            if started.elapsed() > MOST {
+                break Err(format!("not in service after {} s", MOST.as_secs()));
+            }
+        };
+        let failed_in = d
+            .phases
+            .last()
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| "pending".into());
+        match up {
+            Ok(()) => {
+                let lead = started.elapsed().as_secs() as i64;
+                d.lead_secs = Some(lead);
+                say(&format!("drill: {id} in service {lead} s after its launch"));
+                let mut h = a.history().clone();
+                h.record_lead(lead);
+                a.keep_history(&h, Timestamp::now());
+            }
+            Err(why) => {
+                let at = if phase == Phase::InService || phase == Phase::Terminating {
+                    failed_in
+                } else {
+                    phase_name(phase).to_string()
+                };
+                say(&format!("drill: FAILED in {at}: {why}"));
+                d.failed = Some((at, why));
+            }
+        }
+
+        // Down: release it (a failed one is already on its way out), until it is gone or
+        // stopped into the pool.
+        if d.failed.is_none() {
+            d.phases
+                .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+            let cap = a.ledger().status(Timestamp::now());
+            let decision = Decision::ScaleIn {
+                instances: vec![id.clone()],
+                why: policy::Explanation::bare(cap),
+            };
+            a.apply(&decision, Timestamp::now()).await;
+        }
+        let down = Instant::now();
+        phase = a.slave(&id).map_or(Phase::Terminating, |s| s.phase);
+        since = Instant::now();
+        d.end = loop {
+            tokio::time::sleep(TICK).await;
+            let _ = a.step(Timestamp::now()).await;
+            match a.slave(&id).map(|s| s.phase) {
+                None => {
+                    d.phases
+                        .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+                    break "terminated".into();
+                }
+                Some(Phase::Stopped) => {
+                    d.phases
+                        .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+                    break "stopped into the warm pool".into();
+                }
+                Some(p) if p != phase => {
+                    d.phases
+                        .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+                    say(&format!(
+                        "drill: {id} {} -> {} after {} s",
+                        phase_name(phase),
+                        phase_name(p),
+                        since.elapsed().as_secs()
+                    ));
+                    phase = p;
+                    since = Instant::now();
+                }
+                Some(_) => {}
+            }
+            if down.elapsed() > MOST {
+                break format!(
+                    "still {} after {} s: the agent finishes it at its next start",
+                    phase_name(phase),
+                    MOST.as_secs()
+                );
+            }
+        };
+        a.flush(Timestamp::now());
+        Ok(d)
+    })
+}
+
+impl Drill {
+    /// The phases and their seconds as a table, then how it ended.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        if let Some(id) = &self.instance {
+            let _ = writeln!(o, "phase         seconds   ({id})");
+            for (p, s) in &self.phases {
+                let _ = writeln!(o, "{p:<13} {s:>7}");
+            }
+        }
+        if let Some(l) = self.lead_secs {
+            let _ = writeln!(
+                o,
+                "lead time     {l:>7}   launch to InService, kept for the forecast"
+            );
+        }
+        if let Some((phase, why)) = &self.failed {
+            let _ = writeln!(o, "FAILED in {phase}: {}", crate::text::printable(why));
+        }
+        let _ = writeln!(o, "end: {}", self.end);
+        o
+    }
+}
