@@ -814,6 +814,7 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
     for want in [
+        "starting a slave from the warm pool (no cap unit)",
         "syncing",
         "in_service",
         "draining",
