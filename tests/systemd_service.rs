@@ -797,8 +797,8 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     assert_eq!(m.prop(UNIT, "Result"), "success");
 
     // A drill, as the service user with the agent stopped, through the shipped hook to the
-    // real sshd: the warm slave is started (no cap unit), every phase timed, and out again
-    // (terminated: no pool in the drill's config).
+    // real sshd: one slave launched (the pool is empty: its slave serves again), every phase
+    // timed, and out again (terminated: no pool in the drill's config).
     let mut dc = cfg.clone();
     dc.fleet.warm_pool = 0;
     let staged = m.share.join("drill.toml");
@@ -814,7 +814,7 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
     for want in [
-        "starting a slave from the warm pool (no cap unit)",
+        "spends 1 burst-cap unit of today's 7",
         "syncing",
         "in_service",
         "draining",

@@ -47,8 +47,9 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
         let mut a = Actuator::open(cloud, &cfg, now)?;
         a.set_own_instance(own);
         a.adopt(now).await?;
-        // As the agent does at start: lost state waits for today's count from CloudWatch, and
-        // one step checks the content source before anything may launch.
+        // As the agent does at start: lost state waits for today's count from CloudWatch (a
+        // read); the step that checks the content source comes after --yes, since a step acts
+        // (a periodic sync is due on every slave just re-attached).
         if a.cap_unverified().is_some() {
             let (_, since, _) = a.ledger().day_bounds(now);
             let read = cloudwatch::cap_used_since(
@@ -62,7 +63,6 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
             .map_err(|e| e.to_string());
             a.cap_read_back(read, now);
         }
-        a.step(now).await?;
         if let Some(why) = a.needs_repair() {
             return Err(DaemonError::Start(format!(
                 "launches are blocked until `burst-agent repair`: {why}"
@@ -95,6 +95,7 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
             });
         }
 
+        a.step(Timestamp::now()).await?;
         let before: BTreeMap<String, Phase> = a.slaves().map(|s| (s.id.clone(), s.phase)).collect();
         let decision = Decision::ScaleOut {
             count: 1,
