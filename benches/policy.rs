@@ -39,6 +39,7 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
             })
             .collect(),
         no_capacity_until: None,
+        launch_refused: None,
         probe_latency: None,
         scheduled: None,
         warm_room: 0,

@@ -207,6 +207,9 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     fresh: bool,
     /// EC2 had no capacity for any placement: (no launch before, launches refused in a row).
     no_capacity: Option<(Timestamp, u32)>,
+    /// EC2 refused the last launch for good (not capacity): (no launch before, refusals in a
+    /// row, EC2's answer). Ended by a launch that goes through, a reload or `resume`.
+    refused: Option<(Timestamp, u32, String)>,
     /// The files state.json replaced are renamed once it is written.
     legacy_retired: bool,
     slaves: BTreeMap<String, Slave>,
@@ -532,6 +535,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             needs_repair,
             fresh,
             no_capacity: None,
+            refused: None,
             legacy_retired: false,
             slaves: BTreeMap::new(),
             hooks,
@@ -826,6 +830,31 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         self.no_capacity.map(|(t, _)| t).filter(|t| *t > now)
     }
 
+    /// EC2 refused the last launch for good: until when launches wait, and its answer.
+    pub fn launch_refused(&self, now: Timestamp) -> Option<crate::policy::LaunchRefused> {
+        self.refused
+            .as_ref()
+            .filter(|(t, _, _)| *t > now)
+            .map(|(t, _, c)| crate::policy::LaunchRefused {
+                until: *t,
+                cause: c.clone(),
+            })
+    }
+
+    /// A launch EC2 refused for good (a missing profile, group or AMI, IAM, a limit): the same
+    /// request gets the same answer, so the next waits, longer each time in a row (1 min
+    /// doubling to 15 min), instead of calling RunInstances at every decision.
+    fn refuse_back_off(&mut self, now: Timestamp, e: &crate::aws::AwsError) {
+        let streak = self.refused.as_ref().map_or(0, |(_, n, _)| *n);
+        let (first, last) = NO_CAPACITY_BACKOFF_SECS;
+        let wait = first.saturating_mul(1i64 << streak.min(10)).min(last);
+        let until = Timestamp::from_second(now.as_second() + wait).unwrap_or(now);
+        tracing::warn!(wait_secs = wait, streak = streak + 1, code = %e.code,
+            "EC2 refused the launch for good; next launch at {until}, or at once after the fix \
+             and `systemctl reload burst-agent` (`burst-agent preflight` names the key)");
+        self.refused = Some((until, streak + 1, format!("{}: {}", e.code, e.message)));
+    }
+
     /// A launch ended with no capacity anywhere: back off, longer each time in a row.
     fn back_off(&mut self, now: Timestamp) {
         let streak = self.no_capacity.map_or(0, |(_, n)| n);
@@ -1014,6 +1043,10 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// once: a lower limit stops launches, a higher one allows them, and a new time zone never
     /// grants a fresh day (the old zone's day under way keeps counting until it ends).
     pub fn reconfigure(&mut self, cfg: &Config, now: Timestamp) {
+        // A reload is the operator's "fixed": a launch EC2 refused may go again at once.
+        if self.refused.take().is_some() {
+            tracing::info!("reload: the launch EC2 refused may be tried again at once");
+        }
         let (old, new) = (self.cfg.cap.clone(), cfg.cap.clone());
         self.ledger
             .set_limits(new.daily_limit, Some(new.daily_instance_hours));
@@ -1418,6 +1451,14 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             .pre_register
             .clone()
             .or_else(|| self.cap_unverified.clone())
+            .or_else(|| {
+                self.launch_refused(now).map(|r| {
+                    format!(
+                        "EC2 refused the last launch for good ({}); the next waits until {}",
+                        r.cause, r.until
+                    )
+                })
+            })
         {
             report.refused = count;
             tracing::warn!(asked = count, "launches are held: {why}");
@@ -1553,6 +1594,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     // EC2 refused: nothing was launched, so nothing is charged to the cap.
                     if e.is_capacity() {
                         self.back_off(now);
+                    } else if !e.retryable {
+                        self.refuse_back_off(now, &e);
                     }
                     let mut why = e.to_string();
                     if !no_capacity.is_empty() {
@@ -1587,6 +1630,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
         if !ids.is_empty() {
             self.no_capacity = None;
+            self.refused = None;
         }
         tracing::info!(intent = %id, asked = n, launched = ids.len(), instances = ?ids,
             secs = t.elapsed().as_secs_f64(), "launched {} slave(s)", ids.len());
@@ -1958,6 +2002,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// The operator says the cause is fixed (`burst-agent resume`, a reload): launches go
     /// again. Returns whether the brake was on.
     pub fn resume(&mut self, by: &str, now: Timestamp) -> bool {
+        // The operator fixed something: a launch EC2 refused may go again at once.
+        self.refused = None;
         match self.brake.release() {
             Some(t) => {
                 tracing::info!(by, cause = %t.cause,

@@ -1116,10 +1116,11 @@ async fn a_capacity_brownout_spends_no_cap_and_launches_when_ec2_recovers() {
 async fn throttling_and_limits_launch_nothing_and_cost_nothing_but_a_timeout_stays_counted() {
     let d = tempfile::tempdir().unwrap();
     let (fake, mut act) = setup(d.path());
-    for code in [
-        "RequestLimitExceeded",
-        "InstanceLimitExceeded",
-        "VcpuLimitExceeded",
+    // Each past the backoff the one before started (a limit is refused for good: 1 min, 2).
+    for (code, t) in [
+        ("RequestLimitExceeded", 0),
+        ("InstanceLimitExceeded", 0),
+        ("VcpuLimitExceeded", 100),
     ] {
         fake.w().launch_error = Some(AwsError {
             op: "RunInstances",
@@ -1128,14 +1129,16 @@ async fn throttling_and_limits_launch_nothing_and_cost_nothing_but_a_timeout_sta
             retryable: code == "RequestLimitExceeded",
             not_applied: true,
         });
-        let r = act.apply(&decision(1), at(0)).await;
+        let before = fake.w().calls.len();
+        let r = act.apply(&decision(1), at(t)).await;
+        assert!(fake.w().calls.len() > before, "{code}: not sent");
         assert!(r.launched.is_empty());
-        assert_eq!(act.ledger().used(at(0)), 0, "{code} was charged to the cap");
+        assert_eq!(act.ledger().used(at(t)), 0, "{code} was charged to the cap");
     }
     // A timeout may have launched: counted until tags or a same-token retry resolve it.
     fake.w().launch_error = Some(err(true));
-    act.apply(&decision(1), at(1)).await;
-    assert_eq!(act.ledger().used(at(1)), 1);
+    act.apply(&decision(1), at(300)).await;
+    assert_eq!(act.ledger().used(at(300)), 1);
 }
 
 #[tokio::test]
@@ -1508,4 +1511,49 @@ async fn a_throttled_or_unanswered_stop_still_ends_in_the_pool() {
     assert_eq!(s.phase, Phase::Stopped, "{s:?}");
     assert!(s.failure.is_none());
     assert!(!fake.w().calls.iter().any(|c| c.starts_with("terminate")));
+}
+
+/// Found by an operator's run: a launch EC2 refused for good (a missing instance profile) was
+/// sent again at every decision, every 15 s. Now the next waits (1 min, then 2), nothing is
+/// charged, and a reload ends the wait at once; a launch that goes through ends the streak.
+#[tokio::test]
+async fn a_launch_refused_for_good_is_not_sent_again_until_its_backoff_or_a_reload() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let launches = |f: &Fake| {
+        f.w()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("launch"))
+            .count()
+    };
+    fake.w().launch_error = Some(err(false));
+    act.apply(&decision(1), at(0)).await;
+    assert_eq!(launches(&fake), 1);
+    let r = act.launch_refused(at(1)).expect("a backoff");
+    assert_eq!(r.until, at(60));
+    assert!(r.cause.starts_with("InvalidAMIID.NotFound"), "{}", r.cause);
+    // Within it: no call, nothing charged.
+    let rep = act.apply(&decision(1), at(15)).await;
+    assert_eq!(launches(&fake), 1, "RunInstances again within the backoff");
+    assert_eq!(rep.refused, 1);
+    assert_eq!(act.ledger().used(at(15)), 0);
+    // Past it, refused again: twice as long.
+    fake.w().launch_error = Some(err(false));
+    act.apply(&decision(1), at(61)).await;
+    assert_eq!(launches(&fake), 2);
+    assert_eq!(act.launch_refused(at(62)).unwrap().until, at(181));
+    // A reload (the operator fixed it): at once, and it goes through.
+    let cfg = act.cfg.clone();
+    act.reconfigure(&cfg, at(70));
+    assert!(act.launch_refused(at(70)).is_none());
+    let rep = act.apply(&decision(1), at(70)).await;
+    assert_eq!(rep.launched.len(), 1);
+    // A throttled launch is no refusal for good: no backoff.
+    let mut throttled = err(true);
+    throttled.code = "RequestLimitExceeded".into();
+    throttled.not_applied = true;
+    fake.w().launch_error = Some(throttled);
+    act.apply(&decision(1), at(80)).await;
+    assert!(act.launch_refused(at(81)).is_none());
 }

@@ -1250,6 +1250,7 @@ impl Master<'_> {
             None => Vec::new(),
         };
         let no_capacity_until = actuator.as_ref().and_then(|a| a.no_capacity_until(now));
+        let launch_refused = actuator.as_ref().and_then(|a| a.launch_refused(now));
         let probe_latency = crate::model::probe_latency(&self.probe_rx.borrow());
         let (scheduled, _) = self.windows(now);
         let warm_room = actuator.as_ref().map_or(0, |a| a.warm_room());
@@ -1266,6 +1267,7 @@ impl Master<'_> {
             master,
             slaves,
             no_capacity_until,
+            launch_refused,
             probe_latency,
             scheduled,
             warm_room,

@@ -50,6 +50,14 @@ pub struct SlaveObservation {
     pub metrics: Option<HostMetrics>,
 }
 
+/// The actuator's backoff after a launch EC2 refused for good.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LaunchRefused {
+    pub until: Timestamp,
+    /// EC2's answer (`CODE: message`).
+    pub cause: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetObservation {
     /// The master's own newest sample.
@@ -58,6 +66,11 @@ pub struct FleetObservation {
     /// EC2 had no capacity for any placement: no launch before then (the actuator's backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_capacity_until: Option<Timestamp>,
+    /// EC2 refused the last launch for good (a missing instance profile, a security group or
+    /// AMI that does not exist, IAM, a limit): no launch before then (the actuator's backoff;
+    /// a reload or `burst-agent resume` ends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_refused: Option<LaunchRefused>,
     /// The liveness probe's last round ([`crate::model::probe_latency`]): when, and the slowest
     /// answer in milliseconds; the `probe_latency` signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -636,6 +649,18 @@ pub fn decide(
             reasons.push(Reason::NoCapacity {
                 wanted: cap_limited - current,
                 retry_in_secs: until.as_second() - now.as_second(),
+            });
+            cap_limited = current;
+        }
+    }
+
+    // 5b''. EC2 refused the last launch for good: asking again every tick gets the same answer.
+    if let Some(r) = obs.launch_refused.as_ref().filter(|r| r.until > now) {
+        if cap_limited > current {
+            reasons.push(Reason::LaunchRefused {
+                wanted: cap_limited - current,
+                retry_in_secs: r.until.as_second() - now.as_second(),
+                cause: r.cause.clone(),
             });
             cap_limited = current;
         }

@@ -188,6 +188,12 @@ pub enum Reason {
         wanted: u32,
         retry_in_secs: i64,
     },
+    /// EC2 refused the last launch for good (not capacity): launches wait out a backoff.
+    LaunchRefused {
+        wanted: u32,
+        retry_in_secs: i64,
+        cause: String,
+    },
     /// The content source on the master is missing or empty: no launch (a new slave could not
     /// get the site).
     ContentSourceMissing {
@@ -246,6 +252,7 @@ impl Reason {
             Reason::KeepEndsBeforeMidnight { .. } => "KeepEndsBeforeMidnight",
             Reason::NoVictimOldEnough { .. } => "NoVictimOldEnough",
             Reason::NoCapacity { .. } => "NoCapacity",
+            Reason::LaunchRefused { .. } => "LaunchRefused",
             Reason::SyncBroken { .. } => "SyncBroken",
             Reason::Uncorroborated { .. } => "Uncorroborated",
             Reason::ContentSourceMissing { .. } => "ContentSourceMissing",
@@ -400,6 +407,16 @@ impl fmt::Display for Reason {
                 f,
                 "EC2 had no capacity in any subnet for any instance type at the last launch: {wanted} \
                  slave(s) wait, next launch in {retry_in_secs}s (fleet.subnet_ids, fleet.fallback_instance_types)"
+            ),
+            Reason::LaunchRefused {
+                wanted,
+                retry_in_secs,
+                cause,
+            } => write!(
+                f,
+                "EC2 refused the last launch for good ({cause}): {wanted} slave(s) wait, next try \
+                 in {retry_in_secs}s, or at once after the fix and `systemctl reload burst-agent` \
+                 (`burst-agent preflight` names the key)"
             ),
             Reason::ContentSourceMissing { wanted, why } => write!(
                 f,

@@ -61,6 +61,7 @@ fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservation {
         master: Some(m(master, 0)),
         slaves,
         no_capacity_until: None,
+        launch_refused: None,
         probe_latency: None,
         scheduled: None,
         warm_room: 0,
@@ -171,6 +172,7 @@ fn missing_metrics_never_cause_a_scale_in() {
         master: None,
         slaves: vec![slave("i-1", SlaveState::InService, -3600, None)],
         no_capacity_until: None,
+        launch_refused: None,
         probe_latency: None,
         scheduled: None,
         warm_room: 0,
@@ -772,6 +774,7 @@ fn the_readme_decision_line() {
         }),
         slaves: vec![],
         no_capacity_until: None,
+        launch_refused: None,
         probe_latency: None,
         scheduled: None,
         warm_room: 0,
@@ -789,6 +792,26 @@ fn the_readme_decision_line() {
         "docs/how-it-decides.md no longer shows the decision decide() makes:\n{line}"
     );
     assert!(line.starts_with("scale out by 4 (0 -> 4 slaves)"), "{line}");
+}
+
+/// Found by an operator's run: a missing instance profile got RunInstances every 15 s.
+#[test]
+fn a_launch_ec2_refused_for_good_holds_launches_until_the_backoff_ends_and_says_why() {
+    let mut o = fleet(1.0, vec![]);
+    o.launch_refused = Some(crate::policy::LaunchRefused {
+        until: at(60),
+        cause: "NoSuchEntity: Instance profile golf-slave not found".into(),
+    });
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::Hold { .. }), "{d}");
+    assert!(has(&d, "LaunchRefused"), "{d}");
+    let t = d.to_string();
+    assert!(t.contains("Instance profile golf-slave not found"), "{t}");
+    assert!(t.contains("next try in 60s"), "{t}");
+    // Over: the need is met again.
+    o.launch_refused.as_mut().unwrap().until = at(0);
+    let d = run(&cfg(), &o);
+    assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
 }
 
 #[test]

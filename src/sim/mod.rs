@@ -722,6 +722,7 @@ pub fn run(
                     })
                     .collect(),
                 no_capacity_until: None,
+                launch_refused: None,
                 sync_broken: None,
                 content_source_missing: None,
                 evidence: Default::default(),
