@@ -785,7 +785,7 @@ async fn cloudwatch(cfg: &Config, aws: &Aws, r: &mut Report) {
         .get_metric_data()
         .start_time(aws_smithy_types::DateTime::from_secs(now - 600))
         .end_time(aws_smithy_types::DateTime::from_secs(now))
-        .metric_data_queries(heartbeat_query(&ns, group));
+        .metric_data_queries(stat_query("hb", &ns, "Heartbeat", vec![group]));
     match call!(cfg, q.send()) {
         Ok(_) => r.pass(
             "metrics.namespace",
@@ -799,36 +799,19 @@ async fn cloudwatch(cfg: &Config, aws: &Aws, r: &mut Report) {
     }
 }
 
-fn heartbeat_query(
-    ns: &str,
-    group: aws_sdk_cloudwatch::types::Dimension,
-) -> aws_sdk_cloudwatch::types::MetricDataQuery {
-    stat_query("hb", ns, "Heartbeat", vec![group])
-}
-
+/// One metric's Maximum a minute, by the fleet read-back's own query builder.
 fn stat_query(
     id: &str,
     ns: &str,
     metric: &str,
     dims: Vec<aws_sdk_cloudwatch::types::Dimension>,
 ) -> aws_sdk_cloudwatch::types::MetricDataQuery {
-    use aws_sdk_cloudwatch::types::{Metric, MetricDataQuery, MetricStat};
-    MetricDataQuery::builder()
-        .id(id)
-        .metric_stat(
-            MetricStat::builder()
-                .metric(
-                    Metric::builder()
-                        .namespace(ns)
-                        .metric_name(metric)
-                        .set_dimensions(Some(dims))
-                        .build(),
-                )
-                .period(60)
-                .stat("Maximum")
-                .build(),
-        )
-        .build()
+    let m = aws_sdk_cloudwatch::types::Metric::builder()
+        .namespace(ns)
+        .metric_name(metric)
+        .set_dimensions(Some(dims))
+        .build();
+    crate::metrics::cloudwatch::stat_query(id, m, 60, "Maximum")
 }
 
 /// A reporter: its own newest datapoint, read back the way the master reads it.

@@ -63,6 +63,17 @@ const JOURNAL_KEEP_SECS: i64 = 2 * 86_400;
 /// After EC2 had no capacity for any placement: the first wait before launching again, doubled
 /// each time up to the last.
 const NO_CAPACITY_BACKOFF_SECS: (i64, i64) = (60, 900);
+
+/// How long a launch waits after `streak` refusals in a row (no capacity anywhere, or a
+/// refusal for good): 1 min doubling to 15 min. The wait in seconds, and until when.
+fn backoff(now: Timestamp, streak: u32) -> (i64, Timestamp) {
+    let (first, last) = NO_CAPACITY_BACKOFF_SECS;
+    let wait = first.saturating_mul(1i64 << streak.min(10)).min(last);
+    (
+        wait,
+        Timestamp::from_second(now.as_second() + wait).unwrap_or(now),
+    )
+}
 /// Recent errors kept for `status`.
 const RECENT_ERRORS: usize = 20;
 
@@ -846,9 +857,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// doubling to 15 min), instead of calling RunInstances at every decision.
     fn refuse_back_off(&mut self, now: Timestamp, e: &crate::aws::AwsError) {
         let streak = self.refused.as_ref().map_or(0, |(_, n, _)| *n);
-        let (first, last) = NO_CAPACITY_BACKOFF_SECS;
-        let wait = first.saturating_mul(1i64 << streak.min(10)).min(last);
-        let until = Timestamp::from_second(now.as_second() + wait).unwrap_or(now);
+        let (wait, until) = backoff(now, streak);
         tracing::warn!(wait_secs = wait, streak = streak + 1, code = %e.code,
             "EC2 refused the launch for good; next launch at {until}, or at once after the fix \
              and `systemctl reload burst-agent` (`burst-agent preflight` names the key)");
@@ -858,9 +867,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// A launch ended with no capacity anywhere: back off, longer each time in a row.
     fn back_off(&mut self, now: Timestamp) {
         let streak = self.no_capacity.map_or(0, |(_, n)| n);
-        let (first, last) = NO_CAPACITY_BACKOFF_SECS;
-        let wait = first.saturating_mul(1i64 << streak.min(10)).min(last);
-        let until = Timestamp::from_second(now.as_second() + wait).unwrap_or(now);
+        let (wait, until) = backoff(now, streak);
         tracing::warn!(
             wait_secs = wait,
             streak = streak + 1,

@@ -112,7 +112,12 @@ pub async fn flush(
 /// Reads the newest value of each policy signal for every slave: `ceil(3 × slaves / 500)`
 /// GetMetricData calls (one up to 166 slaves), plus one per extra page of results.
 /// One GetMetricData query of `metric`'s `stat` per `period` seconds, named `id`.
-fn stat_query(id: impl Into<String>, metric: Metric, period: i32, stat: &str) -> MetricDataQuery {
+pub(crate) fn stat_query(
+    id: impl Into<String>,
+    metric: Metric,
+    period: i32,
+    stat: &str,
+) -> MetricDataQuery {
     MetricDataQuery::builder()
         .id(id)
         .metric_stat(
