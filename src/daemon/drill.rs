@@ -154,8 +154,7 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
                 break Err(format!("{id} is gone (terminated outside the drill?)"));
             };
             if s.phase != phase {
-                d.phases
-                    .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+                d.lap(phase, since);
                 say(&format!(
                     "drill: {id} {} -> {} after {} s",
                     phase_name(phase),
@@ -203,8 +202,7 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
         // Down: release it (a failed one is already on its way out), until it is gone or
         // stopped into the pool.
         if d.failed.is_none() {
-            d.phases
-                .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+            d.lap(phase, since);
             let cap = a.ledger().status(Timestamp::now());
             let decision = Decision::ScaleIn {
                 instances: vec![id.clone()],
@@ -220,18 +218,15 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
             let _ = a.step(Timestamp::now()).await;
             match a.slave(&id).map(|s| s.phase) {
                 None => {
-                    d.phases
-                        .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+                    d.lap(phase, since);
                     break "terminated".into();
                 }
                 Some(Phase::Stopped) => {
-                    d.phases
-                        .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+                    d.lap(phase, since);
                     break "stopped into the warm pool".into();
                 }
                 Some(p) if p != phase => {
-                    d.phases
-                        .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+                    d.lap(phase, since);
                     say(&format!(
                         "drill: {id} {} -> {} after {} s",
                         phase_name(phase),
@@ -257,6 +252,12 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
 }
 
 impl Drill {
+    /// `phase` is over: its seconds since `since`.
+    fn lap(&mut self, phase: Phase, since: Instant) {
+        self.phases
+            .push((phase_name(phase).into(), since.elapsed().as_secs() as i64));
+    }
+
     /// The phases and their seconds as a table, then how it ended.
     pub fn render(&self) -> String {
         let mut o = String::new();
