@@ -26,32 +26,6 @@ struct World {
     foreign_sg: String,
 }
 
-fn vpc_and_subnet(
-    rt: &tokio::runtime::Runtime,
-    aws: &burst_agent::aws::Aws,
-    cidr: &str,
-    subnets: &[(&str, &str)],
-) -> (String, Vec<String>) {
-    rt.block_on(async {
-        let vpc = aws.ec2.create_vpc().cidr_block(cidr).send().await.unwrap();
-        let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
-        let mut ids = Vec::new();
-        for (c, az) in subnets {
-            let s = aws
-                .ec2
-                .create_subnet()
-                .vpc_id(&vpc)
-                .cidr_block(*c)
-                .availability_zone(*az)
-                .send()
-                .await
-                .unwrap();
-            ids.push(s.subnet().and_then(|s| s.subnet_id()).unwrap().to_string());
-        }
-        (vpc, ids)
-    })
-}
-
 fn sg(rt: &tokio::runtime::Runtime, aws: &burst_agent::aws::Aws, vpc: &str, name: &str) -> String {
     rt.block_on(async {
         aws.ec2
@@ -78,30 +52,19 @@ impl World {
             .unwrap();
         let moto = Moto::start();
         let aws = rt.block_on(moto.aws());
-        let (vpc, subnets) = vpc_and_subnet(
-            &rt,
+        let (vpc, subnets) = rt.block_on(moto.create_vpc(
             &aws,
             "10.30.0.0/16",
             &[
                 ("10.30.1.0/24", "us-east-1a"),
                 ("10.30.2.0/24", "us-east-1b"),
             ],
-        );
-        let (other_vpc, _) = vpc_and_subnet(&rt, &aws, "10.40.0.0/16", &[]);
+        ));
+        let (other_vpc, _) = rt.block_on(moto.create_vpc(&aws, "10.40.0.0/16", &[]));
         let web = sg(&rt, &aws, &vpc, "web");
         let foreign_sg = sg(&rt, &aws, &other_vpc, "elsewhere");
         rt.block_on(moto.create_elb(&aws, "shop-elb"));
-        let topic = rt.block_on(async {
-            aws.sns
-                .create_topic()
-                .name("shop-ops")
-                .send()
-                .await
-                .unwrap()
-                .topic_arn()
-                .unwrap()
-                .to_string()
-        });
+        let topic = rt.block_on(moto.create_topic(&aws, "shop-ops"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let docroot = dir.path().join("www");

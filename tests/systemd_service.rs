@@ -385,7 +385,7 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
 
     // The slaves' subnet, made local inside the machine: every address EC2 (moto) hands out
     // there is this machine's own loopback, where sshd answers.
-    let subnet = slave_subnet(&rt, &aws);
+    let subnet = slave_subnet(&rt, &moto, &aws);
     rt.block_on(moto.create_elb(&aws, "ramen-elb"));
     m.ok("ip route add local 10.211.0.0/24 dev lo table local");
 
@@ -454,17 +454,7 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     cfg.hooks.content_sync_interval = burst_agent::config::Dur::secs(10);
     // Events, as the README's operator sets them up: an SNS topic and a program, under the
     // unit's sandbox.
-    let topic = rt.block_on(async {
-        aws.sns
-            .create_topic()
-            .name("ramen-ops")
-            .send()
-            .await
-            .unwrap()
-            .topic_arn()
-            .unwrap()
-            .to_string()
-    });
+    let topic = rt.block_on(moto.create_topic(&aws, "ramen-ops"));
     cfg.events.topic_arn = topic;
     cfg.hooks.on_event = Some(burst_agent::config::Hook {
         argv: vec![
@@ -598,7 +588,7 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     m.ok(&format!("systemctl stop {UNIT}"));
     assert!(pinned(&m, &a).is_none());
     moto_reset(&moto);
-    let subnet = slave_subnet(&rt, &aws);
+    let subnet = slave_subnet(&rt, &moto, &aws);
     rt.block_on(moto.create_elb(&aws, "ramen-elb"));
     cfg.fleet.subnet_ids = vec![subnet];
     put_config(&m, &toml::to_string(&cfg).expect("config as TOML"));
@@ -845,27 +835,10 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
 }
 
 /// A VPC and a /28 subnet for the slaves in moto; returns the subnet's id.
-fn slave_subnet(rt: &tokio::runtime::Runtime, aws: &burst_agent::aws::Aws) -> String {
-    rt.block_on(async {
-        let vpc = aws
-            .ec2
-            .create_vpc()
-            .cidr_block("10.211.0.0/16")
-            .send()
-            .await
-            .unwrap();
-        let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
-        let s = aws
-            .ec2
-            .create_subnet()
-            .vpc_id(vpc_id)
-            .cidr_block("10.211.0.0/28")
-            .availability_zone("us-east-1a")
-            .send()
-            .await
-            .unwrap();
-        s.subnet().and_then(|s| s.subnet_id()).unwrap().to_string()
-    })
+fn slave_subnet(rt: &tokio::runtime::Runtime, moto: &Moto, aws: &burst_agent::aws::Aws) -> String {
+    let (_, subnets) =
+        rt.block_on(moto.create_vpc(aws, "10.211.0.0/16", &[("10.211.0.0/28", "us-east-1a")]));
+    subnets[0].clone()
 }
 
 /// Moto forgets everything (`POST /moto-api/reset`).

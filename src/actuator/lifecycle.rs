@@ -844,8 +844,8 @@ mod tests {
         assert_eq!(ok.slaves["i-1"].unhealthy_since, None);
     }
 
-    #[test]
-    fn only_a_successful_content_sync_leads_to_registration() {
+    /// `slaves`, with i-1 running and in no ELB, reconciled at t=5 with `finished` hook results.
+    fn after_hooks(slaves: &BTreeMap<String, Slave>, finished: &Finished, cfg: &Config) -> Plan {
         let instances = [instance("i-1", InstanceState::Running)];
         let members = BTreeMap::new();
         let obs = Observed {
@@ -853,38 +853,26 @@ mod tests {
             members: &members,
             sources: &Sources::default(),
         };
+        reconcile(slaves, &obs, finished, &BTreeSet::new(), false, at(5), cfg)
+    }
+
+    #[test]
+    fn only_a_successful_content_sync_leads_to_registration() {
         let slaves = slave(Phase::Syncing, 0);
-        let run = |res: Result<(), String>| {
-            let finished: Finished = [("i-1".to_string(), (HookKind::PreRegister, res))].into();
-            reconcile(
-                &slaves,
-                &obs,
-                &finished,
-                &BTreeSet::new(),
-                false,
-                at(5),
-                &cfg(),
-            )
+        let run = |kind: HookKind, res: Result<(), String>| {
+            let finished: Finished = [("i-1".to_string(), (kind, res))].into();
+            after_hooks(&slaves, &finished, &cfg())
         };
-        let ok = run(Ok(()));
+        let ok = run(HookKind::PreRegister, Ok(()));
         assert!(ok.actions.contains(&Action::Register(vec!["i-1".into()])));
-        let failed = run(Err("exit status 23".into()));
+        let failed = run(HookKind::PreRegister, Err("exit status 23".into()));
         assert!(!failed
             .actions
             .iter()
             .any(|a| matches!(a, Action::Register(_))));
         assert!(terminates(&failed));
         // A content_sync result (not pre_register) does not count as the first sync.
-        let finished: Finished = [("i-1".to_string(), (HookKind::ContentSync, Ok(())))].into();
-        let other = reconcile(
-            &slaves,
-            &obs,
-            &finished,
-            &BTreeSet::new(),
-            false,
-            at(5),
-            &cfg(),
-        );
+        let other = run(HookKind::ContentSync, Ok(()));
         assert!(!other
             .actions
             .iter()
@@ -919,13 +907,6 @@ mod tests {
     /// `status` said "last sync FAILED" for a slave whose sync had just gone through.
     #[test]
     fn a_sync_that_went_through_is_recorded_ok_while_its_content_check_runs() {
-        let instances = [instance("i-1", InstanceState::Running)];
-        let members = BTreeMap::new();
-        let obs = Observed {
-            instances: &instances,
-            members: &members,
-            sources: &Sources::default(),
-        };
         let mut c = cfg();
         c.hooks.content_check = Some(Hook {
             argv: vec!["true".into()],
@@ -936,7 +917,7 @@ mod tests {
         let finished: Finished = [("i-1".to_string(), (HookKind::PreRegister, Ok(())))].into();
         let mut slaves = slave(Phase::Syncing, 0);
         slaves.get_mut("i-1").unwrap().last_sync = None;
-        let p = reconcile(&slaves, &obs, &finished, &BTreeSet::new(), false, at(5), &c);
+        let p = after_hooks(&slaves, &finished, &c);
         let s = &p.slaves["i-1"];
         assert_eq!(s.phase, Phase::Syncing, "registered before its check");
         assert_eq!((s.last_sync, s.last_sync_ok), (Some(at(5)), Some(true)));

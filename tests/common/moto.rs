@@ -107,6 +107,44 @@ impl Moto {
         Aws::from_loader(&self.aws_config(), loader).await
     }
 
+    /// An SNS topic named `name`; its ARN.
+    pub async fn create_topic(&self, aws: &Aws, name: &str) -> String {
+        aws.sns
+            .create_topic()
+            .name(name)
+            .send()
+            .await
+            .expect("create an SNS topic in moto")
+            .topic_arn()
+            .expect("the topic's ARN")
+            .to_string()
+    }
+
+    /// A VPC of `cidr` with a subnet for each (cidr, zone); the VPC's id and the subnets' ids.
+    pub async fn create_vpc(
+        &self,
+        aws: &Aws,
+        cidr: &str,
+        subnets: &[(&str, &str)],
+    ) -> (String, Vec<String>) {
+        let vpc = aws.ec2.create_vpc().cidr_block(cidr).send().await.unwrap();
+        let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+        let mut ids = Vec::new();
+        for (c, az) in subnets {
+            let s = aws
+                .ec2
+                .create_subnet()
+                .vpc_id(&vpc)
+                .cidr_block(*c)
+                .availability_zone(*az)
+                .send()
+                .await
+                .unwrap();
+            ids.push(s.subnet().and_then(|s| s.subnet_id()).unwrap().to_string());
+        }
+        (vpc, ids)
+    }
+
     /// A classic ELB named `name` listening on port 80.
     pub async fn create_elb(&self, aws: &Aws, name: &str) {
         use aws_sdk_elasticloadbalancing::types::Listener;
