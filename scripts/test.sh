@@ -56,13 +56,13 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> cargo deb"
 cargo deb --locked
 echo "==> fault and crash simulation: 10,000 seeds (RELIABILITY.md)"
 target/release/burst-agent faultsim --seeds 10000
 echo "==> cargo test"
-cargo test --locked --lib --bins --tests
+cargo test --locked --workspace --lib --bins --tests
 # The benchmarks print tables, they assert nothing, and building them is a release build of the
 # crate and four LTO links (8m47 of a 46m47 cold run here): CI leaves them out to stay well
 # inside its hour; `cargo clippy --all-targets` above still compiles them.

@@ -28,6 +28,7 @@
 pub mod brake;
 pub mod cloud;
 pub mod journal;
+pub mod ledger_store;
 pub mod lifecycle;
 pub mod runner;
 pub mod state;

@@ -11,7 +11,7 @@
 
 use super::brake::SyncBrake;
 use super::journal::{Intent, Journal};
-use crate::cap::store::{self as ledger_store, Stored};
+use super::ledger_store::{self, Stored};
 use crate::cap::{CapLedger, Entry};
 use crate::config::CapConfig;
 use crate::fsutil::Disk;

@@ -6,7 +6,7 @@
 
 pub mod modstatus;
 pub mod probe;
-pub mod procfs;
+pub use burst_core::sampler::procfs;
 
 use crate::config::SamplingConfig;
 use jiff::Timestamp;

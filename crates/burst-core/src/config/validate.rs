@@ -112,7 +112,7 @@ fn probe_url(url: &str) -> Result<(), String> {
     if url.len() > 255 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("at most 255 characters, no spaces".into());
     }
-    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         _ => return Err("the scheme must be http or https".into()),

@@ -785,7 +785,7 @@ fn the_readme_decision_line() {
     };
     let d = decide(&c, &obs, &cap(), &History::new(), now);
     // The docs show this very line: read it from docs/how-it-decides.md, so the two cannot drift apart.
-    let readme = include_str!("../../docs/how-it-decides.md");
+    let readme = include_str!("../../../../docs/how-it-decides.md");
     let line = d.to_string();
     assert!(
         readme.lines().any(|l| l.trim() == line),

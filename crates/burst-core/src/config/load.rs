@@ -95,9 +95,10 @@ fn read_hint(path: &Path, e: &std::io::Error) -> String {
     }
 }
 
-/// Reads, parses and validates a config file.
-pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+/// Parses and validates a config file from what reading it gave (the agent reads it:
+/// `config::load_file`); a read error becomes [`ConfigError::Read`] with the fix for it.
+pub fn parse_read(path: &Path, read: std::io::Result<String>) -> Result<Config, ConfigError> {
+    let src = read.map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         hint: read_hint(path, &source),
         source,

@@ -4,7 +4,7 @@
 //! - corrupt or unreadable: **never** silently reset; the ledger comes back blocked, so no
 //!   scale-out happens until it is rebuilt from the instances' tags (the file is kept aside).
 
-use super::{CapLedger, Carry, Entry};
+use crate::cap::{CapLedger, Carry, Entry};
 use crate::config::CapConfig;
 use crate::fsutil::{self, Disk};
 use serde::{Deserialize, Serialize};
@@ -49,7 +49,7 @@ impl Stored {
         Stored {
             time_zone: ledger.time_zone().to_string(),
             entries: ledger.entries().to_vec(),
-            carry: ledger.carry.clone(),
+            carry: ledger.kept_carry().cloned(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The daily burst-cap ledger: the promise sold to customers, at most N burst instances per
 //! calendar day in a configured time zone.
 //!
-//! Pure accounting: every query takes `now`; no clock, no I/O (the file store is `store.rs`).
+//! Pure accounting: every query takes `now`; no clock, no I/O (the agent keeps the file: `actuator::ledger_store`).
 //! What counts is **distinct burst instances that ran at any moment of the day**:
 //! - a launch counts when it is *attempted* (a failed launch may still cost);
 //! - a slave still running at midnight counts toward the new day too;
@@ -16,8 +16,6 @@
 //! The limits and the time zone can change while the agent runs (a reload): a new limit counts
 //! at once; a new time zone never grants a fresh day, since the day under way in the old zone
 //! ([`Carry`]) keeps counting until it ends, so the stricter of the two applies.
-
-pub mod store;
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -189,6 +187,12 @@ impl CapLedger {
     pub fn with_carry(mut self, carry: Option<Carry>) -> Self {
         self.carry = carry;
         self
+    }
+
+    /// The previous time zone's day as it is kept (the stored form writes it whole; pruning
+    /// drops it once over).
+    pub fn kept_carry(&self) -> Option<&Carry> {
+        self.carry.as_ref()
     }
 
     /// The previous time zone's day, while it still counts at `now`.

@@ -10,7 +10,7 @@ pub mod schedule;
 mod validate;
 
 pub use duration::{parse_duration, Dur};
-pub use load::{load_file, parse_str, ConfigError, Problem};
+pub use load::{parse_read, parse_str, ConfigError, Problem};
 pub use validate::validate;
 
 use serde::{Deserialize, Serialize};
@@ -896,7 +896,7 @@ impl Default for LogConfig {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../agent.toml.example");
+    const EXAMPLE: &str = include_str!("../../../../agent.toml.example");
 
     #[test]
     fn a_sync_hooks_content_source_is_read_from_its_rsync_argv_or_set() {

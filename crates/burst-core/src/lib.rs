@@ -1,0 +1,23 @@
+//! burst-agent's decisions, pure: every function here takes what was observed and the time as
+//! arguments and returns what to do. No async runtime, no AWS SDK, no HTTP client, no files and
+//! no clock: this crate's Cargo.toml is the wall, and the agent carries the results out.
+//!
+//! - [`config`]: the TOML schema, its defaults (written once) and every check with its key path;
+//! - [`policy`]: `decide(config, observation, ledger, history, now) -> Decision`;
+//! - [`cap`]: the daily burst-cap ledger by local calendar day;
+//! - [`schedule`]: planned bursts; [`clock`]: the agent's time that cannot jump;
+//! - [`events`]: event kinds and the notifier's dedup and rate limit;
+//! - [`metrics`]: datums, the bounded buffer, the fleet read-back's assembly;
+//! - [`alarms`]: the alarm plan; [`sampler`]: the `/proc` and mod_status parsers.
+
+pub use burst_model as model;
+
+pub mod alarms;
+pub mod cap;
+pub mod clock;
+pub mod config;
+pub mod events;
+pub mod metrics;
+pub mod policy;
+pub mod sampler;
+pub mod schedule;
