@@ -167,7 +167,6 @@ fn check_log_level(level: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Every semantic problem in `cfg`, in file order.
 /// `arn:PARTITION:sns:REGION:ACCOUNT:NAME`, each part non-empty, the account 12 digits.
 fn sns_arn(arn: &str) -> bool {
     let parts: Vec<&str> = arn.split(':').collect();
@@ -184,13 +183,31 @@ fn sns_arn(arn: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// Every semantic problem in `cfg`, in file order: each section checks itself (vector's
+/// style), all of them always, so `check-config` shows every problem at once.
 pub fn validate(cfg: &Config) -> Vec<Problem> {
     let mut c = Checks {
         problems: Vec::new(),
     };
     let acting = cfg.agent.role == Role::Master && !cfg.agent.dry_run;
+    check_agent(&mut c, cfg);
+    check_sampling(&mut c, cfg);
+    check_metrics(&mut c, cfg);
+    check_policy(&mut c, cfg);
+    check_cap(&mut c, cfg);
+    check_fleet(&mut c, cfg, acting);
+    check_elb(&mut c, cfg, acting);
+    check_hooks(&mut c, cfg);
+    check_aws(&mut c, cfg);
+    check_alarms(&mut c, cfg);
+    check_events(&mut c, cfg);
+    check_schedule(&mut c, cfg);
+    check_log(&mut c, cfg);
+    c.problems
+}
 
-    // [agent]
+/// `[agent]`.
+fn check_agent(c: &mut Checks, cfg: &Config) {
     c.require(valid_name(&cfg.agent.group), "agent.group", || {
         format!(
             "agent.group must be 1-255 characters of letters, digits and -_./#: (got {:?})",
@@ -235,8 +252,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         SEC,
         10 * 60 * SEC,
     );
+}
 
-    // [sampling]
+/// `[sampling]`.
+fn check_sampling(c: &mut Checks, cfg: &Config) {
     let s = &cfg.sampling;
     c.duration("sampling.interval", s.interval, SEC, HOUR);
     c.require(
@@ -319,8 +338,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             )
         },
     );
+}
 
-    // [metrics]
+/// `[metrics]`.
+fn check_metrics(c: &mut Checks, cfg: &Config) {
     let m = &cfg.metrics;
     c.require(
         m.namespace.is_empty() || (valid_name(&m.namespace) && !m.namespace.starts_with("AWS/")),
@@ -364,9 +385,12 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     c.require(m.buffer_limit >= 1, "metrics.buffer_limit", || {
         "metrics.buffer_limit must be at least 1".into()
     });
+}
 
-    // [policy]
+/// `[policy]`.
+fn check_policy(c: &mut Checks, cfg: &Config) {
     let p = &cfg.policy;
+    let s = &cfg.sampling;
     c.duration(
         "policy.evaluation_interval",
         p.evaluation_interval,
@@ -559,8 +583,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             )
         },
     );
+}
 
-    // [cap]
+/// `[cap]`.
+fn check_cap(c: &mut Checks, cfg: &Config) {
     let cap = &cfg.cap;
     if let Err(e) = jiff::tz::TimeZone::get(&cap.time_zone) {
         c.fail(
@@ -587,8 +613,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             )
         },
     );
+}
 
-    // [fleet]
+/// `[fleet]`.
+fn check_fleet(c: &mut Checks, cfg: &Config, acting: bool) {
     let f = &cfg.fleet;
     match (&f.launch_template, f.ami.is_empty()) {
         (Some(_), false) => c.fail(
@@ -682,8 +710,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         10 * 60 * SEC,
         7 * DAY,
     );
+}
 
-    // [elb]
+/// `[elb]`.
+fn check_elb(c: &mut Checks, cfg: &Config, acting: bool) {
     let e = &cfg.elb;
     if acting {
         c.require(!e.name.is_empty(), "elb.name", || {
@@ -698,8 +728,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
         HOUR,
     );
     c.duration("elb.register_timeout", e.register_timeout, SEC, HOUR);
+}
 
-    // [hooks]
+/// `[hooks]`.
+fn check_hooks(c: &mut Checks, cfg: &Config) {
     let h = &cfg.hooks;
     c.hook("hooks.pre_register", &h.pre_register);
     if let Some(hook) = &h.content_sync {
@@ -747,8 +779,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             );
         }
     }
+}
 
-    // [aws]
+/// `[aws]`.
+fn check_aws(c: &mut Checks, cfg: &Config) {
     let a = &cfg.aws;
     c.require(
         (1..=1000).contains(&a.max_calls_per_second),
@@ -778,8 +812,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             },
         );
     }
+}
 
-    // [alarms]
+/// `[alarms]`.
+fn check_alarms(c: &mut Checks, cfg: &Config) {
     let al = &cfg.alarms;
     for (key, arns) in [
         ("alarms.alarm_actions", &al.alarm_actions),
@@ -863,8 +899,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             },
         );
     }
+}
 
-    // [events]
+/// `[events]`.
+fn check_events(c: &mut Checks, cfg: &Config) {
     let ev = &cfg.events;
     if !ev.topic_arn.is_empty() {
         c.require(sns_arn(&ev.topic_arn), "events.topic_arn", || {
@@ -916,8 +954,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             },
         );
     }
+}
 
-    // [[schedule]]
+/// `[[schedule]]`.
+fn check_schedule(c: &mut Checks, cfg: &Config) {
     for (i, e) in cfg.schedule.iter().enumerate() {
         if let Err(problems) = super::schedule::plan(i, e) {
             for (key, message) in problems {
@@ -925,8 +965,10 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             }
         }
     }
+}
 
-    // [log]
+/// `[log]`.
+fn check_log(c: &mut Checks, cfg: &Config) {
     if let Err(why) = check_log_level(&cfg.log.level) {
         c.fail(
             "log.level",
@@ -937,8 +979,6 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
             ),
         );
     }
-
-    c.problems
 }
 
 #[cfg(test)]
