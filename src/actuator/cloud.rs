@@ -5,6 +5,10 @@
 
 use crate::aws::{Aws, AwsError};
 use crate::config::FleetConfig;
+pub use crate::model::{
+    InstanceInfo, InstanceState, MemberState, TAG_BURST, TAG_DRAINING_SINCE, TAG_GROUP, TAG_INTENT,
+    TAG_LAUNCHED_AT, TAG_OWNER, TAG_POOLED_SINCE,
+};
 use aws_sdk_ec2::types::{
     DeviceType, Filter, IamInstanceProfileSpecification, Instance, InstanceStateName, InstanceType,
     LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
@@ -14,70 +18,6 @@ use jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-
-/// The agent's own tags, on every slave it launches.
-pub const TAG_GROUP: &str = "burst-agent:group";
-pub const TAG_INTENT: &str = "burst-agent:intent";
-pub const TAG_LAUNCHED_AT: &str = "burst-agent:launched-at";
-pub const TAG_DRAINING_SINCE: &str = "burst-agent:draining-since";
-/// On a slave the agent stopped into the warm pool (written before StopInstances): a stopped
-/// slave without it was stopped by someone else, and is terminated.
-pub const TAG_POOLED_SINCE: &str = "burst-agent:pooled-since";
-pub const TAG_BURST: &str = "burst";
-/// Which install launched the slave: its ELB's name (unique in an account and region, and
-/// DescribeInstances only ever lists this account's instances in this region). Only instances
-/// with this agent's group **and** owner are ever synced, registered or terminated.
-pub const TAG_OWNER: &str = "burst-agent:owner";
-
-/// EC2's view of one instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InstanceState {
-    Pending,
-    Running,
-    /// shutting-down, stopping, stopped: not serving, still an instance.
-    Stopping,
-    Stopped,
-    ShuttingDown,
-    Terminated,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct InstanceInfo {
-    pub id: String,
-    /// The `burst-agent:group` tag (`None`: removed; an instance the records name is found by
-    /// id then, and tagged again).
-    pub group: Option<String>,
-    pub state: InstanceState,
-    pub private_ip: Option<String>,
-    pub private_dns: Option<String>,
-    /// From the `burst-agent:launched-at` tag, else EC2's launch time.
-    pub launched_at: Option<Timestamp>,
-    /// EC2's own launch time (no tag: nobody but EC2 writes it). An open launch intent claims
-    /// only instances EC2 launched after the intent was written.
-    pub ec2_launched_at: Option<Timestamp>,
-    /// The ClientToken of the RunInstances call that launched it, as EC2 reports it (written
-    /// at launch, never by a tag; `None` where the service does not say, as moto).
-    pub client_token: Option<String>,
-    pub intent: Option<String>,
-    /// The `burst-agent:owner` tag: the ELB of the install that launched it.
-    pub owner: Option<String>,
-    pub draining_since: Option<Timestamp>,
-    /// The `burst-agent:pooled-since` tag: stopped into the warm pool by this agent.
-    pub pooled_since: Option<Timestamp>,
-    /// Its root device is an EBS volume, so it can be stopped and started again (EC2's
-    /// `rootDeviceType`; an instance-store root can only be terminated).
-    pub ebs_root: bool,
-    /// For terminated instances, when (from EC2's state transition reason), if it says.
-    pub ended_at: Option<Timestamp>,
-}
-
-/// The ELB's view of a registered instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MemberState {
-    InService,
-    OutOfService,
-    Unknown,
-}
 
 /// One RunInstances request: `min..=max` instances, all tagged with the same intent.
 #[derive(Clone, Debug)]

@@ -78,26 +78,11 @@ pub const EVENT_KINDS: [EventKind; 14] = [
 
 impl EventKind {
     pub fn name(self) -> &'static str {
-        match self {
-            EventKind::ScaleOut => "scale_out",
-            EventKind::ScaleIn => "scale_in",
-            EventKind::CapLow => "cap_low",
-            EventKind::CapExhausted => "cap_exhausted",
-            EventKind::SyncFailed => "sync_failed",
-            EventKind::LaunchFailed => "launch_failed",
-            EventKind::CapacityFallback => "capacity_fallback",
-            EventKind::ForeignInstance => "foreign_instance",
-            EventKind::LedgerBlocked => "ledger_blocked",
-            EventKind::SyncBroken => "sync_broken",
-            EventKind::MetricsSuspect => "metrics_suspect",
-            EventKind::ContentSourceMissing => "content_source_missing",
-            EventKind::ClockStep => "clock_step",
-            EventKind::SlaveSilent => "slave_silent",
-        }
+        crate::model::name_of(&self)
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        EVENT_KINDS.into_iter().find(|k| k.name() == s)
+        crate::model::parse_name(s)
     }
 
     /// Routine news, sent after every alert that is due.

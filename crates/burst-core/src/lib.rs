@@ -8,6 +8,8 @@
 //! - [`schedule`]: planned bursts; [`clock`]: the agent's time that cannot jump;
 //! - [`events`]: event kinds and the notifier's dedup and rate limit;
 //! - [`metrics`]: datums, the bounded buffer, the fleet read-back's assembly;
+//! - [`lifecycle`]: a slave's phases, their deadlines and every change of phase, returned as
+//!   actions; whose an instance is, where a launch goes;
 //! - [`alarms`]: the alarm plan; [`sampler`]: the `/proc` and mod_status parsers.
 
 pub use burst_model as model;
@@ -17,6 +19,7 @@ pub mod cap;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod lifecycle;
 pub mod metrics;
 pub mod policy;
 pub mod sampler;

@@ -7,6 +7,23 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+mod fleet;
+
+pub use fleet::*;
+
+/// The one string form of an enum's variant: the name serde gives it (`rename_all`), so the
+/// config, state files, logs, events and `status` cannot disagree. ("?" for a value serde does
+/// not write as a variant, which no enum of this workspace is.)
+pub fn name_of<T: Serialize>(v: &T) -> &'static str {
+    serde_variant::to_variant_name(v).unwrap_or("?")
+}
+
+/// The variant whose [`name_of`] is `s`.
+pub fn parse_name<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(s)).ok()
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
@@ -23,12 +40,7 @@ pub enum Signal {
 
 impl Signal {
     pub fn name(self) -> &'static str {
-        match self {
-            Signal::LoadPerCpu => "load_per_cpu",
-            Signal::ApacheBusyRatio => "apache_busy_ratio",
-            Signal::MemoryUsedRatio => "memory_used_ratio",
-            Signal::ProbeLatency => "probe_latency",
-        }
+        name_of(&self)
     }
 
     /// Read once for the whole site, not per host.
@@ -211,5 +223,36 @@ impl HostMetrics {
             apache_busy_ratio: s.signal(Signal::ApacheBusyRatio),
             memory_used_ratio: s.signal(Signal::MemoryUsedRatio),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_spellings_operators_write_and_read() {
+        // As the config, state.json, logs and `status` have always spelled them.
+        assert_eq!(Signal::LoadPerCpu.name(), "load_per_cpu");
+        assert_eq!(Signal::ProbeLatency.name(), "probe_latency");
+        assert_eq!(HookKind::PreRegister.name(), "pre_register");
+        assert_eq!(HookKind::ContentCheck.name(), "content_check");
+        assert_eq!(name_of(&Phase::InService), "in_service");
+        assert_eq!(name_of(&SlaveState::Stopped), "stopped");
+    }
+
+    #[test]
+    fn a_name_parses_back_and_nothing_else_does() {
+        for s in [
+            Signal::LoadPerCpu,
+            Signal::ApacheBusyRatio,
+            Signal::MemoryUsedRatio,
+            Signal::ProbeLatency,
+        ] {
+            assert_eq!(parse_name::<Signal>(s.name()), Some(s));
+        }
+        assert_eq!(parse_name::<Signal>("LoadPerCpu"), None);
+        assert_eq!(parse_name::<Signal>("load per cpu"), None);
+        assert_eq!(parse_name::<Signal>(""), None);
     }
 }

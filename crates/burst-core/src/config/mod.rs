@@ -242,10 +242,7 @@ pub enum Role {
 
 impl Role {
     pub fn name(self) -> &'static str {
-        match self {
-            Role::Master => "master",
-            Role::Reporter => "reporter",
-        }
+        crate::model::name_of(&self)
     }
 }
 

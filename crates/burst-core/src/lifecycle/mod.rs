@@ -1,18 +1,25 @@
 //! The slave lifecycle as a pure function (kube-rs' reconciler: observe, decide, act,
 //! requeue): [`reconcile`] takes the tracked slaves, what EC2 and the ELB said, the hook results
 //! and the time, and returns the next slaves and the [`Action`]s to carry out. It calls nothing
-//! and reads no clock; [`super::Actuator::step`] is the executor that observes, calls it, and
-//! carries the actions out through [`super::cloud::Cloud`] and [`super::runner::HookRunner`]
-//! (a dry run logs them instead). [`called`] applies what a call that went through means.
+//! and reads no clock; the agent's `Actuator::step` is the executor that observes, calls it, and
+//! carries the actions out through its `Cloud` and `HookRunner` traits (a dry run logs them
+//! instead). [`called`] applies what a call that went through means.
 //!
-//! Every phase change of a slave happens here, by this module's one phase table
-//! ([`super::phase_of`] for what a new instance is, [`super::deadline`] for how long each phase
-//! may last), apart from a slave's birth (launch: Pending) and a scale-in (Releasing).
+//! Every phase change of a slave happens here, by the one phase table in [`rules`]
+//! ([`phase_of`] for what a new instance is, [`deadline`] for how long each phase may last),
+//! apart from a slave's birth (launch: Pending) and a scale-in (Releasing), still set by the
+//! agent's executor.
 
-use super::cloud::{InstanceInfo, InstanceState, MemberState, TAG_POOLED_SINCE};
-use super::SETTLE_SECS;
-use super::{age, alive, deadline, phase_of, slave_from, stopped, HookKind, Phase, Slave};
+mod choices;
+pub mod rules;
+
+pub use choices::{releasable, warm_pick};
+pub use rules::*;
+
 use crate::config::Config;
+use crate::model::{
+    HookKind, InstanceInfo, InstanceState, MemberState, Phase, Slave, TAG_POOLED_SINCE,
+};
 use jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,7 +104,7 @@ pub struct Plan {
 }
 
 /// The one way a slave enters a phase: logged with the time it spent in the last one.
-pub(super) fn enter(s: &mut Slave, phase: Phase, now: Timestamp) {
+pub fn enter(s: &mut Slave, phase: Phase, now: Timestamp) {
     tracing::info!(instance_id = %s.id, from = ?s.phase, to = ?phase,
         secs_in_phase = age(now, s.since), "slave {}: {:?} -> {phase:?}", s.id, s.phase);
     s.phase = phase;
@@ -600,15 +607,16 @@ pub fn reconcile(
 /// A call the executor made for some slaves, and that went through for `done`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
+    /// Tagged `burst-agent:draining-since` for a scale-in.
+    Release,
     Register,
     Deregister,
     Terminate,
     Stop,
+    /// StartInstances for slaves of the warm pool (sent; EC2's listings tell if it started).
+    Start,
 }
 
-/// What a call that went through means for each slave it named: registered → Registering (from
-/// Synced), deregistered → Draining (from Releasing), terminated → Terminating (its clock for
-/// the next TerminateInstances restarts), stopped → Stopping (from Draining).
 /// The serving slaves that have gone silent: in service for longer than `stale_after_secs` and
 /// absent from the fleet's fresh metrics (`reported`, read with that same window). The policy
 /// counts such a slave idle for scale-out and at target for scale-in, so the fleet never
@@ -628,12 +636,22 @@ pub fn silent<'a, T>(
         .collect()
 }
 
+/// What a call that went through means for each slave it named: tagged for release →
+/// Releasing, registered → Registering (from Synced), deregistered → Draining (from Releasing),
+/// terminated → Terminating (its clock for the next TerminateInstances restarts), stopped →
+/// Stopping (from Draining), started out of the pool → Pending, tracked anew from now.
 pub fn called(slaves: &mut BTreeMap<String, Slave>, call: Call, done: &[String], now: Timestamp) {
     for id in done {
         let Some(s) = slaves.get_mut(id) else {
             continue;
         };
         let to = match (call, s.phase) {
+            (Call::Release, _) => Phase::Releasing,
+            (Call::Start, _) => {
+                s.restarted_at = Some(now);
+                s.first_seen = now;
+                Phase::Pending
+            }
             (Call::Register, Phase::Synced) => Phase::Registering,
             (Call::Deregister, Phase::Releasing) => Phase::Draining,
             (Call::Terminate, _) => Phase::Terminating,
@@ -647,7 +665,6 @@ pub fn called(slaves: &mut BTreeMap<String, Slave>, call: Call, done: &[String],
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actuator::cloud::InstanceInfo;
     use crate::config::{Dur, Hook};
 
     fn at(secs: i64) -> Timestamp {

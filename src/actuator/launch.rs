@@ -1,0 +1,280 @@
+//! Carrying out a decision: a scale-out launches (the warm pool first, every attempt in the
+//! ledger and journal before RunInstances), a scale-in tags its victims and starts their
+//! release.
+
+use super::*;
+
+impl<C: Cloud, H: HookRunner> Actuator<C, H> {
+    /// Starts carrying out a decision. Scale-out launches at once (after the ledger and journal
+    /// are on disk); scale-in tags the victims and starts their release. The rest happens in
+    /// [`Actuator::step`].
+    pub async fn apply(&mut self, decision: &Decision, now: Timestamp) -> Report {
+        let mut report = Report::default();
+        match decision {
+            Decision::Hold { .. } => {}
+            Decision::ScaleOut { count, .. } if self.cfg.agent.dry_run => {
+                tracing::info!(count, "dry run: would launch {count} slave(s)");
+            }
+            Decision::ScaleIn { instances, .. } if self.cfg.agent.dry_run => {
+                tracing::info!(instances = ?instances, "dry run: would release {}", instances.join(", "));
+            }
+            Decision::ScaleOut { count, .. } => self.launch(*count, now, &mut report).await,
+            Decision::ScaleIn { instances, .. } => self.release(instances, now, &mut report).await,
+        }
+        report
+    }
+
+    pub(super) async fn launch(&mut self, count: u32, now: Timestamp, report: &mut Report) {
+        // The warm pool first: faster than a launch, and free when it ran today already.
+        let started = self.start_warm(count, now, report).await;
+        let mut count = count.saturating_sub(started);
+        if count == 0 {
+            return;
+        }
+        if let Some(why) = self
+            .sources
+            .pre_register
+            .clone()
+            .or_else(|| self.cap_unverified.clone())
+            .or_else(|| {
+                self.launch_refused(now).map(|r| {
+                    format!(
+                        "EC2 refused the last launch for good ({}); the next waits until {}",
+                        r.cause, r.until
+                    )
+                })
+            })
+        {
+            report.refused = count;
+            tracing::warn!(asked = count, "launches are held: {why}");
+            return;
+        }
+        let gate = self.brake_gate(now);
+        match gate {
+            brake::Gate::Open => {}
+            brake::Gate::Trial => count = 1,
+            brake::Gate::Closed => {
+                report.refused = count;
+                tracing::warn!(
+                    asked = count,
+                    "launches are held: the content sync keeps failing ({}); fix it, then \
+                     `systemctl reload burst-agent` or `burst-agent resume`",
+                    self.brake.tripped.as_ref().map_or("", |t| t.cause.as_str())
+                );
+                return;
+            }
+        }
+        let id = (self.intent_ids)();
+        if gate == brake::Gate::Trial {
+            self.brake.trial_started(&id, now);
+            tracing::warn!(intent = %id,
+                "one trial launch while content sync is broken: if its sync fails the same way, \
+                 the next trial waits twice as long");
+        }
+        let mut keys = Vec::new();
+        for n in 1..=count {
+            let key = format!("{id}#{n}");
+            match self.ledger.record_attempt(&key, now) {
+                Ok(()) => keys.push(key),
+                Err(e) => {
+                    report.refused = count - (n - 1);
+                    tracing::error!(
+                        asked = count,
+                        allowed = keys.len(),
+                        "the cap ledger refused a launch the policy asked for: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let intent = Intent {
+            id: id.clone(),
+            created_at: now,
+            keys: keys.clone(),
+            outcome: Outcome::Started,
+            open_call: 0,
+            last_sent: None,
+        };
+        self.journal.intents.push(intent.clone());
+        // Write-ahead: no RunInstances unless the attempt is durably counted and journaled.
+        if !self.save_state(now, report) {
+            for k in &keys {
+                let _ = self.ledger.withdraw(k);
+            }
+            self.journal.intents.retain(|i| i.id != id);
+            return;
+        }
+        let n = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+        let t = std::time::Instant::now();
+        let mut got: Vec<InstanceInfo> = Vec::new();
+        let subnets = self.cfg.fleet.subnet_ids.clone();
+        let fallbacks = self.cfg.fleet.fallback_instance_types.clone();
+        let mut call = 0u32;
+        let mut no_capacity: Vec<String> = Vec::new();
+        // First ask for as many as EC2 can give (min 1). No capacity in a zone: the next subnet
+        // at once, each subnet once. If EC2 gave fewer than asked, ask once more for the rest,
+        // all or nothing. (Moto launches only MinCount, so tests see two calls.)
+        let mut shortfall = false;
+        loop {
+            let want = n - u32::try_from(got.len()).unwrap_or(0);
+            if want == 0 {
+                break;
+            }
+            call += 1;
+            let (subnet, instance_type) = pick_placement(&subnets, &fallbacks, &id, call);
+            let req = LaunchRequest {
+                intent: id.clone(),
+                owner: self.owner().to_string(),
+                client_token: intent.client_token(call),
+                min: if shortfall { want } else { 1 },
+                max: want,
+                launched_at: now,
+                subnet: subnet.clone(),
+                instance_type: instance_type.clone(),
+            };
+            match self.cloud.launch(&req).await {
+                Ok(more) => {
+                    got.extend(more);
+                    if shortfall {
+                        break;
+                    }
+                    shortfall = true;
+                }
+                // The call for the rest was refused: EC2 launched fewer than asked, for sure.
+                Err(e) if shortfall && e.not_applied => {
+                    tracing::warn!(intent = %id, launched = got.len(), asked = n,
+                        "EC2 launched fewer slaves than asked: {e}");
+                    break;
+                }
+                Err(e)
+                    if e.is_capacity()
+                        && usize::try_from(call).unwrap_or(usize::MAX)
+                            < placements(&subnets, &fallbacks) =>
+                {
+                    let here = format!(
+                        "{} in {}",
+                        instance_type.as_deref().unwrap_or("the configured type"),
+                        subnet.as_deref().unwrap_or("EC2's choice of subnet")
+                    );
+                    let (next_subnet, next_type) =
+                        pick_placement(&subnets, &fallbacks, &id, call + 1);
+                    tracing::warn!(intent = %id, code = %e.code, next_subnet = ?next_subnet,
+                        next_type = ?next_type, "no EC2 capacity for {here}; trying the next placement");
+                    self.events.push(Event::new(
+                        EventKind::CapacityFallback,
+                        None,
+                        format!(
+                            "no EC2 capacity for {here} ({}); trying {} in {}",
+                            e.code,
+                            next_type.as_deref().unwrap_or("the configured type"),
+                            next_subnet.as_deref().unwrap_or("EC2's choice of subnet")
+                        ),
+                    ));
+                    no_capacity.push(here);
+                }
+                Err(e) if e.not_applied || !e.retryable => {
+                    // EC2 refused: nothing was launched, so nothing is charged to the cap.
+                    if e.is_capacity() {
+                        self.back_off(now);
+                    } else if !e.retryable {
+                        self.refuse_back_off(now, &e);
+                    }
+                    let mut why = e.to_string();
+                    if !no_capacity.is_empty() {
+                        why = format!("{why} (no capacity for {} either)", no_capacity.join(", "));
+                    }
+                    self.fail_intent(&intent, &why, now, report);
+                    return;
+                }
+                Err(e) => {
+                    // The call may or may not have launched: leave the intent open (its
+                    // attempts stay charged and count as on the way); the next steps find its
+                    // instances by tag, or settle it as not launched once EC2 had time to list
+                    // them. What earlier calls of this launch gave is tracked now.
+                    if let Some(j) = self.journal.get_mut(&id) {
+                        j.open_call = call;
+                        j.last_sent = Some(now);
+                    }
+                    let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
+                    for i in &got {
+                        self.slaves
+                            .insert(i.id.clone(), slave_from(i, Phase::Pending, now, now));
+                    }
+                    report.launched.extend(ids.iter().cloned());
+                    self.bind_free(&intent, &ids);
+                    self.save_state(now, report);
+                    let msg = format!("launch {id} of {n}: {e}; will resolve from tags");
+                    self.error(now, report, msg);
+                    return;
+                }
+            }
+        }
+        let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();
+        if !ids.is_empty() {
+            self.no_capacity = None;
+            self.refused = None;
+        }
+        tracing::info!(intent = %id, asked = n, launched = ids.len(), instances = ?ids,
+            secs = t.elapsed().as_secs_f64(), "launched {} slave(s)", ids.len());
+        if !ids.is_empty() {
+            self.events.push(Event::new(
+                EventKind::ScaleOut,
+                None,
+                format!(
+                    "launched {} of {n} slave(s) {ids:?}; cap {}",
+                    ids.len(),
+                    self.ledger.status(now)
+                ),
+            ));
+        }
+        for i in &got {
+            self.slaves
+                .insert(i.id.clone(), slave_from(i, Phase::Pending, now, now));
+        }
+        report.launched.extend(ids.iter().cloned());
+        self.finish_intent(&intent, &ids, now, report);
+    }
+
+    pub(super) async fn release(
+        &mut self,
+        victims: &[String],
+        now: Timestamp,
+        report: &mut Report,
+    ) {
+        let (ids, left) = lifecycle::releasable(&self.slaves, victims);
+        for id in &left {
+            tracing::warn!(instance_id = %id, "not releasing: not an in-service slave");
+        }
+        if ids.is_empty() {
+            return;
+        }
+        // The tag first: after a crash, it tells adoption this slave is on its way out and must
+        // not be registered again.
+        if let Err(e) = self
+            .cloud
+            .tag(&ids, TAG_DRAINING_SINCE, &now.to_string())
+            .await
+        {
+            self.error(
+                now,
+                report,
+                format!("could not tag {ids:?} for release: {e}"),
+            );
+            return;
+        }
+        self.events.push(Event::new(
+            EventKind::ScaleIn,
+            None,
+            format!("releasing {} slave(s) {ids:?}", ids.len()),
+        ));
+        lifecycle::called(&mut self.slaves, lifecycle::Call::Release, &ids, now);
+        for id in &ids {
+            if let Some(hook) = self.cfg.hooks.pre_deregister.clone() {
+                self.spawn_hook(id, HookKind::PreDeregister, hook);
+            }
+        }
+    }
+}

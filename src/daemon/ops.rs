@@ -1,0 +1,116 @@
+//! The operator's one-off commands that need AWS (`repair`, `alarms --apply`, `preflight`,
+//! `dashboard --apply`) and `resume`; `drill` is in drill.rs.
+
+use super::*;
+
+/// Runs `f` on a one-off runtime with the AWS client of `cfg` (an operator's command: never a
+/// dry run, so AWS must be reachable).
+pub(super) fn with_aws<T, F, Fut>(cfg: Config, what: &str, f: F) -> Result<T, DaemonError>
+where
+    F: FnOnce(Config, Aws) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DaemonError>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    rt.block_on(async move {
+        let mut cfg = cfg;
+        cfg.agent.dry_run = false;
+        let aws = connect(&cfg)
+            .await
+            .map_err(DaemonError::Start)?
+            .ok_or_else(|| DaemonError::Start(format!("{what} needs AWS: no client")))?;
+        f(cfg, aws).await
+    })
+}
+
+/// The file `burst-agent resume` leaves in the state directory; the running agent removes it
+/// and releases the brake on launches (the operator fixed what broke the content sync).
+pub const RESUME_FILE: &str = "resume";
+
+/// `burst-agent resume`: asks the running agent to release the brake on launches.
+pub fn request_resume(state_dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    let path = state_dir.join(RESUME_FILE);
+    crate::fsutil::atomic_write(&path, b"resume\n")
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// `burst-agent repair`: with the agent stopped (it takes the state directory's lock), rebuilds
+/// the cap ledger from the state, the journal and the instances' tags, counts at least
+/// `used_today` today, and clears a block that waits for an operator. Returns what it did.
+pub fn repair(
+    cfg: Config,
+    used_today: Option<u32>,
+    adopt: &[String],
+) -> Result<Vec<String>, DaemonError> {
+    with_aws(cfg, "repair", |mut cfg, aws| async move {
+        let state_dir = prepare_state_dir(&mut cfg)?;
+        let _lock = lock::StateLock::acquire(&state_dir)?;
+        let (_, own) = identity(&cfg, true).await;
+        let cloud = AwsCloud::new(aws, &cfg.agent.group, &cfg.elb.name, &cfg.fleet)
+            .map_err(|e| DaemonError::Start(e.to_string()))?;
+        let now = Timestamp::now();
+        let mut a = Actuator::open(cloud, &cfg, now)?;
+        a.set_own_instance(own);
+        Ok(a.repair(now, used_today, adopt).await?)
+    })
+}
+
+/// `burst-agent alarms --apply [--prune]`: puts this group's CloudWatch alarms (and deletes the
+/// group's alarms no longer planned). Returns what it did, line by line.
+pub fn apply_alarms(cfg: Config, prune: bool) -> Result<Vec<String>, DaemonError> {
+    with_aws(cfg, "alarms", |cfg, aws| async move {
+        let plan = crate::alarms::plan(&cfg);
+        let done = crate::alarms::apply(&aws, &cfg, &plan, prune)
+            .await
+            .map_err(|e| DaemonError::Start(e.to_string()))?;
+        let mut out: Vec<String> = done.put.iter().map(|n| format!("put     {n}")).collect();
+        out.extend(done.deleted.iter().map(|n| format!("deleted {n}")));
+        if cfg.alarms.alarm_actions.is_empty() {
+            out.push(
+                "note: alarms.alarm_actions is empty: the alarms change state but tell nobody"
+                    .into(),
+            );
+        }
+        Ok(out)
+    })
+}
+
+/// `burst-agent preflight`: this host's checks, then the account's (crate::preflight). A config
+/// that reaches no AWS (no region, no credentials) fails that check and keeps the local ones.
+pub fn preflight(cfg: Config) -> Result<crate::preflight::Report, DaemonError> {
+    let mut report = crate::preflight::local(&cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    rt.block_on(async {
+        let mut c = cfg.clone();
+        c.agent.dry_run = false;
+        match connect(&c).await {
+            Ok(Some(aws)) => crate::preflight::account(&cfg, &aws, &mut report).await,
+            Ok(None) => {}
+            Err(e) => report.checks.push(crate::preflight::Check {
+                key: "aws".into(),
+                outcome: crate::preflight::Outcome::Fail,
+                what: format!("AWS cannot be reached: {e}"),
+                fix: Some("set aws.region, and run on the master with its instance profile".into()),
+            }),
+        }
+    });
+    Ok(report)
+}
+
+/// `burst-agent dashboard --apply`: puts the CloudWatch dashboard of `groups`.
+pub fn apply_dashboard(cfg: Config, groups: Vec<String>) -> Result<Vec<String>, DaemonError> {
+    with_aws(cfg, "dashboard", |cfg, aws| async move {
+        let (name, said) = crate::dashboard::apply(&aws, &cfg, &groups)
+            .await
+            .map_err(|e| DaemonError::Start(e.to_string()))?;
+        let mut out = vec![format!("put dashboard {name}")];
+        out.extend(said.into_iter().map(|m| format!("CloudWatch says: {m}")));
+        Ok(out)
+    })
+}

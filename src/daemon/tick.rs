@@ -1,0 +1,683 @@
+//! One reconciler tick on the master: observe (the actuator's step, the fleet's metrics read
+//! back, AWS's own evidence), decide (the pure policy), act (the actuator), then publish the
+//! agent's own numbers, the status snapshot and the events.
+
+use super::*;
+
+impl Master<'_> {
+    pub(super) async fn run(mut self) -> Result<(), DaemonError> {
+        let actuator = match &self.aws {
+            Some(aws) => {
+                let cloud = AwsCloud::new(
+                    aws.clone(),
+                    &self.cfg.agent.group,
+                    &self.cfg.elb.name,
+                    &self.cfg.fleet,
+                )
+                .map_err(|e| DaemonError::Start(e.to_string()))?;
+                let mut a = Actuator::open(cloud, &self.cfg, Timestamp::now())?;
+                a.set_own_instance(self.own_ec2_id.clone());
+                Some(a)
+            }
+            None => None,
+        };
+        // The agent's clock goes on from the state's mark after a restart in this boot.
+        self.clock = crate::clock::AgentClock::resume(
+            actuator.as_ref().and_then(|a| a.clock_mark()),
+            &self.boot,
+            Timestamp::now(),
+            boottime(),
+        );
+        let mut l = self.start(actuator);
+        let mut watchdog_usec = 0u64;
+        if sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+            && Duration::from_micros(watchdog_usec / 2) < self.cfg.policy.evaluation_interval.get()
+        {
+            tracing::warn!(watchdog_secs = watchdog_usec / 1_000_000,
+                evaluation_interval = %self.cfg.policy.evaluation_interval,
+                "the unit's WatchdogSec is less than twice policy.evaluation_interval: systemd \
+                 may restart a healthy agent; raise WatchdogSec or shorten the interval");
+        }
+        loop {
+            let now = self.read_clock(&mut l.tick);
+            if let Some(a) = l.actuator.as_mut() {
+                a.set_clock_mark(self.clock.mark(&self.boot));
+            }
+            self.tick(&mut l, now).await;
+            let wait = self.cfg.policy.evaluation_interval.get();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown_rx.wait_for(|s| *s) => break,
+            }
+        }
+        self.stop(&mut l).await;
+        Ok(())
+    }
+
+    pub(super) fn start<C: Cloud, H: HookRunner>(
+        &self,
+        actuator: Option<Actuator<C, H>>,
+    ) -> Loop<C, H> {
+        let tick = Tick {
+            // Cooldowns and the last scaling survive a restart.
+            history: actuator
+                .as_ref()
+                .map_or_else(History::new, |a| a.history().clone()),
+            adopted: false,
+            last_read: None,
+            fleet_metrics: BTreeMap::new(),
+            last_decision: None,
+            last_reasons: Vec::new(),
+            news: Vec::new(),
+            evidence: policy::Evidence::default(),
+            silent: BTreeSet::new(),
+            errors: Vec::new(),
+            api_errors_reported: 0,
+            state: "starting",
+            observed: false,
+        };
+        Loop {
+            actuator,
+            stored_ledger: local_ledger(&self.cfg, Timestamp::now()),
+            tick,
+            ready_sent: false,
+            events: Events::load(&self.state_dir),
+        }
+    }
+
+    /// One tick at `now`: a new config, observe (adopt or step, read the fleet back), decide,
+    /// act only on a fleet this tick observed, publish, status, watchdog. Returns the decision.
+    pub(super) async fn tick<C: Cloud, H: HookRunner>(
+        &mut self,
+        l: &mut Loop<C, H>,
+        now: Timestamp,
+    ) -> Decision {
+        if self.cfg_rx.has_changed().unwrap_or(false) {
+            self.cfg = (**self.cfg_rx.borrow_and_update()).clone();
+            match l.actuator.as_mut() {
+                Some(a) => a.reconfigure(&self.cfg, now),
+                // A local dry run reads the stored ledger under the new [cap].
+                None => l.stored_ledger = local_ledger(&self.cfg, now),
+            }
+        }
+        if let Some(a) = l.actuator.as_mut() {
+            self.actuate_observe(a, &mut l.tick, now).await;
+        }
+        let ledger = l.ledger();
+        let decision = self.decide(&l.actuator, &ledger, &mut l.tick, now);
+        if let Some(a) = l.actuator.as_mut() {
+            a.keep_history(&l.tick.history, now);
+        }
+        let observed = l.tick.adopted && l.tick.observed;
+        if let (Some(a), true) = (l.actuator.as_mut(), observed) {
+            let r = a.apply(&decision, now).await;
+            for e in r.errors {
+                l.tick.errors.push((now, e));
+            }
+        } else if !matches!(decision, Decision::Hold { .. }) && l.actuator.is_none() {
+            // The decision line above has the numbers; this only says nothing was done.
+            tracing::info!(
+                action = decision.action(),
+                "dry run (no AWS): nothing launched or released"
+            );
+        }
+        let after = l.ledger().status(now);
+        let levels = Levels {
+            cap_used: after.used,
+            cap_limit: after.limit,
+            cap_remaining: after.remaining,
+            day: after.day.to_string(),
+            blocked: l
+                .actuator
+                .as_ref()
+                .and_then(|a| a.needs_repair().map(str::to_string)),
+        };
+        let mut news = std::mem::take(&mut l.tick.news);
+        news.extend(
+            l.actuator
+                .as_mut()
+                .map(|a| a.take_events())
+                .unwrap_or_default(),
+        );
+        for e in l
+            .events
+            .tick(&self.cfg, self.aws.as_ref(), levels, news, now)
+        {
+            l.tick.errors.push((now, e));
+        }
+        let own = Own {
+            hooks: l
+                .actuator
+                .as_mut()
+                .map(|a| a.take_hook_seconds())
+                .unwrap_or_default(),
+            failures: l
+                .actuator
+                .as_mut()
+                .map(|a| a.take_failures())
+                .unwrap_or_default(),
+            fleet: fleet_counts(&l.actuator),
+        };
+        self.publish_own(&decision, &ledger, &own, &mut l.tick, now);
+        l.tick.state = if l.actuator.is_some() && !l.tick.adopted {
+            "waiting_for_aws"
+        } else {
+            "running"
+        };
+        self.snapshot(&l.actuator, &ledger, &l.tick, &l.events, now);
+        let line = status_line(&l.actuator, &ledger, &decision, now);
+        notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
+        if !l.ready_sent {
+            notify(&[NotifyState::Ready]);
+            l.ready_sent = true;
+            tracing::info!("ready: {line}");
+        }
+        decision
+    }
+
+    /// Shutdown: the loop only stops between ticks, so no launch or registration is half done;
+    /// hooks under way get what is left of the deadline.
+    pub(super) async fn stop<C: Cloud, H: HookRunner>(&mut self, l: &mut Loop<C, H>) {
+        l.tick.state = "stopping";
+        let deadline = self.cfg.agent.shutdown_timeout;
+        let mut timed_out = false;
+        if let Some(a) = l.actuator.as_mut() {
+            a.flush(Timestamp::now());
+            let left = a.wait_for_hooks(deadline.get()).await;
+            if left > 0 {
+                tracing::warn!(left, "shutdown: hooks still running at agent.shutdown_timeout were \
+                    killed; their slaves are synced again (never registered unsynced) at the next start");
+                timed_out = true;
+            }
+        }
+        l.events.finish(Duration::from_secs(5)).await;
+        l.tick.state = "stopped";
+        let ledger = l.ledger();
+        self.snapshot(&l.actuator, &ledger, &l.tick, &l.events, Timestamp::now());
+        if timed_out {
+            tracing::warn!("{}", DaemonError::ShutdownTimedOut(deadline));
+        }
+    }
+
+    /// Adopts (until it has worked once), steps the actuator, and reads the fleet back.
+    pub(super) async fn actuate_observe<C: Cloud, H: HookRunner>(
+        &self,
+        a: &mut Actuator<C, H>,
+        tick: &mut Tick,
+        now: Timestamp,
+    ) {
+        if self.shared.sync_requested.swap(false, Ordering::SeqCst) {
+            a.request_sync();
+        }
+        tick.observed = false;
+        if !tick.adopted {
+            match a.adopt(now).await {
+                Ok(r) => {
+                    tick.adopted = true;
+                    tick.observed = true;
+                    tracing::info!(adopted = ?r.adopted, launched = ?r.launched, cap = %a.ledger().status(now),
+                        "adoption done: {} slave(s) of group {:?} re-attached", r.adopted.len(), self.cfg.agent.group);
+                }
+                Err(e) => {
+                    let msg =
+                        format!("adoption failed, will retry; no scaling until it works: {e}");
+                    tracing::error!("{msg}");
+                    tick.errors.push((now, msg));
+                    return;
+                }
+            }
+        } else {
+            // `burst-agent resume`: the operator fixed what broke the content sync.
+            let resume = self.cfg.agent.state_dir.join(RESUME_FILE);
+            if std::fs::remove_file(&resume).is_ok() {
+                a.resume("burst-agent resume", now);
+            }
+            match a.step(now).await {
+                Ok(r) => {
+                    tick.observed = true;
+                    for id in &r.in_service {
+                        // Only a slave this agent saw from its launch: an adopted one's
+                        // launch-to-InService time says nothing of the lead time.
+                        let lead = a
+                            .slave(id)
+                            .filter(|s| s.first_seen.as_second() - s.launched_at.as_second() <= 60)
+                            .map(|s| now.as_second() - s.launched_at.as_second());
+                        tracing::info!(instance_id = %id, lead_secs = ?lead,
+                            "slave {id} is in service");
+                        // The forecast's lead time: launch to InService, measured.
+                        if let Some(secs) = lead {
+                            tick.history.record_lead(secs);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "actuator step skipped, and no scaling this tick (the fleet could not be \
+                         observed): {e}"
+                    );
+                    tracing::warn!("{msg}");
+                    tick.errors.push((now, msg));
+                }
+            }
+        }
+        // Lost or unreadable state: today's count from CloudWatch's copy before any launch, once
+        // adoption has counted what EC2 still lists (the read-back adds only what is missing).
+        if a.cap_unverified().is_some() && tick.adopted {
+            if let Some(aws) = &self.aws {
+                let (_, since, _) = a.ledger().day_bounds(now);
+                let read = cloudwatch::cap_used_since(
+                    aws,
+                    &self.cfg.metrics.namespace_for(&self.cfg.agent.group),
+                    &self.cfg.agent.group,
+                    since,
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string());
+                a.cap_read_back(read, now);
+            }
+        }
+        let ids: Vec<String> = a.slaves().map(|s| s.id.clone()).collect();
+        let due = tick.last_read.is_none_or(|t| {
+            now.as_second() - t.as_second()
+                >= self.cfg.metrics.fleet_read_interval.get().as_secs() as i64
+        });
+        if let (Some(aws), true, false) = (&self.aws, due, ids.is_empty()) {
+            let stale = self.cfg.metrics.stale_after.get().as_secs() as i64;
+            match cloudwatch::read_fleet(
+                aws,
+                &self.cfg.metrics.namespace_for(&self.cfg.agent.group),
+                &self.cfg.agent.group,
+                &ids,
+                self.cfg.metrics.storage_resolution,
+                stale,
+                // The query window and the slaves' timestamps are wall-clock time.
+                self.clock.wall(),
+            )
+            .await
+            {
+                Ok(mut back) => {
+                    // Each datapoint's age by the wall clock, as the agent's time.
+                    for m in back.metrics.values_mut() {
+                        m.at = self.clock.to_agent(m.at);
+                    }
+                    if !back.missing.is_empty() {
+                        tracing::debug!(missing = ?back.missing, "fleet read-back: no fresh metrics for some slaves");
+                    }
+                    tick.fleet_metrics = back.metrics;
+                    tick.last_read = Some(now);
+                    self.note_silence(a.slaves(), tick, now);
+                    // No slave can write these; a failed read only means less evidence.
+                    match cloudwatch::read_evidence(
+                        aws,
+                        &self.cfg.elb.name,
+                        &ids,
+                        self.clock.wall(),
+                    )
+                    .await
+                    {
+                        Ok(ev) => tick.evidence = ev,
+                        Err(e) => {
+                            tracing::debug!("AWS/ELB and AWS/EC2 evidence unread: {e}");
+                            tick.evidence = policy::Evidence::default();
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("fleet read-back failed; slaves count as missing: {e}");
+                    tick.fleet_metrics.clear();
+                }
+            }
+        }
+        if ids.is_empty() {
+            tick.fleet_metrics.clear();
+            tick.silent.clear();
+        }
+        for (t, e) in a.recent_errors() {
+            if !tick.errors.iter().any(|(t2, e2)| t2 == t && e2 == e) {
+                tick.errors.push((*t, e.clone()));
+            }
+        }
+        tick.errors.sort_by_key(|(t, _)| *t);
+        let n = tick.errors.len();
+        if n > 10 {
+            tick.errors.drain(..n - 10);
+        }
+    }
+
+    /// Serving slaves that stopped reporting (after a read that went through: a failed read
+    /// says nothing of them): an event once each time one goes silent, a line when it is back.
+    pub(super) fn note_silence<'a>(
+        &self,
+        slaves: impl IntoIterator<Item = &'a crate::actuator::Slave>,
+        tick: &mut Tick,
+        now: Timestamp,
+    ) {
+        let window = self.cfg.metrics.stale_after;
+        let ns = self.cfg.metrics.namespace_for(&self.cfg.agent.group);
+        let slaves: Vec<&crate::actuator::Slave> = slaves.into_iter().collect();
+        let silent = crate::actuator::lifecycle::silent(
+            slaves.iter().copied(),
+            &tick.fleet_metrics,
+            now,
+            window.whole_secs(),
+        );
+        for id in silent.difference(&tick.silent) {
+            let msg = format!(
+                "slave {id} is in service but has not reported its samples for {window} \
+                 (metrics.stale_after): the policy counts it idle for scale-out and at target \
+                 for scale-in, so the fleet is never scaled in for it. On the slave: is \
+                 burst-agent running with role = \"reporter\", dry_run = false, aws.region set \
+                 and metrics.namespace = \"{ns}\"? (`systemctl status burst-agent`, \
+                 `journalctl -u burst-agent`)"
+            );
+            tracing::warn!(instance_id = %id, "{msg}");
+            tick.news.push(crate::events::Event::new(
+                crate::events::EventKind::SlaveSilent,
+                Some(id),
+                msg,
+            ));
+        }
+        for id in tick.silent.difference(&silent) {
+            if slaves.iter().any(|s| &s.id == id) {
+                tracing::info!(instance_id = %id, "slave {id} reports again");
+            }
+        }
+        tick.silent = silent;
+    }
+
+    pub(super) fn decide<C: Cloud, H: HookRunner>(
+        &self,
+        actuator: &Option<Actuator<C, H>>,
+        ledger: &CapLedger,
+        tick: &mut Tick,
+        now: Timestamp,
+    ) -> Decision {
+        let master = self
+            .sample_rx
+            .borrow()
+            .as_ref()
+            .map(HostMetrics::from_sample)
+            .map(|mut m| {
+                m.at = self.clock.to_agent(m.at);
+                m
+            });
+        let slaves = match actuator {
+            Some(a) => a
+                .observation(now)
+                .into_iter()
+                .map(|mut s| {
+                    s.metrics = tick.fleet_metrics.get(&s.id).copied();
+                    s
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let no_capacity_until = actuator.as_ref().and_then(|a| a.no_capacity_until(now));
+        let launch_refused = actuator.as_ref().and_then(|a| a.launch_refused(now));
+        let probe_latency = crate::model::probe_latency(&self.probe_rx.borrow());
+        let (scheduled, _) = self.windows(now);
+        let warm_room = actuator.as_ref().map_or(0, |a| a.warm_room());
+        let sync_broken = actuator.as_ref().and_then(|a| {
+            a.sync_broken().map(|t| policy::SyncBroken {
+                cause: t.cause.clone(),
+                trial: a.brake_gate(now) == crate::actuator::brake::Gate::Trial,
+                trial_in_secs: a
+                    .next_trial(now)
+                    .map_or(-1, |n| (n.as_second() - now.as_second()).max(0)),
+            })
+        });
+        let obs = FleetObservation {
+            master,
+            slaves,
+            no_capacity_until,
+            launch_refused,
+            probe_latency,
+            scheduled,
+            warm_room,
+            drain_secs: self.cfg.elb.draining_timeout.whole_secs(),
+            sync_broken,
+            content_source_missing: actuator
+                .as_ref()
+                .and_then(|a| a.content_source_missing().map(str::to_string)),
+            evidence: tick.evidence.clone(),
+        };
+        let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
+        // A decision this tick will not carry out (the fleet could not be observed) starts no
+        // cooldown: it is remembered as a hold with the same numbers.
+        let carried_out = actuator.is_none() || (tick.adopted && tick.observed);
+        if carried_out {
+            tick.history.record(&self.cfg.policy, now, &decision);
+        } else {
+            let held = Decision::Hold {
+                why: decision.explanation().clone(),
+            };
+            tick.history.record(&self.cfg.policy, now, &held);
+        }
+        let why = decision.explanation();
+        for r in &why.reasons {
+            if let policy::Reason::Uncorroborated { hosts, .. } = r {
+                for h in hosts {
+                    tick.news.push(crate::events::Event::new(
+                        crate::events::EventKind::MetricsSuspect,
+                        Some(h),
+                        r.to_string(),
+                    ));
+                }
+            }
+        }
+        let codes = decision.reason_codes();
+        let changed = codes != tick.last_reasons;
+        let fields = |d: &Decision| {
+            tracing::info!(action = d.action(), current = why.current, in_service = why.in_service,
+                on_the_way = why.on_the_way, draining = why.draining, target = why.final_count,
+                utilization = ?why.utilization, reasons = ?codes, cap_used = why.cap.used,
+                cap_remaining = why.cap.remaining, dry_run = self.cfg.agent.dry_run, "decision: {d}");
+        };
+        match &decision {
+            Decision::Hold { .. } if !changed => {
+                tracing::debug!(action = "hold", reasons = ?codes, utilization = ?why.utilization, "decision: {decision}")
+            }
+            _ => fields(&decision),
+        }
+        tick.last_reasons = codes.clone();
+        tick.last_decision = Some(DecisionLine {
+            at: now,
+            action: decision.action().into(),
+            text: decision.to_string(),
+            reasons: codes.iter().map(|c| c.to_string()).collect(),
+        });
+        decision
+    }
+
+    /// The planned burst holding now, and the next one to prewarm.
+    pub(super) fn windows(
+        &self,
+        now: Timestamp,
+    ) -> (Option<schedule::Window>, Option<schedule::Window>) {
+        let Ok(tz) = jiff::tz::TimeZone::get(&self.cfg.cap.time_zone) else {
+            return (None, None);
+        };
+        let plans = schedule::plans(&self.cfg);
+        (
+            schedule::active(&plans, &tz, now),
+            schedule::next(&plans, &tz, now),
+        )
+    }
+
+    /// The agent's time now (clock.rs); a wall-clock step is logged and told once.
+    pub(super) fn read_clock(&mut self, tick: &mut Tick) -> Timestamp {
+        let (now, step) = self.clock.observe(Timestamp::now(), boottime());
+        if let Some(s) = step {
+            let msg = format!(
+                "the wall clock stepped {}{}s against the monotonic clock (now {}; an NTP step, a \
+                 VM pause or `date -s`): deadlines, cooldowns and the cap day follow the agent's \
+                 own clock ({now}), which catches up at most {}% of the time that passes; no \
+                 slave is ended and no cap day opens for it",
+                if s.secs > 0 { "+" } else { "" },
+                s.secs,
+                s.wall,
+                (crate::clock::SLEW * 100.0) as u32
+            );
+            tracing::warn!(step_secs = s.secs, wall = %s.wall, agent = %now, "{msg}");
+            tick.news.push(crate::events::Event::new(
+                crate::events::EventKind::ClockStep,
+                None,
+                msg,
+            ));
+        }
+        now
+    }
+
+    pub(super) fn publish_own(
+        &self,
+        decision: &Decision,
+        ledger: &CapLedger,
+        own: &Own,
+        tick: &mut Tick,
+        now: Timestamp,
+    ) {
+        let Some(aws) = &self.aws else { return };
+        let errors: u64 = aws.stats().snapshot().values().map(|s| s.errors).sum();
+        let cap = ledger.status(now);
+        let mut buf = self.shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        let dropped = buf.dropped_total();
+        buf.push(metrics::agent_data(
+            &metrics::AgentNumbers {
+                decision: Some(decision),
+                cap: &cap,
+                api_errors: errors - tick.api_errors_reported,
+                hook_seconds: &own.hooks,
+                hook_failures: &own.failures.0,
+                launch_failures: own.failures.1,
+                fleet: own.fleet,
+                silent: u32::try_from(tick.silent.len()).unwrap_or(u32::MAX),
+                dropped,
+            },
+            &self.cfg.agent.group,
+            // CloudWatch's timestamps are the wall clock's (shared with every other host).
+            self.clock.wall().max(now),
+        ));
+        tick.api_errors_reported = errors;
+    }
+
+    pub(super) fn snapshot<C: Cloud, H: HookRunner>(
+        &self,
+        actuator: &Option<Actuator<C, H>>,
+        ledger: &CapLedger,
+        tick: &Tick,
+        events: &Events,
+        now: Timestamp,
+    ) {
+        let sample = self.sample_rx.borrow().clone();
+        let host = HostLine {
+            instance_id: self.instance_id.clone(),
+            at: sample.as_ref().map(|s| s.timestamp),
+            load_per_cpu: sample.as_ref().and_then(|s| s.load_per_cpu()),
+            apache_busy_ratio: sample.as_ref().and_then(|s| s.apache_busy_ratio()),
+            memory_used_ratio: sample.as_ref().and_then(|s| s.memory_used_ratio()),
+            apache_workers: sample.as_ref().and_then(|s| s.apache.workers),
+            problems: sample.map(|s| s.problems).unwrap_or_default(),
+        };
+        let slaves = actuator
+            .iter()
+            .flat_map(|a| a.slaves())
+            .map(|s| {
+                let m = tick.fleet_metrics.get(&s.id);
+                SlaveLine {
+                    id: s.id.clone(),
+                    phase: phase_name(s.phase).into(),
+                    private_ip: s.private_ip.clone(),
+                    launched_at: s.launched_at,
+                    in_phase_since: s.since,
+                    sample_at: m.map(|m| m.at),
+                    load_per_cpu: m.and_then(|m| m.load_per_cpu),
+                    apache_busy_ratio: m.and_then(|m| m.apache_busy_ratio),
+                    last_sync: s.last_sync,
+                    last_sync_ok: s.last_sync_ok,
+                    silent: tick.silent.contains(&s.id),
+                    failure: s.failure.clone(),
+                }
+            })
+            .collect();
+        let mut cooldowns = Vec::new();
+        let p = &self.cfg.policy;
+        for (what, last, d) in [
+            (
+                "scale-out",
+                tick.history.last_scale_out,
+                p.scale_out_cooldown,
+            ),
+            ("scale-in", tick.history.last_scale_in, p.scale_in_cooldown),
+        ] {
+            if let Some(t) = last {
+                let left = d.get().as_secs() as i64 - (now.as_second() - t.as_second());
+                if left > 0 {
+                    cooldowns.push(format!("{what} cooldown: {left} s left"));
+                }
+            }
+        }
+        let (scheduled, next_window) = self.windows(now);
+        let buf = self.shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = Snapshot {
+            written_at: now,
+            pid: std::process::id(),
+            state: tick.state.into(),
+            started_at: self.started_at,
+            group: self.cfg.agent.group.clone(),
+            role: self.cfg.agent.role.name().into(),
+            dry_run: self.cfg.agent.dry_run,
+            aws_off: self.aws_off.clone(),
+            host,
+            slaves,
+            foreign: actuator
+                .as_ref()
+                .map(|a| a.foreign().to_vec())
+                .unwrap_or_default(),
+            content_source_missing: actuator
+                .as_ref()
+                .and_then(|a| a.content_source_missing().map(str::to_string)),
+            sync_broken: actuator.as_ref().and_then(|a| {
+                a.sync_broken().map(|t| {
+                    format!(
+                        "content sync failed the same way {} times: {}; fix it, then \
+                         `systemctl reload burst-agent` or `sudo -u burst-agent burst-agent \
+                         resume`; {}; last error: {}",
+                        crate::actuator::brake::TRIP_AFTER,
+                        t.cause,
+                        match a.next_trial(now) {
+                            None => "a trial launch is syncing".to_string(),
+                            Some(n) => format!("next trial launch not before {n}"),
+                        },
+                        t.error
+                    )
+                })
+            }),
+            cap: Some(ledger.status(now)),
+            last_decision: tick.last_decision.clone(),
+            cooldowns,
+            last_errors: tick.errors.clone(),
+            aws_calls: self
+                .aws
+                .as_ref()
+                .map(|a| {
+                    a.stats()
+                        .snapshot()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            metrics_queued: buf.len(),
+            metrics_dropped: buf.dropped_total(),
+            events: events.recent().cloned().collect(),
+            scheduled,
+            next_window,
+            probes: self.probe_rx.borrow().clone(),
+        };
+        drop(buf);
+        if let Err(e) = snap.write(&status::path_in(&self.state_dir)) {
+            tracing::warn!("could not write the status snapshot: {e}");
+        }
+    }
+}
