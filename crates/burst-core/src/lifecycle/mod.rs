@@ -13,6 +13,10 @@
 mod choices;
 pub mod rules;
 
+/// Where the lifecycle's lines have always been logged, so an operator's filter on
+/// `burst_agent` (`log.level = "warn,burst_agent=debug"`) still shows every phase change.
+const LOG_TARGET: &str = "burst_agent::actuator::lifecycle";
+
 pub use choices::{releasable, warm_pick};
 pub use rules::*;
 
@@ -105,7 +109,7 @@ pub struct Plan {
 
 /// The one way a slave enters a phase: logged with the time it spent in the last one.
 pub fn enter(s: &mut Slave, phase: Phase, now: Timestamp) {
-    tracing::info!(instance_id = %s.id, from = ?s.phase, to = ?phase,
+    tracing::info!(target: LOG_TARGET, instance_id = %s.id, from = ?s.phase, to = ?phase,
         secs_in_phase = age(now, s.since), "slave {}: {:?} -> {phase:?}", s.id, s.phase);
     s.phase = phase;
     s.since = now;
@@ -160,7 +164,7 @@ fn adopt_untracked(plan: &mut Plan, obs: &Observed<'_>, now: Timestamp, cfg: &Co
         let phase = phase_of(i, obs.members.get(&i.id).copied());
         // Every start re-attaches the slaves this way (state.json keeps the records, not the
         // phases): an operator's restart is no warning.
-        tracing::info!(instance_id = %i.id, phase = ?phase, ec2_state = ?i.state,
+        tracing::info!(target: LOG_TARGET, instance_id = %i.id, phase = ?phase, ec2_state = ?i.state,
             in_elb = obs.members.contains_key(&i.id),
             "re-attaching slave {} (this install's records name it) as {phase:?}, from what \
              EC2 and the ELB say of it", i.id);
@@ -441,7 +445,7 @@ pub fn reconcile(
                     (true, _) => None,
                     (false, Some(t)) => Some(t),
                     (false, None) => {
-                        tracing::warn!(instance_id = %id, elb = ?members.get(&id),
+                        tracing::warn!(target: LOG_TARGET, instance_id = %id, elb = ?members.get(&id),
                             "in-service slave {id} is not InService at the ELB");
                         Some(now)
                     }
@@ -519,14 +523,14 @@ pub fn reconcile(
             }
             Phase::Releasing if overdue => {
                 plan.abort(&id);
-                tracing::warn!(instance_id = %id, "{}; deregistering anyway",
+                tracing::warn!(target: LOG_TARGET, instance_id = %id, "{}; deregistering anyway",
                     over("pre_deregister under way"));
                 to_deregister.push(id.clone());
             }
             Phase::Releasing => {
                 if !has_hook {
                     if let Some((HookKind::PreDeregister, Err(e))) = finished.get(&id) {
-                        tracing::warn!(instance_id = %id,
+                        tracing::warn!(target: LOG_TARGET, instance_id = %id,
                             "pre_deregister hook failed; releasing anyway: {e}");
                     }
                     to_deregister.push(id.clone());
@@ -573,7 +577,7 @@ pub fn reconcile(
                 to_terminate.push(id.clone());
             }
             Phase::Stopped if overdue || over_size.contains(&id) => {
-                tracing::info!(instance_id = %id, secs_in_pool = age(now, s.since),
+                tracing::info!(target: LOG_TARGET, instance_id = %id, secs_in_pool = age(now, s.since),
                     pool_size = cfg.fleet.warm_pool,
                     "warm slave {id} leaves the pool: {}; terminating",
                     if overdue { "older than fleet.warm_pool_max_age" } else { "over fleet.warm_pool" });
