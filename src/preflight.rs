@@ -398,6 +398,23 @@ macro_rules! call {
 
 /// The checks of the account, added to `r`.
 pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
+    // Without credentials every check below fails the same way, each with the SDK's whole
+    // provider chain: say it once, with its fix.
+    if let Err(why) = aws.credentials().await {
+        r.fail(
+            "aws",
+            why,
+            "run it on the master, whose instance profile gives the credentials through instance \
+             metadata (docs/aws.md), or give the service AWS_PROFILE or AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY (systemctl edit burst-agent)",
+        );
+        r.skip(
+            "aws",
+            "the account's checks (image, subnets, security groups, RunInstances DryRun, ELB, \
+             topics, CloudWatch) need credentials",
+        );
+        return;
+    }
     if cfg.agent.role == Role::Reporter {
         reporter_readback(cfg, aws, r).await;
         return;

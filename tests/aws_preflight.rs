@@ -120,6 +120,18 @@ impl World {
     /// `burst-agent --config CFG preflight --json`, as root or (`as_nobody`) as another user;
     /// its exit code and its checks.
     fn preflight(&self, name: &str, cfg: &Config, as_nobody: bool) -> (i32, Vec<Value>) {
+        self.preflight_with(name, cfg, as_nobody, true)
+    }
+
+    /// As [`World::preflight`]; without `credentials`, the agent finds none anywhere the SDK
+    /// looks (no environment, no profile, no instance metadata), as on a build host.
+    fn preflight_with(
+        &self,
+        name: &str,
+        cfg: &Config,
+        as_nobody: bool,
+        credentials: bool,
+    ) -> (i32, Vec<Value>) {
         let path = self.write(name, cfg);
         let mut cmd = if as_nobody {
             let mut c = std::process::Command::new("setpriv");
@@ -129,16 +141,25 @@ impl World {
         } else {
             std::process::Command::new(bin())
         };
-        let o = cmd
-            .arg("--config")
+        cmd.arg("--config")
             .arg(&path)
             .args(["preflight", "--json"])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_REGION")
-            .output()
-            .expect("run burst-agent preflight");
+            .env_remove("AWS_REGION");
+        if credentials {
+            cmd.env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing");
+        } else {
+            let nowhere = self.dir.path().join("no-such-aws-file");
+            cmd.env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env_remove("AWS_SESSION_TOKEN")
+                .env_remove("AWS_PROFILE")
+                .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
+                .env("AWS_CONFIG_FILE", &nowhere)
+                .env("HOME", self.dir.path());
+        }
+        let o = cmd.output().expect("run burst-agent preflight");
         let v: Value = serde_json::from_str(&stdout(&o))
             .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&o), stderr(&o)));
         (
@@ -300,6 +321,24 @@ fn a_correct_set_up_passes_and_each_broken_one_fails_with_its_key_and_fix() {
         "events.topic_arn",
         "nobody-listens",
         "aws sns list-topics",
+    );
+
+    // No credentials (run on a build host, or the instance profile is missing): one failure
+    // that says so with its fix, not the SDK's whole provider chain on every account check.
+    let (code, checks) = w.preflight_with("nocreds.toml", &w.good, false, false);
+    fails_once(
+        (code, checks.clone()),
+        "aws",
+        "no AWS credentials",
+        "instance profile",
+    );
+    assert_eq!(failures(&checks).len(), 1, "{checks:#?}");
+    assert!(
+        checks.iter().all(|c| !c["what"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ProviderChainError")),
+        "{checks:#?}"
     );
 
     // A slave set up from the master's example: a reporter in dry run. (Its own datapoint is

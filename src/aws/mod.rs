@@ -200,6 +200,8 @@ pub struct Aws {
     limiter: Arc<DefaultDirectRateLimiter>,
     call_timeout: Duration,
     stats: Arc<CallStats>,
+    /// The SDK's credentials provider chain (environment, profile, instance metadata).
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl fmt::Debug for Aws {
@@ -247,11 +249,27 @@ impl Aws {
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(per_second))),
             call_timeout: cfg.call_timeout.get(),
             stats: Arc::new(CallStats::default()),
+            credentials: sdk.credentials_provider(),
         }
     }
 
     pub fn stats(&self) -> &CallStats {
         &self.stats
+    }
+
+    /// Whether the SDK finds credentials (environment, profile, the instance profile through
+    /// instance metadata), within 5 s; why not, in one line, when it does not. Without them
+    /// every call fails the same way, so a caller says so once instead of once per call.
+    pub async fn credentials(&self) -> Result<(), String> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let Some(provider) = &self.credentials else {
+            return Err("no AWS credentials provider".into());
+        };
+        match tokio::time::timeout(Duration::from_secs(5), provider.provide_credentials()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("no AWS credentials ({e})")),
+            Err(_) => Err("no AWS credentials within 5 s".into()),
+        }
     }
 
     /// Makes one API call: waits for the shared rate limit, runs the SDK future (with its own

@@ -118,15 +118,7 @@ async fn connect(cfg: &Config) -> Result<Option<Aws>, String> {
     if sdk.region().is_none() {
         return Err("no AWS region configured (aws.region, AWS_REGION or a profile)".into());
     }
-    use aws_credential_types::provider::ProvideCredentials;
-    let Some(provider) = sdk.credentials_provider() else {
-        return Err("no AWS credentials provider".into());
-    };
-    match tokio::time::timeout(Duration::from_secs(5), provider.provide_credentials()).await {
-        Ok(Ok(_)) => Ok(Some(aws)),
-        Ok(Err(e)) => Err(format!("no AWS credentials ({e})")),
-        Err(_) => Err("no AWS credentials within 5 s".into()),
-    }
+    aws.credentials().await.map(|()| Some(aws))
 }
 
 /// Whether a region is configured anywhere the SDK would find one without asking the instance
