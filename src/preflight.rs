@@ -401,13 +401,17 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
     // Without credentials every check below fails the same way, each with the SDK's whole
     // provider chain: say it once, with its fix.
     if let Err(why) = aws.credentials().await {
-        r.fail(
-            "aws",
-            why,
-            "run it on the master, whose instance profile gives the credentials through instance \
-             metadata (docs/aws.md), or give the service AWS_PROFILE or AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY (systemctl edit burst-agent)",
-        );
+        let fix = if cfg.agent.role == Role::Reporter {
+            "run it on the slave, whose instance profile (the slaves' policy in docs/aws.md) gives \
+             the credentials through instance metadata: check the launch spec's \
+             fleet.instance_profile on the master, or give the service AWS_PROFILE or \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (systemctl edit burst-agent)"
+        } else {
+            "run it on the master, whose instance profile (the master's policy in docs/aws.md) \
+             gives the credentials through instance metadata, or give the service AWS_PROFILE or \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (systemctl edit burst-agent)"
+        };
+        r.fail("aws", why, fix);
         r.skip(
             "aws",
             "the account's checks (image, subnets, security groups, RunInstances DryRun, ELB, \

@@ -341,6 +341,19 @@ fn a_correct_set_up_passes_and_each_broken_one_fails_with_its_key_and_fix() {
         "{checks:#?}"
     );
 
+    // The same on a slave: its credentials come from the slave's instance profile, which the
+    // master's launch spec names, and the fix says so.
+    let mut c = w.good.clone();
+    c.agent.role = Role::Reporter;
+    c.agent.instance_id = "i-0slave".into();
+    let (code, checks) = w.preflight_with("nocreds-reporter.toml", &c, false, false);
+    fails_once(
+        (code, checks),
+        "aws",
+        "no AWS credentials",
+        "fleet.instance_profile on the master",
+    );
+
     // A slave set up from the master's example: a reporter in dry run. (Its own datapoint is
     // read back too: none was published, so that fails as well, naming the namespace.)
     let mut c = w.good.clone();

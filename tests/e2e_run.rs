@@ -128,6 +128,26 @@ impl World {
         })
     }
 
+    /// How many instances (in any state) carry this launch intent's tag.
+    fn tagged_with_intent(&self, intent: &str) -> usize {
+        self.rt.block_on(async {
+            let out = self
+                .aws
+                .ec2
+                .describe_instances()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("tag:burst-agent:intent")
+                        .values(intent)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            out.reservations().iter().map(|r| r.instances().len()).sum()
+        })
+    }
+
     fn live(&self, group: &str) -> BTreeSet<String> {
         self.instances(group)
             .into_iter()
@@ -672,11 +692,13 @@ fn faults_at_every_call_and_kill_9_keep_the_promises() {
         "another install's instance was terminated"
     );
     // The ledger counts each instance once: the entries bound to an instance are exactly the
-    // instances launched. Beyond them, only attempts of a launch whose RunInstances answer said
-    // nothing (a reset, a 503 Unavailable) and that launched nothing may still count: the agent
-    // cannot tell them from a launch EC2 has not listed yet, so they stay charged, journaled as
-    // open, until EC2 has had 300 s to list them (the actuator's unit tests show them withdrawn
-    // then). No more of them than the proxy left unanswered, and nothing else.
+    // instances launched. Beyond them, only attempts of a launch that EC2 may still be about to
+    // list may count: the agent cannot tell a RunInstances whose answer said nothing (a reset, a
+    // 503, a lost response) from a launch EC2 has not listed yet, so its attempts stay charged,
+    // journaled as open, until EC2 has had 300 s since the last call to list them (the actuator's
+    // unit tests show them withdrawn then). Checked intent by intent: an unbound entry belongs
+    // to an intent still open, inside that window, with fewer instances carrying its tag than
+    // it has attempts, and each intent holds exactly its own attempts.
     let state: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(cfg.agent.state_dir.join("state.json")).unwrap(),
     )
@@ -701,31 +723,52 @@ fn faults_at_every_call_and_kill_9_keep_the_promises() {
         launched.iter().cloned().collect::<Vec<_>>(),
         "the ledger counts each instance once: {why}"
     );
-    let open_intents: Vec<&str> = state["intents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["outcome"]["state"] == "started")
-        .filter_map(|i| i["id"].as_str())
-        .collect();
-    let unbound: Vec<&serde_json::Value> = entries
-        .iter()
-        .filter(|e| e["instance_id"].is_null())
-        .collect();
-    for e in &unbound {
+    let intents = state["intents"].as_array().unwrap();
+    let now = jiff::Timestamp::now();
+    for e in entries.iter().filter(|e| e["instance_id"].is_null()) {
         let key = e["key"].as_str().unwrap_or("");
-        let intent = key.split('#').next().unwrap_or("");
+        let id = key.split('#').next().unwrap_or("");
+        let intent = intents
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap_or_else(|| panic!("an entry with no instance and no intent: {e}\n{why}"));
         assert!(
-            e["ended_at"].is_null() && open_intents.contains(&intent),
-            "an entry with no instance that is not an open launch: {e}\n{why}"
+            e["ended_at"].is_null() && intent["outcome"]["state"] == "started",
+            "an entry with no instance whose launch is not open: {e}\n{why}"
+        );
+        let since: jiff::Timestamp = intent["last_sent"]
+            .as_str()
+            .or(intent["created_at"].as_str())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let age = now.duration_since(since).as_secs();
+        assert!(
+            age <= 300 + 15,
+            "an open attempt {age} s after its last call, past EC2's 300 s to list it: {e}\n{why}"
+        );
+        let keys = intent["keys"].as_array().unwrap();
+        let tagged = w.tagged_with_intent(id);
+        assert!(
+            tagged < keys.len(),
+            "intent {id}: {tagged} instances carry its tag for {} attempts, yet {key} is open: {why}",
+            keys.len()
+        );
+        let held = entries
+            .iter()
+            .filter(|e| {
+                e["key"]
+                    .as_str()
+                    .is_some_and(|k| k.split('#').next() == Some(id))
+            })
+            .count();
+        assert_eq!(
+            held,
+            keys.len(),
+            "intent {id} stands for {} attempts, the ledger holds {held}: {why}",
+            keys.len()
         );
     }
-    assert!(
-        unbound.len() as u64 <= proxy.run_unknown_unlaunched(),
-        "{} open attempts, but the proxy left only {} RunInstances instances unanswered: {why}",
-        unbound.len(),
-        proxy.run_unknown_unlaunched()
-    );
     agent.signal(Sig::TERM);
     assert!(agent.wait_exit(30).success(), "{}", agent.tail());
 }

@@ -258,17 +258,32 @@ impl Aws {
     }
 
     /// Whether the SDK finds credentials (environment, profile, the instance profile through
-    /// instance metadata), within 5 s; why not, in one line, when it does not. Without them
-    /// every call fails the same way, so a caller says so once instead of once per call.
+    /// instance metadata) within `aws.call_timeout`; why not, in one line, when it does not.
+    /// Without them every call fails the same way, so a caller says so once instead of once
+    /// per call. "No credentials" only when no provider had any; a provider that had some and
+    /// failed (an expired SSO session, a bad profile, metadata refusing) is quoted with its cause.
     pub async fn credentials(&self) -> Result<(), String> {
-        use aws_credential_types::provider::ProvideCredentials;
+        use aws_credential_types::provider::{error::CredentialsError, ProvideCredentials};
         let Some(provider) = &self.credentials else {
             return Err("no AWS credentials provider".into());
         };
-        match tokio::time::timeout(Duration::from_secs(5), provider.provide_credentials()).await {
+        match tokio::time::timeout(self.call_timeout, provider.provide_credentials()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("no AWS credentials ({e})")),
-            Err(_) => Err("no AWS credentials within 5 s".into()),
+            // The chain's own text lists every provider it tried (about 1.5 KB): the one line
+            // says which sources were looked at instead.
+            Ok(Err(CredentialsError::CredentialsNotLoaded(_))) => Err(
+                "no AWS credentials: none in the environment, the shared config and credentials \
+                 files, web identity, ECS or instance metadata"
+                    .into(),
+            ),
+            Ok(Err(e)) => Err(format!(
+                "AWS credentials could not be loaded: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            )),
+            Err(_) => Err(format!(
+                "no AWS credentials within {}s (aws.call_timeout)",
+                self.call_timeout.as_secs()
+            )),
         }
     }
 

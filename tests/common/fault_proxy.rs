@@ -32,11 +32,6 @@ struct State {
     token_replays: u64,
     /// Faults for the next RunInstances calls, in order, before the random ones.
     run_script: std::collections::VecDeque<Fault>,
-    /// Instances asked for (MaxCount) by RunInstances calls whose caller got no answer that
-    /// says what happened (a reset, a 503 Unavailable, an upstream failure) and that launched
-    /// nothing: the agent must keep counting them until EC2 has had time to list what they
-    /// launched, and no longer.
-    run_unknown_unlaunched: u64,
 }
 
 pub struct FaultProxy {
@@ -86,12 +81,6 @@ impl FaultProxy {
     pub fn stats(&self) -> (BTreeMap<Fault, u64>, u64, u64) {
         let s = self.state.lock().unwrap();
         (s.injected.clone(), s.requests, s.token_replays)
-    }
-
-    /// Instances asked for by RunInstances calls that launched nothing but whose caller could
-    /// not tell (no answer, or a 503 Unavailable, which EC2 may send after launching).
-    pub fn run_unknown_unlaunched(&self) -> u64 {
-        self.state.lock().unwrap().run_unknown_unlaunched
     }
 }
 
@@ -206,13 +195,6 @@ fn serve(
     let token = (action == "RunInstances")
         .then(|| form_value(&text, "ClientToken").map(str::to_string))
         .flatten();
-    // What the caller cannot tell from "nothing launched": counted by MaxCount.
-    let unknown = |st: &Mutex<State>| {
-        if action == "RunInstances" {
-            let n = form_value(&text, "MaxCount").and_then(|v| v.parse::<u64>().ok());
-            st.lock().unwrap().run_unknown_unlaunched += n.unwrap_or(1);
-        }
-    };
     st.lock().unwrap().requests += 1;
     if let Some(t) = &token {
         let cached = st.lock().unwrap().tokens.get(t).cloned();
@@ -259,7 +241,6 @@ fn serve(
             return;
         }
         Some(Fault::Unavailable) => {
-            unknown(st);
             let _ = c.write_all(&error_reply(&action, 503, "Unavailable"));
             return;
         }
@@ -268,7 +249,6 @@ fn serve(
             return;
         }
         Some(Fault::ResetBefore) => {
-            unknown(st);
             let _ = c.shutdown(Shutdown::Both);
             return;
         }
@@ -278,9 +258,7 @@ fn serve(
         _ => {}
     }
     let Some(reply) = forward(up, &head, &body) else {
-        // moto may or may not have launched (an upper bound, then: what did launch is bound
-        // by its intent tag and needs no allowance).
-        unknown(st);
+        // moto may or may not have launched: the caller cannot tell.
         let _ = c.shutdown(Shutdown::Both);
         return;
     };

@@ -7,8 +7,9 @@
 //!
 //! Every phase change of a slave happens here, by the one phase table in [`rules`]
 //! ([`phase_of`] for what a new instance is, [`deadline`] for how long each phase may last),
-//! apart from a slave's birth (launch: Pending) and a scale-in (Releasing), still set by the
-//! agent's executor.
+//! or in [`called`] for what a call that went through means (a scale-in's release: Releasing;
+//! a warm start: Pending). The executor only records a slave's birth, with
+//! [`rules::slave_from`] in phase Pending, once EC2 has named the instance it launched.
 
 mod choices;
 pub mod rules;
