@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use world::{Faults, MemDisk, Shared, SimCloud, SimHooks, Stats, World, MASTER, OWNER};
+use world::{Faults, Shared, SimCloud, SimHooks, Stats, World, OWNER};
 
 /// Ticks with faults and crashes, then quiet ticks in which the fleet is released.
 const FAULT_TICKS: u32 = 90;
@@ -185,7 +185,6 @@ fn open(
     now: Timestamp,
     sabotage: Sabotage,
 ) -> Result<SimActuator, String> {
-    let ids = world.clone();
     if sabotage == Sabotage::TagsTrusted {
         // The state reads as an agent's from before records wrote it: owner tags are trusted.
         let path = crate::actuator::state::path_in(&cfg.agent.state_dir);
@@ -195,21 +194,7 @@ fn open(
             *bytes = text.into_bytes();
         }
     }
-    let mut a = Actuator::open_with(
-        SimCloud(world.clone(), cfg.agent.group.clone()),
-        SimHooks::new(world.clone()),
-        Arc::new(MemDisk(world.clone())),
-        Box::new(move || {
-            let mut w = ids.w();
-            w.next_intent += 1;
-            format!("bi-{:012x}", w.next_intent)
-        }),
-        cfg,
-        now,
-    )
-    .map_err(|e| format!("opening the actuator: {e}"))?;
-    a.set_own_instance(Some(MASTER.into()));
-    Ok(a)
+    world::actuator(world, cfg, now).map_err(|e| format!("opening the actuator: {e}"))
 }
 
 /// A decision as the policy would hand it over: the actuator reads only the count or the

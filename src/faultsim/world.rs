@@ -78,8 +78,26 @@ pub struct Faults {
     pub sick: f64,
 }
 
+/// Fixed times in place of the seed's draws, and no faults: the world `simulate` runs every
+/// autoscaler's slaves in (seconds).
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// RunInstances to running (DescribeInstances lists it at once).
+    pub boot: i64,
+    /// StartInstances of a stopped slave to running.
+    pub start: i64,
+    /// `pre_register` after a launch, and after a start out of the warm pool (and each periodic
+    /// `content_sync`); every other hook takes a second.
+    pub sync: i64,
+    pub resync: i64,
+    /// Registration to the ELB's InService (its health check passing).
+    pub in_service: i64,
+}
+
 pub struct World {
     pub now: Timestamp,
+    /// Set: fixed times instead of drawn ones (the seed's RNG is not used for them).
+    pub timing: Option<Timing>,
     pub rng: ChaCha8Rng,
     pub faults: Faults,
     pub faults_on: bool,
@@ -141,6 +159,7 @@ impl World {
     pub fn new(rng: ChaCha8Rng, faults: Faults, now: Timestamp) -> Self {
         let mut w = World {
             now,
+            timing: None,
             rng,
             faults,
             faults_on: true,
@@ -397,10 +416,17 @@ impl World {
         for _ in 0..n {
             self.next_id += 1;
             let id = format!("i-{:08x}", self.next_id);
-            let (lo, hi) = self.faults.boot;
-            let boot = self.rng.random_range(lo..=hi);
-            let lag = self.rng.random_range(0..=90);
-            let sick = self.rng.random::<f64>() < self.faults.sick;
+            let (boot, lag, sick, ebs_root) = match self.timing {
+                Some(t) => (t.boot, 0, false, true),
+                None => {
+                    let (lo, hi) = self.faults.boot;
+                    let boot = self.rng.random_range(lo..=hi);
+                    let lag = self.rng.random_range(0..=90);
+                    let sick = self.rng.random::<f64>() < self.faults.sick;
+                    // Now and then an instance-store root, which EC2 will not stop.
+                    (boot, lag, sick, !self.rng.random_bool(0.1))
+                }
+            };
             let at = |s: i64| Timestamp::from_second(self.now.as_second() + s).unwrap_or(self.now);
             let info = InstanceInfo {
                 id: id.clone(),
@@ -419,8 +445,7 @@ impl World {
                 owner: Some(req.owner.clone()),
                 draining_since: None,
                 pooled_since: None,
-                // Now and then an instance-store root, which EC2 will not stop.
-                ebs_root: !self.rng.random_bool(0.1),
+                ebs_root,
                 ended_at: None,
             };
             self.instances.insert(
@@ -447,6 +472,20 @@ impl World {
         Ok(out)
     }
 
+    /// Whether the ELB's health check passes for this member now: running, registered long
+    /// enough, not sick.
+    pub fn healthy(&self, id: &str, now: Timestamp) -> bool {
+        let delay = self.timing.map_or(20, |t| t.in_service);
+        match (self.instances.get(id), self.members.get(id)) {
+            (Some(i), Some(since)) => {
+                i.info.state == InstanceState::Running
+                    && now.as_second() - since.as_second() >= delay
+                    && i.sick_from.is_none_or(|t| now < t)
+            }
+            _ => false,
+        }
+    }
+
     /// Every id must be known to EC2 by now, or the whole call fails (as EC2's batch calls do).
     fn known(&self, op: &'static str, ids: &[String], code: &str) -> Result<(), AwsError> {
         if ids.iter().all(|id| self.visible(id)) {
@@ -455,6 +494,30 @@ impl World {
             Err(err(op, code, false, true))
         }
     }
+}
+
+/// The real actuator in this world: its EC2, ELB, hooks and state directory, the master
+/// [`MASTER`], intent ids from the world's counter.
+pub fn actuator(
+    world: &Shared,
+    cfg: &crate::config::Config,
+    now: Timestamp,
+) -> Result<crate::actuator::Actuator<SimCloud, SimHooks>, crate::actuator::ActuatorError> {
+    let ids = world.clone();
+    let mut a = crate::actuator::Actuator::open_with(
+        SimCloud(world.clone(), cfg.agent.group.clone()),
+        SimHooks::new(world.clone()),
+        Arc::new(MemDisk(world.clone())),
+        Box::new(move || {
+            let mut w = ids.w();
+            w.next_intent += 1;
+            format!("bi-{:012x}", w.next_intent)
+        }),
+        cfg,
+        now,
+    )?;
+    a.set_own_instance(Some(MASTER.into()));
+    Ok(a)
 }
 
 /// The agent's EC2 and ELB, as an agent of group `.1` sees them.
@@ -509,13 +572,9 @@ impl Cloud for SimCloud {
         w.call("DescribeInstanceHealth", |w| {
             let now = w.now;
             Ok(w.members
-                .iter()
-                .map(|(id, since)| {
-                    let i = &w.instances[id];
-                    let healthy = i.info.state == InstanceState::Running
-                        && now.as_second() - since.as_second() >= 20
-                        && i.sick_from.is_none_or(|t| now < t);
-                    let state = if healthy {
+                .keys()
+                .map(|id| {
+                    let state = if w.healthy(id, now) {
                         MemberState::InService
                     } else {
                         MemberState::OutOfService
@@ -614,7 +673,10 @@ impl Cloud for SimCloud {
             w.touch("StopInstances", ids);
             let now = w.now;
             for id in ids {
-                let lag = w.rng.random_range(5..=120);
+                let lag = match w.timing {
+                    Some(_) => 0,
+                    None => w.rng.random_range(5..=120),
+                };
                 if let Some(i) = w.instances.get_mut(id) {
                     if i.info.state == InstanceState::Running {
                         i.info.state = InstanceState::Stopping;
@@ -643,7 +705,10 @@ impl Cloud for SimCloud {
             w.touch("StartInstances", ids);
             let now = w.now;
             for id in ids {
-                let boot = w.rng.random_range(10..=90);
+                let boot = match w.timing {
+                    Some(t) => t.start,
+                    None => w.rng.random_range(10..=90),
+                };
                 if let Some(i) = w.instances.get_mut(id) {
                     if i.info.state == InstanceState::Stopped {
                         i.info.state = InstanceState::Pending;
@@ -780,9 +845,23 @@ impl SimHooks {
         }
     }
 
-    fn draw(&self, kind: HookKind, hook: &Hook, detached: bool) -> SimHook {
+    fn draw(&self, id: &str, kind: HookKind, hook: &Hook, detached: bool) -> SimHook {
         let mut w = self.world.w();
         w.stats.hooks += 1;
+        if let Some(t) = w.timing {
+            let restarted = w.instances.get(id).is_some_and(|i| i.runs.len() > 1);
+            let secs = match kind {
+                HookKind::PreRegister if !restarted => t.sync,
+                HookKind::PreRegister | HookKind::ContentSync => t.resync,
+                _ => 1,
+            };
+            return SimHook {
+                kind,
+                done_at: Timestamp::from_second(w.now.as_second() + secs).unwrap_or(w.now),
+                result: Ok(()),
+                detached,
+            };
+        }
         // Every attempt to its timeout, and the delays between: what the real runner may take.
         let secs = |d: crate::config::Dur| i64::try_from(d.get().as_secs()).unwrap_or(60);
         let tries = i64::from(hook.retries) + 1;
@@ -815,12 +894,12 @@ impl SimHooks {
 impl HookRunner for SimHooks {
     fn start(&mut self, id: &str, kind: HookKind, hook: &Hook, _vars: HookVars) {
         self.world.w().hook_on(id, kind);
-        let h = self.draw(kind, hook, false);
+        let h = self.draw(id, kind, hook, false);
         self.attached.insert(id.to_string(), h);
     }
     fn start_detached(&mut self, id: &str, kind: HookKind, hook: &Hook, _vars: HookVars) {
         self.world.w().hook_on(id, kind);
-        let h = self.draw(kind, hook, true);
+        let h = self.draw(id, kind, hook, true);
         self.detached.push((id.to_string(), h));
     }
     fn abort(&mut self, id: &str) {

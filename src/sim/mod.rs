@@ -19,6 +19,7 @@
 //! smallest n with the master (the hottest host) at or below it; with no master-only work that is
 //! ceil(L / slo), at least the master. Supply is the serving hosts.
 
+mod fleet;
 pub mod hpa;
 pub mod oracle;
 pub mod plot;
@@ -33,7 +34,7 @@ use crate::policy::{
 };
 use jiff::Timestamp;
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use trace::Trace;
 
 /// The fleet model's parameters (seconds unless said).
@@ -236,6 +237,10 @@ pub struct Outcome {
     pub metrics: Metrics,
     #[serde(skip)]
     pub series: Series,
+    /// The first error of the agent's executor in the simulated world (none expected: it has
+    /// no faults).
+    #[serde(skip)]
+    pub trouble: Option<String>,
 }
 
 impl Outcome {
@@ -428,50 +433,16 @@ impl Autoscaler for Hold {
     }
 }
 
-struct Host {
-    id: String,
-    launched: i64,
-    /// Its last launch or start out of the warm pool.
-    started: i64,
-    /// Its runs (launch or start to stop or termination): what it costs and what the cap counts.
-    runs: Vec<(i64, Option<i64>)>,
-    /// Stopped in the warm pool since then.
-    stopped: Option<i64>,
-    serving_from: i64,
-    running_from: i64,
-    drain_until: Option<i64>,
-    terminated: Option<i64>,
+/// A serving host's load and samples: what its sampler would report.
+#[derive(Default)]
+struct Meter {
     load: f64,
     /// (time, busy ratio, load per CPU), every sampling interval while serving.
     samples: VecDeque<(i64, f64, f64)>,
+    serving: bool,
 }
 
-impl Host {
-    fn state(&self, t: i64) -> SlaveState {
-        if self.stopped.is_some() {
-            SlaveState::Stopped
-        } else if self.drain_until.is_some() {
-            SlaveState::Draining
-        } else if t < self.running_from {
-            SlaveState::Pending
-        } else if t < self.serving_from {
-            SlaveState::Syncing
-        } else {
-            SlaveState::InService
-        }
-    }
-    fn serving(&self, t: i64) -> bool {
-        self.terminated.is_none()
-            && self.stopped.is_none()
-            && self.drain_until.is_none()
-            && t >= self.serving_from
-    }
-    /// Ends its run under way (a stop or a termination at `t`).
-    fn end_run(&mut self, t: i64) {
-        if let Some(r) = self.runs.last_mut().filter(|r| r.1.is_none()) {
-            r.1 = Some(t);
-        }
-    }
+impl Meter {
     /// The newest sample taken at or before `t`.
     fn metrics_at(&self, t: i64, start: i64) -> Option<HostMetrics> {
         self.samples
@@ -498,6 +469,13 @@ fn ceil_u32(x: f64) -> u32 {
 /// The kernel's 1-minute load average decay per 5-second update.
 const LOAD_DECAY: f64 = 0.920_044_414_629_323; // exp(-5/60)
 
+/// Whether this policy's slaves go through the agent's real executor and lifecycle
+/// ([`fleet::RealFleet`]): every autoscaler that decides. The references (none, static, the
+/// oracle) use the ideal model ([`fleet::ModelFleet`]).
+pub fn runs_the_lifecycle(policy: Kind) -> bool {
+    matches!(policy, Kind::Agent | Kind::Hpa | Kind::AwsSimple)
+}
+
 /// Runs one autoscaler over the trace.
 pub fn run(
     cfg: &Config,
@@ -509,7 +487,7 @@ pub fn run(
 ) -> Outcome {
     let start = trace.start.as_second();
     let tz = &cfg.cap.time_zone;
-    let mut ledger = if capped {
+    let ledger = if capped {
         CapLedger::new(tz, cfg.cap.daily_limit, Some(cfg.cap.daily_instance_hours))
     } else {
         CapLedger::new(tz, u32::MAX, None)
@@ -538,26 +516,51 @@ pub fn run(
         Kind::Oracle => Box::new(oracle::Oracle::new(trace, model, &ledger, p.max_slaves)),
     };
     let interval = scaler.interval();
+    let decides = !matches!(policy, Kind::None | Kind::Static);
+    // The executor's tick: the daemon steps its actuator every evaluation interval.
+    let every = p.evaluation_interval.get().as_secs().max(1) as i64;
+    // The warm pool, as configured, for the agent's runs only.
+    let pool = if policy == Kind::Agent {
+        cfg.fleet.warm_pool
+    } else {
+        0
+    };
+    let mut fleet: Box<dyn fleet::Fleet> = if runs_the_lifecycle(policy) {
+        match fleet::RealFleet::new(cfg, model, capped, pool, trace.start, p.min_slaves) {
+            Ok(f) => Box::new(f),
+            // Only a time zone the ledger does not know gets here; the model still runs.
+            Err(_) => Box::new(fleet::ModelFleet::new(
+                ledger,
+                model,
+                start,
+                0,
+                p.min_slaves,
+            )),
+        }
+    } else if policy == Kind::Static {
+        Box::new(fleet::ModelFleet::new(
+            ledger,
+            model,
+            start,
+            model.static_slaves,
+            0,
+        ))
+    } else {
+        Box::new(fleet::ModelFleet::new(
+            ledger,
+            model,
+            start,
+            0,
+            p.min_slaves,
+        ))
+    };
     let end = trace.duration_secs();
     // Planned bursts apply to the agent's run, as in the daemon.
     let plans = crate::schedule::plans(cfg);
     let sched_tz = jiff::tz::TimeZone::get(tz).ok();
     let mut cursor = trace.cursor();
-    let mut master = Host {
-        id: "master".into(),
-        launched: i64::MIN / 2,
-        started: i64::MIN / 2,
-        runs: Vec::new(),
-        stopped: None,
-        serving_from: i64::MIN / 2,
-        running_from: i64::MIN / 2,
-        drain_until: None,
-        terminated: None,
-        load: 0.0,
-        samples: VecDeque::new(),
-    };
-    let mut slaves: Vec<Host> = Vec::new();
-    let mut next_id = 0u32;
+    let mut master = Meter::default();
+    let mut meters: BTreeMap<String, Meter> = BTreeMap::new();
     let mut m = Metrics::default();
     let mut series = Series {
         step: series_step.max(1),
@@ -567,112 +570,46 @@ pub fn run(
     let (mut last_demand, mut last_supply) = (None::<u32>, None::<u32>);
     let (mut demand_changes, mut supply_changes) = (0u64, 0u64);
     let keep_samples = model.metrics_delay + 2 * model.sampling_interval + 5;
-    // A planned slave is in service at `t` (it was started ahead of the trace); a launched one
-    // boots, syncs and registers first.
-    let launch = |slaves: &mut Vec<Host>,
-                  next_id: &mut u32,
-                  ledger: &mut CapLedger,
-                  t: i64,
-                  planned: bool|
-     -> bool {
-        let id = format!("i-{:05}", *next_id);
-        if ledger.record_attempt(&id, ts(start + t)).is_err() {
-            return false;
-        }
-        // EC2 answers at once here: the attempt is this instance (a warm start finds it so).
-        let _ = ledger.bind(&id, &id);
-        *next_id += 1;
-        let (running_from, serving_from) = if planned {
-            (t, t)
-        } else {
-            (
-                t + model.boot_delay,
-                t + model.boot_delay + model.sync_time + model.register_delay,
-            )
-        };
-        slaves.push(Host {
-            id,
-            launched: t,
-            started: t,
-            runs: vec![(t, None)],
-            stopped: None,
-            running_from,
-            serving_from,
-            drain_until: None,
-            terminated: None,
-            load: 0.0,
-            samples: VecDeque::new(),
-        });
-        true
-    };
-    if policy == Kind::Static {
-        for _ in 0..model.static_slaves {
-            if !launch(&mut slaves, &mut next_id, &mut ledger, 0, true) {
-                break;
-            }
-        }
-    } else {
-        for _ in 0..p.min_slaves {
-            launch(&mut slaves, &mut next_id, &mut ledger, 0, false);
-        }
-    }
-    // The warm pool, as the daemon's actuator keeps it (the agent's runs only).
-    let pool_size = if policy == Kind::Agent {
-        cfg.fleet.warm_pool as usize
-    } else {
-        0
-    };
-    let pool_max_age = cfg.fleet.warm_pool_max_age.get().as_secs() as i64;
-    let mut warm_starts = 0u32;
     for t in 0..=end {
         let now = ts(start + t);
-        // Drained slaves go to the warm pool while it has room, else end; pooled ones past
-        // their age end.
-        let mut pooled = slaves
-            .iter()
-            .filter(|s| s.terminated.is_none() && s.stopped.is_some())
-            .count();
-        for s in slaves.iter_mut().filter(|s| s.terminated.is_none()) {
-            if s.drain_until.is_some_and(|d| d <= t) {
-                s.drain_until = None;
-                s.end_run(t);
-                let _ = ledger.record_ended(&s.id, now);
-                if pooled < pool_size {
-                    pooled += 1;
-                    s.stopped = Some(t);
-                } else {
-                    s.terminated = Some(t);
-                }
-            } else if s.stopped.is_some_and(|since| t - since > pool_max_age) {
-                s.terminated = Some(t);
+        let deciding = decides && t % interval == 0;
+        for lead in fleet.advance(t, deciding || t % every == 0) {
+            // As the daemon does: the lead time of launches only (a start is faster).
+            scaler.served(lead);
+        }
+        let up = fleet.serving(t);
+        for (id, meter) in meters.iter_mut() {
+            meter.serving = up.contains(id);
+        }
+        for id in &up {
+            let meter = meters.entry(id.clone()).or_default();
+            if !meter.serving {
+                // In service again (out of the warm pool): a new run, no old samples.
+                *meter = Meter {
+                    serving: true,
+                    ..Meter::default()
+                };
             }
         }
-        for s in slaves
-            .iter()
-            .filter(|s| s.serving_from == t && s.serving(t) && s.started == s.launched)
-        {
-            // As the daemon does: the lead time of launches only (a start is faster).
-            scaler.served(t - s.launched);
-        }
         let load = cursor.at(t as f64) / model.host_capacity;
-        let serving = 1 + slaves.iter().filter(|s| s.serving(t)).count() as u32;
+        let serving = 1 + up.len() as u32;
         let u = model.utilization(load, serving);
         if t % 5 == 0 {
             master.load = master.load * LOAD_DECAY + u.master * (1.0 - LOAD_DECAY);
-            for s in slaves.iter_mut().filter(|s| s.serving(t)) {
-                s.load = s.load * LOAD_DECAY + u.slave * (1.0 - LOAD_DECAY);
+            for h in meters.values_mut().filter(|h| h.serving) {
+                h.load = h.load * LOAD_DECAY + u.slave * (1.0 - LOAD_DECAY);
             }
             m.peak_load_per_cpu = m.peak_load_per_cpu.max(master.load);
         }
         if t % model.sampling_interval == 0 {
-            let sample = |h: &mut Host, busy: f64| {
+            let sample = |h: &mut Meter, busy: f64| {
                 h.samples.push_back((t, busy, h.load));
                 while h.samples.front().is_some_and(|s| s.0 < t - keep_samples) {
                     h.samples.pop_front();
                 }
             };
             sample(&mut master, u.master.min(1.0));
-            for h in slaves.iter_mut().filter(|s| s.serving(t)) {
+            for h in meters.values_mut().filter(|h| h.serving) {
                 sample(h, u.slave.min(1.0));
             }
         }
@@ -693,36 +630,33 @@ pub fn run(
         }
         last_demand = Some(demand);
         last_supply = Some(serving);
-        let alive = slaves
-            .iter()
-            .filter(|s| s.terminated.is_none() && s.stopped.is_none())
-            .count() as u32;
-        m.peak_slaves = m.peak_slaves.max(alive);
+        m.peak_slaves = m.peak_slaves.max(fleet.alive());
         if t % series.step == 0 {
             series.offered.push(load);
             series.demand.push(demand);
             series.supply.push(serving);
-            series.cap_used.push(ledger.used(now));
+            series.cap_used.push(fleet.ledger().used(now));
         }
         if t % 3600 == 0 {
-            ledger.prune(now);
+            fleet.tidy(t);
         }
         // Decide and act.
-        if t % interval == 0 && !matches!(policy, Kind::None | Kind::Static) {
+        if deciding {
+            let seen = fleet.observe(t);
             let obs = FleetObservation {
                 master: master.metrics_at(t, start),
-                slaves: slaves
-                    .iter()
-                    .filter(|s| s.terminated.is_none())
-                    .map(|s| SlaveObservation {
-                        id: s.id.clone(),
-                        state: s.state(t),
-                        launched_at: ts(start + s.started),
-                        metrics: s.metrics_at(t - model.metrics_delay, start),
+                slaves: seen
+                    .slaves
+                    .into_iter()
+                    .map(|mut s| {
+                        s.metrics = meters
+                            .get(&s.id)
+                            .and_then(|h| h.metrics_at(t - model.metrics_delay, start));
+                        s
                     })
                     .collect(),
-                no_capacity_until: None,
-                launch_refused: None,
+                no_capacity_until: seen.no_capacity_until,
+                launch_refused: seen.launch_refused,
                 sync_broken: None,
                 content_source_missing: None,
                 evidence: Default::default(),
@@ -734,80 +668,11 @@ pub fn run(
                             .and_then(|tz| crate::schedule::active(&plans, tz, now))
                     })
                     .flatten(),
-                // (Slaves still draining take the room they will stop into.)
-                warm_room: u32::try_from(
-                    pool_size.saturating_sub(
-                        slaves
-                            .iter()
-                            .filter(|s| {
-                                s.terminated.is_none()
-                                    && (s.stopped.is_some() || s.drain_until.is_some())
-                            })
-                            .count(),
-                    ),
-                )
-                .unwrap_or(0),
+                warm_room: seen.warm_room,
                 drain_secs: model.draining,
             };
-            match scaler.act(now, &obs, &ledger) {
-                Action::Hold => {}
-                Action::Launch(n) => {
-                    // The warm pool first, as the actuator: free ones, then the newest stopped.
-                    let mut warm: Vec<(bool, i64, usize)> = slaves
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, s)| s.terminated.is_none())
-                        .filter_map(|(i, s)| {
-                            s.stopped
-                                .map(|since| (ledger.counts_today(&s.id, now), since, i))
-                        })
-                        .collect();
-                    warm.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
-                    let mut n = n;
-                    for (_, _, i) in warm {
-                        if n == 0 {
-                            break;
-                        }
-                        let h = &mut slaves[i];
-                        let key = format!("{}@{t}", h.id);
-                        if ledger.record_restart(&key, &h.id, now).is_err() {
-                            break;
-                        }
-                        h.stopped = None;
-                        h.started = t;
-                        h.runs.push((t, None));
-                        h.running_from = t + model.start_delay;
-                        h.serving_from =
-                            t + model.start_delay + model.resync_time + model.register_delay;
-                        h.load = 0.0;
-                        h.samples.clear();
-                        warm_starts += 1;
-                        n -= 1;
-                    }
-                    for _ in 0..n {
-                        if !launch(&mut slaves, &mut next_id, &mut ledger, t, false) {
-                            break;
-                        }
-                    }
-                }
-                Action::Terminate(ids) => {
-                    for s in slaves
-                        .iter_mut()
-                        .filter(|s| ids.contains(&s.id) && s.terminated.is_none())
-                    {
-                        if s.stopped.is_some() {
-                            continue;
-                        }
-                        if s.serving(t) {
-                            s.drain_until = Some(t + model.draining);
-                        } else {
-                            s.terminated = Some(t);
-                            s.end_run(t);
-                            let _ = ledger.record_ended(&s.id, now);
-                        }
-                    }
-                }
-            }
+            let action = scaler.act(now, &obs, fleet.ledger());
+            fleet.act(action, t);
         }
     }
     let seconds = (end + 1) as f64;
@@ -816,7 +681,8 @@ pub fn run(
     m.tau_u = 100.0 * t_under as f64 / seconds;
     m.tau_o = 100.0 * t_over as f64 / seconds;
     m.jitter_per_hour = (supply_changes as f64 - demand_changes as f64) / (seconds / 3600.0);
-    m.launches = next_id;
+    let (slaves, warm_starts) = fleet.runs();
+    m.launches = slaves.len() as u32;
     m.warm_starts = warm_starts;
     // Each run bills at least a minute (EC2's per-second billing after a start), and per
     // started hour in the old model; a stopped slave's volume is not counted.
@@ -860,6 +726,7 @@ pub fn run(
         capped,
         metrics: m,
         series,
+        trouble: fleet.trouble(),
     }
 }
 

@@ -487,3 +487,43 @@ fn the_warm_pool_serves_a_second_wave_the_cap_could_not() {
         kept.instance_hours
     );
 }
+
+/// The autoscalers that decide act through the agent's real executor and lifecycle, which in a
+/// world with no faults never fails a step or a call; the references do not touch it.
+#[test]
+fn the_deciding_policies_run_the_real_executor_without_an_error() {
+    let cfg = Config::default();
+    let model = Model::from_config(&cfg);
+    for name in ["tv-feature", "double-spike", "midnight-spike"] {
+        for o in run_all(&cfg, &shipped(name), &model, 600) {
+            assert_eq!(o.trouble, None, "{name}: {}", o.label());
+            if runs_the_lifecycle(o.policy) {
+                assert!(o.metrics.launches > 0, "{name}: {}", o.label());
+            }
+        }
+    }
+}
+
+/// A slave whose content sync takes longer than `pre_register` may run is ended by the
+/// lifecycle's Syncing deadline and never serves; the repeated failure then brakes launches.
+/// A fleet model with its own timing (the simulator before it ran the real lifecycle) put
+/// every such slave into service after boot + sync + registration.
+#[test]
+fn a_sync_longer_than_its_hook_may_run_never_serves_in_the_simulator() {
+    let csv = "0,3.0\n7200,3.0\n";
+    let mut cfg = Config::default();
+    cfg.hooks.pre_register.timeout = crate::config::Dur::secs(60);
+    cfg.hooks.pre_register.retries = 0;
+    let mut model = Model::from_config(&cfg);
+    model.sync_time = 1800;
+    let o = run(&cfg, &trace(csv), &model, Kind::Agent, true, 1);
+    assert_eq!(o.trouble, None);
+    let most = o.series.supply.iter().copied().max().unwrap_or(0);
+    assert_eq!(most, 1, "a slave served: {:?}", o.metrics);
+    assert!(o.metrics.launches >= 2, "{:?}", o.metrics);
+    assert!(o.metrics.launches <= cfg.cap.daily_limit, "{:?}", o.metrics);
+    // The same sync within the hook's time serves.
+    model.sync_time = 30;
+    let o = run(&cfg, &trace(csv), &model, Kind::Agent, true, 1);
+    assert!(o.series.supply.iter().any(|&s| s > 1), "{:?}", o.metrics);
+}
