@@ -6,21 +6,17 @@
 
 // The pure core under the paths the agent has always used.
 pub use burst_core::{cap, clock, events, model, policy, schedule};
+// The edge (AWS, CloudWatch, hooks, the sampler, files) under the same paths.
+pub use burst_edge::{aws, fsutil, hooks, privilege, sampler, text};
 
 pub mod actuator;
 pub mod alarms;
-pub mod aws;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
 pub mod faultsim;
-pub mod fsutil;
-pub mod hooks;
 pub mod logging;
 pub mod metrics;
 pub mod preflight;
-pub mod privilege;
 pub mod report;
-pub mod sampler;
 pub mod sim;
-pub mod text;

@@ -3,4 +3,4 @@
 
 pub use burst_core::metrics::*;
 
-pub mod cloudwatch;
+pub use burst_edge::cloudwatch;

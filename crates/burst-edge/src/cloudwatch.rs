@@ -1,12 +1,12 @@
 //! The CloudWatch edge of the metrics loop: PutMetricData from the buffer, GetMetricData for the
 //! fleet. Everything that decides what to send or how to read the answer is in `mod.rs`.
 
-use super::{assemble, queries, Buffer, Datum, Ns, ReadBack, MAX_QUERIES_PER_CALL};
 use crate::aws::{Aws, AwsError};
 use aws_sdk_cloudwatch::types::{
     Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat, ScanBy, StandardUnit,
 };
 use aws_smithy_types::DateTime;
+use burst_core::metrics::{assemble, queries, Buffer, Datum, Ns, ReadBack, MAX_QUERIES_PER_CALL};
 use jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -112,7 +112,7 @@ pub async fn flush(
 /// Reads the newest value of each policy signal for every slave: `ceil(3 × slaves / 500)`
 /// GetMetricData calls (one up to 166 slaves), plus one per extra page of results.
 /// One GetMetricData query of `metric`'s `stat` per `period` seconds, named `id`.
-pub(crate) fn stat_query(
+pub fn stat_query(
     id: impl Into<String>,
     metric: Metric,
     period: i32,

@@ -1,0 +1,23 @@
+//! burst-agent's edge: what talks to the world outside the process and decides nothing.
+//!
+//! - [`aws`]: the SDK clients, one rate limit, timeouts and the classification of failures;
+//! - [`cloudwatch`]: sending the custom metrics and reading the fleet's and AWS's own back;
+//! - [`hooks`]: the hook process runner (process groups, timeouts, retries, output);
+//! - [`sampler`]: /proc, sysinfo, statvfs, mod_status over HTTP, and the liveness probe;
+//! - [`fsutil`]: crash-safe writes to the state directory behind the `Disk` trait;
+//! - [`privilege`]: a root `status` or `repair` becoming the state directory's owner;
+//! - [`text`]: what a slave or a hook wrote, made safe to print.
+//!
+//! The pure parts (config, parsers, metrics assembly) are burst-core's; the executor and the
+//! daemon that use these are the agent's.
+
+// The core's modules under the paths these files have always used.
+pub(crate) use burst_core::{config, model, policy};
+
+pub mod aws;
+pub mod cloudwatch;
+pub mod fsutil;
+pub mod hooks;
+pub mod privilege;
+pub mod sampler;
+pub mod text;
