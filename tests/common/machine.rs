@@ -87,6 +87,15 @@ pub fn deb() -> PathBuf {
 impl Machine {
     pub fn boot(name: &str) -> Machine {
         require_tools();
+        // The machine mounts a fresh tmpfs on /tmp: a checkout under it (its package, its
+        // binaries) is not there inside, and dpkg would only say "cannot access archive".
+        let here = env!("CARGO_MANIFEST_DIR");
+        assert!(
+            !(here == "/tmp" || here.starts_with("/tmp/")),
+            "this checkout is under /tmp ({here}), which the test machine replaces with an empty \
+             tmpfs: clone it elsewhere (e.g. git clone {here} /var/tmp/burst-agent) and run the \
+             tests there"
+        );
         let share = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("machine-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&share);
