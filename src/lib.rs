@@ -7,7 +7,7 @@
 // The pure core under the paths the agent has always used.
 pub use burst_core::{cap, clock, events, model, policy, schedule};
 // The edge (AWS, CloudWatch, hooks, the sampler, files) under the same paths.
-pub use burst_edge::{aws, fsutil, hooks, privilege, sampler, text};
+pub use burst_edge::{aws, fsutil, hooks, privilege, sampler, store, text};
 
 pub mod actuator;
 pub mod alarms;

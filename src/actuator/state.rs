@@ -26,12 +26,16 @@ pub const FILE_NAME: &str = "state.json";
 /// Version 2 files still load: their instances are claimed by the owner tag once, at the first
 /// adoption after the upgrade, and recorded from then on.
 const VERSION: u32 = 3;
-const OLDEST_READ: u32 = 2;
+const FORMAT: crate::store::Format = crate::store::Format {
+    name: FILE_NAME,
+    version: VERSION,
+    oldest: 2,
+    unversioned: None,
+};
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OnDisk {
-    version: u32,
     cap: Stored,
     intents: Vec<Intent>,
     /// What the policy remembers between ticks (cooldowns, stabilization, last scaling), so a
@@ -132,8 +136,8 @@ pub fn load(
             });
         }
     };
-    match parse(&bytes).and_then(|d| {
-        let owned = if d.version < VERSION {
+    match parse(&bytes).and_then(|(d, version)| {
+        let owned = if version < VERSION {
             None
         } else {
             Some(d.owned.unwrap_or_default())
@@ -166,10 +170,7 @@ pub fn load(
         Err(e) => {
             let why = format!("{}: {e}", path.display());
             let (entries, intents, owned, dropped) = salvage(&bytes);
-            let newer = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64))
-                .is_some_and(|n| n > u64::from(VERSION));
+            let newer = FORMAT.decode::<OnDisk>(&bytes).is_err_and(|d| d.newer);
             let aside = disk.quarantine(&path, now.as_second());
             let mut error = vec![format!(
                 "{why}; kept aside as {aside:?}; {} ledger entr(y/ies) and {} launch intent(s) \
@@ -220,19 +221,8 @@ pub fn load(
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<OnDisk, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("line {} column {}: {e}", e.line(), e.column()))?;
-    match v.get("version").and_then(serde_json::Value::as_u64) {
-        Some(n) if (u64::from(OLDEST_READ)..=u64::from(VERSION)).contains(&n) => {}
-        Some(n) => {
-            return Err(format!(
-                "version {n}, but this agent reads version {VERSION} (a newer agent wrote it?)"
-            ))
-        }
-        None => return Err("no \"version\"".into()),
-    }
-    serde_path_to_error::deserialize(v).map_err(|e| format!("at {}: {}", e.path(), e.inner()))
+fn parse(bytes: &[u8]) -> Result<(OnDisk, u32), String> {
+    FORMAT.decode(bytes).map_err(|d| d.why)
 }
 
 /// The parts of an unreadable file that still read: each ledger entry and intent that parses,
@@ -392,7 +382,6 @@ pub fn save(
 /// Writes `s` in one atomic replacement of state.json.
 pub fn write(disk: &dyn Disk, state_dir: &Path, s: &Snapshot<'_>) -> std::io::Result<()> {
     let d = OnDisk {
-        version: VERSION,
         cap: Stored::of(s.ledger),
         intents: s.journal.intents.clone(),
         history: s.history.clone(),
@@ -401,9 +390,7 @@ pub fn write(disk: &dyn Disk, state_dir: &Path, s: &Snapshot<'_>) -> std::io::Re
         sync_brake: s.sync_brake.clone(),
         clock: s.clock.cloned(),
     };
-    let mut bytes = serde_json::to_vec_pretty(&d).map_err(std::io::Error::other)?;
-    bytes.push(b'\n');
-    disk.write_atomic(&path_in(state_dir), &bytes)
+    FORMAT.write(disk, &path_in(state_dir), &d)
 }
 
 /// After state.json is written: the two files it replaces are renamed `*.migrated`, so nobody
@@ -433,7 +420,7 @@ pub fn load_ledger(
     let path = path_in(state_dir);
     match disk.read(&path) {
         Ok(bytes) => {
-            let d = parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (d, _) = parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
             d.cap.into_ledger(cfg, now)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -22,24 +22,31 @@ pub struct Events {
     sends: JoinSet<(Message, Option<String>)>,
 }
 
+/// `events.json`: version 1 since issue 20; the files agents wrote before it had no version.
+const FORMAT: crate::store::Format = crate::store::Format {
+    name: "events.json",
+    version: 1,
+    oldest: 1,
+    unversioned: Some(1),
+};
+
 impl Events {
     /// The notifier's memory from `state_dir/events.json`. A damaged file is set aside (never
     /// deleted) and the agent starts with an empty memory: at worst a condition is told twice.
     pub fn load(state_dir: &Path) -> Self {
+        use crate::store::Read;
         let path = state_dir.join("events.json");
-        let notifier = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<Notifier>(&bytes) {
-                Ok(n) => n,
-                Err(e) => {
-                    let aside = fsutil::quarantine(&path, Timestamp::now().as_second());
-                    tracing::warn!(path = %path.display(), moved_to = ?aside,
-                        "events.json is not the notifier's memory ({e}); set aside, starting \
-                         afresh (a condition may be told once more)");
-                    Notifier::default()
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Notifier::default(),
-            Err(e) => {
+        let notifier = match FORMAT.read::<Notifier>(&fsutil::RealDisk, &path) {
+            Read::Found { value, .. } => value,
+            Read::Missing => Notifier::default(),
+            Read::Damaged(e) => {
+                let aside = fsutil::quarantine(&path, Timestamp::now().as_second());
+                tracing::warn!(path = %path.display(), moved_to = ?aside,
+                    "events.json is not the notifier's memory ({e}); set aside, starting \
+                     afresh (a condition may be told once more)");
+                Notifier::default()
+            }
+            Read::Unreadable(e) => {
                 tracing::warn!(path = %path.display(), "cannot read events.json ({e}); starting \
                     with an empty memory (a condition may be told once more)");
                 Notifier::default()
@@ -94,9 +101,7 @@ impl Events {
     }
 
     fn save(&self) {
-        let saved = serde_json::to_vec_pretty(&self.notifier)
-            .map_err(std::io::Error::other)
-            .and_then(|b| fsutil::atomic_write(&self.path, &b));
+        let saved = FORMAT.write(&fsutil::RealDisk, &self.path, &self.notifier);
         if let Err(e) = saved {
             tracing::warn!(path = %self.path.display(), "could not keep the notifier's memory \
                 ({e}); after a restart a condition may be told once more");

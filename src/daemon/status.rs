@@ -4,7 +4,7 @@
 
 use crate::aws::OpStats;
 use crate::cap::CapStatus;
-use crate::fsutil::{self, Disk as _};
+use crate::fsutil;
 use crate::text::printable as p;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -102,28 +102,30 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-        fsutil::atomic_write(path, &bytes)
+        FORMAT.write(&fsutil::RealDisk, path, self)
     }
 
     pub fn read(path: &Path) -> Result<Snapshot, String> {
-        let bytes = fsutil::RealDisk.read(path).map_err(|e| {
-            format!(
-                "{}: {e} (has the agent run with this state_dir?)",
+        use crate::store::Read;
+        match FORMAT.read(&fsutil::RealDisk, path) {
+            Read::Found { value, .. } => Ok(value),
+            Read::Missing => Err(format!(
+                "{}: not there (has the agent run with this state_dir?)",
                 path.display()
-            )
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            format!(
-                "{}: not a status snapshot (line {} column {}: {e})",
-                path.display(),
-                e.line(),
-                e.column()
-            )
-        })
+            )),
+            Read::Unreadable(e) => Err(format!("{}: {e}", path.display())),
+            Read::Damaged(e) => Err(format!("{}: not a status snapshot ({e})", path.display())),
+        }
     }
 }
+
+/// `status.json`: version 1 since issue 20; snapshots written before it had no version.
+const FORMAT: crate::store::Format = crate::store::Format {
+    name: "status.json",
+    version: 1,
+    oldest: 1,
+    unversioned: Some(1),
+};
 
 /// Whether the process that wrote the snapshot is still running (and is a burst-agent).
 pub fn process_alive(pid: u32) -> bool {

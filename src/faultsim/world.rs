@@ -848,24 +848,37 @@ impl SimHooks {
     fn draw(&self, id: &str, kind: HookKind, hook: &Hook, detached: bool) -> SimHook {
         let mut w = self.world.w();
         w.stats.hooks += 1;
-        if let Some(t) = w.timing {
-            let restarted = w.instances.get(id).is_some_and(|i| i.runs.len() > 1);
-            let secs = match kind {
-                HookKind::PreRegister if !restarted => t.sync,
-                HookKind::PreRegister | HookKind::ContentSync => t.resync,
-                _ => 1,
-            };
-            return SimHook {
-                kind,
-                done_at: Timestamp::from_second(w.now.as_second() + secs).unwrap_or(w.now),
-                result: Ok(()),
-                detached,
-            };
-        }
         // Every attempt to its timeout, and the delays between: what the real runner may take.
         let secs = |d: crate::config::Dur| i64::try_from(d.get().as_secs()).unwrap_or(60);
         let tries = i64::from(hook.retries) + 1;
         let budget = secs(hook.timeout) * tries + secs(hook.retry_delay) * (tries - 1);
+        if let Some(t) = w.timing {
+            let restarted = w.instances.get(id).is_some_and(|i| i.runs.len() > 1);
+            let takes = match kind {
+                HookKind::PreRegister if !restarted => t.sync,
+                HookKind::PreRegister | HookKind::ContentSync => t.resync,
+                _ => 1,
+            };
+            // As the runner: each attempt is killed at its timeout, and every retry takes as
+            // long again.
+            let (secs, result) = if takes > secs(hook.timeout) {
+                (
+                    budget,
+                    Err(format!(
+                        "still running after {}s; killed with its process group",
+                        secs(hook.timeout)
+                    )),
+                )
+            } else {
+                (takes, Ok(()))
+            };
+            return SimHook {
+                kind,
+                done_at: Timestamp::from_second(w.now.as_second() + secs).unwrap_or(w.now),
+                result,
+                detached,
+            };
+        }
         let r: f64 = w.rng.random();
         let (secs, result) = if r < w.faults.hook_hang {
             (

@@ -17,7 +17,9 @@ use crate::actuator::Actuator;
 use crate::cap::CapLedger;
 use crate::config::Config;
 use crate::faultsim::world::{self, Faults, Shared, SimCloud, SimHooks, Timing, World, MASTER};
-use crate::policy::{Decision, Explanation, LaunchRefused, SlaveObservation, SlaveState};
+use crate::policy::{
+    Decision, Explanation, LaunchRefused, SlaveObservation, SlaveState, SyncBroken,
+};
 use jiff::Timestamp;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -30,6 +32,11 @@ pub(super) struct Observed {
     pub warm_room: u32,
     pub no_capacity_until: Option<Timestamp>,
     pub launch_refused: Option<LaunchRefused>,
+    /// The brake on a content sync that keeps failing, as the daemon hands it to the policy.
+    pub sync_broken: Option<SyncBroken>,
+    pub content_source_missing: Option<String>,
+    /// The last step saw the fleet (the daemon acts only on a fleet it observed).
+    pub observed: bool,
 }
 
 /// One slave's runs, in seconds from the trace's start: when it was launched, and each run
@@ -68,6 +75,8 @@ pub(super) struct RealFleet {
     actuator: Actuator<SimCloud, SimHooks>,
     rt: tokio::runtime::Runtime,
     start: i64,
+    /// The last step went through.
+    observed: bool,
     /// What went wrong that a fault-free world should never see (a step or an apply that
     /// failed): the first.
     trouble: Option<String>,
@@ -124,6 +133,10 @@ impl RealFleet {
             start,
         );
         w.faults_on = false;
+        // No decoys here (the fault simulation's master, another install's slave, a stray):
+        // the figures must not depend on how ownership treats them.
+        w.instances.clear();
+        w.members.clear();
         w.timing = Some(Timing {
             boot: model.boot_delay,
             start: model.start_delay,
@@ -136,8 +149,12 @@ impl RealFleet {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|e| format!("could not start a runtime: {e}"))?;
-        rt.block_on(actuator.adopt(start))
-            .map_err(|e| e.to_string())?;
+        let adopted = rt
+            .block_on(actuator.adopt(start))
+            .map_err(|e| format!("adoption: {e}"))?;
+        if let Some(e) = adopted.errors.first() {
+            return Err(format!("adoption: {e}"));
+        }
         // A fresh state: nothing launched today (the daemon reads CloudWatch's copy).
         actuator.cap_read_back(Ok(None), start);
         let mut f = RealFleet {
@@ -145,6 +162,7 @@ impl RealFleet {
             actuator,
             rt,
             start: start.as_second(),
+            observed: true,
             trouble: None,
         };
         if initial > 0 {
@@ -165,7 +183,9 @@ impl Fleet for RealFleet {
         if !step {
             return Vec::new();
         }
-        match self.rt.block_on(self.actuator.step(now)) {
+        let stepped = self.rt.block_on(self.actuator.step(now));
+        self.observed = stepped.is_ok();
+        match stepped {
             Ok(r) => r
                 .in_service
                 .iter()
@@ -207,11 +227,22 @@ impl Fleet for RealFleet {
 
     fn observe(&self, t: i64) -> Observed {
         let now = self.now(t);
+        let a = &self.actuator;
         Observed {
-            slaves: self.actuator.observation(now),
-            warm_room: self.actuator.warm_room(),
-            no_capacity_until: self.actuator.no_capacity_until(now),
-            launch_refused: self.actuator.launch_refused(now),
+            slaves: a.observation(now),
+            warm_room: a.warm_room(),
+            no_capacity_until: a.no_capacity_until(now),
+            launch_refused: a.launch_refused(now),
+            // As the daemon's decide() builds it.
+            sync_broken: a.sync_broken().map(|t| SyncBroken {
+                cause: t.cause.clone(),
+                trial: a.brake_gate(now) == crate::actuator::brake::Gate::Trial,
+                trial_in_secs: a
+                    .next_trial(now)
+                    .map_or(-1, |n| (n.as_second() - now.as_second()).max(0)),
+            }),
+            content_source_missing: a.content_source_missing().map(str::to_string),
+            observed: self.observed,
         }
     }
 
@@ -407,6 +438,9 @@ impl Fleet for ModelFleet {
             warm_room: 0,
             no_capacity_until: None,
             launch_refused: None,
+            sync_broken: None,
+            content_source_missing: None,
+            observed: true,
         }
     }
 

@@ -238,8 +238,8 @@ pub struct Outcome {
     #[serde(skip)]
     pub series: Series,
     /// The first error of the agent's executor in the simulated world (none expected: it has
-    /// no faults).
-    #[serde(skip)]
+    /// no faults), or why it could not start; printed under the table.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trouble: Option<String>,
 }
 
@@ -525,17 +525,25 @@ pub fn run(
     } else {
         0
     };
+    // An executor that cannot start (a time zone the ledger does not know, an adoption that
+    // failed) is said in the run's `trouble`, and the ideal model runs in its place.
+    let mut trouble = None;
     let mut fleet: Box<dyn fleet::Fleet> = if runs_the_lifecycle(policy) {
         match fleet::RealFleet::new(cfg, model, capped, pool, trace.start, p.min_slaves) {
             Ok(f) => Box::new(f),
-            // Only a time zone the ledger does not know gets here; the model still runs.
-            Err(_) => Box::new(fleet::ModelFleet::new(
-                ledger,
-                model,
-                start,
-                0,
-                p.min_slaves,
-            )),
+            Err(e) => {
+                trouble = Some(format!(
+                    "the agent's executor could not start ({e}); this run used the ideal fleet \
+                     model instead"
+                ));
+                Box::new(fleet::ModelFleet::new(
+                    ledger,
+                    model,
+                    start,
+                    0,
+                    p.min_slaves,
+                ))
+            }
         }
     } else if policy == Kind::Static {
         Box::new(fleet::ModelFleet::new(
@@ -579,12 +587,14 @@ pub fn run(
         }
         let up = fleet.serving(t);
         for (id, meter) in meters.iter_mut() {
-            meter.serving = up.contains(id);
+            if !up.contains(id) {
+                meter.serving = false;
+            }
         }
         for id in &up {
             let meter = meters.entry(id.clone()).or_default();
             if !meter.serving {
-                // In service again (out of the warm pool): a new run, no old samples.
+                // In service (again, out of the warm pool): a new run, no old load or samples.
                 *meter = Meter {
                     serving: true,
                     ..Meter::default()
@@ -657,8 +667,8 @@ pub fn run(
                     .collect(),
                 no_capacity_until: seen.no_capacity_until,
                 launch_refused: seen.launch_refused,
-                sync_broken: None,
-                content_source_missing: None,
+                sync_broken: seen.sync_broken,
+                content_source_missing: seen.content_source_missing,
                 evidence: Default::default(),
                 probe_latency: None,
                 scheduled: (policy == Kind::Agent)
@@ -672,7 +682,10 @@ pub fn run(
                 drain_secs: model.draining,
             };
             let action = scaler.act(now, &obs, fleet.ledger());
-            fleet.act(action, t);
+            // As the daemon: nothing is carried out on a fleet the step could not observe.
+            if seen.observed {
+                fleet.act(action, t);
+            }
         }
     }
     let seconds = (end + 1) as f64;
@@ -726,7 +739,7 @@ pub fn run(
         capped,
         metrics: m,
         series,
-        trouble: fleet.trouble(),
+        trouble: trouble.or_else(|| fleet.trouble()),
     }
 }
 

@@ -126,5 +126,10 @@ pub fn table(r: &Report<'_>) -> String {
         "inst-h: slave hours (per second), billed-h: per started hour; max/day: most distinct slaves on one local day;\n\
          cap-viol: days above the cap (must be 0 with the cap on); load/cpu: the master's peak 1-minute load per CPU.\n",
     );
+    for run in &r.runs {
+        if let Some(t) = &run.outcome.trouble {
+            let _ = writeln!(s, "warning: {}: {}", run.label, crate::text::printable(t));
+        }
+    }
     s
 }

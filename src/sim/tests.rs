@@ -504,8 +504,8 @@ fn the_deciding_policies_run_the_real_executor_without_an_error() {
     }
 }
 
-/// A slave whose content sync takes longer than `pre_register` may run is ended by the
-/// lifecycle's Syncing deadline and never serves; the repeated failure then brakes launches.
+/// A slave whose content sync takes longer than `pre_register` may run fails its sync and never
+/// serves; the repeated failure then brakes launches.
 /// A fleet model with its own timing (the simulator before it ran the real lifecycle) put
 /// every such slave into service after boot + sync + registration.
 #[test]
@@ -515,7 +515,9 @@ fn a_sync_longer_than_its_hook_may_run_never_serves_in_the_simulator() {
     cfg.hooks.pre_register.timeout = crate::config::Dur::secs(60);
     cfg.hooks.pre_register.retries = 0;
     let mut model = Model::from_config(&cfg);
-    model.sync_time = 1800;
+    // Past the hook's timeout, though inside the Syncing phase's deadline (the hook's budget
+    // and a grace): the runner kills it at 60 s, as on a real master.
+    model.sync_time = 150;
     let o = run(&cfg, &trace(csv), &model, Kind::Agent, true, 1);
     assert_eq!(o.trouble, None);
     let most = o.series.supply.iter().copied().max().unwrap_or(0);
@@ -526,4 +528,32 @@ fn a_sync_longer_than_its_hook_may_run_never_serves_in_the_simulator() {
     model.sync_time = 30;
     let o = run(&cfg, &trace(csv), &model, Kind::Agent, true, 1);
     assert!(o.series.supply.iter().any(|&s| s > 1), "{:?}", o.metrics);
+}
+
+/// An executor that cannot start is said, in the run and under the table, never hidden behind
+/// the ideal model that runs in its place.
+#[test]
+fn an_executor_that_cannot_start_is_said_under_the_table() {
+    let mut cfg = Config::default();
+    cfg.cap.time_zone = "Nowhere/Atlantis".into();
+    let model = Model::from_config(&cfg);
+    let t = trace("0,0.5\n600,0.5\n");
+    let out = run_all(&cfg, &t, &model, 60);
+    for o in &out {
+        assert_eq!(
+            o.trouble.is_some(),
+            runs_the_lifecycle(o.policy),
+            "{}: {:?}",
+            o.label(),
+            o.trouble
+        );
+    }
+    let r = report::report("t.csv", &t, &model, &cfg, &out, DEFAULT_REFERENCE);
+    let table = report::table(&r);
+    assert!(
+        table.contains("warning: burst-agent (cap): the agent's executor could not start"),
+        "{table}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json.to_string().contains("could not start"), "{json}");
 }

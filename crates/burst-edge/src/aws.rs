@@ -280,8 +280,10 @@ impl Aws {
                 "AWS credentials could not be loaded: {}",
                 aws_smithy_types::error::display::DisplayErrorContext(&e)
             )),
+            // A slow or throttled metadata service is not a missing instance profile.
             Err(_) => Err(format!(
-                "no AWS credentials within {}s (aws.call_timeout)",
+                "could not confirm AWS credentials within {}s (aws.call_timeout): is the \
+                 instance metadata service slow or throttled?",
                 self.call_timeout.as_secs()
             )),
         }

@@ -5,6 +5,7 @@
 //! - [`hooks`]: the hook process runner (process groups, timeouts, retries, output);
 //! - [`sampler`]: /proc, sysinfo, statvfs, mod_status over HTTP, and the liveness probe;
 //! - [`fsutil`]: crash-safe writes to the state directory behind the `Disk` trait;
+//! - [`store`]: one versioned JSON file (state, events, status): version, checks, atomic write;
 //! - [`privilege`]: a root `status` or `repair` becoming the state directory's owner;
 //! - [`text`]: what a slave or a hook wrote, made safe to print.
 //!
@@ -20,4 +21,5 @@ pub mod fsutil;
 pub mod hooks;
 pub mod privilege;
 pub mod sampler;
+pub mod store;
 pub mod text;
