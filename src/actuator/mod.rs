@@ -26,15 +26,15 @@
 //! tick makes are DescribeInstances and DescribeInstanceHealth, whatever the number of slaves.
 
 mod adopt;
-use adopt::rebuild_entries;
-pub mod brake;
-pub mod cloud;
+pub use burst_core::lifecycle::brake;
+pub use burst_edge::cloud;
+use lifecycle::intents::rebuild_entries;
 pub mod journal;
 mod launch;
 pub mod ledger_store;
 pub use burst_core::lifecycle;
 mod reconcile;
-pub mod runner;
+pub use burst_edge::runner;
 pub mod state;
 
 use crate::cap::{self, CapLedger, Seen};

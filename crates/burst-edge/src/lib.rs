@@ -1,6 +1,9 @@
 //! burst-agent's edge: what talks to the world outside the process and decides nothing.
 //!
 //! - [`aws`]: the SDK clients, one rate limit, timeouts and the classification of failures;
+//! - [`cloud`]: the `Cloud` trait the executor launches, lists, registers and ends slaves
+//!   through, and `AwsCloud`, its EC2 and classic-ELB implementation (SDK types → model types);
+//! - [`runner`]: the `HookRunner` trait and `ProcessHooks`, hooks as processes on a tokio `JoinSet`;
 //! - [`cloudwatch`]: sending the custom metrics and reading the fleet's and AWS's own back;
 //! - [`hooks`]: the hook process runner (process groups, timeouts, retries, output);
 //! - [`sampler`]: /proc, sysinfo, statvfs, mod_status over HTTP, and the liveness probe;
@@ -16,10 +19,12 @@
 pub(crate) use burst_core::{config, model, policy};
 
 pub mod aws;
+pub mod cloud;
 pub mod cloudwatch;
 pub mod fsutil;
 pub mod hooks;
 pub mod privilege;
+pub mod runner;
 pub mod sampler;
 pub mod store;
 pub mod text;

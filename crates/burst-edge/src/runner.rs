@@ -1,11 +1,11 @@
 //! Where the actuator's hooks run: [`HookRunner`], a small trait, so the state machine never
 //! spawns a process itself. [`ProcessHooks`] runs them as processes ([`crate::hooks::run`]) on
-//! a tokio [`JoinSet`]; the fault simulation (`crate::faultsim`) has its own runner whose hooks
+//! a tokio [`JoinSet`]; the agent's fault simulation (`faultsim`) has its own runner whose hooks
 //! succeed, fail, hang or flood as its seed says.
 
-use super::HookKind;
 use crate::config::Hook;
 use crate::hooks::{self, HookVars};
+use crate::model::HookKind;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;

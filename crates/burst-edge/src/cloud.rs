@@ -42,7 +42,7 @@ pub trait Cloud: Clone + Send + Sync + 'static {
         req: &LaunchRequest,
     ) -> impl Future<Output = Result<Vec<InstanceInfo>, AwsError>> + Send;
     /// Every instance tagged with the group, terminated ones included while EC2 still lists them.
-    /// Not all of them are this agent's: [`super::ownership`] decides.
+    /// Not all of them are this agent's: burst-core's `lifecycle::rules::ownership` decides.
     fn describe_group(&self) -> impl Future<Output = Result<Vec<InstanceInfo>, AwsError>> + Send;
     /// The instances with these ids, and those carrying these `burst-agent:intent` tags,
     /// whatever their group tag: this install's records name them (the owned instances, the
