@@ -2,6 +2,7 @@
 //! left open resolved, and the cap ledger brought in line with what EC2 lists.
 
 use super::*;
+use lifecycle::intents::{self, Settle};
 
 impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// At start: lists the group's instances and the ELB's members, re-attaches to every live
@@ -33,7 +34,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             self.ledger.is_blocked().map(str::to_string),
             &self.needs_repair,
         ) {
-            let rebuilt = self.ledger.clone().rebuilt_from(rebuild_entries(
+            let rebuilt = self.ledger.clone().rebuilt_from(intents::rebuild_entries(
                 self.ledger.entries(),
                 &self.journal,
                 &instances,
@@ -90,70 +91,40 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         now: Timestamp,
         report: &mut Report,
     ) {
-        let open: Vec<Intent> = self.journal.unresolved().cloned().collect();
-        for intent in open {
-            let found: Vec<&InstanceInfo> = instances
-                .iter()
-                .filter(|i| i.intent.as_deref() == Some(intent.id.as_str()))
-                .collect();
-            if !found.is_empty() {
-                let ids: Vec<String> = found.iter().map(|i| i.id.clone()).collect();
-                for i in found.iter().filter(|i| alive(i.state)) {
-                    self.slaves
-                        .entry(i.id.clone())
-                        .or_insert_with(|| slave_from(i, Phase::Pending, now, now));
-                }
-                // EC2 is eventually consistent: fewer instances than attempts may be all it
-                // launched, or all it lists yet. Only once it has had time to list them all are
-                // the missing attempts known to have launched nothing.
-                if ids.len() < intent.keys.len() && age(now, intent.settling_since()) <= SETTLE_SECS
-                {
+        let dry_run = self.cfg.agent.dry_run;
+        for settled in intents::settle(&self.journal, instances, now, dry_run) {
+            match settled {
+                Settle::Partial { intent, ids, born } => {
+                    self.born(&born, now);
                     tracing::info!(intent = %intent.id, instances = ?ids, of = intent.keys.len(),
                         "launch intent partly found by tag; waiting for EC2 to list the rest");
-                    continue;
                 }
-                tracing::info!(intent = %intent.id, instances = ?ids,
-                    "launch intent resolved from tags");
-                self.finish_intent(&intent, &ids, now, report);
-                continue;
+                Settle::Resolved { intent, ids, born } => {
+                    self.born(&born, now);
+                    tracing::info!(intent = %intent.id, instances = ?ids,
+                        "launch intent resolved from tags");
+                    self.finish_intent(&intent, &ids, now, report);
+                }
+                Settle::NothingLaunched { intent, why } => {
+                    self.fail_intent(&intent, &why, now, report)
+                }
             }
-            if self.cfg.agent.dry_run {
-                continue;
-            }
-            // Nothing lists it. Every instance of a launch carries its intent tag from the
-            // moment it exists (RunInstances tags atomically), so once EC2 has had time to list
-            // what the last call launched, nothing was launched: the attempts are withdrawn and
-            // the policy decides anew. Never sent again: a launch asked for minutes ago may no
-            // longer be wanted, and a repeat could launch what nobody decided.
-            if age(now, intent.settling_since()) <= SETTLE_SECS {
-                continue;
-            }
-            let why = format!(
-                "EC2 lists no instance of this launch {}s after its last RunInstances: nothing \
-                 was launched",
-                age(now, intent.settling_since())
-            );
-            self.fail_intent(&intent, &why, now, report);
         }
     }
 
-    /// What the ledger is reconciled with: every instance EC2 lists, and the slaves this agent
-    /// started tracking too recently for EC2 to list them yet (alive, not ended).
-    pub(super) fn seen_all(&self, instances: &[InstanceInfo], now: Timestamp) -> Vec<Seen> {
-        let mut out: Vec<Seen> = instances.iter().map(|i| seen(i, now)).collect();
-        for s in self.slaves.values() {
-            if age(now, s.first_seen) <= SETTLE_SECS && !instances.iter().any(|i| i.id == s.id) {
-                out.push(Seen {
-                    instance_id: s.id.clone(),
-                    intent: s.intent.clone(),
-                    launched_at: s.launched_at,
-                    ended_at: None,
-                    stopped: false,
-                    stopped_by: None,
-                });
-            }
+    /// Starts tracking the live instances a launch intent was found to have launched (the one
+    /// thing the executor records itself: a birth, in phase Pending).
+    fn born(&mut self, born: &[InstanceInfo], now: Timestamp) {
+        for i in born {
+            self.slaves
+                .entry(i.id.clone())
+                .or_insert_with(|| slave_from(i, Phase::Pending, now, now));
         }
-        out
+    }
+
+    /// What the ledger is reconciled with ([`intents::seen_all`]).
+    pub(super) fn seen_all(&self, instances: &[InstanceInfo], now: Timestamp) -> Vec<Seen> {
+        intents::seen_all(&self.slaves, instances, now)
     }
 
     /// Binds an intent's ledger attempts to its instances, withdraws the ones EC2 did not fill.
@@ -183,36 +154,19 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// reconcile binds by intent tag) stay; the others take the free attempts in order. Returns
     /// the attempts still free.
     pub(super) fn bind_free(&mut self, intent: &Intent, ids: &[String]) -> VecDeque<String> {
-        let entries = self.ledger.entries();
-        let bound: BTreeSet<String> = entries
-            .iter()
-            .filter(|e| intent.keys.contains(&e.key))
-            .filter_map(|e| e.instance_id.clone())
-            .collect();
-        let mut free: VecDeque<String> = intent
-            .keys
-            .iter()
-            .filter(|k| {
-                entries
-                    .iter()
-                    .any(|e| &e.key == *k && e.instance_id.is_none())
-            })
-            .cloned()
-            .collect();
+        let plan = intents::bind_plan(intent, self.ledger.entries(), ids);
         // Launched by this install: its records name them from now on, whatever their tags.
         self.owned.extend(ids.iter().cloned());
-        for id in ids.iter().filter(|id| !bound.contains(*id)) {
-            match free.pop_front() {
-                Some(key) => {
-                    if let Err(e) = self.ledger.bind(&key, id) {
-                        tracing::warn!(key, instance_id = %id, "cap ledger: {e}");
-                    }
-                }
-                None => tracing::warn!(intent = %intent.id, instance_id = %id,
-                    "more instances than launch attempts for this intent"),
+        for (key, id) in &plan.bind {
+            if let Err(e) = self.ledger.bind(key, id) {
+                tracing::warn!(key, instance_id = %id, "cap ledger: {e}");
             }
         }
-        free
+        for id in &plan.extra {
+            tracing::warn!(intent = %intent.id, instance_id = %id,
+                "more instances than launch attempts for this intent");
+        }
+        plan.free
     }
 
     pub(super) fn fail_intent(
@@ -246,85 +200,5 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             r,
             format!("launch {} failed for good: {error}", intent.id),
         );
-    }
-}
-
-/// A blocked ledger's entries, rebuilt: what could still be read of the old file, then each
-/// launch the journal knows (an instance it launched counts from its intent; an intent still
-/// open counts as an attempt), then every instance of ours EC2 still lists. Nothing is
-/// counted twice; an entry that cannot be shown to have ended counts as running, so the
-/// rebuilt ledger may overcount, never undercount, what the journal and tags show.
-pub(super) fn rebuild_entries(
-    readable: &[cap::Entry],
-    journal: &Journal,
-    instances: &[InstanceInfo],
-    now: Timestamp,
-) -> Vec<cap::Entry> {
-    let mut out: Vec<cap::Entry> = readable.to_vec();
-    let known = |out: &[cap::Entry], key: &str, id: Option<&str>| {
-        out.iter()
-            .any(|e| e.key == key || (id.is_some() && e.instance_id.as_deref() == id))
-    };
-    for intent in &journal.intents {
-        let ids: Vec<Option<&str>> = match &intent.outcome {
-            Outcome::Launched { instance_ids } => {
-                instance_ids.iter().map(|i| Some(i.as_str())).collect()
-            }
-            Outcome::Started => vec![None; intent.keys.len()],
-            Outcome::Failed { .. } => continue,
-        };
-        for (key, id) in intent.keys.iter().zip(ids) {
-            if !known(&out, key, id) {
-                out.push(cap::Entry {
-                    key: key.clone(),
-                    instance_id: id.map(str::to_string),
-                    launched_at: intent.created_at,
-                    ended_at: None,
-                });
-            }
-        }
-    }
-    for s in instances.iter().map(|i| seen(i, now)) {
-        let key = format!(
-            "{}#{}",
-            s.intent.as_deref().unwrap_or("adopted"),
-            s.instance_id
-        );
-        let ended = s.ended_at.or_else(|| s.ended_by(now));
-        if let Some(e) = out
-            .iter_mut()
-            .find(|e| e.instance_id.as_deref() == Some(s.instance_id.as_str()))
-        {
-            if e.ended_at.is_none() {
-                e.ended_at = ended.map(|end| end.max(e.launched_at));
-            }
-        } else if !known(&out, &key, None) {
-            out.push(cap::Entry {
-                key,
-                instance_id: Some(s.instance_id),
-                launched_at: s.launched_at,
-                ended_at: ended,
-            });
-        }
-    }
-    out
-}
-
-/// What the ledger hears of one listed instance. Shutting down is ended (it runs no more, and
-/// must not count as running again); stopping or stopped is not running.
-pub(super) fn seen(i: &InstanceInfo, now: Timestamp) -> Seen {
-    let ended = matches!(
-        i.state,
-        InstanceState::Terminated | InstanceState::ShuttingDown
-    );
-    Seen {
-        instance_id: i.id.clone(),
-        intent: i.intent.clone(),
-        launched_at: i.launched_at.unwrap_or(now),
-        ended_at: ended.then(|| i.ended_at.unwrap_or(now)),
-        stopped: stopped(i.state),
-        stopped_by: i
-            .pooled_since
-            .and_then(|t| Timestamp::from_second(t.as_second() + STOP_DEADLINE_SECS).ok()),
     }
 }

@@ -3,6 +3,7 @@
 //! release.
 
 use super::*;
+use lifecycle::launch::{AfterFailure, BackOff, LaunchGate};
 
 impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// Starts carrying out a decision. Scale-out launches at once (after the ledger and journal
@@ -31,41 +32,28 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if count == 0 {
             return;
         }
-        if let Some(why) = self
-            .sources
-            .pre_register
-            .clone()
-            .or_else(|| self.cap_unverified.clone())
-            .or_else(|| {
-                self.launch_refused(now).map(|r| {
-                    format!(
-                        "EC2 refused the last launch for good ({}); the next waits until {}",
-                        r.cause, r.until
-                    )
-                })
-            })
-        {
-            report.refused = count;
-            tracing::warn!(asked = count, "launches are held: {why}");
-            return;
-        }
-        let gate = self.brake_gate(now);
-        match gate {
-            brake::Gate::Open => {}
-            brake::Gate::Trial => count = 1,
-            brake::Gate::Closed => {
+        let refused = self.launch_refused(now);
+        let gate = lifecycle::launch::gate(
+            count,
+            self.sources.pre_register.as_deref(),
+            self.cap_unverified.as_deref(),
+            refused.as_ref().map(|r| (r.cause.as_str(), r.until)),
+            self.brake_gate(now),
+            self.brake.tripped.as_ref().map(|t| t.cause.as_str()),
+        );
+        let trial = match gate {
+            LaunchGate::Held { why, .. } => {
                 report.refused = count;
-                tracing::warn!(
-                    asked = count,
-                    "launches are held: the content sync keeps failing ({}); fix it, then \
-                     `systemctl reload burst-agent` or `burst-agent resume`",
-                    self.brake.tripped.as_ref().map_or("", |t| t.cause.as_str())
-                );
+                tracing::warn!(asked = count, "launches are held: {why}");
                 return;
             }
-        }
+            LaunchGate::Go { count: n, trial } => {
+                count = n;
+                trial
+            }
+        };
         let id = (self.intent_ids)();
-        if gate == brake::Gate::Trial {
+        if trial {
             self.brake.trial_started(&id, now);
             tracing::warn!(intent = %id,
                 "one trial launch while content sync is broken: if its sync fails the same way, \
@@ -90,14 +78,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if keys.is_empty() {
             return;
         }
-        let intent = Intent {
-            id: id.clone(),
-            created_at: now,
-            keys: keys.clone(),
-            outcome: Outcome::Started,
-            open_call: 0,
-            last_sent: None,
-        };
+        let intent = Intent::started(&id, keys.clone(), now);
         self.journal.intents.push(intent.clone());
         // Write-ahead: no RunInstances unless the attempt is durably counted and journaled.
         if !self.save_state(now, report) {
@@ -110,57 +91,52 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let n = u32::try_from(keys.len()).unwrap_or(u32::MAX);
         let t = std::time::Instant::now();
         let mut got: Vec<InstanceInfo> = Vec::new();
-        let subnets = self.cfg.fleet.subnet_ids.clone();
-        let fallbacks = self.cfg.fleet.fallback_instance_types.clone();
-        let mut call = 0u32;
-        let mut no_capacity: Vec<String> = Vec::new();
-        // First ask for as many as EC2 can give (min 1). No capacity in a zone: the next subnet
-        // at once, each subnet once. If EC2 gave fewer than asked, ask once more for the rest,
-        // all or nothing. (Moto launches only MinCount, so tests see two calls.)
-        let mut shortfall = false;
-        loop {
-            let want = n - u32::try_from(got.len()).unwrap_or(0);
-            if want == 0 {
-                break;
-            }
-            call += 1;
-            let (subnet, instance_type) = pick_placement(&subnets, &fallbacks, &id, call);
+        let mut plan = lifecycle::launch::Launch::new(
+            &id,
+            n,
+            &self.cfg.fleet.subnet_ids,
+            &self.cfg.fleet.fallback_instance_types,
+        );
+        // Each call as the core's launch plan says (lifecycle/launch.rs: placements, the
+        // shortfall call, back-offs); moto launches only MinCount, so tests see two calls.
+        while let Some(call) = plan.next_call() {
             let req = LaunchRequest {
                 intent: id.clone(),
                 owner: self.owner().to_string(),
-                client_token: intent.client_token(call),
-                min: if shortfall { want } else { 1 },
-                max: want,
+                client_token: intent.client_token(call.call),
+                min: call.min,
+                max: call.max,
                 launched_at: now,
-                subnet: subnet.clone(),
-                instance_type: instance_type.clone(),
+                subnet: call.subnet.clone(),
+                instance_type: call.instance_type.clone(),
             };
-            match self.cloud.launch(&req).await {
+            let e = match self.cloud.launch(&req).await {
                 Ok(more) => {
+                    let count = u32::try_from(more.len()).unwrap_or(u32::MAX);
                     got.extend(more);
-                    if shortfall {
+                    if plan.launched(count) {
                         break;
                     }
-                    shortfall = true;
+                    continue;
                 }
-                // The call for the rest was refused: EC2 launched fewer than asked, for sure.
-                Err(e) if shortfall && e.not_applied => {
+                Err(e) => e,
+            };
+            let failure = lifecycle::launch::Failure {
+                capacity: e.is_capacity(),
+                not_applied: e.not_applied,
+                retryable: e.retryable,
+            };
+            match plan.failed(failure) {
+                AfterFailure::Fewer => {
                     tracing::warn!(intent = %id, launched = got.len(), asked = n,
                         "EC2 launched fewer slaves than asked: {e}");
                     break;
                 }
-                Err(e)
-                    if e.is_capacity()
-                        && usize::try_from(call).unwrap_or(usize::MAX)
-                            < placements(&subnets, &fallbacks) =>
-                {
-                    let here = format!(
-                        "{} in {}",
-                        instance_type.as_deref().unwrap_or("the configured type"),
-                        subnet.as_deref().unwrap_or("EC2's choice of subnet")
-                    );
-                    let (next_subnet, next_type) =
-                        pick_placement(&subnets, &fallbacks, &id, call + 1);
+                AfterFailure::NextPlacement {
+                    here,
+                    next_subnet,
+                    next_type,
+                } => {
                     tracing::warn!(intent = %id, code = %e.code, next_subnet = ?next_subnet,
                         next_type = ?next_type, "no EC2 capacity for {here}; trying the next placement");
                     self.events.push(Event::new(
@@ -173,29 +149,34 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                             next_subnet.as_deref().unwrap_or("EC2's choice of subnet")
                         ),
                     ));
-                    no_capacity.push(here);
                 }
-                Err(e) if e.not_applied || !e.retryable => {
+                AfterFailure::Failed {
+                    back_off,
+                    no_capacity_elsewhere,
+                } => {
                     // EC2 refused: nothing was launched, so nothing is charged to the cap.
-                    if e.is_capacity() {
-                        self.back_off(now);
-                    } else if !e.retryable {
-                        self.refuse_back_off(now, &e);
+                    match back_off {
+                        Some(BackOff::NoCapacity) => self.back_off(now),
+                        Some(BackOff::Refused) => self.refuse_back_off(now, &e),
+                        None => {}
                     }
                     let mut why = e.to_string();
-                    if !no_capacity.is_empty() {
-                        why = format!("{why} (no capacity for {} either)", no_capacity.join(", "));
+                    if !no_capacity_elsewhere.is_empty() {
+                        why = format!(
+                            "{why} (no capacity for {} either)",
+                            no_capacity_elsewhere.join(", ")
+                        );
                     }
                     self.fail_intent(&intent, &why, now, report);
                     return;
                 }
-                Err(e) => {
+                AfterFailure::Unknown { open_call } => {
                     // The call may or may not have launched: leave the intent open (its
                     // attempts stay charged and count as on the way); the next steps find its
                     // instances by tag, or settle it as not launched once EC2 had time to list
                     // them. What earlier calls of this launch gave is tracked now.
                     if let Some(j) = self.journal.get_mut(&id) {
-                        j.open_call = call;
+                        j.open_call = open_call;
                         j.last_sent = Some(now);
                     }
                     let ids: Vec<String> = got.iter().map(|i| i.id.clone()).collect();

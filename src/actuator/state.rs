@@ -298,7 +298,7 @@ fn legacy(
         }
     };
     let jpath = super::journal::path_in(state_dir);
-    let journal = match Journal::load_from(disk, &jpath) {
+    let journal = match super::journal::load_from(disk, &jpath) {
         Ok(j) => j.unwrap_or_default(),
         Err(e) => {
             let aside = disk.quarantine(&jpath, now.as_second());
@@ -492,7 +492,7 @@ mod tests {
             open_call: 0,
             last_sent: None,
         });
-        j.save(&super::super::journal::path_in(d.path())).unwrap();
+        super::super::journal::save(&j, &super::super::journal::path_in(d.path())).unwrap();
 
         let l = load(&RealDisk, d.path(), &cfg(), now).unwrap();
         assert!(l.warn.is_empty() && l.error.is_empty(), "{:?}", l.error);
@@ -537,7 +537,7 @@ mod tests {
             open_call: 0,
             last_sent: None,
         });
-        j.save(&super::super::journal::path_in(d.path())).unwrap();
+        super::super::journal::save(&j, &super::super::journal::path_in(d.path())).unwrap();
         let l = load(&RealDisk, d.path(), &cfg(), now).unwrap();
         let why = l.needs_repair.unwrap();
         assert!(

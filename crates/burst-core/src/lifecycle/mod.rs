@@ -11,7 +11,10 @@
 //! a warm start: Pending). The executor only records a slave's birth, with
 //! [`rules::slave_from`] in phase Pending, once EC2 has named the instance it launched.
 
+pub mod brake;
 mod choices;
+pub mod intents;
+pub mod launch;
 pub mod rules;
 
 /// Where the lifecycle's lines have always been logged, so an operator's filter on
