@@ -9,8 +9,11 @@
 //! - [`events`]: event kinds and the notifier's dedup and rate limit;
 //! - [`metrics`]: datums, the bounded buffer, the fleet read-back's assembly;
 //! - [`lifecycle`]: a slave's phases, their deadlines and every change of phase, returned as
-//!   actions; whose an instance is, where a launch goes;
-//! - [`alarms`]: the alarm plan; [`sampler`]: the `/proc` and mod_status parsers.
+//!   actions; whose an instance is; a launch call by call (`launch`: where, how many, what a
+//!   failure means, which back-off); the launch journal's intents, what an open one means and
+//!   the ledger rebuilt from them (`intents`); the brake on a sync that keeps failing (`brake`);
+//! - [`alarms`]: the alarm plan; [`dashboard`]: the dashboard's body; [`sampler`]: the
+//!   `/proc` and mod_status parsers.
 
 pub use burst_model as model;
 
@@ -18,6 +21,7 @@ pub mod alarms;
 pub mod cap;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod events;
 pub mod lifecycle;
 pub mod metrics;
