@@ -540,14 +540,14 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         &self.history
     }
 
-    /// Keeps the policy's memory with the state. Written at once when the last scaling or the
-    /// last time slaves were needed changed (cooldowns must survive a restart); otherwise with
-    /// the next write.
-    pub fn keep_history(&mut self, h: &History, now: Timestamp) {
+    /// Updates the policy's memory, which the actuator keeps (its one copy) and writes with the
+    /// state: at once when the last scaling or the last time slaves were needed changed
+    /// (cooldowns must survive a restart); otherwise with the next write.
+    pub fn remember(&mut self, now: Timestamp, update: impl FnOnce(&mut History)) {
         let marks = |h: &History| (h.last_scale_out, h.last_scale_in, h.last_needed);
-        let changed = marks(h) != marks(&self.history);
-        self.history = h.clone();
-        if changed && !self.cfg.agent.dry_run {
+        let before = marks(&self.history);
+        update(&mut self.history);
+        if marks(&self.history) != before && !self.cfg.agent.dry_run {
             self.save_state(now, &mut Report::default());
         }
     }

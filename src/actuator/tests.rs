@@ -1277,11 +1277,9 @@ async fn a_first_start_with_no_instances_of_ours_is_not_blocked() {
 async fn the_policys_cooldowns_survive_a_restart() {
     let d = tempfile::tempdir().unwrap();
     let (fake, mut act) = setup(d.path());
-    let mut h = act.history().clone();
-    assert_eq!(h.last_scale_out, None);
+    assert_eq!(act.history().last_scale_out, None);
     let cfg = act.cfg.clone();
-    h.record(&cfg.policy, at(10), &decision(1));
-    act.keep_history(&h, at(10));
+    act.remember(at(10), |h| h.record(&cfg.policy, at(10), &decision(1)));
     drop(act);
     let again = Actuator::open(fake, &cfg, at(20)).unwrap();
     assert_eq!(again.history().last_scale_out, Some(at(10)));

@@ -184,9 +184,7 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
                 let lead = started.elapsed().as_secs() as i64;
                 d.lead_secs = Some(lead);
                 say(&format!("drill: {id} in service {lead} s after its launch"));
-                let mut h = a.history().clone();
-                h.record_lead(lead);
-                a.keep_history(&h, Timestamp::now());
+                a.remember(Timestamp::now(), |h| h.record_lead(lead));
             }
             Err(why) => {
                 let at = if phase == Phase::InService || phase == Phase::Terminating {

@@ -465,7 +465,9 @@ fn boottime() -> Duration {
 
 /// What the reconciler keeps between ticks.
 struct Tick {
-    history: History,
+    /// The policy's memory in a local dry run; with an actuator, the actuator keeps it (the
+    /// one copy, written to state.json with the ledger).
+    local_history: History,
     adopted: bool,
     last_read: Option<Timestamp>,
     fleet_metrics: BTreeMap<String, HostMetrics>,

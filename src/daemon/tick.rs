@@ -59,10 +59,9 @@ impl Master<'_> {
         actuator: Option<Actuator<C, H>>,
     ) -> Loop<C, H> {
         let tick = Tick {
-            // Cooldowns and the last scaling survive a restart.
-            history: actuator
-                .as_ref()
-                .map_or_else(History::new, |a| a.history().clone()),
+            // With an actuator, it keeps the policy's memory (state.json: cooldowns and the
+            // last scaling survive a restart); this one is a local dry run's.
+            local_history: History::new(),
             adopted: false,
             last_read: None,
             fleet_metrics: BTreeMap::new(),
@@ -104,10 +103,7 @@ impl Master<'_> {
             self.actuate_observe(a, &mut l.tick, now).await;
         }
         let ledger = l.ledger();
-        let decision = self.decide(&l.actuator, &ledger, &mut l.tick, now);
-        if let Some(a) = l.actuator.as_mut() {
-            a.keep_history(&l.tick.history, now);
-        }
+        let decision = self.decide(&mut l.actuator, &ledger, &mut l.tick, now);
         let observed = l.tick.adopted && l.tick.observed;
         if let (Some(a), true) = (l.actuator.as_mut(), observed) {
             let r = a.apply(&decision, now).await;
@@ -246,7 +242,7 @@ impl Master<'_> {
                             "slave {id} is in service");
                         // The forecast's lead time: launch to InService, measured.
                         if let Some(secs) = lead {
-                            tick.history.record_lead(secs);
+                            a.remember(now, |h| h.record_lead(secs));
                         }
                     }
                 }
@@ -388,7 +384,7 @@ impl Master<'_> {
 
     pub(super) fn decide<C: Cloud, H: HookRunner>(
         &self,
-        actuator: &Option<Actuator<C, H>>,
+        actuator: &mut Option<Actuator<C, H>>,
         ledger: &CapLedger,
         tick: &mut Tick,
         now: Timestamp,
@@ -442,17 +438,24 @@ impl Master<'_> {
                 .and_then(|a| a.content_source_missing().map(str::to_string)),
             evidence: tick.evidence.clone(),
         };
-        let decision = policy::decide(&self.cfg.policy, &obs, ledger, &tick.history, now);
+        let history = actuator
+            .as_ref()
+            .map_or(&tick.local_history, |a| a.history());
+        let decision = policy::decide(&self.cfg.policy, &obs, ledger, history, now);
         // A decision this tick will not carry out (the fleet could not be observed) starts no
         // cooldown: it is remembered as a hold with the same numbers.
         let carried_out = actuator.is_none() || (tick.adopted && tick.observed);
-        if carried_out {
-            tick.history.record(&self.cfg.policy, now, &decision);
+        let remembered = if carried_out {
+            decision.clone()
         } else {
-            let held = Decision::Hold {
+            Decision::Hold {
                 why: decision.explanation().clone(),
-            };
-            tick.history.record(&self.cfg.policy, now, &held);
+            }
+        };
+        let policy = &self.cfg.policy;
+        match actuator.as_mut() {
+            Some(a) => a.remember(now, |h| h.record(policy, now, &remembered)),
+            None => tick.local_history.record(policy, now, &remembered),
         }
         let why = decision.explanation();
         for r in &why.reasons {
@@ -602,13 +605,12 @@ impl Master<'_> {
             .collect();
         let mut cooldowns = Vec::new();
         let p = &self.cfg.policy;
+        let history = actuator
+            .as_ref()
+            .map_or(&tick.local_history, |a| a.history());
         for (what, last, d) in [
-            (
-                "scale-out",
-                tick.history.last_scale_out,
-                p.scale_out_cooldown,
-            ),
-            ("scale-in", tick.history.last_scale_in, p.scale_in_cooldown),
+            ("scale-out", history.last_scale_out, p.scale_out_cooldown),
+            ("scale-in", history.last_scale_in, p.scale_in_cooldown),
         ] {
             if let Some(t) = last {
                 let left = d.get().as_secs() as i64 - (now.as_second() - t.as_second());
