@@ -1,14 +1,17 @@
 //! A scale-out's launch, pure: whether it may go ([`gate`]) and, call by call, where to ask EC2
 //! and what its answer means ([`Launch`]). The executor sends each [`Call`] and reports what
-//! came back; it never chooses a subnet, a type, a count or a back-off itself.
+//! came back (the edge's classification of a failure, as a [`Failure`]); which subnet and type,
+//! which MinCount, whether another call follows, whether the intent failed or stays open, and
+//! which back-off starts are chosen here. (The cap ledger still has the last word on the count:
+//! the executor records each attempt before any call, and stops where the ledger refuses.)
 //!
 //! The rules: first ask for as many as EC2 can give (`MinCount` 1). No capacity in a zone: the
 //! next placement at once (each subnet with the configured type, then each fallback type), each
 //! once. EC2 gave fewer than asked: ask once more for the rest, all or nothing, and a refusal of
-//! that call means EC2 launched fewer, for sure. A refusal that took no effect (or a final one)
-//! ends the launch with nothing charged, backing off when EC2 had no capacity anywhere or
-//! refused for good. Any other failure may have launched: the intent stays open and its
-//! instances are found by their tag.
+//! that call means EC2 launched fewer, for sure. A refusal (nothing took effect) ends the launch
+//! with nothing charged, backing off when EC2 had no capacity anywhere or refused for good. Any
+//! other failure, final or not, may have launched: the intent stays open, its attempts stay
+//! charged, and its instances are found by their tag.
 
 use super::brake;
 use super::rules::{pick_placement, placements};
@@ -110,13 +113,14 @@ pub enum AfterFailure {
         next_subnet: Option<String>,
         next_type: Option<String>,
     },
-    /// Nothing was launched by this call, and no call follows: the intent failed (nothing
-    /// charged). `no_capacity_elsewhere` lists the placements that had no capacity before.
+    /// EC2 refused this call (nothing took effect) and no call follows: the intent failed,
+    /// nothing charged. `no_capacity_elsewhere` lists the placements that had no capacity before.
     Failed {
         back_off: Option<BackOff>,
         no_capacity_elsewhere: Vec<String>,
     },
-    /// The call may or may not have launched: the intent stays open at this call.
+    /// The call may or may not have launched (a timeout, a lost answer, a 5xx, or a final error
+    /// that is not a refusal): the intent stays open at this call.
     Unknown { open_call: u32 },
 }
 
@@ -203,7 +207,7 @@ impl Launch {
                 next_type,
             };
         }
-        if f.not_applied || !f.retryable {
+        if f.not_applied {
             let back_off = if f.capacity {
                 Some(BackOff::NoCapacity)
             } else if !f.retryable {
@@ -219,11 +223,6 @@ impl Launch {
         AfterFailure::Unknown {
             open_call: self.call,
         }
-    }
-
-    /// How many were asked for.
-    pub fn asked(&self) -> u32 {
-        self.n.max(self.got)
     }
 }
 
@@ -321,6 +320,34 @@ mod tests {
             retryable: true,
         };
         assert_eq!(l.failed(lost), AfterFailure::Unknown { open_call: 2 });
+        // A final error that is not a refusal (an odd status) may still have launched: open,
+        // never "failed, nothing charged".
+        let mut l = Launch::new("bi-z", 2, &subnets(), &[]);
+        l.next_call();
+        let odd = Failure {
+            capacity: false,
+            not_applied: false,
+            retryable: false,
+        };
+        assert_eq!(l.failed(odd), AfterFailure::Unknown { open_call: 1 });
+    }
+
+    #[test]
+    fn the_next_placement_still_asks_for_at_least_one_and_the_shortfall_call_ends_the_launch() {
+        let mut l = Launch::new("bi-w", 4, &subnets(), &[]);
+        let first = l.next_call().unwrap();
+        assert!(matches!(
+            l.failed(CAPACITY),
+            AfterFailure::NextPlacement { .. }
+        ));
+        let c = l.next_call().unwrap();
+        assert_eq!((c.call, c.min, c.max), (2, 1, 4));
+        assert_ne!(c.subnet, first.subnet);
+        assert!(!l.launched(2));
+        let c = l.next_call().unwrap();
+        assert_eq!((c.call, c.min, c.max), (3, 2, 2));
+        assert!(l.launched(2));
+        assert_eq!(l.next_call(), None);
     }
 
     #[test]
@@ -344,6 +371,33 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let until: jiff::Timestamp = "2026-12-06T12:00:00Z".parse().unwrap();
+        match gate(
+            3,
+            None,
+            None,
+            Some(("AccessDenied", until)),
+            brake::Gate::Open,
+            None,
+        ) {
+            LaunchGate::Held { why, brake: false } => {
+                assert!(
+                    why.contains("AccessDenied") && why.contains("12:00"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        match gate(
+            3,
+            Some("/var/www is empty"),
+            Some("cap not read back"),
+            None,
+            brake::Gate::Open,
+            None,
+        ) {
+            LaunchGate::Held { why, brake: false } => assert_eq!(why, "/var/www is empty"),
+            other => panic!("{other:?}"),
+        }
         match gate(
             3,
             None,
