@@ -156,7 +156,7 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     /// State from an agent before records: owner-tagged instances are claimed once, at the
     /// first adoption, and recorded.
     trust_tags_once: bool,
-    /// The brake on a content sync that keeps failing the same way (brake.rs).
+    /// The brake on a content sync that keeps failing the same way (burst-core's `lifecycle::brake`).
     brake: brake::SyncBrake,
     /// The content sources as last checked (a missing or empty one is never synced).
     sources: lifecycle::Sources,

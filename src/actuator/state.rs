@@ -50,8 +50,8 @@ struct OnDisk {
     /// ours. Tags only find instances; anyone with `ec2:CreateTags` can write them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     owned: Option<BTreeSet<String>>,
-    /// The brake on a content sync that keeps failing (brake.rs): kept across restarts, so a
-    /// crash loop cannot spend the cap on a broken sync.
+    /// The brake on a content sync that keeps failing (burst-core's `lifecycle::brake`): kept
+    /// across restarts, so a crash loop cannot spend the cap on a broken sync.
     #[serde(default, skip_serializing_if = "is_default")]
     sync_brake: SyncBrake,
     /// The agent's clock when last written (clock.rs): a restart in the same boot goes on from it.

@@ -1,4 +1,4 @@
-//! The EC2 and classic-ELB edge of the actuator: a small trait ([`Cloud`]) with the ten calls
+//! The EC2 and classic-ELB edge of the actuator: a small trait ([`Cloud`]) with the eleven calls
 //! the state machine needs, and its implementation on the shared [`Aws`] client layer.
 //! Every list call is one request whatever the fleet size (pagination aside), so the calls per
 //! steady-state tick do not grow with the slaves.
