@@ -173,9 +173,10 @@ pub fn load(
             let newer = FORMAT.decode::<OnDisk>(&bytes).is_err_and(|d| d.newer);
             let aside = disk.quarantine(&path, now.as_second());
             let mut error = vec![format!(
-                "{why}; kept aside as {aside:?}; {} ledger entr(y/ies) and {} launch intent(s) \
+                "{why}; kept aside as {}; {} ledger entr(y/ies) and {} launch intent(s) \
                  could still be read; launches stay blocked until the ledger is rebuilt from \
                  them and the instances' tags",
+                crate::fsutil::aside_text(&aside),
                 entries.len(),
                 intents.len()
             )];
@@ -303,8 +304,9 @@ fn legacy(
         Err(e) => {
             let aside = disk.quarantine(&jpath, now.as_second());
             error.push(format!(
-                "actuator journal unreadable, kept aside as {aside:?}; launches in flight are \
-                 recovered from instance tags: {e}"
+                "actuator journal unreadable, kept aside as {}; launches in flight are \
+                 recovered from instance tags: {e}",
+                crate::fsutil::aside_text(&aside)
             ));
             Journal::new()
         }
@@ -570,6 +572,9 @@ mod tests {
         assert_eq!(l.ledger.entries().len(), 1, "the readable entry is kept");
         assert_eq!(l.journal.intents.len(), 1);
         assert!(l.error[0].contains("1 ledger entr(y/ies) and 1 launch intent(s)"));
+        // The operator reads where the file went, as a path (not a Rust `Ok("...")`).
+        let aside = format!("kept aside as {}/state.json.corrupt-", d.path().display());
+        assert!(l.error[0].contains(&aside), "{}", l.error[0]);
         // What the unreadable entry counted is unknown: an operator must say.
         let repair = l.needs_repair.unwrap();
         assert!(

@@ -41,7 +41,7 @@ impl Events {
             Read::Missing => Notifier::default(),
             Read::Damaged(e) => {
                 let aside = fsutil::quarantine(&path, Timestamp::now().as_second());
-                tracing::warn!(path = %path.display(), moved_to = ?aside,
+                tracing::warn!(path = %path.display(), moved_to = %fsutil::aside_text(&aside),
                     "events.json is not the notifier's memory ({e}); set aside, starting \
                      afresh (a condition may be told once more)");
                 Notifier::default()

@@ -106,6 +106,15 @@ fn write_via(path: &Path, bytes: &[u8], suffix: &str) -> io::Result<()> {
     result
 }
 
+/// Where [`quarantine`] kept a file, for a log line or an error: its path, or why it is still
+/// where it was.
+pub fn aside_text(aside: &io::Result<PathBuf>) -> String {
+    match aside {
+        Ok(p) => p.display().to_string(),
+        Err(e) => format!("nowhere (it could not be moved: {e})"),
+    }
+}
+
 /// Moves a file that could not be read aside (`NAME.corrupt-<unix seconds>`), so a rebuilt one can
 /// take its place without losing what it held. Returns the new path. A symbolic link is moved
 /// as the link (rename never follows one), and never over anything already kept aside.
