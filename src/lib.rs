@@ -10,13 +10,13 @@ pub use burst_core::{cap, clock, events, model, policy, schedule};
 pub use burst_edge::{aws, fsutil, hooks, privilege, sampler, store, text};
 
 pub mod actuator;
-pub mod alarms;
 pub mod config;
 pub mod daemon;
-pub mod dashboard;
 pub mod faultsim;
 pub mod logging;
 pub mod metrics;
-pub mod preflight;
+pub mod ops;
 pub mod report;
 pub mod sim;
+// The operator's commands under the paths they have always had.
+pub use ops::{alarms, dashboard, preflight};

@@ -16,17 +16,17 @@
 //! A dry run with no AWS region or credentials runs on this host alone: it samples, decides
 //! and logs, and talks to no AWS API.
 
-mod drill;
 pub mod events;
 pub mod lock;
-mod ops;
+pub mod shutdown;
 pub mod status;
 mod tasks;
 mod tick;
 
-pub use drill::{drill, Drill};
-use ops::with_aws;
-pub use ops::{apply_alarms, apply_dashboard, preflight, repair, request_resume, RESUME_FILE};
+// The operator's commands (crate::ops) under the paths they have always had.
+pub use crate::ops::{
+    apply_alarms, apply_dashboard, drill, preflight, repair, request_resume, Drill, RESUME_FILE,
+};
 use tasks::{probe_loop, publisher_loop, sampler_loop, signal_loop};
 
 use crate::actuator::cloud::{AwsCloud, Cloud};
@@ -45,6 +45,7 @@ use crate::schedule;
 use events::Events;
 use jiff::Timestamp;
 use sd_notify::NotifyState;
+use shutdown::{Notice, Shutdown};
 use status::{DecisionLine, HostLine, SlaveLine, Snapshot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -97,7 +98,7 @@ fn notify(states: &[NotifyState]) {
 
 /// Decides whether this run talks to AWS. A dry run with no region or no credentials stays on
 /// this host; anything else must reach AWS (failures are then logged per call, and retried).
-async fn connect(cfg: &Config) -> Result<Option<Aws>, String> {
+pub(crate) async fn connect(cfg: &Config) -> Result<Option<Aws>, String> {
     if cfg.agent.dry_run && cfg.aws.endpoint_url.is_empty() && !region_hint(cfg) {
         // Not even loading the SDK keeps a local dry run small (no TLS roots, no clients).
         return Err(
@@ -140,7 +141,7 @@ fn region_hint(cfg: &Config) -> bool {
 /// name) and its EC2 instance id when it has one (the master's own instance is never a slave,
 /// whatever its tags say). Instance metadata is asked only when AWS is in use and no emulator
 /// endpoint is set.
-async fn identity(cfg: &Config, use_imds: bool) -> (String, Option<String>) {
+pub(crate) async fn identity(cfg: &Config, use_imds: bool) -> (String, Option<String>) {
     let ask_imds = use_imds && cfg.aws.endpoint_url.is_empty();
     let ec2_id = if ask_imds {
         let imds = aws_config::imds::Client::builder().build();
@@ -291,7 +292,7 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         "burst-agent {} starting", env!("CARGO_PKG_VERSION"));
 
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (shutdown_tx, shutdown_rx) = shutdown::channel();
     let (sample_tx, mut sample_rx) = watch::channel::<Option<HostSample>>(None);
     let shared = Shared {
         buffer: Arc::new(Mutex::new(Buffer::new(cfg.metrics.buffer_limit))),
@@ -342,8 +343,7 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
                 NotifyState::Ready,
                 NotifyState::Status("reporting this host's samples"),
             ]);
-            let mut rx = shutdown_rx.clone();
-            let _ = rx.wait_for(|s| *s).await;
+            shutdown_rx.clone().recv().await;
             Ok(())
         }
         Role::Master => {
@@ -383,7 +383,7 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
 
 /// Creates the state directory. A dry run that cannot use it (say, not root, first try)
 /// falls back to a private temporary one; a real run stops with the error.
-fn prepare_state_dir(cfg: &mut Config) -> Result<PathBuf, DaemonError> {
+pub(crate) fn prepare_state_dir(cfg: &mut Config) -> Result<PathBuf, DaemonError> {
     let dir = cfg.agent.state_dir.clone();
     let probe = dir.join(".write-test");
     let usable = std::fs::create_dir_all(&dir)
@@ -430,7 +430,7 @@ fn private_dir(dir: &std::path::Path, uid: u32) -> std::io::Result<()> {
 struct Master<'a> {
     cfg: Config,
     cfg_rx: watch::Receiver<Arc<Config>>,
-    shutdown_rx: watch::Receiver<bool>,
+    shutdown_rx: Shutdown,
     sample_rx: watch::Receiver<Option<HostSample>>,
     probe_rx: watch::Receiver<Vec<ProbeResult>>,
     aws: Option<Aws>,

@@ -6,7 +6,7 @@ use super::*;
 pub(super) async fn sampler_loop(
     mut sampler: Sampler,
     cfg_rx: watch::Receiver<Arc<Config>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
     tx: watch::Sender<Option<HostSample>>,
     buffer: Option<Arc<Mutex<Buffer>>>,
     instance_id: String,
@@ -67,7 +67,7 @@ pub(super) async fn sampler_loop(
         let _ = tx.send(Some(sample));
         tokio::select! {
             _ = tokio::time::sleep(cfg.sampling.interval.get().saturating_sub(t.elapsed())) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.recv() => return,
         }
     }
 }
@@ -77,7 +77,7 @@ pub(super) async fn sampler_loop(
 /// told when it ends, not every round.
 pub(super) async fn probe_loop(
     cfg_rx: watch::Receiver<Arc<Config>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
     tx: watch::Sender<Vec<ProbeResult>>,
     buffer: Option<Arc<Mutex<Buffer>>>,
 ) {
@@ -91,7 +91,7 @@ pub(super) async fn probe_loop(
             // Shutdown does not wait for a round of slow URLs (the thread ends on its own).
             let round = tokio::select! {
                 r = tokio::task::spawn_blocking(move || prober.round()) => r,
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = shutdown.recv() => return,
             };
             let Ok(round) = round else {
                 tracing::error!("the probe thread panicked; stopping the probe");
@@ -125,7 +125,7 @@ pub(super) async fn probe_loop(
         let wait = s.probe_interval.get().saturating_sub(started.elapsed());
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.recv() => return,
         }
     }
 }
@@ -133,14 +133,14 @@ pub(super) async fn probe_loop(
 pub(super) async fn publisher_loop(
     aws: Aws,
     cfg_rx: watch::Receiver<Arc<Config>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
     buffer: Arc<Mutex<Buffer>>,
 ) {
     loop {
         let cfg = cfg_rx.borrow().clone();
         let stop = tokio::select! {
             _ = tokio::time::sleep(cfg.metrics.publish_interval.get()) => false,
-            _ = shutdown.wait_for(|s| *s) => true,
+            _ = shutdown.recv() => true,
         };
         let namespace = cfg.metrics.namespace_for(&cfg.agent.group);
         let flush = cloudwatch::flush(&aws, &namespace, cfg.metrics.storage_resolution, &buffer);
@@ -165,7 +165,7 @@ pub(super) async fn publisher_loop(
 pub(super) async fn signal_loop(
     opts: RunOptions,
     cfg_tx: watch::Sender<Arc<Config>>,
-    shutdown_tx: watch::Sender<bool>,
+    shutdown_tx: Notice,
     sync_requested: Arc<AtomicBool>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -190,7 +190,7 @@ pub(super) async fn signal_loop(
             }
         };
         match stop {
-            Some(sig) if *shutdown_tx.borrow() => {
+            Some(sig) if shutdown_tx.sent() => {
                 tracing::error!(
                     "{sig} again: forcing exit now; state on disk is what the last \
                     completed step wrote, and the next start reconciles it"
@@ -201,7 +201,7 @@ pub(super) async fn signal_loop(
                 tracing::info!(
                     "{sig}: stopping; in-flight steps finish first (send it again to force)"
                 );
-                let _ = shutdown_tx.send(true);
+                shutdown_tx.send();
             }
             None => {
                 notify(&[NotifyState::Reloading]);

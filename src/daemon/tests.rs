@@ -105,7 +105,7 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
     // A first start: CloudWatch's copy of today's count says nothing was launched.
     act.cap_read_back(Ok(None), at(0));
     let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
-    let (_stop_tx, shutdown_rx) = watch::channel(false);
+    let (_stop_tx, shutdown_rx) = super::shutdown::channel();
     let (sample_tx, sample_rx) = watch::channel(Some(saturated(at(0))));
     let shared = Shared {
         buffer: Arc::new(Mutex::new(Buffer::new(1000))),

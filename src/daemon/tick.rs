@@ -47,7 +47,7 @@ impl Master<'_> {
             let wait = self.cfg.policy.evaluation_interval.get();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.shutdown_rx.wait_for(|s| *s) => break,
+                _ = self.shutdown_rx.recv() => break,
             }
         }
         self.stop(&mut l).await;

@@ -10,8 +10,13 @@
 
 use super::*;
 use crate::actuator::Phase;
+use crate::daemon::*;
+use crate::metrics::cloudwatch;
+use crate::policy::{self, Decision};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 use std::time::Instant;
 
 /// What the drill did.

@@ -1,11 +1,30 @@
-//! The operator's one-off commands that need AWS (`repair`, `alarms --apply`, `preflight`,
-//! `dashboard --apply`) and `resume`; `drill` is in drill.rs.
+//! The operator's commands, beside the daemon: the one-off ones that need AWS (`repair`,
+//! `alarms --apply`, `preflight`, `dashboard --apply`), `resume`, and `drill` (drill.rs). Each
+//! opens what it needs (a one-off runtime, the AWS client, the state directory's lock) and
+//! carries out what the core and the actuator decide.
+//!
+//! - [`alarms`]: puts burst-core's alarm plan; [`dashboard`]: puts its dashboard body;
+//! - [`preflight`]: this host's and the account's checks before the first burst;
+//! - `drill.rs`: one slave through its whole life, each phase timed.
 
-use super::*;
+pub mod alarms;
+pub mod dashboard;
+mod drill;
+pub mod preflight;
+
+pub use drill::{drill, Drill};
+
+use crate::actuator::cloud::AwsCloud;
+use crate::actuator::Actuator;
+use crate::aws::Aws;
+use crate::config::Config;
+use crate::daemon::{connect, identity, lock, prepare_state_dir, DaemonError};
+use jiff::Timestamp;
+use std::path::PathBuf;
 
 /// Runs `f` on a one-off runtime with the AWS client of `cfg` (an operator's command: never a
 /// dry run, so AWS must be reachable).
-pub(super) fn with_aws<T, F, Fut>(cfg: Config, what: &str, f: F) -> Result<T, DaemonError>
+pub(crate) fn with_aws<T, F, Fut>(cfg: Config, what: &str, f: F) -> Result<T, DaemonError>
 where
     F: FnOnce(Config, Aws) -> Fut,
     Fut: std::future::Future<Output = Result<T, DaemonError>>,
