@@ -80,7 +80,7 @@ pub struct Seen {
 impl Seen {
     /// When a stopped instance's run ended, at the latest: `stopped_by`, else now (never
     /// before its launch). `None` while it may run.
-    pub fn ended_by(&self, now: Timestamp) -> Option<Timestamp> {
+    pub(crate) fn ended_by(&self, now: Timestamp) -> Option<Timestamp> {
         self.stopped.then(|| {
             self.stopped_by
                 .map_or(now, |t| t.min(now))

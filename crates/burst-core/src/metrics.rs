@@ -122,7 +122,7 @@ impl Datum {
     }
 
     /// Bytes this datum adds to a Query-protocol request body, generously rounded up.
-    pub fn encoded_size_estimate(&self) -> usize {
+    pub(crate) fn encoded_size_estimate(&self) -> usize {
         let dims: usize = self
             .dims
             .iter()

@@ -107,7 +107,7 @@ pub fn next(plans: &[Plan], tz: &TimeZone, now: Timestamp) -> Option<Window> {
 /// Days on which the schedule may need more distinct slaves than the cap allows: every window
 /// that opens on a local day counted in full (its slaves may have been released between two
 /// windows), within the next `days` days. Each: (day, instances, names).
-pub fn over_cap(
+pub(crate) fn over_cap(
     plans: &[Plan],
     tz: &TimeZone,
     daily_limit: u32,

@@ -82,7 +82,7 @@ const SERVER_CODES: &[&str] = &[
 
 /// Whether a service error code (with its HTTP status) may pass if the call is made again, and
 /// whether the service refused it so that nothing took effect.
-pub fn classify_code(code: &str, status: u16) -> (bool, bool) {
+pub(crate) fn classify_code(code: &str, status: u16) -> (bool, bool) {
     use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
     let throttled = THROTTLING_ERRORS.contains(&code);
     let retryable = status >= 500
@@ -100,7 +100,7 @@ pub fn classify_code(code: &str, status: u16) -> (bool, bool) {
 }
 
 /// Sorts a failed SDK call into retryable or final, keeping the service's code and message.
-pub fn classify<E>(op: &'static str, err: &SdkError<E, HttpResponse>) -> AwsError
+pub(crate) fn classify<E>(op: &'static str, err: &SdkError<E, HttpResponse>) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error,
 {
@@ -173,7 +173,8 @@ impl CallStats {
         self.ops.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn total_calls(&self) -> u64 {
+    #[cfg(test)]
+    fn total_calls(&self) -> u64 {
         self.snapshot().values().map(|s| s.calls).sum()
     }
 }

@@ -167,7 +167,7 @@ fn parse_ts(s: &str) -> Option<Timestamp> {
 }
 
 /// "User initiated (2026-11-25 09:16:37 UTC)" / "(… GMT)" → the timestamp in it.
-pub fn transition_time(reason: &str) -> Option<Timestamp> {
+pub(crate) fn transition_time(reason: &str) -> Option<Timestamp> {
     let inner = reason.rsplit_once('(')?.1.strip_suffix(')')?;
     let inner = inner
         .strip_suffix(" UTC")

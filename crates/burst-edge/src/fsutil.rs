@@ -48,7 +48,7 @@ fn no_follow() -> i32 {
 
 /// Reads a whole file, refusing a symbolic link in its place (as the last component; the
 /// state directory itself may be a link an operator made).
-pub fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
+pub(crate) fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(no_follow())

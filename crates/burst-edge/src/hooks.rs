@@ -9,7 +9,7 @@
 //!   placeholders as `BURST_AGENT_*`; never the agent's own (AWS credentials included).
 //! - A failed attempt whose stderr says why in words an operator knows (ssh's host-key, key and
 //!   connection errors, rsync's unreadable document root) gets a `fix:` naming the file or host
-//!   and what to do ([`diagnose`]).
+//!   and what to do (`diagnose_line`).
 //! - stdout and stderr go to the log line by line (bounded, non-UTF-8 shown lossily).
 //! - Each attempt has a timeout; a hung hook is killed with its whole process group (rsync's
 //!   ssh child included), and so is anything a finished hook left behind.
@@ -69,7 +69,7 @@ pub const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /// `BURST_AGENT_HOOK`. Nothing else of the agent's environment reaches a hook: not its AWS
 /// credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), not
 /// `NOTIFY_SOCKET`, not `RUST_LOG`.
-pub fn hook_env(hook: &str, vars: &HookVars) -> Vec<(String, String)> {
+pub(crate) fn hook_env(hook: &str, vars: &HookVars) -> Vec<(String, String)> {
     let home = std::env::var("HOME")
         .ok()
         .filter(|h| h.starts_with('/'))
@@ -169,7 +169,7 @@ pub enum HookError {
     Failed {
         status: String,
         stderr: Vec<String>,
-        /// What the operator should do, when stderr said why ([`diagnose`]).
+        /// What the operator should do, when stderr said why (`diagnose_line`).
         fix: Option<String>,
     },
     #[error("still running after {after:?}; killed with its process group")]
@@ -200,7 +200,7 @@ fn safe_value(v: &str) -> bool {
 }
 
 /// The argv with every placeholder replaced, each inside its own argument.
-pub fn expand(argv: &[String], vars: &HookVars) -> Result<Vec<String>, HookError> {
+pub(crate) fn expand(argv: &[String], vars: &HookVars) -> Result<Vec<String>, HookError> {
     substitute(argv, |index, arg, name| {
         let value = vars
             .get(name)
@@ -286,7 +286,7 @@ impl EventVars {
 
 /// The `on_event` argv: any value may stand in an argument (no shell ever reads it), empty ones
 /// included.
-pub fn expand_event(argv: &[String], vars: &EventVars) -> Result<Vec<String>, HookError> {
+pub(crate) fn expand_event(argv: &[String], vars: &EventVars) -> Result<Vec<String>, HookError> {
     substitute(argv, |index, arg, name| {
         vars.get(name)
             .map(str::to_string)
@@ -498,7 +498,7 @@ struct Drained {
     skipped: usize,
 }
 
-/// Logs a stream line by line; returns the last few lines and the best [`diagnose`] of all of
+/// Logs a stream line by line; returns the last few lines and the best `diagnose_line` of all of
 /// them (for stderr's error message).
 /// Reads one line into `buf`, at most `max` bytes of it: the rest of a longer line is read and
 /// dropped, so memory stays bounded whatever a hook prints (a binary dump with no newline
@@ -540,7 +540,7 @@ async fn read_line_bounded<R: AsyncBufRead + Unpin>(
 /// Logs a hook's stream line by line, each line bounded and shown with its control characters
 /// escaped ([`crate::text::printable`]: a slave's words relayed through ssh or rsync never
 /// reach a terminal, the journal, `status` or an event as escape sequences); returns the last
-/// few lines and the best [`diagnose`] of all of them (for stderr's error message).
+/// few lines and the best `diagnose_line` of all of them (for stderr's error message).
 async fn drain<R: AsyncRead + Unpin>(
     stream: R,
     hook: String,
@@ -690,7 +690,10 @@ pub fn check_source(dir: &std::path::Path, sentinel: Option<&str>) -> Result<(),
 /// The fix for a failed hook, from what its stderr said: the most specific line wins (a missing
 /// key file explains the "Permission denied (publickey)" after it). `None` when no line is one
 /// an operator is known to meet (ssh's and rsync's own words, OpenSSH 9 and rsync 3.2).
-pub fn diagnose(stderr: &[String], vars: &HookVars) -> Option<String> {
+/// `drain` ranks a running hook's lines the same way as they come; this is the whole-output
+/// form its tests use.
+#[cfg(test)]
+fn diagnose(stderr: &[String], vars: &HookVars) -> Option<String> {
     let mut best: Option<(u8, String)> = None;
     for line in stderr {
         if let Some((rank, f)) = diagnose_line(line, vars) {

@@ -27,7 +27,7 @@ pub struct DirOwner {
 
 /// The owner of `dir` (following a link that is `dir` itself: an operator may have moved the
 /// state directory and linked it).
-pub fn owner_of(dir: &Path) -> std::io::Result<DirOwner> {
+pub(crate) fn owner_of(dir: &Path) -> std::io::Result<DirOwner> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(dir)?;
     Ok(DirOwner {

@@ -92,7 +92,7 @@ impl Format {
 
     /// `value` with this format's version first, then its own fields in their order, pretty,
     /// one line feed at the end.
-    pub fn encode<T: Serialize>(&self, value: &T) -> io::Result<Vec<u8>> {
+    pub(crate) fn encode<T: Serialize>(&self, value: &T) -> io::Result<Vec<u8>> {
         #[derive(Serialize)]
         struct Versioned<'a, T> {
             version: u32,

@@ -81,7 +81,7 @@ impl Config {
     /// conffile) keeps running: `alarms.memory_used_ratio` becomes `memory_used_percent` when
     /// that is not written. [`Config::deprecations`] says so; both written and disagreeing is
     /// a problem (validate).
-    pub fn carry_renamed_keys(&mut self) {
+    pub(crate) fn carry_renamed_keys(&mut self) {
         if let Some(r) = self.alarms.memory_used_ratio {
             if self.alarms.memory_used_percent == AlarmsConfig::default().memory_used_percent {
                 self.alarms.memory_used_percent = percent_of(r);

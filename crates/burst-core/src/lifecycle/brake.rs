@@ -79,7 +79,7 @@ pub enum Change {
 /// `None` for the runner's own timeout (the hook was killed): one slow slave, not a broken
 /// set-up. An ssh `Connection timed out` is a failure like any other (a security group that
 /// blocks port 22 fails every slave the same way).
-pub fn cause_of(error: &str) -> Option<String> {
+pub(crate) fn cause_of(error: &str) -> Option<String> {
     if error.starts_with("still running after") {
         return None;
     }

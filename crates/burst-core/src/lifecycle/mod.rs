@@ -112,7 +112,7 @@ pub struct Plan {
 }
 
 /// The one way a slave enters a phase: logged with the time it spent in the last one.
-pub fn enter(s: &mut Slave, phase: Phase, now: Timestamp) {
+pub(crate) fn enter(s: &mut Slave, phase: Phase, now: Timestamp) {
     tracing::info!(target: LOG_TARGET, instance_id = %s.id, from = ?s.phase, to = ?phase,
         secs_in_phase = age(now, s.since), "slave {}: {:?} -> {phase:?}", s.id, s.phase);
     s.phase = phase;

@@ -106,7 +106,7 @@ pub fn ownership(
 /// Where RunInstances call `call` (1-based) of intent `intent` goes: its subnet, and its
 /// instance type (`None`: the configured one). Each type is tried in every subnet before the
 /// next type in `fallbacks`. The same (intent, call) always gives the same placement.
-pub fn pick_placement(
+pub(crate) fn pick_placement(
     subnets: &[String],
     fallbacks: &[String],
     intent: &str,
@@ -131,7 +131,7 @@ pub fn placements(subnets: &[String], fallbacks: &[String]) -> usize {
 /// start in different subnets (spreading slaves over zones), and each further call of one
 /// intent moves to the next subnet, so a zone out of capacity is left, not asked again. The
 /// same (intent, call) always gives the same subnet, as a client token's retry must.
-pub fn pick_subnet(subnets: &[String], intent: &str, call: u32) -> Option<String> {
+pub(crate) fn pick_subnet(subnets: &[String], intent: &str, call: u32) -> Option<String> {
     if subnets.is_empty() {
         return None;
     }
@@ -144,7 +144,7 @@ pub fn pick_subnet(subnets: &[String], intent: &str, call: u32) -> Option<String
 pub const HOOK_GRACE_SECS: i64 = 120;
 
 /// The longest a hook can take: every attempt to its timeout, and the delays between.
-pub fn hook_budget(h: &Hook) -> i64 {
+pub(crate) fn hook_budget(h: &Hook) -> i64 {
     let tries = i64::from(h.retries) + 1;
     h.timeout
         .whole_secs()
@@ -185,7 +185,7 @@ pub fn deadline(phase: Phase, cfg: &Config) -> Option<i64> {
 /// since when it left the ELB is not known (the tag was written before). A stopped or stopping
 /// one tagged `burst-agent:pooled-since` is in the warm pool; any other stopped one comes back
 /// Pending and is failed by the caller (stopped outside the agent).
-pub fn phase_of(i: &InstanceInfo, member: Option<MemberState>) -> Phase {
+pub(crate) fn phase_of(i: &InstanceInfo, member: Option<MemberState>) -> Phase {
     if i.pooled_since.is_some() && member.is_none() {
         match i.state {
             InstanceState::Stopped => return Phase::Stopped,

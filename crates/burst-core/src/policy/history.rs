@@ -163,7 +163,7 @@ impl History {
     /// it; and a slave joining starts the series afresh, so what a host adds by itself (its
     /// baseline, a clipped busy ratio) is never read as growth. `None` with fewer than four
     /// points or less than a third of the window covered. At most 40 points are used.
-    pub fn trend(
+    pub(crate) fn trend(
         &self,
         signal: Signal,
         now: Timestamp,
@@ -214,7 +214,7 @@ impl History {
 
     /// Seconds the slave that makes the fleet `level` strong has been unneeded: since raw
     /// desired was last at least `level` (`i64::MAX` if never).
-    pub fn unneeded_for(&self, level: u32, now: Timestamp) -> i64 {
+    pub(crate) fn unneeded_for(&self, level: u32, now: Timestamp) -> i64 {
         level
             .checked_sub(1)
             .and_then(|i| self.needed_at.get(i as usize))
@@ -222,12 +222,12 @@ impl History {
     }
 
     /// Slaves released since the fleet was last wholly needed, beyond the warm pool's room.
-    pub fn released_beyond_pool(&self) -> u32 {
+    pub(crate) fn released_beyond_pool(&self) -> u32 {
         self.released_beyond_pool
     }
 
     /// Instance-seconds spent keeping unneeded slaves on the cap day that holds `now`.
-    pub fn kept_today(&self, now: Timestamp) -> i64 {
+    pub(crate) fn kept_today(&self, now: Timestamp) -> i64 {
         match self.kept_day_ends {
             Some(end) if now < end => self.kept_secs,
             _ => 0,
@@ -235,7 +235,7 @@ impl History {
     }
 
     /// Recommendations made after `since` (exclusive), newest last.
-    pub fn recommendations_after(&self, since: i64) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn recommendations_after(&self, since: i64) -> impl Iterator<Item = u32> + '_ {
         self.recommendations
             .iter()
             .rev()
@@ -245,7 +245,7 @@ impl History {
 
     /// When the current run of utilization samples satisfying `pred` began, counting `current`
     /// (taken now) as the newest sample; `None` if `current` does not satisfy it.
-    pub fn streak_start(
+    pub(crate) fn streak_start(
         &self,
         now: Timestamp,
         current: Option<f64>,
