@@ -158,6 +158,16 @@ pub struct Explanation {
     pub released_beyond_pool: u32,
 }
 
+/// A [`Decision`]'s variant without its data, named as serde names the decision's `action`
+/// tag (both `rename_all = "snake_case"`; a test holds them together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    Hold,
+    ScaleOut,
+    ScaleIn,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Decision {
@@ -208,11 +218,17 @@ impl Decision {
             | Decision::ScaleIn { why, .. } => why,
         }
     }
+    /// What it does, by the name serde gives it (its `action` tag in JSON): the logs'
+    /// `action` field and the JSON cannot disagree.
     pub fn action(&self) -> &'static str {
+        crate::model::name_of(&self.kind())
+    }
+
+    pub fn kind(&self) -> DecisionKind {
         match self {
-            Decision::Hold { .. } => "hold",
-            Decision::ScaleOut { .. } => "scale_out",
-            Decision::ScaleIn { .. } => "scale_in",
+            Decision::Hold { .. } => DecisionKind::Hold,
+            Decision::ScaleOut { .. } => DecisionKind::ScaleOut,
+            Decision::ScaleIn { .. } => DecisionKind::ScaleIn,
         }
     }
     /// The reason codes, for log fields and tests.

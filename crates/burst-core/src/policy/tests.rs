@@ -1338,3 +1338,29 @@ fn a_master_hotter_than_its_slaves_asks_for_the_hosts_that_cool_it() {
     let d = run(&cfg(), &fleet(0.9, vec![]));
     assert!(!has(&d, "MasterBound"), "{d}");
 }
+
+#[test]
+fn a_decisions_action_in_the_logs_is_its_action_tag_in_json() {
+    let why = run(&cfg(), &fleet(0.5, in_service(1, 0.5)))
+        .explanation()
+        .clone();
+    for d in [
+        Decision::Hold { why: why.clone() },
+        Decision::ScaleOut {
+            count: 2,
+            why: why.clone(),
+        },
+        Decision::ScaleIn {
+            instances: vec!["i-1".into()],
+            why,
+        },
+    ] {
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["action"].as_str(), Some(d.action()), "{json}");
+    }
+    // The name operators filter logs by.
+    assert_eq!(
+        run(&cfg(), &fleet(0.9, in_service(2, 0.9))).action(),
+        "scale_out"
+    );
+}
