@@ -2,7 +2,9 @@
 //! `state.json` with the cap ledger. The journal itself (its intents, what an open one means,
 //! the ledger rebuilt from it) is burst-core's `lifecycle::intents`.
 
-use crate::fsutil::{Disk, RealDisk};
+use crate::fsutil::Disk;
+#[cfg(test)]
+use crate::fsutil::RealDisk;
 pub use burst_core::lifecycle::intents::{Intent, Journal, Outcome};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -34,7 +36,9 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
 }
 
 /// A missing file is `None`; anything unreadable is an error naming the file and the place in
-/// it (the caller keeps the file aside and relies on the tags).
+/// it (the caller keeps the file aside and relies on the tags). The agent reads through
+/// [`load_from`]; this is its tests' way in.
+#[cfg(test)]
 pub fn load(path: &Path) -> Result<Option<Journal>, JournalError> {
     load_from(&RealDisk, path)
 }
@@ -64,7 +68,9 @@ pub fn load_from(disk: &dyn Disk, path: &Path) -> Result<Option<Journal>, Journa
     Ok(Some(Journal::with(j.intents)))
 }
 
-/// Writes `journal` in the old form (tests of the upgrade write what an old agent left).
+/// Writes `journal` in the old form (tests of the upgrade write what an old agent left; no
+/// agent writes journal.json any more).
+#[cfg(test)]
 pub fn save(journal: &Journal, path: &Path) -> Result<(), JournalError> {
     let file = File {
         version: VERSION,
