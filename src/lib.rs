@@ -5,9 +5,9 @@
 //! observes and acts: AWS, hooks, files, the daemon, the CLI.
 
 // The pure core under the paths the agent has always used.
-pub use burst_core::{cap, clock, events, model, policy, schedule};
+pub use burst_core::{cap, clock, events, lease, model, policy, schedule};
 // The edge (AWS, CloudWatch, hooks, the sampler, files) under the same paths.
-pub use burst_edge::{aws, fsutil, hooks, privilege, sampler, store, text};
+pub use burst_edge::{aws, fsutil, hooks, privilege, sampler, store, table, text};
 
 pub mod actuator;
 pub mod config;

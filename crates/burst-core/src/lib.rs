@@ -7,6 +7,7 @@
 //! - [`cap`]: the daily burst-cap ledger by local calendar day;
 //! - [`schedule`]: planned bursts; [`clock`]: the agent's time that cannot jump;
 //! - [`events`]: event kinds and the notifier's dedup and rate limit;
+//! - [`lease`]: one agent acts for a site at a time: renewal, lapse, standby and takeover;
 //! - [`metrics`]: datums, the bounded buffer, the fleet read-back's assembly;
 //! - [`lifecycle`]: a slave's phases, their deadlines and every change of phase, returned as
 //!   actions; whose an instance is; a launch call by call (`launch`: where, how many, what a
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod events;
+pub mod lease;
 pub mod lifecycle;
 pub mod metrics;
 pub mod policy;

@@ -198,6 +198,8 @@ pub struct Aws {
     pub elb: aws_sdk_elasticloadbalancing::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub sns: aws_sdk_sns::Client,
+    /// The shared guarantee table (`ledger.table`, table.rs).
+    pub dynamodb: aws_sdk_dynamodb::Client,
     limiter: Arc<DefaultDirectRateLimiter>,
     call_timeout: Duration,
     stats: Arc<CallStats>,
@@ -247,6 +249,7 @@ impl Aws {
             elb: aws_sdk_elasticloadbalancing::Client::new(sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
             sns: aws_sdk_sns::Client::new(sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(per_second))),
             call_timeout: cfg.call_timeout.get(),
             stats: Arc::new(CallStats::default()),

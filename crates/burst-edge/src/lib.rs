@@ -9,6 +9,8 @@
 //! - [`sampler`]: /proc, sysinfo, statvfs, mod_status over HTTP, and the liveness probe;
 //! - [`fsutil`]: crash-safe writes to the state directory behind the `Disk` trait;
 //! - [`store`]: one versioned JSON file (state, events, status): version, checks, atomic write;
+//! - [`table`]: the site's guarantee in the shared DynamoDB table: the day's units, launch
+//!   records and the lease;
 //! - [`privilege`]: a root `status` or `repair` becoming the state directory's owner;
 //! - [`text`]: what a slave or a hook wrote, made safe to print.
 //!
@@ -27,4 +29,5 @@ pub mod privilege;
 pub mod runner;
 pub mod sampler;
 pub mod store;
+pub mod table;
 pub mod text;

@@ -59,6 +59,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub policy: PolicyConfig,
     pub cap: CapConfig,
+    pub ledger: LedgerConfig,
     pub fleet: FleetConfig,
     pub elb: ElbConfig,
     pub hooks: HooksConfig,
@@ -561,6 +562,28 @@ impl Default for CapConfig {
             daily_limit: 7,
             time_zone: "Asia/Tokyo".into(),
             daily_instance_hours: 0.0,
+        }
+    }
+}
+
+/// `[ledger]`: the site's guarantee in a shared DynamoDB table (docs/configuration.md#ledger):
+/// the day's units, every launch's record and the lease that lets one agent act for the site.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// The table's name (`burst-agent table create NAME` makes it). Empty: no table, which only
+    /// a dry run, `simulate` and `faultsim` may run without.
+    pub table: String,
+    /// How long one renewal of the lease lets its holder act. A standby takes over a lease it
+    /// has seen unchanged for this long plus `aws.call_timeout`.
+    pub lease_duration: Dur,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            table: String::new(),
+            lease_duration: Dur::secs(30),
         }
     }
 }

@@ -195,6 +195,7 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     check_metrics(&mut c, cfg);
     check_policy(&mut c, cfg);
     check_cap(&mut c, cfg);
+    check_ledger(&mut c, cfg, acting);
     check_fleet(&mut c, cfg, acting);
     check_elb(&mut c, cfg, acting);
     check_hooks(&mut c, cfg);
@@ -613,6 +614,37 @@ fn check_cap(c: &mut Checks, cfg: &Config) {
             )
         },
     );
+}
+
+/// `[ledger]`: a live master spends the guarantee only through the shared table.
+fn check_ledger(c: &mut Checks, cfg: &Config, acting: bool) {
+    let l = &cfg.ledger;
+    if l.table.is_empty() {
+        c.require(!acting, "ledger.table", || {
+            "ledger.table must name the site's DynamoDB table for a master that is not in dry \
+             run: the day's burst units and the lease live there, so a copy of this host or a \
+             restored state directory cannot spend them again. Create it once per account with \
+             `burst-agent table create burst-agent` (as an operator, not the master's role), \
+             then set table = \"burst-agent\""
+                .into()
+        });
+    } else {
+        // DynamoDB's rule for table names.
+        c.require(
+            (3..=255).contains(&l.table.len())
+                && l.table
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.')),
+            "ledger.table",
+            || {
+                format!(
+                    "ledger.table must be 3-255 characters of letters, digits and _-. (got {:?})",
+                    l.table
+                )
+            },
+        );
+    }
+    c.duration("ledger.lease_duration", l.lease_duration, 10 * SEC, HOUR);
 }
 
 /// `[fleet]`.
