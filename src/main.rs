@@ -22,6 +22,13 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum TableAction {
+    /// Create the table NAME: on-demand, deletion protection, point-in-time recovery, TTL on
+    /// `expires_at`. An existing table is left as it is.
+    Create { name: String },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Parse and validate a config file; print every problem; exit 1 if there is any.
     CheckConfig {
@@ -72,6 +79,19 @@ enum Command {
         /// Give up after this long.
         #[arg(long, default_value = "10s", value_parser = parse_every)]
         timeout: std::time::Duration,
+    },
+    /// The account's ledger table (`ledger.table`), where every site's burst units, launch
+    /// records and lease live. Run once per account as an operator (not the master's role).
+    Table {
+        #[command(subcommand)]
+        action: TableAction,
+    },
+    /// Take the site's lease from the agent that holds it, for an operator who knows the old
+    /// master is gone: this host's running agent (or its next start) acts for the site.
+    Takeover {
+        /// Do it (without: say who holds the lease and what this would do).
+        #[arg(long)]
+        yes: bool,
     },
     /// Release the brake on launches after fixing what broke the content sync (the running
     /// agent picks it up at its next tick; `systemctl reload burst-agent` does the same).
@@ -288,6 +308,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Table {
+            action: TableAction::Create { name },
+        } => {
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            let created = burst_agent::daemon::create_table(cfg, &name)
+                .context("burst-agent table create")?;
+            println!(
+                "{} {name}: set `table = \"{name}\"` under [ledger] in every master's config",
+                if created {
+                    "created the ledger table"
+                } else {
+                    "the ledger table is there already, left as it is:"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Takeover { yes } => {
+            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "takeover")
+                .map_err(anyhow::Error::msg)?;
+            for line in burst_agent::daemon::takeover(cfg, yes).context("burst-agent takeover")? {
+                println!("{line}");
+            }
+            Ok(if yes { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
         Command::Resume => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;

@@ -1093,3 +1093,175 @@ fn a_serving_slave_that_never_reports_is_named_silent_until_its_reporter_runs() 
     agent.signal(Sig::TERM);
     assert!(agent.wait_exit(30).success(), "{}", agent.tail());
 }
+
+/// Issue 28: a copy of the master (a test environment built from a snapshot of production
+/// while it runs) boots with the same config and a copy of its state directory, its own
+/// instance id and its own document root (a staging copy), while the first master runs and
+/// both are busy. The site's lease keeps the copy on standby: in all, no more than the day's
+/// cap is launched, the copy pushes no content anywhere, and its `status` names the holder.
+#[test]
+fn a_copy_of_the_master_with_a_copied_state_directory_stands_by_and_spends_nothing() {
+    let w = World::new();
+    let mut cfg = w.config("copy");
+    cfg.cap.daily_limit = 3;
+    cfg.policy.max_slaves = 6;
+    cfg.policy.max_step_out = 2;
+    w.create_elb(&cfg.elb.name);
+    let path = w.write_config("master.toml", &cfg);
+    let mut master = AgentProc::start(&path, &[], &w.dir.path().join("master.log"));
+    master.wait_log("the master holds the lease", 60, |v| {
+        msg(v).contains("holds the site's lease now")
+    });
+    master.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+
+    // The copy: the same state directory as it stood, its own id and a staging docroot.
+    let copied = w.dir.path().join("state-copy-of-master");
+    let out = Command::new("cp")
+        .args(["-a"])
+        .arg(&cfg.agent.state_dir)
+        .arg(&copied)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let staging = w.dir.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("tee-times.html"), "STAGING\n").unwrap();
+    std::fs::write(staging.join("staging-only.html"), "staging\n").unwrap();
+    let mut copy_cfg = cfg.clone();
+    copy_cfg.agent.instance_id = "i-copy".into();
+    copy_cfg.agent.state_dir = copied.clone();
+    copy_cfg.hooks.pre_register.argv[3] = format!("{}/", staging.display());
+    let copy_path = w.write_config("copy.toml", &copy_cfg);
+    let mut copy = AgentProc::start(&copy_path, &[], &w.dir.path().join("copy.log"));
+    copy.wait_log("the copy stands by", 60, |v| {
+        msg(v).contains("this agent stands by")
+    });
+
+    // Both busy for a while: the master spends the cap, the copy nothing.
+    let ab = w.load(40);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(40) {
+        w.assert_members_have_content(&cfg.elb.name);
+        let all = w.instances("copy");
+        assert!(
+            all.len() <= 3,
+            "{} instances for a cap of 3: {all:?}\nmaster:\n{}\ncopy:\n{}",
+            all.len(),
+            master.tail(),
+            copy.tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop(ab);
+    assert!(
+        !w.elb_members(&cfg.elb.name).is_empty(),
+        "the master scaled out under load:\n{}",
+        master.tail()
+    );
+    // No slave ever received the staging content.
+    for id in w.instances("copy").keys() {
+        let dir = w.dir.path().join("slaves").join(id);
+        assert!(
+            !dir.join("staging-only.html").exists(),
+            "the copy pushed its document root onto {id}"
+        );
+    }
+    let copy_log = copy.log_text();
+    assert!(
+        !copy_log.contains("launched") && !copy_log.contains("reserved in the ledger table"),
+        "the copy launched:\n{copy_log}"
+    );
+    // The copy's status names the holder: the master's instance id and its nonce.
+    let st = common::agent(&["--config", copy_path.to_str().unwrap(), "status"]);
+    let text = common::stdout(&st);
+    assert!(
+        text.contains("lease     STANDBY: held by i-master/"),
+        "{text}{}",
+        common::stderr(&st)
+    );
+    copy.signal(Sig::TERM);
+    assert!(copy.wait_exit(30).success(), "{}", copy.tail());
+    master.signal(Sig::TERM);
+    assert!(master.wait_exit(30).success(), "{}", master.tail());
+}
+
+/// Issue 28: the master restored from an older state.json (the morning's backup) or with its
+/// state directory wiped: what it launched since is neither lost nor spent again, because the
+/// shared table names it.
+#[test]
+fn a_restored_or_wiped_state_directory_loses_nothing_and_spends_nothing_again() {
+    let w = World::new();
+    let mut cfg = w.config("restore");
+    cfg.cap.daily_limit = 3;
+    cfg.policy.max_slaves = 2;
+    // The lease of the stopped agent lapses quickly, so the restarted one takes it over soon.
+    cfg.ledger.lease_duration = Dur::secs(10);
+    cfg.aws.call_timeout = Dur::secs(5);
+    w.create_elb(&cfg.elb.name);
+    let path = w.write_config("master.toml", &cfg);
+    let mut master = AgentProc::start(&path, &[], &w.dir.path().join("master.log"));
+    master.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+    // The morning's backup: before any launch.
+    let morning = w.dir.path().join("morning-state.json");
+    std::fs::copy(cfg.agent.state_dir.join("state.json"), &morning).unwrap();
+
+    let ab = w.load(60);
+    wait_until(
+        "two slaves serve",
+        60,
+        || w.elb_members(&cfg.elb.name).len() >= 2,
+        &master,
+    );
+    stop(ab);
+    master.signal(Sig::TERM);
+    assert!(master.wait_exit(30).success(), "{}", master.tail());
+    let launched = w.live("restore");
+    assert_eq!(launched.len(), 2, "{launched:?}");
+
+    for (how, restore) in [("restored", true), ("wiped", false)] {
+        if restore {
+            std::fs::copy(&morning, cfg.agent.state_dir.join("state.json")).unwrap();
+        } else {
+            std::fs::remove_dir_all(&cfg.agent.state_dir).unwrap();
+        }
+        let log = w.dir.path().join(format!("master-{how}.log"));
+        let mut again = AgentProc::start(&path, &[], &log);
+        again.wait_log("holds the lease again", 90, |v| {
+            msg(v).contains("holds the site's lease now")
+        });
+        // Adopted from the table's records: both tracked, the day's 2 units counted once.
+        wait_until(
+            "the day's units read back from the table",
+            60,
+            || {
+                std::fs::read_to_string(cfg.agent.state_dir.join("status.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .is_some_and(|v| {
+                        v["cap"]["used"] == 2 && v["slaves"].as_array().is_some_and(|s| s.len() == 2)
+                    })
+            },
+            &again,
+        );
+        // Busy again: the cap of 3 allows one more, never 2 more.
+        let ab = w.load(20);
+        std::thread::sleep(Duration::from_secs(20));
+        stop(ab);
+        let all = w.instances("restore");
+        assert!(
+            all.len() <= 3,
+            "{how}: {} instances for a cap of 3: {all:?}\n{}",
+            all.len(),
+            again.tail()
+        );
+        for id in &launched {
+            assert!(
+                w.live("restore").contains(id),
+                "{how}: {id} was lost or ended:\n{}",
+                again.tail()
+            );
+        }
+        again.signal(Sig::TERM);
+        assert!(again.wait_exit(30).success(), "{}", again.tail());
+    }
+}

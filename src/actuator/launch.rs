@@ -53,12 +53,6 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             }
         };
         let id = (self.intent_ids)();
-        if trial {
-            self.brake.trial_started(&id, now);
-            tracing::warn!(intent = %id,
-                "one trial launch while content sync is broken: if its sync fails the same way, \
-                 the next trial waits twice as long");
-        }
         let mut keys = Vec::new();
         for n in 1..=count {
             let key = format!("{id}#{n}");
@@ -89,6 +83,29 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             return;
         }
         let n = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+        // The shared table next (fail closed): no RunInstances unless its units are reserved
+        // there under this agent's lease.
+        if let Err(why) = self.reserve(&id, n, now).await {
+            for k in &keys {
+                let _ = self.ledger.withdraw(k);
+            }
+            self.journal.intents.retain(|i| i.id != id);
+            self.save_state(now, report);
+            report.refused = n;
+            tracing::warn!(intent = %id, asked = n, "launches are held: {why}");
+            self.events.push(Event::new(
+                EventKind::LedgerBlocked,
+                None,
+                format!("launch of {n} held: {why}"),
+            ));
+            return;
+        }
+        if trial {
+            self.brake.trial_started(&id, now);
+            tracing::warn!(intent = %id,
+                "one trial launch while content sync is broken: if its sync fails the same way, \
+                 the next trial waits twice as long");
+        }
         let t = std::time::Instant::now();
         let mut got: Vec<InstanceInfo> = Vec::new();
         let mut plan = lifecycle::launch::Launch::new(
@@ -167,6 +184,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                             no_capacity_elsewhere.join(", ")
                         );
                     }
+                    // Refused before launch: the table's units go back too.
+                    self.refund(&id).await;
                     self.fail_intent(&intent, &why, now, report);
                     return;
                 }
@@ -185,6 +204,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                             .insert(i.id.clone(), slave_from(i, Phase::Pending, now, now));
                     }
                     report.launched.extend(ids.iter().cloned());
+                    self.record_launched(&intent, &got, now).await;
                     self.bind_free(&intent, &ids);
                     self.save_state(now, report);
                     let msg = format!("launch {id} of {n}: {e}; will resolve from tags");
@@ -216,6 +236,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 .insert(i.id.clone(), slave_from(i, Phase::Pending, now, now));
         }
         report.launched.extend(ids.iter().cloned());
+        self.record_launched(&intent, &got, now).await;
         self.finish_intent(&intent, &ids, now, report);
     }
 

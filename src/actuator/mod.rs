@@ -26,6 +26,7 @@
 //! tick makes are DescribeInstances and DescribeInstanceHealth, whatever the number of slaves.
 
 mod adopt;
+mod guarantee;
 pub use burst_core::lifecycle::brake;
 pub use burst_edge::cloud;
 use lifecycle::intents::rebuild_entries;
@@ -167,6 +168,15 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     clock_mark: Option<crate::clock::Mark>,
     /// This actuator has written a mark.
     clock_marked: bool,
+    /// The site's guarantee in the shared table (`ledger.table`) and the lease this agent holds
+    /// on it: every unit is reserved there before a launch (guarantee.rs). `None`: no table
+    /// (a dry run, `simulate`, `faultsim`).
+    guarantee: Option<(crate::table::Table, burst_edge::fenced::LeaseEnd)>,
+    /// Instances a launch gave whose record the table has not acknowledged yet: written again
+    /// each step until it has.
+    unrecorded: Vec<crate::table::InstanceRecord>,
+    /// `(day, instance)` the table counts already by the midnight carry-over.
+    carried: BTreeSet<(String, String)>,
 }
 
 #[derive(Clone, Copy)]
@@ -291,6 +301,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             cap_unverified,
             clock_mark,
             clock_marked: false,
+            guarantee: None,
+            unrecorded: Vec::new(),
+            carried: BTreeSet::new(),
         })
     }
 

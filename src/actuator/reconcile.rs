@@ -29,6 +29,12 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             self.save_state(now, &mut report);
         }
         let dry = self.cfg.agent.dry_run;
+        if !dry {
+            // The shared table hears what the local ledger heard: launch records not
+            // acknowledged yet, and the instances alive at midnight.
+            self.flush_records().await;
+            self.carry_over(now).await;
+        }
         let forced = !dry && std::mem::take(&mut self.sync_requested);
         self.brake_hears(&finished, now, &mut report);
         self.check_sources(now, &mut report);
@@ -600,6 +606,28 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         // Write-ahead, as for a launch.
         if !self.save_state(now, report) {
             withdraw(self, &picked);
+            return 0;
+        }
+        // A start that costs a unit is counted in the shared table first (fail closed).
+        let mut counted = Vec::new();
+        for (id, key, free) in std::mem::take(&mut picked) {
+            if free {
+                counted.push((id, key, free));
+                continue;
+            }
+            match self.count_start(&id, now).await {
+                Ok(()) => counted.push((id, key, free)),
+                Err(why) => {
+                    tracing::warn!(instance_id = %id, "not starting warm slave {id}: {why}");
+                    if let Err(e) = self.ledger.withdraw_restart(&key) {
+                        tracing::warn!(key, "cap ledger: {e}");
+                    }
+                }
+            }
+        }
+        picked = counted;
+        if picked.is_empty() {
+            self.save_state(now, report);
             return 0;
         }
         let ids: Vec<String> = picked.iter().map(|(id, _, _)| id.clone()).collect();

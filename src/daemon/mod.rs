@@ -20,12 +20,14 @@ pub mod events;
 pub mod lock;
 pub mod shutdown;
 pub mod status;
+pub mod lease;
 mod tasks;
 mod tick;
 
 // The operator's commands (crate::ops) under the paths they have always had.
 pub use crate::ops::{
-    apply_alarms, apply_dashboard, drill, preflight, repair, request_resume, Drill, RESUME_FILE,
+    apply_alarms, apply_dashboard, create_table, drill, preflight, repair, request_resume, takeover,
+    Drill, RESUME_FILE,
 };
 use tasks::{probe_loop, publisher_loop, sampler_loop, signal_loop};
 
@@ -42,6 +44,8 @@ use crate::policy::{self, Decision, FleetObservation, History, HostMetrics};
 use crate::sampler::probe::Prober;
 use crate::sampler::{HostSample, Sampler};
 use crate::schedule;
+use crate::table::Table;
+use burst_edge::fenced::{Fenced, LeaseEnd};
 use events::Events;
 use jiff::Timestamp;
 use sd_notify::NotifyState;
@@ -362,6 +366,8 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
                 shared: &shared,
                 clock: crate::clock::AgentClock::new(Timestamp::now(), boottime()),
                 boot: boot_id(),
+                lease: None,
+                lease_task: None,
             };
             m.run().await
         }
@@ -445,6 +451,10 @@ struct Master<'a> {
     clock: crate::clock::AgentClock,
     /// This boot's id: the agent's clock goes on from state.json's mark only in the same boot.
     boot: String,
+    /// The site's lease, when a live master runs with `ledger.table` (lease.rs).
+    lease: Option<lease::SharedLease>,
+    /// The lease task, awaited at stop (it gives the lease up).
+    lease_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The kernel's boot id, and the boot-time clock (CLOCK_BOOTTIME: monotonic, counting suspend,
@@ -485,6 +495,8 @@ struct Tick {
     evidence: policy::Evidence,
     /// Serving slaves that have not reported for `metrics.stale_after` (`slave_silent`).
     silent: BTreeSet<String>,
+    /// The lease as `status` shows it, when another agent holds it (or it is not read yet).
+    standby: Option<String>,
 }
 
 /// The actuator's numbers since the last tick, for the agent's own metrics.

@@ -80,6 +80,10 @@ pub struct Snapshot {
     /// Nothing is synced or launched: the content source is missing or empty (why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_source_missing: Option<String>,
+    /// The site's lease (`ledger.table`): held by this agent, or who holds it while this one
+    /// stands by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
     pub cap: Option<CapStatus>,
     pub last_decision: Option<DecisionLine>,
     pub cooldowns: Vec<String>,
@@ -237,6 +241,9 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
             p(&s.foreign.join(", "))
         );
     }
+    if let Some(lease) = &s.lease {
+        let _ = writeln!(o, "lease     {}", p(lease));
+    }
     if let Some(why) = &s.content_source_missing {
         let _ = writeln!(o, "launches  HELD: {}", p(why));
     }
@@ -362,6 +369,7 @@ mod tests {
                          "last_sync": t, "last_sync_ok": false,
                          "failure": format!("pre_register: exited with 23; stderr: {bad}") }],
             "foreign": [format!("i-3{bad}")],
+            "lease": bad,
             "cap": null,
             "last_decision": { "at": t, "action": "hold", "text": bad, "reasons": [] },
             "cooldowns": [bad],

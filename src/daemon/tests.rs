@@ -126,6 +126,8 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
         shared: &shared,
         clock: crate::clock::AgentClock::new(at(0), Duration::ZERO),
         boot: "test".into(),
+        lease: None,
+        lease_task: None,
     };
     let mut l = m.start(Some(act));
     // The monotonic clock of a test that passes its own times: time since at(0).

@@ -15,8 +15,38 @@ impl Master<'_> {
                     &self.cfg.fleet,
                 )
                 .map_err(|e| DaemonError::Start(e.to_string()))?;
-                let mut a = Actuator::open(cloud, &self.cfg, Timestamp::now())?;
+                // With the shared table, a live master acts only inside the site's lease
+                // (lease.rs); a dry run changes nothing and never contends for it.
+                let table_on = !self.cfg.agent.dry_run && !self.cfg.ledger.table.is_empty();
+                let end = if table_on {
+                    LeaseEnd::default()
+                } else {
+                    LeaseEnd::unbounded()
+                };
+                let fenced = Fenced::new(cloud.clone(), end.clone());
+                let mut a = Actuator::open(fenced, &self.cfg, Timestamp::now())?;
                 a.set_own_instance(self.own_ec2_id.clone());
+                if table_on {
+                    let table = Table::new(aws.clone(), &self.cfg.ledger.table, &self.cfg.agent.group);
+                    a.set_guarantee(table.clone(), end.clone());
+                    let me = lease::holder_id(self.own_ec2_id.as_deref(), &self.instance_id);
+                    tracing::info!(holder = %me, table = %self.cfg.ledger.table,
+                        "the site's guarantee is in the ledger table; contending for its lease");
+                    let shared = Arc::new(Mutex::new(lease::LeaseShared {
+                        lease: crate::lease::Lease::new(me, lease::timing(&self.cfg)),
+                        error: None,
+                    }));
+                    self.lease = Some(shared.clone());
+                    self.lease_task = Some(tokio::spawn(lease::lease_loop(
+                        table,
+                        shared,
+                        end,
+                        cloud,
+                        self.own_ec2_id.clone(),
+                        self.state_dir.clone(),
+                        self.shutdown_rx.clone(),
+                    )));
+                }
                 Some(a)
             }
             None => None,
@@ -70,6 +100,7 @@ impl Master<'_> {
             news: Vec::new(),
             evidence: policy::Evidence::default(),
             silent: BTreeSet::new(),
+            standby: None,
             errors: Vec::new(),
             api_errors_reported: 0,
             state: "starting",
@@ -99,8 +130,29 @@ impl Master<'_> {
                 None => l.stored_ledger = local_ledger(&self.cfg, now),
             }
         }
+        let standby = self.standby();
+        if standby.is_some() != l.tick.standby.is_some() {
+            let (what, line) = match &standby {
+                Some(line) => ("stands by", line.clone()),
+                None => ("acts for the site", "this agent holds the site's lease".to_string()),
+            };
+            tracing::warn!(lease = %line, "this agent {what}");
+            l.tick.news.push(crate::events::Event::new(
+                crate::events::EventKind::LeaseChanged,
+                None,
+                format!("this agent {what}: {line}"),
+            ));
+        }
+        l.tick.standby = standby;
         if let Some(a) = l.actuator.as_mut() {
-            self.actuate_observe(a, &mut l.tick, now).await;
+            if l.tick.standby.is_some() {
+                // No fleet-changing call, no hook: adopt afresh (the table first) once it holds.
+                l.tick.adopted = false;
+                l.tick.observed = false;
+                a.abort_hooks();
+            } else {
+                self.actuate_observe(a, &mut l.tick, now).await;
+            }
         }
         let ledger = l.ledger();
         let decision = self.decide(&mut l.actuator, &ledger, &mut l.tick, now);
@@ -154,7 +206,10 @@ impl Master<'_> {
                 .unwrap_or_default(),
             fleet: fleet_counts(&l.actuator),
         };
-        self.publish_own(&decision, &ledger, &own, &mut l.tick, now);
+        // A standby never writes the site's numbers (the master's): only its own host's.
+        if l.tick.standby.is_none() {
+            self.publish_own(&decision, &ledger, &own, &mut l.tick, now);
+        }
         l.tick.state = if l.actuator.is_some() && !l.tick.adopted {
             "waiting_for_aws"
         } else {
@@ -187,6 +242,9 @@ impl Master<'_> {
             }
         }
         l.events.finish(Duration::from_secs(5)).await;
+        if let Some(t) = self.lease_task.take() {
+            let _ = tokio::time::timeout(self.cfg.aws.call_timeout.get(), t).await;
+        }
         l.tick.state = "stopped";
         let ledger = l.ledger();
         self.snapshot(&l.actuator, &ledger, &l.tick, &l.events, Timestamp::now());
@@ -207,6 +265,15 @@ impl Master<'_> {
         }
         tick.observed = false;
         if !tick.adopted {
+            if let Err(e) = a.sync_from_table(now).await {
+                let msg = format!(
+                    "the ledger table could not be read, and nothing is changed until it is \
+                     (a restored or copied state.json must not spend the day again): {e}"
+                );
+                tracing::error!("{msg}");
+                tick.errors.push((now, msg));
+                return;
+            }
             match a.adopt(now).await {
                 Ok(r) => {
                     tick.adopted = true;
@@ -655,6 +722,15 @@ impl Master<'_> {
                     )
                 })
             }),
+            lease: match (&tick.standby, &self.lease) {
+                (Some(line), _) => Some(line.clone()),
+                (None, Some(_)) => Some(format!(
+                    "held by this agent ({}, ledger table {})",
+                    self.lease_holder().unwrap_or_default(),
+                    self.cfg.ledger.table
+                )),
+                (None, None) => None,
+            },
             cap: Some(ledger.status(now)),
             last_decision: tick.last_decision.clone(),
             cooldowns,
@@ -681,5 +757,29 @@ impl Master<'_> {
         if let Err(e) = snap.write(&status::path_in(&self.state_dir)) {
             tracing::warn!("could not write the status snapshot: {e}");
         }
+    }
+}
+
+impl Master<'_> {
+    fn lease_holder(&self) -> Option<String> {
+        let shared = self.lease.as_ref()?;
+        let g = shared.lock().unwrap_or_else(|p| p.into_inner());
+        Some(g.lease.me().to_string())
+    }
+
+    /// Why this agent changes nothing now: another holds the site's lease, or it is not read
+    /// yet. `None` when it holds the lease or runs without a table.
+    fn standby(&self) -> Option<String> {
+        let shared = self.lease.as_ref()?;
+        let g = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let standing = g.lease.standing(boottime());
+        if matches!(standing, crate::lease::Standing::Holder { .. }) {
+            return None;
+        }
+        let mut line = lease::describe(&standing);
+        if let Some(e) = &g.error {
+            line = format!("{line} ({e})");
+        }
+        Some(line)
     }
 }

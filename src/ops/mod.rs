@@ -97,6 +97,60 @@ pub fn apply_alarms(cfg: Config, prune: bool) -> Result<Vec<String>, DaemonError
     })
 }
 
+/// `burst-agent table create NAME`: the account's ledger table. `Ok(false)`: it was there.
+pub fn create_table(cfg: Config, name: &str) -> Result<bool, DaemonError> {
+    let name = name.to_string();
+    with_aws(cfg, "table create", |_, aws| async move {
+        crate::table::Table::create(&aws, &name)
+            .await
+            .map_err(|e| DaemonError::Start(e.to_string()))
+    })
+}
+
+/// `burst-agent takeover [--yes]`: says who holds the site's lease and, with `yes`, leaves the
+/// request the running agent (or its next start) acts on: it takes the lease at once, whether
+/// or not the old holder's lease lapsed and whether or not this host serves from the ELB.
+pub fn takeover(cfg: Config, yes: bool) -> Result<Vec<String>, DaemonError> {
+    if cfg.ledger.table.is_empty() {
+        return Err(DaemonError::Start(
+            "ledger.table is not set: without the shared table there is no lease to take".into(),
+        ));
+    }
+    let dir = cfg.agent.state_dir.clone();
+    with_aws(cfg, "takeover", move |cfg, aws| async move {
+        let table = crate::table::Table::new(aws, &cfg.ledger.table, &cfg.agent.group);
+        let lease = table
+            .read_lease()
+            .await
+            .map_err(|e| DaemonError::Start(e.to_string()))?;
+        let mut out = vec![match &lease {
+            Some(l) => format!(
+                "the lease on site {} is held by {} (version {}, last renewed {} by its clock)",
+                cfg.agent.group, l.holder, l.version, l.renewed_at
+            ),
+            None => format!("nobody holds the lease on site {}", cfg.agent.group),
+        }];
+        if !yes {
+            out.push(
+                "with --yes, this host's agent takes the lease at once and acts for the site;                  if the holder above is still running, it stops changing the fleet at its next                  renewal. Use it only when you know the old master is gone."
+                    .into(),
+            );
+            return Ok(out);
+        }
+        let path = dir.join(crate::daemon::lease::TAKEOVER_FILE);
+        crate::fsutil::Disk::write_atomic(
+            &crate::fsutil::RealDisk,
+            &path, b"takeover\n")
+            .map_err(|e| DaemonError::Start(format!("{}: {e}", path.display())))?;
+        out.push(format!(
+            "asked this host's agent to take the lease ({}); its lease task does within              seconds, and `burst-agent status` shows it{}",
+            path.display(),
+            lease.map_or(String::new(), |l| format!(", displacing {}", l.holder))
+        ));
+        Ok(out)
+    })
+}
+
 /// `burst-agent preflight`: this host's checks, then the account's (crate::preflight). A config
 /// that reaches no AWS (no region, no credentials) fails that check and keeps the local ones.
 pub fn preflight(cfg: Config) -> Result<crate::preflight::Report, DaemonError> {

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 pub const SETUP_MOTO: &str = "python3 -m venv .venv-test && .venv-test/bin/pip install -r \
      scripts/requirements-test.txt (or run scripts/test.sh, the README's test command)";
 
+/// The ledger table every test site shares (`ledger.table`).
+pub const LEDGER_TABLE: &str = "burst-agent";
+
 pub struct Moto {
     child: Child,
     pub endpoint: String,
@@ -164,6 +167,11 @@ impl Moto {
             .send()
             .await
             .expect("create classic ELB in moto");
+        // A site's ELB comes with the account's ledger table (`ledger.table`, which a live
+        // master needs), made as the operator makes it: `burst-agent table create`.
+        burst_agent::table::Table::create(aws, LEDGER_TABLE)
+            .await
+            .expect("create the ledger table in moto");
     }
 }
 
@@ -205,6 +213,7 @@ pub fn actuator_config(
     cfg.agent.group = group.into();
     cfg.agent.state_dir = state_dir.into();
     cfg.aws = moto.aws_config();
+    cfg.ledger.table = LEDGER_TABLE.into();
     cfg.fleet.ami = "ami-12c6146b".into();
     cfg.fleet.instance_type = "t3.small".into();
     cfg.fleet.tags.insert("customer".into(), "golf-club".into());

@@ -57,9 +57,12 @@ pub enum EventKind {
     /// counts it idle for scale-out and at target for scale-in, so the fleet never shrinks for
     /// it (its reporter is down, in dry run without a region, or in another namespace).
     SlaveSilent,
+    /// Another agent holds the site's lease (a copy of this host, a restored master, the old
+    /// master still alive): this one stands by and changes nothing; or this one took it over.
+    LeaseChanged,
 }
 
-pub const EVENT_KINDS: [EventKind; 14] = [
+pub const EVENT_KINDS: [EventKind; 15] = [
     EventKind::ScaleOut,
     EventKind::ScaleIn,
     EventKind::CapLow,
@@ -74,6 +77,7 @@ pub const EVENT_KINDS: [EventKind; 14] = [
     EventKind::ContentSourceMissing,
     EventKind::ClockStep,
     EventKind::SlaveSilent,
+    EventKind::LeaseChanged,
 ];
 
 impl EventKind {

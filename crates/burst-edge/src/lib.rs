@@ -23,6 +23,7 @@ pub(crate) use burst_core::{config, model, policy};
 pub mod aws;
 pub mod cloud;
 pub mod cloudwatch;
+pub mod fenced;
 pub mod fsutil;
 pub mod hooks;
 pub mod privilege;

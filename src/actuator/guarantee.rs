@@ -1,0 +1,251 @@
+//! The site's guarantee in the shared table (`ledger.table`, burst-edge's `table`): every unit
+//! this actuator spends is reserved there first, under the lease, so a copy of the master, a
+//! restored state.json or a wiped disk cannot spend it again. state.json stays the
+//! write-ahead journal and the cache; the table is the record.
+//!
+//! - A launch's units are reserved after the local write-ahead and before RunInstances; a
+//!   refusal (the day is full, the lease is not ours) or a table that cannot be written holds
+//!   the launch: fail closed, no unit is spent.
+//! - Only a launch EC2 refused (nothing launched, for sure) is refunded; a call that timed out
+//!   never is.
+//! - Each instance a launch gave is recorded with its intent and ClientToken.
+//! - A warm start that costs a unit counts the instance for the day under the lease; an
+//!   instance alive at midnight counts toward the new day, unconditionally.
+//! - At adoption the local records are brought up to date from the table: the day's count
+//!   never falls below the table's, and every instance the table names is ours.
+
+use super::*;
+use crate::table::{Counted, InstanceRecord, Reserved, Table};
+use burst_edge::fenced::LeaseEnd;
+
+impl<C: Cloud, H: HookRunner> Actuator<C, H> {
+    /// Spends units through `table` under the lease `lease`.
+    pub fn set_guarantee(&mut self, table: Table, lease: LeaseEnd) {
+        self.guarantee = Some((table, lease));
+    }
+
+    /// Kills every hook under way (this agent lost the site's lease: no content sync goes on
+    /// outside it). Their slaves are synced again, never registered unsynced, once it holds it.
+    pub fn abort_hooks(&mut self) {
+        let ids: Vec<String> = self.slaves.keys().cloned().collect();
+        for id in ids {
+            if self.hooks.has(&id) {
+                tracing::warn!(instance_id = %id, "hook killed: this agent does not hold the site's lease");
+                self.hooks.abort(&id);
+            }
+        }
+    }
+
+    /// Reserves `units` for intent `id` in the table (nothing to do without one). `Err(why)`:
+    /// the launch must not go, and no unit is spent.
+    pub(super) async fn reserve(&mut self, id: &str, units: u32, now: Timestamp) -> Result<(), String> {
+        let Some((table, lease)) = self.guarantee.clone() else {
+            return Ok(());
+        };
+        let Some(fence) = lease.fence() else {
+            return Err("this agent does not hold the site's lease: another agent acts for \
+                        the site (burst-agent status names it)"
+                .into());
+        };
+        let day = self.ledger.day_bounds(now).0.to_string();
+        let limit = self.ledger.limit();
+        match table
+            .reserve(&fence, &day, id, units, limit, self.ledger.time_zone())
+            .await
+        {
+            Ok(Reserved::Yes) => {
+                tracing::info!(intent = %id, units, day = %day, table = %table.name(),
+                    "reserved in the ledger table");
+                Ok(())
+            }
+            Ok(Reserved::CapSpent { used }) => {
+                for l in self.count_at_least(used, "the ledger table", now) {
+                    tracing::warn!("cap ledger: {l}");
+                }
+                Err(format!(
+                    "the ledger table counts {used} of {limit} unit(s) used on {day}: {units} more \
+                     would pass the cap (another agent or an earlier run of this one spent them)"
+                ))
+            }
+            Ok(Reserved::LeaseLost) => {
+                lease.set(None);
+                Err("the ledger table refused: this agent's lease on the site is gone (another \
+                     agent took it over)"
+                    .into())
+            }
+            Err(e) => Err(format!(
+                "the ledger table could not be written ({e}): no unit is spent while it cannot"
+            )),
+        }
+    }
+
+    /// Gives a refused launch's units back (EC2 launched nothing, for sure).
+    pub(super) async fn refund(&mut self, id: &str) {
+        let Some((table, _)) = self.guarantee.clone() else {
+            return;
+        };
+        match table.refund(id).await {
+            Ok(true) => tracing::info!(intent = %id, "refunded in the ledger table"),
+            Ok(false) => {}
+            // Stays spent: an overcount, never an undercount.
+            Err(e) => tracing::warn!(intent = %id,
+                "could not refund in the ledger table; its units stay spent today: {e}"),
+        }
+    }
+
+    /// Records the instances a launch gave (retried each step until the table has them).
+    pub(super) async fn record_launched(&mut self, intent: &Intent, got: &[InstanceInfo], now: Timestamp) {
+        if self.guarantee.is_none() {
+            return;
+        }
+        let day = self.ledger.day_bounds(now).0.to_string();
+        for i in got {
+            self.unrecorded.push(InstanceRecord {
+                id: i.id.clone(),
+                intent: intent.id.clone(),
+                client_token: i.client_token.clone().unwrap_or_default(),
+                day: day.clone(),
+                launched_at: i
+                    .ec2_launched_at
+                    .or(i.launched_at)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+        self.flush_records().await;
+    }
+
+    /// Writes the records the table has not acknowledged yet.
+    pub(super) async fn flush_records(&mut self) {
+        let Some((table, _)) = self.guarantee.clone() else {
+            return;
+        };
+        let mut left = Vec::new();
+        for r in std::mem::take(&mut self.unrecorded) {
+            if let Err(e) = table.record_instance(&r).await {
+                tracing::warn!(instance_id = %r.id, "ledger table: launch record not written yet: {e}");
+                left.push(r);
+            }
+        }
+        self.unrecorded = left;
+    }
+
+    /// A warm start that costs a unit: counted in the table under the lease first.
+    pub(super) async fn count_start(&mut self, id: &str, now: Timestamp) -> Result<(), String> {
+        let Some((table, lease)) = self.guarantee.clone() else {
+            return Ok(());
+        };
+        let Some(fence) = lease.fence() else {
+            return Err("this agent does not hold the site's lease".into());
+        };
+        let day = self.ledger.day_bounds(now).0.to_string();
+        let limit = self.ledger.limit();
+        match table
+            .count(Some(&fence), &day, id, Some(limit), self.ledger.time_zone())
+            .await
+        {
+            Ok(Counted::Yes | Counted::Already) => Ok(()),
+            Ok(Counted::CapSpent { used }) => {
+                for l in self.count_at_least(used, "the ledger table", now) {
+                    tracing::warn!("cap ledger: {l}");
+                }
+                Err(format!("the ledger table counts {used} of {limit} today"))
+            }
+            Ok(Counted::LeaseLost) => {
+                lease.set(None);
+                Err("this agent's lease on the site is gone".into())
+            }
+            Err(e) => Err(format!("the ledger table could not be written ({e})")),
+        }
+    }
+
+    /// Instances alive at midnight count toward the new day in the table too (they run, so
+    /// they count: an unconditional count, once per instance and day).
+    pub(super) async fn carry_over(&mut self, now: Timestamp) {
+        let Some((table, _)) = self.guarantee.clone() else {
+            return;
+        };
+        let (day, start, _) = self.ledger.day_bounds(now);
+        let day = day.to_string();
+        let alive: Vec<String> = self
+            .slaves
+            .values()
+            .filter(|s| {
+                s.launched_at < start
+                    && !matches!(s.phase, Phase::Stopped | Phase::Terminating)
+                    && !self.carried.contains(&(day.clone(), s.id.clone()))
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        for id in alive {
+            match table
+                .count(None, &day, &id, None, self.ledger.time_zone())
+                .await
+            {
+                Ok(_) => {
+                    self.carried.insert((day.clone(), id));
+                }
+                Err(e) => {
+                    tracing::warn!(instance_id = %id, "ledger table: midnight carry-over not written yet: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Brings the local records up to date from the table (at adoption: a restored or stale
+    /// state.json, a copy's): today's count never below the table's; every instance the table
+    /// names is ours. On the first start with a table, today's local count is imported once.
+    pub async fn sync_from_table(&mut self, now: Timestamp) -> Result<(), String> {
+        let Some((table, _)) = self.guarantee.clone() else {
+            return Ok(());
+        };
+        let site = table
+            .read_site(jiff::Timestamp::now().as_second())
+            .await
+            .map_err(|e| format!("the ledger table could not be read: {e}"))?;
+        let day = self.ledger.day_bounds(now).0.to_string();
+        let local = self.ledger.used(now);
+        let mut used = site.days.get(&day).copied().unwrap_or(0);
+        if !site.days.contains_key(&day) && local > 0 {
+            // Upgrade day: what this agent spent today before the table, once (each instance or
+            // attempt counted by its own marker, so a second import adds nothing).
+            let (_, start, _) = self.ledger.day_bounds(now);
+            let keys: Vec<String> = self
+                .ledger
+                .entries()
+                .iter()
+                .filter(|e| e.ended_at.is_none_or(|t| t >= start))
+                .map(|e| e.instance_id.clone().unwrap_or_else(|| e.key.clone()))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for k in &keys {
+                table
+                    .count(None, &day, k, None, self.ledger.time_zone())
+                    .await
+                    .map_err(|e| format!("today's local ledger could not be imported: {e}"))?;
+            }
+            used = table.day_used(&day).await.map_err(|e| e.to_string())?;
+            tracing::warn!(day = %day, imported = keys.len(), used,
+                "ledger table: today's local ledger imported once (upgrade day)");
+        }
+        for l in self.count_at_least(used, "the ledger table", now) {
+            tracing::warn!("cap ledger: {l}");
+        }
+        let mut named = Vec::new();
+        for r in &site.instances {
+            if self.owned.insert(r.id.clone()) {
+                named.push(r.id.clone());
+            }
+        }
+        if !named.is_empty() {
+            tracing::warn!(instances = ?named,
+                "the ledger table names launches this state directory did not know (a restored \
+                 or copied state.json): they are ours and tracked from now on");
+        }
+        self.cap_unverified = None;
+        self.save_state(now, &mut Report::default());
+        Ok(())
+    }
+}
