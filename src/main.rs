@@ -332,7 +332,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for line in burst_agent::daemon::takeover(cfg, yes).context("burst-agent takeover")? {
                 println!("{line}");
             }
-            Ok(if yes { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if yes {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
         Command::Resume => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;

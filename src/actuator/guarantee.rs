@@ -38,14 +38,21 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     /// Reserves `units` for intent `id` in the table (nothing to do without one). `Err(why)`:
     /// the launch must not go, and no unit is spent.
-    pub(super) async fn reserve(&mut self, id: &str, units: u32, now: Timestamp) -> Result<(), String> {
+    pub(super) async fn reserve(
+        &mut self,
+        id: &str,
+        units: u32,
+        now: Timestamp,
+    ) -> Result<(), String> {
         let Some((table, lease)) = self.guarantee.clone() else {
             return Ok(());
         };
         let Some(fence) = lease.fence() else {
-            return Err("this agent does not hold the site's lease: another agent acts for \
+            return Err(
+                "this agent does not hold the site's lease: another agent acts for \
                         the site (burst-agent status names it)"
-                .into());
+                    .into(),
+            );
         };
         let day = self.ledger.day_bounds(now).0.to_string();
         let limit = self.ledger.limit();
@@ -69,9 +76,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             }
             Ok(Reserved::LeaseLost) => {
                 lease.set(None);
-                Err("the ledger table refused: this agent's lease on the site is gone (another \
+                Err(
+                    "the ledger table refused: this agent's lease on the site is gone (another \
                      agent took it over)"
-                    .into())
+                        .into(),
+                )
             }
             Err(e) => Err(format!(
                 "the ledger table could not be written ({e}): no unit is spent while it cannot"
@@ -94,7 +103,12 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     }
 
     /// Records the instances a launch gave (retried each step until the table has them).
-    pub(super) async fn record_launched(&mut self, intent: &Intent, got: &[InstanceInfo], now: Timestamp) {
+    pub(super) async fn record_launched(
+        &mut self,
+        intent: &Intent,
+        got: &[InstanceInfo],
+        now: Timestamp,
+    ) {
         if self.guarantee.is_none() {
             return;
         }

@@ -70,10 +70,19 @@ pub(super) async fn lease_loop(
     mut shutdown: Shutdown,
 ) {
     loop {
-        round(&table, &shared, &end, &cloud, own_ec2_id.as_deref(), &state_dir).await;
+        round(
+            &table,
+            &shared,
+            &end,
+            &cloud,
+            own_ec2_id.as_deref(),
+            &state_dir,
+        )
+        .await;
         let wait = {
             let g = shared.lock().unwrap_or_else(|p| p.into_inner());
-            (g.lease.timing().renew_every() / 2).clamp(Duration::from_secs(1), Duration::from_secs(5))
+            (g.lease.timing().renew_every() / 2)
+                .clamp(Duration::from_secs(1), Duration::from_secs(5))
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

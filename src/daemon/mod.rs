@@ -17,17 +17,17 @@
 //! and logs, and talks to no AWS API.
 
 pub mod events;
+pub mod lease;
 pub mod lock;
 pub mod shutdown;
 pub mod status;
-pub mod lease;
 mod tasks;
 mod tick;
 
 // The operator's commands (crate::ops) under the paths they have always had.
 pub use crate::ops::{
-    apply_alarms, apply_dashboard, create_table, drill, preflight, repair, request_resume, takeover,
-    Drill, RESUME_FILE,
+    apply_alarms, apply_dashboard, create_table, drill, preflight, repair, request_resume,
+    takeover, Drill, RESUME_FILE,
 };
 use tasks::{probe_loop, publisher_loop, sampler_loop, signal_loop};
 

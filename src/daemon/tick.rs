@@ -27,7 +27,8 @@ impl Master<'_> {
                 let mut a = Actuator::open(fenced, &self.cfg, Timestamp::now())?;
                 a.set_own_instance(self.own_ec2_id.clone());
                 if table_on {
-                    let table = Table::new(aws.clone(), &self.cfg.ledger.table, &self.cfg.agent.group);
+                    let table =
+                        Table::new(aws.clone(), &self.cfg.ledger.table, &self.cfg.agent.group);
                     a.set_guarantee(table.clone(), end.clone());
                     let me = lease::holder_id(self.own_ec2_id.as_deref(), &self.instance_id);
                     tracing::info!(holder = %me, table = %self.cfg.ledger.table,
@@ -134,7 +135,10 @@ impl Master<'_> {
         if standby.is_some() != l.tick.standby.is_some() {
             let (what, line) = match &standby {
                 Some(line) => ("stands by", line.clone()),
-                None => ("acts for the site", "this agent holds the site's lease".to_string()),
+                None => (
+                    "acts for the site",
+                    "this agent holds the site's lease".to_string(),
+                ),
             };
             tracing::warn!(lease = %line, "this agent {what}");
             l.tick.news.push(crate::events::Event::new(

@@ -138,9 +138,7 @@ pub fn takeover(cfg: Config, yes: bool) -> Result<Vec<String>, DaemonError> {
             return Ok(out);
         }
         let path = dir.join(crate::daemon::lease::TAKEOVER_FILE);
-        crate::fsutil::Disk::write_atomic(
-            &crate::fsutil::RealDisk,
-            &path, b"takeover\n")
+        crate::fsutil::Disk::write_atomic(&crate::fsutil::RealDisk, &path, b"takeover\n")
             .map_err(|e| DaemonError::Start(format!("{}: {e}", path.display())))?;
         out.push(format!(
             "asked this host's agent to take the lease ({}); its lease task does within              seconds, and `burst-agent status` shows it{}",

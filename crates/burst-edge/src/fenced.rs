@@ -116,10 +116,20 @@ impl<C: Cloud> Cloud for Fenced<C> {
         self.inner.elb_members().await
     }
     async fn register(&self, ids: &[String]) -> Result<(), AwsError> {
-        fenced(&self.end, "RegisterInstancesWithLoadBalancer", self.inner.register(ids)).await
+        fenced(
+            &self.end,
+            "RegisterInstancesWithLoadBalancer",
+            self.inner.register(ids),
+        )
+        .await
     }
     async fn deregister(&self, ids: &[String]) -> Result<(), AwsError> {
-        fenced(&self.end, "DeregisterInstancesFromLoadBalancer", self.inner.deregister(ids)).await
+        fenced(
+            &self.end,
+            "DeregisterInstancesFromLoadBalancer",
+            self.inner.deregister(ids),
+        )
+        .await
     }
     async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
         fenced(&self.end, "TerminateInstances", self.inner.terminate(ids)).await
