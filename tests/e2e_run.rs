@@ -87,6 +87,8 @@ impl World {
         c.elb.draining_timeout = Dur::secs(1);
         c.log.format = LogFormat::Json;
         c.log.level = "info".into();
+        // A restart after kill -9 waits for the killed agent's lease to lapse: keep it short.
+        c.ledger.lease_duration = Dur::secs(10);
         c
     }
 

@@ -581,7 +581,82 @@ fn check(doc: &Value, kind: Kind) -> Vec<String> {
         }
         Kind::Other => {}
     }
+    // The ledger table (issue 28): every item action only on this site's partition key, and
+    // nothing table-wide (moto does not enforce LeadingKeys: this is the check).
+    for st in stmts.iter().filter(|st| st.allow) {
+        for a in st
+            .actions
+            .iter()
+            .filter(|a| a.to_lowercase().starts_with("dynamodb:"))
+        {
+            let a = a.to_lowercase();
+            if [
+                "dynamodb:scan",
+                "dynamodb:deletetable",
+                "dynamodb:createtable",
+                "dynamodb:updatetable",
+            ]
+            .contains(&a.as_str())
+            {
+                bad.push(format!(
+                    "{}: {a} reaches every site's items or the table itself",
+                    st.name
+                ));
+            }
+            if a != "dynamodb:describetable"
+                && st.cond("ForAllValues:StringEquals", "dynamodb:LeadingKeys") != ["GROUP"]
+            {
+                bad.push(format!(
+                    "{}: {a} without ForAllValues:StringEquals dynamodb:LeadingKeys [\"GROUP\"]: \
+                     one site could spend another's guarantee",
+                    st.name
+                ));
+            }
+        }
+    }
     bad
+}
+
+#[test]
+fn the_ledger_tables_policy_keeps_each_master_to_its_own_sites_items() {
+    let all = policies();
+    let mut p = all
+        .into_iter()
+        .find(|p| p.doc.to_string().contains("dynamodb:LeadingKeys"))
+        .expect("a policy for the ledger table in docs/aws.md");
+    assert!(
+        check(&p.doc, p.kind).is_empty(),
+        "{:?}",
+        check(&p.doc, p.kind)
+    );
+    // Each way to break it is caught.
+    let good = p.doc.clone();
+    p.doc["Statement"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("Condition");
+    assert!(
+        check(&p.doc, p.kind)
+            .iter()
+            .any(|b| b.contains("LeadingKeys")),
+        "a policy without the LeadingKeys condition passed"
+    );
+    p.doc = good.clone();
+    p.doc["Statement"][0]["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] =
+        serde_json::json!(["GROUP", "other-site"]);
+    assert!(
+        !check(&p.doc, p.kind).is_empty(),
+        "a second site's key passed"
+    );
+    p.doc = good;
+    p.doc["Statement"][1]["Action"] =
+        serde_json::json!(["dynamodb:DescribeTable", "dynamodb:Scan"]);
+    assert!(
+        check(&p.doc, p.kind)
+            .iter()
+            .any(|b| b.contains("dynamodb:scan")),
+        "a Scan passed"
+    );
 }
 
 /// Every namespace the statements let PutMetricData write (their `cloudwatch:namespace`).

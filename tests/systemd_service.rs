@@ -431,6 +431,7 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     cfg.cap.time_zone = "UTC".into();
     cfg.aws = moto.aws_config();
     cfg.ledger.table = common::moto::LEDGER_TABLE.into();
+    cfg.ledger.lease_duration = burst_agent::config::Dur::secs(10);
     cfg.fleet.ami = "ami-12c6146b".into();
     cfg.fleet.instance_type = "t3.small".into();
     cfg.fleet.subnet_ids = vec![subnet];

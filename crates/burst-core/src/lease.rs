@@ -133,6 +133,11 @@ impl Lease {
         &self.me
     }
 
+    /// The host part of this agent's identity.
+    pub fn host(&self) -> &str {
+        self.me.split('/').next().unwrap_or_default()
+    }
+
     pub fn timing(&self) -> Timing {
         self.timing
     }
@@ -243,7 +248,10 @@ impl Lease {
             // Our own item from before a lost answer: take it back only as a takeover.
             Some(s) => {
                 let lapsed = now.saturating_sub(s.since) >= self.timing.lapse_after();
-                if forced || (lapsed && serves) {
+                // The same host's earlier agent (killed, restarted by systemd) is no copy: this
+                // host is the one it ran on, and its lease has run out on its own clock too.
+                let same_host = s.item.host() == self.host();
+                if forced || (lapsed && (serves || same_host)) {
                     Next::TakeOver {
                         version: s.item.version,
                     }
@@ -357,11 +365,15 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_on_the_same_host_is_a_new_holder_and_waits_like_any_other() {
+    fn a_restart_on_the_same_host_is_a_new_holder_and_waits_the_lapse_even_outside_the_elb() {
         let mut b = Lease::new("i-a/2", T);
         b.observe(item("i-a/1", 3), s(0));
-        assert_eq!(b.next(s(39), true, false), Next::Wait);
-        assert_eq!(b.next(s(40), true, false), Next::TakeOver { version: 3 });
+        assert_eq!(b.next(s(39), false, false), Next::Wait);
+        assert_eq!(b.next(s(40), false, false), Next::TakeOver { version: 3 });
+        // Another host outside the ELB would wait for good.
+        let mut c = Lease::new("i-b/2", T);
+        c.observe(item("i-a/1", 3), s(0));
+        assert_eq!(c.next(s(4000), false, false), Next::Wait);
     }
 
     #[test]
