@@ -62,6 +62,9 @@ cargo deb --locked
 echo "==> fault and crash simulation: 10,000 seeds (RELIABILITY.md)"
 target/release/burst-agent faultsim --seeds 10000
 echo "==> cargo test"
+# The actuator's futures in the dev profile (no optimisation) outgrew a test thread's 2 MiB
+# stack once the ledger table's calls joined the launch and the step (issue 28): 8 MiB.
+export RUST_MIN_STACK=${RUST_MIN_STACK:-8388608}
 cargo test --locked --workspace --lib --bins --tests
 # The benchmarks print tables, they assert nothing, and building them is a release build of the
 # crate and four LTO links (8m47 of a 46m47 cold run here): CI leaves them out to stay well

@@ -85,7 +85,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let n = u32::try_from(keys.len()).unwrap_or(u32::MAX);
         // The shared table next (fail closed): no RunInstances unless its units are reserved
         // there under this agent's lease.
-        if let Err(why) = self.reserve(&id, n, now).await {
+        if let Err(why) = Box::pin(self.reserve(&id, n, now)).await {
             for k in &keys {
                 let _ = self.ledger.withdraw(k);
             }
@@ -185,7 +185,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                         );
                     }
                     // Refused before launch: the table's units go back too.
-                    self.refund(&id).await;
+                    Box::pin(self.refund(&id)).await;
                     self.fail_intent(&intent, &why, now, report);
                     return;
                 }
@@ -204,7 +204,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                             .insert(i.id.clone(), slave_from(i, Phase::Pending, now, now));
                     }
                     report.launched.extend(ids.iter().cloned());
-                    self.record_launched(&intent, &got, now).await;
+                    Box::pin(self.record_launched(&intent, &got, now)).await;
                     self.bind_free(&intent, &ids);
                     self.save_state(now, report);
                     let msg = format!("launch {id} of {n}: {e}; will resolve from tags");
@@ -236,7 +236,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 .insert(i.id.clone(), slave_from(i, Phase::Pending, now, now));
         }
         report.launched.extend(ids.iter().cloned());
-        self.record_launched(&intent, &got, now).await;
+        Box::pin(self.record_launched(&intent, &got, now)).await;
         self.finish_intent(&intent, &ids, now, report);
     }
 

@@ -32,8 +32,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if !dry {
             // The shared table hears what the local ledger heard: launch records not
             // acknowledged yet, and the instances alive at midnight.
-            self.flush_records().await;
-            self.carry_over(now).await;
+            // Boxed: the step's future stays small on a test thread's stack.
+            Box::pin(self.flush_records()).await;
+            Box::pin(self.carry_over(now)).await;
         }
         let forced = !dry && std::mem::take(&mut self.sync_requested);
         self.brake_hears(&finished, now, &mut report);
@@ -615,7 +616,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 counted.push((id, key, free));
                 continue;
             }
-            match self.count_start(&id, now).await {
+            match Box::pin(self.count_start(&id, now)).await {
                 Ok(()) => counted.push((id, key, free)),
                 Err(why) => {
                     tracing::warn!(instance_id = %id, "not starting warm slave {id}: {why}");

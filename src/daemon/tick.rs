@@ -269,7 +269,7 @@ impl Master<'_> {
         }
         tick.observed = false;
         if !tick.adopted {
-            if let Err(e) = a.sync_from_table(now).await {
+            if let Err(e) = Box::pin(a.sync_from_table(now)).await {
                 let msg = format!(
                     "the ledger table could not be read, and nothing is changed until it is \
                      (a restored or copied state.json must not spend the day again): {e}"
