@@ -188,44 +188,30 @@ impl Table {
     /// left as it is and said so.
     pub async fn create(aws: &Aws, name: &str) -> Result<bool, AwsError> {
         let db = &aws.dynamodb;
-        let made = aws
-            .call(
-                "CreateTable",
-                db.create_table()
-                    .table_name(name)
-                    .billing_mode(BillingMode::PayPerRequest)
-                    .deletion_protection_enabled(true)
-                    .attribute_definitions(
-                        AttributeDefinition::builder()
-                            .attribute_name(SITE)
-                            .attribute_type(ScalarAttributeType::S)
-                            .build()
-                            .map_err(|e| build_error("CreateTable", e))?,
-                    )
-                    .attribute_definitions(
-                        AttributeDefinition::builder()
-                            .attribute_name(ITEM)
-                            .attribute_type(ScalarAttributeType::S)
-                            .build()
-                            .map_err(|e| build_error("CreateTable", e))?,
-                    )
-                    .key_schema(
-                        KeySchemaElement::builder()
-                            .attribute_name(SITE)
-                            .key_type(KeyType::Hash)
-                            .build()
-                            .map_err(|e| build_error("CreateTable", e))?,
-                    )
-                    .key_schema(
-                        KeySchemaElement::builder()
-                            .attribute_name(ITEM)
-                            .key_type(KeyType::Range)
-                            .build()
-                            .map_err(|e| build_error("CreateTable", e))?,
-                    )
-                    .send(),
-            )
-            .await;
+        let mut req = db
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .deletion_protection_enabled(true);
+        // Both keys are strings: the site (partition), the item (sort).
+        for (key, kind) in [(SITE, KeyType::Hash), (ITEM, KeyType::Range)] {
+            req = req
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(key)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(|e| build_error("CreateTable", e))?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(key)
+                        .key_type(kind)
+                        .build()
+                        .map_err(|e| build_error("CreateTable", e))?,
+                );
+        }
+        let made = aws.call("CreateTable", req.send()).await;
         let created = match made {
             Ok(_) => true,
             Err(e) if e.is("ResourceInUseException") => false,
@@ -299,8 +285,8 @@ impl Table {
             .map(drop)
     }
 
-    /// The lease item, read strongly consistent.
-    pub async fn read_lease(&self) -> Result<Option<burst_core::lease::Item>, AwsError> {
+    /// One item of the site, read strongly consistent; `None` when the table has none.
+    async fn get(&self, item: &str) -> Result<Option<HashMap<String, AttributeValue>>, AwsError> {
         let out = self
             .aws
             .call(
@@ -309,12 +295,20 @@ impl Table {
                     .dynamodb
                     .get_item()
                     .table_name(&self.name)
-                    .set_key(Some(self.key("lease")))
+                    .set_key(Some(self.key(item)))
                     .consistent_read(true)
                     .send(),
             )
             .await?;
-        out.item().map(|i| self.lease_of(i)).transpose()
+        Ok(out.item)
+    }
+
+    /// The lease item, read strongly consistent.
+    pub async fn read_lease(&self) -> Result<Option<burst_core::lease::Item>, AwsError> {
+        self.get("lease")
+            .await?
+            .map(|i| self.lease_of(&i))
+            .transpose()
     }
 
     fn lease_of(
@@ -615,42 +609,19 @@ impl Table {
 
     /// Units used on local day `day`, as the table has them.
     pub async fn day_used(&self, day: &str) -> Result<u32, AwsError> {
-        let out = self
-            .aws
-            .call(
-                "GetItem",
-                self.aws
-                    .dynamodb
-                    .get_item()
-                    .table_name(&self.name)
-                    .set_key(Some(self.key(&format!("day#{day}"))))
-                    .consistent_read(true)
-                    .send(),
-            )
-            .await?;
-        Ok(out
-            .item()
-            .and_then(|i| get_n(i, "used"))
+        Ok(self
+            .get(&format!("day#{day}"))
+            .await?
+            .and_then(|i| get_n(&i, "used"))
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0))
     }
 
     async fn read_intent(&self, intent: &str) -> Result<Option<IntentRecord>, AwsError> {
-        let item = format!("intent#{intent}");
-        let out = self
-            .aws
-            .call(
-                "GetItem",
-                self.aws
-                    .dynamodb
-                    .get_item()
-                    .table_name(&self.name)
-                    .set_key(Some(self.key(&item)))
-                    .consistent_read(true)
-                    .send(),
-            )
-            .await?;
-        out.item().map(|i| self.intent_of(intent, i)).transpose()
+        self.get(&format!("intent#{intent}"))
+            .await?
+            .map(|i| self.intent_of(intent, &i))
+            .transpose()
     }
 
     fn intent_of(
