@@ -92,6 +92,7 @@ impl World {
         c.fleet.security_group_ids = vec![web];
         c.fleet.instance_profile = String::new();
         c.elb.name = "shop-elb".into();
+        c.ledger.table = common::moto::LEDGER_TABLE.into();
         c.events.topic_arn = topic;
         // The shipped rsync over ssh, from this test's document root.
         let n = c.hooks.pre_register.argv.len();
@@ -207,6 +208,9 @@ fn a_correct_set_up_passes_and_each_broken_one_fails_with_its_key_and_fix() {
         "is served by shop-elb",
         "the topic arn:aws:sns:",
         "PutMetricData into BurstAgent/shop/Agent went through",
+        "the table burst-agent is ACTIVE with keys site and item",
+        "site shop reads back: nobody holds the lease yet; no unit spent yet",
+        "a conditional write of this site's items is weighed",
         "is readable by this user only",
         "holds the site",
         "Apache runs as pid",
@@ -313,6 +317,97 @@ fn a_correct_set_up_passes_and_each_broken_one_fails_with_its_key_and_fix() {
         "is empty",
         "mount the content's volume",
     );
+
+    // The guarantee's table: missing, shaped for something else, holding an item the agent
+    // did not write. The probe wrote nothing: the site still has no item.
+    let mut c = w.good.clone();
+    c.ledger.table = "shop-guarantee".into();
+    fails_once(
+        w.preflight("notable.toml", &c, false),
+        "ledger.table",
+        "shop-guarantee: ResourceNotFoundException",
+        "burst-agent table create shop-guarantee",
+    );
+    w.rt.block_on(async {
+        use aws_sdk_dynamodb::types::*;
+        w.aws
+            .dynamodb
+            .create_table()
+            .table_name("sessions")
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let mut c = w.good.clone();
+    c.ledger.table = "sessions".into();
+    fails_once(
+        w.preflight("sessions.toml", &c, false),
+        "ledger.table",
+        "its keys are id (HASH, S), not site (HASH, S) and item (RANGE, S)",
+        "burst-agent table create",
+    );
+    let items = w.rt.block_on(async {
+        w.aws
+            .dynamodb
+            .query()
+            .table_name(common::moto::LEDGER_TABLE)
+            .key_condition_expression("site = :s")
+            .expression_attribute_values(
+                ":s",
+                aws_sdk_dynamodb::types::AttributeValue::S("shop".into()),
+            )
+            .send()
+            .await
+            .unwrap()
+            .count()
+    });
+    assert_eq!(items, 0, "the write probe changed the table");
+    w.rt.block_on(async {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        w.aws
+            .dynamodb
+            .put_item()
+            .table_name(common::moto::LEDGER_TABLE)
+            .item("site", A::S("shop".into()))
+            .item("item", A::S("day#2026-12-07".into()))
+            .item("used", A::S("three".into()))
+            .send()
+            .await
+            .unwrap();
+    });
+    fails_once(
+        w.preflight("baditem.toml", &w.good, false),
+        "ledger.table",
+        "ledger table item shop/day#2026-12-07: no used count",
+        "point-in-time recovery",
+    );
+    w.rt.block_on(async {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        w.aws
+            .dynamodb
+            .delete_item()
+            .table_name(common::moto::LEDGER_TABLE)
+            .key("site", A::S("shop".into()))
+            .key("item", A::S("day#2026-12-07".into()))
+            .send()
+            .await
+            .unwrap();
+    });
 
     let mut c = w.good.clone();
     c.events.topic_arn = "arn:aws:sns:us-east-1:123456789012:nobody-listens".into();

@@ -132,7 +132,9 @@ pub fn takeover(cfg: Config, yes: bool) -> Result<Vec<String>, DaemonError> {
         }];
         if !yes {
             out.push(
-                "with --yes, this host's agent takes the lease at once and acts for the site;                  if the holder above is still running, it stops changing the fleet at its next                  renewal. Use it only when you know the old master is gone."
+                "with --yes, this host's agent takes the lease at once and acts for the site; \
+                 if the holder above is still running, it stops changing the fleet at its next \
+                 renewal. Use it only when you know the old master is gone."
                     .into(),
             );
             return Ok(out);
@@ -141,7 +143,8 @@ pub fn takeover(cfg: Config, yes: bool) -> Result<Vec<String>, DaemonError> {
         crate::fsutil::Disk::write_atomic(&crate::fsutil::RealDisk, &path, b"takeover\n")
             .map_err(|e| DaemonError::Start(format!("{}: {e}", path.display())))?;
         out.push(format!(
-            "asked this host's agent to take the lease ({}); its lease task does within              seconds, and `burst-agent status` shows it{}",
+            "asked this host's agent to take the lease ({}); its lease task does within \
+             seconds, and `burst-agent status` shows it{}",
             path.display(),
             lease.map_or(String::new(), |l| format!(", displacing {}", l.holder))
         ));

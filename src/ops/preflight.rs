@@ -619,9 +619,117 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
          runs: `burst-agent drill --yes` makes them with one slave",
     );
 
+    ledger(cfg, aws, r).await;
     elb(cfg, aws, &subnets, r).await;
     topics(cfg, aws, r).await;
     cloudwatch(cfg, aws, r).await;
+}
+
+/// The guarantee's table: there, shaped as the agent writes it, this site's items readable and
+/// writable (a transaction whose condition cannot hold, so nothing changes), and who holds the
+/// lease.
+async fn ledger(cfg: &Config, aws: &Aws, r: &mut Report) {
+    const KEY: &str = "ledger.table";
+    let name = &cfg.ledger.table;
+    if name.is_empty() {
+        r.skip(
+            KEY,
+            "no table: the day's units live on this disk only, which only a dry run may do",
+        );
+        return;
+    }
+    let create = format!(
+        "as an operator (not the master's role): burst-agent table create {name}; then the \
+         master's policy's ledger statements (docs/aws.md) on it"
+    );
+    let table = crate::table::Table::new(aws.clone(), name, &cfg.agent.group);
+    match bounded(cfg, table.shape_problem()).await {
+        Ok(Ok(None)) => r.pass(
+            KEY,
+            format!("the table {name} is ACTIVE with keys site and item"),
+        ),
+        Ok(Ok(Some(p))) => {
+            r.fail(
+                KEY,
+                format!("the table {name} is not the agent's: {p}"),
+                format!(
+                    "name a table made by `burst-agent table create` (it makes its own: {create})"
+                ),
+            );
+            return;
+        }
+        Ok(Err(e)) => {
+            let fix = if e.is("ResourceNotFoundException") {
+                create
+            } else {
+                "the master's policy needs dynamodb:DescribeTable on the table (docs/aws.md)"
+                    .to_string()
+            };
+            r.fail(KEY, format!("{name}: {}: {}", e.code, e.message), fix);
+            return;
+        }
+        Err((code, msg)) => {
+            r.fail(
+                KEY,
+                format!("{name}: {code}: {msg}"),
+                "check the network path to DynamoDB",
+            );
+            return;
+        }
+    }
+    let policy = format!(
+        "the master's policy allows dynamodb:GetItem, PutItem, UpdateItem, DeleteItem, \
+         ConditionCheckItem and Query on {name} for the leading key \"{}\" (docs/aws.md)",
+        cfg.agent.group
+    );
+    let now = jiff::Timestamp::now().as_second();
+    match bounded(cfg, table.read_site(now)).await {
+        Ok(Ok(site)) => {
+            let lease = match &site.lease {
+                Some(l) => format!(
+                    "the lease is held by {} (version {}, renewed {} by its clock)",
+                    l.holder, l.version, l.renewed_at
+                ),
+                None => "nobody holds the lease yet".to_string(),
+            };
+            let days = site
+                .days
+                .iter()
+                .next_back()
+                .map_or("no unit spent yet".to_string(), |(d, u)| {
+                    format!("{u} unit(s) spent on {d}")
+                });
+            r.pass(
+                KEY,
+                format!("site {} reads back: {lease}; {days}", cfg.agent.group),
+            )
+        }
+        Ok(Err(e)) if e.code == "BadItem" => r.fail(
+            KEY,
+            e.message,
+            "the item was not written by this agent: restore it from the table's point-in-time \
+             recovery, or delete it if it is not the guarantee's",
+        ),
+        Ok(Err(e)) => r.fail(
+            KEY,
+            format!("Query: {}: {}", e.code, e.message),
+            policy.clone(),
+        ),
+        Err((code, msg)) => r.fail(KEY, format!("Query: {code}: {msg}"), policy.clone()),
+    }
+    match bounded(cfg, table.probe_writes()).await {
+        Ok(Ok(())) => r.pass(
+            KEY,
+            "a conditional write of this site's items is weighed (a transaction whose condition \
+             cannot hold: nothing changed)",
+        ),
+        Ok(Err(e)) => r.fail(
+            KEY,
+            format!("TransactWriteItems: {}: {}", e.code, e.message),
+            policy,
+        ),
+        Err((code, msg)) => r.fail(KEY, format!("TransactWriteItems: {code}: {msg}"), policy),
+    }
 }
 
 /// Which key a refused dry run points at, and the fix.

@@ -270,9 +270,11 @@ impl Table {
         Ok(created)
     }
 
-    /// Whether the table exists and answers (preflight, `check` before the first tick).
-    pub async fn describe(&self) -> Result<(), AwsError> {
-        self.aws
+    /// What is wrong with the table's shape for the agent (preflight): `None` when it is
+    /// ACTIVE with the keys `site` (partition) and `item` (sort), both strings.
+    pub async fn shape_problem(&self) -> Result<Option<String>, AwsError> {
+        let out = self
+            .aws
             .call(
                 "DescribeTable",
                 self.aws
@@ -281,8 +283,81 @@ impl Table {
                     .table_name(&self.name)
                     .send(),
             )
-            .await
-            .map(drop)
+            .await?;
+        let Some(t) = out.table() else {
+            return Ok(Some("DescribeTable gave no table".into()));
+        };
+        let kind = |name: &str| {
+            t.attribute_definitions()
+                .iter()
+                .find(|a| a.attribute_name() == name)
+                .map(|a| a.attribute_type().as_str().to_string())
+        };
+        let keys: Vec<(String, String, Option<String>)> = t
+            .key_schema()
+            .iter()
+            .map(|k| {
+                (
+                    k.attribute_name().to_string(),
+                    k.key_type().as_str().to_string(),
+                    kind(k.attribute_name()),
+                )
+            })
+            .collect();
+        let want = vec![
+            (SITE.to_string(), "HASH".to_string(), Some("S".to_string())),
+            (ITEM.to_string(), "RANGE".to_string(), Some("S".to_string())),
+        ];
+        if keys != want {
+            let shown: Vec<String> = keys
+                .iter()
+                .map(|(n, k, t)| format!("{n} ({k}, {})", t.as_deref().unwrap_or("?")))
+                .collect();
+            return Ok(Some(format!(
+                "its keys are {}, not site (HASH, S) and item (RANGE, S)",
+                shown.join(", ")
+            )));
+        }
+        let status = t.table_status().map(|s| s.as_str()).unwrap_or("");
+        if !status.is_empty() && status != "ACTIVE" {
+            return Ok(Some(format!("it is {status}, not ACTIVE")));
+        }
+        Ok(None)
+    }
+
+    /// Tries the reservation's kinds of write (a condition check, an update, a put) in one
+    /// transaction whose condition cannot hold, so it changes nothing: `Ok` when DynamoDB
+    /// weighed the condition, i.e. the caller may write this site's items; the error
+    /// (`AccessDeniedException` for a policy without them) otherwise. Preflight's probe.
+    pub async fn probe_writes(&self) -> Result<(), AwsError> {
+        let never = ConditionCheck::builder()
+            .table_name(&self.name)
+            .set_key(Some(self.key("lease")))
+            .condition_expression("attribute_exists(#s) AND attribute_not_exists(#s)")
+            .expression_attribute_names("#s", SITE)
+            .build()
+            .map_err(|e| build_error("TransactWriteItems", e))?;
+        let update = Update::builder()
+            .table_name(&self.name)
+            .set_key(Some(self.key("preflight#update")))
+            .update_expression("SET expires_at = :e")
+            .expression_attribute_values(":e", n(0))
+            .build()
+            .map_err(|e| build_error("TransactWriteItems", e))?;
+        let mut item = self.key("preflight#put");
+        item.insert(EXPIRES_AT.into(), n(0));
+        let put = Put::builder()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| build_error("TransactWriteItems", e))?;
+        self.transact(vec![
+            TransactWriteItem::builder().condition_check(never).build(),
+            TransactWriteItem::builder().update(update).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ])
+        .await
+        .map(drop)
     }
 
     /// One item of the site, read strongly consistent; `None` when the table has none.
