@@ -727,7 +727,31 @@ fn faults_at_every_call_and_kill_9_keep_the_promises() {
     );
     let intents = state["intents"].as_array().unwrap();
     let now = jiff::Timestamp::now();
-    for e in entries.iter().filter(|e| e["instance_id"].is_null()) {
+    // Units the shared table counts that this state directory cannot name (a refund the table
+    // did not acknowledge before a kill -9) stand as placeholders (`counted-…`): with the
+    // launched instances, never more than the table counts for the day.
+    let placeholder = |e: &serde_json::Value| {
+        e["instance_id"].is_null() && e["key"].as_str().is_some_and(|k| k.starts_with("counted-"))
+    };
+    let placeholders = entries.iter().filter(|e| placeholder(e)).count();
+    if placeholders > 0 {
+        let day = jiff::tz::TimeZone::UTC.to_datetime(now).date().to_string();
+        let table = burst_agent::table::Table::new(
+            w.aws.clone(),
+            common::moto::LEDGER_TABLE,
+            &cfg.agent.group,
+        );
+        let used = w.rt.block_on(table.day_used(&day)).unwrap();
+        assert!(
+            placeholders + bound.len() <= used as usize,
+            "{placeholders} placeholder(s) and {} launched, the table counts {used}: {why}",
+            bound.len()
+        );
+    }
+    for e in entries
+        .iter()
+        .filter(|e| e["instance_id"].is_null() && !placeholder(e))
+    {
         let key = e["key"].as_str().unwrap_or("");
         let id = key.split('#').next().unwrap_or("");
         let intent = intents

@@ -46,7 +46,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             self.ledger = rebuilt;
             self.save_state(now, &mut report);
         }
-        self.check_sources(now, &mut report);
+        Box::pin(self.check_sources(now, &mut report)).await;
         let plan = lifecycle::adopt(
             &self.slaves,
             &lifecycle::Observed {

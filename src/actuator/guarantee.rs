@@ -96,9 +96,14 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         match table.refund(id).await {
             Ok(true) => tracing::info!(intent = %id, "refunded in the ledger table"),
             Ok(false) => {}
-            // Stays spent: an overcount, never an undercount.
-            Err(e) => tracing::warn!(intent = %id,
-                "could not refund in the ledger table; its units stay spent today: {e}"),
+            // Spent until a retry goes through (an answer lost after the refund applied finds
+            // it refunded already): an overcount meanwhile, never an undercount. A restart
+            // forgets it, and the units stay spent.
+            Err(e) => {
+                tracing::warn!(intent = %id,
+                    "could not refund in the ledger table yet (retried each step): {e}");
+                self.unrefunded.push(id.to_string());
+            }
         }
     }
 
@@ -129,7 +134,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         self.flush_records().await;
     }
 
-    /// Writes the records the table has not acknowledged yet.
+    /// Writes the launch records and the refunds the table has not acknowledged yet.
     pub(super) async fn flush_records(&mut self) {
         let Some((table, _)) = self.guarantee.clone() else {
             return;
@@ -142,6 +147,18 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             }
         }
         self.unrecorded = left;
+        let mut left = Vec::new();
+        for id in std::mem::take(&mut self.unrefunded) {
+            match table.refund(&id).await {
+                Ok(true) => tracing::info!(intent = %id, "refunded in the ledger table"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(intent = %id, "ledger table: refund not written yet: {e}");
+                    left.push(id);
+                }
+            }
+        }
+        self.unrefunded = left;
     }
 
     /// A warm start that costs a unit: counted in the table under the lease first.

@@ -48,6 +48,20 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 return;
             }
             LaunchGate::Go { count: n, trial } => {
+                if n < count {
+                    // What the brake keeps back (two at a time unproven, one trial) is refused.
+                    report.refused = count - n;
+                    tracing::info!(
+                        asked = count,
+                        allowed = n,
+                        "launches limited by the sync brake: {}",
+                        if trial {
+                            "one trial launch"
+                        } else {
+                            "no sync proven yet: at most two paid slaves sync at once"
+                        }
+                    );
+                }
                 count = n;
                 trial
             }
@@ -59,7 +73,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             match self.ledger.record_attempt(&key, now) {
                 Ok(()) => keys.push(key),
                 Err(e) => {
-                    report.refused = count - (n - 1);
+                    report.refused += count - (n - 1);
                     tracing::error!(
                         asked = count,
                         allowed = keys.len(),
@@ -91,7 +105,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             }
             self.journal.intents.retain(|i| i.id != id);
             self.save_state(now, report);
-            report.refused = n;
+            report.refused += n;
             tracing::warn!(intent = %id, asked = n, "launches are held: {why}");
             self.events.push(Event::new(
                 EventKind::LedgerBlocked,

@@ -159,8 +159,13 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     trust_tags_once: bool,
     /// The brake on a content sync that keeps failing the same way (burst-core's `lifecycle::brake`).
     brake: brake::SyncBrake,
+    /// What a launch's content sync runs with (hooks, slave image, ssh key), as the brake's
+    /// proof and trip name it: [`sync_fingerprint`] of the config, at start and each reload.
+    sync_print: String,
     /// The content sources as last checked (a missing or empty one is never synced).
     sources: lifecycle::Sources,
+    /// The source checks' thread: one at a time, bounded (a hung mount stalls a stat).
+    source_calls: burst_edge::stall::OffThread,
     /// The state was lost or unreadable at open: launches wait until today's count has been
     /// read back from an independent copy (CloudWatch's `BurstCapUsed`); why, while it has not.
     cap_unverified: Option<String>,
@@ -175,6 +180,8 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     /// Instances a launch gave whose record the table has not acknowledged yet: written again
     /// each step until it has.
     unrecorded: Vec<crate::table::InstanceRecord>,
+    /// Refused launches whose refund the table has not acknowledged yet (retried each step).
+    unrefunded: Vec<String>,
     /// `(day, instance)` the table counts already by the midnight carry-over.
     carried: BTreeSet<(String, String)>,
 }
@@ -297,12 +304,15 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             owned,
             trust_tags_once,
             brake,
+            sync_print: sync_fingerprint(cfg),
             sources: lifecycle::Sources::default(),
+            source_calls: Default::default(),
             cap_unverified,
             clock_mark,
             clock_marked: false,
             guarantee: None,
             unrecorded: Vec::new(),
+            unrefunded: Vec::new(),
             carried: BTreeSet::new(),
         })
     }
@@ -814,8 +824,23 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             Err(e) => self.error(now, &mut report, format!("cap.time_zone not applied: {e}")),
         }
         self.cfg = cfg.clone();
-        // A reload is how an operator says the hook or the image was fixed.
-        self.resume("a reload", now);
+        // A reload releases the brake when the hook, the image or the key changed: how an
+        // operator says the cause was fixed. An unchanged file fixes nothing.
+        self.sync_print = sync_fingerprint(cfg);
+        match self.brake.reload(&self.sync_print) {
+            Ok(Some(t)) => {
+                tracing::info!(cause = %t.cause,
+                    "reload: the hook, the slave image or the ssh key changed, so the brake on \
+                     launches is released; the next decision may scale out (two at a time until \
+                     a sync goes through)");
+                self.save_state(now, &mut report);
+            }
+            Ok(None) => {}
+            Err(cause) => tracing::warn!(cause = %cause,
+                "reload: the brake on launches stays on: the hook, the slave image and the ssh \
+                 key are as they were when it tripped. Fix the cause and reload, or say it is \
+                 fixed elsewhere with `burst-agent resume`"),
+        }
     }
 
     /// The slaves as the policy sees them (metrics are added by the caller), and the launches
@@ -918,6 +943,38 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let vars = self.vars(s);
         self.hooks.start(id, kind, &hook, vars);
     }
+}
+
+/// How long a content source's check may take before the source counts as missing (a hung
+/// NFS, EFS or sshfs mount).
+pub const SOURCE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a launch's content sync runs with, as one short digest: the `pre_register` and
+/// `content_check` hooks (argv, timeout, environment), the slave image (AMI, or launch template
+/// and version) and the ssh keys the hook names (their bytes). The brake's proof holds for this
+/// digest only, and a reload releases a tripped brake only when it changed.
+pub fn sync_fingerprint(cfg: &Config) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for hook in std::iter::once(&cfg.hooks.pre_register).chain(cfg.hooks.content_check.as_ref()) {
+        h.update(serde_json::to_vec(hook).unwrap_or_default());
+        h.update(b"\0");
+        for key in crate::preflight::ssh_keys(hook, &cfg.agent.state_dir) {
+            h.update(key.as_os_str().as_encoded_bytes());
+            // A missing or unreadable key hashes as empty: its appearance is a change.
+            h.update(std::fs::read(&key).unwrap_or_default());
+            h.update(b"\0");
+        }
+    }
+    match &cfg.fleet.launch_template {
+        Some(lt) => h.update(format!("lt:{}:{}:{}", lt.id, lt.name, lt.version)),
+        None => h.update(format!("ami:{}", cfg.fleet.ami)),
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
         let forced = !dry && std::mem::take(&mut self.sync_requested);
         self.brake_hears(&finished, now, &mut report);
-        self.check_sources(now, &mut report);
+        Box::pin(self.check_sources(now, &mut report)).await;
         let plan = lifecycle::reconcile(
             &self.slaves,
             &lifecycle::Observed {
@@ -109,12 +109,21 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let day = self.ledger.day_bounds(now).0.to_string();
         let mut changed = false;
         for (id, (kind, res)) in finished {
-            if !matches!(kind, HookKind::PreRegister | HookKind::ContentCheck) {
-                continue;
-            }
             let Some(s) = self.slaves.get(id) else {
                 continue;
             };
+            // A periodic sync to a serving slave proves the content path, or revokes the proof.
+            if *kind == HookKind::ContentSync {
+                match res {
+                    Ok(_) => self.brake.prove(&self.sync_print, now),
+                    Err(_) => self.brake.revoke(),
+                }
+                changed = true;
+                continue;
+            }
+            if !matches!(kind, HookKind::PreRegister | HookKind::ContentCheck) {
+                continue;
+            }
             // A content check that fails before registration is a sync that failed too.
             if *kind == HookKind::ContentCheck && s.phase != Phase::Syncing {
                 continue;
@@ -124,14 +133,18 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             let paid = s.restarted_at.is_none();
             let res = res.as_ref().map(|_| ()).map_err(String::as_str);
             changed = true;
-            match self.brake.record(&[id, &intent], res, paid, &day, now) {
+            match self
+                .brake
+                .record(&[id, &intent], res, paid, &day, now, &self.sync_print)
+            {
                 brake::Change::None => {}
                 brake::Change::Tripped(t) => {
                     let msg = format!(
-                        "content sync failed {} times in a row the same way: {}; launches that \
+                        "content sync failed on {} slaves in a row the same way: {}; launches that \
                          spend the cap stop (warm slaves the day counts may still start) until \
-                         a reload or `burst-agent resume` after the fix, or a trial launch from \
-                         {} (a cap unit, at most {} per cause a day); last error: {}",
+                         a reload that changes the hook, the slave image or the ssh key, or \
+                         `burst-agent resume` after a fix elsewhere, or a trial launch from {} \
+                         (a cap unit, at most {} per cause a day); last error: {}",
                         brake::TRIP_AFTER,
                         t.cause,
                         t.next_trial,
@@ -165,16 +178,48 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     /// Checks each sync hook's content source before the lifecycle may start it: a missing,
     /// empty or sentinel-less one is never synced (an alert when it goes bad, a line when it is
-    /// back).
-    pub(super) fn check_sources(&mut self, now: Timestamp, report: &mut Report) {
+    /// back). The checks run off the runtime's thread, one at a time, each bounded by
+    /// [`SOURCE_CHECK_TIMEOUT`]: a source on a hung mount counts as missing, and the tick goes on.
+    pub(super) async fn check_sources(&mut self, now: Timestamp, report: &mut Report) {
         let h = &self.cfg.hooks;
-        let check = |hook: &Hook| {
-            h.source_of(hook)
-                .and_then(|p| hooks::check_source(&p, h.content_sentinel.as_deref()).err())
-        };
+        let sentinel = h.content_sentinel.clone();
+        let dirs = [h.source_of(&h.pre_register), h.source_of(h.content_sync())];
+        let mut found: Vec<Option<String>> = Vec::new();
+        let mut seen: Vec<(std::path::PathBuf, Option<String>)> = Vec::new();
+        for dir in dirs {
+            let Some(dir) = dir else {
+                found.push(None);
+                continue;
+            };
+            // Both hooks usually sync one source: checked once.
+            if let Some((_, r)) = seen.iter().find(|(d, _)| *d == dir) {
+                found.push(r.clone());
+                continue;
+            }
+            let what = format!("the check of content source {}", dir.display());
+            let s = sentinel.clone();
+            let d = dir.clone();
+            let got = self
+                .source_calls
+                .run_async(&what, SOURCE_CHECK_TIMEOUT, move || {
+                    hooks::check_source(&d, s.as_deref())
+                })
+                .await;
+            let r = match got {
+                Ok(r) => r.err(),
+                Err(hung) => Some(format!(
+                    "{hung}: content source {} counts as missing; nothing is synced from it and \
+                     launches are held until it answers",
+                    dir.display()
+                )),
+            };
+            seen.push((dir, r.clone()));
+            found.push(r);
+        }
+        let mut found = found.into_iter();
         let next = lifecycle::Sources {
-            pre_register: check(&h.pre_register),
-            content_sync: check(h.content_sync()),
+            pre_register: found.next().flatten(),
+            content_sync: found.next().flatten(),
         };
         match (self.sources.problem(), next.problem()) {
             (None, Some(why)) => {
@@ -304,10 +349,40 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
     }
 
+    /// A sync with this config's hook, slave image and ssh key went through outside a launch
+    /// (the drill, a test's seasoned site): launches that follow may go at full speed.
+    pub fn prove_sync(&mut self, now: Timestamp) {
+        self.brake.prove(&self.sync_print, now);
+    }
+
     /// What the brake allows now (the policy reads it with [`Actuator::sync_broken`]).
     pub fn brake_gate(&self, now: Timestamp) -> brake::Gate {
-        self.brake
-            .gate(&self.ledger.day_bounds(now).0.to_string(), now)
+        self.brake.gate(
+            &self.ledger.day_bounds(now).0.to_string(),
+            now,
+            &self.sync_print,
+            self.unproven_in_flight(now),
+        )
+    }
+
+    /// Paid slaves whose first content sync has not ended yet: launched ones still pending or
+    /// syncing, and launches on the way that no tracked slave stands for yet. While no sync is
+    /// proven, at most two may be (lifecycle::brake).
+    fn unproven_in_flight(&self, now: Timestamp) -> u32 {
+        let slaves = self
+            .slaves
+            .values()
+            .filter(|s| {
+                s.restarted_at.is_none() && matches!(s.phase, Phase::Pending | Phase::Syncing)
+            })
+            .count();
+        let tracked: BTreeSet<&str> = self.slaves.keys().map(String::as_str).collect();
+        let on_the_way = self
+            .observation(now)
+            .iter()
+            .filter(|o| o.state == SlaveState::Pending && !tracked.contains(o.id.as_str()))
+            .count();
+        u32::try_from(slaves + on_the_way).unwrap_or(u32::MAX)
     }
 
     /// The operator says the cause is fixed (`burst-agent resume`, a reload): launches go

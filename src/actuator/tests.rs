@@ -316,6 +316,20 @@ fn setup_with(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> (Fake, A
     let mut act = Actuator::open(fake.clone(), &cfg, at(0)).unwrap();
     // A first start: CloudWatch's copy of today's count says nothing was launched.
     act.cap_read_back(Ok(None), at(0));
+    // A site whose content path is proven (a sync went through with this hook, image and key):
+    // the tests of the brake's proof start from an unproven one.
+    act.prove_sync(at(0));
+    (fake, act)
+}
+
+/// [`setup_with`], with no sync proven yet (a new install, a new image, a new key).
+fn setup_unproven(dir: &std::path::Path, edit: impl FnOnce(&mut Config)) -> (Fake, Actuator<Fake>) {
+    let (fake, act) = setup_with(dir, edit);
+    let cfg = act.cfg.clone();
+    drop(act);
+    std::fs::remove_file(dir.join("state.json")).unwrap();
+    let mut act = Actuator::open(fake.clone(), &cfg, at(0)).unwrap();
+    act.cap_read_back(Ok(None), at(0));
     (fake, act)
 }
 
@@ -895,6 +909,13 @@ async fn a_sync_that_fails_the_same_way_twice_holds_launches_until_a_reload() {
     let mut act = Actuator::open(fake.clone(), &cfg, at(40)).unwrap();
     assert!(act.sync_broken().is_some(), "lost at the restart");
     assert!(act.apply(&decision(1), at(41)).await.launched.is_empty());
+    // A reload of the unchanged file fixes nothing: the brake stays on.
+    act.reconfigure(&cfg.clone(), at(45));
+    assert!(
+        act.sync_broken().is_some(),
+        "released by an unchanged reload"
+    );
+    assert!(act.apply(&decision(1), at(46)).await.launched.is_empty());
     // Fixed and reloaded: it launches at the next decision.
     let mut fixed = cfg.clone();
     fixed.hooks.pre_register.argv = vec!["true".into()];
@@ -904,6 +925,53 @@ async fn a_sync_that_fails_the_same_way_twice_holds_launches_until_a_reload() {
     settle(&mut act, at(52)).await;
     act.step(at(53)).await.unwrap();
     assert!(fake.w().members.contains_key(&id));
+}
+
+/// Issue 28, part 4: proof before speed. With no sync proven for this hook, image and key, at
+/// most two paid slaves sync at once; once one went through, a burst launches at full speed.
+#[tokio::test]
+async fn without_a_proven_sync_two_launch_and_the_rest_follow_once_one_syncs() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup_unproven(d.path(), |_| {});
+    let r = act.apply(&decision(5), at(0)).await;
+    assert_eq!(r.launched.len(), 2, "{r:?}");
+    assert_eq!(r.refused, 3);
+    // Still on their way: nothing more.
+    let r = act.apply(&decision(3), at(1)).await;
+    assert!(r.launched.is_empty(), "{r:?}");
+    for t in 2..5 {
+        settle(&mut act, at(t)).await;
+    }
+    // Proven: the rest at once.
+    let r = act.apply(&decision(3), at(10)).await;
+    assert_eq!(r.launched.len(), 3, "{r:?} {:?}", act.brake);
+}
+
+/// Issue 28, part 4: a `pre_register` that always runs past its timeout (the content outgrew
+/// it, or ssh hangs on the image) spent 7 of 7 units in 120 s. A timeout is a cause like any
+/// other now: two units, then the brake.
+#[tokio::test]
+async fn a_sync_that_always_runs_past_its_timeout_spends_two_units_not_the_day() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup_unproven(d.path(), |c| {
+        c.hooks.pre_register.argv = vec!["sleep".into(), "30".into()];
+        c.hooks.pre_register.timeout = Dur::millis(200);
+        c.hooks.pre_register.retries = 0;
+    });
+    for n in 0..12 {
+        act.apply(&decision(7), at(n * 10)).await;
+        settle(&mut act, at(n * 10 + 1)).await;
+    }
+    assert!(fake.w().members.is_empty(), "registered without content");
+    let t = act
+        .sync_broken()
+        .expect("a sync that always times out never tripped the brake");
+    assert!(t.cause.contains("timeout"), "{t:?}");
+    assert_eq!(
+        act.ledger().used(at(200)),
+        2,
+        "units spent on slaves that cannot serve"
+    );
 }
 
 /// Issue 19, part 4: content is checked, not assumed. A slave whose content check fails after

@@ -90,7 +90,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    rt.block_on(run_async(cfg, opts))
+    let done = rt.block_on(run_async(cfg, opts));
+    // A blocking call stuck in the kernel (a hung mount) never returns: the runtime does not
+    // wait for it, and the process exit ends it.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    done
 }
 
 fn notify(states: &[NotifyState]) {

@@ -260,6 +260,8 @@ pub fn local(cfg: &Config) -> Report {
             }
         };
         let mut seen = Vec::new();
+        // A source on a hung mount fails its check instead of hanging preflight.
+        let mut calls = burst_edge::stall::OffThread::default();
         for (key, hook) in [
             ("hooks.pre_register", &h.pre_register),
             ("hooks.content_sync", h.content_sync()),
@@ -267,7 +269,15 @@ pub fn local(cfg: &Config) -> Report {
             match h.source_of(hook) {
                 Some(p) if seen.contains(&p) => {}
                 Some(p) => {
-                    match crate::hooks::check_source(&p, h.content_sentinel.as_deref()) {
+                    let (d, sentinel) = (p.clone(), h.content_sentinel.clone());
+                    let checked = calls
+                        .run(
+                            &format!("the check of content source {}", p.display()),
+                            crate::actuator::SOURCE_CHECK_TIMEOUT,
+                            move || crate::hooks::check_source(&d, sentinel.as_deref()),
+                        )
+                        .and_then(|r| r);
+                    match checked {
                         Ok(()) => r.pass(
                             &src_key(key),
                             format!("the content source {} holds the site", p.display()),

@@ -446,14 +446,19 @@ async fn attempt(
             None
         }
     };
-    let stdout = match out {
-        Some(h) => h.await.unwrap_or_default(),
-        None => Drained::default(),
-    };
-    let stderr = match err {
-        Some(h) => h.await.unwrap_or_default(),
-        None => Drained::default(),
-    };
+    // A child that left the group (setsid, a daemonizing helper) outlives the kill and may
+    // hold our pipes open for ever: the reads get a bound after the exit, never a hang.
+    let deadline = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+    let (stdout, out_cut) = finish_drain(out, deadline).await;
+    let (stderr, err_cut) = finish_drain(err, deadline).await;
+    if out_cut || err_cut {
+        tracing::warn!(
+            hook = name,
+            "a child of the hook left its process group and kept its output open: stopped \
+             reading it {}s after the hook ended (what it printed after is not shown)",
+            DRAIN_AFTER_EXIT.as_secs()
+        );
+    }
     let skipped = stdout.skipped + stderr.skipped;
     let result = match status {
         None => Err(HookError::TimedOut { after: timeout }),
@@ -465,6 +470,26 @@ async fn attempt(
         }),
     };
     (result, skipped)
+}
+
+/// How long a hook's output is read after the hook ended and its group was killed.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
+
+/// A stream's reader, cut at `deadline`: what it read, and whether it was cut.
+async fn finish_drain(
+    h: Option<tokio::task::JoinHandle<Drained>>,
+    deadline: tokio::time::Instant,
+) -> (Drained, bool) {
+    let Some(mut h) = h else {
+        return (Drained::default(), false);
+    };
+    match tokio::time::timeout_at(deadline, &mut h).await {
+        Ok(got) => (got.unwrap_or_default(), false),
+        Err(_) => {
+            h.abort();
+            (Drained::default(), true)
+        }
+    }
 }
 
 struct GroupGuard(Option<u32>);
@@ -1097,6 +1122,27 @@ mod tests {
             dies_soon(pid),
             "grandchild {pid} survived the hook's timeout"
         );
+    }
+
+    #[tokio::test]
+    async fn a_child_that_leaves_the_process_group_cannot_hang_the_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("escaped.pid");
+        // setsid: out of the group the runner kills, still holding stdout and stderr.
+        // The hook ends only once its child is out of the group (it wrote its pid after setsid).
+        let script = format!(
+            "setsid sh -c 'echo $$ > {0}; exec sleep 300' & \
+             while [ ! -s {0} ]; do sleep 0.05; done; exit 0",
+            pidfile.display()
+        );
+        let h = hook(&["sh", "-c", &script], 5000, 0);
+        let ran = tokio::time::timeout(Duration::from_secs(120), run("t", &h, &vars())).await;
+        let pid = pid_in(&pidfile);
+        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+        let run = ran.expect("the hook's output drain never ended");
+        assert!(run.result.is_ok(), "{:?}", run.result);
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ pub mod hooks;
 pub mod privilege;
 pub mod runner;
 pub mod sampler;
+pub mod stall;
 pub mod store;
 pub mod table;
 pub mod text;

@@ -1181,9 +1181,11 @@ mod tests {
     #[test]
     fn acting_master_needs_launch_spec_and_elb() {
         let mut c = Config::default();
-        assert_eq!(paths(&c), ["fleet.ami", "elb.name"]);
+        assert_eq!(paths(&c), ["ledger.table", "fleet.ami", "elb.name"]);
         c.fleet.ami = "ami-0123".into();
         c.elb.name = "site-elb".into();
+        assert_eq!(paths(&c), ["ledger.table"]);
+        c.ledger.table = "burst-agent".into();
         assert!(paths(&c).is_empty());
         c.fleet.launch_template = Some(LaunchTemplate {
             id: "lt-1".into(),

@@ -54,6 +54,18 @@ pub fn gate(
             count,
             trial: false,
         },
+        brake::Gate::Unproven { room } if room > 0 => LaunchGate::Go {
+            count: count.min(room),
+            trial: false,
+        },
+        brake::Gate::Unproven { .. } => LaunchGate::Held {
+            why: format!(
+                "no content sync has gone through yet with this hook, slave image and ssh key: \
+                 at most {} paid slaves sync at once until one does",
+                brake::UNPROVEN_IN_FLIGHT
+            ),
+            brake: false,
+        },
         brake::Gate::Trial => LaunchGate::Go {
             count: 1,
             trial: true,
@@ -366,6 +378,20 @@ mod tests {
                 trial: true
             }
         );
+        // No sync proven yet: only the room left of two in flight.
+        assert_eq!(
+            gate(3, None, None, None, brake::Gate::Unproven { room: 1 }, None),
+            LaunchGate::Go {
+                count: 1,
+                trial: false
+            }
+        );
+        match gate(3, None, None, None, brake::Gate::Unproven { room: 0 }, None) {
+            LaunchGate::Held { why, brake: false } => {
+                assert!(why.contains("at most 2 paid slaves"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
         match gate(3, None, None, None, brake::Gate::Closed, Some("ssh key")) {
             LaunchGate::Held { why, brake: true } => assert!(why.contains("ssh key"), "{why}"),
             other => panic!("{other:?}"),

@@ -30,7 +30,13 @@ pub struct Sampler {
     mod_status: Option<ModStatusClient>,
     proc_root: PathBuf,
     buf: String,
+    /// statvfs on `disk_paths` (the document root among them): off this thread, bounded.
+    disk_calls: crate::stall::OffThread,
 }
+
+/// How long the statvfs of `sampling.disk_paths` may take before the disks count as unreadable
+/// for this sample (a hung NFS, EFS or sshfs mount).
+pub const DISK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start the host sampler: {0}")]
@@ -55,6 +61,7 @@ impl Sampler {
             mod_status,
             proc_root: PathBuf::from("/proc"),
             buf: String::with_capacity(8192),
+            disk_calls: Default::default(),
         })
     }
 
@@ -106,13 +113,35 @@ impl Sampler {
                 swap_used_bytes: self.sys.used_swap(),
             }),
         };
-        let disks = self
-            .cfg
-            .disk_paths
-            .iter()
-            .map(|p| DiskSample {
-                path: p.clone(),
-                used_percent: disk_used_percent(p).map_err(|e| problems.push(e)).ok(),
+        let paths = self.cfg.disk_paths.clone();
+        let got = if paths.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let p = paths.clone();
+            self.disk_calls
+                .run("statvfs of sampling.disk_paths", DISK_TIMEOUT, move || {
+                    p.iter().map(|p| disk_used_percent(p)).collect::<Vec<_>>()
+                })
+        };
+        let used: Vec<Result<f64, String>> = match got {
+            Ok(v) => v,
+            Err(hung) => {
+                problems.push(format!("disk: {hung}"));
+                vec![Err(String::new()); paths.len()]
+            }
+        };
+        let disks = paths
+            .into_iter()
+            .zip(used)
+            .map(|(path, r)| DiskSample {
+                path,
+                used_percent: r
+                    .map_err(|e| {
+                        if !e.is_empty() {
+                            problems.push(e)
+                        }
+                    })
+                    .ok(),
             })
             .collect();
         HostSample {
