@@ -14,9 +14,11 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # openssh-server + openssh-client (a real sshd stands in for a slave), iproute2 and util-linux
 # (the test machine's namespaces), dpkg-dev (cargo deb's dependency scan), procps, coreutils,
 # python3-venv (moto, below), prometheus-node-exporter (benches/agent compares against it),
-# faketime (libfaketime: the end-to-end wall-clock step).
+# faketime (libfaketime: the end-to-end wall-clock step), sshfs + fuse3 + openssh-sftp-server (a
+# document root on a FUSE mount the hung-mount test freezes).
 packages=(apache2 apache2-utils rsync systemd procps coreutils ca-certificates python3 python3-venv
-          prometheus-node-exporter openssh-server openssh-client iproute2 util-linux dpkg-dev faketime)
+          prometheus-node-exporter openssh-server openssh-client iproute2 util-linux dpkg-dev faketime
+          sshfs fuse3 openssh-sftp-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

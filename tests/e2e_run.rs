@@ -799,6 +799,157 @@ fn faults_at_every_call_and_kill_9_keep_the_promises() {
     assert!(agent.wait_exit(30).success(), "{}", agent.tail());
 }
 
+/// A directory served through a real FUSE mount (sshfs, with sftp-server run directly in place
+/// of ssh, and no caching) that can be frozen: SIGSTOP the sftp-server and every stat, listing
+/// or statvfs of the mount blocks in the kernel, as on a dead NFS or EFS server.
+struct HungMount {
+    mnt: PathBuf,
+    server: i32,
+}
+
+impl HungMount {
+    fn new(src: &Path, mnt: &Path) -> HungMount {
+        common::require("sshfs", "sshfs");
+        common::require("fusermount", "fuse3");
+        let sftp = Path::new("/usr/lib/openssh/sftp-server");
+        assert!(
+            sftp.exists(),
+            "{} is missing: `apt-get install -y openssh-sftp-server`",
+            sftp.display()
+        );
+        std::fs::create_dir_all(mnt).unwrap();
+        let fake_ssh = mnt.with_extension("ssh");
+        std::fs::write(&fake_ssh, format!("#!/bin/sh\nexec {}\n", sftp.display())).unwrap();
+        std::fs::set_permissions(
+            &fake_ssh,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let o = std::process::Command::new("sshfs")
+            .arg("-o")
+            .arg(format!(
+                "ssh_command={},dir_cache=no,attr_timeout=0,entry_timeout=0,negative_timeout=0",
+                fake_ssh.display()
+            ))
+            .arg(format!("x:{}", src.display()))
+            .arg(mnt)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "sshfs: {}", common::stderr(&o));
+        // The sftp-server this mount started: the newest one whose parent is an sshfs.
+        let server = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                cmd.starts_with(sftp.to_str().unwrap().as_bytes())
+            })
+            .max()
+            .expect("the mount's sftp-server");
+        HungMount {
+            mnt: mnt.to_path_buf(),
+            server,
+        }
+    }
+
+    fn signal(&self, sig: Sig) {
+        signal_pid(self.server, sig);
+    }
+
+    /// A guard that lets the mount answer again when dropped: declared after the agent, it
+    /// thaws the mount before the agent's own drop waits for its hung threads to end.
+    fn thaw_guard(&self) -> Thaw {
+        Thaw(self.server)
+    }
+}
+
+struct Thaw(i32);
+
+fn signal_pid(pid: i32, sig: Sig) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        signal_pid(self.0, Sig::CONT);
+    }
+}
+
+impl Drop for HungMount {
+    fn drop(&mut self) {
+        self.signal(Sig::CONT);
+        let _ = std::process::Command::new("fusermount")
+            .args(["-u", "-z"])
+            .arg(&self.mnt)
+            .status();
+    }
+}
+
+/// Issue 28, part 4: the document root on a mount that stops answering. The source check and
+/// the sampler's statvfs used to run on the runtime's only thread: the first stat hung the
+/// agent (no ticks, no signals, no watchdog ping) and systemd restarted it into the same hang.
+/// Now the source counts as missing, launches are held, the agent ticks on and stops on SIGTERM.
+#[test]
+fn a_content_source_on_a_hung_mount_holds_launches_and_loses_no_tick() {
+    let w = World::new();
+    let mount = HungMount::new(&w.master.docroot, &w.dir.path().join("www-mount"));
+    let mut cfg = w.config("hung-source");
+    let n = cfg.hooks.pre_register.argv.len();
+    cfg.hooks.pre_register.argv[n - 2] = format!("{}/", mount.mnt.display());
+    cfg.sampling.disk_paths = vec![mount.mnt.clone()];
+    w.create_elb(&cfg.elb.name);
+    let path = w.write_config("hung.toml", &cfg);
+    let mut agent = AgentProc::start(&path, &[], &w.dir.path().join("hung.log"));
+    let _thaw = mount.thaw_guard();
+    agent.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+    // The status snapshot is written at the end of every tick.
+    let snapshot = cfg.agent.state_dir.join("status.json");
+    let written = || -> Option<jiff::Timestamp> {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&snapshot).ok()?).ok()?;
+        v["written_at"].as_str()?.parse().ok()
+    };
+    wait_until("a first tick", 60, || written().is_some(), &agent);
+
+    mount.signal(Sig::STOP);
+    let held = agent.wait_log("the hung source held", 60, |v| {
+        msg(v).contains("a hung mount?") && msg(v).contains("counts as missing")
+    });
+    assert!(msg(&held).contains("www-mount"), "{held}");
+    // Ticks go on (one a second): the snapshot of the last tick stays fresh.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(2));
+        let age = jiff::Timestamp::now().duration_since(written().unwrap());
+        assert!(
+            age.as_secs() <= 3,
+            "the last tick was {}s ago while the source hung:\n{}",
+            age.as_secs(),
+            agent.tail()
+        );
+    }
+    // The sampler names the disk it could not read and samples the rest.
+    assert!(
+        agent.log_text().contains("statvfs of sampling.disk_paths"),
+        "{}",
+        agent.tail()
+    );
+    let st = common::agent(&["--config", path.to_str().unwrap(), "status"]);
+    let out = common::stdout(&st);
+    assert!(out.contains("HELD") && out.contains("www-mount"), "{out}");
+
+    // It stops: the shutdown never waits on the hung thread. The process itself ends once
+    // the kernel lets that thread go (a thread blocked on a FUSE or NFS request stays until
+    // the server answers, whatever signal comes).
+    agent.signal(Sig::TERM);
+    agent.wait_log("stopped cleanly", 30, |v| {
+        msg(v).contains("stopped cleanly")
+    });
+    mount.signal(Sig::CONT);
+    assert!(agent.wait_exit(30).success(), "{}", agent.tail());
+}
+
 /// Issue 19, the first measured case, through CloudWatch as its writer would send it: while the
 /// master is idle, something holding a serving slave's credentials publishes `ApacheBusyRatio =
 /// 1.0` and `LoadPerCpu = 50` for that slave's own InstanceId every second. Before corroboration
