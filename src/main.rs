@@ -93,8 +93,9 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Release the brake on launches after fixing what broke the content sync (the running
-    /// agent picks it up at its next tick; `systemctl reload burst-agent` does the same).
+    /// Release the brake on launches after fixing what broke the content sync outside the
+    /// config (the running agent picks it up at its next tick; `systemctl reload burst-agent`
+    /// does the same only when the hook, the slave image or the ssh key changed).
     Resume,
     /// Replay a load trace through the real policy and cap ledger next to baselines.
     Simulate(SimulateArgs),

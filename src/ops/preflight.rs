@@ -740,6 +740,48 @@ async fn ledger(cfg: &Config, aws: &Aws, r: &mut Report) {
         ),
         Err((code, msg)) => r.fail(KEY, format!("TransactWriteItems: {code}: {msg}"), policy),
     }
+    // Each master may write its own site's items only: the same probe on another site's
+    // partition must be refused by IAM (dynamodb:LeadingKeys).
+    if !cfg.aws.endpoint_url.is_empty() {
+        r.skip(
+            KEY,
+            "another site's items: not probed against aws.endpoint_url (an emulator such as \
+             moto does not enforce dynamodb:LeadingKeys); on AWS the probe expects AccessDenied",
+        );
+        return;
+    }
+    let other = format!("{}.preflight-probe", cfg.agent.group);
+    let stranger = crate::table::Table::new(aws.clone(), name, &other);
+    let leading = format!(
+        "the master's policy's ledger statements carry the condition \
+         ForAllValues:StringEquals dynamodb:LeadingKeys [\"{}\"] (docs/aws.md), so a copy of \
+         one site's master cannot spend another's guarantee",
+        cfg.agent.group
+    );
+    match bounded(cfg, stranger.probe_writes()).await {
+        Ok(Err(e)) if e.code == "AccessDeniedException" => r.pass(
+            KEY,
+            format!("a write to another site's items ({other}) is denied, as it must be"),
+        ),
+        Ok(Ok(())) => r.fail(
+            KEY,
+            format!("a write to another site's items ({other}) was allowed"),
+            leading,
+        ),
+        Ok(Err(e)) => r.fail(
+            KEY,
+            format!(
+                "a write to another site's items ({other}): {}: {}, not AccessDenied",
+                e.code, e.message
+            ),
+            leading,
+        ),
+        Err((code, msg)) => r.fail(
+            KEY,
+            format!("the probe of another site: {code}: {msg}"),
+            leading,
+        ),
+    }
 }
 
 /// Which key a refused dry run points at, and the fix.
