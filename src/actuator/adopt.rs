@@ -52,6 +52,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             &lifecycle::Observed {
                 instances: &instances,
                 members: &members,
+                members_known: true,
                 sources: &self.sources,
             },
             &self.running_hooks(),

@@ -12,7 +12,26 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let mut finished = std::mem::take(&mut self.unheard);
         finished.extend(self.collect_hooks());
         self.unheard = finished;
-        let (instances, members) = self.observe(now).await?;
+        let (instances, members) = self.observe_loose(now).await?;
+        // An ELB that cannot be read (deleted, a lost permission, throttled) stops nothing but
+        // what needs its answer: the lifecycle registers, releases and judges health only on
+        // health it knows.
+        let members_known = members.is_ok();
+        let members = match members {
+            Ok(m) => m,
+            Err(e) => {
+                self.error(
+                    now,
+                    &mut report,
+                    format!(
+                        "the ELB's instance health could not be read ({e}): this step registers \
+                         and releases nothing and judges no slave's health; syncs, launches and \
+                         deadlines go on"
+                    ),
+                );
+                BTreeMap::new()
+            }
+        };
         let finished = std::mem::take(&mut self.unheard);
         let instances = self.claim(instances, &members, now, &mut report).await;
 
@@ -44,6 +63,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             &lifecycle::Observed {
                 instances: &instances,
                 members: &members,
+                members_known,
                 sources: &self.sources,
             },
             &finished,

@@ -22,6 +22,8 @@ struct World {
     never_boot: bool,
     /// Registered instances stay OutOfService.
     never_healthy: bool,
+    /// DescribeInstanceHealth fails (a deleted ELB, a lost permission).
+    health_fails: bool,
     /// Subnets where every launch gets InsufficientInstanceCapacity (None: EC2's choice).
     no_capacity_in: BTreeSet<Option<String>>,
     /// The next this-many launch calls get InsufficientInstanceCapacity, wherever they go.
@@ -157,6 +159,15 @@ impl Cloud for Fake {
     async fn elb_members(&self) -> Result<BTreeMap<String, MemberState>, AwsError> {
         let mut w = self.w();
         w.calls.push("health".into());
+        if w.health_fails {
+            return Err(AwsError {
+                op: "DescribeInstanceHealth",
+                code: "LoadBalancerNotFound".into(),
+                message: "There is no ACTIVE Load Balancer named 'site-elb'".into(),
+                retryable: false,
+                not_applied: true,
+            });
+        }
         Ok(w.members.clone())
     }
 
@@ -932,7 +943,7 @@ async fn a_sync_that_fails_the_same_way_twice_holds_launches_until_a_reload() {
 #[tokio::test]
 async fn without_a_proven_sync_two_launch_and_the_rest_follow_once_one_syncs() {
     let d = tempfile::tempdir().unwrap();
-    let (fake, mut act) = setup_unproven(d.path(), |_| {});
+    let (_fake, mut act) = setup_unproven(d.path(), |_| {});
     let r = act.apply(&decision(5), at(0)).await;
     assert_eq!(r.launched.len(), 2, "{r:?}");
     assert_eq!(r.refused, 3);
@@ -944,7 +955,7 @@ async fn without_a_proven_sync_two_launch_and_the_rest_follow_once_one_syncs() {
     }
     // Proven: the rest at once.
     let r = act.apply(&decision(3), at(10)).await;
-    assert_eq!(r.launched.len(), 3, "{r:?} {:?}", act.brake);
+    assert_eq!(r.launched.len(), 3, "{r:?}");
 }
 
 /// Issue 28, part 4: a `pre_register` that always runs past its timeout (the content outgrew
@@ -972,6 +983,52 @@ async fn a_sync_that_always_runs_past_its_timeout_spends_two_units_not_the_day()
         2,
         "units spent on slaves that cannot serve"
     );
+}
+
+/// Issue 28, part 4: a failed DescribeInstanceHealth (a deleted ELB, a lost permission) used to
+/// fail the whole step: slaves ran on, never released. Now the step goes on; nothing is
+/// registered, released or judged on the health it could not read.
+#[tokio::test]
+async fn an_elb_that_cannot_be_read_stops_no_step_and_judges_no_health() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let a = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    for t in 1..4 {
+        settle(&mut act, at(t)).await;
+    }
+    assert_eq!(act.slave(&a).map(|s| s.phase), Some(Phase::InService));
+    fake.w().health_fails = true;
+    let b = act.apply(&decision(1), at(10)).await.launched[0].clone();
+    for t in 11..15 {
+        settle(&mut act, at(t)).await;
+    }
+    // The new slave synced and waits; the serving one is not judged, even past the
+    // register_timeout (60 s here) that would fail a slave the ELB calls unhealthy.
+    assert_eq!(act.slave(&b).map(|s| s.phase), Some(Phase::Synced));
+    let r = act.step(at(500)).await.expect("the step goes on");
+    assert!(
+        r.terminated.is_empty() && r.deregistered.is_empty(),
+        "{r:?}"
+    );
+    assert_eq!(act.slave(&a).map(|s| s.phase), Some(Phase::InService));
+    assert!(act
+        .recent_errors()
+        .any(|(_, e)| e.contains("instance health could not be read")));
+    assert!(
+        !fake
+            .w()
+            .calls
+            .iter()
+            .any(|c| c.starts_with("register") && c.contains(&b)),
+        "registered on unknown health"
+    );
+    // Read again: registered, and serving.
+    fake.w().health_fails = false;
+    for t in 501..505 {
+        settle(&mut act, at(t)).await;
+    }
+    assert_eq!(act.slave(&b).map(|s| s.phase), Some(Phase::InService));
+    assert_eq!(act.slave(&a).map(|s| s.phase), Some(Phase::InService));
 }
 
 /// Issue 19, part 4: content is checked, not assumed. A slave whose content check fails after

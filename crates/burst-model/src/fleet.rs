@@ -148,6 +148,10 @@ pub struct Slave {
     /// In service, but not InService at the ELB since then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unhealthy_since: Option<Timestamp>,
+    /// Marked unhealthy, and InService at the ELB again since then: the mark clears once this
+    /// has lasted a whole `elb.register_timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<Timestamp>,
     /// When this agent started tracking it: EC2 may not list it until a while after.
     pub first_seen: Timestamp,
     /// EBS root: it may go to the warm pool (an instance-store root can only be terminated).

@@ -61,6 +61,7 @@ mod tests {
             last_sync_ok: None,
             failure: None,
             unhealthy_since: None,
+            healthy_since: None,
             first_seen: at(0),
             ebs_root: true,
             restarted_at: None,

@@ -63,6 +63,9 @@ pub enum Action {
 pub struct Observed<'a> {
     pub instances: &'a [InstanceInfo],
     pub members: &'a BTreeMap<String, MemberState>,
+    /// Whether `members` is the ELB's answer. `false`: it could not be read this tick, so
+    /// nothing is registered, released or judged on health, and untracked instances wait.
+    pub members_known: bool,
     /// Content sources found missing, empty or without their sentinel this tick, by the hook
     /// that reads them: that hook is not started (an rsync --delete from an empty source wipes
     /// the slave).
@@ -161,6 +164,10 @@ impl Plan {
 /// or listed late by EC2), in the phase [`phase_of`] gives it. A stopped one is failed unless
 /// it is in the warm pool; one that needs its content starts its sync (not in a dry run).
 fn adopt_untracked(plan: &mut Plan, obs: &Observed<'_>, now: Timestamp, cfg: &Config) {
+    // Its phase depends on the ELB's view: it waits for one.
+    if !obs.members_known {
+        return;
+    }
     for i in obs.instances {
         if !alive(i.state) || plan.slaves.contains_key(&i.id) {
             continue;
@@ -404,7 +411,10 @@ pub fn reconcile(
                         sl.last_sync = Some(now);
                         sl.last_sync_ok = Some(true);
                     }
-                    to_register.push(id.clone());
+                    // Registered once the ELB answers (Synced waits for it).
+                    if obs.members_known {
+                        to_register.push(id.clone());
+                    }
                 }
                 Some((HookKind::PreRegister, Err(e))) => {
                     plan.fail(
@@ -419,6 +429,13 @@ pub fn reconcile(
                 }
                 _ => {}
             },
+            // No ELB answer this tick: neither registered nor judged, and its deadline waits
+            // too (it counts from the ELB's next answer, not from a time it could not act).
+            Phase::Synced | Phase::Registering if !obs.members_known => {
+                if let Some(sl) = plan.slaves.get_mut(&id) {
+                    sl.since = now;
+                }
+            }
             Phase::Synced if overdue => {
                 plan.fail(&id, over("synced, and the ELB refused every registration,"));
                 to_terminate.push(id.clone());
@@ -444,21 +461,38 @@ pub fn reconcile(
                 _ => {}
             },
             Phase::InService => {
+                // Health is judged over a window, not by the last reading: once a slave is
+                // seen out of InService, its mark clears only after a whole register_timeout of
+                // InService readings, so a slave that flaps is failed as one that stays down.
+                // Unread this tick: the mark and its recovery stay as they were.
                 let healthy = members.get(&id) == Some(&MemberState::InService);
-                let sick_since = match (healthy, s.unhealthy_since) {
-                    (true, _) => None,
-                    (false, Some(t)) => Some(t),
-                    (false, None) => {
+                let window = cfg.elb.register_timeout.whole_secs();
+                let (sick_since, well_since) = match (obs.members_known, healthy, s.unhealthy_since)
+                {
+                    (false, _, t) => (t, s.healthy_since),
+                    (true, true, None) => (None, None),
+                    (true, true, Some(t)) => {
+                        let well = s.healthy_since.unwrap_or(now);
+                        if age(now, well) >= window {
+                            (None, None)
+                        } else {
+                            (Some(t), Some(well))
+                        }
+                    }
+                    (true, false, Some(t)) => (Some(t), None),
+                    (true, false, None) => {
                         tracing::warn!(target: LOG_TARGET, instance_id = %id, elb = ?members.get(&id),
                             "in-service slave {id} is not InService at the ELB");
-                        Some(now)
+                        (Some(now), None)
                     }
                 };
                 if let Some(sl) = plan.slaves.get_mut(&id) {
                     sl.unhealthy_since = sick_since;
+                    sl.healthy_since = well_since;
                 }
-                if let Some(t) =
-                    sick_since.filter(|t| age(now, *t) > cfg.elb.register_timeout.whole_secs())
+                if let Some(t) = sick_since
+                    .filter(|_| obs.members_known && !healthy)
+                    .filter(|t| age(now, *t) > window)
                 {
                     plan.abort(&id);
                     plan.fail(
@@ -511,7 +545,7 @@ pub fn reconcile(
             }
             // Out of the ELB already (a deregistration whose answer was lost, or someone
             // else's): nothing to call; its drain starts now.
-            Phase::Releasing if !members.contains_key(&id) && !has_hook => {
+            Phase::Releasing if obs.members_known && !members.contains_key(&id) && !has_hook => {
                 plan.set_phase(&id, Phase::Draining, now);
             }
             // The ELB refused every deregistration for as long again: terminate anyway (the
@@ -525,6 +559,9 @@ pub fn reconcile(
                 to_deregister.push(id.clone());
                 to_terminate.push(id.clone());
             }
+            // No ELB answer this tick: not deregistered (its deadline still runs, and the arm
+            // above terminates it at twice that, ELB or not).
+            Phase::Releasing if !obs.members_known => {}
             Phase::Releasing if overdue => {
                 plan.abort(&id);
                 tracing::warn!(target: LOG_TARGET, instance_id = %id, "{}; deregistering anyway",
@@ -743,6 +780,7 @@ mod tests {
             &Observed {
                 instances: &instances,
                 members: &members,
+                members_known: true,
                 sources: &Sources::default(),
             },
             &Finished::new(),
@@ -833,6 +871,7 @@ mod tests {
         let obs = Observed {
             instances: &instances,
             members: &members,
+            members_known: true,
             sources: &Sources::default(),
         };
         let later = reconcile(
@@ -849,24 +888,122 @@ mod tests {
             "{:?}",
             later.actions
         );
-        // Healthy again before that: the mark is cleared.
+        // InService again before that: the mark stays until a whole register_timeout of
+        // InService readings (300 s here), then clears.
         slaves.get_mut("i-1").unwrap().unhealthy_since = Some(at(10));
-        let members: BTreeMap<String, MemberState> = [("i-1".to_string(), InService)].into();
-        let obs = Observed {
-            instances: &instances,
-            members: &members,
-            sources: &Sources::default(),
+        let step = |slaves: &BTreeMap<String, Slave>, state: MemberState, t: i64| {
+            let members: BTreeMap<String, MemberState> = [("i-1".to_string(), state)].into();
+            let obs = Observed {
+                instances: &instances,
+                members: &members,
+                members_known: true,
+                sources: &Sources::default(),
+            };
+            reconcile(
+                slaves,
+                &obs,
+                &Finished::new(),
+                &BTreeSet::new(),
+                false,
+                at(t),
+                &cfg(),
+            )
         };
-        let ok = reconcile(
-            &slaves,
-            &obs,
+        let well = step(&slaves, InService, 200);
+        assert_eq!(well.slaves["i-1"].unhealthy_since, Some(at(10)));
+        assert!(!terminates(&well));
+        let well = step(&well.slaves, InService, 499);
+        assert_eq!(well.slaves["i-1"].unhealthy_since, Some(at(10)));
+        let cleared = step(&well.slaves, InService, 500);
+        assert_eq!(cleared.slaves["i-1"].unhealthy_since, None);
+        // Flapping: one InService reading among the bad ones does not reset the clock.
+        let flap = step(&slaves, InService, 200);
+        let flap = step(&flap.slaves, OutOfService, 250);
+        assert!(!terminates(&flap));
+        let flap = step(&flap.slaves, InService, 280);
+        let flap = step(&flap.slaves, OutOfService, 311);
+        assert!(
+            terminates(&flap) && deregisters(&flap),
+            "a flapping slave is judged from its first bad reading: {:?}",
+            flap.actions
+        );
+    }
+
+    #[test]
+    fn without_the_elbs_answer_nothing_is_registered_released_or_judged() {
+        use MemberState::*;
+        let unknown = |phase: Phase, t: i64| {
+            let instances = [instance("i-1", InstanceState::Running)];
+            let members = BTreeMap::new();
+            reconcile(
+                &slave(phase, 0),
+                &Observed {
+                    instances: &instances,
+                    members: &members,
+                    members_known: false,
+                    sources: &Sources::default(),
+                },
+                &Finished::new(),
+                &BTreeSet::new(),
+                false,
+                at(t),
+                &cfg(),
+            )
+        };
+        for (phase, t) in [
+            (Phase::Synced, 1000),
+            (Phase::Registering, 1000),
+            (Phase::InService, 1000),
+            // Within its deadline (at twice that it is terminated, ELB or not).
+            (Phase::Releasing, 5),
+        ] {
+            let p = unknown(phase, t);
+            assert!(
+                !terminates(&p) && !deregisters(&p),
+                "{phase:?}: {:?}",
+                p.actions
+            );
+            assert!(
+                !p.actions.iter().any(|a| matches!(a, Action::Register(_))),
+                "{phase:?}: {:?}",
+                p.actions
+            );
+            assert_eq!(
+                p.slaves["i-1"].phase, phase,
+                "{phase:?} moved on unknown health"
+            );
+        }
+        // The same slaves with the ELB's answer (an empty one) do move on: the test can fail.
+        assert!(plan(Phase::Synced, None, false, 1)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Register(_))));
+        let judged = plan(Phase::InService, Some(OutOfService), false, 1000);
+        assert_eq!(judged.slaves["i-1"].unhealthy_since, Some(at(1000)));
+        let p = unknown(Phase::InService, 1000);
+        assert_eq!(p.slaves["i-1"].unhealthy_since, None);
+        assert_eq!(
+            plan(Phase::Releasing, None, false, 1).slaves["i-1"].phase,
+            Phase::Draining
+        );
+        // Untracked instances wait for the ELB's view before they are adopted.
+        let instances = [instance("i-9", InstanceState::Running)];
+        let members = BTreeMap::new();
+        let p = reconcile(
+            &BTreeMap::new(),
+            &Observed {
+                instances: &instances,
+                members: &members,
+                members_known: false,
+                sources: &Sources::default(),
+            },
             &Finished::new(),
             &BTreeSet::new(),
             false,
-            at(200),
+            at(5),
             &cfg(),
         );
-        assert_eq!(ok.slaves["i-1"].unhealthy_since, None);
+        assert!(p.slaves.is_empty(), "{:?}", p.slaves);
     }
 
     /// `slaves`, with i-1 running and in no ELB, reconciled at t=5 with `finished` hook results.
@@ -876,6 +1013,7 @@ mod tests {
         let obs = Observed {
             instances: &instances,
             members: &members,
+            members_known: true,
             sources: &Sources::default(),
         };
         reconcile(slaves, &obs, finished, &BTreeSet::new(), false, at(5), cfg)
@@ -990,6 +1128,7 @@ mod tests {
             &Observed {
                 instances,
                 members: &BTreeMap::new(),
+                members_known: true,
                 sources: &Sources::default(),
             },
             &Finished::new(),
@@ -1145,6 +1284,7 @@ mod tests {
             &Observed {
                 instances: &instances,
                 members: &BTreeMap::new(),
+                members_known: true,
                 sources: &Sources::default(),
             },
             &BTreeSet::new(),

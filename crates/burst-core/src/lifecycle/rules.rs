@@ -238,6 +238,7 @@ pub fn slave_from(i: &InstanceInfo, phase: Phase, since: Timestamp, now: Timesta
         last_sync_ok: None,
         failure: None,
         unhealthy_since: None,
+        healthy_since: None,
         first_seen: now,
         ebs_root: i.ebs_root,
         restarted_at: None,
