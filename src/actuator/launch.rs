@@ -267,8 +267,18 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if ids.is_empty() {
             return;
         }
-        // The tag first: after a crash, it tells adoption this slave is on its way out and must
-        // not be registered again.
+        // The record first, then the tag: after a crash, the record tells adoption this slave
+        // is on its way out and must not be registered again (the tag only mirrors it, for
+        // people; one without a record is ignored). No record on disk, no release.
+        for id in &ids {
+            self.releasing.insert(id.clone(), now);
+        }
+        if !self.cfg.agent.dry_run && !self.save_state(now, report) {
+            for id in &ids {
+                self.releasing.remove(id);
+            }
+            return;
+        }
         if let Err(e) = self
             .cloud
             .tag(&ids, TAG_DRAINING_SINCE, &now.to_string())

@@ -159,6 +159,11 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     trust_tags_once: bool,
     /// The brake on a content sync that keeps failing the same way (burst-core's `lifecycle::brake`).
     brake: brake::SyncBrake,
+    /// The slaves this install chose to release, and when (state.json's record; the
+    /// `burst-agent:draining-since` tag only mirrors it).
+    releasing: BTreeMap<String, Timestamp>,
+    /// Instances whose unbacked draining tag was said once.
+    forged_logged: BTreeSet<String>,
     /// What a launch's content sync runs with (hooks, slave image, ssh key), as the brake's
     /// proof and trip name it: [`sync_fingerprint`] of the config, at start and each reload.
     sync_print: String,
@@ -305,6 +310,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             trust_tags_once,
             brake,
             sync_print: sync_fingerprint(cfg),
+            releasing: loaded.releasing,
+            forged_logged: BTreeSet::new(),
             sources: lifecycle::Sources::default(),
             source_calls: Default::default(),
             cap_unverified,
@@ -546,6 +553,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
         self.foreign_now = foreign;
         self.candidates = candidates;
+        self.records_over_tags(&mut ours);
         if recorded && !self.cfg.agent.dry_run {
             self.save_state(now, report);
         }
@@ -569,6 +577,66 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             }
         }
         ours
+    }
+
+    /// What the records say over what the tags say, for the instances that are ours: when one
+    /// was launched (its ledger entry, else EC2's `LaunchTime`; a far-future
+    /// `burst-agent:launched-at` written by anyone with `ec2:CreateTags` made a slave never a
+    /// scale-in victim), and whether this install chose to release it (`releasing`, written
+    /// before the `burst-agent:draining-since` tag; a forged tag made a serving slave adopt as
+    /// Releasing). A tag the records do not back is ignored, and said once.
+    fn records_over_tags(&mut self, instances: &mut [InstanceInfo]) {
+        for i in instances.iter_mut() {
+            let entry = self
+                .ledger
+                .entries()
+                .iter()
+                .filter(|e| e.instance_id.as_deref() == Some(i.id.as_str()))
+                .map(|e| e.launched_at)
+                .min();
+            i.launched_at = entry.or(i.ec2_launched_at);
+            match (self.releasing.get(&i.id), i.draining_since) {
+                (Some(t), _) => i.draining_since = Some(*t),
+                (None, Some(t)) => {
+                    // A slave this agent started again out of the warm pool keeps the tag
+                    // until the step removes it: not news.
+                    let restarted = i.pooled_since.is_some()
+                        || self
+                            .slaves
+                            .get(&i.id)
+                            .is_some_and(|s| s.restarted_at.is_some());
+                    if !restarted && alive(i.state) && self.forged_logged.insert(i.id.clone()) {
+                        tracing::warn!(instance_id = %i.id, tag = TAG_DRAINING_SINCE, value = %t,
+                            "ignoring the tag {TAG_DRAINING_SINCE} on {}: this install's records \
+                             do not say it released it (someone else wrote the tag)", i.id);
+                    }
+                    i.draining_since = None;
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// Keeps the release records of slaves still on their way out (or stopped in the warm
+    /// pool, or listed by EC2 but not tracked yet); a slave started again, or gone, leaves them.
+    pub(super) fn prune_releasing(&mut self, instances: &[InstanceInfo]) -> bool {
+        let before = self.releasing.len();
+        let (slaves, listed) = (&self.slaves, instances);
+        self.releasing.retain(|id, _| match slaves.get(id) {
+            Some(s) => {
+                s.restarted_at.is_none()
+                    && matches!(
+                        s.phase,
+                        Phase::Releasing
+                            | Phase::Draining
+                            | Phase::Terminating
+                            | Phase::Stopping
+                            | Phase::Stopped
+                    )
+            }
+            None => listed.iter().any(|i| &i.id == id && alive(i.state)),
+        });
+        self.releasing.len() != before
     }
 
     pub fn ledger(&self) -> &CapLedger {
@@ -926,6 +994,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             owned: &self.owned,
             sync_brake: &self.brake,
             clock: self.clock_mark.as_ref(),
+            releasing: &self.releasing,
         };
         match state::write(self.disk.as_ref(), &dir, &snap) {
             Ok(()) => {

@@ -38,6 +38,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if self.journal.unresolved().next().is_some() {
             self.resolve_intents(&instances, now, &mut report).await;
         }
+        if self.prune_releasing(&instances) && !self.cfg.agent.dry_run {
+            self.save_state(now, &mut report);
+        }
         let changes = self
             .ledger
             .reconcile(&self.seen_all(&instances, now), now, SETTLE_SECS);

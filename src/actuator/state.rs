@@ -18,7 +18,7 @@ use crate::fsutil::Disk;
 use crate::policy::History;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "state.json";
@@ -57,6 +57,11 @@ struct OnDisk {
     /// The agent's clock when last written (clock.rs): a restart in the same boot goes on from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     clock: Option<crate::clock::Mark>,
+    /// The slaves this install chose to release, and when: written before their
+    /// `burst-agent:draining-since` tag, so adoption takes the release from the record, never
+    /// from a tag anyone with `ec2:CreateTags` could write.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    releasing: BTreeMap<String, Timestamp>,
 }
 
 fn is_default(b: &SyncBrake) -> bool {
@@ -82,6 +87,8 @@ pub struct Loaded {
     pub owned: Option<BTreeSet<String>>,
     pub sync_brake: SyncBrake,
     pub clock: Option<crate::clock::Mark>,
+    /// The slaves the records say this install was releasing, and since when.
+    pub releasing: BTreeMap<String, Timestamp>,
     pub warn: Vec<String>,
     pub error: Vec<String>,
 }
@@ -131,6 +138,7 @@ pub fn load(
                 owned: Some(BTreeSet::new()),
                 sync_brake: SyncBrake::default(),
                 clock: None,
+                releasing: BTreeMap::new(),
                 warn: Vec::new(),
                 error: vec![why],
             });
@@ -149,24 +157,27 @@ pub fn load(
             d.needs_repair,
             owned,
             d.sync_brake,
-            d.clock,
+            (d.clock, d.releasing),
         ))
     }) {
-        Ok((ledger, intents, history, needs_repair, owned, sync_brake, clock)) => Ok(Loaded {
-            ledger: match &needs_repair {
-                Some(why) => ledger.blocked(why.clone()),
-                None => ledger,
-            },
-            journal: Journal::with(intents),
-            history,
-            fresh: false,
-            needs_repair,
-            owned,
-            sync_brake,
-            clock,
-            warn: Vec::new(),
-            error: Vec::new(),
-        }),
+        Ok((ledger, intents, history, needs_repair, owned, sync_brake, (clock, releasing))) => {
+            Ok(Loaded {
+                ledger: match &needs_repair {
+                    Some(why) => ledger.blocked(why.clone()),
+                    None => ledger,
+                },
+                journal: Journal::with(intents),
+                history,
+                fresh: false,
+                needs_repair,
+                owned,
+                sync_brake,
+                clock,
+                releasing,
+                warn: Vec::new(),
+                error: Vec::new(),
+            })
+        }
         Err(e) => {
             let why = format!("{}: {e}", path.display());
             let (entries, intents, owned, dropped) = salvage(&bytes);
@@ -215,6 +226,7 @@ pub fn load(
                 owned: Some(owned),
                 sync_brake: v_brake(&bytes),
                 clock: None,
+                releasing: BTreeMap::new(),
                 warn: Vec::new(),
                 error,
             })
@@ -335,6 +347,7 @@ fn legacy(
         owned,
         sync_brake: SyncBrake::default(),
         clock: None,
+        releasing: BTreeMap::new(),
         ledger: match &needs_repair {
             Some(why) => ledger.blocked(why.clone()),
             None => ledger,
@@ -357,6 +370,7 @@ pub struct Snapshot<'a> {
     pub owned: &'a BTreeSet<String>,
     pub sync_brake: &'a SyncBrake,
     pub clock: Option<&'a crate::clock::Mark>,
+    pub releasing: &'a BTreeMap<String, Timestamp>,
 }
 
 /// Writes ledger and intents (and the policy's history) in one atomic replacement.
@@ -377,6 +391,7 @@ pub fn save(
             owned: &BTreeSet::new(),
             sync_brake: &SyncBrake::default(),
             clock: None,
+            releasing: &BTreeMap::new(),
         },
     )
 }
@@ -391,6 +406,7 @@ pub fn write(disk: &dyn Disk, state_dir: &Path, s: &Snapshot<'_>) -> std::io::Re
         owned: Some(s.owned.clone()),
         sync_brake: s.sync_brake.clone(),
         clock: s.clock.cloned(),
+        releasing: s.releasing.clone(),
     };
     FORMAT.write(disk, &path_in(state_dir), &d)
 }

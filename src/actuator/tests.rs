@@ -520,8 +520,11 @@ async fn a_tagged_slave_still_in_the_elb_at_adoption_is_deregistered_first() {
     let (fake, mut act) = setup(d.path());
     let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
     settle(&mut act, at(1)).await;
-    // The release tag went on; the agent died before deregistering.
-    fake.w().instances.get_mut(&id).unwrap().draining_since = Some(at(10));
+    // Released (the record, then the tag); the agent died before deregistering.
+    act.apply(&scale_in(std::slice::from_ref(&id)), at(10))
+        .await;
+    assert!(fake.w().instances[&id].draining_since.is_some());
+    assert!(fake.w().members.contains_key(&id));
     let mut again = Actuator::open(fake.clone(), &act.cfg, at(15)).unwrap();
     again.adopt(at(15)).await.unwrap();
     assert_eq!(again.slave(&id).unwrap().phase, Phase::Releasing);
@@ -982,6 +985,45 @@ async fn a_sync_that_always_runs_past_its_timeout_spends_two_units_not_the_day()
         act.ledger().used(at(200)),
         2,
         "units spent on slaves that cannot serve"
+    );
+}
+
+/// Issue 28, part 4: tags anyone with `ec2:CreateTags` can write are not records. A far-future
+/// `burst-agent:launched-at` used to make a slave never a scale-in victim (it ran and was charged
+/// every day), and `burst-agent:draining-since` made a serving slave adopt as Releasing.
+#[tokio::test]
+async fn forged_launch_and_release_tags_change_nothing_at_adoption() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    let id = act.apply(&decision(1), at(0)).await.launched[0].clone();
+    for t in 1..4 {
+        settle(&mut act, at(t)).await;
+    }
+    assert_eq!(act.slave(&id).map(|s| s.phase), Some(Phase::InService));
+    let launched = act.slave(&id).unwrap().launched_at;
+    {
+        let mut w = fake.w();
+        let i = w.instances.get_mut(&id).unwrap();
+        // What a describe reads back from the forged tags.
+        i.launched_at = Some("2099-01-01T00:00:00Z".parse().unwrap());
+        i.draining_since = Some(at(5));
+    }
+    let mut again = Actuator::open(fake.clone(), &act.cfg, at(20)).unwrap();
+    again.adopt(at(20)).await.unwrap();
+    let s = again.slave(&id).unwrap();
+    assert_eq!(
+        s.phase,
+        Phase::InService,
+        "adopted from a forged release tag"
+    );
+    assert_eq!(
+        s.launched_at, launched,
+        "launch time taken from a forged tag"
+    );
+    again.step(at(21)).await.unwrap();
+    assert!(
+        fake.w().members.contains_key(&id),
+        "deregistered on a forged tag"
     );
 }
 

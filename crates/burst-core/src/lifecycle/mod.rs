@@ -164,12 +164,14 @@ impl Plan {
 /// or listed late by EC2), in the phase [`phase_of`] gives it. A stopped one is failed unless
 /// it is in the warm pool; one that needs its content starts its sync (not in a dry run).
 fn adopt_untracked(plan: &mut Plan, obs: &Observed<'_>, now: Timestamp, cfg: &Config) {
-    // Its phase depends on the ELB's view: it waits for one.
-    if !obs.members_known {
-        return;
-    }
     for i in obs.instances {
         if !alive(i.state) || plan.slaves.contains_key(&i.id) {
+            continue;
+        }
+        // Without the ELB's view an instance is tracked at once (never lost), as one out of
+        // the ELB: a running one syncs again and waits, synced, for the ELB. One on its way
+        // out waits for the ELB's answer, which says whether to deregister it first.
+        if !obs.members_known && i.draining_since.is_some() {
             continue;
         }
         let phase = phase_of(i, obs.members.get(&i.id).copied());
@@ -986,8 +988,11 @@ mod tests {
             plan(Phase::Releasing, None, false, 1).slaves["i-1"].phase,
             Phase::Draining
         );
-        // Untracked instances wait for the ELB's view before they are adopted.
-        let instances = [instance("i-9", InstanceState::Running)];
+        // Untracked instances are tracked at once, as out of the ELB (they sync again and
+        // wait for it); one on its way out waits for the ELB's view.
+        let mut leaving = instance("i-8", InstanceState::Running);
+        leaving.draining_since = Some(at(1));
+        let instances = [instance("i-9", InstanceState::Running), leaving];
         let members = BTreeMap::new();
         let p = reconcile(
             &BTreeMap::new(),
@@ -1003,7 +1008,13 @@ mod tests {
             at(5),
             &cfg(),
         );
-        assert!(p.slaves.is_empty(), "{:?}", p.slaves);
+        assert_eq!(
+            p.slaves.keys().collect::<Vec<_>>(),
+            ["i-9"],
+            "{:?}",
+            p.slaves
+        );
+        assert_eq!(p.slaves["i-9"].phase, Phase::Syncing);
     }
 
     /// `slaves`, with i-1 running and in no ELB, reconciled at t=5 with `finished` hook results.
