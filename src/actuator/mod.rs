@@ -455,6 +455,45 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         // instances carrying its tag, the earliest EC2 launched after the intent was written.
         // A stranger's instance tagged with a copy of the intent is left out.
         let mut by_open_intent: BTreeSet<String> = BTreeSet::new();
+        // Any intent of the journal, settled or not, claims what carries one of its calls'
+        // ClientTokens: a launch EC2 lists after its intent was settled as "launched nothing"
+        // (its answer lost, nothing listed for SETTLE_SECS) is ours and counted, never left
+        // running as a foreign candidate.
+        for j in &self.journal.intents {
+            let stem = format!("{}-", j.id);
+            for i in &instances {
+                let token = i
+                    .client_token
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with(&stem));
+                let late = token
+                    && j.outcome != Outcome::Started
+                    && !self.journal.launched(&i.id)
+                    && !self.owned.contains(&i.id);
+                if late {
+                    tracing::warn!(instance_id = %i.id, intent = %j.id,
+                        "EC2 lists {} late: its ClientToken is one of launch {}'s calls, which \
+                         was settled without it; it is ours and counted", i.id, j.id);
+                    // The table's record too (its units stayed reserved: a launch whose answer
+                    // was lost is never refunded).
+                    if self.guarantee.is_some() {
+                        self.unrecorded.push(crate::table::InstanceRecord {
+                            id: i.id.clone(),
+                            intent: j.id.clone(),
+                            client_token: i.client_token.clone().unwrap_or_default(),
+                            day: self.ledger.day_bounds(now).0.to_string(),
+                            launched_at: i
+                                .ec2_launched_at
+                                .map(|t| t.to_string())
+                                .unwrap_or_default(),
+                        });
+                    }
+                }
+                if token {
+                    by_open_intent.insert(i.id.clone());
+                }
+            }
+        }
         for j in self.journal.unresolved() {
             let written = j.created_at.as_second() - CLOCK_SKEW_SECS;
             let stem = format!("{}-", j.id);

@@ -24,6 +24,9 @@ struct World {
     never_healthy: bool,
     /// DescribeInstanceHealth fails (a deleted ELB, a lost permission).
     health_fails: bool,
+    /// New instances are not listed (EC2's eventual consistency) until this is cleared.
+    hide_new: bool,
+    hidden: BTreeSet<String>,
     /// Subnets where every launch gets InsufficientInstanceCapacity (None: EC2's choice).
     no_capacity_in: BTreeSet<Option<String>>,
     /// The next this-many launch calls get InsufficientInstanceCapacity, wherever they go.
@@ -110,6 +113,9 @@ impl Cloud for Fake {
                 ebs_root: !w.instance_store,
                 ended_at: None,
             };
+            if w.hide_new {
+                w.hidden.insert(id.clone());
+            }
             w.instances.insert(id, i.clone());
             out.push(i);
         }
@@ -135,7 +141,7 @@ impl Cloud for Fake {
         // The group's tag filter: an instance whose group tag is gone is not listed.
         Ok(w.instances
             .values()
-            .filter(|i| i.group.as_deref() == Some("default"))
+            .filter(|i| i.group.as_deref() == Some("default") && !w.hidden.contains(&i.id))
             .cloned()
             .collect())
     }
@@ -149,6 +155,7 @@ impl Cloud for Fake {
         w.calls.push("describe-named".into());
         Ok(w.instances
             .values()
+            .filter(|i| !w.hidden.contains(&i.id))
             .filter(|i| {
                 ids.contains(&i.id) || i.intent.as_ref().is_some_and(|t| intents.contains(t))
             })
@@ -986,6 +993,40 @@ async fn a_sync_that_always_runs_past_its_timeout_spends_two_units_not_the_day()
         2,
         "units spent on slaves that cannot serve"
     );
+}
+
+/// Issue 28, part 4: a launch EC2 lists late. Its answer was lost, and EC2 listed nothing for
+/// the 300 s after the call, so the intent was settled as "launched nothing"; its instance
+/// appeared after that and became a foreign candidate: running, uncounted, never released.
+/// Its EC2 ClientToken (which nobody can change after launch) is one of the intent's: claimed,
+/// tracked and counted.
+#[tokio::test]
+async fn a_launch_ec2_lists_after_its_intent_was_settled_is_claimed_by_its_client_token() {
+    let d = tempfile::tempdir().unwrap();
+    let (fake, mut act) = setup(d.path());
+    {
+        let mut w = fake.w();
+        w.launch_error = Some(err(true));
+        w.launch_anyway = true;
+        w.hide_new = true;
+    }
+    let r = act.apply(&decision(1), at(0)).await;
+    assert!(r.launched.is_empty(), "{r:?}");
+    act.step(at(10)).await.unwrap();
+    act.step(at(400)).await.unwrap();
+    assert_eq!(act.ledger().used(at(400)), 0, "settled as launched nothing");
+    // EC2 lists it now.
+    let id = {
+        let mut w = fake.w();
+        w.hide_new = false;
+        let id = w.hidden.iter().next().unwrap().clone();
+        w.hidden.clear();
+        id
+    };
+    act.step(at(410)).await.unwrap();
+    assert!(act.slave(&id).is_some(), "not tracked: {:?}", act.foreign());
+    assert!(act.foreign().is_empty(), "{:?}", act.foreign());
+    assert_eq!(act.ledger().used(at(410)), 1, "not counted");
 }
 
 /// Issue 28, part 4: tags anyone with `ec2:CreateTags` can write are not records. A far-future
