@@ -467,6 +467,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     .as_deref()
                     .is_some_and(|t| t.starts_with(&stem));
                 let late = token
+                    && alive(i.state)
                     && j.outcome != Outcome::Started
                     && !self.journal.launched(&i.id)
                     && !self.owned.contains(&i.id);

@@ -147,6 +147,14 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             if !matches!(kind, HookKind::PreRegister | HookKind::ContentCheck) {
                 continue;
             }
+            // With a content check, a sync is proven by the check that follows it, not by the
+            // rsync alone (a slave may get the files and still not serve the site).
+            if *kind == HookKind::PreRegister
+                && res.is_ok()
+                && self.cfg.hooks.content_check.is_some()
+            {
+                continue;
+            }
             // A content check that fails before registration is a sync that failed too.
             if *kind == HookKind::ContentCheck && s.phase != Phase::Syncing {
                 continue;

@@ -516,6 +516,13 @@ impl Master<'_> {
         // A decision this tick will not carry out (the fleet could not be observed) starts no
         // cooldown: it is remembered as a hold with the same numbers.
         let carried_out = actuator.is_none() || (tick.adopted && tick.observed);
+        // A scale-out the sync brake holds whole (no sync proven yet and two slaves already
+        // syncing) launches nothing: no cooldown, so the rest go as soon as one has synced.
+        let brake_holds = matches!(decision, Decision::ScaleOut { .. })
+            && actuator.as_ref().is_some_and(|a| {
+                a.brake_gate(now) == crate::actuator::brake::Gate::Unproven { room: 0 }
+            });
+        let carried_out = carried_out && !brake_holds;
         let remembered = if carried_out {
             decision.clone()
         } else {

@@ -505,7 +505,7 @@ impl CapLedger {
                     .find(|e| e.instance_id.as_deref() == id && e.ended_at.is_none());
                 match (open, s.ended_at) {
                     (Some(e), Some(end)) => {
-                        e.ended_at = Some(end.max(e.launched_at));
+                        e.ended_at = Some(end_of(e.launched_at, end, now));
                         changes.push(format!("{} ended", s.instance_id));
                     }
                     // Stopped, and not just asked to start (EC2 may list a start late).
@@ -541,7 +541,7 @@ impl CapLedger {
                 Some(e) => {
                     e.instance_id = Some(s.instance_id.clone());
                     if let Some(end) = s.ended_at {
-                        e.ended_at = Some(end.max(e.launched_at));
+                        e.ended_at = Some(end_of(e.launched_at, end, now));
                     }
                     changes.push(format!("{} bound to {}", s.instance_id, e.key));
                 }
@@ -604,9 +604,31 @@ fn day_start(date: Date, tz: &TimeZone) -> Option<Timestamp> {
         .map(|z: ZonedDateTime| z.timestamp())
 }
 
+/// When a run that began at `launched_at` (the agent's clock) ended, as EC2 says `end` (EC2's
+/// wall clock). An end before the run began means the two clocks disagree (a wall-clock step,
+/// a drifted host): the run counts until `now`, the agent's time it learned of the end, so the
+/// ledger may overcount, never undercount, the days it ran.
+pub fn end_of(launched_at: Timestamp, end: Timestamp, now: Timestamp) -> Timestamp {
+    if end < launched_at {
+        now.max(launched_at)
+    } else {
+        end
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_end_before_its_run_began_counts_until_the_agent_learned_of_it() {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        // EC2's wall clock says it ended before the agent's clock says it was launched (a
+        // wall-clock step): the run counts until now, never zero seconds.
+        assert_eq!(end_of(t(100), t(40), t(500)), t(500));
+        // Clocks that agree: EC2's word.
+        assert_eq!(end_of(t(100), t(300), t(500)), t(300));
+    }
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()

@@ -92,7 +92,9 @@ impl OffThread {
         }
     }
 
-    /// As [`OffThread::run`], awaited: the runtime's thread goes on meanwhile.
+    /// As [`OffThread::run`], awaited: the runtime's thread goes on meanwhile. The wait is
+    /// timed on a blocking thread by the real clock, never by tokio's timer, which a paused
+    /// runtime (the fault simulation) advances at will.
     pub async fn run_async<T: Send + 'static>(
         &mut self,
         what: &str,
@@ -100,14 +102,19 @@ impl OffThread {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
         self.still_hung()?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let done = Self::spawn(what, f, move |v| {
             let _ = tx.send(v);
         })?;
-        match tokio::time::timeout(timeout, rx).await {
+        let waited = tokio::task::spawn_blocking(move || rx.recv_timeout(timeout)).await;
+        match waited {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(format!("{what}: its thread ended without an answer")),
-            Err(_) => Err(self.timed_out(what, timeout, done)),
+            Ok(Err(std::sync::mpsc::RecvTimeoutError::Timeout)) => {
+                Err(self.timed_out(what, timeout, done))
+            }
+            Ok(Err(std::sync::mpsc::RecvTimeoutError::Disconnected)) | Err(_) => {
+                Err(format!("{what}: its thread ended without an answer"))
+            }
         }
     }
 }

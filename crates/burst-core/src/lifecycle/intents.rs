@@ -322,7 +322,7 @@ pub fn rebuild_entries(
             .find(|e| e.instance_id.as_deref() == Some(s.instance_id.as_str()))
         {
             if e.ended_at.is_none() {
-                e.ended_at = ended.map(|end| end.max(e.launched_at));
+                e.ended_at = ended.map(|end| crate::cap::end_of(e.launched_at, end, now));
             }
         } else if !known(&out, &key, None) {
             out.push(Entry {
