@@ -378,6 +378,9 @@ async fn calls_per_steady_tick_do_not_grow_with_1_10_100_slaves() {
         let cloud = AwsCloud::new(aws.clone(), &group, &cfg.elb.name, &cfg.fleet).unwrap();
         let mut act = Actuator::open(cloud, &cfg, Timestamp::now()).unwrap();
         act.cap_read_back(Ok(None), Timestamp::now());
+        // A site whose content path is proven: the whole fleet launches at once (the brake's
+        // two-at-a-time start is not what this counts).
+        act.prove_sync(Timestamp::now());
         act.apply(&scale_out(n), Timestamp::now()).await;
         let t = std::time::Instant::now();
         while act.slaves().filter(|s| s.phase == Phase::InService).count() < n as usize {

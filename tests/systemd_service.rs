@@ -617,6 +617,10 @@ fn the_shipped_ssh_hook_syncs_every_slave_before_it_takes_traffic_under_the_unit
     moto_reset(&moto);
     let subnet = slave_subnet(&rt, &moto, &aws);
     rt.block_on(moto.create_elb(&aws, "ramen-elb"));
+    // The account starts over: its ledger table too, made again by the operator's command.
+    m.ok(&format!(
+        "env {creds} burst-agent table create ramen-guarantee"
+    ));
     cfg.fleet.subnet_ids = vec![subnet];
     put_config(&m, &toml::to_string(&cfg).expect("config as TOML"));
     m.kill_child(sshd);
