@@ -42,9 +42,10 @@ pub struct SyncBrake {
     /// The cause of the last `pre_register` failures in a row, and on how many slaves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     streak: Option<(String, u32)>,
-    /// The slaves the streak counts (one each).
+    /// Since the last sync that went through: each cause, and the slaves it failed on (one
+    /// each). Causes that alternate (ssh's 255, then a timeout) do not reset each other.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    streak_hosts: Vec<String>,
+    failing: Vec<(String, Vec<String>)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tripped: Option<Tripped>,
     /// Cap units spent on slaves whose sync failed: (cap day, cause, units).
@@ -210,7 +211,7 @@ impl SyncBrake {
         let error = match result {
             Ok(()) => {
                 self.streak = None;
-                self.streak_hosts.clear();
+                self.failing.clear();
                 // Only a launch like the ones that failed (or the trial) proves the cause gone:
                 // a warm slave from the pool may sync where a new one cannot.
                 let trial = self
@@ -231,29 +232,40 @@ impl SyncBrake {
         };
         self.proof = None;
         let cause = cause_of(error);
+        // A failed trial is charged to the cause it was a trial of, whatever it says now: the
+        // gate counts that cause's units.
+        let trial_of = self
+            .tripped
+            .as_ref()
+            .filter(|t| t.trial.as_deref().is_some_and(|x| id.contains(&x)))
+            .map(|t| t.cause.clone());
         let first_failure = !self.charged.iter().any(|(d, h)| d == day && h == host);
         if paid && first_failure {
             self.charged.retain(|(d, _)| d == day);
             self.charged.push((day.to_string(), host.to_string()));
-            self.spend(day, &cause);
+            let charged = trial_of.clone().unwrap_or_else(|| cause.clone());
+            self.spend(day, &charged);
         }
         if let Some(t) = self.tripped.as_mut() {
-            if t.trial.as_deref().is_some_and(|x| id.contains(&x)) {
+            if trial_of.is_some() {
                 t.trial = None;
                 t.error = error.to_string();
                 return Change::TrialFailed(t.clone());
             }
             return Change::None;
         }
-        match &self.streak {
-            Some((c, _)) if *c == cause => {
-                if !self.streak_hosts.iter().any(|h| h == host) {
-                    self.streak_hosts.push(host.to_string());
-                }
+        let slot = match self.failing.iter().position(|(c, _)| *c == cause) {
+            Some(n) => n,
+            None => {
+                self.failing.push((cause.clone(), Vec::new()));
+                self.failing.len() - 1
             }
-            _ => self.streak_hosts = vec![host.to_string()],
+        };
+        let hosts = &mut self.failing[slot].1;
+        if !hosts.iter().any(|h| h == host) {
+            hosts.push(host.to_string());
         }
-        let count = u32::try_from(self.streak_hosts.len()).unwrap_or(u32::MAX);
+        let count = u32::try_from(hosts.len()).unwrap_or(u32::MAX);
         self.streak = Some((cause.clone(), count));
         if count < TRIP_AFTER {
             return Change::None;
@@ -353,7 +365,7 @@ impl SyncBrake {
     /// The operator fixed the cause (`burst-agent resume`): launches go again.
     pub fn release(&mut self) -> Option<Tripped> {
         self.streak = None;
-        self.streak_hosts.clear();
+        self.failing.clear();
         self.tripped.take()
     }
 
@@ -447,14 +459,25 @@ mod tests {
     }
 
     #[test]
-    fn a_different_failure_breaks_the_run_and_a_timeout_is_a_cause_like_any_other() {
+    fn a_cause_counts_its_slaves_since_the_last_success_and_a_timeout_is_a_cause_like_any_other() {
         let mut b = SyncBrake::default();
         let day = "d";
+        // Alternating causes do not reset each other: ssh's failure on a second slave trips it.
         b.record(&["i-1"], Err(KEY), true, day, t(0), FP);
         b.record(&["i-2"], Err(TIMEOUT), true, day, t(1), FP);
+        assert!(b.tripped.is_none());
+        let Change::Tripped(tr) = b.record(&["i-3"], Err(KEY), true, day, t(2), FP) else {
+            panic!("the same cause on two slaves, with another between, did not trip it");
+        };
+        assert_eq!(tr.cause, "the slave image lacks the master's ssh key");
+        // A sync that went through in between starts the count again.
+        let mut b = SyncBrake::default();
+        b.record(&["i-1"], Err(KEY), true, day, t(0), FP);
+        b.record(&["i-2"], Ok(()), true, day, t(1), FP);
         b.record(&["i-3"], Err(KEY), true, day, t(2), FP);
-        assert!(b.tripped.is_none(), "a different cause breaks the run");
+        assert!(b.tripped.is_none(), "a success between the failures");
         // A sync that outgrew its timeout fails every slave the same slow way.
+        let mut b = SyncBrake::default();
         b.record(&["i-4"], Err(TIMEOUT), true, day, t(3), FP);
         let Change::Tripped(tr) = b.record(
             &["i-5"],
@@ -467,11 +490,13 @@ mod tests {
             panic!("two timeouts on two slaves did not trip it");
         };
         assert!(tr.cause.contains("timeout"), "{}", tr.cause);
-        assert_eq!(
-            b.spent(day, &tr.cause),
-            3,
-            "i-2, i-4 and i-5 each cost a unit"
-        );
+        assert_eq!(b.spent(day, &tr.cause), 2, "i-4 and i-5 each cost a unit");
+        // A trial that fails another way is charged to the cause it was a trial of.
+        let next = "e";
+        b.trial_started("i-6", t(5000));
+        b.record(&["i-6"], Err(KEY), true, next, t(5100), FP);
+        assert_eq!(b.spent(next, &tr.cause), 1);
+        assert_eq!(b.spent(next, &cause_of(KEY)), 0);
         // The same words on two slaves, told apart only by their addresses, are one cause.
         let mut b = SyncBrake::default();
         b.record(
