@@ -9,6 +9,7 @@
 //! so a hung thread never keeps the agent from stopping.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,11 +42,15 @@ impl OffThread {
         }
     }
 
-    fn spawn<T: Send + 'static>(
+    /// Starts `f` on a thread of its own; its answer comes on the channel, and the flag says
+    /// when it returned (the hang is over).
+    fn start<T: Send + 'static>(
+        &mut self,
         what: &str,
         f: impl FnOnce() -> T + Send + 'static,
-        send: impl FnOnce(T) + Send + 'static,
-    ) -> Result<Arc<AtomicBool>, String> {
+    ) -> Result<(Receiver<T>, Arc<AtomicBool>), String> {
+        self.still_hung()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
         std::thread::Builder::new()
@@ -53,19 +58,36 @@ impl OffThread {
             .spawn(move || {
                 let v = f();
                 flag.store(true, Ordering::Release);
-                send(v);
+                let _ = tx.send(v);
             })
             .map_err(|e| format!("{what}: could not start a thread for it: {e}"))?;
-        Ok(done)
+        Ok((rx, done))
     }
 
-    fn timed_out(&mut self, what: &str, timeout: Duration, done: Arc<AtomicBool>) -> String {
-        self.hung = Some(Hung {
-            what: what.to_string(),
-            started: Instant::now() - timeout,
-            done,
-        });
-        format!("{what} did not return within {timeout:?} (a hung mount?)")
+    /// What the wait for a started call came to: its answer, or the hang it is left to.
+    fn finish<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: Arc<AtomicBool>,
+        waited: Result<T, RecvTimeoutError>,
+    ) -> Result<T, String> {
+        match waited {
+            Ok(v) => Ok(v),
+            Err(RecvTimeoutError::Timeout) => {
+                self.hung = Some(Hung {
+                    what: what.to_string(),
+                    started: Instant::now() - timeout,
+                    done,
+                });
+                Err(format!(
+                    "{what} did not return within {timeout:?} (a hung mount?)"
+                ))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(format!("{what}: its thread ended without an answer"))
+            }
+        }
     }
 
     /// Runs `f` (`what` names it in the errors) on its own thread and waits at most `timeout`,
@@ -76,20 +98,9 @@ impl OffThread {
         timeout: Duration,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
-        self.still_hung()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let done = Self::spawn(what, f, move |v| {
-            let _ = tx.send(v);
-        })?;
-        match rx.recv_timeout(timeout) {
-            Ok(v) => Ok(v),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                Err(self.timed_out(what, timeout, done))
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                Err(format!("{what}: its thread ended without an answer"))
-            }
-        }
+        let (rx, done) = self.start(what, f)?;
+        let waited = rx.recv_timeout(timeout);
+        self.finish(what, timeout, done, waited)
     }
 
     /// As [`OffThread::run`], awaited: the runtime's thread goes on meanwhile. The wait is
@@ -101,21 +112,11 @@ impl OffThread {
         timeout: Duration,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
-        self.still_hung()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let done = Self::spawn(what, f, move |v| {
-            let _ = tx.send(v);
-        })?;
-        let waited = tokio::task::spawn_blocking(move || rx.recv_timeout(timeout)).await;
-        match waited {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(std::sync::mpsc::RecvTimeoutError::Timeout)) => {
-                Err(self.timed_out(what, timeout, done))
-            }
-            Ok(Err(std::sync::mpsc::RecvTimeoutError::Disconnected)) | Err(_) => {
-                Err(format!("{what}: its thread ended without an answer"))
-            }
-        }
+        let (rx, done) = self.start(what, f)?;
+        let waited = tokio::task::spawn_blocking(move || rx.recv_timeout(timeout))
+            .await
+            .unwrap_or(Err(RecvTimeoutError::Disconnected));
+        self.finish(what, timeout, done, waited)
     }
 }
 

@@ -520,17 +520,7 @@ impl Table {
                         .map_err(|e| build_error("TransactWriteItems", e))?,
                 )
                 .build(),
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.name)
-                        .set_item(Some(intent_item))
-                        .condition_expression("attribute_not_exists(#i)")
-                        .expression_attribute_names("#i", ITEM)
-                        .build()
-                        .map_err(|e| build_error("TransactWriteItems", e))?,
-                )
-                .build(),
+            self.put_new(intent_item)?,
         ];
         match self.transact(items).await? {
             None => Ok(Reserved::Yes),
@@ -650,17 +640,7 @@ impl Table {
                 .expression_attribute_values(":max", n(limit - 1));
         }
         let mut items = vec![
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.name)
-                        .set_item(Some(marker))
-                        .condition_expression("attribute_not_exists(#i)")
-                        .expression_attribute_names("#i", ITEM)
-                        .build()
-                        .map_err(|e| build_error("TransactWriteItems", e))?,
-                )
-                .build(),
+            self.put_new(marker)?,
             TransactWriteItem::builder()
                 .update(
                     update
@@ -761,6 +741,24 @@ impl Table {
             }
         }
         Ok(out)
+    }
+
+    /// A transaction's put of `item`, on condition that the site has no such item yet.
+    fn put_new(
+        &self,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<TransactWriteItem, AwsError> {
+        Ok(TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.name)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(#i)")
+                    .expression_attribute_names("#i", ITEM)
+                    .build()
+                    .map_err(|e| build_error("TransactWriteItems", e))?,
+            )
+            .build())
     }
 
     fn lease_check(&self, fence: &Fence) -> Result<TransactWriteItem, AwsError> {
