@@ -166,6 +166,28 @@ fn only_the_lease_holder_at_its_version_may_spend() {
             t.reserve(&f, DAY, "c", 1, 7, "UTC").await.unwrap(),
             Reserved::Yes
         );
+        // A clean stop gives it up: only its holder at its version may, and the item stays
+        // (marked released at the next version), so nobody may create a fresh one.
+        assert!(!t.release_lease("i-master/1", f.version, "y").await.unwrap());
+        assert!(t.release_lease(&f.holder, f.version, "y").await.unwrap());
+        let gone = t.read_lease().await.unwrap().unwrap();
+        assert!(gone.released, "{gone:?}");
+        assert_eq!(
+            (gone.holder.as_str(), gone.version),
+            ("i-copy/2", f.version + 1)
+        );
+        assert!(!t.write_lease("i-stage/3", None, "x").await.unwrap());
+        assert_eq!(
+            t.reserve(&f, DAY, "d", 1, 7, "UTC").await.unwrap(),
+            Reserved::LeaseLost
+        );
+        // The next holder takes it at the released version, and it is held again.
+        assert!(t
+            .write_lease("i-copy/4", Some(gone.version), "x")
+            .await
+            .unwrap());
+        let back = t.read_lease().await.unwrap().unwrap();
+        assert!(!back.released && back.holder == "i-copy/4", "{back:?}");
     });
 }
 

@@ -1356,10 +1356,44 @@ fn a_copy_of_the_master_with_a_copied_state_directory_stands_by_and_spends_nothi
         "{text}{}",
         common::stderr(&st)
     );
-    copy.signal(Sig::TERM);
-    assert!(copy.wait_exit(30).success(), "{}", copy.tail());
+    // Production's agent restarts (an upgrade): a clean stop gives the lease up, and the
+    // staging copy, outside the site's ELB, must not take the site over meanwhile.
     master.signal(Sig::TERM);
     assert!(master.wait_exit(30).success(), "{}", master.tail());
+    master.wait_log("the master gave the lease up", 5, |v| {
+        msg(v).contains("the site's lease is given up")
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        !copy.log_text().contains("holds the site's lease now"),
+        "the staging copy took the site over when production stopped:\n{}",
+        copy.tail()
+    );
+    let st = common::agent(&["--config", copy_path.to_str().unwrap(), "status"]);
+    assert!(
+        common::stdout(&st).contains("LAPSED"),
+        "{}",
+        common::stdout(&st)
+    );
+    // Until an operator says so.
+    let t = Command::new(common::bin())
+        .args(["--config", copy_path.to_str().unwrap(), "takeover", "--yes"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert!(t.status.success(), "{}", common::stderr(&t));
+    assert!(
+        common::stdout(&t).contains("given up by i-master/"),
+        "{}",
+        common::stdout(&t)
+    );
+    copy.wait_log("the copy takes over when told", 30, |v| {
+        msg(v).contains("holds the site's lease now")
+    });
+    copy.signal(Sig::TERM);
+    assert!(copy.wait_exit(30).success(), "{}", copy.tail());
 }
 
 /// Issue 28: the master restored from an older state.json (the morning's backup) or with its
@@ -1442,5 +1476,222 @@ fn a_restored_or_wiped_state_directory_loses_nothing_and_spends_nothing_again() 
         }
         again.signal(Sig::TERM);
         assert!(again.wait_exit(30).success(), "{}", again.tail());
+    }
+}
+
+/// `pid` and every process under it: what a VM pause freezes (the agent and its hooks).
+fn tree(pid: u32) -> Vec<i32> {
+    let mut all = vec![pid as i32];
+    let mut i = 0;
+    while i < all.len() {
+        let parent = all[i];
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if ppid == Some(parent) && !all.contains(&p) {
+                all.push(p);
+            }
+        }
+        i += 1;
+    }
+    all
+}
+
+/// Thaws a frozen process tree whatever the test's outcome.
+struct Frozen(Vec<i32>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            signal_pid(*p, Sig::CONT);
+        }
+    }
+}
+
+/// Issue 28: fencing measured at the wire. Each agent signs with its own access key, so the
+/// proxy in front of moto knows who sent what. The holder is paused (SIGSTOP of it and its
+/// hooks, as a VM pause does) past its lease; the standby, a member of the site's ELB, takes
+/// over within the lease plus the call deadline plus a tick, adopts the holder's slaves and
+/// spends no unit again; then the old holder wakes. No fleet-changing call of the paused one
+/// may reach the proxy after its lease's end, and none of the standby's before it took over.
+#[test]
+fn a_holder_paused_past_its_lease_sends_no_fleet_changing_call_after_it_and_a_serving_standby_takes_over(
+) {
+    use common::fault_proxy::FaultProxy;
+    let w = World::new();
+    let proxy = FaultProxy::start(&w.moto.endpoint, 0.0, 28);
+    let mut cfg = w.config("fence");
+    cfg.aws.endpoint_url = proxy.endpoint.clone();
+    cfg.cap.daily_limit = 3;
+    cfg.policy.max_slaves = 3;
+    cfg.policy.max_step_out = 1;
+    cfg.ledger.lease_duration = Dur::secs(12);
+    cfg.aws.call_timeout = Dur::secs(4);
+    w.create_elb(&cfg.elb.name);
+    // The standby's host: an instance of its own (no group tag) serving from the site's ELB.
+    let host = w.rt.block_on(async {
+        let out = w
+            .aws
+            .ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .unwrap();
+        let id = out.instances()[0].instance_id().unwrap().to_string();
+        w.aws
+            .elb
+            .register_instances_with_load_balancer()
+            .load_balancer_name(&cfg.elb.name)
+            .instances(
+                aws_sdk_elasticloadbalancing::types::Instance::builder()
+                    .instance_id(&id)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        id
+    });
+    let path = w.write_config("master.toml", &cfg);
+    let key = |k: &'static str| ("AWS_ACCESS_KEY_ID", std::ffi::OsStr::new(k));
+    let mut master = AgentProc::start_with(
+        &path,
+        &[],
+        &w.dir.path().join("master.log"),
+        &[key("AKIDHOLDER")],
+    );
+    master.wait_log("the master holds the lease", 60, |v| {
+        msg(v).contains("holds the site's lease now")
+    });
+    master.wait_log("ready", 60, |v| msg(v).starts_with("ready"));
+    let mut sb = cfg.clone();
+    sb.agent.instance_id = host.clone();
+    sb.agent.state_dir = w.dir.path().join("state-standby");
+    let sb_path = w.write_config("standby.toml", &sb);
+    let mut standby = AgentProc::start_with(
+        &sb_path,
+        &[],
+        &w.dir.path().join("standby.log"),
+        &[key("AKIDSTANDBY")],
+    );
+    standby.wait_log("the standby stands by", 60, |v| {
+        msg(v).contains("this agent stands by")
+    });
+
+    // Busy: the holder scales out. Its first reservation reaches the table, and it is paused
+    // (it and its hooks, as a VM pause does) before the answer arrives: when it wakes, the
+    // next thing it would send is the launch that reservation was for.
+    proxy.hold_reply("AKIDHOLDER", "TransactWriteItems");
+    let ab = w.load(120);
+    assert!(
+        proxy.wait_held(60),
+        "the holder reserved nothing under load:\n{}",
+        master.tail()
+    );
+    let pids = tree(master.pid());
+    for p in &pids {
+        signal_pid(*p, Sig::STOP);
+    }
+    let paused = Instant::now();
+    let frozen = Frozen(pids);
+    standby.wait_log("the standby takes over", 60, |v| {
+        msg(v).contains("holds the site's lease now")
+    });
+    let took = paused.elapsed();
+    // It last saw the holder's version change at most a renewal (4 s) before the pause, and
+    // reads every 2 s; then the lease (12 s) plus the call deadline (4 s + 1 s), and a tick.
+    assert!(
+        took <= Duration::from_secs(12 + 5 + 4 + 2 + 1),
+        "the standby took over {took:?} after the holder was paused"
+    );
+    // The answer is in the paused holder's socket when it wakes.
+    proxy.release();
+    std::thread::sleep(Duration::from_secs(1));
+    drop(frozen);
+    let woke = Instant::now();
+    let new_holder = format!("STANDBY: held by {host}/");
+    master.wait_log("the old holder stands by", 30, |v| {
+        msg(v).contains("this agent stands by")
+            && v["lease"].as_str().is_some_and(|l| l.contains(&new_holder))
+    });
+    // Both run a while: the old holder awake, the new one acting under load.
+    std::thread::sleep(Duration::from_secs(15));
+    stop(ab);
+    let calls = proxy.calls();
+    let of = |k: &'static str| {
+        calls
+            .iter()
+            .filter(move |c| c.key == k && c.changes_fleet())
+    };
+    let holder_end = paused + Duration::from_secs(12);
+    let late: Vec<_> = of("AKIDHOLDER").filter(|c| c.at > holder_end).collect();
+    assert!(
+        calls.iter().any(|c| c.key == "AKIDHOLDER") && calls.iter().any(|c| c.key == "AKIDSTANDBY"),
+        "the proxy cannot tell the agents apart: {:?}",
+        calls
+            .iter()
+            .map(|c| (&c.key, &c.action))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        late.is_empty(),
+        "the paused holder sent {} fleet-changing call(s) after its lease's end ({:?} after \
+         it woke): {late:?}\n{}",
+        late.len(),
+        late.first().map(|c| c.at.saturating_duration_since(woke)),
+        master.tail()
+    );
+    let early: Vec<_> = of("AKIDSTANDBY").filter(|c| c.at < paused + took).collect();
+    assert!(
+        early.is_empty(),
+        "the standby changed the fleet before it took over: {early:?}"
+    );
+    let all = w.instances("fence");
+    assert!(
+        all.len() <= 3,
+        "{} instances for a cap of 3: {all:?}\nholder:\n{}\nstandby:\n{}",
+        all.len(),
+        master.tail(),
+        standby.tail()
+    );
+    // The new holder adopted what the old one launched: it tracks each of them.
+    let st: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(sb.agent.state_dir.join("status.json")).unwrap(),
+    )
+    .unwrap();
+    let tracked: BTreeSet<String> = st["slaves"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    for id in w.live("fence") {
+        assert!(
+            tracked.contains(&id),
+            "{id} runs but the new holder does not track it: {tracked:?}\n{}",
+            standby.tail()
+        );
+    }
+    eprintln!(
+        "fencing: the standby took over {took:?} after the pause; calls after the holder's \
+         lease end: {} of the holder's (0 fleet-changing), {} of the new holder's fleet-changing",
+        calls
+            .iter()
+            .filter(|c| c.key == "AKIDHOLDER" && c.at > holder_end)
+            .count(),
+        of("AKIDSTANDBY").count()
+    );
+    for a in [&mut standby, &mut master] {
+        a.signal(Sig::TERM);
+        assert!(a.wait_exit(30).success(), "{}", a.tail());
     }
 }

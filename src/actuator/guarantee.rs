@@ -21,6 +21,7 @@ use burst_edge::fenced::LeaseEnd;
 impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// Spends units through `table` under the lease `lease`.
     pub fn set_guarantee(&mut self, table: Table, lease: LeaseEnd) {
+        self.hooks.cut_at(lease.clone());
         self.guarantee = Some((table, lease));
     }
 

@@ -89,8 +89,9 @@ pub(super) async fn lease_loop(
             _ = shutdown.recv() => break,
         }
     }
-    // Stopping: nothing fleet-changing goes after this, and the lease is given up so the next
-    // start acquires it at once (after a crash, a successor waits it out instead).
+    // Stopping: nothing fleet-changing goes after this, and the lease is given up so this
+    // host's next start (or a host in the site's ELB) takes it at once; a staging copy still
+    // waits for `takeover --yes`. After a crash, a successor waits it out instead.
     end.set(None);
     let held = {
         let g = shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -100,7 +101,10 @@ pub(super) async fn lease_loop(
         }
     };
     if let Some((me, version)) = held {
-        match table.release_lease(&me, version).await {
+        match table
+            .release_lease(&me, version, &Timestamp::now().to_string())
+            .await
+        {
             Ok(true) => tracing::info!(holder = %me, "the site's lease is given up"),
             Ok(false) => {}
             Err(e) => tracing::warn!(holder = %me,
@@ -188,9 +192,10 @@ async fn round(
                 }
             }
             Ok(false) => {
-                if g.lease.holds(sent) {
-                    tracing::error!(holder = %me,
-                        "the site's lease was taken by another agent: this one stops changing the fleet");
+                if g.lease.until().is_some() {
+                    tracing::error!(holder = %me, held_until_now = g.lease.holds(sent),
+                        "the site's lease was taken by another agent (this one could not renew \
+                         in time, or was paused past its lease): it changes nothing from now on");
                 }
                 g.lease.lost();
             }

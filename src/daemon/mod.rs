@@ -501,6 +501,8 @@ struct Tick {
     silent: BTreeSet<String>,
     /// The lease as `status` shows it, when another agent holds it (or it is not read yet).
     standby: Option<String>,
+    /// The holder this agent stands by for, when it knows one.
+    standby_for: Option<String>,
 }
 
 /// The actuator's numbers since the last tick, for the agent's own metrics.

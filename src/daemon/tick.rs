@@ -102,6 +102,7 @@ impl Master<'_> {
             evidence: policy::Evidence::default(),
             silent: BTreeSet::new(),
             standby: None,
+            standby_for: None,
             errors: Vec::new(),
             api_errors_reported: 0,
             state: "starting",
@@ -131,8 +132,13 @@ impl Master<'_> {
                 None => l.stored_ledger = local_ledger(&self.cfg, now),
             }
         }
-        let standby = self.standby();
-        if standby.is_some() != l.tick.standby.is_some() {
+        let (standby, holder) = match self.standby() {
+            Some((line, holder)) => (Some(line), holder),
+            None => (None, None),
+        };
+        // Said when this agent starts or stops acting, and when the holder it stands by for
+        // changes (a takeover it did not make).
+        if standby.is_some() != l.tick.standby.is_some() || holder != l.tick.standby_for {
             let (what, line) = match &standby {
                 Some(line) => ("stands by", line.clone()),
                 None => (
@@ -148,6 +154,7 @@ impl Master<'_> {
             ));
         }
         l.tick.standby = standby;
+        l.tick.standby_for = holder;
         if let Some(a) = l.actuator.as_mut() {
             if l.tick.standby.is_some() {
                 // No fleet-changing call, no hook: adopt afresh (the table first) once it holds.
@@ -780,17 +787,20 @@ impl Master<'_> {
 
     /// Why this agent changes nothing now: another holds the site's lease, or it is not read
     /// yet. `None` when it holds the lease or runs without a table.
-    fn standby(&self) -> Option<String> {
+    /// With the holder it stands by for, when it knows one.
+    fn standby(&self) -> Option<(String, Option<String>)> {
         let shared = self.lease.as_ref()?;
         let g = shared.lock().unwrap_or_else(|p| p.into_inner());
         let standing = g.lease.standing(boottime());
-        if matches!(standing, crate::lease::Standing::Holder { .. }) {
-            return None;
-        }
+        let holder = match &standing {
+            crate::lease::Standing::Holder { .. } => return None,
+            crate::lease::Standing::Standby { holder, .. } => Some(holder.clone()),
+            crate::lease::Standing::Unknown => None,
+        };
         let mut line = lease::describe(&standing);
         if let Some(e) = &g.error {
             line = format!("{line} ({e})");
         }
-        Some(line)
+        Some((line, holder))
     }
 }

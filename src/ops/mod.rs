@@ -124,6 +124,11 @@ pub fn takeover(cfg: Config, yes: bool) -> Result<Vec<String>, DaemonError> {
             .await
             .map_err(|e| DaemonError::Start(e.to_string()))?;
         let mut out = vec![match &lease {
+            Some(l) if l.released => format!(
+                "the lease on site {} was given up by {} on a clean stop at {} by its clock \
+                 (version {}): its host's next start or a host in the site's ELB takes it",
+                cfg.agent.group, l.holder, l.renewed_at, l.version
+            ),
             Some(l) => format!(
                 "the lease on site {} is held by {} (version {}, last renewed {} by its clock)",
                 cfg.agent.group, l.holder, l.version, l.renewed_at

@@ -696,6 +696,10 @@ async fn ledger(cfg: &Config, aws: &Aws, r: &mut Report) {
     match bounded(cfg, table.read_site(now)).await {
         Ok(Ok(site)) => {
             let lease = match &site.lease {
+                Some(l) if l.released => format!(
+                    "the lease was given up by {} on a clean stop (version {}, {} by its clock)",
+                    l.holder, l.version, l.renewed_at
+                ),
                 Some(l) => format!(
                     "the lease is held by {} (version {}, renewed {} by its clock)",
                     l.holder, l.version, l.renewed_at

@@ -32,12 +32,47 @@ struct State {
     token_replays: u64,
     /// Faults for the next RunInstances calls, in order, before the random ones.
     run_script: std::collections::VecDeque<Fault>,
+    /// Every request, as it reached the proxy.
+    calls: Vec<Call>,
+    /// The next request with this key and action is forwarded, but its reply held.
+    hold: Option<(String, String)>,
+    /// 1: a request is held (its effect applied); 2: its reply may go.
+    held: u8,
+}
+
+/// One request as it reached the proxy (whole, before any fault or forwarding).
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub at: std::time::Instant,
+    /// The access key id it was signed with: which agent sent it.
+    pub key: String,
+    /// The API action (`RunInstances`, `RegisterInstancesWithLoadBalancer`, DynamoDB's
+    /// `TransactWriteItems`, ...).
+    pub action: String,
+}
+
+impl Call {
+    /// A call that changes the fleet: launch, start, stop, terminate, tag, (de)register.
+    pub fn changes_fleet(&self) -> bool {
+        matches!(
+            self.action.as_str(),
+            "RunInstances"
+                | "StartInstances"
+                | "StopInstances"
+                | "TerminateInstances"
+                | "CreateTags"
+                | "DeleteTags"
+                | "RegisterInstancesWithLoadBalancer"
+                | "DeregisterInstancesFromLoadBalancer"
+        )
+    }
 }
 
 pub struct FaultProxy {
     pub endpoint: String,
     on: Arc<AtomicBool>,
     state: Arc<Mutex<State>>,
+    cv: Arc<std::sync::Condvar>,
 }
 
 impl FaultProxy {
@@ -51,21 +86,52 @@ impl FaultProxy {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let on = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(State::default()));
+        let cv = Arc::new(std::sync::Condvar::new());
         let rng = Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed)));
-        let (on2, state2) = (on.clone(), state.clone());
+        let (on2, state2, cv2) = (on.clone(), state.clone(), cv.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (up, on, st, rng) =
-                    (upstream.clone(), on2.clone(), state2.clone(), rng.clone());
-                std::thread::spawn(move || serve(conn, &up, rate, &on, &st, &rng));
+                let (up, on, st, rng, cv) = (
+                    upstream.clone(),
+                    on2.clone(),
+                    state2.clone(),
+                    rng.clone(),
+                    cv2.clone(),
+                );
+                std::thread::spawn(move || serve(conn, &up, rate, &on, (&st, &cv), &rng));
             }
         });
         FaultProxy {
             endpoint,
             on,
             state,
+            cv,
         }
+    }
+
+    /// The next request signed with `key` for `action` reaches moto, and its reply is held
+    /// until [`FaultProxy::release`]: the sender is caught between an effect and its answer.
+    pub fn hold_reply(&self, key: &str, action: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.hold = Some((key.to_string(), action.to_string()));
+        s.held = 0;
+    }
+
+    /// Waits up to `secs` for the held request to have taken effect.
+    pub fn wait_held(&self, secs: u64) -> bool {
+        let s = self.state.lock().unwrap();
+        let (s, _) = self
+            .cv
+            .wait_timeout_while(s, Duration::from_secs(secs), |s| s.held != 1)
+            .unwrap();
+        s.held == 1
+    }
+
+    /// Lets the held reply go.
+    pub fn release(&self) {
+        self.state.lock().unwrap().held = 2;
+        self.cv.notify_all();
     }
 
     pub fn faults(&self, on: bool) {
@@ -75,6 +141,11 @@ impl FaultProxy {
     /// The next RunInstances calls (with faults on) get these faults, in order.
     pub fn script_run_instances(&self, faults: &[Fault]) {
         self.state.lock().unwrap().run_script.extend(faults);
+    }
+
+    /// Every request so far, in the order they reached the proxy.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
     }
 
     /// Faults injected by kind, requests seen, RunInstances answered from the token cache.
@@ -132,6 +203,13 @@ fn close_head(head: &str) -> String {
     format!("{}\r\n\r\n", out.join("\r\n"))
 }
 
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 fn form_value<'a>(body: &'a str, key: &str) -> Option<&'a str> {
     body.split('&')
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
@@ -184,14 +262,56 @@ fn serve(
     up: &str,
     rate: f64,
     on: &AtomicBool,
-    st: &Mutex<State>,
+    (st, cv): (&Mutex<State>, &std::sync::Condvar),
     rng: &Mutex<ChaCha8Rng>,
 ) {
     let Some((head, body)) = read_request(&mut c) else {
         return;
     };
     let text = String::from_utf8_lossy(&body).to_string();
-    let action = form_value(&text, "Action").unwrap_or("").to_string();
+    // Query APIs (EC2, ELB, CloudWatch) name it in the form; JSON ones in X-Amz-Target.
+    let action = form_value(&text, "Action")
+        .map(str::to_string)
+        .or_else(|| {
+            let target = header(&head, "x-amz-target")?;
+            Some(target.rsplit('.').next()?.to_string())
+        })
+        .unwrap_or_default();
+    let key = header(&head, "authorization")
+        .and_then(|a| {
+            a.split("Credential=")
+                .nth(1)?
+                .split('/')
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let hold = {
+        let mut s = st.lock().unwrap();
+        let hold = s.hold.as_ref() == Some(&(key.clone(), action.clone()));
+        if hold {
+            s.hold = None;
+        }
+        s.calls.push(Call {
+            at: std::time::Instant::now(),
+            key,
+            action: action.clone(),
+        });
+        hold
+    };
+    if hold {
+        let Some(reply) = forward(up, &head, &body) else {
+            return;
+        };
+        let mut s = st.lock().unwrap();
+        s.held = 1;
+        cv.notify_all();
+        let _s = cv
+            .wait_timeout_while(s, Duration::from_secs(300), |s| s.held != 2)
+            .unwrap();
+        let _ = c.write_all(&reply);
+        return;
+    }
     let token = (action == "RunInstances")
         .then(|| form_value(&text, "ClientToken").map(str::to_string))
         .flatten();

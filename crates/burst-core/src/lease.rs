@@ -10,8 +10,10 @@
 //!   duration, minus a margin ([`margin`]): no fleet-changing call and no hook goes on past it.
 //! - **A contender** may take over only after it has seen the same version for a whole lease
 //!   duration plus the longest call deadline, timed on its own clock (CLOCK_BOOTTIME, which
-//!   counts through suspend), and only when it serves from the site's ELB or an operator said
-//!   `takeover --yes`. Anything else stands by.
+//!   counts through suspend), or at once when the holder gave it up on a clean stop; and only
+//!   when it runs on the holder's host, serves from the site's ELB, or an operator said
+//!   `takeover --yes`. Anything else stands by. Only a table with no lease item at all (the
+//!   site's first start) is acquired by whoever comes first.
 //!
 //! Every time here is the agent's own boot-time clock as a [`Duration`]: no wall clock crosses
 //! hosts.
@@ -27,6 +29,11 @@ pub struct Item {
     pub version: u64,
     /// The holder's wall-clock time of its last renewal, for people (never for timing).
     pub renewed_at: String,
+    /// The holder gave the lease up on a clean stop. It is free at once, but only to the
+    /// agents that could take a lapsed one: the same host's next start, a host that serves from
+    /// the site's ELB, or an operator's `takeover --yes`. A staging copy running while
+    /// production restarts must not take the site over.
+    pub released: bool,
 }
 
 impl Item {
@@ -193,14 +200,19 @@ impl Lease {
                 holder: self.me.clone(),
                 version,
                 renewed_at: renewed_at.to_string(),
+                released: false,
             },
             since: sent_at,
         });
     }
 
-    /// A conditional write was refused: someone else holds the lease now.
+    /// A conditional write was refused: someone else wrote the lease since this agent last
+    /// read it. It holds nothing, and what it saw is stale: the next step reads the item
+    /// again (trying the same write again would fail for ever).
     pub fn lost(&mut self) {
         self.held = None;
+        self.seen = None;
+        self.vacant = false;
     }
 
     /// Where this agent stands at `now`.
@@ -220,7 +232,7 @@ impl Lease {
                     holder: s.item.holder.clone(),
                     version: s.item.version,
                     unchanged_for,
-                    lapsed: unchanged_for >= self.timing.lapse_after(),
+                    lapsed: s.item.released || unchanged_for >= self.timing.lapse_after(),
                 }
             }
             None => Standing::Unknown,
@@ -247,7 +259,8 @@ impl Lease {
         match &self.seen {
             // Our own item from before a lost answer: take it back only as a takeover.
             Some(s) => {
-                let lapsed = now.saturating_sub(s.since) >= self.timing.lapse_after();
+                let lapsed =
+                    s.item.released || now.saturating_sub(s.since) >= self.timing.lapse_after();
                 // The same host's earlier agent (killed, restarted by systemd) is no copy: this
                 // host is the one it ran on, and its lease has run out on its own clock too.
                 let same_host = s.item.host() == self.host();
@@ -282,6 +295,14 @@ mod tests {
             holder: holder.into(),
             version,
             renewed_at: String::new(),
+            released: false,
+        })
+    }
+
+    fn released(holder: &str, version: u64) -> Option<Item> {
+        Some(Item {
+            released: true,
+            ..item(holder, version)?
         })
     }
 
@@ -386,5 +407,40 @@ mod tests {
         assert_eq!(l.next(s(100), true, false), Next::Renew { version: 1 });
         l.lost();
         assert!(!l.holds(s(100)));
+        // What it saw is stale: it reads again before it writes anything (its own old item,
+        // lapsed on its own host, would otherwise be "taken over" at a version long gone).
+        assert_eq!(l.standing(s(100)), Standing::Unknown);
+        assert_eq!(l.next(s(100), true, false), Next::Wait);
+        l.observe(item("i-b/2", 3), s(101));
+        assert!(matches!(
+            l.standing(s(101)),
+            Standing::Standby { ref holder, lapsed: false, .. } if holder == "i-b/2"
+        ));
+    }
+
+    #[test]
+    fn a_lease_given_up_is_free_at_once_only_to_those_that_could_take_a_lapsed_one() {
+        // Production's agent restarts (an upgrade): it gave the lease up on its clean stop.
+        let gone = released("i-a/1", 4);
+        // A staging copy outside the ELB must not take the site over meanwhile.
+        let mut copy = Lease::new("i-copy/9", T);
+        copy.observe(gone.clone(), s(0));
+        assert_eq!(copy.next(s(1), false, false), Next::Wait);
+        assert_eq!(copy.next(s(3600), false, false), Next::Wait);
+        assert_eq!(copy.next(s(1), false, true), Next::TakeOver { version: 4 });
+        // The same host's next start, and a host in the ELB, take it without the wait.
+        let mut next = Lease::new("i-a/2", T);
+        next.observe(gone.clone(), s(0));
+        assert_eq!(next.next(s(0), false, false), Next::TakeOver { version: 4 });
+        let mut serving = Lease::new("i-b/3", T);
+        serving.observe(gone, s(0));
+        assert_eq!(
+            serving.next(s(0), true, false),
+            Next::TakeOver { version: 4 }
+        );
+        assert!(matches!(
+            serving.standing(s(0)),
+            Standing::Standby { lapsed: true, .. }
+        ));
     }
 }

@@ -18,37 +18,69 @@ use tokio::time::Instant;
 /// The end of this agent's lease and the version it holds, shared by every clone (the lease
 /// task sets them; the fenced calls and the table's reservations read them).
 #[derive(Clone, Debug, Default)]
-pub struct LeaseEnd(Arc<Mutex<(Option<Instant>, Option<Fence>)>>);
+pub struct LeaseEnd(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    held: Mutex<(Option<Instant>, Option<Fence>)>,
+    /// Woken at every [`LeaseEnd::set`], so a call under way hears a lost lease at once.
+    changed: tokio::sync::Notify,
+}
 
 impl LeaseEnd {
     /// A lease end that never comes: for an agent that runs without a table (a dry run with
     /// AWS, the tests of the executor alone).
     pub fn unbounded() -> Self {
         let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 86_400);
-        LeaseEnd(Arc::new(Mutex::new((Some(far), None))))
+        let end = LeaseEnd::default();
+        *end.lock() = (Some(far), None);
+        end
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<Instant>, Option<Fence>)> {
+        self.0.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// This agent holds the lease at `fence` until `end`; `None`: it holds nothing.
     pub fn set(&self, held: Option<(Instant, Fence)>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = match held {
+        *self.lock() = match held {
             Some((end, fence)) => (Some(end), Some(fence)),
             None => (None, None),
         };
+        self.0.changed.notify_waiters();
     }
 
     pub fn get(&self) -> Option<Instant> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.lock().0
     }
 
     /// The lease this agent holds now, for a reservation's transaction.
     pub fn fence(&self) -> Option<Fence> {
-        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.lock();
         g.0.filter(|e| Instant::now() < *e).and(g.1.clone())
     }
 
     /// Whether a call may start now.
     pub fn holds(&self) -> bool {
         self.get().is_some_and(|e| Instant::now() < e)
+    }
+
+    /// Returns when the lease has ended: at its end as it stands then, read again there (a
+    /// renewal meanwhile moves it later; losing it ends it there).
+    pub async fn ended(&self) {
+        loop {
+            // Registered before the read, so a set() between the two is not missed.
+            let changed = self.0.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let Some(until) = self.get().filter(|e| Instant::now() < *e) else {
+                return;
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                () = changed => {}
+            }
+        }
     }
 }
 
@@ -89,12 +121,12 @@ async fn fenced<T, F>(end: &LeaseEnd, op: &'static str, call: F) -> Result<T, Aw
 where
     F: Future<Output = Result<T, AwsError>>,
 {
-    let Some(until) = end.get().filter(|e| Instant::now() < *e) else {
+    if !end.holds() {
         return Err(ended(op, false));
-    };
-    match tokio::time::timeout_at(until, call).await {
-        Ok(r) => r,
-        Err(_) => Err(ended(op, true)),
+    }
+    tokio::select! {
+        r = call => r,
+        () = end.ended() => Err(ended(op, true)),
     }
 }
 
@@ -145,5 +177,117 @@ impl<C: Cloud> Cloud for Fenced<C> {
     }
     async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {
         fenced(&self.end, "CreateTags", self.inner.tag(ids, key, value)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// A cloud whose terminate takes `secs` and counts the calls that reached it.
+    #[derive(Clone)]
+    struct Slow(Arc<AtomicU32>, f64);
+
+    impl Cloud for Slow {
+        async fn launch(&self, _: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
+            Ok(Vec::new())
+        }
+        async fn describe_group(&self) -> Result<Vec<InstanceInfo>, AwsError> {
+            self.0.fetch_add(100, Ordering::SeqCst);
+            Ok(Vec::new())
+        }
+        async fn describe_named(
+            &self,
+            _: &[String],
+            _: &[String],
+        ) -> Result<Vec<InstanceInfo>, AwsError> {
+            Ok(Vec::new())
+        }
+        async fn elb_members(&self) -> Result<BTreeMap<String, MemberState>, AwsError> {
+            Ok(BTreeMap::new())
+        }
+        async fn register(&self, _: &[String]) -> Result<(), AwsError> {
+            Ok(())
+        }
+        async fn deregister(&self, _: &[String]) -> Result<(), AwsError> {
+            Ok(())
+        }
+        async fn terminate(&self, _: &[String]) -> Result<(), AwsError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs_f64(self.1)).await;
+            Ok(())
+        }
+        async fn stop(&self, _: &[String]) -> Result<(), AwsError> {
+            Ok(())
+        }
+        async fn start(&self, _: &[String]) -> Result<(), AwsError> {
+            Ok(())
+        }
+        async fn untag(&self, _: &[String], _: &[&str]) -> Result<(), AwsError> {
+            Ok(())
+        }
+        async fn tag(&self, _: &[String], _: &str, _: &str) -> Result<(), AwsError> {
+            Ok(())
+        }
+    }
+
+    fn hold(end: &LeaseEnd, secs: f64) {
+        end.set(Some((
+            Instant::now() + Duration::from_secs_f64(secs),
+            Fence {
+                holder: "i-a/1".into(),
+                version: 1,
+            },
+        )));
+    }
+
+    /// Issue 28: a fleet-changing call is never sent outside the lease, a call under way is cut
+    /// at the lease's end as renewals leave it, and reads go on for a standby.
+    #[tokio::test(start_paused = true)]
+    async fn fleet_changing_calls_stop_at_the_lease_end_and_reads_go_on() {
+        let sent = Arc::new(AtomicU32::new(0));
+        let end = LeaseEnd::default();
+        let c = Fenced::new(Slow(sent.clone(), 10.0), end.clone());
+        let ids = vec!["i-1".to_string()];
+        // Nothing held: not sent, and certainly not applied.
+        let e = c.terminate(&ids).await.unwrap_err();
+        assert_eq!(e.code, "LeaseEnded");
+        assert!(e.not_applied);
+        assert_eq!(sent.load(Ordering::SeqCst), 0);
+        c.describe_group().await.unwrap();
+        assert_eq!(sent.load(Ordering::SeqCst), 100);
+        // Held for 3 s, renewed at 2 s to 6 s: a 10 s call is cut at 6 s, outcome unknown.
+        hold(&end, 3.0);
+        let t = Instant::now();
+        let renew = {
+            let end = end.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                hold(&end, 4.0);
+            })
+        };
+        let e = c.terminate(&ids).await.unwrap_err();
+        renew.await.unwrap();
+        assert_eq!(t.elapsed(), Duration::from_secs(6));
+        assert!(!e.not_applied, "a call cut under way may have taken effect");
+        assert_eq!(sent.load(Ordering::SeqCst), 101);
+        // Inside the lease, a call that ends in time goes through.
+        hold(&end, 30.0);
+        c.terminate(&ids).await.unwrap();
+        // Lost (another agent wrote the lease): cut at once, whatever the old end said.
+        hold(&end, 30.0);
+        let t = Instant::now();
+        let lose = {
+            let end = end.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                end.set(None);
+            })
+        };
+        assert!(c.terminate(&ids).await.is_err());
+        lose.await.unwrap();
+        assert!(t.elapsed() <= Duration::from_secs(2), "{:?}", t.elapsed());
     }
 }

@@ -4,6 +4,7 @@
 //! succeed, fail, hang or flood as its seed says.
 
 use crate::config::Hook;
+use crate::fenced::LeaseEnd;
 use crate::hooks::{self, HookVars};
 use crate::model::HookKind;
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +42,10 @@ pub trait HookRunner: Send + 'static {
     /// Waits up to `deadline` for every hook to end (shutdown), then aborts the rest; returns
     /// how many were aborted.
     fn drain(&mut self, deadline: Duration) -> impl Future<Output = usize> + Send;
+    /// From now on, every hook is cut at this agent's lease end (a content sync is a
+    /// fleet-changing act: none goes on outside the lease). A hook cut so is never reported:
+    /// its slave is synced again once the lease is held.
+    fn cut_at(&mut self, _end: LeaseEnd) {}
 }
 
 struct Running {
@@ -53,19 +58,31 @@ struct Running {
 /// (see [`crate::hooks::run`]).
 #[derive(Default)]
 pub struct ProcessHooks {
-    set: JoinSet<hooks::HookRun>,
+    /// `None`: the hook was cut at the lease's end.
+    set: JoinSet<Option<hooks::HookRun>>,
     tasks: HashMap<Id, Running>,
     /// Each slave's attached hook.
     attached: BTreeMap<String, (Id, AbortHandle)>,
+    /// Hooks end no later than this agent's lease (`None`: no lease, a dry run or no table).
+    lease: Option<LeaseEnd>,
 }
 
 impl ProcessHooks {
     fn spawn(&mut self, id: &str, kind: HookKind, hook: &Hook, vars: HookVars, detached: bool) {
         let hook = hook.clone();
         let name = kind.name();
-        let handle = self
-            .set
-            .spawn(async move { hooks::run(name, &hook, &vars).await });
+        let lease = self.lease.clone();
+        let handle = self.set.spawn(async move {
+            let run = hooks::run(name, &hook, &vars);
+            match lease {
+                None => Some(run.await),
+                // Dropping the run kills its process group (hooks::run's guard).
+                Some(end) => tokio::select! {
+                    r = run => Some(r),
+                    () = end.ended() => None,
+                },
+            }
+        });
         self.tasks.insert(
             handle.id(),
             Running {
@@ -120,7 +137,13 @@ impl HookRunner for ProcessHooks {
                 self.attached.remove(&r.slave);
             }
             let (result, secs) = match res {
-                Ok(run) => (
+                Ok(None) => {
+                    tracing::warn!(instance_id = %r.slave, hook = r.kind.name(),
+                        "hook cut at the end of this agent's lease on the site: it is run \
+                         again once the lease is held");
+                    continue;
+                }
+                Ok(Some(run)) => (
                     run.result.map_err(|e| e.to_string()),
                     run.duration.as_secs_f64(),
                 ),
@@ -137,6 +160,10 @@ impl HookRunner for ProcessHooks {
         out
     }
 
+    fn cut_at(&mut self, end: LeaseEnd) {
+        self.lease = Some(end);
+    }
+
     async fn drain(&mut self, deadline: Duration) -> usize {
         let until = tokio::time::Instant::now() + deadline;
         while !self.set.is_empty() {
@@ -151,5 +178,107 @@ impl HookRunner for ProcessHooks {
         self.tasks.clear();
         self.attached.clear();
         left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dur;
+    use crate::table::Fence;
+    use tokio::time::Instant;
+
+    fn hook(script: &str) -> Hook {
+        Hook {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: Dur::secs(60),
+            retries: 0,
+            retry_delay: Dur::secs(1),
+        }
+    }
+
+    fn vars() -> HookVars {
+        HookVars {
+            instance_id: "i-0abc".into(),
+            ..HookVars::default()
+        }
+    }
+
+    fn hold(end: &LeaseEnd, secs: f64) {
+        end.set(Some((
+            Instant::now() + Duration::from_secs_f64(secs),
+            Fence {
+                holder: "i-a/1".into(),
+                version: 1,
+            },
+        )));
+    }
+
+    fn alive(pid_file: &std::path::Path) -> bool {
+        let Ok(pid) = std::fs::read_to_string(pid_file) else {
+            return false;
+        };
+        std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
+    }
+
+    /// Issue 28: a content sync is fleet-changing, so none goes on past the agent's lease end,
+    /// renewals moving that end later; a hook inside the lease is reported as ever.
+    #[test]
+    fn hooks_are_cut_at_the_lease_end_as_renewals_move_it_and_never_reported() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let pid = dir.path().join("pid");
+            let end = LeaseEnd::default();
+            hold(&end, 1.0);
+            let mut h = ProcessHooks::default();
+            h.cut_at(end.clone());
+            // Within the lease: reported.
+            h.start("i-quick", HookKind::PreRegister, &hook("exit 0"), vars());
+            let script = format!("echo $$ > {}; exec sleep 30", pid.display());
+            h.start("i-0abc", HookKind::PreRegister, &hook(&script), vars());
+            let t = Instant::now();
+            let mut quick = Vec::new();
+            // A renewal at 0.5 s moves the end to 2.5 s.
+            while t.elapsed() < Duration::from_millis(500) {
+                quick.extend(h.finished());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(quick.len(), 1, "{quick:?}");
+            assert_eq!(quick[0].id, "i-quick");
+            assert_eq!(quick[0].result, Ok(()));
+            hold(&end, 2.0);
+            while t.elapsed() < Duration::from_millis(2000) {
+                assert!(h.finished().is_empty());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(h.has("i-0abc"), "cut before its renewed end");
+            assert!(alive(&pid), "the hook's process ended before the lease did");
+            while h.has("i-0abc") && t.elapsed() < Duration::from_secs(10) {
+                assert!(h.finished().is_empty(), "a cut hook was reported");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let cut = t.elapsed();
+            assert!(!h.has("i-0abc"), "still running 10 s in");
+            assert!(
+                cut >= Duration::from_millis(2450) && cut < Duration::from_millis(3500),
+                "cut at {cut:?}, the lease ended at 2.5 s"
+            );
+            // Its process group is gone with it.
+            let gone = Instant::now();
+            while alive(&pid) && gone.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!alive(&pid), "the cut hook's process still runs");
+            // Without a lease, no hook starts a sync that outlives nothing: it is cut at once.
+            end.set(None);
+            h.start("i-late", HookKind::PreRegister, &hook("sleep 5"), vars());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(h.finished().is_empty());
+            assert!(!h.has("i-late"));
+        });
     }
 }

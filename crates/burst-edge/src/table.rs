@@ -396,6 +396,7 @@ impl Table {
                 .and_then(|v| u64::try_from(v).ok())
                 .ok_or_else(|| bad(&self.site, "lease", "no version"))?,
             renewed_at: get_s(i, "renewed_at").unwrap_or_default(),
+            released: matches!(i.get("released"), Some(AttributeValue::Bool(true))),
         })
     }
 
@@ -444,21 +445,33 @@ impl Table {
         Ok(out)
     }
 
-    /// Gives the lease up on a clean stop (the DynamoDB lock client's release): deletes the
-    /// item only while it is still `holder`'s at `version`, so the next start acquires it at
-    /// once instead of waiting for it to lapse. `Ok(false)`: it was not ours any more.
-    pub async fn release_lease(&self, holder: &str, version: u64) -> Result<bool, AwsError> {
+    /// Gives the lease up on a clean stop: marks the item released at the next version, only
+    /// while it is still `holder`'s at `version`, so this host's next start (or a host in the
+    /// site's ELB) takes it at once instead of waiting for it to lapse. The item is kept, not
+    /// deleted: a table with no lease item is free to anyone, and a staging copy must not take
+    /// the site over while production restarts. `Ok(false)`: it was not ours any more.
+    pub async fn release_lease(
+        &self,
+        holder: &str,
+        version: u64,
+        renewed_at: &str,
+    ) -> Result<bool, AwsError> {
+        let mut item = self.key("lease");
+        item.insert("holder".into(), s(holder));
+        item.insert("version".into(), n(version + 1));
+        item.insert("renewed_at".into(), s(renewed_at));
+        item.insert("released".into(), AttributeValue::Bool(true));
         let req = self
             .aws
             .dynamodb
-            .delete_item()
+            .put_item()
             .table_name(&self.name)
-            .set_key(Some(self.key("lease")))
+            .set_item(Some(item))
             .condition_expression("holder = :me AND version = :v")
             .expression_attribute_values(":me", s(holder))
             .expression_attribute_values(":v", n(version));
         self.aws
-            .call("DeleteItem", async {
+            .call("PutItem", async {
                 match req.send().await {
                     Ok(_) => Ok(true),
                     Err(e)
