@@ -640,7 +640,8 @@ fn faultsim(seeds: u64, first: u64, seed: Option<u64>, verbose: bool) -> ExitCod
     let s = burst_agent::faultsim::run(first, count);
     println!(
         "faultsim: {} seeds ({}..{}), {} ticks, {} cloud calls, {} faults injected, {} crashes, \
-         {} instances launched, {} hooks ({} failed or hung), {} violations, {:.1}s",
+         {} instances launched, {} hooks ({} failed or hung), {} lease takeovers by a copy, \
+         {} violations, {:.1}s",
         s.seeds,
         first,
         first.saturating_add(count),
@@ -651,6 +652,7 @@ fn faultsim(seeds: u64, first: u64, seed: Option<u64>, verbose: bool) -> ExitCod
         s.launched,
         s.hooks,
         s.hook_failures,
+        s.takeovers,
         s.failed.len(),
         started.elapsed().as_secs_f64()
     );

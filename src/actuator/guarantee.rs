@@ -15,12 +15,12 @@
 //!   never falls below the table's, and every instance the table names is ours.
 
 use super::*;
-use crate::table::{Counted, InstanceRecord, Reserved, Table};
+use crate::table::{Counted, InstanceRecord, LedgerTable, Reserved};
 use burst_edge::fenced::LeaseEnd;
 
 impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// Spends units through `table` under the lease `lease`.
-    pub fn set_guarantee(&mut self, table: Table, lease: LeaseEnd) {
+    pub fn set_guarantee(&mut self, table: Arc<dyn LedgerTable>, lease: LeaseEnd) {
         self.hooks.cut_at(lease.clone());
         self.guarantee = Some((table, lease));
     }
@@ -262,9 +262,58 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             tracing::warn!(day = %day, imported = keys.len(), used,
                 "ledger table: today's local ledger imported once (upgrade day)");
         }
+        // Each launch the table records for today counts by its own instance (what else the
+        // local ledger counts now, a slave from yesterday that ended before midnight, say, may
+        // drop out later; a bare count would then fall short).
+        let (_, start, _) = self.ledger.day_bounds(now);
+        let missing: Vec<cap::Entry> = site
+            .instances
+            .iter()
+            .filter(|r| r.day == day)
+            .filter(|r| {
+                !self
+                    .ledger
+                    .entries()
+                    .iter()
+                    .any(|e| e.instance_id.as_deref() == Some(r.id.as_str()))
+            })
+            .map(|r| cap::Entry {
+                key: format!("{}#{}", r.intent, r.id),
+                instance_id: Some(r.id.clone()),
+                launched_at: r
+                    .launched_at
+                    .parse::<Timestamp>()
+                    .unwrap_or(start)
+                    .max(start),
+                ended_at: None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(instances = ?missing.iter().map(|e| e.instance_id.clone()).collect::<Vec<_>>(),
+                "cap ledger: launches the ledger table records for today, counted here too");
+            let mut entries = self.ledger.entries().to_vec();
+            entries.extend(missing);
+            let blocked = self.ledger.is_blocked().map(str::to_string);
+            self.ledger = self.ledger.clone().rebuilt_from(entries);
+            if let Some(why) = blocked {
+                self.ledger = self.ledger.clone().blocked(why);
+            }
+        }
         for l in self.count_at_least(used, "the ledger table", now) {
             tracing::warn!("cap ledger: {l}");
         }
+        // Today's and yesterday's (an older launch's instances are recorded by now).
+        let yesterday = self
+            .ledger
+            .day_bounds(Timestamp::from_second(start.as_second() - 1).unwrap_or(start))
+            .0
+            .to_string();
+        self.table_intents = site
+            .intents
+            .iter()
+            .filter(|i| !i.refunded && (i.day == day || i.day == yesterday))
+            .map(|i| i.id.clone())
+            .collect();
         let mut named = Vec::new();
         for r in &site.instances {
             if self.owned.insert(r.id.clone()) {

@@ -181,12 +181,20 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     /// The site's guarantee in the shared table (`ledger.table`) and the lease this agent holds
     /// on it: every unit is reserved there before a launch (guarantee.rs). `None`: no table
     /// (a dry run, `simulate`, `faultsim`).
-    guarantee: Option<(crate::table::Table, burst_edge::fenced::LeaseEnd)>,
+    guarantee: Option<(
+        Arc<dyn crate::table::LedgerTable>,
+        burst_edge::fenced::LeaseEnd,
+    )>,
     /// Instances a launch gave whose record the table has not acknowledged yet: written again
     /// each step until it has.
     unrecorded: Vec<crate::table::InstanceRecord>,
     /// Refused launches whose refund the table has not acknowledged yet (retried each step).
     unrefunded: Vec<String>,
+    /// The launches the shared table names for the site that were not refunded (read at
+    /// adoption): one this state directory never knew (a restored or copied state.json, a
+    /// holder that stopped between its launch and the record) claims what carries its
+    /// ClientToken.
+    table_intents: BTreeSet<String>,
     /// `(day, instance)` the table counts already by the midnight carry-over.
     carried: BTreeSet<(String, String)>,
 }
@@ -320,6 +328,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             guarantee: None,
             unrecorded: Vec::new(),
             unrefunded: Vec::new(),
+            table_intents: BTreeSet::new(),
             carried: BTreeSet::new(),
         })
     }
@@ -388,7 +397,19 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             .collect();
         // Open intents (rare: a lost RunInstances answer), whatever their instances' group tag
         // says now.
-        let open: Vec<String> = self.journal.unresolved().map(|j| j.id.clone()).collect();
+        // And the table's launches this state directory does not know (their instances may be
+        // unrecorded yet, and listed under another group tag).
+        let open: Vec<String> = self
+            .journal
+            .unresolved()
+            .map(|j| j.id.clone())
+            .chain(
+                self.table_intents
+                    .iter()
+                    .filter(|id| !self.journal.knows(id))
+                    .cloned(),
+            )
+            .collect();
         if !missing.is_empty() || !open.is_empty() {
             let found: Vec<InstanceInfo> = self
                 .cloud
@@ -493,6 +514,36 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 if token {
                     by_open_intent.insert(i.id.clone());
                 }
+            }
+        }
+        // A launch the table names and this state directory does not know: what carries one of
+        // its calls' ClientTokens is ours (its units are spent in the table), recorded there.
+        for id in &self.table_intents {
+            if self.journal.knows(id) {
+                continue;
+            }
+            let stem = format!("{id}-");
+            for i in &instances {
+                let token = i
+                    .client_token
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with(&stem));
+                if !token || !alive(i.state) {
+                    continue;
+                }
+                if !self.owned.contains(&i.id) {
+                    tracing::warn!(instance_id = %i.id, intent = %id,
+                        "{} carries the ClientToken of launch {id}, which the ledger table names \
+                         and this state directory did not know: it is ours and counted", i.id);
+                    self.unrecorded.push(crate::table::InstanceRecord {
+                        id: i.id.clone(),
+                        intent: id.clone(),
+                        client_token: i.client_token.clone().unwrap_or_default(),
+                        day: self.ledger.day_bounds(now).0.to_string(),
+                        launched_at: i.ec2_launched_at.map(|t| t.to_string()).unwrap_or_default(),
+                    });
+                }
+                by_open_intent.insert(i.id.clone());
             }
         }
         for j in self.journal.unresolved() {

@@ -89,7 +89,7 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
     let w = world();
     let ids = w.clone();
     let mut act = Actuator::open_with(
-        SimCloud(w.clone(), cfg.agent.group.clone()),
+        SimCloud(w.clone(), cfg.agent.group.clone(), 0),
         SimHooks::new(w.clone()),
         Arc::new(MemDisk(w.clone())),
         Box::new(move || {

@@ -29,7 +29,7 @@ impl Master<'_> {
                 if table_on {
                     let table =
                         Table::new(aws.clone(), &self.cfg.ledger.table, &self.cfg.agent.group);
-                    a.set_guarantee(table.clone(), end.clone());
+                    a.set_guarantee(Arc::new(table.clone()), end.clone());
                     let me = lease::holder_id(self.own_ec2_id.as_deref(), &self.instance_id);
                     tracing::info!(holder = %me, table = %self.cfg.ledger.table,
                         "the site's guarantee is in the ledger table; contending for its lease");

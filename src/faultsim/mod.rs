@@ -55,6 +55,7 @@ pub struct Summary {
     pub launched: u64,
     pub hooks: u64,
     pub hook_failures: u64,
+    pub takeovers: u64,
     pub failed: Vec<SeedRun>,
 }
 
@@ -68,6 +69,7 @@ impl Summary {
         self.launched += r.stats.launched;
         self.hooks += r.stats.hooks;
         self.hook_failures += r.stats.hook_failures;
+        self.takeovers += r.stats.takeovers;
         if r.violation.is_some() {
             self.failed.push(r);
         }
@@ -81,7 +83,10 @@ pub fn replay_command(seed: u64) -> String {
 
 /// Runs seeds `first..first + count` (on one current-thread runtime; each seed is deterministic).
 pub fn run(first: u64, count: u64) -> Summary {
-    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             let mut s = Summary::default();
@@ -177,13 +182,14 @@ fn draw(rng: &mut ChaCha8Rng) -> (Config, Faults, Timestamp) {
     (cfg, faults, start)
 }
 
-type SimActuator = Actuator<SimCloud, SimHooks>;
+type SimActuator = Actuator<burst_edge::fenced::Fenced<SimCloud>, SimHooks>;
 
 fn open(
     world: &Shared,
     cfg: &Config,
     now: Timestamp,
     sabotage: Sabotage,
+    agent: usize,
 ) -> Result<SimActuator, String> {
     if sabotage == Sabotage::TagsTrusted {
         // The state reads as an agent's from before records wrote it: owner tags are trusted.
@@ -194,7 +200,7 @@ fn open(
             *bytes = text.into_bytes();
         }
     }
-    world::actuator(world, cfg, now).map_err(|e| format!("opening the actuator: {e}"))
+    world::actuator(world, cfg, now, agent).map_err(|e| format!("opening the actuator: {e}"))
 }
 
 /// A decision as the policy would hand it over: the actuator reads only the count or the
@@ -237,6 +243,12 @@ pub enum Sabotage {
     /// The agent takes the wall clock as it is (no monotonic agent clock), and the wall clock
     /// steps.
     ClockTrusted,
+    /// A copy of the master takes the lease over from a holder paused mid-tick, and the paused
+    /// one wakes believing it still holds it: its calls are not fenced.
+    Unfenced,
+    /// A copy of the master with a stale state directory takes over, and neither uses the
+    /// shared table: the day is spent again.
+    CopyWithoutTable,
 }
 
 /// One seed, start to end.
@@ -263,7 +275,23 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
         faults,
         start,
     ))));
-    world.w().hooks_lie = sabotage == Sabotage::HooksLie;
+    {
+        let mut w = world.w();
+        w.hooks_lie = sabotage == Sabotage::HooksLie;
+        w.unfenced = sabotage == Sabotage::Unfenced;
+        // Without the table, a wiped state directory loses track (what StateLost shows).
+        w.table_on = !matches!(sabotage, Sabotage::StateLost | Sabotage::CopyWithoutTable);
+    }
+    // A copy of the master: its state directory copied from the master's at one tick (stale
+    // from then on); later the master is paused past its lease mid-tick and the copy, in the
+    // site's ELB, takes the lease over (the master wakes without it and stands by).
+    let copy = matches!(sabotage, Sabotage::Unfenced | Sabotage::CopyWithoutTable)
+        || rng.random_bool(0.25);
+    let copy_at = copy.then(|| rng.random_range(0..FAULT_TICKS / 2));
+    let takeover_at = copy_at.map(|c| c + rng.random_range(1..=FAULT_TICKS / 2));
+    let mut cfgs = [agent_cfg.clone(), agent_cfg.clone()];
+    cfgs[1].agent.state_dir = PathBuf::from("/nonexistent/burst-agent-faultsim-copy");
+    let mut agent = 0usize;
     let crash_p = [0.0, 0.05, 0.15][rng.random_range(0..3)];
     let forge_p = [0.0, 0.02][rng.random_range(0..2)];
     let untag_p = [0.0, 0.03][rng.random_range(0..2)];
@@ -311,6 +339,20 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
                 w.untag_group();
             }
         }
+        if Some(tick) == copy_at {
+            let mut w = world.w();
+            let from = cfgs[0].agent.state_dir.clone();
+            let to = cfgs[1].agent.state_dir.clone();
+            let copied: Vec<(PathBuf, Vec<u8>)> = w
+                .files
+                .iter()
+                .filter_map(|(p, b)| Some((to.join(p.strip_prefix(&from).ok()?), b.clone())))
+                .collect();
+            w.files.extend(copied);
+        }
+        if Some(tick) == takeover_at {
+            world.w().pause_in = Some((rng.random_range(1..=10), 1));
+        }
         if clock_faults && !quiet {
             if episode > 0 {
                 episode -= 1;
@@ -334,9 +376,10 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
         if act.is_none() {
             opened += 1;
             if opened == 2 && sabotage == Sabotage::GroupRenamed {
-                agent_cfg.agent.group = "renamed".into();
+                cfgs[agent].agent.group = "renamed".into();
             }
-            match open(&world, &agent_cfg, wall, sabotage) {
+            agent_cfg = cfgs[agent].clone();
+            match open(&world, &agent_cfg, wall, sabotage, agent) {
                 Ok(a) => act = Some(a),
                 Err(e) => {
                     run.violation = Some((tick, e));
@@ -381,7 +424,10 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
             a.cap_read_back(Ok(published), agent_now);
         }
         if !adopted {
-            adopted = a.adopt(agent_now).await.is_ok();
+            // As the daemon: a stale or copied state.json is brought up to date from the table
+            // first.
+            adopted =
+                a.sync_from_table(agent_now).await.is_ok() && a.adopt(agent_now).await.is_ok();
         }
         let stepped = adopted && a.step(agent_now).await.is_ok();
         if stepped && !world.w().dead {
@@ -413,14 +459,30 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
             };
             a.apply(&d, agent_now).await;
         }
+        // The pause armed for this tick came, at the latest, at its end.
+        let took_over = {
+            let mut w = world.w();
+            if let Some((_, to)) = w.pause_in {
+                w.take_over(to);
+            }
+            w.holder != agent
+        };
         let dead = {
             let mut w = world.w();
             std::mem::replace(&mut w.dead, false)
         };
+        if took_over {
+            // The paused holder woke without its lease: it stands by, changing nothing, and the
+            // copy acts for the site from the next tick, from its own (stale) state directory.
+            agent = world.w().holder;
+            act = None;
+            continue;
+        }
         if dead {
             act = None;
             if opened == 1 && sabotage == Sabotage::StateLost {
-                world.w().files.clear();
+                let dir = cfgs[agent].agent.state_dir.clone();
+                world.w().files.retain(|p, _| !p.starts_with(&dir));
             }
             continue;
         }
@@ -450,7 +512,14 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
         let day_began = agent_day.map_or(now, |(_, t)| t);
         last_agent_now = agent_now;
         prev_now = now;
-        if let Some(v) = check(&world, a, &cfg, now, (agent_now, day_began), settled) {
+        if let Some(v) = check(
+            &world,
+            a,
+            &cfg,
+            now,
+            (agent_now, day_began),
+            (settled, adopted),
+        ) {
             run.violation = Some((tick, v));
             break;
         }
@@ -619,7 +688,7 @@ fn check(
     cfg: &Config,
     now: Timestamp,
     (agent_now, day_began): (Timestamp, Timestamp),
-    quiet: bool,
+    (quiet, adopted): (bool, bool),
 ) -> Option<String> {
     let w = world.w();
     if let Some(v) = w.violations.first() {
@@ -636,9 +705,17 @@ fn check(
         return Some(v);
     }
     let used = a.ledger().used(agent_now);
-    if used < truth {
+    // Until it has adopted (the table read first), an agent acts on nothing: a copy's stale
+    // state.json may count less until then.
+    if adopted && used < truth {
         return Some(format!(
-            "the ledger charges {used} today, but {truth} instance(s) of ours lived today"
+            "the ledger charges {used} today, but {truth} instance(s) of ours lived today \
+             (entries: {:?})",
+            a.ledger()
+                .entries()
+                .iter()
+                .map(|e| (&e.key, &e.instance_id, e.launched_at, e.ended_at))
+                .collect::<Vec<_>>()
         ));
     }
     for intent in &a.journal().intents {

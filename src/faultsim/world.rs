@@ -20,6 +20,10 @@ use crate::aws::AwsError;
 use crate::config::Hook;
 use crate::fsutil::Disk;
 use crate::hooks::HookVars;
+use crate::table::{
+    Answer, Counted, Fence, InstanceRecord, IntentRecord, LedgerTable, Reserved, SiteRecords,
+};
+use burst_edge::fenced::{Fenced, LeaseEnd};
 use jiff::Timestamp;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -60,6 +64,8 @@ pub struct Stats {
     pub launched: u64,
     pub hooks: u64,
     pub hook_failures: u64,
+    /// Holders paused past their lease, taken over by a copy of the master.
+    pub takeovers: u64,
 }
 
 /// Fault rates and shapes, drawn per seed.
@@ -123,6 +129,43 @@ pub struct World {
     pub published_cap: BTreeMap<String, u32>,
     /// Sabotage: pre_register succeeds without putting content on the slave.
     pub hooks_lie: bool,
+    /// The site's items in the shared ledger table, and whether the agents use it.
+    pub table: TableData,
+    pub table_on: bool,
+    /// Each agent's lease identity (`HOST/NONCE`) and its lease's end as it knows it.
+    pub holders: Vec<String>,
+    pub ends: Vec<LeaseEnd>,
+    /// Which agent holds the lease in the table.
+    pub holder: usize,
+    /// Effects left before the holder is paused past its lease and another agent takes over
+    /// (it wakes mid-tick, its lease gone): `(effects, to)`.
+    pub pause_in: Option<(u32, usize)>,
+    /// Sabotage: a paused holder wakes believing it still holds the lease.
+    pub unfenced: bool,
+}
+
+/// The site's items in the shared table, with the conditions DynamoDB checks.
+#[derive(Clone, Debug, Default)]
+pub struct TableData {
+    /// Holder and record version.
+    pub lease: (String, u64),
+    pub days: BTreeMap<String, u32>,
+    /// Intent → (day, units, refunded, holder).
+    pub intents: BTreeMap<String, (String, u32, bool, String)>,
+    pub instances: BTreeMap<String, InstanceRecord>,
+    pub counted: BTreeSet<(String, String)>,
+}
+
+/// The far end of a lease the simulation renews for as long as it holds (real time does not
+/// pass in it: the lease moves only when the harness says).
+fn held(holder: &str, version: u64) -> Option<(tokio::time::Instant, Fence)> {
+    Some((
+        tokio::time::Instant::now() + Duration::from_secs(10 * 365 * 86_400),
+        Fence {
+            holder: holder.to_string(),
+            version,
+        },
+    ))
 }
 
 #[derive(Clone)]
@@ -178,7 +221,18 @@ impl World {
             next_intent: 0,
             published_cap: BTreeMap::new(),
             hooks_lie: false,
+            table: TableData {
+                lease: ("i-0master/a".into(), 1),
+                ..TableData::default()
+            },
+            table_on: true,
+            holders: vec!["i-0master/a".into(), "i-0copy/b".into()],
+            ends: vec![LeaseEnd::default(), LeaseEnd::default()],
+            holder: 0,
+            pause_in: None,
+            unfenced: false,
         };
+        w.ends[0].set(held("i-0master/a", 1));
         // The master itself carries the slaves' tags (built from a slave's image); another
         // install shares the group name; an untagged leftover names an intent nobody knows.
         let back = Timestamp::from_second(now.as_second() - 86_400).unwrap_or(now);
@@ -226,6 +280,13 @@ impl World {
         if self.dead {
             return true;
         }
+        if let Some((n, to)) = self.pause_in.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                let to = *to;
+                self.take_over(to);
+            }
+        }
         if let Some(n) = self.crash_in.as_mut() {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -271,6 +332,36 @@ impl World {
             return Err(err(op, "Timeout", true, false));
         }
         out
+    }
+
+    /// The holder was paused past its lease; agent `to` takes it over at the next version. The
+    /// paused one wakes with its lease's end behind it (unless sabotaged).
+    pub fn take_over(&mut self, to: usize) {
+        self.pause_in = None;
+        if to == self.holder {
+            return;
+        }
+        let old = self.holder;
+        self.stats.takeovers += 1;
+        self.table.lease = (self.holders[to].clone(), self.table.lease.1 + 1);
+        self.holder = to;
+        if !self.unfenced {
+            self.ends[old].set(None);
+        }
+        let v = self.table.lease.1;
+        self.ends[to].set(held(&self.holders[to], v));
+    }
+
+    /// A fleet-changing call reached AWS from agent `agent`: a violation unless it holds the
+    /// site's lease.
+    fn acting(&mut self, agent: usize, op: &str) {
+        if agent != self.holder {
+            let v = format!(
+                "{op} sent by agent {} while agent {} holds the site's lease",
+                self.holders[agent], self.holders[self.holder]
+            );
+            self.violations.push(v);
+        }
     }
 
     /// Lets time act: boots finish, shutting-down ends, the ELB's health checks settle.
@@ -502,10 +593,15 @@ pub fn actuator(
     world: &Shared,
     cfg: &crate::config::Config,
     now: Timestamp,
-) -> Result<crate::actuator::Actuator<SimCloud, SimHooks>, crate::actuator::ActuatorError> {
+    agent: usize,
+) -> Result<crate::actuator::Actuator<Fenced<SimCloud>, SimHooks>, crate::actuator::ActuatorError> {
+    let end = world.w().ends[agent].clone();
     let ids = world.clone();
     let mut a = crate::actuator::Actuator::open_with(
-        SimCloud(world.clone(), cfg.agent.group.clone()),
+        Fenced::new(
+            SimCloud(world.clone(), cfg.agent.group.clone(), agent),
+            end.clone(),
+        ),
         SimHooks::new(world.clone()),
         Arc::new(MemDisk(world.clone())),
         Box::new(move || {
@@ -517,17 +613,21 @@ pub fn actuator(
         now,
     )?;
     a.set_own_instance(Some(MASTER.into()));
+    if world.w().table_on {
+        a.set_guarantee(Arc::new(SimTable(world.clone())), end);
+    }
     Ok(a)
 }
 
-/// The agent's EC2 and ELB, as an agent of group `.1` sees them.
+/// The agent's EC2 and ELB, as agent `.2` (of [`World::holders`]) of group `.1` sees them.
 #[derive(Clone)]
-pub struct SimCloud(pub Shared, pub String);
+pub struct SimCloud(pub Shared, pub String, pub usize);
 
 impl Cloud for SimCloud {
     async fn launch(&self, req: &LaunchRequest) -> Result<Vec<InstanceInfo>, AwsError> {
         let mut w = self.0.w();
         let group = self.1.clone();
+        w.acting(self.2, "RunInstances");
         w.call("RunInstances", |w| w.launch(req, &group))
     }
 
@@ -587,6 +687,7 @@ impl Cloud for SimCloud {
 
     async fn register(&self, ids: &[String]) -> Result<(), AwsError> {
         let mut w = self.0.w();
+        w.acting(self.2, "RegisterInstancesWithLoadBalancer");
         w.call("RegisterInstancesWithLoadBalancer", |w| {
             // The classic ELB refuses the whole call if one instance is not running.
             let op = "RegisterInstancesWithLoadBalancer";
@@ -612,6 +713,7 @@ impl Cloud for SimCloud {
 
     async fn deregister(&self, ids: &[String]) -> Result<(), AwsError> {
         let mut w = self.0.w();
+        w.acting(self.2, "DeregisterInstancesFromLoadBalancer");
         w.call("DeregisterInstancesFromLoadBalancer", |w| {
             let op = "DeregisterInstancesFromLoadBalancer";
             if ids.iter().any(|id| !w.members.contains_key(id)) {
@@ -633,6 +735,7 @@ impl Cloud for SimCloud {
 
     async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
         let mut w = self.0.w();
+        w.acting(self.2, "TerminateInstances");
         w.call("TerminateInstances", |w| {
             let op = "TerminateInstances";
             if let Err(e) = w.known(op, ids, "InvalidInstanceID.NotFound") {
@@ -656,6 +759,7 @@ impl Cloud for SimCloud {
 
     async fn stop(&self, ids: &[String]) -> Result<(), AwsError> {
         let mut w = self.0.w();
+        w.acting(self.2, "StopInstances");
         w.call("StopInstances", |w| {
             let op = "StopInstances";
             w.known(op, ids, "InvalidInstanceID.NotFound")?;
@@ -691,6 +795,7 @@ impl Cloud for SimCloud {
 
     async fn start(&self, ids: &[String]) -> Result<(), AwsError> {
         let mut w = self.0.w();
+        w.acting(self.2, "StartInstances");
         w.call("StartInstances", |w| {
             let op = "StartInstances";
             w.known(op, ids, "InvalidInstanceID.NotFound")?;
@@ -726,6 +831,7 @@ impl Cloud for SimCloud {
 
     async fn untag(&self, ids: &[String], keys: &[&str]) -> Result<(), AwsError> {
         let mut w = self.0.w();
+        w.acting(self.2, "DeleteTags");
         w.call("DeleteTags", |w| {
             w.known("DeleteTags", ids, "InvalidInstanceID.NotFound")?;
             w.touch("DeleteTags", ids);
@@ -746,6 +852,7 @@ impl Cloud for SimCloud {
 
     async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {
         let mut w = self.0.w();
+        w.acting(self.2, "CreateTags");
         w.call("CreateTags", |w| {
             w.known("CreateTags", ids, "InvalidInstanceID.NotFound")?;
             w.touch("CreateTags", ids);
@@ -834,6 +941,8 @@ pub struct SimHooks {
     world: Shared,
     attached: BTreeMap<String, SimHook>,
     detached: Vec<(String, SimHook)>,
+    /// As the process runner: every hook is cut at the agent's lease end, unreported.
+    lease: Option<LeaseEnd>,
 }
 
 impl SimHooks {
@@ -842,7 +951,18 @@ impl SimHooks {
             world,
             attached: BTreeMap::new(),
             detached: Vec::new(),
+            lease: None,
         }
+    }
+
+    /// The lease has ended: every hook is cut (none reported, no content arrives).
+    fn cut(&mut self) -> bool {
+        let cut = self.lease.as_ref().is_some_and(|e| !e.holds());
+        if cut {
+            self.attached.clear();
+            self.detached.clear();
+        }
+        cut
     }
 
     fn draw(&self, id: &str, kind: HookKind, hook: &Hook, detached: bool) -> SimHook {
@@ -906,11 +1026,17 @@ impl SimHooks {
 
 impl HookRunner for SimHooks {
     fn start(&mut self, id: &str, kind: HookKind, hook: &Hook, _vars: HookVars) {
+        if self.cut() {
+            return;
+        }
         self.world.w().hook_on(id, kind);
         let h = self.draw(id, kind, hook, false);
         self.attached.insert(id.to_string(), h);
     }
     fn start_detached(&mut self, id: &str, kind: HookKind, hook: &Hook, _vars: HookVars) {
+        if self.cut() {
+            return;
+        }
         self.world.w().hook_on(id, kind);
         let h = self.draw(id, kind, hook, true);
         self.detached.push((id.to_string(), h));
@@ -924,7 +1050,13 @@ impl HookRunner for SimHooks {
     fn in_flight(&self) -> usize {
         self.attached.len() + self.detached.len()
     }
+    fn cut_at(&mut self, end: LeaseEnd) {
+        self.lease = Some(end);
+    }
     fn finished(&mut self) -> Vec<Finished> {
+        if self.cut() {
+            return Vec::new();
+        }
         let mut w = self.world.w();
         let now = w.now;
         let mut out = Vec::new();
@@ -963,5 +1095,143 @@ impl HookRunner for SimHooks {
         self.attached.clear();
         self.detached.clear();
         n
+    }
+}
+
+/// The shared ledger table in this world: [`TableData`] behind the same faults and crash
+/// points as every call (a lost answer after a conditional write applied, throttling).
+pub struct SimTable(pub Shared);
+
+fn lease_is(t: &TableData, f: &Fence) -> bool {
+    t.lease.0 == f.holder && t.lease.1 == f.version
+}
+
+impl LedgerTable for SimTable {
+    fn name(&self) -> &str {
+        "sim-ledger"
+    }
+    fn reserve<'a>(
+        &'a self,
+        fence: &'a Fence,
+        day: &'a str,
+        intent: &'a str,
+        units: u32,
+        limit: u32,
+        _time_zone: &'a str,
+    ) -> Answer<'a, Reserved> {
+        let mut w = self.0.w();
+        let r = w.call("TransactWriteItems", |w| {
+            let t = &mut w.table;
+            let used = t.days.get(day).copied().unwrap_or(0);
+            if !lease_is(t, fence) {
+                return Ok(Reserved::LeaseLost);
+            }
+            if let Some((_, u, refunded, _)) = t.intents.get(intent) {
+                return Ok(if !refunded && *u == units {
+                    Reserved::Yes
+                } else {
+                    Reserved::CapSpent { used }
+                });
+            }
+            if used + units > limit {
+                return Ok(Reserved::CapSpent { used });
+            }
+            t.days.insert(day.to_string(), used + units);
+            t.intents.insert(
+                intent.to_string(),
+                (day.to_string(), units, false, fence.holder.clone()),
+            );
+            Ok(Reserved::Yes)
+        });
+        Box::pin(std::future::ready(r))
+    }
+    fn refund<'a>(&'a self, intent: &'a str) -> Answer<'a, bool> {
+        let mut w = self.0.w();
+        let r = w.call("TransactWriteItems", |w| {
+            let t = &mut w.table;
+            let Some((day, units, refunded, _)) = t.intents.get_mut(intent) else {
+                return Ok(false);
+            };
+            if *refunded {
+                return Ok(false);
+            }
+            *refunded = true;
+            let used = t.days.entry(day.clone()).or_insert(0);
+            *used = used.saturating_sub(*units);
+            Ok(true)
+        });
+        Box::pin(std::future::ready(r))
+    }
+    fn record_instance<'a>(&'a self, r: &'a InstanceRecord) -> Answer<'a, ()> {
+        let mut w = self.0.w();
+        let out = w.call("PutItem", |w| {
+            w.table.instances.insert(r.id.clone(), r.clone());
+            Ok(())
+        });
+        Box::pin(std::future::ready(out))
+    }
+    fn count<'a>(
+        &'a self,
+        fence: Option<&'a Fence>,
+        day: &'a str,
+        instance: &'a str,
+        limit: Option<u32>,
+        _time_zone: &'a str,
+    ) -> Answer<'a, Counted> {
+        let mut w = self.0.w();
+        let r = w.call("TransactWriteItems", |w| {
+            let t = &mut w.table;
+            let key = (day.to_string(), instance.to_string());
+            if t.counted.contains(&key) {
+                return Ok(Counted::Already);
+            }
+            if fence.is_some_and(|f| !lease_is(t, f)) {
+                return Ok(Counted::LeaseLost);
+            }
+            let used = t.days.get(day).copied().unwrap_or(0);
+            if limit.is_some_and(|l| used + 1 > l) {
+                return Ok(Counted::CapSpent { used });
+            }
+            t.counted.insert(key);
+            t.days.insert(day.to_string(), used + 1);
+            Ok(Counted::Yes)
+        });
+        Box::pin(std::future::ready(r))
+    }
+    fn day_used<'a>(&'a self, day: &'a str) -> Answer<'a, u32> {
+        let mut w = self.0.w();
+        let r = w.call("GetItem", |w| {
+            Ok(w.table.days.get(day).copied().unwrap_or(0))
+        });
+        Box::pin(std::future::ready(r))
+    }
+    fn read_site(&self, _now_epoch: i64) -> Answer<'_, SiteRecords> {
+        let mut w = self.0.w();
+        let r = w.call("Query", |w| {
+            let t = &w.table;
+            Ok(SiteRecords {
+                lease: Some(crate::lease::Item {
+                    holder: t.lease.0.clone(),
+                    version: t.lease.1,
+                    renewed_at: String::new(),
+                    released: false,
+                }),
+                days: t.days.clone(),
+                intents: t
+                    .intents
+                    .iter()
+                    .map(|(id, (day, units, refunded, holder))| IntentRecord {
+                        id: id.clone(),
+                        day: day.clone(),
+                        units: *units,
+                        refunded: *refunded,
+                        holder: holder.clone(),
+                    })
+                    .collect(),
+                instances: t.instances.values().cloned().collect(),
+                counted: t.counted.iter().cloned().collect(),
+            })
+        });
+        Box::pin(std::future::ready(r))
     }
 }

@@ -72,7 +72,7 @@ pub(super) trait Fleet {
 /// The agent's executor in the simulated world.
 pub(super) struct RealFleet {
     world: Shared,
-    actuator: Actuator<SimCloud, SimHooks>,
+    actuator: Actuator<burst_edge::fenced::Fenced<SimCloud>, SimHooks>,
     rt: tokio::runtime::Runtime,
     start: i64,
     /// The last step went through.
@@ -137,6 +137,8 @@ impl RealFleet {
         // the figures must not depend on how ownership treats them.
         w.instances.clear();
         w.members.clear();
+        // The policy's figures, not the shared table's: no table (the lease is this agent's).
+        w.table_on = false;
         w.timing = Some(Timing {
             boot: model.boot_delay,
             start: model.start_delay,
@@ -145,8 +147,9 @@ impl RealFleet {
             in_service: model.register_delay,
         });
         let world = Shared(Arc::new(Mutex::new(w)));
-        let mut actuator = world::actuator(&world, &c, start).map_err(|e| e.to_string())?;
+        let mut actuator = world::actuator(&world, &c, start, 0).map_err(|e| e.to_string())?;
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .map_err(|e| format!("could not start a runtime: {e}"))?;
         let adopted = rt

@@ -159,6 +159,78 @@ pub fn expires_for(day: &str) -> i64 {
     start + 86_400 + KEEP_SECS
 }
 
+/// A table answer, boxed so the actuator can hold any [`LedgerTable`] (`Arc<dyn ...>`).
+pub type Answer<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, AwsError>> + Send + 'a>>;
+
+/// What the actuator spends units through: [`Table`] on DynamoDB, and the fault simulation's
+/// in-memory table with the same conditions. Each method is [`Table`]'s of the same name.
+pub trait LedgerTable: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn reserve<'a>(
+        &'a self,
+        fence: &'a Fence,
+        day: &'a str,
+        intent: &'a str,
+        units: u32,
+        limit: u32,
+        time_zone: &'a str,
+    ) -> Answer<'a, Reserved>;
+    fn refund<'a>(&'a self, intent: &'a str) -> Answer<'a, bool>;
+    fn record_instance<'a>(&'a self, r: &'a InstanceRecord) -> Answer<'a, ()>;
+    fn count<'a>(
+        &'a self,
+        fence: Option<&'a Fence>,
+        day: &'a str,
+        instance: &'a str,
+        limit: Option<u32>,
+        time_zone: &'a str,
+    ) -> Answer<'a, Counted>;
+    fn day_used<'a>(&'a self, day: &'a str) -> Answer<'a, u32>;
+    fn read_site(&self, now_epoch: i64) -> Answer<'_, SiteRecords>;
+}
+
+impl LedgerTable for Table {
+    fn name(&self) -> &str {
+        Table::name(self)
+    }
+    fn reserve<'a>(
+        &'a self,
+        fence: &'a Fence,
+        day: &'a str,
+        intent: &'a str,
+        units: u32,
+        limit: u32,
+        time_zone: &'a str,
+    ) -> Answer<'a, Reserved> {
+        Box::pin(Table::reserve(
+            self, fence, day, intent, units, limit, time_zone,
+        ))
+    }
+    fn refund<'a>(&'a self, intent: &'a str) -> Answer<'a, bool> {
+        Box::pin(Table::refund(self, intent))
+    }
+    fn record_instance<'a>(&'a self, r: &'a InstanceRecord) -> Answer<'a, ()> {
+        Box::pin(Table::record_instance(self, r))
+    }
+    fn count<'a>(
+        &'a self,
+        fence: Option<&'a Fence>,
+        day: &'a str,
+        instance: &'a str,
+        limit: Option<u32>,
+        time_zone: &'a str,
+    ) -> Answer<'a, Counted> {
+        Box::pin(Table::count(self, fence, day, instance, limit, time_zone))
+    }
+    fn day_used<'a>(&'a self, day: &'a str) -> Answer<'a, u32> {
+        Box::pin(Table::day_used(self, day))
+    }
+    fn read_site(&self, now_epoch: i64) -> Answer<'_, SiteRecords> {
+        Box::pin(Table::read_site(self, now_epoch))
+    }
+}
+
 impl Table {
     pub fn new(aws: Aws, name: &str, site: &str) -> Self {
         Table {
