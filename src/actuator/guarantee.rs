@@ -64,9 +64,13 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             Ok(Reserved::Yes) => {
                 tracing::info!(intent = %id, units, day = %day, table = %table.name(),
                     "reserved in the ledger table");
+                if self.floor_intents.insert(id.to_string()) {
+                    self.raise_floor(&day, units, None);
+                }
                 Ok(())
             }
             Ok(Reserved::CapSpent { used }) => {
+                self.raise_floor(&day, 0, Some(used));
                 for l in self.count_at_least(used, "the ledger table", now) {
                     tracing::warn!("cap ledger: {l}");
                 }
@@ -95,7 +99,10 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             return;
         };
         match table.refund(id).await {
-            Ok(true) => tracing::info!(intent = %id, "refunded in the ledger table"),
+            Ok(true) => {
+                tracing::info!(intent = %id, "refunded in the ledger table");
+                self.lower_floor(id);
+            }
             Ok(false) => {}
             // Spent until a retry goes through (an answer lost after the refund applied finds
             // it refunded already): an overcount meanwhile, never an undercount. A restart
@@ -151,7 +158,10 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let mut left = Vec::new();
         for id in std::mem::take(&mut self.unrefunded) {
             match table.refund(&id).await {
-                Ok(true) => tracing::info!(intent = %id, "refunded in the ledger table"),
+                Ok(true) => {
+                    tracing::info!(intent = %id, "refunded in the ledger table");
+                    self.lower_floor(&id);
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::debug!(intent = %id, "ledger table: refund not written yet: {e}");
@@ -176,7 +186,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             .count(Some(&fence), &day, id, Some(limit), self.ledger.time_zone())
             .await
         {
-            Ok(Counted::Yes | Counted::Already) => Ok(()),
+            Ok(Counted::Yes) => {
+                self.raise_floor(&day, 1, None);
+                Ok(())
+            }
+            Ok(Counted::Already) => Ok(()),
             Ok(Counted::CapSpent { used }) => {
                 for l in self.count_at_least(used, "the ledger table", now) {
                     tracing::warn!("cap ledger: {l}");
@@ -214,7 +228,10 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 .count(None, &day, &id, None, self.ledger.time_zone())
                 .await
             {
-                Ok(_) => {
+                Ok(c) => {
+                    if c == Counted::Yes {
+                        self.raise_floor(&day, 1, None);
+                    }
                     self.carried.insert((day.clone(), id));
                 }
                 Err(e) => {
@@ -222,6 +239,46 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     break;
                 }
             }
+        }
+    }
+
+    /// The table's count for `day` is `units` more, or at least `at_least`.
+    fn raise_floor(&mut self, day: &str, units: u32, at_least: Option<u32>) {
+        let n = match &self.table_floor {
+            Some((d, n)) if d == day => *n,
+            _ => 0,
+        };
+        let n = (n + units).max(at_least.unwrap_or(0));
+        self.table_floor = Some((day.to_string(), n));
+    }
+
+    /// A refund gave intent `id`'s units back.
+    fn lower_floor(&mut self, id: &str) {
+        let Some(units) = self
+            .journal
+            .intents
+            .iter()
+            .find(|j| j.id == id)
+            .map(|j| u32::try_from(j.keys.len()).unwrap_or(u32::MAX))
+        else {
+            return;
+        };
+        if let Some((_, n)) = self.table_floor.as_mut() {
+            *n = n.saturating_sub(units);
+        }
+    }
+
+    /// The local ledger never counts less today than the table did when last read or written
+    /// (a bare count made up at adoption by runs that end later would fall short again).
+    pub(super) fn hold_table_floor(&mut self, now: Timestamp) {
+        let Some((day, n)) = self.table_floor.clone() else {
+            return;
+        };
+        if day != self.ledger.day_bounds(now).0.to_string() {
+            return;
+        }
+        for l in self.count_at_least(n, "the ledger table", now) {
+            tracing::info!("cap ledger: {l}");
         }
     }
 
@@ -299,6 +356,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 self.ledger = self.ledger.clone().blocked(why);
             }
         }
+        self.table_floor = Some((day.clone(), used));
+        self.floor_intents = site.intents.iter().map(|i| i.id.clone()).collect();
         for l in self.count_at_least(used, "the ledger table", now) {
             tracing::warn!("cap ledger: {l}");
         }

@@ -195,6 +195,10 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     /// holder that stopped between its launch and the record) claims what carries its
     /// ClientToken.
     table_intents: BTreeSet<String>,
+    /// The table's count for a day as last read or written (`hold_table_floor`), and the
+    /// intents already in it.
+    table_floor: Option<(String, u32)>,
+    floor_intents: BTreeSet<String>,
     /// `(day, instance)` the table counts already by the midnight carry-over.
     carried: BTreeSet<(String, String)>,
 }
@@ -329,6 +333,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             unrecorded: Vec::new(),
             unrefunded: Vec::new(),
             table_intents: BTreeSet::new(),
+            table_floor: None,
+            floor_intents: BTreeSet::new(),
             carried: BTreeSet::new(),
         })
     }
@@ -518,6 +524,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
         // A launch the table names and this state directory does not know: what carries one of
         // its calls' ClientTokens is ours (its units are spent in the table), recorded there.
+        let mut table_counted = Vec::new();
         for id in &self.table_intents {
             if self.journal.knows(id) {
                 continue;
@@ -530,6 +537,21 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     .is_some_and(|t| t.starts_with(&stem));
                 if !token || !alive(i.state) {
                     continue;
+                }
+                if !self
+                    .ledger
+                    .entries()
+                    .iter()
+                    .any(|e| e.instance_id.as_deref() == Some(i.id.as_str()))
+                {
+                    // Counted by its own entry: a bare count read from the table may be made
+                    // up by runs that end later.
+                    table_counted.push(cap::Entry {
+                        key: format!("{id}#{}", i.id),
+                        instance_id: Some(i.id.clone()),
+                        launched_at: i.ec2_launched_at.unwrap_or(now).min(now),
+                        ended_at: None,
+                    });
                 }
                 if !self.owned.contains(&i.id) {
                     tracing::warn!(instance_id = %i.id, intent = %id,
@@ -544,6 +566,15 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     });
                 }
                 by_open_intent.insert(i.id.clone());
+            }
+        }
+        if !table_counted.is_empty() {
+            let mut entries = self.ledger.entries().to_vec();
+            entries.extend(table_counted);
+            let blocked = self.ledger.is_blocked().map(str::to_string);
+            self.ledger = self.ledger.clone().rebuilt_from(entries);
+            if let Some(why) = blocked {
+                self.ledger = self.ledger.clone().blocked(why);
             }
         }
         for j in self.journal.unresolved() {

@@ -41,9 +41,16 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if self.prune_releasing(&instances) && !self.cfg.agent.dry_run {
             self.save_state(now, &mut report);
         }
-        let changes = self
+        let mut changes = self
             .ledger
             .reconcile(&self.seen_all(&instances, now), now, SETTLE_SECS);
+        if self.guarantee.is_some() {
+            let before = self.ledger.used(now);
+            self.hold_table_floor(now);
+            if self.ledger.used(now) > before {
+                changes.push("held at the ledger table's count".into());
+            }
+        }
         if !changes.is_empty() {
             for c in &changes {
                 tracing::info!("cap ledger: {c}");
@@ -277,6 +284,13 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     /// The agent's clock now, written with the next state write (at once when the state holds
     /// no mark of this boot yet: a restart must find one).
+    /// How far the agent's clock (`now` of every call) is from the host's wall clock, which
+    /// EC2's own times are on: the ledger counts a run that ended that close before a day began
+    /// for that day too (overcount, never undercount).
+    pub fn set_clock_skew(&mut self, secs: i64, now: Timestamp) {
+        self.ledger.set_skew(secs, now);
+    }
+
     pub fn set_clock_mark(&mut self, m: crate::clock::Mark) {
         let first_in_boot =
             self.clock_mark.as_ref().is_none_or(|o| o.boot != m.boot) || !self.clock_marked;

@@ -73,6 +73,7 @@ impl Master<'_> {
             let now = self.read_clock(&mut l.tick);
             if let Some(a) = l.actuator.as_mut() {
                 a.set_clock_mark(self.clock.mark(&self.boot));
+                a.set_clock_skew(now.as_second() - Timestamp::now().as_second(), now);
             }
             self.tick(&mut l, now).await;
             let wait = self.cfg.policy.evaluation_interval.get();

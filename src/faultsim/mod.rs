@@ -243,6 +243,9 @@ pub enum Sabotage {
     /// The agent takes the wall clock as it is (no monotonic agent clock), and the wall clock
     /// steps.
     ClockTrusted,
+    /// The state directory is wiped at the agent's first crash, as in `StateLost`, but the
+    /// shared table names what it launched (no violation is expected).
+    StateWiped,
     /// A copy of the master takes the lease over from a holder paused mid-tick, and the paused
     /// one wakes believing it still holds it: its calls are not fenced.
     Unfenced,
@@ -417,6 +420,8 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
         if let Some((c, ..)) = &clock {
             a.set_clock_mark(c.mark("sim"));
         }
+        // As the daemon: EC2's times are on the wall clock, the ledger's day on the agent's.
+        a.set_clock_skew(agent_now.as_second() - wall.as_second(), agent_now);
         // Lost or unreadable state: today's count from CloudWatch's copy, as the daemon does.
         if a.cap_unverified().is_some() {
             let day = a.ledger().day_bounds(agent_now).0.to_string();
@@ -480,7 +485,7 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
         }
         if dead {
             act = None;
-            if opened == 1 && sabotage == Sabotage::StateLost {
+            if opened == 1 && matches!(sabotage, Sabotage::StateLost | Sabotage::StateWiped) {
                 let dir = cfgs[agent].agent.state_dir.clone();
                 world.w().files.retain(|p, _| !p.starts_with(&dir));
             }
@@ -710,7 +715,9 @@ fn check(
     if adopted && used < truth {
         return Some(format!(
             "the ledger charges {used} today, but {truth} instance(s) of ours lived today \
-             (entries: {:?})",
+             (the agent's clock {:+}s off, its day began at {day_began} in true time; entries: \
+             {:?})",
+            agent_now.as_second() - now.as_second(),
             a.ledger()
                 .entries()
                 .iter()

@@ -124,3 +124,9 @@ fn a_copy_without_the_shared_table_is_caught() {
         "{v}"
     );
 }
+
+/// Issue 28: what StateLost loses without the table, the table's records keep.
+#[test]
+fn a_wiped_state_directory_loses_nothing_the_table_names() {
+    assert_eq!(first_violation(Sabotage::StateWiped), None);
+}

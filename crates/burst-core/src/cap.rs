@@ -40,6 +40,17 @@ impl Entry {
     fn overlaps(&self, start: Timestamp, end: Timestamp) -> bool {
         self.launched_at < end && self.ended_at.is_none_or(|e| e > start)
     }
+
+    /// [`Entry::overlaps`] as seen at `now`: nothing ran after `now`, so a time past it (EC2's
+    /// wall clock ahead of the agent's: a host whose clock is behind, a copy started on a wrong
+    /// one) reads as `now`. A run EC2 dates tomorrow by the agent's clock ran today.
+    fn overlaps_at(&self, start: Timestamp, end: Timestamp, now: Timestamp) -> bool {
+        let launched = self.launched_at.min(now);
+        launched < end
+            && self
+                .ended_at
+                .is_none_or(|e| e.min(now).max(launched) > start)
+    }
 }
 
 /// The day that was under way in the previous time zone when `cap.time_zone` changed: it keeps
@@ -115,6 +126,14 @@ pub struct CapLedger {
     carry: Option<Carry>,
     /// Set when the stored ledger was corrupt: nothing may be launched until it is rebuilt.
     blocked: Option<String>,
+    /// How far the agent's clock is from the host's wall clock now, in seconds (either way):
+    /// EC2 reports when an instance ended by its wall clock, and the day's start is the
+    /// agent's. A run that ended within this much before the day began counts for the day too
+    /// (an overcount, never an undercount). The largest seen since the day began (a clock that
+    /// was ahead at midnight may have slewed back since). Not stored: the executor sets it each
+    /// step.
+    skew_secs: i64,
+    skew_day: Option<Date>,
 }
 
 /// What the cap looks like at one instant, for logs, status and the policy.
@@ -170,7 +189,27 @@ impl CapLedger {
             entries: Vec::new(),
             carry: None,
             blocked: None,
+            skew_secs: 0,
+            skew_day: None,
         })
+    }
+
+    /// How far the agent's clock is from the wall clock EC2's times are on, at `now` (see
+    /// `skew_secs`).
+    pub fn set_skew(&mut self, secs: i64, now: Timestamp) {
+        let day = self.day_bounds(now).0;
+        let secs = secs.saturating_abs();
+        if self.skew_day == Some(day) {
+            self.skew_secs = self.skew_secs.max(secs);
+        } else {
+            self.skew_day = Some(day);
+            self.skew_secs = secs;
+        }
+    }
+
+    /// A day's start, as far back as the clocks may disagree: what counts as "ran during it".
+    fn counted_from(&self, start: Timestamp) -> Timestamp {
+        Timestamp::from_second(start.as_second().saturating_sub(self.skew_secs)).unwrap_or(start)
     }
 
     /// A ledger that refuses every launch: the stored one could not be read.
@@ -269,12 +308,12 @@ impl CapLedger {
         let (day, start, end) = self.day_bounds(now);
         let mut c = Counted {
             day,
-            used: self.used_in(start, end),
+            used: self.used_in(start, end, now),
             instance_hours: self.hours_since(start, now),
             resets_at: end,
         };
         if let Some(carry) = self.carry(now) {
-            let carried = self.used_in(carry.start, carry.end);
+            let carried = self.used_in(carry.start, carry.end, now);
             if carried > c.used {
                 // The old zone's day binds: it is what ends first and frees launches.
                 c.used = carried;
@@ -287,10 +326,15 @@ impl CapLedger {
 
     /// Distinct instances with a run in `[start, end)`: an instance stopped and started again
     /// counts once (an attempt not yet bound to an instance counts on its own).
-    fn used_in(&self, start: Timestamp, end: Timestamp) -> u32 {
+    fn used_in(&self, start: Timestamp, end: Timestamp, now: Timestamp) -> u32 {
+        let start = self.counted_from(start);
         let mut ids = std::collections::BTreeSet::new();
         let mut unbound = 0usize;
-        for e in self.entries.iter().filter(|e| e.overlaps(start, end)) {
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| e.overlaps_at(start, end, now))
+        {
             match &e.instance_id {
                 Some(id) => {
                     ids.insert(id.as_str());
@@ -305,6 +349,7 @@ impl CapLedger {
     /// zone's, while that is carried): starting it again now costs no new unit.
     pub fn counts_today(&self, instance_id: &str, now: Timestamp) -> bool {
         let (_, start, end) = self.day_bounds(now);
+        let start = self.counted_from(start);
         let counted = |start, end| {
             self.entries
                 .iter()
@@ -1031,5 +1076,51 @@ mod tests {
         assert_eq!(l.used(now), 4);
         // Idempotent: a second pass changes nothing.
         assert!(l.reconcile(&seen, now, 600).is_empty());
+    }
+
+    #[test]
+    fn a_run_ended_by_ec2s_clock_just_before_a_day_the_agent_entered_early_counts_for_it() {
+        // UTC day 2026-05-21. The agent's clock was 90 s ahead of the wall (EC2's) clock at
+        // midnight, and has slewed back to 50 s since: a run EC2 says ended at 23:59:05 was
+        // still running when the agent's day began (at 23:58:30 by EC2's clock).
+        let mut l = CapLedger::new("UTC", 3, None).unwrap();
+        l.entries.push(Entry {
+            key: "bi-1#i-1".into(),
+            instance_id: Some("i-1".into()),
+            launched_at: ts("2026-05-20T23:10:00Z"),
+            ended_at: Some(ts("2026-05-20T23:59:05Z")),
+        });
+        let now = ts("2026-05-21T00:20:00Z");
+        assert_eq!(l.used(now), 0, "without the skew it does not count");
+        l.set_skew(90, ts("2026-05-21T00:00:30Z"));
+        l.set_skew(-50, now);
+        assert_eq!(l.used(now), 1);
+        assert!(l.counts_today("i-1", now));
+        // The next day starts from the skew seen in it.
+        let tomorrow = ts("2026-05-22T00:20:00Z");
+        l.set_skew(0, tomorrow);
+        assert_eq!(l.used(tomorrow), 0);
+    }
+
+    #[test]
+    fn a_run_ec2_dates_after_the_agents_now_ran_today() {
+        // The agent's clock is an hour behind EC2's (a copy started on a host whose clock is
+        // wrong, with nothing to go on): what EC2 launched at 00:03 on the 22nd runs now, at
+        // 23:40 on the 21st by the agent's clock, and counts today.
+        let mut l = CapLedger::new("UTC", 3, None).unwrap();
+        l.entries.push(Entry {
+            key: "bi-1#i-1".into(),
+            instance_id: Some("i-1".into()),
+            launched_at: ts("2026-05-22T00:03:00Z"),
+            ended_at: None,
+        });
+        l.entries.push(Entry {
+            key: "bi-1#i-2".into(),
+            instance_id: Some("i-2".into()),
+            launched_at: ts("2026-05-22T00:03:00Z"),
+            ended_at: Some(ts("2026-05-22T00:20:00Z")),
+        });
+        let now = ts("2026-05-21T23:40:00Z");
+        assert_eq!(l.used(now), 2);
     }
 }
