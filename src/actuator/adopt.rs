@@ -68,6 +68,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         for c in &changes {
             tracing::info!("cap ledger: {c}");
         }
+        if self.guarantee.is_some() {
+            self.hold_table_floor(now);
+        }
         self.ledger.prune(now);
         self.journal.prune(now, JOURNAL_KEEP_SECS);
         self.save_state(now, &mut report);

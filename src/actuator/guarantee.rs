@@ -18,6 +18,10 @@ use super::*;
 use crate::table::{Counted, InstanceRecord, LedgerTable, Reserved};
 use burst_edge::fenced::LeaseEnd;
 
+/// The key stem of a ledger attempt that stands for a launch the table names and EC2 has not
+/// listed yet (`hold_table_floor`); "counted-" like the table's other counts.
+const PENDING: &str = "counted-pending-";
+
 impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// Spends units through `table` under the lease `lease`.
     pub fn set_guarantee(&mut self, table: Arc<dyn LedgerTable>, lease: LeaseEnd) {
@@ -80,7 +84,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 ))
             }
             Ok(Reserved::LeaseLost) => {
-                lease.set(None);
+                lease.lose();
                 Err(
                     "the ledger table refused: this agent's lease on the site is gone (another \
                      agent took it over)"
@@ -198,7 +202,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 Err(format!("the ledger table counts {used} of {limit} today"))
             }
             Ok(Counted::LeaseLost) => {
-                lease.set(None);
+                lease.lose();
                 Err("this agent's lease on the site is gone".into())
             }
             Err(e) => Err(format!("the ledger table could not be written ({e})")),
@@ -254,29 +258,73 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     /// A refund gave intent `id`'s units back.
     fn lower_floor(&mut self, id: &str) {
-        let Some(units) = self
-            .journal
-            .intents
-            .iter()
-            .find(|j| j.id == id)
-            .map(|j| u32::try_from(j.keys.len()).unwrap_or(u32::MAX))
-        else {
+        let Some((units, day)) = self.journal.intents.iter().find(|j| j.id == id).map(|j| {
+            (
+                u32::try_from(j.keys.len()).unwrap_or(u32::MAX),
+                self.ledger.day_bounds(j.created_at).0.to_string(),
+            )
+        }) else {
             return;
         };
-        if let Some((_, n)) = self.table_floor.as_mut() {
-            *n = n.saturating_sub(units);
+        // Only a unit the floor counts: this day's, reserved or read with it.
+        if !self.floor_intents.remove(id) {
+            return;
+        }
+        if let Some((d, n)) = self.table_floor.as_mut() {
+            if *d == day {
+                *n = n.saturating_sub(units);
+            }
         }
     }
 
     /// The local ledger never counts less today than the table did when last read or written
     /// (a bare count made up at adoption by runs that end later would fall short again).
     pub(super) fn hold_table_floor(&mut self, now: Timestamp) {
-        let Some((day, n)) = self.table_floor.clone() else {
-            return;
-        };
-        if day != self.ledger.day_bounds(now).0.to_string() {
-            return;
+        let today = self.ledger.day_bounds(now).0.to_string();
+        self.table_pending
+            .retain(|_, (_, since, _)| now.as_second() - since.as_second() <= SETTLE_SECS);
+        // Another day's launch not seen yet: an attempt of its own, as an unresolved launch of
+        // this agent's would be (its instance, if it still runs, runs today), until EC2 lists
+        // it or SETTLE_SECS pass.
+        let want: BTreeSet<String> = self
+            .table_pending
+            .iter()
+            .filter(|(_, (_, _, day))| *day != today)
+            .flat_map(|(id, (units, _, _))| (1..=*units).map(move |k| format!("{PENDING}{id}#{k}")))
+            .collect();
+        let have: BTreeSet<String> = self
+            .ledger
+            .entries()
+            .iter()
+            .filter(|e| e.key.starts_with(PENDING))
+            .map(|e| e.key.clone())
+            .collect();
+        if want != have {
+            let mut entries: Vec<cap::Entry> = self
+                .ledger
+                .entries()
+                .iter()
+                .filter(|e| !e.key.starts_with(PENDING) || want.contains(&e.key))
+                .cloned()
+                .collect();
+            for k in want.difference(&have) {
+                entries.push(cap::Entry {
+                    key: k.clone(),
+                    instance_id: None,
+                    launched_at: now,
+                    ended_at: None,
+                });
+            }
+            let blocked = self.ledger.is_blocked().map(str::to_string);
+            self.ledger = self.ledger.clone().rebuilt_from(entries);
+            if let Some(why) = blocked {
+                self.ledger = self.ledger.clone().blocked(why);
+            }
         }
+        let n = match &self.table_floor {
+            Some((day, n)) if *day == today => *n,
+            _ => return,
+        };
         for l in self.count_at_least(n, "the ledger table", now) {
             tracing::info!("cap ledger: {l}");
         }
@@ -327,6 +375,8 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             .instances
             .iter()
             .filter(|r| r.day == day)
+            // A launch this state directory's journal knows is counted by its own attempt.
+            .filter(|r| !self.journal.knows(&r.intent))
             .filter(|r| {
                 !self
                     .ledger
@@ -358,6 +408,29 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         }
         self.table_floor = Some((day.clone(), used));
         self.floor_intents = site.intents.iter().map(|i| i.id.clone()).collect();
+        let yesterday_day = self
+            .ledger
+            .day_bounds(Timestamp::from_second(start.as_second() - 1).unwrap_or(start))
+            .0
+            .to_string();
+        self.table_pending = site
+            .intents
+            .iter()
+            .filter(|i| !i.refunded && (i.day == yesterday_day || i.day == day))
+            // Whatever a stale journal says of it short of its instances: a copy's may hold it
+            // as not sent yet, and settle it as having launched nothing.
+            .filter(|i| {
+                !self
+                    .journal
+                    .intents
+                    .iter()
+                    .any(|j| j.id == i.id && matches!(j.outcome, Outcome::Launched { .. }))
+            })
+            // Today's records count by their instances above; yesterday's instances count
+            // today only if they still ran at midnight, which shows when EC2 lists them.
+            .filter(|i| i.day != day || !site.instances.iter().any(|r| r.intent == i.id))
+            .map(|i| (i.id.clone(), (i.units, now, i.day.clone())))
+            .collect();
         for l in self.count_at_least(used, "the ledger table", now) {
             tracing::warn!("cap ledger: {l}");
         }

@@ -199,6 +199,12 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     /// intents already in it.
     table_floor: Option<(String, u32)>,
     floor_intents: BTreeSet<String>,
+    /// Launches the table names (today's or yesterday's at adoption), this state directory
+    /// does not know, and no instance of which has been seen yet (EC2 may list them late):
+    /// units, since, day. Those of another day than the current one count today too until
+    /// found, or for SETTLE_SECS: their midnight carry-over may never have been written by the
+    /// holder that launched them.
+    table_pending: BTreeMap<String, (u32, Timestamp, String)>,
     /// `(day, instance)` the table counts already by the midnight carry-over.
     carried: BTreeSet<(String, String)>,
 }
@@ -335,6 +341,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             table_intents: BTreeSet::new(),
             table_floor: None,
             floor_intents: BTreeSet::new(),
+            table_pending: BTreeMap::new(),
             carried: BTreeSet::new(),
         })
     }
@@ -525,6 +532,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         // A launch the table names and this state directory does not know: what carries one of
         // its calls' ClientTokens is ours (its units are spent in the table), recorded there.
         let mut table_counted = Vec::new();
+        let mut found_pending = Vec::new();
         for id in &self.table_intents {
             if self.journal.knows(id) {
                 continue;
@@ -535,9 +543,10 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     .client_token
                     .as_deref()
                     .is_some_and(|t| t.starts_with(&stem));
-                if !token || !alive(i.state) {
+                if !token {
                     continue;
                 }
+                found_pending.push(id.clone());
                 if !self
                     .ledger
                     .entries()
@@ -545,13 +554,20 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     .any(|e| e.instance_id.as_deref() == Some(i.id.as_str()))
                 {
                     // Counted by its own entry: a bare count read from the table may be made
-                    // up by runs that end later.
+                    // up by runs that end later. One that ended already counts for the days
+                    // it ran (EC2 lists it for an hour): the table may not count it today yet
+                    // (its midnight carry-over unwritten when its holder lost the lease).
+                    let launched_at = i.ec2_launched_at.unwrap_or(now).min(now);
                     table_counted.push(cap::Entry {
                         key: format!("{id}#{}", i.id),
                         instance_id: Some(i.id.clone()),
-                        launched_at: i.ec2_launched_at.unwrap_or(now).min(now),
-                        ended_at: None,
+                        launched_at,
+                        ended_at: (!alive(i.state))
+                            .then(|| cap::end_of(launched_at, i.ended_at.unwrap_or(now), now)),
                     });
+                }
+                if !alive(i.state) {
+                    continue;
                 }
                 if !self.owned.contains(&i.id) {
                     tracing::warn!(instance_id = %i.id, intent = %id,
@@ -567,6 +583,9 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 }
                 by_open_intent.insert(i.id.clone());
             }
+        }
+        for id in found_pending {
+            self.table_pending.remove(&id);
         }
         if !table_counted.is_empty() {
             let mut entries = self.ledger.entries().to_vec();

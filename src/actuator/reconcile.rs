@@ -729,13 +729,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             withdraw(self, &picked);
             return 0;
         }
-        // A start that costs a unit is counted in the shared table first (fail closed).
+        // Every start is counted in the shared table first (fail closed): the table, not this
+        // state directory, says whether the instance counts today already (free) or costs a
+        // unit; a later holder with a stale state trusts the table's count.
         let mut counted = Vec::new();
         for (id, key, free) in std::mem::take(&mut picked) {
-            if free {
-                counted.push((id, key, free));
-                continue;
-            }
             match Box::pin(self.count_start(&id, now)).await {
                 Ok(()) => counted.push((id, key, free)),
                 Err(why) => {

@@ -67,7 +67,7 @@ pub(super) async fn lease_loop(
     cloud: AwsCloud,
     own_ec2_id: Option<String>,
     state_dir: PathBuf,
-    mut shutdown: Shutdown,
+    mut release: tokio::sync::oneshot::Receiver<()>,
 ) {
     loop {
         round(
@@ -84,9 +84,11 @@ pub(super) async fn lease_loop(
             (g.lease.timing().renew_every() / 2)
                 .clamp(Duration::from_secs(1), Duration::from_secs(5))
         };
+        // Not on the shutdown signal: the stopping agent finishes its tick and drains its
+        // hooks under the lease, and says when it is done.
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.recv() => break,
+            _ = &mut release => break,
         }
     }
     // Stopping: nothing fleet-changing goes after this, and the lease is given up so this
@@ -208,18 +210,23 @@ async fn round(
 
 /// Sets the fence from the lease: its end on the tokio clock, the version it holds.
 fn publish(shared: &SharedLease, end: &LeaseEnd) {
-    let g = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
+    // A reservation the table refused for the lease: it is gone, whatever this task's view.
+    if end.take_lost() {
+        g.lease.lost();
+    }
     let now = boottime();
     match g.lease.standing(now) {
         Standing::Holder { version, until } => {
             let left = until.saturating_sub(now);
-            end.set(Some((
+            end.set_on_boottime(
                 tokio::time::Instant::now() + left,
+                until,
                 Fence {
                     holder: g.lease.me().to_string(),
                     version,
                 },
-            )));
+            );
         }
         _ => end.set(None),
     }

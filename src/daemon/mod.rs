@@ -457,8 +457,12 @@ struct Master<'a> {
     boot: String,
     /// The site's lease, when a live master runs with `ledger.table` (lease.rs).
     lease: Option<lease::SharedLease>,
-    /// The lease task, awaited at stop (it gives the lease up).
-    lease_task: Option<tokio::task::JoinHandle<()>>,
+    /// The lease task, awaited at stop (it gives the lease up), and what tells it to: sent
+    /// once the last tick and the hooks are done, so the lease is renewed until then.
+    lease_task: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
 }
 
 /// The kernel's boot id, and the boot-time clock (CLOCK_BOOTTIME: monotonic, counting suspend,

@@ -38,15 +38,17 @@ impl Master<'_> {
                         error: None,
                     }));
                     self.lease = Some(shared.clone());
-                    self.lease_task = Some(tokio::spawn(lease::lease_loop(
+                    let (release, released) = tokio::sync::oneshot::channel();
+                    let task = tokio::spawn(lease::lease_loop(
                         table,
                         shared,
                         end,
                         cloud,
                         self.own_ec2_id.clone(),
                         self.state_dir.clone(),
-                        self.shutdown_rx.clone(),
-                    )));
+                        released,
+                    ));
+                    self.lease_task = Some((task, release));
                 }
                 Some(a)
             }
@@ -254,7 +256,9 @@ impl Master<'_> {
             }
         }
         l.events.finish(Duration::from_secs(5)).await;
-        if let Some(t) = self.lease_task.take() {
+        // Only now, with no call under way and the hooks done, is the lease given up.
+        if let Some((t, release)) = self.lease_task.take() {
+            let _ = release.send(());
             let _ = tokio::time::timeout(self.cfg.aws.call_timeout.get(), t).await;
         }
         l.tick.state = "stopped";

@@ -715,9 +715,17 @@ fn check(
     if adopted && used < truth {
         return Some(format!(
             "the ledger charges {used} today, but {truth} instance(s) of ours lived today \
-             (the agent's clock {:+}s off, its day began at {day_began} in true time; entries: \
-             {:?})",
+             (the agent's clock {:+}s off, its day began at {day_began} in true time; lived: \
+             {:?}; entries: {:?})",
             agent_now.as_second() - now.as_second(),
+            w.instances
+                .values()
+                .filter(|i| i.ours
+                    && i.runs
+                        .iter()
+                        .any(|(from, to)| *from <= now && to.is_none_or(|t| t > day_began)))
+                .map(|i| (&i.info.id, &i.info.intent, i.visible_at, &i.runs))
+                .collect::<Vec<_>>(),
             a.ledger()
                 .entries()
                 .iter()

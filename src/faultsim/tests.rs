@@ -99,7 +99,9 @@ fn trusting_the_wall_clock_is_caught() {
             || v.contains("ended as overdue")
             || v.contains("its deadline is")
             // A stepped wall clock flips the cap day under the ledger.
-            || v.contains("the ledger charges"),
+            || v.contains("the ledger charges")
+            // A step back stretches a drain past the end of the run.
+            || v.contains("still run"),
         "{v}"
     );
 }

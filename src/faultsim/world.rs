@@ -1165,6 +1165,7 @@ impl LedgerTable for SimTable {
     fn record_instance<'a>(&'a self, r: &'a InstanceRecord) -> Answer<'a, ()> {
         let mut w = self.0.w();
         let out = w.call("PutItem", |w| {
+            w.table.counted.insert((r.day.clone(), r.id.clone()));
             w.table.instances.insert(r.id.clone(), r.clone());
             Ok(())
         });

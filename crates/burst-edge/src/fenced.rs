@@ -23,8 +23,23 @@ pub struct LeaseEnd(Arc<Shared>);
 #[derive(Debug, Default)]
 struct Shared {
     held: Mutex<(Option<Instant>, Option<Fence>)>,
+    /// The same end on CLOCK_BOOTTIME, which counts through a suspend (tokio's clock does
+    /// not): after a suspend or hibernation the holder's lease has ended by the clock its
+    /// contender counts on, whatever tokio's says. `None`: tokio's end alone (tests).
+    boot_end: Mutex<Option<std::time::Duration>>,
+    /// The table refused this agent's lease (a takeover): the lease task must forget it too.
+    lost: std::sync::atomic::AtomicBool,
     /// Woken at every [`LeaseEnd::set`], so a call under way hears a lost lease at once.
     changed: tokio::sync::Notify,
+}
+
+/// CLOCK_BOOTTIME: the clock the lease is timed on (burst-core's `lease`).
+pub fn boottime() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    std::time::Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 impl LeaseEnd {
@@ -43,11 +58,43 @@ impl LeaseEnd {
 
     /// This agent holds the lease at `fence` until `end`; `None`: it holds nothing.
     pub fn set(&self, held: Option<(Instant, Fence)>) {
+        let none = held.is_none();
         *self.lock() = match held {
             Some((end, fence)) => (Some(end), Some(fence)),
             None => (None, None),
         };
+        if none {
+            *self.0.boot_end.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         self.0.changed.notify_waiters();
+    }
+
+    /// As [`LeaseEnd::set`], with the end on CLOCK_BOOTTIME too ([`boottime`]): the lease
+    /// task's.
+    pub fn set_on_boottime(&self, end: Instant, boot_end: std::time::Duration, fence: Fence) {
+        *self.0.boot_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(boot_end);
+        self.set(Some((end, fence)));
+    }
+
+    /// The table refused a write under this lease: it is gone now, and the lease task hears
+    /// of it ([`LeaseEnd::take_lost`]) before it sets the end again.
+    pub fn lose(&self) {
+        self.0.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.set(None);
+    }
+
+    /// Whether the table refused this lease since the last call.
+    pub fn take_lost(&self) -> bool {
+        self.0.lost.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Within the boot-time end, when there is one.
+    fn boot_holds(&self) -> bool {
+        self.0
+            .boot_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|b| boottime() < b)
     }
 
     pub fn get(&self) -> Option<Instant> {
@@ -56,13 +103,16 @@ impl LeaseEnd {
 
     /// The lease this agent holds now, for a reservation's transaction.
     pub fn fence(&self) -> Option<Fence> {
+        if !self.boot_holds() {
+            return None;
+        }
         let g = self.lock();
         g.0.filter(|e| Instant::now() < *e).and(g.1.clone())
     }
 
     /// Whether a call may start now.
     pub fn holds(&self) -> bool {
-        self.get().is_some_and(|e| Instant::now() < e)
+        self.get().is_some_and(|e| Instant::now() < e) && self.boot_holds()
     }
 
     /// Returns when the lease has ended: at its end as it stands then, read again there (a
@@ -76,6 +126,11 @@ impl LeaseEnd {
             let Some(until) = self.get().filter(|e| Instant::now() < *e) else {
                 return;
             };
+            if !self.boot_holds() {
+                return;
+            }
+            // A suspend stops tokio's clock, not the boot-time one: look again each second.
+            let until = until.min(Instant::now() + std::time::Duration::from_secs(1));
             tokio::select! {
                 () = tokio::time::sleep_until(until) => {}
                 () = changed => {}
@@ -289,5 +344,24 @@ mod tests {
         assert!(c.terminate(&ids).await.is_err());
         lose.await.unwrap();
         assert!(t.elapsed() <= Duration::from_secs(2), "{:?}", t.elapsed());
+        // A write the table refused for the lease: gone at once, and the lease task hears of
+        // it once (it must not set the end again from its own older view).
+        hold(&end, 30.0);
+        end.lose();
+        assert!(!end.holds());
+        assert!(end.take_lost());
+        assert!(!end.take_lost());
+        // An end on the boot-time clock that has passed (a suspend tokio's clock did not
+        // count) ends the lease whatever tokio's end says.
+        end.set_on_boottime(
+            Instant::now() + Duration::from_secs(30),
+            boottime().saturating_sub(Duration::from_secs(1)),
+            Fence {
+                holder: "i-a/1".into(),
+                version: 2,
+            },
+        );
+        assert!(!end.holds());
+        assert!(c.terminate(&ids).await.unwrap_err().not_applied);
     }
 }

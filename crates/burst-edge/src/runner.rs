@@ -71,7 +71,9 @@ impl ProcessHooks {
     fn spawn(&mut self, id: &str, kind: HookKind, hook: &Hook, vars: HookVars, detached: bool) {
         let hook = hook.clone();
         let name = kind.name();
-        let lease = self.lease.clone();
+        // A post_terminate hook concerns an instance already gone: it is not a content sync,
+        // and is never run again if cut, so the lease does not cut it.
+        let lease = if detached { None } else { self.lease.clone() };
         let handle = self.set.spawn(async move {
             let run = hooks::run(name, &hook, &vars);
             match lease {

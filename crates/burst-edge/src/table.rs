@@ -670,8 +670,22 @@ impl Table {
     }
 
     /// Records an instance a launch gave, linked to its intent by EC2's ClientToken (which no
-    /// tag can forge). Idempotent.
+    /// tag can forge), and marks it counted for its day (its reservation counted it), so a warm
+    /// start of it that day is free. Idempotent.
     pub async fn record_instance(&self, r: &InstanceRecord) -> Result<(), AwsError> {
+        let mut marker = self.key(&format!("count#{}#{}", r.day, r.id));
+        marker.insert(EXPIRES_AT.into(), n(expires_for(&r.day)));
+        self.aws
+            .call(
+                "PutItem",
+                self.aws
+                    .dynamodb
+                    .put_item()
+                    .table_name(&self.name)
+                    .set_item(Some(marker))
+                    .send(),
+            )
+            .await?;
         let mut item = self.key(&format!("instance#{}", r.id));
         item.insert("intent".into(), s(&r.intent));
         item.insert("client_token".into(), s(&r.client_token));
