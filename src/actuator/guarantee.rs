@@ -315,11 +315,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                     ended_at: None,
                 });
             }
-            let blocked = self.ledger.is_blocked().map(str::to_string);
-            self.ledger = self.ledger.clone().rebuilt_from(entries);
-            if let Some(why) = blocked {
-                self.ledger = self.ledger.clone().blocked(why);
-            }
+            self.replace_entries(entries);
         }
         let n = match &self.table_floor {
             Some((day, n)) if *day == today => *n,
@@ -400,15 +396,11 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 "cap ledger: launches the ledger table records for today, counted here too");
             let mut entries = self.ledger.entries().to_vec();
             entries.extend(missing);
-            let blocked = self.ledger.is_blocked().map(str::to_string);
-            self.ledger = self.ledger.clone().rebuilt_from(entries);
-            if let Some(why) = blocked {
-                self.ledger = self.ledger.clone().blocked(why);
-            }
+            self.replace_entries(entries);
         }
         self.table_floor = Some((day.clone(), used));
         self.floor_intents = site.intents.iter().map(|i| i.id.clone()).collect();
-        let yesterday_day = self
+        let yesterday = self
             .ledger
             .day_bounds(Timestamp::from_second(start.as_second() - 1).unwrap_or(start))
             .0
@@ -416,7 +408,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         self.table_pending = site
             .intents
             .iter()
-            .filter(|i| !i.refunded && (i.day == yesterday_day || i.day == day))
+            .filter(|i| !i.refunded && (i.day == yesterday || i.day == day))
             // Whatever a stale journal says of it short of its instances: a copy's may hold it
             // as not sent yet, and settle it as having launched nothing.
             .filter(|i| {
@@ -435,11 +427,6 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             tracing::warn!("cap ledger: {l}");
         }
         // Today's and yesterday's (an older launch's instances are recorded by now).
-        let yesterday = self
-            .ledger
-            .day_bounds(Timestamp::from_second(start.as_second() - 1).unwrap_or(start))
-            .0
-            .to_string();
         self.table_intents = site
             .intents
             .iter()

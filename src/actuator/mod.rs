@@ -590,11 +590,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if !table_counted.is_empty() {
             let mut entries = self.ledger.entries().to_vec();
             entries.extend(table_counted);
-            let blocked = self.ledger.is_blocked().map(str::to_string);
-            self.ledger = self.ledger.clone().rebuilt_from(entries);
-            if let Some(why) = blocked {
-                self.ledger = self.ledger.clone().blocked(why);
-            }
+            self.replace_entries(entries);
         }
         for j in self.journal.unresolved() {
             let written = j.created_at.as_second() - CLOCK_SKEW_SECS;

@@ -344,6 +344,15 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
 
     /// Makes the ledger count at least `n` instances today (instance-less entries from the day's
     /// start, ended now). Returns what it did.
+    /// The ledger with `entries` in place of its own, still blocked if it was.
+    pub(super) fn replace_entries(&mut self, entries: Vec<cap::Entry>) {
+        let blocked = self.ledger.is_blocked().map(str::to_string);
+        self.ledger = self.ledger.clone().rebuilt_from(entries);
+        if let Some(why) = blocked {
+            self.ledger = self.ledger.clone().blocked(why);
+        }
+    }
+
     pub(super) fn count_at_least(&mut self, n: u32, source: &str, now: Timestamp) -> Vec<String> {
         let known = self.ledger.used(now);
         if n <= known {
@@ -359,11 +368,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 ended_at: Some(now),
             });
         }
-        let blocked = self.ledger.is_blocked().map(str::to_string);
-        self.ledger = self.ledger.clone().rebuilt_from(entries);
-        if let Some(why) = blocked {
-            self.ledger = self.ledger.clone().blocked(why);
-        }
+        self.replace_entries(entries);
         vec![format!(
             "counted {} more, as {source} says {n} were used today",
             n - known

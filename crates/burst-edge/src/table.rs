@@ -675,25 +675,8 @@ impl Table {
     pub async fn record_instance(&self, r: &InstanceRecord) -> Result<(), AwsError> {
         let mut marker = self.key(&format!("count#{}#{}", r.day, r.id));
         marker.insert(EXPIRES_AT.into(), n(expires_for(&r.day)));
-        self.aws
-            .call(
-                "PutItem",
-                self.aws
-                    .dynamodb
-                    .put_item()
-                    .table_name(&self.name)
-                    .set_item(Some(marker))
-                    .send(),
-            )
-            .await?;
-        let mut item = self.key(&format!("instance#{}", r.id));
-        item.insert("intent".into(), s(&r.intent));
-        item.insert("client_token".into(), s(&r.client_token));
-        item.insert("day".into(), s(&r.day));
-        item.insert("launched_at".into(), s(&r.launched_at));
-        item.insert(EXPIRES_AT.into(), n(expires_for(&r.day)));
-        self.aws
-            .call(
+        let put = |item| {
+            self.aws.call(
                 "PutItem",
                 self.aws
                     .dynamodb
@@ -702,8 +685,15 @@ impl Table {
                     .set_item(Some(item))
                     .send(),
             )
-            .await
-            .map(drop)
+        };
+        put(marker).await?;
+        let mut item = self.key(&format!("instance#{}", r.id));
+        item.insert("intent".into(), s(&r.intent));
+        item.insert("client_token".into(), s(&r.client_token));
+        item.insert("day".into(), s(&r.day));
+        item.insert("launched_at".into(), s(&r.launched_at));
+        item.insert(EXPIRES_AT.into(), n(expires_for(&r.day)));
+        put(item).await.map(drop)
     }
 
     /// Counts `instance` once on local day `day`: a warm start that costs a unit (`limit`
