@@ -1370,10 +1370,10 @@ fn a_copy_of_the_master_with_a_copied_state_directory_stands_by_and_spends_nothi
         copy.tail()
     );
     let st = common::agent(&["--config", copy_path.to_str().unwrap(), "status"]);
+    let text = common::stdout(&st);
     assert!(
-        common::stdout(&st).contains("LAPSED"),
-        "{}",
-        common::stdout(&st)
+        text.contains("STANDBY: given up on a clean stop by i-master/") && text.contains("LAPSED"),
+        "{text}"
     );
     // Until an operator says so.
     let t = Command::new(common::bin())

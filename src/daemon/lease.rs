@@ -44,9 +44,15 @@ pub(super) fn describe(standing: &Standing) -> String {
             version,
             unchanged_for,
             lapsed,
+            released,
         } => format!(
-            "STANDBY: held by {holder} (version {version}, {} s since it last changed{}); \
+            "STANDBY: {} {holder} (version {version}, {} s since it last changed{}); \
              this agent samples and publishes its own numbers, and changes nothing",
+            if *released {
+                "given up on a clean stop by"
+            } else {
+                "held by"
+            },
             unchanged_for.as_secs(),
             if *lapsed {
                 ": LAPSED; this host does not serve from the site's ELB, so it takes over \

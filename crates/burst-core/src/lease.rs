@@ -81,6 +81,8 @@ pub enum Standing {
         /// How long this agent has seen the same version.
         unchanged_for: Duration,
         lapsed: bool,
+        /// The holder gave it up on a clean stop.
+        released: bool,
     },
     /// The table has not been read yet, or could not be.
     Unknown,
@@ -233,6 +235,7 @@ impl Lease {
                     version: s.item.version,
                     unchanged_for,
                     lapsed: s.item.released || unchanged_for >= self.timing.lapse_after(),
+                    released: s.item.released,
                 }
             }
             None => Standing::Unknown,
@@ -440,7 +443,11 @@ mod tests {
         );
         assert!(matches!(
             serving.standing(s(0)),
-            Standing::Standby { lapsed: true, .. }
+            Standing::Standby {
+                lapsed: true,
+                released: true,
+                ..
+            }
         ));
     }
 }
