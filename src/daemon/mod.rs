@@ -473,13 +473,7 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-fn boottime() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or(0),
-        u32::try_from(t.tv_nsec).unwrap_or(0),
-    )
-}
+use burst_edge::fenced::boottime;
 
 /// What the reconciler keeps between ticks.
 struct Tick {

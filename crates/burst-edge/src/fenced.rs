@@ -22,15 +22,22 @@ pub struct LeaseEnd(Arc<Shared>);
 
 #[derive(Debug, Default)]
 struct Shared {
-    held: Mutex<(Option<Instant>, Option<Fence>)>,
-    /// The same end on CLOCK_BOOTTIME, which counts through a suspend (tokio's clock does
-    /// not): after a suspend or hibernation the holder's lease has ended by the clock its
-    /// contender counts on, whatever tokio's says. `None`: tokio's end alone (tests).
-    boot_end: Mutex<Option<std::time::Duration>>,
+    held: Mutex<Held>,
     /// The table refused this agent's lease (a takeover): the lease task must forget it too.
     lost: std::sync::atomic::AtomicBool,
     /// Woken at every [`LeaseEnd::set`], so a call under way hears a lost lease at once.
     changed: tokio::sync::Notify,
+}
+
+/// The lease as this agent holds it; all `None`: it holds nothing.
+#[derive(Debug, Default)]
+struct Held {
+    end: Option<Instant>,
+    /// The same end on CLOCK_BOOTTIME, which counts through a suspend (tokio's clock does
+    /// not): after a suspend or hibernation the holder's lease has ended by the clock its
+    /// contender counts on, whatever tokio's says. `None`: tokio's end alone (tests).
+    boot_end: Option<std::time::Duration>,
+    fence: Option<Fence>,
 }
 
 /// CLOCK_BOOTTIME: the clock the lease is timed on (burst-core's `lease`).
@@ -48,32 +55,39 @@ impl LeaseEnd {
     pub fn unbounded() -> Self {
         let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 86_400);
         let end = LeaseEnd::default();
-        *end.lock() = (Some(far), None);
+        end.lock().end = Some(far);
         end
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<Instant>, Option<Fence>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.0.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put(&self, held: Held) {
+        *self.lock() = held;
+        self.0.changed.notify_waiters();
     }
 
     /// This agent holds the lease at `fence` until `end`; `None`: it holds nothing.
     pub fn set(&self, held: Option<(Instant, Fence)>) {
-        let none = held.is_none();
-        *self.lock() = match held {
-            Some((end, fence)) => (Some(end), Some(fence)),
-            None => (None, None),
-        };
-        if none {
-            *self.0.boot_end.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-        self.0.changed.notify_waiters();
+        self.put(match held {
+            Some((end, fence)) => Held {
+                end: Some(end),
+                boot_end: None,
+                fence: Some(fence),
+            },
+            None => Held::default(),
+        });
     }
 
     /// As [`LeaseEnd::set`], with the end on CLOCK_BOOTTIME too ([`boottime`]): the lease
     /// task's.
     pub fn set_on_boottime(&self, end: Instant, boot_end: std::time::Duration, fence: Fence) {
-        *self.0.boot_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(boot_end);
-        self.set(Some((end, fence)));
+        self.put(Held {
+            end: Some(end),
+            boot_end: Some(boot_end),
+            fence: Some(fence),
+        });
     }
 
     /// The table refused a write under this lease: it is gone now, and the lease task hears
@@ -90,15 +104,11 @@ impl LeaseEnd {
 
     /// Within the boot-time end, when there is one.
     fn boot_holds(&self) -> bool {
-        self.0
-            .boot_end
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none_or(|b| boottime() < b)
+        self.lock().boot_end.is_none_or(|b| boottime() < b)
     }
 
     pub fn get(&self) -> Option<Instant> {
-        self.lock().0
+        self.lock().end
     }
 
     /// The lease this agent holds now, for a reservation's transaction.
@@ -107,7 +117,7 @@ impl LeaseEnd {
             return None;
         }
         let g = self.lock();
-        g.0.filter(|e| Instant::now() < *e).and(g.1.clone())
+        g.end.filter(|e| Instant::now() < *e).and(g.fence.clone())
     }
 
     /// Whether a call may start now.
@@ -236,7 +246,7 @@ impl<C: Cloud> Cloud for Fenced<C> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
@@ -288,7 +298,8 @@ mod tests {
         }
     }
 
-    fn hold(end: &LeaseEnd, secs: f64) {
+    /// Holds the lease `end` for `secs` from now (the runner's tests share it).
+    pub(crate) fn hold(end: &LeaseEnd, secs: f64) {
         end.set(Some((
             Instant::now() + Duration::from_secs_f64(secs),
             Fence {

@@ -187,7 +187,7 @@ impl HookRunner for ProcessHooks {
 mod tests {
     use super::*;
     use crate::config::Dur;
-    use crate::table::Fence;
+    use crate::fenced::tests::hold;
     use tokio::time::Instant;
 
     fn hook(script: &str) -> Hook {
@@ -204,16 +204,6 @@ mod tests {
             instance_id: "i-0abc".into(),
             ..HookVars::default()
         }
-    }
-
-    fn hold(end: &LeaseEnd, secs: f64) {
-        end.set(Some((
-            Instant::now() + Duration::from_secs_f64(secs),
-            Fence {
-                holder: "i-a/1".into(),
-                version: 1,
-            },
-        )));
     }
 
     fn alive(pid_file: &std::path::Path) -> bool {
