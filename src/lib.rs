@@ -5,7 +5,7 @@
 //! observes and acts: AWS, hooks, files, the daemon, the CLI.
 
 // The pure core under the paths the agent has always used.
-pub use burst_core::{cap, clock, events, lease, model, policy, schedule};
+pub use burst_core::{cap, clock, events, lease, model, policy, schedule, usage};
 // The edge (AWS, CloudWatch, hooks, the sampler, files) under the same paths.
 pub use burst_edge::{aws, fsutil, hooks, privilege, sampler, store, table, text};
 

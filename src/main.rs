@@ -86,6 +86,28 @@ enum Command {
         #[command(subcommand)]
         action: TableAction,
     },
+    /// Every site in the ledger table at a glance: today's units against the limit, slaves
+    /// serving, coming, warm and running, the lease holder and how fresh its lease is, standbys,
+    /// the last decision. With --month: what each site used per local day and what it cost.
+    /// Read-only (docs/aws.md: the desk's IAM policy).
+    Fleet {
+        /// Print JSON for scripts.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// The month to report, per site and local day (units, instances, instance-hours,
+        /// peak, days at cap, days held short, cost at [prices]).
+        #[arg(long, value_name = "YYYY-MM")]
+        month: Option<String>,
+        /// With --month: CSV for the invoice spreadsheet.
+        #[arg(long, requires = "month")]
+        csv: bool,
+        /// With --month: draw units per site and day as a heat map to this SVG file.
+        #[arg(long, requires = "month", value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        /// The table to read [default: ledger.table of the config].
+        #[arg(long, value_name = "NAME")]
+        table: Option<String>,
+    },
     /// Take the site's lease from the agent that holds it, for an operator who knows the old
     /// master is gone: this host's running agent (or its next start) acts for the site.
     Takeover {
@@ -324,6 +346,58 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "the ledger table is there already, left as it is:"
                 }
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fleet {
+            json,
+            month,
+            csv,
+            plot,
+            table,
+        } => {
+            use burst_agent::ops::{fleet, fleet_plot};
+            // Read-only: a desk's file needs no AMI or ELB (docs/operations.md).
+            let path = cli
+                .config
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+            let cfg = match config::parse_read_only(path, std::fs::read_to_string(path)) {
+                Err(ConfigError::Read { source, .. })
+                    if cli.config.is_none() && source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Config::default()
+                }
+                r => r?,
+            };
+            let first = month
+                .as_deref()
+                .map(fleet::parse_month)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let prices = cfg.prices.clone();
+            let lease_secs = cfg.ledger.lease_duration.get().as_secs();
+            let read = fleet::read(cfg, table).context("burst-agent fleet")?;
+            let Some(first) = first else {
+                let sites = fleet::now_view(&read.sites, lease_secs, read.at);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&sites)?);
+                } else {
+                    print!("{}", fleet::render_now(&sites, read.at, read.secs));
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            let months = fleet::month_view(&read.sites, first, &prices, read.at);
+            if let Some(p) = &plot {
+                fleet_plot::draw(p, &months, first).map_err(anyhow::Error::msg)?;
+                eprintln!("burst-agent fleet: heat map written to {}", p.display());
+            }
+            if csv {
+                print!("{}", fleet::render_csv(&months, first, &prices.currency));
+            } else if json {
+                println!("{}", serde_json::to_string_pretty(&months)?);
+            } else {
+                print!("{}", fleet::render_month(&months, first, &prices.currency));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Takeover { yes } => {

@@ -1695,3 +1695,180 @@ fn a_holder_paused_past_its_lease_sends_no_fleet_changing_call_after_it_and_a_se
         assert!(a.wait_exit(30).success(), "{}", a.tail());
     }
 }
+
+/// `burst-agent fleet` as a desk runs it against the table three sites' agents write to (issue
+/// 29): each site with its holder, a site bursting, one at its cap with the launch it held
+/// back, a copy of a master standing by, and a lease left to lapse when its agent is killed.
+#[test]
+fn fleet_shows_three_sites_with_their_holders_a_standby_a_capped_site_and_a_lapsed_lease() {
+    let w = World::new();
+    let mut agents = Vec::new();
+    let mut configs = BTreeMap::new();
+    for (group, min, cap) in [("golf", 1, 7), ("shop", 2, 1), ("news", 0, 7)] {
+        let mut cfg = w.config(group);
+        cfg.agent.instance_id = format!("i-{group}");
+        cfg.policy.min_slaves = min;
+        cfg.cap.daily_limit = cap;
+        w.create_elb(&cfg.elb.name);
+        let path = w.write_config(&format!("{group}.toml"), &cfg);
+        let mut a = AgentProc::start(&path, &[], &w.dir.path().join(format!("{group}.log")));
+        a.wait_log("the agent holds its site's lease", 60, |v| {
+            msg(v).contains("holds the site's lease now")
+        });
+        agents.push((group, a));
+        configs.insert(group, (cfg, path));
+    }
+    // A copy of golf's master: its own id and state directory, the same site.
+    let mut copy_cfg = configs["golf"].0.clone();
+    copy_cfg.agent.instance_id = "i-golf-copy".into();
+    copy_cfg.agent.state_dir = w.dir.path().join("state-golf-copy");
+    let copy_path = w.write_config("golf-copy.toml", &copy_cfg);
+    let mut copy = AgentProc::start(&copy_path, &[], &w.dir.path().join("golf-copy.log"));
+    copy.wait_log("the copy stands by", 60, |v| {
+        msg(v).contains("this agent stands by")
+    });
+    let desk = common::write(
+        w.dir.path(),
+        "desk.toml",
+        &format!(
+            "[ledger]\ntable = \"{}\"\n\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+            common::moto::LEDGER_TABLE,
+            w.moto.endpoint
+        ),
+    );
+    let fleet = |args: &[&str]| {
+        let o = Command::new(common::bin())
+            .args(["--config", desk.to_str().unwrap(), "fleet"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        common::stdout(&o)
+    };
+    let site = |v: &serde_json::Value, name: &str| -> serde_json::Value {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let logs = |agents: &[(&str, AgentProc)]| {
+        agents
+            .iter()
+            .map(|(g, a)| format!("--- {g}:\n{}", a.tail()))
+            .collect::<String>()
+    };
+    // Golf bursts (its floor of one slave), shop spends its cap of one and is held short of
+    // its floor of two, news is idle; each line names its own holder.
+    let t = Instant::now();
+    let mut v = serde_json::Value::Null;
+    let ready = |v: &serde_json::Value| {
+        let (golf, shop, news) = (site(v, "golf"), site(v, "shop"), site(v, "news"));
+        golf["in_service"] == 1
+            && golf["running"] == 1
+            && golf["standbys"].as_array().is_some_and(|s| {
+                s.iter().any(|s| {
+                    s["holder"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("i-golf-copy/")
+                })
+            })
+            && shop["units_used"] == 1
+            && shop["unit_limit"] == 1
+            && shop["status"]["reasons"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r.as_str().unwrap_or("").contains("cap")))
+            && news["lease"]["state"] == "held"
+    };
+    while t.elapsed() < Duration::from_secs(90) {
+        v = serde_json::from_str(&fleet(&["--json"])).unwrap();
+        if ready(&v) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        ready(&v),
+        "{}\n{}",
+        serde_json::to_string_pretty(&v).unwrap(),
+        logs(&agents)
+    );
+    for g in ["golf", "shop", "news"] {
+        let holder = site(&v, g)["holder"].as_str().unwrap_or("").to_string();
+        assert!(holder.starts_with(&format!("i-{g}/")), "{g}: {holder}");
+    }
+    let table = fleet(&[]);
+    assert!(
+        table.contains("3 site(s): 2 bursting, 1 at the day's cap"),
+        "{table}"
+    );
+    assert!(table.contains("STANDBY i-golf-copy"), "{table}");
+
+    // News' agent dies without a word: its lease lapses (10 s) and the desk sees it.
+    let news = agents.iter_mut().find(|(g, _)| *g == "news").unwrap();
+    news.1.kill9();
+    let t = Instant::now();
+    loop {
+        let v: serde_json::Value = serde_json::from_str(&fleet(&["--json"])).unwrap();
+        if site(&v, "news")["lease"]["state"] == "lapsed" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "news' lease never showed lapsed: {}",
+            serde_json::to_string_pretty(&site(&v, "news")).unwrap()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let table = fleet(&[]);
+    println!("{table}");
+    let line = table.lines().find(|l| l.starts_with("news")).unwrap();
+    assert!(line.contains("LAPSED: i-news"), "{table}");
+
+    // Today in the month's report: golf's slave ran, shop reached its cap and was held short.
+    let zone = jiff::tz::TimeZone::get(&configs["golf"].0.cap.time_zone).unwrap();
+    let local = zone.to_datetime(jiff::Timestamp::now());
+    let (month, today) = (
+        local.strftime("%Y-%m").to_string(),
+        local.date().to_string(),
+    );
+    let csv = fleet(&["--month", &month, "--csv"]);
+    println!("{}", fleet(&["--month", &month]));
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let row = |site: &str| -> BTreeMap<&str, String> {
+        let line = csv
+            .lines()
+            .find(|l| l.starts_with(&format!("{site},{today},")))
+            .unwrap_or_else(|| panic!("no row for {site} today:\n{csv}"));
+        header
+            .iter()
+            .copied()
+            .zip(line.split(',').map(str::to_string))
+            .collect()
+    };
+    let (golf, shop) = (row("golf"), row("shop"));
+    assert_eq!(golf["instances"], "1", "{csv}");
+    assert!(
+        golf["instance_hours"].parse::<f64>().unwrap() > 0.0,
+        "{csv}"
+    );
+    assert_eq!(
+        (shop["units_used"].as_str(), shop["days_at_cap"].as_str()),
+        ("1", "1"),
+        "{csv}"
+    );
+    assert!(shop["held_cap_secs"].parse::<u64>().unwrap() > 0, "{csv}");
+    copy.signal(Sig::TERM);
+    for (_, a) in agents.iter_mut().filter(|(g, _)| *g != "news") {
+        a.signal(Sig::TERM);
+    }
+    assert!(copy.wait_exit(30).success(), "{}", copy.tail());
+    for (g, a) in agents.iter_mut().filter(|(g, _)| *g != "news") {
+        assert!(a.wait_exit(30).success(), "{g}: {}", a.tail());
+    }
+}

@@ -70,8 +70,20 @@ const CREATED: &[&str] = &["instance", "volume", "network-interface"];
 enum Kind {
     Master,
     Slave,
+    /// `burst-agent fleet`'s: read the ledger table, every site, and write nothing.
+    Desk,
     Other,
 }
+
+/// What `burst-agent fleet` calls (a parallel Scan), and the other reads a desk may be given:
+/// none of them changes anything.
+const DESK_READS: &[&str] = &[
+    "dynamodb:scan",
+    "dynamodb:query",
+    "dynamodb:getitem",
+    "dynamodb:batchgetitem",
+    "dynamodb:describetable",
+];
 
 struct Policy {
     /// `FILE:LINE` of the block's first line.
@@ -149,7 +161,9 @@ fn policies() -> Vec<Policy> {
             match serde_json::from_str::<Value>(&body) {
                 Ok(doc) => {
                     let h = heading.to_lowercase();
-                    let kind = if h.contains("master") {
+                    let kind = if h.contains("desk") {
+                        Kind::Desk
+                    } else if h.contains("master") {
                         Kind::Master
                     } else if h.contains("slave") {
                         Kind::Slave
@@ -579,6 +593,32 @@ fn check(doc: &Value, kind: Kind) -> Vec<String> {
                 }
             }
         }
+        Kind::Desk => {
+            // Read-only (issue 29): a support desk sees every site and can change nothing.
+            for st in stmts.iter().filter(|st| st.allow) {
+                for a in &st.actions {
+                    if !DESK_READS.contains(&a.to_lowercase().as_str()) {
+                        bad.push(format!(
+                            "{}: the desk's policy allows {a}: only {DESK_READS:?} (no write, no \
+                             wildcard, nothing outside the ledger table)",
+                            st.name
+                        ));
+                    }
+                }
+                for r in &st.resources {
+                    if !r.starts_with("arn:aws:dynamodb:") || !r.contains(":table/TABLE") {
+                        bad.push(format!("{}: the desk's policy reaches {r}", st.name));
+                    }
+                }
+            }
+            if !stmts
+                .iter()
+                .any(|st| st.allow && st.has("dynamodb:Scan") && st.has("dynamodb:DescribeTable"))
+            {
+                bad.push("the desk's policy does not allow the Scan `fleet` reads with".into());
+            }
+            return bad;
+        }
         Kind::Other => {}
     }
     // The ledger table (issue 28): every item action only on this site's partition key, and
@@ -656,6 +696,48 @@ fn the_ledger_tables_policy_keeps_each_master_to_its_own_sites_items() {
             .iter()
             .any(|b| b.contains("dynamodb:scan")),
         "a Scan passed"
+    );
+}
+
+#[test]
+fn the_desks_policy_reads_every_sites_items_and_writes_nothing() {
+    let mut p = the(Kind::Desk);
+    assert!(
+        check(&p.doc, p.kind).is_empty(),
+        "{}: {:?}",
+        p.at,
+        check(&p.doc, p.kind)
+    );
+    let good = p.doc.clone();
+    for (action, resource) in [
+        (
+            "dynamodb:PutItem",
+            "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE",
+        ),
+        ("dynamodb:*", "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE"),
+        (
+            "dynamodb:UpdateItem",
+            "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE",
+        ),
+        ("ec2:TerminateInstances", "*"),
+        ("dynamodb:Scan", "arn:aws:dynamodb:REGION:ACCOUNT:table/*"),
+    ] {
+        p.doc = good.clone();
+        p.doc["Statement"].as_array_mut().unwrap().push(
+            json!({ "Sid": "Broken", "Effect": "Allow", "Action": action, "Resource": resource }),
+        );
+        assert!(
+            !check(&p.doc, p.kind).is_empty(),
+            "the desk's policy with {action} on {resource} passed"
+        );
+    }
+    // And without the Scan it cannot read.
+    p.doc = json!({ "Version": "2012-10-17", "Statement": [
+        { "Sid": "Q", "Effect": "Allow", "Action": "dynamodb:Query",
+          "Resource": "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE" } ] });
+    assert!(
+        !check(&p.doc, p.kind).is_empty(),
+        "a desk policy without Scan passed"
     );
 }
 

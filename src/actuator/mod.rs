@@ -130,6 +130,8 @@ pub struct Actuator<C: Cloud, H: HookRunner = ProcessHooks> {
     hooks: H,
     /// Hook results collected by a step that could not observe the fleet; the next one reads them.
     unheard: BTreeMap<String, (HookKind, Result<(), String>)>,
+    /// The instances of this install the last observation listed (`listed()`: the usage records).
+    listed: Vec<InstanceInfo>,
     intent_ids: IntentIds,
     sync_requested: bool,
     /// This master's own EC2 instance id, never a slave whatever its tags say.
@@ -312,6 +314,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             slaves: BTreeMap::new(),
             hooks,
             unheard: BTreeMap::new(),
+            listed: Vec::new(),
             intent_ids,
             sync_requested: false,
             own_instance: None,
@@ -713,7 +716,13 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 }
             }
         }
+        self.listed = ours.clone();
         ours
+    }
+
+    /// The instances of this install the last observation listed (every state), as EC2 said.
+    pub fn listed(&self) -> &[InstanceInfo] {
+        &self.listed
     }
 
     /// What the records say over what the tags say, for the instances that are ours: when one

@@ -112,6 +112,7 @@ impl Cloud for Fake {
                 pooled_since: None,
                 ebs_root: !w.instance_store,
                 ended_at: None,
+                instance_type: None,
             };
             if w.hide_new {
                 w.hidden.insert(id.clone());
@@ -586,6 +587,7 @@ fn tagged(id: &str, owner: Option<&str>, intent: Option<&str>) -> InstanceInfo {
         pooled_since: None,
         ebs_root: true,
         ended_at: None,
+        instance_type: None,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod events;
 pub mod lease;
 pub mod lock;
 pub mod shutdown;
+mod site;
 pub mod status;
 mod tasks;
 mod tick;
@@ -372,6 +373,7 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
                 boot: boot_id(),
                 lease: None,
                 lease_task: None,
+                site: None,
             };
             m.run().await
         }
@@ -463,6 +465,8 @@ struct Master<'a> {
         tokio::task::JoinHandle<()>,
         tokio::sync::oneshot::Sender<()>,
     )>,
+    /// The records `burst-agent fleet` reads, with the shared table (site.rs).
+    site: Option<site::SiteRecorder>,
 }
 
 /// The kernel's boot id, and the boot-time clock (CLOCK_BOOTTIME: monotonic, counting suspend,

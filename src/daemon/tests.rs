@@ -128,6 +128,7 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
         boot: "test".into(),
         lease: None,
         lease_task: None,
+        site: None,
     };
     let mut l = m.start(Some(act));
     // The monotonic clock of a test that passes its own times: time since at(0).

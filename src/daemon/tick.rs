@@ -28,9 +28,11 @@ impl Master<'_> {
                 a.set_own_instance(self.own_ec2_id.clone());
                 if table_on {
                     let table =
-                        Table::new(aws.clone(), &self.cfg.ledger.table, &self.cfg.agent.group);
+                        Table::new(aws.clone(), &self.cfg.ledger.table, &self.cfg.agent.group)
+                            .with_lease_secs(self.cfg.ledger.lease_duration.get().as_secs());
                     a.set_guarantee(Arc::new(table.clone()), end.clone());
                     let me = lease::holder_id(self.own_ec2_id.as_deref(), &self.instance_id);
+                    self.site = Some(site::SiteRecorder::new(table.clone(), me.clone()));
                     tracing::info!(holder = %me, table = %self.cfg.ledger.table,
                         "the site's guarantee is in the ledger table; contending for its lease");
                     let shared = Arc::new(Mutex::new(lease::LeaseShared {
@@ -184,6 +186,7 @@ impl Master<'_> {
             );
         }
         let after = l.ledger().status(now);
+        Box::pin(self.record_site(l, &decision, &after, observed)).await;
         let levels = Levels {
             cap_used: after.used,
             cap_limit: after.limit,
@@ -793,6 +796,59 @@ impl Master<'_> {
     /// Why this agent changes nothing now: another holds the site's lease, or it is not read
     /// yet. `None` when it holds the lease or runs without a table.
     /// With the holder it stands by for, when it knows one.
+    /// The desk's records (site.rs): the holder's status, runs and shortfalls, or a standby's
+    /// mark. Their times are the wall clock's: they are for people and invoices.
+    async fn record_site<C: Cloud, H: HookRunner>(
+        &mut self,
+        l: &Loop<C, H>,
+        decision: &Decision,
+        cap: &crate::cap::CapStatus,
+        observed: bool,
+    ) {
+        let (Some(rec), Some(a)) = (self.site.as_mut(), l.actuator.as_ref()) else {
+            return;
+        };
+        let wall = Timestamp::now();
+        if l.tick.standby.is_some() {
+            rec.standby(l.tick.standby_for.as_deref(), wall).await;
+            return;
+        }
+        if !l.tick.adopted {
+            return;
+        }
+        let (in_service, coming, draining) = fleet_counts(&l.actuator);
+        let why = decision.explanation();
+        let status = crate::usage::SiteStatus {
+            holder: rec.me().to_string(),
+            at: wall,
+            action: decision.action().to_string(),
+            text: decision.to_string(),
+            // What held a launch back first: the desk's line shows the first reason.
+            reasons: why
+                .reasons
+                .iter()
+                .filter(|r| crate::usage::is_hold(r))
+                .chain(why.reasons.iter().filter(|r| !crate::usage::is_hold(r)))
+                .map(ToString::to_string)
+                .collect(),
+            in_service,
+            coming,
+            draining,
+            warm: a.pooled(),
+            used: cap.used,
+            limit: cap.limit,
+            day: cap.day.to_string(),
+            time_zone: cap.time_zone.clone(),
+        };
+        let tick = site::HolderTick {
+            status,
+            listed: observed.then(|| a.listed()),
+            holds: crate::usage::held(why),
+            max_gap_secs: 2 * self.cfg.policy.evaluation_interval.get().as_secs(),
+        };
+        rec.holder(tick, wall).await;
+    }
+
     fn standby(&self) -> Option<(String, Option<String>)> {
         let shared = self.lease.as_ref()?;
         let g = shared.lock().unwrap_or_else(|p| p.into_inner());

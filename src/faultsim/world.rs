@@ -259,6 +259,7 @@ impl World {
                         pooled_since: None,
                         ebs_root: true,
                         ended_at: None,
+                        instance_type: None,
                     },
                     ours: false,
                     launched_at: back,
@@ -421,6 +422,7 @@ impl World {
                     pooled_since: None,
                     ebs_root: true,
                     ended_at: None,
+                    instance_type: None,
                 },
                 ours: false,
                 launched_at: now,
@@ -538,6 +540,7 @@ impl World {
                 pooled_since: None,
                 ebs_root,
                 ended_at: None,
+                instance_type: req.instance_type.clone().or(Some("c5.large".into())),
             };
             self.instances.insert(
                 id.clone(),
@@ -1231,6 +1234,7 @@ impl LedgerTable for SimTable {
                     .collect(),
                 instances: t.instances.values().cloned().collect(),
                 counted: t.counted.iter().cloned().collect(),
+                ..SiteRecords::default()
             })
         });
         Box::pin(std::future::ready(r))

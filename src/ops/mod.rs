@@ -5,11 +5,15 @@
 //!
 //! - [`alarms`]: puts burst-core's alarm plan; [`dashboard`]: puts its dashboard body;
 //! - [`preflight`]: this host's and the account's checks before the first burst;
-//! - `drill.rs`: one slave through its whole life, each phase timed.
+//! - `drill.rs`: one slave through its whole life, each phase timed;
+//! - [`fleet`]: every site of the ledger table at a glance, and the month's guarantee report
+//!   (`fleet_plot`: its heat map).
 
 pub mod alarms;
 pub mod dashboard;
 mod drill;
+pub mod fleet;
+pub mod fleet_plot;
 pub mod preflight;
 
 pub use drill::{drill, Drill};

@@ -643,7 +643,7 @@ impl CapLedger {
     }
 }
 
-fn day_start(date: Date, tz: &TimeZone) -> Option<Timestamp> {
+pub(crate) fn day_start(date: Date, tz: &TimeZone) -> Option<Timestamp> {
     date.to_zoned_datetime(tz.clone())
         .ok()
         .map(|z: ZonedDateTime| z.timestamp())

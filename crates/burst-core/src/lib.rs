@@ -13,6 +13,7 @@
 //!   actions; whose an instance is; a launch call by call (`launch`: where, how many, what a
 //!   failure means, which back-off); the launch journal's intents, what an open one means and
 //!   the ledger rebuilt from them (`intents`); the brake on a sync that keeps failing (`brake`);
+//! - [`usage`]: what a site used of its guarantee (runs, shortfalls, the month's rows);
 //! - [`alarms`]: the alarm plan; [`dashboard`]: the dashboard's body; [`sampler`]: the
 //!   `/proc` and mod_status parsers.
 
@@ -30,3 +31,4 @@ pub mod metrics;
 pub mod policy;
 pub mod sampler;
 pub mod schedule;
+pub mod usage;

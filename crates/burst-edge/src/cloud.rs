@@ -217,6 +217,7 @@ fn info(i: &Instance) -> Option<InstanceInfo> {
         ended_at: (state == InstanceState::Terminated)
             .then(|| i.state_transition_reason().and_then(transition_time))
             .flatten(),
+        instance_type: i.instance_type().map(|t| t.as_str().to_string()),
         id,
     })
 }

@@ -14,6 +14,9 @@
 //! | `instance#i-…` | `intent`, `client_token`, `day`, `launched_at` | each instance a launch gave |
 //! | `count#DAY#i-…` | (none) | a warm start that costs a unit, the midnight carry-over: one per instance and day |
 //!
+//! The lease item also carries `duration_secs` for people reading it. The items `fleet` reads
+//! beside these (the holder's status, standbys, runs and shortfalls) are usage.rs's.
+//!
 //! Every item carries `expires_at` (epoch seconds, the table's TTL attribute), 13 months after
 //! its day; reads skip expired items, since DynamoDB deletes them late. Conditional writes only:
 //! a retried call after a lost answer finds its own condition already met, or refused.
@@ -89,6 +92,15 @@ pub struct SiteRecords {
     pub instances: Vec<InstanceRecord>,
     /// `(day, instance)` counted by a warm start or the carry-over.
     pub counted: Vec<(String, String)>,
+    /// The lease's duration as its holder wrote it (`ledger.lease_duration`), in seconds.
+    pub lease_secs: Option<u64>,
+    /// Each day's limit and time zone, as the day's item has them.
+    pub limits: BTreeMap<String, (u32, String)>,
+    /// The desk's items (usage.rs): the holder's status, standbys, runs and shortfalls.
+    pub status: Option<burst_core::usage::SiteStatus>,
+    pub standbys: Vec<Standby>,
+    pub runs: Vec<burst_core::usage::Run>,
+    pub shortfalls: Vec<burst_core::usage::Shortfall>,
 }
 
 /// The lease this agent holds, as the reservation's transaction checks it.
@@ -98,12 +110,18 @@ pub struct Fence {
     pub version: u64,
 }
 
+mod usage;
+pub use usage::{SiteRead, Standby};
+
 /// One site's items in the shared table.
 #[derive(Clone, Debug)]
 pub struct Table {
     aws: Aws,
     name: String,
     site: String,
+    /// Written into the lease item for people reading the table (`fleet`), never read back by
+    /// an agent: each times a lease on its own `ledger.lease_duration`.
+    lease_secs: Option<u64>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -237,7 +255,14 @@ impl Table {
             aws,
             name: name.to_string(),
             site: site.to_string(),
+            lease_secs: None,
         }
+    }
+
+    /// Writes `secs` (`ledger.lease_duration`) into each lease it writes, for `fleet`.
+    pub fn with_lease_secs(mut self, secs: u64) -> Self {
+        self.lease_secs = Some(secs);
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -487,6 +512,9 @@ impl Table {
         item.insert("holder".into(), s(holder));
         item.insert("version".into(), n(next));
         item.insert("renewed_at".into(), s(renewed_at));
+        if let Some(secs) = self.lease_secs {
+            item.insert("duration_secs".into(), n(secs));
+        }
         let req = db.put_item().table_name(&self.name).set_item(Some(item));
         let req = match expected {
             None => req.condition_expression("attribute_not_exists(#s)"),
@@ -533,6 +561,9 @@ impl Table {
         item.insert("version".into(), n(version + 1));
         item.insert("renewed_at".into(), s(renewed_at));
         item.insert("released".into(), AttributeValue::Bool(true));
+        if let Some(secs) = self.lease_secs {
+            item.insert("duration_secs".into(), n(secs));
+        }
         let req = self
             .aws
             .dynamodb
@@ -801,35 +832,57 @@ impl Table {
             .send();
         while let Some(page) = self.aws.page("Query", pages.next()).await? {
             for i in page.items() {
-                if get_n(i, EXPIRES_AT).is_some_and(|e| e < now_epoch) {
-                    continue;
-                }
-                let Some(key) = get_s(i, ITEM) else { continue };
-                if key == "lease" {
-                    out.lease = Some(self.lease_of(i)?);
-                } else if let Some(day) = key.strip_prefix("day#") {
-                    let used = get_n(i, "used")
-                        .and_then(|v| u32::try_from(v).ok())
-                        .ok_or_else(|| bad(&self.site, &key, "no used count"))?;
-                    out.days.insert(day.to_string(), used);
-                } else if let Some(id) = key.strip_prefix("intent#") {
-                    out.intents.push(self.intent_of(id, i)?);
-                } else if let Some(id) = key.strip_prefix("instance#") {
-                    out.instances.push(InstanceRecord {
-                        id: id.to_string(),
-                        intent: get_s(i, "intent").unwrap_or_default(),
-                        client_token: get_s(i, "client_token").unwrap_or_default(),
-                        day: get_s(i, "day").unwrap_or_default(),
-                        launched_at: get_s(i, "launched_at").unwrap_or_default(),
-                    });
-                } else if let Some(rest) = key.strip_prefix("count#") {
-                    if let Some((day, id)) = rest.split_once('#') {
-                        out.counted.push((day.to_string(), id.to_string()));
-                    }
-                }
+                self.take_item(i, now_epoch, &mut out)?;
             }
         }
         Ok(out)
+    }
+
+    /// Reads one of the site's items into `out` (an expired one is skipped: DynamoDB deletes
+    /// them late); an item this version does not know is left alone.
+    fn take_item(
+        &self,
+        i: &HashMap<String, AttributeValue>,
+        now_epoch: i64,
+        out: &mut SiteRecords,
+    ) -> Result<(), AwsError> {
+        if get_n(i, EXPIRES_AT).is_some_and(|e| e < now_epoch) {
+            return Ok(());
+        }
+        let Some(key) = get_s(i, ITEM) else {
+            return Ok(());
+        };
+        if key == "lease" {
+            out.lease = Some(self.lease_of(i)?);
+            out.lease_secs = get_n(i, "duration_secs").and_then(|v| u64::try_from(v).ok());
+        } else if let Some(day) = key.strip_prefix("day#") {
+            let used = get_n(i, "used")
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| bad(&self.site, &key, "no used count"))?;
+            out.days.insert(day.to_string(), used);
+            let limit = get_n(i, "limit")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0);
+            let tz = get_s(i, "time_zone").unwrap_or_default();
+            out.limits.insert(day.to_string(), (limit, tz));
+        } else if let Some(id) = key.strip_prefix("intent#") {
+            out.intents.push(self.intent_of(id, i)?);
+        } else if let Some(id) = key.strip_prefix("instance#") {
+            out.instances.push(InstanceRecord {
+                id: id.to_string(),
+                intent: get_s(i, "intent").unwrap_or_default(),
+                client_token: get_s(i, "client_token").unwrap_or_default(),
+                day: get_s(i, "day").unwrap_or_default(),
+                launched_at: get_s(i, "launched_at").unwrap_or_default(),
+            });
+        } else if let Some(rest) = key.strip_prefix("count#") {
+            if let Some((day, id)) = rest.split_once('#') {
+                out.counted.push((day.to_string(), id.to_string()));
+            }
+        } else {
+            self.take_usage_item(&key, i, out)?;
+        }
+        Ok(())
     }
 
     /// A transaction's put of `item`, on condition that the site has no such item yet.

@@ -67,6 +67,8 @@ pub struct InstanceInfo {
     pub ebs_root: bool,
     /// For terminated instances, when (from EC2's state transition reason), if it says.
     pub ended_at: Option<Timestamp>,
+    /// EC2's instance type (`c5.large`), for the report's prices.
+    pub instance_type: Option<String>,
 }
 
 /// The ELB's view of a registered instance.

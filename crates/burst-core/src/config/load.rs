@@ -108,6 +108,22 @@ pub fn parse_read(path: &Path, read: std::io::Result<String>) -> Result<Config, 
 
 /// Parses and validates config text; `origin` names it in messages.
 pub fn parse_str(src: &str, origin: &str) -> Result<Config, ConfigError> {
+    parse_checked(src, origin, false)
+}
+
+/// [`parse_read`] for a command that changes nothing (`fleet`): what only an acting master
+/// needs (an AMI, an ELB, the ledger table) is not required, so a support desk's file of
+/// `[ledger]`, `[aws]` and `[prices]` reads. Everything written is still checked.
+pub fn parse_read_only(path: &Path, read: std::io::Result<String>) -> Result<Config, ConfigError> {
+    let src = read.map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        hint: read_hint(path, &source),
+        source,
+    })?;
+    parse_checked(&src, &path.display().to_string(), true)
+}
+
+fn parse_checked(src: &str, origin: &str, read_only: bool) -> Result<Config, ConfigError> {
     let index = LineIndex::new(src);
     let invalid = |problems| ConfigError::Invalid {
         origin: origin.to_string(),
@@ -163,7 +179,9 @@ pub fn parse_str(src: &str, origin: &str) -> Result<Config, ConfigError> {
     match parsed {
         Some(mut cfg) => {
             cfg.carry_renamed_keys();
-            for mut p in validate(&cfg) {
+            let mut checked = cfg.clone();
+            checked.agent.dry_run |= read_only;
+            for mut p in validate(&checked) {
                 let keys = split_path(&p.path);
                 p.location = locate_path(doc.get_ref(), &keys).map(|s| index.locate(s));
                 problems.push(p);

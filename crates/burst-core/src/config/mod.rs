@@ -10,7 +10,7 @@ pub mod schedule;
 mod validate;
 
 pub use duration::{parse_duration, Dur};
-pub use load::{parse_read, parse_str, ConfigError, Problem};
+pub use load::{parse_read, parse_read_only, parse_str, ConfigError, Problem};
 pub use validate::validate;
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,20 @@ pub struct Config {
     /// Planned bursts (`[[schedule]]`): windows with a floor of slaves (schedule.rs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schedule: Vec<ScheduleEntry>,
+    /// On-demand prices for `fleet --month`'s cost column (never read by the agent itself).
+    pub prices: PricesConfig,
+}
+
+/// `[prices]`: what an instance-hour of each type costs, in the currency the site is invoiced
+/// in. The monthly report (`burst-agent fleet --month`) prices each slave's hours with it; the
+/// Pricing API is not needed, and a type with no price leaves the cost blank, named.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricesConfig {
+    /// `JPY`, `USD`, ...: printed beside the cost.
+    pub currency: String,
+    /// Instance type to its on-demand price per hour (`"c5.large" = 15.2`).
+    pub hourly: std::collections::BTreeMap<String, f64>,
 }
 
 /// A ratio as a percent, without binary noise (0.9 is 90, not 90.00000000000001).

@@ -204,7 +204,31 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     check_events(&mut c, cfg);
     check_schedule(&mut c, cfg);
     check_log(&mut c, cfg);
+    check_prices(&mut c, cfg);
     c.problems
+}
+
+/// `[prices]`: the monthly report's hourly prices.
+fn check_prices(c: &mut Checks, cfg: &Config) {
+    let p = &cfg.prices;
+    for (kind, price) in &p.hourly {
+        let path = format!("prices.hourly.{kind:?}");
+        c.require(price.is_finite() && *price >= 0.0, &path, || {
+            format!("{path} must be a price per instance-hour, 0 or more (got {price})")
+        });
+        // EC2's types are family.size (`c5.large`, `m7g.2xlarge`).
+        c.require(
+            kind.split_once('.')
+                .is_some_and(|(f, s)| !f.is_empty() && !s.is_empty()),
+            &path,
+            || format!("{path}: {kind:?} is not an EC2 instance type such as \"c5.large\""),
+        );
+    }
+    c.require(
+        p.hourly.is_empty() || !p.currency.trim().is_empty(),
+        "prices.currency",
+        || "prices.currency must name the prices' currency (\"JPY\", \"USD\") when prices.hourly is set".into(),
+    );
 }
 
 /// `[agent]`.

@@ -360,6 +360,7 @@ mod tests {
             pooled_since: None,
             ebs_root: true,
             ended_at: None,
+            instance_type: None,
         }
     }
 
