@@ -1188,6 +1188,22 @@ mod tests {
     }
 
     #[test]
+    fn prices_are_instance_types_with_prices_in_a_named_currency() {
+        let mut c = Config::default();
+        c.agent.dry_run = true;
+        c.prices.hourly.insert("c5.large".into(), 15.3);
+        assert_eq!(paths(&c), ["prices.currency"]);
+        c.prices.currency = "JPY".into();
+        assert!(paths(&c).is_empty());
+        c.prices.hourly.insert("c5".into(), 1.0);
+        c.prices.hourly.insert("m7g.large".into(), f64::NAN);
+        assert_eq!(
+            paths(&c),
+            ["prices.hourly.\"c5\"", "prices.hourly.\"m7g.large\""]
+        );
+    }
+
+    #[test]
     fn thresholds_must_be_ordered() {
         let mut c = Config::default();
         c.agent.dry_run = true;
