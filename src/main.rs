@@ -335,7 +335,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Table {
             action: TableAction::Create { name },
         } => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            // An operator's command: it needs [aws], not a master's AMI or ELB.
+            let cfg = load_config_read_only(cli.config.as_deref())?;
             let created = burst_agent::daemon::create_table(cfg, &name)
                 .context("burst-agent table create")?;
             println!(
@@ -357,18 +358,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             use burst_agent::ops::{fleet, fleet_plot};
             // Read-only: a desk's file needs no AMI or ELB (docs/operations.md).
-            let path = cli
-                .config
-                .as_deref()
-                .unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
-            let cfg = match config::parse_read_only(path, std::fs::read_to_string(path)) {
-                Err(ConfigError::Read { source, .. })
-                    if cli.config.is_none() && source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    Config::default()
-                }
-                r => r?,
-            };
+            let cfg = load_config_read_only(cli.config.as_deref())?;
             let first = month
                 .as_deref()
                 .map(fleet::parse_month)
@@ -376,7 +366,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .map_err(anyhow::Error::msg)?;
             let prices = cfg.prices.clone();
             let lease_secs = cfg.ledger.lease_duration.get().as_secs();
-            let read = fleet::read(cfg, table).context("burst-agent fleet")?;
+            let wanted = fleet::wanted(first, jiff::Timestamp::now());
+            let read = fleet::read(cfg, table, wanted).context("burst-agent fleet")?;
+            // Items that did not read are named in the output and left out of the numbers;
+            // the exit status says so to a script (the CSV's reader sees them on stderr).
+            let problems: Vec<String> = read
+                .sites
+                .iter()
+                .flat_map(|(site, r)| r.problems.iter().map(move |p| format!("{site}: {p}")))
+                .collect();
+            let done = if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
             let Some(first) = first else {
                 let sites = fleet::now_view(&read.sites, lease_secs, read.at);
                 if json {
@@ -384,7 +387,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 } else {
                     print!("{}", fleet::render_now(&sites, read.at, read.secs));
                 }
-                return Ok(ExitCode::SUCCESS);
+                return Ok(done);
             };
             let months = fleet::month_view(&read.sites, first, &prices, read.at);
             if let Some(p) = &plot {
@@ -393,12 +396,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if csv {
                 print!("{}", fleet::render_csv(&months, first, &prices.currency));
+                for p in &problems {
+                    eprintln!("burst-agent fleet: left out of the numbers: {p}");
+                }
             } else if json {
                 println!("{}", serde_json::to_string_pretty(&months)?);
             } else {
                 print!("{}", fleet::render_month(&months, first, &prices.currency));
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(done)
         }
         Command::Takeover { yes } => {
             let cfg = load_config_or_defaults(cli.config.as_deref())?;
@@ -698,6 +704,20 @@ fn load_config_or_defaults(explicit: Option<&Path>) -> Result<Config> {
             Ok(Config::default())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// [`load_config_or_defaults`] for a command that changes no fleet (`fleet`, `table create`):
+/// what only an acting master needs (an AMI, an ELB, the table) is not required.
+fn load_config_read_only(explicit: Option<&Path>) -> Result<Config> {
+    let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+    match config::parse_read_only(path, std::fs::read_to_string(path)) {
+        Err(ConfigError::Read { source, .. })
+            if explicit.is_none() && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(Config::default())
+        }
+        r => Ok(r?),
     }
 }
 

@@ -606,15 +606,15 @@ fn check(doc: &Value, kind: Kind) -> Vec<String> {
                     }
                 }
                 for r in &st.resources {
-                    if !r.starts_with("arn:aws:dynamodb:") || !r.contains(":table/TABLE") {
-                        bad.push(format!("{}: the desk's policy reaches {r}", st.name));
+                    if r != "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE" {
+                        bad.push(format!(
+                            "{}: the desk's policy reaches {r}: only the ledger table's ARN",
+                            st.name
+                        ));
                     }
                 }
             }
-            if !stmts
-                .iter()
-                .any(|st| st.allow && st.has("dynamodb:Scan") && st.has("dynamodb:DescribeTable"))
-            {
+            if !stmts.iter().any(|st| st.allow && st.has("dynamodb:Scan")) {
                 bad.push("the desk's policy does not allow the Scan `fleet` reads with".into());
             }
             return bad;
@@ -721,6 +721,15 @@ fn the_desks_policy_reads_every_sites_items_and_writes_nothing() {
         ),
         ("ec2:TerminateInstances", "*"),
         ("dynamodb:Scan", "arn:aws:dynamodb:REGION:ACCOUNT:table/*"),
+        (
+            "dynamodb:Scan",
+            "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE*",
+        ),
+        ("dynamodb:Scan", "arn:aws:dynamodb:*:*:table/TABLE"),
+        (
+            "dynamodb:Query",
+            "arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/index/*",
+        ),
     ] {
         p.doc = good.clone();
         p.doc["Statement"].as_array_mut().unwrap().push(

@@ -113,6 +113,7 @@ impl Cloud for Fake {
                 ebs_root: !w.instance_store,
                 ended_at: None,
                 instance_type: None,
+                stopped_at: None,
             };
             if w.hide_new {
                 w.hidden.insert(id.clone());
@@ -588,6 +589,7 @@ fn tagged(id: &str, owner: Option<&str>, intent: Option<&str>) -> InstanceInfo {
         ebs_root: true,
         ended_at: None,
         instance_type: None,
+        stopped_at: None,
     }
 }
 

@@ -466,7 +466,7 @@ struct Master<'a> {
         tokio::sync::oneshot::Sender<()>,
     )>,
     /// The records `burst-agent fleet` reads, with the shared table (site.rs).
-    site: Option<site::SiteRecorder>,
+    site: Option<site::SiteFeed>,
 }
 
 /// The kernel's boot id, and the boot-time clock (CLOCK_BOOTTIME: monotonic, counting suspend,

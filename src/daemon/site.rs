@@ -3,51 +3,77 @@
 //! slave's runs (what EC2 bills) and the time held launches left the site short. An agent
 //! standing by marks itself instead, so a copy of the master shows up on the desk.
 //!
-//! What to write is burst-core's (`usage`); this only carries it to the table. Nothing here
-//! is read back to decide anything, and a table that cannot be written costs a warning and a
-//! retry, never a tick.
+//! What to write is burst-core's (`usage`); this carries it to the table on a task of its own,
+//! fed by the tick through a small queue: a slow or unreachable table never holds up a tick or
+//! the watchdog. A full queue keeps the tick's shortfalls for the next feed, so no held second
+//! is lost; the runs are worked out again from the next listing. Nothing here is read back to
+//! decide anything, and every write is idempotent (a retry after a lost answer counts once).
 
 use crate::model::{InstanceInfo, InstanceState};
 use crate::table::Table;
-use crate::usage::{self, Held, Run, RunChange, Shortfalls, SiteStatus};
+use crate::usage::{self, Held, Run, RunChange, Shortfall, Shortfalls, SiteStatus};
+use burst_edge::fenced::LeaseEnd;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
-/// How often an unchanged status, a standby's mark and a lasting shortfall are written again.
+/// How often an unchanged status, a standby's mark, a lasting shortfall and a running slave's
+/// sighting are written again.
 pub(super) const REFRESH_SECS: i64 = 300;
+/// Feeds waiting for the writer: a table that answers slowly for this many ticks makes the tick
+/// keep its shortfalls and skip the rest until it catches up.
+const QUEUE: usize = 8;
 
-pub(super) struct SiteRecorder {
-    table: Table,
-    /// This agent's lease holder id (`HOST/NONCE`).
+/// What one tick hands the writer.
+enum Feed {
+    Holder {
+        status: Box<SiteStatus>,
+        /// This install's instances as the tick's observation listed them; `None` when the tick
+        /// could not observe the fleet (runs wait for one that did).
+        listed: Option<Vec<InstanceInfo>>,
+        shortfalls: Vec<Shortfall>,
+    },
+    Standby {
+        holder: String,
+    },
+}
+
+/// The tick's side: the shortfalls' accounting (each tick's holds, on the tick's own clock) and
+/// the queue to the writer task.
+pub(super) struct SiteFeed {
+    tx: Option<mpsc::Sender<(Timestamp, Feed)>>,
+    task: tokio::task::JoinHandle<()>,
     me: String,
-    /// The site's runs as the table has them; `None`: read them again first (at the start, after
-    /// a write that failed, after standing by while another agent wrote).
-    runs: Option<Vec<Run>>,
-    written: Option<SiteStatus>,
     shortfalls: Shortfalls,
-    standby_marked: Option<(Timestamp, String)>,
+    /// Shortfalls a full queue sent back: they go with the next feed.
+    carry: Vec<Shortfall>,
+    full_said: bool,
 }
 
-/// What the holder's tick hands over.
-pub(super) struct HolderTick<'a> {
-    pub status: SiteStatus,
-    /// This install's instances as the tick's observation listed them; `None` when the tick
-    /// could not observe the fleet (runs wait for one that did).
-    pub listed: Option<&'a [InstanceInfo]>,
-    pub holds: Vec<(Held, u32)>,
-    /// The time held ticks are credited with at most (a stalled agent does not invent hours).
-    pub max_gap_secs: u64,
-}
-
-impl SiteRecorder {
-    pub(super) fn new(table: Table, me: String) -> Self {
-        SiteRecorder {
+impl SiteFeed {
+    /// Starts the writer for `table` as `me`, writing the holder's records only while `lease`
+    /// is this agent's.
+    pub(super) fn spawn(table: Table, me: String, lease: LeaseEnd) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
             table,
-            me,
+            me: me.clone(),
+            lease,
             runs: None,
+            seen_written: BTreeMap::new(),
             written: None,
-            shortfalls: Shortfalls::default(),
             standby_marked: None,
+            retry: Vec::new(),
+        };
+        SiteFeed {
+            tx: Some(tx),
+            task: tokio::spawn(writer.run(rx)),
+            me,
+            shortfalls: Shortfalls::default(),
+            carry: Vec::new(),
+            full_said: false,
         }
     }
 
@@ -55,52 +81,155 @@ impl SiteRecorder {
         &self.me
     }
 
-    /// One tick of the lease holder at wall-clock `now`.
-    pub(super) async fn holder(&mut self, t: HolderTick<'_>, now: Timestamp) {
-        self.standby_marked = None;
-        let tz = TimeZone::get(&t.status.time_zone).unwrap_or(TimeZone::UTC);
-        if let Some(listed) = t.listed {
-            self.runs(listed, &tz, now).await;
-        }
-        for s in self.shortfalls.tick(
-            &t.status.day,
-            t.holds,
+    /// The holder's tick at wall-clock `now`: its status, its listing, and this tick's holds
+    /// (credited until the next tick, at most `max_gap` seconds).
+    pub(super) fn holder(
+        &mut self,
+        status: SiteStatus,
+        listed: Option<Vec<InstanceInfo>>,
+        holds: Vec<(Held, u32)>,
+        max_gap: u64,
+        now: Timestamp,
+    ) {
+        let mut shortfalls = std::mem::take(&mut self.carry);
+        shortfalls.extend(self.shortfalls.tick(
+            &status.day,
+            holds,
             now,
-            t.max_gap_secs,
+            max_gap,
             REFRESH_SECS as u64,
-        ) {
-            if let Err(e) = self.table.add_shortfall(&s).await {
-                tracing::warn!(day = %s.day, held = s.held.name(),
-                    "ledger table: shortfall record not written yet (retried): {e}");
-                self.shortfalls.unwritten(s);
+        ));
+        self.send(
+            now,
+            Feed::Holder {
+                status: Box::new(status),
+                listed,
+                shortfalls,
+            },
+        );
+    }
+
+    /// A standby's tick: it stands by for `holder`.
+    pub(super) fn standby(&mut self, holder: &str, now: Timestamp) {
+        // Another agent keeps the accounts now; this one's next episode starts afresh.
+        self.shortfalls = Shortfalls::default();
+        self.send(
+            now,
+            Feed::Standby {
+                holder: holder.to_string(),
+            },
+        );
+    }
+
+    fn send(&mut self, now: Timestamp, feed: Feed) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send((now, feed)) {
+            Ok(()) => self.full_said = false,
+            Err(
+                mpsc::error::TrySendError::Full((_, f)) | mpsc::error::TrySendError::Closed((_, f)),
+            ) => {
+                if let Feed::Holder { shortfalls, .. } = f {
+                    self.carry = shortfalls;
+                }
+                if !self.full_said {
+                    tracing::warn!("ledger table: the desk's records fall behind (the table answers slowly); they catch up when it does");
+                    self.full_said = true;
+                }
             }
         }
+    }
+
+    /// At a clean stop: what is queued is written, for at most `within`.
+    pub(super) async fn finish(mut self, within: Duration) {
+        self.tx = None;
+        if tokio::time::timeout(within, &mut self.task).await.is_err() {
+            tracing::warn!("ledger table: the desk's last records were not all written at stop");
+            self.task.abort();
+        }
+    }
+}
+
+/// The writer task's side.
+struct Writer {
+    table: Table,
+    me: String,
+    lease: LeaseEnd,
+    /// The site's runs as the table has them; `None`: read them again first (at the start, after
+    /// a write that failed, after standing by while another agent wrote).
+    runs: Option<Vec<Run>>,
+    /// When each open run's sighting was last written.
+    seen_written: BTreeMap<(String, Timestamp), Timestamp>,
+    written: Option<SiteStatus>,
+    standby_marked: Option<(Timestamp, String)>,
+    /// Shortfalls whose write failed: written again as they are.
+    retry: Vec<Shortfall>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<(Timestamp, Feed)>) {
+        while let Some((now, feed)) = rx.recv().await {
+            match feed {
+                Feed::Holder {
+                    status,
+                    listed,
+                    shortfalls,
+                } => self.holder(*status, listed, shortfalls, now).await,
+                Feed::Standby { holder } => self.standby(&holder, now).await,
+            }
+        }
+    }
+
+    async fn holder(
+        &mut self,
+        status: SiteStatus,
+        listed: Option<Vec<InstanceInfo>>,
+        shortfalls: Vec<Shortfall>,
+        now: Timestamp,
+    ) {
+        self.standby_marked = None;
+        self.retry.extend(shortfalls);
+        let mut left = Vec::new();
+        for s in std::mem::take(&mut self.retry) {
+            if let Err(e) = self.table.put_shortfall(&s, &self.me).await {
+                tracing::warn!(day = %s.day, held = s.held.name(),
+                    "ledger table: shortfall record not written yet (retried): {e}");
+                left.push(s);
+            }
+        }
+        self.retry = left;
+        // A tick decided as holder; the lease may have ended since. Only the holder writes
+        // the site's status and runs.
+        if self.lease.fence().is_none() {
+            self.runs = None;
+            return;
+        }
+        if let Some(listed) = &listed {
+            let tz = TimeZone::get(&status.time_zone).unwrap_or(TimeZone::UTC);
+            self.runs(listed, &tz, now).await;
+        }
         let due = match &self.written {
-            Some(w) => !w.same_as(&t.status) || now.as_second() - w.at.as_second() >= REFRESH_SECS,
+            Some(w) => !w.same_as(&status) || now.as_second() - w.at.as_second() >= REFRESH_SECS,
             None => true,
         };
         if due {
-            match self.table.put_status(&t.status).await {
-                Ok(()) => self.written = Some(t.status),
+            match self.table.put_status(&status).await {
+                Ok(()) => self.written = Some(status),
                 Err(e) => tracing::warn!("ledger table: the site's status not written yet: {e}"),
             }
         }
     }
 
-    /// One tick of an agent standing by for `holder` (`None`: not known yet).
-    pub(super) async fn standby(&mut self, holder: Option<&str>, now: Timestamp) {
+    async fn standby(&mut self, holder: &str, now: Timestamp) {
         // Another agent writes the records now: read them afresh when this one holds again.
         self.runs = None;
         self.written = None;
-        self.shortfalls = Shortfalls::default();
-        let for_holder = holder.unwrap_or("(not read yet)").to_string();
         let due = match &self.standby_marked {
-            Some((at, h)) => *h != for_holder || now.as_second() - at.as_second() >= REFRESH_SECS,
+            Some((at, h)) => h != holder || now.as_second() - at.as_second() >= REFRESH_SECS,
             None => true,
         };
         if due {
-            match self.table.put_standby(&self.me, &for_holder, now).await {
-                Ok(()) => self.standby_marked = Some((now, for_holder)),
+            match self.table.put_standby(&self.me, holder, now).await {
+                Ok(()) => self.standby_marked = Some((now, holder.to_string())),
                 Err(e) => tracing::debug!("ledger table: standby mark not written: {e}"),
             }
         }
@@ -109,7 +238,14 @@ impl SiteRecorder {
     async fn runs(&mut self, listed: &[InstanceInfo], tz: &TimeZone, now: Timestamp) {
         if self.runs.is_none() {
             match self.table.read_site(now.as_second()).await {
-                Ok(recs) => self.runs = Some(recs.runs),
+                Ok(recs) => {
+                    self.seen_written = recs
+                        .runs
+                        .iter()
+                        .filter_map(|r| Some(((r.instance.clone(), r.start), r.seen_at?)))
+                        .collect();
+                    self.runs = Some(recs.runs);
+                }
                 Err(e) => {
                     tracing::warn!(
                         "ledger table: the site's runs could not be read (retried): {e}"
@@ -127,7 +263,7 @@ impl SiteRecorder {
                 id: &i.id,
                 running: i.state == InstanceState::Running,
                 launched_at: i.ec2_launched_at,
-                ended_at: i.ended_at,
+                ended_at: i.ended_at.or(i.stopped_at),
                 instance_type: i.instance_type.as_deref(),
             })
             .collect();
@@ -135,38 +271,77 @@ impl SiteRecorder {
         for change in usage::runs_step(&runs, &seen, now) {
             let wrote = match &change {
                 RunChange::Open(r) => self.table.open_run(r, &day(r.start)).await,
+                RunChange::Seen {
+                    instance,
+                    start,
+                    at,
+                } => {
+                    let key = (instance.clone(), *start);
+                    let stale = self
+                        .seen_written
+                        .get(&key)
+                        .is_none_or(|w| at.as_second() - w.as_second() >= REFRESH_SECS);
+                    match runs
+                        .iter()
+                        .find(|r| r.instance == *instance && r.start == *start)
+                    {
+                        Some(r) if stale => self.table.touch_run(r, *at).await,
+                        _ => Ok(()),
+                    }
+                }
+                RunChange::Close {
+                    instance,
+                    start,
+                    end,
+                } => match runs
+                    .iter()
+                    .find(|r| r.instance == *instance && r.start == *start)
+                {
+                    Some(r) => self.table.close_run(r, *end, &day(*end)).await,
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = wrote {
+                tracing::warn!("ledger table: a run record not written yet (retried): {e}");
+                // Read the table again next tick and work out what is left from there.
+                return;
+            }
+            match change {
+                RunChange::Open(r) => {
+                    self.seen_written.insert((r.instance.clone(), r.start), now);
+                    runs.push(r);
+                }
+                RunChange::Seen {
+                    instance,
+                    start,
+                    at,
+                } => {
+                    let key = (instance, start);
+                    if self
+                        .seen_written
+                        .get(&key)
+                        .is_none_or(|w| at.as_second() - w.as_second() >= REFRESH_SECS)
+                    {
+                        self.seen_written.insert(key.clone(), at);
+                    }
+                    for r in runs
+                        .iter_mut()
+                        .filter(|r| (&r.instance, r.start) == (&key.0, key.1))
+                    {
+                        r.seen_at = Some(at);
+                    }
+                }
                 RunChange::Close {
                     instance,
                     start,
                     end,
                 } => {
-                    self.table
-                        .close_run(instance, *start, *end, &day(*end))
-                        .await
-                }
-            };
-            match wrote {
-                Ok(()) => {
-                    tracing::debug!(?change, "ledger table: run recorded");
-                    match change {
-                        RunChange::Open(r) => runs.push(r),
-                        RunChange::Close {
-                            instance,
-                            start,
-                            end,
-                        } => {
-                            for r in runs.iter_mut() {
-                                if r.instance == instance && r.start == start {
-                                    r.end = Some(end);
-                                }
-                            }
+                    self.seen_written.remove(&(instance.clone(), start));
+                    for r in runs.iter_mut() {
+                        if r.instance == instance && r.start == start {
+                            r.end = Some(end);
                         }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!("ledger table: a run record not written yet (retried): {e}");
-                    // Read the table again next tick and work out what is left from there.
-                    return;
                 }
             }
         }

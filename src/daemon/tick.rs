@@ -32,7 +32,11 @@ impl Master<'_> {
                             .with_lease_secs(self.cfg.ledger.lease_duration.get().as_secs());
                     a.set_guarantee(Arc::new(table.clone()), end.clone());
                     let me = lease::holder_id(self.own_ec2_id.as_deref(), &self.instance_id);
-                    self.site = Some(site::SiteRecorder::new(table.clone(), me.clone()));
+                    self.site = Some(site::SiteFeed::spawn(
+                        table.clone(),
+                        me.clone(),
+                        end.clone(),
+                    ));
                     tracing::info!(holder = %me, table = %self.cfg.ledger.table,
                         "the site's guarantee is in the ledger table; contending for its lease");
                     let shared = Arc::new(Mutex::new(lease::LeaseShared {
@@ -186,7 +190,7 @@ impl Master<'_> {
             );
         }
         let after = l.ledger().status(now);
-        Box::pin(self.record_site(l, &decision, &after, observed)).await;
+        self.record_site(l, &decision, &after, observed);
         let levels = Levels {
             cap_used: after.used,
             cap_limit: after.limit,
@@ -259,6 +263,10 @@ impl Master<'_> {
             }
         }
         l.events.finish(Duration::from_secs(5)).await;
+        // The desk's last records, still as the holder.
+        if let Some(feed) = self.site.take() {
+            feed.finish(Duration::from_secs(5)).await;
+        }
         // Only now, with no call under way and the hooks done, is the lease given up.
         if let Some((t, release)) = self.lease_task.take() {
             let _ = release.send(());
@@ -797,20 +805,23 @@ impl Master<'_> {
     /// yet. `None` when it holds the lease or runs without a table.
     /// With the holder it stands by for, when it knows one.
     /// The desk's records (site.rs): the holder's status, runs and shortfalls, or a standby's
-    /// mark. Their times are the wall clock's: they are for people and invoices.
-    async fn record_site<C: Cloud, H: HookRunner>(
+    /// mark, handed to their writer (never awaited here). Their times are the wall clock's:
+    /// they are for people and invoices.
+    fn record_site<C: Cloud, H: HookRunner>(
         &mut self,
         l: &Loop<C, H>,
         decision: &Decision,
         cap: &crate::cap::CapStatus,
         observed: bool,
     ) {
-        let (Some(rec), Some(a)) = (self.site.as_mut(), l.actuator.as_ref()) else {
+        let (Some(feed), Some(a)) = (self.site.as_mut(), l.actuator.as_ref()) else {
             return;
         };
         let wall = Timestamp::now();
         if l.tick.standby.is_some() {
-            rec.standby(l.tick.standby_for.as_deref(), wall).await;
+            if let Some(holder) = &l.tick.standby_for {
+                feed.standby(holder, wall);
+            }
             return;
         }
         if !l.tick.adopted {
@@ -818,8 +829,9 @@ impl Master<'_> {
         }
         let (in_service, coming, draining) = fleet_counts(&l.actuator);
         let why = decision.explanation();
+        let holds = crate::usage::held(why);
         let status = crate::usage::SiteStatus {
-            holder: rec.me().to_string(),
+            holder: feed.me().to_string(),
             at: wall,
             action: decision.action().to_string(),
             text: decision.to_string(),
@@ -831,6 +843,7 @@ impl Master<'_> {
                 .chain(why.reasons.iter().filter(|r| !crate::usage::is_hold(r)))
                 .map(ToString::to_string)
                 .collect(),
+            holds: holds.iter().map(|(h, _)| *h).collect(),
             in_service,
             coming,
             draining,
@@ -840,13 +853,13 @@ impl Master<'_> {
             day: cap.day.to_string(),
             time_zone: cap.time_zone.clone(),
         };
-        let tick = site::HolderTick {
+        feed.holder(
             status,
-            listed: observed.then(|| a.listed()),
-            holds: crate::usage::held(why),
-            max_gap_secs: 2 * self.cfg.policy.evaluation_interval.get().as_secs(),
-        };
-        rec.holder(tick, wall).await;
+            observed.then(|| a.listed().to_vec()),
+            holds,
+            2 * self.cfg.policy.evaluation_interval.get().as_secs(),
+            wall,
+        );
     }
 
     fn standby(&self) -> Option<(String, Option<String>)> {

@@ -260,6 +260,7 @@ impl World {
                         ebs_root: true,
                         ended_at: None,
                         instance_type: None,
+                        stopped_at: None,
                     },
                     ours: false,
                     launched_at: back,
@@ -423,6 +424,7 @@ impl World {
                     ebs_root: true,
                     ended_at: None,
                     instance_type: None,
+                    stopped_at: None,
                 },
                 ours: false,
                 launched_at: now,
@@ -541,6 +543,7 @@ impl World {
                 ebs_root,
                 ended_at: None,
                 instance_type: req.instance_type.clone().or(Some("c5.large".into())),
+                stopped_at: None,
             };
             self.instances.insert(
                 id.clone(),

@@ -6,7 +6,7 @@
 //! The counting is burst-core's (`usage`); this reads, arranges and prints.
 
 use super::*;
-use crate::table::{SiteRead, SiteRecords, Standby, Table};
+use crate::table::{SiteRecords, Standby, Table};
 use crate::usage::{self, Held, LeaseLook, MonthUse, SiteStatus, SiteUse};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -25,13 +25,45 @@ const STATUS_STALE_SECS: i64 = 900;
 
 /// What `fleet` read: each site's records or why they could not be read, and how long it took.
 pub struct Read {
-    pub sites: BTreeMap<String, SiteRead>,
+    pub sites: BTreeMap<String, SiteRecords>,
     pub at: Timestamp,
     pub secs: f64,
 }
 
-/// Reads every site of the ledger table (`table`, else `ledger.table`).
-pub fn read(cfg: Config, table: Option<String>) -> Result<Read, DaemonError> {
+/// What `fleet` reads: now, or the month starting on this day.
+pub fn wanted(month: Option<Date>, now: Timestamp) -> crate::table::Wanted {
+    use crate::table::Wanted;
+    let day = |d: jiff::civil::Date| d.to_string();
+    let utc = |d: jiff::civil::Date| {
+        TimeZone::UTC
+            .to_timestamp(d.to_datetime(jiff::civil::Time::midnight()))
+            .unwrap_or(now)
+    };
+    match month {
+        None => {
+            let today = TimeZone::UTC.to_datetime(now).date();
+            Wanted::Now {
+                since: day(today.yesterday().unwrap_or(today)),
+            }
+        }
+        Some(first) => {
+            let last = first.last_of_month();
+            Wanted::Month {
+                first: day(first),
+                last: day(last),
+                from: utc(first.yesterday().unwrap_or(first)),
+                to: utc(last.tomorrow().and_then(|d| d.tomorrow()).unwrap_or(last)),
+            }
+        }
+    }
+}
+
+/// Reads every site of the ledger table (`table`, else `ledger.table`), the items `wanted`.
+pub fn read(
+    cfg: Config,
+    table: Option<String>,
+    wanted: crate::table::Wanted,
+) -> Result<Read, DaemonError> {
     let name = table.unwrap_or_else(|| cfg.ledger.table.clone());
     if name.is_empty() {
         return Err(DaemonError::Start(
@@ -41,9 +73,23 @@ pub fn read(cfg: Config, table: Option<String>) -> Result<Read, DaemonError> {
     with_aws(cfg, "fleet", |_, aws| async move {
         let started = std::time::Instant::now();
         let at = Timestamp::now();
-        let sites = Table::read_all(&aws, &name, SEGMENTS, at.as_second())
+        let sites = Table::read_all(&aws, &name, SEGMENTS, &wanted, at.as_second())
             .await
-            .map_err(|e| DaemonError::Start(format!("reading ledger table {name}: {e}")))?;
+            .map_err(|e| {
+                let fix = if e.is("ResourceNotFoundException") {
+                    format!(
+                        "; fix: no table {name:?} in this account and region (aws.region): name \
+                         the masters' ledger.table, or pass --table NAME"
+                    )
+                } else if e.is("AccessDeniedException") {
+                    "; fix: the desk's role needs dynamodb:Scan on the table (docs/aws.md, \
+                     the desk's policy)"
+                        .to_string()
+                } else {
+                    String::new()
+                };
+                DaemonError::Start(format!("reading ledger table {name}: {e}{fix}"))
+            })?;
         Ok(Read {
             sites,
             at,
@@ -56,9 +102,9 @@ pub fn read(cfg: Config, table: Option<String>) -> Result<Read, DaemonError> {
 #[derive(Clone, Debug, Serialize)]
 pub struct SiteNow {
     pub site: String,
-    /// Why its items could not be read (the rest of the line is empty then).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    /// Items of the site that did not read, each named with why: left out of the rest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
     /// Its local day now, and the time zone that day is in.
     pub day: String,
     pub time_zone: String,
@@ -111,37 +157,25 @@ fn zone_of(r: &SiteRecords) -> (String, TimeZone) {
     (name, tz)
 }
 
+/// The site's limit now: its holder's status says, else its latest day that says one.
+fn site_limit(r: &SiteRecords) -> u32 {
+    r.status
+        .as_ref()
+        .map(|s| s.limit)
+        .or_else(|| r.limits.values().rev().find_map(|(l, _)| *l))
+        .unwrap_or(0)
+}
+
 /// Every site now, from what `read` found, at `now`; `lease_secs` for leases written before
 /// their items said their duration.
 pub fn now_view(
-    sites: &BTreeMap<String, SiteRead>,
+    sites: &BTreeMap<String, SiteRecords>,
     lease_secs: u64,
     now: Timestamp,
 ) -> Vec<SiteNow> {
     sites
         .iter()
-        .map(|(site, r)| match r {
-            Err(e) => SiteNow {
-                site: site.clone(),
-                error: Some(e.clone()),
-                day: String::new(),
-                time_zone: String::new(),
-                units_used: 0,
-                unit_limit: 0,
-                in_service: 0,
-                coming: 0,
-                draining: 0,
-                warm: 0,
-                running: 0,
-                holder: None,
-                lease: None,
-                lease_secs,
-                standbys: Vec::new(),
-                status: None,
-                status_stale: false,
-            },
-            Ok(r) => site_now(site, r, lease_secs, now),
-        })
+        .map(|(site, r)| site_now(site, r, lease_secs, now))
         .collect()
 }
 
@@ -157,10 +191,8 @@ fn site_now(site: &str, r: &SiteRecords, lease_secs: u64, now: Timestamp) -> Sit
     let limit = r
         .limits
         .get(&day)
-        .map(|(l, _)| *l)
-        .or(r.status.as_ref().map(|s| s.limit))
-        .or_else(|| r.limits.values().next_back().map(|(l, _)| *l))
-        .unwrap_or(0);
+        .and_then(|(l, _)| *l)
+        .unwrap_or_else(|| site_limit(r));
     let st = r.status.clone();
     let held = matches!(lease, Some(LeaseLook::Held { .. }));
     let status_stale = st.as_ref().is_some_and(|s| {
@@ -170,7 +202,7 @@ fn site_now(site: &str, r: &SiteRecords, lease_secs: u64, now: Timestamp) -> Sit
     let fleet = |f: fn(&SiteStatus) -> u32| st.as_ref().map_or(0, f);
     SiteNow {
         site: site.to_string(),
-        error: None,
+        problems: r.problems.clone(),
         units_used: r.days.get(&day).copied().unwrap_or(0),
         unit_limit: limit,
         day,
@@ -278,20 +310,23 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// The table for people: a summary line, then one line per site.
 pub fn render_now(sites: &[SiteNow], now: Timestamp, secs: f64) -> String {
     let age = |t: Timestamp| ago(now.as_second() - t.as_second());
+    if sites.is_empty() {
+        return format!(
+            "no site in the ledger table yet (read in {secs:.2} s): a master writes its site's \
+             items from its first start with ledger.table set and dry_run = false\n"
+        );
+    }
     let bursting = sites.iter().filter(|s| s.bursting()).count();
     let capped = sites.iter().filter(|s| s.at_cap()).count();
-    let lapsed = sites
-        .iter()
-        .filter(|s| s.error.is_none() && s.lapsed())
-        .count();
+    let lapsed = sites.iter().filter(|s| s.lapsed()).count();
     let standby = sites.iter().filter(|s| !s.standbys.is_empty()).count();
-    let broken = sites.iter().filter(|s| s.error.is_some()).count();
+    let broken = sites.iter().filter(|s| !s.problems.is_empty()).count();
     let mut out = format!(
         "{} site(s): {bursting} bursting, {capped} at the day's cap, {lapsed} without a live \
          lease, {standby} with an agent standing by{} (read in {secs:.2} s)\n\n",
         sites.len(),
         if broken > 0 {
-            format!(", {broken} UNREADABLE")
+            format!(", {broken} with items that do not read (!, below)")
         } else {
             String::new()
         }
@@ -299,17 +334,6 @@ pub fn render_now(sites: &[SiteNow], now: Timestamp, secs: f64) -> String {
     let rows: Vec<Vec<String>> = sites
         .iter()
         .map(|s| {
-            if let Some(e) = &s.error {
-                return vec![
-                    s.site.clone(),
-                    "UNREADABLE".into(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    e.clone(),
-                ];
-            }
             let mut lease = lease_text(s);
             for sb in &s.standbys {
                 let host = sb.holder.split('/').next().unwrap_or(&sb.holder);
@@ -329,7 +353,11 @@ pub fn render_now(sites: &[SiteNow], now: Timestamp, secs: f64) -> String {
                 }
             };
             vec![
-                s.site.clone(),
+                if s.problems.is_empty() {
+                    s.site.clone()
+                } else {
+                    format!("{} !", s.site)
+                },
                 format!("{} {}", s.day, s.time_zone),
                 format!(
                     "{}/{}{}",
@@ -358,6 +386,11 @@ pub fn render_now(sites: &[SiteNow], now: Timestamp, secs: f64) -> String {
         ],
         &rows,
     ));
+    for s in sites {
+        for p in &s.problems {
+            let _ = writeln!(out, "! {}: {p}", s.site);
+        }
+    }
     out
 }
 
@@ -370,61 +403,54 @@ pub fn parse_month(m: &str) -> Result<Date, String> {
     Date::new(y, mo, 1).map_err(|_| bad())
 }
 
-/// One site's month, or why it could not be read.
+/// One site's month.
 #[derive(Clone, Debug, Serialize)]
 pub struct SiteMonth {
     pub site: String,
     pub time_zone: String,
-    pub error: Option<String>,
-    pub usage: Option<MonthUse>,
+    /// Items that did not read, left out of the numbers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    pub usage: MonthUse,
 }
 
 /// Every site's month starting on `first`, priced at `[prices]`.
 pub fn month_view(
-    sites: &BTreeMap<String, SiteRead>,
+    sites: &BTreeMap<String, SiteRecords>,
     first: Date,
     prices: &crate::config::PricesConfig,
     now: Timestamp,
 ) -> Vec<SiteMonth> {
     sites
         .iter()
-        .map(|(site, r)| match r {
-            Err(e) => SiteMonth {
+        .map(|(site, r)| {
+            let (zone, tz) = zone_of(r);
+            let u = SiteUse {
+                limit: site_limit(r),
+                days: r
+                    .days
+                    .iter()
+                    .map(|(d, used)| {
+                        let limit = r.limits.get(d).and_then(|(l, _)| *l);
+                        (d.clone(), (*used, limit))
+                    })
+                    .collect(),
+                counted: r.counted.clone(),
+                runs: r.runs.clone(),
+                shortfalls: r.shortfalls.clone(),
+            };
+            SiteMonth {
                 site: site.clone(),
-                time_zone: String::new(),
-                error: Some(e.clone()),
-                usage: None,
-            },
-            Ok(r) => {
-                let (zone, tz) = zone_of(r);
-                let u = SiteUse {
-                    limit: r
-                        .status
-                        .as_ref()
-                        .map(|s| s.limit)
-                        .or_else(|| r.limits.values().next_back().map(|(l, _)| *l))
-                        .unwrap_or(0),
-                    days: r
-                        .days
-                        .iter()
-                        .map(|(d, used)| {
-                            let limit = r.limits.get(d).map_or(0, |(l, _)| *l);
-                            (d.clone(), (*used, limit))
-                        })
-                        .collect(),
-                    counted: r.counted.clone(),
-                    runs: r.runs.clone(),
-                    shortfalls: r.shortfalls.clone(),
-                };
-                SiteMonth {
-                    site: site.clone(),
-                    time_zone: zone,
-                    error: None,
-                    usage: Some(usage::month(&u, first, &tz, &prices.hourly, now)),
-                }
+                time_zone: zone,
+                problems: r.problems.clone(),
+                usage: usage::month(&u, first, &tz, &prices.hourly, now),
             }
         })
         .collect()
+}
+
+fn date_of(u: &usage::DayUse) -> String {
+    u.day.map(|d| d.to_string()).unwrap_or_default()
 }
 
 fn money(c: Option<f64>) -> String {
@@ -441,16 +467,9 @@ pub fn render_month(months: &[SiteMonth], first: Date, currency: &str) -> String
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for m in months {
-        let Some(u) = &m.usage else {
-            rows.push(vec![
-                m.site.clone(),
-                "UNREADABLE".into(),
-                m.error.clone().unwrap_or_default(),
-            ]);
-            continue;
-        };
-        for (d, day) in &u.days {
-            rows.push(day_cells(&m.site, &d.to_string(), day, None));
+        let u = &m.usage;
+        for day in &u.days {
+            rows.push(day_cells(&m.site, &date_of(day), day, None));
         }
         rows.push(day_cells(
             &m.site,
@@ -458,6 +477,9 @@ pub fn render_month(months: &[SiteMonth], first: Date, currency: &str) -> String
             &u.total,
             Some((u.cap_days, u.short_days)),
         ));
+        for p in &m.problems {
+            notes.push(format!("{}: {p}: its numbers leave it out", m.site));
+        }
         if !u.unpriced.is_empty() {
             notes.push(format!(
                 "{}: no price for {} under [prices] hourly: its cost is left out (?)",
@@ -535,7 +557,7 @@ pub fn render_csv(months: &[SiteMonth], first: Date, currency: &str) -> String {
     );
     let label = first.strftime("%Y-%m").to_string();
     for m in months {
-        let Some(u) = &m.usage else { continue };
+        let u = &m.usage;
         let mut line = |day: &str, d: &usage::DayUse, cap: u32, short: u32| {
             let held: Vec<String> = Held::ALL
                 .iter()
@@ -556,9 +578,9 @@ pub fn render_csv(months: &[SiteMonth], first: Date, currency: &str) -> String {
                 csv_field(currency),
             );
         };
-        for (d, day) in &u.days {
+        for day in &u.days {
             line(
-                &d.to_string(),
+                &date_of(day),
                 day,
                 u32::from(day.at_cap),
                 u32::from(held_secs(day) > 0),

@@ -66,20 +66,16 @@ pub fn draw(path: &Path, months: &[SiteMonth], first: Date) -> Result<(), String
     }
     for (r, m) in months.iter().enumerate() {
         let y = TOP + i32::try_from(r).unwrap_or(0) * CELL_H;
-        let (label, label_color) = match &m.usage {
-            None => (
-                format!("{} (unreadable)", m.site),
-                RGBColor(0x88, 0x88, 0x88),
-            ),
-            Some(u) if u.cap_days > 0 => {
-                (format!("{} ({} day(s) at cap)", m.site, u.cap_days), AT_CAP)
-            }
-            Some(_) => (m.site.clone(), BLACK),
+        let u = &m.usage;
+        let (label, label_color) = if u.cap_days > 0 {
+            (format!("{} ({} day(s) at cap)", m.site, u.cap_days), AT_CAP)
+        } else {
+            (m.site.clone(), BLACK)
         };
         root.draw(&Text::new(label, (12, y + 4), font(14, label_color)))
             .map_err(e)?;
-        let Some(u) = &m.usage else { continue };
-        for (date, day) in &u.days {
+        for day in &u.days {
+            let Some(date) = day.day else { continue };
             let x = LEFT + (i32::from(date.day()) - 1) * CELL_W;
             root.draw(&Rectangle::new(
                 [(x, y), (x + CELL_W - GAP, y + CELL_H - GAP)],

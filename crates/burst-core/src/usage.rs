@@ -30,6 +30,24 @@ pub struct Run {
     pub start: Timestamp,
     /// `None` while it runs.
     pub end: Option<Timestamp>,
+    /// The last step that saw it running (the table's copy is refreshed every 5 minutes): where
+    /// a run whose end nobody saw ends, so an outage of the agent is never billed as a run.
+    #[serde(default)]
+    pub seen_at: Option<Timestamp>,
+}
+
+impl Run {
+    /// Where the run ends for counting at `now`: its end; else, while a holder keeps seeing it
+    /// (its `seen_at` within `fresh_secs`), `now`; else its last sighting (unconfirmed).
+    pub fn counted_end(&self, now: Timestamp, fresh_secs: i64) -> (Timestamp, bool) {
+        match (self.end, self.seen_at) {
+            (Some(e), _) => (e, true),
+            (None, Some(seen)) if now.as_second() - seen.as_second() > fresh_secs => {
+                (seen.max(self.start), false)
+            }
+            (None, _) => (now.max(self.start), true),
+        }
+    }
 }
 
 /// What a step saw of one of the site's instances.
@@ -40,7 +58,7 @@ pub struct Seen<'a> {
     pub running: bool,
     /// EC2's launch time (for a started instance, its last start), never a tag.
     pub launched_at: Option<Timestamp>,
-    /// For a terminated instance, when (EC2's state transition reason).
+    /// When it terminated or stopped, where EC2's state transition reason says.
     pub ended_at: Option<Timestamp>,
     pub instance_type: Option<&'a str>,
 }
@@ -49,6 +67,12 @@ pub struct Seen<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunChange {
     Open(Run),
+    /// Still running at `at`.
+    Seen {
+        instance: String,
+        start: Timestamp,
+        at: Timestamp,
+    },
     Close {
         instance: String,
         start: Timestamp,
@@ -56,28 +80,36 @@ pub enum RunChange {
     },
 }
 
-/// The runs that start or end at a step that saw `seen` (every instance of the site EC2
+/// The runs that start, go on or end at a step that saw `seen` (every instance of the site EC2
 /// listed), given the site's `runs` (open and closed) at `now`.
 ///
 /// - An open run whose instance is no longer running, or is not listed, ends: at EC2's end
-///   time where it says one that falls inside the run, else `now`.
+///   time where it says one inside the run; else at the run's last sighting (a step of this
+///   agent, or the table's, refreshed every 5 minutes: an agent that was down does not bill
+///   its outage); else `now`.
 /// - A running instance with no open run starts one: at EC2's launch time when that is after
 ///   the instance's last run ended (a launch, a warm start EC2 dated, a start while no agent
 ///   watched), else `now` (EC2 kept an older launch time).
+/// - An open run still running is seen at `now`.
 pub fn runs_step(runs: &[Run], seen: &[Seen<'_>], now: Timestamp) -> Vec<RunChange> {
     let mut out = Vec::new();
     let mut open = BTreeSet::new();
     for r in runs.iter().filter(|r| r.end.is_none()) {
         open.insert(r.instance.as_str());
-        let still = seen.iter().any(|s| s.id == r.instance && s.running);
-        if still {
+        let listed = seen.iter().find(|s| s.id == r.instance);
+        if listed.is_some_and(|s| s.running) {
+            out.push(RunChange::Seen {
+                instance: r.instance.clone(),
+                start: r.start,
+                at: now,
+            });
             continue;
         }
-        let end = seen
-            .iter()
-            .find(|s| s.id == r.instance)
+        let inside = |t: &Timestamp| *t >= r.start && *t <= now;
+        let end = listed
             .and_then(|s| s.ended_at)
-            .filter(|e| *e >= r.start && *e <= now)
+            .filter(inside)
+            .or(r.seen_at.filter(inside))
             .unwrap_or(now.max(r.start));
         out.push(RunChange::Close {
             instance: r.instance.clone(),
@@ -100,6 +132,7 @@ pub fn runs_step(runs: &[Run], seen: &[Seen<'_>], now: Timestamp) -> Vec<RunChan
             instance_type: s.instance_type.unwrap_or_default().to_string(),
             start,
             end: None,
+            seen_at: Some(now),
         }));
     }
     out
@@ -117,6 +150,9 @@ pub struct SiteStatus {
     pub action: String,
     pub text: String,
     pub reasons: Vec<String>,
+    /// The kinds of hold that kept a launch back (`cap`, `brake`, ...), none when none did.
+    #[serde(default)]
+    pub holds: Vec<Held>,
     pub in_service: u32,
     /// Launched or syncing, not serving yet.
     pub coming: u32,
@@ -132,13 +168,21 @@ pub struct SiteStatus {
 }
 
 impl SiteStatus {
-    /// The same status but for when it was written: unchanged ones are not written again
-    /// before a refresh is due.
+    /// Whether `other` says the same to a person: the decision, the kinds of hold, the
+    /// fleet, the day's units and the holder. The reasons' numbers (a utilization, a count of
+    /// seconds) change every tick and are written with the next change or refresh.
     pub fn same_as(&self, other: &SiteStatus) -> bool {
-        SiteStatus {
-            at: other.at,
-            ..self.clone()
-        } == *other
+        let key = |s: &SiteStatus| {
+            (
+                s.holder.clone(),
+                s.action.clone(),
+                s.holds.clone(),
+                (s.in_service, s.coming, s.draining, s.warm),
+                (s.used, s.limit),
+                (s.day.clone(), s.time_zone.clone()),
+            )
+        };
+        key(self) == key(other)
     }
 }
 
@@ -228,17 +272,23 @@ pub fn held(why: &Explanation) -> Vec<(Held, u32)> {
     out.into_iter().collect()
 }
 
-/// Seconds held and the largest shortfall, for one local day and kind of hold.
+/// Seconds held and the largest shortfall, for one local day and kind of hold, credited from
+/// `from` on: one write of one agent (the table keeps each as an item of its own, keyed by
+/// `from` and the writer, so a retried write after a lost answer counts once).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shortfall {
     pub day: String,
     pub held: Held,
+    pub from: Timestamp,
     pub secs: u64,
     pub max_short: u32,
 }
 
 /// A tick's holds on its local day: (when, day, (kind, short)...).
 type LastTick = (Timestamp, String, Vec<(Held, u32)>);
+
+/// Credited and not handed out yet: (seconds, largest shortfall, first credited at).
+type Pending = (u64, u32, Timestamp);
 
 /// The shortfalls a running agent has not written yet: each tick's holds are credited with the
 /// time until the next tick (at most `max_gap` seconds: a stalled agent does not invent hours),
@@ -247,13 +297,13 @@ type LastTick = (Timestamp, String, Vec<(Held, u32)>);
 pub struct Shortfalls {
     /// The last tick's holds and when it was.
     last: Option<LastTick>,
-    pending: BTreeMap<(String, Held), (u64, u32)>,
+    pending: BTreeMap<(String, Held), Pending>,
     written_at: BTreeMap<(String, Held), Timestamp>,
 }
 
 impl Shortfalls {
     /// One tick at `now` on local day `day`, with this tick's `holds`. Returns what is due for
-    /// writing (the table adds seconds and keeps the largest shortfall).
+    /// writing, each once: a write that fails is retried as it is, never merged into the next.
     pub fn tick(
         &mut self,
         day: &str,
@@ -267,7 +317,7 @@ impl Shortfalls {
                 .unwrap_or(0)
                 .min(max_gap);
             for (h, short) in prev {
-                let e = self.pending.entry((d.clone(), h)).or_default();
+                let e = self.pending.entry((d.clone(), h)).or_insert((0, 0, then));
                 e.0 += secs;
                 e.1 = e.1.max(short);
             }
@@ -284,11 +334,12 @@ impl Shortfalls {
                 .map_or(i64::MAX, |t| now.as_second() - t.as_second());
             let ended = !holding.contains(&k);
             if ended || since >= i64::try_from(every).unwrap_or(i64::MAX) {
-                if let Some((secs, max_short)) = self.pending.remove(&k) {
+                if let Some((secs, max_short, from)) = self.pending.remove(&k) {
                     self.written_at.insert(k.clone(), now);
                     due.push(Shortfall {
                         day: k.0,
                         held: k.1,
+                        from,
                         secs,
                         max_short,
                     });
@@ -299,13 +350,6 @@ impl Shortfalls {
         self.written_at
             .retain(|k, _| holding.contains(k) || self.pending.contains_key(k));
         due
-    }
-
-    /// A write that did not go through: its numbers wait for the next one.
-    pub fn unwritten(&mut self, s: Shortfall) {
-        let e = self.pending.entry((s.day, s.held)).or_default();
-        e.0 += s.secs;
-        e.1 = e.1.max(s.max_short);
     }
 }
 
@@ -342,9 +386,12 @@ pub fn lease_look(item: &lease::Item, duration_secs: u64, now: Timestamp) -> Lea
     }
 }
 
-/// One local day's numbers.
+/// One local day's numbers (or a month's, in its total).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DayUse {
+    /// The local day; `None` in a month's total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<Date>,
     pub units_used: u32,
     pub unit_limit: u32,
     pub at_cap: bool,
@@ -364,9 +411,9 @@ pub struct DayUse {
 /// What the table holds for one site, as the month report counts it.
 #[derive(Clone, Debug, Default)]
 pub struct SiteUse {
-    /// By local day: units used and the day's limit.
-    pub days: BTreeMap<String, (u32, u32)>,
-    /// The limit of a day no unit was spent on (it has no item): the site's current one.
+    /// By local day: units used and the day's limit (`None`: the day's item does not say).
+    pub days: BTreeMap<String, (u32, Option<u32>)>,
+    /// The limit of a day whose item does not say one: the site's current one.
     pub limit: u32,
     /// `(day, instance)` counted by a launch, a warm start or the midnight carry-over.
     pub counted: Vec<(String, String)>,
@@ -377,7 +424,7 @@ pub struct SiteUse {
 /// A month's rows for one site: one per local day of `month` up to `now`'s day, and the total.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MonthUse {
-    pub days: Vec<(Date, DayUse)>,
+    pub days: Vec<DayUse>,
     pub total: DayUse,
     /// Days at the cap.
     pub cap_days: u32,
@@ -385,10 +432,67 @@ pub struct MonthUse {
     pub short_days: u32,
     /// Instance types that ran with no price in the table.
     pub unpriced: Vec<String>,
+    /// Instances whose run nobody has seen end or go on for a while (no agent holds the site):
+    /// counted until they were last seen running.
+    pub unconfirmed: Vec<String>,
+}
+
+/// A run open for longer than this since it was last seen counts only until then.
+pub const SEEN_FRESH_SECS: i64 = 900;
+
+/// Each instance's billed spans (a run's minimum billing applied), overlapping runs of one
+/// instance merged: two agents that each recorded a run of it (a takeover) bill it once.
+fn billed_spans(runs: &[Run], now: Timestamp, unconfirmed: &mut BTreeSet<String>) -> Vec<Span> {
+    let mut by_instance: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
+    for r in runs {
+        let (end, sure) = r.counted_end(now, SEEN_FRESH_SECS);
+        if !sure {
+            unconfirmed.insert(r.instance.clone());
+        }
+        let billed = end.max(r.start + jiff::SignedDuration::from_secs(MIN_BILLED_SECS));
+        by_instance.entry(&r.instance).or_default().push(Span {
+            instance: r.instance.clone(),
+            instance_type: r.instance_type.clone(),
+            start: r.start,
+            ran_end: end,
+            billed_end: billed,
+        });
+    }
+    let mut out = Vec::new();
+    for (_, mut spans) in by_instance {
+        spans.sort_by_key(|s| s.start);
+        let mut merged: Vec<Span> = Vec::new();
+        for sp in spans {
+            match merged.last_mut() {
+                Some(m) if sp.start < m.billed_end => {
+                    m.billed_end = m.billed_end.max(sp.billed_end);
+                    m.ran_end = m.ran_end.max(sp.ran_end);
+                    if m.instance_type.is_empty() {
+                        m.instance_type = sp.instance_type;
+                    }
+                }
+                _ => merged.push(sp),
+            }
+        }
+        out.extend(merged);
+    }
+    out
+}
+
+/// One instance's time running, as billed.
+#[derive(Clone, Debug)]
+struct Span {
+    instance: String,
+    instance_type: String,
+    start: Timestamp,
+    /// Where it stopped running.
+    ran_end: Timestamp,
+    /// With EC2's minimum of a minute.
+    billed_end: Timestamp,
 }
 
 /// The month starting on `first` (its first day), for one site in time zone `tz`, at `now`
-/// (runs still open count until `now`), priced at `hourly` (by instance type).
+/// (runs still open count until `now`, or until last seen), priced at `hourly` (by type).
 pub fn month(
     site: &SiteUse,
     first: Date,
@@ -397,6 +501,8 @@ pub fn month(
     now: Timestamp,
 ) -> MonthUse {
     let today = tz.to_datetime(now).date();
+    let mut unconfirmed = BTreeSet::new();
+    let spans = billed_spans(&site.runs, now, &mut unconfirmed);
     let mut days = Vec::new();
     let mut total = DayUse::default();
     let mut month_instances = BTreeSet::new();
@@ -408,13 +514,14 @@ pub fn month(
         let key = d.to_string();
         let (start, end) = (day_start(d, tz), day_start(d.tomorrow().unwrap_or(d), tz));
         let mut u = DayUse {
+            day: Some(d),
             unit_limit: site.limit,
             ..DayUse::default()
         };
         if let Some((used, limit)) = site.days.get(&key) {
             u.units_used = *used;
-            u.unit_limit = *limit;
-            u.at_cap = *limit > 0 && used >= limit;
+            u.unit_limit = limit.unwrap_or(site.limit);
+            u.at_cap = u.unit_limit > 0 && u.units_used >= u.unit_limit;
         }
         let mut ids: BTreeSet<&str> = site
             .counted
@@ -425,31 +532,27 @@ pub fn month(
         let mut events = Vec::new();
         let mut cost = 0.0;
         let mut priced = true;
-        for r in &site.runs {
-            let billed_end = r
-                .end
-                .unwrap_or(now)
-                .max(r.start + jiff::SignedDuration::from_secs(MIN_BILLED_SECS));
-            let (a, b) = (r.start.max(start), billed_end.min(end));
+        for sp in &spans {
+            let (a, b) = (sp.start.max(start), sp.billed_end.min(end));
             if a >= b {
                 continue;
             }
-            ids.insert(r.instance.as_str());
+            ids.insert(sp.instance.as_str());
             let hours = (b.as_second() - a.as_second()) as f64 / 3600.0;
             u.instance_hours += hours;
-            match hourly.get(&r.instance_type) {
+            match hourly.get(&sp.instance_type) {
                 Some(p) => cost += hours * p,
                 None => {
                     priced = false;
-                    unpriced.insert(if r.instance_type.is_empty() {
+                    unpriced.insert(if sp.instance_type.is_empty() {
                         "(unknown type)".to_string()
                     } else {
-                        r.instance_type.clone()
+                        sp.instance_type.clone()
                     });
                 }
             }
             // Only the time it really ran counts toward the peak, not the minimum billing.
-            let ran_end = r.end.unwrap_or(now).min(end);
+            let ran_end = sp.ran_end.min(end);
             if a < ran_end {
                 events.push((a, 1i32));
                 events.push((ran_end, -1));
@@ -481,7 +584,7 @@ pub fn month(
         }
         total.max_short = total.max_short.max(u.max_short);
         total.cost = Some(total.cost.unwrap_or(0.0) + u.cost.unwrap_or(0.0));
-        days.push((d, u));
+        days.push(u);
         match d.tomorrow() {
             Ok(n) => d = n,
             Err(_) => break,
@@ -498,6 +601,7 @@ pub fn month(
         cap_days,
         short_days,
         unpriced: unpriced.into_iter().collect(),
+        unconfirmed: unconfirmed.into_iter().collect(),
     }
 }
 

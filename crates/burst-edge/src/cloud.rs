@@ -218,6 +218,9 @@ fn info(i: &Instance) -> Option<InstanceInfo> {
             .then(|| i.state_transition_reason().and_then(transition_time))
             .flatten(),
         instance_type: i.instance_type().map(|t| t.as_str().to_string()),
+        stopped_at: (state == InstanceState::Stopped)
+            .then(|| i.state_transition_reason().and_then(transition_time))
+            .flatten(),
         id,
     })
 }

@@ -94,13 +94,16 @@ pub struct SiteRecords {
     pub counted: Vec<(String, String)>,
     /// The lease's duration as its holder wrote it (`ledger.lease_duration`), in seconds.
     pub lease_secs: Option<u64>,
-    /// Each day's limit and time zone, as the day's item has them.
-    pub limits: BTreeMap<String, (u32, String)>,
+    /// Each day's limit (`None`: its item does not say) and time zone, as the day's item has
+    /// them.
+    pub limits: BTreeMap<String, (Option<u32>, String)>,
     /// The desk's items (usage.rs): the holder's status, standbys, runs and shortfalls.
     pub status: Option<burst_core::usage::SiteStatus>,
     pub standbys: Vec<Standby>,
     pub runs: Vec<burst_core::usage::Run>,
     pub shortfalls: Vec<burst_core::usage::Shortfall>,
+    /// Items that did not read, each named with why (`read_all` leaves them out and goes on).
+    pub problems: Vec<String>,
 }
 
 /// The lease this agent holds, as the reservation's transaction checks it.
@@ -111,7 +114,7 @@ pub struct Fence {
 }
 
 mod usage;
-pub use usage::{SiteRead, Standby};
+pub use usage::{Standby, Wanted};
 
 /// One site's items in the shared table.
 #[derive(Clone, Debug)]
@@ -860,9 +863,8 @@ impl Table {
                 .and_then(|v| u32::try_from(v).ok())
                 .ok_or_else(|| bad(&self.site, &key, "no used count"))?;
             out.days.insert(day.to_string(), used);
-            let limit = get_n(i, "limit")
-                .and_then(|v| u32::try_from(v).ok())
-                .unwrap_or(0);
+            // A day counted only by a warm start or the carry-over has no limit written.
+            let limit = get_n(i, "limit").and_then(|v| u32::try_from(v).ok());
             let tz = get_s(i, "time_zone").unwrap_or_default();
             out.limits.insert(day.to_string(), (limit, tz));
         } else if let Some(id) = key.strip_prefix("intent#") {
@@ -879,8 +881,9 @@ impl Table {
             if let Some((day, id)) = rest.split_once('#') {
                 out.counted.push((day.to_string(), id.to_string()));
             }
-        } else {
-            self.take_usage_item(&key, i, out)?;
+        } else if let Err(e) = self.take_usage_item(&key, i, out) {
+            // The desk's records never stop the guarantee's read: named and left out.
+            out.problems.push(format!("{} (left out)", e.message));
         }
         Ok(())
     }

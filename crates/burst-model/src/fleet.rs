@@ -69,6 +69,9 @@ pub struct InstanceInfo {
     pub ended_at: Option<Timestamp>,
     /// EC2's instance type (`c5.large`), for the report's prices.
     pub instance_type: Option<String>,
+    /// For stopped instances, when (EC2's state transition reason), if it says: where a run of
+    /// the usage records ends.
+    pub stopped_at: Option<Timestamp>,
 }
 
 /// The ELB's view of a registered instance.

@@ -11,6 +11,7 @@ fn status(holder: &str, at: &str) -> SiteStatus {
         action: "hold".into(),
         text: "hold at 1 slaves".into(),
         reasons: vec!["burst cap reached: 7/7 today".into()],
+        holds: vec![Held::Cap],
         in_service: 1,
         coming: 0,
         draining: 0,
@@ -51,7 +52,7 @@ fn a_site_is_seen_in_its_own_time_zone_with_its_lease_standbys_and_a_status_anot
     };
     r.days.insert("2026-12-08".into(), 3);
     r.limits
-        .insert("2026-12-08".into(), (7, "Asia/Tokyo".into()));
+        .insert("2026-12-08".into(), (Some(7), "Asia/Tokyo".into()));
     r.standbys.push(Standby {
         holder: "i-copy/3".into(),
         stands_by_for: "i-new/2".into(),
@@ -68,7 +69,7 @@ fn a_site_is_seen_in_its_own_time_zone_with_its_lease_standbys_and_a_status_anot
         stands_by_for: "i-new/2".into(),
         seen_at: t("2026-12-06T15:50:00Z"),
     });
-    let sites = BTreeMap::from([("golf".to_string(), Ok(r))]);
+    let sites = BTreeMap::from([("golf".to_string(), r)]);
     let v = now_view(&sites, 60, now);
     let s = &v[0];
     assert_eq!(
@@ -93,17 +94,34 @@ fn a_site_is_seen_in_its_own_time_zone_with_its_lease_standbys_and_a_status_anot
 }
 
 #[test]
-fn a_site_whose_items_do_not_read_is_shown_unreadable_not_dropped() {
+fn an_item_that_does_not_read_is_named_and_its_site_still_shows() {
+    let golf = SiteRecords {
+        problems: vec!["ledger table item golf/run#x: no instance (left out)".into()],
+        ..SiteRecords::default()
+    };
     let sites = BTreeMap::from([
-        (
-            "golf".to_string(),
-            Err("ledger table item golf/run#x: no instance".to_string()),
-        ),
-        ("shop".to_string(), Ok(SiteRecords::default())),
+        ("golf".to_string(), golf),
+        ("shop".to_string(), SiteRecords::default()),
     ]);
     let now = t("2026-12-07T16:00:00Z");
     let text = render_now(&now_view(&sites, 30, now), now, 0.1);
-    assert!(text.contains("1 UNREADABLE"), "{text}");
-    assert!(text.contains("golf/run#x: no instance"), "{text}");
+    assert!(text.contains("1 with items that do not read"), "{text}");
+    assert!(text.contains("golf !"), "{text}");
+    assert!(
+        text.contains("! golf: ledger table item golf/run#x: no instance (left out)"),
+        "{text}"
+    );
     assert!(text.contains("NO LEASE"), "{text}");
+    let first = Date::new(2026, 12, 1).unwrap();
+    let months = month_view(&sites, first, &Default::default(), now);
+    let csv = render_csv(&months, first, "JPY");
+    assert!(
+        csv.lines().any(|l| l.starts_with("golf,2026-12,")),
+        "the site keeps its rows in the CSV:\n{csv}"
+    );
+    let table = render_month(&months, first, "JPY");
+    assert!(
+        table.contains("golf: ledger table item golf/run#x"),
+        "{table}"
+    );
 }

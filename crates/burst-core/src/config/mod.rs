@@ -1032,6 +1032,8 @@ mod tests {
         cfg.fleet.instance_profile = d.fleet.instance_profile.clone();
         cfg.fleet.tags = d.fleet.tags.clone();
         cfg.elb.name = d.elb.name.clone();
+        // What the site is invoiced in, and what its slaves cost: the operator's to say.
+        cfg.prices = d.prices.clone();
         // The shipped config checks content; the default cannot know a page of the site.
         assert!(cfg.hooks.content_check.is_some());
         cfg.hooks.content_check = d.hooks.content_check.clone();

@@ -361,6 +361,7 @@ mod tests {
             ebs_root: true,
             ended_at: None,
             instance_type: None,
+            stopped_at: None,
         }
     }
 

@@ -21,6 +21,7 @@ fn run(id: &str, start: &str, end: Option<&str>) -> Run {
         instance_type: "c5.large".into(),
         start: t(start),
         end: end.map(t),
+        seen_at: None,
     }
 }
 
@@ -28,10 +29,9 @@ fn run(id: &str, start: &str, end: Option<&str>) -> Run {
 fn a_running_instance_without_a_run_starts_one_at_ec2s_launch_time() {
     let now = t("2026-11-03T10:00:00Z");
     let ch = runs_step(&[], &[seen("i-1", true, Some("2026-11-03T09:58:30Z"))], now);
-    assert_eq!(
-        ch,
-        vec![RunChange::Open(run("i-1", "2026-11-03T09:58:30Z", None))]
-    );
+    let mut want = run("i-1", "2026-11-03T09:58:30Z", None);
+    want.seen_at = Some(now);
+    assert_eq!(ch, vec![RunChange::Open(want)]);
 }
 
 #[test]
@@ -48,10 +48,9 @@ fn a_warm_start_ec2_left_undated_starts_now_not_at_the_first_launch() {
         &[seen("i-1", true, Some("2026-11-03T08:00:00Z"))],
         now,
     );
-    assert_eq!(
-        ch,
-        vec![RunChange::Open(run("i-1", "2026-11-03T10:00:00Z", None))]
-    );
+    let mut want = run("i-1", "2026-11-03T10:00:00Z", None);
+    want.seen_at = Some(now);
+    assert_eq!(ch, vec![RunChange::Open(want)]);
 }
 
 #[test]
@@ -91,6 +90,41 @@ fn an_open_run_ends_when_its_instance_stops_is_terminated_or_vanishes() {
             close("i-term", "2026-11-03T09:40:00Z"),
             close("i-gone", "2026-11-03T10:00:00Z"),
             close("i-odd", "2026-11-03T10:00:00Z"),
+            RunChange::Seen {
+                instance: "i-up".into(),
+                start: t("2026-11-03T08:00:00Z"),
+                at: now,
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_run_that_vanished_while_no_agent_watched_ends_where_it_was_last_seen_not_at_the_restart() {
+    // The agent was down from 08:30 to 11:00; the slave was terminated meanwhile and EC2 no
+    // longer lists it: its run ends at its last sighting, not when the agent came back.
+    let now = t("2026-11-03T11:00:00Z");
+    let mut r = run("i-1", "2026-11-03T08:00:00Z", None);
+    r.seen_at = Some(t("2026-11-03T08:25:00Z"));
+    // A stopped one EC2 dates: its own time.
+    let mut w = run("i-warm", "2026-11-03T08:00:00Z", None);
+    w.seen_at = Some(t("2026-11-03T08:25:00Z"));
+    let mut stopped = seen("i-warm", false, None);
+    stopped.ended_at = Some(t("2026-11-03T08:29:00Z"));
+    let ch = runs_step(&[r, w], &[stopped], now);
+    assert_eq!(
+        ch,
+        vec![
+            RunChange::Close {
+                instance: "i-1".into(),
+                start: t("2026-11-03T08:00:00Z"),
+                end: t("2026-11-03T08:25:00Z"),
+            },
+            RunChange::Close {
+                instance: "i-warm".into(),
+                start: t("2026-11-03T08:00:00Z"),
+                end: t("2026-11-03T08:29:00Z"),
+            },
         ]
     );
 }
@@ -155,31 +189,39 @@ fn shortfalls_credit_each_held_tick_until_the_next_and_hand_them_out_when_the_ep
     // The first credit is written at once (an episode shows up quickly) ...
     let first = s.tick("2026-11-03", vec![(Held::Cap, 3)], at(15), 30, 300);
     assert_eq!(first.len(), 1);
-    assert_eq!((first[0].secs, first[0].max_short), (15, 2));
+    assert_eq!(
+        (first[0].secs, first[0].max_short, first[0].from),
+        (15, 2, t0)
+    );
     // ... then only every 300 s while it lasts ...
     assert!(s
         .tick("2026-11-03", vec![(Held::Cap, 1)], at(30), 30, 300)
         .is_empty());
-    // ... and at its end: 15 s at 3 short, then a stalled agent's 1000 s gap counts 30.
+    // ... and at its end: 15 s at 3 short, then a stalled agent's 1000 s gap counts 30. Each
+    // write has its own start, so the table keeps them apart and a retry counts once.
     let end = s.tick("2026-11-03", vec![], at(1030), 30, 300);
     assert_eq!(end.len(), 1);
-    assert_eq!((end[0].secs, end[0].max_short), (15 + 30, 3));
+    assert_eq!(
+        (end[0].secs, end[0].max_short, end[0].from),
+        (15 + 30, 3, at(15))
+    );
     assert!(s.tick("2026-11-03", vec![], at(1045), 30, 300).is_empty());
 }
 
 #[test]
-fn an_unwritten_shortfall_waits_for_the_next_write() {
+fn a_hold_across_local_midnight_is_credited_to_the_day_each_tick_was_on() {
     let mut s = Shortfalls::default();
-    let t0 = t("2026-11-03T10:00:00Z");
+    let t0 = t("2026-11-03T14:59:50Z"); // 23:59:50 in Tokyo
     let at = |secs: i64| t0 + jiff::SignedDuration::from_secs(secs);
-    s.tick("2026-11-03", vec![(Held::Source, 1)], t0, 30, 300);
-    let lost = s.tick("2026-11-03", vec![(Held::Source, 1)], at(10), 30, 300);
-    assert_eq!(lost.len(), 1);
-    for l in lost {
-        s.unwritten(l);
-    }
-    let end = s.tick("2026-11-03", vec![], at(20), 30, 300);
-    assert_eq!((end[0].secs, end[0].max_short), (20, 1));
+    s.tick("2026-11-03", vec![(Held::Brake, 1)], t0, 30, 300);
+    let a = s.tick("2026-11-04", vec![(Held::Brake, 1)], at(15), 30, 300);
+    let b = s.tick("2026-11-04", vec![], at(30), 30, 300);
+    let days: Vec<(&str, u64)> = a
+        .iter()
+        .chain(&b)
+        .map(|x| (x.day.as_str(), x.secs))
+        .collect();
+    assert_eq!(days, [("2026-11-03", 15), ("2026-11-04", 15)]);
 }
 
 #[test]
@@ -216,8 +258,8 @@ fn a_month_splits_runs_at_local_midnight_and_counts_peaks_caps_and_holds() {
     let site = SiteUse {
         limit: 7,
         days: BTreeMap::from([
-            ("2026-11-02".to_string(), (7, 7)),
-            ("2026-11-03".to_string(), (2, 7)),
+            ("2026-11-02".to_string(), (7, Some(7))),
+            ("2026-11-03".to_string(), (2, Some(7))),
         ]),
         counted: vec![
             ("2026-11-02".into(), "i-a".into()),
@@ -235,6 +277,7 @@ fn a_month_splits_runs_at_local_midnight_and_counts_peaks_caps_and_holds() {
         shortfalls: vec![Shortfall {
             day: "2026-11-02".into(),
             held: Held::Cap,
+            from: t("2026-11-02T13:00:00Z"),
             secs: 900,
             max_short: 2,
         }],
@@ -243,11 +286,12 @@ fn a_month_splits_runs_at_local_midnight_and_counts_peaks_caps_and_holds() {
     let now = t("2026-11-03T12:00:00Z"); // local 21:00 on the 3rd
     let m = month(&site, "2026-11-01".parse().unwrap(), &tz, &prices, now);
     assert_eq!(m.days.len(), 3, "the 1st to today, the 3rd");
-    let (d2, d3) = (&m.days[1].1, &m.days[2].1);
+    let (d2, d3) = (&m.days[1], &m.days[2]);
     // A day with no item: nothing used, the site's limit.
     assert_eq!(
-        m.days[0].1,
+        m.days[0],
         DayUse {
+            day: Some("2026-11-01".parse().unwrap()),
             unit_limit: 7,
             cost: Some(0.0),
             ..DayUse::default()
@@ -295,7 +339,7 @@ fn a_type_with_no_price_leaves_the_cost_unknown_and_is_named() {
         &BTreeMap::from([("c5.large".to_string(), 10.0)]),
         t("2026-11-01T12:00:00Z"),
     );
-    assert_eq!(m.days[0].1.cost, None);
+    assert_eq!(m.days[0].cost, None);
     assert_eq!(m.total.cost, None);
     assert_eq!(m.unpriced, vec!["m7g.large".to_string()]);
 }
@@ -314,6 +358,66 @@ fn an_open_run_counts_until_now_and_a_past_month_runs_to_its_last_day() {
         t("2026-11-01T03:00:00Z"),
     );
     assert_eq!(m.days.len(), 31);
-    assert!((m.days[30].1.instance_hours - 2.0).abs() < 1e-9);
-    assert_eq!(heat(&m.days[30].1), Heat::None, "no units: no colour");
+    assert!((m.days[30].instance_hours - 2.0).abs() < 1e-9);
+    assert_eq!(heat(&m.days[30]), Heat::None, "no units: no colour");
+}
+
+#[test]
+fn a_dst_day_has_25_hours_and_two_agents_runs_of_one_slave_bill_it_once() {
+    // New York leaves daylight time on 2026-11-01: that local day is 25 hours long.
+    let tz = TimeZone::get("America/New_York").unwrap();
+    let whole = |id: &str| {
+        run(
+            id,
+            "2026-11-01T04:00:00Z",       // local midnight, EDT
+            Some("2026-11-02T05:00:00Z"), // the next local midnight, EST
+        )
+    };
+    // A takeover: the new holder recorded the same slave again from 10:00 UTC.
+    let mut dup = run("i-a", "2026-11-01T10:00:00Z", Some("2026-11-02T05:00:00Z"));
+    dup.instance_type = String::new();
+    let site = SiteUse {
+        limit: 7,
+        days: BTreeMap::from([("2026-11-01".to_string(), (1, None))]),
+        runs: vec![whole("i-a"), dup],
+        ..SiteUse::default()
+    };
+    let m = month(
+        &site,
+        "2026-11-01".parse().unwrap(),
+        &tz,
+        &BTreeMap::from([("c5.large".to_string(), 1.0)]),
+        t("2026-11-02T12:00:00Z"),
+    );
+    let d = &m.days[0];
+    assert!(
+        (d.instance_hours - 25.0).abs() < 1e-9,
+        "{}",
+        d.instance_hours
+    );
+    assert_eq!((d.peak_slaves, d.instances), (1, 1));
+    assert_eq!(
+        d.unit_limit, 7,
+        "a day whose item says no limit has the site's"
+    );
+    assert_eq!(d.cost, Some(25.0), "the merged span keeps its priced type");
+}
+
+#[test]
+fn an_open_run_nobody_saw_for_a_while_counts_until_its_last_sighting_and_is_named() {
+    let mut r = run("i-a", "2026-11-01T01:00:00Z", None);
+    r.seen_at = Some(t("2026-11-01T03:00:00Z"));
+    let site = SiteUse {
+        runs: vec![r],
+        ..SiteUse::default()
+    };
+    let m = month(
+        &site,
+        "2026-11-01".parse().unwrap(),
+        &TimeZone::UTC,
+        &BTreeMap::new(),
+        t("2026-11-01T12:00:00Z"),
+    );
+    assert!((m.days[0].instance_hours - 2.0).abs() < 1e-9);
+    assert_eq!(m.unconfirmed, vec!["i-a".to_string()]);
 }

@@ -3,12 +3,14 @@
 //!
 //! | item | attributes | written by |
 //! | --- | --- | --- |
-//! | `status` | `holder`, `at`, `action`, `text`, `reasons`, `in_service`, `coming`, `draining`, `warm`, `used`, `limit`, `day`, `time_zone` | the holder, when it changes and every 5 minutes |
+//! | `status` | `holder`, `at`, `action`, `text`, `reasons`, `holds`, `in_service`, `coming`, `draining`, `warm`, `used`, `limit`, `day`, `time_zone` | the holder, when it changes and every 5 minutes |
 //! | `standby#HOLDER` | `stands_by_for`, `seen_at` | an agent standing by, every 5 minutes (kept a day) |
-//! | `run#i-…#START` | `instance`, `instance_type`, `started_at`, `ended_at` | the holder, when a slave starts and stops running |
-//! | `short#DAY#KIND` | `held_secs` (added to), `max_short` (raised) | the holder, while a hold leaves the site short |
+//! | `run#i-…#START` | `instance`, `instance_type`, `started_at`, `seen_at` (every 5 minutes), `ended_at` | the holder, when a slave starts, goes on and stops running |
+//! | `short#DAY#KIND#FROM#WRITER` | `held_secs`, `max_short` | the holder, while a hold leaves the site short: one item per write, summed when read |
 //!
-//! Every one of them only describes: no agent reads them back to decide anything.
+//! Every one of them only describes: no agent reads them back to decide anything, and one that
+//! does not read is named in `SiteRecords::problems` and left out, never an error of the read
+//! (an agent adopting its site reads every item of it).
 
 use super::*;
 use burst_core::usage::{Held, Run, Shortfall, SiteStatus};
@@ -16,9 +18,6 @@ use jiff::Timestamp;
 
 /// How long a standby's mark outlives its last write.
 const STANDBY_KEEP_SECS: i64 = 86_400;
-
-/// One site as `fleet` reads it, or why it could not be.
-pub type SiteRead = Result<SiteRecords, String>;
 
 impl Table {
     /// Writes the site's status (unconditional: only the holder writes it, and it names itself).
@@ -37,6 +36,10 @@ impl Table {
         item.insert(
             "reasons".into(),
             AttributeValue::L(st.reasons.iter().map(s).collect()),
+        );
+        item.insert(
+            "holds".into(),
+            AttributeValue::L(st.holds.iter().map(|h| s(h.name())).collect()),
         );
         for (k, v) in [
             ("in_service", st.in_service),
@@ -72,6 +75,9 @@ impl Table {
         item.insert("instance".into(), s(&r.instance));
         item.insert("instance_type".into(), s(&r.instance_type));
         item.insert("started_at".into(), s(r.start.to_string()));
+        if let Some(at) = r.seen_at {
+            item.insert("seen_at".into(), s(at.to_string()));
+        }
         item.insert(EXPIRES_AT.into(), n(expires_for(day)));
         let req = self
             .aws
@@ -98,74 +104,91 @@ impl Table {
             .await
     }
 
-    /// Records that the run of `instance` begun at `start` ended at `end` (on local day
-    /// `end_day`, which its expiry follows). A run ended already keeps its first end.
-    pub async fn close_run(
-        &self,
-        instance: &str,
-        start: Timestamp,
-        end: Timestamp,
-        end_day: &str,
-    ) -> Result<(), AwsError> {
+    /// Records that the open run `r` was still running at `at` (nothing if it ended or was
+    /// never written).
+    pub async fn touch_run(&self, r: &Run, at: Timestamp) -> Result<(), AwsError> {
         let req = self
             .aws
             .dynamodb
             .update_item()
             .table_name(&self.name)
-            .set_key(Some(self.key(&run_key(instance, start))))
-            .update_expression(
-                "SET ended_at = :end, instance = :id, started_at = :start, expires_at = :exp",
-            )
-            .condition_expression("attribute_not_exists(ended_at)")
-            .expression_attribute_values(":end", s(end.to_string()))
-            .expression_attribute_values(":id", s(instance))
-            .expression_attribute_values(":start", s(start.to_string()))
-            .expression_attribute_values(":exp", n(expires_for(end_day)));
-        self.aws
-            .call("UpdateItem", async {
-                match req.send().await {
-                    Ok(_) => Ok(()),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-                    {
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-            .await
+            .set_key(Some(self.key(&run_key(&r.instance, r.start))))
+            .update_expression("SET seen_at = :at")
+            .condition_expression("attribute_exists(started_at) AND attribute_not_exists(ended_at)")
+            .expression_attribute_values(":at", s(at.to_string()));
+        self.conditional("UpdateItem", req.send()).await
     }
 
-    /// Adds a shortfall's seconds to its day and kind, and raises its largest shortfall.
-    pub async fn add_shortfall(&self, sh: &Shortfall) -> Result<(), AwsError> {
-        let key = self.key(&format!("short#{}#{}", sh.day, sh.held.name()));
-        let add = self
+    /// Records that run `r` ended at `end` (on local day `end_day`, which its expiry follows):
+    /// the whole item, so a run whose start was never written is complete too. A run ended
+    /// already keeps its first end.
+    pub async fn close_run(&self, r: &Run, end: Timestamp, end_day: &str) -> Result<(), AwsError> {
+        let mut item = self.key(&run_key(&r.instance, r.start));
+        item.insert("instance".into(), s(&r.instance));
+        item.insert("instance_type".into(), s(&r.instance_type));
+        item.insert("started_at".into(), s(r.start.to_string()));
+        if let Some(at) = r.seen_at {
+            item.insert("seen_at".into(), s(at.to_string()));
+        }
+        item.insert("ended_at".into(), s(end.to_string()));
+        item.insert(EXPIRES_AT.into(), n(expires_for(end_day)));
+        let req = self
             .aws
             .dynamodb
-            .update_item()
+            .put_item()
             .table_name(&self.name)
-            .set_key(Some(key.clone()))
-            .update_expression("ADD held_secs :secs SET expires_at = :exp")
-            .expression_attribute_values(":secs", n(sh.secs))
-            .expression_attribute_values(":exp", n(expires_for(&sh.day)));
-        self.aws.call("UpdateItem", add.send()).await?;
-        let raise = self
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(ended_at)");
+        self.conditional("PutItem", req.send()).await
+    }
+
+    /// Writes one shortfall as its own item (keyed by its day, kind, start and `writer`): a
+    /// retry after a lost answer finds it there and adds nothing.
+    pub async fn put_shortfall(&self, sh: &Shortfall, writer: &str) -> Result<(), AwsError> {
+        let mut item = self.key(&format!(
+            "short#{}#{}#{}#{writer}",
+            sh.day,
+            sh.held.name(),
+            sh.from.as_second()
+        ));
+        item.insert("held_secs".into(), n(sh.secs));
+        item.insert("max_short".into(), n(sh.max_short));
+        item.insert(EXPIRES_AT.into(), n(expires_for(&sh.day)));
+        let req = self
             .aws
             .dynamodb
-            .update_item()
+            .put_item()
             .table_name(&self.name)
-            .set_key(Some(key))
-            .update_expression("SET max_short = :m")
-            .condition_expression("attribute_not_exists(max_short) OR max_short < :m")
-            .expression_attribute_values(":m", n(sh.max_short));
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#i)")
+            .expression_attribute_names("#i", ITEM);
+        self.conditional("PutItem", req.send()).await
+    }
+
+    /// A conditional write whose failed condition means it is done already.
+    async fn conditional<T, E>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<
+            Output = Result<
+                T,
+                aws_smithy_runtime_api::client::result::SdkError<
+                    E,
+                    aws_smithy_runtime_api::http::Response,
+                >,
+            >,
+        >,
+    ) -> Result<(), AwsError>
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error,
+    {
         self.aws
-            .call("UpdateItem", async {
-                match raise.send().await {
+            .call(op, async {
+                match fut.await {
                     Ok(_) => Ok(()),
                     Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+                        if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e)
+                            == Some("ConditionalCheckFailedException") =>
                     {
                         Ok(())
                     }
@@ -194,17 +217,20 @@ impl Table {
             .map(drop)
     }
 
-    /// Every site of table `name`, read in `segments` parallel scans (eventually consistent: a
-    /// person's view). A site with an item that does not read is named with why, never dropped.
+    /// Every site of table `name`, the items `wanted`, read in `segments` parallel scans
+    /// (eventually consistent: a person's view). An item that does not read is left out and
+    /// named in its site's `problems`; the site and its other items still show.
     pub async fn read_all(
         aws: &Aws,
         name: &str,
         segments: i32,
+        wanted: &Wanted,
         now_epoch: i64,
-    ) -> Result<BTreeMap<String, SiteRead>, AwsError> {
+    ) -> Result<BTreeMap<String, SiteRecords>, AwsError> {
         let mut tasks = tokio::task::JoinSet::new();
         for segment in 0..segments {
             let (aws, name) = (aws.clone(), name.to_string());
+            let (filter, values) = wanted.filter();
             tasks.spawn(async move {
                 let mut items = Vec::new();
                 let mut pages = aws
@@ -213,6 +239,9 @@ impl Table {
                     .table_name(&name)
                     .segment(segment)
                     .total_segments(segments)
+                    .filter_expression(filter)
+                    .expression_attribute_names("#i", ITEM)
+                    .set_expression_attribute_values(Some(values))
                     .into_paginator()
                     .send();
                 while let Some(page) = aws.page("Scan", pages.next()).await? {
@@ -221,7 +250,7 @@ impl Table {
                 Ok::<_, AwsError>(items)
             });
         }
-        let mut by_site: BTreeMap<String, SiteRead> = BTreeMap::new();
+        let mut by_site: BTreeMap<String, SiteRecords> = BTreeMap::new();
         while let Some(done) = tasks.join_next().await {
             let items = done.map_err(|e| build_error("Scan", e))??;
             for i in items {
@@ -229,17 +258,14 @@ impl Table {
                     continue;
                 };
                 let table = Table::new(aws.clone(), name, &site);
-                let entry = by_site
-                    .entry(site)
-                    .or_insert_with(|| Ok(SiteRecords::default()));
-                if let Ok(recs) = entry {
-                    if let Err(e) = table.take_item(&i, now_epoch, recs) {
-                        *entry = Err(e.message);
-                    }
+                let recs = by_site.entry(site).or_default();
+                if let Err(e) = table.take_item(&i, now_epoch, recs) {
+                    recs.problems.push(format!("{} (left out)", e.message));
                 }
             }
         }
-        for recs in by_site.values_mut().flatten() {
+        for recs in by_site.values_mut() {
+            recs.problems.sort();
             recs.runs
                 .sort_by(|a, b| (a.start, &a.instance).cmp(&(b.start, &b.instance)));
         }
@@ -280,6 +306,15 @@ impl Table {
                     .and_then(|v| v.as_l().ok())
                     .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
                     .unwrap_or_default(),
+                holds: i
+                    .get("holds")
+                    .and_then(|v| v.as_l().ok())
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|v| v.as_s().ok().and_then(|h| Held::parse(h)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 in_service: num("in_service")?,
                 coming: num("coming")?,
                 draining: num("draining")?,
@@ -301,16 +336,26 @@ impl Table {
                 instance_type: get_s(i, "instance_type").unwrap_or_default(),
                 start: time("started_at")?.ok_or_else(|| bad(site, key, "no started_at"))?,
                 end: time("ended_at")?,
+                seen_at: time("seen_at")?,
             });
         } else if let Some(rest) = key.strip_prefix("short#") {
-            let (day, kind) = rest
-                .split_once('#')
-                .ok_or_else(|| bad(site, key, "no kind of hold"))?;
+            // DAY#KIND#FROM#WRITER
+            let mut parts = rest.splitn(4, '#');
+            let (day, kind, from) = (parts.next(), parts.next(), parts.next());
+            let (Some(day), Some(kind), Some(from)) = (day, kind, from) else {
+                return Err(bad(site, key, "not short#DAY#KIND#FROM#WRITER"));
+            };
             let held = Held::parse(kind)
                 .ok_or_else(|| bad(site, key, &format!("{kind:?} is no kind of hold")))?;
+            let from = from
+                .parse::<i64>()
+                .ok()
+                .and_then(|f| Timestamp::from_second(f).ok())
+                .ok_or_else(|| bad(site, key, &format!("{from:?} is not a time")))?;
             out.shortfalls.push(Shortfall {
                 day: day.to_string(),
                 held,
+                from,
                 secs: get_n(i, "held_secs")
                     .and_then(|v| u64::try_from(v).ok())
                     .unwrap_or(0),
@@ -320,6 +365,70 @@ impl Table {
             return Ok(false);
         }
         Ok(true)
+    }
+}
+
+/// Which items `read_all` brings back. The scan reads (and DynamoDB charges) the whole table
+/// either way; the filter saves the transfer and the parsing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// The sites now: lease, status, standbys, open runs, and the day items from `since`
+    /// (`YYYY-MM-DD`, a day before today anywhere on Earth) on.
+    Now { since: String },
+    /// A month's report: lease, status, the day, count and shortfall items of the local days
+    /// `first..=last` (`YYYY-MM-DD`), and the runs that may overlap `from..to` (UTC times a day
+    /// wider than the month, for every time zone).
+    Month {
+        first: String,
+        last: String,
+        from: Timestamp,
+        to: Timestamp,
+    },
+}
+
+impl Wanted {
+    fn filter(&self) -> (String, HashMap<String, AttributeValue>) {
+        let mut v = HashMap::from([
+            (":lease".to_string(), s("lease")),
+            (":status".to_string(), s("status")),
+            (":run".to_string(), s("run#")),
+        ]);
+        match self {
+            Wanted::Now { since } => {
+                v.insert(":standby".into(), s("standby#"));
+                v.insert(":d0".into(), s(format!("day#{since}")));
+                v.insert(":d1".into(), s("day#~"));
+                (
+                    "#i IN (:lease, :status) OR begins_with(#i, :standby) \
+                     OR (begins_with(#i, :run) AND attribute_not_exists(ended_at)) \
+                     OR #i BETWEEN :d0 AND :d1"
+                        .into(),
+                    v,
+                )
+            }
+            Wanted::Month {
+                first,
+                last,
+                from,
+                to,
+            } => {
+                for (k, stem) in [("d", "day"), ("c", "count"), ("s", "short")] {
+                    v.insert(format!(":{k}0"), s(format!("{stem}#{first}")));
+                    // '~' sorts after every character of a key's rest.
+                    v.insert(format!(":{k}1"), s(format!("{stem}#{last}~")));
+                }
+                v.insert(":from".into(), s(from.to_string()));
+                v.insert(":to".into(), s(to.to_string()));
+                (
+                    "#i IN (:lease, :status) OR #i BETWEEN :d0 AND :d1 \
+                     OR #i BETWEEN :c0 AND :c1 OR #i BETWEEN :s0 AND :s1 \
+                     OR (begins_with(#i, :run) AND started_at < :to \
+                         AND (attribute_not_exists(ended_at) OR ended_at >= :from))"
+                        .into(),
+                    v,
+                )
+            }
+        }
     }
 }
 
