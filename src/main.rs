@@ -399,6 +399,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for p in &problems {
                     eprintln!("burst-agent fleet: left out of the numbers: {p}");
                 }
+                for m in months.iter().filter(|m| !m.usage.unconfirmed.is_empty()) {
+                    eprintln!(
+                        "burst-agent fleet: {}: {} not seen running by any agent for 15 minutes: \
+                         counted until last seen",
+                        m.site,
+                        m.usage.unconfirmed.join(", ")
+                    );
+                }
             } else if json {
                 println!("{}", serde_json::to_string_pretty(&months)?);
             } else {

@@ -480,6 +480,14 @@ pub fn render_month(months: &[SiteMonth], first: Date, currency: &str) -> String
         for p in &m.problems {
             notes.push(format!("{}: {p}: its numbers leave it out", m.site));
         }
+        if !u.unconfirmed.is_empty() {
+            notes.push(format!(
+                "{}: {} still running by its records but not seen by any agent for 15 minutes: \
+                 counted until last seen (unconfirmed; check the site's master and EC2)",
+                m.site,
+                u.unconfirmed.join(", ")
+            ));
+        }
         if !u.unpriced.is_empty() {
             notes.push(format!(
                 "{}: no price for {} under [prices] hourly: its cost is left out (?)",
