@@ -390,6 +390,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(done);
             };
             let months = fleet::month_view(&read.sites, first, &prices, read.at);
+            // Hours cut at a last sighting are provisional: said, and the exit status says so.
+            let done = if months.iter().any(|m| m.usage.total.unconfirmed > 0) {
+                ExitCode::FAILURE
+            } else {
+                done
+            };
             if let Some(p) = &plot {
                 fleet_plot::draw(p, &months, first).map_err(anyhow::Error::msg)?;
                 eprintln!("burst-agent fleet: heat map written to {}", p.display());
@@ -723,6 +729,10 @@ fn load_config_read_only(explicit: Option<&Path>) -> Result<Config> {
         Err(ConfigError::Read { source, .. })
             if explicit.is_none() && source.kind() == std::io::ErrorKind::NotFound =>
         {
+            eprintln!(
+                "burst-agent: no config at {DEFAULT_CONFIG_PATH}; using the defaults (the AWS \
+                 region and credentials of the environment)"
+            );
             Ok(Config::default())
         }
         r => Ok(r?),

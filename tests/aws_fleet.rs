@@ -442,8 +442,8 @@ fn forty_sites_read_in_one_command_each() {
 }
 
 /// A desk record that does not read (a newer agent's kind of hold in a mixed rollout, a hand
-/// edit) never stops the agent's own read of its site, which adoption needs: it is named and
-/// left out, and the guarantee's items read as before.
+/// edit) never stops the agent's own read of its site, which adoption needs: that read never
+/// reaches the desk's records, and the desk's read names each and keeps the site.
 #[test]
 fn a_desk_record_that_does_not_read_never_stops_the_agents_read_of_its_site() {
     let moto = Moto::start();
@@ -488,7 +488,31 @@ fn a_desk_record_that_does_not_read_never_stops_the_agents_read_of_its_site() {
                 .await
                 .unwrap();
         }
+        // The agent's read (adoption) does not even see them: the guarantee's keys sort
+        // before the desk's.
         let site = t.read_site(0).await.expect("the site reads");
+        assert_eq!(site.days.get("2026-12-07"), Some(&2));
+        assert!(site.lease.is_some());
+        assert!(
+            site.problems.is_empty() && site.status.is_none(),
+            "{site:?}"
+        );
+        // The desk's read names each, and keeps the site.
+        let all = Table::read_all(
+            &aws,
+            TABLE,
+            4,
+            &burst_agent::table::Wanted::Month {
+                first: "2026-12-01".into(),
+                last: "2026-12-31".into(),
+                from: ts("2026-11-30T00:00:00Z"),
+                to: ts("2027-01-02T00:00:00Z"),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+        let site = &all["golf"];
         assert_eq!(site.days.get("2026-12-07"), Some(&2));
         assert_eq!(site.problems.len(), 3, "{:?}", site.problems);
         for (p, what) in site.problems.iter().zip([

@@ -29,7 +29,8 @@ const QUEUE: usize = 8;
 /// What one tick hands the writer.
 enum Feed {
     Holder {
-        status: Box<SiteStatus>,
+        /// `None` until the agent adopted the site (its holds are counted all the same).
+        status: Option<Box<SiteStatus>>,
         /// This install's instances as the tick's observation listed them; `None` when the tick
         /// could not observe the fleet (runs wait for one that did).
         listed: Option<Vec<InstanceInfo>>,
@@ -37,8 +38,13 @@ enum Feed {
     },
     Standby {
         holder: String,
+        /// What this agent held while it acted, written as its own (keyed by writer).
+        shortfalls: Vec<Shortfall>,
     },
 }
+
+/// Shortfalls a dead writer left unsent are kept up to this many (then the oldest go).
+const CARRY_MAX: usize = 1000;
 
 /// The tick's side: the shortfalls' accounting (each tick's holds, on the tick's own clock) and
 /// the queue to the writer task.
@@ -50,6 +56,8 @@ pub(super) struct SiteFeed {
     /// Shortfalls a full queue sent back: they go with the next feed.
     carry: Vec<Shortfall>,
     full_said: bool,
+    /// The last tick's `max_gap`, for a flush.
+    max_gap: u64,
 }
 
 impl SiteFeed {
@@ -74,6 +82,7 @@ impl SiteFeed {
             shortfalls: Shortfalls::default(),
             carry: Vec::new(),
             full_said: false,
+            max_gap: 30,
         }
     }
 
@@ -81,42 +90,44 @@ impl SiteFeed {
         &self.me
     }
 
-    /// The holder's tick at wall-clock `now`: its status, its listing, and this tick's holds
-    /// (credited until the next tick, at most `max_gap` seconds).
+    /// The holder's tick at wall-clock `now` on local day `day`: its status (`None` before
+    /// adoption), its listing, and this tick's holds (credited until the next tick, at most
+    /// `max_gap` seconds).
     pub(super) fn holder(
         &mut self,
-        status: SiteStatus,
+        day: &str,
+        status: Option<SiteStatus>,
         listed: Option<Vec<InstanceInfo>>,
         holds: Vec<(Held, u32)>,
         max_gap: u64,
         now: Timestamp,
     ) {
+        self.max_gap = max_gap;
         let mut shortfalls = std::mem::take(&mut self.carry);
-        shortfalls.extend(self.shortfalls.tick(
-            &status.day,
-            holds,
-            now,
-            max_gap,
-            REFRESH_SECS as u64,
-        ));
+        shortfalls.extend(
+            self.shortfalls
+                .tick(day, holds, now, max_gap, REFRESH_SECS as u64),
+        );
         self.send(
             now,
             Feed::Holder {
-                status: Box::new(status),
+                status: status.map(Box::new),
                 listed,
                 shortfalls,
             },
         );
     }
 
-    /// A standby's tick: it stands by for `holder`.
+    /// A standby's tick: it stands by for `holder`. What it held while it acted is credited
+    /// until now and written as its own.
     pub(super) fn standby(&mut self, holder: &str, now: Timestamp) {
-        // Another agent keeps the accounts now; this one's next episode starts afresh.
-        self.shortfalls = Shortfalls::default();
+        let mut shortfalls = std::mem::take(&mut self.carry);
+        shortfalls.extend(self.shortfalls.flush(now, self.max_gap));
         self.send(
             now,
             Feed::Standby {
                 holder: holder.to_string(),
+                shortfalls,
             },
         );
     }
@@ -128,8 +139,11 @@ impl SiteFeed {
             Err(
                 mpsc::error::TrySendError::Full((_, f)) | mpsc::error::TrySendError::Closed((_, f)),
             ) => {
-                if let Feed::Holder { shortfalls, .. } = f {
-                    self.carry = shortfalls;
+                let (Feed::Holder { shortfalls, .. } | Feed::Standby { shortfalls, .. }) = f;
+                self.carry = shortfalls;
+                if self.carry.len() > CARRY_MAX {
+                    let extra = self.carry.len() - CARRY_MAX;
+                    self.carry.drain(..extra);
                 }
                 if !self.full_said {
                     tracing::warn!("ledger table: the desk's records fall behind (the table answers slowly); they catch up when it does");
@@ -139,10 +153,28 @@ impl SiteFeed {
         }
     }
 
-    /// At a clean stop: what is queued is written, for at most `within`.
-    pub(super) async fn finish(mut self, within: Duration) {
-        self.tx = None;
-        if tokio::time::timeout(within, &mut self.task).await.is_err() {
+    /// At a clean stop, still as the holder: the last tick's holds credited until `now`, and
+    /// everything queued written, for at most `within` (`aws.call_timeout` and more: a slow
+    /// answer must not cut the last records).
+    pub(super) async fn finish(mut self, now: Timestamp, within: Duration) {
+        let mut shortfalls = std::mem::take(&mut self.carry);
+        shortfalls.extend(self.shortfalls.flush(now, self.max_gap));
+        let tx = self.tx.take();
+        let task = &mut self.task;
+        let left = async move {
+            if let Some(tx) = tx {
+                if !shortfalls.is_empty() {
+                    let feed = Feed::Holder {
+                        status: None,
+                        listed: None,
+                        shortfalls,
+                    };
+                    let _ = tx.send((now, feed)).await;
+                }
+            }
+            let _ = task.await;
+        };
+        if tokio::time::timeout(within, left).await.is_err() {
             tracing::warn!("ledger table: the desk's last records were not all written at stop");
             self.task.abort();
         }
@@ -173,21 +205,30 @@ impl Writer {
                     status,
                     listed,
                     shortfalls,
-                } => self.holder(*status, listed, shortfalls, now).await,
-                Feed::Standby { holder } => self.standby(&holder, now).await,
+                } => {
+                    self.shortfalls(shortfalls).await;
+                    if let Some(status) = status {
+                        self.holder(*status, listed, now).await;
+                    }
+                }
+                Feed::Standby { holder, shortfalls } => {
+                    self.shortfalls(shortfalls).await;
+                    self.standby(&holder, now).await;
+                }
             }
+        }
+        // The queue is closed (a clean stop): one more try for what failed.
+        self.shortfalls(Vec::new()).await;
+        for s in &self.retry {
+            tracing::warn!(day = %s.day, held = s.held.name(), secs = s.secs,
+                "ledger table: a shortfall record could not be written before the stop");
         }
     }
 
-    async fn holder(
-        &mut self,
-        status: SiteStatus,
-        listed: Option<Vec<InstanceInfo>>,
-        shortfalls: Vec<Shortfall>,
-        now: Timestamp,
-    ) {
-        self.standby_marked = None;
-        self.retry.extend(shortfalls);
+    /// Writes `new` and the ones that failed before. Each is this agent's own record of the
+    /// time it held (keyed by writer): written whether or not it still holds the lease.
+    async fn shortfalls(&mut self, new: Vec<Shortfall>) {
+        self.retry.extend(new);
         let mut left = Vec::new();
         for s in std::mem::take(&mut self.retry) {
             if let Err(e) = self.table.put_shortfall(&s, &self.me).await {
@@ -197,6 +238,15 @@ impl Writer {
             }
         }
         self.retry = left;
+    }
+
+    async fn holder(
+        &mut self,
+        status: SiteStatus,
+        listed: Option<Vec<InstanceInfo>>,
+        now: Timestamp,
+    ) {
+        self.standby_marked = None;
         // A tick decided as holder; the lease may have ended since. Only the holder writes
         // the site's status and runs.
         if self.lease.fence().is_none() {
@@ -237,7 +287,7 @@ impl Writer {
 
     async fn runs(&mut self, listed: &[InstanceInfo], tz: &TimeZone, now: Timestamp) {
         if self.runs.is_none() {
-            match self.table.read_site(now.as_second()).await {
+            match self.table.read_runs(now.as_second()).await {
                 Ok(recs) => {
                     self.seen_written = recs
                         .runs

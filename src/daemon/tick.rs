@@ -265,7 +265,8 @@ impl Master<'_> {
         l.events.finish(Duration::from_secs(5)).await;
         // The desk's last records, still as the holder.
         if let Some(feed) = self.site.take() {
-            feed.finish(Duration::from_secs(5)).await;
+            let within = self.cfg.aws.call_timeout.get() + Duration::from_secs(5);
+            feed.finish(Timestamp::now(), within).await;
         }
         // Only now, with no call under way and the hooks done, is the lease given up.
         if let Some((t, release)) = self.lease_task.take() {
@@ -801,9 +802,6 @@ impl Master<'_> {
         Some(g.lease.me().to_string())
     }
 
-    /// Why this agent changes nothing now: another holds the site's lease, or it is not read
-    /// yet. `None` when it holds the lease or runs without a table.
-    /// With the holder it stands by for, when it knows one.
     /// The desk's records (site.rs): the holder's status, runs and shortfalls, or a standby's
     /// mark, handed to their writer (never awaited here). Their times are the wall clock's:
     /// they are for people and invoices.
@@ -824,12 +822,9 @@ impl Master<'_> {
             }
             return;
         }
-        if !l.tick.adopted {
-            return;
-        }
-        let (in_service, coming, draining) = fleet_counts(&l.actuator);
         let why = decision.explanation();
         let holds = crate::usage::held(why);
+        let (in_service, coming, draining) = fleet_counts(&l.actuator);
         let status = crate::usage::SiteStatus {
             holder: feed.me().to_string(),
             at: wall,
@@ -853,15 +848,21 @@ impl Master<'_> {
             day: cap.day.to_string(),
             time_zone: cap.time_zone.clone(),
         };
+        // Before adoption only the holds count (a table that cannot be read holds launches).
+        let adopted = l.tick.adopted;
         feed.holder(
-            status,
-            observed.then(|| a.listed().to_vec()),
+            &cap.day.to_string(),
+            adopted.then_some(status),
+            (adopted && observed).then(|| a.listed().to_vec()),
             holds,
             2 * self.cfg.policy.evaluation_interval.get().as_secs(),
             wall,
         );
     }
 
+    /// Why this agent changes nothing now: another holds the site's lease, or it is not read
+    /// yet. `None` when it holds the lease or runs without a table.
+    /// With the holder it stands by for, when it knows one.
     fn standby(&self) -> Option<(String, Option<String>)> {
         let shared = self.lease.as_ref()?;
         let g = shared.lock().unwrap_or_else(|p| p.into_inner());

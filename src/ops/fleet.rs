@@ -115,8 +115,12 @@ pub struct SiteNow {
     pub coming: u32,
     pub draining: u32,
     pub warm: u32,
-    /// Slaves running now by the run records (what EC2 bills).
+    /// Slaves running now by the run records (what EC2 bills), seen by an agent in the last
+    /// 15 minutes.
     pub running: u32,
+    /// Slaves whose run is open but no agent has seen for 15 minutes: the site's agent is gone,
+    /// and they may run unwatched (or be long gone).
+    pub unseen: u32,
     pub holder: Option<String>,
     pub lease: Option<LeaseLook>,
     pub lease_secs: u64,
@@ -211,8 +215,8 @@ fn site_now(site: &str, r: &SiteRecords, lease_secs: u64, now: Timestamp) -> Sit
         coming: fleet(|s| s.coming),
         draining: fleet(|s| s.draining),
         warm: fleet(|s| s.warm),
-        running: u32::try_from(r.runs.iter().filter(|x| x.end.is_none()).count())
-            .unwrap_or(u32::MAX),
+        running: usage::running_now(&r.runs, now).0,
+        unseen: usage::running_now(&r.runs, now).1,
         standbys: r
             .standbys
             .iter()
@@ -367,7 +371,11 @@ pub fn render_now(sites: &[SiteNow], now: Timestamp, secs: f64) -> String {
                 ),
                 format!("{}+{}", s.in_service, s.coming),
                 s.warm.to_string(),
-                s.running.to_string(),
+                if s.unseen > 0 {
+                    format!("{} (+{} UNSEEN)", s.running, s.unseen)
+                } else {
+                    s.running.to_string()
+                },
                 lease,
                 decision,
             ]
@@ -561,7 +569,7 @@ pub fn render_csv(months: &[SiteMonth], first: Date, currency: &str) -> String {
     let mut out = String::from(
         "site,day,units_used,unit_limit,days_at_cap,days_short,instances,instance_hours,\
          peak_slaves,held_cap_secs,held_ledger_secs,held_brake_secs,held_source_secs,\
-         held_ec2_secs,max_short,cost,currency\n",
+         held_ec2_secs,max_short,cost,currency,unconfirmed\n",
     );
     let label = first.strftime("%Y-%m").to_string();
     for m in months {
@@ -573,7 +581,7 @@ pub fn render_csv(months: &[SiteMonth], first: Date, currency: &str) -> String {
                 .collect();
             let _ = writeln!(
                 out,
-                "{},{day},{},{},{cap},{short},{},{:.4},{},{},{},{},{}",
+                "{},{day},{},{},{cap},{short},{},{:.4},{},{},{},{},{},{}",
                 csv_field(&m.site),
                 d.units_used,
                 d.unit_limit,
@@ -584,6 +592,7 @@ pub fn render_csv(months: &[SiteMonth], first: Date, currency: &str) -> String {
                 d.max_short,
                 d.cost.map(|c| format!("{c:.2}")).unwrap_or_default(),
                 csv_field(currency),
+                d.unconfirmed,
             );
         };
         for day in &u.days {

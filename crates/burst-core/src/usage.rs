@@ -97,7 +97,25 @@ pub fn runs_step(runs: &[Run], seen: &[Seen<'_>], now: Timestamp) -> Vec<RunChan
     for r in runs.iter().filter(|r| r.end.is_none()) {
         open.insert(r.instance.as_str());
         let listed = seen.iter().find(|s| s.id == r.instance);
-        if listed.is_some_and(|s| s.running) {
+        if let Some(s) = listed.filter(|s| s.running) {
+            // Started again since it was last seen (a stop and start nobody watched): the run
+            // ended where it was last seen, and a new one began when EC2 says it started.
+            let last = r.seen_at.unwrap_or(r.start).max(r.start);
+            if let Some(started) = s.launched_at.filter(|l| *l > last && *l <= now) {
+                out.push(RunChange::Close {
+                    instance: r.instance.clone(),
+                    start: r.start,
+                    end: last,
+                });
+                out.push(RunChange::Open(Run {
+                    instance: r.instance.clone(),
+                    instance_type: s.instance_type.unwrap_or_default().to_string(),
+                    start: started,
+                    end: None,
+                    seen_at: Some(now),
+                }));
+                continue;
+            }
             out.push(RunChange::Seen {
                 instance: r.instance.clone(),
                 start: r.start,
@@ -351,6 +369,20 @@ impl Shortfalls {
             .retain(|k, _| holding.contains(k) || self.pending.contains_key(k));
         due
     }
+
+    /// Everything not written yet, the last tick's holds credited until `now` (at most
+    /// `max_gap` seconds): at a stop, or when another agent takes the site over.
+    pub fn flush(&mut self, now: Timestamp, max_gap: u64) -> Vec<Shortfall> {
+        let day = self
+            .last
+            .as_ref()
+            .map(|(_, d, _)| d.clone())
+            .unwrap_or_default();
+        let mut out = self.tick(&day, Vec::new(), now, max_gap, 0);
+        out.retain(|s| s.secs > 0);
+        *self = Shortfalls::default();
+        out
+    }
 }
 
 /// How a lease item looks to someone reading the table at `now` (a person's question: the
@@ -406,6 +438,9 @@ pub struct DayUse {
     pub max_short: u32,
     /// At the price table's hourly prices; `None` where a type has no price.
     pub cost: Option<f64>,
+    /// Instances whose hours that day (or month) are counted only until they were last seen:
+    /// their run is open and no agent has seen them for 15 minutes.
+    pub unconfirmed: u32,
 }
 
 /// What the table holds for one site, as the month report counts it.
@@ -440,15 +475,29 @@ pub struct MonthUse {
 /// A run open for longer than this since it was last seen counts only until then.
 pub const SEEN_FRESH_SECS: i64 = 900;
 
+/// The distinct instances running now by the open runs: those some agent saw in the last
+/// [`SEEN_FRESH_SECS`] (a run written before sightings were counts as seen), and those nobody
+/// has seen since (their site's agent is gone: they may run unwatched, or be long gone).
+pub fn running_now(runs: &[Run], now: Timestamp) -> (u32, u32) {
+    let (mut seen, mut unseen) = (BTreeSet::new(), BTreeSet::new());
+    for r in runs.iter().filter(|r| r.end.is_none()) {
+        if r.counted_end(now, SEEN_FRESH_SECS).1 {
+            seen.insert(r.instance.as_str());
+        } else {
+            unseen.insert(r.instance.as_str());
+        }
+    }
+    let unseen = unseen.difference(&seen).count();
+    let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+    (n(seen.len()), n(unseen))
+}
+
 /// Each instance's billed spans (a run's minimum billing applied), overlapping runs of one
 /// instance merged: two agents that each recorded a run of it (a takeover) bill it once.
-fn billed_spans(runs: &[Run], now: Timestamp, unconfirmed: &mut BTreeSet<String>) -> Vec<Span> {
+fn billed_spans(runs: &[Run], now: Timestamp) -> Vec<Span> {
     let mut by_instance: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
     for r in runs {
         let (end, sure) = r.counted_end(now, SEEN_FRESH_SECS);
-        if !sure {
-            unconfirmed.insert(r.instance.clone());
-        }
         let billed = end.max(r.start + jiff::SignedDuration::from_secs(MIN_BILLED_SECS));
         by_instance.entry(&r.instance).or_default().push(Span {
             instance: r.instance.clone(),
@@ -456,6 +505,7 @@ fn billed_spans(runs: &[Run], now: Timestamp, unconfirmed: &mut BTreeSet<String>
             start: r.start,
             ran_end: end,
             billed_end: billed,
+            sure,
         });
     }
     let mut out = Vec::new();
@@ -467,6 +517,7 @@ fn billed_spans(runs: &[Run], now: Timestamp, unconfirmed: &mut BTreeSet<String>
                 Some(m) if sp.start < m.billed_end => {
                     m.billed_end = m.billed_end.max(sp.billed_end);
                     m.ran_end = m.ran_end.max(sp.ran_end);
+                    m.sure &= sp.sure;
                     if m.instance_type.is_empty() {
                         m.instance_type = sp.instance_type;
                     }
@@ -489,6 +540,8 @@ struct Span {
     ran_end: Timestamp,
     /// With EC2's minimum of a minute.
     billed_end: Timestamp,
+    /// Its end was seen (or it is still seen running), not cut at its last sighting.
+    sure: bool,
 }
 
 /// The month starting on `first` (its first day), for one site in time zone `tz`, at `now`
@@ -502,7 +555,7 @@ pub fn month(
 ) -> MonthUse {
     let today = tz.to_datetime(now).date();
     let mut unconfirmed = BTreeSet::new();
-    let spans = billed_spans(&site.runs, now, &mut unconfirmed);
+    let spans = billed_spans(&site.runs, now);
     let mut days = Vec::new();
     let mut total = DayUse::default();
     let mut month_instances = BTreeSet::new();
@@ -538,6 +591,10 @@ pub fn month(
                 continue;
             }
             ids.insert(sp.instance.as_str());
+            if !sp.sure {
+                u.unconfirmed += 1;
+                unconfirmed.insert(sp.instance.clone());
+            }
             let hours = (b.as_second() - a.as_second()) as f64 / 3600.0;
             u.instance_hours += hours;
             match hourly.get(&sp.instance_type) {
@@ -591,6 +648,7 @@ pub fn month(
         }
     }
     total.instances = u32::try_from(month_instances.len()).unwrap_or(u32::MAX);
+    total.unconfirmed = u32::try_from(unconfirmed.len()).unwrap_or(u32::MAX);
     total.at_cap = cap_days > 0;
     if !all_priced {
         total.cost = None;

@@ -819,17 +819,33 @@ impl Table {
         })
     }
 
-    /// Every item of the site, expired ones left out (`now_epoch`: the wall clock's second).
+    /// The guarantee's items of the site (lease, days, intents, instances, counts), expired ones
+    /// left out (`now_epoch`: the wall clock's second). Their keys all sort at or before
+    /// `lease` and the desk's (usage.rs) after it, so the desk's records, however many and
+    /// whatever they hold, are never read here.
     pub async fn read_site(&self, now_epoch: i64) -> Result<SiteRecords, AwsError> {
+        self.query(now_epoch, "#i <= :k", s("lease")).await
+    }
+
+    /// The site's items whose key matches `condition` on the sort key (`#i`, its value `:k`),
+    /// read strongly consistent.
+    async fn query(
+        &self,
+        now_epoch: i64,
+        condition: &str,
+        value: AttributeValue,
+    ) -> Result<SiteRecords, AwsError> {
         let mut out = SiteRecords::default();
         let mut pages = self
             .aws
             .dynamodb
             .query()
             .table_name(&self.name)
-            .key_condition_expression("#s = :site")
+            .key_condition_expression(format!("#s = :site AND {condition}"))
             .expression_attribute_names("#s", SITE)
+            .expression_attribute_names("#i", ITEM)
             .expression_attribute_values(":site", s(&self.site))
+            .expression_attribute_values(":k", value)
             .consistent_read(true)
             .into_paginator()
             .send();

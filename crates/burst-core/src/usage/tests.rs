@@ -421,3 +421,74 @@ fn an_open_run_nobody_saw_for_a_while_counts_until_its_last_sighting_and_is_name
     assert!((m.days[0].instance_hours - 2.0).abs() < 1e-9);
     assert_eq!(m.unconfirmed, vec!["i-a".to_string()]);
 }
+
+#[test]
+fn a_flush_credits_the_last_held_tick_until_now_and_hands_out_everything() {
+    let mut s = Shortfalls::default();
+    let t0 = t("2026-11-03T10:00:00Z");
+    let at = |secs: i64| t0 + jiff::SignedDuration::from_secs(secs);
+    s.tick("2026-11-03", vec![(Held::Cap, 2)], t0, 30, 300);
+    let first = s.tick(
+        "2026-11-03",
+        vec![(Held::Cap, 2), (Held::Ec2, 1)],
+        at(10),
+        30,
+        300,
+    );
+    assert_eq!(first.len(), 1, "cap's first 10 s, at once");
+    // A stop 5 s after the last tick: cap's and ec2's last 5 s, nothing lost.
+    let mut out = s.flush(at(15), 30);
+    out.sort_by_key(|x| x.held);
+    let got: Vec<(Held, u64)> = out.iter().map(|x| (x.held, x.secs)).collect();
+    assert_eq!(got, [(Held::Cap, 5), (Held::Ec2, 5)]);
+    assert!(s.flush(at(20), 30).is_empty(), "nothing twice");
+}
+
+#[test]
+fn a_stop_and_start_nobody_watched_ends_the_run_where_it_was_last_seen_and_starts_another() {
+    let now = t("2026-11-03T12:00:00Z");
+    let mut r = run("i-1", "2026-11-03T08:00:00Z", None);
+    r.seen_at = Some(t("2026-11-03T09:00:00Z"));
+    // EC2 says it started (again) at 11:00: stopped some time after 09:00.
+    let ch = runs_step(
+        &[r],
+        &[seen("i-1", true, Some("2026-11-03T11:00:00Z"))],
+        now,
+    );
+    let mut again = run("i-1", "2026-11-03T11:00:00Z", None);
+    again.seen_at = Some(now);
+    assert_eq!(
+        ch,
+        vec![
+            RunChange::Close {
+                instance: "i-1".into(),
+                start: t("2026-11-03T08:00:00Z"),
+                end: t("2026-11-03T09:00:00Z"),
+            },
+            RunChange::Open(again),
+        ]
+    );
+    // Seen all along (EC2's launch time is the run's own start): it goes on.
+    let mut r = run("i-2", "2026-11-03T08:00:00Z", None);
+    r.seen_at = Some(t("2026-11-03T11:59:45Z"));
+    let ch = runs_step(
+        &[r],
+        &[seen("i-2", true, Some("2026-11-03T08:00:00Z"))],
+        now,
+    );
+    assert!(matches!(ch[..], [RunChange::Seen { .. }]), "{ch:?}");
+}
+
+#[test]
+fn running_now_counts_each_slave_once_and_apart_those_nobody_saw_for_15_minutes() {
+    let now = t("2026-11-03T12:00:00Z");
+    let mut fresh = run("i-1", "2026-11-03T08:00:00Z", None);
+    fresh.seen_at = Some(t("2026-11-03T11:58:00Z"));
+    // The same slave recorded twice across a takeover: once.
+    let mut dup = run("i-1", "2026-11-03T09:00:00Z", None);
+    dup.seen_at = Some(t("2026-11-03T11:50:00Z"));
+    let mut stale = run("i-2", "2026-11-03T08:00:00Z", None);
+    stale.seen_at = Some(t("2026-11-03T10:00:00Z"));
+    let closed = run("i-3", "2026-11-03T08:00:00Z", Some("2026-11-03T09:00:00Z"));
+    assert_eq!(running_now(&[fresh, dup, stale, closed], now), (1, 1));
+}

@@ -69,6 +69,12 @@ impl Table {
         self.put("PutItem", item).await
     }
 
+    /// The site's runs (for the holder that carries them on), strongly consistent.
+    pub async fn read_runs(&self, now_epoch: i64) -> Result<SiteRecords, AwsError> {
+        self.query(now_epoch, "begins_with(#i, :k)", s("run#"))
+            .await
+    }
+
     /// Records that a run began (idempotent: the item is keyed by instance and start).
     pub async fn open_run(&self, r: &Run, day: &str) -> Result<(), AwsError> {
         let mut item = self.key(&run_key(&r.instance, r.start));
