@@ -15,7 +15,9 @@ mod corroborate;
 mod history;
 mod reason;
 
-pub use corroborate::{corroborate, evidence, Suspect, CORROBORATION_FACTOR, CORROBORATION_SLACK};
+pub use corroborate::{
+    corroborate, evidence, Reports, Suspect, CORROBORATION_FACTOR, CORROBORATION_SLACK,
+};
 pub use history::History;
 pub use reason::{Direction, Reason};
 
@@ -321,16 +323,12 @@ pub fn decide(
         .filter(|s| s.state == SlaveState::InService)
         .map(|s| (s.id.as_str(), fresh(s.metrics.as_ref())))
         .collect();
+    let reports = corroborate::Reports::new(reported.iter().filter_map(|(_, m)| *m));
     let slaves: Vec<(&str, Option<HostMetrics>)> = reported
         .iter()
         .map(|(id, m)| {
             let m = m.map(|m| {
-                let others: Vec<&HostMetrics> = reported
-                    .iter()
-                    .filter(|(o, _)| o != id)
-                    .filter_map(|(_, m)| *m)
-                    .collect();
-                let (m, cut) = corroborate(master, &others, id, m, &cfg.targets, &obs.evidence);
+                let (m, cut) = corroborate(master, &reports, id, m, &cfg.targets, &obs.evidence);
                 suspects.extend(cut);
                 m
             });

@@ -895,7 +895,7 @@ fn one_slaves_report_cannot_raise_demand_past_the_masters_evidence() {
     // The bound itself: 1.5 x the master's reading plus 0.1.
     let (cut, why) = crate::policy::corroborate(
         Some(&m(0.4, 0)),
-        &[],
+        &crate::policy::Reports::default(),
         "i-9",
         &m(2.0, 0),
         &cfg().targets,
