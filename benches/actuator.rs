@@ -1,10 +1,16 @@
-//! The actuator against a real moto server: wall time and AWS calls for a scale-out of 1, 5 and
-//! 20 slaves up to registered with the ELB (sync hook `true`, so rsync is excluded), and for
-//! one steady-state master tick at 100 slaves (reconcile + own publish + fleet read-back).
-//! "agent" is the time not spent inside AWS calls or idle between steps: the agent's own share.
+//! The actuator against a real moto server, driven as the daemon drives it: the ledger table and
+//! the site's lease (every launch reserved there first, every fleet-changing call fenced),
+//! the table's count read before the first launch, adoption, then a decision every step until
+//! the slaves serve (the sync brake lets two unproven slaves sync at once, so a scale-out of 5
+//! takes more than one decision, as in the daemon). Wall time and AWS calls for a scale-out of
+//! 1, 5 and 20 slaves up to registered with the ELB (sync hook `true`, so rsync is excluded),
+//! and for one steady-state master tick at 100 slaves (reconcile + own publish + fleet
+//! read-back). "agent" is the time not spent inside AWS calls or idle between steps: the
+//! agent's own share. A scale-out that does not finish says where each slave is and why the
+//! last launch was held.
 //!
 //!     cargo bench --bench actuator            # 5 runs each, medians
-//!     cargo bench --bench actuator -- --quick # 1 run each (BENCH=1 scripts/test.sh)
+//!     cargo bench --bench actuator -- --quick # 1 run each (scripts/test.sh runs this)
 //!
 //! Needs moto: scripts/test.sh installs it into .venv-test/.
 
@@ -16,6 +22,8 @@ use burst_agent::actuator::cloud::AwsCloud;
 use burst_agent::actuator::{Actuator, Phase};
 use burst_agent::aws::{calls_between, Aws, OpStats};
 use burst_agent::metrics::{self, cloudwatch, Buffer};
+use burst_agent::table::{Fence, Table};
+use burst_edge::fenced::{Fenced, LeaseEnd};
 use jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -33,25 +41,71 @@ fn aws_secs(s: &BTreeMap<&'static str, OpStats>) -> f64 {
     s.values().map(|o| o.seconds).sum()
 }
 
-async fn fleet(
-    moto: &Moto,
-    aws: &Aws,
-    group: &str,
-    n: u32,
-    dir: &std::path::Path,
-) -> (Actuator<AwsCloud>, Run) {
+type Act = Actuator<Fenced<AwsCloud>>;
+
+/// The site's lease taken in the table as the lease task takes it, and held for the bench.
+async fn lease(table: &Table) -> LeaseEnd {
+    let holder = "i-bench/1";
+    assert!(
+        table
+            .write_lease(holder, None, &Timestamp::now().to_string())
+            .await
+            .expect("lease"),
+        "the bench's site has a lease already"
+    );
+    let version = table
+        .read_lease()
+        .await
+        .expect("lease")
+        .expect("lease")
+        .version;
+    let end = LeaseEnd::default();
+    end.set(Some((
+        tokio::time::Instant::now() + Duration::from_secs(3600),
+        Fence {
+            holder: holder.into(),
+            version,
+        },
+    )));
+    end
+}
+
+async fn fleet(moto: &Moto, aws: &Aws, group: &str, n: u32, dir: &std::path::Path) -> (Act, Run) {
     let mut cfg = actuator_config(moto, group, dir, dir, dir);
     cfg.cap.daily_limit = 1000;
+    cfg.policy.max_slaves = n.max(cfg.policy.max_slaves);
     cfg.hooks.pre_register.argv = vec!["true".into()];
     moto.create_elb(aws, &cfg.elb.name).await;
+    let table = Table::new(aws.clone(), &cfg.ledger.table, group);
+    let end = lease(&table).await;
     let cloud = AwsCloud::new(aws.clone(), group, &cfg.elb.name, &cfg.fleet).expect("cloud");
-    let mut act = Actuator::open(cloud, &cfg, Timestamp::now()).expect("actuator");
-    act.cap_read_back(Ok(None), Timestamp::now());
+    let mut act =
+        Actuator::open(Fenced::new(cloud, end.clone()), &cfg, Timestamp::now()).expect("actuator");
+    act.set_guarantee(std::sync::Arc::new(table), end);
     let before = aws.stats().snapshot();
     let t = Instant::now();
     let mut idle = Duration::ZERO;
-    act.apply(&scale_out(n), Timestamp::now()).await;
+    // As the daemon's first tick: the table's count, then adoption.
+    act.sync_from_table(Timestamp::now())
+        .await
+        .unwrap_or_else(|e| panic!("the ledger table could not be read: {e}"));
+    act.adopt(Timestamp::now()).await.expect("adopt");
+    let mut last_refused = None;
     loop {
+        // A decision every step, as the policy's: launch what is missing.
+        let have = u32::try_from(act.slaves().count()).unwrap_or(u32::MAX);
+        if have < n {
+            let r = act.apply(&scale_out(n - have), Timestamp::now()).await;
+            if r.refused > 0 || !r.errors.is_empty() {
+                last_refused = Some(format!(
+                    "{} of {} held back ({}); errors {:?}",
+                    r.refused,
+                    n - have,
+                    r.held.as_deref().unwrap_or("the cap ledger refused"),
+                    r.errors
+                ));
+            }
+        }
         act.step(Timestamp::now()).await.expect("step");
         let registered = act
             .slaves()
@@ -63,10 +117,18 @@ async fn fleet(
         let i = Instant::now();
         tokio::time::sleep(Duration::from_millis(5)).await;
         idle += i.elapsed();
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "scale-out of {n} stuck"
-        );
+        if t.elapsed() > Duration::from_secs(300) {
+            let phases: Vec<String> = act
+                .slaves()
+                .map(|s| format!("{} {:?}", s.id, s.phase))
+                .collect();
+            panic!(
+                "scale-out of {n}: {registered} registered after 300 s; slaves: {phases:?}; \
+                 last launch: {}; recent errors: {:?}",
+                last_refused.as_deref().unwrap_or("nothing held back"),
+                act.recent_errors().collect::<Vec<_>>()
+            );
+        }
     }
     let wall = t.elapsed();
     let after = aws.stats().snapshot();

@@ -2,7 +2,7 @@
 //! simulator, each policy side by side in one run.
 //!
 //!     cargo bench --bench policy            # full
-//!     cargo bench --bench policy -- --quick # fewer iterations (BENCH=1 scripts/test.sh)
+//!     cargo bench --bench policy -- --quick # fewer iterations (scripts/test.sh runs this)
 
 use burst_agent::cap::CapLedger;
 use burst_agent::config::Config;

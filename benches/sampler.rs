@@ -4,7 +4,7 @@
 //! RSS while it samples every second.
 //!
 //!     cargo bench --bench sampler            # full table
-//!     cargo bench --bench sampler -- --quick # fewer iterations (BENCH=1 scripts/test.sh)
+//!     cargo bench --bench sampler -- --quick # fewer iterations (scripts/test.sh runs this)
 
 mod common;
 

@@ -45,22 +45,23 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             LaunchGate::Held { why, .. } => {
                 report.refused = count;
                 tracing::warn!(asked = count, "launches are held: {why}");
+                report.held = Some(format!("launches are held: {why}"));
                 return;
             }
             LaunchGate::Go { count: n, trial } => {
                 if n < count {
                     // What the brake keeps back (two at a time unproven, one trial) is refused.
                     report.refused = count - n;
-                    tracing::info!(
-                        asked = count,
-                        allowed = n,
-                        "launches limited by the sync brake: {}",
+                    let why = format!(
+                        "launches limited by the sync brake to {n} of {count}: {}",
                         if trial {
                             "one trial launch"
                         } else {
                             "no sync proven yet: at most two paid slaves sync at once"
                         }
                     );
+                    tracing::info!(asked = count, allowed = n, "{why}");
+                    report.held = Some(why);
                 }
                 count = n;
                 trial

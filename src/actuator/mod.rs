@@ -96,6 +96,9 @@ pub struct Report {
     pub foreign: Vec<String>,
     /// Launches the ledger refused (the last guard of the cap).
     pub refused: u32,
+    /// Why launches were held or limited (the launch gate's words), when they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     pub errors: Vec<String>,
 }
 
