@@ -194,6 +194,17 @@ impl World {
     }
 }
 
+/// An operator's `burst-agent takeover --yes` with the config at `config`, against moto.
+fn takeover_yes(config: &Path) -> std::process::Output {
+    Command::new(common::bin())
+        .args(["--config", config.to_str().unwrap(), "takeover", "--yes"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap()
+}
+
 fn stop(mut c: Child) {
     let _ = c.kill();
     let _ = c.wait();
@@ -1376,13 +1387,7 @@ fn a_copy_of_the_master_with_a_copied_state_directory_stands_by_and_spends_nothi
         "{text}"
     );
     // Until an operator says so.
-    let t = Command::new(common::bin())
-        .args(["--config", copy_path.to_str().unwrap(), "takeover", "--yes"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
+    let t = takeover_yes(&copy_path);
     assert!(t.status.success(), "{}", common::stderr(&t));
     assert!(
         common::stdout(&t).contains("given up by i-master/"),
@@ -1837,13 +1842,7 @@ fn fleet_shows_three_sites_with_their_holders_a_standby_a_capped_site_and_a_laps
     // new holder carries the same run on: one slave running, its hours counted once.
     let golf = agents.iter_mut().find(|(g, _)| *g == "golf").unwrap();
     golf.1.kill9();
-    let t = Command::new(common::bin())
-        .args(["--config", copy_path.to_str().unwrap(), "takeover", "--yes"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
+    let t = takeover_yes(&copy_path);
     assert!(t.status.success(), "{}", common::stderr(&t));
     copy.wait_log("the copy takes over when told", 30, |v| {
         msg(v).contains("holds the site's lease now")

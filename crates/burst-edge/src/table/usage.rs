@@ -93,21 +93,8 @@ impl Table {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#i)")
             .expression_attribute_names("#i", ITEM);
-        self.aws
-            .call("PutItem", async {
-                match req.send().await {
-                    Ok(_) => Ok(()),
-                    // Written already (a retry after a lost answer).
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-                    {
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-            .await
+        // Written already: a retry after a lost answer.
+        self.conditional("PutItem", req.send()).await
     }
 
     /// Records that the open run `r` was still running at `at` (nothing if it ended or was
