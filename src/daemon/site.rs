@@ -319,8 +319,9 @@ impl Writer {
             .collect();
         let day = |t: Timestamp| tz.to_datetime(t).date().to_string();
         for change in usage::runs_step(&runs, &seen, now) {
+            // `Ok(true)`: a sighting was written.
             let wrote = match &change {
-                RunChange::Open(r) => self.table.open_run(r, &day(r.start)).await,
+                RunChange::Open(r) => self.table.open_run(r, &day(r.start)).await.map(|()| false),
                 RunChange::Seen {
                     instance,
                     start,
@@ -335,8 +336,8 @@ impl Writer {
                         .iter()
                         .find(|r| r.instance == *instance && r.start == *start)
                     {
-                        Some(r) if stale => self.table.touch_run(r, *at).await,
-                        _ => Ok(()),
+                        Some(r) if stale => self.table.touch_run(r, *at).await.map(|()| true),
+                        _ => Ok(false),
                     }
                 }
                 RunChange::Close {
@@ -347,15 +348,22 @@ impl Writer {
                     .iter()
                     .find(|r| r.instance == *instance && r.start == *start)
                 {
-                    Some(r) => self.table.close_run(r, *end, &day(*end)).await,
-                    None => Ok(()),
+                    Some(r) => self
+                        .table
+                        .close_run(r, *end, &day(*end))
+                        .await
+                        .map(|()| false),
+                    None => Ok(false),
                 },
             };
-            if let Err(e) = wrote {
-                tracing::warn!("ledger table: a run record not written yet (retried): {e}");
-                // Read the table again next tick and work out what is left from there.
-                return;
-            }
+            let sighted = match wrote {
+                Ok(sighted) => sighted,
+                Err(e) => {
+                    tracing::warn!("ledger table: a run record not written yet (retried): {e}");
+                    // Read the table again next tick and work out what is left from there.
+                    return;
+                }
+            };
             match change {
                 RunChange::Open(r) => {
                     self.seen_written.insert((r.instance.clone(), r.start), now);
@@ -367,11 +375,7 @@ impl Writer {
                     at,
                 } => {
                     let key = (instance, start);
-                    if self
-                        .seen_written
-                        .get(&key)
-                        .is_none_or(|w| at.as_second() - w.as_second() >= REFRESH_SECS)
-                    {
+                    if sighted {
                         self.seen_written.insert(key.clone(), at);
                     }
                     for r in runs

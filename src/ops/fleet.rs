@@ -204,6 +204,7 @@ fn site_now(site: &str, r: &SiteRecords, lease_secs: u64, now: Timestamp) -> Sit
             || holder.as_deref().is_some_and(|h| h != s.holder)
     });
     let fleet = |f: fn(&SiteStatus) -> u32| st.as_ref().map_or(0, f);
+    let (running, unseen) = usage::running_now(&r.runs, now);
     SiteNow {
         site: site.to_string(),
         problems: r.problems.clone(),
@@ -215,8 +216,8 @@ fn site_now(site: &str, r: &SiteRecords, lease_secs: u64, now: Timestamp) -> Sit
         coming: fleet(|s| s.coming),
         draining: fleet(|s| s.draining),
         warm: fleet(|s| s.warm),
-        running: usage::running_now(&r.runs, now).0,
-        unseen: usage::running_now(&r.runs, now).1,
+        running,
+        unseen,
         standbys: r
             .standbys
             .iter()

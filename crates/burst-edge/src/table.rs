@@ -530,22 +530,7 @@ impl Table {
         } else {
             req
         };
-        let out = self
-            .aws
-            .call("PutItem", async {
-                match req.send().await {
-                    Ok(_) => Ok(true),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-            .await?;
-        Ok(out)
+        self.conditional("PutItem", req.send()).await
     }
 
     /// Gives the lease up on a clean stop: marks the item released at the next version, only
@@ -576,13 +561,34 @@ impl Table {
             .condition_expression("holder = :me AND version = :v")
             .expression_attribute_values(":me", s(holder))
             .expression_attribute_values(":v", n(version));
+        self.conditional("PutItem", req.send()).await
+    }
+
+    /// A conditional write: `Ok(true)` written, `Ok(false)` its condition failed (for the lease,
+    /// someone else wrote first; for an idempotent record, an earlier try did).
+    async fn conditional<T, E>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<
+            Output = Result<
+                T,
+                aws_smithy_runtime_api::client::result::SdkError<
+                    E,
+                    aws_smithy_runtime_api::http::Response,
+                >,
+            >,
+        >,
+    ) -> Result<bool, AwsError>
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error,
+    {
         self.aws
-            .call("PutItem", async {
-                match req.send().await {
+            .call(op, async {
+                match fut.await {
                     Ok(_) => Ok(true),
                     Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+                        if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e)
+                            == Some("ConditionalCheckFailedException") =>
                     {
                         Ok(false)
                     }

@@ -77,24 +77,10 @@ impl Table {
 
     /// Records that a run began (idempotent: the item is keyed by instance and start).
     pub async fn open_run(&self, r: &Run, day: &str) -> Result<(), AwsError> {
-        let mut item = self.key(&run_key(&r.instance, r.start));
-        item.insert("instance".into(), s(&r.instance));
-        item.insert("instance_type".into(), s(&r.instance_type));
-        item.insert("started_at".into(), s(r.start.to_string()));
-        if let Some(at) = r.seen_at {
-            item.insert("seen_at".into(), s(at.to_string()));
-        }
+        let mut item = self.run_item(r);
         item.insert(EXPIRES_AT.into(), n(expires_for(day)));
-        let req = self
-            .aws
-            .dynamodb
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#i)")
-            .expression_attribute_names("#i", ITEM);
         // Written already: a retry after a lost answer.
-        self.conditional("PutItem", req.send()).await
+        self.put_new_item(item).await
     }
 
     /// Records that the open run `r` was still running at `at` (nothing if it ended or was
@@ -109,20 +95,14 @@ impl Table {
             .update_expression("SET seen_at = :at")
             .condition_expression("attribute_exists(started_at) AND attribute_not_exists(ended_at)")
             .expression_attribute_values(":at", s(at.to_string()));
-        self.conditional("UpdateItem", req.send()).await
+        self.conditional("UpdateItem", req.send()).await.map(drop)
     }
 
     /// Records that run `r` ended at `end` (on local day `end_day`, which its expiry follows):
     /// the whole item, so a run whose start was never written is complete too. A run ended
     /// already keeps its first end.
     pub async fn close_run(&self, r: &Run, end: Timestamp, end_day: &str) -> Result<(), AwsError> {
-        let mut item = self.key(&run_key(&r.instance, r.start));
-        item.insert("instance".into(), s(&r.instance));
-        item.insert("instance_type".into(), s(&r.instance_type));
-        item.insert("started_at".into(), s(r.start.to_string()));
-        if let Some(at) = r.seen_at {
-            item.insert("seen_at".into(), s(at.to_string()));
-        }
+        let mut item = self.run_item(r);
         item.insert("ended_at".into(), s(end.to_string()));
         item.insert(EXPIRES_AT.into(), n(expires_for(end_day)));
         let req = self
@@ -132,7 +112,7 @@ impl Table {
             .table_name(&self.name)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(ended_at)");
-        self.conditional("PutItem", req.send()).await
+        self.conditional("PutItem", req.send()).await.map(drop)
     }
 
     /// Writes one shortfall as its own item (keyed by its day, kind, start and `writer`): a
@@ -147,6 +127,23 @@ impl Table {
         item.insert("held_secs".into(), n(sh.secs));
         item.insert("max_short".into(), n(sh.max_short));
         item.insert(EXPIRES_AT.into(), n(expires_for(&sh.day)));
+        self.put_new_item(item).await
+    }
+
+    /// A run's item without its end and expiry: its instance, type, start and last sighting.
+    fn run_item(&self, r: &Run) -> HashMap<String, AttributeValue> {
+        let mut item = self.key(&run_key(&r.instance, r.start));
+        item.insert("instance".into(), s(&r.instance));
+        item.insert("instance_type".into(), s(&r.instance_type));
+        item.insert("started_at".into(), s(r.start.to_string()));
+        if let Some(at) = r.seen_at {
+            item.insert("seen_at".into(), s(at.to_string()));
+        }
+        item
+    }
+
+    /// Puts `item` unless the site has it already (then it is this write's earlier try).
+    async fn put_new_item(&self, item: HashMap<String, AttributeValue>) -> Result<(), AwsError> {
         let req = self
             .aws
             .dynamodb
@@ -155,40 +152,7 @@ impl Table {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#i)")
             .expression_attribute_names("#i", ITEM);
-        self.conditional("PutItem", req.send()).await
-    }
-
-    /// A conditional write whose failed condition means it is done already.
-    async fn conditional<T, E>(
-        &self,
-        op: &'static str,
-        fut: impl std::future::Future<
-            Output = Result<
-                T,
-                aws_smithy_runtime_api::client::result::SdkError<
-                    E,
-                    aws_smithy_runtime_api::http::Response,
-                >,
-            >,
-        >,
-    ) -> Result<(), AwsError>
-    where
-        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error,
-    {
-        self.aws
-            .call(op, async {
-                match fut.await {
-                    Ok(_) => Ok(()),
-                    Err(e)
-                        if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e)
-                            == Some("ConditionalCheckFailedException") =>
-                    {
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-            .await
+        self.conditional("PutItem", req.send()).await.map(drop)
     }
 
     async fn put(
