@@ -1,5 +1,11 @@
 //! Corroboration: a slave's self-reported metrics are a claim, bounded by evidence no slave can
 //! write (the master's own sample, the other slaves' median, AWS's own measurements).
+//!
+//! A slave's value counts as at most `evidence × CORROBORATION_FACTOR + CORROBORATION_SLACK`
+//! (1.5 × + 0.1). The evidence is the master's own reading; without one, the median of the
+//! other slaves' reports (one forger cannot move it); with neither, the signal's target. What
+//! was cut is named (`Uncorroborated`). [`Reports`] sorts each signal's reports once, so
+//! corroborating the fleet is O(n log n), not O(n²) (the policy benchmark holds it).
 
 use super::{Evidence, HostMetrics};
 use crate::config::Signal;

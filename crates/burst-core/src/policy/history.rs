@@ -1,6 +1,16 @@
-//! What the policy remembers between ticks: past recommendations (stabilization windows), past
-//! utilization (sustain windows) and the last scaling times (cooldowns). The caller records each
-//! decision; `decide` only reads.
+//! What the policy remembers between ticks, recorded by the caller after each decision
+//! ([`History::record`]); `decide` only reads it:
+//!
+//! - past recommendations (stabilization windows) and utilization (sustain windows);
+//! - the last scale-out and scale-in (cooldowns), and the last time every slave was needed;
+//! - each forecastable signal's fleet total, for the forecast's trend;
+//! - the measured launch-to-InService lead times (the median is used);
+//! - the last time each fleet size was wanted (how long the slave that makes the fleet n strong
+//!   has been unneeded);
+//! - the slaves released beyond the warm pool's room in this lull, and the instance-time kept
+//!   today for no signal (`policy.max_kept_per_day`).
+//!
+//! The actuator keeps it in `state.json` with the cap ledger: it survives a restart.
 
 use super::Decision;
 use crate::config::PolicyConfig;

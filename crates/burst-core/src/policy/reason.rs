@@ -1,4 +1,6 @@
-//! Why a decision is what it is: structured for JSON logs, readable for people.
+//! Why a decision is what it is: structured for JSON logs, readable for people. Every
+//! [`Reason`] has a stable code (logs, `status`, events and alerting read it; never rename
+//! one) and a readable line. A new stage's reasons go here.
 
 use crate::config::Signal;
 use serde::{Deserialize, Serialize};
@@ -270,6 +272,50 @@ fn dir(d: Direction) -> &'static str {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Reason::AboveTarget { .. }
+            | Reason::BelowTarget { .. }
+            | Reason::WithinTolerance { .. }
+            | Reason::AboveThreshold { .. }
+            | Reason::BelowThreshold { .. }
+            | Reason::BetweenThresholds { .. }
+            | Reason::ScaleOutSustaining { .. }
+            | Reason::ScaleInSustaining { .. } => self.fmt_load(f),
+            Reason::MetricsMissing { .. }
+            | Reason::SomeMetricsMissing { .. }
+            | Reason::Uncorroborated { .. } => self.fmt_metrics(f),
+            Reason::MasterBound { .. } | Reason::Forecast { .. } | Reason::Scheduled { .. } => {
+                self.fmt_demand(f)
+            }
+            Reason::CapacityOnTheWay { .. }
+            | Reason::ScaleOutStabilizing { .. }
+            | Reason::ScaleInStabilizing { .. }
+            | Reason::CooldownActive { .. }
+            | Reason::MaxStep { .. }
+            | Reason::BelowMinSlaves { .. }
+            | Reason::AtMinSlaves { .. }
+            | Reason::AboveMaxSlaves { .. }
+            | Reason::AtMaxSlaves { .. }
+            | Reason::NoVictimOldEnough { .. } => self.fmt_limits(f),
+            Reason::DailyCapReached { .. }
+            | Reason::CapLimited { .. }
+            | Reason::LedgerUnavailable { .. }
+            | Reason::MidnightDeferred { .. }
+            | Reason::WarmPool { .. } => self.fmt_cap(f),
+            Reason::KeepingForCap { .. }
+            | Reason::KeepLimitReached { .. }
+            | Reason::KeepEndsBeforeMidnight { .. } => self.fmt_keep(f),
+            Reason::NoCapacity { .. }
+            | Reason::LaunchRefused { .. }
+            | Reason::ContentSourceMissing { .. }
+            | Reason::SyncBroken { .. } => self.fmt_launch(f),
+        }
+    }
+}
+
+impl Reason {
+    /// The signals against their targets or thresholds, and how long they have held.
+    fn fmt_load(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Reason::AboveTarget { signal, utilization, target } => {
                 write!(f, "{} {utilization:.2} above target {target:.2}", signal.name())
             }
@@ -298,6 +344,13 @@ impl fmt::Display for Reason {
                 f,
                 "utilization {utilization:.2} below {threshold} for {for_secs}s of the {need_secs}s needed"
             ),
+            _ => unreachable!("Reason::fmt_load called for {}", self.code()),
+        }
+    }
+
+    /// Metrics missing, stale or not trusted past the evidence.
+    fn fmt_metrics(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Reason::MetricsMissing { hosts } if hosts.is_empty() => {
                 write!(f, "metrics missing: holding (missing metrics never cause a scale-in)")
             }
@@ -311,7 +364,25 @@ impl fmt::Display for Reason {
                 "metrics missing or stale for {}: counted idle for scale-out, at target for scale-in",
                 hosts.join(", ")
             ),
-            Reason::MasterBound { signal, master, slaves, counted, target } => write!(
+            Reason::Uncorroborated { message, .. } => write!(
+                f,
+                "metrics suspect, not trusted past the evidence: {message} (a slave's report is \
+                 a claim; the master serves through the same ELB)"
+            ),
+            _ => unreachable!("Reason::fmt_metrics called for {}", self.code()),
+        }
+    }
+
+    /// Scale-out beyond the fleet's average: the master's own work, a forecast, a planned burst.
+    fn fmt_demand(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::MasterBound {
+                signal,
+                master,
+                slaves,
+                counted,
+                target,
+            } => write!(
                 f,
                 "{} on the master {master:.2}, on the slaves {slaves:.2}: {counted:.2} of it \
                  counted as work only the master does, so the shared part must fall to {:.2} \
@@ -319,37 +390,89 @@ impl fmt::Display for Reason {
                 signal.name(),
                 (target - counted).max(0.0)
             ),
-            Reason::Forecast { signal, utilization, forecast, target, horizon_secs, measured } => write!(
+            Reason::Forecast {
+                signal,
+                utilization,
+                forecast,
+                target,
+                horizon_secs,
+                measured,
+            } => write!(
                 f,
                 "{} {utilization:.2} now, forecast {forecast:.2} in {horizon_secs}s ({} lead time) \
                  above target {target:.2}: scaling out ahead",
                 signal.name(),
                 if *measured { "measured" } else { "configured" }
             ),
-            Reason::Scheduled { name, min_slaves, opens_in_secs, closes_in_secs } => {
+            Reason::Scheduled {
+                name,
+                min_slaves,
+                opens_in_secs,
+                closes_in_secs,
+            } => {
                 if *opens_in_secs > 0 {
                     write!(f, "planned burst {name:?} opens in {opens_in_secs}s: prewarming {min_slaves} slave(s)")
                 } else {
                     write!(f, "planned burst {name:?} holds at least {min_slaves} slave(s) for {closes_in_secs}s more")
                 }
             }
+            _ => unreachable!("Reason::fmt_demand called for {}", self.code()),
+        }
+    }
+
+    /// Holds and limits: capacity on the way, stabilization, cooldowns, steps, min/max, lifetime.
+    fn fmt_limits(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Reason::CapacityOnTheWay { on_the_way } => {
-                write!(f, "{on_the_way} slave(s) still launching or syncing count as capacity")
+                write!(
+                    f,
+                    "{on_the_way} slave(s) still launching or syncing count as capacity"
+                )
             }
-            Reason::ScaleOutStabilizing { window_secs, lowest } => {
-                write!(f, "scale-out stabilizing: lowest recommendation in {window_secs}s is {lowest}")
+            Reason::ScaleOutStabilizing {
+                window_secs,
+                lowest,
+            } => {
+                write!(
+                    f,
+                    "scale-out stabilizing: lowest recommendation in {window_secs}s is {lowest}"
+                )
             }
-            Reason::ScaleInStabilizing { window_secs, highest } => {
-                write!(f, "scale-in stabilizing: highest recommendation in {window_secs}s is {highest}")
+            Reason::ScaleInStabilizing {
+                window_secs,
+                highest,
+            } => {
+                write!(
+                    f,
+                    "scale-in stabilizing: highest recommendation in {window_secs}s is {highest}"
+                )
             }
-            Reason::CooldownActive { direction, remaining_secs } => {
+            Reason::CooldownActive {
+                direction,
+                remaining_secs,
+            } => {
                 write!(f, "{} cooldown: {remaining_secs}s left", dir(*direction))
             }
-            Reason::MaxStep { direction, step } => write!(f, "{} limited to {step} per decision", dir(*direction)),
+            Reason::MaxStep { direction, step } => {
+                write!(f, "{} limited to {step} per decision", dir(*direction))
+            }
             Reason::BelowMinSlaves { min } => write!(f, "below min_slaves {min}"),
             Reason::AtMinSlaves { min } => write!(f, "at min_slaves {min}"),
             Reason::AboveMaxSlaves { max } => write!(f, "above max_slaves {max}"),
             Reason::AtMaxSlaves { max } => write!(f, "at max_slaves {max}"),
+            Reason::NoVictimOldEnough { min_lifetime_secs } => {
+                write!(
+                    f,
+                    "not enough slaves older than min_lifetime ({min_lifetime_secs}s) to remove"
+                )
+            }
+            _ => unreachable!("Reason::fmt_limits called for {}", self.code()),
+        }
+    }
+
+    /// The burst cap: reached, limiting, its ledger unavailable, the midnight guard, warm slaves.
+    fn fmt_cap(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Reason::DailyCapReached { message, .. } => f.write_str(message),
             Reason::CapLimited { message, .. } => f.write_str(message),
             Reason::LedgerUnavailable { why } => write!(
@@ -366,6 +489,13 @@ impl fmt::Display for Reason {
                 f,
                 "{free} warm slave(s) that ran today start again at no new cap unit"
             ),
+            _ => unreachable!("Reason::fmt_cap called for {}", self.code()),
+        }
+    }
+
+    /// Keeping unneeded slaves for the cap, and releasing them.
+    fn fmt_keep(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Reason::KeepingForCap {
                 units,
                 kept,
@@ -400,9 +530,13 @@ impl fmt::Display for Reason {
                 "releasing {released} slave(s) the cap would keep: the cap resets in \
                  {resets_in_secs}s, and one running at midnight counts toward tomorrow's cap"
             ),
-            Reason::NoVictimOldEnough { min_lifetime_secs } => {
-                write!(f, "not enough slaves older than min_lifetime ({min_lifetime_secs}s) to remove")
-            }
+            _ => unreachable!("Reason::fmt_keep called for {}", self.code()),
+        }
+    }
+
+    /// Launches that wait: no capacity, refused, no content source, content sync broken.
+    fn fmt_launch(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Reason::NoCapacity { wanted, retry_in_secs } => write!(
                 f,
                 "EC2 had no capacity in any subnet for any instance type at the last launch: {wanted} \
@@ -422,11 +556,6 @@ impl fmt::Display for Reason {
                 f,
                 "{wanted} launch(es) wait: {why} (hooks.content_source, hooks.content_sentinel)"
             ),
-            Reason::Uncorroborated { message, .. } => write!(
-                f,
-                "metrics suspect, not trusted past the evidence: {message} (a slave's report is \
-                 a claim; the master serves through the same ELB)"
-            ),
             Reason::SyncBroken {
                 wanted,
                 allowed,
@@ -444,6 +573,7 @@ impl fmt::Display for Reason {
                     _ => "a trial launch is syncing".to_string(),
                 }
             ),
+            _ => unreachable!("Reason::fmt_launch called for {}", self.code()),
         }
     }
 }
