@@ -1,7 +1,8 @@
 //! Launch intents and the cap ledger's evidence, pure: the write-ahead journal's types, what its
 //! open intents mean given what EC2 lists ([`settle`]), which attempts a launch's instances are
 //! bound to ([`bind_plan`]), what the ledger hears of each listed instance ([`seen`],
-//! [`seen_all`]) and a blocked ledger rebuilt from the journal and the tags ([`rebuild_entries`]).
+//! [`seen_all`]) and a blocked ledger rebuilt from the journal and the tags ([`rebuild_entries`]): it may
+//! overcount, never undercount.
 //!
 //! An intent is written (with its cap-ledger attempts) **before** RunInstances and its outcome
 //! after, so a crash between the two leaves an intent whose instances are found by their

@@ -5,6 +5,10 @@
 //! which back-off starts are chosen here. (The cap ledger still has the last word on the count:
 //! the executor records each attempt before any call, and stops where the ledger refuses.)
 //!
+//! A launch may go ([`gate`]) unless, first that applies, the content source is unusable,
+//! today's cap use is not confirmed yet (a lost ledger read back), EC2 refused the last launch
+//! for good and its back-off runs, or the sync brake holds it (only its trial goes).
+//!
 //! The rules: first ask for as many as EC2 can give (`MinCount` 1). No capacity in a zone: the
 //! next placement at once (each subnet with the configured type, then each fallback type), each
 //! once. EC2 gave fewer than asked: ask once more for the rest, all or nothing, and a refusal of

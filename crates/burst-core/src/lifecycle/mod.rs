@@ -5,16 +5,27 @@
 //! carries the actions out through its `Cloud` and `HookRunner` traits (a dry run logs them
 //! instead). [`called`] applies what a call that went through means.
 //!
-//! Every phase change of a slave happens here, by the one phase table in [`rules`]
-//! ([`phase_of`] for what a new instance is, [`deadline`] for how long each phase may last),
-//! or in [`called`] for what a call that went through means (a scale-in's release: Releasing;
-//! a warm start: Pending). The executor only records a slave's birth, with
+//! Every phase change of a slave happens here, by the one phase table, [`PHASES`]: for each
+//! phase its deadline, what overstaying it does, where a slave may go next, and the step that
+//! moves it on ([`phases`]); [`phase_of`] (in [`rules`]) says what a new instance is, and
+//! [`called`] what a call that went through means (a scale-in's release: Releasing; a warm
+//! start: Pending). The executor only records a slave's birth, with
 //! [`rules::slave_from`] in phase Pending, once EC2 has named the instance it launched.
+//!
+//! [`adopt`] re-attaches what EC2 lists that nobody tracks (at start; [`reconcile`] does it
+//! too for one listed late), in the phase [`phase_of`] gives it. [`silent`] names the serving
+//! slaves that have not reported for `metrics.stale_after` (the policy counts them idle for
+//! scale-out and at target for scale-in, so the fleet never shrinks for them).
+//!
+//! A new phase rule is a row or a step in [`PHASES`]; a new phase is a `Phase` variant in
+//! burst-model and a row. Every move a pass makes is checked against the table (a debug
+//! assertion, and a test that sweeps every phase against every observation).
 
 pub mod brake;
 mod choices;
 pub mod intents;
 pub mod launch;
+mod phases;
 pub mod rules;
 
 /// Where the lifecycle's lines have always been logged, so an operator's filter on
@@ -22,12 +33,11 @@ pub mod rules;
 const LOG_TARGET: &str = "burst_agent::actuator::lifecycle";
 
 pub use choices::{releasable, warm_pick};
+pub use phases::{PhaseRow, PHASES};
 pub use rules::*;
 
 use crate::config::Config;
-use crate::model::{
-    HookKind, InstanceInfo, InstanceState, MemberState, Phase, Slave, TAG_POOLED_SINCE,
-};
+use crate::model::{HookKind, InstanceInfo, MemberState, Phase, Slave, TAG_POOLED_SINCE};
 use jiff::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -123,8 +133,14 @@ pub(crate) fn enter(s: &mut Slave, phase: Phase, now: Timestamp) {
 }
 
 impl Plan {
+    /// Moves a slave on, as the phase table allows.
     fn set_phase(&mut self, id: &str, phase: Phase, now: Timestamp) {
         if let Some(s) = self.slaves.get_mut(id) {
+            debug_assert!(
+                phases::allowed(s.phase, phase),
+                "the phase table has no move {:?} -> {phase:?}",
+                s.phase
+            );
             enter(s, phase, now);
         }
     }
@@ -218,7 +234,9 @@ pub fn adopt(
 }
 
 /// One reconcile pass over every slave. `running`: the slaves with a hook under way;
-/// `sync_forced`: content sync to every in-service slave now (SIGUSR1).
+/// `sync_forced`: content sync to every in-service slave now (SIGUSR1). Untracked instances of
+/// ours are adopted first; then each slave gets what happened to it outside the agent, and its
+/// phase's step from the phase table ([`phases::PHASES`]).
 pub fn reconcile(
     slaves: &BTreeMap<String, Slave>,
     obs: &Observed<'_>,
@@ -234,421 +252,12 @@ pub fn reconcile(
         ..Plan::default()
     };
     adopt_untracked(&mut plan, obs, now, cfg);
-    let by_id: BTreeMap<&str, &InstanceInfo> =
-        obs.instances.iter().map(|i| (i.id.as_str(), i)).collect();
-    let members = obs.members;
-    let dry = cfg.agent.dry_run;
-    let mut to_register = Vec::new();
-    let mut to_deregister = Vec::new();
-    let mut to_terminate = Vec::new();
-    let mut to_stop = Vec::new();
-    let mut to_repool = Vec::new();
-    let mut to_untag = Vec::new();
-    // The warm pool: its room, and the oldest stopped slaves over its size (it was made
-    // smaller), which are terminated.
-    let mut pooled: Vec<(Timestamp, String)> = plan
-        .slaves
-        .values()
-        .filter(|s| matches!(s.phase, Phase::Stopping | Phase::Stopped) && s.failure.is_none())
-        .map(|s| (s.since, s.id.clone()))
-        .collect();
-    pooled.sort();
-    let size = usize::try_from(cfg.fleet.warm_pool).unwrap_or(usize::MAX);
-    let mut room = size.saturating_sub(pooled.len());
-    let over_size: BTreeSet<String> = pooled
-        .iter()
-        .take(pooled.len().saturating_sub(size))
-        .map(|(_, id)| id.clone())
-        .collect();
     let ids: Vec<String> = plan.slaves.keys().cloned().collect();
+    let mut pass = phases::Pass::new(plan, obs, finished, sync_forced, now, cfg);
     for id in ids {
-        let info = by_id.get(id.as_str()).copied();
-        if let (Some(i), Some(sl)) = (info, plan.slaves.get_mut(&id)) {
-            if i.private_ip.is_some() {
-                sl.private_ip.clone_from(&i.private_ip);
-            }
-            if i.private_dns.is_some() {
-                sl.private_dns.clone_from(&i.private_dns);
-            }
-        }
-        let Some(s) = plan.slaves.get(&id).cloned() else {
-            continue;
-        };
-        let ec2 = info.map(|i| i.state);
-        // Gone or going, whoever did it. EC2 may not list a new instance for a while: only
-        // SETTLE_SECS after the agent first tracked it does not being listed mean gone.
-        if matches!(
-            ec2,
-            Some(InstanceState::Terminated | InstanceState::ShuttingDown)
-        ) || (ec2.is_none() && age(now, s.first_seen) > SETTLE_SECS)
-        {
-            if s.phase != Phase::Terminating {
-                plan.errors.push(match ec2 {
-                    None => format!(
-                        "slave {id} is no longer listed by EC2 ({}s after this agent first \
-                         tracked it): counted as gone",
-                        age(now, s.first_seen)
-                    ),
-                    Some(state) => format!(
-                        "slave {id} is {state:?}: terminated by someone else, or by a \
-                         TerminateInstances of this agent's whose answer was lost"
-                    ),
-                });
-                if members.contains_key(&id) {
-                    to_deregister.push(id.clone());
-                }
-            }
-            plan.slaves.remove(&id);
-            plan.running.remove(&id);
-            plan.actions.push(Action::Gone(id.clone()));
-            continue;
-        }
-        // Our StopInstances went through though its answer was lost (tagged, then stopped).
-        if s.phase == Phase::Draining
-            && ec2.is_some_and(stopped)
-            && info.is_some_and(|i| i.pooled_since.is_some())
-            && s.failure.is_none()
-        {
-            plan.set_phase(&id, Phase::Stopping, now);
-        }
-        let Some(s) = plan.slaves.get(&id).cloned() else {
-            continue;
-        };
-        // Started out of the warm pool: EC2 may list it stopped a little longer; still stopped
-        // past that, the start never happened and it goes back to the pool.
-        let restarted = s.phase == Phase::Pending && s.restarted_at.is_some();
-        let restarting = restarted && s.restarted_at.is_some_and(|t| age(now, t) <= SETTLE_SECS);
-        if restarted && !restarting && ec2 == Some(InstanceState::Stopped) && s.failure.is_none() {
-            plan.set_phase(&id, Phase::Stopped, now);
-            if let Some(sl) = plan.slaves.get_mut(&id) {
-                sl.restarted_at = None;
-            }
-            plan.actions.push(Action::Unstarted(id.clone()));
-            continue;
-        }
-        // Serving or on its way in with a pool or drain tag left from the warm pool: untag.
-        let stale_tags = info.is_some_and(|i| {
-            i.pooled_since.is_some() || (i.draining_since.is_some() && s.restarted_at.is_some())
-        });
-        if stale_tags
-            && matches!(ec2, Some(InstanceState::Pending | InstanceState::Running))
-            && matches!(
-                s.phase,
-                Phase::Pending
-                    | Phase::Syncing
-                    | Phase::Synced
-                    | Phase::Registering
-                    | Phase::InService
-            )
-        {
-            to_untag.push(id.clone());
-        }
-        if ec2.is_some_and(stopped)
-            && s.failure.is_none()
-            && !matches!(
-                s.phase,
-                Phase::Terminating | Phase::Stopping | Phase::Stopped
-            )
-            && !restarting
-        {
-            plan.fail(&id, "stopped outside the agent".into());
-        }
-        let Some(s) = plan.slaves.get(&id).cloned() else {
-            continue;
-        };
-        if s.failure.is_some() && s.phase != Phase::Terminating {
-            plan.abort(&id);
-            if members.contains_key(&id) {
-                to_deregister.push(id.clone());
-            }
-            to_terminate.push(id.clone());
-            continue;
-        }
-        // The phase table's deadline, by which this slave must have moved on.
-        let overdue = deadline(s.phase, cfg).is_some_and(|d| age(now, s.since) > d);
-        let over = |what: &str| format!("{what} for more than {}s", age(now, s.since));
-        let has_hook = plan.running.contains(&id);
-        match s.phase {
-            Phase::Pending => {
-                if ec2 == Some(InstanceState::Running) {
-                    plan.set_phase(&id, Phase::Syncing, now);
-                    if !dry {
-                        plan.start_sync(&id, HookKind::PreRegister, obs.sources);
-                    }
-                } else if overdue {
-                    plan.fail(&id, format!("not running after {}", cfg.fleet.boot_timeout));
-                    to_terminate.push(id.clone());
-                }
-            }
-            Phase::Syncing if overdue && !finished.contains_key(&id) => {
-                plan.abort(&id);
-                plan.fail(&id, over("content sync under way"));
-                to_terminate.push(id.clone());
-            }
-            Phase::Syncing => match finished.get(&id) {
-                // Synced; the slave proves it serves the site before it is registered.
-                Some((HookKind::PreRegister, Ok(()))) if cfg.hooks.content_check.is_some() => {
-                    // The sync went through (`status`: "synced"); the check decides the rest.
-                    if let Some(sl) = plan.slaves.get_mut(&id) {
-                        sl.last_sync = Some(now);
-                        sl.last_sync_ok = Some(true);
-                    }
-                    if !dry {
-                        plan.start(&id, HookKind::ContentCheck);
-                    }
-                }
-                Some((HookKind::ContentCheck, Err(e))) => {
-                    plan.fail(
-                        &id,
-                        format!(
-                            "content check (hooks.content_check) failed after its sync, never \
-                             registered: {e}"
-                        ),
-                    );
-                    to_terminate.push(id.clone());
-                }
-                Some((HookKind::PreRegister | HookKind::ContentCheck, Ok(()))) => {
-                    plan.set_phase(&id, Phase::Synced, now);
-                    if let Some(sl) = plan.slaves.get_mut(&id) {
-                        sl.last_sync = Some(now);
-                        sl.last_sync_ok = Some(true);
-                    }
-                    // Registered once the ELB answers (Synced waits for it).
-                    if obs.members_known {
-                        to_register.push(id.clone());
-                    }
-                }
-                Some((HookKind::PreRegister, Err(e))) => {
-                    plan.fail(
-                        &id,
-                        format!("content sync (pre_register) failed, never registered: {e}"),
-                    );
-                    to_terminate.push(id.clone());
-                }
-                // Adopted mid-sync, or its hook was lost: start it (again).
-                _ if !has_hook && !dry => {
-                    plan.start_sync(&id, HookKind::PreRegister, obs.sources);
-                }
-                _ => {}
-            },
-            // No ELB answer this tick: neither registered nor judged, and its deadline waits
-            // too (it counts from the ELB's next answer, not from a time it could not act).
-            Phase::Synced | Phase::Registering if !obs.members_known => {
-                if let Some(sl) = plan.slaves.get_mut(&id) {
-                    sl.since = now;
-                }
-            }
-            Phase::Synced if overdue => {
-                plan.fail(&id, over("synced, and the ELB refused every registration,"));
-                to_terminate.push(id.clone());
-            }
-            Phase::Synced => to_register.push(id.clone()),
-            Phase::Registering => match members.get(&id) {
-                Some(MemberState::InService) => {
-                    plan.set_phase(&id, Phase::InService, now);
-                    plan.in_service.push(id.clone());
-                }
-                _ if overdue => {
-                    plan.fail(
-                        &id,
-                        format!(
-                            "not InService {} after registration",
-                            cfg.elb.register_timeout
-                        ),
-                    );
-                    to_deregister.push(id.clone());
-                    to_terminate.push(id.clone());
-                }
-                None if !dry => to_register.push(id.clone()),
-                _ => {}
-            },
-            Phase::InService => {
-                // Health is judged over a window, not by the last reading: once a slave is
-                // seen out of InService, its mark clears only after a whole register_timeout of
-                // InService readings, so a slave that flaps is failed as one that stays down.
-                // Unread this tick: the mark and its recovery stay as they were.
-                let healthy = members.get(&id) == Some(&MemberState::InService);
-                let window = cfg.elb.register_timeout.whole_secs();
-                let (sick_since, well_since) = match (obs.members_known, healthy, s.unhealthy_since)
-                {
-                    (false, _, t) => (t, s.healthy_since),
-                    (true, true, None) => (None, None),
-                    (true, true, Some(t)) => {
-                        let well = s.healthy_since.unwrap_or(now);
-                        if age(now, well) >= window {
-                            (None, None)
-                        } else {
-                            (Some(t), Some(well))
-                        }
-                    }
-                    (true, false, Some(t)) => (Some(t), None),
-                    (true, false, None) => {
-                        tracing::warn!(target: LOG_TARGET, instance_id = %id, elb = ?members.get(&id),
-                            "in-service slave {id} is not InService at the ELB");
-                        (Some(now), None)
-                    }
-                };
-                if let Some(sl) = plan.slaves.get_mut(&id) {
-                    sl.unhealthy_since = sick_since;
-                    sl.healthy_since = well_since;
-                }
-                if let Some(t) = sick_since
-                    .filter(|_| obs.members_known && !healthy)
-                    .filter(|t| age(now, *t) > window)
-                {
-                    plan.abort(&id);
-                    plan.fail(
-                        &id,
-                        format!("the ELB has not called it InService for {}s", age(now, t)),
-                    );
-                    if members.contains_key(&id) {
-                        to_deregister.push(id.clone());
-                    }
-                    to_terminate.push(id.clone());
-                    continue;
-                }
-                if let Some((HookKind::ContentSync, res)) = finished.get(&id) {
-                    if let Some(sl) = plan.slaves.get_mut(&id) {
-                        sl.last_sync = Some(now);
-                        sl.last_sync_ok = Some(res.is_ok());
-                    }
-                    match res {
-                        Err(e) => plan.errors.push(format!(
-                            "periodic content sync to {id} failed (it keeps serving the content \
-                             of its last sync): {e}"
-                        )),
-                        // The slave proves it still serves the site.
-                        Ok(()) if cfg.hooks.content_check.is_some() && !dry => {
-                            plan.start(&id, HookKind::ContentCheck);
-                        }
-                        Ok(()) => {}
-                    }
-                }
-                if let Some((HookKind::ContentCheck, Err(e))) = finished.get(&id) {
-                    plan.fail(
-                        &id,
-                        format!(
-                            "content check (hooks.content_check) failed after a periodic sync: it \
-                             no longer serves the site: {e}"
-                        ),
-                    );
-                    if members.contains_key(&id) {
-                        to_deregister.push(id.clone());
-                    }
-                    to_terminate.push(id.clone());
-                    continue;
-                }
-                let interval = cfg.hooks.content_sync_interval.whole_secs();
-                let due = sync_forced || s.last_sync.is_none_or(|t| age(now, t) >= interval);
-                let has_hook = plan.running.contains(&id);
-                if due && !has_hook && !dry && !finished.contains_key(&id) {
-                    plan.start_sync(&id, HookKind::ContentSync, obs.sources);
-                }
-            }
-            // Out of the ELB already (a deregistration whose answer was lost, or someone
-            // else's): nothing to call; its drain starts now.
-            Phase::Releasing if obs.members_known && !members.contains_key(&id) && !has_hook => {
-                plan.set_phase(&id, Phase::Draining, now);
-            }
-            // The ELB refused every deregistration for as long again: terminate anyway (the
-            // ELB stops routing to a terminated instance); never leave it running, and counting
-            // against tomorrow's cap, because the ELB is unwell.
-            Phase::Releasing
-                if deadline(s.phase, cfg).is_some_and(|d| age(now, s.since) > 2 * d) =>
-            {
-                plan.abort(&id);
-                plan.fail(&id, over("the ELB refused to deregister it"));
-                to_deregister.push(id.clone());
-                to_terminate.push(id.clone());
-            }
-            // No ELB answer this tick: not deregistered (its deadline still runs, and the arm
-            // above terminates it at twice that, ELB or not).
-            Phase::Releasing if !obs.members_known => {}
-            Phase::Releasing if overdue => {
-                plan.abort(&id);
-                tracing::warn!(target: LOG_TARGET, instance_id = %id, "{}; deregistering anyway",
-                    over("pre_deregister under way"));
-                to_deregister.push(id.clone());
-            }
-            Phase::Releasing => {
-                if !has_hook {
-                    if let Some((HookKind::PreDeregister, Err(e))) = finished.get(&id) {
-                        tracing::warn!(target: LOG_TARGET, instance_id = %id,
-                            "pre_deregister hook failed; releasing anyway: {e}");
-                    }
-                    to_deregister.push(id.clone());
-                }
-            }
-            Phase::Draining => {
-                let drained = age(now, s.since) >= cfg.elb.draining_timeout.whole_secs();
-                let stuck = age(now, s.since)
-                    > cfg.elb.draining_timeout.whole_secs() + cfg.elb.register_timeout.whole_secs();
-                if members.contains_key(&id) && !stuck {
-                    to_deregister.push(id.clone());
-                } else if drained && !stuck && room > 0 && s.ebs_root {
-                    // Into the warm pool (while every stop is refused, for as long as the ELB
-                    // is given above; then terminated).
-                    room -= 1;
-                    to_stop.push(id.clone());
-                } else if drained {
-                    // Drained with no room in the pool; or still listed by the ELB long past
-                    // it (every deregistration refused), or never stopped: terminated.
-                    to_terminate.push(id.clone());
-                }
-            }
-            Phase::Terminating => {
-                if overdue {
-                    to_terminate.push(id.clone());
-                }
-            }
-            Phase::Stopping if ec2 == Some(InstanceState::Stopped) => {
-                plan.set_phase(&id, Phase::Stopped, now);
-                plan.actions.push(Action::Parked(id.clone()));
-            }
-            Phase::Stopping if overdue => {
-                plan.fail(&id, over("stopping"));
-                to_terminate.push(id.clone());
-            }
-            Phase::Stopping => {}
-            Phase::Stopped
-                if matches!(ec2, Some(InstanceState::Running | InstanceState::Pending)) =>
-            {
-                plan.fail(
-                    &id,
-                    "started outside this agent while in the warm pool".into(),
-                );
-                to_terminate.push(id.clone());
-            }
-            Phase::Stopped if overdue || over_size.contains(&id) => {
-                tracing::info!(target: LOG_TARGET, instance_id = %id, secs_in_pool = age(now, s.since),
-                    pool_size = cfg.fleet.warm_pool,
-                    "warm slave {id} leaves the pool: {}; terminating",
-                    if overdue { "older than fleet.warm_pool_max_age" } else { "over fleet.warm_pool" });
-                to_terminate.push(id.clone());
-            }
-            Phase::Stopped => {
-                if info.is_some_and(|i| i.pooled_since.is_none()) {
-                    to_repool.push(id.clone());
-                }
-            }
-        }
+        pass.slave(&id);
     }
-    for (ids, call) in [
-        (
-            to_deregister,
-            Action::Deregister as fn(Vec<String>) -> Action,
-        ),
-        (to_register, Action::Register),
-        (to_terminate, Action::Terminate),
-        (to_stop, Action::Stop),
-        (to_repool, Action::Repool),
-        (to_untag, Action::Untag),
-    ] {
-        if !ids.is_empty() {
-            plan.actions.push(call(ids));
-        }
-    }
-    plan
+    pass.finish()
 }
 
 /// A call the executor made for some slaves, and that went through for `done`.
@@ -713,6 +322,7 @@ pub fn called(slaves: &mut BTreeMap<String, Slave>, call: Call, done: &[String],
 mod tests {
     use super::*;
     use crate::config::{Dur, Hook};
+    use crate::model::InstanceState;
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(1_780_000_000 + secs).unwrap()
@@ -1308,5 +918,130 @@ mod tests {
         assert_eq!(plan.slaves["i-1"].since, at(-600));
         assert!(plan.slaves["i-1"].failure.is_none());
         assert!(plan.slaves["i-2"].failure.is_some());
+    }
+
+    /// The phase table is the lifecycle: every move a reconcile pass makes is one the table
+    /// lists (every phase, against each state EC2 can report or none, in the ELB or not, each
+    /// hook result, pooled or not, inside and past its deadline, with and without room in the
+    /// pool), and every move the table lists is made, by a pass or by a call that went through.
+    #[test]
+    fn every_move_is_one_the_phase_table_lists_and_every_listed_move_is_made() {
+        use InstanceState as E;
+        let states = [
+            None,
+            Some(E::Pending),
+            Some(E::Running),
+            Some(E::Stopping),
+            Some(E::Stopped),
+            Some(E::ShuttingDown),
+            Some(E::Terminated),
+        ];
+        let members = [
+            None,
+            Some(MemberState::InService),
+            Some(MemberState::OutOfService),
+        ];
+        let results: [Option<(HookKind, Result<(), String>)>; 6] = [
+            None,
+            Some((HookKind::PreRegister, Ok(()))),
+            Some((HookKind::PreRegister, Err("x".into()))),
+            Some((HookKind::ContentCheck, Ok(()))),
+            Some((HookKind::ContentSync, Ok(()))),
+            Some((HookKind::PreDeregister, Err("x".into()))),
+        ];
+        let mut made: Vec<(Phase, Phase)> = Vec::new();
+        for row in &PHASES {
+            for ec2 in states {
+                for member in members {
+                    for result in &results {
+                        for (now, pool, pooled) in [(1, 0, false), (100_000, 2, true)] {
+                            let mut slaves = slave(row.phase, 0);
+                            if let Some(s) = slaves.get_mut("i-1") {
+                                s.restarted_at = pooled.then(|| at(0));
+                            }
+                            let mut i = instance("i-1", ec2.unwrap_or(E::Running));
+                            i.pooled_since = pooled.then(|| at(0));
+                            let instances: Vec<InstanceInfo> = ec2.map(|_| i).into_iter().collect();
+                            let members: BTreeMap<String, MemberState> =
+                                member.map(|m| ("i-1".to_string(), m)).into_iter().collect();
+                            let finished: Finished = result
+                                .clone()
+                                .map(|r| ("i-1".to_string(), r))
+                                .into_iter()
+                                .collect();
+                            let mut c = cfg();
+                            c.fleet.warm_pool = pool;
+                            let p = reconcile(
+                                &slaves,
+                                &Observed {
+                                    instances: &instances,
+                                    members: &members,
+                                    members_known: true,
+                                    sources: &Sources::default(),
+                                },
+                                &finished,
+                                &BTreeSet::new(),
+                                false,
+                                at(now),
+                                &c,
+                            );
+                            let Some(to) = p.slaves.get("i-1").map(|s| s.phase) else {
+                                continue;
+                            };
+                            if to == row.phase {
+                                continue;
+                            }
+                            // A pass may make two moves (a lost stop answer: Draining ->
+                            // Stopping, then Stopping's step sees it stopped).
+                            let via = row
+                                .next
+                                .iter()
+                                .find(|p| phases::row(**p).next.contains(&to));
+                            assert!(
+                                row.next.contains(&to) || via.is_some(),
+                                "{:?} -> {to:?} (EC2 {ec2:?}, ELB {member:?}, {result:?}) \
+                                 is not in the phase table",
+                                row.phase
+                            );
+                            if row.next.contains(&to) {
+                                made.push((row.phase, to));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // What only a call that went through does (`called`).
+        made.extend([
+            (Phase::Synced, Phase::Registering),
+            (Phase::InService, Phase::Releasing),
+            (Phase::Releasing, Phase::Draining),
+            (Phase::Draining, Phase::Stopping),
+            (Phase::Stopped, Phase::Pending),
+        ]);
+        for row in &PHASES {
+            for to in row.next {
+                assert!(
+                    made.contains(&(row.phase, *to)),
+                    "the table lets {:?} go to {to:?}, and nothing moves a slave so",
+                    row.phase
+                );
+            }
+        }
+        // And every phase has its row.
+        for phase in [
+            Phase::Pending,
+            Phase::Syncing,
+            Phase::Synced,
+            Phase::Registering,
+            Phase::InService,
+            Phase::Releasing,
+            Phase::Draining,
+            Phase::Terminating,
+            Phase::Stopping,
+            Phase::Stopped,
+        ] {
+            assert_eq!(phases::row(phase).phase, phase);
+        }
     }
 }

@@ -1,7 +1,13 @@
-//! The lifecycle's rules: the one table of phase deadlines ([`deadline`]), the one map from
-//! what EC2 and the ELB say to a phase ([`phase_of`]), whose an instance is ([`ownership`]),
-//! where a launch goes ([`pick_placement`]) and how long a refused one waits ([`backoff`]).
+//! The lifecycle's rules: each phase's deadline, read off the phase table ([`deadline`]), the
+//! one map from what EC2 and the ELB say to a phase ([`phase_of`]), whose an instance is
+//! ([`ownership`]), where a launch goes ([`pick_placement`]) and how long a refused one waits
+//! ([`backoff`]).
 //! Pure: every function takes the time it needs.
+//!
+//! Ownership is by record, never by tag: a tag is a claim anyone with `ec2:CreateTags` can
+//! write, so tags only find candidates ([`ownership`]). `pick_subnet` spreads intents over
+//! `fleet.subnet_ids`, and each further call of an intent moves to the next subnet, so a zone
+//! with no capacity is left at once.
 
 use crate::config::{Config, Hook};
 use crate::model::{InstanceInfo, InstanceState, MemberState, Phase, Slave};
@@ -152,29 +158,14 @@ pub(crate) fn hook_budget(h: &Hook) -> i64 {
         .saturating_add(h.retry_delay.whole_secs().saturating_mul(tries - 1))
 }
 
-/// The one table of phase deadlines: how long a slave may stay in `phase` before the agent acts
-/// ([`Actuator::step`]); `None` for a healthy slave in service. Overstaying Pending, Syncing,
-/// Synced or Registering fails the slave (terminated, never registered); Releasing deregisters
-/// anyway; Draining ends in TerminateInstances; Terminating sends it again. An in-service
-/// slave the ELB has not called InService for `elb.register_timeout` is failed too.
+/// How long a slave may stay in `phase` before the agent acts ([`Actuator::step`]), from the
+/// phase table ([`PHASES`](super::PHASES)); `None` for a healthy slave in service. Overstaying
+/// Pending, Syncing, Synced or Registering fails the slave (terminated, never registered);
+/// Releasing deregisters anyway; Draining ends in TerminateInstances; Terminating sends it
+/// again. An in-service slave the ELB has not called InService for `elb.register_timeout` is
+/// failed too.
 pub fn deadline(phase: Phase, cfg: &Config) -> Option<i64> {
-    Some(match phase {
-        Phase::Pending => cfg.fleet.boot_timeout.whole_secs(),
-        Phase::Syncing => {
-            hook_budget(&cfg.hooks.pre_register)
-                + cfg.hooks.content_check.as_ref().map_or(0, hook_budget)
-                + HOOK_GRACE_SECS
-        }
-        Phase::Synced | Phase::Registering => cfg.elb.register_timeout.whole_secs(),
-        Phase::InService => return None,
-        Phase::Releasing => {
-            cfg.hooks.pre_deregister.as_ref().map_or(0, hook_budget) + HOOK_GRACE_SECS
-        }
-        Phase::Draining => cfg.elb.draining_timeout.whole_secs(),
-        Phase::Terminating => TERMINATE_RETRY_SECS,
-        Phase::Stopping => STOP_DEADLINE_SECS,
-        Phase::Stopped => cfg.fleet.warm_pool_max_age.whole_secs(),
-    })
+    (super::phases::row(phase).deadline)(cfg)
 }
 
 /// The one place that maps what EC2 and the ELB say of an untracked instance of ours to a
