@@ -3,7 +3,7 @@
 //! `burst-agent/GROUP/KIND` so that the agent's `alarms::apply` can upsert them (PutMetricAlarm)
 //! and prune this group's alarms that are no longer planned, and nobody else's.
 
-use crate::config::Config;
+use crate::config::{AlarmsConfig, Config};
 
 /// Every kind of alarm, as `alarms.disabled` names them.
 pub const KINDS: &[&str] = &[
@@ -60,266 +60,434 @@ fn minutes(d: crate::config::Dur) -> i32 {
         .max(1)
 }
 
-/// The alarms the config asks for.
-pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
-    let a = &cfg.alarms;
-    let group = &cfg.agent.group;
-    let ns = cfg.metrics.namespace_for(group);
-    let g = || vec![("Group", group.clone())];
-    let spec = |kind: &'static str,
-                suffix: String,
-                metric: &'static str,
-                dims: Vec<(&'static str, String)>,
-                statistic: &'static str,
-                (period_secs, evaluation_periods): (i32, i32),
-                (compare, threshold): (Compare, f64),
-                description: String| AlarmSpec {
-        name: format!("{}{kind}{suffix}", prefix(group)),
-        kind,
-        description,
-        namespace: crate::metrics::Ns::of(metric).name(&ns),
-        metric,
-        dims,
-        statistic,
-        period_secs,
-        evaluation_periods,
-        threshold,
-        compare,
+/// Which alarms one kind makes: what each watches, its name's suffix and its dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// One per `sampling.disk_paths`, named `KIND:PATH`, on `Group` and `Path`.
+    DiskPath,
+    /// One on the group's series (`Group`).
+    Group,
+    /// One per `sampling.probe_urls`, named `KIND:URL`, on `Group` and `Url`.
+    ProbeUrl,
+    /// One on the classic ELB's own metrics (`AWS/ELB`, `LoadBalancerName`), if `elb.name` is set.
+    Elb,
+}
+
+/// One kind of alarm: a row of [`ALARM_KINDS`].
+struct AlarmKind {
+    kind: &'static str,
+    scope: Scope,
+    /// Whether the config asks for it at all (`alarms.disabled` aside).
+    wanted: fn(&Config) -> bool,
+    metric: &'static str,
+    /// Dimensions after the scope's own.
+    extra_dims: &'static [(&'static str, &'static str)],
+    statistic: &'static str,
+    /// `(period_secs, evaluation_periods)`.
+    periods: fn(&Config) -> (i32, i32),
+    compare: Compare,
+    threshold: fn(&AlarmsConfig) -> f64,
+    treat_missing: &'static str,
+    /// The description, given what the alarm watches: the group, a disk path, a probe URL or
+    /// the ELB's name.
+    describe: fn(&Config, &str) -> String,
+}
+
+fn always(_: &Config) -> bool {
+    true
+}
+
+/// Five-minute periods, one of them.
+fn five_minutes(_: &Config) -> (i32, i32) {
+    (300, 1)
+}
+
+/// A period holds at least one probe (whole minutes, as CloudWatch's periods are).
+fn probe_period(cfg: &Config) -> i32 {
+    i32::try_from(cfg.sampling.probe_interval.get().as_secs().div_ceil(60) * 60)
+        .unwrap_or(3600)
+        .max(60)
+}
+
+/// Every alarm kind, in the order [`plan`] makes them (kinds of one scope in a run go target by
+/// target: a probe URL's two alarms together).
+const ALARM_KINDS: &[AlarmKind] = &[
+    AlarmKind {
+        kind: "disk",
+        scope: Scope::DiskPath,
+        wanted: always,
+        metric: "DiskUsedPercent",
+        extra_dims: &[],
+        statistic: "Maximum",
+        periods: five_minutes,
+        compare: Compare::AtLeast,
+        threshold: |a| a.disk_used_percent,
         treat_missing: "notBreaching",
-    };
-    let mut out = Vec::new();
-    for path in &cfg.sampling.disk_paths {
-        let p = path.display().to_string();
-        let mut dims = g();
-        dims.push(("Path", p.clone()));
-        out.push(spec(
-            "disk",
-            format!(":{p}"),
-            "DiskUsedPercent",
-            dims,
-            "Maximum",
-            (300, 1),
-            (Compare::AtLeast, a.disk_used_percent),
+        describe: |c, p| {
             format!(
-                "a host of {group} has {p} at least {}% full: find it in the dashboard or with \
+                "a host of {} has {p} at least {}% full: find it in the dashboard or with \
                  `burst-agent status`, then clear logs or caches before the web server fails",
-                a.disk_used_percent
-            ),
-        ));
-    }
-    out.push(spec(
-        "memory",
-        String::new(),
-        "MemoryUsedRatio",
-        g(),
-        "Maximum",
-        (300, 1),
+                c.agent.group, c.alarms.disk_used_percent
+            )
+        },
+    },
+    AlarmKind {
+        kind: "memory",
+        scope: Scope::Group,
+        wanted: always,
+        metric: "MemoryUsedRatio",
+        extra_dims: &[],
+        statistic: "Maximum",
+        periods: five_minutes,
+        compare: Compare::AtLeast,
         // The metric is a ratio; the key is a percent, as every [alarms] threshold is.
-        (Compare::AtLeast, a.memory_used_percent / 100.0),
-        format!(
-            "a host of {group} uses at least {:.0}% of its memory: look for runaway PHP or Apache \
-             workers (`burst-agent sample`)",
-            a.memory_used_percent
-        ),
-    ));
-    out.push(spec(
-        "apache_saturated",
-        String::new(),
-        "ApacheBusyRatio",
-        g(),
-        "Maximum",
-        (60, minutes(a.apache_saturated_for)),
-        (Compare::AtLeast, 1.0),
-        format!(
-            "every Apache worker of a host of {group} busy for {}: the site queues; check the \
-             agent is scaling out (`burst-agent status`: reasons, burst cap)",
-            a.apache_saturated_for
-        ),
-    ));
-    if a.cap_remaining_at_most > 0 {
-        out.push(spec(
-            "cap_low",
-            String::new(),
-            "BurstCapRemaining",
-            g(),
-            "Minimum",
-            (300, 1),
-            (Compare::AtMost, f64::from(a.cap_remaining_at_most)),
+        threshold: |a| a.memory_used_percent / 100.0,
+        treat_missing: "notBreaching",
+        describe: |c, group| {
+            format!(
+                "a host of {group} uses at least {:.0}% of its memory: look for runaway PHP or \
+                 Apache workers (`burst-agent sample`)",
+                c.alarms.memory_used_percent
+            )
+        },
+    },
+    AlarmKind {
+        kind: "apache_saturated",
+        scope: Scope::Group,
+        wanted: always,
+        metric: "ApacheBusyRatio",
+        extra_dims: &[],
+        statistic: "Maximum",
+        periods: |c| (60, minutes(c.alarms.apache_saturated_for)),
+        compare: Compare::AtLeast,
+        threshold: |_| 1.0,
+        treat_missing: "notBreaching",
+        describe: |c, group| {
+            format!(
+                "every Apache worker of a host of {group} busy for {}: the site queues; check the \
+                 agent is scaling out (`burst-agent status`: reasons, burst cap)",
+                c.alarms.apache_saturated_for
+            )
+        },
+    },
+    AlarmKind {
+        kind: "cap_low",
+        scope: Scope::Group,
+        wanted: |c| c.alarms.cap_remaining_at_most > 0,
+        metric: "BurstCapRemaining",
+        extra_dims: &[],
+        statistic: "Minimum",
+        periods: five_minutes,
+        compare: Compare::AtMost,
+        threshold: |a| f64::from(a.cap_remaining_at_most),
+        treat_missing: "notBreaching",
+        describe: |c, group| {
             format!(
                 "{group} has at most {} burst launch(es) left today: the next burst may be met \
                  by fewer slaves; tell the customer or raise cap.daily_limit (live on reload)",
-                a.cap_remaining_at_most
-            ),
-        ));
-    }
-    out.push(spec(
-        "cap_exhausted",
-        String::new(),
-        "BurstCapRemaining",
-        g(),
-        "Minimum",
-        (60, 1),
-        (Compare::AtMost, 0.0),
-        format!(
-            "{group} has used its whole burst cap for today: no slave is launched until the day \
-             resets (`burst-agent status` says when)"
-        ),
-    ));
-    let mut sync = g();
-    sync.push(("Hook", "pre_register".into()));
-    out.push(spec(
-        "sync_failures",
-        String::new(),
-        "HookFailures",
-        sync,
-        "Sum",
-        (300, 1),
-        (Compare::AtLeast, 1.0),
-        format!(
-            "a content sync to a new slave of {group} failed: the slave was terminated, never \
-             registered; the agent's journal line ends with `fix:`"
-        ),
-    ));
-    out.push(spec(
-        "launch_failures",
-        String::new(),
-        "LaunchFailures",
-        g(),
-        "Sum",
-        (300, 1),
-        (Compare::AtLeast, 1.0),
-        format!(
-            "EC2 refused a launch for {group} (limits, permissions, no capacity anywhere): the \
-             journal says which; see docs/operations.md, troubleshooting"
-        ),
-    ));
-    out.push(spec(
-        "slave_silent",
-        String::new(),
-        "SlavesSilent",
-        g(),
-        "Maximum",
-        (300, 1),
-        (Compare::AtLeast, 1.0),
-        format!(
-            "a serving slave of {group} has not reported its samples for metrics.stale_after \
-             ({}): the agent never scales in for it; `burst-agent status` marks it SILENT. On \
-             the slave, check its burst-agent reporter (role = \"reporter\", dry_run = false, \
-             aws.region, the same metrics.namespace)",
-            cfg.metrics.stale_after
-        ),
-    ));
-    out.push(spec(
-        "api_errors",
-        String::new(),
-        "ApiErrors",
-        g(),
-        "Sum",
-        (300, 1),
-        (Compare::AtLeast, f64::from(a.api_errors)),
-        format!(
-            "the agent of {group} got at least {} AWS API errors in five minutes: check its \
-             credentials, IAM policy and the AWS Health Dashboard",
-            a.api_errors
-        ),
-    ));
-    let mut heartbeat = spec(
-        "heartbeat",
-        String::new(),
-        "Heartbeat",
-        g(),
-        "SampleCount",
-        (60, minutes(a.heartbeat_missing_for)),
-        (Compare::Below, 1.0),
-        format!(
-            "the agent of {group} has published nothing for {}: `systemctl status burst-agent`, \
-             `journalctl -u burst-agent`",
-            a.heartbeat_missing_for
-        ),
-    );
-    heartbeat.treat_missing = "breaching";
-    out.push(heartbeat);
-    // A period holds at least one probe (whole minutes, as CloudWatch's periods are).
-    let probe_period = i32::try_from(cfg.sampling.probe_interval.get().as_secs().div_ceil(60) * 60)
-        .unwrap_or(3600)
-        .max(60);
-    for (i, url) in cfg.sampling.probe_urls.iter().enumerate() {
-        let mut dims = g();
-        dims.push(("Url", url.clone()));
-        // Alarm names are at most 255 characters: a long URL goes by its place in the list.
-        let suffix = |kind: &str| {
-            if prefix(group).len() + kind.len() + 1 + url.len() <= 255 {
-                format!(":{url}")
-            } else {
-                format!(":{i}")
-            }
-        };
-        out.push(spec(
-            "probe_failed",
-            suffix("probe_failed"),
-            "ProbeFailed",
-            dims.clone(),
-            "Minimum",
-            (probe_period, 3),
-            (Compare::AtLeast, 1.0),
+                c.alarms.cap_remaining_at_most
+            )
+        },
+    },
+    AlarmKind {
+        kind: "cap_exhausted",
+        scope: Scope::Group,
+        wanted: always,
+        metric: "BurstCapRemaining",
+        extra_dims: &[],
+        statistic: "Minimum",
+        periods: |_| (60, 1),
+        compare: Compare::AtMost,
+        threshold: |_| 0.0,
+        treat_missing: "notBreaching",
+        describe: |_, group| {
+            format!(
+                "{group} has used its whole burst cap for today: no slave is launched until the \
+                 day resets (`burst-agent status` says when)"
+            )
+        },
+    },
+    AlarmKind {
+        kind: "sync_failures",
+        scope: Scope::Group,
+        wanted: always,
+        metric: "HookFailures",
+        extra_dims: &[("Hook", "pre_register")],
+        statistic: "Sum",
+        periods: five_minutes,
+        compare: Compare::AtLeast,
+        threshold: |_| 1.0,
+        treat_missing: "notBreaching",
+        describe: |_, group| {
+            format!(
+                "a content sync to a new slave of {group} failed: the slave was terminated, never \
+                 registered; the agent's journal line ends with `fix:`"
+            )
+        },
+    },
+    AlarmKind {
+        kind: "launch_failures",
+        scope: Scope::Group,
+        wanted: always,
+        metric: "LaunchFailures",
+        extra_dims: &[],
+        statistic: "Sum",
+        periods: five_minutes,
+        compare: Compare::AtLeast,
+        threshold: |_| 1.0,
+        treat_missing: "notBreaching",
+        describe: |_, group| {
+            format!(
+                "EC2 refused a launch for {group} (limits, permissions, no capacity anywhere): the \
+                 journal says which; see docs/operations.md, troubleshooting"
+            )
+        },
+    },
+    AlarmKind {
+        kind: "slave_silent",
+        scope: Scope::Group,
+        wanted: always,
+        metric: "SlavesSilent",
+        extra_dims: &[],
+        statistic: "Maximum",
+        periods: five_minutes,
+        compare: Compare::AtLeast,
+        threshold: |_| 1.0,
+        treat_missing: "notBreaching",
+        describe: |c, group| {
+            format!(
+                "a serving slave of {group} has not reported its samples for metrics.stale_after \
+                 ({}): the agent never scales in for it; `burst-agent status` marks it SILENT. On \
+                 the slave, check its burst-agent reporter (role = \"reporter\", dry_run = false, \
+                 aws.region, the same metrics.namespace)",
+                c.metrics.stale_after
+            )
+        },
+    },
+    AlarmKind {
+        kind: "api_errors",
+        scope: Scope::Group,
+        wanted: always,
+        metric: "ApiErrors",
+        extra_dims: &[],
+        statistic: "Sum",
+        periods: five_minutes,
+        compare: Compare::AtLeast,
+        threshold: |a| f64::from(a.api_errors),
+        treat_missing: "notBreaching",
+        describe: |c, group| {
+            format!(
+                "the agent of {group} got at least {} AWS API errors in five minutes: check its \
+                 credentials, IAM policy and the AWS Health Dashboard",
+                c.alarms.api_errors
+            )
+        },
+    },
+    AlarmKind {
+        kind: "heartbeat",
+        scope: Scope::Group,
+        wanted: always,
+        metric: "Heartbeat",
+        extra_dims: &[],
+        statistic: "SampleCount",
+        periods: |c| (60, minutes(c.alarms.heartbeat_missing_for)),
+        compare: Compare::Below,
+        threshold: |_| 1.0,
+        // Silence itself is the problem.
+        treat_missing: "breaching",
+        describe: |c, group| {
+            format!(
+                "the agent of {group} has published nothing for {}: `systemctl status \
+                 burst-agent`, `journalctl -u burst-agent`",
+                c.alarms.heartbeat_missing_for
+            )
+        },
+    },
+    AlarmKind {
+        kind: "probe_failed",
+        scope: Scope::ProbeUrl,
+        wanted: always,
+        metric: "ProbeFailed",
+        extra_dims: &[],
+        statistic: "Minimum",
+        periods: |c| (probe_period(c), 3),
+        compare: Compare::AtLeast,
+        threshold: |_| 1.0,
+        treat_missing: "notBreaching",
+        describe: |_, url| {
             format!(
                 "{url} has failed every probe for three periods (no answer, a timeout or an HTTP \
                  error): visitors see it too, and with the probe_latency signal the agent keeps \
                  its slaves (a missing signal never scales in); `burst-agent status` shows the \
                  last probe and why, then check Apache and the ELB's healthy hosts"
-            ),
-        ));
-        out.push(spec(
-            "probe_latency",
-            suffix("probe_latency"),
-            "ProbeLatency",
-            dims,
-            "Average",
-            (probe_period, 5),
-            (Compare::AtLeast, a.probe_latency_ms),
+            )
+        },
+    },
+    AlarmKind {
+        kind: "probe_latency",
+        scope: Scope::ProbeUrl,
+        wanted: always,
+        metric: "ProbeLatency",
+        extra_dims: &[],
+        statistic: "Average",
+        periods: |c| (probe_period(c), 5),
+        compare: Compare::AtLeast,
+        threshold: |a| a.probe_latency_ms,
+        treat_missing: "notBreaching",
+        describe: |c, url| {
             format!(
                 "{url} took {} ms or more on average for five minutes: the site crawls; check the \
                  agent is scaling out (`burst-agent status`: reasons, burst cap)",
-                a.probe_latency_ms
-            ),
-        ));
-    }
-    if !cfg.elb.name.is_empty() {
-        let elb = || vec![("LoadBalancerName", cfg.elb.name.clone())];
-        let mut unhealthy = spec(
-            "elb_unhealthy",
-            String::new(),
-            "UnHealthyHostCount",
-            elb(),
-            "Maximum",
-            (60, 5),
-            (Compare::AtLeast, f64::from(a.elb_unhealthy_hosts)),
+                c.alarms.probe_latency_ms
+            )
+        },
+    },
+    AlarmKind {
+        kind: "elb_unhealthy",
+        scope: Scope::Elb,
+        wanted: always,
+        metric: "UnHealthyHostCount",
+        extra_dims: &[],
+        statistic: "Maximum",
+        periods: |_| (60, 5),
+        compare: Compare::AtLeast,
+        threshold: |a| f64::from(a.elb_unhealthy_hosts),
+        treat_missing: "notBreaching",
+        describe: |c, elb| {
             format!(
-                "the ELB {} has called at least {} host(s) unhealthy for five minutes: a slave \
+                "the ELB {elb} has called at least {} host(s) unhealthy for five minutes: a slave \
                  without content or a dead Apache; the agent replaces slaves it sees OutOfService",
-                cfg.elb.name, a.elb_unhealthy_hosts
-            ),
-        );
-        unhealthy.namespace = "AWS/ELB".into();
-        out.push(unhealthy);
-        let mut surge = spec(
-            "elb_surge_queue",
-            String::new(),
-            "SurgeQueueLength",
-            elb(),
-            "Maximum",
-            (60, 5),
-            (Compare::AtLeast, f64::from(a.elb_surge_queue_length)),
+                c.alarms.elb_unhealthy_hosts
+            )
+        },
+    },
+    AlarmKind {
+        kind: "elb_surge_queue",
+        scope: Scope::Elb,
+        wanted: always,
+        metric: "SurgeQueueLength",
+        extra_dims: &[],
+        statistic: "Maximum",
+        periods: |_| (60, 5),
+        compare: Compare::AtLeast,
+        threshold: |a| f64::from(a.elb_surge_queue_length),
+        treat_missing: "notBreaching",
+        describe: |c, elb| {
             format!(
-                "the ELB {} has kept at least {} requests waiting for a host for five minutes: \
+                "the ELB {elb} has kept at least {} requests waiting for a host for five minutes: \
                  the fleet is too small; check the burst cap and max_slaves",
-                cfg.elb.name, a.elb_surge_queue_length
-            ),
-        );
-        surge.namespace = "AWS/ELB".into();
-        out.push(surge);
+                c.alarms.elb_surge_queue_length
+            )
+        },
+    },
+];
+
+/// One thing a kind's alarms watch.
+struct Target {
+    /// What the description names: the group, a disk path, a probe URL or the ELB's name.
+    subject: String,
+    dims: Vec<(&'static str, String)>,
+    /// Its place in its list (disk paths, probe URLs).
+    index: usize,
+}
+
+/// What the alarms of `scope` watch, in order: none, one, or one per path or URL.
+fn targets(cfg: &Config, scope: Scope) -> Vec<Target> {
+    let group = &cfg.agent.group;
+    let on = |subject: String, extra: Option<&'static str>, index: usize| Target {
+        dims: std::iter::once(("Group", group.clone()))
+            .chain(extra.map(|k| (k, subject.clone())))
+            .collect(),
+        subject,
+        index,
+    };
+    match scope {
+        Scope::DiskPath => cfg
+            .sampling
+            .disk_paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| on(path.display().to_string(), Some("Path"), i))
+            .collect(),
+        Scope::Group => vec![on(group.clone(), None, 0)],
+        Scope::ProbeUrl => cfg
+            .sampling
+            .probe_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| on(url.clone(), Some("Url"), i))
+            .collect(),
+        Scope::Elb if cfg.elb.name.is_empty() => Vec::new(),
+        Scope::Elb => vec![Target {
+            subject: cfg.elb.name.clone(),
+            dims: vec![("LoadBalancerName", cfg.elb.name.clone())],
+            index: 0,
+        }],
     }
-    out.retain(|s| !a.disabled.iter().any(|d| d == s.kind));
+}
+
+impl AlarmKind {
+    /// What follows `burst-agent/GROUP/KIND` in the name of this kind's alarm on `target`.
+    fn suffix(&self, group: &str, target: &Target) -> String {
+        match self.scope {
+            Scope::Group | Scope::Elb => String::new(),
+            Scope::DiskPath => format!(":{}", target.subject),
+            // Alarm names are at most 255 characters: a long URL goes by its place in the list.
+            Scope::ProbeUrl => {
+                let url = &target.subject;
+                if prefix(group).len() + self.kind.len() + 1 + url.len() <= 255 {
+                    format!(":{url}")
+                } else {
+                    format!(":{}", target.index)
+                }
+            }
+        }
+    }
+
+    /// This kind's alarm on one target, its metric in the site's namespace `ns` (or `AWS/ELB`).
+    fn alarm(&self, cfg: &Config, ns: &str, target: &Target) -> AlarmSpec {
+        let group = &cfg.agent.group;
+        let mut dims = target.dims.clone();
+        dims.extend(self.extra_dims.iter().map(|&(k, v)| (k, v.to_string())));
+        let (period_secs, evaluation_periods) = (self.periods)(cfg);
+        AlarmSpec {
+            name: format!(
+                "{}{}{}",
+                prefix(group),
+                self.kind,
+                self.suffix(group, target)
+            ),
+            kind: self.kind,
+            description: (self.describe)(cfg, &target.subject),
+            namespace: match self.scope {
+                Scope::Elb => "AWS/ELB".into(),
+                _ => crate::metrics::Ns::of(self.metric).name(ns),
+            },
+            metric: self.metric,
+            dims,
+            statistic: self.statistic,
+            period_secs,
+            evaluation_periods,
+            threshold: (self.threshold)(&cfg.alarms),
+            compare: self.compare,
+            treat_missing: self.treat_missing,
+        }
+    }
+}
+
+/// The alarms the config asks for.
+pub fn plan(cfg: &Config) -> Vec<AlarmSpec> {
+    let ns = cfg.metrics.namespace_for(&cfg.agent.group);
+    let mut out = Vec::new();
+    // Kinds of one scope in a row go target by target: each probe URL's two alarms together.
+    for run in ALARM_KINDS.chunk_by(|a, b| a.scope == b.scope) {
+        for target in targets(cfg, run[0].scope) {
+            for kind in run.iter().filter(|k| (k.wanted)(cfg)) {
+                out.push(kind.alarm(cfg, &ns, &target));
+            }
+        }
+    }
+    out.retain(|s| !cfg.alarms.disabled.iter().any(|d| d == s.kind));
     out
 }
 

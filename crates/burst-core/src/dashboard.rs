@@ -83,101 +83,119 @@ fn per_host(ns: &str, group: &str, metric: &str, id: &str) -> Value {
     }])
 }
 
-/// The widgets of one group, from row `y`.
-fn group_widgets(cfg: &Config, group: &str, y: u32, full: bool) -> Vec<Value> {
-    let ns = cfg.metrics.namespace_for(group);
-    let ns = ns.as_str();
-    let region = if cfg.aws.region.is_empty() {
-        "us-east-1"
-    } else {
-        cfg.aws.region.as_str()
-    };
+/// What every widget of one group needs: the config, the group, its namespace, the region and
+/// the row it starts at.
+struct Ctx<'a> {
+    cfg: &'a Config,
+    group: &'a str,
+    ns: &'a str,
+    region: &'a str,
+    y: u32,
+}
+
+/// Slaves in service, coming and going, against demand (Apache busy, load per CPU).
+fn fleet_widget(c: &Ctx) -> Value {
+    let (ns, group) = (c.ns, c.group);
     let g = [("Group", group)];
-    let mut out = vec![
+    widget(
+        0,
+        c.y,
+        8,
+        &format!("{group}: slaves in service, coming, going, against demand"),
+        c.region,
+        vec![
+            line(
+                ns,
+                "SlavesInService",
+                &g,
+                json!({"stat": "Maximum", "label": "in service"}),
+            ),
+            line(
+                ns,
+                "SlavesComing",
+                &g,
+                json!({"stat": "Maximum", "label": "coming"}),
+            ),
+            line(
+                ns,
+                "SlavesGoing",
+                &g,
+                json!({"stat": "Maximum", "label": "going"}),
+            ),
+            line(
+                ns,
+                "ApacheBusyRatio",
+                &g,
+                json!({"stat": "Average", "yAxis": "right", "label": "Apache busy (mean)"}),
+            ),
+            line(
+                ns,
+                "LoadPerCpu",
+                &g,
+                json!({"stat": "Average", "yAxis": "right", "label": "load per CPU (mean)"}),
+            ),
+        ],
+        json!({}),
+    )
+}
+
+/// The burst cap used and remaining today.
+fn cap_widget(c: &Ctx) -> Value {
+    let (ns, group) = (c.ns, c.group);
+    let g = [("Group", group)];
+    widget(
+        8,
+        c.y,
+        8,
+        &format!("{group}: burst cap today"),
+        c.region,
+        vec![
+            line(
+                ns,
+                "BurstCapUsed",
+                &g,
+                json!({"stat": "Maximum", "label": "used"}),
+            ),
+            line(
+                ns,
+                "BurstCapRemaining",
+                &g,
+                json!({"stat": "Minimum", "label": "remaining"}),
+            ),
+        ],
+        json!({"yAxis": {"left": {"min": 0}}}),
+    )
+}
+
+/// The policy's decisions, stacked by action.
+fn decisions_widget(c: &Ctx) -> Value {
+    let (ns, group) = (c.ns, c.group);
+    widget(
+        16,
+        c.y,
+        8,
+        &format!("{group}: decisions"),
+        c.region,
+        ["scale_out", "scale_in", "hold"]
+            .iter()
+            .map(|a| {
+                line(
+                    ns,
+                    "Decisions",
+                    &[("Group", group), ("Action", a)],
+                    json!({"stat": "Sum", "label": a}),
+                )
+            })
+            .collect(),
+        json!({"stacked": true}),
+    )
+}
+
+/// The second row: load per CPU, Apache busy ratio and memory used, one line per host.
+fn per_host_widgets(c: &Ctx) -> [Value; 3] {
+    let (ns, group, region, y) = (c.ns, c.group, c.region, c.y);
+    [
         widget(
-            0,
-            y,
-            8,
-            &format!("{group}: slaves in service, coming, going, against demand"),
-            region,
-            vec![
-                line(
-                    ns,
-                    "SlavesInService",
-                    &g,
-                    json!({"stat": "Maximum", "label": "in service"}),
-                ),
-                line(
-                    ns,
-                    "SlavesComing",
-                    &g,
-                    json!({"stat": "Maximum", "label": "coming"}),
-                ),
-                line(
-                    ns,
-                    "SlavesGoing",
-                    &g,
-                    json!({"stat": "Maximum", "label": "going"}),
-                ),
-                line(
-                    ns,
-                    "ApacheBusyRatio",
-                    &g,
-                    json!({"stat": "Average", "yAxis": "right", "label": "Apache busy (mean)"}),
-                ),
-                line(
-                    ns,
-                    "LoadPerCpu",
-                    &g,
-                    json!({"stat": "Average", "yAxis": "right", "label": "load per CPU (mean)"}),
-                ),
-            ],
-            json!({}),
-        ),
-        widget(
-            8,
-            y,
-            8,
-            &format!("{group}: burst cap today"),
-            region,
-            vec![
-                line(
-                    ns,
-                    "BurstCapUsed",
-                    &g,
-                    json!({"stat": "Maximum", "label": "used"}),
-                ),
-                line(
-                    ns,
-                    "BurstCapRemaining",
-                    &g,
-                    json!({"stat": "Minimum", "label": "remaining"}),
-                ),
-            ],
-            json!({"yAxis": {"left": {"min": 0}}}),
-        ),
-        widget(
-            16,
-            y,
-            8,
-            &format!("{group}: decisions"),
-            region,
-            ["scale_out", "scale_in", "hold"]
-                .iter()
-                .map(|a| {
-                    line(
-                        ns,
-                        "Decisions",
-                        &[("Group", group), ("Action", a)],
-                        json!({"stat": "Sum", "label": a}),
-                    )
-                })
-                .collect(),
-            json!({"stacked": true}),
-        ),
-    ];
-    if full {
-        out.push(widget(
             0,
             y + 6,
             8,
@@ -185,8 +203,8 @@ fn group_widgets(cfg: &Config, group: &str, y: u32, full: bool) -> Vec<Value> {
             region,
             vec![per_host(ns, group, "LoadPerCpu", "load")],
             json!({}),
-        ));
-        out.push(widget(
+        ),
+        widget(
             8,
             y + 6,
             8,
@@ -194,8 +212,8 @@ fn group_widgets(cfg: &Config, group: &str, y: u32, full: bool) -> Vec<Value> {
             region,
             vec![per_host(ns, group, "ApacheBusyRatio", "apache")],
             json!({}),
-        ));
-        out.push(widget(
+        ),
+        widget(
             16,
             y + 6,
             8,
@@ -203,93 +221,134 @@ fn group_widgets(cfg: &Config, group: &str, y: u32, full: bool) -> Vec<Value> {
             region,
             vec![per_host(ns, group, "MemoryUsedRatio", "memory")],
             json!({}),
-        ));
-        out.push(widget(
-            0,
-            y + 12,
-            12,
-            &format!("{group}: hook seconds"),
-            region,
-            [
-                "pre_register",
-                "content_sync",
-                "pre_deregister",
-                "post_terminate",
-            ]
-            .iter()
-            .map(|h| {
-                line(
-                    ns,
-                    "HookSeconds",
-                    &[("Group", group), ("Hook", h)],
-                    json!({"stat": "Maximum", "label": h}),
-                )
-            })
-            .collect(),
-            json!({}),
-        ));
-        if !cfg.elb.name.is_empty() {
-            let elb = [("LoadBalancerName", cfg.elb.name.as_str())];
-            out.push(widget(
-                12,
-                y + 12,
-                12,
-                &format!("ELB {}: latency and errors", cfg.elb.name),
-                region,
-                vec![
-                    line(
-                        "AWS/ELB",
-                        "Latency",
-                        &elb,
-                        json!({"stat": "Average", "label": "latency (s)"}),
-                    ),
-                    line(
-                        "AWS/ELB",
-                        "HTTPCode_Backend_5XX",
-                        &elb,
-                        json!({"stat": "Sum", "yAxis": "right", "label": "backend 5xx"}),
-                    ),
-                    line(
-                        "AWS/ELB",
-                        "HTTPCode_ELB_5XX",
-                        &elb,
-                        json!({"stat": "Sum", "yAxis": "right", "label": "ELB 5xx"}),
-                    ),
-                    line(
-                        "AWS/ELB",
-                        "SurgeQueueLength",
-                        &elb,
-                        json!({"stat": "Maximum", "yAxis": "right", "label": "surge queue"}),
-                    ),
-                ],
-                json!({}),
-            ));
-        }
-        if !cfg.sampling.probe_urls.is_empty() {
-            let search = |metric: &str, stat: &str, id: &str, axis: &str| {
-                let ns = ns_of(ns, metric);
-                json!({
-                    "expression": format!(
-                        "SEARCH('{{{ns},Group,Url}} MetricName=\"{metric}\" Group=\"{group}\"', '{stat}', 60)"
-                    ),
-                    "id": id,
-                    "label": "",
-                    "yAxis": axis,
-                })
-            };
-            out.push(widget(
-                0,
-                y + 18,
-                24,
-                &format!("{group}: site probe (ms, left; failed, right)"),
-                region,
-                vec![
-                    json!([search("ProbeLatency", "Average", "probe_ms", "left")]),
-                    json!([search("ProbeFailed", "Maximum", "probe_failed", "right")]),
-                ],
-                json!({}),
-            ));
-        }
+        ),
+    ]
+}
+
+/// How long each hook took.
+fn hooks_widget(c: &Ctx) -> Value {
+    let (ns, group) = (c.ns, c.group);
+    widget(
+        0,
+        c.y + 12,
+        12,
+        &format!("{group}: hook seconds"),
+        c.region,
+        [
+            "pre_register",
+            "content_sync",
+            "pre_deregister",
+            "post_terminate",
+        ]
+        .iter()
+        .map(|h| {
+            line(
+                ns,
+                "HookSeconds",
+                &[("Group", group), ("Hook", h)],
+                json!({"stat": "Maximum", "label": h}),
+            )
+        })
+        .collect(),
+        json!({}),
+    )
+}
+
+/// The classic ELB's latency and errors, if there is one.
+fn elb_widget(c: &Ctx) -> Option<Value> {
+    let cfg = c.cfg;
+    if cfg.elb.name.is_empty() {
+        return None;
+    }
+    let elb = [("LoadBalancerName", cfg.elb.name.as_str())];
+    Some(widget(
+        12,
+        c.y + 12,
+        12,
+        &format!("ELB {}: latency and errors", cfg.elb.name),
+        c.region,
+        vec![
+            line(
+                "AWS/ELB",
+                "Latency",
+                &elb,
+                json!({"stat": "Average", "label": "latency (s)"}),
+            ),
+            line(
+                "AWS/ELB",
+                "HTTPCode_Backend_5XX",
+                &elb,
+                json!({"stat": "Sum", "yAxis": "right", "label": "backend 5xx"}),
+            ),
+            line(
+                "AWS/ELB",
+                "HTTPCode_ELB_5XX",
+                &elb,
+                json!({"stat": "Sum", "yAxis": "right", "label": "ELB 5xx"}),
+            ),
+            line(
+                "AWS/ELB",
+                "SurgeQueueLength",
+                &elb,
+                json!({"stat": "Maximum", "yAxis": "right", "label": "surge queue"}),
+            ),
+        ],
+        json!({}),
+    ))
+}
+
+/// The site probe's latency and failures, per URL, if any URL is probed.
+fn probe_widget(c: &Ctx) -> Option<Value> {
+    if c.cfg.sampling.probe_urls.is_empty() {
+        return None;
+    }
+    let (ns, group) = (c.ns, c.group);
+    let search = |metric: &str, stat: &str, id: &str, axis: &str| {
+        let ns = ns_of(ns, metric);
+        json!({
+            "expression": format!(
+                "SEARCH('{{{ns},Group,Url}} MetricName=\"{metric}\" Group=\"{group}\"', '{stat}', 60)"
+            ),
+            "id": id,
+            "label": "",
+            "yAxis": axis,
+        })
+    };
+    Some(widget(
+        0,
+        c.y + 18,
+        24,
+        &format!("{group}: site probe (ms, left; failed, right)"),
+        c.region,
+        vec![
+            json!([search("ProbeLatency", "Average", "probe_ms", "left")]),
+            json!([search("ProbeFailed", "Maximum", "probe_failed", "right")]),
+        ],
+        json!({}),
+    ))
+}
+
+/// The widgets of one group, from row `y`.
+fn group_widgets(cfg: &Config, group: &str, y: u32, full: bool) -> Vec<Value> {
+    let ns = cfg.metrics.namespace_for(group);
+    let region = if cfg.aws.region.is_empty() {
+        "us-east-1"
+    } else {
+        cfg.aws.region.as_str()
+    };
+    let c = Ctx {
+        cfg,
+        group,
+        ns: ns.as_str(),
+        region,
+        y,
+    };
+    let mut out = vec![fleet_widget(&c), cap_widget(&c), decisions_widget(&c)];
+    if full {
+        out.extend(per_host_widgets(&c));
+        out.push(hooks_widget(&c));
+        out.extend(elb_widget(&c));
+        out.extend(probe_widget(&c));
     }
     out
 }

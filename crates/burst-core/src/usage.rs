@@ -8,7 +8,13 @@
 //!   bills, to within a tick.
 //! - A **shortfall** is a tick whose decision wanted more slaves than a hold let it launch
 //!   (the cap, the ledger table, the sync brake, a missing content source, EC2's refusals),
-//!   kept per local day and kind as seconds held and the largest number short.
+//!   kept per local day and kind as seconds held and the largest number short. [`Shortfalls`]
+//!   credits each held tick until the next and hands them out for writing when an episode
+//!   ends or every `every` seconds (the daemon: 5 minutes).
+//! - The **month** ([`month`]): per local day, units, distinct instances, instance-hours split
+//!   at local midnight (EC2's minute minimum, one slave's overlapping runs merged), peak, days
+//!   at the cap, seconds held short, and the cost at `[prices]`; [`heat`] is the heat map's
+//!   cell. [`lease_look`] says how a person reads the lease item (held, lapsed, released).
 
 use crate::lease;
 use crate::policy::{Explanation, Reason};
@@ -554,54 +560,152 @@ pub fn month(
     now: Timestamp,
 ) -> MonthUse {
     let today = tz.to_datetime(now).date();
-    let mut unconfirmed = BTreeSet::new();
     let spans = billed_spans(&site.runs, now);
-    let mut days = Vec::new();
-    let mut total = DayUse::default();
-    let mut month_instances = BTreeSet::new();
-    let mut unpriced = BTreeSet::new();
-    let (mut cap_days, mut short_days) = (0, 0);
-    let mut all_priced = true;
+    let mut tally = MonthTally {
+        days: Vec::new(),
+        total: DayUse::default(),
+        instances: BTreeSet::new(),
+        unpriced: BTreeSet::new(),
+        unconfirmed: BTreeSet::new(),
+        cap_days: 0,
+        short_days: 0,
+        all_priced: true,
+    };
     let mut d = first;
     while d.month() == first.month() && d <= today {
-        let key = d.to_string();
-        let (start, end) = (day_start(d, tz), day_start(d.tomorrow().unwrap_or(d), tz));
-        let mut u = DayUse {
-            day: Some(d),
-            unit_limit: site.limit,
-            ..DayUse::default()
-        };
-        if let Some((used, limit)) = site.days.get(&key) {
-            u.units_used = *used;
-            u.unit_limit = limit.unwrap_or(site.limit);
-            u.at_cap = u.unit_limit > 0 && u.units_used >= u.unit_limit;
+        let mut day = open_day(site, d, tz);
+        let runs = tally.count_runs(&mut day, &spans, hourly);
+        peak_slaves(&mut day.u, runs.events);
+        add_shortfalls(&mut day.u, site, &day.key);
+        tally.close_day(day, runs.cost, runs.priced);
+        match d.tomorrow() {
+            Ok(n) => d = n,
+            Err(_) => break,
         }
-        let mut ids: BTreeSet<&str> = site
-            .counted
-            .iter()
-            .filter(|(day, _)| *day == key)
-            .map(|(_, id)| id.as_str())
-            .collect();
+    }
+    tally.finish()
+}
+
+/// The month's rows and counts as `month` goes through its days.
+struct MonthTally {
+    days: Vec<DayUse>,
+    total: DayUse,
+    /// Distinct instances over the month.
+    instances: BTreeSet<String>,
+    unpriced: BTreeSet<String>,
+    unconfirmed: BTreeSet<String>,
+    cap_days: u32,
+    short_days: u32,
+    all_priced: bool,
+}
+
+/// One local day being counted: its row, its bounds and the instances that ran or were counted.
+struct Day<'a> {
+    key: String,
+    start: Timestamp,
+    end: Timestamp,
+    u: DayUse,
+    ids: BTreeSet<&'a str>,
+}
+
+/// What a day's billed spans cost, and when slaves started and stopped in it.
+struct DayRuns {
+    cost: f64,
+    /// Every span that day had a price.
+    priced: bool,
+    events: Vec<(Timestamp, i32)>,
+}
+
+/// Day `d`'s bounds in `tz`, its units and limit as its item says, and its counted instances.
+fn open_day<'a>(site: &'a SiteUse, d: Date, tz: &TimeZone) -> Day<'a> {
+    let key = d.to_string();
+    let (start, end) = (day_start(d, tz), day_start(d.tomorrow().unwrap_or(d), tz));
+    let mut u = DayUse {
+        day: Some(d),
+        unit_limit: site.limit,
+        ..DayUse::default()
+    };
+    if let Some((used, limit)) = site.days.get(&key) {
+        u.units_used = *used;
+        u.unit_limit = limit.unwrap_or(site.limit);
+        u.at_cap = u.unit_limit > 0 && u.units_used >= u.unit_limit;
+    }
+    let ids: BTreeSet<&str> = site
+        .counted
+        .iter()
+        .filter(|(day, _)| *day == key)
+        .map(|(_, id)| id.as_str())
+        .collect();
+    Day {
+        key,
+        start,
+        end,
+        u,
+        ids,
+    }
+}
+
+/// Slaves running at once at their peak, from the day's starts (+1) and ends (-1).
+fn peak_slaves(u: &mut DayUse, mut events: Vec<(Timestamp, i32)>) {
+    // Ends before starts at the same second: a replacement is not an overlap.
+    events.sort();
+    let mut at_once = 0i32;
+    for (_, step) in events {
+        at_once += step;
+        u.peak_slaves = u.peak_slaves.max(u32::try_from(at_once).unwrap_or(0));
+    }
+}
+
+/// The day's shortfalls: seconds held by kind, and the most slaves a hold kept out at once.
+fn add_shortfalls(u: &mut DayUse, site: &SiteUse, key: &str) {
+    for s in site.shortfalls.iter().filter(|s| s.day == key) {
+        *u.held_secs.entry(s.held).or_default() += s.secs;
+        u.max_short = u.max_short.max(s.max_short);
+    }
+}
+
+/// Adds one day's row to the month's total.
+fn add_to_total(total: &mut DayUse, u: &DayUse) {
+    total.units_used += u.units_used;
+    total.unit_limit += u.unit_limit;
+    total.instance_hours += u.instance_hours;
+    total.peak_slaves = total.peak_slaves.max(u.peak_slaves);
+    for (h, s) in &u.held_secs {
+        *total.held_secs.entry(*h).or_default() += s;
+    }
+    total.max_short = total.max_short.max(u.max_short);
+    total.cost = Some(total.cost.unwrap_or(0.0) + u.cost.unwrap_or(0.0));
+}
+
+impl MonthTally {
+    /// The day's part of every billed span: its instances, hours and cost, and the starts and
+    /// ends of the time each really ran.
+    fn count_runs<'a>(
+        &mut self,
+        day: &mut Day<'a>,
+        spans: &'a [Span],
+        hourly: &BTreeMap<String, f64>,
+    ) -> DayRuns {
         let mut events = Vec::new();
         let mut cost = 0.0;
         let mut priced = true;
-        for sp in &spans {
-            let (a, b) = (sp.start.max(start), sp.billed_end.min(end));
+        for sp in spans {
+            let (a, b) = (sp.start.max(day.start), sp.billed_end.min(day.end));
             if a >= b {
                 continue;
             }
-            ids.insert(sp.instance.as_str());
+            day.ids.insert(sp.instance.as_str());
             if !sp.sure {
-                u.unconfirmed += 1;
-                unconfirmed.insert(sp.instance.clone());
+                day.u.unconfirmed += 1;
+                self.unconfirmed.insert(sp.instance.clone());
             }
             let hours = (b.as_second() - a.as_second()) as f64 / 3600.0;
-            u.instance_hours += hours;
+            day.u.instance_hours += hours;
             match hourly.get(&sp.instance_type) {
                 Some(p) => cost += hours * p,
                 None => {
                     priced = false;
-                    unpriced.insert(if sp.instance_type.is_empty() {
+                    self.unpriced.insert(if sp.instance_type.is_empty() {
                         "(unknown type)".to_string()
                     } else {
                         sp.instance_type.clone()
@@ -609,57 +713,58 @@ pub fn month(
                 }
             }
             // Only the time it really ran counts toward the peak, not the minimum billing.
-            let ran_end = sp.ran_end.min(end);
+            let ran_end = sp.ran_end.min(day.end);
             if a < ran_end {
                 events.push((a, 1i32));
                 events.push((ran_end, -1));
             }
         }
-        // Ends before starts at the same second: a replacement is not an overlap.
-        events.sort();
-        let mut at_once = 0i32;
-        for (_, step) in events {
-            at_once += step;
-            u.peak_slaves = u.peak_slaves.max(u32::try_from(at_once).unwrap_or(0));
+        DayRuns {
+            cost,
+            priced,
+            events,
         }
-        for s in site.shortfalls.iter().filter(|s| s.day == key) {
-            *u.held_secs.entry(s.held).or_default() += s.secs;
-            u.max_short = u.max_short.max(s.max_short);
-        }
+    }
+
+    /// Finishes the day's row (instances, cost) and adds it to the month's counts and total.
+    fn close_day(&mut self, day: Day<'_>, cost: f64, priced: bool) {
+        let Day { mut u, ids, .. } = day;
         u.instances = u32::try_from(ids.len()).unwrap_or(u32::MAX);
         u.cost = priced.then_some(cost);
-        all_priced &= priced;
-        month_instances.extend(ids.iter().map(|s| s.to_string()));
-        cap_days += u32::from(u.at_cap);
-        short_days += u32::from(!u.held_secs.is_empty());
-        total.units_used += u.units_used;
-        total.unit_limit += u.unit_limit;
-        total.instance_hours += u.instance_hours;
-        total.peak_slaves = total.peak_slaves.max(u.peak_slaves);
-        for (h, s) in &u.held_secs {
-            *total.held_secs.entry(*h).or_default() += s;
-        }
-        total.max_short = total.max_short.max(u.max_short);
-        total.cost = Some(total.cost.unwrap_or(0.0) + u.cost.unwrap_or(0.0));
-        days.push(u);
-        match d.tomorrow() {
-            Ok(n) => d = n,
-            Err(_) => break,
-        }
+        self.all_priced &= priced;
+        self.instances.extend(ids.iter().map(|s| s.to_string()));
+        self.cap_days += u32::from(u.at_cap);
+        self.short_days += u32::from(!u.held_secs.is_empty());
+        add_to_total(&mut self.total, &u);
+        self.days.push(u);
     }
-    total.instances = u32::try_from(month_instances.len()).unwrap_or(u32::MAX);
-    total.unconfirmed = u32::try_from(unconfirmed.len()).unwrap_or(u32::MAX);
-    total.at_cap = cap_days > 0;
-    if !all_priced {
-        total.cost = None;
-    }
-    MonthUse {
-        days,
-        total,
-        cap_days,
-        short_days,
-        unpriced: unpriced.into_iter().collect(),
-        unconfirmed: unconfirmed.into_iter().collect(),
+
+    /// The month's rows, with the total's instances, unconfirmed, cap and cost settled.
+    fn finish(self) -> MonthUse {
+        let MonthTally {
+            days,
+            mut total,
+            instances,
+            unpriced,
+            unconfirmed,
+            cap_days,
+            short_days,
+            all_priced,
+        } = self;
+        total.instances = u32::try_from(instances.len()).unwrap_or(u32::MAX);
+        total.unconfirmed = u32::try_from(unconfirmed.len()).unwrap_or(u32::MAX);
+        total.at_cap = cap_days > 0;
+        if !all_priced {
+            total.cost = None;
+        }
+        MonthUse {
+            days,
+            total,
+            cap_days,
+            short_days,
+            unpriced: unpriced.into_iter().collect(),
+            unconfirmed: unconfirmed.into_iter().collect(),
+        }
     }
 }
 

@@ -14,6 +14,11 @@
 //! - Each attempt has a timeout; a hung hook is killed with its whole process group (rsync's
 //!   ssh child included), and so is anything a finished hook left behind.
 //! - Failed attempts are retried `retries` times, `retry_delay` apart.
+//! - Output is read at most 5 s after the hook ended: a child that called `setsid` and kept
+//!   the pipes open cannot hold the agent.
+//! - [`check_source`]: a content source that is missing, empty or lacks its sentinel file.
+//! - Each slave's ssh host key is pinned in a file of its own under `known_hosts/` in the
+//!   state directory, removed when the slave is gone ([`forget_host_key`]).
 
 use crate::config::Hook;
 use std::process::Stdio;
@@ -737,10 +742,18 @@ fn between<'a>(line: &'a str, open: &str, close: &str) -> Option<&'a str> {
     Some(&line[start..start + len])
 }
 
+/// One stderr line's fix and its rank (the higher, the more specific), or `None`; the checks run
+/// in the order of their ranks, the first that matches wins.
 fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
-    let host = vars.host();
-    let kh = format!("{}/known_hosts/{{instance_id}}", vars.state_dir);
-    let quoted = |or: &'static str| between(line, "\"", "\"").unwrap_or(or);
+    diagnose_key_file(line)
+        .or_else(|| diagnose_host_key(line, vars))
+        .or_else(|| diagnose_login(line, vars))
+        .or_else(|| diagnose_unreachable(line, vars))
+        .or_else(|| diagnose_rsync_path(line, vars))
+}
+
+/// The agent's own ssh key or config file: missing, unreadable, or readable by others (rank 9).
+fn diagnose_key_file(line: &str) -> Option<(u8, String)> {
     if let Some(file) = between(line, "Identity file ", " not accessible") {
         let fix = if line.contains("Permission denied") {
             format!(
@@ -766,6 +779,13 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
             ),
         ));
     }
+    None
+}
+
+/// The slave's host key: changed from the pinned one (rank 8), or not verifiable (rank 7).
+fn diagnose_host_key(line: &str, vars: &HookVars) -> Option<(u8, String)> {
+    let host = vars.host();
+    let kh = format!("{}/known_hosts/{{instance_id}}", vars.state_dir);
     if line.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
         || line.contains("has changed and you have requested strict checking")
     {
@@ -790,6 +810,12 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
             ),
         ));
     }
+    None
+}
+
+/// The slave refused the login, or its image lacks what the hook runs (rank 6).
+fn diagnose_login(line: &str, vars: &HookVars) -> Option<(u8, String)> {
+    let host = vars.host();
     if line.contains("Permission denied (publickey") {
         return Some((
             6,
@@ -825,6 +851,12 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
             format!("{host} has no rsync: install it in the slave image"),
         ));
     }
+    None
+}
+
+/// ssh could not reach the slave: no connection, or no name (rank 5).
+fn diagnose_unreachable(line: &str, vars: &HookVars) -> Option<(u8, String)> {
+    let host = vars.host();
     for (what, why) in [
         ("Connection timed out", "does not answer"),
         ("Connection refused", "refuses the connection"),
@@ -849,6 +881,13 @@ fn diagnose_line(line: &str, vars: &HookVars) -> Option<(u8, String)> {
             format!("ssh cannot resolve the slave's name ({host}): use {{private_ip}} in the hook"),
         ));
     }
+    None
+}
+
+/// rsync could not read the source on the master or write the destination on the slave (rank 4).
+fn diagnose_rsync_path(line: &str, vars: &HookVars) -> Option<(u8, String)> {
+    let host = vars.host();
+    let quoted = |or: &'static str| between(line, "\"", "\"").unwrap_or(or);
     if line.contains("[sender]") && line.contains("failed:") {
         let path = quoted("the source");
         if line.contains("No such file or directory") {

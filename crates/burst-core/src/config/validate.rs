@@ -1,5 +1,7 @@
 //! Semantic checks: everything serde's types can't say. Every problem is reported, each as a
-//! sentence that starts with its key path.
+//! sentence that starts with its key path. Each section has its `check_SECTION` function and
+//! [`validate`] runs every one, always: a new section's checks are one function and one line
+//! there.
 
 use super::{Config, Dur, Hook, Problem, Role, EVENT_PLACEHOLDERS, HOOK_PLACEHOLDERS};
 use std::path::Path;
@@ -412,8 +414,19 @@ fn check_metrics(c: &mut Checks, cfg: &Config) {
     });
 }
 
-/// `[policy]`.
+/// `[policy]`: each group of related keys checks itself, in file order.
 fn check_policy(c: &mut Checks, cfg: &Config) {
+    check_policy_signals(c, cfg);
+    check_policy_forecast(c, cfg);
+    check_policy_targets(c, cfg);
+    check_policy_thresholds(c, cfg);
+    check_policy_slaves(c, cfg);
+    check_policy_holds(c, cfg);
+    check_policy_acute_and_stale(c, cfg);
+}
+
+/// `policy.evaluation_interval` and `policy.signals`, with what probe_latency needs.
+fn check_policy_signals(c: &mut Checks, cfg: &Config) {
     let p = &cfg.policy;
     let s = &cfg.sampling;
     c.duration(
@@ -453,7 +466,11 @@ fn check_policy(c: &mut Checks, cfg: &Config) {
             },
         );
     }
-    let f = &p.forecast;
+}
+
+/// `policy.forecast.*`.
+fn check_policy_forecast(c: &mut Checks, cfg: &Config) {
+    let f = &cfg.policy.forecast;
     c.duration("policy.forecast.window", f.window, 60 * SEC, HOUR);
     c.duration("policy.forecast.lead_time", f.lead_time, 10 * SEC, HOUR);
     c.require(
@@ -466,6 +483,11 @@ fn check_policy(c: &mut Checks, cfg: &Config) {
             )
         },
     );
+}
+
+/// `policy.targets.*` and `policy.tolerance`: each signal's goal, and no signal listed twice.
+fn check_policy_targets(c: &mut Checks, cfg: &Config) {
+    let p = &cfg.policy;
     c.require(
         p.targets.probe_latency_ms.is_finite()
             && (1.0..=600_000.0).contains(&p.targets.probe_latency_ms),
@@ -504,6 +526,11 @@ fn check_policy(c: &mut Checks, cfg: &Config) {
             )
         },
     );
+}
+
+/// `policy.scale_out.*`, `policy.scale_in.*` and the step limits.
+fn check_policy_thresholds(c: &mut Checks, cfg: &Config) {
+    let p = &cfg.policy;
     c.fraction("policy.scale_out.threshold", p.scale_out.threshold, 100.0);
     c.require(
         p.scale_in.threshold.is_finite() && p.scale_in.threshold >= 0.0,
@@ -547,6 +574,11 @@ fn check_policy(c: &mut Checks, cfg: &Config) {
             format!("{path} must be at least 1 (got {v})")
         });
     }
+}
+
+/// `policy.min_slaves` and `policy.max_slaves`.
+fn check_policy_slaves(c: &mut Checks, cfg: &Config) {
+    let p = &cfg.policy;
     c.require(p.min_slaves <= p.max_slaves, "policy.min_slaves", || {
         format!(
             "policy.min_slaves must be at most policy.max_slaves ({} > {})",
@@ -559,6 +591,11 @@ fn check_policy(c: &mut Checks, cfg: &Config) {
             p.max_slaves
         )
     });
+}
+
+/// Cooldowns, stabilization, lifetimes and the cap's keep/guard durations.
+fn check_policy_holds(c: &mut Checks, cfg: &Config) {
+    let p = &cfg.policy;
     for (path, d) in [
         ("policy.scale_out_cooldown", p.scale_out_cooldown),
         ("policy.scale_in_cooldown", p.scale_in_cooldown),
@@ -588,6 +625,11 @@ fn check_policy(c: &mut Checks, cfg: &Config) {
         Duration::ZERO,
         HOUR,
     );
+}
+
+/// `policy.acute_factor` and `policy.stale_after`.
+fn check_policy_acute_and_stale(c: &mut Checks, cfg: &Config) {
+    let p = &cfg.policy;
     c.require(
         p.acute_factor.is_finite() && (1.0..=10.0).contains(&p.acute_factor),
         "policy.acute_factor",
