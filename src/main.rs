@@ -1,4 +1,9 @@
 //! The `burst-agent` command line: the binary's edge, where errors become `anyhow` with context.
+//!
+//! Each command's work lives in its module: `run` in `daemon`, `simulate` in `sim`, `faultsim`
+//! in `faultsim`, the operator's commands (`repair`, `preflight`, `drill`, `alarms`,
+//! `dashboard`, `table`, `fleet`, `takeover`, `resume`) in `ops`. This file parses, loads the
+//! config, and turns errors into exit codes.
 
 use anyhow::{Context, Result};
 use burst_agent::config::{self, Config, ConfigError, DEFAULT_CONFIG_PATH};
@@ -257,309 +262,383 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    let config = cli.config;
     match cli.command {
         Command::CheckConfig { path } => {
             let path = path
-                .or(cli.config)
+                .or(config)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
             Ok(check_config(&path))
         }
-        Command::Run { dry_run } => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
-            burst_agent::privilege::check_run_state_dir(&cfg.agent.state_dir)
-                .map_err(anyhow::Error::msg)?;
-            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
-            let config_path = match &cli.config {
-                Some(p) => Some(p.clone()),
-                None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
-            };
-            burst_agent::daemon::run(
-                cfg,
-                burst_agent::daemon::RunOptions {
-                    config_path,
-                    force_dry_run: dry_run,
-                },
-            )
-            .context("burst-agent run")?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::CheckContent { url, file, timeout } => {
-            match burst_agent::hooks::check_content(&url, &file, timeout) {
-                Ok(()) => {
-                    println!("{url} serves {}", file.display());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("content check failed: {}", burst_agent::text::printable(&e));
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
-        Command::Drill { yes, json } => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
-            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
-            let d = burst_agent::daemon::drill(cfg, yes, &mut |l| {
-                if !json {
-                    println!("{l}");
-                }
-            })
-            .context("burst-agent drill")?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
-            } else {
-                print!("{}", d.render());
-            }
-            Ok(if !yes {
-                // Nothing done: not a failure of the set-up, not a pass either.
-                ExitCode::from(2)
-            } else if d.failed.is_some() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
-        Command::Preflight { json } => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
-            let report = burst_agent::daemon::preflight(cfg).context("burst-agent preflight")?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.render());
-            }
-            Ok(if report.failed() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        Command::Run { dry_run } => run_agent(config.as_deref(), dry_run),
+        Command::CheckContent { url, file, timeout } => Ok(check_content(&url, &file, timeout)),
+        Command::Drill { yes, json } => drill(config.as_deref(), yes, json),
+        Command::Preflight { json } => preflight(config.as_deref(), json),
         Command::Table {
             action: TableAction::Create { name },
-        } => {
-            // An operator's command: it needs [aws], not a master's AMI or ELB.
-            let cfg = load_config_read_only(cli.config.as_deref())?;
-            let created = burst_agent::daemon::create_table(cfg, &name)
-                .context("burst-agent table create")?;
-            println!(
-                "{} {name}: set `table = \"{name}\"` under [ledger] in every master's config",
-                if created {
-                    "created the ledger table"
-                } else {
-                    "the ledger table is there already, left as it is:"
-                }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => create_table(config.as_deref(), &name),
         Command::Fleet {
             json,
             month,
             csv,
             plot,
             table,
-        } => {
-            use burst_agent::ops::{fleet, fleet_plot};
-            // Read-only: a desk's file needs no AMI or ELB (docs/operations.md).
-            let cfg = load_config_read_only(cli.config.as_deref())?;
-            let first = month
-                .as_deref()
-                .map(fleet::parse_month)
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let prices = cfg.prices.clone();
-            let lease_secs = cfg.ledger.lease_duration.get().as_secs();
-            let wanted = fleet::wanted(first, jiff::Timestamp::now());
-            let read = fleet::read(cfg, table, wanted).context("burst-agent fleet")?;
-            // Items that did not read are named in the output and left out of the numbers;
-            // the exit status says so to a script (the CSV's reader sees them on stderr).
-            let problems: Vec<String> = read
-                .sites
-                .iter()
-                .flat_map(|(site, r)| r.problems.iter().map(move |p| format!("{site}: {p}")))
-                .collect();
-            let done = if problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            };
-            let Some(first) = first else {
-                let sites = fleet::now_view(&read.sites, lease_secs, read.at);
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&sites)?);
-                } else {
-                    print!("{}", fleet::render_now(&sites, read.at, read.secs));
-                }
-                return Ok(done);
-            };
-            let months = fleet::month_view(&read.sites, first, &prices, read.at);
-            // Hours cut at a last sighting are provisional: said, and the exit status says so.
-            let done = if months.iter().any(|m| m.usage.total.unconfirmed > 0) {
-                ExitCode::FAILURE
-            } else {
-                done
-            };
-            if let Some(p) = &plot {
-                fleet_plot::draw(p, &months, first).map_err(anyhow::Error::msg)?;
-                eprintln!("burst-agent fleet: heat map written to {}", p.display());
-            }
-            if csv {
-                print!("{}", fleet::render_csv(&months, first, &prices.currency));
-                for p in &problems {
-                    eprintln!("burst-agent fleet: left out of the numbers: {p}");
-                }
-                for m in months.iter().filter(|m| !m.usage.unconfirmed.is_empty()) {
-                    eprintln!(
-                        "burst-agent fleet: {}: {} not seen running by any agent for 15 minutes: \
-                         counted until last seen",
-                        m.site,
-                        m.usage.unconfirmed.join(", ")
-                    );
-                }
-            } else if json {
-                println!("{}", serde_json::to_string_pretty(&months)?);
-            } else {
-                print!("{}", fleet::render_month(&months, first, &prices.currency));
-            }
-            Ok(done)
-        }
-        Command::Takeover { yes } => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
-            burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "takeover")
-                .map_err(anyhow::Error::msg)?;
-            for line in burst_agent::daemon::takeover(cfg, yes).context("burst-agent takeover")? {
-                println!("{line}");
-            }
-            Ok(if yes {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            })
-        }
-        Command::Resume => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
-            burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "resume")
-                .map_err(anyhow::Error::msg)?;
-            let path = burst_agent::daemon::request_resume(&cfg.agent.state_dir)
-                .context("burst-agent resume")?;
-            println!(
-                "asked the agent to release the brake on launches ({}); its next tick does, \
-                 and `burst-agent status` shows it",
-                path.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status { json } => {
-            use burst_agent::daemon::status;
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
-            // As root: become the state directory's owner before reading anything in it (one
-            // thread so far; see privilege.rs).
-            burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "status")
-                .map_err(anyhow::Error::msg)?;
-            let mut path = status::path_in(&cfg.agent.state_dir);
-            if !path.exists() && cfg.agent.dry_run {
-                // A dry run that could not write state_dir used its temporary fallback.
-                let uid = rustix::process::getuid().as_raw();
-                let alt = std::env::temp_dir().join(format!("burst-agent-{uid}"));
-                if status::path_in(&alt).exists() {
-                    path = status::path_in(&alt);
-                }
-            }
-            let snap = status::Snapshot::read(&path).map_err(anyhow::Error::msg)?;
-            let alive = status::process_alive(snap.pid) && snap.state != "stopped";
-            if json {
-                let mut v = serde_json::to_value(&snap)?;
-                v["alive"] = serde_json::Value::Bool(alive);
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print!("{}", status::render(&snap, alive, jiff::Timestamp::now()));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => fleet_report(config.as_deref(), json, month, csv, plot, table),
+        Command::Takeover { yes } => takeover(config.as_deref(), yes),
+        Command::Resume => resume(config.as_deref()),
+        Command::Status { json } => show_status(config.as_deref(), json),
         Command::Simulate(args) => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
+            let cfg = load_config_or_defaults(config.as_deref())?;
             simulate(&cfg, &args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Repair { used_today, adopt } => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
-            // As root: become the state directory's owner before it writes there.
-            burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "repair")
-                .map_err(anyhow::Error::msg)?;
-            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
-            let lines = burst_agent::daemon::repair(cfg, used_today, &adopt)
-                .context("burst-agent repair")?;
-            for l in lines {
-                println!("{l}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Alarms { apply, prune, .. } => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
-            if !apply {
-                print!(
-                    "{}",
-                    burst_agent::alarms::table(&burst_agent::alarms::plan(&cfg))
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
-            for line in
-                burst_agent::daemon::apply_alarms(cfg, prune).context("burst-agent alarms")?
-            {
-                println!("{line}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Dashboard { apply, groups, .. } => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
-            let groups = if groups.is_empty() {
-                vec![cfg.agent.group.clone()]
-            } else {
-                groups
-            };
-            if !apply {
-                let body = burst_agent::dashboard::body(&cfg, &groups);
-                println!("{}", serde_json::to_string_pretty(&body)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
-            for line in burst_agent::daemon::apply_dashboard(cfg, groups)
-                .context("burst-agent dashboard")?
-            {
-                println!("{line}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Repair { used_today, adopt } => repair(config.as_deref(), used_today, &adopt),
+        Command::Alarms { apply, prune, .. } => alarms(config.as_deref(), apply, prune),
+        Command::Dashboard { apply, groups, .. } => dashboard(config.as_deref(), apply, groups),
         Command::Faultsim {
             seeds,
             first,
             seed,
             verbose,
         } => Ok(faultsim(seeds, first, seed, verbose)),
-        Command::Sample { json, every, count } => {
-            let cfg = load_config_or_defaults(cli.config.as_deref())?;
-            logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
-            let mut sampler = Sampler::new(&cfg.sampling)?;
-            let mut taken = 0u64;
-            loop {
-                let started = std::time::Instant::now();
-                let sample = sampler.sample();
-                match (json, every.is_some()) {
-                    (true, false) => println!("{}", serde_json::to_string_pretty(&sample)?),
-                    (true, true) => println!("{}", serde_json::to_string(&sample)?),
-                    (false, _) => print!("{}", report::sample_text(&sample)),
-                }
-                taken += 1;
-                let Some(every) = every else { break };
-                if count.is_some_and(|n| taken >= n) {
-                    break;
-                }
-                if !json {
-                    println!();
-                }
-                std::thread::sleep(every.saturating_sub(started.elapsed()));
-            }
-            Ok(ExitCode::SUCCESS)
+        Command::Sample { json, every, count } => sample(config.as_deref(), json, every, count),
+    }
+}
+
+/// `run`: the agent itself, until it is stopped.
+fn run_agent(config: Option<&Path>, dry_run: bool) -> Result<ExitCode> {
+    let cfg = load_config_or_defaults(config)?;
+    burst_agent::privilege::check_run_state_dir(&cfg.agent.state_dir)
+        .map_err(anyhow::Error::msg)?;
+    logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+    let config_path = match config {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+    };
+    burst_agent::daemon::run(
+        cfg,
+        burst_agent::daemon::RunOptions {
+            config_path,
+            force_dry_run: dry_run,
+        },
+    )
+    .context("burst-agent run")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `check-content`: whether `url` serves exactly the bytes of `file`.
+fn check_content(url: &str, file: &Path, timeout: std::time::Duration) -> ExitCode {
+    match burst_agent::hooks::check_content(url, file, timeout) {
+        Ok(()) => {
+            println!("{url} serves {}", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("content check failed: {}", burst_agent::text::printable(&e));
+            ExitCode::FAILURE
         }
     }
+}
+
+/// `drill`: a rehearsal of one slave, or with no `yes` what it would do.
+fn drill(config: Option<&Path>, yes: bool, json: bool) -> Result<ExitCode> {
+    let cfg = load_config_or_defaults(config)?;
+    logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+    let d = burst_agent::daemon::drill(cfg, yes, &mut |l| {
+        if !json {
+            println!("{l}");
+        }
+    })
+    .context("burst-agent drill")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{}", d.render());
+    }
+    Ok(if !yes {
+        // Nothing done: not a failure of the set-up, not a pass either.
+        ExitCode::from(2)
+    } else if d.failed.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `preflight`: the read-only checks of the config against this host and the account.
+fn preflight(config: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let cfg = load_config_or_defaults(config)?;
+    let report = burst_agent::daemon::preflight(cfg).context("burst-agent preflight")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `table create`: the account's ledger table `name`.
+fn create_table(config: Option<&Path>, name: &str) -> Result<ExitCode> {
+    // An operator's command: it needs [aws], not a master's AMI or ELB.
+    let cfg = load_config_read_only(config)?;
+    let created =
+        burst_agent::daemon::create_table(cfg, name).context("burst-agent table create")?;
+    println!(
+        "{} {name}: set `table = \"{name}\"` under [ledger] in every master's config",
+        if created {
+            "created the ledger table"
+        } else {
+            "the ledger table is there already, left as it is:"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fleet`: every site in the ledger table now, or with `month` per local day of that month.
+fn fleet_report(
+    config: Option<&Path>,
+    json: bool,
+    month: Option<String>,
+    csv: bool,
+    plot: Option<PathBuf>,
+    table: Option<String>,
+) -> Result<ExitCode> {
+    use burst_agent::ops::fleet;
+    // Read-only: a desk's file needs no AMI or ELB (docs/operations.md).
+    let cfg = load_config_read_only(config)?;
+    let first = month
+        .as_deref()
+        .map(fleet::parse_month)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let prices = cfg.prices.clone();
+    let lease_secs = cfg.ledger.lease_duration.get().as_secs();
+    let wanted = fleet::wanted(first, jiff::Timestamp::now());
+    let read = fleet::read(cfg, table, wanted).context("burst-agent fleet")?;
+    // Items that did not read are named in the output and left out of the numbers;
+    // the exit status says so to a script (the CSV's reader sees them on stderr).
+    let problems: Vec<String> = read
+        .sites
+        .iter()
+        .flat_map(|(site, r)| r.problems.iter().map(move |p| format!("{site}: {p}")))
+        .collect();
+    let done = if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    let Some(first) = first else {
+        let sites = fleet::now_view(&read.sites, lease_secs, read.at);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&sites)?);
+        } else {
+            print!("{}", fleet::render_now(&sites, read.at, read.secs));
+        }
+        return Ok(done);
+    };
+    let months = fleet::month_view(&read.sites, first, &prices, read.at);
+    // Hours cut at a last sighting are provisional: said, and the exit status says so.
+    let done = if months.iter().any(|m| m.usage.total.unconfirmed > 0) {
+        ExitCode::FAILURE
+    } else {
+        done
+    };
+    print_fleet_month(
+        &months,
+        first,
+        &prices.currency,
+        &problems,
+        json,
+        csv,
+        plot.as_deref(),
+    )?;
+    Ok(done)
+}
+
+/// `fleet --month`: the heat map if asked for, then the month as CSV, JSON or a table.
+fn print_fleet_month(
+    months: &[burst_agent::ops::fleet::SiteMonth],
+    first: jiff::civil::Date,
+    currency: &str,
+    problems: &[String],
+    json: bool,
+    csv: bool,
+    plot: Option<&Path>,
+) -> Result<()> {
+    use burst_agent::ops::{fleet, fleet_plot};
+    if let Some(p) = plot {
+        fleet_plot::draw(p, months, first).map_err(anyhow::Error::msg)?;
+        eprintln!("burst-agent fleet: heat map written to {}", p.display());
+    }
+    if csv {
+        print!("{}", fleet::render_csv(months, first, currency));
+        for p in problems {
+            eprintln!("burst-agent fleet: left out of the numbers: {p}");
+        }
+        for m in months.iter().filter(|m| !m.usage.unconfirmed.is_empty()) {
+            eprintln!(
+                "burst-agent fleet: {}: {} not seen running by any agent for 15 minutes: \
+                 counted until last seen",
+                m.site,
+                m.usage.unconfirmed.join(", ")
+            );
+        }
+    } else if json {
+        println!("{}", serde_json::to_string_pretty(months)?);
+    } else {
+        print!("{}", fleet::render_month(months, first, currency));
+    }
+    Ok(())
+}
+
+/// `takeover`: the site's lease taken from the agent that holds it, or with no `yes` who holds
+/// it.
+fn takeover(config: Option<&Path>, yes: bool) -> Result<ExitCode> {
+    let cfg = load_config_or_defaults(config)?;
+    burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "takeover")
+        .map_err(anyhow::Error::msg)?;
+    for line in burst_agent::daemon::takeover(cfg, yes).context("burst-agent takeover")? {
+        println!("{line}");
+    }
+    Ok(if yes {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// `resume`: asks the running agent to release the brake on launches.
+fn resume(config: Option<&Path>) -> Result<ExitCode> {
+    let cfg = load_config_or_defaults(config)?;
+    burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "resume")
+        .map_err(anyhow::Error::msg)?;
+    let path =
+        burst_agent::daemon::request_resume(&cfg.agent.state_dir).context("burst-agent resume")?;
+    println!(
+        "asked the agent to release the brake on launches ({}); its next tick does, \
+         and `burst-agent status` shows it",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: the agent's last snapshot, and whether it is alive.
+fn show_status(config: Option<&Path>, json: bool) -> Result<ExitCode> {
+    use burst_agent::daemon::status;
+    let cfg = load_config_or_defaults(config)?;
+    // As root: become the state directory's owner before reading anything in it (one
+    // thread so far; see privilege.rs).
+    burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "status")
+        .map_err(anyhow::Error::msg)?;
+    let mut path = status::path_in(&cfg.agent.state_dir);
+    if !path.exists() && cfg.agent.dry_run {
+        // A dry run that could not write state_dir used its temporary fallback.
+        let uid = rustix::process::getuid().as_raw();
+        let alt = std::env::temp_dir().join(format!("burst-agent-{uid}"));
+        if status::path_in(&alt).exists() {
+            path = status::path_in(&alt);
+        }
+    }
+    let snap = status::Snapshot::read(&path).map_err(anyhow::Error::msg)?;
+    let alive = status::process_alive(snap.pid) && snap.state != "stopped";
+    if json {
+        let mut v = serde_json::to_value(&snap)?;
+        v["alive"] = serde_json::Value::Bool(alive);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", status::render(&snap, alive, jiff::Timestamp::now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `repair`: the burst cap ledger rebuilt, with the agent stopped.
+fn repair(config: Option<&Path>, used_today: Option<u32>, adopt: &[String]) -> Result<ExitCode> {
+    let cfg = load_config_or_defaults(config)?;
+    // As root: become the state directory's owner before it writes there.
+    burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "repair")
+        .map_err(anyhow::Error::msg)?;
+    logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+    let lines =
+        burst_agent::daemon::repair(cfg, used_today, adopt).context("burst-agent repair")?;
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `alarms`: the plan printed, or with `apply` put in CloudWatch.
+fn alarms(config: Option<&Path>, apply: bool, prune: bool) -> Result<ExitCode> {
+    let cfg = load_config_or_defaults(config)?;
+    if !apply {
+        print!(
+            "{}",
+            burst_agent::alarms::table(&burst_agent::alarms::plan(&cfg))
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+    for line in burst_agent::daemon::apply_alarms(cfg, prune).context("burst-agent alarms")? {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dashboard`: its body printed, or with `apply` put in CloudWatch.
+fn dashboard(config: Option<&Path>, apply: bool, groups: Vec<String>) -> Result<ExitCode> {
+    let cfg = load_config_or_defaults(config)?;
+    let groups = if groups.is_empty() {
+        vec![cfg.agent.group.clone()]
+    } else {
+        groups
+    };
+    if !apply {
+        let body = burst_agent::dashboard::body(&cfg, &groups);
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+    for line in
+        burst_agent::daemon::apply_dashboard(cfg, groups).context("burst-agent dashboard")?
+    {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sample`: one sample of this host, or one every `every` (`count` of them at most).
+fn sample(
+    config: Option<&Path>,
+    json: bool,
+    every: Option<std::time::Duration>,
+    count: Option<u64>,
+) -> Result<ExitCode> {
+    let cfg = load_config_or_defaults(config)?;
+    logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
+    let mut sampler = Sampler::new(&cfg.sampling)?;
+    let mut taken = 0u64;
+    loop {
+        let started = std::time::Instant::now();
+        let sample = sampler.sample();
+        match (json, every.is_some()) {
+            (true, false) => println!("{}", serde_json::to_string_pretty(&sample)?),
+            (true, true) => println!("{}", serde_json::to_string(&sample)?),
+            (false, _) => print!("{}", report::sample_text(&sample)),
+        }
+        taken += 1;
+        let Some(every) = every else { break };
+        if count.is_some_and(|n| taken >= n) {
+            break;
+        }
+        if !json {
+            println!();
+        }
+        std::thread::sleep(every.saturating_sub(started.elapsed()));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {

@@ -1,5 +1,9 @@
 //! Adoption: at start (and after a crash), the live slaves re-attached, the launches a crash
-//! left open resolved, and the cap ledger brought in line with what EC2 lists.
+//! left open resolved, and the cap ledger brought in line with what EC2 lists. It carries out
+//! burst-core's `lifecycle::adopt`, `intents::settle` and, for a blocked ledger,
+//! `intents::rebuild_entries` (may overcount, never undercount). With the ledger table, the
+//! daemon brings the local records up from the table before adopting (`sync_from_table`,
+//! guarantee.rs).
 
 use super::*;
 use lifecycle::intents::{self, Settle};

@@ -15,7 +15,7 @@
 //!   never falls below the table's, and every instance the table names is ours.
 
 use super::*;
-use crate::table::{Counted, InstanceRecord, LedgerTable, Reserved};
+use crate::table::{Counted, InstanceRecord, LedgerTable, Reserved, SiteRecords};
 use burst_edge::fenced::LeaseEnd;
 
 /// The key stem of a ledger attempt that stands for a launch the table names and EC2 has not
@@ -341,32 +341,79 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         let local = self.ledger.used(now);
         let mut used = site.days.get(&day).copied().unwrap_or(0);
         if !site.days.contains_key(&day) && local > 0 {
-            // Upgrade day: what this agent spent today before the table, once (each instance or
-            // attempt counted by its own marker, so a second import adds nothing).
-            let (_, start, _) = self.ledger.day_bounds(now);
-            let keys: Vec<String> = self
-                .ledger
-                .entries()
-                .iter()
-                .filter(|e| e.ended_at.is_none_or(|t| t >= start))
-                .map(|e| e.instance_id.clone().unwrap_or_else(|| e.key.clone()))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            for k in &keys {
-                table
-                    .count(None, &day, k, None, self.ledger.time_zone())
-                    .await
-                    .map_err(|e| format!("today's local ledger could not be imported: {e}"))?;
-            }
-            used = table.day_used(&day).await.map_err(|e| e.to_string())?;
-            tracing::warn!(day = %day, imported = keys.len(), used,
-                "ledger table: today's local ledger imported once (upgrade day)");
+            used = self.import_local_day(&*table, &day, now).await?;
         }
-        // Each launch the table records for today counts by its own instance (what else the
-        // local ledger counts now, a slave from yesterday that ended before midnight, say, may
-        // drop out later; a bare count would then fall short).
         let (_, start, _) = self.ledger.day_bounds(now);
+        self.count_table_instances(&site, &day, start);
+        self.table_floor = Some((day.clone(), used));
+        self.floor_intents = site.intents.iter().map(|i| i.id.clone()).collect();
+        let yesterday = self
+            .ledger
+            .day_bounds(Timestamp::from_second(start.as_second() - 1).unwrap_or(start))
+            .0
+            .to_string();
+        self.table_pending = self.table_pending_of(&site, &day, &yesterday, now);
+        for l in self.count_at_least(used, "the ledger table", now) {
+            tracing::warn!("cap ledger: {l}");
+        }
+        // Today's and yesterday's (an older launch's instances are recorded by now).
+        self.table_intents = site
+            .intents
+            .iter()
+            .filter(|i| !i.refunded && (i.day == day || i.day == yesterday))
+            .map(|i| i.id.clone())
+            .collect();
+        let mut named = Vec::new();
+        for r in &site.instances {
+            if self.owned.insert(r.id.clone()) {
+                named.push(r.id.clone());
+            }
+        }
+        if !named.is_empty() {
+            tracing::warn!(instances = ?named,
+                "the ledger table names launches this state directory did not know (a restored \
+                 or copied state.json): they are ours and tracked from now on");
+        }
+        self.cap_unverified = None;
+        self.save_state(now, &mut Report::default());
+        Ok(())
+    }
+
+    /// Upgrade day: what this agent spent today before the table, once (each instance or
+    /// attempt counted by its own marker, so a second import adds nothing). Returns the
+    /// table's count for `day` after.
+    async fn import_local_day(
+        &mut self,
+        table: &dyn LedgerTable,
+        day: &str,
+        now: Timestamp,
+    ) -> Result<u32, String> {
+        let (_, start, _) = self.ledger.day_bounds(now);
+        let keys: Vec<String> = self
+            .ledger
+            .entries()
+            .iter()
+            .filter(|e| e.ended_at.is_none_or(|t| t >= start))
+            .map(|e| e.instance_id.clone().unwrap_or_else(|| e.key.clone()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for k in &keys {
+            table
+                .count(None, day, k, None, self.ledger.time_zone())
+                .await
+                .map_err(|e| format!("today's local ledger could not be imported: {e}"))?;
+        }
+        let used = table.day_used(day).await.map_err(|e| e.to_string())?;
+        tracing::warn!(day = %day, imported = keys.len(), used,
+            "ledger table: today's local ledger imported once (upgrade day)");
+        Ok(used)
+    }
+
+    /// Each launch the table records for today counts by its own instance (what else the
+    /// local ledger counts now, a slave from yesterday that ended before midnight, say, may
+    /// drop out later; a bare count would then fall short).
+    fn count_table_instances(&mut self, site: &SiteRecords, day: &str, start: Timestamp) {
         let missing: Vec<cap::Entry> = site
             .instances
             .iter()
@@ -398,15 +445,18 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             entries.extend(missing);
             self.replace_entries(entries);
         }
-        self.table_floor = Some((day.clone(), used));
-        self.floor_intents = site.intents.iter().map(|i| i.id.clone()).collect();
-        let yesterday = self
-            .ledger
-            .day_bounds(Timestamp::from_second(start.as_second() - 1).unwrap_or(start))
-            .0
-            .to_string();
-        self.table_pending = site
-            .intents
+    }
+
+    /// The table's launches of `day` and `yesterday`, not refunded, that this state directory
+    /// does not know as launched and no instance of which the table records for today yet.
+    fn table_pending_of(
+        &self,
+        site: &SiteRecords,
+        day: &str,
+        yesterday: &str,
+        now: Timestamp,
+    ) -> BTreeMap<String, (u32, Timestamp, String)> {
+        site.intents
             .iter()
             .filter(|i| !i.refunded && (i.day == yesterday || i.day == day))
             // Whatever a stale journal says of it short of its instances: a copy's may hold it
@@ -422,30 +472,6 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
             // today only if they still ran at midnight, which shows when EC2 lists them.
             .filter(|i| i.day != day || !site.instances.iter().any(|r| r.intent == i.id))
             .map(|i| (i.id.clone(), (i.units, now, i.day.clone())))
-            .collect();
-        for l in self.count_at_least(used, "the ledger table", now) {
-            tracing::warn!("cap ledger: {l}");
-        }
-        // Today's and yesterday's (an older launch's instances are recorded by now).
-        self.table_intents = site
-            .intents
-            .iter()
-            .filter(|i| !i.refunded && (i.day == day || i.day == yesterday))
-            .map(|i| i.id.clone())
-            .collect();
-        let mut named = Vec::new();
-        for r in &site.instances {
-            if self.owned.insert(r.id.clone()) {
-                named.push(r.id.clone());
-            }
-        }
-        if !named.is_empty() {
-            tracing::warn!(instances = ?named,
-                "the ledger table names launches this state directory did not know (a restored \
-                 or copied state.json): they are ours and tracked from now on");
-        }
-        self.cap_unverified = None;
-        self.save_state(now, &mut Report::default());
-        Ok(())
+            .collect()
     }
 }

@@ -1,4 +1,6 @@
-//! The ledger on disk: `STATE_DIR/cap-ledger.json`, written atomically.
+//! The cap ledger's stored form ([`Stored`]), as `state.json` keeps it under `cap`, and the
+//! `STATE_DIR/cap-ledger.json` of agents from before `state.json`, read once at the upgrade
+//! (`state.rs` migrates it and renames it `*.migrated`).
 //!
 //! - missing: start empty, with a warning (first start, or a new state directory);
 //! - corrupt or unreadable: **never** silently reset; the ledger comes back blocked, so no

@@ -2,6 +2,11 @@
 //! actions (hooks, registration, deregistration, stops, terminations) and record what happened.
 
 use super::*;
+use std::ops::ControlFlow;
+
+/// A warm slave picked to start: its instance id, the start's ledger key, and whether the
+/// start is free (the day counts it already).
+type Picked = (String, String, bool);
 
 impl<C: Cloud, H: HookRunner> Actuator<C, H> {
     /// One reconcile pass: observe EC2 and the ELB (two calls), then move every slave along.
@@ -17,21 +22,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         // what needs its answer: the lifecycle registers, releases and judges health only on
         // health it knows.
         let members_known = members.is_ok();
-        let members = match members {
-            Ok(m) => m,
-            Err(e) => {
-                self.error(
-                    now,
-                    &mut report,
-                    format!(
-                        "the ELB's instance health could not be read ({e}): this step registers \
-                         and releases nothing and judges no slave's health; syncs, launches and \
-                         deadlines go on"
-                    ),
-                );
-                BTreeMap::new()
-            }
-        };
+        let members = self.members_or_empty(members, now, &mut report);
         let finished = std::mem::take(&mut self.unheard);
         let instances = self.claim(instances, &members, now, &mut report).await;
 
@@ -41,22 +32,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if self.prune_releasing(&instances) && !self.cfg.agent.dry_run {
             self.save_state(now, &mut report);
         }
-        let mut changes = self
-            .ledger
-            .reconcile(&self.seen_all(&instances, now), now, SETTLE_SECS);
-        if self.guarantee.is_some() {
-            let before = self.ledger.used(now);
-            self.hold_table_floor(now);
-            if self.ledger.used(now) > before {
-                changes.push("held at the ledger table's count".into());
-            }
-        }
-        if !changes.is_empty() {
-            for c in &changes {
-                tracing::info!("cap ledger: {c}");
-            }
-            self.save_state(now, &mut report);
-        }
+        self.reconcile_ledger(&instances, now, &mut report);
         let dry = self.cfg.agent.dry_run;
         if !dry {
             // The shared table hears what the local ledger heard: launch records not
@@ -97,25 +73,7 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
                 lifecycle::Action::Deregister(ids) => to_deregister = ids,
                 lifecycle::Action::Terminate(ids) => to_terminate = ids,
                 lifecycle::Action::Stop(ids) => to_stop = ids,
-                lifecycle::Action::Repool(ids) => {
-                    // A warm slave whose pool tag is gone (removed by hand, or by an untag of
-                    // a start that never happened): tagged again with when it went to the
-                    // pool, so a restart of the agent adopts it with its age.
-                    for id in ids {
-                        let Some(since) = self.slaves.get(&id).map(|s| s.since) else {
-                            continue;
-                        };
-                        let one = std::slice::from_ref(&id);
-                        if let Err(e) = self
-                            .cloud
-                            .tag(one, cloud::TAG_POOLED_SINCE, &since.to_string())
-                            .await
-                        {
-                            let msg = format!("could not tag warm slave {id} again: {e}");
-                            self.error(now, &mut report, msg);
-                        }
-                    }
-                }
+                lifecycle::Action::Repool(ids) => self.repool(ids, now, &mut report).await,
                 lifecycle::Action::Untag(ids) => self.untag_started(&ids, now, &mut report).await,
                 _ => {}
             }
@@ -126,6 +84,76 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         self.act(now, &mut report, to_register, to_deregister, to_terminate)
             .await;
         Ok(report)
+    }
+
+    /// The ELB's members as read, or none (an error said) when they could not be read.
+    fn members_or_empty(
+        &mut self,
+        members: Result<BTreeMap<String, MemberState>, crate::aws::AwsError>,
+        now: Timestamp,
+        report: &mut Report,
+    ) -> BTreeMap<String, MemberState> {
+        match members {
+            Ok(m) => m,
+            Err(e) => {
+                self.error(
+                    now,
+                    report,
+                    format!(
+                        "the ELB's instance health could not be read ({e}): this step registers \
+                         and releases nothing and judges no slave's health; syncs, launches and \
+                         deadlines go on"
+                    ),
+                );
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// The cap ledger reconciled with what EC2 lists (and held at the ledger table's count);
+    /// each change logged, and the state written when there was one.
+    fn reconcile_ledger(
+        &mut self,
+        instances: &[InstanceInfo],
+        now: Timestamp,
+        report: &mut Report,
+    ) {
+        let mut changes = self
+            .ledger
+            .reconcile(&self.seen_all(instances, now), now, SETTLE_SECS);
+        if self.guarantee.is_some() {
+            let before = self.ledger.used(now);
+            self.hold_table_floor(now);
+            if self.ledger.used(now) > before {
+                changes.push("held at the ledger table's count".into());
+            }
+        }
+        if !changes.is_empty() {
+            for c in &changes {
+                tracing::info!("cap ledger: {c}");
+            }
+            self.save_state(now, report);
+        }
+    }
+
+    /// A warm slave whose pool tag is gone (removed by hand, or by an untag of a start that
+    /// never happened): tagged again with when it went to the pool, so a restart of the agent
+    /// adopts it with its age.
+    async fn repool(&mut self, ids: Vec<String>, now: Timestamp, report: &mut Report) {
+        for id in ids {
+            let Some(since) = self.slaves.get(&id).map(|s| s.since) else {
+                continue;
+            };
+            let one = std::slice::from_ref(&id);
+            if let Err(e) = self
+                .cloud
+                .tag(one, cloud::TAG_POOLED_SINCE, &since.to_string())
+                .await
+            {
+                let msg = format!("could not tag warm slave {id} again: {e}");
+                self.error(now, report, msg);
+            }
+        }
     }
 
     /// The brake hears every `pre_register` that ended: the same cause twice in a row trips
@@ -706,82 +734,23 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         if self.pool_refused.is_some() {
             return 0;
         }
-        let pool =
-            lifecycle::warm_pick(&self.slaves, |id| self.ledger.counts_today(id, now), count);
-        let mut picked: Vec<(String, String, bool)> = Vec::new();
-        for id in pool {
-            let key = restart_key(&id, now);
-            match self.ledger.record_restart(&key, &id, now) {
-                Ok(free) => picked.push((id, key, free)),
-                Err(e) => {
-                    tracing::info!(instance_id = %id, "not starting warm slave {id}: {e}");
-                    break;
-                }
-            }
-        }
+        let picked = self.pick_warm(count, now);
         if picked.is_empty() {
             return 0;
         }
-        let withdraw = |this: &mut Self, picked: &[(String, String, bool)]| {
-            for (_, key, _) in picked {
-                if let Err(e) = this.ledger.withdraw_restart(key) {
-                    tracing::warn!(key, "cap ledger: {e}");
-                }
-            }
-        };
         // Write-ahead, as for a launch.
         if !self.save_state(now, report) {
-            withdraw(self, &picked);
+            self.withdraw_restarts(&picked);
             return 0;
         }
-        // Every start is counted in the shared table first (fail closed): the table, not this
-        // state directory, says whether the instance counts today already (free) or costs a
-        // unit; a later holder with a stale state trusts the table's count.
-        let mut counted = Vec::new();
-        for (id, key, free) in std::mem::take(&mut picked) {
-            match Box::pin(self.count_start(&id, now)).await {
-                Ok(()) => counted.push((id, key, free)),
-                Err(why) => {
-                    tracing::warn!(instance_id = %id, "not starting warm slave {id}: {why}");
-                    if let Err(e) = self.ledger.withdraw_restart(&key) {
-                        tracing::warn!(key, "cap ledger: {e}");
-                    }
-                }
-            }
-        }
-        picked = counted;
+        let picked = self.count_starts(picked, now).await;
         if picked.is_empty() {
             self.save_state(now, report);
             return 0;
         }
         let ids: Vec<String> = picked.iter().map(|(id, _, _)| id.clone()).collect();
-        match self.cloud.start(&ids).await {
-            Err(e) if refuses_for_good(&e) => {
-                // Nothing started: still in the pool, as it was, tags and age included.
-                withdraw(self, &picked);
-                if e.is("UnauthorizedOperation") {
-                    self.pool_refused = Some(format!(
-                        "the warm pool is not used: StartInstances refused ({e}): grant \
-                         ec2:StartInstances and ec2:DeleteTags (docs/aws.md) or set \
-                         fleet.warm_pool = 0"
-                    ));
-                }
-                self.save_state(now, report);
-                self.error(
-                    now,
-                    report,
-                    format!("EC2 would not start warm slaves {ids:?}: {e}; launching instead"),
-                );
-                return 0;
-            }
-            res => {
-                lifecycle::called(&mut self.slaves, lifecycle::Call::Start, &ids, now);
-                if let Err(e) = res {
-                    // May have started: counted, Pending; EC2's next listings tell.
-                    self.error(now, report, format!("starting warm slaves {ids:?}: {e}"));
-                    return to_u32(ids.len());
-                }
-            }
+        if let ControlFlow::Break(n) = self.start_picked(&picked, &ids, now, report).await {
+            return n;
         }
         let free = picked.iter().filter(|p| p.2).count();
         tracing::info!(instances = ?ids, free,
@@ -799,6 +768,94 @@ impl<C: Cloud, H: HookRunner> Actuator<C, H> {
         report.started.extend(ids.iter().cloned());
         self.untag_started(&ids, now, report).await;
         to_u32(ids.len())
+    }
+
+    /// Picks up to `count` warm slaves and records each start in the ledger, until it refuses
+    /// one.
+    fn pick_warm(&mut self, count: u32, now: Timestamp) -> Vec<Picked> {
+        let pool =
+            lifecycle::warm_pick(&self.slaves, |id| self.ledger.counts_today(id, now), count);
+        let mut picked: Vec<Picked> = Vec::new();
+        for id in pool {
+            let key = restart_key(&id, now);
+            match self.ledger.record_restart(&key, &id, now) {
+                Ok(free) => picked.push((id, key, free)),
+                Err(e) => {
+                    tracing::info!(instance_id = %id, "not starting warm slave {id}: {e}");
+                    break;
+                }
+            }
+        }
+        picked
+    }
+
+    /// Takes the picked starts back out of the ledger.
+    fn withdraw_restarts(&mut self, picked: &[Picked]) {
+        for (_, key, _) in picked {
+            if let Err(e) = self.ledger.withdraw_restart(key) {
+                tracing::warn!(key, "cap ledger: {e}");
+            }
+        }
+    }
+
+    /// Every start is counted in the shared table first (fail closed): the table, not this
+    /// state directory, says whether the instance counts today already (free) or costs a
+    /// unit; a later holder with a stale state trusts the table's count. Returns the starts
+    /// it counted; the others are withdrawn from the ledger.
+    async fn count_starts(&mut self, picked: Vec<Picked>, now: Timestamp) -> Vec<Picked> {
+        let mut counted = Vec::new();
+        for (id, key, free) in picked {
+            match Box::pin(self.count_start(&id, now)).await {
+                Ok(()) => counted.push((id, key, free)),
+                Err(why) => {
+                    tracing::warn!(instance_id = %id, "not starting warm slave {id}: {why}");
+                    if let Err(e) = self.ledger.withdraw_restart(&key) {
+                        tracing::warn!(key, "cap ledger: {e}");
+                    }
+                }
+            }
+        }
+        counted
+    }
+
+    /// StartInstances for the picked slaves `ids`. `Break(n)`: [`Actuator::start_warm`]
+    /// returns `n` (EC2 refused for sure: 0; an unknown outcome: all of them, counted).
+    async fn start_picked(
+        &mut self,
+        picked: &[Picked],
+        ids: &[String],
+        now: Timestamp,
+        report: &mut Report,
+    ) -> ControlFlow<u32> {
+        match self.cloud.start(ids).await {
+            Err(e) if refuses_for_good(&e) => {
+                // Nothing started: still in the pool, as it was, tags and age included.
+                self.withdraw_restarts(picked);
+                if e.is("UnauthorizedOperation") {
+                    self.pool_refused = Some(format!(
+                        "the warm pool is not used: StartInstances refused ({e}): grant \
+                         ec2:StartInstances and ec2:DeleteTags (docs/aws.md) or set \
+                         fleet.warm_pool = 0"
+                    ));
+                }
+                self.save_state(now, report);
+                self.error(
+                    now,
+                    report,
+                    format!("EC2 would not start warm slaves {ids:?}: {e}; launching instead"),
+                );
+                ControlFlow::Break(0)
+            }
+            res => {
+                lifecycle::called(&mut self.slaves, lifecycle::Call::Start, ids, now);
+                if let Err(e) = res {
+                    // May have started: counted, Pending; EC2's next listings tell.
+                    self.error(now, report, format!("starting warm slaves {ids:?}: {e}"));
+                    return ControlFlow::Break(to_u32(ids.len()));
+                }
+                ControlFlow::Continue(())
+            }
+        }
     }
 
     /// Removes the pool's tags from started slaves (the lifecycle asks again until they are

@@ -3,6 +3,11 @@
 //! `kill -9` between their writes (a launch attempt charged to the cap with no intent to
 //! resolve it, counted against every later day); one file cannot.
 //!
+//! Version 3 holds the ledger, the intents, the policy's history, a block waiting for
+//! `repair`, `owned` (the instances this install's records name), the slaves it is releasing,
+//! the sync brake and the clock's mark. Version 2 still loads: its owner-tagged instances are
+//! claimed once, then recorded.
+//!
 //! - missing: read `cap-ledger.json` and `journal.json` of agents from before (then written
 //!   here and the old files renamed `*.migrated`), else start empty with a warning;
 //! - unreadable, or written by a newer agent: kept aside, never silently reset: the ledger comes
@@ -114,124 +119,141 @@ pub fn load(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return legacy(disk, state_dir, cfg, now)
         }
-        Err(e) => {
-            // Never written over: moved aside for the operator, or the agent does not start.
-            let aside = disk.quarantine(&path, now.as_second()).map_err(|qe| {
-                format!(
-                    "cannot read {}: {e}; and cannot move it aside ({qe}): fix its owner and \
-                     mode (the service runs as user burst-agent) and start again",
-                    path.display()
-                )
-            })?;
-            let why = format!(
-                "cannot read {}: {e} (kept aside as {}); today's launches cannot be counted: \
-                 stop the agent and run `sudo -u burst-agent burst-agent repair`",
-                path.display(),
-                aside.display()
-            );
-            return Ok(Loaded {
-                ledger: empty(cfg)?.blocked(why.clone()),
-                journal: Journal::new(),
-                history: History::new(),
-                fresh: false,
-                needs_repair: Some(why.clone()),
-                owned: Some(BTreeSet::new()),
-                sync_brake: SyncBrake::default(),
-                clock: None,
-                releasing: BTreeMap::new(),
-                warn: Vec::new(),
-                error: vec![why],
-            });
-        }
+        Err(e) => return unreadable(disk, &path, &e, cfg, now),
     };
-    match parse(&bytes).and_then(|(d, version)| {
-        let owned = if version < VERSION {
-            None
-        } else {
-            Some(d.owned.unwrap_or_default())
-        };
-        Ok((
-            d.cap.into_ledger(cfg, now)?,
-            d.intents,
-            d.history,
-            d.needs_repair,
-            owned,
-            d.sync_brake,
-            (d.clock, d.releasing),
-        ))
-    }) {
-        Ok((ledger, intents, history, needs_repair, owned, sync_brake, (clock, releasing))) => {
-            Ok(Loaded {
-                ledger: match &needs_repair {
-                    Some(why) => ledger.blocked(why.clone()),
-                    None => ledger,
-                },
-                journal: Journal::with(intents),
-                history,
-                fresh: false,
-                needs_repair,
-                owned,
-                sync_brake,
-                clock,
-                releasing,
-                warn: Vec::new(),
-                error: Vec::new(),
-            })
-        }
-        Err(e) => {
-            let why = format!("{}: {e}", path.display());
-            let (entries, intents, owned, dropped) = salvage(&bytes);
-            let newer = FORMAT.decode::<OnDisk>(&bytes).is_err_and(|d| d.newer);
-            let aside = disk.quarantine(&path, now.as_second());
-            let mut error = vec![format!(
-                "{why}; kept aside as {}; {} ledger entr(y/ies) and {} launch intent(s) \
-                 could still be read; launches stay blocked until the ledger is rebuilt from \
-                 them and the instances' tags",
-                crate::fsutil::aside_text(&aside),
-                entries.len(),
-                intents.len()
-            )];
-            if let Err(e) = &aside {
-                error.push(format!("could not keep {} aside: {e}", path.display()));
-            }
-            // Whatever could not be read may have counted today's launches, and the tags alone
-            // cannot rebuild it (EC2 forgets terminated instances within about an hour): an
-            // operator must say. Only a file whose every entry and intent still reads is
-            // rebuilt on its own, at adoption.
-            let lost = if newer {
-                Some("it was written by a newer agent".to_string())
-            } else if entries.is_empty() && intents.is_empty() {
-                Some("nothing in it could be read".to_string())
-            } else if dropped > 0 {
-                Some(format!(
-                    "{dropped} of its entries or intents could not be read"
-                ))
-            } else {
-                None
-            };
-            let needs_repair = lost.map(|lost| {
-                format!(
-                    "{why}: {lost}, so today's launches cannot be counted; stop the agent and \
-                     run `sudo -u burst-agent burst-agent repair`"
-                )
-            });
-            Ok(Loaded {
-                ledger: empty(cfg)?
-                    .with_entries(entries)
-                    .blocked(needs_repair.clone().unwrap_or(why)),
-                journal: Journal::with(intents),
-                history: History::new(),
-                fresh: false,
-                needs_repair,
-                owned: Some(owned),
-                sync_brake: v_brake(&bytes),
-                clock: None,
-                releasing: BTreeMap::new(),
-                warn: Vec::new(),
-                error,
-            })
-        }
+    match parse(&bytes).and_then(|(d, version)| decoded(d, version, cfg, now)) {
+        Ok(loaded) => Ok(loaded),
+        Err(e) => salvaged(disk, &path, &bytes, &e, cfg, now),
     }
+}
+
+/// A state.json that cannot be read at all (`e`): never written over, moved aside for the
+/// operator (or the agent does not start), and launches blocked until `repair`.
+fn unreadable(
+    disk: &dyn Disk,
+    path: &Path,
+    e: &std::io::Error,
+    cfg: &CapConfig,
+    now: Timestamp,
+) -> Result<Loaded, String> {
+    // Never written over: moved aside for the operator, or the agent does not start.
+    let aside = disk.quarantine(path, now.as_second()).map_err(|qe| {
+        format!(
+            "cannot read {}: {e}; and cannot move it aside ({qe}): fix its owner and \
+             mode (the service runs as user burst-agent) and start again",
+            path.display()
+        )
+    })?;
+    let why = format!(
+        "cannot read {}: {e} (kept aside as {}); today's launches cannot be counted: \
+         stop the agent and run `sudo -u burst-agent burst-agent repair`",
+        path.display(),
+        aside.display()
+    );
+    Ok(Loaded {
+        ledger: empty(cfg)?.blocked(why.clone()),
+        journal: Journal::new(),
+        history: History::new(),
+        fresh: false,
+        needs_repair: Some(why.clone()),
+        owned: Some(BTreeSet::new()),
+        sync_brake: SyncBrake::default(),
+        clock: None,
+        releasing: BTreeMap::new(),
+        warn: Vec::new(),
+        error: vec![why],
+    })
+}
+
+/// A state.json that parsed (`version` as its file says): the state it holds, blocked if it
+/// says so. `Err`: its ledger does not read after all.
+fn decoded(d: OnDisk, version: u32, cfg: &CapConfig, now: Timestamp) -> Result<Loaded, String> {
+    let owned = if version < VERSION {
+        None
+    } else {
+        Some(d.owned.unwrap_or_default())
+    };
+    let ledger = d.cap.into_ledger(cfg, now)?;
+    let needs_repair = d.needs_repair;
+    Ok(Loaded {
+        ledger: match &needs_repair {
+            Some(why) => ledger.blocked(why.clone()),
+            None => ledger,
+        },
+        journal: Journal::with(d.intents),
+        history: d.history,
+        fresh: false,
+        needs_repair,
+        owned,
+        sync_brake: d.sync_brake,
+        clock: d.clock,
+        releasing: d.releasing,
+        warn: Vec::new(),
+        error: Vec::new(),
+    })
+}
+
+/// A state.json that does not parse (`e`): kept aside, and what still reads of it salvaged;
+/// launches stay blocked until the ledger is rebuilt (or `repair`, when something was lost).
+fn salvaged(
+    disk: &dyn Disk,
+    path: &Path,
+    bytes: &[u8],
+    e: &str,
+    cfg: &CapConfig,
+    now: Timestamp,
+) -> Result<Loaded, String> {
+    let why = format!("{}: {e}", path.display());
+    let (entries, intents, owned, dropped) = salvage(bytes);
+    let newer = FORMAT.decode::<OnDisk>(bytes).is_err_and(|d| d.newer);
+    let aside = disk.quarantine(path, now.as_second());
+    let mut error = vec![format!(
+        "{why}; kept aside as {}; {} ledger entr(y/ies) and {} launch intent(s) \
+         could still be read; launches stay blocked until the ledger is rebuilt from \
+         them and the instances' tags",
+        crate::fsutil::aside_text(&aside),
+        entries.len(),
+        intents.len()
+    )];
+    if let Err(e) = &aside {
+        error.push(format!("could not keep {} aside: {e}", path.display()));
+    }
+    // Whatever could not be read may have counted today's launches, and the tags alone
+    // cannot rebuild it (EC2 forgets terminated instances within about an hour): an
+    // operator must say. Only a file whose every entry and intent still reads is
+    // rebuilt on its own, at adoption.
+    let lost = if newer {
+        Some("it was written by a newer agent".to_string())
+    } else if entries.is_empty() && intents.is_empty() {
+        Some("nothing in it could be read".to_string())
+    } else if dropped > 0 {
+        Some(format!(
+            "{dropped} of its entries or intents could not be read"
+        ))
+    } else {
+        None
+    };
+    let needs_repair = lost.map(|lost| {
+        format!(
+            "{why}: {lost}, so today's launches cannot be counted; stop the agent and \
+             run `sudo -u burst-agent burst-agent repair`"
+        )
+    });
+    Ok(Loaded {
+        ledger: empty(cfg)?
+            .with_entries(entries)
+            .blocked(needs_repair.clone().unwrap_or(why)),
+        journal: Journal::with(intents),
+        history: History::new(),
+        fresh: false,
+        needs_repair,
+        owned: Some(owned),
+        sync_brake: v_brake(bytes),
+        clock: None,
+        releasing: BTreeMap::new(),
+        warn: Vec::new(),
+        error,
+    })
 }
 
 fn parse(bytes: &[u8]) -> Result<(OnDisk, u32), String> {

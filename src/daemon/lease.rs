@@ -2,6 +2,12 @@
 //! reads and writes the table's lease item and sets the [`LeaseEnd`] the fenced calls and the
 //! reservations read). It runs beside the reconciler, every few seconds, so a long tick never
 //! lets the lease lapse.
+//!
+//! It takes the lease over on `burst-agent takeover --yes` (a file in the state directory), and
+//! gives it up (marked released) once a stop has finished the last tick and drained the hooks.
+//! A tick that does not hold the lease stands by: no step, no decision carried out, hooks
+//! aborted, no master numbers; `status` and the event `lease_changed` name the holder. Once it
+//! holds the lease, the actuator adopts afresh, the table first.
 
 use super::*;
 use crate::lease::{Lease, Next, Standing, Timing};

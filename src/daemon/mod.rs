@@ -9,9 +9,17 @@
 //!   asks for a content sync to every in-service slave;
 //! - **reconciler** (master only, the main task): every `policy.evaluation_interval` it steps
 //!   the actuator, reads the fleet back, decides, acts, publishes its own numbers, writes the
-//!   status snapshot and pets the systemd watchdog.
+//!   status snapshot and pets the systemd watchdog;
+//! - **probe** (master only): a round of `sampling.probe_urls` every `sampling.probe_interval`;
+//!   the policy reads its slowest answer;
+//! - **lease** (`lease.rs`, with `ledger.table`): renews the site's lease beside the reconciler;
+//! - **site** (`site.rs`): writes the desk's records from a queue the tick feeds;
+//! - event sending (`events.rs`) on tasks of its own.
 //!
 //! A reporter (on slaves) runs the sampler and publisher only.
+//!
+//! One current-thread tokio runtime; the reconciler stops only between ticks, and shutdown
+//! follows mini-redis (`shutdown.rs`). The operator's one-off commands are `crate::ops`.
 //!
 //! A dry run with no AWS region or credentials runs on this host alone: it samples, decides
 //! and logs, and talks to no AWS API.
@@ -278,7 +286,76 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         tracing::warn!(dir = %crate::hooks::known_hosts_dir(&state_dir).display(),
             "cannot create the directory for the slaves' pinned ssh host keys: {e}");
     }
-    let (aws, aws_off) = match connect(&cfg).await {
+    let Reach {
+        aws,
+        aws_off,
+        instance_id,
+        own_ec2_id,
+    } = reach(&cfg, &state_dir).await;
+
+    let mut t = spawn_tasks(&cfg, opts, &aws, &instance_id)?;
+
+    // READY=1 after the first sample (and, on a master, after the first adoption attempt).
+    let _ = tokio::time::timeout(Duration::from_secs(30), t.sample_rx.changed()).await;
+
+    let result = match cfg.agent.role {
+        Role::Reporter => {
+            notify(&[
+                NotifyState::Ready,
+                NotifyState::Status("reporting this host's samples"),
+            ]);
+            t.shutdown_rx.clone().recv().await;
+            Ok(())
+        }
+        Role::Master => {
+            let m = Master {
+                cfg,
+                cfg_rx: t.cfg_rx,
+                shutdown_rx: t.shutdown_rx.clone(),
+                sample_rx: t.sample_rx,
+                probe_rx: t.probe_rx,
+                aws,
+                aws_off,
+                instance_id,
+                own_ec2_id,
+                state_dir,
+                started_at,
+                shared: &t.shared,
+                clock: crate::clock::AgentClock::new(Timestamp::now(), boottime()),
+                boot: boot_id(),
+                lease: None,
+                lease_task: None,
+                site: None,
+            };
+            m.run().await
+        }
+    };
+    notify(&[NotifyState::Stopping]);
+    let _ = t.sampler.await;
+    if let Some(task) = t.probe {
+        let _ = task.await;
+    }
+    if let Some(task) = t.publisher {
+        let _ = task.await;
+    }
+    t.signals.abort();
+    if result.is_ok() {
+        tracing::info!("burst-agent stopped cleanly");
+    }
+    result
+}
+
+/// How this run reaches AWS (or why it does not), and who this host is.
+struct Reach {
+    aws: Option<Aws>,
+    aws_off: Option<String>,
+    instance_id: String,
+    own_ec2_id: Option<String>,
+}
+
+/// Connects to AWS (or runs on this host alone) and finds this host's identity; logs the start.
+async fn reach(cfg: &Config, state_dir: &std::path::Path) -> Reach {
+    let (aws, aws_off) = match connect(cfg).await {
         Ok(a) => (a, None),
         Err(why) => {
             tracing::warn!(
@@ -288,7 +365,7 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
             (None, Some(why))
         }
     };
-    let (instance_id, own_ec2_id) = identity(&cfg, aws.is_some()).await;
+    let (instance_id, own_ec2_id) = identity(cfg, aws.is_some()).await;
     if aws.is_some() && cfg.agent.role == Role::Master && own_ec2_id.is_none() {
         tracing::warn!(instance_id = %instance_id,
             "this master's own EC2 instance id is unknown (no instance metadata, and \
@@ -299,10 +376,38 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
     tracing::info!(group = %cfg.agent.group, role = cfg.agent.role.name(), dry_run = cfg.agent.dry_run,
         instance_id = %instance_id, state_dir = %state_dir.display(), aws = aws.is_some(),
         "burst-agent {} starting", env!("CARGO_PKG_VERSION"));
+    Reach {
+        aws,
+        aws_off,
+        instance_id,
+        own_ec2_id,
+    }
+}
 
+/// The tasks beside the reconciler (awaited or ended at stop), and the channels it reads.
+struct Tasks {
+    cfg_rx: watch::Receiver<Arc<Config>>,
+    shutdown_rx: Shutdown,
+    sample_rx: watch::Receiver<Option<HostSample>>,
+    probe_rx: watch::Receiver<Vec<ProbeResult>>,
+    shared: Shared,
+    sampler: tokio::task::JoinHandle<()>,
+    probe: Option<tokio::task::JoinHandle<()>>,
+    publisher: Option<tokio::task::JoinHandle<()>>,
+    signals: tokio::task::JoinHandle<()>,
+}
+
+/// Makes the channels and starts the sampler, the probe (a master's), the publisher (with AWS)
+/// and the signal handler.
+fn spawn_tasks(
+    cfg: &Config,
+    opts: RunOptions,
+    aws: &Option<Aws>,
+    instance_id: &str,
+) -> Result<Tasks, DaemonError> {
     let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
     let (shutdown_tx, shutdown_rx) = shutdown::channel();
-    let (sample_tx, mut sample_rx) = watch::channel::<Option<HostSample>>(None);
+    let (sample_tx, sample_rx) = watch::channel::<Option<HostSample>>(None);
     let shared = Shared {
         buffer: Arc::new(Mutex::new(Buffer::new(cfg.metrics.buffer_limit))),
         sync_requested: Arc::new(AtomicBool::new(false)),
@@ -315,7 +420,7 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         shutdown_rx.clone(),
         sample_tx,
         aws.is_some().then(|| shared.buffer.clone()),
-        instance_id.clone(),
+        instance_id.to_string(),
     ));
     // The probe is the master's: one view of the site per group (a reporter publishing the same
     // series would hide a master that cannot reach it).
@@ -342,55 +447,17 @@ async fn run_async(cfg: Config, opts: RunOptions) -> Result<(), DaemonError> {
         shutdown_tx,
         shared.sync_requested.clone(),
     ));
-
-    // READY=1 after the first sample (and, on a master, after the first adoption attempt).
-    let _ = tokio::time::timeout(Duration::from_secs(30), sample_rx.changed()).await;
-
-    let result = match cfg.agent.role {
-        Role::Reporter => {
-            notify(&[
-                NotifyState::Ready,
-                NotifyState::Status("reporting this host's samples"),
-            ]);
-            shutdown_rx.clone().recv().await;
-            Ok(())
-        }
-        Role::Master => {
-            let m = Master {
-                cfg,
-                cfg_rx,
-                shutdown_rx: shutdown_rx.clone(),
-                sample_rx,
-                probe_rx,
-                aws,
-                aws_off,
-                instance_id,
-                own_ec2_id,
-                state_dir,
-                started_at,
-                shared: &shared,
-                clock: crate::clock::AgentClock::new(Timestamp::now(), boottime()),
-                boot: boot_id(),
-                lease: None,
-                lease_task: None,
-                site: None,
-            };
-            m.run().await
-        }
-    };
-    notify(&[NotifyState::Stopping]);
-    let _ = sampler_task.await;
-    if let Some(t) = probe_task {
-        let _ = t.await;
-    }
-    if let Some(t) = publisher_task {
-        let _ = t.await;
-    }
-    signals_task.abort();
-    if result.is_ok() {
-        tracing::info!("burst-agent stopped cleanly");
-    }
-    result
+    Ok(Tasks {
+        cfg_rx,
+        shutdown_rx,
+        sample_rx,
+        probe_rx,
+        shared,
+        sampler: sampler_task,
+        probe: probe_task,
+        publisher: publisher_task,
+        signals: signals_task,
+    })
 }
 
 /// Creates the state directory. A dry run that cannot use it (say, not root, first try)

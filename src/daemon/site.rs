@@ -285,77 +285,18 @@ impl Writer {
         }
     }
 
+    /// Brings the site's runs in the table up to this listing: opened, sighted, closed.
     async fn runs(&mut self, listed: &[InstanceInfo], tz: &TimeZone, now: Timestamp) {
-        if self.runs.is_none() {
-            match self.table.read_runs(now.as_second()).await {
-                Ok(recs) => {
-                    self.seen_written = recs
-                        .runs
-                        .iter()
-                        .filter_map(|r| Some(((r.instance.clone(), r.start), r.seen_at?)))
-                        .collect();
-                    self.runs = Some(recs.runs);
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "ledger table: the site's runs could not be read (retried): {e}"
-                    );
-                    return;
-                }
-            }
+        if self.runs.is_none() && !self.read_runs(now).await {
+            return;
         }
         let Some(mut runs) = self.runs.take() else {
             return;
         };
-        let seen: Vec<usage::Seen<'_>> = listed
-            .iter()
-            .map(|i| usage::Seen {
-                id: &i.id,
-                running: i.state == InstanceState::Running,
-                launched_at: i.ec2_launched_at,
-                ended_at: i.ended_at.or(i.stopped_at),
-                instance_type: i.instance_type.as_deref(),
-            })
-            .collect();
-        let day = |t: Timestamp| tz.to_datetime(t).date().to_string();
+        let seen = seen_of(listed);
         for change in usage::runs_step(&runs, &seen, now) {
             // `Ok(true)`: a sighting was written.
-            let wrote = match &change {
-                RunChange::Open(r) => self.table.open_run(r, &day(r.start)).await.map(|()| false),
-                RunChange::Seen {
-                    instance,
-                    start,
-                    at,
-                } => {
-                    let key = (instance.clone(), *start);
-                    let stale = self
-                        .seen_written
-                        .get(&key)
-                        .is_none_or(|w| at.as_second() - w.as_second() >= REFRESH_SECS);
-                    match runs
-                        .iter()
-                        .find(|r| r.instance == *instance && r.start == *start)
-                    {
-                        Some(r) if stale => self.table.touch_run(r, *at).await.map(|()| true),
-                        _ => Ok(false),
-                    }
-                }
-                RunChange::Close {
-                    instance,
-                    start,
-                    end,
-                } => match runs
-                    .iter()
-                    .find(|r| r.instance == *instance && r.start == *start)
-                {
-                    Some(r) => self
-                        .table
-                        .close_run(r, *end, &day(*end))
-                        .await
-                        .map(|()| false),
-                    None => Ok(false),
-                },
-            };
+            let wrote = self.write_change(&change, &runs, tz).await;
             let sighted = match wrote {
                 Ok(sighted) => sighted,
                 Err(e) => {
@@ -364,43 +305,134 @@ impl Writer {
                     return;
                 }
             };
-            match change {
-                RunChange::Open(r) => {
-                    self.seen_written.insert((r.instance.clone(), r.start), now);
-                    runs.push(r);
-                }
-                RunChange::Seen {
-                    instance,
-                    start,
-                    at,
-                } => {
-                    let key = (instance, start);
-                    if sighted {
-                        self.seen_written.insert(key.clone(), at);
-                    }
-                    for r in runs
-                        .iter_mut()
-                        .filter(|r| (&r.instance, r.start) == (&key.0, key.1))
-                    {
-                        r.seen_at = Some(at);
-                    }
-                }
-                RunChange::Close {
-                    instance,
-                    start,
-                    end,
-                } => {
-                    self.seen_written.remove(&(instance.clone(), start));
-                    for r in runs.iter_mut() {
-                        if r.instance == instance && r.start == start {
-                            r.end = Some(end);
-                        }
-                    }
-                }
-            }
+            self.note_change(change, sighted, &mut runs, now);
         }
         // Closed runs of instances EC2 no longer lists say nothing more.
         runs.retain(|r| r.end.is_none() || listed.iter().any(|i| i.id == r.instance));
         self.runs = Some(runs);
     }
+
+    /// Reads the site's runs (and when each open one's sighting was written) from the table;
+    /// false when they could not be read.
+    async fn read_runs(&mut self, now: Timestamp) -> bool {
+        match self.table.read_runs(now.as_second()).await {
+            Ok(recs) => {
+                self.seen_written = recs
+                    .runs
+                    .iter()
+                    .filter_map(|r| Some(((r.instance.clone(), r.start), r.seen_at?)))
+                    .collect();
+                self.runs = Some(recs.runs);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("ledger table: the site's runs could not be read (retried): {e}");
+                false
+            }
+        }
+    }
+
+    /// Writes one change of the runs to the table. `Ok(true)`: a sighting was written.
+    async fn write_change(
+        &self,
+        change: &RunChange,
+        runs: &[Run],
+        tz: &TimeZone,
+    ) -> Result<bool, crate::aws::AwsError> {
+        let day = |t: Timestamp| tz.to_datetime(t).date().to_string();
+        match change {
+            RunChange::Open(r) => self.table.open_run(r, &day(r.start)).await.map(|()| false),
+            RunChange::Seen {
+                instance,
+                start,
+                at,
+            } => {
+                let key = (instance.clone(), *start);
+                let stale = self
+                    .seen_written
+                    .get(&key)
+                    .is_none_or(|w| at.as_second() - w.as_second() >= REFRESH_SECS);
+                match runs
+                    .iter()
+                    .find(|r| r.instance == *instance && r.start == *start)
+                {
+                    Some(r) if stale => self.table.touch_run(r, *at).await.map(|()| true),
+                    _ => Ok(false),
+                }
+            }
+            RunChange::Close {
+                instance,
+                start,
+                end,
+            } => match runs
+                .iter()
+                .find(|r| r.instance == *instance && r.start == *start)
+            {
+                Some(r) => self
+                    .table
+                    .close_run(r, *end, &day(*end))
+                    .await
+                    .map(|()| false),
+                None => Ok(false),
+            },
+        }
+    }
+
+    /// A change written: the runs and the sightings' times follow it.
+    fn note_change(
+        &mut self,
+        change: RunChange,
+        sighted: bool,
+        runs: &mut Vec<Run>,
+        now: Timestamp,
+    ) {
+        match change {
+            RunChange::Open(r) => {
+                self.seen_written.insert((r.instance.clone(), r.start), now);
+                runs.push(r);
+            }
+            RunChange::Seen {
+                instance,
+                start,
+                at,
+            } => {
+                let key = (instance, start);
+                if sighted {
+                    self.seen_written.insert(key.clone(), at);
+                }
+                for r in runs
+                    .iter_mut()
+                    .filter(|r| (&r.instance, r.start) == (&key.0, key.1))
+                {
+                    r.seen_at = Some(at);
+                }
+            }
+            RunChange::Close {
+                instance,
+                start,
+                end,
+            } => {
+                self.seen_written.remove(&(instance.clone(), start));
+                for r in runs.iter_mut() {
+                    if r.instance == instance && r.start == start {
+                        r.end = Some(end);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The listed instances as the runs' step reads them.
+fn seen_of(listed: &[InstanceInfo]) -> Vec<usage::Seen<'_>> {
+    listed
+        .iter()
+        .map(|i| usage::Seen {
+            id: &i.id,
+            running: i.state == InstanceState::Running,
+            launched_at: i.ec2_launched_at,
+            ended_at: i.ended_at.or(i.stopped_at),
+            instance_type: i.instance_type.as_deref(),
+        })
+        .collect()
 }

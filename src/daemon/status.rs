@@ -152,6 +152,29 @@ fn ago(now: Timestamp, t: Timestamp) -> String {
 /// reaches the terminal of the operator (root, often) as an escape sequence or a line of its own.
 pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
     let mut o = String::new();
+    render_agent(&mut o, s, alive, now);
+    render_host(&mut o, s, now);
+    if let Some(c) = &s.cap {
+        let _ = writeln!(o, "burst cap {}", p(&c.to_string()));
+    }
+    render_slaves(&mut o, s, now);
+    render_site(&mut o, s, now);
+    render_schedule(&mut o, s, now);
+    for probe in &s.probes {
+        let _ = writeln!(
+            o,
+            "probe     {} ({} ago)",
+            p(&probe.to_string()),
+            ago(now, probe.at)
+        );
+    }
+    render_events(&mut o, s, now);
+    render_errors(&mut o, s, now);
+    o
+}
+
+/// The agent's lines: its state, its group and role, and why it runs without AWS.
+fn render_agent(o: &mut String, s: &Snapshot, alive: bool, now: Timestamp) {
     let state = if alive {
         format!(
             "{} (pid {}, up {})",
@@ -179,6 +202,10 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
     if let Some(why) = &s.aws_off {
         let _ = writeln!(o, "aws       off: {}", p(why));
     }
+}
+
+/// This host's line and its problems.
+fn render_host(o: &mut String, s: &Snapshot, now: Timestamp) {
     let h = &s.host;
     let _ = writeln!(
         o,
@@ -193,46 +220,57 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
     for problem in &h.problems {
         let _ = writeln!(o, "          problem: {}", p(problem));
     }
-    if let Some(c) = &s.cap {
-        let _ = writeln!(o, "burst cap {}", p(&c.to_string()));
-    }
+}
+
+/// The slaves: their count, then one line each.
+fn render_slaves(o: &mut String, s: &Snapshot, now: Timestamp) {
     if s.slaves.is_empty() {
         let _ = writeln!(o, "slaves    none");
     } else {
         let _ = writeln!(o, "slaves    {}", s.slaves.len());
         for sl in &s.slaves {
-            let sample = match sl.sample_at {
-                Some(t) => format!(
-                    "load/CPU {}, busy {} ({} ago)",
-                    ratio(sl.load_per_cpu),
-                    ratio(sl.apache_busy_ratio),
-                    ago(now, t)
-                ),
-                None if sl.silent => "SILENT: no sample for metrics.stale_after (is its \
-                                      reporter running?)"
-                    .into(),
-                None => "no recent sample".into(),
-            };
-            let sync = match (sl.last_sync, sl.last_sync_ok) {
-                (Some(t), Some(true)) => format!("synced {} ago", ago(now, t)),
-                (Some(t), _) => format!("last sync FAILED {} ago", ago(now, t)),
-                _ => "not synced yet".into(),
-            };
-            let _ = writeln!(
-                o,
-                "  {:<20} {:<12} age {:<10} {} {}; {sample}; {sync}{}",
-                p(&sl.id),
-                p(&sl.phase),
-                ago(now, sl.launched_at),
-                p(sl.private_ip.as_deref().unwrap_or("-")),
-                format_args!("(in phase {})", ago(now, sl.in_phase_since)),
-                sl.failure
-                    .as_ref()
-                    .map(|f| format!("; failing: {}", p(f)))
-                    .unwrap_or_default()
-            );
+            render_slave(o, sl, now);
         }
     }
+}
+
+/// One slave's line: phase, age, address, its newest sample, its last sync, its failure.
+fn render_slave(o: &mut String, sl: &SlaveLine, now: Timestamp) {
+    let sample = match sl.sample_at {
+        Some(t) => format!(
+            "load/CPU {}, busy {} ({} ago)",
+            ratio(sl.load_per_cpu),
+            ratio(sl.apache_busy_ratio),
+            ago(now, t)
+        ),
+        None if sl.silent => "SILENT: no sample for metrics.stale_after (is its \
+                              reporter running?)"
+            .into(),
+        None => "no recent sample".into(),
+    };
+    let sync = match (sl.last_sync, sl.last_sync_ok) {
+        (Some(t), Some(true)) => format!("synced {} ago", ago(now, t)),
+        (Some(t), _) => format!("last sync FAILED {} ago", ago(now, t)),
+        _ => "not synced yet".into(),
+    };
+    let _ = writeln!(
+        o,
+        "  {:<20} {:<12} age {:<10} {} {}; {sample}; {sync}{}",
+        p(&sl.id),
+        p(&sl.phase),
+        ago(now, sl.launched_at),
+        p(sl.private_ip.as_deref().unwrap_or("-")),
+        format_args!("(in phase {})", ago(now, sl.in_phase_since)),
+        sl.failure
+            .as_ref()
+            .map(|f| format!("; failing: {}", p(f)))
+            .unwrap_or_default()
+    );
+}
+
+/// The site's lines: foreign instances, the lease, held launches, the last decision, the
+/// cooldowns, the metrics queue and the AWS calls.
+fn render_site(o: &mut String, s: &Snapshot, now: Timestamp) {
     if !s.foreign.is_empty() {
         let _ = writeln!(
             o,
@@ -273,25 +311,31 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
         let errors: u64 = s.aws_calls.values().map(|c| c.errors).sum();
         let _ = writeln!(o, "aws       {calls} calls, {errors} failed, since start");
     }
-    let at = |t: Timestamp| {
-        let secs = t.as_second() - now.as_second();
-        if secs >= 0 {
-            format!(
-                "in {}",
-                humantime::format_duration(std::time::Duration::from_secs(secs as u64))
-            )
-        } else {
-            format!("{} ago", ago(now, t))
-        }
-    };
+}
+
+/// `t` from `now`: "in …" when it is still to come, "… ago" when it is past.
+fn at(now: Timestamp, t: Timestamp) -> String {
+    let secs = t.as_second() - now.as_second();
+    if secs >= 0 {
+        format!(
+            "in {}",
+            humantime::format_duration(std::time::Duration::from_secs(secs as u64))
+        )
+    } else {
+        format!("{} ago", ago(now, t))
+    }
+}
+
+/// The planned burst holding now, and the next one.
+fn render_schedule(o: &mut String, s: &Snapshot, now: Timestamp) {
     if let Some(w) = &s.scheduled {
         let _ = writeln!(
             o,
             "schedule  {:?}: at least {} slave(s), opens {}, closes {}",
             w.name,
             w.min_slaves,
-            at(w.opens),
-            at(w.closes)
+            at(now, w.opens),
+            at(now, w.closes)
         );
     }
     if let Some(w) = &s.next_window {
@@ -300,19 +344,15 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
             "next      {:?}: {} slave(s), prewarm {}, opens {} ({})",
             w.name,
             w.min_slaves,
-            at(w.from),
-            at(w.opens),
+            at(now, w.from),
+            at(now, w.opens),
             w.opens
         );
     }
-    for probe in &s.probes {
-        let _ = writeln!(
-            o,
-            "probe     {} ({} ago)",
-            p(&probe.to_string()),
-            ago(now, probe.at)
-        );
-    }
+}
+
+/// The last five event notifications, oldest first.
+fn render_events(o: &mut String, s: &Snapshot, now: Timestamp) {
     if !s.events.is_empty() {
         let _ = writeln!(o, "events    (newest last)");
         for e in s.events.iter().rev().take(5).rev() {
@@ -325,17 +365,26 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
                     .as_deref()
                     .map(|i| format!(" {}", p(i)))
                     .unwrap_or_default(),
-                match e.outcome {
-                    crate::events::Outcome::Sent => "sent",
-                    crate::events::Outcome::Deduplicated => "held back: sent within events.window",
-                    crate::events::Outcome::RateLimited => "held back: events.max_per_hour",
-                    crate::events::Outcome::Disabled => "not sent: events.disabled",
-                    crate::events::Outcome::Failed => "NOT DELIVERED, told again after the window",
-                },
+                outcome_text(&e.outcome),
                 p(&e.detail)
             );
         }
     }
+}
+
+/// What became of an event notification, as `status` says it.
+fn outcome_text(outcome: &crate::events::Outcome) -> &'static str {
+    match outcome {
+        crate::events::Outcome::Sent => "sent",
+        crate::events::Outcome::Deduplicated => "held back: sent within events.window",
+        crate::events::Outcome::RateLimited => "held back: events.max_per_hour",
+        crate::events::Outcome::Disabled => "not sent: events.disabled",
+        crate::events::Outcome::Failed => "NOT DELIVERED, told again after the window",
+    }
+}
+
+/// The last errors, oldest first.
+fn render_errors(o: &mut String, s: &Snapshot, now: Timestamp) {
     if s.last_errors.is_empty() {
         let _ = writeln!(o, "errors    none");
     } else {
@@ -344,7 +393,6 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
             let _ = writeln!(o, "  {} ago: {}", ago(now, *t), p(e));
         }
     }
-    o
 }
 
 #[cfg(test)]

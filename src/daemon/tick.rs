@@ -133,37 +133,8 @@ impl Master<'_> {
         l: &mut Loop<C, H>,
         now: Timestamp,
     ) -> Decision {
-        if self.cfg_rx.has_changed().unwrap_or(false) {
-            self.cfg = (**self.cfg_rx.borrow_and_update()).clone();
-            match l.actuator.as_mut() {
-                Some(a) => a.reconfigure(&self.cfg, now),
-                // A local dry run reads the stored ledger under the new [cap].
-                None => l.stored_ledger = local_ledger(&self.cfg, now),
-            }
-        }
-        let (standby, holder) = match self.standby() {
-            Some((line, holder)) => (Some(line), holder),
-            None => (None, None),
-        };
-        // Said when this agent starts or stops acting, and when the holder it stands by for
-        // changes (a takeover it did not make).
-        if standby.is_some() != l.tick.standby.is_some() || holder != l.tick.standby_for {
-            let (what, line) = match &standby {
-                Some(line) => ("stands by", line.clone()),
-                None => (
-                    "acts for the site",
-                    "this agent holds the site's lease".to_string(),
-                ),
-            };
-            tracing::warn!(lease = %line, "this agent {what}");
-            l.tick.news.push(crate::events::Event::new(
-                crate::events::EventKind::LeaseChanged,
-                None,
-                format!("this agent {what}: {line}"),
-            ));
-        }
-        l.tick.standby = standby;
-        l.tick.standby_for = holder;
+        self.take_new_config(l, now);
+        self.note_standby(&mut l.tick);
         if let Some(a) = l.actuator.as_mut() {
             if l.tick.standby.is_some() {
                 // No fleet-changing call, no hook: adopt afresh (the table first) once it holds.
@@ -177,20 +148,67 @@ impl Master<'_> {
         let ledger = l.ledger();
         let decision = self.decide(&mut l.actuator, &ledger, &mut l.tick, now);
         let observed = l.tick.adopted && l.tick.observed;
-        if let (Some(a), true) = (l.actuator.as_mut(), observed) {
-            let r = a.apply(&decision, now).await;
-            for e in r.errors {
-                l.tick.errors.push((now, e));
-            }
-        } else if !matches!(decision, Decision::Hold { .. }) && l.actuator.is_none() {
-            // The decision line above has the numbers; this only says nothing was done.
-            tracing::info!(
-                action = decision.action(),
-                "dry run (no AWS): nothing launched or released"
-            );
-        }
+        carry_out(l, &decision, observed, now).await;
         let after = l.ledger().status(now);
         self.record_site(l, &decision, &after, observed);
+        self.tell_events(l, &after, now);
+        let own = take_own(&mut l.actuator);
+        // A standby never writes the site's numbers (the master's): only its own host's.
+        if l.tick.standby.is_none() {
+            self.publish_own(&decision, &ledger, &own, &mut l.tick, now);
+        }
+        self.publish_status(l, &ledger, &decision, now);
+        decision
+    }
+
+    /// A new config, when a reload sent one: the actuator (or the local dry run's stored
+    /// ledger) takes it.
+    fn take_new_config<C: Cloud, H: HookRunner>(&mut self, l: &mut Loop<C, H>, now: Timestamp) {
+        if self.cfg_rx.has_changed().unwrap_or(false) {
+            self.cfg = (**self.cfg_rx.borrow_and_update()).clone();
+            match l.actuator.as_mut() {
+                Some(a) => a.reconfigure(&self.cfg, now),
+                // A local dry run reads the stored ledger under the new [cap].
+                None => l.stored_ledger = local_ledger(&self.cfg, now),
+            }
+        }
+    }
+
+    /// Whether this agent stands by (and for which holder) this tick; a change is said.
+    fn note_standby(&self, tick: &mut Tick) {
+        let (standby, holder) = match self.standby() {
+            Some((line, holder)) => (Some(line), holder),
+            None => (None, None),
+        };
+        // Said when this agent starts or stops acting, and when the holder it stands by for
+        // changes (a takeover it did not make).
+        if standby.is_some() != tick.standby.is_some() || holder != tick.standby_for {
+            let (what, line) = match &standby {
+                Some(line) => ("stands by", line.clone()),
+                None => (
+                    "acts for the site",
+                    "this agent holds the site's lease".to_string(),
+                ),
+            };
+            tracing::warn!(lease = %line, "this agent {what}");
+            tick.news.push(crate::events::Event::new(
+                crate::events::EventKind::LeaseChanged,
+                None,
+                format!("this agent {what}: {line}"),
+            ));
+        }
+        tick.standby = standby;
+        tick.standby_for = holder;
+    }
+
+    /// The tick's events (its news and the actuator's) handed to the notifier, with the levels
+    /// they are told against.
+    fn tell_events<C: Cloud, H: HookRunner>(
+        &self,
+        l: &mut Loop<C, H>,
+        after: &crate::cap::CapStatus,
+        now: Timestamp,
+    ) {
         let levels = Levels {
             cap_used: after.used,
             cap_limit: after.limit,
@@ -214,37 +232,30 @@ impl Master<'_> {
         {
             l.tick.errors.push((now, e));
         }
-        let own = Own {
-            hooks: l
-                .actuator
-                .as_mut()
-                .map(|a| a.take_hook_seconds())
-                .unwrap_or_default(),
-            failures: l
-                .actuator
-                .as_mut()
-                .map(|a| a.take_failures())
-                .unwrap_or_default(),
-            fleet: fleet_counts(&l.actuator),
-        };
-        // A standby never writes the site's numbers (the master's): only its own host's.
-        if l.tick.standby.is_none() {
-            self.publish_own(&decision, &ledger, &own, &mut l.tick, now);
-        }
+    }
+
+    /// The agent's state, the status snapshot, systemd's status line and watchdog, and READY
+    /// after the first tick.
+    fn publish_status<C: Cloud, H: HookRunner>(
+        &self,
+        l: &mut Loop<C, H>,
+        ledger: &CapLedger,
+        decision: &Decision,
+        now: Timestamp,
+    ) {
         l.tick.state = if l.actuator.is_some() && !l.tick.adopted {
             "waiting_for_aws"
         } else {
             "running"
         };
-        self.snapshot(&l.actuator, &ledger, &l.tick, &l.events, now);
-        let line = status_line(&l.actuator, &ledger, &decision, now);
+        self.snapshot(&l.actuator, ledger, &l.tick, &l.events, now);
+        let line = status_line(&l.actuator, ledger, decision, now);
         notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
         if !l.ready_sent {
             notify(&[NotifyState::Ready]);
             l.ready_sent = true;
             tracing::info!("ready: {line}");
         }
-        decision
     }
 
     /// Shutdown: the loop only stops between ticks, so no launch or registration is half done;
@@ -293,80 +304,16 @@ impl Master<'_> {
         }
         tick.observed = false;
         if !tick.adopted {
-            if let Err(e) = Box::pin(a.sync_from_table(now)).await {
-                let msg = format!(
-                    "the ledger table could not be read, and nothing is changed until it is \
-                     (a restored or copied state.json must not spend the day again): {e}"
-                );
-                tracing::error!("{msg}");
-                tick.errors.push((now, msg));
+            if self.adopt_fleet(a, tick, now).await.is_break() {
                 return;
             }
-            match a.adopt(now).await {
-                Ok(r) => {
-                    tick.adopted = true;
-                    tick.observed = true;
-                    tracing::info!(adopted = ?r.adopted, launched = ?r.launched, cap = %a.ledger().status(now),
-                        "adoption done: {} slave(s) of group {:?} re-attached", r.adopted.len(), self.cfg.agent.group);
-                }
-                Err(e) => {
-                    let msg =
-                        format!("adoption failed, will retry; no scaling until it works: {e}");
-                    tracing::error!("{msg}");
-                    tick.errors.push((now, msg));
-                    return;
-                }
-            }
         } else {
-            // `burst-agent resume`: the operator fixed what broke the content sync.
-            let resume = self.cfg.agent.state_dir.join(RESUME_FILE);
-            if std::fs::remove_file(&resume).is_ok() {
-                a.resume("burst-agent resume", now);
-            }
-            match a.step(now).await {
-                Ok(r) => {
-                    tick.observed = true;
-                    for id in &r.in_service {
-                        // Only a slave this agent saw from its launch: an adopted one's
-                        // launch-to-InService time says nothing of the lead time.
-                        let lead = a
-                            .slave(id)
-                            .filter(|s| s.first_seen.as_second() - s.launched_at.as_second() <= 60)
-                            .map(|s| now.as_second() - s.launched_at.as_second());
-                        tracing::info!(instance_id = %id, lead_secs = ?lead,
-                            "slave {id} is in service");
-                        // The forecast's lead time: launch to InService, measured.
-                        if let Some(secs) = lead {
-                            a.remember(now, |h| h.record_lead(secs));
-                        }
-                    }
-                }
-                Err(e) => {
-                    let msg = format!(
-                        "actuator step skipped, and no scaling this tick (the fleet could not be \
-                         observed): {e}"
-                    );
-                    tracing::warn!("{msg}");
-                    tick.errors.push((now, msg));
-                }
-            }
+            self.step_actuator(a, tick, now).await;
         }
         // Lost or unreadable state: today's count from CloudWatch's copy before any launch, once
         // adoption has counted what EC2 still lists (the read-back adds only what is missing).
         if a.cap_unverified().is_some() && tick.adopted {
-            if let Some(aws) = &self.aws {
-                let (_, since, _) = a.ledger().day_bounds(now);
-                let read = cloudwatch::cap_used_since(
-                    aws,
-                    &self.cfg.metrics.namespace_for(&self.cfg.agent.group),
-                    &self.cfg.agent.group,
-                    since,
-                    now,
-                )
-                .await
-                .map_err(|e| e.to_string());
-                a.cap_read_back(read, now);
-            }
+            self.read_cap_back(a, now).await;
         }
         let ids: Vec<String> = a.slaves().map(|s| s.id.clone()).collect();
         let due = tick.last_read.is_none_or(|t| {
@@ -374,65 +321,157 @@ impl Master<'_> {
                 >= self.cfg.metrics.fleet_read_interval.get().as_secs() as i64
         });
         if let (Some(aws), true, false) = (&self.aws, due, ids.is_empty()) {
-            let stale = self.cfg.metrics.stale_after.get().as_secs() as i64;
-            match cloudwatch::read_fleet(
-                aws,
-                &self.cfg.metrics.namespace_for(&self.cfg.agent.group),
-                &self.cfg.agent.group,
-                &ids,
-                self.cfg.metrics.storage_resolution,
-                stale,
-                // The query window and the slaves' timestamps are wall-clock time.
-                self.clock.wall(),
-            )
-            .await
-            {
-                Ok(mut back) => {
-                    // Each datapoint's age by the wall clock, as the agent's time.
-                    for m in back.metrics.values_mut() {
-                        m.at = self.clock.to_agent(m.at);
-                    }
-                    if !back.missing.is_empty() {
-                        tracing::debug!(missing = ?back.missing, "fleet read-back: no fresh metrics for some slaves");
-                    }
-                    tick.fleet_metrics = back.metrics;
-                    tick.last_read = Some(now);
-                    self.note_silence(a.slaves(), tick, now);
-                    // No slave can write these; a failed read only means less evidence.
-                    match cloudwatch::read_evidence(
-                        aws,
-                        &self.cfg.elb.name,
-                        &ids,
-                        self.clock.wall(),
-                    )
-                    .await
-                    {
-                        Ok(ev) => tick.evidence = ev,
-                        Err(e) => {
-                            tracing::debug!("AWS/ELB and AWS/EC2 evidence unread: {e}");
-                            tick.evidence = policy::Evidence::default();
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("fleet read-back failed; slaves count as missing: {e}");
-                    tick.fleet_metrics.clear();
-                }
-            }
+            self.read_fleet_back(aws, a, tick, &ids, now).await;
         }
         if ids.is_empty() {
             tick.fleet_metrics.clear();
             tick.silent.clear();
         }
-        for (t, e) in a.recent_errors() {
-            if !tick.errors.iter().any(|(t2, e2)| t2 == t && e2 == e) {
-                tick.errors.push((*t, e.clone()));
+        keep_errors(a, tick);
+    }
+
+    /// Reads the ledger table, then adopts the fleet. `Break` when either failed: the tick
+    /// then observes nothing more.
+    async fn adopt_fleet<C: Cloud, H: HookRunner>(
+        &self,
+        a: &mut Actuator<C, H>,
+        tick: &mut Tick,
+        now: Timestamp,
+    ) -> std::ops::ControlFlow<()> {
+        if let Err(e) = Box::pin(a.sync_from_table(now)).await {
+            let msg = format!(
+                "the ledger table could not be read, and nothing is changed until it is \
+                 (a restored or copied state.json must not spend the day again): {e}"
+            );
+            tracing::error!("{msg}");
+            tick.errors.push((now, msg));
+            return std::ops::ControlFlow::Break(());
+        }
+        match a.adopt(now).await {
+            Ok(r) => {
+                tick.adopted = true;
+                tick.observed = true;
+                tracing::info!(adopted = ?r.adopted, launched = ?r.launched, cap = %a.ledger().status(now),
+                    "adoption done: {} slave(s) of group {:?} re-attached", r.adopted.len(), self.cfg.agent.group);
+                std::ops::ControlFlow::Continue(())
+            }
+            Err(e) => {
+                let msg = format!("adoption failed, will retry; no scaling until it works: {e}");
+                tracing::error!("{msg}");
+                tick.errors.push((now, msg));
+                std::ops::ControlFlow::Break(())
             }
         }
-        tick.errors.sort_by_key(|(t, _)| *t);
-        let n = tick.errors.len();
-        if n > 10 {
-            tick.errors.drain(..n - 10);
+    }
+
+    /// Steps the adopted actuator (resumed first if the operator asked), and measures the lead
+    /// time of the slaves that came into service.
+    async fn step_actuator<C: Cloud, H: HookRunner>(
+        &self,
+        a: &mut Actuator<C, H>,
+        tick: &mut Tick,
+        now: Timestamp,
+    ) {
+        // `burst-agent resume`: the operator fixed what broke the content sync.
+        let resume = self.cfg.agent.state_dir.join(RESUME_FILE);
+        if std::fs::remove_file(&resume).is_ok() {
+            a.resume("burst-agent resume", now);
+        }
+        match a.step(now).await {
+            Ok(r) => {
+                tick.observed = true;
+                for id in &r.in_service {
+                    // Only a slave this agent saw from its launch: an adopted one's
+                    // launch-to-InService time says nothing of the lead time.
+                    let lead = a
+                        .slave(id)
+                        .filter(|s| s.first_seen.as_second() - s.launched_at.as_second() <= 60)
+                        .map(|s| now.as_second() - s.launched_at.as_second());
+                    tracing::info!(instance_id = %id, lead_secs = ?lead,
+                        "slave {id} is in service");
+                    // The forecast's lead time: launch to InService, measured.
+                    if let Some(secs) = lead {
+                        a.remember(now, |h| h.record_lead(secs));
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = format!(
+                    "actuator step skipped, and no scaling this tick (the fleet could not be \
+                     observed): {e}"
+                );
+                tracing::warn!("{msg}");
+                tick.errors.push((now, msg));
+            }
+        }
+    }
+
+    /// Today's count read back from CloudWatch's copy (with AWS).
+    async fn read_cap_back<C: Cloud, H: HookRunner>(&self, a: &mut Actuator<C, H>, now: Timestamp) {
+        if let Some(aws) = &self.aws {
+            let (_, since, _) = a.ledger().day_bounds(now);
+            let read = cloudwatch::cap_used_since(
+                aws,
+                &self.cfg.metrics.namespace_for(&self.cfg.agent.group),
+                &self.cfg.agent.group,
+                since,
+                now,
+            )
+            .await
+            .map_err(|e| e.to_string());
+            a.cap_read_back(read, now);
+        }
+    }
+
+    /// Reads the fleet's metrics back, then AWS's own evidence; a failed read leaves every
+    /// slave missing.
+    async fn read_fleet_back<C: Cloud, H: HookRunner>(
+        &self,
+        aws: &Aws,
+        a: &Actuator<C, H>,
+        tick: &mut Tick,
+        ids: &[String],
+        now: Timestamp,
+    ) {
+        let stale = self.cfg.metrics.stale_after.get().as_secs() as i64;
+        match cloudwatch::read_fleet(
+            aws,
+            &self.cfg.metrics.namespace_for(&self.cfg.agent.group),
+            &self.cfg.agent.group,
+            ids,
+            self.cfg.metrics.storage_resolution,
+            stale,
+            // The query window and the slaves' timestamps are wall-clock time.
+            self.clock.wall(),
+        )
+        .await
+        {
+            Ok(mut back) => {
+                // Each datapoint's age by the wall clock, as the agent's time.
+                for m in back.metrics.values_mut() {
+                    m.at = self.clock.to_agent(m.at);
+                }
+                if !back.missing.is_empty() {
+                    tracing::debug!(missing = ?back.missing, "fleet read-back: no fresh metrics for some slaves");
+                }
+                tick.fleet_metrics = back.metrics;
+                tick.last_read = Some(now);
+                self.note_silence(a.slaves(), tick, now);
+                // No slave can write these; a failed read only means less evidence.
+                match cloudwatch::read_evidence(aws, &self.cfg.elb.name, ids, self.clock.wall())
+                    .await
+                {
+                    Ok(ev) => tick.evidence = ev,
+                    Err(e) => {
+                        tracing::debug!("AWS/ELB and AWS/EC2 evidence unread: {e}");
+                        tick.evidence = policy::Evidence::default();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("fleet read-back failed; slaves count as missing: {e}");
+                tick.fleet_metrics.clear();
+            }
         }
     }
 
@@ -484,6 +523,25 @@ impl Master<'_> {
         tick: &mut Tick,
         now: Timestamp,
     ) -> Decision {
+        let obs = self.fleet_observation(actuator, tick, now);
+        let history = actuator
+            .as_ref()
+            .map_or(&tick.local_history, |a| a.history());
+        let decision = policy::decide(&self.cfg.policy, &obs, ledger, history, now);
+        self.remember_decision(actuator, tick, &decision, now);
+        note_suspect(&decision, tick);
+        self.log_decision(&decision, tick, now);
+        decision
+    }
+
+    /// What the policy sees this tick: this host's sample, the slaves with their metrics read
+    /// back, the actuator's holds, the probe, the schedule and AWS's evidence.
+    fn fleet_observation<C: Cloud, H: HookRunner>(
+        &self,
+        actuator: &Option<Actuator<C, H>>,
+        tick: &Tick,
+        now: Timestamp,
+    ) -> FleetObservation {
         let master = self
             .sample_rx
             .borrow()
@@ -518,7 +576,7 @@ impl Master<'_> {
                     .map_or(-1, |n| (n.as_second() - now.as_second()).max(0)),
             })
         });
-        let obs = FleetObservation {
+        FleetObservation {
             master,
             slaves,
             no_capacity_until,
@@ -532,11 +590,18 @@ impl Master<'_> {
                 .as_ref()
                 .and_then(|a| a.content_source_missing().map(str::to_string)),
             evidence: tick.evidence.clone(),
-        };
-        let history = actuator
-            .as_ref()
-            .map_or(&tick.local_history, |a| a.history());
-        let decision = policy::decide(&self.cfg.policy, &obs, ledger, history, now);
+        }
+    }
+
+    /// The decision in the policy's memory: as decided when this tick carries it out, else as
+    /// a hold with the same numbers.
+    fn remember_decision<C: Cloud, H: HookRunner>(
+        &self,
+        actuator: &mut Option<Actuator<C, H>>,
+        tick: &mut Tick,
+        decision: &Decision,
+        now: Timestamp,
+    ) {
         // A decision this tick will not carry out (the fleet could not be observed) starts no
         // cooldown: it is remembered as a hold with the same numbers.
         let carried_out = actuator.is_none() || (tick.adopted && tick.observed);
@@ -559,18 +624,12 @@ impl Master<'_> {
             Some(a) => a.remember(now, |h| h.record(policy, now, &remembered)),
             None => tick.local_history.record(policy, now, &remembered),
         }
+    }
+
+    /// The decision logged (a hold for the same reasons as the last tick's only at debug) and
+    /// kept for `status`.
+    fn log_decision(&self, decision: &Decision, tick: &mut Tick, now: Timestamp) {
         let why = decision.explanation();
-        for r in &why.reasons {
-            if let policy::Reason::Uncorroborated { hosts, .. } = r {
-                for h in hosts {
-                    tick.news.push(crate::events::Event::new(
-                        crate::events::EventKind::MetricsSuspect,
-                        Some(h),
-                        r.to_string(),
-                    ));
-                }
-            }
-        }
         let codes = decision.reason_codes();
         let changed = codes != tick.last_reasons;
         let fields = |d: &Decision| {
@@ -579,11 +638,11 @@ impl Master<'_> {
                 utilization = ?why.utilization, reasons = ?codes, cap_used = why.cap.used,
                 cap_remaining = why.cap.remaining, dry_run = self.cfg.agent.dry_run, "decision: {d}");
         };
-        match &decision {
+        match decision {
             Decision::Hold { .. } if !changed => {
                 tracing::debug!(action = "hold", reasons = ?codes, utilization = ?why.utilization, "decision: {decision}")
             }
-            _ => fields(&decision),
+            _ => fields(decision),
         }
         tick.last_reasons = codes.clone();
         tick.last_decision = Some(DecisionLine {
@@ -592,7 +651,6 @@ impl Master<'_> {
             text: decision.to_string(),
             reasons: codes.iter().map(|c| c.to_string()).collect(),
         });
-        decision
     }
 
     /// The planned burst holding now, and the next one to prewarm.
@@ -674,53 +732,9 @@ impl Master<'_> {
         events: &Events,
         now: Timestamp,
     ) {
-        let sample = self.sample_rx.borrow().clone();
-        let host = HostLine {
-            instance_id: self.instance_id.clone(),
-            at: sample.as_ref().map(|s| s.timestamp),
-            load_per_cpu: sample.as_ref().and_then(|s| s.load_per_cpu()),
-            apache_busy_ratio: sample.as_ref().and_then(|s| s.apache_busy_ratio()),
-            memory_used_ratio: sample.as_ref().and_then(|s| s.memory_used_ratio()),
-            apache_workers: sample.as_ref().and_then(|s| s.apache.workers),
-            problems: sample.map(|s| s.problems).unwrap_or_default(),
-        };
-        let slaves = actuator
-            .iter()
-            .flat_map(|a| a.slaves())
-            .map(|s| {
-                let m = tick.fleet_metrics.get(&s.id);
-                SlaveLine {
-                    id: s.id.clone(),
-                    phase: phase_name(s.phase).into(),
-                    private_ip: s.private_ip.clone(),
-                    launched_at: s.launched_at,
-                    in_phase_since: s.since,
-                    sample_at: m.map(|m| m.at),
-                    load_per_cpu: m.and_then(|m| m.load_per_cpu),
-                    apache_busy_ratio: m.and_then(|m| m.apache_busy_ratio),
-                    last_sync: s.last_sync,
-                    last_sync_ok: s.last_sync_ok,
-                    silent: tick.silent.contains(&s.id),
-                    failure: s.failure.clone(),
-                }
-            })
-            .collect();
-        let mut cooldowns = Vec::new();
-        let p = &self.cfg.policy;
-        let history = actuator
-            .as_ref()
-            .map_or(&tick.local_history, |a| a.history());
-        for (what, last, d) in [
-            ("scale-out", history.last_scale_out, p.scale_out_cooldown),
-            ("scale-in", history.last_scale_in, p.scale_in_cooldown),
-        ] {
-            if let Some(t) = last {
-                let left = d.get().as_secs() as i64 - (now.as_second() - t.as_second());
-                if left > 0 {
-                    cooldowns.push(format!("{what} cooldown: {left} s left"));
-                }
-            }
-        }
+        let host = self.host_line();
+        let slaves = slave_lines(actuator, tick);
+        let cooldowns = self.cooldowns(actuator, tick, now);
         let (scheduled, next_window) = self.windows(now);
         let buf = self.shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
         let snap = Snapshot {
@@ -741,46 +755,13 @@ impl Master<'_> {
             content_source_missing: actuator
                 .as_ref()
                 .and_then(|a| a.content_source_missing().map(str::to_string)),
-            sync_broken: actuator.as_ref().and_then(|a| {
-                a.sync_broken().map(|t| {
-                    format!(
-                        "content sync failed the same way {} times: {}; fix it, then \
-                         `systemctl reload burst-agent` or `sudo -u burst-agent burst-agent \
-                         resume`; {}; last error: {}",
-                        crate::actuator::brake::TRIP_AFTER,
-                        t.cause,
-                        match a.next_trial(now) {
-                            None => "a trial launch is syncing".to_string(),
-                            Some(n) => format!("next trial launch not before {n}"),
-                        },
-                        t.error
-                    )
-                })
-            }),
-            lease: match (&tick.standby, &self.lease) {
-                (Some(line), _) => Some(line.clone()),
-                (None, Some(_)) => Some(format!(
-                    "held by this agent ({}, ledger table {})",
-                    self.lease_holder().unwrap_or_default(),
-                    self.cfg.ledger.table
-                )),
-                (None, None) => None,
-            },
+            sync_broken: actuator.as_ref().and_then(|a| sync_broken_line(a, now)),
+            lease: self.lease_line(tick),
             cap: Some(ledger.status(now)),
             last_decision: tick.last_decision.clone(),
             cooldowns,
             last_errors: tick.errors.clone(),
-            aws_calls: self
-                .aws
-                .as_ref()
-                .map(|a| {
-                    a.stats()
-                        .snapshot()
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            aws_calls: self.aws_calls(),
             metrics_queued: buf.len(),
             metrics_dropped: buf.dropped_total(),
             events: events.recent().cloned().collect(),
@@ -792,6 +773,73 @@ impl Master<'_> {
         if let Err(e) = snap.write(&status::path_in(&self.state_dir)) {
             tracing::warn!("could not write the status snapshot: {e}");
         }
+    }
+
+    /// This host's line in the snapshot, from the newest sample.
+    fn host_line(&self) -> HostLine {
+        let sample = self.sample_rx.borrow().clone();
+        HostLine {
+            instance_id: self.instance_id.clone(),
+            at: sample.as_ref().map(|s| s.timestamp),
+            load_per_cpu: sample.as_ref().and_then(|s| s.load_per_cpu()),
+            apache_busy_ratio: sample.as_ref().and_then(|s| s.apache_busy_ratio()),
+            memory_used_ratio: sample.as_ref().and_then(|s| s.memory_used_ratio()),
+            apache_workers: sample.as_ref().and_then(|s| s.apache.workers),
+            problems: sample.map(|s| s.problems).unwrap_or_default(),
+        }
+    }
+
+    /// The cooldowns still running, with the seconds left.
+    fn cooldowns<C: Cloud, H: HookRunner>(
+        &self,
+        actuator: &Option<Actuator<C, H>>,
+        tick: &Tick,
+        now: Timestamp,
+    ) -> Vec<String> {
+        let mut cooldowns = Vec::new();
+        let p = &self.cfg.policy;
+        let history = actuator
+            .as_ref()
+            .map_or(&tick.local_history, |a| a.history());
+        for (what, last, d) in [
+            ("scale-out", history.last_scale_out, p.scale_out_cooldown),
+            ("scale-in", history.last_scale_in, p.scale_in_cooldown),
+        ] {
+            if let Some(t) = last {
+                let left = d.get().as_secs() as i64 - (now.as_second() - t.as_second());
+                if left > 0 {
+                    cooldowns.push(format!("{what} cooldown: {left} s left"));
+                }
+            }
+        }
+        cooldowns
+    }
+
+    /// The lease as `status` shows it: the standby's line, or held by this agent.
+    fn lease_line(&self, tick: &Tick) -> Option<String> {
+        match (&tick.standby, &self.lease) {
+            (Some(line), _) => Some(line.clone()),
+            (None, Some(_)) => Some(format!(
+                "held by this agent ({}, ledger table {})",
+                self.lease_holder().unwrap_or_default(),
+                self.cfg.ledger.table
+            )),
+            (None, None) => None,
+        }
+    }
+
+    /// The AWS calls made since the start, by operation.
+    fn aws_calls(&self) -> BTreeMap<String, crate::aws::OpStats> {
+        self.aws
+            .as_ref()
+            .map(|a| {
+                a.stats()
+                    .snapshot()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -878,4 +926,117 @@ impl Master<'_> {
         }
         Some((line, holder))
     }
+}
+
+/// Carries the decision out, only on a fleet this tick observed; a local dry run says it did
+/// nothing.
+async fn carry_out<C: Cloud, H: HookRunner>(
+    l: &mut Loop<C, H>,
+    decision: &Decision,
+    observed: bool,
+    now: Timestamp,
+) {
+    if let (Some(a), true) = (l.actuator.as_mut(), observed) {
+        let r = a.apply(decision, now).await;
+        for e in r.errors {
+            l.tick.errors.push((now, e));
+        }
+    } else if !matches!(decision, Decision::Hold { .. }) && l.actuator.is_none() {
+        // The decision line above has the numbers; this only says nothing was done.
+        tracing::info!(
+            action = decision.action(),
+            "dry run (no AWS): nothing launched or released"
+        );
+    }
+}
+
+/// The actuator's numbers since the last tick, taken for the agent's own metrics.
+fn take_own<C: Cloud, H: HookRunner>(actuator: &mut Option<Actuator<C, H>>) -> Own {
+    Own {
+        hooks: actuator
+            .as_mut()
+            .map(|a| a.take_hook_seconds())
+            .unwrap_or_default(),
+        failures: actuator
+            .as_mut()
+            .map(|a| a.take_failures())
+            .unwrap_or_default(),
+        fleet: fleet_counts(actuator),
+    }
+}
+
+/// The actuator's recent errors joined to the tick's, oldest first, the last ten kept.
+fn keep_errors<C: Cloud, H: HookRunner>(a: &Actuator<C, H>, tick: &mut Tick) {
+    for (t, e) in a.recent_errors() {
+        if !tick.errors.iter().any(|(t2, e2)| t2 == t && e2 == e) {
+            tick.errors.push((*t, e.clone()));
+        }
+    }
+    tick.errors.sort_by_key(|(t, _)| *t);
+    let n = tick.errors.len();
+    if n > 10 {
+        tick.errors.drain(..n - 10);
+    }
+}
+
+/// An event for each host whose metrics the decision did not trust (uncorroborated).
+fn note_suspect(decision: &Decision, tick: &mut Tick) {
+    let why = decision.explanation();
+    for r in &why.reasons {
+        if let policy::Reason::Uncorroborated { hosts, .. } = r {
+            for h in hosts {
+                tick.news.push(crate::events::Event::new(
+                    crate::events::EventKind::MetricsSuspect,
+                    Some(h),
+                    r.to_string(),
+                ));
+            }
+        }
+    }
+}
+
+/// The slaves' lines in the snapshot, each with its metrics read back.
+fn slave_lines<C: Cloud, H: HookRunner>(
+    actuator: &Option<Actuator<C, H>>,
+    tick: &Tick,
+) -> Vec<SlaveLine> {
+    actuator
+        .iter()
+        .flat_map(|a| a.slaves())
+        .map(|s| {
+            let m = tick.fleet_metrics.get(&s.id);
+            SlaveLine {
+                id: s.id.clone(),
+                phase: phase_name(s.phase).into(),
+                private_ip: s.private_ip.clone(),
+                launched_at: s.launched_at,
+                in_phase_since: s.since,
+                sample_at: m.map(|m| m.at),
+                load_per_cpu: m.and_then(|m| m.load_per_cpu),
+                apache_busy_ratio: m.and_then(|m| m.apache_busy_ratio),
+                last_sync: s.last_sync,
+                last_sync_ok: s.last_sync_ok,
+                silent: tick.silent.contains(&s.id),
+                failure: s.failure.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Why launches are held when content sync keeps failing the same way, and what to do.
+fn sync_broken_line<C: Cloud, H: HookRunner>(a: &Actuator<C, H>, now: Timestamp) -> Option<String> {
+    a.sync_broken().map(|t| {
+        format!(
+            "content sync failed the same way {} times: {}; fix it, then \
+             `systemctl reload burst-agent` or `sudo -u burst-agent burst-agent \
+             resume`; {}; last error: {}",
+            crate::actuator::brake::TRIP_AFTER,
+            t.cause,
+            match a.next_trial(now) {
+                None => "a trial launch is syncing".to_string(),
+                Some(n) => format!("next trial launch not before {n}"),
+            },
+            t.error
+        )
+    })
 }

@@ -3,18 +3,25 @@
 //! a fault profile and a run of decisions; the actuator runs against [`world`]'s simulated EC2,
 //! ELB, disk and hooks, with faults at every call and crashes at every effect (cloud call,
 //! its effect, file write), after which a new actuator is opened from the files, as after
-//! `kill -9`. After every tick the promises are checked against the world's truth:
+//! `kill -9`. After every tick the promises are checked against the world's truth; the checks
+//! are numbered as in RELIABILITY.md ("The checks"), whose sabotage table cites them:
 //!
-//! 1. distinct instances of ours alive during each local day ≤ the cap;
+//! 1. instances of ours that ran during each local day ≤ the cap, and the ledger never counts
+//!    fewer;
 //! 2. every ledger entry is an instance EC2 launched or an attempt of a launch still unresolved
 //!    (no charge for a launch that did not happen);
-//! 3. every live instance of ours is tracked once a step has seen it;
-//! 4. no slave registered before its content sync succeeded; nothing touched that is not ours;
-//! 5. every phase is left within its deadline ([`crate::actuator::deadline`]), and a slave the
+//! 3. every live instance of ours that a step could have listed is tracked;
+//! 4. no slave registered before its content sync succeeded;
+//! 5. no call names the master's instance or another install's;
+//! 6. no slave stays in a phase past its deadline ([`crate::actuator::deadline`]), and one the
 //!    ELB calls OutOfService is not counted as serving past it;
+//! 7. and 8. the agent's clock (RELIABILITY.md);
+//! 9. every fleet-changing call comes from the agent the table's lease names;
 //!
-//! and, once faults stop and the fleet is released: nothing of ours left running, no launch
-//! left unresolved, the ledger counting at least every instance of ours that lived today.
+//! and, once faults stop and the fleet is released: nothing of ours left running but the warm
+//! pool, no launch left unresolved, the ledger counting at least every instance of ours that
+//! lived today. Each check has a sabotage that breaks its promise on purpose (tests.rs) and
+//! must be caught by name.
 
 pub mod world;
 
@@ -25,6 +32,7 @@ use jiff::{tz::TimeZone, Timestamp};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use world::{Faults, Shared, SimCloud, SimHooks, Stats, World, OWNER};
@@ -261,140 +269,289 @@ pub async fn run_seed(seed: u64) -> SeedRun {
 
 /// [`run_seed`] in a world broken by `sabotage`.
 pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (cfg, faults, start) = draw(&mut rng);
-    let mut agent_cfg = cfg.clone();
-    match sabotage {
-        Sabotage::CapRaised => agent_cfg.cap.daily_limit += 2,
-        Sabotage::TimeoutsRaised => {
-            agent_cfg.fleet.boot_timeout = Dur::secs(6000);
-            agent_cfg.elb.register_timeout = Dur::secs(3000);
-        }
-        _ => {}
-    }
-    let mut opened = 0u32;
-    let world = Shared(Arc::new(Mutex::new(World::new(
-        ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
-        faults,
-        start,
-    ))));
-    {
-        let mut w = world.w();
-        w.hooks_lie = sabotage == Sabotage::HooksLie;
-        w.unfenced = sabotage == Sabotage::Unfenced;
-        // Without the table, a wiped state directory loses track (what StateLost shows).
-        w.table_on = !matches!(sabotage, Sabotage::StateLost | Sabotage::CopyWithoutTable);
-    }
-    // A copy of the master: its state directory copied from the master's at one tick (stale
-    // from then on); later the master is paused past its lease mid-tick and the copy, in the
-    // site's ELB, takes the lease over (the master wakes without it and stands by).
-    let copy = matches!(sabotage, Sabotage::Unfenced | Sabotage::CopyWithoutTable)
-        || rng.random_bool(0.25);
-    let copy_at = copy.then(|| rng.random_range(0..FAULT_TICKS / 2));
-    let takeover_at = copy_at.map(|c| c + rng.random_range(1..=FAULT_TICKS / 2));
-    let mut cfgs = [agent_cfg.clone(), agent_cfg.clone()];
-    cfgs[1].agent.state_dir = PathBuf::from("/nonexistent/burst-agent-faultsim-copy");
-    let mut agent = 0usize;
-    let crash_p = [0.0, 0.05, 0.15][rng.random_range(0..3)];
-    let forge_p = [0.0, 0.02][rng.random_range(0..2)];
-    let untag_p = [0.0, 0.03][rng.random_range(0..2)];
-    // The wall clock lies in some seeds: an episode of a step (forward, back; runs start up to
-    // three hours before a local midnight, so forward steps cross it) until NTP corrects it,
-    // and VM pauses the agent's monotonic clock never saw.
-    let clock_faults = sabotage == Sabotage::ClockTrusted || rng.random_bool(0.3);
-    let (mut wall_off, mut episode, mut paused) = (0i64, 0u32, 0i64);
-    let mut clock: Option<(crate::clock::AgentClock, Timestamp, i64, i64)> = None;
-    let (mut first_open, mut first_drift, mut first_paused) = (None, None, None);
-    let mut last_agent_now = start;
-    let mut prev_now = start;
-    let mut agent_day: Option<(Timestamp, Timestamp)> = None;
-    let mut entered: BTreeMap<String, (Phase, Timestamp)> = BTreeMap::new();
-    let mut run = SeedRun {
-        seed,
-        ..SeedRun::default()
-    };
+    let mut sim = SeedSim::new(seed, sabotage);
     let mut act: Option<SimActuator> = None;
-    let mut adopted = false;
-    let mut now = start;
     for tick in 0..FAULT_TICKS + QUIET_TICKS {
-        run.ticks = tick + 1;
-        let quiet = tick >= FAULT_TICKS;
-        now = at(now, rng.random_range(20..=MAX_TICK_SECS));
-        // A VM pause before this tick: the world (EC2, the ELB, hooks) went on for it, the
-        // agent's monotonic clock did not.
-        if clock_faults && paused == 0 && tick < FAULT_TICKS / 2 && rng.random_bool(0.02) {
-            paused = rng.random_range(300..=1200);
-            now = at(now, paused);
+        if sim.tick(tick, &mut act).await.is_break() {
+            break;
         }
+    }
+    sim.finish(act.as_ref())
+}
+
+/// What one seed's run carries from tick to tick (all but the actuator).
+struct SeedSim {
+    rng: ChaCha8Rng,
+    /// The config the checks hold the agent to.
+    cfg: Config,
+    sabotage: Sabotage,
+    world: Shared,
+    start: Timestamp,
+    /// The true time.
+    now: Timestamp,
+    /// The master's config and its copy's (index `agent` acts for the site).
+    cfgs: [Config; 2],
+    agent: usize,
+    /// Actuators opened so far.
+    opened: u32,
+    copy_at: Option<u32>,
+    takeover_at: Option<u32>,
+    crash_p: f64,
+    forge_p: f64,
+    untag_p: f64,
+    clock_faults: bool,
+    wall_off: i64,
+    episode: u32,
+    paused: i64,
+    clock: Option<(crate::clock::AgentClock, Timestamp, i64, i64)>,
+    first_open: Option<Timestamp>,
+    first_drift: Option<i64>,
+    first_paused: Option<i64>,
+    last_agent_now: Timestamp,
+    prev_now: Timestamp,
+    agent_day: Option<(Timestamp, Timestamp)>,
+    entered: BTreeMap<String, (Phase, Timestamp)>,
+    run: SeedRun,
+    adopted: bool,
+}
+
+impl SeedSim {
+    /// Set-up: the seed's config, faults and world, and the draws that hold for its whole run.
+    fn new(seed: u64, sabotage: Sabotage) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (cfg, faults, start) = draw(&mut rng);
+        let mut agent_cfg = cfg.clone();
+        match sabotage {
+            Sabotage::CapRaised => agent_cfg.cap.daily_limit += 2,
+            Sabotage::TimeoutsRaised => {
+                agent_cfg.fleet.boot_timeout = Dur::secs(6000);
+                agent_cfg.elb.register_timeout = Dur::secs(3000);
+            }
+            _ => {}
+        }
+        let world = Shared(Arc::new(Mutex::new(World::new(
+            ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
+            faults,
+            start,
+        ))));
         {
             let mut w = world.w();
-            w.advance(now);
+            w.hooks_lie = sabotage == Sabotage::HooksLie;
+            w.unfenced = sabotage == Sabotage::Unfenced;
+            // Without the table, a wiped state directory loses track (what StateLost shows).
+            w.table_on = !matches!(sabotage, Sabotage::StateLost | Sabotage::CopyWithoutTable);
+        }
+        // A copy of the master: its state directory copied from the master's at one tick (stale
+        // from then on); later the master is paused past its lease mid-tick and the copy, in the
+        // site's ELB, takes the lease over (the master wakes without it and stands by).
+        let copy = matches!(sabotage, Sabotage::Unfenced | Sabotage::CopyWithoutTable)
+            || rng.random_bool(0.25);
+        let copy_at = copy.then(|| rng.random_range(0..FAULT_TICKS / 2));
+        let takeover_at = copy_at.map(|c| c + rng.random_range(1..=FAULT_TICKS / 2));
+        let mut cfgs = [agent_cfg.clone(), agent_cfg.clone()];
+        cfgs[1].agent.state_dir = PathBuf::from("/nonexistent/burst-agent-faultsim-copy");
+        let crash_p = [0.0, 0.05, 0.15][rng.random_range(0..3)];
+        let forge_p = [0.0, 0.02][rng.random_range(0..2)];
+        let untag_p = [0.0, 0.03][rng.random_range(0..2)];
+        // The wall clock lies in some seeds: an episode of a step (forward, back; runs start up
+        // to three hours before a local midnight, so forward steps cross it) until NTP corrects
+        // it, and VM pauses the agent's monotonic clock never saw.
+        let clock_faults = sabotage == Sabotage::ClockTrusted || rng.random_bool(0.3);
+        SeedSim {
+            rng,
+            cfg,
+            sabotage,
+            world,
+            start,
+            now: start,
+            cfgs,
+            agent: 0,
+            opened: 0,
+            copy_at,
+            takeover_at,
+            crash_p,
+            forge_p,
+            untag_p,
+            clock_faults,
+            wall_off: 0,
+            episode: 0,
+            paused: 0,
+            clock: None,
+            first_open: None,
+            first_drift: None,
+            first_paused: None,
+            last_agent_now: start,
+            prev_now: start,
+            agent_day: None,
+            entered: BTreeMap::new(),
+            run: SeedRun {
+                seed,
+                ..SeedRun::default()
+            },
+            adopted: false,
+        }
+    }
+
+    /// One step: the world moves on, an actuator is opened if none is (start, crash, takeover),
+    /// it steps and applies a drawn decision, and the promises are checked. `Break` ends the run.
+    async fn tick(&mut self, tick: u32, act: &mut Option<SimActuator>) -> ControlFlow<()> {
+        self.run.ticks = tick + 1;
+        let quiet = tick >= FAULT_TICKS;
+        self.advance_world(tick, quiet);
+        let (wall, mono) = self.wall_clock(quiet);
+        if self.open_if_closed(act, tick, wall).is_break() {
+            return ControlFlow::Break(());
+        }
+        let Some(a) = act.as_mut() else {
+            return ControlFlow::Break(());
+        };
+        let agent_now = self.agent_now(a, wall, mono);
+        self.set_agent_clock(a, agent_now, wall);
+        if self
+            .step_and_apply(a, tick, quiet, agent_now)
+            .await
+            .is_break()
+        {
+            return ControlFlow::Break(());
+        }
+        let (took_over, dead) = end_of_tick(&self.world, self.agent);
+        if took_over {
+            // The paused holder woke without its lease: it stands by, changing nothing, and the
+            // copy acts for the site from the next tick, from its own (stale) state directory.
+            self.agent = self.world.w().holder;
+            *act = None;
+            return ControlFlow::Continue(());
+        }
+        if dead {
+            *act = None;
+            if self.opened == 1
+                && matches!(self.sabotage, Sabotage::StateLost | Sabotage::StateWiped)
+            {
+                let dir = self.cfgs[self.agent].agent.state_dir.clone();
+                self.world.w().files.retain(|p, _| !p.starts_with(&dir));
+            }
+            return ControlFlow::Continue(());
+        }
+        self.check_tick(a, tick, agent_now)
+    }
+
+    /// The world moves on to this tick's true time: a VM pause, faults and a crash armed, tags
+    /// forged or lost, and the master copied or paused at their ticks.
+    fn advance_world(&mut self, tick: u32, quiet: bool) {
+        self.now = at(self.now, self.rng.random_range(20..=MAX_TICK_SECS));
+        // A VM pause before this tick: the world (EC2, the ELB, hooks) went on for it, the
+        // agent's monotonic clock did not.
+        if self.clock_faults
+            && self.paused == 0
+            && tick < FAULT_TICKS / 2
+            && self.rng.random_bool(0.02)
+        {
+            self.paused = self.rng.random_range(300..=1200);
+            self.now = at(self.now, self.paused);
+        }
+        {
+            let mut w = self.world.w();
+            w.advance(self.now);
             w.faults_on = !quiet;
-            if !quiet && w.crash_in.is_none() && rng.random_bool(crash_p) {
-                w.crash_in = Some(rng.random_range(1..=12));
+            if !quiet && w.crash_in.is_none() && self.rng.random_bool(self.crash_p) {
+                w.crash_in = Some(self.rng.random_range(1..=12));
             }
             // Tags are claims anyone with ec2:CreateTags writes: a stranger's instance tagged
             // as this install's, and one of the agent's losing its group tag.
-            if !quiet && (sabotage == Sabotage::TagsTrusted || rng.random_bool(forge_p)) {
-                w.forge(&cfg.agent.group);
+            if !quiet
+                && (self.sabotage == Sabotage::TagsTrusted || self.rng.random_bool(self.forge_p))
+            {
+                w.forge(&self.cfg.agent.group);
             }
-            if !quiet && rng.random_bool(untag_p) {
+            if !quiet && self.rng.random_bool(self.untag_p) {
                 w.untag_group();
             }
         }
-        if Some(tick) == copy_at {
-            let mut w = world.w();
-            let from = cfgs[0].agent.state_dir.clone();
-            let to = cfgs[1].agent.state_dir.clone();
-            let copied: Vec<(PathBuf, Vec<u8>)> = w
-                .files
-                .iter()
-                .filter_map(|(p, b)| Some((to.join(p.strip_prefix(&from).ok()?), b.clone())))
-                .collect();
-            w.files.extend(copied);
+        if Some(tick) == self.copy_at {
+            self.copy_state();
         }
-        if Some(tick) == takeover_at {
-            world.w().pause_in = Some((rng.random_range(1..=10), 1));
+        if Some(tick) == self.takeover_at {
+            self.world.w().pause_in = Some((self.rng.random_range(1..=10), 1));
         }
-        if clock_faults && !quiet {
-            if episode > 0 {
-                episode -= 1;
-                if episode == 0 {
-                    wall_off = 0;
+    }
+
+    /// The copy's state directory, copied from the master's as it is now.
+    fn copy_state(&self) {
+        let mut w = self.world.w();
+        let from = self.cfgs[0].agent.state_dir.clone();
+        let to = self.cfgs[1].agent.state_dir.clone();
+        let copied: Vec<(PathBuf, Vec<u8>)> = w
+            .files
+            .iter()
+            .filter_map(|(p, b)| Some((to.join(p.strip_prefix(&from).ok()?), b.clone())))
+            .collect();
+        w.files.extend(copied);
+    }
+
+    /// The wall clock (stepped in an episode, right again once quiet) and the agent's monotonic
+    /// clock (blind to VM pauses) this tick.
+    fn wall_clock(&mut self, quiet: bool) -> (Timestamp, std::time::Duration) {
+        if self.clock_faults && !quiet {
+            if self.episode > 0 {
+                self.episode -= 1;
+                if self.episode == 0 {
+                    self.wall_off = 0;
                 }
-            } else if rng.random_bool(0.08) {
-                wall_off = [1800, 5400, 10_800, -1800, -3600][rng.random_range(0..5)];
-                episode = rng.random_range(1..=20);
+            } else if self.rng.random_bool(0.08) {
+                self.wall_off = [1800, 5400, 10_800, -1800, -3600][self.rng.random_range(0..5)];
+                self.episode = self.rng.random_range(1..=20);
             }
         } else if quiet {
-            wall_off = 0;
+            self.wall_off = 0;
         }
-        let wall = at(now, wall_off);
+        let wall = at(self.now, self.wall_off);
         let mono = std::time::Duration::from_secs(
-            u64::try_from(now.as_second() - start.as_second() - paused).unwrap_or(0),
+            u64::try_from(self.now.as_second() - self.start.as_second() - self.paused).unwrap_or(0),
         );
+        (wall, mono)
+    }
+
+    /// Crash/restart: with no actuator (the start, after a crash or a takeover) one is opened
+    /// from the files, as after `kill -9`; failing to open is the seed's violation (`Break`).
+    fn open_if_closed(
+        &mut self,
+        act: &mut Option<SimActuator>,
+        tick: u32,
+        wall: Timestamp,
+    ) -> ControlFlow<()> {
         if act.is_none() {
-            clock = None;
+            self.clock = None;
         }
         if act.is_none() {
-            opened += 1;
-            if opened == 2 && sabotage == Sabotage::GroupRenamed {
-                cfgs[agent].agent.group = "renamed".into();
+            self.opened += 1;
+            let agent = self.agent;
+            if self.opened == 2 && self.sabotage == Sabotage::GroupRenamed {
+                self.cfgs[agent].agent.group = "renamed".into();
             }
-            agent_cfg = cfgs[agent].clone();
-            match open(&world, &agent_cfg, wall, sabotage, agent) {
-                Ok(a) => act = Some(a),
+            let agent_cfg = self.cfgs[agent].clone();
+            match open(&self.world, &agent_cfg, wall, self.sabotage, agent) {
+                Ok(a) => *act = Some(a),
                 Err(e) => {
-                    run.violation = Some((tick, e));
-                    break;
+                    self.run.violation = Some((tick, e));
+                    return ControlFlow::Break(());
                 }
             }
-            adopted = false;
+            self.adopted = false;
         }
-        let Some(a) = act.as_mut() else { break };
-        // A new actuator (start, or after a crash) goes on from the state's clock mark, as `run`
-        // does (one boot: the world's); the drift check counts from its first reading.
-        let agent_now = match (&mut clock, sabotage) {
+        ControlFlow::Continue(())
+    }
+
+    /// The agent's clock this tick. A new actuator (start, or after a crash) goes on from the
+    /// state's clock mark, as `run` does (one boot: the world's); the drift check counts from
+    /// its first reading.
+    fn agent_now(
+        &mut self,
+        a: &SimActuator,
+        wall: Timestamp,
+        mono: std::time::Duration,
+    ) -> Timestamp {
+        let (now, paused) = (self.now, self.paused);
+        match (&mut self.clock, self.sabotage) {
             (_, Sabotage::ClockTrusted) => wall,
             (Some((c, ..)), _) => c.observe(wall, mono).0,
             (None, _) => {
@@ -403,21 +560,26 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
                 let (first, _) = c.clone().observe(wall, mono);
                 // With no mark to go on from (a crash before the first state write, lost
                 // state), the wall clock is all the agent has: the drift counts from there.
-                if !marked || first_drift.is_none() {
-                    first_drift = Some(first.as_second() - now.as_second());
-                    first_open = Some(now);
-                    first_paused = Some(paused);
+                if !marked || self.first_drift.is_none() {
+                    self.first_drift = Some(first.as_second() - now.as_second());
+                    self.first_open = Some(now);
+                    self.first_paused = Some(paused);
                 }
-                clock = Some((
+                self.clock = Some((
                     c,
-                    first_open.unwrap_or(now),
-                    first_drift.unwrap_or(0),
-                    first_paused.unwrap_or(paused),
+                    self.first_open.unwrap_or(now),
+                    self.first_drift.unwrap_or(0),
+                    self.first_paused.unwrap_or(paused),
                 ));
                 first
             }
-        };
-        if let Some((c, ..)) = &clock {
+        }
+    }
+
+    /// Gives the actuator its clock: the mark, the skew of the wall clock from it, and, with
+    /// lost or unreadable state, today's count read back.
+    fn set_agent_clock(&self, a: &mut SimActuator, agent_now: Timestamp, wall: Timestamp) {
+        if let Some((c, ..)) = &self.clock {
             a.set_clock_mark(c.mark("sim"));
         }
         // As the daemon: EC2's times are on the wall clock, the ledger's day on the agent's.
@@ -425,148 +587,184 @@ pub async fn run_seed_with(seed: u64, sabotage: Sabotage) -> SeedRun {
         // Lost or unreadable state: today's count from CloudWatch's copy, as the daemon does.
         if a.cap_unverified().is_some() {
             let day = a.ledger().day_bounds(agent_now).0.to_string();
-            let published = world.w().published_cap.get(&day).copied();
+            let published = self.world.w().published_cap.get(&day).copied();
             a.cap_read_back(Ok(published), agent_now);
         }
-        if !adopted {
+    }
+
+    /// The agent adopts (once per actuator), steps, is checked to track what EC2 lists (a
+    /// violation is `Break`), and applies a decision drawn for it.
+    async fn step_and_apply(
+        &mut self,
+        a: &mut SimActuator,
+        tick: u32,
+        quiet: bool,
+        agent_now: Timestamp,
+    ) -> ControlFlow<()> {
+        if !self.adopted {
             // As the daemon: a stale or copied state.json is brought up to date from the table
             // first.
-            adopted =
+            self.adopted =
                 a.sync_from_table(agent_now).await.is_ok() && a.adopt(agent_now).await.is_ok();
         }
-        let stepped = adopted && a.step(agent_now).await.is_ok();
-        if stepped && !world.w().dead {
-            if let Some(v) = untracked(&world, a) {
-                run.violation = Some((tick, v));
-                break;
+        let stepped = self.adopted && a.step(agent_now).await.is_ok();
+        if stepped && !self.world.w().dead {
+            if let Some(v) = untracked(&self.world, a) {
+                self.run.violation = Some((tick, v));
+                return ControlFlow::Break(());
             }
         }
         if stepped {
-            let in_service: Vec<String> = a
-                .slaves()
-                .filter(|s| s.phase == Phase::InService)
-                .map(|s| s.id.clone())
-                .collect();
-            let d = if quiet {
-                decision(a, agent_now, 0, in_service)
-            } else {
-                match rng.random_range(0..10) {
-                    // As the policy does: no launch while EC2 had no capacity anywhere.
-                    0..=2 if a.no_capacity_until(agent_now).is_none() => {
-                        decision(a, agent_now, rng.random_range(1..=3), Vec::new())
-                    }
-                    3 if !in_service.is_empty() => {
-                        let k = rng.random_range(1..=in_service.len());
-                        decision(a, agent_now, 0, in_service[..k].to_vec())
-                    }
-                    _ => decision(a, agent_now, 0, Vec::new()),
-                }
-            };
+            let d = self.draw_decision(a, quiet, agent_now);
             a.apply(&d, agent_now).await;
         }
-        // The pause armed for this tick came, at the latest, at its end.
-        let took_over = {
-            let mut w = world.w();
-            if let Some((_, to)) = w.pause_in {
-                w.take_over(to);
+        ControlFlow::Continue(())
+    }
+
+    /// This tick's decision: once quiet, every slave in service released; before, drawn (a
+    /// launch, some slaves in service released, or a hold).
+    fn draw_decision(&mut self, a: &SimActuator, quiet: bool, agent_now: Timestamp) -> Decision {
+        let in_service: Vec<String> = a
+            .slaves()
+            .filter(|s| s.phase == Phase::InService)
+            .map(|s| s.id.clone())
+            .collect();
+        if quiet {
+            decision(a, agent_now, 0, in_service)
+        } else {
+            match self.rng.random_range(0..10) {
+                // As the policy does: no launch while EC2 had no capacity anywhere.
+                0..=2 if a.no_capacity_until(agent_now).is_none() => {
+                    decision(a, agent_now, self.rng.random_range(1..=3), Vec::new())
+                }
+                3 if !in_service.is_empty() => {
+                    let k = self.rng.random_range(1..=in_service.len());
+                    decision(a, agent_now, 0, in_service[..k].to_vec())
+                }
+                _ => decision(a, agent_now, 0, Vec::new()),
             }
-            w.holder != agent
-        };
-        let dead = {
-            let mut w = world.w();
-            std::mem::replace(&mut w.dead, false)
-        };
-        if took_over {
-            // The paused holder woke without its lease: it stands by, changing nothing, and the
-            // copy acts for the site from the next tick, from its own (stale) state directory.
-            agent = world.w().holder;
-            act = None;
-            continue;
         }
-        if dead {
-            act = None;
-            if opened == 1 && matches!(sabotage, Sabotage::StateLost | Sabotage::StateWiped) {
-                let dir = cfgs[agent].agent.state_dir.clone();
-                world.w().files.retain(|p, _| !p.starts_with(&dir));
-            }
-            continue;
-        }
-        {
-            // What the daemon publishes each tick (BurstCapUsed), kept by CloudWatch.
-            let day = a.ledger().day_bounds(agent_now).0.to_string();
-            let used = a.ledger().used(agent_now);
-            let mut w = world.w();
-            let e = w.published_cap.entry(day).or_insert(0);
-            *e = (*e).max(used);
-        }
+    }
+
+    /// The checks of invariants after a tick the agent lived through: what it publishes kept,
+    /// the promises against the world's truth, its clock's drift, no slave ended early.
+    fn check_tick(&mut self, a: &SimActuator, tick: u32, agent_now: Timestamp) -> ControlFlow<()> {
+        publish_cap(&self.world, a, agent_now);
         let settled = tick >= FAULT_TICKS + 30;
-        // When, in true time, the agent's clock entered the day it is in (between two readings
-        // it crossed midnight: in proportion).
-        let day = today(&cfg, agent_now).0;
-        match agent_day {
+        let day_began = self.day_began(agent_now);
+        if let Some(v) = check(
+            &self.world,
+            a,
+            &self.cfg,
+            self.now,
+            (agent_now, day_began),
+            (settled, self.adopted),
+        ) {
+            self.run.violation = Some((tick, v));
+            return ControlFlow::Break(());
+        }
+        if let Some(v) = self.drift(agent_now) {
+            self.run.violation = Some((tick, v));
+            return ControlFlow::Break(());
+        }
+        if let Some(v) = ended_early(a, &self.cfg, &mut self.entered, self.now) {
+            self.run.violation = Some((tick, v));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// When, in true time, the agent's clock entered the day it is in (between two readings
+    /// it crossed midnight: in proportion).
+    fn day_began(&mut self, agent_now: Timestamp) -> Timestamp {
+        let now = self.now;
+        let day = today(&self.cfg, agent_now).0;
+        match self.agent_day {
             Some((d, _)) if d == day => {}
             Some(_) => {
-                let (pa, pt) = (last_agent_now.as_second(), prev_now.as_second());
+                let (pa, pt) = (self.last_agent_now.as_second(), self.prev_now.as_second());
                 let span = (agent_now.as_second() - pa).max(1);
                 let into = (day.as_second() - pa).clamp(0, span);
                 let t = pt + (now.as_second() - pt) * into / span;
-                agent_day = Some((day, Timestamp::from_second(t).unwrap_or(now)));
+                self.agent_day = Some((day, Timestamp::from_second(t).unwrap_or(now)));
             }
-            None => agent_day = Some((day, at(day, now.as_second() - agent_now.as_second()))),
+            None => self.agent_day = Some((day, at(day, now.as_second() - agent_now.as_second()))),
         }
-        let day_began = agent_day.map_or(now, |(_, t)| t);
-        last_agent_now = agent_now;
-        prev_now = now;
-        if let Some(v) = check(
-            &world,
-            a,
-            &cfg,
-            now,
-            (agent_now, day_began),
-            (settled, adopted),
-        ) {
-            run.violation = Some((tick, v));
-            break;
-        }
-        // Time that cannot jump: the agent's clock strays from the true time, since this
-        // actuator opened, by at most SLEW of the time that passed (what a VM pause hid aside),
-        // and no slave is ended for a deadline it had not truly overstayed.
-        if let Some((_, opened_at, drift0, paused0)) = clock.as_ref() {
+        let day_began = self.agent_day.map_or(now, |(_, t)| t);
+        self.last_agent_now = agent_now;
+        self.prev_now = now;
+        day_began
+    }
+
+    /// Time that cannot jump: the agent's clock strays from the true time, since this
+    /// actuator opened, by at most SLEW of the time that passed (what a VM pause hid aside),
+    /// and no slave is ended for a deadline it had not truly overstayed.
+    fn drift(&self, agent_now: Timestamp) -> Option<String> {
+        let now = self.now;
+        if let Some((_, opened_at, drift0, paused0)) = self.clock.as_ref() {
             let drift = agent_now.as_second() - now.as_second() - drift0;
             let passed = now.as_second() - opened_at.as_second();
-            let hidden = paused - paused0;
+            let hidden = self.paused - paused0;
             let bound = (passed as f64 * crate::clock::SLEW) as i64 + hidden + 60;
             if drift.abs() > bound {
-                run.violation = Some((
-                    tick,
-                    format!(
-                        "the agent's clock is {drift}s off the true time after {passed}s (at \
-                         most {bound}s)"
-                    ),
+                return Some(format!(
+                    "the agent's clock is {drift}s off the true time after {passed}s (at \
+                     most {bound}s)"
                 ));
-                break;
             }
         }
-        if let Some(v) = ended_early(a, &cfg, &mut entered, now) {
-            run.violation = Some((tick, v));
-            break;
-        }
+        None
     }
-    if run.violation.is_none() {
-        if let Some(a) = act.as_ref() {
-            if let Some(v) = check_end(
-                &world,
-                a,
-                &cfg,
-                now,
-                (last_agent_now, agent_day.map_or(now, |(_, t)| t)),
-            ) {
-                run.violation = Some((run.ticks, v));
+
+    /// The summary: unless a promise already broke, the end checks on the last actuator, then
+    /// the world's figures.
+    fn finish(mut self, act: Option<&SimActuator>) -> SeedRun {
+        if self.run.violation.is_none() {
+            if let Some(a) = act {
+                if let Some(v) = check_end(
+                    &self.world,
+                    a,
+                    &self.cfg,
+                    self.now,
+                    (
+                        self.last_agent_now,
+                        self.agent_day.map_or(self.now, |(_, t)| t),
+                    ),
+                ) {
+                    self.run.violation = Some((self.run.ticks, v));
+                }
             }
         }
+        self.run.stats = self.world.w().stats;
+        self.run
     }
-    run.stats = world.w().stats;
-    run
+}
+
+/// The end of a tick in the world: the pause armed for it came, at the latest, now. Whether
+/// `agent` lost the lease, and whether it crashed (the crash collected).
+fn end_of_tick(world: &Shared, agent: usize) -> (bool, bool) {
+    // The pause armed for this tick came, at the latest, at its end.
+    let took_over = {
+        let mut w = world.w();
+        if let Some((_, to)) = w.pause_in {
+            w.take_over(to);
+        }
+        w.holder != agent
+    };
+    let dead = {
+        let mut w = world.w();
+        std::mem::replace(&mut w.dead, false)
+    };
+    (took_over, dead)
+}
+
+/// What the daemon publishes each tick (BurstCapUsed), kept by CloudWatch.
+fn publish_cap(world: &Shared, a: &SimActuator, agent_now: Timestamp) {
+    let day = a.ledger().day_bounds(agent_now).0.to_string();
+    let used = a.ledger().used(agent_now);
+    let mut w = world.w();
+    let e = w.published_cap.entry(day).or_insert(0);
+    *e = (*e).max(used);
 }
 
 /// A slave failed for a deadline it had not overstayed in true time (a clock step ending a

@@ -44,54 +44,8 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
     with_aws(cfg, "drill", |mut cfg, aws| async move {
         let state_dir = prepare_state_dir(&mut cfg)?;
         let _lock = lock::StateLock::acquire(&state_dir)?;
-        let (_, own) = identity(&cfg, true).await;
-        let aws_for_read = aws.clone();
-        let cloud = AwsCloud::new(aws, &cfg.agent.group, &cfg.elb.name, &cfg.fleet)
-            .map_err(|e| DaemonError::Start(e.to_string()))?;
-        let now = Timestamp::now();
-        let mut a = Actuator::open(cloud, &cfg, now)?;
-        a.set_own_instance(own);
-        a.adopt(now).await?;
-        // As the agent does at start: lost state waits for today's count from CloudWatch (a
-        // read); the step that checks the content source comes after --yes, since a step acts
-        // (a periodic sync is due on every slave just re-attached).
-        if a.cap_unverified().is_some() {
-            let (_, since, _) = a.ledger().day_bounds(now);
-            let read = cloudwatch::cap_used_since(
-                &aws_for_read,
-                &cfg.metrics.namespace_for(&cfg.agent.group),
-                &cfg.agent.group,
-                since,
-                now,
-            )
-            .await
-            .map_err(|e| e.to_string());
-            a.cap_read_back(read, now);
-        }
-        if let Some(why) = a.needs_repair() {
-            return Err(DaemonError::Start(format!(
-                "launches are blocked until `burst-agent repair`: {why}"
-            )));
-        }
-        let cap = a.ledger().status(now);
-        let warm = a.pooled() > 0;
-        if warm {
-            say("drill: starting a slave from the warm pool (no cap unit), then releasing it");
-        } else if cap.remaining == 0 {
-            return Err(DaemonError::Start(format!(
-                "no burst-cap unit left today ({}/{} used): the drill would launch one; run it \
-                 after the cap resets",
-                cap.used, cap.limit
-            )));
-        } else {
-            say(&format!(
-                "drill: launching one slave, which spends 1 burst-cap unit of today's {} ({} \
-                 left, {} after), then releasing it",
-                cap.limit,
-                cap.remaining,
-                cap.remaining - 1
-            ));
-        }
+        let (mut a, now) = open_actuator(&cfg, aws).await?;
+        let (cap, warm) = plan(&a, now, say)?;
         if !yes {
             say("drill: nothing done; run `burst-agent drill --yes` to do it");
             return Ok(Drill {
@@ -100,45 +54,13 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
             });
         }
 
-        a.step(Timestamp::now()).await?;
-        let before: BTreeMap<String, Phase> = a.slaves().map(|s| (s.id.clone(), s.phase)).collect();
-        let decision = Decision::ScaleOut {
-            count: 1,
-            why: policy::Explanation::bare(cap),
-        };
-        let started = Instant::now();
-        let report = a.apply(&decision, Timestamp::now()).await;
-        let id = report
-            .launched
-            .first()
-            .or(report.started.first())
-            .cloned()
-            .or_else(|| {
-                a.slaves()
-                    .find(|s| {
-                        s.phase == Phase::Pending
-                            && before.get(&s.id).is_none_or(|p| *p == Phase::Stopped)
-                    })
-                    .map(|s| s.id.clone())
-            });
+        let launch = scale_out(&mut a, cap).await?;
         let mut d = Drill {
             warm,
             ..Drill::default()
         };
-        let Some(id) = id else {
-            // Held (the reason the agent would give) or refused by EC2.
-            let why = a
-                .content_source_missing()
-                .map(str::to_string)
-                .or_else(|| a.cap_unverified().map(str::to_string))
-                .or_else(|| {
-                    a.sync_broken()
-                        .map(|t| format!("content sync is broken: {}", t.cause))
-                })
-                .or_else(|| report.errors.last().cloned())
-                .or_else(|| a.recent_errors().last().map(|(_, e)| e.clone()))
-                .unwrap_or_else(|| "EC2 launched nothing".into());
-            d.failed = Some(("launch".into(), why));
+        let Some(id) = launch.id else {
+            d.failed = Some(("launch".into(), why_nothing_launched(&a, &launch.report)));
             d.end = "nothing launched".into();
             return Ok(d);
         };
@@ -148,110 +70,283 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
         ));
         d.instance = Some(id.clone());
 
-        // Up: until InService, or until the lifecycle fails it.
-        let mut phase = Phase::Pending;
-        let mut since = Instant::now();
-        let up = loop {
-            tokio::time::sleep(TICK).await;
-            let now = Timestamp::now();
-            let r = a.step(now).await;
-            let Some(s) = a.slave(&id) else {
-                break Err(format!("{id} is gone (terminated outside the drill?)"));
-            };
-            if s.phase != phase {
-                d.lap(phase, since);
-                say(&format!(
-                    "drill: {id} {} -> {} after {} s",
-                    phase_name(phase),
-                    phase_name(s.phase),
-                    since.elapsed().as_secs()
-                ));
-                phase = s.phase;
-                since = Instant::now();
-            }
-            if let Some(f) = &s.failure {
-                break Err(f.clone());
-            }
-            if r.as_ref().is_ok_and(|r| r.in_service.contains(&id)) || phase == Phase::InService {
-                break Ok(());
-            }
-            if started.elapsed() > MOST {
-                break Err(format!("not in service after {} s", MOST.as_secs()));
-            }
-        };
-        let failed_in = d
-            .phases
-            .last()
-            .map(|(p, _)| p.clone())
-            .unwrap_or_else(|| "pending".into());
-        match up {
-            Ok(()) => {
-                let lead = started.elapsed().as_secs() as i64;
-                d.lead_secs = Some(lead);
-                say(&format!("drill: {id} in service {lead} s after its launch"));
-                a.remember(Timestamp::now(), |h| h.record_lead(lead));
-            }
-            Err(why) => {
-                let at = if phase == Phase::InService || phase == Phase::Terminating {
-                    failed_in
-                } else {
-                    phase_name(phase).to_string()
-                };
-                say(&format!("drill: FAILED in {at}: {why}"));
-                d.failed = Some((at, why));
-            }
-        }
-
-        // Down: release it (a failed one is already on its way out), until it is gone or
-        // stopped into the pool.
-        if d.failed.is_none() {
-            d.lap(phase, since);
-            let cap = a.ledger().status(Timestamp::now());
-            let decision = Decision::ScaleIn {
-                instances: vec![id.clone()],
-                why: policy::Explanation::bare(cap),
-            };
-            a.apply(&decision, Timestamp::now()).await;
-        }
-        let down = Instant::now();
-        phase = a.slave(&id).map_or(Phase::Terminating, |s| s.phase);
-        since = Instant::now();
-        d.end = loop {
-            tokio::time::sleep(TICK).await;
-            let _ = a.step(Timestamp::now()).await;
-            match a.slave(&id).map(|s| s.phase) {
-                None => {
-                    d.lap(phase, since);
-                    break "terminated".into();
-                }
-                Some(Phase::Stopped) => {
-                    d.lap(phase, since);
-                    break "stopped into the warm pool".into();
-                }
-                Some(p) if p != phase => {
-                    d.lap(phase, since);
-                    say(&format!(
-                        "drill: {id} {} -> {} after {} s",
-                        phase_name(phase),
-                        phase_name(p),
-                        since.elapsed().as_secs()
-                    ));
-                    phase = p;
-                    since = Instant::now();
-                }
-                Some(_) => {}
-            }
-            if down.elapsed() > MOST {
-                break format!(
-                    "still {} after {} s: the agent finishes it at its next start",
-                    phase_name(phase),
-                    MOST.as_secs()
-                );
-            }
-        };
+        let (up, w) = wait_until_in_service(&mut a, &mut d, &id, launch.started, say).await;
+        record_up(&mut a, &mut d, &id, launch.started, up, &w, say);
+        release(&mut a, &mut d, &id, &w).await;
+        d.end = wait_until_down(&mut a, &mut d, &id, say).await;
         a.flush(Timestamp::now());
         Ok(d)
     })
+}
+
+/// The slave's phase as the drill last saw it, and since when.
+struct Watch {
+    phase: Phase,
+    since: Instant,
+}
+
+impl Watch {
+    /// The slave went on to `next`: the phase it left is timed and said.
+    fn advance(&mut self, d: &mut Drill, id: &str, next: Phase, say: &mut dyn FnMut(&str)) {
+        d.lap(self.phase, self.since);
+        say(&format!(
+            "drill: {id} {} -> {} after {} s",
+            phase_name(self.phase),
+            phase_name(next),
+            self.since.elapsed().as_secs()
+        ));
+        self.phase = next;
+        self.since = Instant::now();
+    }
+}
+
+/// What the scale-out of one slave gave.
+struct Launch {
+    /// The slave launched, started from the pool, or newly pending; none if none came.
+    id: Option<String>,
+    /// The actuator's report of the scale-out.
+    report: crate::actuator::Report,
+    /// Just before the scale-out: the start of the lead time.
+    started: Instant,
+}
+
+/// The actuator as the agent opens it at start, its slaves adopted, and the instant it was
+/// opened at.
+async fn open_actuator(
+    cfg: &Config,
+    aws: Aws,
+) -> Result<(Actuator<AwsCloud>, Timestamp), DaemonError> {
+    let (_, own) = identity(cfg, true).await;
+    let aws_for_read = aws.clone();
+    let cloud = AwsCloud::new(aws, &cfg.agent.group, &cfg.elb.name, &cfg.fleet)
+        .map_err(|e| DaemonError::Start(e.to_string()))?;
+    let now = Timestamp::now();
+    let mut a = Actuator::open(cloud, cfg, now)?;
+    a.set_own_instance(own);
+    a.adopt(now).await?;
+    // As the agent does at start: lost state waits for today's count from CloudWatch (a
+    // read); the step that checks the content source comes after --yes, since a step acts
+    // (a periodic sync is due on every slave just re-attached).
+    if a.cap_unverified().is_some() {
+        let (_, since, _) = a.ledger().day_bounds(now);
+        let read = cloudwatch::cap_used_since(
+            &aws_for_read,
+            &cfg.metrics.namespace_for(&cfg.agent.group),
+            &cfg.agent.group,
+            since,
+            now,
+        )
+        .await
+        .map_err(|e| e.to_string());
+        a.cap_read_back(read, now);
+    }
+    Ok((a, now))
+}
+
+/// What the drill will do, said before it does it: a start from the warm pool, or a launch
+/// that spends a cap unit (refused when launches wait for `repair` or no unit is left). The cap
+/// and whether it is a warm start.
+fn plan(
+    a: &Actuator<AwsCloud>,
+    now: Timestamp,
+    say: &mut dyn FnMut(&str),
+) -> Result<(crate::cap::CapStatus, bool), DaemonError> {
+    if let Some(why) = a.needs_repair() {
+        return Err(DaemonError::Start(format!(
+            "launches are blocked until `burst-agent repair`: {why}"
+        )));
+    }
+    let cap = a.ledger().status(now);
+    let warm = a.pooled() > 0;
+    if warm {
+        say("drill: starting a slave from the warm pool (no cap unit), then releasing it");
+    } else if cap.remaining == 0 {
+        return Err(DaemonError::Start(format!(
+            "no burst-cap unit left today ({}/{} used): the drill would launch one; run it \
+             after the cap resets",
+            cap.used, cap.limit
+        )));
+    } else {
+        say(&format!(
+            "drill: launching one slave, which spends 1 burst-cap unit of today's {} ({} \
+             left, {} after), then releasing it",
+            cap.limit,
+            cap.remaining,
+            cap.remaining - 1
+        ));
+    }
+    Ok((cap, warm))
+}
+
+/// Out: a step, then a scale-out of one, and the slave it gave (launched, started, or a new
+/// pending one).
+async fn scale_out(
+    a: &mut Actuator<AwsCloud>,
+    cap: crate::cap::CapStatus,
+) -> Result<Launch, DaemonError> {
+    a.step(Timestamp::now()).await?;
+    let before: BTreeMap<String, Phase> = a.slaves().map(|s| (s.id.clone(), s.phase)).collect();
+    let decision = Decision::ScaleOut {
+        count: 1,
+        why: policy::Explanation::bare(cap),
+    };
+    let started = Instant::now();
+    let report = a.apply(&decision, Timestamp::now()).await;
+    let id = report
+        .launched
+        .first()
+        .or(report.started.first())
+        .cloned()
+        .or_else(|| {
+            a.slaves()
+                .find(|s| {
+                    s.phase == Phase::Pending
+                        && before.get(&s.id).is_none_or(|p| *p == Phase::Stopped)
+                })
+                .map(|s| s.id.clone())
+        });
+    Ok(Launch {
+        id,
+        report,
+        started,
+    })
+}
+
+/// Why no slave came: held (the reason the agent would give) or refused by EC2.
+fn why_nothing_launched(a: &Actuator<AwsCloud>, report: &crate::actuator::Report) -> String {
+    a.content_source_missing()
+        .map(str::to_string)
+        .or_else(|| a.cap_unverified().map(str::to_string))
+        .or_else(|| {
+            a.sync_broken()
+                .map(|t| format!("content sync is broken: {}", t.cause))
+        })
+        .or_else(|| report.errors.last().cloned())
+        .or_else(|| a.recent_errors().last().map(|(_, e)| e.clone()))
+        .unwrap_or_else(|| "EC2 launched nothing".into())
+}
+
+/// Up: until InService, or until the lifecycle fails it; how it went, and the phase it was
+/// last seen in.
+async fn wait_until_in_service(
+    a: &mut Actuator<AwsCloud>,
+    d: &mut Drill,
+    id: &str,
+    started: Instant,
+    say: &mut dyn FnMut(&str),
+) -> (Result<(), String>, Watch) {
+    let mut w = Watch {
+        phase: Phase::Pending,
+        since: Instant::now(),
+    };
+    let up = loop {
+        tokio::time::sleep(TICK).await;
+        let now = Timestamp::now();
+        let r = a.step(now).await;
+        let Some(s) = a.slave(id) else {
+            break Err(format!("{id} is gone (terminated outside the drill?)"));
+        };
+        if s.phase != w.phase {
+            w.advance(d, id, s.phase, say);
+        }
+        if let Some(f) = &s.failure {
+            break Err(f.clone());
+        }
+        if r.as_ref()
+            .is_ok_and(|r| r.in_service.iter().any(|i| i == id))
+            || w.phase == Phase::InService
+        {
+            break Ok(());
+        }
+        if started.elapsed() > MOST {
+            break Err(format!("not in service after {} s", MOST.as_secs()));
+        }
+    };
+    (up, w)
+}
+
+/// The way up's end: the lead time, kept for the forecast, or the phase it failed in and why.
+fn record_up(
+    a: &mut Actuator<AwsCloud>,
+    d: &mut Drill,
+    id: &str,
+    started: Instant,
+    up: Result<(), String>,
+    w: &Watch,
+    say: &mut dyn FnMut(&str),
+) {
+    let failed_in = d
+        .phases
+        .last()
+        .map(|(p, _)| p.clone())
+        .unwrap_or_else(|| "pending".into());
+    match up {
+        Ok(()) => {
+            let lead = started.elapsed().as_secs() as i64;
+            d.lead_secs = Some(lead);
+            say(&format!("drill: {id} in service {lead} s after its launch"));
+            a.remember(Timestamp::now(), |h| h.record_lead(lead));
+        }
+        Err(why) => {
+            let at = if w.phase == Phase::InService || w.phase == Phase::Terminating {
+                failed_in
+            } else {
+                phase_name(w.phase).to_string()
+            };
+            say(&format!("drill: FAILED in {at}: {why}"));
+            d.failed = Some((at, why));
+        }
+    }
+}
+
+/// Down: release it (a failed one is already on its way out).
+async fn release(a: &mut Actuator<AwsCloud>, d: &mut Drill, id: &str, up: &Watch) {
+    if d.failed.is_none() {
+        d.lap(up.phase, up.since);
+        let cap = a.ledger().status(Timestamp::now());
+        let decision = Decision::ScaleIn {
+            instances: vec![id.to_string()],
+            why: policy::Explanation::bare(cap),
+        };
+        a.apply(&decision, Timestamp::now()).await;
+    }
+}
+
+/// Down: until it is gone or stopped into the pool (or the drill's time is up); how it ended.
+async fn wait_until_down(
+    a: &mut Actuator<AwsCloud>,
+    d: &mut Drill,
+    id: &str,
+    say: &mut dyn FnMut(&str),
+) -> String {
+    let down = Instant::now();
+    let mut w = Watch {
+        phase: a.slave(id).map_or(Phase::Terminating, |s| s.phase),
+        since: Instant::now(),
+    };
+    loop {
+        tokio::time::sleep(TICK).await;
+        let _ = a.step(Timestamp::now()).await;
+        match a.slave(id).map(|s| s.phase) {
+            None => {
+                d.lap(w.phase, w.since);
+                break "terminated".into();
+            }
+            Some(Phase::Stopped) => {
+                d.lap(w.phase, w.since);
+                break "stopped into the warm pool".into();
+            }
+            Some(p) if p != w.phase => w.advance(d, id, p, say),
+            Some(_) => {}
+        }
+        if down.elapsed() > MOST {
+            break format!(
+                "still {} after {} s: the agent finishes it at its next start",
+                phase_name(w.phase),
+                MOST.as_secs()
+            );
+        }
+    }
 }
 
 impl Drill {

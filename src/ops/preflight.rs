@@ -208,119 +208,153 @@ pub fn key_problem(key: &Path) -> Option<(String, String)> {
 /// settings.
 pub fn local(cfg: &Config) -> Report {
     let mut r = Report::default();
-    let path = std::env::var("PATH").unwrap_or_default();
     let master = cfg.agent.role == Role::Master;
     if master {
-        for (key, hook) in hooks_of(cfg) {
-            let Some(prog) = hook.argv.first() else {
-                continue;
-            };
-            if prog.contains('{') {
-                r.skip(
-                    &format!("{key}.argv"),
-                    format!("{prog} is filled in per slave"),
-                );
-                continue;
-            }
-            match find_program(prog, &path) {
-                Some(p) => r.pass(&format!("{key}.argv"), format!("{prog} is {}", p.display())),
-                None => r.fail(
-                    &format!("{key}.argv"),
-                    format!("{prog} is not an executable file here (PATH {path})"),
-                    format!("install it (rsync: apt-get install rsync) or give its full path in {key}.argv"),
-                ),
-            }
-        }
-        let mut keys: Vec<(&str, PathBuf)> = Vec::new();
-        for (key, hook) in [
-            ("hooks.pre_register", &cfg.hooks.pre_register),
-            ("hooks.content_sync", cfg.hooks.content_sync()),
-        ] {
-            for k in ssh_keys(hook, &cfg.agent.state_dir) {
-                if !keys.iter().any(|(_, p)| p == &k) {
-                    keys.push((key, k));
-                }
-            }
-        }
-        for (key, k) in keys {
-            match key_problem(&k) {
-                None => r.pass(
-                    &format!("{key}.argv"),
-                    format!("the ssh key {} is readable by this user only", k.display()),
-                ),
-                Some((what, fix)) => r.fail(&format!("{key}.argv"), what, fix),
-            }
-        }
-        let h = &cfg.hooks;
-        let src_key = |hook_key: &str| {
-            if h.content_source.is_some() {
-                "hooks.content_source".to_string()
-            } else {
-                format!("{hook_key}.argv")
-            }
-        };
-        let mut seen = Vec::new();
-        // A source on a hung mount fails its check instead of hanging preflight.
-        let mut calls = burst_edge::stall::OffThread::default();
-        for (key, hook) in [
-            ("hooks.pre_register", &h.pre_register),
-            ("hooks.content_sync", h.content_sync()),
-        ] {
-            match h.source_of(hook) {
-                Some(p) if seen.contains(&p) => {}
-                Some(p) => {
-                    let (d, sentinel) = (p.clone(), h.content_sentinel.clone());
-                    let checked = calls
-                        .run(
-                            &format!("the check of content source {}", p.display()),
-                            crate::actuator::SOURCE_CHECK_TIMEOUT,
-                            move || crate::hooks::check_source(&d, sentinel.as_deref()),
-                        )
-                        .and_then(|r| r);
-                    match checked {
-                        Ok(()) => r.pass(
-                            &src_key(key),
-                            format!("the content source {} holds the site", p.display()),
-                        ),
-                        Err(why) => r.fail(
-                            &src_key(key),
-                            why,
-                            "mount the content's volume or restore the document root, or point \
-                             the hook (or hooks.content_source) at the tree that holds the site",
-                        ),
-                    }
-                    seen.push(p);
-                }
-                None => r.skip(
-                    &src_key(key),
-                    "the content source cannot be read from this hook's argv: set \
-                     hooks.content_source to have it checked",
-                ),
-            }
-        }
+        check_hook_programs(cfg, &mut r);
+        check_ssh_keys(cfg, &mut r);
+        check_content_sources(cfg, &mut r);
     } else {
-        if cfg.agent.dry_run {
-            r.fail(
-                "agent.dry_run",
-                "a reporter in dry run launches nothing anyway, and with no region found it \
-                 publishes nothing: the master then counts this slave at target and never scales \
-                 in for it",
-                "set agent.dry_run = false (agent.reporter.toml.example)",
+        check_reporter_publishes(cfg, &mut r);
+        check_reporter_region(cfg, &mut r);
+    }
+    check_apache_pidfile(cfg, &mut r);
+    check_mod_status(cfg, &mut r);
+    r
+}
+
+/// Each hook's program is an executable file here (one filled in per slave is skipped).
+fn check_hook_programs(cfg: &Config, r: &mut Report) {
+    let path = std::env::var("PATH").unwrap_or_default();
+    for (key, hook) in hooks_of(cfg) {
+        let Some(prog) = hook.argv.first() else {
+            continue;
+        };
+        if prog.contains('{') {
+            r.skip(
+                &format!("{key}.argv"),
+                format!("{prog} is filled in per slave"),
             );
-        } else {
-            r.pass("agent.dry_run", "false: this reporter publishes");
+            continue;
         }
-        if cfg.aws.region.is_empty() && std::env::var_os("AWS_REGION").is_none() {
-            r.fail(
-                "aws.region",
-                "no region set: the samples go wherever the SDK's chain points, not necessarily \
-                 where the master reads",
-                "set aws.region to the master's region",
-            );
-        } else {
-            r.pass("aws.region", "set");
+        match find_program(prog, &path) {
+            Some(p) => r.pass(&format!("{key}.argv"), format!("{prog} is {}", p.display())),
+            None => r.fail(
+                &format!("{key}.argv"),
+                format!("{prog} is not an executable file here (PATH {path})"),
+                format!(
+                    "install it (rsync: apt-get install rsync) or give its full path in {key}.argv"
+                ),
+            ),
         }
     }
+}
+
+/// Each ssh key the sync hooks use is there and readable by this user only.
+fn check_ssh_keys(cfg: &Config, r: &mut Report) {
+    let mut keys: Vec<(&str, PathBuf)> = Vec::new();
+    for (key, hook) in [
+        ("hooks.pre_register", &cfg.hooks.pre_register),
+        ("hooks.content_sync", cfg.hooks.content_sync()),
+    ] {
+        for k in ssh_keys(hook, &cfg.agent.state_dir) {
+            if !keys.iter().any(|(_, p)| p == &k) {
+                keys.push((key, k));
+            }
+        }
+    }
+    for (key, k) in keys {
+        match key_problem(&k) {
+            None => r.pass(
+                &format!("{key}.argv"),
+                format!("the ssh key {} is readable by this user only", k.display()),
+            ),
+            Some((what, fix)) => r.fail(&format!("{key}.argv"), what, fix),
+        }
+    }
+}
+
+/// Each content source the sync hooks read holds the site.
+fn check_content_sources(cfg: &Config, r: &mut Report) {
+    let h = &cfg.hooks;
+    let src_key = |hook_key: &str| {
+        if h.content_source.is_some() {
+            "hooks.content_source".to_string()
+        } else {
+            format!("{hook_key}.argv")
+        }
+    };
+    let mut seen = Vec::new();
+    // A source on a hung mount fails its check instead of hanging preflight.
+    let mut calls = burst_edge::stall::OffThread::default();
+    for (key, hook) in [
+        ("hooks.pre_register", &h.pre_register),
+        ("hooks.content_sync", h.content_sync()),
+    ] {
+        match h.source_of(hook) {
+            Some(p) if seen.contains(&p) => {}
+            Some(p) => {
+                let (d, sentinel) = (p.clone(), h.content_sentinel.clone());
+                let checked = calls
+                    .run(
+                        &format!("the check of content source {}", p.display()),
+                        crate::actuator::SOURCE_CHECK_TIMEOUT,
+                        move || crate::hooks::check_source(&d, sentinel.as_deref()),
+                    )
+                    .and_then(|r| r);
+                match checked {
+                    Ok(()) => r.pass(
+                        &src_key(key),
+                        format!("the content source {} holds the site", p.display()),
+                    ),
+                    Err(why) => r.fail(
+                        &src_key(key),
+                        why,
+                        "mount the content's volume or restore the document root, or point \
+                         the hook (or hooks.content_source) at the tree that holds the site",
+                    ),
+                }
+                seen.push(p);
+            }
+            None => r.skip(
+                &src_key(key),
+                "the content source cannot be read from this hook's argv: set \
+                 hooks.content_source to have it checked",
+            ),
+        }
+    }
+}
+
+/// A reporter is not in dry run.
+fn check_reporter_publishes(cfg: &Config, r: &mut Report) {
+    if cfg.agent.dry_run {
+        r.fail(
+            "agent.dry_run",
+            "a reporter in dry run launches nothing anyway, and with no region found it \
+             publishes nothing: the master then counts this slave at target and never scales \
+             in for it",
+            "set agent.dry_run = false (agent.reporter.toml.example)",
+        );
+    } else {
+        r.pass("agent.dry_run", "false: this reporter publishes");
+    }
+}
+
+/// A reporter has a region.
+fn check_reporter_region(cfg: &Config, r: &mut Report) {
+    if cfg.aws.region.is_empty() && std::env::var_os("AWS_REGION").is_none() {
+        r.fail(
+            "aws.region",
+            "no region set: the samples go wherever the SDK's chain points, not necessarily \
+             where the master reads",
+            "set aws.region to the master's region",
+        );
+    } else {
+        r.pass("aws.region", "set");
+    }
+}
+
+/// Apache's pidfile names a running Apache.
+fn check_apache_pidfile(cfg: &Config, r: &mut Report) {
     let s = &cfg.sampling;
     if !s.apache_pidfile.as_os_str().is_empty() {
         let k = s.apache_pidfile.display();
@@ -344,6 +378,11 @@ pub fn local(cfg: &Config) -> Report {
             ),
         }
     }
+}
+
+/// mod_status answers with its workers.
+fn check_mod_status(cfg: &Config, r: &mut Report) {
+    let s = &cfg.sampling;
     if !s.mod_status_url.is_empty() {
         let c = crate::sampler::modstatus::ModStatusClient::new(
             &s.mod_status_url,
@@ -365,7 +404,6 @@ pub fn local(cfg: &Config) -> Report {
             ),
         }
     }
-    r
 }
 
 /// An SDK error as `CODE: message` (or the transport's story).
@@ -408,8 +446,41 @@ macro_rules! call {
 
 /// The checks of the account, added to `r`.
 pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
-    // Without credentials every check below fails the same way, each with the SDK's whole
-    // provider chain: say it once, with its fix.
+    if !check_credentials(cfg, aws, r).await {
+        return;
+    }
+    if cfg.agent.role == Role::Reporter {
+        reporter_readback(cfg, aws, r).await;
+        return;
+    }
+    // The image: a launch template, or an AMI.
+    if let Some(lt) = &cfg.fleet.launch_template {
+        check_launch_template(cfg, aws, lt, r).await;
+    } else {
+        check_ami(cfg, aws, r).await;
+    }
+
+    let subnets = check_subnets(cfg, aws, r).await;
+    check_security_groups(cfg, aws, &subnets, r).await;
+    check_key_pair(cfg, aws, r).await;
+
+    check_dry_run_launches(cfg, aws, r).await;
+    r.skip(
+        "IAM",
+        "StopInstances, StartInstances, TerminateInstances and CreateTags are allowed only on \
+         this install's own slaves (docs/aws.md's conditions), so they cannot be tried before one \
+         runs: `burst-agent drill --yes` makes them with one slave",
+    );
+
+    ledger(cfg, aws, r).await;
+    elb(cfg, aws, &subnets, r).await;
+    topics(cfg, aws, r).await;
+    cloudwatch(cfg, aws, r).await;
+}
+
+/// The credentials: without them every check below fails the same way, each with the SDK's
+/// whole provider chain: say it once, with its fix. Whether there are any.
+async fn check_credentials(cfg: &Config, aws: &Aws, r: &mut Report) -> bool {
     if let Err(why) = aws.credentials().await {
         let fix = if cfg.agent.role == Role::Reporter {
             "run it on the slave, whose instance profile (the slaves' policy in docs/aws.md) gives \
@@ -427,67 +498,75 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
             "the account's checks (image, subnets, security groups, RunInstances DryRun, ELB, \
              topics, CloudWatch) need credentials",
         );
-        return;
+        return false;
     }
-    if cfg.agent.role == Role::Reporter {
-        reporter_readback(cfg, aws, r).await;
-        return;
-    }
-    let f = &cfg.fleet;
-    // The image: a launch template, or an AMI.
-    if let Some(lt) = &f.launch_template {
-        let mut q = aws.ec2.describe_launch_templates();
-        q = if lt.id.is_empty() {
-            q.launch_template_names(&lt.name)
-        } else {
-            q.launch_template_ids(&lt.id)
-        };
-        let name = if lt.id.is_empty() { &lt.name } else { &lt.id };
-        match call!(cfg, q.send()) {
-            Ok(out) if !out.launch_templates().is_empty() => {
-                r.pass("fleet.launch_template", format!("{name} exists"))
-            }
-            Ok(_) => r.fail(
-                "fleet.launch_template",
-                format!("no launch template {name} in this region"),
-                "aws ec2 describe-launch-templates lists the ones there are",
-            ),
-            Err((code, msg)) => r.fail(
-                "fleet.launch_template",
-                format!("{name}: {code}: {msg}"),
-                "aws ec2 describe-launch-templates lists the ones there are",
-            ),
-        }
-    } else {
-        let q = aws.ec2.describe_images().image_ids(&f.ami);
-        let fix = "set fleet.ami to an AMI of this region this account may launch (aws ec2 \
-                   describe-images --owners self)";
-        match call!(cfg, q.send()) {
-            Ok(out) => match out.images().first() {
-                Some(i) => {
-                    let state = i
-                        .state()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default();
-                    if state.is_empty() || state == "available" {
-                        r.pass("fleet.ami", format!("{} exists", f.ami))
-                    } else {
-                        r.fail(
-                            "fleet.ami",
-                            format!("{} is {state}, not available", f.ami),
-                            fix,
-                        )
-                    }
-                }
-                None => r.fail("fleet.ami", format!("{} does not exist here", f.ami), fix),
-            },
-            Err((code, msg)) => r.fail("fleet.ami", format!("{}: {code}: {msg}", f.ami), fix),
-        }
-    }
+    true
+}
 
-    // Subnets: each exists; their VPCs and zones for what follows.
+/// The launch template exists.
+async fn check_launch_template(
+    cfg: &Config,
+    aws: &Aws,
+    lt: &crate::config::LaunchTemplate,
+    r: &mut Report,
+) {
+    let mut q = aws.ec2.describe_launch_templates();
+    q = if lt.id.is_empty() {
+        q.launch_template_names(&lt.name)
+    } else {
+        q.launch_template_ids(&lt.id)
+    };
+    let name = if lt.id.is_empty() { &lt.name } else { &lt.id };
+    match call!(cfg, q.send()) {
+        Ok(out) if !out.launch_templates().is_empty() => {
+            r.pass("fleet.launch_template", format!("{name} exists"))
+        }
+        Ok(_) => r.fail(
+            "fleet.launch_template",
+            format!("no launch template {name} in this region"),
+            "aws ec2 describe-launch-templates lists the ones there are",
+        ),
+        Err((code, msg)) => r.fail(
+            "fleet.launch_template",
+            format!("{name}: {code}: {msg}"),
+            "aws ec2 describe-launch-templates lists the ones there are",
+        ),
+    }
+}
+
+/// The AMI exists and is available.
+async fn check_ami(cfg: &Config, aws: &Aws, r: &mut Report) {
+    let f = &cfg.fleet;
+    let q = aws.ec2.describe_images().image_ids(&f.ami);
+    let fix = "set fleet.ami to an AMI of this region this account may launch (aws ec2 \
+               describe-images --owners self)";
+    match call!(cfg, q.send()) {
+        Ok(out) => match out.images().first() {
+            Some(i) => {
+                let state = i
+                    .state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default();
+                if state.is_empty() || state == "available" {
+                    r.pass("fleet.ami", format!("{} exists", f.ami))
+                } else {
+                    r.fail(
+                        "fleet.ami",
+                        format!("{} is {state}, not available", f.ami),
+                        fix,
+                    )
+                }
+            }
+            None => r.fail("fleet.ami", format!("{} does not exist here", f.ami), fix),
+        },
+        Err((code, msg)) => r.fail("fleet.ami", format!("{}: {code}: {msg}", f.ami), fix),
+    }
+}
+
+/// Subnets: each exists; their VPCs and zones (id, VPC, zone) for what follows.
+async fn check_subnets(cfg: &Config, aws: &Aws, r: &mut Report) -> Vec<(String, String, String)> {
     let mut subnets: Vec<(String, String, String)> = Vec::new();
-    for id in &f.subnet_ids {
+    for id in &cfg.fleet.subnet_ids {
         let q = aws.ec2.describe_subnets().subnet_ids(id);
         match call!(cfg, q.send()) {
             Ok(out) => match out.subnets().first() {
@@ -510,13 +589,23 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
             ),
         }
     }
+    subnets
+}
+
+/// Each security group exists, in the subnets' VPC.
+async fn check_security_groups(
+    cfg: &Config,
+    aws: &Aws,
+    subnets: &[(String, String, String)],
+    r: &mut Report,
+) {
     let vpcs: Vec<&str> = {
         let mut v: Vec<&str> = subnets.iter().map(|(_, vpc, _)| vpc.as_str()).collect();
         v.sort_unstable();
         v.dedup();
         v
     };
-    for id in &f.security_group_ids {
+    for id in &cfg.fleet.security_group_ids {
         let q = aws.ec2.describe_security_groups().group_ids(id);
         match call!(cfg, q.send()) {
             Ok(out) => match out.security_groups().first() {
@@ -548,6 +637,11 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
             ),
         }
     }
+}
+
+/// The key pair exists, when one is set.
+async fn check_key_pair(cfg: &Config, aws: &Aws, r: &mut Report) {
+    let f = &cfg.fleet;
     if !f.key_name.is_empty() {
         let q = aws.ec2.describe_key_pairs().key_names(&f.key_name);
         match call!(cfg, q.send()) {
@@ -566,8 +660,11 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
             ),
         }
     }
+}
 
-    // The exact launch spec, with DryRun, in every subnet and for every instance type.
+/// The exact launch spec, with DryRun, in every subnet and for every instance type.
+async fn check_dry_run_launches(cfg: &Config, aws: &Aws, r: &mut Report) {
+    let f = &cfg.fleet;
     match AwsCloud::new(aws.clone(), &cfg.agent.group, &cfg.elb.name, f) {
         Err(e) => r.fail(
             "fleet.user_data_file",
@@ -584,89 +681,113 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
             };
             for subnet in &places {
                 for ty in &types {
-                    let req = LaunchRequest {
-                        intent: "bi-preflight0000".into(),
-                        owner: cfg.elb.name.clone(),
-                        client_token: format!("preflight-{}", jiff::Timestamp::now().as_second()),
-                        min: 1,
-                        max: 1,
-                        launched_at: jiff::Timestamp::now(),
-                        subnet: subnet.clone(),
-                        instance_type: ty.clone(),
-                    };
-                    let shown = format!(
-                        "RunInstances (DryRun) in {} as {}",
-                        subnet.as_deref().unwrap_or("EC2's choice of subnet"),
-                        ty.as_deref().unwrap_or(if f.launch_template.is_some() {
-                            "the template's type"
-                        } else {
-                            &f.instance_type
-                        })
-                    );
-                    let q = cloud.run_instances(&req).dry_run(true);
-                    match call!(cfg, q.send()) {
-                        Err((code, _)) if code == "DryRunOperation" => {
-                            r.pass("fleet", format!("{shown}: EC2 would launch it"))
-                        }
-                        Ok(_) => r.fail(
-                            "fleet",
-                            format!("{shown}: EC2 launched although DryRun was set"),
-                            "terminate what it launched; report this",
-                        ),
-                        Err((code, msg)) => {
-                            let (key, fix) = launch_fix(&code, &msg);
-                            r.fail(key, format!("{shown}: {code}: {msg}"), fix)
-                        }
-                    }
+                    check_dry_run(cfg, &cloud, subnet, ty, r).await;
                 }
             }
         }
     }
-    r.skip(
-        "IAM",
-        "StopInstances, StartInstances, TerminateInstances and CreateTags are allowed only on \
-         this install's own slaves (docs/aws.md's conditions), so they cannot be tried before one \
-         runs: `burst-agent drill --yes` makes them with one slave",
-    );
-
-    ledger(cfg, aws, r).await;
-    elb(cfg, aws, &subnets, r).await;
-    topics(cfg, aws, r).await;
-    cloudwatch(cfg, aws, r).await;
 }
+
+/// One RunInstances with DryRun: in `subnet` (EC2's choice if none) as `ty` (the fleet's type if
+/// none).
+async fn check_dry_run(
+    cfg: &Config,
+    cloud: &AwsCloud,
+    subnet: &Option<String>,
+    ty: &Option<String>,
+    r: &mut Report,
+) {
+    let f = &cfg.fleet;
+    let req = LaunchRequest {
+        intent: "bi-preflight0000".into(),
+        owner: cfg.elb.name.clone(),
+        client_token: format!("preflight-{}", jiff::Timestamp::now().as_second()),
+        min: 1,
+        max: 1,
+        launched_at: jiff::Timestamp::now(),
+        subnet: subnet.clone(),
+        instance_type: ty.clone(),
+    };
+    let shown = format!(
+        "RunInstances (DryRun) in {} as {}",
+        subnet.as_deref().unwrap_or("EC2's choice of subnet"),
+        ty.as_deref().unwrap_or(if f.launch_template.is_some() {
+            "the template's type"
+        } else {
+            &f.instance_type
+        })
+    );
+    let q = cloud.run_instances(&req).dry_run(true);
+    match call!(cfg, q.send()) {
+        Err((code, _)) if code == "DryRunOperation" => {
+            r.pass("fleet", format!("{shown}: EC2 would launch it"))
+        }
+        Ok(_) => r.fail(
+            "fleet",
+            format!("{shown}: EC2 launched although DryRun was set"),
+            "terminate what it launched; report this",
+        ),
+        Err((code, msg)) => {
+            let (key, fix) = launch_fix(&code, &msg);
+            r.fail(key, format!("{shown}: {code}: {msg}"), fix)
+        }
+    }
+}
+
+/// The key of every check of the guarantee's table.
+const LEDGER_KEY: &str = "ledger.table";
 
 /// The guarantee's table: there, shaped as the agent writes it, this site's items readable and
 /// writable (a transaction whose condition cannot hold, so nothing changes), and who holds the
 /// lease.
 async fn ledger(cfg: &Config, aws: &Aws, r: &mut Report) {
-    const KEY: &str = "ledger.table";
     let name = &cfg.ledger.table;
     if name.is_empty() {
         r.skip(
-            KEY,
+            LEDGER_KEY,
             "no table: the day's units live on this disk only, which only a dry run may do",
         );
         return;
     }
+    let table = crate::table::Table::new(aws.clone(), name, &cfg.agent.group);
+    if !check_ledger_shape(cfg, &table, r).await {
+        return;
+    }
+    let policy = format!(
+        "the master's policy allows dynamodb:GetItem, PutItem, UpdateItem, DeleteItem, \
+         ConditionCheckItem and Query on {name} for the leading key \"{}\" (docs/aws.md)",
+        cfg.agent.group
+    );
+    check_ledger_read(cfg, &table, &policy, r).await;
+    check_ledger_write(cfg, &table, policy, r).await;
+    check_ledger_other_site(cfg, aws, r).await;
+}
+
+/// The table is there and is the agent's (ACTIVE, keys site and item). Whether the checks of
+/// its items may go on.
+async fn check_ledger_shape(cfg: &Config, table: &crate::table::Table, r: &mut Report) -> bool {
+    let name = &cfg.ledger.table;
     let create = format!(
         "as an operator (not the master's role): burst-agent table create {name}; then the \
          master's policy's ledger statements (docs/aws.md) on it"
     );
-    let table = crate::table::Table::new(aws.clone(), name, &cfg.agent.group);
     match bounded(cfg, table.shape_problem()).await {
-        Ok(Ok(None)) => r.pass(
-            KEY,
-            format!("the table {name} is ACTIVE with keys site and item"),
-        ),
+        Ok(Ok(None)) => {
+            r.pass(
+                LEDGER_KEY,
+                format!("the table {name} is ACTIVE with keys site and item"),
+            );
+            true
+        }
         Ok(Ok(Some(p))) => {
             r.fail(
-                KEY,
+                LEDGER_KEY,
                 format!("the table {name} is not the agent's: {p}"),
                 format!(
                     "name a table made by `burst-agent table create` (it makes its own: {create})"
                 ),
             );
-            return;
+            false
         }
         Ok(Err(e)) => {
             let fix = if e.is("ResourceNotFoundException") {
@@ -675,23 +796,31 @@ async fn ledger(cfg: &Config, aws: &Aws, r: &mut Report) {
                 "the master's policy needs dynamodb:DescribeTable on the table (docs/aws.md)"
                     .to_string()
             };
-            r.fail(KEY, format!("{name}: {}: {}", e.code, e.message), fix);
-            return;
+            r.fail(
+                LEDGER_KEY,
+                format!("{name}: {}: {}", e.code, e.message),
+                fix,
+            );
+            false
         }
         Err((code, msg)) => {
             r.fail(
-                KEY,
+                LEDGER_KEY,
                 format!("{name}: {code}: {msg}"),
                 "check the network path to DynamoDB",
             );
-            return;
+            false
         }
     }
-    let policy = format!(
-        "the master's policy allows dynamodb:GetItem, PutItem, UpdateItem, DeleteItem, \
-         ConditionCheckItem and Query on {name} for the leading key \"{}\" (docs/aws.md)",
-        cfg.agent.group
-    );
+}
+
+/// This site's items read back: who holds the lease, the units spent last.
+async fn check_ledger_read(
+    cfg: &Config,
+    table: &crate::table::Table,
+    policy: &str,
+    r: &mut Report,
+) {
     let now = jiff::Timestamp::now().as_second();
     match bounded(cfg, table.read_site(now)).await {
         Ok(Ok(site)) => {
@@ -714,46 +843,64 @@ async fn ledger(cfg: &Config, aws: &Aws, r: &mut Report) {
                     format!("{u} unit(s) spent on {d}")
                 });
             r.pass(
-                KEY,
+                LEDGER_KEY,
                 format!("site {} reads back: {lease}; {days}", cfg.agent.group),
             )
         }
         Ok(Err(e)) if e.code == "BadItem" => r.fail(
-            KEY,
+            LEDGER_KEY,
             e.message,
             "the item was not written by this agent: restore it from the table's point-in-time \
              recovery, or delete it if it is not the guarantee's",
         ),
         Ok(Err(e)) => r.fail(
-            KEY,
+            LEDGER_KEY,
             format!("Query: {}: {}", e.code, e.message),
-            policy.clone(),
+            policy,
         ),
-        Err((code, msg)) => r.fail(KEY, format!("Query: {code}: {msg}"), policy.clone()),
+        Err((code, msg)) => r.fail(LEDGER_KEY, format!("Query: {code}: {msg}"), policy),
     }
+}
+
+/// A conditional write of this site's items is weighed (its condition cannot hold: nothing
+/// changes).
+async fn check_ledger_write(
+    cfg: &Config,
+    table: &crate::table::Table,
+    policy: String,
+    r: &mut Report,
+) {
     match bounded(cfg, table.probe_writes()).await {
         Ok(Ok(())) => r.pass(
-            KEY,
+            LEDGER_KEY,
             "a conditional write of this site's items is weighed (a transaction whose condition \
              cannot hold: nothing changed)",
         ),
         Ok(Err(e)) => r.fail(
-            KEY,
+            LEDGER_KEY,
             format!("TransactWriteItems: {}: {}", e.code, e.message),
             policy,
         ),
-        Err((code, msg)) => r.fail(KEY, format!("TransactWriteItems: {code}: {msg}"), policy),
+        Err((code, msg)) => r.fail(
+            LEDGER_KEY,
+            format!("TransactWriteItems: {code}: {msg}"),
+            policy,
+        ),
     }
-    // Each master may write its own site's items only: the same probe on another site's
-    // partition must be refused by IAM (dynamodb:LeadingKeys).
+}
+
+/// Each master may write its own site's items only: the same probe on another site's
+/// partition must be refused by IAM (dynamodb:LeadingKeys).
+async fn check_ledger_other_site(cfg: &Config, aws: &Aws, r: &mut Report) {
     if !cfg.aws.endpoint_url.is_empty() {
         r.skip(
-            KEY,
+            LEDGER_KEY,
             "another site's items: not probed against aws.endpoint_url (an emulator such as \
              moto does not enforce dynamodb:LeadingKeys); on AWS the probe expects AccessDenied",
         );
         return;
     }
+    let name = &cfg.ledger.table;
     let other = format!("{}.preflight-probe", cfg.agent.group);
     let stranger = crate::table::Table::new(aws.clone(), name, &other);
     let leading = format!(
@@ -764,16 +911,16 @@ async fn ledger(cfg: &Config, aws: &Aws, r: &mut Report) {
     );
     match bounded(cfg, stranger.probe_writes()).await {
         Ok(Err(e)) if e.code == "AccessDeniedException" => r.pass(
-            KEY,
+            LEDGER_KEY,
             format!("a write to another site's items ({other}) is denied, as it must be"),
         ),
         Ok(Ok(())) => r.fail(
-            KEY,
+            LEDGER_KEY,
             format!("a write to another site's items ({other}) was allowed"),
             leading,
         ),
         Ok(Err(e)) => r.fail(
-            KEY,
+            LEDGER_KEY,
             format!(
                 "a write to another site's items ({other}): {}: {}, not AccessDenied",
                 e.code, e.message
@@ -781,7 +928,7 @@ async fn ledger(cfg: &Config, aws: &Aws, r: &mut Report) {
             leading,
         ),
         Err((code, msg)) => r.fail(
-            KEY,
+            LEDGER_KEY,
             format!("the probe of another site: {code}: {msg}"),
             leading,
         ),

@@ -1,8 +1,18 @@
-//! `burst-agent simulate`: replays a load trace through the real policy engine and the real cap
-//! ledger with a virtual clock and a model of the fleet, next to baselines, and scores each
-//! with the SPEC Research Group's elasticity metrics.
+//! `burst-agent simulate`: replays a load trace through the real policy (`policy::decide`) with
+//! a virtual clock, next to baselines, and scores each with the SPEC Research Group's
+//! elasticity metrics; η compares each run with a named reference run (HPA's by default).
+//! Every deciding policy's slaves (burst-agent, k8s-hpa, aws-simple) go through the real
+//! `Actuator`, its cap ledger and its phase table in faultsim's world, with fixed times and no
+//! faults (`fleet::RealFleet`). The references that decide nothing or know the future (none,
+//! static, oracle) use an ideal fleet model (`fleet::ModelFleet`).
 //!
-//! The fleet model, one tick a second:
+//! Files: `fleet.rs` (both fleets), `trace.rs` (CSV traces), `hpa.rs` and `simple.rs` (the
+//! Kubernetes HPA and AWS simple-scaling baselines; none and static are here), `oracle.rs` (the
+//! clairvoyant reference every run's θU gap is measured against), `report.rs` (table and
+//! JSON), `plot.rs` (the SVG plot, plotters).
+//!
+//! The model of the load and the hosts, one tick a second (the launch and scale-in bullets are
+//! the ideal fleet model's):
 //! - a share s of the offered load L (host-equivalents), `master_only_share`, is work only the
 //!   master can do (forms and the CMS stay on it); the rest is spread evenly over the n serving
 //!   hosts (the master is in the ELB too, with the slaves in service). So the master's
@@ -456,6 +466,14 @@ impl Meter {
                 memory_used_ratio: Some(0.3),
             })
     }
+
+    /// Takes a sample at `t`, dropping those older than `keep` seconds before it.
+    fn sample(&mut self, t: i64, busy: f64, keep: i64) {
+        self.samples.push_back((t, busy, self.load));
+        while self.samples.front().is_some_and(|s| s.0 < t - keep) {
+            self.samples.pop_front();
+        }
+    }
 }
 
 fn ts(s: i64) -> Timestamp {
@@ -486,15 +504,83 @@ pub fn run(
     series_step: i64,
 ) -> Outcome {
     let start = trace.start.as_second();
+    let ledger = run_ledger(cfg, capped);
+    let p = &cfg.policy;
+    let mut scaler = scaler_for(policy, p, trace, model, &ledger);
+    let interval = scaler.interval();
+    let decides = !matches!(policy, Kind::None | Kind::Static);
+    // The executor's tick: the daemon steps its actuator every evaluation interval.
+    let every = p.evaluation_interval.get().as_secs().max(1) as i64;
+    // The warm pool, as configured, for the agent's runs only.
+    let pool = if policy == Kind::Agent {
+        cfg.fleet.warm_pool
+    } else {
+        0
+    };
+    let (mut fleet, trouble) = fleet_for(cfg, model, policy, capped, pool, trace, ledger);
+    let end = trace.duration_secs();
+    let mut state = Stepper::new(cfg, trace, model, policy, series_step);
+    for t in 0..=end {
+        let now = ts(start + t);
+        let deciding = decides && t % interval == 0;
+        for lead in fleet.advance(t, deciding || t % every == 0) {
+            // As the daemon does: the lead time of launches only (a start is faster).
+            scaler.served(lead);
+        }
+        let up = fleet.serving(t);
+        state.track(&up);
+        let load = state.cursor.at(t as f64) / model.host_capacity;
+        let serving = 1 + up.len() as u32;
+        state.meter(t, model.utilization(load, serving));
+        // Accounting.
+        state.account(t, now, load, serving, &*fleet);
+        if t % 3600 == 0 {
+            fleet.tidy(t);
+        }
+        // Decide and act.
+        if deciding {
+            state.decide_and_act(t, now, &mut *fleet, &mut *scaler);
+        }
+    }
+    let Stepper {
+        mut m, series, acc, ..
+    } = state;
+    acc.score(&mut m, end);
+    let (slaves, warm_starts) = fleet.runs();
+    m.launches = slaves.len() as u32;
+    m.warm_starts = warm_starts;
+    bill(&mut m, &slaves, end);
+    check_cap(&mut m, &slaves, cfg, start, end);
+    Outcome {
+        policy,
+        capped,
+        metrics: m,
+        series,
+        trouble: trouble.or_else(|| fleet.trouble()),
+    }
+}
+
+/// The cap ledger of a run: the config's cap when `capped`, no limit otherwise (and none in
+/// UTC when the time zone is unknown).
+fn run_ledger(cfg: &Config, capped: bool) -> CapLedger {
     let tz = &cfg.cap.time_zone;
-    let ledger = if capped {
+    (if capped {
         CapLedger::new(tz, cfg.cap.daily_limit, Some(cfg.cap.daily_instance_hours))
     } else {
         CapLedger::new(tz, u32::MAX, None)
-    }
-    .unwrap_or_else(|_| CapLedger::new("UTC", u32::MAX, None).expect("UTC exists"));
-    let p = &cfg.policy;
-    let mut scaler: Box<dyn Autoscaler> = match policy {
+    })
+    .unwrap_or_else(|_| CapLedger::new("UTC", u32::MAX, None).expect("UTC exists"))
+}
+
+/// The autoscaler of `policy`, on the config's `[policy]` (`p`).
+fn scaler_for(
+    policy: Kind,
+    p: &PolicyConfig,
+    trace: &Trace,
+    model: &Model,
+    ledger: &CapLedger,
+) -> Box<dyn Autoscaler> {
+    match policy {
         Kind::Agent => Box::new(AgentScaler {
             cfg: p.clone(),
             hist: History::new(),
@@ -513,22 +599,26 @@ pub fn run(
             max: p.max_slaves,
         }),
         Kind::None | Kind::Static => Box::new(Hold),
-        Kind::Oracle => Box::new(oracle::Oracle::new(trace, model, &ledger, p.max_slaves)),
-    };
-    let interval = scaler.interval();
-    let decides = !matches!(policy, Kind::None | Kind::Static);
-    // The executor's tick: the daemon steps its actuator every evaluation interval.
-    let every = p.evaluation_interval.get().as_secs().max(1) as i64;
-    // The warm pool, as configured, for the agent's runs only.
-    let pool = if policy == Kind::Agent {
-        cfg.fleet.warm_pool
-    } else {
-        0
-    };
+        Kind::Oracle => Box::new(oracle::Oracle::new(trace, model, ledger, p.max_slaves)),
+    }
+}
+
+/// The fleet a run scales, with why the agent's executor could not start if it could not.
+fn fleet_for(
+    cfg: &Config,
+    model: &Model,
+    policy: Kind,
+    capped: bool,
+    pool: u32,
+    trace: &Trace,
+    ledger: CapLedger,
+) -> (Box<dyn fleet::Fleet>, Option<String>) {
+    let start = trace.start.as_second();
+    let p = &cfg.policy;
     // An executor that cannot start (a time zone the ledger does not know, an adoption that
     // failed) is said in the run's `trouble`, and the ideal model runs in its place.
     let mut trouble = None;
-    let mut fleet: Box<dyn fleet::Fleet> = if runs_the_lifecycle(policy) {
+    let fleet: Box<dyn fleet::Fleet> = if runs_the_lifecycle(policy) {
         match fleet::RealFleet::new(cfg, model, capped, pool, trace.start, p.min_slaves) {
             Ok(f) => Box::new(f),
             Err(e) => {
@@ -562,37 +652,84 @@ pub fn run(
             p.min_slaves,
         ))
     };
-    let end = trace.duration_secs();
-    // Planned bursts apply to the agent's run, as in the daemon.
-    let plans = crate::schedule::plans(cfg);
-    let sched_tz = jiff::tz::TimeZone::get(tz).ok();
-    let mut cursor = trace.cursor();
-    let mut master = Meter::default();
-    let mut meters: BTreeMap<String, Meter> = BTreeMap::new();
-    let mut m = Metrics::default();
-    let mut series = Series {
-        step: series_step.max(1),
-        ..Series::default()
-    };
-    let (mut sum_under, mut sum_over, mut t_under, mut t_over) = (0.0, 0.0, 0u64, 0u64);
-    let (mut last_demand, mut last_supply) = (None::<u32>, None::<u32>);
-    let (mut demand_changes, mut supply_changes) = (0u64, 0u64);
-    let keep_samples = model.metrics_delay + 2 * model.sampling_interval + 5;
-    for t in 0..=end {
-        let now = ts(start + t);
-        let deciding = decides && t % interval == 0;
-        for lead in fleet.advance(t, deciding || t % every == 0) {
-            // As the daemon does: the lead time of launches only (a start is faster).
-            scaler.served(lead);
+    (fleet, trouble)
+}
+
+/// One run's state as it steps through the trace: what the hosts' samplers would report and
+/// the running sums the metrics are made of.
+struct Stepper<'a> {
+    model: &'a Model,
+    policy: Kind,
+    start: i64,
+    max_slaves: u32,
+    keep_samples: i64,
+    /// Planned bursts, applied to the agent's run as in the daemon, and their time zone.
+    plans: Vec<crate::schedule::Plan>,
+    sched_tz: Option<jiff::tz::TimeZone>,
+    cursor: trace::Cursor<'a>,
+    master: Meter,
+    meters: BTreeMap<String, Meter>,
+    m: Metrics,
+    series: Series,
+    acc: Accounts,
+}
+
+/// Running sums of under- and over-provisioning and of the adaptations of demand and supply.
+#[derive(Default)]
+struct Accounts {
+    sum_under: f64,
+    sum_over: f64,
+    t_under: u64,
+    t_over: u64,
+    last_demand: Option<u32>,
+    last_supply: Option<u32>,
+    demand_changes: u64,
+    supply_changes: u64,
+}
+
+impl<'a> Stepper<'a> {
+    /// A run at the trace's start, with no host metered yet.
+    fn new(
+        cfg: &Config,
+        trace: &'a Trace,
+        model: &'a Model,
+        policy: Kind,
+        series_step: i64,
+    ) -> Self {
+        // Planned bursts apply to the agent's run, as in the daemon.
+        let plans = crate::schedule::plans(cfg);
+        let sched_tz = jiff::tz::TimeZone::get(&cfg.cap.time_zone).ok();
+        let cursor = trace.cursor();
+        Stepper {
+            model,
+            policy,
+            start: trace.start.as_second(),
+            max_slaves: cfg.policy.max_slaves,
+            keep_samples: model.metrics_delay + 2 * model.sampling_interval + 5,
+            plans,
+            sched_tz,
+            cursor,
+            master: Meter::default(),
+            meters: BTreeMap::new(),
+            m: Metrics::default(),
+            series: Series {
+                step: series_step.max(1),
+                ..Series::default()
+            },
+            acc: Accounts::default(),
         }
-        let up = fleet.serving(t);
-        for (id, meter) in meters.iter_mut() {
+    }
+
+    /// Marks which slaves serve (`up`): a slave out of service stops being metered, one in
+    /// service again starts afresh.
+    fn track(&mut self, up: &[String]) {
+        for (id, meter) in self.meters.iter_mut() {
             if !up.contains(id) {
                 meter.serving = false;
             }
         }
-        for id in &up {
-            let meter = meters.entry(id.clone()).or_default();
+        for id in up {
+            let meter = self.meters.entry(id.clone()).or_default();
             if !meter.serving {
                 // In service (again, out of the warm pool): a new run, no old load or samples.
                 *meter = Meter {
@@ -601,113 +738,140 @@ pub fn run(
                 };
             }
         }
-        let load = cursor.at(t as f64) / model.host_capacity;
-        let serving = 1 + up.len() as u32;
-        let u = model.utilization(load, serving);
+    }
+
+    /// The hosts' load averages (every 5 s) and samples (every sampling interval) under `u`.
+    fn meter(&mut self, t: i64, u: HostLoad) {
         if t % 5 == 0 {
-            master.load = master.load * LOAD_DECAY + u.master * (1.0 - LOAD_DECAY);
-            for h in meters.values_mut().filter(|h| h.serving) {
+            self.master.load = self.master.load * LOAD_DECAY + u.master * (1.0 - LOAD_DECAY);
+            for h in self.meters.values_mut().filter(|h| h.serving) {
                 h.load = h.load * LOAD_DECAY + u.slave * (1.0 - LOAD_DECAY);
             }
-            m.peak_load_per_cpu = m.peak_load_per_cpu.max(master.load);
+            self.m.peak_load_per_cpu = self.m.peak_load_per_cpu.max(self.master.load);
         }
-        if t % model.sampling_interval == 0 {
-            let sample = |h: &mut Meter, busy: f64| {
-                h.samples.push_back((t, busy, h.load));
-                while h.samples.front().is_some_and(|s| s.0 < t - keep_samples) {
-                    h.samples.pop_front();
-                }
-            };
-            sample(&mut master, u.master.min(1.0));
-            for h in meters.values_mut().filter(|h| h.serving) {
-                sample(h, u.slave.min(1.0));
+        if t % self.model.sampling_interval == 0 {
+            let keep = self.keep_samples;
+            self.master.sample(t, u.master.min(1.0), keep);
+            for h in self.meters.values_mut().filter(|h| h.serving) {
+                h.sample(t, u.slave.min(1.0), keep);
             }
         }
-        // Accounting.
-        let demand = model.demand(load, p.max_slaves);
+    }
+
+    /// Accounting: one second's demand against supply, the peak of slaves and the series.
+    fn account(
+        &mut self,
+        t: i64,
+        now: Timestamp,
+        load: f64,
+        serving: u32,
+        fleet: &dyn fleet::Fleet,
+    ) {
+        let demand = self.model.demand(load, self.max_slaves);
+        let a = &mut self.acc;
         if demand > serving {
-            sum_under += f64::from(demand - serving) / f64::from(demand);
-            t_under += 1;
+            a.sum_under += f64::from(demand - serving) / f64::from(demand);
+            a.t_under += 1;
         } else if serving > demand {
-            sum_over += f64::from(serving - demand) / f64::from(demand);
-            t_over += 1;
+            a.sum_over += f64::from(serving - demand) / f64::from(demand);
+            a.t_over += 1;
         }
-        if last_demand.is_some_and(|d| d != demand) {
-            demand_changes += 1;
+        if a.last_demand.is_some_and(|d| d != demand) {
+            a.demand_changes += 1;
         }
-        if last_supply.is_some_and(|s| s != serving) {
-            supply_changes += 1;
+        if a.last_supply.is_some_and(|s| s != serving) {
+            a.supply_changes += 1;
         }
-        last_demand = Some(demand);
-        last_supply = Some(serving);
-        m.peak_slaves = m.peak_slaves.max(fleet.alive());
+        a.last_demand = Some(demand);
+        a.last_supply = Some(serving);
+        self.m.peak_slaves = self.m.peak_slaves.max(fleet.alive());
+        let series = &mut self.series;
         if t % series.step == 0 {
             series.offered.push(load);
             series.demand.push(demand);
             series.supply.push(serving);
             series.cap_used.push(fleet.ledger().used(now));
         }
-        if t % 3600 == 0 {
-            fleet.tidy(t);
-        }
-        // Decide and act.
-        if deciding {
-            let seen = fleet.observe(t);
-            let obs = FleetObservation {
-                master: master.metrics_at(t, start),
-                slaves: seen
-                    .slaves
-                    .into_iter()
-                    .map(|mut s| {
-                        s.metrics = meters
-                            .get(&s.id)
-                            .and_then(|h| h.metrics_at(t - model.metrics_delay, start));
-                        s
-                    })
-                    .collect(),
-                no_capacity_until: seen.no_capacity_until,
-                launch_refused: seen.launch_refused,
-                sync_broken: seen.sync_broken,
-                content_source_missing: seen.content_source_missing,
-                evidence: Default::default(),
-                probe_latency: None,
-                scheduled: (policy == Kind::Agent)
-                    .then(|| {
-                        sched_tz
-                            .as_ref()
-                            .and_then(|tz| crate::schedule::active(&plans, tz, now))
-                    })
-                    .flatten(),
-                warm_room: seen.warm_room,
-                drain_secs: model.draining,
-            };
-            let action = scaler.act(now, &obs, fleet.ledger());
-            // As the daemon: nothing is carried out on a fleet the step could not observe.
-            if seen.observed {
-                fleet.act(action, t);
-            }
+    }
+
+    /// Decide and act: the autoscaler sees the fleet as the daemon would, and its action is
+    /// carried out.
+    fn decide_and_act(
+        &self,
+        t: i64,
+        now: Timestamp,
+        fleet: &mut dyn fleet::Fleet,
+        scaler: &mut dyn Autoscaler,
+    ) {
+        let model = self.model;
+        let start = self.start;
+        let seen = fleet.observe(t);
+        let obs = FleetObservation {
+            master: self.master.metrics_at(t, start),
+            slaves: seen
+                .slaves
+                .into_iter()
+                .map(|mut s| {
+                    s.metrics = self
+                        .meters
+                        .get(&s.id)
+                        .and_then(|h| h.metrics_at(t - model.metrics_delay, start));
+                    s
+                })
+                .collect(),
+            no_capacity_until: seen.no_capacity_until,
+            launch_refused: seen.launch_refused,
+            sync_broken: seen.sync_broken,
+            content_source_missing: seen.content_source_missing,
+            evidence: Default::default(),
+            probe_latency: None,
+            scheduled: (self.policy == Kind::Agent)
+                .then(|| {
+                    self.sched_tz
+                        .as_ref()
+                        .and_then(|tz| crate::schedule::active(&self.plans, tz, now))
+                })
+                .flatten(),
+            warm_room: seen.warm_room,
+            drain_secs: model.draining,
+        };
+        let action = scaler.act(now, &obs, fleet.ledger());
+        // As the daemon: nothing is carried out on a fleet the step could not observe.
+        if seen.observed {
+            fleet.act(action, t);
         }
     }
-    let seconds = (end + 1) as f64;
-    m.theta_u = 100.0 * sum_under / seconds;
-    m.theta_o = 100.0 * sum_over / seconds;
-    m.tau_u = 100.0 * t_under as f64 / seconds;
-    m.tau_o = 100.0 * t_over as f64 / seconds;
-    m.jitter_per_hour = (supply_changes as f64 - demand_changes as f64) / (seconds / 3600.0);
-    let (slaves, warm_starts) = fleet.runs();
-    m.launches = slaves.len() as u32;
-    m.warm_starts = warm_starts;
+}
+
+impl Accounts {
+    /// The accuracy, timeshare and jitter metrics of a run of `end` + 1 seconds.
+    fn score(&self, m: &mut Metrics, end: i64) {
+        let seconds = (end + 1) as f64;
+        m.theta_u = 100.0 * self.sum_under / seconds;
+        m.theta_o = 100.0 * self.sum_over / seconds;
+        m.tau_u = 100.0 * self.t_under as f64 / seconds;
+        m.tau_o = 100.0 * self.t_over as f64 / seconds;
+        m.jitter_per_hour =
+            (self.supply_changes as f64 - self.demand_changes as f64) / (seconds / 3600.0);
+    }
+}
+
+/// The slaves' running and billed hours.
+fn bill(m: &mut Metrics, slaves: &[fleet::Runs], end: i64) {
     // Each run bills at least a minute (EC2's per-second billing after a start), and per
     // started hour in the old model; a stopped slave's volume is not counted.
-    for s in &slaves {
+    for s in slaves {
         for &(from, to) in &s.runs {
             let ran = (to.unwrap_or(end + 1) - from).max(0);
             m.instance_hours += ran.max(60) as f64 / 3600.0;
             m.billed_hours += ((ran + 3599) / 3600).max(1) as f64;
         }
     }
-    // The cap, checked independently of the ledger: distinct slaves alive on each local day.
-    let days = CapLedger::new(tz, cfg.cap.daily_limit, None).ok();
+}
+
+/// The cap, checked independently of the ledger: distinct slaves alive on each local day.
+fn check_cap(m: &mut Metrics, slaves: &[fleet::Runs], cfg: &Config, start: i64, end: i64) {
+    let days = CapLedger::new(&cfg.cap.time_zone, cfg.cap.daily_limit, None).ok();
     if let Some(days) = days {
         let mut day_start = days.day_bounds(ts(start)).1;
         while day_start.as_second() <= start + end {
@@ -733,13 +897,6 @@ pub fn run(
             }
             day_start = ts(start + de);
         }
-    }
-    Outcome {
-        policy,
-        capped,
-        metrics: m,
-        series,
-        trouble: trouble.or_else(|| fleet.trouble()),
     }
 }
 

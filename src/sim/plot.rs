@@ -1,7 +1,7 @@
 //! `simulate --plot FILE.svg`: offered load, demand and each policy's capacity over time, and
 //! the day's burst-cap use below, drawn with plotters.
 
-use super::Outcome;
+use super::{Outcome, Series};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -26,7 +26,7 @@ pub fn draw(
         return Err("nothing to plot".into());
     };
     let s = &first.series;
-    let hours = |i: usize| i as f64 * s.step as f64 / 3600.0;
+    let hours = |i: usize| hours_at(i, s.step);
     let x_max = hours(s.offered.len().saturating_sub(1)).max(1e-3);
     let y_max = s
         .offered
@@ -39,12 +39,43 @@ pub fn draw(
         .chain(s.demand.iter().map(|&v| f64::from(v)))
         .fold(1.0, f64::max)
         * 1.08;
-    let e =
-        |e: DrawingAreaErrorKind<std::io::Error>| format!("cannot draw {}: {e}", path.display());
+    let e = draw_error(path);
     let root = SVGBackend::new(path, (1280, 860)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let (upper, lower) = root.split_vertically(600);
-    let mut chart = ChartBuilder::on(&upper)
+    draw_capacity(&upper, path, title, s, &runs, x_max, y_max)?;
+    draw_cap_use(&lower, path, &runs, s.step, x_max, daily_limit)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+/// A half of the figure.
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// Hours since the trace's start at point `i` of a series sampled every `step` seconds.
+fn hours_at(i: usize, step: i64) -> f64 {
+    i as f64 * step as f64 / 3600.0
+}
+
+/// What a failure to draw to `path` says.
+fn draw_error(path: &Path) -> impl Fn(DrawingAreaErrorKind<std::io::Error>) -> String + Copy + '_ {
+    move |e: DrawingAreaErrorKind<std::io::Error>| format!("cannot draw {}: {e}", path.display())
+}
+
+/// The upper chart: offered load and demand (from `s`, the first run's series) and each run's
+/// capacity.
+fn draw_capacity(
+    upper: &Area<'_>,
+    path: &Path,
+    title: &str,
+    s: &Series,
+    runs: &[&Outcome],
+    x_max: f64,
+    y_max: f64,
+) -> Result<(), String> {
+    let hours = |i: usize| hours_at(i, s.step);
+    let e = draw_error(path);
+    let mut chart = ChartBuilder::on(upper)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(36)
@@ -98,9 +129,23 @@ pub fn draw(
         .border_style(BLACK)
         .draw()
         .map_err(e)?;
+    Ok(())
+}
 
+/// The lower chart: the daily cap and each run's use of it (no autoscaling uses none), on the
+/// hours of a series sampled every `step` seconds.
+fn draw_cap_use(
+    lower: &Area<'_>,
+    path: &Path,
+    runs: &[&Outcome],
+    step: i64,
+    x_max: f64,
+    daily_limit: u32,
+) -> Result<(), String> {
+    let hours = |i: usize| hours_at(i, step);
+    let e = draw_error(path);
     let cap_max = f64::from(daily_limit.max(1)) + 1.0;
-    let mut cap = ChartBuilder::on(&lower)
+    let mut cap = ChartBuilder::on(lower)
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
@@ -145,6 +190,5 @@ pub fn draw(
         .border_style(BLACK)
         .draw()
         .map_err(e)?;
-    root.present().map_err(e)?;
     Ok(())
 }
