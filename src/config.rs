@@ -1,5 +1,5 @@
 //! The one TOML file operators tune. Its schema, defaults and every check live in burst-core
-//! (pure); the agent adds reading the file.
+//! (pure); the agent adds reading the file: [`load_file`] is the one place it is read.
 
 pub use burst_core::config::*;
 

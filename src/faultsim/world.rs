@@ -9,6 +9,11 @@
 //! after it fails without effect, as after `kill -9`, until the harness opens a new actuator.
 //! Violations of the promise are recorded where they happen (a foreign instance touched, a slave
 //! registered before its content sync succeeded).
+//!
+//! Beside EC2, the ELB, the disk and the hooks, the world holds the ledger table (its
+//! conditions in memory) and the site's lease. In some seeds a copy of the master takes the
+//! lease over from a holder paused mid-tick. Fixed timing replaces the seed's draws with fixed
+//! times and no faults: the world `simulate` runs every deciding autoscaler's slaves in.
 
 use crate::actuator::cloud::{
     Cloud, InstanceInfo, InstanceState, LaunchRequest, MemberState, TAG_DRAINING_SINCE, TAG_GROUP,

@@ -1,7 +1,10 @@
 //! The operator's commands, beside the daemon: the one-off ones that need AWS (`repair`,
-//! `alarms --apply`, `preflight`, `dashboard --apply`), `resume`, and `drill` (drill.rs). Each
+//! `alarms --apply`, `preflight`, `dashboard --apply`, `table create`, `takeover`), `resume`
+//! (a file the running agent picks up), and `drill` (drill.rs). Each
 //! opens what it needs (a one-off runtime, the AWS client, the state directory's lock) and
-//! carries out what the core and the actuator decide.
+//! carries out what the core and the actuator decide. `repair` takes the state directory's
+//! lock, opens the actuator and rebuilds. `lib.rs` re-exports `alarms`, `dashboard` and
+//! `preflight` at the crate root, under the paths they always had.
 //!
 //! - [`alarms`]: puts burst-core's alarm plan; [`dashboard`]: puts its dashboard body;
 //! - [`preflight`]: this host's and the account's checks before the first burst;

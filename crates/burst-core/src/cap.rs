@@ -1,7 +1,8 @@
 //! The daily burst-cap ledger: the promise sold to customers, at most N burst instances per
 //! calendar day in a configured time zone.
 //!
-//! Pure accounting: every query takes `now`; no clock, no I/O (the agent keeps the file: `actuator::ledger_store`).
+//! Pure accounting: every query takes `now`; no clock, no I/O (the agent keeps it in
+//! `state.json`; its stored form is `actuator::ledger_store::Stored`).
 //! What counts is **distinct burst instances that ran at any moment of the day**:
 //! - a launch counts when it is *attempted* (a failed launch may still cost);
 //! - a slave still running at midnight counts toward the new day too;
@@ -16,6 +17,11 @@
 //! The limits and the time zone can change while the agent runs (a reload): a new limit counts
 //! at once; a new time zone never grants a fresh day, since the day under way in the old zone
 //! ([`Carry`]) keeps counting until it ends, so the stricter of the two applies.
+//!
+//! The executor records every launch attempt here before RunInstances:
+//! [`CapLedger::record_attempt`] refuses one past the cap whatever the policy said (the last
+//! guard), [`CapLedger::bind`] ties it to the instance EC2 gave, and [`CapLedger::withdraw`]
+//! drops it only when EC2 certainly launched nothing.
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;

@@ -11,11 +11,13 @@
 //!   forward speeds it up, by at most 10 %);
 //! - a reading whose wall clock moved more than [`STEP_SECS`] away from the monotonic time
 //!   elapsed is a [`Step`]: the caller logs it and tells the operator once;
-//! - at start (and after a restart) it is the wall clock: nothing before is known.
+//! - at start it is the wall clock, except after a restart within the same boot: then it goes
+//!   on from the [`Mark`] kept in state.json by the boot-time clock's time since.
 //!
 //! The wall clock stays the one for what other hosts and AWS share: metric timestamps and
 //! CloudWatch's query windows, and the times shown to people. The daemon converts the age of
-//! what another host stamped (its wall clock against ours) into the agent's time.
+//! what another host stamped (its wall clock against ours) into the agent's time
+//! ([`AgentClock::to_agent`]), and passes the agent's time as every `now` of the core.
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};

@@ -1,12 +1,13 @@
 //! Event notifications (README: events): what happened that an operator should hear of, and the
 //! pure rule for whether to tell them now. [`edges`] turns levels (the cap's remaining launches,
-//! the repair block) into events when they are crossed; the actuator reports the rest
-//! ([`crate::actuator::Actuator::take_events`]). [`Notifier::offer`] deduplicates by condition
+//! the repair block) into events when they are crossed; the agent's actuator reports the rest
+//! (`Actuator::take_events`). [`Notifier::offer`] deduplicates by condition
 //! (one message per condition per `events.window`) and limits the total
 //! (`events.max_per_hour`), so a flapping condition never becomes a storm; nothing held back is
 //! lost: [`Notifier::due`] sends a summary of it once its window has passed and the hour has
 //! room, and a send that failed is told again the same way. Sending is the daemon's (the
-//! `hooks.on_event` program, the SNS topic); nothing here does I/O.
+//! `hooks.on_event` program, the SNS topic); nothing here does I/O. The last 20 events are kept
+//! for `status`; the notifier's memory survives restarts in `events.json` (the daemon's).
 
 use crate::config::EventsConfig;
 use jiff::Timestamp;

@@ -1,6 +1,9 @@
 //! The custom metrics loop: host samples and the agent's own numbers become CloudWatch datums
 //! (this file, pure), wait in a bounded buffer, go out in batches, and the fleet's newest
-//! samples come back for the policy (the agent's `metrics::cloudwatch`, the edge).
+//! samples come back for the policy (burst-edge's `cloudwatch`, the agent's
+//! `metrics::cloudwatch`). [`Buffer`] is bounded: past its limit the oldest datums are dropped
+//! and counted. [`assemble`] keeps, per slave and signal, the newest value no older than
+//! `stale_after`: a stale value is a missing one.
 //!
 //! Names, units and dimensions are fixed here once, for publisher and reader alike:
 //! - per host, dimensions `Group` + `InstanceId`: `LoadAverage1`, `LoadPerCpu`, `ApacheWorkers`,

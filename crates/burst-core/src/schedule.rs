@@ -1,7 +1,9 @@
 //! Planned bursts (`[[schedule]]`), pure: which window holds a floor of slaves now, the next
 //! one for `status`, and what a day of windows needs of the burst cap (`check-config` warns).
 //! Anchors: EC2 Auto Scaling scheduled actions, KEDA's cron scaler. Times are local to
-//! `cap.time_zone`; a window is active from `prewarm` before it opens until it closes.
+//! `cap.time_zone`; a window is active from `prewarm` before it opens until it closes. The
+//! daemon and `simulate` put the active window in the policy's `FleetObservation`
+//! (`scheduled`), where its floor counts like `policy.min_slaves`.
 
 pub use crate::config::schedule::{plan, Plan, When};
 use crate::config::Config;

@@ -1,14 +1,18 @@
-//! The one AWS client layer. Every EC2, ELB and CloudWatch call of the agent goes through
-//! [`Aws::call`], which gives it:
+//! The one AWS client layer: the five SDK clients (EC2, classic ELB, CloudWatch, SNS,
+//! DynamoDB) built from one SDK config. Every call of the agent goes through [`Aws::call`] (or
+//! [`Aws::page`] for a paginator's next page), which gives it:
 //! - the governor rate limit (`aws.max_calls_per_second`), shared by every task holding a clone;
 //! - the SDK's standard retry with backoff for throttling, 5xx and transport errors
 //!   (`aws.max_attempts`), and a per-call timeout (`aws.call_timeout`) over all attempts;
-//! - one classification of what went wrong: [`AwsError::retryable`] (try again next tick) or final;
+//! - one classification of what went wrong (`classify`): [`AwsError::retryable`] (try again
+//!   next tick) or final, with the service's code, and [`AwsError::not_applied`] when the
+//!   service refused so nothing took effect (a RunInstances so refused launched nothing);
+//!   throttling and transient codes are aws-runtime's own lists;
 //! - per-operation counters (calls, errors, seconds inside AWS) for the agent's own metrics,
 //!   `status` and the benchmarks.
 //!
 //! Credentials come from the standard AWS chain (environment, profile, instance profile); the
-//! config file never holds any. `aws.endpoint_url` points all three clients at an emulator.
+//! config file never holds any. `aws.endpoint_url` points every client at an emulator.
 
 use crate::config::AwsConfig;
 use aws_config::retry::RetryConfig;

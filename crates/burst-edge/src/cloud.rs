@@ -2,6 +2,12 @@
 //! the state machine needs, and its implementation on the shared [`Aws`] client layer.
 //! Every list call is one request whatever the fleet size (pagination aside), so the calls per
 //! steady-state tick do not grow with the slaves.
+//!
+//! [`AwsCloud`] is the one writer of the launch spec ([`AwsCloud::run_instances`], which
+//! preflight also sends with DryRun) and of the agent's tags, and maps the SDK's types to the
+//! model's [`InstanceInfo`] (a terminated instance's end read from EC2's transition reason).
+//! In the daemon it is wrapped in `fenced::Fenced`, so nothing fleet-changing goes outside the
+//! lease.
 
 use crate::aws::{Aws, AwsError};
 use crate::config::FleetConfig;

@@ -1,5 +1,12 @@
-//! The CloudWatch edge of the metrics loop: PutMetricData from the buffer, GetMetricData for the
-//! fleet. Everything that decides what to send or how to read the answer is in `mod.rs`.
+//! The CloudWatch edge of the metrics loop; what to send and how to read the answer are
+//! burst-core's `metrics` (datums, queries, `assemble`).
+//!
+//! - [`flush`]: PutMetricData from the buffer in batches, holding the buffer's lock only to take
+//!   or put back a batch, never across a call;
+//! - [`read_fleet`]: GetMetricData for every slave's signals, at most `MAX_QUERIES_PER_CALL`
+//!   (500) queries a call;
+//! - [`read_evidence`]: AWS's own numbers (AWS/ELB, AWS/EC2), which no slave can write;
+//! - [`cap_used_since`]: the cap use the agent published, read back to rebuild a lost ledger.
 
 use crate::aws::{Aws, AwsError};
 use aws_sdk_cloudwatch::types::{

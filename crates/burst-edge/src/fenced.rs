@@ -4,7 +4,10 @@
 //! inside the future that is dropped). Reads are never fenced: a standby observes too.
 //!
 //! The end is set by whoever renews the lease ([`LeaseEnd::set`]); burst-core's `lease` says
-//! when it is. Nothing is set: nothing fleet-changing goes.
+//! when it is. Nothing is set: nothing fleet-changing goes. The end is kept on tokio's clock and
+//! on CLOCK_BOOTTIME ([`boottime`]), which counts through a suspend that stops tokio's; a
+//! reservation the table refuses for the lease ends it at once ([`LeaseEnd::lose`]), and the
+//! lease task hears of it.
 
 use crate::aws::AwsError;
 use crate::cloud::{Cloud, LaunchRequest};

@@ -5,7 +5,11 @@
 //! and is created new (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600), so no link or file at any
 //! name can be written through or truncated; the final name is replaced by `rename`, which
 //! replaces a link there rather than following it; reads refuse a link (`O_NOFOLLOW`); and a
-//! file moved aside never replaces another (`RENAME_NOREPLACE`).
+//! file moved aside never replaces another (`RENAME_NOREPLACE`). A write is: a new temp file,
+//! fsync, rename, fsync of the directory.
+//!
+//! Everything goes through the [`Disk`] trait: [`RealDisk`] here; the fault simulation's
+//! `MemDisk` loses every write after a simulated crash.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

@@ -10,7 +10,9 @@
 //! - [`fsutil`]: crash-safe writes to the state directory behind the `Disk` trait;
 //! - [`store`]: one versioned JSON file (state, events, status): version, checks, atomic write;
 //! - [`table`]: the site's guarantee in the shared DynamoDB table: the day's units, launch
-//!   records and the lease;
+//!   records and the lease; the desk's records (`table::usage`);
+//! - [`fenced`]: every fleet-changing `Cloud` call refused outside the lease, cut at its end;
+//! - [`stall`]: calls a hung mount can stall, off the thread and bounded;
 //! - [`privilege`]: a root `status` or `repair` becoming the state directory's owner;
 //! - [`text`]: what a slave or a hook wrote, made safe to print.
 //!

@@ -2,6 +2,11 @@
 //! spawns a process itself. [`ProcessHooks`] runs them as processes ([`crate::hooks::run`]) on
 //! a tokio [`JoinSet`]; the agent's fault simulation (`faultsim`) has its own runner whose hooks
 //! succeed, fail, hang or flood as its seed says.
+//!
+//! At most one attached hook runs per slave (starting another aborts the first, unreported).
+//! Once the daemon calls `cut_at` with its lease's end, every attached hook is cut at that end
+//! and never reported (its slave syncs again once the lease is held); a detached
+//! `post_terminate` hook is not cut.
 
 use crate::config::Hook;
 use crate::fenced::LeaseEnd;

@@ -6,7 +6,8 @@
 //! A call that outlives its timeout is left to finish on its own thread (nothing can cancel a
 //! system call blocked in the kernel), and no second call starts while it runs: each asks in
 //! the meantime gets the hang's story at once. The daemon's runtime shuts down with a timeout,
-//! so a hung thread never keeps the agent from stopping.
+//! so a hung thread never keeps the agent from stopping. [`OffThread`] runs them; the
+//! content-source check and the sampler's statvfs use it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};

@@ -20,6 +20,17 @@
 //! Every item carries `expires_at` (epoch seconds, the table's TTL attribute), 13 months after
 //! its day; reads skip expired items, since DynamoDB deletes them late. Conditional writes only:
 //! a retried call after a lost answer finds its own condition already met, or refused.
+//!
+//! - [`Table::reserve`]: one transaction (the lease still this agent's at its version,
+//!   `used + n <= limit` for the local day, the intent new); a retry finds its own intent.
+//! - [`Table::refund`] moves an intent `reserved → refunded` once; [`Table::count`] counts an
+//!   instance once a day; [`Table::record_instance`] records intent and ClientToken.
+//! - [`Table::read_site`] reads only the guarantee's items (keys at or before `lease`).
+//! - The lease item: `write_lease` is conditional on its version; `release_lease` marks it
+//!   released at the next version, never deletes it.
+//! - [`LedgerTable`] is the trait the actuator spends through (this table, or faultsim's
+//!   `SimTable`); [`Table::create`] is the operator's command (on-demand, deletion protection,
+//!   point-in-time recovery, TTL).
 
 use crate::aws::{Aws, AwsError};
 use aws_sdk_dynamodb::types::{

@@ -4,7 +4,8 @@
 //! move the cursor, rewrite lines already shown, set the window title, or (on some terminals)
 //! answer back into the shell's input. `status` is read by root, and a hook's stderr can carry
 //! words a slave wrote, so nothing that came from outside reaches a terminal, the journal or an
-//! event with a control character in it.
+//! event with a control character in it: [`printable`] shows C0, DEL, C1 and the invisible
+//! reordering characters (bidi overrides, line separators) as escapes (`\x1b`, `\u{202e}`).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

@@ -1,7 +1,14 @@
 //! The types every part agrees on: what a host sample holds ([`HostSample`]), the utilizations
-//! the policy reads ([`HostMetrics`]) and which signal it reads ([`Signal`]). Nothing here does
-//! I/O or depends on any other module of the agent: the sampler edge fills these, the pure core
-//! (policy, metrics, simulation) reads them.
+//! the policy reads ([`HostMetrics`]), which signal it reads ([`Signal`]), a liveness probe's
+//! answer ([`ProbeResult`]), and the slave's life (`fleet.rs`: [`Phase`], [`SlaveState`],
+//! [`Slave`], [`InstanceInfo`], the agent's tags). Nothing here does I/O or depends on another
+//! crate of the workspace (serde, jiff and serde_variant only): the edge fills these, burst-core
+//! and the agent read them.
+//!
+//! - A part of a sample that could not be read is `None`, never zero: missing is not idle, and
+//!   the policy treats the two differently.
+//! - [`name_of`] and [`parse_name`] give every enum its one string form, serde's own
+//!   (`rename_all`), so the config, state files, logs, events and `status` cannot disagree.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

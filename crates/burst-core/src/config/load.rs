@@ -4,6 +4,9 @@
 //! remove the offending key from the (spanned) document, and try again. Keys removed this way
 //! fall back to their defaults only so that the rest of the file can still be checked; a file
 //! with any problem is never accepted.
+//!
+//! [`parse_read`] takes what reading the file gave: burst-core opens no file (the agent's
+//! `config::load_file` is the one place the file is read).
 
 use super::{validate, Config};
 use std::fmt;

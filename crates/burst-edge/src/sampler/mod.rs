@@ -3,6 +3,9 @@
 //! A failed part of a sample is `None` plus a line in `problems`, never a zero: the policy treats
 //! missing metrics differently from idle ones. Apache workers are counted the cheap way first
 //! (pidfile → `/proc/PID/task/PID/children`), then by process name with a minimal sysinfo refresh.
+//! One [`Sampler`] lives across ticks, keeping its `sysinfo::System` and mod_status's HTTP agent;
+//! the statvfs of each disk runs off the thread (`stall::OffThread`). What the text says is
+//! burst-core's parsers' (`procfs`, `modstatus`).
 
 pub mod modstatus;
 pub mod probe;

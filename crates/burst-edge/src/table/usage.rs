@@ -11,6 +11,10 @@
 //! Every one of them only describes: no agent reads them back to decide anything, and one that
 //! does not read is named in `SiteRecords::problems` and left out, never an error of the read
 //! (an agent adopting its site reads every item of it).
+//!
+//! Their keys sort after `lease`, so the guarantee's `read_site` never reads them; only the
+//! holder's writer reads its own runs back (`read_runs`), to carry them on. [`Table::read_all`]
+//! reads every site in one parallel Scan, filtered to what the view needs ([`Wanted`]).
 
 use super::*;
 use burst_core::usage::{Held, Run, Shortfall, SiteStatus};
