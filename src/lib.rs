@@ -20,3 +20,9 @@ pub mod report;
 pub mod sim;
 // The operator's commands under the paths they have always had.
 pub use ops::{alarms, dashboard, preflight};
+
+// What the agent offers its binary, its tests and its benchmarks: the daemon, the executor,
+// and simulate's policies by name. Submodules nothing outside uses are `pub(crate)`.
+pub use actuator::{Actuator, Report};
+pub use daemon::{run, RunOptions};
+pub use sim::Kind;

@@ -8,7 +8,9 @@
 
 use crate::cap::{CapLedger, Carry, Entry};
 use crate::config::CapConfig;
-use crate::fsutil::{self, Disk};
+#[cfg(test)]
+use crate::fsutil;
+use crate::fsutil::Disk;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -88,13 +90,14 @@ impl Stored {
 #[derive(Debug)]
 pub enum Loaded {
     Ok(CapLedger),
-    /// No file: an empty ledger, and what to tell the operator.
-    Missing(CapLedger, String),
+    /// No file: an empty ledger, and what to tell the operator (`state.rs` words its own).
+    Missing(CapLedger, #[allow(dead_code)] String),
     /// Unreadable: a blocked ledger, and why.
     Corrupt(CapLedger, String),
 }
 
 impl Loaded {
+    #[cfg(test)]
     pub fn ledger(&self) -> &CapLedger {
         match self {
             Loaded::Ok(l) | Loaded::Missing(l, _) | Loaded::Corrupt(l, _) => l,
@@ -120,11 +123,15 @@ fn empty(cfg: &CapConfig) -> Result<CapLedger, String> {
     .map_err(|e| e.to_string())
 }
 
+// The file is only read now (`load_from`, once, at an upgrade from before state.json); `load`,
+// `save`, `save_to` and `replace_with_rebuilt` write and read it for the tests.
+
 /// Reads the ledger; the limits and time zone come from the config. A file kept in another
 /// time zone (the config changed while the agent was stopped) switches at `now` the way a
 /// reload does: the old zone's day under way keeps counting until it ends.
+#[cfg(test)]
 pub fn load(path: &Path, cfg: &CapConfig, now: jiff::Timestamp) -> Result<Loaded, String> {
-    load_from(&fsutil::RealDisk, path, cfg, now)
+    load_from(&crate::fsutil::RealDisk, path, cfg, now)
 }
 
 /// [`load`] through a [`Disk`].
@@ -175,11 +182,13 @@ fn parse(text: &str) -> Result<OnDisk, String> {
 }
 
 /// Writes the ledger atomically (temp file, fsync, rename).
+#[cfg(test)]
 pub fn save(path: &Path, ledger: &CapLedger) -> std::io::Result<()> {
-    save_to(&fsutil::RealDisk, path, ledger)
+    save_to(&crate::fsutil::RealDisk, path, ledger)
 }
 
 /// [`save`] through a [`Disk`].
+#[cfg(test)]
 pub fn save_to(disk: &dyn Disk, path: &Path, ledger: &CapLedger) -> std::io::Result<()> {
     let l = Stored::of(ledger);
     let d = OnDisk {
@@ -195,6 +204,7 @@ pub fn save_to(disk: &dyn Disk, path: &Path, ledger: &CapLedger) -> std::io::Res
 
 /// Replaces a corrupt ledger with one rebuilt from the cloud's view, keeping the corrupt file
 /// aside. Returns where the old file went, if there was one.
+#[cfg(test)]
 pub fn replace_with_rebuilt(
     disk: &dyn Disk,
     path: &Path,

@@ -45,7 +45,7 @@ pub use burst_edge::cloud;
 use lifecycle::intents::rebuild_entries;
 pub mod journal;
 mod launch;
-pub mod ledger_store;
+pub(crate) mod ledger_store;
 pub use burst_core::lifecycle;
 mod reconcile;
 pub use burst_edge::runner;

@@ -16,7 +16,6 @@ pub const FILE_NAME: &str = "agent.lock";
 #[derive(Debug)]
 pub struct StateLock {
     _file: File,
-    pub path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +88,7 @@ impl StateLock {
                 "the lock file is not writable by this user (left by a run as another user?): \
                  locked, but without this agent's pid in it");
         }
-        Ok(StateLock { _file: file, path })
+        Ok(StateLock { _file: file })
     }
 }
 

@@ -25,9 +25,9 @@
 //! and logs, and talks to no AWS API.
 
 pub mod events;
-pub mod lease;
-pub mod lock;
-pub mod shutdown;
+pub(crate) mod lease;
+pub(crate) mod lock;
+pub(crate) mod shutdown;
 mod site;
 pub mod status;
 mod tasks;

@@ -23,7 +23,7 @@
 //! lived today. Each check has a sabotage that breaks its promise on purpose (tests.rs) and
 //! must be caught by name.
 
-pub mod world;
+pub(crate) mod world;
 
 use crate::actuator::{self, Actuator, Phase};
 use crate::config::{Config, Dur, Hook};

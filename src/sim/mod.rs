@@ -30,11 +30,11 @@
 //! ceil(L / slo), at least the master. Supply is the serving hosts.
 
 mod fleet;
-pub mod hpa;
-pub mod oracle;
+pub(crate) mod hpa;
+pub(crate) mod oracle;
 pub mod plot;
 pub mod report;
-pub mod simple;
+pub(crate) mod simple;
 pub mod trace;
 
 use crate::cap::CapLedger;

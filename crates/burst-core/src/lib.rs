@@ -19,6 +19,17 @@
 
 pub use burst_model as model;
 
+// What the core offers: its entry points by name. The modules stay public for the rest of
+// their vocabulary (the agent names `policy::Reason`, `lifecycle::brake`, ...); what only the
+// core uses is `pub(crate)` or private.
+pub use cap::{CapLedger, CapStatus};
+pub use clock::AgentClock;
+pub use config::Config;
+pub use events::Notifier;
+pub use lease::Lease;
+pub use lifecycle::{adopt, called, reconcile, Action, Observed, PhaseRow, Plan, PHASES};
+pub use policy::{decide, Decision, Explanation, FleetObservation, History, Reason};
+
 pub mod alarms;
 pub mod cap;
 pub mod clock;

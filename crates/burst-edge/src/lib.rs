@@ -22,6 +22,15 @@
 // The core's modules under the paths these files have always used.
 pub(crate) use burst_core::{config, model, policy};
 
+// What the edge offers: the traits the executor acts through and their real implementations,
+// by name. The modules stay public for the rest of their vocabulary.
+pub use cloud::{AwsCloud, Cloud};
+pub use fenced::Fenced;
+pub use fsutil::{Disk, RealDisk};
+pub use runner::{HookRunner, ProcessHooks};
+pub use sampler::Sampler;
+pub use table::{LedgerTable, Table};
+
 pub mod aws;
 pub mod cloud;
 pub mod cloudwatch;

@@ -6,7 +6,7 @@
 
 mod duration;
 mod load;
-pub mod schedule;
+pub(crate) mod schedule;
 mod validate;
 
 pub use duration::{parse_duration, Dur};
