@@ -12,6 +12,37 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Prints to stdout like `print!`. A reader that went away (`burst-agent fleet | head -1`) ends
+/// the command quietly with exit 0, as ripgrep does, where `print!` panics.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        stdout_write(format_args!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline, like `println!`.
+macro_rules! outln {
+    () => {
+        stdout_write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        stdout_write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to stdout and flushes (so a closed pipe is seen at the write that meets it).
+fn stdout_write(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        // Anything else fails the way print! does.
+        panic!("failed printing to stdout: {e}");
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "burst-agent",
@@ -127,8 +158,8 @@ enum Command {
     /// Replay a load trace through the real policy and cap ledger next to baselines.
     Simulate(SimulateArgs),
     /// With the agent stopped: rebuild the burst cap ledger from the state, the launch journal
-    /// and the instances' tags, and lift a block that waits for an operator (README:
-    /// troubleshooting).
+    /// and the instances' tags, and lift a block that waits for an operator
+    /// (docs/operations.md, "Troubleshooting").
     Repair {
         /// Instances used today, if you know more were than the agent can see (billing,
         /// CloudTrail): the ledger counts at least this many until the day ends.
@@ -322,7 +353,7 @@ fn run_agent(config: Option<&Path>, dry_run: bool) -> Result<ExitCode> {
             force_dry_run: dry_run,
         },
     )
-    .context("burst-agent run")?;
+    .context("run")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -330,7 +361,7 @@ fn run_agent(config: Option<&Path>, dry_run: bool) -> Result<ExitCode> {
 fn check_content(url: &str, file: &Path, timeout: std::time::Duration) -> ExitCode {
     match burst_agent::hooks::check_content(url, file, timeout) {
         Ok(()) => {
-            println!("{url} serves {}", file.display());
+            outln!("{url} serves {}", file.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -346,14 +377,21 @@ fn drill(config: Option<&Path>, yes: bool, json: bool) -> Result<ExitCode> {
     logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
     let d = burst_agent::daemon::drill(cfg, yes, &mut |l| {
         if !json {
-            println!("{l}");
+            outln!("{l}");
         }
     })
-    .context("burst-agent drill")?;
+    .context("drill")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        outln!("{}", serde_json::to_string_pretty(&d)?);
     } else {
-        print!("{}", d.render());
+        out!("{}", d.render());
+    }
+    if !yes && !json {
+        // The exact command again, with the config this one was given.
+        let c = config
+            .map(|p| format!(" -c {}", p.display()))
+            .unwrap_or_default();
+        outln!("to do it: burst-agent{c} drill --yes");
     }
     Ok(if !yes {
         // Nothing done: not a failure of the set-up, not a pass either.
@@ -368,11 +406,11 @@ fn drill(config: Option<&Path>, yes: bool, json: bool) -> Result<ExitCode> {
 /// `preflight`: the read-only checks of the config against this host and the account.
 fn preflight(config: Option<&Path>, json: bool) -> Result<ExitCode> {
     let cfg = load_config_or_defaults(config)?;
-    let report = burst_agent::daemon::preflight(cfg).context("burst-agent preflight")?;
+    let report = burst_agent::daemon::preflight(cfg).context("preflight")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.render());
+        out!("{}", report.render());
     }
     Ok(if report.failed() {
         ExitCode::FAILURE
@@ -385,9 +423,8 @@ fn preflight(config: Option<&Path>, json: bool) -> Result<ExitCode> {
 fn create_table(config: Option<&Path>, name: &str) -> Result<ExitCode> {
     // An operator's command: it needs [aws], not a master's AMI or ELB.
     let cfg = load_config_read_only(config)?;
-    let created =
-        burst_agent::daemon::create_table(cfg, name).context("burst-agent table create")?;
-    println!(
+    let created = burst_agent::daemon::create_table(cfg, name).context("table create")?;
+    outln!(
         "{} {name}: set `table = \"{name}\"` under [ledger] in every master's config",
         if created {
             "created the ledger table"
@@ -418,7 +455,7 @@ fn fleet_report(
     let prices = cfg.prices.clone();
     let lease_secs = cfg.ledger.lease_duration.get().as_secs();
     let wanted = fleet::wanted(first, jiff::Timestamp::now());
-    let read = fleet::read(cfg, table, wanted).context("burst-agent fleet")?;
+    let read = fleet::read(cfg, table, wanted).context("fleet")?;
     // Items that did not read are named in the output and left out of the numbers;
     // the exit status says so to a script (the CSV's reader sees them on stderr).
     let problems: Vec<String> = read
@@ -434,9 +471,9 @@ fn fleet_report(
     let Some(first) = first else {
         let sites = fleet::now_view(&read.sites, lease_secs, read.at);
         if json {
-            println!("{}", serde_json::to_string_pretty(&sites)?);
+            outln!("{}", serde_json::to_string_pretty(&sites)?);
         } else {
-            print!("{}", fleet::render_now(&sites, read.at, read.secs));
+            out!("{}", fleet::render_now(&sites, read.at, read.secs));
         }
         return Ok(done);
     };
@@ -475,7 +512,7 @@ fn print_fleet_month(
         eprintln!("burst-agent fleet: heat map written to {}", p.display());
     }
     if csv {
-        print!("{}", fleet::render_csv(months, first, currency));
+        out!("{}", fleet::render_csv(months, first, currency));
         for p in problems {
             eprintln!("burst-agent fleet: left out of the numbers: {p}");
         }
@@ -488,9 +525,9 @@ fn print_fleet_month(
             );
         }
     } else if json {
-        println!("{}", serde_json::to_string_pretty(months)?);
+        outln!("{}", serde_json::to_string_pretty(months)?);
     } else {
-        print!("{}", fleet::render_month(months, first, currency));
+        out!("{}", fleet::render_month(months, first, currency));
     }
     Ok(())
 }
@@ -501,8 +538,8 @@ fn takeover(config: Option<&Path>, yes: bool) -> Result<ExitCode> {
     let cfg = load_config_or_defaults(config)?;
     burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "takeover")
         .map_err(anyhow::Error::msg)?;
-    for line in burst_agent::daemon::takeover(cfg, yes).context("burst-agent takeover")? {
-        println!("{line}");
+    for line in burst_agent::daemon::takeover(cfg, yes).context("takeover")? {
+        outln!("{line}");
     }
     Ok(if yes {
         ExitCode::SUCCESS
@@ -516,9 +553,8 @@ fn resume(config: Option<&Path>) -> Result<ExitCode> {
     let cfg = load_config_or_defaults(config)?;
     burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "resume")
         .map_err(anyhow::Error::msg)?;
-    let path =
-        burst_agent::daemon::request_resume(&cfg.agent.state_dir).context("burst-agent resume")?;
-    println!(
+    let path = burst_agent::daemon::request_resume(&cfg.agent.state_dir).context("resume")?;
+    outln!(
         "asked the agent to release the brake on launches ({}); its next tick does, \
          and `burst-agent status` shows it",
         path.display()
@@ -543,14 +579,45 @@ fn show_status(config: Option<&Path>, json: bool) -> Result<ExitCode> {
             path = status::path_in(&alt);
         }
     }
+    if !path.exists() {
+        return status_before_first_run(&cfg, json);
+    }
     let snap = status::Snapshot::read(&path).map_err(anyhow::Error::msg)?;
     let alive = status::process_alive(snap.pid) && snap.state != "stopped";
     if json {
         let mut v = serde_json::to_value(&snap)?;
         v["alive"] = serde_json::Value::Bool(alive);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", status::render(&snap, alive, jiff::Timestamp::now()));
+        out!("{}", status::render(&snap, alive, jiff::Timestamp::now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status` where no agent has written status.json yet: what the state directory's records say
+/// (a drill or a repair spends and records cap units before any `run`).
+fn status_before_first_run(cfg: &Config, json: bool) -> Result<ExitCode> {
+    let dir = &cfg.agent.state_dir;
+    let now = jiff::Timestamp::now();
+    let disk = burst_agent::fsutil::RealDisk;
+    let ledger = burst_agent::actuator::state::load_ledger(&disk, dir, &cfg.cap, now)
+        .map_err(anyhow::Error::msg)?;
+    let cap = ledger.status(now);
+    if json {
+        let v = serde_json::json!({
+            "alive": false,
+            "state": "never run",
+            "state_dir": dir,
+            "cap": cap,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        outln!(
+            "burst-agent: not running here: no status.json in {} (no agent has run a tick with \
+             this state directory)",
+            dir.display()
+        );
+        outln!("burst cap {cap} (the records in {})", dir.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -562,10 +629,9 @@ fn repair(config: Option<&Path>, used_today: Option<u32>, adopt: &[String]) -> R
     burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "repair")
         .map_err(anyhow::Error::msg)?;
     logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
-    let lines =
-        burst_agent::daemon::repair(cfg, used_today, adopt).context("burst-agent repair")?;
+    let lines = burst_agent::daemon::repair(cfg, used_today, adopt).context("repair")?;
     for l in lines {
-        println!("{l}");
+        outln!("{l}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -574,15 +640,21 @@ fn repair(config: Option<&Path>, used_today: Option<u32>, adopt: &[String]) -> R
 fn alarms(config: Option<&Path>, apply: bool, prune: bool) -> Result<ExitCode> {
     let cfg = load_config_or_defaults(config)?;
     if !apply {
-        print!(
+        out!(
             "{}",
             burst_agent::alarms::table(&burst_agent::alarms::plan(&cfg))
         );
+        if cfg.alarms.alarm_actions.is_empty() {
+            eprintln!(
+                "note: alarms.alarm_actions is empty: these alarms would change state but tell \
+                 nobody (name an SNS topic's ARN there before --apply)"
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
-    for line in burst_agent::daemon::apply_alarms(cfg, prune).context("burst-agent alarms")? {
-        println!("{line}");
+    for line in burst_agent::daemon::apply_alarms(cfg, prune).context("alarms")? {
+        outln!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -597,14 +669,12 @@ fn dashboard(config: Option<&Path>, apply: bool, groups: Vec<String>) -> Result<
     };
     if !apply {
         let body = burst_agent::dashboard::body(&cfg, &groups);
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        outln!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
     logging::init(&cfg.log).map_err(anyhow::Error::msg)?;
-    for line in
-        burst_agent::daemon::apply_dashboard(cfg, groups).context("burst-agent dashboard")?
-    {
-        println!("{line}");
+    for line in burst_agent::daemon::apply_dashboard(cfg, groups).context("dashboard")? {
+        outln!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -624,9 +694,9 @@ fn sample(
         let started = std::time::Instant::now();
         let sample = sampler.sample();
         match (json, every.is_some()) {
-            (true, false) => println!("{}", serde_json::to_string_pretty(&sample)?),
-            (true, true) => println!("{}", serde_json::to_string(&sample)?),
-            (false, _) => print!("{}", report::sample_text(&sample)),
+            (true, false) => outln!("{}", serde_json::to_string_pretty(&sample)?),
+            (true, true) => outln!("{}", serde_json::to_string(&sample)?),
+            (false, _) => out!("{}", report::sample_text(&sample)),
         }
         taken += 1;
         let Some(every) = every else { break };
@@ -634,7 +704,7 @@ fn sample(
             break;
         }
         if !json {
-            println!();
+            outln!();
         }
         std::thread::sleep(every.saturating_sub(started.elapsed()));
     }
@@ -711,9 +781,9 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
     );
     let r = report::report(&name, &trace, &model, cfg, &outcomes, a.reference);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print!("{}", report::table(&r));
+        out!("{}", report::table(&r));
     }
     if let Some(path) = &a.plot {
         sim::plot::draw(
@@ -724,7 +794,7 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
         )
         .map_err(anyhow::Error::msg)?;
         if !a.json {
-            println!("plot written to {}", path.display());
+            outln!("plot written to {}", path.display());
         }
     }
     Ok(())
@@ -741,7 +811,7 @@ fn parse_every(s: &str) -> Result<std::time::Duration, String> {
 fn check_config(path: &Path) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
-            println!(
+            outln!(
                 "{}: ok (group {:?}, role {}, cap {}/day in {}, {} slaves at most{})",
                 path.display(),
                 cfg.agent.group,
@@ -751,18 +821,34 @@ fn check_config(path: &Path) -> ExitCode {
                 cfg.policy.max_slaves,
                 if cfg.agent.dry_run { ", dry-run" } else { "" }
             );
+            let dir = &cfg.agent.state_dir;
+            if dir.exists() && !dir.is_dir() {
+                eprintln!(
+                    "{}: error: {}",
+                    path.display(),
+                    burst_agent::daemon::not_a_directory(dir)
+                );
+                return ExitCode::FAILURE;
+            }
+            if !dir.exists() {
+                outln!(
+                    "{}: note: agent.state_dir {} does not exist yet: `run` creates it",
+                    path.display(),
+                    dir.display()
+                );
+            }
             for w in burst_agent::schedule::warnings(&cfg, jiff::Timestamp::now()) {
-                println!("{}: warning: {w}", path.display());
+                outln!("{}: warning: {w}", path.display());
             }
             for w in cfg.deprecations() {
-                println!("{}: warning: {w}", path.display());
+                outln!("{}: warning: {w}", path.display());
             }
             for w in cfg.reporter_warnings() {
-                println!("{}: warning: {w}", path.display());
+                outln!("{}: warning: {w}", path.display());
             }
             if cfg.agent.role == burst_agent::config::Role::Master {
                 for c in cfg.hooks.commands() {
-                    println!("{}: note: {c}", path.display());
+                    outln!("{}: note: {c}", path.display());
                 }
                 for w in cfg.hooks.warnings() {
                     let kind = if w.contains(" syncs from ") {
@@ -770,7 +856,7 @@ fn check_config(path: &Path) -> ExitCode {
                     } else {
                         "warning"
                     };
-                    println!("{}: {kind}: {w}", path.display());
+                    outln!("{}: {kind}: {w}", path.display());
                 }
             }
             ExitCode::SUCCESS
@@ -829,7 +915,7 @@ fn faultsim(seeds: u64, first: u64, seed: Option<u64>, verbose: bool) -> ExitCod
     let (first, count) = seed.map_or((first, seeds), |s| (s, 1));
     let started = std::time::Instant::now();
     let s = burst_agent::faultsim::run(first, count);
-    println!(
+    outln!(
         "faultsim: {} seeds ({}..{}), {} ticks, {} cloud calls, {} faults injected, {} crashes, \
          {} instances launched, {} hooks ({} failed or hung), {} lease takeovers by a copy, \
          {} violations, {:.1}s",
@@ -849,8 +935,8 @@ fn faultsim(seeds: u64, first: u64, seed: Option<u64>, verbose: bool) -> ExitCod
     );
     for r in s.failed.iter().take(20) {
         if let Some((tick, v)) = &r.violation {
-            println!("seed {} tick {tick}: {v}", r.seed);
-            println!(
+            outln!("seed {} tick {tick}: {v}", r.seed);
+            outln!(
                 "  replay: {}",
                 burst_agent::faultsim::replay_command(r.seed)
             );
