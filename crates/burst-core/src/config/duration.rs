@@ -47,8 +47,43 @@ impl Serialize for Dur {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text).map_err(serde::de::Error::custom)
+        d.deserialize_any(DurVisitor)
+    }
+}
+
+/// Reads a duration's text; a bare number gets the fix in its own value (`10` → `"10s"`).
+struct DurVisitor;
+
+impl DurVisitor {
+    fn bare<E: serde::de::Error>(n: impl fmt::Display) -> E {
+        E::custom(format!(
+            "a duration is text with its unit: write \"{n}s\" (seconds) or \"{n}m\" \
+             (minutes), not {n}"
+        ))
+    }
+}
+
+impl serde::de::Visitor<'_> for DurVisitor {
+    type Value = Dur;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration with its unit, like \"30s\" or \"5m\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+        parse_duration(v).map_err(E::custom)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
+        Err(Self::bare(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
+        Err(Self::bare(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dur, E> {
+        Err(Self::bare(v))
     }
 }
 

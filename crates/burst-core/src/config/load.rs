@@ -86,9 +86,15 @@ fn read_hint(path: &Path, e: &std::io::Error) -> String {
         .unwrap_or(Path::new("."))
         .display();
     match e.kind() {
-        std::io::ErrorKind::PermissionDenied => format!(
+        // The package's own directory may be given to the group; any other one (a home, /opt)
+        // is someone's, and only the file is.
+        std::io::ErrorKind::PermissionDenied if dir.to_string() == "/etc/burst-agent" => format!(
             "; the service reads it as user burst-agent: `chown root:burst-agent {dir} {file} && \
              chmod 0750 {dir} && chmod 0640 {file}` (the Debian package sets this up)"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "; the service reads it as user burst-agent: `chgrp burst-agent {file} && chmod 0640 \
+             {file}`, and burst-agent must be able to enter {dir} and each directory above it"
         ),
         std::io::ErrorKind::NotFound => format!(
             "; copy the example: `install -m 0640 -g burst-agent \
@@ -139,7 +145,7 @@ fn parse_checked(src: &str, origin: &str, read_only: bool) -> Result<Config, Con
             .map(|e| Problem {
                 path: String::new(),
                 location: e.span().map(|s| index.locate(s.start)),
-                message: first_line(e.message()),
+                message: syntax_message(src, e),
             })
             .collect();
         return Err(invalid(problems));
@@ -170,7 +176,7 @@ fn parse_checked(src: &str, origin: &str, read_only: bool) -> Result<Config, Con
                 problems.push(Problem {
                     path,
                     location,
-                    message: first_line(inner.message()),
+                    message: in_operator_words(&first_line(inner.message())),
                 });
                 if keys.is_empty() || !remove_path(working.get_mut(), &keys) {
                     break;
@@ -184,6 +190,12 @@ fn parse_checked(src: &str, origin: &str, read_only: bool) -> Result<Config, Con
             cfg.carry_renamed_keys();
             let mut checked = cfg.clone();
             checked.agent.dry_run |= read_only;
+            // A dry_run or role that could not be read is not "false" or "master": the checks
+            // that hang on them (a master's AMI, ELB and table) wait until they read, rather
+            // than adding problems that only follow from the first.
+            checked.agent.dry_run |= problems
+                .iter()
+                .any(|p| p.path == "agent.dry_run" || p.path == "agent.role");
             for mut p in validate(&checked) {
                 let keys = split_path(&p.path);
                 p.location = locate_path(doc.get_ref(), &keys).map(|s| index.locate(s));
@@ -202,6 +214,102 @@ fn parse_checked(src: &str, origin: &str, read_only: bool) -> Result<Config, Con
             Err(invalid(problems))
         }
     }
+}
+
+/// Keys the schema still reads only to refuse them with what replaced them: never suggested.
+const REMOVED_KEYS: [&str; 1] = ["cap_keep_for"];
+
+/// A TOML syntax error's message; a duplicate key is named (toml says only "duplicate key").
+fn syntax_message(src: &str, e: &toml::de::Error) -> String {
+    let msg = first_line(e.message());
+    let key = e
+        .span()
+        .and_then(|s| src.get(s))
+        .map(|k| k.trim().trim_matches('"').trim_matches('\''))
+        .filter(|k| !k.is_empty() && !k.contains('\n'));
+    match key {
+        Some(k) if msg == "duplicate key" => {
+            format!("duplicate key `{k}`: a key is set once in its table (delete one of the two)")
+        }
+        _ => msg,
+    }
+}
+
+/// Serde's words made an operator's: a near miss of a key or a value named ("did you mean"),
+/// removed keys left out of the valid ones, Rust's type names said as what to write.
+fn in_operator_words(msg: &str) -> String {
+    for (kind, what) in [("field", "key"), ("variant", "value")] {
+        let Some(rest) = msg.strip_prefix(&format!("unknown {kind} `")) else {
+            continue;
+        };
+        let Some((typed, tail)) = rest.split_once('`') else {
+            continue;
+        };
+        let valid: Vec<&str> = tail
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|k| !REMOVED_KEYS.contains(k))
+            .collect();
+        if let Some(best) = closest(typed, &valid) {
+            return format!("unknown {kind} `{typed}`: did you mean `{best}`?");
+        }
+        if valid.is_empty() {
+            return msg.to_string();
+        }
+        let list: Vec<String> = valid.iter().map(|k| format!("`{k}`")).collect();
+        return format!(
+            "unknown {kind} `{typed}`; the {what}s here are {}",
+            list.join(", ")
+        );
+    }
+    let mut out = msg.to_string();
+    for (rust, words) in [
+        ("expected u8", "expected a whole number (no quotes)"),
+        ("expected u16", "expected a whole number (no quotes)"),
+        ("expected u32", "expected a whole number (no quotes)"),
+        ("expected u64", "expected a whole number (no quotes)"),
+        ("expected usize", "expected a whole number (no quotes)"),
+        ("expected i64", "expected a whole number (no quotes)"),
+        ("expected f64", "expected a number like 0.8 (no quotes)"),
+        ("expected a boolean", "expected true or false (no quotes)"),
+    ] {
+        if out.ends_with(rust) {
+            out.truncate(out.len() - rust.len());
+            out.push_str(words);
+        }
+    }
+    out
+}
+
+/// The valid name `typed` most likely meant: one edit in three (at least one), or one a prefix
+/// of the other.
+fn closest<'a>(typed: &str, valid: &[&'a str]) -> Option<&'a str> {
+    let limit = (typed.chars().count() / 3).max(1);
+    valid
+        .iter()
+        .map(|v| (edits(typed, v), *v))
+        .filter(|(d, v)| {
+            *d <= limit || (typed.len() >= 4 && (v.starts_with(typed) || typed.starts_with(*v)))
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+}
+
+/// Levenshtein distance.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn first_line(msg: &str) -> String {
@@ -429,5 +537,53 @@ mod tests {
         assert_eq!(idx.locate(3), (2, 1));
         assert_eq!(idx.locate(6), (3, 1));
         assert_eq!(idx.locate(8), (4, 2));
+    }
+
+    #[test]
+    fn messages_speak_to_the_operator() {
+        let src =
+            "[agent]\ndry_run = \"yes\"\n[policy]\nmax_slave = 3\nvictim_order = \"oldest\"\n\
+                   [sampling]\ninterval = 10\n[cap]\ndaily_limit = \"7\"\n";
+        let p = problems(src);
+        let msg = |path: &str| {
+            p.iter()
+                .find(|p| p.path == path)
+                .unwrap_or_else(|| panic!("no {path} in {p:#?}"))
+                .message
+                .clone()
+        };
+        assert_eq!(
+            msg("policy.max_slave"),
+            "unknown field `max_slave`: did you mean `max_slaves`?"
+        );
+        assert!(
+            msg("policy.victim_order").contains("did you mean `oldest_first`?"),
+            "{p:#?}"
+        );
+        let interval = msg("sampling.interval");
+        assert!(interval.contains("write \"10s\""), "{interval}");
+        assert!(msg("cap.daily_limit").ends_with("expected a whole number (no quotes)"));
+        assert!(msg("agent.dry_run").ends_with("expected true or false (no quotes)"));
+        // Nothing that only follows from dry_run reading as false (a master's AMI, ELB, table).
+        assert_eq!(p.len(), 5, "{p:#?}");
+        // A key far from any: the valid ones, without the removed cap_keep_for.
+        let p = problems("[policy]\nflapdoodle = 1\n");
+        assert!(
+            p[0].message
+                .contains("the keys here are `evaluation_interval`"),
+            "{p:?}"
+        );
+        assert!(!p[0].message.contains("cap_keep_for"), "{p:?}");
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named() {
+        let p = problems("[policy]\nmax_slaves = 4\nmax_slaves = 5\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].message.starts_with("duplicate key `max_slaves`"),
+            "{p:?}"
+        );
+        assert_eq!(p[0].location.map(|l| l.0), Some(3));
     }
 }
