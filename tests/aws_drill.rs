@@ -81,7 +81,20 @@ fn a_drill_times_every_phase_and_a_broken_sync_fails_at_its_phase_with_the_fix()
         out.contains("spends 1 burst-cap unit of today's 7 (7 left, 6 after)"),
         "{out}"
     );
-    assert!(out.contains("run `burst-agent drill --yes`"), "{out}");
+    // The exact command again, with the config it was given.
+    let again = format!("to do it: burst-agent -c {} drill --yes", path.display());
+    assert!(out.contains(&again), "{out}");
+    assert!(live(&rt, &aws).is_empty());
+    // With dry_run = true the drill says plainly that it is real all the same.
+    let mut dry = cfg.clone();
+    dry.agent.dry_run = true;
+    let dry_path = write(dir.path(), "dry.toml", &toml::to_string(&dry).unwrap());
+    let (code, out, err) = run(&dry_path, &[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        out.contains("agent.dry_run = true does not make the drill a rehearsal on paper"),
+        "{out}"
+    );
     assert!(live(&rt, &aws).is_empty());
 
     // With it: every phase, in order, and out again.

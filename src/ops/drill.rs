@@ -35,19 +35,31 @@ pub struct Drill {
     pub end: String,
 }
 
+/// How a drill ends whose slave went into the warm pool.
+const POOLED: &str = "stopped into the warm pool";
+
 /// Ticks of the drill: short, so a phase's time is measured to a second or two.
 const TICK: Duration = Duration::from_secs(1);
 /// A drill never runs longer than this, whatever the deadlines say.
 const MOST: Duration = Duration::from_secs(3600);
 
 pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill, DaemonError> {
+    // (with_aws clears dry_run: the drill's calls are real whatever the config says.)
+    let configured_dry = cfg.agent.dry_run;
     with_aws(cfg, "drill", |mut cfg, aws| async move {
         let state_dir = prepare_state_dir(&mut cfg)?;
         let _lock = lock::StateLock::acquire(&state_dir)?;
         let (mut a, now) = open_actuator(&cfg, aws).await?;
         let (cap, warm) = plan(&a, now, say)?;
+        if configured_dry {
+            say(
+                "drill: agent.dry_run = true does not make the drill a rehearsal on paper: it \
+                 launches a real slave, syncs, registers and releases it (that is what it \
+                 proves); `run` stays a dry run",
+            );
+        }
         if !yes {
-            say("drill: nothing done; run `burst-agent drill --yes` to do it");
+            say("drill: nothing done; run the same command with --yes to do it");
             return Ok(Drill {
                 end: "not started (no --yes)".into(),
                 ..Drill::default()
@@ -74,6 +86,14 @@ pub fn drill(cfg: Config, yes: bool, say: &mut dyn FnMut(&str)) -> Result<Drill,
         record_up(&mut a, &mut d, &id, launch.started, up, &w, say);
         release(&mut a, &mut d, &id, &w).await;
         d.end = wait_until_down(&mut a, &mut d, &id, say).await;
+        if d.end == POOLED {
+            say(&format!(
+                "drill: {id} stays stopped in the warm pool, costing its volume, until a running \
+                 agent starts it for a burst or ends it (after fleet.warm_pool_max_age, {}); to \
+                 end it now: `aws ec2 terminate-instances --instance-ids {id}`",
+                cfg.fleet.warm_pool_max_age
+            ));
+        }
         a.flush(Timestamp::now());
         Ok(d)
     })
@@ -334,7 +354,7 @@ async fn wait_until_down(
             }
             Some(Phase::Stopped) => {
                 d.lap(w.phase, w.since);
-                break "stopped into the warm pool".into();
+                break POOLED.into();
             }
             Some(p) if p != w.phase => w.advance(d, id, p, say),
             Some(_) => {}

@@ -875,6 +875,17 @@ fn diagnose_unreachable(line: &str, vars: &HookVars) -> Option<(u8, String)> {
             ));
         }
     }
+    if line.contains("during banner exchange") {
+        return Some((
+            5,
+            format!(
+                "{host} took the ssh connection but sent no ssh banner in time: sshd is still \
+                 starting on a slave just booted (raise hooks.pre_register.retries or \
+                 retry_delay), the host is overloaded, or something else than sshd listens on \
+                 port 22"
+            ),
+        ));
+    }
     if line.contains("Could not resolve hostname") {
         return Some((
             5,
@@ -1319,6 +1330,11 @@ mod tests {
         let fix = fix_for(&["ssh: connect to host 10.0.0.7 port 22: Connection timed out"]);
         assert!(fix.starts_with("10.0.0.7 does not answer on ssh"), "{fix}");
         assert!(fix.contains("security group"), "{fix}");
+        // A slave just booted: it takes the connection, its sshd is not up yet (the drill's
+        // first-day failure, which had no fix).
+        let fix = fix_for(&["Connection timed out during banner exchange"]);
+        assert!(fix.starts_with("10.0.0.7 took the ssh connection"), "{fix}");
+        assert!(fix.contains("retries"), "{fix}");
 
         let fix = fix_for(&[
             r#"rsync: [sender] change_dir "/home/ramen/www" failed: No such file or directory (2)"#,
