@@ -69,10 +69,11 @@ use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}: {error}")]
     StateDir {
         path: PathBuf,
-        source: std::io::Error,
+        /// Said in the message (not a `source`, so a chain does not say it twice).
+        error: std::io::Error,
     },
     #[error("{0}")]
     Start(String),
@@ -464,6 +465,11 @@ fn spawn_tasks(
 /// falls back to a private temporary one; a real run stops with the error.
 pub(crate) fn prepare_state_dir(cfg: &mut Config) -> Result<PathBuf, DaemonError> {
     let dir = cfg.agent.state_dir.clone();
+    // A file where the directory should be is a mistake to fix, not a permission a dry run
+    // works around.
+    if dir.exists() && !dir.is_dir() {
+        return Err(DaemonError::Start(not_a_directory(&dir)));
+    }
     let probe = dir.join(".write-test");
     let usable = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(&probe, b""))
@@ -473,17 +479,26 @@ pub(crate) fn prepare_state_dir(cfg: &mut Config) -> Result<PathBuf, DaemonError
         Err(e) if cfg.agent.dry_run => {
             let uid = rustix::process::getuid().as_raw();
             let alt = std::env::temp_dir().join(format!("burst-agent-{uid}"));
-            private_dir(&alt, uid).map_err(|source| DaemonError::StateDir {
+            private_dir(&alt, uid).map_err(|error| DaemonError::StateDir {
                 path: alt.clone(),
-                source,
+                error,
             })?;
             tracing::warn!(wanted = %dir.display(), using = %alt.display(),
                 "dry run: agent.state_dir is not writable ({e}); using a temporary one");
             cfg.agent.state_dir = alt.clone();
             Ok(alt)
         }
-        Err(source) => Err(DaemonError::StateDir { path: dir, source }),
+        Err(error) => Err(DaemonError::StateDir { path: dir, error }),
     }
+}
+
+/// What to say of an `agent.state_dir` that exists and is not a directory.
+pub fn not_a_directory(dir: &std::path::Path) -> String {
+    format!(
+        "agent.state_dir {} is a file, not a directory: move the file away, or set \
+         agent.state_dir to a directory",
+        dir.display()
+    )
 }
 
 /// Creates `dir` as this user's own (0700), or accepts it if it already is: a real directory

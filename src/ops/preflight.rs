@@ -173,13 +173,19 @@ pub fn key_problem(key: &Path) -> Option<(String, String)> {
     let meta = match std::fs::metadata(key) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // ssh-keygen makes no directory: under a state_dir of one's own, .ssh/ is not there.
+            let mkdir = key
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+                .map(|d| format!("sudo -u burst-agent mkdir -p -m 0700 {} && ", d.display()))
+                .unwrap_or_default();
             return Some((
                 format!("the ssh key {k} does not exist"),
                 format!(
-                    "sudo -u burst-agent ssh-keygen -t ed25519 -N '' -f {k}, then put {k}.pub in \
-                     the slave image's ~burst-agent/.ssh/authorized_keys"
+                    "{mkdir}sudo -u burst-agent ssh-keygen -t ed25519 -N '' -f {k}, then put \
+                     {k}.pub in the slave image's ~burst-agent/.ssh/authorized_keys"
                 ),
-            ))
+            ));
         }
         Err(e) => {
             return Some((
@@ -465,6 +471,7 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
     check_key_pair(cfg, aws, r).await;
 
     check_dry_run_launches(cfg, aws, r).await;
+    check_own_instance(cfg, r).await;
     r.skip(
         "IAM",
         "StopInstances, StartInstances, TerminateInstances and CreateTags are allowed only on \
@@ -476,6 +483,25 @@ pub async fn account(cfg: &Config, aws: &Aws, r: &mut Report) {
     elb(cfg, aws, &subnets, r).await;
     topics(cfg, aws, r).await;
     cloudwatch(cfg, aws, r).await;
+}
+
+/// The master's own EC2 instance id: the agent never takes that instance for a slave, whatever
+/// its tags say, and a lease held from this host is known as its own. Off EC2 (or with an
+/// emulator) only `agent.instance_id` can say it.
+async fn check_own_instance(cfg: &Config, r: &mut Report) {
+    match crate::daemon::identity(cfg, true).await {
+        (_, Some(id)) => r.pass("agent.instance_id", format!("this master is instance {id}")),
+        (name, None) => r.warn(
+            "agent.instance_id",
+            format!(
+                "this master's own EC2 instance id is unknown (no instance metadata here; its \
+                 metrics go out as InstanceId={name}): the guard that never takes the master's \
+                 own instance for a slave has no id to compare with"
+            ),
+            "run preflight on the master's instance, or set agent.instance_id = \"i-...\" (the \
+             master's id)",
+        ),
+    }
 }
 
 /// The credentials: without them every check below fails the same way, each with the SDK's
@@ -1004,6 +1030,16 @@ async fn elb(cfg: &Config, aws: &Aws, subnets: &[(String, String, String)], r: &
     };
     r.pass("elb.name", format!("{name} exists"));
     let zones: Vec<&str> = lb.availability_zones().iter().map(String::as_str).collect();
+    if zones.is_empty() && !subnets.is_empty() {
+        r.skip(
+            "fleet.subnet_ids",
+            format!(
+                "{name} lists no availability zones, so which of fleet.subnet_ids it serves \
+                 cannot be read here (`burst-agent drill --yes` shows a slave going InService)"
+            ),
+        );
+        return;
+    }
     for (id, _, az) in subnets {
         if zones.contains(&az.as_str()) {
             r.pass(
@@ -1232,6 +1268,12 @@ mod tests {
         let (what, fix) = key_problem(&k).unwrap();
         assert!(what.contains("does not exist"), "{what}");
         assert!(fix.contains("ssh-keygen -t ed25519"), "{fix}");
+        assert!(!fix.contains("mkdir"), "its directory is there: {fix}");
+        // Under a state_dir of one's own nothing made .ssh/: ssh-keygen would fail without it.
+        let deeper = d.path().join("state").join(".ssh").join("id_ed25519");
+        let (_, fix) = key_problem(&deeper).unwrap();
+        let mkdir = format!("mkdir -p -m 0700 {}", d.path().join("state/.ssh").display());
+        assert!(fix.contains(&mkdir), "{fix}");
         std::fs::write(&k, "key").unwrap();
         std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
         let (what, fix) = key_problem(&k).unwrap();

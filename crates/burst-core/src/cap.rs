@@ -420,7 +420,8 @@ impl CapLedger {
                 let to = e.ended_at.unwrap_or(now).min(now);
                 (to.as_second() - from.as_second()).max(0) as f64 / 3600.0
             })
-            .sum()
+            // From +0.0: an empty day is 0, not the -0.0 `sum` starts from.
+            .fold(0.0, |total, h| total + h)
     }
 
     /// Launches still allowed today (0 when blocked or the hours budget is spent).

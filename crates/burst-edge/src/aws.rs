@@ -286,7 +286,7 @@ impl Aws {
             ),
             Ok(Err(e)) => Err(format!(
                 "AWS credentials could not be loaded: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
+                readable_chain(&e)
             )),
             // A slow or throttled metadata service is not a missing instance profile.
             Err(_) => Err(format!(
@@ -360,6 +360,32 @@ impl Aws {
     }
 }
 
+/// An error and its causes as an operator reads them: each cause's own words, joined by ": ",
+/// without the SDK's debug renderings of its internals (`ProviderError(ProviderError { ..
+/// SdkBody ..`) and without a cause repeated; at most 400 characters.
+pub fn readable_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        let debug_dump = text.contains("SdkBody")
+            || text.contains(" { ")
+            || text
+                .split('(')
+                .next()
+                .is_some_and(|head| !head.is_empty() && !head.contains(' ') && text.contains('('));
+        if !debug_dump && !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    let mut line = parts.join(": ");
+    if line.chars().count() > 400 {
+        line = line.chars().take(399).collect::<String>() + "…";
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +439,34 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "RunInstances: RequestLimitExceeded: Request limit exceeded. (retryable)"
+        );
+    }
+
+    #[test]
+    fn a_credentials_error_reads_without_the_sdks_debug_dump() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "the credential provider was not enabled",
+            Some(Box::new(E(
+                "ProviderError(ProviderError { source: Response { body: SdkBody { inner: Once } } })",
+                Some(Box::new(E("the SSO session has expired or is invalid", None))),
+            ))),
+        );
+        let line = readable_chain(&e);
+        assert_eq!(
+            line,
+            "the credential provider was not enabled: the SSO session has expired or is invalid"
         );
     }
 }

@@ -586,4 +586,20 @@ mod tests {
         );
         assert_eq!(p[0].location.map(|l| l.0), Some(3));
     }
+
+    #[test]
+    fn an_unreadable_config_outside_etc_is_not_fixed_by_giving_its_directory_away() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let fix = read_hint(Path::new("/home/ops/agent.toml"), &denied);
+        assert!(
+            fix.contains("chgrp burst-agent /home/ops/agent.toml"),
+            "{fix}"
+        );
+        assert!(!fix.contains("chown root:burst-agent /home/ops"), "{fix}");
+        let fix = read_hint(Path::new("/etc/burst-agent/agent.toml"), &denied);
+        assert!(
+            fix.contains("chown root:burst-agent /etc/burst-agent"),
+            "{fix}"
+        );
+    }
 }
