@@ -277,6 +277,13 @@ fn the_reference_is_named_and_its_own_speedup_is_one() {
         table.contains("elastic speedup against k8s-hpa (cap)"),
         "{table}"
     );
+    // And at the top, before anyone reads the η column as a ranking.
+    let second = table.lines().nth(1).unwrap();
+    assert!(
+        second.starts_with("η above 1: better than k8s-hpa (cap)"),
+        "{table}"
+    );
+    assert!(second.contains("read θU first"), "{table}");
 }
 
 #[test]
