@@ -86,7 +86,12 @@ pub struct Snapshot {
     pub lease: Option<String>,
     pub cap: Option<CapStatus>,
     pub last_decision: Option<DecisionLine>,
+    /// The cooldowns running when the snapshot was written, in words (as of `written_at`).
     pub cooldowns: Vec<String>,
+    /// When each of them ends (`scale-out`, `scale-in`): `status` counts what is left from its
+    /// own now, not from the last write. Absent in snapshots from before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cooldown_ends: Vec<(String, Timestamp)>,
     pub last_errors: Vec<(Timestamp, String)>,
     pub aws_calls: BTreeMap<String, OpStats>,
     pub metrics_queued: usize,
@@ -296,8 +301,16 @@ fn render_site(o: &mut String, s: &Snapshot, now: Timestamp) {
             let _ = writeln!(o, "decision  none yet");
         }
     }
-    for c in &s.cooldowns {
-        let _ = writeln!(o, "cooldown  {}", p(c));
+    if s.cooldown_ends.is_empty() {
+        for c in &s.cooldowns {
+            let _ = writeln!(o, "cooldown  {}", p(c));
+        }
+    }
+    for (what, until) in &s.cooldown_ends {
+        let left = until.as_second() - now.as_second();
+        if left > 0 {
+            let _ = writeln!(o, "cooldown  {} cooldown: {left} s left", p(what));
+        }
     }
     if s.metrics_dropped > 0 || s.metrics_queued > 0 {
         let _ = writeln!(
@@ -463,5 +476,26 @@ mod tests {
         std::os::unix::fs::symlink(&secret, path_in(d.path())).unwrap();
         let e = Snapshot::read(&path_in(d.path())).unwrap_err();
         assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    /// What is left of a cooldown counts from the reader's now: a snapshot written 4 minutes
+    /// ago of a 10-minute cooldown with 600 s left has 360 s left.
+    #[test]
+    fn a_cooldown_counts_down_from_now_not_from_the_last_write() {
+        let written: Timestamp = "2026-01-05T00:00:00Z".parse().unwrap();
+        let mut snap = hostile();
+        snap.written_at = written;
+        snap.cooldowns = vec!["scale-in cooldown: 600 s left".into()];
+        snap.cooldown_ends = vec![("scale-in".into(), "2026-01-05T00:10:00Z".parse().unwrap())];
+        let later = "2026-01-05T00:04:00Z".parse().unwrap();
+        let out = render(&snap, true, later);
+        assert!(
+            out.contains("cooldown  scale-in cooldown: 360 s left"),
+            "{out}"
+        );
+        assert!(!out.contains("600 s left"), "{out}");
+        // Over by now: not shown.
+        let out = render(&snap, true, "2026-01-05T00:11:00Z".parse().unwrap());
+        assert!(!out.contains("cooldown  scale-in"), "{out}");
     }
 }

@@ -734,7 +734,14 @@ impl Master<'_> {
     ) {
         let host = self.host_line();
         let slaves = slave_lines(actuator, tick);
-        let cooldowns = self.cooldowns(actuator, tick, now);
+        let cooldown_ends = self.cooldowns(actuator, tick, now);
+        let cooldowns = cooldown_ends
+            .iter()
+            .map(|(what, until)| {
+                let left = until.as_second() - now.as_second();
+                format!("{what} cooldown: {left} s left")
+            })
+            .collect();
         let (scheduled, next_window) = self.windows(now);
         let buf = self.shared.buffer.lock().unwrap_or_else(|p| p.into_inner());
         let snap = Snapshot {
@@ -760,6 +767,7 @@ impl Master<'_> {
             cap: Some(ledger.status(now)),
             last_decision: tick.last_decision.clone(),
             cooldowns,
+            cooldown_ends,
             last_errors: tick.errors.clone(),
             aws_calls: self.aws_calls(),
             metrics_queued: buf.len(),
@@ -789,13 +797,13 @@ impl Master<'_> {
         }
     }
 
-    /// The cooldowns still running, with the seconds left.
+    /// The cooldowns still running, and when each ends.
     fn cooldowns<C: Cloud, H: HookRunner>(
         &self,
         actuator: &Option<Actuator<C, H>>,
         tick: &Tick,
         now: Timestamp,
-    ) -> Vec<String> {
+    ) -> Vec<(String, Timestamp)> {
         let mut cooldowns = Vec::new();
         let p = &self.cfg.policy;
         let history = actuator
@@ -808,7 +816,8 @@ impl Master<'_> {
             if let Some(t) = last {
                 let left = d.get().as_secs() as i64 - (now.as_second() - t.as_second());
                 if left > 0 {
-                    cooldowns.push(format!("{what} cooldown: {left} s left"));
+                    let until = Timestamp::from_second(now.as_second() + left).unwrap_or(now);
+                    cooldowns.push((what.to_string(), until));
                 }
             }
         }
