@@ -696,15 +696,19 @@ fn sample(
         match (json, every.is_some()) {
             (true, false) => outln!("{}", serde_json::to_string_pretty(&sample)?),
             (true, true) => outln!("{}", serde_json::to_string(&sample)?),
-            (false, _) => out!("{}", report::sample_text(&sample)),
+            (false, false) => out!("{}", report::sample_text(&sample)),
+            // One line per sample, as `vmstat 1`: the heads again every 20 lines.
+            (false, true) => {
+                if taken % 20 == 0 {
+                    outln!("{}", report::sample_header());
+                }
+                outln!("{}", report::sample_row(&sample));
+            }
         }
         taken += 1;
         let Some(every) = every else { break };
         if count.is_some_and(|n| taken >= n) {
             break;
-        }
-        if !json {
-            outln!();
         }
         std::thread::sleep(every.saturating_sub(started.elapsed()));
     }

@@ -23,6 +23,64 @@ fn ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "missing".into(), |v| format!("{v:.2}"))
 }
 
+/// `sample --every`'s column heads, as `vmstat 1` prints them: one line per sample follows
+/// ([`sample_row`]); a part that could not be read is `-`.
+pub fn sample_header() -> String {
+    format!(
+        "{:<8} {:>6} {:>6} {:>4} {:>6} {:>5} {:>5} {:>5} {:>5} {:>9} {:>5}",
+        "time",
+        "load1",
+        "ld/cpu",
+        "run",
+        "httpd",
+        "busy",
+        "idle",
+        "busy%",
+        "mem%",
+        "swapMiB",
+        "disk%"
+    )
+}
+
+/// One sample on one line under [`sample_header`]: the time (UTC), the 1-minute load, per CPU,
+/// runnable tasks, Apache's worker processes, mod_status busy and idle, the busy ratio and the
+/// memory used ratio in percent, swap used in MiB, and the fullest disk's used percent; then `!` and
+/// what could not be sampled, if anything.
+pub fn sample_row(s: &HostSample) -> String {
+    let dash = || "-".to_string();
+    let num = |v: Option<u32>| v.map_or_else(dash, |v| v.to_string());
+    let pct = |v: Option<f64>| v.map_or_else(dash, |v| format!("{:.0}", v * 100.0));
+    let a = &s.apache;
+    let disk = s
+        .disks
+        .iter()
+        .filter_map(|d| d.used_percent)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let mut line = format!(
+        "{:<8} {:>6} {:>6} {:>4} {:>6} {:>5} {:>5} {:>5} {:>5} {:>9} {:>5}",
+        s.timestamp.strftime("%H:%M:%S"),
+        s.load.map_or_else(dash, |l| format!("{:.2}", l.one)),
+        s.load_per_cpu().map_or_else(dash, |v| format!("{v:.2}")),
+        num(s.load.map(|l| l.runnable_tasks)),
+        num(a.workers),
+        num(a.busy_workers),
+        num(a.idle_workers),
+        pct(s.apache_busy_ratio()),
+        pct(s.memory_used_ratio()),
+        s.memory.map_or_else(dash, |m| {
+            format!("{:.0}", m.swap_used_bytes as f64 / (1024.0 * 1024.0))
+        }),
+        disk.map_or_else(dash, |d| format!("{d:.0}")),
+    );
+    if !s.problems.is_empty() {
+        line.push_str(&format!(
+            "  ! {}",
+            crate::text::printable(&s.problems.join("; "))
+        ));
+    }
+    line
+}
+
 /// The `burst-agent sample` text: one line per part, missing parts said so.
 pub fn sample_text(s: &HostSample) -> String {
     let mut o = String::new();

@@ -107,3 +107,46 @@ fn bad_config_stops_sample_with_the_problems() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("sampling.interval"), "{}", stderr(&o));
 }
+
+/// `sample --every` prints as `vmstat 1` does (docs/operations.md promises the likeness): the
+/// column heads once, then one line per sample with a value under each head.
+#[test]
+fn sampling_every_second_prints_one_line_per_sample_under_its_heads() {
+    let fa = FakeApache::start("httpd", 7);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "agent.toml",
+        &format!(
+            "[agent]\ndry_run = true\n[sampling]\napache_pidfile = {:?}\nmod_status_url = \"\"\n",
+            fa.pidfile
+        ),
+    );
+    let o = agent(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "sample",
+        "--every",
+        "1s",
+        "--count",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "heads and three samples:\n{out}");
+    let heads: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(heads[0], "time", "{out}");
+    let workers = heads.iter().position(|h| *h == "httpd").unwrap();
+    for row in &lines[1..] {
+        // (Anything after the columns is "!" and what could not be sampled.)
+        let fields: Vec<&str> = row
+            .split(" ! ")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(fields.len(), heads.len(), "{row:?} under {heads:?}");
+        assert_eq!(fields[workers], "7", "{row:?}");
+    }
+}
