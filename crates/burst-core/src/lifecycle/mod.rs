@@ -921,9 +921,10 @@ mod tests {
     }
 
     /// The phase table is the lifecycle: every move a reconcile pass makes is one the table
-    /// lists (every phase, against each state EC2 can report or none, in the ELB or not, each
-    /// hook result, pooled or not, inside and past its deadline, with and without room in the
-    /// pool), and every move the table lists is made, by a pass or by a call that went through.
+    /// lists (every phase, against each state EC2 can report or none, in the ELB or not, the
+    /// ELB read or not, each hook result, fresh, within a restart's settling time and overdue,
+    /// with and without room in the pool); so is every move a call makes on the slaves the
+    /// executor makes it for; and every move the table lists is made by one or the other.
     #[test]
     fn every_move_is_one_the_phase_table_lists_and_every_listed_move_is_made() {
         use InstanceState as E;
@@ -949,76 +950,110 @@ mod tests {
             Some((HookKind::ContentSync, Ok(()))),
             Some((HookKind::PreDeregister, Err("x".into()))),
         ];
+        // (now, warm pool size, pooled and restarted at 0)
+        let times = [
+            (1, 0, false),
+            (100, 0, true),
+            (100_000, 2, true),
+            (100_000, 0, false),
+        ];
         let mut made: Vec<(Phase, Phase)> = Vec::new();
         for row in &PHASES {
             for ec2 in states {
                 for member in members {
                     for result in &results {
-                        for (now, pool, pooled) in [(1, 0, false), (100_000, 2, true)] {
-                            let mut slaves = slave(row.phase, 0);
-                            if let Some(s) = slaves.get_mut("i-1") {
-                                s.restarted_at = pooled.then(|| at(0));
-                            }
-                            let mut i = instance("i-1", ec2.unwrap_or(E::Running));
-                            i.pooled_since = pooled.then(|| at(0));
-                            let instances: Vec<InstanceInfo> = ec2.map(|_| i).into_iter().collect();
-                            let members: BTreeMap<String, MemberState> =
-                                member.map(|m| ("i-1".to_string(), m)).into_iter().collect();
-                            let finished: Finished = result
-                                .clone()
-                                .map(|r| ("i-1".to_string(), r))
-                                .into_iter()
-                                .collect();
-                            let mut c = cfg();
-                            c.fleet.warm_pool = pool;
-                            let p = reconcile(
-                                &slaves,
-                                &Observed {
-                                    instances: &instances,
-                                    members: &members,
-                                    members_known: true,
-                                    sources: &Sources::default(),
-                                },
-                                &finished,
-                                &BTreeSet::new(),
-                                false,
-                                at(now),
-                                &c,
-                            );
-                            let Some(to) = p.slaves.get("i-1").map(|s| s.phase) else {
-                                continue;
-                            };
-                            if to == row.phase {
-                                continue;
-                            }
-                            // A pass may make two moves (a lost stop answer: Draining ->
-                            // Stopping, then Stopping's step sees it stopped).
-                            let via = row
-                                .next
-                                .iter()
-                                .find(|p| phases::row(**p).next.contains(&to));
-                            assert!(
-                                row.next.contains(&to) || via.is_some(),
-                                "{:?} -> {to:?} (EC2 {ec2:?}, ELB {member:?}, {result:?}) \
-                                 is not in the phase table",
-                                row.phase
-                            );
-                            if row.next.contains(&to) {
-                                made.push((row.phase, to));
+                        for (now, pool, pooled) in times {
+                            for known in [true, false] {
+                                let mut slaves = slave(row.phase, 0);
+                                if let Some(s) = slaves.get_mut("i-1") {
+                                    s.restarted_at = pooled.then(|| at(0));
+                                }
+                                let mut i = instance("i-1", ec2.unwrap_or(E::Running));
+                                i.pooled_since = pooled.then(|| at(0));
+                                let instances: Vec<InstanceInfo> =
+                                    ec2.map(|_| i).into_iter().collect();
+                                let members: BTreeMap<String, MemberState> = member
+                                    .filter(|_| known)
+                                    .map(|m| ("i-1".to_string(), m))
+                                    .into_iter()
+                                    .collect();
+                                let finished: Finished = result
+                                    .clone()
+                                    .map(|r| ("i-1".to_string(), r))
+                                    .into_iter()
+                                    .collect();
+                                let mut c = cfg();
+                                c.fleet.warm_pool = pool;
+                                let p = reconcile(
+                                    &slaves,
+                                    &Observed {
+                                        instances: &instances,
+                                        members: &members,
+                                        members_known: known,
+                                        sources: &Sources::default(),
+                                    },
+                                    &finished,
+                                    &BTreeSet::new(),
+                                    false,
+                                    at(now),
+                                    &c,
+                                );
+                                let Some(to) = p.slaves.get("i-1").map(|s| s.phase) else {
+                                    continue;
+                                };
+                                if to == row.phase {
+                                    continue;
+                                }
+                                // One pass makes two moves in one case only: a lost stop
+                                // answer (Draining -> Stopping), then Stopping's step sees
+                                // the slave stopped.
+                                let two = row.phase == Phase::Draining && to == Phase::Stopped;
+                                assert!(
+                                    row.next.contains(&to) || two,
+                                    "{:?} -> {to:?} (EC2 {ec2:?}, ELB {member:?} read {known}, \
+                                     {result:?}, t={now}) is not in the phase table",
+                                    row.phase
+                                );
+                                if !two {
+                                    made.push((row.phase, to));
+                                }
                             }
                         }
                     }
                 }
             }
         }
-        // What only a call that went through does (`called`).
-        made.extend([
-            (Phase::Synced, Phase::Registering),
-            (Phase::InService, Phase::Releasing),
-            (Phase::Releasing, Phase::Draining),
-            (Phase::Draining, Phase::Stopping),
-            (Phase::Stopped, Phase::Pending),
-        ]);
+        // The calls, on the slaves the executor makes them for: a release on the victims
+        // `releasable` keeps, a start on those `warm_pick` picks, the rest on any slave
+        // (`called` itself keeps register, deregister and stop to their phase).
+        let calls = [
+            Call::Release,
+            Call::Register,
+            Call::Deregister,
+            Call::Terminate,
+            Call::Stop,
+            Call::Start,
+        ];
+        for row in &PHASES {
+            for call in calls {
+                let mut slaves = slave(row.phase, 0);
+                let ids = match call {
+                    Call::Release => releasable(&slaves, &["i-1".to_string()]).0,
+                    Call::Start => warm_pick(&slaves, |_| true, 1),
+                    _ => vec!["i-1".to_string()],
+                };
+                called(&mut slaves, call, &ids, at(1));
+                let to = slaves["i-1"].phase;
+                if to != row.phase {
+                    assert!(
+                        phases::allowed(row.phase, to),
+                        "{call:?} moves {:?} to {to:?}, which the phase table does not list",
+                        row.phase
+                    );
+                    made.push((row.phase, to));
+                }
+            }
+        }
         for row in &PHASES {
             for to in row.next {
                 assert!(
@@ -1041,6 +1076,7 @@ mod tests {
             Phase::Stopping,
             Phase::Stopped,
         ] {
+            // (row() indexes the table by the phase: it must be in Phase's order.)
             assert_eq!(phases::row(phase).phase, phase);
         }
     }

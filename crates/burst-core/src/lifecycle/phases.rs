@@ -30,7 +30,8 @@ pub struct PhaseRow {
     step: fn(&mut Pass<'_>, &Seen<'_>),
 }
 
-/// The phase table: one row per phase, in the order a slave lives them.
+/// The phase table: one row per phase, in the order of `Phase` (a test holds it there), which is
+/// the order a slave lives them.
 pub static PHASES: [PhaseRow; 10] = [
     PhaseRow {
         phase: Phase::Pending,
@@ -64,7 +65,8 @@ pub static PHASES: [PhaseRow; 10] = [
         phase: Phase::Registering,
         deadline: |c| Some(c.elb.register_timeout.whole_secs()),
         overdue: "failed: deregistered and terminated",
-        next: &[Phase::InService],
+        // Releasing: a scale-in may take a slave still registering (`releasable`).
+        next: &[Phase::InService, Phase::Releasing],
         step: registering,
     },
     PhaseRow {
@@ -116,10 +118,7 @@ pub static PHASES: [PhaseRow; 10] = [
 
 /// The table's row for `phase`.
 pub fn row(phase: Phase) -> &'static PhaseRow {
-    PHASES
-        .iter()
-        .find(|r| r.phase == phase)
-        .unwrap_or(&PHASES[0])
+    &PHASES[phase as usize]
 }
 
 /// Whether the table lets a slave move from `from` to `to`.
