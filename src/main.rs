@@ -235,6 +235,13 @@ struct SimulateArgs {
     /// Draw offered load, demand, capacity and cap use to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// With --plot: draw from this long after the trace's start (e.g. "5h30m"); the run and its
+    /// table still cover the whole trace.
+    #[arg(long, requires = "plot", value_name = "DURATION", value_parser = parse_duration_arg)]
+    from: Option<std::time::Duration>,
+    /// With --plot: draw up to this long after the trace's start.
+    #[arg(long, requires = "plot", value_name = "DURATION", value_parser = parse_duration_arg)]
+    to: Option<std::time::Duration>,
     /// Launch to running.
     #[arg(long, default_value = "90s", value_parser = parse_duration_arg)]
     boot_delay: std::time::Duration,
@@ -790,11 +797,17 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
         out!("{}", report::table(&r));
     }
     if let Some(path) = &a.plot {
+        let hours = |d: std::time::Duration| d.as_secs_f64() / 3600.0;
+        let window = sim::plot::Window {
+            from: a.from.map(hours),
+            to: a.to.map(hours),
+        };
         sim::plot::draw(
             path,
             &format!("{name}: capacity with the daily burst cap"),
             &outcomes,
             cfg.cap.daily_limit,
+            window,
         )
         .map_err(anyhow::Error::msg)?;
         if !a.json {

@@ -191,3 +191,51 @@ fn bad_traces_and_flags_are_named() {
         stderr(&o)
     );
 }
+
+/// `--from`/`--to` draw a part of the trace: the hour of a burst is not squeezed into the whole
+/// day's axis. The run and its table still cover the whole trace.
+#[test]
+fn a_plot_zooms_to_the_window_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = root().join("agent.toml.example");
+    let plot = |name: &str, window: &[&str]| {
+        let svg = dir.path().join(name);
+        let mut args = vec!["--config", example.to_str().unwrap(), "simulate"];
+        let t = trace("tv-feature.csv");
+        args.push(&t);
+        args.extend(["--plot", svg.to_str().unwrap()]);
+        args.extend(window);
+        let o = agent(&args);
+        (o, svg)
+    };
+    // The points of the longest line drawn (a series: axes and ticks have two) in an SVG plot.
+    let points = |svg: &std::path::Path| {
+        let text = std::fs::read_to_string(svg).unwrap();
+        text.split("<polyline")
+            .skip(1)
+            .filter_map(|l| l.split("points=\"").nth(1)?.split('"').next())
+            .map(|pts| pts.split_whitespace().count())
+            .max()
+            .expect("a polyline")
+    };
+    let (o, whole) = plot("whole.svg", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (o, zoom) = plot("zoom.svg", &["--from", "7h", "--to", "8h30m"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 1.5 h of 12: about an eighth of the points (plus one past each edge).
+    let (w, z) = (points(&whole), points(&zoom));
+    assert!(z * 6 < w && z * 10 > w, "{z} points zoomed, {w} whole");
+    // The table is the whole trace's either way.
+    assert!(
+        stdout(&o).contains("trace tv-feature.csv (12.0 h"),
+        "{}",
+        stdout(&o)
+    );
+    let (o, _) = plot("none.svg", &["--from", "9h", "--to", "8h"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--from must come before --to"),
+        "{}",
+        stderr(&o)
+    );
+}

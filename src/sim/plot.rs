@@ -14,12 +14,20 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(0x7f, 0x7f, 0x7f),
 ];
 
-/// Draws the capped runs (and no autoscaling) of one trace.
+/// The part of the trace to draw, in hours since its start (`None`: from the start, to the end).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Window {
+    pub from: Option<f64>,
+    pub to: Option<f64>,
+}
+
+/// Draws the capped runs (and no autoscaling) of one trace, within `window`.
 pub fn draw(
     path: &Path,
     title: &str,
     outcomes: &[Outcome],
     daily_limit: u32,
+    window: Window,
 ) -> Result<(), String> {
     let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.capped).collect();
     let Some(first) = runs.first() else {
@@ -27,24 +35,47 @@ pub fn draw(
     };
     let s = &first.series;
     let hours = |i: usize| hours_at(i, s.step);
-    let x_max = hours(s.offered.len().saturating_sub(1)).max(1e-3);
+    let end = hours(s.offered.len().saturating_sub(1)).max(1e-3);
+    let x_min = window.from.unwrap_or(0.0).clamp(0.0, end);
+    let x_max = window.to.unwrap_or(end).min(end);
+    if x_max <= x_min {
+        return Err(format!(
+            "nothing to draw between {x_min:.2} h and {x_max:.2} h: the trace runs {end:.2} h \
+             (--from must come before --to, and before the trace's end)"
+        ));
+    }
+    let x = (x_min, x_max);
+    // The highest value drawn sets the scale: a zoomed plot is not squeezed by peaks outside.
+    let inside = |i: &usize| (x_min..=x_max).contains(&hours(*i));
     let y_max = s
         .offered
         .iter()
-        .copied()
+        .enumerate()
+        .filter(|(i, _)| inside(i))
+        .map(|(_, &v)| v)
+        .chain(runs.iter().flat_map(|o| {
+            o.series
+                .supply
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| inside(i))
+                .map(|(_, &v)| f64::from(v))
+        }))
         .chain(
-            runs.iter()
-                .flat_map(|o| o.series.supply.iter().map(|&v| f64::from(v))),
+            s.demand
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| inside(i))
+                .map(|(_, &v)| f64::from(v)),
         )
-        .chain(s.demand.iter().map(|&v| f64::from(v)))
         .fold(1.0, f64::max)
         * 1.08;
     let e = draw_error(path);
     let root = SVGBackend::new(path, (1280, 860)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let (upper, lower) = root.split_vertically(600);
-    draw_capacity(&upper, path, title, s, &runs, x_max, y_max)?;
-    draw_cap_use(&lower, path, &runs, s.step, x_max, daily_limit)?;
+    draw_capacity(&upper, path, title, s, &runs, x, y_max)?;
+    draw_cap_use(&lower, path, &runs, s.step, x, daily_limit)?;
     root.present().map_err(e)?;
     Ok(())
 }
@@ -55,6 +86,13 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 /// Hours since the trace's start at point `i` of a series sampled every `step` seconds.
 fn hours_at(i: usize, step: i64) -> f64 {
     i as f64 * step as f64 / 3600.0
+}
+
+/// Whether a point at `h` hours is drawn in a window from `x_min` to `x_max`: inside it, or the
+/// one point just past each edge, so a line reaches the edge.
+fn visible(h: f64, x_min: f64, x_max: f64, step: i64) -> bool {
+    let pad = step as f64 / 3600.0;
+    h >= x_min - pad && h <= x_max + pad
 }
 
 /// What a failure to draw to `path` says.
@@ -70,17 +108,18 @@ fn draw_capacity(
     title: &str,
     s: &Series,
     runs: &[&Outcome],
-    x_max: f64,
+    (x_min, x_max): (f64, f64),
     y_max: f64,
 ) -> Result<(), String> {
     let hours = |i: usize| hours_at(i, s.step);
+    let shown = |i: &usize| visible(hours(*i), x_min, x_max, s.step);
     let e = draw_error(path);
     let mut chart = ChartBuilder::on(upper)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .build_cartesian_2d(x_min..x_max, 0f64..y_max)
         .map_err(e)?;
     chart
         .configure_mesh()
@@ -90,7 +129,11 @@ fn draw_capacity(
         .map_err(e)?;
     chart
         .draw_series(LineSeries::new(
-            s.offered.iter().enumerate().map(|(i, &v)| (hours(i), v)),
+            s.offered
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| shown(i))
+                .map(|(i, &v)| (hours(i), v)),
             BLACK.mix(0.35),
         ))
         .map_err(e)?
@@ -101,6 +144,7 @@ fn draw_capacity(
             s.demand
                 .iter()
                 .enumerate()
+                .filter(|(i, _)| shown(i))
                 .map(|(i, &v)| (hours(i), f64::from(v))),
             BLACK.stroke_width(2),
         ))
@@ -115,6 +159,7 @@ fn draw_capacity(
                     .supply
                     .iter()
                     .enumerate()
+                    .filter(|(i, _)| shown(i))
                     .map(|(i, &v)| (hours(i), f64::from(v))),
                 c.stroke_width(2),
             ))
@@ -139,17 +184,18 @@ fn draw_cap_use(
     path: &Path,
     runs: &[&Outcome],
     step: i64,
-    x_max: f64,
+    (x_min, x_max): (f64, f64),
     daily_limit: u32,
 ) -> Result<(), String> {
     let hours = |i: usize| hours_at(i, step);
+    let shown = |i: &usize| visible(hours(*i), x_min, x_max, step);
     let e = draw_error(path);
     let cap_max = f64::from(daily_limit.max(1)) + 1.0;
     let mut cap = ChartBuilder::on(lower)
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
-        .build_cartesian_2d(0f64..x_max, 0f64..cap_max)
+        .build_cartesian_2d(x_min..x_max, 0f64..cap_max)
         .map_err(e)?;
     cap.configure_mesh()
         .x_desc("hours since the trace's start")
@@ -158,7 +204,7 @@ fn draw_cap_use(
         .map_err(e)?;
     cap.draw_series(LineSeries::new(
         [
-            (0.0, f64::from(daily_limit)),
+            (x_min, f64::from(daily_limit)),
             (x_max, f64::from(daily_limit)),
         ],
         RED.mix(0.6),
@@ -177,6 +223,7 @@ fn draw_cap_use(
                 .cap_used
                 .iter()
                 .enumerate()
+                .filter(|(i, _)| shown(i))
                 .map(|(i, &v)| (hours(i), f64::from(v))),
             c.stroke_width(2),
         ))
