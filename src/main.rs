@@ -801,6 +801,9 @@ fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
         let window = sim::plot::Window {
             from: a.from.map(hours),
             to: a.to.map(hours),
+            local: jiff::tz::TimeZone::get(&cfg.cap.time_zone)
+                .ok()
+                .map(|tz| (trace.start, tz)),
         };
         sim::plot::draw(
             path,

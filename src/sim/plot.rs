@@ -14,11 +14,65 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(0x7f, 0x7f, 0x7f),
 ];
 
-/// The part of the trace to draw, in hours since its start (`None`: from the start, to the end).
-#[derive(Clone, Copy, Debug, Default)]
+/// The part of the trace to draw, in hours since its start (`None`: from the start, to the end),
+/// and the trace's start with the cap's time zone, for an axis in local time with each local
+/// midnight (the cap day's reset) marked.
+#[derive(Clone, Debug, Default)]
 pub struct Window {
     pub from: Option<f64>,
     pub to: Option<f64>,
+    pub local: Option<(jiff::Timestamp, jiff::tz::TimeZone)>,
+}
+
+impl Window {
+    /// The x axis's words and labels: local time when known, else hours since the start.
+    fn axis(&self, x_min: f64, x_max: f64) -> (String, impl Fn(&f64) -> String + '_) {
+        let desc = match &self.local {
+            Some((_, tz)) => format!(
+                "local time ({}); dashed: the cap day resets",
+                tz.iana_name().unwrap_or("UTC")
+            ),
+            None => "hours since the trace's start".to_string(),
+        };
+        let days = x_max - x_min > 24.0;
+        let label = move |h: &f64| match &self.local {
+            Some((start, tz)) => {
+                let at = start.as_second() + (h * 3600.0).round() as i64;
+                let at = jiff::Timestamp::from_second(at).unwrap_or(*start);
+                at.to_zoned_datetime(tz.clone())
+                    .strftime(if days { "%a %H:%M" } else { "%H:%M" })
+                    .to_string()
+            }
+            None => format!("{h:.1}"),
+        };
+        (desc, label)
+    }
+
+    /// Hours since the start of each local midnight from `x_min` to `x_max`.
+    fn midnights(&self, x_min: f64, x_max: f64) -> Vec<f64> {
+        let Some((start, tz)) = &self.local else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let Ok(mut day) = start.to_zoned_datetime(tz.clone()).start_of_day() else {
+            return out;
+        };
+        // A trace is at most 92 days long (trace.rs).
+        for _ in 0..100 {
+            let Ok(next) = day.tomorrow().and_then(|d| d.start_of_day()) else {
+                break;
+            };
+            day = next;
+            let h = (day.timestamp().as_second() - start.as_second()) as f64 / 3600.0;
+            if h > x_max {
+                break;
+            }
+            if h >= x_min {
+                out.push(h);
+            }
+        }
+        out
+    }
 }
 
 /// Draws the capped runs (and no autoscaling) of one trace, within `window`.
@@ -74,8 +128,8 @@ pub fn draw(
     let root = SVGBackend::new(path, (1280, 860)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let (upper, lower) = root.split_vertically(600);
-    draw_capacity(&upper, path, title, s, &runs, x, y_max)?;
-    draw_cap_use(&lower, path, &runs, s.step, x, daily_limit)?;
+    draw_capacity(&upper, path, title, s, &runs, x, y_max, &window)?;
+    draw_cap_use(&lower, path, &runs, s.step, x, daily_limit, &window)?;
     root.present().map_err(e)?;
     Ok(())
 }
@@ -102,6 +156,7 @@ fn draw_error(path: &Path) -> impl Fn(DrawingAreaErrorKind<std::io::Error>) -> S
 
 /// The upper chart: offered load and demand (from `s`, the first run's series) and each run's
 /// capacity.
+#[allow(clippy::too_many_arguments)]
 fn draw_capacity(
     upper: &Area<'_>,
     path: &Path,
@@ -110,7 +165,9 @@ fn draw_capacity(
     runs: &[&Outcome],
     (x_min, x_max): (f64, f64),
     y_max: f64,
+    window: &Window,
 ) -> Result<(), String> {
+    let (x_desc, x_label) = window.axis(x_min, x_max);
     let hours = |i: usize| hours_at(i, s.step);
     let shown = |i: &usize| visible(hours(*i), x_min, x_max, s.step);
     let e = draw_error(path);
@@ -123,10 +180,21 @@ fn draw_capacity(
         .map_err(e)?;
     chart
         .configure_mesh()
-        .x_desc("hours since the trace's start")
+        .x_desc(x_desc)
+        .x_label_formatter(&x_label)
         .y_desc("hosts (load in host-equivalents)")
         .draw()
         .map_err(e)?;
+    for h in window.midnights(x_min, x_max) {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(h, 0.0), (h, y_max)],
+                6,
+                4,
+                RED.mix(0.5).into(),
+            ))
+            .map_err(e)?;
+    }
     chart
         .draw_series(LineSeries::new(
             s.offered
@@ -179,6 +247,7 @@ fn draw_capacity(
 
 /// The lower chart: the daily cap and each run's use of it (no autoscaling uses none), on the
 /// hours of a series sampled every `step` seconds.
+#[allow(clippy::too_many_arguments)]
 fn draw_cap_use(
     lower: &Area<'_>,
     path: &Path,
@@ -186,7 +255,9 @@ fn draw_cap_use(
     step: i64,
     (x_min, x_max): (f64, f64),
     daily_limit: u32,
+    window: &Window,
 ) -> Result<(), String> {
+    let (x_desc, x_label) = window.axis(x_min, x_max);
     let hours = |i: usize| hours_at(i, step);
     let shown = |i: &usize| visible(hours(*i), x_min, x_max, step);
     let e = draw_error(path);
@@ -198,10 +269,20 @@ fn draw_cap_use(
         .build_cartesian_2d(x_min..x_max, 0f64..cap_max)
         .map_err(e)?;
     cap.configure_mesh()
-        .x_desc("hours since the trace's start")
+        .x_desc(x_desc)
+        .x_label_formatter(&x_label)
         .y_desc("burst instances today")
         .draw()
         .map_err(e)?;
+    for h in window.midnights(x_min, x_max) {
+        cap.draw_series(DashedLineSeries::new(
+            [(h, 0.0), (h, cap_max)],
+            6,
+            4,
+            RED.mix(0.5).into(),
+        ))
+        .map_err(e)?;
+    }
     cap.draw_series(LineSeries::new(
         [
             (x_min, f64::from(daily_limit)),
@@ -238,4 +319,37 @@ fn draw_cap_use(
         .draw()
         .map_err(e)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    fn window(start: &str, tz: &str) -> Window {
+        Window {
+            from: None,
+            to: None,
+            local: Some((start.parse().unwrap(), jiff::tz::TimeZone::get(tz).unwrap())),
+        }
+    }
+
+    /// The cap day resets at each local midnight: a trace from noon in Tokyo meets the first 12
+    /// hours in, the next 24 after; labels are the local time of day.
+    #[test]
+    fn the_axis_is_local_time_and_marks_each_local_midnight() {
+        let w = window("2026-06-10T03:00:00Z", "Asia/Tokyo");
+        assert_eq!(w.midnights(0.0, 40.0), [12.0, 36.0]);
+        assert_eq!(w.midnights(13.0, 30.0), Vec::<f64>::new());
+        let (desc, label) = w.axis(7.0, 8.5);
+        assert!(desc.starts_with("local time (Asia/Tokyo)"), "{desc}");
+        assert_eq!(label(&7.2), "19:12");
+        // New York springs forward on 2026-03-08: that day is 23 hours long.
+        let w = window("2026-03-07T17:00:00Z", "America/New_York");
+        assert_eq!(w.midnights(0.0, 40.0), [12.0, 35.0]);
+        // Without a start, hours since the start.
+        let plain = Window::default();
+        let (desc, label) = plain.axis(0.0, 12.0);
+        assert_eq!(desc, "hours since the trace's start");
+        assert_eq!(label(&7.25), "7.2");
+    }
 }
