@@ -842,12 +842,8 @@ fn check_config(path: &Path) -> ExitCode {
                 if cfg.agent.dry_run { ", dry-run" } else { "" }
             );
             let dir = &cfg.agent.state_dir;
-            if dir.exists() && !dir.is_dir() {
-                eprintln!(
-                    "{}: error: {}",
-                    path.display(),
-                    burst_agent::daemon::not_a_directory(dir)
-                );
+            if let Some(why) = burst_agent::daemon::not_a_directory(dir) {
+                eprintln!("{}: error: {why}", path.display());
                 return ExitCode::FAILURE;
             }
             if !dir.exists() {

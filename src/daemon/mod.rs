@@ -467,8 +467,8 @@ pub(crate) fn prepare_state_dir(cfg: &mut Config) -> Result<PathBuf, DaemonError
     let dir = cfg.agent.state_dir.clone();
     // A file where the directory should be is a mistake to fix, not a permission a dry run
     // works around.
-    if dir.exists() && !dir.is_dir() {
-        return Err(DaemonError::Start(not_a_directory(&dir)));
+    if let Some(why) = not_a_directory(&dir) {
+        return Err(DaemonError::Start(why));
     }
     let probe = dir.join(".write-test");
     let usable = std::fs::create_dir_all(&dir)
@@ -492,13 +492,16 @@ pub(crate) fn prepare_state_dir(cfg: &mut Config) -> Result<PathBuf, DaemonError
     }
 }
 
-/// What to say of an `agent.state_dir` that exists and is not a directory.
-pub fn not_a_directory(dir: &std::path::Path) -> String {
-    format!(
-        "agent.state_dir {} is a file, not a directory: move the file away, or set \
-         agent.state_dir to a directory",
-        dir.display()
-    )
+/// What is wrong with an `agent.state_dir` that exists and is not a directory; `None` when it
+/// is one or does not exist yet.
+pub fn not_a_directory(dir: &std::path::Path) -> Option<String> {
+    (dir.exists() && !dir.is_dir()).then(|| {
+        format!(
+            "agent.state_dir {} is a file, not a directory: move the file away, or set \
+             agent.state_dir to a directory",
+            dir.display()
+        )
+    })
 }
 
 /// Creates `dir` as this user's own (0700), or accepts it if it already is: a real directory

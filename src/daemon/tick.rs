@@ -814,9 +814,9 @@ impl Master<'_> {
             ("scale-in", history.last_scale_in, p.scale_in_cooldown),
         ] {
             if let Some(t) = last {
-                let left = d.get().as_secs() as i64 - (now.as_second() - t.as_second());
-                if left > 0 {
-                    let until = Timestamp::from_second(now.as_second() + left).unwrap_or(now);
+                let until = t.as_second().saturating_add(d.whole_secs());
+                if until > now.as_second() {
+                    let until = Timestamp::from_second(until).unwrap_or(now);
                     cooldowns.push((what.to_string(), until));
                 }
             }

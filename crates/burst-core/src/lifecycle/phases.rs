@@ -258,8 +258,13 @@ impl<'a> Pass<'a> {
 
     /// Fails the slave: it is deregistered if the ELB lists it, and terminated.
     fn fail_out(&mut self, id: &str, why: String) {
-        self.plan.abort(id);
         self.plan.fail(id, why);
+        self.end(id);
+    }
+
+    /// Ends a failed slave: its hook aborted, deregistered if the ELB lists it, terminated.
+    fn end(&mut self, id: &str) {
+        self.plan.abort(id);
         if self.members().contains_key(id) {
             self.calls.deregister.push(id.to_string());
         }
@@ -335,11 +340,7 @@ fn outside(p: &mut Pass<'_>, id: &str, info: Option<&InstanceInfo>) -> Option<Sl
     }
     let s = p.plan.slaves.get(id).cloned()?;
     if s.failure.is_some() && s.phase != Phase::Terminating {
-        p.plan.abort(id);
-        if p.members().contains_key(id) {
-            p.calls.deregister.push(id.to_string());
-        }
-        p.calls.terminate.push(id.to_string());
+        p.end(id);
         return None;
     }
     Some(s)

@@ -129,8 +129,11 @@ fn signal_values(
     }
 }
 
-/// What one signal asks for: slaves wanted, why, and the forecast per host if one was made.
+/// What one signal asks for: its mean, slaves wanted, why, and the forecast per host if one
+/// was made.
 struct Tracked {
+    /// The signal's mean over the hosts that have it.
+    mean: f64,
     desired: u32,
     why: Reason,
     forecast: Option<f64>,
@@ -168,9 +171,9 @@ fn target_tracking(
             });
             continue;
         }
-        let mean = present.iter().sum::<f64>() / present.len() as f64;
-        top_util = Some(top_util.map_or(mean, |u: f64| u.max(mean)));
         let t = track(cfg, signal, &present, missing, serving.len(), ahead, fleet);
+        let mean = t.mean;
+        top_util = Some(top_util.map_or(mean, |u: f64| u.max(mean)));
         readings.push(SignalReading {
             signal,
             utilization: Some(mean),
@@ -262,6 +265,7 @@ fn track(
         }
     }
     Tracked {
+        mean,
         desired,
         why,
         forecast,
