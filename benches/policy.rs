@@ -23,6 +23,8 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
         load_per_cpu: Some(u),
         apache_busy_ratio: Some(u),
         memory_used_ratio: Some(0.4),
+        bridge_level: 0,
+        bridge_change: None,
     };
     FleetObservation {
         master: Some(m(0.75)),
@@ -47,6 +49,7 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
         sync_broken: None,
         content_source_missing: None,
         evidence: Default::default(),
+        bridge_manual: None,
     }
 }
 
@@ -77,7 +80,14 @@ fn main() {
     // Full stabilization windows of history, as in steady state.
     for k in (1..=40).rev() {
         let t = Timestamp::from_second(now.as_second() - k * 15).unwrap();
-        let d = decide(&cfg.policy, &fleet(10, t), &ledger, &hist, t);
+        let d = decide(
+            &cfg.policy,
+            &Default::default(),
+            &fleet(10, t),
+            &ledger,
+            &hist,
+            t,
+        );
         hist.record(&cfg.policy, t, &d);
     }
     println!(
@@ -89,7 +99,14 @@ fn main() {
     for hosts in [10usize, 100, 1000] {
         let obs = fleet(hosts, now);
         let t = median(if quick { 200 } else { 2000 }, || {
-            black_box(decide(&cfg.policy, &obs, &ledger, &hist, now));
+            black_box(decide(
+                &cfg.policy,
+                &Default::default(),
+                &obs,
+                &ledger,
+                &hist,
+                now,
+            ));
         });
         println!("{hosts:>7} | {:>9.3} µs", t.as_secs_f64() * 1e6);
     }

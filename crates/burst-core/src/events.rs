@@ -61,9 +61,16 @@ pub enum EventKind {
     /// Another agent holds the site's lease (a copy of this host, a restored master, the old
     /// master still alive): this one stands by and changes nothing; or this one took it over.
     LeaseChanged,
+    /// The brownout bridge's level changed (on, raised, lowered, off, by hand).
+    BridgeChanged,
+    /// A bridge episode ran `bridge.max_episode`: full service again while the fleet may still
+    /// be short, and no bridge for `bridge.cooldown`.
+    BridgeExpired,
+    /// `hooks.on_bridge` failed: the master serves at the level it had; retried next tick.
+    BridgeHookFailed,
 }
 
-pub const EVENT_KINDS: [EventKind; 15] = [
+pub const EVENT_KINDS: [EventKind; 18] = [
     EventKind::ScaleOut,
     EventKind::ScaleIn,
     EventKind::CapLow,
@@ -79,6 +86,9 @@ pub const EVENT_KINDS: [EventKind; 15] = [
     EventKind::ClockStep,
     EventKind::SlaveSilent,
     EventKind::LeaseChanged,
+    EventKind::BridgeChanged,
+    EventKind::BridgeExpired,
+    EventKind::BridgeHookFailed,
 ];
 
 impl EventKind {
@@ -94,7 +104,10 @@ impl EventKind {
     fn routine(self) -> bool {
         matches!(
             self,
-            EventKind::ScaleOut | EventKind::ScaleIn | EventKind::CapacityFallback
+            EventKind::ScaleOut
+                | EventKind::ScaleIn
+                | EventKind::CapacityFallback
+                | EventKind::BridgeChanged
         )
     }
 }

@@ -69,7 +69,7 @@ pub fn agent_namespace(site: &str) -> String {
 
 /// The metrics only the master writes (the agent's own and the probe's): they go to
 /// [`Ns::Agent`]. Every other name is a host sample's, in [`Ns::Site`].
-pub const AGENT_METRICS: [&str; 17] = [
+pub const AGENT_METRICS: [&str; 18] = [
     "BurstCapUsed",
     "BurstCapRemaining",
     "ApiErrors",
@@ -87,6 +87,7 @@ pub const AGENT_METRICS: [&str; 17] = [
     "HookSeconds",
     "ProbeLatency",
     "ProbeFailed",
+    "BridgeLevel",
 ];
 
 impl Ns {
@@ -283,6 +284,14 @@ pub fn agent_data(n: &AgentNumbers<'_>, group: &str, at: Timestamp) -> Vec<Datum
         out.push(d("HookFailures", Unit::Count, 1.0, Some(("Hook", hook))));
     }
     if let Some(dec) = n.decision {
+        // The brownout bridge's decided level (0: full service), every tick: what a serving
+        // host is to switch to, and what its alarm reads.
+        out.push(d(
+            "BridgeLevel",
+            Unit::Count,
+            f64::from(dec.explanation().bridge.level),
+            None,
+        ));
         out.push(d(
             "Decisions",
             Unit::Count,
@@ -504,6 +513,8 @@ pub fn assemble(
                 load_per_cpu: None,
                 apache_busy_ratio: None,
                 memory_used_ratio: None,
+                bridge_level: 0,
+                bridge_change: None,
             });
         // The observation is as old as its oldest part.
         m.at = m.at.min(at);

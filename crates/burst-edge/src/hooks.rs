@@ -327,6 +327,42 @@ pub async fn run_event(hook: &Hook, vars: &EventVars) -> HookRun {
     .await
 }
 
+/// Runs `hooks.on_bridge` to switch the master to bridge `level` (0: full service) from
+/// `previous`, with its retries, like [`run`]. Placeholders: config::BRIDGE_PLACEHOLDERS; its
+/// environment also has `BURST_AGENT_BRIDGE_LEVEL` and `BURST_AGENT_BRIDGE_PREVIOUS`. A hook
+/// that fails must leave the host at `previous` (the shipped recipe switches by renaming one
+/// flag file).
+pub async fn run_bridge(
+    hook: &Hook,
+    level: u8,
+    previous: u8,
+    group: &str,
+    state_dir: &str,
+) -> HookRun {
+    let hv = HookVars {
+        group: group.to_string(),
+        state_dir: state_dir.to_string(),
+        ..HookVars::default()
+    };
+    let (l, p) = (level.to_string(), previous.to_string());
+    let argv = substitute(&hook.argv, |index, arg, name| match name {
+        "level" => Ok(l.clone()),
+        "previous" => Ok(p.clone()),
+        "group" => Ok(group.to_string()),
+        "state_dir" => Ok(state_dir.to_string()),
+        _ => Err(HookError::UnknownPlaceholder {
+            index,
+            arg: arg.to_string(),
+            name: name.into(),
+        }),
+    });
+    let extra = [
+        ("BURST_AGENT_BRIDGE_LEVEL".to_string(), l.clone()),
+        ("BURST_AGENT_BRIDGE_PREVIOUS".to_string(), p.clone()),
+    ];
+    attempts("on_bridge", hook, argv, &hv, &extra).await
+}
+
 /// What running a hook (all its attempts) came to.
 #[derive(Debug)]
 pub struct HookRun {

@@ -210,6 +210,25 @@ pub struct HostMetrics {
     pub load_per_cpu: Option<f64>,
     pub apache_busy_ratio: Option<f64>,
     pub memory_used_ratio: Option<f64>,
+    /// The brownout bridge's level the host served at when it sampled (0: full cost): its load
+    /// is read back to full-cost-equivalent demand with that level's cost (policy/bridge.rs).
+    #[serde(default, skip_serializing_if = "is_zero_level")]
+    pub bridge_level: u8,
+    /// The host's last bridge level change: an average over a window that spans it (the load
+    /// average) mixes the two levels' costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_change: Option<LevelChange>,
+}
+
+/// A host's bridge level change: the level it left, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelChange {
+    pub from: u8,
+    pub at: Timestamp,
+}
+
+fn is_zero_level(l: &u8) -> bool {
+    *l == 0
 }
 
 impl HostMetrics {
@@ -229,6 +248,8 @@ impl HostMetrics {
             load_per_cpu: s.signal(Signal::LoadPerCpu),
             apache_busy_ratio: s.signal(Signal::ApacheBusyRatio),
             memory_used_ratio: s.signal(Signal::MemoryUsedRatio),
+            bridge_level: 0,
+            bridge_change: None,
         }
     }
 }

@@ -29,6 +29,10 @@ pub const HOOK_PLACEHOLDERS: &[&str] = &[
     "state_dir",
 ];
 
+/// Placeholders a `hooks.on_bridge` argument may contain: the level to switch to (0: full
+/// service) and the one the master served at.
+pub const BRIDGE_PLACEHOLDERS: &[&str] = &["level", "previous", "group", "state_dir"];
+
 /// Placeholders a `hooks.on_event` argument may contain (`{instance_id}` is empty for events of
 /// no one instance; `{detail}` is one line of text).
 pub const EVENT_PLACEHOLDERS: &[&str] = &["event", "group", "instance_id", "detail", "state_dir"];
@@ -72,6 +76,89 @@ pub struct Config {
     pub schedule: Vec<ScheduleEntry>,
     /// On-demand prices for `fleet --month`'s cost column (never read by the agent itself).
     pub prices: PricesConfig,
+    /// The brownout bridge (docs/bridge.md): degraded modes that keep the site answering while
+    /// capacity cannot come in time. Off by default.
+    pub bridge: BridgeConfig,
+}
+
+/// `[bridge]`: the brownout bridge (docs/bridge.md). While the fleet is short now and no
+/// capacity that serves within `grace` covers it (the first minutes of a burst, the cap spent,
+/// launches held), the policy raises a level: a degraded mode `hooks.on_bridge` switches on
+/// the master (cached snapshots for hot pages, images redirected, a shorter `Timeout`). Requests
+/// cost less at a level, so the measured load falls; scaling and the bridge's own exit read the
+/// hosts' load back to full-cost-equivalent demand with `costs`, so the bridge never delays a
+/// launch or hastens a release.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeConfig {
+    pub enabled: bool,
+    /// One entry per level, 1 first: what the traffic a host shares with the others (every
+    /// request but the master's own) costs at that level, against its full cost. Each level
+    /// degrades more than the one before, so each cost is below the one before.
+    pub costs: Vec<f64>,
+    /// Share of the site's load only the master serves and no level degrades (forms, POSTs,
+    /// logged-in users, the CMS): the rest is spread over every serving host.
+    pub master_only_share: f64,
+    /// The signal the bridge reads on the master's own newest sample: `apache_busy_ratio`
+    /// (instantaneous) or `load_per_cpu` (a minute's average: slower both ways).
+    pub signal: Signal,
+    /// A level is raised when the master, at full cost, would be above this with the hosts
+    /// serving now and those that serve within `grace`.
+    pub enter_utilization: f64,
+    /// A level is lowered when the level below would keep the master at or under this with
+    /// the hosts serving now (below `enter_utilization`: the hysteresis).
+    pub exit_utilization: f64,
+    /// A level is held at least this long before it is lowered.
+    pub min_dwell: Dur,
+    /// An episode longer than this ends (level 0) with a `bridge_expired` event.
+    pub max_episode: Dur,
+    /// After an episode ended by `max_episode`, none starts again for this long.
+    pub cooldown: Dur,
+    /// Capacity that will serve within this long covers a shortfall: no level for it.
+    pub grace: Dur,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            enabled: false,
+            costs: vec![0.15, 0.05],
+            master_only_share: 0.1,
+            signal: Signal::ApacheBusyRatio,
+            enter_utilization: 0.81,
+            exit_utilization: 0.8,
+            min_dwell: Dur::secs(15),
+            max_episode: Dur::secs(3 * 3600),
+            cooldown: Dur::secs(900),
+            grace: Dur::secs(30),
+        }
+    }
+}
+
+impl BridgeConfig {
+    /// The highest level (0 when off).
+    pub fn top(&self) -> u8 {
+        if self.enabled {
+            u8::try_from(self.costs.len()).unwrap_or(u8::MAX)
+        } else {
+            0
+        }
+    }
+
+    /// What shared traffic costs at `level` against full cost: 1 at level 0, and at a level
+    /// past the configured ones (a host that reports one) the last one's.
+    pub fn cost(&self, level: u8) -> f64 {
+        match level {
+            0 => 1.0,
+            l => self
+                .costs
+                .get(usize::from(l) - 1)
+                .or(self.costs.last())
+                .copied()
+                .filter(|c| c.is_finite() && *c > 0.0 && *c <= 1.0)
+                .unwrap_or(1.0),
+        }
+    }
 }
 
 /// `[prices]`: what an instance-hour of each type costs, in the currency the site is invoiced
@@ -116,6 +203,20 @@ impl Config {
             ));
         }
         out
+    }
+
+    /// What `check-config` warns of in `[bridge]`: levels decided that nothing applies.
+    pub fn bridge_warnings(&self) -> Vec<String> {
+        if self.bridge.enabled && self.hooks.on_bridge.is_none() && self.agent.role == Role::Master
+        {
+            vec![
+                "bridge.enabled is true but hooks.on_bridge is unset: levels are decided, shown \
+                  and published, never applied on the master (docs/bridge.md)"
+                    .into(),
+            ]
+        } else {
+            Vec::new()
+        }
     }
 
     /// What `check-config` warns of on a reporter (a slave): one that publishes nothing is
@@ -737,6 +838,9 @@ pub struct HooksConfig {
     pub post_terminate: Option<Hook>,
     /// Optional, run for each event notification ([events]); placeholders: EVENT_PLACEHOLDERS.
     pub on_event: Option<Hook>,
+    /// Switches the master to a brownout bridge level (`[bridge]`); placeholders:
+    /// BRIDGE_PLACEHOLDERS. Unset: levels are decided and shown, never applied.
+    pub on_bridge: Option<Hook>,
     /// The content's source on the master, checked before every `pre_register` and
     /// `content_sync`: one that is missing, empty, or lacks `content_sentinel` is never synced
     /// (an rsync --delete from an unmounted volume wipes every slave). Unset: each hook's own
@@ -869,6 +973,7 @@ impl Default for HooksConfig {
             pre_deregister: None,
             post_terminate: None,
             on_event: None,
+            on_bridge: None,
             content_source: None,
             content_sentinel: None,
             content_check: None,

@@ -3,7 +3,9 @@
 //! [`validate`] runs every one, always: a new section's checks are one function and one line
 //! there.
 
-use super::{Config, Dur, Hook, Problem, Role, EVENT_PLACEHOLDERS, HOOK_PLACEHOLDERS};
+use super::{
+    Config, Dur, Hook, Problem, Role, BRIDGE_PLACEHOLDERS, EVENT_PLACEHOLDERS, HOOK_PLACEHOLDERS,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -207,7 +209,92 @@ pub fn validate(cfg: &Config) -> Vec<Problem> {
     check_schedule(&mut c, cfg);
     check_log(&mut c, cfg);
     check_prices(&mut c, cfg);
+    check_bridge(&mut c, cfg);
     c.problems
+}
+
+/// `[bridge]`: levels that each cost less than the one before, thresholds with room between
+/// them, a load-proportional signal.
+fn check_bridge(c: &mut Checks, cfg: &Config) {
+    let b = &cfg.bridge;
+    c.require(
+        !b.costs.is_empty() && b.costs.len() <= 9,
+        "bridge.costs",
+        || {
+            format!(
+                "bridge.costs must list 1 to 9 levels' costs (got {})",
+                b.costs.len()
+            )
+        },
+    );
+    let mut before = 1.0;
+    for (i, cost) in b.costs.iter().enumerate() {
+        let path = format!("bridge.costs[{i}]");
+        c.require(
+            cost.is_finite() && *cost > 0.0 && *cost < before,
+            &path,
+            || {
+                format!(
+                    "{path} (level {}) must be above 0 and below {before} (the level before it): \
+                     a level costs less than the one below it (got {cost})",
+                    i + 1
+                )
+            },
+        );
+        if cost.is_finite() && *cost > 0.0 && *cost < before {
+            before = *cost;
+        }
+    }
+    let share = b.master_only_share;
+    c.require(
+        share.is_finite() && (0.0..1.0).contains(&share),
+        "bridge.master_only_share",
+        || format!("bridge.master_only_share must be at least 0 and below 1 (got {share})"),
+    );
+    c.require(b.signal.forecastable(), "bridge.signal", || {
+        format!(
+            "bridge.signal must follow the load, \"apache_busy_ratio\" or \"load_per_cpu\" \
+                 (got {:?})",
+            b.signal.name()
+        )
+    });
+    c.fraction("bridge.enter_utilization", b.enter_utilization, 10.0);
+    c.fraction("bridge.exit_utilization", b.exit_utilization, 10.0);
+    c.require(
+        b.exit_utilization < b.enter_utilization,
+        "bridge.exit_utilization",
+        || {
+            format!(
+                "bridge.exit_utilization must be below bridge.enter_utilization, or a level \
+                 would flap (got {} and {})",
+                b.exit_utilization, b.enter_utilization
+            )
+        },
+    );
+    c.duration(
+        "bridge.min_dwell",
+        b.min_dwell,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    );
+    c.duration(
+        "bridge.max_episode",
+        b.max_episode,
+        Duration::from_secs(60),
+        Duration::from_secs(24 * 3600),
+    );
+    c.duration(
+        "bridge.cooldown",
+        b.cooldown,
+        Duration::ZERO,
+        Duration::from_secs(24 * 3600),
+    );
+    c.duration(
+        "bridge.grace",
+        b.grace,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    );
 }
 
 /// `[prices]`: the monthly report's hourly prices.
@@ -249,6 +336,7 @@ fn check_agent(c: &mut Checks, cfg: &Config) {
         .chain(hooks.pre_deregister.iter())
         .chain(hooks.post_terminate.iter())
         .chain(hooks.on_event.iter())
+        .chain(hooks.on_bridge.iter())
         .any(|h| h.argv.iter().any(|a| a.contains("{state_dir}")));
     c.require(
         !uses_state_dir || !cfg.agent.state_dir.is_absolute() || super::plain_path(&state_dir),
@@ -877,6 +965,9 @@ fn check_hooks(c: &mut Checks, cfg: &Config) {
             );
         }
     }
+    if let Some(hook) = &h.on_bridge {
+        c.hook_with("hooks.on_bridge", hook, BRIDGE_PLACEHOLDERS);
+    }
 }
 
 /// `[aws]`.
@@ -1243,6 +1334,39 @@ mod tests {
             paths(&c),
             ["prices.hourly.\"c5\"", "prices.hourly.\"m7g.large\""]
         );
+    }
+
+    #[test]
+    fn bridge_levels_cost_less_each_and_its_thresholds_leave_a_band() {
+        let mut c = Config::default();
+        c.agent.dry_run = true;
+        assert!(paths(&c).is_empty(), "{:?}", validate(&c));
+        c.bridge.costs = vec![0.3, 0.3, 1.5];
+        c.bridge.exit_utilization = 0.81;
+        c.bridge.signal = crate::config::Signal::MemoryUsedRatio;
+        c.bridge.master_only_share = 1.0;
+        c.bridge.max_episode = Dur::secs(10);
+        assert_eq!(
+            paths(&c),
+            [
+                "bridge.costs[1]",
+                "bridge.costs[2]",
+                "bridge.master_only_share",
+                "bridge.signal",
+                "bridge.exit_utilization",
+                "bridge.max_episode"
+            ]
+        );
+        let p = validate(&c);
+        assert!(
+            p[0].message
+                .contains("(level 2) must be above 0 and below 0.3"),
+            "{}",
+            p[0].message
+        );
+        c.bridge = Default::default();
+        c.bridge.costs.clear();
+        assert_eq!(paths(&c), ["bridge.costs"]);
     }
 
     #[test]

@@ -166,6 +166,8 @@ mod tests {
             load_per_cpu: Some(v),
             apache_busy_ratio: None,
             memory_used_ratio: None,
+            bridge_level: 0,
+            bridge_change: None,
         }
     }
 

@@ -49,6 +49,9 @@ pub struct History {
     kept_secs: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kept_day_ends: Option<Timestamp>,
+    /// The brownout bridge's level and episode, as the last decision left them.
+    #[serde(default, skip_serializing_if = "super::BridgeState::is_off")]
+    pub bridge: super::BridgeState,
 }
 
 /// Lead times kept (the median of these is used).
@@ -65,6 +68,7 @@ impl History {
     /// Remembers `decision` (made at `now`) and forgets what no window can reach any more.
     pub fn record(&mut self, cfg: &PolicyConfig, now: Timestamp, decision: &Decision) {
         let why = decision.explanation();
+        self.bridge = why.bridge.clone();
         let previous = self.recommendations.back().map(|(t, _)| *t);
         self.recommendations.push_back((now, why.raw_desired));
         self.utilization.push_back((now, why.utilization));

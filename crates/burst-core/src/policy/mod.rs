@@ -19,7 +19,10 @@
 //!    the cap resets;
 //! 6. **victims** for a scale-in ([`release`]): old enough, in the configured order; kept
 //!    instead while bringing them back today (lead time, cap unit) would cost more than keeping
-//!    them has.
+//!    them has;
+//! 7. **the brownout bridge** ([`bridge`]): a degraded level while the fleet is short now and
+//!    nothing serves in time. Its other half runs right after stage 0: hosts that served at a
+//!    level are read back to full cost, so every stage between counts full-cost load.
 //!
 //! A new stage is one function in one of these modules and one line in [`decide`]. Its
 //! reasons get a stable code and a readable line in `reason` ([`Reason`]), and its tests go in
@@ -28,6 +31,7 @@
 //! The caller records each decision in [`History`] after it is made (the actuator keeps the one
 //! copy in `state.json`); `decide` only reads it.
 
+mod bridge;
 mod corroborate;
 mod demand;
 mod history;
@@ -37,6 +41,7 @@ mod reason;
 mod release;
 mod serving;
 
+pub use bridge::{BridgeState, ManualBridge};
 pub use corroborate::{
     corroborate, evidence, Reports, Suspect, CORROBORATION_FACTOR, CORROBORATION_SLACK,
 };
@@ -44,7 +49,7 @@ pub use history::History;
 pub use reason::{Direction, Reason};
 
 use crate::cap::{CapLedger, CapStatus};
-use crate::config::{PolicyConfig, PolicyMode, Signal};
+use crate::config::{BridgeConfig, PolicyConfig, PolicyMode, Signal};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -109,6 +114,9 @@ pub struct FleetObservation {
     /// What AWS itself measured, which no slave can write (`AWS/` namespaces).
     #[serde(default)]
     pub evidence: Evidence,
+    /// The bridge's level as an operator set it by hand, until it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_manual: Option<ManualBridge>,
 }
 
 /// Evidence from AWS's own metrics (nobody can PutMetricData into an `AWS/` namespace).
@@ -180,6 +188,9 @@ pub struct Explanation {
     /// the next release is priced at the next cap unit (step 6).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub released_beyond_pool: u32,
+    /// The brownout bridge after this decision (stage 7): its level and episode.
+    #[serde(default, skip_serializing_if = "BridgeState::is_off")]
+    pub bridge: BridgeState,
 }
 
 /// A [`Decision`]'s variant without its data, named as serde names the decision's `action`
@@ -230,6 +241,7 @@ impl Explanation {
             reasons: Vec::new(),
             cap,
             released_beyond_pool: 0,
+            bridge: BridgeState::default(),
         }
     }
 }
@@ -354,6 +366,7 @@ fn stage<T>(reasons: &mut Vec<Reason>, (out, why): (T, Vec<Reason>)) -> T {
 /// before it returned and gives its own with its reasons.
 pub fn decide(
     cfg: &PolicyConfig,
+    bridge_cfg: &BridgeConfig,
     obs: &FleetObservation,
     cap: &CapLedger,
     hist: &History,
@@ -363,7 +376,14 @@ pub fn decide(
     let current = fleet.current;
     let r = &mut Vec::new();
     // 0. The serving hosts, each slave's report as far as the evidence backs it.
-    let serving = stage(r, serving::serving(cfg, obs, now));
+    let mut serving = stage(r, serving::serving(cfg, obs, now));
+    // 0b. Hosts that served degraded, read back to full cost.
+    let n = 1 + fleet.in_service;
+    let track = hist.bridge.master_load;
+    let load = stage(
+        r,
+        bridge::full_cost(bridge_cfg, &mut serving.hosts, n, track),
+    );
     // 1. What the load asks for.
     let ahead = demand::Ahead {
         probe: serving.probe,
@@ -396,6 +416,12 @@ pub fn decide(
         r,
         release::release(cfg, obs, hist, &cap, now, current, cap_limited),
     );
+    // 7. The brownout bridge: a degraded level while the fleet is short and nothing serves in
+    // time.
+    let bridge = stage(
+        r,
+        bridge::bridge(bridge_cfg, cfg, obs, hist, fleet, load, now),
+    );
     let final_count = if cap_limited < current {
         current - to_u32(release.victims.len())
     } else {
@@ -418,6 +444,7 @@ pub fn decide(
         reasons: std::mem::take(r),
         cap: cap.status,
         released_beyond_pool: release.beyond_pool,
+        bridge,
     };
     if final_count > current {
         let count = final_count - current;

@@ -216,6 +216,82 @@ pub enum Reason {
         cause: String,
         trial_in_secs: i64,
     },
+    /// Brownout bridge: the fleet is short now and nothing serves in time: level 1 or more on.
+    BridgeOn {
+        level: u8,
+        /// The master's full-cost utilization now, with the capacity that serves in time.
+        utilization: f64,
+        enter: f64,
+        /// Slaves on the way that serve within `bridge.grace`, counted in `utilization`.
+        arriving: u32,
+    },
+    /// Still short at the level in force: a deeper one.
+    BridgeRaised {
+        from: u8,
+        to: u8,
+        utilization: f64,
+        enter: f64,
+    },
+    /// Serving capacity caught up enough for a lighter level.
+    BridgeLowered {
+        from: u8,
+        to: u8,
+        /// The master's full-cost utilization predicted at `to`.
+        utilization: f64,
+        exit: f64,
+    },
+    /// Serving capacity covers full-cost demand: back to full service.
+    BridgeOff {
+        from: u8,
+        utilization: f64,
+        exit: f64,
+        episode_secs: i64,
+    },
+    /// A level is held: still needed, or not held `bridge.min_dwell` yet.
+    BridgeHeld {
+        level: u8,
+        /// The master's full-cost utilization predicted one level lighter.
+        lighter: f64,
+        exit: f64,
+        dwell_left_secs: i64,
+    },
+    /// Short now, but slaves that serve within `bridge.grace` cover it: no level.
+    BridgeCovered {
+        utilization: f64,
+        arriving: u32,
+        grace_secs: i64,
+    },
+    /// The episode reached `bridge.max_episode`: back to level 0, and none for `cooldown`.
+    BridgeExpired {
+        from: u8,
+        episode_secs: i64,
+        cooldown_secs: i64,
+    },
+    /// Short, but an episode ended by `bridge.max_episode` is cooling down.
+    BridgeCooling {
+        utilization: f64,
+        left_secs: i64,
+    },
+    /// An operator set the level by hand (`burst-agent bridge set N` or `bridge off`).
+    BridgeManual {
+        level: u8,
+        by: String,
+        left_secs: i64,
+    },
+    /// No fresh sample of the master's own: the level in force is held.
+    BridgeBlind {
+        level: u8,
+    },
+    /// `bridge.enabled` is false (a reload turned it off) while a level was on.
+    BridgeDisabled {
+        from: u8,
+    },
+    /// Hosts that served at a bridge level were read back to full-cost-equivalent load, so
+    /// scaling is not fooled by the cheaper requests.
+    FullCost {
+        hosts: Vec<String>,
+        message: String,
+    },
 }
 
 impl Reason {
@@ -258,6 +334,18 @@ impl Reason {
             Reason::SyncBroken { .. } => "SyncBroken",
             Reason::Uncorroborated { .. } => "Uncorroborated",
             Reason::ContentSourceMissing { .. } => "ContentSourceMissing",
+            Reason::BridgeOn { .. } => "BridgeOn",
+            Reason::BridgeRaised { .. } => "BridgeRaised",
+            Reason::BridgeLowered { .. } => "BridgeLowered",
+            Reason::BridgeOff { .. } => "BridgeOff",
+            Reason::BridgeHeld { .. } => "BridgeHeld",
+            Reason::BridgeCovered { .. } => "BridgeCovered",
+            Reason::BridgeExpired { .. } => "BridgeExpired",
+            Reason::BridgeCooling { .. } => "BridgeCooling",
+            Reason::BridgeManual { .. } => "BridgeManual",
+            Reason::BridgeBlind { .. } => "BridgeBlind",
+            Reason::BridgeDisabled { .. } => "BridgeDisabled",
+            Reason::FullCost { .. } => "FullCost",
         }
     }
 }
@@ -308,11 +396,139 @@ impl fmt::Display for Reason {
             | Reason::LaunchRefused { .. }
             | Reason::ContentSourceMissing { .. }
             | Reason::SyncBroken { .. } => self.fmt_launch(f),
+            Reason::BridgeOn { .. }
+            | Reason::BridgeRaised { .. }
+            | Reason::BridgeLowered { .. }
+            | Reason::BridgeOff { .. }
+            | Reason::BridgeHeld { .. }
+            | Reason::BridgeCovered { .. }
+            | Reason::BridgeExpired { .. }
+            | Reason::BridgeCooling { .. }
+            | Reason::BridgeManual { .. }
+            | Reason::BridgeBlind { .. }
+            | Reason::BridgeDisabled { .. }
+            | Reason::FullCost { .. } => self.fmt_bridge(f),
         }
     }
 }
 
 impl Reason {
+    /// The brownout bridge's level, and the full-cost reading scaling sees through it.
+    fn fmt_bridge(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::BridgeOn {
+                level,
+                utilization,
+                enter,
+                arriving,
+            } => write!(
+                f,
+                "bridge on at level {level}: the master at full cost reads {utilization:.2} \
+                 (above {enter:.2}) with the hosts serving now{}, and nothing more serves in time",
+                if *arriving > 0 {
+                    format!(" and {arriving} arriving within the grace")
+                } else {
+                    String::new()
+                }
+            ),
+            Reason::BridgeRaised {
+                from,
+                to,
+                utilization,
+                enter,
+            } => write!(
+                f,
+                "bridge raised {from} -> {to}: the master at level {from} would still read \
+                 {utilization:.2} (above {enter:.2})"
+            ),
+            Reason::BridgeLowered {
+                from,
+                to,
+                utilization,
+                exit,
+            } => write!(
+                f,
+                "bridge lowered {from} -> {to}: the master at level {to} reads {utilization:.2} \
+                 (at most {exit:.2}) with the hosts serving now"
+            ),
+            Reason::BridgeOff {
+                from,
+                utilization,
+                exit,
+                episode_secs,
+            } => write!(
+                f,
+                "bridge off (was level {from}, on for {episode_secs}s): the serving hosts carry \
+                 full cost at {utilization:.2} (at most {exit:.2})"
+            ),
+            Reason::BridgeHeld {
+                level,
+                lighter,
+                exit,
+                dwell_left_secs,
+            } => {
+                if *dwell_left_secs > 0 && lighter <= exit {
+                    write!(
+                        f,
+                        "bridge held at level {level} for {dwell_left_secs}s more (bridge.min_dwell), \
+                         though a lighter level would read {lighter:.2}"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "bridge held at level {level}: a lighter level would read {lighter:.2} \
+                         (above {exit:.2})"
+                    )
+                }
+            }
+            Reason::BridgeCovered {
+                utilization,
+                arriving,
+                grace_secs,
+            } => write!(
+                f,
+                "no bridge: the master reads {utilization:.2} at full cost, but {arriving} \
+                 slave(s) serve within {grace_secs}s (bridge.grace)"
+            ),
+            Reason::BridgeExpired {
+                from,
+                episode_secs,
+                cooldown_secs,
+            } => write!(
+                f,
+                "bridge expired at level {from} after {episode_secs}s (bridge.max_episode): \
+                 full service again, and no bridge for {cooldown_secs}s"
+            ),
+            Reason::BridgeCooling {
+                utilization,
+                left_secs,
+            } => write!(
+                f,
+                "no bridge for {left_secs}s more (bridge.cooldown after an episode that ran its \
+                 maximum), though the master reads {utilization:.2} at full cost"
+            ),
+            Reason::BridgeManual {
+                level,
+                by,
+                left_secs,
+            } => write!(
+                f,
+                "bridge at level {level} by hand ({by}) for {left_secs}s more"
+            ),
+            Reason::BridgeBlind { level } => write!(
+                f,
+                "bridge held at level {level}: no fresh sample of the master's own"
+            ),
+            Reason::BridgeDisabled { from } => {
+                write!(f, "bridge off (was level {from}): bridge.enabled is false")
+            }
+            Reason::FullCost { message, .. } => {
+                write!(f, "read at full cost (hosts served degraded): {message}")
+            }
+            _ => unreachable!("Reason::fmt_bridge called for {}", self.code()),
+        }
+    }
+
     /// The signals against their targets or thresholds, and how long they have held.
     fn fmt_load(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

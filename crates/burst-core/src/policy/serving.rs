@@ -11,8 +11,8 @@ use jiff::Timestamp;
 /// The serving hosts as the policy reads them: the master's fresh sample, each in-service
 /// slave's corroborated one, and the site-wide probe if fresh.
 pub(crate) struct Serving<'a> {
-    master: Option<&'a HostMetrics>,
-    slaves: Vec<(&'a str, Option<HostMetrics>)>,
+    /// Every serving host, the master first.
+    pub hosts: Vec<(&'a str, Option<HostMetrics>)>,
     /// The site-wide probe's latency, if fresh.
     pub probe: Option<f64>,
 }
@@ -20,9 +20,7 @@ pub(crate) struct Serving<'a> {
 impl Serving<'_> {
     /// Every serving host, the master first.
     pub fn hosts(&self) -> Vec<(&str, Option<&HostMetrics>)> {
-        let mut serving: Vec<(&str, Option<&HostMetrics>)> = vec![("master", self.master)];
-        serving.extend(self.slaves.iter().map(|(id, m)| (*id, m.as_ref())));
-        serving
+        self.hosts.iter().map(|(id, m)| (*id, m.as_ref())).collect()
     }
 }
 
@@ -78,11 +76,9 @@ pub(crate) fn serving<'a>(
         .probe_latency
         .filter(|(at, _)| now.as_second() - at.as_second() <= stale_after)
         .map(|(_, ms)| ms);
-    let serving = Serving {
-        master,
-        slaves,
-        probe,
-    };
+    let mut hosts = vec![("master", master.copied())];
+    hosts.extend(slaves);
+    let serving = Serving { hosts, probe };
     (serving, reasons)
 }
 

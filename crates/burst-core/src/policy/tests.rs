@@ -1,5 +1,6 @@
 //! The pipeline's own tests, and the helpers every stage's tests use. Each stage's own rules
-//! are tested in its `tests.rs` (`serving/`, `demand/`, `limits/`, `holds/`, `release/`).
+//! are tested in its `tests.rs` (`serving/`, `demand/`, `limits/`, `holds/`, `release/`,
+//! `bridge/`).
 
 pub(crate) use super::*;
 pub(crate) use crate::config::{Dur, PolicyConfig, PolicyMode, Signal, VictimOrder};
@@ -47,6 +48,8 @@ pub(crate) fn m(u: f64, t: i64) -> HostMetrics {
         load_per_cpu: Some(u),
         apache_busy_ratio: Some(u),
         memory_used_ratio: Some(0.3),
+        bridge_level: 0,
+        bridge_change: None,
     }
 }
 
@@ -77,6 +80,7 @@ pub(crate) fn fleet(master: f64, slaves: Vec<SlaveObservation>) -> FleetObservat
         sync_broken: None,
         content_source_missing: None,
         evidence: Default::default(),
+        bridge_manual: None,
     }
 }
 
@@ -121,7 +125,7 @@ pub(crate) fn spent(n: usize) -> CapLedger {
 }
 
 pub(crate) fn run(c: &PolicyConfig, o: &FleetObservation) -> Decision {
-    decide(c, o, &cap(), &History::new(), at(0))
+    decide(c, &Default::default(), o, &cap(), &History::new(), at(0))
 }
 
 pub(crate) fn has(d: &Decision, code: &str) -> bool {
@@ -194,7 +198,14 @@ fn history_forgets_what_no_window_reaches() {
     let c = PolicyConfig::default();
     let mut h = History::new();
     for t in 0..1000 {
-        let d = decide(&c, &fleet(0.5, vec![]), &cap(), &h, at(t * 15));
+        let d = decide(
+            &c,
+            &Default::default(),
+            &fleet(0.5, vec![]),
+            &cap(),
+            &h,
+            at(t * 15),
+        );
         h.record(&c, at(t * 15), &d);
     }
     // The longest window is 600 s: about 40 entries at 15 s.
@@ -212,6 +223,8 @@ fn the_readme_decision_line() {
             load_per_cpu: Some(4.9),
             apache_busy_ratio: Some(1.0),
             memory_used_ratio: Some(0.4),
+            bridge_level: 0,
+            bridge_change: None,
         }),
         slaves: vec![],
         no_capacity_until: None,
@@ -223,8 +236,9 @@ fn the_readme_decision_line() {
         sync_broken: None,
         content_source_missing: None,
         evidence: Default::default(),
+        bridge_manual: None,
     };
-    let d = decide(&c, &obs, &cap(), &History::new(), now);
+    let d = decide(&c, &Default::default(), &obs, &cap(), &History::new(), now);
     // The docs show this very line: read it from docs/how-it-decides.md, so the two cannot drift apart.
     let readme = include_str!("../../../../docs/how-it-decides.md");
     let line = d.to_string();
@@ -254,14 +268,28 @@ pub(crate) fn history_of(c: &PolicyConfig, from: f64, to: f64) -> History {
     for i in 0..10 {
         let t = -300 + 30 * i;
         let total = from + (to - from) * i as f64 / 10.0;
-        let d = decide(c, &fleet_total(total, t), &cap(), &h, at(t));
+        let d = decide(
+            c,
+            &Default::default(),
+            &fleet_total(total, t),
+            &cap(),
+            &h,
+            at(t),
+        );
         h.record(c, at(t), &d);
     }
     h
 }
 
 pub(crate) fn run_with(c: &PolicyConfig, h: &History) -> Decision {
-    decide(c, &fleet_total(2.0, 0), &cap(), h, at(0))
+    decide(
+        c,
+        &Default::default(),
+        &fleet_total(2.0, 0),
+        &cap(),
+        h,
+        at(0),
+    )
 }
 
 #[test]

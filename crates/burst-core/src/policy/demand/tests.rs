@@ -62,6 +62,7 @@ fn missing_metrics_never_cause_a_scale_in() {
         sync_broken: None,
         content_source_missing: None,
         evidence: Default::default(),
+        bridge_manual: None,
     };
     let d = run(&cfg(), &o);
     assert!(matches!(d, Decision::Hold { .. }));
@@ -144,38 +145,42 @@ fn threshold_rules_need_their_sustain_window() {
     let mut h = History::new();
     let hot = fleet(0.9, in_service(1, 0.9));
     for t in [0, 15, 30, 45] {
-        let d = decide(&c, &hot, &cap(), &h, at(t));
+        let d = decide(&c, &Default::default(), &hot, &cap(), &h, at(t));
         assert!(matches!(d, Decision::Hold { .. }), "t={t}: {d}");
         assert!(has(&d, "ScaleOutSustaining"));
         h.record(&c, at(t), &d);
     }
-    let d = decide(&c, &hot, &cap(), &h, at(60));
+    let d = decide(&c, &Default::default(), &hot, &cap(), &h, at(60));
     assert!(matches!(d, Decision::ScaleOut { count: 1, .. }), "{d}");
     assert!(has(&d, "AboveThreshold"));
     // A dip resets the streak.
     let mut h = History::new();
-    h.record(&c, at(0), &decide(&c, &hot, &cap(), &h, at(0)));
+    h.record(
+        &c,
+        at(0),
+        &decide(&c, &Default::default(), &hot, &cap(), &h, at(0)),
+    );
     let calm = fleet(0.5, in_service(1, 0.5));
-    let d = decide(&c, &calm, &cap(), &h, at(15));
+    let d = decide(&c, &Default::default(), &calm, &cap(), &h, at(15));
     assert!(has(&d, "BetweenThresholds"), "{d}");
     h.record(&c, at(15), &d);
-    let d = decide(&c, &hot, &cap(), &h, at(60));
+    let d = decide(&c, &Default::default(), &hot, &cap(), &h, at(60));
     assert!(has(&d, "ScaleOutSustaining"), "{d}");
     // Scale-in after its own window.
     let mut h = History::new();
     let cold = fleet(0.1, in_service(2, 0.1));
     for t in (0..120).step_by(15) {
-        let d = decide(&c, &cold, &cap(), &h, at(t));
+        let d = decide(&c, &Default::default(), &cold, &cap(), &h, at(t));
         assert!(has(&d, "ScaleInSustaining"), "t={t}: {d}");
         h.record(&c, at(t), &d);
     }
-    let d = decide(&c, &cold, &cap(), &h, at(120));
+    let d = decide(&c, &Default::default(), &cold, &cap(), &h, at(120));
     assert!(matches!(d, Decision::ScaleIn { .. }), "{d}");
     assert!(has(&d, "BelowThreshold"));
     // Missing metrics block the scale-in.
     let mut part = cold.clone();
     part.slaves[0].metrics = None;
-    let d = decide(&c, &part, &cap(), &h, at(120));
+    let d = decide(&c, &Default::default(), &part, &cap(), &h, at(120));
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
     assert!(has(&d, "SomeMetricsMissing"));
 }
@@ -243,7 +248,14 @@ fn a_rising_load_is_met_one_lead_time_ahead_and_a_falling_one_never_scales_in_ea
     let c = cfg(); // busy ratio, target 0.5; forecast on, lead 150 s until measured.
                    // Total 1.0 → 2.0 host-equivalents over five minutes: +1/300 per second.
     let h = history_of(&c, 1.0, 2.0);
-    let d = decide(&c, &fleet_total(2.0, 0), &cap(), &h, at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet_total(2.0, 0),
+        &cap(),
+        &h,
+        at(0),
+    );
     // Now: ceil(2.0 / 0.5) = 4 hosts (3 slaves). In 150 s: 2.5 → 5 hosts → 4 slaves.
     assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
     assert!(has(&d, "Forecast"), "{d}");
@@ -264,7 +276,14 @@ fn a_rising_load_is_met_one_lead_time_ahead_and_a_falling_one_never_scales_in_ea
     for secs in [280, 300, 320] {
         h2.record_lead(secs);
     }
-    let d = decide(&c, &fleet_total(2.0, 0), &cap(), &h2, at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet_total(2.0, 0),
+        &cap(),
+        &h2,
+        at(0),
+    );
     // 2.0 + 300/300 = 3.0 → 6 hosts → 5 slaves.
     assert_eq!(d.explanation().raw_desired, 5, "{d}");
     assert!(
@@ -275,20 +294,48 @@ fn a_rising_load_is_met_one_lead_time_ahead_and_a_falling_one_never_scales_in_ea
     // The forecast is at most max_factor × now: 2.2 → 5 hosts → 4 slaves.
     let mut capped = c.clone();
     capped.forecast.max_factor = 1.1;
-    let d = decide(&capped, &fleet_total(2.0, 0), &cap(), &h2, at(0));
+    let d = decide(
+        &capped,
+        &Default::default(),
+        &fleet_total(2.0, 0),
+        &cap(),
+        &h2,
+        at(0),
+    );
     assert_eq!(d.explanation().raw_desired, 4, "{d}");
 
     // Off: what the load asks for now.
     let mut off = c.clone();
     off.forecast.enabled = false;
-    let d = decide(&off, &fleet_total(2.0, 0), &cap(), &h, at(0));
+    let d = decide(
+        &off,
+        &Default::default(),
+        &fleet_total(2.0, 0),
+        &cap(),
+        &h,
+        at(0),
+    );
     assert_eq!(d.explanation().raw_desired, 3, "{d}");
     assert!(!has(&d, "Forecast"));
 
     // Falling from 3.0 to 1.0: the forecast never asks for less than now.
     let h = history_of(&c, 3.0, 1.0);
-    let with = decide(&c, &fleet_total(1.0, 0), &cap(), &h, at(0));
-    let without = decide(&off, &fleet_total(1.0, 0), &cap(), &h, at(0));
+    let with = decide(
+        &c,
+        &Default::default(),
+        &fleet_total(1.0, 0),
+        &cap(),
+        &h,
+        at(0),
+    );
+    let without = decide(
+        &off,
+        &Default::default(),
+        &fleet_total(1.0, 0),
+        &cap(),
+        &h,
+        at(0),
+    );
     assert_eq!(
         with.explanation().raw_desired,
         without.explanation().raw_desired
@@ -302,7 +349,14 @@ fn a_trend_needs_enough_history_and_shrugs_off_an_odd_sample() {
     let mut h = History::new();
     // Two points only: no trend.
     for (t, total) in [(-60, 1.0), (-30, 1.5)] {
-        let d = decide(&c, &fleet_total(total, t), &cap(), &h, at(t));
+        let d = decide(
+            &c,
+            &Default::default(),
+            &fleet_total(total, t),
+            &cap(),
+            &h,
+            at(t),
+        );
         h.record(&c, at(t), &d);
     }
     assert_eq!(h.trend(Signal::ApacheBusyRatio, at(0), 300, 2.0, 3), None);
@@ -311,7 +365,14 @@ fn a_trend_needs_enough_history_and_shrugs_off_an_odd_sample() {
     for i in 0..10 {
         let t = -300 + 30 * i;
         let total = if i == 7 { 2.9 } else { 1.0 };
-        let d = decide(&c, &fleet_total(total, t), &cap(), &h, at(t));
+        let d = decide(
+            &c,
+            &Default::default(),
+            &fleet_total(total, t),
+            &cap(),
+            &h,
+            at(t),
+        );
         h.record(&c, at(t), &d);
     }
     assert_eq!(h.trend(Signal::ApacheBusyRatio, at(0), 300, 1.0, 3), None);
@@ -320,7 +381,14 @@ fn a_trend_needs_enough_history_and_shrugs_off_an_odd_sample() {
     for i in 0..10 {
         let t = -300 + 30 * i;
         let total = if i == 7 { 9.0 } else { 1.0 + 0.03 * i as f64 };
-        let d = decide(&c, &fleet_total(total, t), &cap(), &h, at(t));
+        let d = decide(
+            &c,
+            &Default::default(),
+            &fleet_total(total, t),
+            &cap(),
+            &h,
+            at(t),
+        );
         h.record(&c, at(t), &d);
     }
     let slope = h
@@ -345,12 +413,26 @@ fn a_forecast_spends_at_most_a_third_of_the_cap_left() {
         ledger.record_attempt(&format!("i-{i}"), at(-1000)).unwrap();
     }
     // 4 left; 3 once the launch for now is made: a third of that is 1, so 3 + 1 = 4, not 5.
-    let d = decide(&c, &fleet_total(2.0, 0), &ledger, &h, at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet_total(2.0, 0),
+        &ledger,
+        &h,
+        at(0),
+    );
     assert_eq!(d.explanation().raw_desired, 4, "{d}");
     // 2 left; 1 after the launch for now: no slave on the forecast.
     ledger.record_attempt("i-3", at(-1000)).unwrap();
     ledger.record_attempt("i-4", at(-1000)).unwrap();
-    let d = decide(&c, &fleet_total(2.0, 0), &ledger, &h, at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet_total(2.0, 0),
+        &ledger,
+        &h,
+        at(0),
+    );
     assert_eq!(d.explanation().raw_desired, 3, "{d}");
     assert!(!has(&d, "Forecast"), "{d}");
 }

@@ -9,7 +9,14 @@ fn daily_cap_limits_and_explains() {
     for i in 0..7 {
         l.record_attempt(&format!("k{i}"), at(-100)).unwrap();
     }
-    let d = decide(&cfg(), &fleet(3.0, vec![]), &l, &History::new(), at(0));
+    let d = decide(
+        &cfg(),
+        &Default::default(),
+        &fleet(3.0, vec![]),
+        &l,
+        &History::new(),
+        at(0),
+    );
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
     assert!(has(&d, "DailyCapReached"));
     assert!(
@@ -22,7 +29,14 @@ fn daily_cap_limits_and_explains() {
     for i in 0..5 {
         l.record_attempt(&format!("k{i}"), at(-100)).unwrap();
     }
-    let d = decide(&cfg(), &fleet(3.0, vec![]), &l, &History::new(), at(0));
+    let d = decide(
+        &cfg(),
+        &Default::default(),
+        &fleet(3.0, vec![]),
+        &l,
+        &History::new(),
+        at(0),
+    );
     assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
     assert!(has(&d, "CapLimited"));
     assert_eq!(d.explanation().cap_limited, 2);
@@ -30,6 +44,7 @@ fn daily_cap_limits_and_explains() {
     let blocked = cap().blocked("cap-ledger.json: EOF while parsing");
     let d = decide(
         &cfg(),
+        &Default::default(),
         &fleet(3.0, vec![]),
         &blocked,
         &History::new(),
@@ -125,6 +140,7 @@ fn warm_slaves_that_ran_today_come_back_past_a_spent_cap() {
     // Master at 2.0 busy / target 0.5: 4 hosts, 3 slaves wanted; cap 2/2 spent.
     let d = decide(
         &cfg(),
+        &Default::default(),
         &fleet(2.0, warm.clone()),
         &l,
         &History::new(),
@@ -140,6 +156,7 @@ fn warm_slaves_that_ran_today_come_back_past_a_spent_cap() {
     warm.push(slave("i-w3", SlaveState::Stopped, -90_000, None));
     let d = decide(
         &cfg(),
+        &Default::default(),
         &fleet(2.0, warm[2..].to_vec()),
         &l,
         &History::new(),
@@ -158,13 +175,13 @@ fn warm_slaves_that_ran_today_come_back_past_a_spent_cap() {
         spent.record_attempt(&format!("k{i}"), at(-3600)).unwrap();
     }
     let mut idle = fleet(0.1, in_service(3, 0.1));
-    let d = decide(&c, &idle, &spent, &h, at(0));
+    let d = decide(&c, &Default::default(), &idle, &spent, &h, at(0));
     assert!(
         matches!(d, Decision::Hold { .. }) && has(&d, "KeepingForCap"),
         "{d}"
     );
     idle.warm_room = 2;
-    let d = decide(&c, &idle, &spent, &h, at(0));
+    let d = decide(&c, &Default::default(), &idle, &spent, &h, at(0));
     assert!(
         matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 2),
         "{d}"
@@ -190,22 +207,44 @@ fn launches_just_before_midnight_wait_unless_demand_is_acute() {
     };
     let at_2355 = tokyo("23:55");
     // Busy 0.6: 1.2x the target, wants a slave; not acute.
-    let d = decide(&c, &fresh(0.6, at_2355), &cap(), &History::new(), at_2355);
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fresh(0.6, at_2355),
+        &cap(),
+        &History::new(),
+        at_2355,
+    );
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
     assert!(has(&d, "MidnightDeferred"), "{d}");
     assert!(d.to_string().contains("300s before the cap resets"), "{d}");
     // Busy 0.8: 1.6x, acute.
-    let d = decide(&c, &fresh(0.8, at_2355), &cap(), &History::new(), at_2355);
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fresh(0.8, at_2355),
+        &cap(),
+        &History::new(),
+        at_2355,
+    );
     assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
     // 23:45: outside the guard.
     let at_2345 = tokyo("23:45");
-    let d = decide(&c, &fresh(0.6, at_2345), &cap(), &History::new(), at_2345);
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fresh(0.6, at_2345),
+        &cap(),
+        &History::new(),
+        at_2345,
+    );
     assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
     // Below the floor: the floor is kept whatever the hour.
     let mut floor = c.clone();
     floor.min_slaves = 1;
     let d = decide(
         &floor,
+        &Default::default(),
         &fresh(0.1, at_2355),
         &cap(),
         &History::new(),
@@ -215,7 +254,14 @@ fn launches_just_before_midnight_wait_unless_demand_is_acute() {
     // Turned off.
     let mut off = c.clone();
     off.midnight_guard = Dur::secs(0);
-    let d = decide(&off, &fresh(0.6, at_2355), &cap(), &History::new(), at_2355);
+    let d = decide(
+        &off,
+        &Default::default(),
+        &fresh(0.6, at_2355),
+        &cap(),
+        &History::new(),
+        at_2355,
+    );
     assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
 }
 

@@ -11,18 +11,39 @@ fn stabilization_windows() {
     // A high recommendation 100 s ago keeps the fleet up (in: highest of the window).
     let high = run(&c, &fleet(0.9, in_service(2, 0.9)));
     h.record(&c, at(-100), &high);
-    let d = decide(&c, &fleet(0.2, in_service(2, 0.2)), &cap(), &h, at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet(0.2, in_service(2, 0.2)),
+        &cap(),
+        &h,
+        at(0),
+    );
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
     assert!(has(&d, "ScaleInStabilizing"));
     // Out: the lowest recommendation of the last 60 s.
     let mut h = History::new();
     let low = run(&c, &fleet(0.5, in_service(2, 0.5)));
     h.record(&c, at(-30), &low);
-    let d = decide(&c, &fleet(0.9, in_service(2, 0.9)), &cap(), &h, at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet(0.9, in_service(2, 0.9)),
+        &cap(),
+        &h,
+        at(0),
+    );
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
     assert!(has(&d, "ScaleOutStabilizing"));
     // Outside the window it no longer counts.
-    let d = decide(&c, &fleet(0.9, in_service(2, 0.9)), &cap(), &h, at(61));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet(0.9, in_service(2, 0.9)),
+        &cap(),
+        &h,
+        at(61),
+    );
     assert!(matches!(d, Decision::ScaleOut { .. }), "{d}");
 }
 
@@ -35,7 +56,14 @@ fn cooldowns_are_separate_for_out_and_in() {
     let mut h = History::new();
     let out = run(&c, &fleet(1.0, vec![]));
     h.record(&c, at(-60), &out);
-    let d = decide(&c, &fleet(2.0, in_service(1, 2.0)), &cap(), &h, at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet(2.0, in_service(1, 2.0)),
+        &cap(),
+        &h,
+        at(0),
+    );
     assert!(has(&d, "CooldownActive"), "{d}");
     assert!(matches!(d, Decision::Hold { .. }));
     assert!(
@@ -43,13 +71,27 @@ fn cooldowns_are_separate_for_out_and_in() {
         "{d}"
     );
     // Scale-in waits scale_in_cooldown after the scale-out too.
-    let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &cap(), &h, at(300));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet(0.1, in_service(3, 0.1)),
+        &cap(),
+        &h,
+        at(300),
+    );
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
     assert!(
         d.to_string().contains("scale-in cooldown: 240s left"),
         "{d}"
     );
-    let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &cap(), &h, at(600));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet(0.1, in_service(3, 0.1)),
+        &cap(),
+        &h,
+        at(600),
+    );
     assert!(matches!(d, Decision::ScaleIn { .. }), "{d}");
 }
 
@@ -128,7 +170,14 @@ fn a_planned_burst_is_a_floor_from_its_prewarm_and_the_cap_still_rules() {
     for i in 0..5 {
         ledger.record_attempt(&format!("i-{i}"), at(-100)).unwrap();
     }
-    let d = decide(&cfg(), &o, &ledger, &History::new(), at(0));
+    let d = decide(
+        &cfg(),
+        &Default::default(),
+        &o,
+        &ledger,
+        &History::new(),
+        at(0),
+    );
     assert!(matches!(d, Decision::ScaleOut { count: 2, .. }), "{d}");
     assert!(has(&d, "CapLimited"), "{d}");
 }

@@ -25,17 +25,38 @@ fn keeps_unneeded_slaves_while_a_relaunch_would_cost_more_than_keeping_them() {
         (3749, 2),
         (3750, 3),
     ] {
-        let d = decide(&c, &idle, &spent(2), &needed_at(-unneeded), at(0));
+        let d = decide(
+            &c,
+            &Default::default(),
+            &idle,
+            &spent(2),
+            &needed_at(-unneeded),
+            at(0),
+        );
         assert_eq!(released(&d), n, "unneeded {unneeded}s: {d}");
         assert_eq!(has(&d, "KeepingForCap"), n < 3, "{d}");
     }
     // One left (r = 1): the first costs 150 + 3600, the others a whole unit, 7350.
     for (unneeded, n) in [(3749, 0), (3750, 1), (7349, 1), (7350, 3)] {
-        let d = decide(&c, &idle, &spent(6), &needed_at(-unneeded), at(0));
+        let d = decide(
+            &c,
+            &Default::default(),
+            &idle,
+            &spent(6),
+            &needed_at(-unneeded),
+            at(0),
+        );
         assert_eq!(released(&d), n, "unneeded {unneeded}s: {d}");
     }
     // None left: all three are kept for the whole unit.
-    let d = decide(&c, &idle, &spent(7), &needed_at(-7349), at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &idle,
+        &spent(7),
+        &needed_at(-7349),
+        at(0),
+    );
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
     assert!(
         d.to_string().contains(
@@ -48,17 +69,31 @@ fn keeps_unneeded_slaves_while_a_relaunch_would_cost_more_than_keeping_them() {
     // The margin counts as spent: with 2 left and a margin of 1, the first costs 150 + 3600.
     let mut m = c.clone();
     m.keep_slaves_when_cap_remaining_at_most = 1;
-    let d = decide(&m, &idle, &spent(5), &needed_at(-3749), at(0));
+    let d = decide(
+        &m,
+        &Default::default(),
+        &idle,
+        &spent(5),
+        &needed_at(-3749),
+        at(0),
+    );
     assert_eq!(released(&d), 0, "{d}");
     // A measured lead time counts instead of the default: three launches of 600 s.
     let mut h = needed_at(-3749);
     for _ in 0..3 {
         h.record_lead(600);
     }
-    let d = decide(&c, &idle, &spent(6), &h, at(0));
+    let d = decide(&c, &Default::default(), &idle, &spent(6), &h, at(0));
     assert_eq!(released(&d), 0, "lead 600 + 3600 > 3749: {d}");
     // Never needed (an agent started over existing slaves): nothing to keep for.
-    let d = decide(&c, &idle, &spent(7), &History::new(), at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &idle,
+        &spent(7),
+        &History::new(),
+        at(0),
+    );
     assert_eq!(released(&d), 3, "{d}");
 }
 
@@ -72,19 +107,26 @@ fn keeping_stops_when_the_days_kept_time_is_spent() {
     c.stale_after = Dur::secs(3600);
     let l = spent(7);
     let mut h = History::new();
-    let busy = decide(&c, &fleet(1.0, in_service(2, 1.0)), &l, &h, at(-60));
+    let busy = decide(
+        &c,
+        &Default::default(),
+        &fleet(1.0, in_service(2, 1.0)),
+        &l,
+        &h,
+        at(-60),
+    );
     h.record(&c, at(-60), &busy);
     let idle = fleet(0.1, in_service(2, 0.1));
     // Two slaves kept a minute at a time: 120 s a decision, 600 s after five decisions.
     let mut t = 0;
     for _ in 0..5 {
-        let d = decide(&c, &idle, &l, &h, at(t));
+        let d = decide(&c, &Default::default(), &idle, &l, &h, at(t));
         assert!(has(&d, "KeepingForCap"), "at {t}: {d}");
         h.record(&c, at(t), &d);
         t += 60;
     }
     assert_eq!(h.kept_today(at(t)), 600);
-    let d = decide(&c, &idle, &l, &h, at(t));
+    let d = decide(&c, &Default::default(), &idle, &l, &h, at(t));
     assert!(
         matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 2),
         "{d}"
@@ -116,7 +158,7 @@ fn a_lull_released_in_stages_prices_each_slave_at_the_next_cap_unit() {
     let mut out = Vec::new();
     for t in (60..=4000).step_by(10) {
         let o = sampled_at(&fleet(0.1, fleet_now.clone()), at(t));
-        let d = decide(&c, &o, &l, &h, at(t));
+        let d = decide(&c, &Default::default(), &o, &l, &h, at(t));
         h.record(&c, at(t), &d);
         if let Decision::ScaleIn { instances, .. } = &d {
             out.push(t);
@@ -136,7 +178,14 @@ fn each_slave_is_kept_by_how_long_its_own_place_in_the_fleet_has_been_unneeded()
     let mut h = History::new();
     wanted_at(&c, &mut h, -1000, 3, 3);
     wanted_at(&c, &mut h, -100, 2, 3);
-    let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &cap(), &h, at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet(0.1, in_service(3, 0.1)),
+        &cap(),
+        &h,
+        at(0),
+    );
     assert_eq!(released(&d), 1, "{d}");
     assert!(
         d.to_string()
@@ -154,7 +203,14 @@ fn keeping_yields_to_max_slaves_and_to_a_spent_hours_budget() {
     let spent = spent(7);
     let mut h = History::new();
     wanted_at(&c, &mut h, -300, 3, 3);
-    let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &spent, &h, at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet(0.1, in_service(3, 0.1)),
+        &spent,
+        &h,
+        at(0),
+    );
     assert_eq!(released(&d), 1, "one over max_slaves, the rest kept: {d}");
     assert!(has(&d, "KeepingForCap"), "{d}");
 
@@ -162,7 +218,14 @@ fn keeping_yields_to_max_slaves_and_to_a_spent_hours_budget() {
     let mut budget = CapLedger::new("Asia/Tokyo", 7, Some(1.0)).unwrap();
     budget.record_attempt("k0", at(-7200)).unwrap();
     assert!(budget.status(at(0)).instance_hours >= 1.0);
-    let d = decide(&c, &fleet(0.1, in_service(3, 0.1)), &budget, &h, at(0));
+    let d = decide(
+        &c,
+        &Default::default(),
+        &fleet(0.1, in_service(3, 0.1)),
+        &budget,
+        &h,
+        at(0),
+    );
     assert_eq!(released(&d), 3, "{d}");
     assert!(!has(&d, "KeepingForCap"), "{d}");
 }
@@ -178,7 +241,14 @@ fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
     }
     let mut h = History::new();
     let t = |s: i64| Timestamp::from_second(now.as_second() + s).unwrap();
-    let busy = decide(&c, &fleet(1.0, in_service(3, 1.0)), &l, &h, t(-300));
+    let busy = decide(
+        &c,
+        &Default::default(),
+        &fleet(1.0, in_service(3, 1.0)),
+        &l,
+        &h,
+        t(-300),
+    );
     h.record(&c, t(-300), &busy);
     let mut idle = fleet(0.1, in_service(3, 0.1));
     idle.master = Some(HostMetrics {
@@ -192,7 +262,7 @@ fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
         });
         s.launched_at = t(-7200);
     }
-    let d = decide(&c, &idle, &l, &h, now);
+    let d = decide(&c, &Default::default(), &idle, &l, &h, now);
     assert!(
         matches!(&d, Decision::ScaleIn { instances, .. } if instances.len() == 3),
         "{d}"
@@ -204,13 +274,20 @@ fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
     let mut draining = sampled_at(&idle, t_800);
     draining.drain_secs = 300;
     let mut h_800 = History::new();
-    let busy = decide(&c, &fleet(1.0, in_service(3, 1.0)), &l, &h_800, t(-800));
+    let busy = decide(
+        &c,
+        &Default::default(),
+        &fleet(1.0, in_service(3, 1.0)),
+        &l,
+        &h_800,
+        t(-800),
+    );
     h_800.record(&c, t(-800), &busy);
-    let d = decide(&c, &draining, &l, &h_800, t_800);
+    let d = decide(&c, &Default::default(), &draining, &l, &h_800, t_800);
     assert_eq!(d.explanation().cap.resets_in_secs, 800);
     assert!(has(&d, "KeepEndsBeforeMidnight"), "{d}");
     draining.drain_secs = 0;
-    let d = decide(&c, &draining, &l, &h_800, t_800);
+    let d = decide(&c, &Default::default(), &draining, &l, &h_800, t_800);
     assert!(
         has(&d, "KeepingForCap"),
         "without the drain 800 s is still kept: {d}"
@@ -221,13 +298,21 @@ fn kept_slaves_are_released_before_midnight_so_they_do_not_cost_tomorrow() {
     let mut h_earlier = History::new();
     let busy = decide(
         &c,
+        &Default::default(),
         &fleet(1.0, in_service(3, 1.0)),
         &l,
         &h_earlier,
         t(-1200),
     );
     h_earlier.record(&c, t(-1200), &busy);
-    let d = decide(&c, &idle_earlier, &l, &h_earlier, earlier);
+    let d = decide(
+        &c,
+        &Default::default(),
+        &idle_earlier,
+        &l,
+        &h_earlier,
+        earlier,
+    );
     assert!(matches!(d, Decision::Hold { .. }), "{d}");
     assert!(has(&d, "KeepingForCap"), "{d}");
 }
