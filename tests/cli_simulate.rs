@@ -186,7 +186,7 @@ fn bad_traces_and_flags_are_named() {
     );
     let o = agent(&["simulate", &trace("tv-feature.csv"), "--reference", "hpa"]);
     assert!(
-        stderr(&o).contains("no policy \"hpa\"; one of burst-agent, k8s-hpa"),
+        stderr(&o).contains("no policy \"hpa\"; one of burst-agent, burst-agent+bridge, k8s-hpa"),
         "{}",
         stderr(&o)
     );
@@ -238,4 +238,41 @@ fn a_plot_zooms_to_the_window_asked_for() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn the_bridge_runs_beside_the_agent_and_its_table_says_what_it_cost() {
+    let o = agent(&["simulate", &trace("tv-feature.csv"), "--bridge"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    // In the main table, the column wide enough for the longest label.
+    assert!(out.contains("\nburst-agent+bridge (no cap) "), "{out}");
+    let header = out
+        .lines()
+        .find(|l| l.starts_with("bridge "))
+        .unwrap_or_else(|| panic!("no bridge table:\n{out}"));
+    for col in ["θU%", "θU w/o%", "θD%", "τD%", "needless%", "episodes"] {
+        assert!(header.contains(col), "{header}");
+    }
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("burst-agent+bridge (cap)") && l.split_whitespace().count() == 8)
+        .unwrap_or_else(|| panic!("no bridged row in the bridge table:\n{out}"));
+    let v: Vec<f64> = row
+        .split_whitespace()
+        .skip(2)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // θU with the bridge below θU without; some load served degraded, in at least one episode.
+    assert!(v[0] < v[1], "{row}");
+    assert!(v[2] > 0.0 && v[3] > 0.0 && v[5] >= 1.0, "{row}");
+    // Without --bridge there is no such run to measure η against.
+    let o = agent(&[
+        "simulate",
+        &trace("tv-feature.csv"),
+        "--reference",
+        "burst-agent+bridge",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("needs --bridge"), "{}", stderr(&o));
 }

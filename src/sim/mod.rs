@@ -38,7 +38,7 @@ pub(crate) mod simple;
 pub mod trace;
 
 use crate::cap::CapLedger;
-use crate::config::{Config, PolicyConfig, Signal};
+use crate::config::{BridgeConfig, Config, PolicyConfig, Signal};
 use crate::policy::{
     self, Decision, FleetObservation, History, HostMetrics, SlaveObservation, SlaveState,
 };
@@ -119,8 +119,15 @@ impl Model {
     /// part of the rest, s·L + (1 − s)·L / n; a slave (1 − s)·L / n. The master is always hotter
     /// by s·L, however many slaves serve.
     pub fn utilization(&self, load: f64, serving: u32) -> HostLoad {
+        self.utilization_at(load, serving, 1.0)
+    }
+
+    /// [`Model::utilization`] while the spread part costs `cost` of its full cost (the brownout
+    /// bridge's level; the master-only share is never degraded): s·L + (1 − s)·L·cost / n on
+    /// the master, (1 − s)·L·cost / n on a slave.
+    pub fn utilization_at(&self, load: f64, serving: u32, cost: f64) -> HostLoad {
         let s = self.share();
-        let spread = (1.0 - s) * load / f64::from(serving.max(1));
+        let spread = (1.0 - s) * load * cost / f64::from(serving.max(1));
         HostLoad {
             master: s * load + spread,
             slave: spread,
@@ -138,15 +145,21 @@ impl Model {
     /// master-only work is what overloads the master and a slave more would not fix it. The bound
     /// never cuts the demand below the even-spread demand, so with s = 0 demand is as before.
     pub fn demand(&self, load: f64, max_slaves: u32) -> u32 {
+        self.demand_at(load, 1.0, max_slaves)
+    }
+
+    /// [`Model::demand`] while the spread part costs `cost` of its full cost (the bridge's
+    /// level): the smallest n with s·L + (1 − s)·L·cost / n <= slo, bounded as there.
+    pub fn demand_at(&self, load: f64, cost: f64, max_slaves: u32) -> u32 {
         let slo = self.slo_utilization;
-        let even = ceil_u32(load / slo).max(1);
-        let most = even.max(max_slaves.saturating_add(1));
         let s = self.share();
+        let even = ceil_u32((s + (1.0 - s) * cost) * load / slo).max(1);
+        let most = even.max(max_slaves.saturating_add(1));
         let room = slo - s * load;
         if room <= 0.0 {
             return most;
         }
-        ceil_u32((1.0 - s) * load / room).clamp(1, most)
+        ceil_u32((1.0 - s) * load * cost / room).clamp(1, most)
     }
 }
 
@@ -154,8 +167,11 @@ impl Model {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
-    /// burst-agent's own policy (the config's `[policy]`).
+    /// burst-agent's own policy (the config's `[policy]`), with the bridge off.
     Agent,
+    /// burst-agent's policy with its brownout bridge (`[bridge]`, on): run beside
+    /// [`Kind::Agent`] when `simulate --bridge` or `bridge.enabled` asks for it.
+    Bridged,
     /// Kubernetes HPA's algorithm with its defaults, on the same targets.
     Hpa,
     /// AWS simple scaling on the config's scale-out / scale-in thresholds.
@@ -173,8 +189,9 @@ pub enum Kind {
 
 impl Kind {
     /// Every policy, in the order of the table.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Agent,
+        Kind::Bridged,
         Kind::Hpa,
         Kind::AwsSimple,
         Kind::Static,
@@ -187,9 +204,15 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
+    /// burst-agent's own policy, with or without its bridge.
+    pub fn is_agent(self) -> bool {
+        matches!(self, Kind::Agent | Kind::Bridged)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Agent => "burst-agent",
+            Kind::Bridged => "burst-agent+bridge",
             Kind::Hpa => "k8s-hpa",
             Kind::AwsSimple => "aws-simple",
             Kind::None => "none",
@@ -228,6 +251,16 @@ pub struct Metrics {
     pub peak_load_per_cpu: f64,
     /// θU minus the oracle's (percentage points): how far from the best this run was.
     pub theta_u_gap: f64,
+    /// The brownout bridge (burst-agent+bridge only): the share of the offered load served
+    /// degraded, % (θD) ...
+    pub theta_d: f64,
+    /// ... the time degraded, % (τD) ...
+    pub tau_d: f64,
+    /// ... and the needless part of it: seconds degraded while the serving hosts covered
+    /// full-cost demand, % of the degraded seconds.
+    pub needless_d: f64,
+    /// Bridge episodes (level 0 to above 0).
+    pub bridge_episodes: u32,
 }
 
 /// Points for the plot, every `step` seconds.
@@ -238,6 +271,8 @@ pub struct Series {
     pub demand: Vec<u32>,
     pub supply: Vec<u32>,
     pub cap_used: Vec<u32>,
+    /// The bridge's level (0: full service).
+    pub bridge: Vec<u8>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -247,6 +282,9 @@ pub struct Outcome {
     pub metrics: Metrics,
     #[serde(skip)]
     pub series: Series,
+    /// Every slave's launch (seconds from the trace's start), in order.
+    #[serde(skip)]
+    pub launched_at: Vec<i64>,
     /// The first error of the agent's executor in the simulated world (none expected: it has
     /// no faults), or why it could not start; printed under the table.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -275,10 +313,15 @@ trait Autoscaler {
     fn act(&mut self, now: Timestamp, obs: &FleetObservation, ledger: &CapLedger) -> Action;
     /// A slave it launched went into service `lead` seconds after its launch.
     fn served(&mut self, _lead: i64) {}
+    /// The brownout bridge's level it set (0: full service; only burst-agent's has one).
+    fn bridge_level(&self) -> u8 {
+        0
+    }
 }
 
 struct AgentScaler {
     cfg: PolicyConfig,
+    bridge: BridgeConfig,
     hist: History,
 }
 
@@ -287,7 +330,7 @@ impl Autoscaler for AgentScaler {
         self.cfg.evaluation_interval.get().as_secs().max(1) as i64
     }
     fn act(&mut self, now: Timestamp, obs: &FleetObservation, ledger: &CapLedger) -> Action {
-        let d = policy::decide(&self.cfg, obs, ledger, &self.hist, now);
+        let d = policy::decide(&self.cfg, &self.bridge, obs, ledger, &self.hist, now);
         self.hist.record(&self.cfg, now, &d);
         match d {
             Decision::Hold { .. } => Action::Hold,
@@ -298,6 +341,9 @@ impl Autoscaler for AgentScaler {
     fn served(&mut self, lead: i64) {
         // As the daemon does: the lead time is measured from the fleet itself.
         self.hist.record_lead(lead);
+    }
+    fn bridge_level(&self) -> u8 {
+        self.hist.bridge.level
     }
 }
 
@@ -443,12 +489,25 @@ impl Autoscaler for Hold {
     }
 }
 
+/// One sample of a serving host: time, busy ratio, load per CPU, and the bridge's level with its
+/// last change (the level before, when).
+#[derive(Clone, Copy)]
+struct Sampled {
+    t: i64,
+    busy: f64,
+    load: f64,
+    level: Level,
+}
+
+/// The bridge's level every host serves at, and its last change (the level before, when).
+type Level = (u8, Option<(u8, i64)>);
+
 /// A serving host's load and samples: what its sampler would report.
 #[derive(Default)]
 struct Meter {
     load: f64,
-    /// (time, busy ratio, load per CPU), every sampling interval while serving.
-    samples: VecDeque<(i64, f64, f64)>,
+    /// Every sampling interval while serving.
+    samples: VecDeque<Sampled>,
     serving: bool,
 }
 
@@ -458,19 +517,30 @@ impl Meter {
         self.samples
             .iter()
             .rev()
-            .find(|s| s.0 <= t)
-            .map(|&(at, busy, load)| HostMetrics {
-                at: ts(start + at),
-                load_per_cpu: Some(load),
-                apache_busy_ratio: Some(busy),
+            .find(|s| s.t <= t)
+            .map(|s| HostMetrics {
+                at: ts(start + s.t),
+                load_per_cpu: Some(s.load),
+                apache_busy_ratio: Some(s.busy),
                 memory_used_ratio: Some(0.3),
+                bridge_level: s.level.0,
+                bridge_change: s.level.1.map(|(from, at)| crate::model::LevelChange {
+                    from,
+                    at: ts(start + at),
+                }),
             })
     }
 
     /// Takes a sample at `t`, dropping those older than `keep` seconds before it.
-    fn sample(&mut self, t: i64, busy: f64, keep: i64) {
-        self.samples.push_back((t, busy, self.load));
-        while self.samples.front().is_some_and(|s| s.0 < t - keep) {
+    fn sample(&mut self, t: i64, busy: f64, keep: i64, level: Level) {
+        let load = self.load;
+        self.samples.push_back(Sampled {
+            t,
+            busy,
+            load,
+            level,
+        });
+        while self.samples.front().is_some_and(|s| s.t < t - keep) {
             self.samples.pop_front();
         }
     }
@@ -491,7 +561,10 @@ const LOAD_DECAY: f64 = 0.920_044_414_629_323; // exp(-5/60)
 /// ([`fleet::RealFleet`]): every autoscaler that decides. The references (none, static, the
 /// oracle) use the ideal model ([`fleet::ModelFleet`]).
 pub fn runs_the_lifecycle(policy: Kind) -> bool {
-    matches!(policy, Kind::Agent | Kind::Hpa | Kind::AwsSimple)
+    matches!(
+        policy,
+        Kind::Agent | Kind::Bridged | Kind::Hpa | Kind::AwsSimple
+    )
 }
 
 /// Runs one autoscaler over the trace.
@@ -506,13 +579,13 @@ pub fn run(
     let start = trace.start.as_second();
     let ledger = run_ledger(cfg, capped);
     let p = &cfg.policy;
-    let mut scaler = scaler_for(policy, p, trace, model, &ledger);
+    let mut scaler = scaler_for(policy, p, &cfg.bridge, trace, model, &ledger);
     let interval = scaler.interval();
     let decides = !matches!(policy, Kind::None | Kind::Static);
     // The executor's tick: the daemon steps its actuator every evaluation interval.
     let every = p.evaluation_interval.get().as_secs().max(1) as i64;
     // The warm pool, as configured, for the agent's runs only.
-    let pool = if policy == Kind::Agent {
+    let pool = if policy.is_agent() {
         cfg.fleet.warm_pool
     } else {
         0
@@ -531,7 +604,8 @@ pub fn run(
         state.track(&up);
         let load = state.cursor.at(t as f64) / model.host_capacity;
         let serving = 1 + up.len() as u32;
-        state.meter(t, model.utilization(load, serving));
+        let cost = state.bridge.cost(state.level);
+        state.meter(t, model.utilization_at(load, serving, cost));
         // Accounting.
         state.account(t, now, load, serving, &*fleet);
         if t % 3600 == 0 {
@@ -540,6 +614,15 @@ pub fn run(
         // Decide and act.
         if deciding {
             state.decide_and_act(t, now, &mut *fleet, &mut *scaler);
+            // The level the decision set is in force from the next second, on every host.
+            let level = scaler.bridge_level();
+            if state.level == 0 && level > 0 {
+                state.acc.episodes += 1;
+            }
+            if level != state.level {
+                state.level_since = Some((state.level, t + 1));
+            }
+            state.level = level;
         }
     }
     let Stepper {
@@ -547,6 +630,8 @@ pub fn run(
     } = state;
     acc.score(&mut m, end);
     let (slaves, warm_starts) = fleet.runs();
+    let mut launched_at: Vec<i64> = slaves.iter().map(|s| s.launched).collect();
+    launched_at.sort_unstable();
     m.launches = slaves.len() as u32;
     m.warm_starts = warm_starts;
     bill(&mut m, &slaves, end);
@@ -556,6 +641,7 @@ pub fn run(
         capped,
         metrics: m,
         series,
+        launched_at,
         trouble: trouble.or_else(|| fleet.trouble()),
     }
 }
@@ -576,13 +662,18 @@ fn run_ledger(cfg: &Config, capped: bool) -> CapLedger {
 fn scaler_for(
     policy: Kind,
     p: &PolicyConfig,
+    bridge: &BridgeConfig,
     trace: &Trace,
     model: &Model,
     ledger: &CapLedger,
 ) -> Box<dyn Autoscaler> {
     match policy {
-        Kind::Agent => Box::new(AgentScaler {
+        Kind::Agent | Kind::Bridged => Box::new(AgentScaler {
             cfg: p.clone(),
+            bridge: BridgeConfig {
+                enabled: policy == Kind::Bridged,
+                ..bridge.clone()
+            },
             hist: History::new(),
         }),
         Kind::Hpa => Box::new(HpaScaler {
@@ -672,6 +763,12 @@ struct Stepper<'a> {
     m: Metrics,
     series: Series,
     acc: Accounts,
+    /// The bridge's level every serving host applies (set by the agent's decision, in force
+    /// from the next second), and what the spread part costs at it.
+    level: u8,
+    /// The level's last change: the level before, and when (seconds from the start).
+    level_since: Option<(u8, i64)>,
+    bridge: BridgeConfig,
 }
 
 /// Running sums of under- and over-provisioning and of the adaptations of demand and supply.
@@ -685,6 +782,12 @@ struct Accounts {
     last_supply: Option<u32>,
     demand_changes: u64,
     supply_changes: u64,
+    /// The bridge: offered load in all and served degraded, seconds degraded and needlessly so.
+    load_sum: f64,
+    load_degraded: f64,
+    t_degraded: u64,
+    t_needless: u64,
+    episodes: u32,
 }
 
 impl<'a> Stepper<'a> {
@@ -717,6 +820,9 @@ impl<'a> Stepper<'a> {
                 ..Series::default()
             },
             acc: Accounts::default(),
+            level: 0,
+            level_since: None,
+            bridge: cfg.bridge.clone(),
         }
     }
 
@@ -751,9 +857,10 @@ impl<'a> Stepper<'a> {
         }
         if t % self.model.sampling_interval == 0 {
             let keep = self.keep_samples;
-            self.master.sample(t, u.master.min(1.0), keep);
+            let level = (self.level, self.level_since);
+            self.master.sample(t, u.master.min(1.0), keep, level);
             for h in self.meters.values_mut().filter(|h| h.serving) {
-                h.sample(t, u.slave.min(1.0), keep);
+                h.sample(t, u.slave.min(1.0), keep, level);
             }
         }
     }
@@ -767,8 +874,19 @@ impl<'a> Stepper<'a> {
         serving: u32,
         fleet: &dyn fleet::Fleet,
     ) {
-        let demand = self.model.demand(load, self.max_slaves);
+        let cost = self.bridge.cost(self.level);
+        let demand = self.model.demand_at(load, cost, self.max_slaves);
         let a = &mut self.acc;
+        a.load_sum += load;
+        if self.level > 0 {
+            a.load_degraded += (1.0 - self.model.share()) * load;
+            a.t_degraded += 1;
+            // Needless: every serving host (the master, the hottest) would have stayed at or
+            // under the SLO at full cost.
+            if self.model.utilization(load, serving).master <= self.model.slo_utilization {
+                a.t_needless += 1;
+            }
+        }
         if demand > serving {
             a.sum_under += f64::from(demand - serving) / f64::from(demand);
             a.t_under += 1;
@@ -791,6 +909,7 @@ impl<'a> Stepper<'a> {
             series.demand.push(demand);
             series.supply.push(serving);
             series.cap_used.push(fleet.ledger().used(now));
+            series.bridge.push(self.level);
         }
     }
 
@@ -825,7 +944,9 @@ impl<'a> Stepper<'a> {
             content_source_missing: seen.content_source_missing,
             evidence: Default::default(),
             probe_latency: None,
-            scheduled: (self.policy == Kind::Agent)
+            scheduled: self
+                .policy
+                .is_agent()
                 .then(|| {
                     self.sched_tz
                         .as_ref()
@@ -834,6 +955,7 @@ impl<'a> Stepper<'a> {
                 .flatten(),
             warm_room: seen.warm_room,
             drain_secs: model.draining,
+            bridge_manual: None,
         };
         let action = scaler.act(now, &obs, fleet.ledger());
         // As the daemon: nothing is carried out on a fleet the step could not observe.
@@ -853,6 +975,14 @@ impl Accounts {
         m.tau_o = 100.0 * self.t_over as f64 / seconds;
         m.jitter_per_hour =
             (self.supply_changes as f64 - self.demand_changes as f64) / (seconds / 3600.0);
+        if self.load_sum > 0.0 {
+            m.theta_d = 100.0 * self.load_degraded / self.load_sum;
+        }
+        m.tau_d = 100.0 * self.t_degraded as f64 / seconds;
+        if self.t_degraded > 0 {
+            m.needless_d = 100.0 * self.t_needless as f64 / self.t_degraded as f64;
+        }
+        m.bridge_episodes = self.episodes;
     }
 }
 
@@ -935,7 +1065,11 @@ pub fn run_all_with(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Vec<Outcome> {
     let mut runs: Vec<(Kind, bool)> = Vec::new();
-    for kind in [Kind::Agent, Kind::Hpa, Kind::AwsSimple, Kind::Static] {
+    let mut kinds = vec![Kind::Agent, Kind::Hpa, Kind::AwsSimple, Kind::Static];
+    if cfg.bridge.enabled {
+        kinds.insert(1, Kind::Bridged);
+    }
+    for kind in kinds {
         for capped in [true, false] {
             runs.push((kind, capped));
         }

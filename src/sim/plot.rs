@@ -149,6 +149,27 @@ fn visible(h: f64, x_min: f64, x_max: f64, step: i64) -> bool {
     h >= x_min - pad && h <= x_max + pad
 }
 
+/// The spans (hours since the start) in which the bridge's level was above 0, from a series
+/// sampled every `step` seconds: each from its first point to the point after its last.
+fn episodes(levels: &[u8], step: i64) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    let mut open: Option<usize> = None;
+    for (i, &l) in levels.iter().enumerate() {
+        match (open, l > 0) {
+            (None, true) => open = Some(i),
+            (Some(a), false) => {
+                out.push((hours_at(a, step), hours_at(i, step)));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(a) = open {
+        out.push((hours_at(a, step), hours_at(levels.len(), step)));
+    }
+    out
+}
+
 /// What a failure to draw to `path` says.
 fn draw_error(path: &Path) -> impl Fn(DrawingAreaErrorKind<std::io::Error>) -> String + Copy + '_ {
     move |e: DrawingAreaErrorKind<std::io::Error>| format!("cannot draw {}: {e}", path.display())
@@ -194,6 +215,31 @@ fn draw_capacity(
                 RED.mix(0.5).into(),
             ))
             .map_err(e)?;
+    }
+    // The bridge's episodes, shaded in the colour of the run that degraded.
+    for (k, o) in runs.iter().enumerate() {
+        let spans = episodes(&o.series.bridge, s.step);
+        if spans.is_empty() {
+            continue;
+        }
+        let c = COLORS[k % COLORS.len()];
+        chart
+            .draw_series(
+                spans
+                    .into_iter()
+                    .filter(|&(a, b)| b >= x_min && a <= x_max)
+                    .map(|(a, b)| {
+                        Rectangle::new(
+                            [(a.max(x_min), 0.0), (b.min(x_max), y_max)],
+                            c.mix(0.12).filled(),
+                        )
+                    }),
+            )
+            .map_err(e)?
+            .label(format!("bridge on: {}", o.label()))
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 20, y + 5)], c.mix(0.3).filled())
+            });
     }
     chart
         .draw_series(LineSeries::new(
@@ -323,7 +369,17 @@ fn draw_cap_use(
 
 #[cfg(test)]
 mod tests {
-    use super::Window;
+    use super::{episodes, Window};
+
+    #[test]
+    fn episodes_span_from_the_first_degraded_point_to_the_next_full_one() {
+        // One point every 15 minutes: on from 0.25 h to 0.75 h, and from 1.25 h to the end.
+        assert_eq!(
+            episodes(&[0, 1, 2, 0, 0, 1], 900),
+            [(0.25, 0.75), (1.25, 1.5)]
+        );
+        assert!(episodes(&[0, 0], 900).is_empty());
+    }
 
     fn window(start: &str, tz: &str) -> Window {
         Window {

@@ -78,9 +78,15 @@ pub fn table(r: &Report<'_>) -> String {
          over (none) can score high while short: read θU first",
         r.speedup_reference
     );
+    // The policy column fits the longest label ("burst-agent+bridge (no cap)"), 22 at least.
+    let w = r
+        .runs
+        .iter()
+        .map(|run| run.label.chars().count())
+        .fold(22, usize::max);
     let _ = writeln!(
         s,
-        "{:<22} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>5} {:>8} {:>8}",
+        "{:<w$} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>6} {:>7} {:>8} {:>8} {:>7} {:>5} {:>8} {:>8}",
         "policy",
         "θU%",
         "gap",
@@ -101,7 +107,7 @@ pub fn table(r: &Report<'_>) -> String {
         let m = &run.outcome.metrics;
         let _ = writeln!(
             s,
-            "{:<22} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>8.2} {:>6.2} {:>7.1} {:>8.0} {:>8} {:>7} {:>5} {:>8} {:>8.1}",
+            "{:<w$} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>8.2} {:>6.2} {:>7.1} {:>8.0} {:>8} {:>7} {:>5} {:>8} {:>8.1}",
             run.label,
             m.theta_u,
             m.theta_u_gap,
@@ -133,10 +139,46 @@ pub fn table(r: &Report<'_>) -> String {
         "inst-h: slave hours (per second), billed-h: per started hour; max/day: most distinct slaves on one local day;\n\
          cap-viol: days above the cap (must be 0 with the cap on); load/cpu: the master's peak 1-minute load per CPU.\n",
     );
+    bridge_table(&mut s, r);
     for run in &r.runs {
         if let Some(t) = &run.outcome.trouble {
             let _ = writeln!(s, "warning: {}: {}", run.label, crate::text::printable(t));
         }
     }
     s
+}
+
+/// The brownout bridge's runs (burst-agent+bridge), beside the bridge-less agent's θU.
+fn bridge_table(s: &mut String, r: &Report<'_>) {
+    let bridged: Vec<&Run<'_>> = r
+        .runs
+        .iter()
+        .filter(|run| run.outcome.policy == Kind::Bridged)
+        .collect();
+    if bridged.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<28} {:>6} {:>9} {:>6} {:>6} {:>9} {:>8}",
+        "bridge", "θU%", "θU w/o%", "θD%", "τD%", "needless%", "episodes"
+    );
+    for run in bridged {
+        let m = &run.outcome.metrics;
+        let without = r
+            .runs
+            .iter()
+            .find(|o| o.outcome.policy == Kind::Agent && o.outcome.capped == run.outcome.capped)
+            .map_or(f64::NAN, |o| o.outcome.metrics.theta_u);
+        let _ = writeln!(
+            s,
+            "{:<28} {:>6.2} {:>9.2} {:>6.2} {:>6.2} {:>9.2} {:>8}",
+            run.label, m.theta_u, without, m.theta_d, m.tau_d, m.needless_d, m.bridge_episodes
+        );
+    }
+    s.push_str(
+        "θU: against the demand of the requests as served (degraded ones cost bridge.costs of a full one); θU w/o: the\n\
+         same agent without the bridge; θD: % of the offered load served degraded; τD: % of time degraded; needless: %\n\
+         of the degraded time the serving hosts covered full-cost demand.\n",
+    );
 }

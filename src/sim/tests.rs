@@ -566,3 +566,47 @@ fn an_executor_that_cannot_start_is_said_under_the_table() {
     let json = serde_json::to_value(&r).unwrap();
     assert!(json.to_string().contains("could not start"), "{json}");
 }
+
+/// The bridge on the shipped traces (docs/bridge.md): every launch at the same time, within one
+/// decision, as without it (scaling reads full-cost load); levels only while the fleet is short,
+/// and less under-provisioning of the requests as served.
+#[test]
+fn the_bridge_moves_no_launch_and_degrades_only_while_short() {
+    let mut cfg = Config::default();
+    cfg.bridge.enabled = true;
+    let model = Model::from_config(&cfg);
+    let tick = cfg.policy.evaluation_interval.whole_secs();
+    for name in ["tv-feature", "celebrity-tweet", "tournament-week"] {
+        let t = shipped(name);
+        let plain = run(&cfg, &t, &model, Kind::Agent, true, 60);
+        let bridged = run(&cfg, &t, &model, Kind::Bridged, true, 60);
+        assert_eq!(
+            plain.launched_at.len(),
+            bridged.launched_at.len(),
+            "{name}: {:?} against {:?}",
+            plain.launched_at,
+            bridged.launched_at
+        );
+        for (a, b) in plain.launched_at.iter().zip(&bridged.launched_at) {
+            assert!(
+                (a - b).abs() <= tick,
+                "{name}: a launch at {b} s with the bridge, {a} s without: {:?} against {:?}",
+                bridged.launched_at,
+                plain.launched_at
+            );
+        }
+        let (p, b) = (&plain.metrics, &bridged.metrics);
+        assert_eq!(
+            p.theta_d, 0.0,
+            "{name}: the agent without its bridge degraded"
+        );
+        assert!(b.bridge_episodes > 0 && b.theta_d > 0.0, "{name}: {b:?}");
+        assert!(
+            b.theta_u < p.theta_u,
+            "{name}: θU {} with, {} without",
+            b.theta_u,
+            p.theta_u
+        );
+        assert_eq!(bridged.series.bridge.len(), plain.series.supply.len());
+    }
+}
