@@ -155,6 +155,12 @@ enum Command {
     /// config (the running agent picks it up at its next tick; `systemctl reload burst-agent`
     /// does the same only when the hook, the slave image or the ssh key changed).
     Resume,
+    /// The brownout bridge by hand ([bridge], docs/bridge.md): force a level, end one, or hand
+    /// it back to the policy. The running agent reads it at its next tick; `status` shows it.
+    Bridge {
+        #[command(subcommand)]
+        action: BridgeAction,
+    },
     /// Replay a load trace through the real policy and cap ledger next to baselines.
     Simulate(SimulateArgs),
     /// With the agent stopped: rebuild the burst cap ledger from the state, the launch journal
@@ -225,6 +231,24 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum BridgeAction {
+    /// Hold the bridge at LEVEL (1 to the number of bridge.costs) for --for, whatever the load.
+    Set {
+        level: u8,
+        /// How long; then the policy decides again (at most 24h).
+        #[arg(long = "for", default_value = "30m", value_name = "DURATION", value_parser = parse_every)]
+        duration: std::time::Duration,
+    },
+    /// Full service for --for, whatever the load (an episode the operator ends).
+    Off {
+        #[arg(long = "for", default_value = "30m", value_name = "DURATION", value_parser = parse_every)]
+        duration: std::time::Duration,
+    },
+    /// Hand the level back to the policy now.
+    Auto,
+}
+
 #[derive(clap::Args)]
 struct SimulateArgs {
     /// CSV `time,offered_load` (seconds or RFC 3339; load in host-equivalents)
@@ -268,12 +292,16 @@ struct SimulateArgs {
     #[arg(long, default_value_t = 5, value_name = "N")]
     static_slaves: u32,
     /// The policy every run's elastic speedup (η) is against (its run with the cap): burst-agent,
-    /// k8s-hpa, aws-simple, static, oracle or none.
+    /// burst-agent+bridge (with --bridge), k8s-hpa, aws-simple, static, oracle or none.
     #[arg(long, default_value = "k8s-hpa", value_name = "POLICY", value_parser = parse_policy)]
     reference: burst_agent::sim::Kind,
     /// Start time for traces written in second offsets (RFC 3339).
     #[arg(long, default_value = "2026-01-05T00:00:00+09:00")]
     start: String,
+    /// Run burst-agent with its brownout bridge too ([bridge] as configured, turned on), as
+    /// `burst-agent+bridge` beside the agent without it; `bridge.enabled = true` does the same.
+    #[arg(long)]
+    bridge: bool,
 }
 
 fn parse_policy(s: &str) -> Result<burst_agent::sim::Kind, String> {
@@ -324,6 +352,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => fleet_report(config.as_deref(), json, month, csv, plot, table),
         Command::Takeover { yes } => takeover(config.as_deref(), yes),
         Command::Resume => resume(config.as_deref()),
+        Command::Bridge { action } => bridge(config.as_deref(), action),
         Command::Status { json } => show_status(config.as_deref(), json),
         Command::Simulate(args) => {
             let cfg = load_config_or_defaults(config.as_deref())?;
@@ -569,6 +598,75 @@ fn resume(config: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `bridge set N` / `bridge off` / `bridge auto`: the level by hand, for the running agent.
+fn bridge(config: Option<&Path>, action: BridgeAction) -> Result<ExitCode> {
+    use burst_agent::daemon::bridge as b;
+    let cfg = load_config_or_defaults(config)?;
+    let off = matches!(action, BridgeAction::Off { .. });
+    let (level, duration) = match action {
+        BridgeAction::Set { level, duration } => (level, Some(duration)),
+        BridgeAction::Off { duration } => (0, Some(duration)),
+        BridgeAction::Auto => (0, None),
+    };
+    if let Some(d) = duration {
+        anyhow::ensure!(
+            cfg.bridge.enabled,
+            "bridge.enabled is false in the config: the agent decides no level and applies none; \
+             set it (docs/bridge.md) and reload first"
+        );
+        let top = cfg.bridge.top();
+        anyhow::ensure!(
+            level <= top && (level > 0 || off),
+            "level {level} is not one of the config's: 1 to {top} (bridge.costs); `bridge off` \
+             is full service"
+        );
+        anyhow::ensure!(
+            d <= std::time::Duration::from_secs(24 * 3600),
+            "--for {} is longer than a day; set it again when it ends",
+            humantime::format_duration(d)
+        );
+    }
+    burst_agent::privilege::enter_state_dir(&cfg.agent.state_dir, "bridge")
+        .map_err(anyhow::Error::msg)?;
+    let dir = &cfg.agent.state_dir;
+    let Some(d) = duration else {
+        let had = b::clear_manual(dir).context("bridge auto")?;
+        outln!(
+            "{}; the policy decides the level at the agent's next tick",
+            if had {
+                "the level set by hand is gone"
+            } else {
+                "no level was set by hand"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let now = jiff::Timestamp::now();
+    let until = now
+        .checked_add(jiff::SignedDuration::try_from(d)?)
+        .context("--for")?;
+    let who = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "an operator".into());
+    let m = burst_agent::policy::ManualBridge {
+        level,
+        until,
+        by: if off {
+            format!("{who}, `burst-agent bridge off`")
+        } else {
+            format!("{who}, `burst-agent bridge set {level}`")
+        },
+    };
+    let path = b::write_manual(dir, &m).context("bridge")?;
+    outln!(
+        "bridge held at level {level} until {} ({}); the agent applies it at its next tick, \
+         `burst-agent status` shows it, `burst-agent bridge auto` hands it back",
+        until.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `status`: the agent's last snapshot, and whether it is alive.
 fn show_status(config: Option<&Path>, json: bool) -> Result<ExitCode> {
     use burst_agent::daemon::status;
@@ -724,6 +822,19 @@ fn sample(
 
 fn simulate(cfg: &Config, a: &SimulateArgs) -> Result<()> {
     use burst_agent::sim::{self, report, trace::Trace};
+    let mut bridged;
+    let cfg = if a.bridge {
+        bridged = cfg.clone();
+        bridged.bridge.enabled = true;
+        &bridged
+    } else {
+        cfg
+    };
+    anyhow::ensure!(
+        a.reference != sim::Kind::Bridged || cfg.bridge.enabled,
+        "--reference burst-agent+bridge needs --bridge (or bridge.enabled = true): without it no \
+         run uses the bridge"
+    );
     anyhow::ensure!(
         a.slo_utilization > 0.0 && a.slo_utilization <= 1.0,
         "--slo-utilization must be above 0 and at most 1 (got {})",
@@ -860,6 +971,9 @@ fn check_config(path: &Path) -> ExitCode {
                 outln!("{}: warning: {w}", path.display());
             }
             for w in cfg.reporter_warnings() {
+                outln!("{}: warning: {w}", path.display());
+            }
+            for w in cfg.bridge_warnings() {
                 outln!("{}: warning: {w}", path.display());
             }
             if cfg.agent.role == burst_agent::config::Role::Master {

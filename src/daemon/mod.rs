@@ -24,6 +24,7 @@
 //! A dry run with no AWS region or credentials runs on this host alone: it samples, decides
 //! and logs, and talks to no AWS API.
 
+pub mod bridge;
 pub mod events;
 pub(crate) mod lease;
 pub(crate) mod lock;
@@ -590,6 +591,12 @@ struct Tick {
     standby: Option<String>,
     /// The holder this agent stands by for, when it knows one.
     standby_for: Option<String>,
+    /// The brownout bridge's level on the master, and the hook that switches it.
+    bridge: bridge::Applier,
+    /// The level an operator set by hand (`burst-agent bridge`), read each tick.
+    manual: Option<policy::ManualBridge>,
+    /// Why the level set by hand could not be read (said once per text).
+    manual_error: Option<String>,
 }
 
 /// The actuator's numbers since the last tick, for the agent's own metrics.

@@ -107,6 +107,37 @@ pub struct Snapshot {
     pub scheduled: Option<crate::schedule::Window>,
     #[serde(default)]
     pub next_window: Option<crate::schedule::Window>,
+    /// The brownout bridge, when it is enabled or a level is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<BridgeLine>,
+}
+
+/// The brownout bridge as `status` shows it: the level decided and the one the master serves
+/// at, the episode, a level set by hand, the hook's last failure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BridgeLine {
+    pub enabled: bool,
+    /// The level the policy decided (0: full service), and the highest.
+    pub level: u8,
+    pub top: u8,
+    /// The level the master serves at (what `hooks.on_bridge` last switched it to).
+    pub applied: u8,
+    /// A hook run switching it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switching_to: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episode_start: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooling_until: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<crate::policy::ManualBridge>,
+    /// Why it is applied nowhere: a dry run, or no `hooks.on_bridge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_applied: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_failed: Option<(Timestamp, String)>,
 }
 
 impl Snapshot {
@@ -147,8 +178,11 @@ fn ratio(v: Option<f64>) -> String {
 }
 
 fn ago(now: Timestamp, t: Timestamp) -> String {
-    let s = (now.as_second() - t.as_second()).max(0) as u64;
-    humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
+    secs(now.as_second() - t.as_second())
+}
+
+fn secs(s: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64)).to_string()
 }
 
 /// The human rendering of `burst-agent status`. Every string in the snapshot may have come from
@@ -163,6 +197,9 @@ pub fn render(s: &Snapshot, alive: bool, now: Timestamp) -> String {
         let _ = writeln!(o, "burst cap {}", p(&c.to_string()));
     }
     render_slaves(&mut o, s, now);
+    if let Some(b) = &s.bridge {
+        render_bridge(&mut o, b, now);
+    }
     render_site(&mut o, s, now);
     render_schedule(&mut o, s, now);
     for probe in &s.probes {
@@ -224,6 +261,70 @@ fn render_host(o: &mut String, s: &Snapshot, now: Timestamp) {
     );
     for problem in &h.problems {
         let _ = writeln!(o, "          problem: {}", p(problem));
+    }
+}
+
+/// The bridge's line: its level, since when, on the master or not, by hand, cooling down.
+fn render_bridge(o: &mut String, b: &BridgeLine, now: Timestamp) {
+    let mut line = if b.level == 0 {
+        "off (full service)".to_string()
+    } else {
+        format!("LEVEL {} of {}", b.level, b.top)
+    };
+    if let (Some(t), true) = (b.since, b.level > 0) {
+        let _ = write!(line, " for {}", ago(now, t));
+    }
+    if let (Some(t), true) = (b.episode_start, b.level > 0) {
+        let _ = write!(line, " (episode {})", ago(now, t));
+    }
+    match (&b.not_applied, b.switching_to) {
+        (Some(why), _) => {
+            let _ = write!(line, "; not applied: {}", p(why));
+        }
+        (None, Some(to)) => {
+            let _ = write!(
+                line,
+                "; the master serves at {}, switching to {to}",
+                b.applied
+            );
+        }
+        (None, None) if b.applied != b.level => {
+            let _ = write!(line, "; the master serves at {}", b.applied);
+        }
+        _ => {}
+    }
+    if let Some(m) = &b.manual {
+        let left = m.until.as_second() - now.as_second();
+        if left > 0 {
+            let _ = write!(
+                line,
+                "; set by hand by {} for {} more (`burst-agent bridge auto` hands it back)",
+                p(&m.by),
+                secs(left)
+            );
+        }
+    }
+    if let Some(until) = b.cooling_until {
+        let left = until.as_second() - now.as_second();
+        if left > 0 {
+            let _ = write!(
+                line,
+                "; cooling down {} more after an episode ran its maximum",
+                secs(left)
+            );
+        }
+    }
+    if !b.enabled {
+        line.push_str("; bridge.enabled is false");
+    }
+    let _ = writeln!(o, "bridge    {line}");
+    if let Some((at, e)) = &b.hook_failed {
+        let _ = writeln!(
+            o,
+            "          hooks.on_bridge FAILED {} ago: {}",
+            ago(now, *at),
+            p(e)
+        );
     }
 }
 

@@ -69,6 +69,70 @@ fn ours(w: &crate::faultsim::world::Shared) -> usize {
     w.w().instances.values().filter(|i| i.ours).count()
 }
 
+/// The actuator on `w`, adopted as the master `MASTER`, after a first start's read-back.
+fn actuator(cfg: &Config, w: &crate::faultsim::world::Shared) -> Actuator<SimCloud, SimHooks> {
+    let ids = w.clone();
+    let mut act = Actuator::open_with(
+        SimCloud(w.clone(), cfg.agent.group.clone(), 0),
+        SimHooks::new(w.clone()),
+        Arc::new(MemDisk(w.clone())),
+        Box::new(move || {
+            let mut w = ids.w();
+            w.next_intent += 1;
+            format!("bi-{:012x}", w.next_intent)
+        }),
+        cfg,
+        at(0),
+    )
+    .unwrap();
+    act.set_own_instance(Some(MASTER.into()));
+    // A first start: CloudWatch's copy of today's count says nothing was launched.
+    act.cap_read_back(Ok(None), at(0));
+    act
+}
+
+fn shared() -> Shared {
+    Shared {
+        buffer: Arc::new(Mutex::new(Buffer::new(1000))),
+        sync_requested: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+/// The senders a [`Master`] of the tests needs kept alive.
+type Keep = (watch::Sender<Arc<Config>>, super::shutdown::Notice);
+
+/// The master's loop on `cfg` in `dir`, its sample's sender (saturated at `at(0)`), and what
+/// must be kept alive while it runs.
+fn master<'a>(
+    cfg: &Config,
+    dir: &std::path::Path,
+    shared: &'a Shared,
+) -> (Master<'a>, watch::Sender<Option<HostSample>>, Keep) {
+    let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+    let (stop_tx, shutdown_rx) = super::shutdown::channel();
+    let (sample_tx, sample_rx) = watch::channel(Some(saturated(at(0))));
+    let m = Master {
+        cfg: cfg.clone(),
+        cfg_rx,
+        shutdown_rx,
+        sample_rx,
+        probe_rx: watch::channel(Vec::new()).1,
+        aws: None,
+        aws_off: None,
+        instance_id: MASTER.into(),
+        own_ec2_id: Some(MASTER.into()),
+        state_dir: dir.to_path_buf(),
+        started_at: at(0),
+        shared,
+        clock: crate::clock::AgentClock::new(at(0), Duration::ZERO),
+        boot: "test".into(),
+        lease: None,
+        lease_task: None,
+        site: None,
+    };
+    (m, sample_tx, (cfg_tx, stop_tx))
+}
+
 #[tokio::test]
 async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,49 +151,9 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
         ..crate::config::Hook::default()
     });
     let w = world();
-    let ids = w.clone();
-    let mut act = Actuator::open_with(
-        SimCloud(w.clone(), cfg.agent.group.clone(), 0),
-        SimHooks::new(w.clone()),
-        Arc::new(MemDisk(w.clone())),
-        Box::new(move || {
-            let mut w = ids.w();
-            w.next_intent += 1;
-            format!("bi-{:012x}", w.next_intent)
-        }),
-        &cfg,
-        at(0),
-    )
-    .unwrap();
-    act.set_own_instance(Some(MASTER.into()));
-    // A first start: CloudWatch's copy of today's count says nothing was launched.
-    act.cap_read_back(Ok(None), at(0));
-    let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
-    let (_stop_tx, shutdown_rx) = super::shutdown::channel();
-    let (sample_tx, sample_rx) = watch::channel(Some(saturated(at(0))));
-    let shared = Shared {
-        buffer: Arc::new(Mutex::new(Buffer::new(1000))),
-        sync_requested: Arc::new(AtomicBool::new(false)),
-    };
-    let mut m = Master {
-        cfg: cfg.clone(),
-        cfg_rx,
-        shutdown_rx,
-        sample_rx,
-        probe_rx: watch::channel(Vec::new()).1,
-        aws: None,
-        aws_off: None,
-        instance_id: MASTER.into(),
-        own_ec2_id: Some(MASTER.into()),
-        state_dir: dir.path().to_path_buf(),
-        started_at: at(0),
-        shared: &shared,
-        clock: crate::clock::AgentClock::new(at(0), Duration::ZERO),
-        boot: "test".into(),
-        lease: None,
-        lease_task: None,
-        site: None,
-    };
+    let act = actuator(&cfg, &w);
+    let shared = shared();
+    let (mut m, sample_tx, _keep) = master(&cfg, dir.path(), &shared);
     let mut l = m.start(Some(act));
     // The monotonic clock of a test that passes its own times: time since at(0).
     let since0 = |t: Timestamp| Duration::from_secs((t.as_second() - at(0).as_second()) as u64);
@@ -212,4 +236,112 @@ async fn a_tick_launches_only_on_a_fleet_it_could_observe() {
         .collect();
     assert_eq!(outcomes, [Outcome::Sent, Outcome::Deduplicated]);
     assert!(dir.path().join("events.json").exists());
+}
+
+/// The brownout bridge through the master's loop: a saturated master with no slave that can
+/// come (`max_slaves = 0`) is switched by `hooks.on_bridge`, a real program; once it serves at
+/// a level its samples are read back at full cost; a level set by hand wins; `status.json` and
+/// the events say so.
+#[tokio::test]
+async fn a_saturated_master_is_bridged_by_its_hook_and_a_hand_can_end_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.policy.max_slaves = 0;
+    cfg.bridge.enabled = true;
+    let switched = dir.path().join("switched");
+    cfg.hooks.on_bridge = Some(crate::config::Hook {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("echo \"$0 $1\" >> {}", switched.display()),
+            "{level}".into(),
+            "{previous}".into(),
+        ],
+        ..crate::config::Hook::default()
+    });
+    let w = world();
+    let act = actuator(&cfg, &w);
+    let shared = shared();
+    let (mut m, sample_tx, _keep) = master(&cfg, dir.path(), &shared);
+    let mut l = m.start(Some(act));
+    let since0 = |t: Timestamp| Duration::from_secs((t.as_second() - at(0).as_second()) as u64);
+    let mut t = 0;
+    let mut decisions: Vec<Decision> = Vec::new();
+    // Ticks a second apart in the agent's time (with real time between them for the hook, a
+    // real process, to run) until the master serves at `$level`.
+    macro_rules! until_applied {
+        ($level:expr) => {
+            for _ in 0..200 {
+                t += 1;
+                let now = at(t);
+                w.w().advance(now);
+                // Every worker busy, and a load average of 2 per CPU.
+                let mut sample = saturated(now);
+                sample.load = Some(crate::model::LoadSample {
+                    one: 4.0,
+                    five: 4.0,
+                    fifteen: 4.0,
+                    runnable_tasks: 4,
+                    total_tasks: 100,
+                });
+                sample_tx.send_replace(Some(sample));
+                m.clock.observe(now, since0(now));
+                decisions.push(m.tick(&mut l, now).await);
+                if l.tick.bridge.applied() == $level && l.tick.bridge.switching_to().is_none() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                l.tick.bridge.applied(),
+                $level,
+                "{:?}",
+                decisions.last().map(|d| d.to_string())
+            );
+        };
+    }
+    // The master alone, every worker busy, nothing can launch: level 1 (0.1 + 0.9 × 0.15 of a
+    // saturated master's full load is 0.235, under 0.81).
+    until_applied!(1);
+    assert!(
+        decisions[0].reason_codes().contains(&"BridgeOn"),
+        "{}",
+        decisions[0]
+    );
+    // Serving at level 1 and still saturated: its samples are read at full cost (its load
+    // average as more than it reads), and a deeper level follows.
+    until_applied!(2);
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.reason_codes().contains(&"FullCost")
+                && d.reason_codes().contains(&"BridgeRaised")),
+        "{:?}",
+        decisions.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+    );
+    // By hand: full service for an hour, whatever the load.
+    super::bridge::write_manual(
+        dir.path(),
+        &crate::policy::ManualBridge {
+            level: 0,
+            until: at(3600),
+            by: "ops".into(),
+        },
+    )
+    .unwrap();
+    until_applied!(0);
+    let last = decisions.last().unwrap();
+    assert!(last.reason_codes().contains(&"BridgeManual"), "{last}");
+    // The hook was run once per switch, with the level and the one before.
+    let ran = std::fs::read_to_string(&switched).unwrap();
+    assert_eq!(ran, "1 0\n2 1\n0 2\n");
+    let status = std::fs::read_to_string(dir.path().join("status.json")).unwrap();
+    assert!(status.contains("\"bridge\""), "{status}");
+    assert!(status.contains("\"ops\""), "{status}");
+    l.events.finish(Duration::from_secs(10)).await;
+    let kinds: Vec<_> = l.events.recent().map(|r| r.kind).collect();
+    assert!(
+        kinds.contains(&crate::events::EventKind::BridgeChanged),
+        "{kinds:?}"
+    );
 }

@@ -116,6 +116,9 @@ impl Master<'_> {
             api_errors_reported: 0,
             state: "starting",
             observed: false,
+            bridge: super::bridge::Applier::new(),
+            manual: None,
+            manual_error: None,
         };
         Loop {
             actuator,
@@ -135,6 +138,7 @@ impl Master<'_> {
     ) -> Decision {
         self.take_new_config(l, now);
         self.note_standby(&mut l.tick);
+        self.read_manual(&mut l.tick, now);
         if let Some(a) = l.actuator.as_mut() {
             if l.tick.standby.is_some() {
                 // No fleet-changing call, no hook: adopt afresh (the table first) once it holds.
@@ -151,6 +155,7 @@ impl Master<'_> {
         carry_out(l, &decision, observed, now).await;
         let after = l.ledger().status(now);
         self.record_site(l, &decision, &after, observed);
+        self.apply_bridge(&mut l.tick, &decision, now).await;
         self.tell_events(l, &after, now);
         let own = take_own(&mut l.actuator);
         // A standby never writes the site's numbers (the master's): only its own host's.
@@ -171,6 +176,59 @@ impl Master<'_> {
                 // A local dry run reads the stored ledger under the new [cap].
                 None => l.stored_ledger = local_ledger(&self.cfg, now),
             }
+        }
+    }
+
+    /// The level an operator set by hand, if any: a file that cannot be read is said (once)
+    /// and counts as none.
+    fn read_manual(&self, tick: &mut Tick, now: Timestamp) {
+        match super::bridge::read_manual(&self.state_dir) {
+            Ok(m) => {
+                tick.manual = m;
+                tick.manual_error = None;
+            }
+            Err(e) => {
+                if tick.manual_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!("the bridge level set by hand is ignored: {e}");
+                    tick.errors
+                        .push((now, format!("bridge level set by hand: {e}")));
+                }
+                tick.manual = None;
+                tick.manual_error = Some(e);
+            }
+        }
+    }
+
+    /// The decided bridge level carried out on the master by `hooks.on_bridge`; a standby
+    /// (not the site's master) switches nothing.
+    async fn apply_bridge(&self, tick: &mut Tick, decision: &Decision, now: Timestamp) {
+        use super::bridge::Applied;
+        use crate::events::{Event, EventKind};
+        if tick.standby.is_some() {
+            tick.bridge.abort();
+            return;
+        }
+        let want = decision.explanation().bridge.level;
+        match tick.bridge.step(&self.cfg, want, now).await {
+            Some(Applied::Switched { from, to, secs }) => tracing::info!(
+                level = to,
+                previous = from,
+                secs,
+                "the master serves at bridge level {to} (hooks.on_bridge)"
+            ),
+            Some(Applied::Failed { from, to, error }) => {
+                tracing::warn!(
+                    level = to,
+                    previous = from,
+                    "hooks.on_bridge failed: {error}; \
+                    the master serves at level {from}; tried again next tick"
+                );
+                let what = format!("hooks.on_bridge (level {from} -> {to}): {error}");
+                tick.errors.push((now, what.clone()));
+                tick.news
+                    .push(Event::new(EventKind::BridgeHookFailed, None, what));
+            }
+            None => {}
         }
     }
 
@@ -527,9 +585,18 @@ impl Master<'_> {
         let history = actuator
             .as_ref()
             .map_or(&tick.local_history, |a| a.history());
-        let decision = policy::decide(&self.cfg.policy, &obs, ledger, history, now);
+        let before = history.bridge.level;
+        let decision = policy::decide(
+            &self.cfg.policy,
+            &self.cfg.bridge,
+            &obs,
+            ledger,
+            history,
+            now,
+        );
         self.remember_decision(actuator, tick, &decision, now);
         note_suspect(&decision, tick);
+        note_bridge(before, &decision, tick);
         self.log_decision(&decision, tick, now);
         decision
     }
@@ -549,6 +616,9 @@ impl Master<'_> {
             .map(HostMetrics::from_sample)
             .map(|mut m| {
                 m.at = self.clock.to_agent(m.at);
+                // The level the master served at when it sampled: read back at full cost.
+                m.bridge_level = tick.bridge.level_at(m.at);
+                m.bridge_change = tick.bridge.change_at(m.at);
                 m
             });
         let slaves = match actuator {
@@ -590,6 +660,7 @@ impl Master<'_> {
                 .as_ref()
                 .and_then(|a| a.content_source_missing().map(str::to_string)),
             evidence: tick.evidence.clone(),
+            bridge_manual: tick.manual.clone(),
         }
     }
 
@@ -776,11 +847,49 @@ impl Master<'_> {
             scheduled,
             next_window,
             probes: self.probe_rx.borrow().clone(),
+            bridge: self.bridge_line(actuator, tick),
         };
         drop(buf);
         if let Err(e) = snap.write(&status::path_in(&self.state_dir)) {
             tracing::warn!("could not write the status snapshot: {e}");
         }
+    }
+
+    /// The bridge's line in the snapshot: when it is enabled, or a level is on or set by hand.
+    fn bridge_line<C: Cloud, H: HookRunner>(
+        &self,
+        actuator: &Option<Actuator<C, H>>,
+        tick: &Tick,
+    ) -> Option<status::BridgeLine> {
+        let history = actuator
+            .as_ref()
+            .map_or(&tick.local_history, |a| a.history());
+        let state = &history.bridge;
+        let b = &self.cfg.bridge;
+        let on = b.enabled || state.level > 0 || tick.manual.is_some() || tick.bridge.applied() > 0;
+        if !on {
+            return None;
+        }
+        let not_applied = if self.cfg.hooks.on_bridge.is_none() {
+            Some("hooks.on_bridge is unset".to_string())
+        } else if self.cfg.agent.dry_run {
+            Some("dry run".to_string())
+        } else {
+            None
+        };
+        Some(status::BridgeLine {
+            enabled: b.enabled,
+            level: state.level,
+            top: b.top(),
+            applied: tick.bridge.applied(),
+            switching_to: tick.bridge.switching_to(),
+            since: state.since,
+            episode_start: state.episode_start,
+            cooling_until: state.cooling_until,
+            manual: tick.manual.clone(),
+            not_applied,
+            hook_failed: tick.bridge.failed.clone(),
+        })
     }
 
     /// This host's line in the snapshot, from the newest sample.
@@ -985,6 +1094,25 @@ fn keep_errors<C: Cloud, H: HookRunner>(a: &Actuator<C, H>, tick: &mut Tick) {
     let n = tick.errors.len();
     if n > 10 {
         tick.errors.drain(..n - 10);
+    }
+}
+
+/// An event for each change of the bridge's level, and for an episode that ran its maximum.
+fn note_bridge(before: u8, decision: &Decision, tick: &mut Tick) {
+    use crate::events::{Event, EventKind};
+    let changed = decision.explanation().bridge.level != before;
+    for r in &decision.explanation().reasons {
+        let kind = match r {
+            policy::Reason::BridgeManual { .. } if changed => EventKind::BridgeChanged,
+            policy::Reason::BridgeOn { .. }
+            | policy::Reason::BridgeRaised { .. }
+            | policy::Reason::BridgeLowered { .. }
+            | policy::Reason::BridgeOff { .. }
+            | policy::Reason::BridgeDisabled { .. } => EventKind::BridgeChanged,
+            policy::Reason::BridgeExpired { .. } => EventKind::BridgeExpired,
+            _ => continue,
+        };
+        tick.news.push(Event::new(kind, None, r.to_string()));
     }
 }
 

@@ -119,6 +119,7 @@ fn hooks_of(cfg: &Config) -> Vec<(&'static str, &Hook)> {
         ("hooks.pre_deregister", &h.pre_deregister),
         ("hooks.post_terminate", &h.post_terminate),
         ("hooks.on_event", &h.on_event),
+        ("hooks.on_bridge", &h.on_bridge),
     ] {
         if let Some(x) = x {
             out.push((k, x));
