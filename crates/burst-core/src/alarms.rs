@@ -10,6 +10,7 @@ pub const KINDS: &[&str] = &[
     "disk",
     "memory",
     "apache_saturated",
+    "bridge_on",
     "cap_low",
     "cap_exhausted",
     "sync_failures",
@@ -167,6 +168,28 @@ const ALARM_KINDS: &[AlarmKind] = &[
                 "every Apache worker of a host of {group} busy for {}: the site queues; check the \
                  agent is scaling out (`burst-agent status`: reasons, burst cap)",
                 c.alarms.apache_saturated_for
+            )
+        },
+    },
+    AlarmKind {
+        kind: "bridge_on",
+        scope: Scope::Group,
+        wanted: |c| c.bridge.enabled,
+        metric: "BridgeLevel",
+        extra_dims: &[],
+        statistic: "Minimum",
+        // Five-minute periods: a day of them is CloudWatch's longest evaluation.
+        periods: |c| (300, (minutes(c.alarms.bridge_on_for) / 5).max(1)),
+        compare: Compare::AtLeast,
+        threshold: |_| 1.0,
+        treat_missing: "notBreaching",
+        describe: |c, group| {
+            format!(
+                "{group} has served degraded (the brownout bridge on) for {} without a break: \
+                 the site is short for longer than a burst's lead time; see why with \
+                 `burst-agent status` (the cap, max_slaves, a held launch) and end it with \
+                 `burst-agent bridge off` if it should not be",
+                c.alarms.bridge_on_for
             )
         },
     },
@@ -528,6 +551,7 @@ mod tests {
         c.elb.name = "golf-elb".into();
         c.sampling.disk_paths = vec!["/".into(), "/var/www".into()];
         c.sampling.probe_urls = vec!["http://golf-elb-1.example.com/".into()];
+        c.bridge.enabled = true;
         c
     }
 
@@ -592,6 +616,17 @@ mod tests {
             "burst-agent/golf/probe_latency:http://golf-elb-1.example.com/",
         );
         assert_eq!((l.metric, l.threshold), ("ProbeLatency", 2000.0));
+        // The bridge on for an hour: BridgeLevel's Minimum at least 1 in twelve five-minute
+        // periods, in the agent's own namespace (no slave can write it).
+        let b = find(&p, "burst-agent/golf/bridge_on");
+        assert_eq!(
+            (b.metric, b.statistic, b.threshold),
+            ("BridgeLevel", "Minimum", 1.0)
+        );
+        assert_eq!((b.period_secs, b.evaluation_periods), (300, 12));
+        let mut off = cfg();
+        off.bridge.enabled = false;
+        assert!(plan(&off).iter().all(|s| s.kind != "bridge_on"));
         // Every kind is planned once at least (disk twice).
         for k in KINDS {
             assert!(p.iter().any(|s| s.kind == *k), "{k}");

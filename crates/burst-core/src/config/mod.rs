@@ -323,6 +323,9 @@ pub struct AlarmsConfig {
     pub elb_surge_queue_length: u32,
     /// Any probe URL slower than this, in milliseconds, on average for five minutes.
     pub probe_latency_ms: f64,
+    /// The brownout bridge on (a level above 0) for this long without a break (with
+    /// `bridge.enabled` only).
+    pub bridge_on_for: Dur,
     /// Alarms switched off, by name (`burst-agent alarms --print` lists them).
     pub disabled: Vec<String>,
 }
@@ -342,6 +345,7 @@ impl Default for AlarmsConfig {
             elb_unhealthy_hosts: 1,
             elb_surge_queue_length: 50,
             probe_latency_ms: 2000.0,
+            bridge_on_for: Dur::secs(3600),
             disabled: Vec::new(),
         }
     }

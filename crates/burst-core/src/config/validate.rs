@@ -1066,6 +1066,12 @@ fn check_alarms(c: &mut Checks, cfg: &Config) {
         60 * SEC,
         24 * 3600 * SEC,
     );
+    c.duration(
+        "alarms.bridge_on_for",
+        al.bridge_on_for,
+        300 * SEC,
+        24 * 3600 * SEC,
+    );
     c.require(
         al.probe_latency_ms.is_finite() && (1.0..=600_000.0).contains(&al.probe_latency_ms),
         "alarms.probe_latency_ms",
