@@ -25,6 +25,7 @@ fn fleet(hosts: usize, now: Timestamp) -> FleetObservation {
         memory_used_ratio: Some(0.4),
         bridge_level: 0,
         bridge_change: None,
+        total_accesses: None,
     };
     FleetObservation {
         master: Some(m(0.75)),

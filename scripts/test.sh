@@ -74,4 +74,4 @@ cargo test --locked --workspace --lib --bins --tests
 # profile is the release one): four links and the dev-dependencies, a few minutes
 # (CONTRIBUTING.md, "Benchmarks").
 echo "==> benchmarks (quick)"
-cargo bench --locked --bench sampler --bench policy --bench actuator --bench agent -- --quick
+cargo bench --locked --bench sampler --bench policy --bench actuator --bench agent --bench bridge -- --quick

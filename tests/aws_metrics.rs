@@ -34,6 +34,7 @@ fn sample(at: Timestamp, load: f64, busy: u32) -> HostSample {
             busy_workers: Some(busy),
             idle_workers: Some(5),
             max_workers: 100,
+            total_accesses: None,
         },
         memory: Some(MemorySample {
             total_bytes: 1000,

@@ -25,6 +25,7 @@ fn saturated(t: Timestamp) -> HostSample {
             busy_workers: Some(8),
             idle_workers: Some(0),
             max_workers: 8,
+            total_accesses: None,
         },
         memory: None,
         disks: vec![],

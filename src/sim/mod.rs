@@ -496,6 +496,7 @@ struct Sampled {
     t: i64,
     busy: f64,
     load: f64,
+    accesses: u64,
     level: Level,
 }
 
@@ -506,6 +507,8 @@ type Level = (u8, Option<(u8, i64)>);
 #[derive(Default)]
 struct Meter {
     load: f64,
+    /// Requests served since it went into service.
+    accesses: f64,
     /// Every sampling interval while serving.
     samples: VecDeque<Sampled>,
     serving: bool,
@@ -528,16 +531,18 @@ impl Meter {
                     from,
                     at: ts(start + at),
                 }),
+                total_accesses: Some(s.accesses),
             })
     }
 
     /// Takes a sample at `t`, dropping those older than `keep` seconds before it.
     fn sample(&mut self, t: i64, busy: f64, keep: i64, level: Level) {
-        let load = self.load;
+        let (load, accesses) = (self.load, self.accesses as u64);
         self.samples.push_back(Sampled {
             t,
             busy,
             load,
+            accesses,
             level,
         });
         while self.samples.front().is_some_and(|s| s.t < t - keep) {
@@ -553,6 +558,10 @@ fn ts(s: i64) -> Timestamp {
 fn ceil_u32(x: f64) -> u32 {
     (x - 1e-9).ceil().max(0.0).min(f64::from(u32::MAX)) as u32
 }
+
+/// Requests a second a host serves at full cost and utilization 1 (Apache's `Total Accesses`
+/// grows by this times its full-cost utilization).
+const REQUESTS_PER_HOST: f64 = 100.0;
 
 /// The kernel's 1-minute load average decay per 5-second update.
 const LOAD_DECAY: f64 = 0.920_044_414_629_323; // exp(-5/60)
@@ -605,7 +614,11 @@ pub fn run(
         let load = state.cursor.at(t as f64) / model.host_capacity;
         let serving = 1 + up.len() as u32;
         let cost = state.bridge.cost(state.level);
-        state.meter(t, model.utilization_at(load, serving, cost));
+        state.meter(
+            t,
+            model.utilization_at(load, serving, cost),
+            model.utilization(load, serving),
+        );
         // Accounting.
         state.account(t, now, load, serving, &*fleet);
         if t % 3600 == 0 {
@@ -847,7 +860,12 @@ impl<'a> Stepper<'a> {
     }
 
     /// The hosts' load averages (every 5 s) and samples (every sampling interval) under `u`.
-    fn meter(&mut self, t: i64, u: HostLoad) {
+    fn meter(&mut self, t: i64, u: HostLoad, full: HostLoad) {
+        // Requests served this second: a level makes them cheaper, never fewer.
+        self.master.accesses += REQUESTS_PER_HOST * full.master;
+        for h in self.meters.values_mut().filter(|h| h.serving) {
+            h.accesses += REQUESTS_PER_HOST * full.slave;
+        }
         if t % 5 == 0 {
             self.master.load = self.master.load * LOAD_DECAY + u.master * (1.0 - LOAD_DECAY);
             for h in self.meters.values_mut().filter(|h| h.serving) {

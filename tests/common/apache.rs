@@ -21,6 +21,12 @@ pub fn free_port() -> u16 {
 
 impl Apache {
     pub fn start(start_servers: u32, max_workers: u32) -> Apache {
+        Apache::start_with(start_servers, max_workers, "")
+    }
+
+    /// [`Apache::start`] with `extra` appended to its config (mod_alias, mod_headers, mod_env
+    /// and mod_mime are loaded for it).
+    pub fn start_with(start_servers: u32, max_workers: u32, extra: &str) -> Apache {
         let httpd = PathBuf::from("/usr/sbin/apache2");
         assert!(
             httpd.is_file(),
@@ -49,6 +55,11 @@ impl Apache {
              LoadModule status_module {m}/mod_status.so\n\
              LoadModule dir_module {m}/mod_dir.so\n\
              LoadModule rewrite_module {m}/mod_rewrite.so\n\
+             LoadModule alias_module {m}/mod_alias.so\n\
+             LoadModule headers_module {m}/mod_headers.so\n\
+             LoadModule env_module {m}/mod_env.so\n\
+             LoadModule mime_module {m}/mod_mime.so\n\
+             TypesConfig /dev/null\nAddType text/html .html\nAddType image/png .png\n\
              Listen 127.0.0.1:{port}\n\
              ServerName 127.0.0.1\n\
              PidFile {pid}\n\
@@ -58,7 +69,8 @@ impl Apache {
              ServerLimit {max}\nMaxRequestWorkers {max}\n\
              ExtendedStatus On\n\
              <Location /server-status>\n  SetHandler server-status\n  Require ip 127.0.0.1\n</Location>\n\
-             RewriteEngine On\nRewriteRule ^/broken$ - [R=503]\nRewriteRule ^/moved$ / [R=301,L]\n",
+             RewriteEngine On\nRewriteRule ^/broken$ - [R=503]\nRewriteRule ^/moved$ / [R=301,L]\n\
+             {extra}\n",
             root = dir.path().display(),
             pid = pidfile.display(),
             doc = docroot.display(),

@@ -515,6 +515,7 @@ pub fn assemble(
                 memory_used_ratio: None,
                 bridge_level: 0,
                 bridge_change: None,
+                total_accesses: None,
             });
         // The observation is as old as its oldest part.
         m.at = m.at.min(at);
@@ -562,6 +563,7 @@ mod tests {
                 busy_workers: Some(250),
                 idle_workers: Some(6),
                 max_workers: 256,
+                total_accesses: None,
             },
             memory: Some(MemorySample {
                 total_bytes: 100,

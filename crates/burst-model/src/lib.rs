@@ -143,6 +143,9 @@ pub struct ApacheSample {
     pub idle_workers: Option<u32>,
     /// MaxClients from config, lowered to the scoreboard size when mod_status reports fewer slots.
     pub max_workers: u32,
+    /// Requests served since Apache started (mod_status's `Total Accesses`, ExtendedStatus On).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_accesses: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -218,6 +221,10 @@ pub struct HostMetrics {
     /// average) mixes the two levels' costs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge_change: Option<LevelChange>,
+    /// Requests the host's Apache served since it started: the bridge reads the request rate
+    /// off it, which a degraded level does not make cheaper (policy/bridge.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_accesses: Option<u64>,
 }
 
 /// A host's bridge level change: the level it left, and when.
@@ -250,6 +257,7 @@ impl HostMetrics {
             memory_used_ratio: s.signal(Signal::MemoryUsedRatio),
             bridge_level: 0,
             bridge_change: None,
+            total_accesses: s.apache.total_accesses,
         }
     }
 }

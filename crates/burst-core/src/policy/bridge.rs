@@ -2,8 +2,10 @@
 //! capacity is short now and cannot come in time. Two stages of [`decide`](super::decide):
 //!
 //! - [`full_cost`], right after the serving hosts are read: a host that served at a level did
-//!   cheaper work, so its load is read back to what full-cost requests would have made it.
-//!   Scaling counts from that, so the bridge never delays a launch or hastens a release.
+//!   cheaper work, so its load is read back to what full-cost requests would have made it (the
+//!   busy ratio at the level's cost, the load average unmixed sample by sample, and a master with
+//!   few workers busy by its request rate, [`RequestTrack`]). Scaling counts from that, so the
+//!   bridge never delays a launch or hastens a release.
 //! - [`bridge`], last: the level for the next tick, from the master's own newest sample.
 //!
 //! The model both read (the one `simulate` runs): a share s of the site's load L (in hosts'
@@ -51,6 +53,81 @@ pub struct BridgeState {
     /// decision to the next to read the next sample back ([`full_cost`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_load: Option<LoadTrack>,
+    /// The master's requests, kept from one decision to the next ([`RequestTrack`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_requests: Option<RequestTrack>,
+}
+
+/// The master's request counter at one sample, its rate since the sample before, and what a
+/// request costs at full cost in busy workers per request per second (learned at full service).
+/// A level makes requests cheaper, never fewer: at a level the full-cost busy ratio is the
+/// request rate times that cost. Read off a degraded host's busy ratio instead, a single busy
+/// worker (mod_status's own request) would read as an overload at a level that costs a
+/// hundredth, and the level would never come down.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestTrack {
+    pub at: Timestamp,
+    pub total: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_request: Option<f64>,
+}
+
+impl RequestTrack {
+    /// The next track from the master's sample `m` (its busy ratio as measured, `busy`): the
+    /// rate over the two samples (none across a restart's reset or a gap of over 2 minutes),
+    /// and the cost per request learned on samples at full service, settled a minute, neither
+    /// idle nor saturated.
+    fn next(prev: Option<RequestTrack>, m: &HostMetrics, busy: Option<f64>) -> Option<Self> {
+        let total = m.total_accesses?;
+        let rate = match prev {
+            Some(p) if p.at == m.at => p.rate,
+            Some(p) if p.at < m.at && p.total <= total => {
+                let dt = m.at.as_second() - p.at.as_second();
+                (dt <= 120).then(|| (total - p.total) as f64 / dt as f64)
+            }
+            _ => None,
+        };
+        let settled = m.bridge_level == 0
+            && m.bridge_change
+                .is_none_or(|c| m.at.as_second() - c.at.as_second() >= 60);
+        let fresh = prev.is_none_or(|p| p.at < m.at);
+        let learned = match (rate, busy) {
+            (Some(r), Some(b)) if fresh && settled && r >= 1.0 && (0.05..=0.9).contains(&b) => {
+                Some(b / r)
+            }
+            _ => None,
+        };
+        let per_request = match (prev.and_then(|p| p.per_request), learned) {
+            (Some(d), Some(x)) => Some(0.8 * d + 0.2 * x),
+            (d, x) => d.or(x),
+        };
+        Some(RequestTrack {
+            at: m.at,
+            total,
+            rate,
+            per_request,
+        })
+    }
+
+    /// The master's busy ratio at full cost: the request rate times a request's full cost.
+    fn full_busy(&self) -> Option<f64> {
+        Some(self.rate? * self.per_request?)
+    }
+}
+
+/// Below this busy ratio a degraded host's busy workers are too few to scale by 1/cost (one
+/// worker more or less, mod_status's own request among them, is a large share): its request
+/// rate says its full-cost load instead. Above it the busy ratio does: it is instantaneous,
+/// where the rate is a mean since the decision before.
+pub const FEW_BUSY: f64 = 0.25;
+
+/// What stage 0b keeps of the master for the next decision.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tracks {
+    pub load: Option<LoadTrack>,
+    pub requests: Option<RequestTrack>,
 }
 
 /// The master's load average at one sample: as read, and at full cost.
@@ -126,11 +203,13 @@ pub(crate) fn full_cost(
     b: &BridgeConfig,
     hosts: &mut [(&str, Option<HostMetrics>)],
     serving: u32,
-    track: Option<LoadTrack>,
-) -> (Option<LoadTrack>, Vec<Reason>) {
+    prev: &BridgeState,
+) -> (Tracks, Vec<Reason>) {
     let model = Model::of(b);
+    let track = prev.master_load;
     let (mut read, mut names) = (Vec::new(), Vec::new());
     let mut tracked = None;
+    let mut requests = None;
     for (i, (name, m)) in hosts.iter_mut().enumerate() {
         let Some(m) = m.as_mut() else {
             continue;
@@ -154,8 +233,19 @@ pub(crate) fn full_cost(
             }
         };
         let before = *m;
+        if i == 0 && b.enabled {
+            requests = RequestTrack::next(prev.master_requests, m, m.apache_busy_ratio);
+        }
+        // The master at a level, with few workers busy: the busy ratio its request rate gives,
+        // when it gives one.
+        let few = m.apache_busy_ratio.is_some_and(|v| v < FEW_BUSY);
+        let by_rate = requests
+            .and_then(|r| r.full_busy())
+            .filter(|_| i == 0 && few);
         if now_cost < 1.0 {
-            m.apache_busy_ratio = m.apache_busy_ratio.map(|v| back(v, now_cost).min(1.0));
+            m.apache_busy_ratio = m
+                .apache_busy_ratio
+                .map(|v| by_rate.unwrap_or_else(|| back(v, now_cost)).min(1.0));
         }
         let recent = m
             .bridge_change
@@ -212,12 +302,16 @@ pub(crate) fn full_cost(
             names.push(name.to_string());
         }
     }
+    let tracks = Tracks {
+        load: tracked,
+        requests,
+    };
     if read.is_empty() {
-        return (tracked, Vec::new());
+        return (tracks, Vec::new());
     }
     let message = read.join("; ");
     (
-        tracked,
+        tracks,
         vec![Reason::FullCost {
             hosts: names,
             message,
@@ -232,14 +326,15 @@ pub(crate) fn bridge(
     obs: &FleetObservation,
     hist: &History,
     fleet: Fleet,
-    master_load: Option<LoadTrack>,
+    tracks: Tracks,
     now: Timestamp,
 ) -> (BridgeState, Vec<Reason>) {
     let prev = hist.bridge.clone();
     let secs = |since: Option<Timestamp>| since.map_or(0, |t| now.as_second() - t.as_second());
     let mut next = prev.clone();
     next.manual = false;
-    next.master_load = master_load;
+    next.master_load = tracks.load;
+    next.master_requests = tracks.requests;
     next.cooling_until = prev.cooling_until.filter(|u| *u > now);
     if !b.enabled {
         if prev.level > 0 {
@@ -293,7 +388,15 @@ pub(crate) fn bridge(
     };
     let model = Model::of(b);
     let n = 1 + fleet.in_service;
-    let load = model.load(v.0, b.cost(v.1), n);
+    // At a level with few workers busy, the busy ratio the request rate gives, when it does
+    // (see RequestTrack).
+    let by_rate = tracks.requests.and_then(|r| r.full_busy()).filter(|_| {
+        v.1 > 0 && v.0 < FEW_BUSY && b.signal == crate::config::Signal::ApacheBusyRatio
+    });
+    let load = match by_rate {
+        Some(full) => model.load(full, 1.0, n),
+        None => model.load(v.0, b.cost(v.1), n),
+    };
     let at = |level: u8, k: u32| {
         let n = f64::from(n);
         model.s * load + (1.0 - model.s) * load * b.cost(level) / (n + f64::from(k))

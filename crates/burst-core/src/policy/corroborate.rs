@@ -168,6 +168,7 @@ mod tests {
             memory_used_ratio: None,
             bridge_level: 0,
             bridge_change: None,
+            total_accesses: None,
         }
     }
 

@@ -41,7 +41,7 @@ mod reason;
 mod release;
 mod serving;
 
-pub use bridge::{BridgeState, ManualBridge};
+pub use bridge::{BridgeState, LoadTrack, ManualBridge, RequestTrack};
 pub use corroborate::{
     corroborate, evidence, Reports, Suspect, CORROBORATION_FACTOR, CORROBORATION_SLACK,
 };
@@ -379,10 +379,10 @@ pub fn decide(
     let mut serving = stage(r, serving::serving(cfg, obs, now));
     // 0b. Hosts that served degraded, read back to full cost.
     let n = 1 + fleet.in_service;
-    let track = hist.bridge.master_load;
-    let load = stage(
+    let prev = &hist.bridge;
+    let tracks = stage(
         r,
-        bridge::full_cost(bridge_cfg, &mut serving.hosts, n, track),
+        bridge::full_cost(bridge_cfg, &mut serving.hosts, n, prev),
     );
     // 1. What the load asks for.
     let ahead = demand::Ahead {
@@ -420,7 +420,7 @@ pub fn decide(
     // time.
     let bridge = stage(
         r,
-        bridge::bridge(bridge_cfg, cfg, obs, hist, fleet, load, now),
+        bridge::bridge(bridge_cfg, cfg, obs, hist, fleet, tracks, now),
     );
     let final_count = if cap_limited < current {
         current - to_u32(release.victims.len())

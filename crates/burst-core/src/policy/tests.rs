@@ -50,6 +50,7 @@ pub(crate) fn m(u: f64, t: i64) -> HostMetrics {
         memory_used_ratio: Some(0.3),
         bridge_level: 0,
         bridge_change: None,
+        total_accesses: None,
     }
 }
 
@@ -225,6 +226,7 @@ fn the_readme_decision_line() {
             memory_used_ratio: Some(0.4),
             bridge_level: 0,
             bridge_change: None,
+            total_accesses: None,
         }),
         slaves: vec![],
         no_capacity_until: None,

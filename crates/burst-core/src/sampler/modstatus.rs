@@ -12,6 +12,9 @@ pub struct ModStatus {
     pub scoreboard_slots: Option<u32>,
     /// Requests per second since restart (ExtendedStatus On only).
     pub req_per_sec: Option<f64>,
+    /// Requests served since restart (ExtendedStatus On only): a counter, so a rate over any
+    /// two samples.
+    pub total_accesses: Option<u64>,
     pub mpm: Option<String>,
 }
 
@@ -60,6 +63,7 @@ pub fn parse(text: &str, url: &str) -> Result<ModStatus, ModStatusError> {
             // Apache writes ".0810373" for 0.08; Rust parses that form.
             "ReqPerSec" => out.req_per_sec = value.parse::<f64>().ok().filter(|v| v.is_finite()),
             "ServerMPM" => out.mpm = Some(value.to_string()),
+            "Total Accesses" => out.total_accesses = value.parse::<u64>().ok(),
             _ => {}
         }
     }
@@ -106,6 +110,7 @@ mod tests {
         assert_eq!(s.idle_workers, 4);
         assert_eq!(s.scoreboard_slots, Some(256));
         assert_eq!(s.req_per_sec, Some(20.0));
+        assert_eq!(s.total_accesses, Some(20));
         assert_eq!(s.mpm.as_deref(), Some("prefork"));
     }
 
@@ -117,6 +122,7 @@ mod tests {
             (1, 49, Some(50))
         );
         assert_eq!(s.req_per_sec, None);
+        assert_eq!(s.total_accesses, None);
     }
 
     #[test]

@@ -89,12 +89,14 @@ impl Sampler {
             busy_workers: None,
             idle_workers: None,
             max_workers: self.cfg.apache_max_workers,
+            total_accesses: None,
         };
         if let Some(client) = &self.mod_status {
             match client.fetch() {
                 Ok(s) => {
                     apache.busy_workers = Some(s.busy_workers);
                     apache.idle_workers = Some(s.idle_workers);
+                    apache.total_accesses = s.total_accesses;
                     if let Some(slots) = s.scoreboard_slots.filter(|&n| n > 0) {
                         apache.max_workers = apache.max_workers.min(slots);
                     }
@@ -289,6 +291,7 @@ mod tests {
                 busy_workers: None,
                 idle_workers: None,
                 max_workers: 256,
+                total_accesses: None,
             },
             memory: Some(MemorySample {
                 total_bytes: 1000,

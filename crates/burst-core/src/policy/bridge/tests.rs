@@ -42,6 +42,7 @@ fn left_at(level: u8, since: i64, episode: i64) -> History {
         cooling_until: None,
         manual: false,
         master_load: None,
+        master_requests: None,
     };
     h
 }
@@ -270,7 +271,7 @@ fn a_load_average_that_spans_a_level_change_is_read_at_the_mix_of_both_costs() {
         vec![("master", Some(h))]
     };
     let mut hosts = sample(1, 0);
-    let (_, why) = super::full_cost(&on(), &mut hosts, 1, None);
+    let (_, why) = super::full_cost(&on(), &mut hosts, 1, &BridgeState::default());
     let h = hosts[0].1.unwrap();
     // The master alone (n = 1): v = 0.1 L + 0.9 L c, and at full cost it reads L.
     let load = 0.3 / (0.1 + 0.9 * (0.4 * (1.0 - w) + w));
@@ -285,7 +286,7 @@ fn a_load_average_that_spans_a_level_change_is_read_at_the_mix_of_both_costs() {
     // Back at level 0 after an episode, the load average still carries w of level 1's cost:
     // read up, never down (a release is never hastened by the cheap minutes just past).
     let mut hosts = sample(0, 1);
-    super::full_cost(&on(), &mut hosts, 1, None);
+    super::full_cost(&on(), &mut hosts, 1, &BridgeState::default());
     let h = hosts[0].1.unwrap();
     let load = 0.3 / (0.1 + 0.9 * ((1.0 - w) + 0.4 * w));
     assert!(
@@ -294,4 +295,54 @@ fn a_load_average_that_spans_a_level_change_is_read_at_the_mix_of_both_costs() {
     );
     assert!(load > 0.3);
     assert_eq!(h.apache_busy_ratio, Some(0.3));
+}
+
+#[test]
+fn at_a_level_the_master_is_read_by_its_request_rate_not_its_cheap_workers() {
+    // At full service, settled, 20 requests a second kept 0.4 of the workers busy: a request
+    // costs 0.02 busy-seconds. At a level costing a hundredth, one busy worker in eight (the
+    // mod_status request itself) would read 12.5 times the workers at full cost; the rate
+    // says 30 requests a second, 0.6 at full cost: the level can come down (at most 0.75 is
+    // needed to lower to 0 here).
+    let b = BridgeConfig {
+        costs: vec![0.01],
+        master_only_share: 0.0,
+        ..on()
+    };
+    let sample = |t: i64, total: u64, busy: f64, level: u8| {
+        let mut h = m(busy, t);
+        h.total_accesses = Some(total);
+        h.bridge_level = level;
+        h
+    };
+    let mut h = History::new();
+    let decide_at = |t: i64, o: FleetObservation, h: &mut History| {
+        let d = decide(&cfg(), &b, &o, &cap(), h, at(t));
+        h.record(&cfg(), at(t), &d);
+        d
+    };
+    for (i, t) in [-300, -285, -270].into_iter().enumerate() {
+        let mut o = master_at(0.4, 0);
+        o.master = Some(sample(t, 1000 + 300 * i as u64, 0.4, 0));
+        decide_at(t, o, &mut h);
+    }
+    let learned = h.bridge.master_requests.unwrap().per_request.unwrap();
+    assert!((learned - 0.02).abs() < 1e-9, "{learned}");
+    // The crowd came and went; the master serves at level 1 since a minute, 30 requests a
+    // second, one worker busy.
+    h.bridge = BridgeState {
+        level: 1,
+        since: Some(at(-60)),
+        episode_start: Some(at(-60)),
+        master_requests: h.bridge.master_requests,
+        ..BridgeState::default()
+    };
+    let mut o = master_at(0.125, 1);
+    o.master = Some(sample(-15, 5000, 0.125, 1));
+    decide_at(-15, o, &mut h);
+    let mut o = master_at(0.125, 1);
+    o.master = Some(sample(0, 5450, 0.125, 1));
+    let d = decide_at(0, o, &mut h);
+    assert_eq!(level(&d), 0, "{d}");
+    assert!(has(&d, "BridgeOff"), "{d}");
 }
