@@ -128,9 +128,30 @@ fn the_recipe_switches_a_real_apache_by_flag_files_and_never_degrades_forms_or_m
         None,
         "a member's page is cached"
     );
-    assert_eq!(get("/?page=2", "").2, "DYNAMIC home\n");
-    assert_eq!(get("/wp-admin/", "").2, "DYNAMIC admin\n");
-    assert_eq!(get("/donate/", "").2, "DYNAMIC donate\n");
+    // Only snapshots are marked cacheable, and for visitors without cookies (Vary).
+    let (_, h, _) = get("/", "");
+    assert!(
+        header(&h, "vary").is_some_and(|v| v.contains("Cookie")),
+        "{h:?}"
+    );
+    for (path, extra, page) in [
+        ("/?page=2", "", "DYNAMIC home\n"),
+        ("/wp-admin/", "", "DYNAMIC admin\n"),
+        ("/donate/", "", "DYNAMIC donate\n"),
+        (
+            "/",
+            "Authorization: Basic b3BzOm9wcw==\r\n",
+            "DYNAMIC home\n",
+        ),
+    ] {
+        let (_, h, body) = get(path, extra);
+        assert_eq!(body, page, "{path} {extra}");
+        assert_eq!(
+            header(&h, "cache-control"),
+            None,
+            "{path} {extra} is cached"
+        );
+    }
     let (_, _, body) = request(
         a.port,
         "POST",
@@ -156,6 +177,39 @@ fn the_recipe_switches_a_real_apache_by_flag_files_and_never_degrades_forms_or_m
     assert_eq!(body, "DYNAMIC home\n");
     assert_eq!(header(&h, "cache-control"), None);
     assert_eq!(get("/logo.png", "").0, 200);
+}
+
+#[test]
+fn the_recipe_without_its_defines_is_refused_by_apache_configtest() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = common::root().join("contrib/bridge/apache-bridge.conf");
+    let conf = dir.path().join("httpd.conf");
+    let m = "/usr/lib/apache2/modules";
+    std::fs::write(
+        &conf,
+        format!(
+            "ServerRoot {root}\nLoadModule mpm_prefork_module {m}/mod_mpm_prefork.so\n\
+             LoadModule authz_core_module {m}/mod_authz_core.so\n\
+             LoadModule rewrite_module {m}/mod_rewrite.so\nLoadModule alias_module {m}/mod_alias.so\n\
+             LoadModule headers_module {m}/mod_headers.so\nLoadModule env_module {m}/mod_env.so\n\
+             Listen 127.0.0.1:{port}\nServerName 127.0.0.1\nErrorLog {root}/error.log\n\
+             Define BRIDGE_FLAGS /run/burst-agent-bridge\nDefine BRIDGE_SNAPSHOTS {root}\n\
+             Include {recipe}\n",
+            root = dir.path().display(),
+            port = common::apache::free_port(),
+            recipe = recipe.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new("/usr/sbin/apache2")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-t")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Define BRIDGE_KEEP_COOKIE"), "{err}");
 }
 
 #[test]

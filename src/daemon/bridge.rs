@@ -35,7 +35,8 @@ pub(super) struct Applier {
     /// A hook has brought the master to a known level since the agent started (until then,
     /// the first decided level is applied, 0 included: a restart mid-episode converges).
     known: bool,
-    running: Option<(u8, JoinHandle<HookRun>)>,
+    /// The run under way: the level it switches to, and when it started.
+    running: Option<(u8, Timestamp, JoinHandle<HookRun>)>,
     /// The last failure, for `status`, until a run succeeds.
     pub failed: Option<(Timestamp, String)>,
     /// The level last said not to be applied (dry run, no hook), so it is logged once.
@@ -80,38 +81,37 @@ impl Applier {
 
     /// The level a hook is switching the master to now, if one runs.
     pub fn switching_to(&self) -> Option<u8> {
-        self.running.as_ref().map(|(l, _)| *l)
+        self.running.as_ref().map(|(l, ..)| *l)
     }
 
-    /// Reaps a finished hook, then starts one when the master does not serve at `want`.
-    /// A dry run and a config without `hooks.on_bridge` switch nothing (logged once a level).
-    pub async fn step(&mut self, cfg: &Config, want: u8, now: Timestamp) -> Option<Applied> {
-        let done = self.reap(now).await;
+    /// Starts a run when the master does not serve at `want` and none is under way. A dry run
+    /// and a config without `hooks.on_bridge` switch nothing (logged once a level). The tick
+    /// calls [`Applier::reap`] first, before its sample is read, so that the sample is read at
+    /// the level it was taken at.
+    pub fn step(&mut self, cfg: &Config, want: u8, now: Timestamp) {
         if self.running.is_some() || (self.known && want == self.applied) {
-            return done;
+            return;
         }
         let Some(hook) = cfg.hooks.on_bridge.clone() else {
             if want != self.applied && self.told != Some(want) {
                 tracing::info!(
                     level = want,
-                    "bridge level {want} decided, not applied: \
-                    hooks.on_bridge is unset"
+                    "bridge level {want} decided, not applied: hooks.on_bridge is unset"
                 );
                 self.told = Some(want);
             }
-            return done;
+            return;
         };
         if cfg.agent.dry_run {
             if want != self.applied && self.told != Some(want) {
                 tracing::info!(
                     level = want,
                     dry_run = true,
-                    "dry run: would run hooks.on_bridge \
-                    to switch the master to bridge level {want}"
+                    "dry run: would run hooks.on_bridge to switch the master to bridge level {want}"
                 );
                 self.told = Some(want);
             }
-            return done;
+            return;
         }
         let (from, group) = (self.applied, cfg.agent.group.clone());
         let dir = cfg.agent.state_dir.to_string_lossy().into_owned();
@@ -120,43 +120,47 @@ impl Applier {
             tokio::spawn(
                 async move { crate::hooks::run_bridge(&hook, want, from, &group, &dir).await },
             );
-        self.running = Some((want, task));
-        done
+        self.running = Some((want, now, task));
     }
 
-    async fn reap(&mut self, now: Timestamp) -> Option<Applied> {
-        if !self.running.as_ref().is_some_and(|(_, t)| t.is_finished()) {
+    /// The run that finished since the last tick, if one did. The master serves at its level
+    /// from when it finished (its start plus its duration): a sample taken after that is read
+    /// at the new level, one taken before at the old.
+    pub async fn reap(&mut self, now: Timestamp) -> Option<Applied> {
+        if !self.running.as_ref().is_some_and(|(.., t)| t.is_finished()) {
             return None;
         }
-        let (to, task) = self.running.take()?;
+        let (to, started, task) = self.running.take()?;
         let from = self.applied;
         let result = match task.await {
             Ok(run) => run
                 .result
-                .map(|()| run.duration.as_secs_f64())
+                .map(|()| run.duration)
                 .map_err(|e| format!("{e} (after {} attempt(s))", run.attempts)),
             Err(e) => Err(format!("the hook's task ended: {e}")),
         };
         match result {
-            Ok(secs) => {
-                self.before = self.applied;
-                self.applied = to;
-                self.since = Some(now);
+            Ok(took) => {
+                let done = jiff::SignedDuration::try_from(took)
+                    .ok()
+                    .and_then(|d| started.checked_add(d).ok())
+                    .map_or(now, |t| t.min(now));
+                // A run that confirms the level in force (after a start) changes nothing: the
+                // samples' costs did not change.
+                if to != self.applied {
+                    self.before = self.applied;
+                    self.applied = to;
+                    self.since = Some(done);
+                }
                 self.known = true;
                 self.failed = None;
+                let secs = took.as_secs_f64();
                 Some(Applied::Switched { from, to, secs })
             }
             Err(error) => {
                 self.failed = Some((now, error.clone()));
                 Some(Applied::Failed { from, to, error })
             }
-        }
-    }
-
-    /// Stops a running hook (the agent stops or stands by).
-    pub fn abort(&mut self) {
-        if let Some((_, task)) = self.running.take() {
-            task.abort();
         }
     }
 }

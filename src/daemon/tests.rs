@@ -249,6 +249,8 @@ async fn a_saturated_master_is_bridged_by_its_hook_and_a_hand_can_end_it() {
     let mut cfg = config(dir.path());
     cfg.policy.max_slaves = 0;
     cfg.bridge.enabled = true;
+    // No dwell: a sample read at the wrong level would end the level at the next decision.
+    cfg.bridge.min_dwell = crate::config::Dur::secs(0);
     let switched = dir.path().join("switched");
     cfg.hooks.on_bridge = Some(crate::config::Hook {
         argv: vec![
@@ -268,74 +270,88 @@ async fn a_saturated_master_is_bridged_by_its_hook_and_a_hand_can_end_it() {
     let since0 = |t: Timestamp| Duration::from_secs((t.as_second() - at(0).as_second()) as u64);
     let mut t = 0;
     let mut decisions: Vec<Decision> = Vec::new();
-    // Ticks a second apart in the agent's time (with real time between them for the hook, a
-    // real process, to run) until the master serves at `$level`.
-    macro_rules! until_applied {
-        ($level:expr) => {
-            for _ in 0..200 {
-                t += 1;
+    // Ticks two seconds apart in the agent's time (with real time between them for the hook,
+    // a real process, to run), each on a sample taken a second before it: the crowd keeps all 8
+    // workers busy at full service and 2 at a level. Until the master serves at `$until`, or
+    // `$ticks` ticks.
+    macro_rules! ticks {
+        ($until:expr, $ticks:expr) => {
+            for _ in 0..$ticks {
+                t += 2;
                 let now = at(t);
                 w.w().advance(now);
-                // Every worker busy, and a load average of 2 per CPU.
-                let mut sample = saturated(now);
-                sample.load = Some(crate::model::LoadSample {
-                    one: 4.0,
-                    five: 4.0,
-                    fifteen: 4.0,
-                    runnable_tasks: 4,
-                    total_tasks: 100,
-                });
+                // A switch under way has finished by now (the hook takes milliseconds).
+                let level = (l.tick.bridge.switching_to()).unwrap_or(l.tick.bridge.applied());
+                let busy = if level > 0 { 2 } else { 8 };
+                let mut sample = saturated(at(t - 1));
+                sample.apache.busy_workers = Some(busy);
+                sample.apache.idle_workers = Some(8 - busy);
                 sample_tx.send_replace(Some(sample));
                 m.clock.observe(now, since0(now));
                 decisions.push(m.tick(&mut l, now).await);
-                if l.tick.bridge.applied() == $level && l.tick.bridge.switching_to().is_none() {
+                let done = l.tick.bridge.switching_to().is_none();
+                if $until == Some(l.tick.bridge.applied()) && done {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert_eq!(
-                l.tick.bridge.applied(),
-                $level,
-                "{:?}",
-                decisions.last().map(|d| d.to_string())
-            );
         };
     }
     // The master alone, every worker busy, nothing can launch: level 1 (0.1 + 0.9 × 0.15 of a
     // saturated master's full load is 0.235, under 0.81).
-    until_applied!(1);
+    ticks!(Some(1), 200);
+    assert_eq!(
+        l.tick.bridge.applied(),
+        1,
+        "{:?}",
+        decisions.last().map(|d| d.to_string())
+    );
     assert!(
         decisions[0].reason_codes().contains(&"BridgeOn"),
         "{}",
         decisions[0]
     );
-    // Serving at level 1 and still saturated: its samples are read at full cost (its load
-    // average as more than it reads), and a deeper level follows.
-    until_applied!(2);
+    // At level 1 the crowd keeps 2 workers of 8 busy: 0.25 at level 1 is 0.25 / 0.235 = 1.06
+    // at full cost, so the level holds. Each sample is read at the level it was taken at, the
+    // one taken just after the switch included: read at level 0 it would say 0.25 and end the
+    // level at once.
+    let held = decisions.len();
+    ticks!(None::<u8>, 8);
+    for d in &decisions[1..] {
+        let codes = d.reason_codes();
+        assert_eq!(d.explanation().bridge.level, 1, "{d}");
+        assert!(
+            !codes.contains(&"BridgeOff") && !codes.contains(&"BridgeOn"),
+            "{d}"
+        );
+    }
     assert!(
-        decisions
+        decisions[held..]
             .iter()
-            .any(|d| d.reason_codes().contains(&"FullCost")
-                && d.reason_codes().contains(&"BridgeRaised")),
+            .all(|d| d.reason_codes().contains(&"FullCost")),
         "{:?}",
-        decisions.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+        decisions[held..]
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
     );
     // By hand: full service for an hour, whatever the load.
     super::bridge::write_manual(
         dir.path(),
         &crate::policy::ManualBridge {
             level: 0,
-            until: at(3600),
+            until: at(t + 3600),
             by: "ops".into(),
         },
     )
     .unwrap();
-    until_applied!(0);
+    ticks!(Some(0), 200);
+    assert_eq!(l.tick.bridge.applied(), 0);
     let last = decisions.last().unwrap();
     assert!(last.reason_codes().contains(&"BridgeManual"), "{last}");
     // The hook was run once per switch, with the level and the one before.
     let ran = std::fs::read_to_string(&switched).unwrap();
-    assert_eq!(ran, "1 0\n2 1\n0 2\n");
+    assert_eq!(ran, "1 0\n0 1\n");
     let status = std::fs::read_to_string(dir.path().join("status.json")).unwrap();
     assert!(status.contains("\"bridge\""), "{status}");
     assert!(status.contains("\"ops\""), "{status}");

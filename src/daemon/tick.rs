@@ -139,6 +139,8 @@ impl Master<'_> {
         self.take_new_config(l, now);
         self.note_standby(&mut l.tick);
         self.read_manual(&mut l.tick, now);
+        // A switch that finished since the last tick, before this tick's sample is read.
+        self.reap_bridge(&mut l.tick, now).await;
         if let Some(a) = l.actuator.as_mut() {
             if l.tick.standby.is_some() {
                 // No fleet-changing call, no hook: adopt afresh (the table first) once it holds.
@@ -155,7 +157,7 @@ impl Master<'_> {
         carry_out(l, &decision, observed, now).await;
         let after = l.ledger().status(now);
         self.record_site(l, &decision, &after, observed);
-        self.apply_bridge(&mut l.tick, &decision, now).await;
+        self.apply_bridge(&mut l.tick, &decision, now);
         self.tell_events(l, &after, now);
         let own = take_own(&mut l.actuator);
         // A standby never writes the site's numbers (the master's): only its own host's.
@@ -184,7 +186,12 @@ impl Master<'_> {
     fn read_manual(&self, tick: &mut Tick, now: Timestamp) {
         match super::bridge::read_manual(&self.state_dir) {
             Ok(m) => {
-                tick.manual = m;
+                // Written with the wall clock's time; the policy reads the agent's clock.
+                tick.manual = m.map(|mut m| {
+                    let left = m.until.duration_since(self.clock.wall());
+                    m.until = now.checked_add(left).unwrap_or(now);
+                    m
+                });
                 tick.manual_error = None;
             }
             Err(e) => {
@@ -199,17 +206,21 @@ impl Master<'_> {
         }
     }
 
-    /// The decided bridge level carried out on the master by `hooks.on_bridge`; a standby
-    /// (not the site's master) switches nothing.
-    async fn apply_bridge(&self, tick: &mut Tick, decision: &Decision, now: Timestamp) {
+    /// The decided bridge level carried out on the master by `hooks.on_bridge`. A standby
+    /// (another agent acts for the site) brings its own host back to full service.
+    fn apply_bridge(&self, tick: &mut Tick, decision: &Decision, now: Timestamp) {
+        let want = match tick.standby {
+            Some(_) => 0,
+            None => decision.explanation().bridge.level,
+        };
+        tick.bridge.step(&self.cfg, want, now);
+    }
+
+    /// A bridge switch that finished since the last tick: logged; a failure kept and told.
+    async fn reap_bridge(&self, tick: &mut Tick, now: Timestamp) {
         use super::bridge::Applied;
         use crate::events::{Event, EventKind};
-        if tick.standby.is_some() {
-            tick.bridge.abort();
-            return;
-        }
-        let want = decision.explanation().bridge.level;
-        match tick.bridge.step(&self.cfg, want, now).await {
+        match tick.bridge.reap(now).await {
             Some(Applied::Switched { from, to, secs }) => tracing::info!(
                 level = to,
                 previous = from,

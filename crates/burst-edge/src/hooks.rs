@@ -330,8 +330,8 @@ pub async fn run_event(hook: &Hook, vars: &EventVars) -> HookRun {
 /// Runs `hooks.on_bridge` to switch the master to bridge `level` (0: full service) from
 /// `previous`, with its retries, like [`run`]. Placeholders: config::BRIDGE_PLACEHOLDERS; its
 /// environment also has `BURST_AGENT_BRIDGE_LEVEL` and `BURST_AGENT_BRIDGE_PREVIOUS`. A hook
-/// that fails must leave the host at `previous` (the shipped recipe switches by renaming one
-/// flag file).
+/// that fails must leave the host at a whole level (the shipped `bridge-level` does), and is run
+/// again at the next tick.
 pub async fn run_bridge(
     hook: &Hook,
     level: u8,

@@ -967,6 +967,21 @@ fn check_hooks(c: &mut Checks, cfg: &Config) {
     }
     if let Some(hook) = &h.on_bridge {
         c.hook_with("hooks.on_bridge", hook, BRIDGE_PLACEHOLDERS);
+        // A level waits for the run before it: a hung switch must not hold one for long.
+        let most = (hook.timeout.get())
+            .saturating_mul(hook.retries.saturating_add(1))
+            .saturating_add(hook.retry_delay.get().saturating_mul(hook.retries));
+        c.require(
+            most <= Duration::from_secs(300),
+            "hooks.on_bridge.timeout",
+            || {
+                format!(
+                    "hooks.on_bridge.timeout with its retries may take {} (at most 5m): the \
+                     level waits for it; \"30s\" and 1 retry suit a switch of flag files",
+                    Dur(most)
+                )
+            },
+        );
     }
 }
 
@@ -1373,6 +1388,15 @@ mod tests {
         c.bridge = Default::default();
         c.bridge.costs.clear();
         assert_eq!(paths(&c), ["bridge.costs"]);
+        // A switch whose retries could hold a level for 20 minutes (the hooks' 10m default).
+        c.bridge = Default::default();
+        c.hooks.on_bridge = Some(Hook {
+            argv: vec!["/usr/lib/burst-agent/bridge-level".into(), "{level}".into()],
+            ..Hook::default()
+        });
+        assert_eq!(paths(&c), ["hooks.on_bridge.timeout"]);
+        c.hooks.on_bridge.as_mut().unwrap().timeout = Dur::secs(30);
+        assert!(paths(&c).is_empty(), "{:?}", validate(&c));
     }
 
     #[test]
