@@ -393,7 +393,12 @@ pub(crate) fn bridge(
     let by_rate = tracks.requests.and_then(|r| r.full_busy()).filter(|_| {
         v.1 > 0 && v.0 < FEW_BUSY && b.signal == crate::config::Signal::ApacheBusyRatio
     });
-    let load = match by_rate {
+    // The load average, unmixed by stage 0b (a minute's mean spans level changes).
+    let by_track = tracks
+        .load
+        .filter(|_| b.signal == crate::config::Signal::LoadPerCpu)
+        .map(|t| t.full);
+    let load = match by_rate.or(by_track) {
         Some(full) => model.load(full, 1.0, n),
         None => model.load(v.0, b.cost(v.1), n),
     };

@@ -346,3 +346,38 @@ fn at_a_level_the_master_is_read_by_its_request_rate_not_its_cheap_workers() {
     assert_eq!(level(&d), 0, "{d}");
     assert!(has(&d, "BridgeOff"), "{d}");
 }
+
+#[test]
+fn a_bridge_on_the_load_average_reads_it_unmixed() {
+    // signal = load_per_cpu: the master alone at level 1 reads 0.3. As if settled at level 1,
+    // that is 0.3 / 0.46 = 0.65 at full cost, under the 0.75 exit. But 15 s before it read 0.6
+    // and stood at 1.2 at full cost: the kernel's mean keeps e = e^(-15/60) = 0.78 of that,
+    // 0.6 × 0.78 = 0.47 already above 0.3, so nothing ran since (u = 0) and at full cost it now
+    // stands at 1.2 × 0.78 = 0.93: the level holds.
+    let b = BridgeConfig {
+        signal: Signal::LoadPerCpu,
+        ..on()
+    };
+    let mut h = left_at(1, 300, 300);
+    h.bridge.master_load = Some(super::LoadTrack {
+        at: at(-15),
+        raw: 0.6,
+        full: 1.2,
+    });
+    let mut o = master_at(0.3, 1);
+    if let Some(m) = o.master.as_mut() {
+        m.bridge_change = Some(crate::model::LevelChange {
+            from: 0,
+            at: at(-100),
+        });
+    }
+    let d = decide(&cfg(), &b, &o, &cap(), &h, at(0));
+    assert_eq!(level(&d), 1, "{d}");
+    assert!(has(&d, "BridgeHeld"), "{d}");
+    // Without the sample before, the mix of the two costs by time stands in: 100 s after the
+    // change, e^(-100/60) = 0.19 of full cost is left in the mean, so the spread part cost
+    // 0.4 × 0.81 + 0.19 = 0.51: 0.3 / (0.1 + 0.9 × 0.51) = 0.53, under the exit: off.
+    h.bridge.master_load = None;
+    let d = decide(&cfg(), &b, &o, &cap(), &h, at(0));
+    assert_eq!(level(&d), 0, "{d}");
+}
