@@ -26,7 +26,7 @@
 //! Architecture Invariant (14): scaling reads full-cost load; the bridge never changes what
 //! the fleet's size is decided on.
 
-use super::{fresh, Fleet, FleetObservation, History, HostMetrics, Reason, SlaveState};
+use super::{Fleet, FleetObservation, History, HostMetrics, Reason, SlaveState};
 use crate::config::{BridgeConfig, PolicyConfig};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,21 @@ pub const FEW_BUSY: f64 = 0.25;
 pub(crate) struct Tracks {
     pub load: Option<LoadTrack>,
     pub requests: Option<RequestTrack>,
+    /// The master's busy ratio at full cost, not bounded by 1: how far past saturation the
+    /// full-cost load is, for the bridge's own reading (scaling reads it bounded).
+    pub busy: Option<f64>,
+}
+
+impl Tracks {
+    /// The master's `signal` at full cost, as stage 0b read it; `None` without a fresh sample.
+    fn master(&self, signal: crate::config::Signal) -> Option<f64> {
+        match signal {
+            crate::config::Signal::ApacheBusyRatio => self.busy,
+            crate::config::Signal::LoadPerCpu => self.load.map(|t| t.full),
+            _ => None,
+        }
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    }
 }
 
 /// The master's load average at one sample: as read, and at full cost.
@@ -210,6 +225,7 @@ pub(crate) fn full_cost(
     let (mut read, mut names) = (Vec::new(), Vec::new());
     let mut tracked = None;
     let mut requests = None;
+    let mut busy = None;
     for (i, (name, m)) in hosts.iter_mut().enumerate() {
         let Some(m) = m.as_mut() else {
             continue;
@@ -243,9 +259,16 @@ pub(crate) fn full_cost(
             .and_then(|r| r.full_busy())
             .filter(|_| i == 0 && few);
         if now_cost < 1.0 {
-            m.apache_busy_ratio = m
+            let full = m
                 .apache_busy_ratio
-                .map(|v| by_rate.unwrap_or_else(|| back(v, now_cost)).min(1.0));
+                .map(|v| by_rate.unwrap_or_else(|| back(v, now_cost)));
+            if i == 0 {
+                busy = full;
+            }
+            // Scaling reads it bounded, as the host would have shown it.
+            m.apache_busy_ratio = full.map(|v| v.min(1.0));
+        } else if i == 0 {
+            busy = m.apache_busy_ratio;
         }
         let recent = m
             .bridge_change
@@ -305,6 +328,7 @@ pub(crate) fn full_cost(
     let tracks = Tracks {
         load: tracked,
         requests,
+        busy,
     };
     if read.is_empty() {
         return (tracks, Vec::new());
@@ -380,28 +404,14 @@ pub(crate) fn bridge(
         };
         return (next, vec![why]);
     }
-    let Some(v) = fresh(obs.master.as_ref(), now, cfg.stale_after.whole_secs())
-        .and_then(|m| m.get(b.signal).map(|v| (v, m.bridge_level)))
-    else {
+    // The master's own fresh sample at full cost, as stage 0b read it.
+    let Some(full) = tracks.master(b.signal) else {
         let why = (prev.level > 0).then_some(Reason::BridgeBlind { level: prev.level });
         return (next, why.into_iter().collect());
     };
     let model = Model::of(b);
     let n = 1 + fleet.in_service;
-    // At a level with few workers busy, the busy ratio the request rate gives, when it does
-    // (see RequestTrack).
-    let by_rate = tracks.requests.and_then(|r| r.full_busy()).filter(|_| {
-        v.1 > 0 && v.0 < FEW_BUSY && b.signal == crate::config::Signal::ApacheBusyRatio
-    });
-    // The load average, unmixed by stage 0b (a minute's mean spans level changes).
-    let by_track = tracks
-        .load
-        .filter(|_| b.signal == crate::config::Signal::LoadPerCpu)
-        .map(|t| t.full);
-    let load = match by_rate.or(by_track) {
-        Some(full) => model.load(full, 1.0, n),
-        None => model.load(v.0, b.cost(v.1), n),
-    };
+    let load = model.load(full, 1.0, n);
     let at = |level: u8, k: u32| {
         let n = f64::from(n);
         model.s * load + (1.0 - model.s) * load * b.cost(level) / (n + f64::from(k))
