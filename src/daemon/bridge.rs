@@ -215,3 +215,31 @@ pub fn clear_manual(state_dir: &Path) -> std::io::Result<bool> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_level_by_hand_that_cannot_be_read_is_named_and_left_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_manual(dir.path()), Ok(None));
+        let path = manual_path(dir.path());
+        std::fs::write(&path, "level = 2\n").unwrap();
+        let e = read_manual(dir.path()).unwrap_err();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("burst-agent bridge auto"), "{e}");
+        assert!(path.exists(), "an unreadable level by hand was removed");
+        std::fs::write(&path, vec![b'x'; 5000]).unwrap();
+        assert!(read_manual(dir.path()).unwrap_err().contains("5000 bytes"));
+        let m = ManualBridge {
+            level: 1,
+            until: Timestamp::UNIX_EPOCH,
+            by: "ops".into(),
+        };
+        write_manual(dir.path(), &m).unwrap();
+        assert_eq!(read_manual(dir.path()), Ok(Some(m)));
+        assert!(clear_manual(dir.path()).unwrap());
+        assert!(!clear_manual(dir.path()).unwrap());
+    }
+}
